@@ -1,0 +1,55 @@
+"""payout-async: IntellectMoney and Enot payouts over asyncio, each sent at most once
+and driven to a known final state."""
+
+from ._errors import (
+    APIError,
+    AuthenticationError,
+    ConfigurationError,
+    IdempotencyConflictError,
+    InvalidRequestError,
+    InvalidResponseError,
+    NotFoundError,
+    OutcomeUnknownError,
+    PayoutError,
+    PermissionDeniedError,
+    ProviderRejectedError,
+    RateLimitError,
+    RequestNotSentError,
+    ServerError,
+    SignatureError,
+    TransportError,
+    ValidationError,
+)
+from ._retry import NO_RETRY, OperationKind, RetryPolicy
+from ._transport import Timeouts
+from .enot import EnotClient
+from .intellectmoney import IntellectMoneyClient
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "NO_RETRY",
+    "APIError",
+    "AuthenticationError",
+    "ConfigurationError",
+    "EnotClient",
+    "IdempotencyConflictError",
+    "IntellectMoneyClient",
+    "InvalidRequestError",
+    "InvalidResponseError",
+    "NotFoundError",
+    "OperationKind",
+    "OutcomeUnknownError",
+    "PayoutError",
+    "PermissionDeniedError",
+    "ProviderRejectedError",
+    "RateLimitError",
+    "RequestNotSentError",
+    "RetryPolicy",
+    "ServerError",
+    "SignatureError",
+    "Timeouts",
+    "TransportError",
+    "ValidationError",
+    "__version__",
+]

@@ -1,0 +1,171 @@
+"""Every exception payout-async raises, in one place.
+
+The tree is organised by what the caller can do about a failure:
+
+* ``ValidationError`` -- fix the input; nothing was sent.
+* ``RequestNotSentError`` -- nothing reached the provider; any call is safe to repeat.
+* ``OutcomeUnknownError`` -- the request may have been acted on; look the payout up
+  before doing anything else (the reconciliation layer does this for you).
+* ``APIError`` and its subclasses -- the provider answered; ``status``, ``code``,
+  ``message`` and the raw ``body`` say how.
+
+Messages never contain secrets: the transport scrubs them before raising.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "APIError",
+    "AuthenticationError",
+    "ConfigurationError",
+    "IdempotencyConflictError",
+    "InvalidRequestError",
+    "InvalidResponseError",
+    "NotFoundError",
+    "OutcomeUnknownError",
+    "PayoutError",
+    "PermissionDeniedError",
+    "ProviderRejectedError",
+    "RateLimitError",
+    "RequestNotSentError",
+    "ServerError",
+    "SignatureError",
+    "TransportError",
+    "ValidationError",
+]
+
+
+class PayoutError(Exception):
+    """Base class of every error raised by payout-async."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r})"
+
+
+class ConfigurationError(PayoutError):
+    """The client or orchestrator was set up wrongly (missing key, bad option)."""
+
+
+class ValidationError(PayoutError, ValueError):
+    """An argument broke a documented rule; raised before any network call."""
+
+    def __init__(self, field: str, rule: str) -> None:
+        super().__init__(f"{field}: {rule}")
+        self.field = field
+        self.rule = rule
+
+
+class IdempotencyConflictError(PayoutError, ValueError):
+    """An idempotency key was reused with different payout parameters."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(
+            f"idempotency key {key!r} was already used for a payout with other parameters"
+        )
+        self.key = key
+
+
+class SignatureError(PayoutError):
+    """A webhook's signature did not match its body."""
+
+
+class TransportError(PayoutError):
+    """The HTTP exchange failed before a readable answer arrived."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        method: str = "",
+        url: str = "",
+        status: int | None = None,
+        body: bytes = b"",
+    ) -> None:
+        super().__init__(message)
+        self.method = method
+        self.url = url
+        self.status = status
+        self.body = body
+
+
+class RequestNotSentError(TransportError):
+    """Nothing reached the provider (refused, DNS, connect timeout): safe to retry."""
+
+
+class OutcomeUnknownError(TransportError):
+    """The request may have been processed; reconcile before acting again."""
+
+
+class APIError(PayoutError):
+    """The provider answered with an error.
+
+    ``status`` is the HTTP status, ``code`` the provider's own code (if any),
+    ``message`` the provider's text and ``body`` the raw response bytes.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        code: int | None = None,
+        body: bytes = b"",
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.body = body
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(status={self.status}, code={self.code}, {self.message!r})"
+
+
+class AuthenticationError(APIError):
+    """Credentials were refused (HTTP 401, or an expired or invalid UserToken)."""
+
+
+class PermissionDeniedError(APIError):
+    """The account may not do this (HTTP 403: payouts disabled, amount off tariff...)."""
+
+
+class NotFoundError(APIError):
+    """The object does not exist at the provider (HTTP 404)."""
+
+
+class InvalidRequestError(APIError):
+    """The provider refused the request's content (HTTP 400 / 422 and other 4xx)."""
+
+
+class RateLimitError(APIError):
+    """Too many requests (HTTP 429); ``retry_after`` is in seconds when given."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        code: int | None = None,
+        body: bytes = b"",
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, status=status, code=code, body=body)
+        self.retry_after = retry_after
+
+
+class ServerError(APIError):
+    """The provider failed internally (HTTP 5xx)."""
+
+
+class InvalidResponseError(APIError):
+    """The provider's answer could not be read (not JSON, wrong envelope)."""
+
+
+class ProviderRejectedError(APIError):
+    """IntellectMoney answered ``OperationState.Code`` other than 0 or 1."""

@@ -1,0 +1,68 @@
+"""Keeping secrets out of logs, reprs and exception messages."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+
+__all__ = ["Redactor", "mask_card", "masked_repr", "redact_fields"]
+
+_CARD_RUN = re.compile(r"(?<![0-9])([0-9]{6})([0-9]{2,10})([0-9]{4})(?![0-9])")
+_SECRET_FIELDS = frozenset({"usertoken", "sign", "authorization", "x-api-signature-sha256"})
+_CARD_FIELDS = frozenset({"pan", "wallet_to", "wallet"})
+_HIDDEN = "***"
+
+
+def mask_card(value: str | None) -> str | None:
+    """``4111111111111111 -> 411111******1111``; short values are hidden whole."""
+    if value is None:
+        return None
+    if len(value) < 12:
+        return _HIDDEN
+    return f"{value[:6]}{'*' * (len(value) - 10)}{value[-4:]}"
+
+
+def masked_repr(value: str | None) -> str:
+    """``repr`` of a card number or wallet with the middle digits hidden (attrs ``repr=``)."""
+    return repr(mask_card(value))
+
+
+def _mask_card_runs(text: str) -> str:
+    return _CARD_RUN.sub(lambda m: f"{m[1]}{'*' * len(m[2])}{m[3]}", text)
+
+
+def redact_fields(fields: Mapping[str, object]) -> dict[str, object]:
+    """A copy of a request's fields fit for a log line."""
+    clean: dict[str, object] = {}
+    for name, value in fields.items():
+        lowered = name.lower()
+        if lowered in _SECRET_FIELDS:
+            clean[name] = _HIDDEN
+        elif lowered in _CARD_FIELDS and isinstance(value, str):
+            clean[name] = mask_card(value)
+        else:
+            clean[name] = value
+    return clean
+
+
+class Redactor:
+    """Replaces known secret values and card-number-like digit runs in free text."""
+
+    def __init__(self, secrets: Iterable[str | None] = ()) -> None:
+        self._secrets: set[str] = set()
+        for secret in secrets:
+            self.add(secret)
+
+    def add(self, secret: str | None) -> None:
+        """Also hide ``secret`` from now on (tokens fetched at run time)."""
+        if secret and len(secret) >= 4:
+            self._secrets.add(secret)
+
+    def __call__(self, text: str) -> str:
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, _HIDDEN)
+        return _mask_card_runs(text)
+
+    def __repr__(self) -> str:
+        return f"Redactor({len(self._secrets)} secrets)"

@@ -1,0 +1,113 @@
+"""Retry decisions, by operation kind, in one table.
+
+* ``READ`` (state, info, balance, bank list) -- retried on *not sent*, *outcome
+  unknown*, 408, 429, 5xx and unreadable answers.
+* ``SAFE_WRITE`` (IntellectMoney create and delete: they move no money) -- as reads.
+* ``MONEY`` (IntellectMoney execute, Enot payoff create) -- retried only when the
+  request was *not sent* or the provider said 429. An unknown outcome is never retried
+  blindly: it goes to reconciliation.
+
+Backoff is jittered and exponential, and a ``Retry-After`` header wins when present.
+A fresh tenacity ``AsyncRetrying`` is built for every call; cancellation is never
+retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TypeVar
+
+import attrs
+import tenacity
+
+from ._errors import (
+    APIError,
+    InvalidResponseError,
+    OutcomeUnknownError,
+    RateLimitError,
+    RequestNotSentError,
+    ServerError,
+)
+
+__all__ = ["NO_RETRY", "OperationKind", "RetryPolicy", "call_with_retry", "is_retryable"]
+
+T = TypeVar("T")
+
+
+class OperationKind(enum.Enum):
+    """What a call does to the provider's books, which decides how it may be retried."""
+
+    READ = "read"
+    SAFE_WRITE = "safe_write"
+    MONEY = "money"
+
+
+def _retry_read(exc: BaseException) -> bool:
+    if isinstance(exc, RequestNotSentError | OutcomeUnknownError):
+        return True
+    if isinstance(exc, ServerError | RateLimitError | InvalidResponseError):
+        return True
+    return isinstance(exc, APIError) and exc.status == 408
+
+
+def _retry_money(exc: BaseException) -> bool:
+    return isinstance(exc, RequestNotSentError | RateLimitError)
+
+
+_RETRY_ON: Mapping[OperationKind, Callable[[BaseException], bool]] = {
+    OperationKind.READ: _retry_read,
+    OperationKind.SAFE_WRITE: _retry_read,
+    OperationKind.MONEY: _retry_money,
+}
+
+
+def is_retryable(kind: OperationKind, exc: BaseException) -> bool:
+    """Whether ``exc`` from a call of ``kind`` may be retried as is."""
+    return _RETRY_ON[kind](exc)
+
+
+@attrs.frozen
+class RetryPolicy:
+    """How often and how patiently to retry.
+
+    ``attempts`` counts the first try. Waits grow from ``initial`` by ``multiplier``
+    up to ``maximum`` seconds, each randomised between half and all of its value;
+    a provider's ``Retry-After`` is honoured up to ``max_retry_after`` seconds.
+    """
+
+    attempts: int = attrs.field(default=4, validator=attrs.validators.ge(1))
+    initial: float = 0.2
+    multiplier: float = 2.0
+    maximum: float = 5.0
+    max_retry_after: float = 60.0
+
+    def wait_seconds(self, attempt: int, exc: BaseException | None) -> float:
+        """The pause before try number ``attempt + 1``."""
+        if isinstance(exc, RateLimitError) and exc.retry_after is not None:
+            return min(exc.retry_after, self.max_retry_after)
+        ceiling = min(self.maximum, self.initial * self.multiplier ** (attempt - 1))
+        return random.uniform(ceiling / 2, ceiling)
+
+
+NO_RETRY = RetryPolicy(attempts=1)
+
+
+async def call_with_retry(
+    policy: RetryPolicy, kind: OperationKind, attempt: Callable[[], Awaitable[T]]
+) -> T:
+    """Run ``attempt`` under ``policy`` with the retry rule for ``kind``."""
+    if policy.attempts == 1:
+        return await attempt()
+    retrying = tenacity.AsyncRetrying(
+        stop=tenacity.stop_after_attempt(policy.attempts),
+        wait=lambda state: policy.wait_seconds(
+            state.attempt_number, state.outcome.exception() if state.outcome else None
+        ),
+        retry=tenacity.retry_if_exception(_RETRY_ON[kind]),
+        sleep=asyncio.sleep,
+        reraise=True,
+    )
+    return await retrying(attempt)

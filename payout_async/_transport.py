@@ -1,0 +1,192 @@
+"""The HTTP layer: one aiohttp session per client, timeouts, and the single place
+that classifies every failure as *not sent* or *outcome unknown*.
+
+A provider's answer, whatever its status, comes back as an ``HTTPResponse``; turning
+it into a model or an ``APIError`` is the job of ``_responses``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+import attrs
+
+from ._errors import OutcomeUnknownError, RequestNotSentError, TransportError
+from ._redact import Redactor, redact_fields
+
+__all__ = ["HTTPResponse", "Timeouts", "Transport", "classify_failure", "logger"]
+
+logger = logging.getLogger("payout_async")
+
+
+@attrs.frozen
+class Timeouts:
+    """Per-request limits in seconds (``None`` disables one).
+
+    ``connect`` covers getting a connection (including waiting for a pool slot);
+    ``read`` is the longest silence while reading the answer; ``total`` bounds it all.
+    """
+
+    total: float | None = 30.0
+    connect: float | None = 10.0
+    read: float | None = 30.0
+
+    def to_aiohttp(self) -> aiohttp.ClientTimeout:
+        """The equivalent ``aiohttp.ClientTimeout``."""
+        return aiohttp.ClientTimeout(total=self.total, connect=self.connect, sock_read=self.read)
+
+
+@attrs.frozen
+class HTTPResponse:
+    """An answer as it arrived: status, headers and the whole body."""
+
+    method: str
+    url: str
+    status: int
+    headers: Mapping[str, str] = attrs.field(repr=False)
+    body: bytes = attrs.field(repr=False)
+
+    @property
+    def retry_after(self) -> float | None:
+        """``Retry-After`` in seconds, when the header holds a number."""
+        value = self.headers.get("Retry-After")
+        if value is None:
+            return None
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            return None
+
+
+# Most specific class first: ClientConnectorError is a ClientOSError, the two timeout
+# errors share ServerTimeoutError, ClientHttpProxyError is a ClientResponseError.
+_FAILURES: tuple[tuple[type[BaseException], type[TransportError], str], ...] = (
+    (aiohttp.InvalidURL, RequestNotSentError, "invalid URL"),
+    (aiohttp.NonHttpUrlClientError, RequestNotSentError, "not an HTTP URL"),
+    (aiohttp.ConnectionTimeoutError, RequestNotSentError, "timed out connecting"),
+    (aiohttp.ClientConnectorError, RequestNotSentError, "cannot connect"),
+    (aiohttp.ServerFingerprintMismatch, RequestNotSentError, "server fingerprint mismatch"),
+    (aiohttp.ClientHttpProxyError, RequestNotSentError, "proxy refused the request"),
+    (aiohttp.SocketTimeoutError, OutcomeUnknownError, "timed out reading the answer"),
+    (aiohttp.ServerDisconnectedError, OutcomeUnknownError, "server disconnected"),
+    (aiohttp.ClientPayloadError, OutcomeUnknownError, "answer body truncated or malformed"),
+    (aiohttp.ClientResponseError, OutcomeUnknownError, "answer could not be read"),
+    (aiohttp.ClientConnectionError, OutcomeUnknownError, "connection failed mid-request"),
+    (asyncio.CancelledError, OutcomeUnknownError, "cancelled mid-request"),
+    (asyncio.TimeoutError, OutcomeUnknownError, "total timeout expired"),
+    (OSError, OutcomeUnknownError, "connection failed mid-request"),
+)
+
+
+def classify_failure(exc: BaseException, *, method: str = "", url: str = "") -> TransportError:
+    """Map an exception raised while sending a request to ``RequestNotSentError``
+    (nothing reached the provider) or ``OutcomeUnknownError`` (it may have).
+
+    Anything unrecognised counts as *outcome unknown*: the safe assumption.
+    """
+    error_type: type[TransportError] = OutcomeUnknownError
+    reason = "unexpected failure"
+    for exc_type, mapped_type, mapped_reason in _FAILURES:
+        if isinstance(exc, exc_type):
+            error_type, reason = mapped_type, mapped_reason
+            break
+    return error_type(f"{method} {url}: {reason} ({type(exc).__name__})", method=method, url=url)
+
+
+class Transport:
+    """Sends requests over one lazily created ``aiohttp.ClientSession``.
+
+    A caller-supplied ``session`` is used as is and never closed here.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        session: aiohttp.ClientSession | None = None,
+        timeouts: Timeouts | None = None,
+        limit: int = 100,
+        limit_per_host: int = 0,
+        redactor: Redactor | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/") + "/"
+        self.timeouts = timeouts or Timeouts()
+        self.redactor = redactor or Redactor()
+        self._client_timeout = self.timeouts.to_aiohttp()
+        self._session = session
+        self._owns_session = session is None
+        self._limit = limit
+        self._limit_per_host = limit_per_host
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or (self._owns_session and self._session.closed):
+            connector = aiohttp.TCPConnector(limit=self._limit, limit_per_host=self._limit_per_host)
+            self._session = aiohttp.ClientSession(connector=connector, timeout=self._client_timeout)
+        return self._session
+
+    async def aclose(self) -> None:
+        """Close the session if this transport created it."""
+        if self._owns_session and self._session is not None and not self._session.closed:
+            await self._session.close()
+
+    async def send(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: Mapping[str, str],
+        body: bytes | None = None,
+        params: Mapping[str, str] | None = None,
+        log_fields: Mapping[str, object] | None = None,
+    ) -> HTTPResponse:
+        """Send one request and read the whole answer.
+
+        Raises ``RequestNotSentError`` or ``OutcomeUnknownError`` when no complete
+        answer arrives; ``asyncio.CancelledError`` propagates unchanged (the layer
+        above treats it as *outcome unknown*, see ``classify_failure``).
+        """
+        url = self.base_url + path
+        debug = logger.isEnabledFor(logging.DEBUG)
+        if debug:
+            logger.debug(
+                "%s %s %s",
+                method,
+                url,
+                self.redactor(repr(redact_fields(log_fields or params or {}))),
+            )
+        started = time.perf_counter()
+        request_kwargs: dict[str, Any] = {
+            "headers": headers,
+            "data": body,
+            "params": params,
+            "allow_redirects": False,
+            "timeout": self._client_timeout,
+        }
+        try:
+            async with self._get_session().request(method, url, **request_kwargs) as resp:
+                payload = await resp.read()
+                status = resp.status
+                resp_headers = resp.headers
+        except asyncio.CancelledError:
+            raise
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            error = classify_failure(exc, method=method, url=url)
+            logger.warning("%s", self.redactor(error.message))
+            raise error from exc
+        if debug:
+            logger.debug(
+                "%s %s -> %d in %.1f ms: %s",
+                method,
+                url,
+                status,
+                (time.perf_counter() - started) * 1000,
+                self.redactor(payload[:2000].decode("utf-8", "replace")),
+            )
+        return HTTPResponse(
+            method=method, url=url, status=status, headers=resp_headers, body=payload
+        )

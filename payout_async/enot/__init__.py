@@ -1,0 +1,22 @@
+"""Enot payoffs: the client, its models and requests, and webhook verification."""
+
+from ._client import DEFAULT_BASE_URL, EnotClient
+from ._models import Balance, CreatedPayoff, Payoff, PayoffStatus, PayoffWebhook, SbpBank
+from ._request import PayoffRequest
+from ._webhook import SIGNATURE_HEADER, parse_webhook, sign_webhook, verify_webhook
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "SIGNATURE_HEADER",
+    "Balance",
+    "CreatedPayoff",
+    "EnotClient",
+    "Payoff",
+    "PayoffRequest",
+    "PayoffStatus",
+    "PayoffWebhook",
+    "SbpBank",
+    "parse_webhook",
+    "sign_webhook",
+    "verify_webhook",
+]

@@ -1,0 +1,273 @@
+"""``IntellectMoneyClient``: one method per IntellectMoney payout API call."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from decimal import Decimal
+from types import TracebackType
+from typing import Any, Literal
+from urllib.parse import urlencode
+
+import aiohttp
+
+from .._errors import (
+    ConfigurationError,
+    InvalidResponseError,
+    OutcomeUnknownError,
+    ProviderRejectedError,
+    ValidationError,
+)
+from .._redact import Redactor
+from .._responses import decode_answer
+from .._retry import OperationKind, RetryPolicy, call_with_retry
+from .._transport import HTTPResponse, Timeouts, Transport
+from .._validation import format_amount
+from ._models import PayoutOperation, operation_code, parse_operation
+from ._request import Api, OperationRequest
+from ._signing import CURRENT_METHODS, LEGACY_METHODS, sign
+
+__all__ = ["DEFAULT_BASE_URL", "IntellectMoneyClient", "UserTokenSource"]
+
+DEFAULT_BASE_URL = "https://api.intellectmoney.ru/personal/payout/"
+
+#: A UserToken, or an async callable returning a fresh one (UserTokens expire).
+UserTokenSource = str | Callable[[], Awaitable[str]]
+
+_KINDS = {
+    "create": OperationKind.SAFE_WRITE,
+    "execute": OperationKind.MONEY,
+    "state": OperationKind.READ,
+    "delete": OperationKind.SAFE_WRITE,
+}
+
+
+def _desc(envelope: Any) -> str | None:
+    if isinstance(envelope, dict):
+        state = envelope.get("OperationState")
+        if isinstance(state, dict) and state.get("Desc") is not None:
+            return str(state["Desc"])
+    return None
+
+
+def _check_operation_id(operation_id: str) -> str:
+    if not isinstance(operation_id, str) or not operation_id.strip() or len(operation_id) > 64:
+        raise ValidationError("operation_id", "must be a non-empty string of at most 64 characters")
+    return operation_id
+
+
+class IntellectMoneyClient:
+    """Async client for IntellectMoney payouts (``api="current"`` or ``"legacy"``).
+
+    Every request is signed with ``secret_key`` (the SignSecretKey); the current API
+    also needs ``bearer_token``. ``user_token`` is a string or an async callable
+    returning a fresh UserToken: it is called before every request, and once more
+    when the provider says the token is bad. Use as ``async with`` or call
+    ``aclose()``; a caller-supplied ``session`` is never closed.
+    """
+
+    def __init__(
+        self,
+        user_token: UserTokenSource,
+        secret_key: str,
+        *,
+        bearer_token: str | None = None,
+        api: Api = "current",
+        base_url: str = DEFAULT_BASE_URL,
+        body_format: Literal["json", "form"] = "json",
+        sign_in_body: bool | None = None,
+        session: aiohttp.ClientSession | None = None,
+        timeout: Timeouts | None = None,
+        limit: int = 100,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        if api not in ("current", "legacy"):
+            raise ConfigurationError("api must be 'current' or 'legacy'")
+        if body_format not in ("json", "form"):
+            raise ConfigurationError("body_format must be 'json' or 'form'")
+        if not secret_key:
+            raise ConfigurationError("secret_key (the SignSecretKey) is required")
+        if api == "current" and not bearer_token:
+            raise ConfigurationError("bearer_token is required by the current IntellectMoney API")
+        if not user_token:
+            raise ConfigurationError("user_token is required (a string or an async callable)")
+        self.api: Api = api
+        self._methods = CURRENT_METHODS if api == "current" else LEGACY_METHODS
+        self._user_token = user_token
+        self._secret_key = secret_key
+        self._bearer_token = bearer_token
+        self._form = body_format == "form"
+        self._sign_in_body = api == "legacy" if sign_in_body is None else sign_in_body
+        self.retry = retry or RetryPolicy()
+        redactor = Redactor([secret_key, bearer_token])
+        if isinstance(user_token, str):
+            redactor.add(user_token)
+        self._redactor = redactor
+        self._transport = Transport(
+            base_url, session=session, timeouts=timeout, limit=limit, redactor=redactor
+        )
+
+    def __repr__(self) -> str:
+        return f"IntellectMoneyClient(api={self.api!r}, base_url={self._transport.base_url!r})"
+
+    async def __aenter__(self) -> IntellectMoneyClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the HTTP session if the client created it."""
+        await self._transport.aclose()
+
+    async def create_operation(
+        self,
+        *,
+        amount: Decimal | str | int,
+        pan: str | None = None,
+        account: str | None = None,
+        bank_id: str | None = None,
+        currency: str = "RUB",
+        recipient_name: str | None = None,
+        eshop_id: str | int | None = None,
+        description: str | None = None,
+    ) -> PayoutOperation:
+        """Create a payout operation (state ``Created``; no money moves yet).
+
+        ``pan`` pays a card; ``account`` with ``bank_id`` pays by SBP; on the legacy
+        API ``account`` alone pays a Qiwi wallet.
+        """
+        request = OperationRequest(
+            amount=amount,
+            pan=pan,
+            account=account,
+            bank_id=bank_id,
+            currency=currency,
+            recipient_name=recipient_name,
+            eshop_id=eshop_id,
+            description=description,
+        )
+        return await self.create_operation_from(request)
+
+    async def create_operation_from(self, request: OperationRequest) -> PayoutOperation:
+        """Create a payout operation from a prepared ``OperationRequest``."""
+        request.validate_for(self.api)
+        fields: dict[str, object] = {}
+        if self.api == "current":
+            fields["PreferenceType"] = request.method.value
+        if request.pan is not None:
+            fields["Pan"] = request.pan
+        if request.account is not None:
+            fields["Account"] = request.account
+        if request.bank_id is not None:
+            fields["BankId"] = request.bank_id
+        fields["Amount"] = format_amount(request.amount)
+        fields["Currency"] = request.currency
+        if request.recipient_name is not None:
+            fields["RecipientName"] = request.recipient_name
+        if self.api == "current":
+            if request.eshop_id is not None:
+                fields["EshopId"] = request.eshop_id
+            if request.description is not None:
+                fields["Description"] = request.description
+        else:
+            fields["ProviderType"] = request.method.legacy_index
+        return parse_operation(await self._call("create", fields))
+
+    async def execute_operation(self, operation_id: str) -> PayoutOperation:
+        """Execute a ``Created`` operation: this moves the money.
+
+        Never retried after an unknown outcome: on ``OutcomeUnknownError`` ask
+        ``get_operation_state`` (``Created`` means it did not happen).
+        """
+        operation_id = _check_operation_id(operation_id)
+        envelope = await self._call("execute", {"PayoutOperationId": operation_id})
+        return parse_operation(envelope, fallback_id=operation_id)
+
+    async def get_operation_state(self, operation_id: str) -> PayoutOperation:
+        """The operation's current state."""
+        operation_id = _check_operation_id(operation_id)
+        envelope = await self._call("state", {"PayoutOperationId": operation_id})
+        return parse_operation(envelope, fallback_id=operation_id)
+
+    async def delete_operation(self, operation_id: str) -> bool:
+        """Delete an operation; allowed only while it is ``Created``."""
+        operation_id = _check_operation_id(operation_id)
+        envelope = await self._call("delete", {"PayoutOperationId": operation_id})
+        return envelope.get("Result") is True
+
+    async def _current_user_token(self) -> str:
+        if isinstance(self._user_token, str):
+            return self._user_token
+        token = await self._user_token()
+        if not token:
+            raise ConfigurationError("the user_token callable returned an empty token")
+        self._redactor.add(token)
+        return token
+
+    async def _call(self, operation: str, fields: Mapping[str, object]) -> dict[str, Any]:
+        kind = _KINDS[operation]
+        method = self._methods[operation]
+
+        async def attempt() -> dict[str, Any]:
+            try:
+                return await self._send(method, fields, kind)
+            except ProviderRejectedError as error:
+                if isinstance(self._user_token, str) or "token" not in error.message.lower():
+                    raise
+                # The provider refused the token: nothing happened, so a fresh token
+                # may be fetched and the call repeated once.
+                return await self._send(method, fields, kind)
+
+        return await call_with_retry(self.retry, kind, attempt)
+
+    async def _send(
+        self, method: str, fields: Mapping[str, object], kind: OperationKind
+    ) -> dict[str, Any]:
+        params: dict[str, object] = {"UserToken": await self._current_user_token(), **fields}
+        signature = sign(method, params, self._secret_key)
+        headers = {"Accept": "application/json", "Sign": signature}
+        if self._bearer_token:
+            headers["Authorization"] = f"Bearer {self._bearer_token}"
+        body_fields = {**params, "Sign": signature} if self._sign_in_body else params
+        if self._form:
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+            body = urlencode(body_fields).encode()
+        else:
+            headers["Content-Type"] = "application/json"
+            body = json.dumps(body_fields, ensure_ascii=False).encode()
+        response = await self._transport.send(
+            "POST", method, headers=headers, body=body, log_fields=body_fields
+        )
+        return self._interpret(response, kind)
+
+    def _interpret(self, response: HTTPResponse, kind: OperationKind) -> dict[str, Any]:
+        moves_money = kind is OperationKind.MONEY
+        envelope: dict[str, Any] = decode_answer(
+            response, moves_money=moves_money, error_message=_desc, redactor=self._redactor
+        )
+        code = operation_code(envelope)
+        if code in (0, 1):
+            return envelope
+        if code is None:
+            message = self._redactor(f"{response.url}: answer has no OperationState.Code")
+            if moves_money:
+                raise OutcomeUnknownError(
+                    message,
+                    method=response.method,
+                    url=response.url,
+                    status=response.status,
+                    body=response.body,
+                )
+            raise InvalidResponseError(message, status=response.status, body=response.body)
+        raise ProviderRejectedError(
+            self._redactor(_desc(envelope) or f"OperationState.Code {code}"),
+            status=response.status,
+            code=code,
+            body=response.body,
+        )

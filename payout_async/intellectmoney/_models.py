@@ -1,0 +1,155 @@
+"""IntellectMoney results and the cattrs converter that reads them off the wire."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+import cattrs
+from cattrs.gen import make_dict_structure_fn, override
+
+__all__ = [
+    "MassPaymentOperationState",
+    "PayoutMethod",
+    "PayoutOperation",
+    "converter",
+    "operation_code",
+    "parse_operation",
+]
+
+
+class MassPaymentOperationState(enum.StrEnum):
+    """The documented states of a payout operation, plus ``UNKNOWN`` for any other."""
+
+    CREATED = "Created"
+    SENT_TO_BANK = "SentToBank"
+    IN_PROCESS = "InProcess"
+    COMPLETED = "Completed"
+    FAILED = "Failed"
+    NOT_ENOUGH_MONEY = "NotEnoughMoney"
+    DELETED = "Deleted"
+    UNKNOWN = "Unknown"
+
+    @classmethod
+    def parse(cls, value: object) -> MassPaymentOperationState:
+        """The state named by ``value``; ``UNKNOWN`` for anything undocumented."""
+        if isinstance(value, str):
+            state = _STATES.get(value)
+            if state is not None:
+                return state
+        return cls.UNKNOWN
+
+    @property
+    def is_terminal(self) -> bool:
+        """True for Completed, Failed, NotEnoughMoney and Deleted."""
+        return self in _TERMINAL
+
+
+_STATES = {state.value: state for state in MassPaymentOperationState}
+del _STATES["Unknown"]
+_TERMINAL = frozenset(
+    {
+        MassPaymentOperationState.COMPLETED,
+        MassPaymentOperationState.FAILED,
+        MassPaymentOperationState.NOT_ENOUGH_MONEY,
+        MassPaymentOperationState.DELETED,
+    }
+)
+
+
+class PayoutMethod(enum.Enum):
+    """Where the money goes; the legacy API sends ``legacy_index`` as ProviderType."""
+
+    BANK_CARD = "OutBankCard"
+    SBP = "OutSbp"
+    QIWI = "QiwiWallet"
+
+    @property
+    def legacy_index(self) -> int:
+        """The legacy ``ProviderType`` enum index (0 BankCardRussia, 1 QiwiWallet, 2 Sbp)."""
+        return _LEGACY_INDEX[self]
+
+
+_LEGACY_INDEX = {PayoutMethod.BANK_CARD: 0, PayoutMethod.QIWI: 1, PayoutMethod.SBP: 2}
+
+
+@attrs.frozen
+class PayoutOperation:
+    """A payout operation as IntellectMoney last described it.
+
+    ``state`` is ``UNKNOWN`` when the provider sent an undocumented value; the value
+    itself is kept in ``raw_state``. ``accepted`` is True when the provider answered
+    ``OperationState.Code`` 1 ("accepted, still processing"): ask the state again.
+    ``raw`` is the whole decoded answer.
+    """
+
+    operation_id: str | None
+    raw_state: str | None = None
+    error_message: str | None = None
+    api_operation_id: str | None = None
+    accepted: bool = False
+    raw: Mapping[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
+
+    @property
+    def state(self) -> MassPaymentOperationState:
+        """The operation's state; ``UNKNOWN`` when absent or undocumented."""
+        return MassPaymentOperationState.parse(self.raw_state)
+
+    @property
+    def is_final(self) -> bool:
+        """True when the state is terminal: nothing will change it any more."""
+        return self.state.is_terminal
+
+    def __repr__(self) -> str:
+        return (
+            f"PayoutOperation(operation_id={self.operation_id!r}, state={self.state.value}, "
+            f"raw_state={self.raw_state!r}, error_message={self.error_message!r})"
+        )
+
+
+def _passthrough(value: Any, _: Any) -> Any:
+    return value
+
+
+converter = cattrs.Converter()
+converter.register_structure_hook(PayoutOperation, make_dict_structure_fn(
+    PayoutOperation,
+    converter,
+    operation_id=override(rename="PayoutOperationId"),
+    raw_state=override(rename="PayoutOperationState"),
+    error_message=override(rename="ErrorMessage"),
+    api_operation_id=override(rename="OperationId"),
+    raw=override(struct_hook=_passthrough),
+))  # fmt: skip
+
+
+def parse_operation(
+    envelope: Mapping[str, Any], *, fallback_id: str | None = None
+) -> PayoutOperation:
+    """Build a ``PayoutOperation`` from a successful envelope (Code 0 or 1)."""
+    result = envelope.get("Result")
+    fields = result if isinstance(result, dict) else {}
+    return converter.structure(
+        {
+            "PayoutOperationId": _str_or_none(fields.get("PayoutOperationId")) or fallback_id,
+            "PayoutOperationState": _str_or_none(fields.get("PayoutOperationState")),
+            "ErrorMessage": _str_or_none(fields.get("ErrorMessage")),
+            "OperationId": _str_or_none(envelope.get("OperationId")),
+            "accepted": operation_code(envelope) == 1,
+            "raw": envelope,
+        },
+        PayoutOperation,
+    )
+
+
+def _str_or_none(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def operation_code(envelope: Mapping[str, Any]) -> int | None:
+    """``OperationState.Code`` of an envelope, or None when it is missing."""
+    state = envelope.get("OperationState")
+    code = state.get("Code") if isinstance(state, dict) else None
+    return code if isinstance(code, int) and not isinstance(code, bool) else None

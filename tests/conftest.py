@@ -1,0 +1,28 @@
+"""Shared test set-up."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+from unittest import mock
+
+import aiohttp
+import aioresponses.core
+
+
+def _patch_aioresponses_for_aiohttp_314() -> None:
+    """aioresponses 0.7.9 builds ``ClientResponse`` without the ``stream_writer``
+    argument that aiohttp 3.14 requires (pnuckowski/aioresponses#289, fix pending in
+    #288). aiohttp only reads ``stream_writer.output_size``, so supply a stand-in."""
+    if "stream_writer" not in inspect.signature(aiohttp.ClientResponse.__init__).parameters:
+        return
+
+    class _Response(aiohttp.ClientResponse):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs.setdefault("stream_writer", mock.Mock(output_size=0))
+            super().__init__(*args, **kwargs)
+
+    aioresponses.core.ClientResponse = _Response  # type: ignore[misc]
+
+
+_patch_aioresponses_for_aiohttp_314()
