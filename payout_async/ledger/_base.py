@@ -1,0 +1,246 @@
+"""The idempotency ledger's contract: records, states, and the ``Ledger`` protocol.
+
+Modelled on rocket-rides-atomic's ``idempotency_keys``: one row per (provider, key)
+with the request's parameters and their hash, a lease (owner and expiry) so that one
+worker at a time drives a row, and a state that names the last durable step -- the
+recovery point from which ``Payouts.resume()`` re-drives the same code path. Every
+change of state also appends a ``Transition`` to the row's history.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import attrs
+
+from .._errors import PayoutError
+
+__all__ = [
+    "ACTIVE_STATES",
+    "FINAL_STATES",
+    "Claim",
+    "LeaseLostError",
+    "Ledger",
+    "LedgerState",
+    "PayoutRecord",
+    "Transition",
+    "params_hash",
+]
+
+
+class LedgerState(enum.StrEnum):
+    """Recovery points of a payout, in the order a payout passes them."""
+
+    PENDING = "pending"  # intent recorded; nothing sent
+    SENDING = "sending"  # the create request may be in flight
+    CREATED = "created"  # IntellectMoney: operation id recorded, not executed
+    EXECUTING = "executing"  # IntellectMoney: the execute request may be in flight
+    PROCESSING = "processing"  # money sent; waiting for the provider's final status
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"  # IntellectMoney operation deleted before execution
+    NEEDS_ATTENTION = "needs_attention"  # no rule can settle it; ``reason`` says why
+
+    @property
+    def is_final(self) -> bool:
+        """True for succeeded, failed and cancelled: nothing will change them."""
+        return self in FINAL_STATES
+
+
+FINAL_STATES = frozenset({LedgerState.SUCCEEDED, LedgerState.FAILED, LedgerState.CANCELLED})
+#: States ``resume()`` drives on; ``needs_attention`` waits for ``reconcile()``.
+ACTIVE_STATES = frozenset(
+    {
+        LedgerState.PENDING,
+        LedgerState.SENDING,
+        LedgerState.CREATED,
+        LedgerState.EXECUTING,
+        LedgerState.PROCESSING,
+    }
+)
+
+
+class LeaseLostError(PayoutError):
+    """The row is no longer leased to this worker (or is already final)."""
+
+
+def params_hash(params: Mapping[str, Any]) -> str:
+    """A stable SHA-256 of a payout's parameters (JSON, sorted keys)."""
+    text = json.dumps(params, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@attrs.frozen
+class PayoutRecord:
+    """One payout's row. Times are UNIX seconds.
+
+    ``operation_id`` is IntellectMoney's PayoutOperationId or Enot's payoff_id;
+    ``order_id`` is the Enot order_id derived from the key. ``unknown_since`` marks
+    when an unknown outcome started being reconciled (the Enot grace period runs from
+    it, durably across crashes).
+    """
+
+    provider: str
+    key: str
+    params_hash: str
+    params: Mapping[str, Any] = attrs.field(repr=False)
+    state: LedgerState
+    operation_id: str | None = None
+    order_id: str | None = None
+    provider_status: str | None = None
+    attempts: int = 0
+    lease_owner: str | None = None
+    lease_expires_at: float | None = None
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    last_error: str | None = None
+    reason: str | None = None
+    unknown_since: float | None = None
+
+
+@attrs.frozen
+class Transition:
+    """One entry of a row's append-only history."""
+
+    provider: str
+    key: str
+    from_state: LedgerState | None
+    to_state: LedgerState
+    at: float
+    owner: str | None = None
+    note: str | None = None
+
+
+@attrs.frozen
+class Claim:
+    """What ``Ledger.begin`` found: the row, and whether this worker now holds it."""
+
+    record: PayoutRecord
+    claimed: bool
+    created: bool
+
+
+#: Fields ``Ledger.transition`` may change besides ``state``.
+MUTABLE_FIELDS = frozenset(
+    {
+        "operation_id",
+        "order_id",
+        "provider_status",
+        "last_error",
+        "reason",
+        "unknown_since",
+    }
+)
+
+
+class Ledger(Protocol):
+    """Durable idempotency records. Every method is atomic on its own."""
+
+    async def open(self) -> None:
+        """Create the schema if needed and connect. Idempotent."""
+
+    async def aclose(self) -> None:
+        """Release connections."""
+
+    async def begin(
+        self,
+        provider: str,
+        key: str,
+        params_hash: str,
+        params: Mapping[str, Any],
+        *,
+        owner: str,
+        lease_seconds: float,
+        order_id: str | None = None,
+    ) -> Claim:
+        """Record a payout's intent, or find the existing row.
+
+        A new row starts ``pending``, leased to ``owner``. An existing row with another
+        ``params_hash`` raises ``IdempotencyConflictError``. An existing non-final row
+        whose lease is free, expired or already ``owner``'s is claimed (``claimed``
+        True); a final or ``needs_attention`` row, or one leased to another live
+        worker, is returned unclaimed.
+        """
+        ...
+
+    async def transition(
+        self,
+        provider: str,
+        key: str,
+        *,
+        owner: str,
+        state: LedgerState,
+        lease_seconds: float,
+        note: str | None = None,
+        add_attempt: bool = False,
+        **changes: Any,
+    ) -> PayoutRecord:
+        """Move a row leased to ``owner`` to ``state``, set ``changes`` (names from
+        ``MUTABLE_FIELDS``), extend the lease and append a ``Transition``.
+
+        Raises ``LeaseLostError`` when the row is not leased to ``owner`` (expired and
+        taken by another worker) or is already final. ``add_attempt`` adds one to
+        ``attempts`` (a money-moving request is about to be sent).
+        """
+        ...
+
+    async def renew(self, provider: str, key: str, *, owner: str, lease_seconds: float) -> None:
+        """Extend ``owner``'s lease; ``LeaseLostError`` if it is no longer held."""
+        ...
+
+    async def release(self, provider: str, key: str, *, owner: str) -> None:
+        """Give up ``owner``'s lease (no-op when not held)."""
+        ...
+
+    async def claim_stranded(
+        self,
+        *,
+        owner: str,
+        lease_seconds: float,
+        limit: int,
+        provider: str | None = None,
+        states: frozenset[LedgerState] = ACTIVE_STATES,
+    ) -> list[PayoutRecord]:
+        """Lease up to ``limit`` rows in ``states`` whose lease is free or expired to
+        ``owner``, oldest first; each row is claimed by at most one caller."""
+        ...
+
+    async def settle_by_order_id(
+        self,
+        provider: str,
+        order_id: str,
+        *,
+        state: LedgerState,
+        provider_status: str,
+        note: str | None = None,
+    ) -> PayoutRecord | None:
+        """Record a final provider status reported out of band (a webhook), whoever
+        holds the lease. A row already final is left as is (repeated and
+        out-of-order deliveries are harmless). Returns the row, or None if unknown."""
+        ...
+
+    async def get(self, provider: str, key: str) -> PayoutRecord | None:
+        """The row for (provider, key), if any."""
+        ...
+
+    async def history(self, provider: str, key: str) -> list[Transition]:
+        """The row's transitions, oldest first."""
+        ...
+
+    async def records(
+        self,
+        *,
+        provider: str | None = None,
+        state: LedgerState | None = None,
+        limit: int | None = None,
+    ) -> list[PayoutRecord]:
+        """Rows, oldest first, optionally filtered."""
+        ...
+
+    async def counts(self, *, provider: str | None = None) -> dict[LedgerState, int]:
+        """How many rows are in each state."""
+        ...

@@ -1,0 +1,254 @@
+"""``MemoryLedger``: the ledger contract in a dict, for tests and one-off scripts.
+
+Nothing survives the process: use ``SQLiteLedger`` for anything that must resume.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from .._errors import IdempotencyConflictError
+from ._base import (
+    ACTIVE_STATES,
+    MUTABLE_FIELDS,
+    Claim,
+    LeaseLostError,
+    LedgerState,
+    PayoutRecord,
+    Transition,
+)
+
+__all__ = ["MemoryLedger"]
+
+
+class MemoryLedger:
+    """An in-process ``Ledger``. All operations are atomic because none awaits."""
+
+    def __init__(self) -> None:
+        self._rows: dict[tuple[str, str], PayoutRecord] = {}
+        self._history: dict[tuple[str, str], list[Transition]] = {}
+        self._by_order_id: dict[tuple[str, str], str] = {}
+
+    def __repr__(self) -> str:
+        return f"MemoryLedger({len(self._rows)} rows)"
+
+    async def open(self) -> None:
+        """Nothing to open."""
+
+    async def aclose(self) -> None:
+        """Nothing to close."""
+
+    def _log(
+        self,
+        record: PayoutRecord,
+        from_state: LedgerState | None,
+        owner: str | None,
+        note: str | None,
+    ) -> None:
+        self._history.setdefault((record.provider, record.key), []).append(
+            Transition(
+                provider=record.provider,
+                key=record.key,
+                from_state=from_state,
+                to_state=record.state,
+                at=record.updated_at,
+                owner=owner,
+                note=note,
+            )
+        )
+
+    def _store(self, record: PayoutRecord) -> PayoutRecord:
+        self._rows[(record.provider, record.key)] = record
+        if record.order_id is not None:
+            self._by_order_id[(record.provider, record.order_id)] = record.key
+        return record
+
+    @staticmethod
+    def _lease_free(record: PayoutRecord, owner: str, now: float) -> bool:
+        return (
+            record.lease_owner is None
+            or record.lease_owner == owner
+            or (record.lease_expires_at or 0.0) <= now
+        )
+
+    async def begin(
+        self,
+        provider: str,
+        key: str,
+        params_hash: str,
+        params: Mapping[str, Any],
+        *,
+        owner: str,
+        lease_seconds: float,
+        order_id: str | None = None,
+    ) -> Claim:
+        """See ``Ledger.begin``."""
+        now = time.time()
+        record = self._rows.get((provider, key))
+        if record is None:
+            record = self._store(
+                PayoutRecord(
+                    provider=provider,
+                    key=key,
+                    params_hash=params_hash,
+                    params=dict(params),
+                    state=LedgerState.PENDING,
+                    order_id=order_id,
+                    lease_owner=owner,
+                    lease_expires_at=now + lease_seconds,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            self._log(record, None, owner, "intent recorded")
+            return Claim(record=record, claimed=True, created=True)
+        if record.params_hash != params_hash:
+            raise IdempotencyConflictError(key)
+        if record.state not in ACTIVE_STATES or not self._lease_free(record, owner, now):
+            return Claim(record=record, claimed=False, created=False)
+        record = self._store(
+            attrs.evolve(record, lease_owner=owner, lease_expires_at=now + lease_seconds)
+        )
+        return Claim(record=record, claimed=True, created=False)
+
+    async def transition(
+        self,
+        provider: str,
+        key: str,
+        *,
+        owner: str,
+        state: LedgerState,
+        lease_seconds: float,
+        note: str | None = None,
+        add_attempt: bool = False,
+        **changes: Any,
+    ) -> PayoutRecord:
+        """See ``Ledger.transition``."""
+        unknown = set(changes) - MUTABLE_FIELDS
+        if unknown:
+            raise TypeError(f"cannot change {sorted(unknown)}")
+        now = time.time()
+        record = self._held(provider, key, owner, now)
+        updated = self._store(
+            attrs.evolve(
+                record,
+                state=state,
+                attempts=record.attempts + (1 if add_attempt else 0),
+                lease_expires_at=now + lease_seconds,
+                updated_at=now,
+                **changes,
+            )
+        )
+        self._log(updated, record.state, owner, note)
+        return updated
+
+    def _held(self, provider: str, key: str, owner: str, now: float) -> PayoutRecord:
+        record = self._rows.get((provider, key))
+        if (
+            record is None
+            or record.state.is_final
+            or record.lease_owner != owner
+            or (record.lease_expires_at or 0.0) <= now
+        ):
+            raise LeaseLostError(f"{provider}/{key} is not leased to {owner}")
+        return record
+
+    async def renew(self, provider: str, key: str, *, owner: str, lease_seconds: float) -> None:
+        """See ``Ledger.renew``."""
+        now = time.time()
+        record = self._held(provider, key, owner, now)
+        self._store(attrs.evolve(record, lease_expires_at=now + lease_seconds))
+
+    async def release(self, provider: str, key: str, *, owner: str) -> None:
+        """See ``Ledger.release``."""
+        record = self._rows.get((provider, key))
+        if record is not None and record.lease_owner == owner:
+            self._store(attrs.evolve(record, lease_owner=None, lease_expires_at=None))
+
+    async def claim_stranded(
+        self,
+        *,
+        owner: str,
+        lease_seconds: float,
+        limit: int,
+        provider: str | None = None,
+        states: frozenset[LedgerState] = ACTIVE_STATES,
+    ) -> list[PayoutRecord]:
+        """See ``Ledger.claim_stranded``."""
+        now = time.time()
+        claimed: list[PayoutRecord] = []
+        for record in sorted(self._rows.values(), key=lambda r: r.created_at):
+            if len(claimed) >= limit:
+                break
+            if provider is not None and record.provider != provider:
+                continue
+            if record.state not in states:
+                continue
+            if record.lease_owner is not None and (record.lease_expires_at or 0.0) > now:
+                continue
+            claimed.append(
+                self._store(
+                    attrs.evolve(record, lease_owner=owner, lease_expires_at=now + lease_seconds)
+                )
+            )
+        return claimed
+
+    async def settle_by_order_id(
+        self,
+        provider: str,
+        order_id: str,
+        *,
+        state: LedgerState,
+        provider_status: str,
+        note: str | None = None,
+    ) -> PayoutRecord | None:
+        """See ``Ledger.settle_by_order_id``."""
+        key = self._by_order_id.get((provider, order_id))
+        if key is None:
+            return None
+        record = self._rows[(provider, key)]
+        if record.state.is_final:
+            return record
+        updated = self._store(
+            attrs.evolve(
+                record, state=state, provider_status=provider_status, updated_at=time.time()
+            )
+        )
+        self._log(updated, record.state, None, note)
+        return updated
+
+    async def get(self, provider: str, key: str) -> PayoutRecord | None:
+        """See ``Ledger.get``."""
+        return self._rows.get((provider, key))
+
+    async def history(self, provider: str, key: str) -> list[Transition]:
+        """See ``Ledger.history``."""
+        return list(self._history.get((provider, key), []))
+
+    async def records(
+        self,
+        *,
+        provider: str | None = None,
+        state: LedgerState | None = None,
+        limit: int | None = None,
+    ) -> list[PayoutRecord]:
+        """See ``Ledger.records``."""
+        rows = [
+            record
+            for record in sorted(self._rows.values(), key=lambda r: r.created_at)
+            if (provider is None or record.provider == provider)
+            and (state is None or record.state == state)
+        ]
+        return rows if limit is None else rows[:limit]
+
+    async def counts(self, *, provider: str | None = None) -> dict[LedgerState, int]:
+        """See ``Ledger.counts``."""
+        result: dict[LedgerState, int] = {}
+        for record in self._rows.values():
+            if provider is None or record.provider == provider:
+                result[record.state] = result.get(record.state, 0) + 1
+        return result
