@@ -20,10 +20,12 @@ from ._errors import (
     TransportError,
     ValidationError,
 )
+from ._polling import PollPolicy
 from ._retry import NO_RETRY, OperationKind, RetryPolicy
 from ._transport import Timeouts
 from .enot import EnotClient
 from .intellectmoney import IntellectMoneyClient
+from .payouts import PayoutResult, Payouts, PayoutStatus
 
 __version__ = "0.1.0"
 
@@ -41,7 +43,11 @@ __all__ = [
     "OperationKind",
     "OutcomeUnknownError",
     "PayoutError",
+    "PayoutResult",
+    "PayoutStatus",
+    "Payouts",
     "PermissionDeniedError",
+    "PollPolicy",
     "ProviderRejectedError",
     "RateLimitError",
     "RequestNotSentError",

@@ -2,6 +2,7 @@
 
 from ._client import DEFAULT_BASE_URL, EnotClient
 from ._models import Balance, CreatedPayoff, Payoff, PayoffStatus, PayoffWebhook, SbpBank
+from ._poller import reconcile_payoff, wait_for_final
 from ._request import PayoffRequest
 from ._webhook import SIGNATURE_HEADER, parse_webhook, sign_webhook, verify_webhook
 
@@ -17,6 +18,8 @@ __all__ = [
     "PayoffWebhook",
     "SbpBank",
     "parse_webhook",
+    "reconcile_payoff",
     "sign_webhook",
     "verify_webhook",
+    "wait_for_final",
 ]

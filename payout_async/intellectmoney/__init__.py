@@ -2,6 +2,7 @@
 
 from ._client import DEFAULT_BASE_URL, IntellectMoneyClient, UserTokenSource
 from ._models import MassPaymentOperationState, PayoutMethod, PayoutOperation
+from ._poller import wait_for_terminal
 from ._request import Api, OperationRequest
 from ._signing import SIGN_FIELDS, sign
 
@@ -16,4 +17,5 @@ __all__ = [
     "PayoutOperation",
     "UserTokenSource",
     "sign",
+    "wait_for_terminal",
 ]

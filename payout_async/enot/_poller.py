@@ -1,0 +1,91 @@
+"""Following an Enot payoff to ``success``/``fail``, and finding a payoff whose
+create answer was lost."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+from .._errors import NotFoundError, ValidationError
+from .._polling import PollPolicy, is_transient
+from ._client import EnotClient
+from ._models import Payoff
+
+__all__ = ["reconcile_payoff", "wait_for_final"]
+
+
+async def wait_for_final(
+    client: EnotClient,
+    *,
+    payoff_id: str | None = None,
+    order_id: str | None = None,
+    policy: PollPolicy | None = None,
+    on_poll: Callable[[Payoff], Awaitable[None]] | None = None,
+) -> Payoff:
+    """Poll ``payoff/info`` until the payoff is ``success`` or ``fail``, and return it.
+
+    At ``policy.deadline`` the last payoff seen is returned (``is_final`` False).
+    Network and provider hiccups, and a "not found" shortly after creation, do not
+    stop the polling; if nothing could be read by the deadline the last error is
+    raised. ``on_poll`` sees every answer.
+    """
+    if (payoff_id is None) == (order_id is None):
+        raise ValidationError("payoff_id", "give exactly one of payoff_id or order_id")
+    policy = policy or PollPolicy()
+    stop_at = policy.expires_at()
+    last: Payoff | None = None
+    for delay in policy.delays():
+        try:
+            last = await client.get_payoff(payoff_id=payoff_id, order_id=order_id)
+        except Exception as error:
+            transient = is_transient(error) or isinstance(error, NotFoundError)
+            if not transient or (last is None and time.monotonic() >= stop_at):
+                raise
+        else:
+            if on_poll is not None:
+                await on_poll(last)
+            if last.is_final:
+                return last
+        if time.monotonic() + delay >= stop_at:
+            if last is not None:
+                return last
+            delay = max(0.0, stop_at - time.monotonic())
+        await asyncio.sleep(delay)
+    raise AssertionError("unreachable")  # pragma: no cover - delays() never ends
+
+
+async def reconcile_payoff(
+    client: EnotClient,
+    order_id: str,
+    *,
+    grace: float = 60.0,
+    since: float | None = None,
+    policy: PollPolicy | None = None,
+) -> Payoff | None:
+    """Find out whether a payoff whose create answer was lost exists.
+
+    Looks the payoff up by ``order_id`` with backoff. Returns it as soon as Enot has
+    it; returns ``None`` only once "not found" has held for ``grace`` seconds, counted
+    from ``since`` (a UNIX time, e.g. when the create was sent) or from the first
+    "not found". Only then may the payoff be created again, with the same order_id.
+    Errors that prove nothing (network, 5xx, 429) never count as "not found"; if they
+    persist past ``policy.deadline`` the last one is raised.
+    """
+    policy = policy or PollPolicy(initial=0.5, maximum=5.0, deadline=max(3 * grace, 30.0))
+    stop_at = policy.expires_at()
+    for delay in policy.delays():
+        try:
+            return await client.get_payoff(order_id=order_id)
+        except NotFoundError:
+            now = time.time()
+            if since is None:
+                since = now
+            if now - since >= grace:
+                return None
+            delay = min(delay, max(0.0, since + grace - now) + 0.01)
+        except Exception as error:
+            if not is_transient(error) or time.monotonic() >= stop_at:
+                raise
+        await asyncio.sleep(delay)
+    raise AssertionError("unreachable")  # pragma: no cover - delays() never ends

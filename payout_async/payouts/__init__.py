@@ -1,0 +1,6 @@
+"""The reliability layer: ``Payouts`` drives each payout through the ledger."""
+
+from ._orchestrator import Payouts, order_id_for
+from ._result import PayoutResult, PayoutStatus
+
+__all__ = ["PayoutResult", "PayoutStatus", "Payouts", "order_id_for"]

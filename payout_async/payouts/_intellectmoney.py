@@ -1,0 +1,200 @@
+"""The IntellectMoney payout flow: create, record the id, execute, poll.
+
+Creating moves no money; executing does. So the PayoutOperationId is in the ledger
+(state ``created``) before execute, the row says ``executing`` while the execute
+request may be in flight, and after any execute failure ``GetOperationState`` decides:
+``Created`` means execute did not happen, any later state means it did.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from .._errors import (
+    InvalidRequestError,
+    PayoutError,
+    PermissionDeniedError,
+    ProviderRejectedError,
+    ValidationError,
+)
+from .._polling import PollPolicy
+from ..intellectmoney import (
+    IntellectMoneyClient,
+    MassPaymentOperationState,
+    OperationRequest,
+    PayoutOperation,
+)
+from ..intellectmoney._poller import wait_for_terminal
+from ..ledger import LeaseLostError, LedgerState
+from ._result import Settings
+from ._run import Run
+
+__all__ = ["IntellectMoneyFlow"]
+
+logger = logging.getLogger("payout_async")
+
+_REFUSED = (ProviderRejectedError, InvalidRequestError, PermissionDeniedError, ValidationError)
+_FINAL = {
+    MassPaymentOperationState.COMPLETED: LedgerState.SUCCEEDED,
+    MassPaymentOperationState.FAILED: LedgerState.FAILED,
+    MassPaymentOperationState.NOT_ENOUGH_MONEY: LedgerState.FAILED,
+    MassPaymentOperationState.DELETED: LedgerState.CANCELLED,
+}
+
+
+class IntellectMoneyFlow:
+    """Drives an IntellectMoney row from its recovery point to a final state, or to
+    ``processing`` at the poll deadline."""
+
+    provider = "intellectmoney"
+
+    def __init__(self, client: IntellectMoneyClient, settings: Settings, poll: PollPolicy) -> None:
+        self.client = client
+        self.settings = settings
+        self.poll = poll
+
+    async def drive(self, run: Run) -> None:
+        """Run the state machine until the row is final or waiting on the provider."""
+        request = OperationRequest(**run.record.params)
+        while True:
+            state = run.record.state
+            if state in (LedgerState.PENDING, LedgerState.SENDING):
+                await self._create(run, request)
+            elif state is LedgerState.CREATED:
+                await self._execute(run)
+            elif state is LedgerState.EXECUTING:
+                await self._check_execution(run, refusal=None)
+            elif state is LedgerState.PROCESSING:
+                if not await self._poll(run):
+                    return
+            else:
+                return
+
+    async def _create(self, run: Run, request: OperationRequest) -> None:
+        # A create lost earlier left at most an orphan in ``Created``: harmless, as
+        # nothing will ever execute it. Creating again is safe.
+        await run.move(LedgerState.SENDING, note="creating operation")
+        try:
+            operation = await self.client.create_operation_from(request)
+        except _REFUSED as error:
+            await run.move(
+                LedgerState.FAILED, reason=f"create refused: {error}", last_error=str(error)
+            )
+            return
+        except PayoutError as error:
+            await run.move(
+                LedgerState.NEEDS_ATTENTION,
+                reason=f"create failed, nothing was paid: {error}",
+                last_error=str(error),
+            )
+            return
+        if operation.operation_id is None:
+            await run.move(
+                LedgerState.NEEDS_ATTENTION, reason="create answer carried no PayoutOperationId"
+            )
+            return
+        try:
+            await run.move(
+                LedgerState.CREATED,
+                operation_id=operation.operation_id,
+                provider_status=operation.raw_state,
+                note="operation created",
+            )
+        except LeaseLostError:
+            # Someone else drives this payout now: the operation just created is an
+            # orphan whose id we know, so delete it.
+            await self._delete_quietly(operation.operation_id)
+            raise
+
+    async def _execute(self, run: Run) -> None:
+        operation_id = self._operation_id(run)
+        if run.record.attempts >= self.settings.max_send_attempts:
+            await run.move(
+                LedgerState.NEEDS_ATTENTION,
+                reason=f"execute did not take after {run.record.attempts} attempts",
+            )
+            return
+        await run.move(LedgerState.EXECUTING, add_attempt=True, note="executing")
+        try:
+            operation = await self.client.execute_operation(operation_id)
+        except PayoutError as error:
+            # Whatever happened, the operation's state says whether money moved.
+            await self._check_execution(run, refusal=error if isinstance(error, _REFUSED) else None)
+            return
+        if operation.accepted or operation.state is MassPaymentOperationState.UNKNOWN:
+            await run.move(LedgerState.PROCESSING, provider_status=operation.raw_state)
+            return
+        await self._adopt(run, operation)
+
+    async def _check_execution(self, run: Run, *, refusal: PayoutError | None) -> None:
+        operation_id = self._operation_id(run)
+        try:
+            operation = await self.client.get_operation_state(operation_id)
+        except PayoutError as error:
+            await run.move(
+                LedgerState.NEEDS_ATTENTION,
+                reason=f"could not learn whether execute happened: {error}",
+                last_error=str(error),
+            )
+            return
+        if operation.state is not MassPaymentOperationState.CREATED:
+            await self._adopt(run, operation)  # it happened
+            return
+        if refusal is not None:
+            await self._delete_quietly(operation_id)
+            await run.move(
+                LedgerState.FAILED,
+                reason=f"execute refused: {refusal}",
+                last_error=str(refusal),
+                provider_status=operation.raw_state,
+            )
+            return
+        await run.move(
+            LedgerState.CREATED,
+            provider_status=operation.raw_state,
+            note="execute did not happen; executing again",
+        )
+
+    async def _poll(self, run: Run) -> bool:
+        async def keep_lease(_: PayoutOperation) -> None:
+            await run.renew()
+
+        try:
+            operation = await wait_for_terminal(
+                self.client, self._operation_id(run), policy=self.poll, on_poll=keep_lease
+            )
+        except PayoutError as error:
+            await run.move(
+                LedgerState.NEEDS_ATTENTION,
+                reason=f"could not follow the operation: {error}",
+                last_error=str(error),
+            )
+            return True
+        if operation.is_final:
+            await self._adopt(run, operation)
+            return True
+        await run.move(
+            LedgerState.PROCESSING, provider_status=operation.raw_state, note="poll deadline"
+        )
+        return False
+
+    async def _adopt(self, run: Run, operation: PayoutOperation) -> None:
+        final = _FINAL.get(operation.state)
+        if final is None:
+            await run.move(LedgerState.PROCESSING, provider_status=operation.raw_state)
+            return
+        reason = None
+        if final is not LedgerState.SUCCEEDED:
+            reason = operation.error_message or f"operation ended {operation.raw_state}"
+        await run.move(final, provider_status=operation.raw_state, reason=reason)
+
+    def _operation_id(self, run: Run) -> str:
+        operation_id = run.record.operation_id
+        assert operation_id is not None, "a created operation always has its id recorded"
+        return operation_id
+
+    async def _delete_quietly(self, operation_id: str) -> None:
+        try:
+            await self.client.delete_operation(operation_id)
+        except PayoutError as error:
+            logger.warning("could not delete unused operation %s: %s", operation_id, error)

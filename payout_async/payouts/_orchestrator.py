@@ -1,0 +1,335 @@
+"""``Payouts``: the one place where a provider client and the ledger meet."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from decimal import Decimal
+from typing import Any, Generic, TypeVar
+
+import attrs
+
+from .._errors import ConfigurationError, IdempotencyConflictError, ValidationError
+from .._polling import PollPolicy
+from ..enot import EnotClient, PayoffRequest, PayoffStatus, PayoffWebhook
+from ..intellectmoney import IntellectMoneyClient, OperationRequest
+from ..ledger import (
+    ACTIVE_STATES,
+    LeaseLostError,
+    Ledger,
+    LedgerState,
+    PayoutRecord,
+    params_hash,
+)
+from ._enot import EnotFlow
+from ._intellectmoney import IntellectMoneyFlow
+from ._result import PayoutResult, PayoutStatus, Settings
+from ._run import Run
+
+__all__ = ["Payouts", "order_id_for"]
+
+logger = logging.getLogger("payout_async")
+
+Request = TypeVar("Request", OperationRequest, PayoffRequest)
+Item = tuple[str, Any]
+
+_MAX_ORDER_ID = 255
+
+
+def order_id_for(key: str) -> str:
+    """The Enot ``order_id`` for an idempotency key: the key itself when it fits in
+    255 characters, else ``sha256:`` and its digest. Deterministic, so a payoff whose
+    create answer was lost can always be found again."""
+    if 0 < len(key) <= _MAX_ORDER_ID:
+        return key
+    return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+
+
+def _request_params(request: OperationRequest | PayoffRequest) -> dict[str, Any]:
+    params: dict[str, Any] = attrs.asdict(request, recurse=False)
+    return {
+        name: str(value) if isinstance(value, Decimal) else value for name, value in params.items()
+    }
+
+
+def _default_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class Payouts(Generic[Request]):
+    """Pays each requested payout at most once and drives it to a known end.
+
+    ``client`` is an ``IntellectMoneyClient`` or an ``EnotClient``; ``ledger`` is
+    where intent and every step are written before the next network call. ``poll``
+    bounds how long ``pay()`` follows a payout before returning ``processing``;
+    ``reconcile`` is the Enot grace period in seconds ("not found" must hold that
+    long after a lost create before the payoff is created again). Several
+    ``Payouts`` may share one PostgreSQL ledger: each row is leased to one worker.
+    """
+
+    def __init__(
+        self,
+        client: IntellectMoneyClient | EnotClient,
+        ledger: Ledger,
+        *,
+        poll: PollPolicy | None = None,
+        reconcile: float = 60.0,
+        lease_seconds: float = 120.0,
+        max_send_attempts: int = 3,
+        owner: str | None = None,
+    ) -> None:
+        settings = Settings(
+            lease_seconds=lease_seconds, max_send_attempts=max_send_attempts, grace=reconcile
+        )
+        poll = poll or PollPolicy()
+        if poll.deadline >= lease_seconds:
+            raise ConfigurationError("lease_seconds must be longer than poll.deadline")
+        self._flow: IntellectMoneyFlow | EnotFlow
+        if isinstance(client, IntellectMoneyClient):
+            self._flow = IntellectMoneyFlow(client, settings, poll)
+            self._request_type: type = OperationRequest
+        elif isinstance(client, EnotClient):
+            self._flow = EnotFlow(client, settings, poll)
+            self._request_type = PayoffRequest
+        else:
+            raise ConfigurationError("client must be an IntellectMoneyClient or an EnotClient")
+        self.client = client
+        self.ledger = ledger
+        self.provider = self._flow.provider
+        self.owner = owner or _default_owner()
+        self._settings = settings
+
+    def __repr__(self) -> str:
+        return f"Payouts(provider={self.provider!r}, owner={self.owner!r}, ledger={self.ledger!r})"
+
+    async def pay(self, key: str, request: Request) -> PayoutResult:
+        """Pay ``request`` under idempotency ``key``, at most once.
+
+        The same key returns the same payout and sends nothing new; the same key with
+        other parameters raises ``IdempotencyConflictError``. Returns when the payout
+        is final, needs attention, or is still ``processing`` at the poll deadline
+        (``resume()`` finishes it later).
+        """
+        if not isinstance(key, str) or not key:
+            raise ValidationError("key", "must be a non-empty string")
+        if not isinstance(request, self._request_type):
+            raise ValidationError(
+                "request", f"must be a {self._request_type.__name__} for {self.provider}"
+            )
+        params = _request_params(request)
+        order_id = None
+        if isinstance(request, PayoffRequest):
+            order_id = request.order_id or order_id_for(key)
+            params["order_id"] = order_id
+        claim = await asyncio.shield(
+            self.ledger.begin(
+                self.provider,
+                key,
+                params_hash(params),
+                params,
+                owner=self.owner,
+                lease_seconds=self._settings.lease_seconds,
+                order_id=order_id,
+            )
+        )
+        if not claim.claimed:
+            reason = None
+            if claim.record.state in ACTIVE_STATES:
+                reason = "in progress in another worker"
+            return PayoutResult.from_record(claim.record, reason=reason)
+        return await self._drive(claim.record, release=True)
+
+    async def _drive(self, record: PayoutRecord, *, release: bool) -> PayoutResult:
+        run = Run(self.ledger, record, owner=self.owner, lease_seconds=self._settings.lease_seconds)
+        try:
+            await self._flow.drive(run)
+        except LeaseLostError:
+            latest = await self.ledger.get(self.provider, record.key)
+            return PayoutResult.from_record(latest or run.record)
+        except BaseException:
+            await run.release()
+            raise
+        if release and not run.record.state.is_final:
+            await run.release()
+        return PayoutResult.from_record(run.record)
+
+    async def pay_many(
+        self,
+        items: Iterable[tuple[str, Request]] | AsyncIterable[tuple[str, Request]],
+        *,
+        concurrency: int = 32,
+    ) -> AsyncIterator[PayoutResult]:
+        """Pay ``(key, request)`` pairs with at most ``concurrency`` in flight,
+        yielding each result as it finishes. A payout that fails never stops the
+        others: bad input comes back as a ``REJECTED`` result, an unexpected error as
+        ``NEEDS_ATTENTION``."""
+        if concurrency < 1:
+            raise ValidationError("concurrency", "must be at least 1")
+        source = _aiter(items)
+        take = asyncio.Lock()
+        results: asyncio.Queue[PayoutResult | None] = asyncio.Queue()
+        room = asyncio.Semaphore(concurrency * 2)  # results not yet taken by the caller
+
+        async def worker() -> None:
+            while True:
+                async with take:
+                    try:
+                        key, request = await anext(source)
+                    except StopAsyncIteration:
+                        return
+                result = await self._pay_one(key, request)
+                await room.acquire()
+                results.put_nowait(result)
+
+        async def run_workers() -> None:
+            try:
+                await asyncio.gather(*(worker() for _ in range(concurrency)))
+            finally:
+                results.put_nowait(None)
+
+        runner = asyncio.create_task(run_workers())
+        try:
+            while (result := await results.get()) is not None:
+                room.release()
+                yield result
+            await runner  # re-raises a worker's crash (the source failing, say)
+        finally:
+            runner.cancel()
+            await asyncio.gather(runner, return_exceptions=True)
+
+    async def _pay_one(self, key: str, request: Request) -> PayoutResult:
+        try:
+            return await self.pay(key, request)
+        except (ValidationError, IdempotencyConflictError) as error:
+            return PayoutResult(
+                key=str(key),
+                status=PayoutStatus.REJECTED,
+                provider=self.provider,
+                reason=str(error),
+            )
+        except Exception as error:
+            logger.exception("payout %s failed unexpectedly", key)
+            return await self._attention(key, error)
+
+    async def _attention(self, key: str, error: BaseException) -> PayoutResult:
+        record = await self.ledger.get(self.provider, key)
+        reason = f"{type(error).__name__}: {error}"
+        if record is None:
+            return PayoutResult(
+                key=key, status=PayoutStatus.NEEDS_ATTENTION, provider=self.provider, reason=reason
+            )
+        return attrs.evolve(
+            PayoutResult.from_record(record), status=PayoutStatus.NEEDS_ATTENTION, reason=reason
+        )
+
+    async def resume(self, *, concurrency: int = 32, batch: int = 200) -> list[PayoutResult]:
+        """Finish every non-final row whose lease is free or expired: rows stranded by
+        a crash, a cancelled ``pay()``, a poll deadline or a dead worker. Each row is
+        driven once per call; the ones still ``processing`` are returned as such."""
+        return await self._drain(ACTIVE_STATES, concurrency=concurrency, batch=batch)
+
+    async def reconcile(self, *, concurrency: int = 32, batch: int = 200) -> list[PayoutResult]:
+        """Try again to settle ``needs_attention`` rows from the step where they
+        stopped (e.g. after credentials were fixed or the provider came back)."""
+        return await self._drain(
+            frozenset({LedgerState.NEEDS_ATTENTION}), concurrency=concurrency, batch=batch
+        )
+
+    async def _drain(
+        self, states: frozenset[LedgerState], *, concurrency: int, batch: int
+    ) -> list[PayoutResult]:
+        results: list[PayoutResult] = []
+        held: list[PayoutRecord] = []
+        gate = asyncio.Semaphore(concurrency)
+
+        async def drive(record: PayoutRecord) -> PayoutResult:
+            async with gate:
+                try:
+                    if record.state is LedgerState.NEEDS_ATTENTION:
+                        record = await self._reopen(record)
+                    return await self._drive(record, release=False)
+                except Exception as error:
+                    logger.exception("resuming payout %s failed", record.key)
+                    return await self._attention(record.key, error)
+
+        try:
+            while True:
+                claimed = await self.ledger.claim_stranded(
+                    owner=self.owner,
+                    lease_seconds=self._settings.lease_seconds,
+                    limit=batch,
+                    provider=self.provider,
+                    states=states,
+                )
+                if not claimed:
+                    return results
+                held.extend(claimed)
+                results.extend(await asyncio.gather(*(drive(record) for record in claimed)))
+        finally:
+            # Rows left processing stayed leased so that this pass saw each once.
+            for record in held:
+                await asyncio.shield(
+                    self.ledger.release(self.provider, record.key, owner=self.owner)
+                )
+
+    async def _reopen(self, record: PayoutRecord) -> PayoutRecord:
+        """Move a ``needs_attention`` row back to the step it stopped at."""
+        history = await self.ledger.history(self.provider, record.key)
+        previous = next(
+            (
+                step.from_state
+                for step in reversed(history)
+                if step.to_state is LedgerState.NEEDS_ATTENTION and step.from_state is not None
+            ),
+            LedgerState.PENDING,
+        )
+        if previous is LedgerState.NEEDS_ATTENTION:
+            previous = LedgerState.PENDING
+        return await self.ledger.transition(
+            self.provider,
+            record.key,
+            owner=self.owner,
+            state=previous,
+            lease_seconds=self._settings.lease_seconds,
+            note="reconcile: trying again",
+            reason=None,
+        )
+
+    async def get(self, key: str) -> PayoutResult | None:
+        """The payout recorded under ``key``, or None."""
+        record = await self.ledger.get(self.provider, key)
+        return None if record is None else PayoutResult.from_record(record)
+
+    async def apply_webhook(self, webhook: PayoffWebhook) -> PayoutResult | None:
+        """Record a verified Enot payoff webhook's final status. Repeated and
+        out-of-order deliveries are harmless: a final row is never changed, and a
+        non-final status is ignored. Returns the row, or None when nothing was recorded
+        (an unknown order, or a status that is not final)."""
+        if self.provider != "enot":
+            raise ConfigurationError("webhooks are an Enot feature")
+        final = {PayoffStatus.SUCCESS: LedgerState.SUCCEEDED, PayoffStatus.FAIL: LedgerState.FAILED}
+        state = final.get(webhook.status)
+        if webhook.order_id is None or state is None:
+            return None
+        record = await self.ledger.settle_by_order_id(
+            self.provider,
+            webhook.order_id,
+            state=state,
+            provider_status=webhook.raw_status or webhook.status.value,
+            note="webhook",
+        )
+        return None if record is None else PayoutResult.from_record(record)
+
+
+async def _aiter(items: Iterable[Item] | AsyncIterable[Item]) -> AsyncIterator[Item]:
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            yield item
+    else:
+        for item in items:
+            yield item

@@ -1,0 +1,74 @@
+"""What ``Payouts`` tells its caller about one payout."""
+
+from __future__ import annotations
+
+import enum
+
+import attrs
+
+from ..ledger import LedgerState, PayoutRecord
+
+__all__ = ["PayoutResult", "PayoutStatus", "Settings"]
+
+
+class PayoutStatus(enum.StrEnum):
+    """Where a payout stands, from the caller's point of view."""
+
+    SUCCEEDED = "succeeded"  # the provider paid it
+    FAILED = "failed"  # the provider refused or failed it (or it was deleted unpaid)
+    PROCESSING = "processing"  # under way; ``resume()`` (or another worker) finishes it
+    NEEDS_ATTENTION = "needs_attention"  # no rule can settle it; ``reason`` says why
+    REJECTED = "rejected"  # refused before anything was recorded or sent (bad input)
+
+
+_BY_STATE = {
+    LedgerState.SUCCEEDED: PayoutStatus.SUCCEEDED,
+    LedgerState.FAILED: PayoutStatus.FAILED,
+    LedgerState.CANCELLED: PayoutStatus.FAILED,
+    LedgerState.NEEDS_ATTENTION: PayoutStatus.NEEDS_ATTENTION,
+}
+
+
+@attrs.frozen
+class PayoutResult:
+    """The outcome of ``pay()`` (or a snapshot from ``get()``).
+
+    ``provider_id`` is IntellectMoney's PayoutOperationId or Enot's payoff_id;
+    ``attempts`` counts the money-moving requests sent; ``state`` is the ledger's
+    recovery point (``None`` when nothing was recorded).
+    """
+
+    key: str
+    status: PayoutStatus
+    provider: str
+    provider_id: str | None = None
+    provider_status: str | None = None
+    order_id: str | None = None
+    reason: str | None = None
+    attempts: int = 0
+    state: LedgerState | None = None
+
+    @classmethod
+    def from_record(cls, record: PayoutRecord, *, reason: str | None = None) -> PayoutResult:
+        """The result a ledger row stands for."""
+        status = _BY_STATE.get(record.state, PayoutStatus.PROCESSING)
+        return cls(
+            key=record.key,
+            status=status,
+            provider=record.provider,
+            provider_id=record.operation_id,
+            provider_status=record.provider_status,
+            order_id=record.order_id,
+            reason=reason or record.reason,
+            attempts=record.attempts,
+            state=record.state,
+        )
+
+
+@attrs.frozen
+class Settings:
+    """Tuning of the payout flows (see ``Payouts``)."""
+
+    lease_seconds: float = 120.0
+    max_send_attempts: int = 3
+    grace: float = 60.0

@@ -1,0 +1,61 @@
+"""One claimed ledger row being driven, with the writes it makes shielded from
+cancellation so that a cancelled ``pay()`` never leaves a half-written step."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from ..ledger import Ledger, LedgerState, PayoutRecord
+
+__all__ = ["Run"]
+
+
+class Run:
+    """The lease holder's view of one row: ``move`` writes the next recovery point."""
+
+    def __init__(
+        self, ledger: Ledger, record: PayoutRecord, *, owner: str, lease_seconds: float
+    ) -> None:
+        self.ledger = ledger
+        self.record = record
+        self.owner = owner
+        self.lease_seconds = lease_seconds
+
+    async def move(
+        self,
+        state: LedgerState,
+        *,
+        note: str | None = None,
+        add_attempt: bool = False,
+        **changes: Any,
+    ) -> PayoutRecord:
+        """Durably move the row to ``state`` before anything else happens."""
+        self.record = await asyncio.shield(
+            self.ledger.transition(
+                self.record.provider,
+                self.record.key,
+                owner=self.owner,
+                state=state,
+                lease_seconds=self.lease_seconds,
+                note=note,
+                add_attempt=add_attempt,
+                **changes,
+            )
+        )
+        return self.record
+
+    async def renew(self) -> None:
+        """Keep the lease while polling (``LeaseLostError`` if it was lost)."""
+        await self.ledger.renew(
+            self.record.provider,
+            self.record.key,
+            owner=self.owner,
+            lease_seconds=self.lease_seconds,
+        )
+
+    async def release(self) -> None:
+        """Give the row back (shielded: it must happen even when cancelled)."""
+        await asyncio.shield(
+            self.ledger.release(self.record.provider, self.record.key, owner=self.owner)
+        )
