@@ -133,9 +133,6 @@ class EnotFlow:
         await self._adopt(run, payoff)
 
     async def _poll(self, run: Run) -> bool:
-        async def keep_lease(_: Payoff) -> None:
-            await run.renew()
-
         payoff_id = run.record.operation_id
         order_id = None if payoff_id else self._order_id(run)
         try:
@@ -144,7 +141,6 @@ class EnotFlow:
                 payoff_id=payoff_id,
                 order_id=order_id,
                 policy=self.poll,
-                on_poll=keep_lease,
             )
         except PayoutError as error:
             await run.move(

@@ -156,12 +156,9 @@ class IntellectMoneyFlow:
         )
 
     async def _poll(self, run: Run) -> bool:
-        async def keep_lease(_: PayoutOperation) -> None:
-            await run.renew()
-
         try:
             operation = await wait_for_terminal(
-                self.client, self._operation_id(run), policy=self.poll, on_poll=keep_lease
+                self.client, self._operation_id(run), policy=self.poll
             )
         except PayoutError as error:
             await run.move(

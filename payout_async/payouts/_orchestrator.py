@@ -20,6 +20,7 @@ from ..enot import EnotClient, PayoffRequest, PayoffStatus, PayoffWebhook
 from ..intellectmoney import IntellectMoneyClient, OperationRequest
 from ..ledger import (
     ACTIVE_STATES,
+    Claim,
     LeaseLostError,
     Ledger,
     LedgerState,
@@ -87,8 +88,8 @@ class Payouts(Generic[Request]):
             lease_seconds=lease_seconds, max_send_attempts=max_send_attempts, grace=reconcile
         )
         poll = poll or PollPolicy()
-        if poll.deadline >= lease_seconds:
-            raise ConfigurationError("lease_seconds must be longer than poll.deadline")
+        if lease_seconds < 3 * max(0.0, poll.maximum):
+            raise ConfigurationError("lease_seconds must be at least three poll intervals")
         self._flow: IntellectMoneyFlow | EnotFlow
         if isinstance(client, IntellectMoneyClient):
             self._flow = IntellectMoneyFlow(client, settings, poll)
@@ -103,6 +104,7 @@ class Payouts(Generic[Request]):
         self.provider = self._flow.provider
         self.owner = owner or _default_owner()
         self._settings = settings
+        self._background: set[asyncio.Future[None]] = set()
 
     def __repr__(self) -> str:
         return f"Payouts(provider={self.provider!r}, owner={self.owner!r}, ledger={self.ledger!r})"
@@ -126,7 +128,7 @@ class Payouts(Generic[Request]):
         if isinstance(request, PayoffRequest):
             order_id = request.order_id or order_id_for(key)
             params["order_id"] = order_id
-        claim = await asyncio.shield(
+        begin = asyncio.ensure_future(
             self.ledger.begin(
                 self.provider,
                 key,
@@ -137,6 +139,15 @@ class Payouts(Generic[Request]):
                 order_id=order_id,
             )
         )
+        try:
+            claim = await asyncio.shield(begin)
+        except asyncio.CancelledError:
+            # The intent is being recorded anyway; hand its lease back once it is, so
+            # that resume() (here or in another worker) can finish the payout at once.
+            releasing = asyncio.ensure_future(self._release_when_begun(begin))
+            self._background.add(releasing)
+            releasing.add_done_callback(self._background.discard)
+            raise
         if not claim.claimed:
             reason = None
             if claim.record.state in ACTIVE_STATES:
@@ -144,10 +155,19 @@ class Payouts(Generic[Request]):
             return PayoutResult.from_record(claim.record, reason=reason)
         return await self._drive(claim.record, release=True)
 
+    async def _release_when_begun(self, begin: asyncio.Future[Claim]) -> None:
+        try:
+            claim = await begin
+        except Exception:
+            return
+        if claim.claimed:
+            await self.ledger.release(self.provider, claim.record.key, owner=self.owner)
+
     async def _drive(self, record: PayoutRecord, *, release: bool) -> PayoutResult:
         run = Run(self.ledger, record, owner=self.owner, lease_seconds=self._settings.lease_seconds)
         try:
-            await self._flow.drive(run)
+            async with run.heartbeat():
+                await self._flow.drive(run)
         except LeaseLostError:
             latest = await self.ledger.get(self.provider, record.key)
             return PayoutResult.from_record(latest or run.record)

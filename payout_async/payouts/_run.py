@@ -4,9 +4,11 @@ cancellation so that a cancelled ``pay()`` never leaves a half-written step."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
-from ..ledger import Ledger, LedgerState, PayoutRecord
+from ..ledger import LeaseLostError, Ledger, LedgerState, PayoutRecord
 
 __all__ = ["Run"]
 
@@ -45,14 +47,31 @@ class Run:
         )
         return self.record
 
-    async def renew(self) -> None:
-        """Keep the lease while polling (``LeaseLostError`` if it was lost)."""
-        await self.ledger.renew(
-            self.record.provider,
-            self.record.key,
-            owner=self.owner,
-            lease_seconds=self.lease_seconds,
-        )
+    @contextlib.asynccontextmanager
+    async def heartbeat(self) -> AsyncIterator[None]:
+        """Renew the lease every third of its length while the body runs, so that a
+        long poll or reconciliation keeps the row. A lost lease is noticed by the next
+        ``move`` (``LeaseLostError``), which fences every network step."""
+
+        async def beat() -> None:
+            while True:
+                await asyncio.sleep(self.lease_seconds / 3)
+                try:
+                    await self.ledger.renew(
+                        self.record.provider,
+                        self.record.key,
+                        owner=self.owner,
+                        lease_seconds=self.lease_seconds,
+                    )
+                except LeaseLostError:
+                    return
+
+        task = asyncio.create_task(beat())
+        try:
+            yield
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
     async def release(self) -> None:
         """Give the row back (shielded: it must happen even when cancelled)."""

@@ -1,0 +1,102 @@
+"""Helpers shared by the reliability tests and their child processes.
+
+Everything here is fast: short sandbox delays, short client timeouts and backoffs, so
+that every fault costs well under a second.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from decimal import Decimal
+from typing import Any
+
+from payout_async import (
+    EnotClient,
+    IntellectMoneyClient,
+    Payouts,
+    PollPolicy,
+    RetryPolicy,
+    Timeouts,
+)
+from payout_async.enot import PayoffRequest
+from payout_async.intellectmoney import OperationRequest
+from payout_async.ledger import Ledger
+from payout_async.sandbox import SandboxConfig, SandboxCredentials
+
+CARD = "4111111111111111"
+TIMEOUTS = Timeouts(total=2.0, connect=1.0, read=0.3)
+RETRY = RetryPolicy(attempts=4, initial=0.01, maximum=0.05, max_retry_after=0.05)
+POLL = PollPolicy(initial=0.02, multiplier=1.5, maximum=0.1, deadline=10.0)
+GRACE = 0.4  # longer than TIMEOUTS.read: a stalled create is visible by then
+
+
+def fast_config(**overrides: Any) -> SandboxConfig:
+    """A sandbox whose payouts settle in about a tenth of a second."""
+    settings: dict[str, Any] = {
+        "im_in_process_after": 0.02,
+        "im_final_after": 0.05,
+        "enot_final_after": 0.05,
+        "stall_seconds": 0.8,
+        "retry_after": 0.01,
+        "latency": (0.0, 0.02),
+        "seed": 7,
+    }
+    settings.update(overrides)
+    return SandboxConfig(**settings)
+
+
+def im_client(base_url: str, credentials: SandboxCredentials | None = None) -> IntellectMoneyClient:
+    """An IntellectMoney client for a sandbox at ``base_url`` (the current API)."""
+    credentials = credentials or SandboxCredentials()
+    return IntellectMoneyClient(
+        credentials.im_user_token,
+        credentials.im_secret_key,
+        bearer_token=credentials.im_bearer_token,
+        base_url=base_url,
+        timeout=TIMEOUTS,
+        retry=RETRY,
+    )
+
+
+def enot_client(base_url: str, credentials: SandboxCredentials | None = None) -> EnotClient:
+    """An Enot client for a sandbox at ``base_url``."""
+    credentials = credentials or SandboxCredentials()
+    return EnotClient(
+        credentials.enot_user_id,
+        credentials.enot_secret_key,
+        base_url=base_url,
+        timeout=TIMEOUTS,
+        retry=RETRY,
+    )
+
+
+def payouts(client: IntellectMoneyClient | EnotClient, ledger: Ledger, **kwargs: Any) -> Payouts[Any]:
+    """``Payouts`` tuned for tests (short poll, grace and lease)."""
+    kwargs.setdefault("poll", POLL)
+    kwargs.setdefault("reconcile", GRACE)
+    kwargs.setdefault("lease_seconds", 5.0)
+    return Payouts(client, ledger, **kwargs)
+
+
+def im_request(key: str, amount: str = "10.00") -> OperationRequest:
+    """A card payout whose Description is its key, so the books can be checked per key."""
+    return OperationRequest(pan=CARD, amount=Decimal(amount), description=key)
+
+
+def enot_request(amount: str = "10.00") -> PayoffRequest:
+    """A card payoff; ``Payouts`` derives its order_id from the key."""
+    return PayoffRequest(service="card", wallet_to=CARD, amount=Decimal(amount))
+
+
+def books(state: Any) -> tuple[Counter[str], Counter[str]]:
+    """(IntellectMoney operations executed per Description, Enot payoffs per order_id)
+    as the sandbox's books hold them."""
+    executed: Counter[str] = Counter(
+        operation.details.description or ""
+        for operation in state.intellectmoney
+        if operation.executed_at is not None
+    )
+    created: Counter[str] = Counter(
+        payoff.details.order_id or "" for payoff in state.enot
+    )
+    return executed, created

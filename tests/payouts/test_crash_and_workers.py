@@ -1,0 +1,132 @@
+"""Processes killed mid-flight, and several processes sharing one PostgreSQL ledger:
+every payout final (or needing attention, with a reason), none twice, none missing."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import sys
+import uuid
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from payout_async.ledger import FINAL_STATES, LedgerState, ledger_from_url
+from payout_async.sandbox import Sandbox
+
+from tests.ledger.support import require_postgres
+from .support import books, fast_config
+from .worker import LEASE_SECONDS
+
+WORKER = Path(__file__).with_name("worker.py")
+
+
+async def start_worker(
+    ledger_url: str, sandbox: Sandbox, count: int, seed: int
+) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(WORKER),
+        ledger_url,
+        sandbox.intellectmoney_url,
+        sandbox.enot_url,
+        str(count),
+        str(seed),
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+async def finish(process: asyncio.subprocess.Process) -> None:
+    _, stderr = await asyncio.wait_for(process.communicate(), timeout=120)
+    assert process.returncode == 0, stderr.decode()[-3000:]
+
+
+async def check_exactly_once(ledger_url: str, sandbox: Sandbox, count: int) -> None:
+    ledger = ledger_from_url(ledger_url)
+    await ledger.open()
+    try:
+        executed, created = books(sandbox.state)
+        assert sandbox.duplicates() == []
+        for n in range(count):
+            key = f"p-{n}"
+            provider = "intellectmoney" if n % 2 == 0 else "enot"
+            record = await ledger.get(provider, key)
+            assert record is not None, f"{key} is missing from the ledger"
+            paid = executed[key] if provider == "intellectmoney" else created[key]
+            assert paid <= 1, f"{key} paid {paid} times"
+            if record.state is LedgerState.NEEDS_ATTENTION:
+                assert record.reason, key
+                continue
+            assert record.state in FINAL_STATES, (key, record.state)
+            assert record.state is LedgerState.SUCCEEDED, (key, record.state, record.reason)
+            assert paid == 1, f"{key} succeeded in the ledger but was not paid"
+        ours = {f"p-{n}" for n in range(count)}
+        assert set(executed) | set(created) <= ours
+    finally:
+        await ledger.aclose()
+
+
+async def test_sigkill_ten_times_then_resume(tmp_path: Path) -> None:
+    count = 500
+    ledger_url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    rng = random.Random(2026)
+    # Payouts settle slowly enough that no run can finish before it is killed.
+    slow = fast_config(im_in_process_after=0.3, im_final_after=0.8, enot_final_after=0.8)
+    async with Sandbox(config=slow) as sandbox:
+        killed = 0
+        for kill in range(10):
+            process = await start_worker(ledger_url, sandbox, count, seed=kill)
+            await asyncio.sleep(rng.uniform(0.5, 1.2))
+            if process.returncode is None:
+                process.send_signal(signal.SIGKILL)
+            killed += await process.wait() == -signal.SIGKILL
+        assert killed == 10, "every run should have been killed mid-flight"
+        ledger = ledger_from_url(ledger_url)
+        await ledger.open()
+        stranded = await ledger.counts()
+        await ledger.aclose()
+        assert sum(stranded.values()) > 0
+        # Leases held by the killed processes expire; then the work is finished.
+        for _ in range(4):
+            await asyncio.sleep(LEASE_SECONDS + 0.2)
+            await finish(await start_worker(ledger_url, sandbox, count, seed=99))
+            ledger = ledger_from_url(ledger_url)
+            await ledger.open()
+            counts = await ledger.counts()
+            await ledger.aclose()
+            if all(state.is_final or state is LedgerState.NEEDS_ATTENTION for state in counts):
+                break
+        await check_exactly_once(ledger_url, sandbox, count)
+
+
+@pytest.mark.postgres
+async def test_four_workers_share_one_postgres_ledger() -> None:
+    dsn = require_postgres()
+    count = 1000
+    prefix = f"mw_{uuid.uuid4().hex[:10]}_"
+    separator = "&" if "?" in dsn else "?"
+    ledger_url = f"{dsn}{separator}table_prefix={prefix}"
+    try:
+        async with Sandbox(config=fast_config()) as sandbox:
+            workers = [
+                await start_worker(ledger_url, sandbox, count, seed=n) for n in range(4)
+            ]
+            await asyncio.gather(*(finish(worker) for worker in workers))
+            await check_exactly_once(ledger_url, sandbox, count)
+            executed, created = books(sandbox.state)
+            assert sum(executed.values()) + sum(created.values()) == count
+            assert len(sandbox.state.intellectmoney) == count // 2  # created once each
+    finally:
+        conn = await asyncpg.connect(dsn)
+        try:
+            for table in ("payouts", "payout_transitions"):
+                await conn.execute(f'DROP TABLE IF EXISTS "{prefix}{table}"')
+        finally:
+            await conn.close()
+
+
+def test_worker_script_is_runnable() -> None:
+    assert WORKER.exists() and os.access(sys.executable, os.X_OK)

@@ -1,0 +1,163 @@
+"""Every fault kind at every step of both flows: each payout still ends paid exactly
+once, and the ledger agrees with the sandbox's books."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from payout_async import PayoutStatus
+from payout_async.ledger import LedgerState, SQLiteLedger
+from payout_async.sandbox import FaultKind, Sandbox
+
+from .support import books, enot_client, enot_request, fast_config, im_client, im_request, payouts
+
+ALL_KINDS = list(FaultKind)
+
+
+@pytest.fixture
+async def sandbox() -> AsyncIterator[Sandbox]:
+    async with Sandbox(config=fast_config()) as running:
+        yield running
+
+
+@pytest.fixture
+async def ledger(tmp_path: Path) -> AsyncIterator[SQLiteLedger]:
+    async with SQLiteLedger(tmp_path / "ledger.db") as opened:
+        yield opened
+
+
+@pytest.mark.parametrize("kind", ALL_KINDS, ids=lambda kind: kind.value)
+@pytest.mark.parametrize("route", ["im.create", "im.execute", "im.state"])
+async def test_intellectmoney_fault_at_each_step(
+    sandbox: Sandbox, ledger: SQLiteLedger, route: str, kind: FaultKind
+) -> None:
+    sandbox.faults.script(route, kind=kind, nth=1)
+    async with im_client(sandbox.intellectmoney_url) as client:
+        result = await payouts(client, ledger).pay("im-1", im_request("im-1"))
+
+    assert result.status is PayoutStatus.SUCCEEDED, result
+    executed, _ = books(sandbox.state)
+    assert executed["im-1"] == 1
+    assert sandbox.duplicates() == []
+    record = await ledger.get("intellectmoney", "im-1")
+    assert record is not None and record.state is LedgerState.SUCCEEDED
+    executed_ids = [op.id for op in sandbox.state.intellectmoney if op.executed_at is not None]
+    assert executed_ids == [record.operation_id]
+    assert sandbox.faults.injected.get(kind.value) == 1
+
+
+@pytest.mark.parametrize("kind", ALL_KINDS, ids=lambda kind: kind.value)
+@pytest.mark.parametrize("route", ["enot.create", "enot.info"])
+@pytest.mark.parametrize("duplicates", ["accept", "reject"])
+async def test_enot_fault_at_each_step(
+    tmp_path: Path, route: str, kind: FaultKind, duplicates: str
+) -> None:
+    async with (
+        Sandbox(config=fast_config(duplicate_order_id=duplicates)) as sandbox,
+        SQLiteLedger(tmp_path / "ledger.db") as ledger,
+    ):
+        sandbox.faults.script(route, kind=kind, nth=1)
+        async with enot_client(sandbox.enot_url) as client:
+            result = await payouts(client, ledger).pay("enot-1", enot_request())
+
+        assert result.status is PayoutStatus.SUCCEEDED, result
+        _, created = books(sandbox.state)
+        assert created["enot-1"] == 1
+        assert sandbox.duplicates() == []
+        record = await ledger.get("enot", "enot-1")
+        assert record is not None and record.state is LedgerState.SUCCEEDED
+        assert [payoff.id for payoff in sandbox.state.enot] == [record.operation_id]
+
+
+async def test_same_key_pays_once_and_conflicting_parameters_are_refused(
+    sandbox: Sandbox, ledger: SQLiteLedger
+) -> None:
+    from payout_async import IdempotencyConflictError
+
+    async with im_client(sandbox.intellectmoney_url) as client:
+        flow = payouts(client, ledger)
+        first = await flow.pay("same", im_request("same"))
+        again = await flow.pay("same", im_request("same"))
+        with pytest.raises(IdempotencyConflictError):
+            await flow.pay("same", im_request("same", amount="11.00"))
+
+    assert first == again
+    assert again.status is PayoutStatus.SUCCEEDED
+    assert books(sandbox.state)[0]["same"] == 1
+    assert len(sandbox.state.intellectmoney) == 1
+
+
+async def test_refused_payout_fails_with_the_providers_reason(
+    sandbox: Sandbox, ledger: SQLiteLedger
+) -> None:
+    async with enot_client(sandbox.enot_url) as client:
+        result = await payouts(client, ledger).pay("too-big", enot_request(amount="999999.00"))
+
+    assert result.status is PayoutStatus.FAILED
+    assert result.reason and "refused" in result.reason
+    assert len(sandbox.state.enot) == 0
+
+
+async def test_provider_failure_ends_failed(ledger: SQLiteLedger) -> None:
+    async with Sandbox(config=fast_config(failure_ratio=1.0)) as sandbox:
+        async with im_client(sandbox.intellectmoney_url) as im:
+            im_result = await payouts(im, ledger).pay("im-fail", im_request("im-fail"))
+        async with enot_client(sandbox.enot_url) as enot:
+            enot_result = await payouts(enot, ledger).pay("enot-fail", enot_request())
+
+    assert im_result.status is PayoutStatus.FAILED
+    assert im_result.provider_status == "Failed"
+    assert enot_result.status is PayoutStatus.FAILED
+    assert enot_result.provider_status == "fail"
+
+
+async def test_not_enough_money_is_a_failure(ledger: SQLiteLedger) -> None:
+    async with Sandbox(config=fast_config(im_balance="5.00")) as sandbox:
+        async with im_client(sandbox.intellectmoney_url) as client:
+            result = await payouts(client, ledger).pay("poor", im_request("poor"))
+
+    assert result.status is PayoutStatus.FAILED
+    assert result.provider_status == "NotEnoughMoney"
+
+
+async def test_poll_deadline_returns_processing_and_resume_finishes(
+    tmp_path: Path,
+) -> None:
+    from payout_async import PollPolicy
+
+    short = PollPolicy(initial=0.02, maximum=0.05, deadline=0.2)
+    async with (
+        Sandbox(config=fast_config(im_in_process_after=0.5, im_final_after=1.0)) as sandbox,
+        SQLiteLedger(tmp_path / "ledger.db") as ledger,
+        im_client(sandbox.intellectmoney_url) as client,
+    ):
+        result = await payouts(client, ledger, poll=short).pay("slow", im_request("slow"))
+        assert result.status is PayoutStatus.PROCESSING
+        assert result.state is LedgerState.PROCESSING
+
+        resumed = await payouts(client, ledger).resume()
+
+    assert [r.status for r in resumed] == [PayoutStatus.SUCCEEDED]
+    assert books(sandbox.state)[0]["slow"] == 1
+
+
+async def test_unreachable_provider_needs_attention_then_reconcile_pays(
+    tmp_path: Path,
+) -> None:
+    async with SQLiteLedger(tmp_path / "ledger.db") as ledger:
+        # Nothing listens on the sandbox's port until it starts: every call is "not sent".
+        async with Sandbox(config=fast_config()) as sandbox:
+            url = sandbox.enot_url
+        async with enot_client(url) as client:
+            result = await payouts(client, ledger).pay("later", enot_request())
+        assert result.status is PayoutStatus.NEEDS_ATTENTION
+        assert result.reason
+
+        port = int(url.rsplit(":", 1)[1])
+        async with Sandbox(config=fast_config(), port=port) as sandbox, enot_client(url) as client:
+            settled = await payouts(client, ledger).reconcile()
+            assert [r.status for r in settled] == [PayoutStatus.SUCCEEDED]
+            assert books(sandbox.state)[1]["later"] == 1

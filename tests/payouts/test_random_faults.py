@@ -1,0 +1,98 @@
+"""Random fault schedules and concurrency, with the sandbox accepting duplicate
+order_ids (the dangerous case): every payout is paid exactly once in the sandbox's
+books, and the ledger agrees with them."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from payout_async import PayoutStatus
+from payout_async.ledger import LedgerState, SQLiteLedger
+from payout_async.sandbox import ROUTES, FaultKind, Sandbox
+
+from .support import books, enot_client, enot_request, fast_config, im_client, im_request, payouts
+
+PAYOUTS = 16
+
+scripted_fault = st.tuples(
+    st.sampled_from(ROUTES), st.integers(min_value=1, max_value=12), st.sampled_from(FaultKind)
+)
+
+
+async def scenario(
+    directory: Path,
+    seed: int,
+    fault_rate: float,
+    kinds: frozenset[FaultKind],
+    script: list[tuple[str, int, FaultKind]],
+    concurrency: int,
+) -> None:
+    config = fast_config(
+        seed=seed, fault_rate=fault_rate, fault_kinds=kinds, duplicate_order_id="accept"
+    )
+    async with (
+        Sandbox(config=config) as sandbox,
+        SQLiteLedger(directory / "ledger.db") as ledger,
+        im_client(sandbox.intellectmoney_url) as im,
+        enot_client(sandbox.enot_url) as enot,
+    ):
+        for route, nth, kind in script:
+            sandbox.faults.script(route, nth=nth, kind=kind)
+        im_items = [(f"im-{n}", im_request(f"im-{n}")) for n in range(PAYOUTS // 2)]
+        enot_items = [(f"en-{n}", enot_request()) for n in range(PAYOUTS // 2)]
+        im_flow, enot_flow = payouts(im, ledger), payouts(enot, ledger)
+
+        async def run(flow: Any, items: list[tuple[str, Any]]) -> list[Any]:
+            results = [result async for result in flow.pay_many(items, concurrency=concurrency)]
+            return results + await flow.resume()
+
+        await asyncio.gather(run(im_flow, im_items), run(enot_flow, enot_items))
+
+        executed, created = books(sandbox.state)
+        assert sandbox.duplicates() == []
+        paid_ids = {op.id for op in sandbox.state.intellectmoney if op.executed_at is not None}
+        paid_ids |= {payoff.id for payoff in sandbox.state.enot}
+        for provider, items, paid in (
+            ("intellectmoney", im_items, executed),
+            ("enot", enot_items, created),
+        ):
+            for key, _ in items:
+                record = await ledger.get(provider, key)
+                assert record is not None
+                assert paid[key] <= 1, f"{key} paid {paid[key]} times"
+                if record.state is LedgerState.NEEDS_ATTENTION:
+                    assert record.reason
+                    continue
+                assert record.state is LedgerState.SUCCEEDED, (key, record.state, record.reason)
+                assert paid[key] == 1
+                assert record.operation_id in paid_ids
+        result = await im_flow.get("im-0")
+        assert result is not None and result.status in (
+            PayoutStatus.SUCCEEDED,
+            PayoutStatus.NEEDS_ATTENTION,
+        )
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(min_value=0, max_value=2**16),
+    fault_rate=st.sampled_from([0.0, 0.1, 0.25]),
+    kinds=st.frozensets(st.sampled_from(FaultKind), min_size=1),
+    script=st.lists(scripted_fault, max_size=6),
+    concurrency=st.integers(min_value=1, max_value=16),
+)
+def test_random_faults_never_pay_twice(
+    seed: int,
+    fault_rate: float,
+    kinds: frozenset[FaultKind],
+    script: list[tuple[str, int, FaultKind]],
+    concurrency: int,
+) -> None:
+    with tempfile.TemporaryDirectory() as directory:
+        asyncio.run(scenario(Path(directory), seed, fault_rate, kinds, script, concurrency))
