@@ -12,6 +12,9 @@ from ._base import (
     params_hash,
 )
 from ._memory import MemoryLedger
+from ._postgres import PostgresLedger
+from ._sqlite import SQLiteLedger
+from ._url import ledger_from_url
 
 __all__ = [
     "ACTIVE_STATES",
@@ -22,6 +25,9 @@ __all__ = [
     "LedgerState",
     "MemoryLedger",
     "PayoutRecord",
+    "PostgresLedger",
+    "SQLiteLedger",
     "Transition",
+    "ledger_from_url",
     "params_hash",
 ]

@@ -36,6 +36,12 @@ class MemoryLedger:
     def __repr__(self) -> str:
         return f"MemoryLedger({len(self._rows)} rows)"
 
+    async def __aenter__(self) -> MemoryLedger:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
     async def open(self) -> None:
         """Nothing to open."""
 
@@ -62,6 +68,9 @@ class MemoryLedger:
         )
 
     def _store(self, record: PayoutRecord) -> PayoutRecord:
+        previous = self._rows.get((record.provider, record.key))
+        if previous is not None and previous.order_id not in (None, record.order_id):
+            del self._by_order_id[(previous.provider, previous.order_id)]
         self._rows[(record.provider, record.key)] = record
         if record.order_id is not None:
             self._by_order_id[(record.provider, record.order_id)] = record.key

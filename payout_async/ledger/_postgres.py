@@ -1,0 +1,450 @@
+"""``PostgresLedger``: one ledger shared by several processes on several hosts.
+
+Every method is one SQL statement (writable CTEs append the history in the same
+statement), so each is atomic without an explicit transaction; ``begin`` and
+``settle_by_order_id`` add a plain read when their write matched nothing. Leases are
+timed by the server's clock (``clock_timestamp()``), so hosts whose clocks disagree
+still agree on who holds a row. ``claim_stranded`` locks its rows with
+``FOR UPDATE SKIP LOCKED``: concurrent claimers take disjoint rows and never wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import re
+from collections.abc import Mapping
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Self
+
+from .._errors import ConfigurationError, IdempotencyConflictError
+from ._base import ACTIVE_STATES, Claim, LeaseLostError, LedgerState, PayoutRecord, Transition
+from ._rows import (
+    COLUMNS,
+    FINAL_VALUES,
+    TRANSITION_COLUMNS,
+    check_changes,
+    dump_params,
+    record_from_row,
+    transition_from_row,
+)
+
+if TYPE_CHECKING:
+    import asyncpg
+
+__all__ = ["PostgresLedger"]
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_NOW = "now AS MATERIALIZED (SELECT extract(epoch FROM clock_timestamp())::float8 AS t)"
+_FINAL = ", ".join(f"'{state}'" for state in FINAL_VALUES)
+_ACTIVE = sorted(state.value for state in ACTIVE_STATES)
+
+
+def _asyncpg() -> ModuleType:
+    try:
+        return importlib.import_module("asyncpg")
+    except ImportError as error:  # pragma: no cover - depends on the environment
+        raise ConfigurationError(
+            "PostgresLedger needs asyncpg: pip install 'payout-async[postgres]'"
+        ) from error
+
+
+def _columns(alias: str = "") -> str:
+    """``COLUMNS`` for a select list, with ``params`` read as text (whatever codecs
+    a caller-supplied pool has)."""
+    return ", ".join(
+        f"{alias}params::text AS params" if name == "params" else f"{alias}{name}"
+        for name in COLUMNS
+    )
+
+
+class _SQL:
+    """The statements, for one schema and table prefix."""
+
+    def __init__(self, schema: str | None, prefix: str) -> None:
+        qualify = "" if schema is None else f'"{schema}".'
+        self.lock_key = f"payout_async.ledger:{schema or ''}:{prefix}"
+        t = f'{qualify}"{prefix}payouts"'
+        h = f'{qualify}"{prefix}payout_transitions"'
+        cols, p_cols = _columns(), _columns("p.")
+        log = f"INSERT INTO {h} (provider, key, from_state, to_state, at, owner, note)"
+        self.schema = "" if schema is None else f'CREATE SCHEMA IF NOT EXISTS "{schema}";'
+        self.schema += f"""
+CREATE TABLE IF NOT EXISTS {t} (
+    provider text NOT NULL,
+    key text NOT NULL,
+    params_hash text NOT NULL,
+    params jsonb NOT NULL,
+    state text NOT NULL,
+    operation_id text,
+    order_id text,
+    provider_status text,
+    attempts integer NOT NULL DEFAULT 0,
+    lease_owner text,
+    lease_expires_at double precision,
+    created_at double precision NOT NULL,
+    updated_at double precision NOT NULL,
+    last_error text,
+    reason text,
+    unknown_since double precision,
+    PRIMARY KEY (provider, key)
+);
+CREATE INDEX IF NOT EXISTS "{prefix}payouts_order_id" ON {t} (provider, order_id);
+CREATE INDEX IF NOT EXISTS "{prefix}payouts_state_lease" ON {t} (state, lease_expires_at);
+CREATE INDEX IF NOT EXISTS "{prefix}payouts_created_at" ON {t} (created_at);
+CREATE TABLE IF NOT EXISTS {h} (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    provider text NOT NULL,
+    key text NOT NULL,
+    from_state text,
+    to_state text NOT NULL,
+    at double precision NOT NULL,
+    owner text,
+    note text
+);
+CREATE INDEX IF NOT EXISTS "{prefix}payout_transitions_key" ON {h} (provider, key, id);
+"""
+        self.insert = f"""
+WITH {_NOW},
+ins AS (
+    INSERT INTO {t} (provider, key, params_hash, params, state, order_id, attempts,
+                     lease_owner, lease_expires_at, created_at, updated_at)
+    SELECT $1::text, $2::text, $3::text, $4::text::jsonb, 'pending', $5::text, 0, $6::text,
+           now.t + $7::float8, now.t, now.t
+    FROM now
+    ON CONFLICT (provider, key) DO NOTHING
+    RETURNING {cols}
+),
+log AS ({log} SELECT provider, key, NULL, state, created_at, lease_owner, 'intent recorded'
+        FROM ins)
+SELECT {cols} FROM ins"""
+        self.claim = f"""
+WITH {_NOW}
+UPDATE {t} p SET lease_owner = $3, lease_expires_at = now.t + $4 FROM now
+WHERE p.provider = $1 AND p.key = $2 AND p.params_hash = $5 AND p.state = ANY($6::text[])
+  AND (p.lease_owner IS NULL OR p.lease_owner = $3 OR COALESCE(p.lease_expires_at, 0) <= now.t)
+RETURNING {p_cols}"""
+        self.get = f"SELECT {cols} FROM {t} WHERE provider = $1 AND key = $2"
+        held = f"p.lease_owner = $3 AND p.lease_expires_at > now.t AND p.state NOT IN ({_FINAL})"
+        self.transition = f"""
+WITH {_NOW},
+cur AS (
+    SELECT p.provider, p.key, p.state FROM {t} p, now
+    WHERE p.provider = $1 AND p.key = $2 AND {held}
+    FOR UPDATE OF p
+),
+upd AS (
+    UPDATE {t} p SET state = $4, attempts = p.attempts + $5, lease_expires_at = now.t + $6,
+                     updated_at = now.t{{sets}}
+    FROM cur, now WHERE p.provider = cur.provider AND p.key = cur.key
+    RETURNING {p_cols}, cur.state AS from_state
+),
+log AS ({log} SELECT provider, key, from_state, state, updated_at, $3::text, $7::text FROM upd)
+SELECT {cols} FROM upd"""
+        self.renew = f"""
+WITH {_NOW}
+UPDATE {t} p SET lease_expires_at = now.t + $4 FROM now
+WHERE p.provider = $1 AND p.key = $2 AND {held}
+RETURNING 1"""
+        self.release = (
+            f"UPDATE {t} SET lease_owner = NULL, lease_expires_at = NULL "
+            "WHERE provider = $1 AND key = $2 AND lease_owner = $3"
+        )
+        self.claim_stranded = f"""
+WITH {_NOW},
+c AS (
+    SELECT p.provider, p.key FROM {t} p, now
+    WHERE p.state = ANY($3::text[])
+      AND (p.lease_owner IS NULL OR COALESCE(p.lease_expires_at, 0) <= now.t){{by_provider}}
+    ORDER BY p.created_at LIMIT $4
+    FOR UPDATE OF p SKIP LOCKED
+)
+UPDATE {t} p SET lease_owner = $1, lease_expires_at = now.t + $2 FROM c, now
+WHERE p.provider = c.provider AND p.key = c.key
+RETURNING {p_cols}"""
+        self.by_order_id = (
+            f"SELECT {cols} FROM {t} WHERE provider = $1 AND order_id = $2 "
+            "ORDER BY created_at DESC LIMIT 1"
+        )
+        self.settle = f"""
+WITH {_NOW},
+target AS (
+    SELECT p.provider, p.key, p.state FROM {t} p
+    WHERE p.provider = $1 AND p.order_id = $2
+    ORDER BY p.created_at DESC LIMIT 1
+    FOR UPDATE
+),
+upd AS (
+    UPDATE {t} p SET state = $3, provider_status = $4, updated_at = now.t
+    FROM target, now
+    WHERE p.provider = target.provider AND p.key = target.key
+      AND target.state NOT IN ({_FINAL})
+    RETURNING {p_cols}, target.state AS from_state
+),
+log AS ({log} SELECT provider, key, from_state, state, updated_at, NULL, $5::text FROM upd)
+SELECT {cols} FROM upd"""
+        self.history = (
+            f"SELECT {', '.join(TRANSITION_COLUMNS)} FROM {h} "
+            "WHERE provider = $1 AND key = $2 ORDER BY id"
+        )
+        self.records = f"SELECT {cols} FROM {t}{{where}} ORDER BY created_at, provider, key"
+        self.counts = f"SELECT state, count(*) FROM {t}{{where}} GROUP BY state"
+
+
+class PostgresLedger:
+    """A ``Ledger`` in PostgreSQL, for several workers on several hosts.
+
+    Give a ``dsn`` (the ledger makes and closes its own pool of up to
+    ``max_connections``) or a ``pool`` of yours (never closed by the ledger). Tables
+    are ``{table_prefix}payouts`` and ``{table_prefix}payout_transitions`` in
+    ``schema`` (default: the connection's ``search_path``), created on first use.
+    """
+
+    def __init__(
+        self,
+        dsn: str | None = None,
+        *,
+        pool: asyncpg.Pool | None = None,
+        schema: str | None = None,
+        table_prefix: str = "",
+        max_connections: int = 10,
+    ) -> None:
+        if dsn is not None and pool is not None:
+            raise ConfigurationError("give PostgresLedger a dsn or a pool, not both")
+        if schema is not None and not _IDENTIFIER.fullmatch(schema):
+            raise ConfigurationError(f"schema {schema!r} is not a plain SQL identifier")
+        if table_prefix and not _IDENTIFIER.fullmatch(table_prefix):
+            raise ConfigurationError(f"table_prefix {table_prefix!r} is not a plain identifier")
+        if max_connections < 1:
+            raise ConfigurationError("max_connections must be at least 1")
+        self._asyncpg = _asyncpg()
+        self._dsn = dsn
+        self._pool: Any = pool
+        self._owns_pool = pool is None
+        self._max_connections = max_connections
+        self.schema = schema
+        self.table_prefix = table_prefix
+        self._sql = _SQL(schema, table_prefix)
+        self._ready = False
+        self._opening = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        where = f"{self.schema}." if self.schema else ""
+        return f"PostgresLedger({where}{self.table_prefix}payouts)"
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def open(self) -> None:
+        """Connect and create the tables if needed. Idempotent; safe when several
+        processes start at once (an advisory lock serialises the DDL)."""
+        await self._connection_pool()
+
+    async def _connection_pool(self) -> Any:
+        if self._ready:
+            return self._pool
+        async with self._opening:
+            if self._pool is None:
+                self._pool = await self._asyncpg.create_pool(
+                    self._dsn, min_size=1, max_size=self._max_connections, **self._no_reset()
+                )
+            if not self._ready:
+                async with self._pool.acquire() as conn, conn.transaction():
+                    await conn.execute(
+                        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                        self._sql.lock_key,
+                    )
+                    await conn.execute(self._sql.schema)
+                self._ready = True
+        return self._pool
+
+    def _no_reset(self) -> dict[str, Any]:
+        """Skip asyncpg's reset query on every release (one round trip per call): this
+        ledger leaves no session state behind. (asyncpg 0.30+; an open transaction is
+        still rolled back.)"""
+        if "reset" not in inspect.signature(self._asyncpg.create_pool).parameters:
+            return {}
+        return {"reset": _keep_session}
+
+    async def aclose(self) -> None:
+        """Close the pool this ledger made (a caller-supplied pool stays open)."""
+        pool = self._pool
+        self._ready = False
+        if self._owns_pool and pool is not None:
+            self._pool = None
+            await pool.close()
+
+    async def _fetch(self, sql: str, *args: Any) -> list[Any]:
+        pool = await self._connection_pool()
+        return list(await pool.fetch(sql, *args))
+
+    async def _fetchrow(self, sql: str, *args: Any) -> Any:
+        pool = await self._connection_pool()
+        return await pool.fetchrow(sql, *args)
+
+    async def begin(
+        self,
+        provider: str,
+        key: str,
+        params_hash: str,
+        params: Mapping[str, Any],
+        *,
+        owner: str,
+        lease_seconds: float,
+        order_id: str | None = None,
+    ) -> Claim:
+        """See ``Ledger.begin``."""
+        lease = float(lease_seconds)
+        row = await self._fetchrow(
+            self._sql.insert,
+            provider,
+            key,
+            params_hash,
+            dump_params(params),
+            order_id,
+            owner,
+            lease,
+        )
+        if row is not None:
+            return Claim(record=record_from_row(row), claimed=True, created=True)
+        row = await self._fetchrow(
+            self._sql.claim, provider, key, owner, lease, params_hash, _ACTIVE
+        )
+        if row is not None:
+            return Claim(record=record_from_row(row), claimed=True, created=False)
+        record = record_from_row(await self._fetchrow(self._sql.get, provider, key))
+        if record.params_hash != params_hash:
+            raise IdempotencyConflictError(key)
+        return Claim(record=record, claimed=False, created=False)
+
+    async def transition(
+        self,
+        provider: str,
+        key: str,
+        *,
+        owner: str,
+        state: LedgerState,
+        lease_seconds: float,
+        note: str | None = None,
+        add_attempt: bool = False,
+        **changes: Any,
+    ) -> PayoutRecord:
+        """See ``Ledger.transition``."""
+        fields = check_changes(changes)
+        sets = "".join(f", {name} = ${index}" for index, name in enumerate(fields, start=8))
+        row = await self._fetchrow(
+            self._sql.transition.format(sets=sets),
+            provider,
+            key,
+            owner,
+            LedgerState(state).value,
+            int(add_attempt),
+            float(lease_seconds),
+            note,
+            *fields.values(),
+        )
+        if row is None:
+            raise LeaseLostError(f"{provider}/{key} is not leased to {owner}")
+        return record_from_row(row)
+
+    async def renew(self, provider: str, key: str, *, owner: str, lease_seconds: float) -> None:
+        """See ``Ledger.renew``."""
+        row = await self._fetchrow(self._sql.renew, provider, key, owner, float(lease_seconds))
+        if row is None:
+            raise LeaseLostError(f"{provider}/{key} is not leased to {owner}")
+
+    async def release(self, provider: str, key: str, *, owner: str) -> None:
+        """See ``Ledger.release``."""
+        pool = await self._connection_pool()
+        await pool.execute(self._sql.release, provider, key, owner)
+
+    async def claim_stranded(
+        self,
+        *,
+        owner: str,
+        lease_seconds: float,
+        limit: int,
+        provider: str | None = None,
+        states: frozenset[LedgerState] = ACTIVE_STATES,
+    ) -> list[PayoutRecord]:
+        """See ``Ledger.claim_stranded``."""
+        if limit <= 0 or not states:
+            return []
+        args: list[Any] = [owner, float(lease_seconds)]
+        args += [sorted(LedgerState(state).value for state in states), limit]
+        by_provider = ""
+        if provider is not None:
+            by_provider = " AND p.provider = $5"
+            args.append(provider)
+        rows = await self._fetch(self._sql.claim_stranded.format(by_provider=by_provider), *args)
+        records = [record_from_row(row) for row in rows]
+        return sorted(records, key=lambda r: (r.created_at, r.provider, r.key))
+
+    async def settle_by_order_id(
+        self,
+        provider: str,
+        order_id: str,
+        *,
+        state: LedgerState,
+        provider_status: str,
+        note: str | None = None,
+    ) -> PayoutRecord | None:
+        """See ``Ledger.settle_by_order_id``."""
+        row = await self._fetchrow(
+            self._sql.settle, provider, order_id, LedgerState(state).value, provider_status, note
+        )
+        if row is None:  # unknown, or already final
+            row = await self._fetchrow(self._sql.by_order_id, provider, order_id)
+        return None if row is None else record_from_row(row)
+
+    async def get(self, provider: str, key: str) -> PayoutRecord | None:
+        """See ``Ledger.get``."""
+        row = await self._fetchrow(self._sql.get, provider, key)
+        return None if row is None else record_from_row(row)
+
+    async def history(self, provider: str, key: str) -> list[Transition]:
+        """See ``Ledger.history``."""
+        rows = await self._fetch(self._sql.history, provider, key)
+        return [transition_from_row(row) for row in rows]
+
+    async def records(
+        self,
+        *,
+        provider: str | None = None,
+        state: LedgerState | None = None,
+        limit: int | None = None,
+    ) -> list[PayoutRecord]:
+        """See ``Ledger.records``."""
+        where, args = _filters(provider, state)
+        sql = self._sql.records.format(where=where)
+        if limit is not None:
+            sql += f" LIMIT ${len(args) + 1}"
+            args.append(max(limit, 0))
+        return [record_from_row(row) for row in await self._fetch(sql, *args)]
+
+    async def counts(self, *, provider: str | None = None) -> dict[LedgerState, int]:
+        """See ``Ledger.counts``."""
+        where, args = _filters(provider, None)
+        rows = await self._fetch(self._sql.counts.format(where=where), *args)
+        return {LedgerState(row[0]): int(row[1]) for row in rows}
+
+
+async def _keep_session(connection: Any) -> None:
+    """A pool ``reset`` that keeps the session as it is."""
+
+
+def _filters(provider: str | None, state: LedgerState | None) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    args: list[Any] = []
+    if provider is not None:
+        args.append(provider)
+        clauses.append(f"provider = ${len(args)}")
+    if state is not None:
+        args.append(LedgerState(state).value)
+        clauses.append(f"state = ${len(args)}")
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), args

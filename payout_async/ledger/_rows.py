@@ -1,0 +1,99 @@
+"""What the SQL backends share: the column order, row conversion and argument checks."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ._base import FINAL_STATES, MUTABLE_FIELDS, LedgerState, PayoutRecord, Transition
+
+__all__ = [
+    "COLUMNS",
+    "FINAL_VALUES",
+    "FLOAT_FIELDS",
+    "check_changes",
+    "dump_params",
+    "record_from_row",
+    "transition_from_row",
+]
+
+#: ``payouts`` columns, in ``PayoutRecord`` field order (``record_from_row`` relies on it).
+COLUMNS = (
+    "provider",
+    "key",
+    "params_hash",
+    "params",
+    "state",
+    "operation_id",
+    "order_id",
+    "provider_status",
+    "attempts",
+    "lease_owner",
+    "lease_expires_at",
+    "created_at",
+    "updated_at",
+    "last_error",
+    "reason",
+    "unknown_since",
+)
+#: ``payout_transitions`` columns read back by ``transition_from_row``.
+TRANSITION_COLUMNS = ("provider", "key", "from_state", "to_state", "at", "owner", "note")
+FINAL_VALUES = tuple(sorted(state.value for state in FINAL_STATES))
+FLOAT_FIELDS = frozenset({"unknown_since"})
+
+
+def dump_params(params: Mapping[str, Any]) -> str:
+    """A payout's parameters as JSON text (``params_hash`` serialises them alike)."""
+    return json.dumps(dict(params), sort_keys=True, separators=(",", ":"), default=str)
+
+
+def check_changes(changes: Mapping[str, Any]) -> dict[str, Any]:
+    """``transition``'s extra fields, checked against ``MUTABLE_FIELDS`` (``TypeError``
+    like ``MemoryLedger``) and coerced to their column types, in a stable order."""
+    unknown = set(changes) - MUTABLE_FIELDS
+    if unknown:
+        raise TypeError(f"cannot change {sorted(unknown)}")
+    checked: dict[str, Any] = {}
+    for name in sorted(changes):
+        value = changes[name]
+        if value is not None:
+            value = float(value) if name in FLOAT_FIELDS else str(value)
+        checked[name] = value
+    return checked
+
+
+def record_from_row(row: Sequence[Any]) -> PayoutRecord:
+    """A ``PayoutRecord`` from a row holding ``COLUMNS`` in order."""
+    params = row[3]
+    return PayoutRecord(
+        provider=row[0],
+        key=row[1],
+        params_hash=row[2],
+        params=json.loads(params) if isinstance(params, str | bytes) else dict(params),
+        state=LedgerState(row[4]),
+        operation_id=row[5],
+        order_id=row[6],
+        provider_status=row[7],
+        attempts=int(row[8]),
+        lease_owner=row[9],
+        lease_expires_at=row[10],
+        created_at=float(row[11]),
+        updated_at=float(row[12]),
+        last_error=row[13],
+        reason=row[14],
+        unknown_since=row[15],
+    )
+
+
+def transition_from_row(row: Sequence[Any]) -> Transition:
+    """A ``Transition`` from a row holding ``TRANSITION_COLUMNS`` in order."""
+    return Transition(
+        provider=row[0],
+        key=row[1],
+        from_state=None if row[2] is None else LedgerState(row[2]),
+        to_state=LedgerState(row[3]),
+        at=float(row[4]),
+        owner=row[5],
+        note=row[6],
+    )

@@ -1,0 +1,460 @@
+"""``SQLiteLedger``: the default durable ledger, one SQLite file in WAL mode.
+
+Several processes on one host may share the file: every write runs in a
+``BEGIN IMMEDIATE`` transaction, so SQLite's write lock serialises them and
+``claim_stranded`` never hands one row to two callers. (Several hosts need
+``PostgresLedger``: SQLite's locking is not safe over network file systems.)
+
+Writes are group-committed: the ones that arrive while a transaction is being written
+go into the next transaction together, each in its own savepoint, so each stays atomic
+on its own, and its caller hears back only once that transaction has committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Literal, Self, TypeVar, cast
+
+import aiosqlite
+import attrs
+
+from .._errors import ConfigurationError, IdempotencyConflictError
+from ._base import ACTIVE_STATES, Claim, LeaseLostError, LedgerState, PayoutRecord, Transition
+from ._rows import (
+    COLUMNS,
+    FINAL_VALUES,
+    TRANSITION_COLUMNS,
+    check_changes,
+    dump_params,
+    record_from_row,
+    transition_from_row,
+)
+
+__all__ = ["SQLiteLedger"]
+
+T = TypeVar("T")
+_Op = Callable[[sqlite3.Connection], Any]
+
+_COLS = ", ".join(COLUMNS)
+_FINAL = ", ".join(f"'{state}'" for state in FINAL_VALUES)
+_HELD = f"lease_owner = ? AND lease_expires_at > ? AND state NOT IN ({_FINAL})"
+_MAX_BATCH = 256
+
+_SCHEMA = """
+BEGIN IMMEDIATE;
+CREATE TABLE IF NOT EXISTS payouts (
+    provider TEXT NOT NULL,
+    key TEXT NOT NULL,
+    params_hash TEXT NOT NULL,
+    params TEXT NOT NULL,
+    state TEXT NOT NULL,
+    operation_id TEXT,
+    order_id TEXT,
+    provider_status TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    lease_owner TEXT,
+    lease_expires_at REAL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    last_error TEXT,
+    reason TEXT,
+    unknown_since REAL,
+    PRIMARY KEY (provider, key)
+);
+CREATE INDEX IF NOT EXISTS payouts_order_id ON payouts (provider, order_id);
+CREATE INDEX IF NOT EXISTS payouts_state_lease ON payouts (state, lease_expires_at);
+CREATE INDEX IF NOT EXISTS payouts_created_at ON payouts (created_at);
+CREATE TABLE IF NOT EXISTS payout_transitions (
+    id INTEGER PRIMARY KEY,
+    provider TEXT NOT NULL,
+    key TEXT NOT NULL,
+    from_state TEXT,
+    to_state TEXT NOT NULL,
+    at REAL NOT NULL,
+    owner TEXT,
+    note TEXT
+);
+CREATE INDEX IF NOT EXISTS payout_transitions_key ON payout_transitions (provider, key, id);
+PRAGMA user_version = 1;
+COMMIT;
+"""
+
+_INSERT = (
+    f"INSERT INTO payouts ({_COLS}) VALUES ({', '.join('?' for _ in COLUMNS)}) "
+    f"ON CONFLICT (provider, key) DO NOTHING RETURNING {_COLS}"
+)
+_SELECT = f"SELECT {_COLS} FROM payouts WHERE provider = ? AND key = ?"
+_LOG = (
+    "INSERT INTO payout_transitions (provider, key, from_state, to_state, at, owner, note) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_LOG_HELD = (
+    "INSERT INTO payout_transitions (provider, key, from_state, to_state, at, owner, note) "
+    f"SELECT provider, key, state, ?, ?, ?, ? FROM payouts WHERE provider = ? AND key = ? "
+    f"AND {_HELD}"
+)
+_LEASE = "UPDATE payouts SET lease_owner = ?, lease_expires_at = ? WHERE provider = ? AND key = ?"
+_RENEW = f"UPDATE payouts SET lease_expires_at = ? WHERE provider = ? AND key = ? AND {_HELD}"
+_RELEASE = (
+    "UPDATE payouts SET lease_owner = NULL, lease_expires_at = NULL "
+    "WHERE provider = ? AND key = ? AND lease_owner = ?"
+)
+_BY_ORDER_ID = (
+    f"SELECT {_COLS} FROM payouts WHERE provider = ? AND order_id = ? "
+    "ORDER BY created_at DESC, rowid DESC LIMIT 1"
+)
+_SETTLE = (
+    "UPDATE payouts SET state = ?, provider_status = ?, updated_at = ? "
+    f"WHERE provider = ? AND key = ? RETURNING {_COLS}"
+)
+_HISTORY = (
+    f"SELECT {', '.join(TRANSITION_COLUMNS)} FROM payout_transitions "
+    "WHERE provider = ? AND key = ? ORDER BY id"
+)
+
+
+def _lease_free(record: PayoutRecord, owner: str, now: float) -> bool:
+    return (
+        record.lease_owner is None
+        or record.lease_owner == owner
+        or (record.lease_expires_at or 0.0) <= now
+    )
+
+
+def _placeholders(count: int) -> str:
+    return ", ".join("?" for _ in range(count))
+
+
+class SQLiteLedger:
+    """A ``Ledger`` in one SQLite file (WAL mode), for one host.
+
+    ``synchronous`` is SQLite's: ``FULL`` (the default) syncs every commit to disk, so
+    a committed transition survives a power cut; ``NORMAL`` survives a process crash
+    only. ``busy_timeout`` is how long a write waits for another process's.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: Literal["FULL", "NORMAL"] = "FULL",
+        busy_timeout: float = 30.0,
+    ) -> None:
+        if synchronous not in ("FULL", "NORMAL"):
+            raise ConfigurationError("synchronous must be 'FULL' or 'NORMAL'")
+        self.path = os.fspath(path)
+        self._synchronous = synchronous
+        self._busy_timeout = busy_timeout
+        self._db: aiosqlite.Connection | None = None
+        self._opening = asyncio.Lock()
+        self._queue: list[tuple[_Op, asyncio.Future[Any]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"SQLiteLedger({self.path!r})"
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    # -- connection ---------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect, switch to WAL and create the schema if needed. Idempotent."""
+        await self._connection()
+
+    async def _connection(self) -> aiosqlite.Connection:
+        if self._db is not None:
+            return self._db
+        async with self._opening:
+            if self._db is None:
+                if sqlite3.sqlite_version_info < (3, 35):
+                    raise ConfigurationError(
+                        f"SQLiteLedger needs SQLite 3.35 or newer, not {sqlite3.sqlite_version}"
+                    )
+                db = await aiosqlite.connect(
+                    self.path, isolation_level=None, timeout=self._busy_timeout
+                )
+                try:
+                    await db.execute("PRAGMA journal_mode = WAL")
+                    await db.execute(f"PRAGMA synchronous = {self._synchronous}")
+                    await db.executescript(_SCHEMA)
+                except BaseException:
+                    await db.close()
+                    raise
+                self._db = db
+        return self._db
+
+    async def aclose(self) -> None:
+        """Finish queued writes and close the connection (``open`` or any call
+        reopens it)."""
+        if self._flusher is not None:
+            await asyncio.shield(self._flusher)
+        db, self._db = self._db, None
+        if db is not None:
+            await db.close()
+
+    async def _read(self, sql: str, params: tuple[Any, ...]) -> list[sqlite3.Row]:
+        db = await self._connection()
+        return list(await db.execute_fetchall(sql, params))
+
+    async def _write(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``op`` inside the next write transaction; return once it committed."""
+        db = await self._connection()
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.append((op, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush(db))
+        return cast(T, await future)
+
+    async def _flush(self, db: aiosqlite.Connection) -> None:
+        # aiosqlite runs every call on the connection's own thread; handing it a whole
+        # transaction at once makes a write one trip to that thread instead of four.
+        # ``_execute`` and ``_conn`` are private, but the same from aiosqlite 0.19 (our
+        # floor) to 0.22; the test suite exercises them.
+        run = cast(Callable[..., Awaitable[list[tuple[bool, Any]]]], db._execute)
+        while self._queue:
+            batch, self._queue = self._queue[:_MAX_BATCH], self._queue[_MAX_BATCH:]
+            try:
+                outcomes = await run(_commit_batch, db._conn, [op for op, _ in batch])
+            except Exception as error:  # the transaction failed as a whole
+                outcomes = [(False, error)] * len(batch)
+            except BaseException:  # this task was cancelled: so are its callers
+                for _, future in batch + self._queue:
+                    future.cancel()
+                self._queue = []
+                raise
+            for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
+                if future.done():  # the caller was cancelled; the write still happened
+                    continue
+                if ok:
+                    future.set_result(value)
+                else:
+                    future.set_exception(value)
+
+    # -- the Ledger protocol ------------------------------------------------------
+
+    async def begin(
+        self,
+        provider: str,
+        key: str,
+        params_hash: str,
+        params: Mapping[str, Any],
+        *,
+        owner: str,
+        lease_seconds: float,
+        order_id: str | None = None,
+    ) -> Claim:
+        """See ``Ledger.begin``."""
+        params_text = dump_params(params)
+
+        def op(conn: sqlite3.Connection) -> Claim:
+            now = time.time()
+            expires = now + lease_seconds
+            pending = LedgerState.PENDING.value
+            values: tuple[Any, ...] = (provider, key, params_hash, params_text, pending)
+            values += (None, order_id, None, 0, owner, expires, now, now, None, None, None)
+            rows = conn.execute(_INSERT, values).fetchall()
+            if rows:
+                conn.execute(
+                    _LOG,
+                    (provider, key, None, LedgerState.PENDING.value, now, owner, "intent recorded"),
+                )
+                return Claim(record=record_from_row(rows[0]), claimed=True, created=True)
+            record = record_from_row(conn.execute(_SELECT, (provider, key)).fetchone())
+            if record.params_hash != params_hash:
+                raise IdempotencyConflictError(key)
+            if record.state not in ACTIVE_STATES or not _lease_free(record, owner, now):
+                return Claim(record=record, claimed=False, created=False)
+            conn.execute(_LEASE, (owner, expires, provider, key))
+            return Claim(record=_leased(record, owner, expires), claimed=True, created=False)
+
+        return await self._write(op)
+
+    async def transition(
+        self,
+        provider: str,
+        key: str,
+        *,
+        owner: str,
+        state: LedgerState,
+        lease_seconds: float,
+        note: str | None = None,
+        add_attempt: bool = False,
+        **changes: Any,
+    ) -> PayoutRecord:
+        """See ``Ledger.transition``."""
+        fields = check_changes(changes)
+        to_state = LedgerState(state).value
+        sets = "".join(f", {name} = ?" for name in fields)
+        update = (
+            "UPDATE payouts SET state = ?, attempts = attempts + ?, lease_expires_at = ?, "
+            f"updated_at = ?{sets} WHERE provider = ? AND key = ? RETURNING {_COLS}"
+        )
+
+        def op(conn: sqlite3.Connection) -> PayoutRecord:
+            now = time.time()
+            logged = conn.execute(
+                _LOG_HELD, (to_state, now, owner, note, provider, key, owner, now)
+            )
+            if logged.rowcount != 1:
+                raise LeaseLostError(f"{provider}/{key} is not leased to {owner}")
+            values = (to_state, int(add_attempt), now + lease_seconds, now, *fields.values())
+            rows = conn.execute(update, (*values, provider, key)).fetchall()
+            return record_from_row(rows[0])
+
+        return await self._write(op)
+
+    async def renew(self, provider: str, key: str, *, owner: str, lease_seconds: float) -> None:
+        """See ``Ledger.renew``."""
+
+        def op(conn: sqlite3.Connection) -> None:
+            now = time.time()
+            renewed = conn.execute(_RENEW, (now + lease_seconds, provider, key, owner, now))
+            if renewed.rowcount != 1:
+                raise LeaseLostError(f"{provider}/{key} is not leased to {owner}")
+
+        await self._write(op)
+
+    async def release(self, provider: str, key: str, *, owner: str) -> None:
+        """See ``Ledger.release``."""
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(_RELEASE, (provider, key, owner))
+
+        await self._write(op)
+
+    async def claim_stranded(
+        self,
+        *,
+        owner: str,
+        lease_seconds: float,
+        limit: int,
+        provider: str | None = None,
+        states: frozenset[LedgerState] = ACTIVE_STATES,
+    ) -> list[PayoutRecord]:
+        """See ``Ledger.claim_stranded``."""
+        if limit <= 0 or not states:
+            return []
+        wanted = sorted(LedgerState(state).value for state in states)
+        by_provider = "" if provider is None else " AND provider = ?"
+        sql = (
+            "UPDATE payouts SET lease_owner = ?, lease_expires_at = ? WHERE rowid IN ("
+            f"SELECT rowid FROM payouts WHERE state IN ({_placeholders(len(wanted))}) "
+            f"AND (lease_owner IS NULL OR COALESCE(lease_expires_at, 0) <= ?){by_provider} "
+            f"ORDER BY created_at, rowid LIMIT ?) RETURNING created_at, rowid, {_COLS}"
+        )
+
+        def op(conn: sqlite3.Connection) -> list[PayoutRecord]:
+            now = time.time()
+            args: list[Any] = [owner, now + lease_seconds, *wanted, now]
+            if provider is not None:
+                args.append(provider)
+            args.append(limit)
+            rows = sorted(conn.execute(sql, args).fetchall(), key=lambda row: (row[0], row[1]))
+            return [record_from_row(row[2:]) for row in rows]
+
+        return await self._write(op)
+
+    async def settle_by_order_id(
+        self,
+        provider: str,
+        order_id: str,
+        *,
+        state: LedgerState,
+        provider_status: str,
+        note: str | None = None,
+    ) -> PayoutRecord | None:
+        """See ``Ledger.settle_by_order_id``."""
+        to_state = LedgerState(state).value
+
+        def op(conn: sqlite3.Connection) -> PayoutRecord | None:
+            row = conn.execute(_BY_ORDER_ID, (provider, order_id)).fetchone()
+            if row is None:
+                return None
+            record = record_from_row(row)
+            if record.state.is_final:
+                return record
+            now = time.time()
+            rows = conn.execute(
+                _SETTLE, (to_state, provider_status, now, provider, record.key)
+            ).fetchall()
+            conn.execute(
+                _LOG, (provider, record.key, record.state.value, to_state, now, None, note)
+            )
+            return record_from_row(rows[0])
+
+        return await self._write(op)
+
+    async def get(self, provider: str, key: str) -> PayoutRecord | None:
+        """See ``Ledger.get``."""
+        rows = await self._read(_SELECT, (provider, key))
+        return record_from_row(rows[0]) if rows else None
+
+    async def history(self, provider: str, key: str) -> list[Transition]:
+        """See ``Ledger.history``."""
+        return [transition_from_row(row) for row in await self._read(_HISTORY, (provider, key))]
+
+    async def records(
+        self,
+        *,
+        provider: str | None = None,
+        state: LedgerState | None = None,
+        limit: int | None = None,
+    ) -> list[PayoutRecord]:
+        """See ``Ledger.records``."""
+        where, args = _filters(provider, state)
+        sql = f"SELECT {_COLS} FROM payouts{where} ORDER BY created_at, rowid LIMIT ?"
+        args += (-1 if limit is None else max(limit, 0),)
+        return [record_from_row(row) for row in await self._read(sql, args)]
+
+    async def counts(self, *, provider: str | None = None) -> dict[LedgerState, int]:
+        """See ``Ledger.counts``."""
+        where, args = _filters(provider, None)
+        rows = await self._read(f"SELECT state, count(*) FROM payouts{where} GROUP BY state", args)
+        return {LedgerState(state): count for state, count in rows}
+
+
+def _leased(record: PayoutRecord, owner: str, expires: float) -> PayoutRecord:
+    return attrs.evolve(record, lease_owner=owner, lease_expires_at=expires)
+
+
+def _filters(provider: str | None, state: LedgerState | None) -> tuple[str, tuple[Any, ...]]:
+    clauses: list[str] = []
+    args: list[Any] = []
+    if provider is not None:
+        clauses.append("provider = ?")
+        args.append(provider)
+    if state is not None:
+        clauses.append("state = ?")
+        args.append(LedgerState(state).value)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), tuple(args)
+
+
+def _commit_batch(conn: sqlite3.Connection, ops: list[_Op]) -> list[tuple[bool, Any]]:
+    """Run ``ops`` in one ``BEGIN IMMEDIATE`` transaction, each in a savepoint so that
+    one that fails leaves no trace and does not undo the others (on the worker thread)."""
+    outcomes: list[tuple[bool, Any]] = []
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for op in ops:
+            conn.execute("SAVEPOINT op")
+            try:
+                outcomes.append((True, op(conn)))
+            except Exception as error:
+                conn.execute("ROLLBACK TO op")
+                outcomes.append((False, error))
+            conn.execute("RELEASE op")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return outcomes

@@ -1,0 +1,1 @@
+"""Ledger conformance tests: memory, SQLite and PostgreSQL backends."""
