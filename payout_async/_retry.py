@@ -98,15 +98,25 @@ NO_RETRY = RetryPolicy(attempts=1)
 async def call_with_retry(
     policy: RetryPolicy, kind: OperationKind, attempt: Callable[[], Awaitable[T]]
 ) -> T:
-    """Run ``attempt`` under ``policy`` with the retry rule for ``kind``."""
-    if policy.attempts == 1:
+    """Run ``attempt`` under ``policy`` with the retry rule for ``kind``.
+
+    The first try runs bare (the common case costs nothing); after a retryable
+    failure the remaining tries run under a fresh tenacity ``AsyncRetrying``.
+    """
+    retry_on = _RETRY_ON[kind]
+    try:
         return await attempt()
+    except Exception as error:
+        if policy.attempts == 1 or not retry_on(error):
+            raise
+        first_error = error
+    await asyncio.sleep(policy.wait_seconds(1, first_error))
     retrying = tenacity.AsyncRetrying(
-        stop=tenacity.stop_after_attempt(policy.attempts),
+        stop=tenacity.stop_after_attempt(policy.attempts - 1),
         wait=lambda state: policy.wait_seconds(
-            state.attempt_number, state.outcome.exception() if state.outcome else None
+            state.attempt_number + 1, state.outcome.exception() if state.outcome else None
         ),
-        retry=tenacity.retry_if_exception(_RETRY_ON[kind]),
+        retry=tenacity.retry_if_exception(retry_on),
         sleep=asyncio.sleep,
         reraise=True,
     )

@@ -8,7 +8,10 @@ it into a model or an ``APIError`` is the job of ``_responses``.
 from __future__ import annotations
 
 import asyncio
+import datetime
+import email.utils
 import logging
+import math
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -53,14 +56,22 @@ class HTTPResponse:
 
     @property
     def retry_after(self) -> float | None:
-        """``Retry-After`` in seconds, when the header holds a number."""
+        """``Retry-After`` in seconds: the header's number of seconds or the time left
+        until its HTTP date (RFC 9110 allows both); ``None`` when absent or unreadable."""
         value = self.headers.get("Retry-After")
         if value is None:
             return None
         try:
-            return max(0.0, float(value))
+            seconds = float(value)
         except ValueError:
-            return None
+            try:
+                when = email.utils.parsedate_to_datetime(value)
+            except (TypeError, ValueError):
+                return None
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=datetime.UTC)
+            seconds = (when - datetime.datetime.now(datetime.UTC)).total_seconds()
+        return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 # Most specific class first: ClientConnectorError is a ClientOSError, the two timeout
@@ -185,7 +196,8 @@ class Transport:
                 url,
                 status,
                 (time.perf_counter() - started) * 1000,
-                self.redactor(payload[:2000].decode("utf-8", "replace")),
+                # Redact before cutting, so that no secret or card number is half cut.
+                self.redactor(payload[:65536].decode("utf-8", "replace"))[:2000],
             )
         return HTTPResponse(
             method=method, url=url, status=status, headers=resp_headers, body=payload

@@ -153,8 +153,8 @@ class EnotClient:
             OperationKind.READ, "GET", "payoff/get-sbp-bank-list", params={"user_id": self.user_id}
         )
         banks = data.get("banks", data.get("items", []))
-        if not isinstance(banks, list):
-            raise InvalidResponseError("bank list is not a list", status=200)
+        if not isinstance(banks, list) or not all(isinstance(bank, dict) for bank in banks):
+            raise InvalidResponseError("bank list is not a list of objects", status=200)
         return [SbpBank(id=str(bank.get("id")), name=str(bank.get("name"))) for bank in banks]
 
     async def get_balance(self) -> Balance:

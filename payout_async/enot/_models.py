@@ -2,7 +2,8 @@
 
 Money arrives as JSON numbers or strings; it is always parsed into ``Decimal``.
 Unknown fields are kept in ``raw``; an undocumented status becomes ``UNKNOWN`` with
-the value kept in ``raw_status``.
+the value kept in ``raw_status``. Every field has a default, so an answer that lacks
+one (even ``payoff_id``) still structures instead of crashing inside cattrs.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ _raw: Any = attrs.field(factory=dict, repr=False, eq=False)
 class CreatedPayoff:
     """The answer to ``payoff/create``: the new payoff's id and the money moved."""
 
-    payoff_id: str | None
+    payoff_id: str | None = None
     amount_withdraw_rub: Decimal | None = None
     balance: Decimal | None = None
     raw: Mapping[str, Any] = _raw
@@ -92,7 +93,7 @@ class CreatedPayoff:
 class Payoff:
     """A payoff as ``payoff/info`` describes it. ``wallet`` is masked in ``repr``."""
 
-    payoff_id: str | None
+    payoff_id: str | None = None
     order_id: str | None = None
     raw_status: str | None = None
     service: str | None = None
@@ -133,7 +134,7 @@ class SbpBank:
 class Balance:
     """The merchant's balance in rubles."""
 
-    balance: Decimal | None
+    balance: Decimal | None = None
     active_balance: Decimal | None = None
     freeze_balance: Decimal | None = None
     raw: Mapping[str, Any] = _raw
@@ -143,7 +144,7 @@ class Balance:
 class PayoffWebhook:
     """A payoff status notification. ``wallet`` is masked in ``repr``."""
 
-    payoff_id: str | None
+    payoff_id: str | None = None
     order_id: str | None = None
     raw_status: str | None = None
     amount: Decimal | None = None

@@ -34,6 +34,10 @@ DEFAULT_BASE_URL = "https://api.intellectmoney.ru/personal/payout/"
 #: A UserToken, or an async callable returning a fresh one (UserTokens expire).
 UserTokenSource = str | Callable[[], Awaitable[str]]
 
+#: Words by which a rejection's ``Desc`` says the UserToken was refused; the provider
+#: writes its messages in Russian ("Неверный токен") as well as naming the field.
+_TOKEN_WORDS = ("token", "токен")
+
 _KINDS = {
     "create": OperationKind.SAFE_WRITE,
     "execute": OperationKind.MONEY,
@@ -48,6 +52,11 @@ def _desc(envelope: Any) -> str | None:
         if isinstance(state, dict) and state.get("Desc") is not None:
             return str(state["Desc"])
     return None
+
+
+def _mentions_token(message: str) -> bool:
+    text = message.casefold()
+    return any(word in text for word in _TOKEN_WORDS)
 
 
 def _check_operation_id(operation_id: str) -> str:
@@ -218,7 +227,7 @@ class IntellectMoneyClient:
             try:
                 return await self._send(method, fields, kind)
             except ProviderRejectedError as error:
-                if isinstance(self._user_token, str) or "token" not in error.message.lower():
+                if isinstance(self._user_token, str) or not _mentions_token(error.message):
                     raise
                 # The provider refused the token: nothing happened, so a fresh token
                 # may be fetched and the call repeated once.
