@@ -112,7 +112,13 @@ class EnotFlow:
         await self._adopt(run, payoff)
 
     async def _reconcile(self, run: Run) -> None:
-        since = run.record.unknown_since or run.record.updated_at
+        if run.record.unknown_since is None:
+            # Resumed after a crash mid-create: start the grace period now, on this
+            # host's clock (later than the send, so only ever longer than needed).
+            await run.move(
+                LedgerState.SENDING, unknown_since=time.time(), note="resumed mid-create"
+            )
+        since = run.record.unknown_since
         try:
             payoff = await reconcile_payoff(
                 self.client, self._order_id(run), grace=self.settings.grace, since=since
