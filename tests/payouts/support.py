@@ -70,7 +70,9 @@ def enot_client(base_url: str, credentials: SandboxCredentials | None = None) ->
     )
 
 
-def payouts(client: IntellectMoneyClient | EnotClient, ledger: Ledger, **kwargs: Any) -> Payouts[Any]:
+def payouts(
+    client: IntellectMoneyClient | EnotClient, ledger: Ledger, **kwargs: Any
+) -> Payouts[Any]:
     """``Payouts`` tuned for tests (short poll, grace and lease)."""
     kwargs.setdefault("poll", POLL)
     kwargs.setdefault("reconcile", GRACE)
@@ -96,7 +98,5 @@ def books(state: Any) -> tuple[Counter[str], Counter[str]]:
         for operation in state.intellectmoney
         if operation.executed_at is not None
     )
-    created: Counter[str] = Counter(
-        payoff.details.order_id or "" for payoff in state.enot
-    )
+    created: Counter[str] = Counter(payoff.details.order_id or "" for payoff in state.enot)
     return executed, created

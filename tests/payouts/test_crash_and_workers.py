@@ -16,8 +16,8 @@ import pytest
 
 from payout_async.ledger import FINAL_STATES, LedgerState, ledger_from_url
 from payout_async.sandbox import Sandbox
-
 from tests.ledger.support import require_postgres
+
 from .support import books, fast_config
 from .worker import LEASE_SECONDS
 
@@ -111,9 +111,7 @@ async def test_four_workers_share_one_postgres_ledger() -> None:
     ledger_url = f"{dsn}{separator}table_prefix={prefix}"
     try:
         async with Sandbox(config=fast_config()) as sandbox:
-            workers = [
-                await start_worker(ledger_url, sandbox, count, seed=n) for n in range(4)
-            ]
+            workers = [await start_worker(ledger_url, sandbox, count, seed=n) for n in range(4)]
             await asyncio.gather(*(finish(worker) for worker in workers))
             await check_exactly_once(ledger_url, sandbox, count)
             executed, created = books(sandbox.state)

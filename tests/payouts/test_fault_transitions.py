@@ -102,11 +102,13 @@ async def test_refused_payout_fails_with_the_providers_reason(
 
 
 async def test_provider_failure_ends_failed(ledger: SQLiteLedger) -> None:
-    async with Sandbox(config=fast_config(failure_ratio=1.0)) as sandbox:
-        async with im_client(sandbox.intellectmoney_url) as im:
-            im_result = await payouts(im, ledger).pay("im-fail", im_request("im-fail"))
-        async with enot_client(sandbox.enot_url) as enot:
-            enot_result = await payouts(enot, ledger).pay("enot-fail", enot_request())
+    async with (
+        Sandbox(config=fast_config(failure_ratio=1.0)) as sandbox,
+        im_client(sandbox.intellectmoney_url) as im,
+        enot_client(sandbox.enot_url) as enot,
+    ):
+        im_result = await payouts(im, ledger).pay("im-fail", im_request("im-fail"))
+        enot_result = await payouts(enot, ledger).pay("enot-fail", enot_request())
 
     assert im_result.status is PayoutStatus.FAILED
     assert im_result.provider_status == "Failed"
@@ -115,9 +117,11 @@ async def test_provider_failure_ends_failed(ledger: SQLiteLedger) -> None:
 
 
 async def test_not_enough_money_is_a_failure(ledger: SQLiteLedger) -> None:
-    async with Sandbox(config=fast_config(im_balance="5.00")) as sandbox:
-        async with im_client(sandbox.intellectmoney_url) as client:
-            result = await payouts(client, ledger).pay("poor", im_request("poor"))
+    async with (
+        Sandbox(config=fast_config(im_balance="5.00")) as sandbox,
+        im_client(sandbox.intellectmoney_url) as client,
+    ):
+        result = await payouts(client, ledger).pay("poor", im_request("poor"))
 
     assert result.status is PayoutStatus.FAILED
     assert result.provider_status == "NotEnoughMoney"

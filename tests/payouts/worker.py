@@ -16,8 +16,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from payout_async.ledger import ledger_from_url  # noqa: E402
-from tests.payouts.support import (  # noqa: E402
+from payout_async.ledger import ledger_from_url
+from tests.payouts.support import (
     enot_client,
     enot_request,
     im_client,
