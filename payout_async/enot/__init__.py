@@ -5,6 +5,7 @@ from ._models import Balance, CreatedPayoff, Payoff, PayoffStatus, PayoffWebhook
 from ._poller import reconcile_payoff, wait_for_final
 from ._request import PayoffRequest
 from ._webhook import SIGNATURE_HEADER, parse_webhook, sign_webhook, verify_webhook
+from ._webhook_handler import webhook_handler
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -22,4 +23,5 @@ __all__ = [
     "sign_webhook",
     "verify_webhook",
     "wait_for_final",
+    "webhook_handler",
 ]

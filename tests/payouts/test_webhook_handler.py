@@ -1,0 +1,109 @@
+"""The Enot webhook handler over loopback: good, tampered, repeated and out-of-order
+deliveries."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from payout_async import PayoutStatus, PollPolicy
+from payout_async.enot import SIGNATURE_HEADER, PayoffRequest, sign_webhook, webhook_handler
+from payout_async.ledger import LedgerState, SQLiteLedger
+from payout_async.sandbox import Sandbox
+
+from .support import CARD, enot_client, fast_config, payouts
+
+SHORT_POLL = PollPolicy(initial=0.02, maximum=0.05, deadline=0.1)
+
+
+@pytest.fixture
+async def ledger(tmp_path: Path) -> AsyncIterator[SQLiteLedger]:
+    async with SQLiteLedger(tmp_path / "ledger.db") as opened:
+        yield opened
+
+
+async def serve(app: web.Application) -> tuple[web.AppRunner, str]:
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, f"http://127.0.0.1:{port}/hook"
+
+
+async def post(url: str, payload: dict[str, Any], signature: str) -> int:
+    async with aiohttp.ClientSession() as session:
+        body = json.dumps(payload).encode()
+        async with session.post(url, data=body, headers={SIGNATURE_HEADER: signature}) as resp:
+            return resp.status
+
+
+async def test_deliveries_good_tampered_repeated_out_of_order(ledger: SQLiteLedger) -> None:
+    config = fast_config(enot_final_after=30.0)  # only the webhooks below settle it
+    async with Sandbox(config=config) as sandbox, enot_client(sandbox.enot_url) as client:
+        key = sandbox.credentials.enot_additional_key
+        flow = payouts(client, ledger, poll=SHORT_POLL)
+        app = web.Application()
+        app.router.add_post("/hook", webhook_handler(flow, key))
+        runner, url = await serve(app)
+        try:
+            pending = await flow.pay("w-1", PayoffRequest("card", CARD, "10.00"))
+            assert pending.status is PayoutStatus.PROCESSING
+            payload = {"order_id": "w-1", "payoff_id": pending.provider_id, "status": "success",
+                       "amount": "10.00", "type": 2}  # fmt: skip
+
+            tampered = {**payload, "amount": "1000.00"}
+            assert await post(url, tampered, sign_webhook(payload, key)) == 401
+            assert await post(url, payload, sign_webhook(payload, "wrong key")) == 401
+            record = await ledger.get("enot", "w-1")
+            assert record is not None and record.state is LedgerState.PROCESSING
+
+            assert await post(url, payload, sign_webhook(payload, key)) == 200
+            assert await post(url, payload, sign_webhook(payload, key)) == 200  # repeated
+            late = {**payload, "status": "wait"}
+            assert await post(url, late, sign_webhook(late, key)) == 200  # out of order
+            contrary = {**payload, "status": "fail"}
+            assert await post(url, contrary, sign_webhook(contrary, key)) == 200
+
+            result = await flow.get("w-1")
+            assert result is not None and result.status is PayoutStatus.SUCCEEDED
+            assert result.provider_status == "success"
+            history = await ledger.history("enot", "w-1")
+            assert [step.note for step in history].count("webhook") == 1
+
+            unknown = {**payload, "order_id": "nobody"}
+            assert await post(url, unknown, sign_webhook(unknown, key)) == 200
+            assert await ledger.get("enot", "nobody") is None
+        finally:
+            await runner.cleanup()
+
+
+async def test_sandbox_webhook_settles_a_payout_before_polling(ledger: SQLiteLedger) -> None:
+    async with Sandbox(config=fast_config(enot_final_after=0.3)) as sandbox:
+        async with enot_client(sandbox.enot_url) as client:
+            flow = payouts(client, ledger, poll=SHORT_POLL)
+            app = web.Application()
+            app.router.add_post(
+                "/hook", webhook_handler(flow, sandbox.credentials.enot_additional_key)
+            )
+            runner, url = await serve(app)
+            try:
+                request = PayoffRequest("card", CARD, "10.00", hook_url=url)
+                assert (await flow.pay("w-2", request)).status is PayoutStatus.PROCESSING
+                for _ in range(50):
+                    result = await flow.get("w-2")
+                    if result is not None and result.status is PayoutStatus.SUCCEEDED:
+                        break
+                    await asyncio.sleep(0.05)
+                else:
+                    pytest.fail("the sandbox's webhook never settled the payout")
+            finally:
+                await runner.cleanup()
+        assert any(delivery.url == url for delivery in sandbox.webhooks)
