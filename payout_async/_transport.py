@@ -187,7 +187,7 @@ class Transport:
             raise
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             error = classify_failure(exc, method=method, url=url)
-            logger.warning("%s", self.redactor(error.message))
+            logger.info("%s", self.redactor(error.message))
             raise error from exc
         if debug:
             logger.debug(

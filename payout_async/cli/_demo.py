@@ -1,0 +1,162 @@
+"""``payout-async demo``: a mixed batch through the embedded sandbox with faults on.
+
+Starts the sandbox in-process (about 10% of calls faulted, duplicate Enot order_ids
+accepted -- the dangerous case), pays about 200 IntellectMoney and Enot payouts
+through a SQLite ledger in a temporary directory, and ends with a table of outcomes
+and the duplicates found in the sandbox's books, which must be 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import tempfile
+from collections import Counter
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from .._polling import PollPolicy
+from .._retry import RetryPolicy
+from .._transport import Timeouts
+from ..enot import PayoffRequest
+from ..intellectmoney import OperationRequest
+from ..ledger import SQLiteLedger
+from ..payouts import Payouts, PayoutStatus
+from ..sandbox import Sandbox, SandboxConfig
+from ._report import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, ORDER, pay_all, say
+
+__all__ = ["register"]
+
+_TIMEOUTS = Timeouts(total=5.0, connect=2.0, read=1.0)
+_RETRY = RetryPolicy(attempts=4, initial=0.05, maximum=0.5, max_retry_after=1.0)
+_POLL = PollPolicy(initial=0.1, maximum=0.5, deadline=30.0)
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``demo`` subcommand."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "demo",
+        help="pay a mixed batch through the embedded sandbox with 10%% faults",
+        description=__doc__,
+    )
+    parser.add_argument("--count", type=int, default=200, help="payouts (default 200)")
+    parser.add_argument("--fault-rate", type=float, default=0.1, help="default 0.1")
+    parser.add_argument("--seed", type=int, default=2026, help="sandbox and data seed")
+    parser.add_argument("--concurrency", type=int, default=50, help="per provider")
+    parser.set_defaults(run=lambda args: asyncio.run(_demo(args)))
+
+
+def _card(rng: random.Random) -> str:
+    digits = [4, *(rng.randrange(10) for _ in range(14))]
+    total = 0
+    for index, digit in enumerate(reversed(digits)):
+        doubled = digit * 2 if index % 2 == 0 else digit
+        total += doubled - 9 if doubled > 9 else doubled
+    return "".join(map(str, digits)) + str((10 - total % 10) % 10)
+
+
+def _requests(
+    count: int, rng: random.Random, bank_id: str
+) -> tuple[list[tuple[str, OperationRequest]], list[tuple[str, PayoffRequest]]]:
+    im: list[tuple[str, OperationRequest]] = []
+    enot: list[tuple[str, PayoffRequest]] = []
+    for n in range(count):
+        amount = Decimal(rng.randrange(100, 500_000)) / 100
+        phone = f"79{rng.randrange(10**9):09d}"
+        sbp = rng.random() < 0.3
+        if n % 2 == 0:
+            im.append((f"demo-im-{n}", OperationRequest(
+                amount=amount,
+                pan=None if sbp else _card(rng),
+                account=phone if sbp else None,
+                bank_id=bank_id if sbp else None,
+                recipient_name="Иванов Иван",
+                description=f"demo payout {n}",
+            )))  # fmt: skip
+        else:
+            enot.append((f"demo-enot-{n}", PayoffRequest(
+                service="sbp" if sbp else "card",
+                wallet_to=phone if sbp else _card(rng),
+                amount=amount,
+                sbp_bank_id=bank_id if sbp else None,
+                comment=f"demo payout {n}",
+            )))  # fmt: skip
+    return im, enot
+
+
+async def _demo(args: argparse.Namespace) -> int:
+    config = SandboxConfig(
+        fault_rate=args.fault_rate,
+        seed=args.seed,
+        duplicate_order_id="accept",
+        failure_ratio=0.05,
+        stall_seconds=1.5,
+        retry_after=0.2,
+        latency=(0.01, 0.2),
+        im_in_process_after=0.2,
+        im_final_after=0.6,
+        enot_final_after=0.5,
+    )
+    try:
+        with tempfile.TemporaryDirectory(prefix="payout-async-demo-") as directory:
+            async with Sandbox(config=config) as sandbox:
+                say(f"sandbox on {sandbox.url}, ledger in {directory}")
+                return await _run(args, sandbox, Path(directory) / "payouts.db")
+    except asyncio.CancelledError:
+        say("Interrupted.")
+        return EXIT_INTERRUPTED
+
+
+async def _run(args: argparse.Namespace, sandbox: Sandbox, path: Path) -> int:
+    rng = random.Random(args.seed)
+    options: dict[str, Any] = {"timeout": _TIMEOUTS, "retry": _RETRY}
+    async with (
+        SQLiteLedger(path) as ledger,
+        sandbox.intellectmoney_client(**options) as im,
+        sandbox.enot_client(**options) as enot,
+    ):
+        banks = await enot.list_sbp_banks()
+        im_items, enot_items = _requests(args.count, rng, banks[0].id)
+        flows = {
+            "intellectmoney": Payouts(im, ledger, poll=_POLL, reconcile=2.0),
+            "enot": Payouts(enot, ledger, poll=_POLL, reconcile=2.0),
+        }
+        results = await pay_all(
+            [(flows["intellectmoney"], im_items), (flows["enot"], enot_items)],
+            concurrency=args.concurrency,
+        )
+        if any(r.status is PayoutStatus.PROCESSING for r in results):
+            # Left at the poll deadline: finish them the way a later run would.
+            results = [r for r in results if r.status is not PayoutStatus.PROCESSING]
+            for flow in flows.values():
+                results += await flow.resume()
+        duplicates = sandbox.duplicates()
+        _print_summary(results, len(duplicates), sandbox)
+    unexplained = [r for r in results if r.status is PayoutStatus.NEEDS_ATTENTION and not r.reason]
+    return EXIT_FAILED if duplicates or unexplained else EXIT_OK
+
+
+def _print_summary(results: list[Any], duplicates: int, sandbox: Sandbox) -> None:
+    out = Console()
+    table = Table("provider", *ORDER[:-1], "duplicates", title="payout-async demo")
+    for provider in ("intellectmoney", "enot"):
+        counts = Counter(r.status.value for r in results if r.provider == provider)
+        provider_duplicates = sum(1 for d in sandbox.duplicates() if d.provider == provider)
+        table.add_row(
+            provider, *(str(counts[name]) for name in ORDER[:-1]), str(provider_duplicates)
+        )
+    out.print(table)
+    injected = sum(sandbox.faults.injected.values())
+    out.print(
+        f"{len(results)} payouts, {injected} faults injected "
+        f"({', '.join(f'{k}={v}' for k, v in sorted(sandbox.faults.injected.items()))})"
+    )
+    for result in results:
+        if result.status is PayoutStatus.NEEDS_ATTENTION:
+            out.print(f"needs attention: {result.key}: {result.reason}")
+    out.print(f"duplicates in the sandbox's books: {duplicates}")
