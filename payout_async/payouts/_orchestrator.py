@@ -88,8 +88,8 @@ class Payouts(Generic[Request]):
             lease_seconds=lease_seconds, max_send_attempts=max_send_attempts, grace=reconcile
         )
         poll = poll or PollPolicy()
-        if lease_seconds < 3 * max(0.0, poll.maximum):
-            raise ConfigurationError("lease_seconds must be at least three poll intervals")
+        if lease_seconds <= 0:
+            raise ConfigurationError("lease_seconds must be positive")
         self._flow: IntellectMoneyFlow | EnotFlow
         if isinstance(client, IntellectMoneyClient):
             self._flow = IntellectMoneyFlow(client, settings, poll)
