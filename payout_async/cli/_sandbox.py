@@ -1,0 +1,130 @@
+"""``payout-async sandbox``: serve the provider emulator until Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Callable
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import attrs
+
+from ..sandbox import FaultKind, Sandbox, SandboxConfig
+
+__all__ = ["register", "run"]
+
+
+def _money(text: str) -> Decimal:
+    try:
+        return Decimal(text)
+    except InvalidOperation:
+        raise argparse.ArgumentTypeError(f"not an amount: {text!r}") from None
+
+
+#: Command-line options that map one to one onto ``SandboxConfig`` fields.
+_NUMBERS: tuple[tuple[str, Callable[[str], Any], str], ...] = (
+    ("fault_rate", float, "probability that a request gets a fault (default 0)"),
+    ("seed", int, "seed for faults and outcomes (reproducible runs)"),
+    ("failure_ratio", float, "share of payouts that end Failed / fail (default 0)"),
+    ("stall_seconds", float, "silence of COMMIT_THEN_STALL, seconds"),
+    ("im_in_process_after", float, "IntellectMoney: seconds after execute until InProcess"),
+    ("im_final_after", float, "IntellectMoney: seconds after execute until final"),
+    ("enot_final_after", float, "Enot: seconds after create until success/fail"),
+    ("user_token_lifetime", float, "IntellectMoney UserToken lifetime, seconds"),
+    ("im_balance", _money, "IntellectMoney starting balance, rubles"),
+    ("enot_balance", _money, "Enot starting balance, rubles"),
+)
+
+
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _fault_kinds(text: str) -> frozenset[FaultKind]:
+    try:
+        return frozenset(FaultKind[name.upper()] for name in _names(text))
+    except KeyError as error:
+        known = ", ".join(kind.name for kind in FaultKind)
+        raise argparse.ArgumentTypeError(f"unknown fault kind {error}; known: {known}") from None
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``sandbox`` subcommand."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "sandbox",
+        help="serve an emulator of both providers on 127.0.0.1",
+        description="Serve IntellectMoney and Enot emulators on 127.0.0.1 until Ctrl-C.",
+    )
+    parser.add_argument("--port", type=int, default=8080, help="port (0: any free port)")
+    for name, kind, text in _NUMBERS:
+        parser.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, help=text)
+    parser.add_argument(
+        "--fault-kinds",
+        type=_fault_kinds,
+        help="comma-separated fault kinds to draw from (default: all)",
+    )
+    parser.add_argument(
+        "--fault-routes", type=_names, help="comma-separated routes to fault, e.g. enot.create"
+    )
+    parser.add_argument(
+        "--duplicate-order-id",
+        choices=("accept", "reject"),
+        help="Enot: what a second payoff with a used order_id gets (default accept)",
+    )
+    parser.set_defaults(run=run)
+
+
+def _config(args: argparse.Namespace) -> SandboxConfig:
+    names = [name for name, _, _ in _NUMBERS]
+    names += ["fault_kinds", "fault_routes", "duplicate_order_id"]
+    given = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    return SandboxConfig(**given)
+
+
+def _banner(sandbox: Sandbox) -> str:
+    lines = [
+        f"payout-async sandbox listening on {sandbox.url}",
+        f"  IntellectMoney base URL  {sandbox.intellectmoney_url}",
+        f"  Enot base URL            {sandbox.enot_url}",
+        f"  stats                    GET {sandbox.url}/_sandbox/stats",
+        f"  reset                    POST {sandbox.url}/_sandbox/reset",
+        f"  fresh UserToken          POST {sandbox.url}/_sandbox/user-token",
+        "credentials (test values):",
+    ]
+    for name, value in attrs.asdict(sandbox.credentials).items():
+        lines.append(f"  {name:<20} {value}")
+    lines.append("Press Ctrl-C to stop.")
+    return "\n".join(lines)
+
+
+async def _serve(config: SandboxConfig, port: int) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signum, stop.set)
+    async with Sandbox(config=config, port=port) as sandbox:
+        print(_banner(sandbox), flush=True)
+        await stop.wait()
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve until interrupted; 0 on a clean stop, 2 on bad settings, 1 if the port
+    cannot be bound."""
+    try:
+        config = _config(args)
+    except (ValueError, TypeError) as error:
+        print(f"payout-async sandbox: {error}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(_serve(config, args.port))
+    except OSError as error:
+        print(f"payout-async sandbox: cannot listen on port {args.port}: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0

@@ -1,0 +1,32 @@
+"""A local emulator of the IntellectMoney and Enot payout APIs, with fault injection.
+
+``Sandbox`` serves both providers at their real paths on 127.0.0.1 (``build_app`` for
+embedding the application elsewhere), checks signatures and tokens, moves emulated
+money, lets states progress with time, delivers Enot webhooks, misbehaves on demand
+(``FaultKind``, by seeded probability or by script) and reports what it did
+(``Sandbox.stats()``, ``Sandbox.duplicates()``, ``GET /_sandbox/stats``).
+"""
+
+from ._app import build_app
+from ._config import SandboxConfig, SandboxCredentials
+from ._faults import ROUTES, FaultKind, Faults
+from ._server import Sandbox
+from ._state import SandboxState, WebhookDelivery
+from ._stats import Counts, Duplicate, EnotStats, IntellectMoneyStats, SandboxStats
+
+__all__ = [
+    "ROUTES",
+    "Counts",
+    "Duplicate",
+    "EnotStats",
+    "FaultKind",
+    "Faults",
+    "IntellectMoneyStats",
+    "Sandbox",
+    "SandboxConfig",
+    "SandboxCredentials",
+    "SandboxState",
+    "SandboxStats",
+    "WebhookDelivery",
+    "build_app",
+]

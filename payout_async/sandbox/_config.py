@@ -1,0 +1,107 @@
+"""The sandbox's settings and the fixed test credentials it accepts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from decimal import Decimal
+from typing import Literal
+
+import attrs
+
+from ._faults import FaultKind, check_route
+
+__all__ = ["SandboxConfig", "SandboxCredentials"]
+
+
+@attrs.frozen
+class SandboxCredentials:
+    """The secrets the sandbox accepts: test values, safe to print."""
+
+    im_user_token: str = "sandbox-im-user-token-0123456789abcdefghijklmnopqrstuvwxyz/+ABCDEF"
+    im_secret_key: str = "sandbox-im-sign-secret-key"
+    im_bearer_token: str = "sandbox0im0bearer0token0000000001"
+    enot_user_id: str = "a6f112da-7c3f-4323-ad99-ec3630e7c8ff"
+    enot_secret_key: str = "sandbox-enot-secret-key-d6be996241deef23"
+    enot_additional_key: str = "sandbox-enot-additional-key"
+
+
+def _non_negative(_: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if value < 0:
+        raise ValueError(f"{attribute.name} must not be negative")
+
+
+def _ratio(_: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{attribute.name} must be between 0 and 1")
+
+
+def _kinds(value: Iterable[FaultKind]) -> frozenset[FaultKind]:
+    return frozenset(value)
+
+
+def _routes(value: Iterable[str] | None) -> frozenset[str] | None:
+    if value is None:
+        return None
+    return frozenset(check_route(route) for route in ([value] if isinstance(value, str) else value))
+
+
+@attrs.frozen(kw_only=True)
+class SandboxConfig:
+    """How the sandbox behaves. Delays are in seconds, money in rubles.
+
+    IntellectMoney: after execute an operation is ``SentToBank``, ``InProcess`` from
+    ``im_in_process_after`` and final (``Completed``, or ``Failed`` with probability
+    ``failure_ratio``) from ``im_final_after``; an execute the balance cannot cover
+    ends ``NotEnoughMoney`` at once. A UserToken lives ``user_token_lifetime`` seconds
+    (forever when ``None``).
+
+    Enot: a payoff waits ``enot_final_after`` seconds, then ends ``success`` (or
+    ``fail`` with probability ``failure_ratio``, refunding its withdrawal). The fee is
+    ``enot_fee_percent`` % plus ``enot_fee_fixed``; amounts outside
+    ``enot_min_amount``..``enot_max_amount`` are refused (403). A second payoff with
+    an ``order_id`` already used is created (``"accept"``) or refused with 422
+    (``"reject"``). Webhooks are tried ``webhook_attempts`` times.
+
+    Faults: each call of a route in ``fault_routes`` (all when ``None``) gets, with
+    probability ``fault_rate``, a kind drawn from ``fault_kinds``. ``stall_seconds``
+    is how long ``COMMIT_THEN_STALL`` stays silent, ``latency`` the (low, high) range
+    of ``LATENCY``, ``retry_after`` the ``Retry-After`` of ``RATE_LIMIT``. ``seed``
+    makes outcomes and faults reproducible.
+    """
+
+    im_in_process_after: float = attrs.field(default=0.5, validator=_non_negative)
+    im_final_after: float = attrs.field(default=1.5, validator=_non_negative)
+    im_balance: Decimal = attrs.field(default=Decimal("1000000.00"), converter=Decimal)
+    im_eshop_id: int = 450000
+    user_token_lifetime: float | None = None
+
+    enot_final_after: float = attrs.field(default=1.0, validator=_non_negative)
+    enot_balance: Decimal = attrs.field(default=Decimal("1000000.00"), converter=Decimal)
+    enot_fee_percent: Decimal = attrs.field(default=Decimal("2.5"), converter=Decimal)
+    enot_fee_fixed: Decimal = attrs.field(default=Decimal("0"), converter=Decimal)
+    enot_min_amount: Decimal = attrs.field(default=Decimal("1"), converter=Decimal)
+    enot_max_amount: Decimal = attrs.field(default=Decimal("600000"), converter=Decimal)
+    duplicate_order_id: Literal["accept", "reject"] = attrs.field(
+        default="accept", validator=attrs.validators.in_(("accept", "reject"))
+    )
+    webhook_attempts: int = attrs.field(default=3, validator=attrs.validators.ge(1))
+    webhook_retry_delay: float = attrs.field(default=0.5, validator=_non_negative)
+
+    failure_ratio: float = attrs.field(default=0.0, validator=_ratio)
+    seed: int | None = None
+
+    fault_rate: float = attrs.field(default=0.0, validator=_ratio)
+    fault_kinds: frozenset[FaultKind] = attrs.field(default=frozenset(FaultKind), converter=_kinds)
+    fault_routes: frozenset[str] | None = attrs.field(default=None, converter=_routes)
+    stall_seconds: float = attrs.field(default=30.0, validator=_non_negative)
+    latency: tuple[float, float] = (0.05, 0.3)
+    retry_after: float = attrs.field(default=1.0, validator=_non_negative)
+
+    def __attrs_post_init__(self) -> None:
+        if self.im_in_process_after > self.im_final_after:
+            raise ValueError("im_in_process_after must not exceed im_final_after")
+        low, high = self.latency
+        if not 0 <= low <= high:
+            raise ValueError("latency must be (low, high) with 0 <= low <= high")
+        if self.user_token_lifetime is not None and self.user_token_lifetime < 0:
+            raise ValueError("user_token_lifetime must not be negative")

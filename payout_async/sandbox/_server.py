@@ -1,0 +1,163 @@
+"""``Sandbox``: the emulator running on 127.0.0.1, with clients pointed at it."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+from aiohttp import web
+
+from ..enot import EnotClient
+from ..intellectmoney import Api, IntellectMoneyClient
+from ._app import build_app
+from ._config import SandboxConfig, SandboxCredentials
+from ._faults import Faults
+from ._im_routes import IM_PREFIX
+from ._state import SandboxState, WebhookDelivery
+from ._stats import Duplicate, SandboxStats, collect_stats, find_duplicates
+
+__all__ = ["Sandbox"]
+
+HOST = "127.0.0.1"
+
+
+class Sandbox:
+    """Both providers, emulated on ``127.0.0.1:port`` (a free port when 0).
+
+    Use as ``async with Sandbox() as sandbox:``; pass ``sandbox.intellectmoney_url``
+    and ``sandbox.enot_url`` with ``sandbox.credentials`` to the clients, or let
+    ``intellectmoney_client()`` / ``enot_client()`` build them. ``faults`` scripts
+    misbehaviour; ``stats()`` and ``duplicates()`` say what the books hold.
+    """
+
+    def __init__(
+        self,
+        *,
+        config: SandboxConfig | None = None,
+        port: int = 0,
+        credentials: SandboxCredentials | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.state = SandboxState(config, credentials=credentials, clock=clock)
+        self._requested_port = port
+        self._port: int | None = None
+        self._runner: web.AppRunner | None = None
+
+    async def __aenter__(self) -> Sandbox:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        """Bind the port and start serving."""
+        if self._runner is not None:
+            raise RuntimeError("the sandbox is already running")
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((HOST, self._requested_port))
+        except OSError:
+            sock.close()
+            raise
+        self.state.closing.clear()
+        runner = web.AppRunner(
+            build_app(self.state), access_log=None, handle_signals=False, shutdown_timeout=1.0
+        )
+        await runner.setup()
+        await web.SockSite(runner, sock).start()
+        self._runner = runner
+        self._port = sock.getsockname()[1]
+
+    async def close(self) -> None:
+        """Stop serving; stalled answers are released at once."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            self.state.closing.set()
+            await runner.cleanup()
+
+    @property
+    def port(self) -> int:
+        """The port the sandbox listens on."""
+        if self._port is None:
+            raise RuntimeError("the sandbox is not running: use 'async with Sandbox()'")
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:PORT``."""
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def intellectmoney_url(self) -> str:
+        """Base URL for ``IntellectMoneyClient`` (``.../personal/payout/``)."""
+        return self.url + IM_PREFIX
+
+    @property
+    def enot_url(self) -> str:
+        """Base URL for ``EnotClient``."""
+        return self.url
+
+    @property
+    def credentials(self) -> SandboxCredentials:
+        """The secrets the sandbox accepts."""
+        return self.state.credentials
+
+    @property
+    def config(self) -> SandboxConfig:
+        """The sandbox's settings."""
+        return self.state.config
+
+    @property
+    def faults(self) -> Faults:
+        """The fault plan: ``faults.script(route, kind=..., nth=...)``, call counts."""
+        return self.state.faults
+
+    def issue_user_token(self) -> str:
+        """A fresh IntellectMoney UserToken, valid for ``config.user_token_lifetime``."""
+        return self.state.tokens.issue()
+
+    def intellectmoney_client(self, api: Api = "current", **kwargs: Any) -> IntellectMoneyClient:
+        """An ``IntellectMoneyClient`` for this sandbox; ``kwargs`` override its
+        arguments (``user_token``, ``body_format``, ``retry``, ``timeout``...)."""
+        credentials = self.credentials
+        kwargs.setdefault("user_token", credentials.im_user_token)
+        kwargs.setdefault("secret_key", credentials.im_secret_key)
+        if api == "current":
+            kwargs.setdefault("bearer_token", credentials.im_bearer_token)
+        kwargs.setdefault("base_url", self.intellectmoney_url)
+        return IntellectMoneyClient(api=api, **kwargs)
+
+    def enot_client(self, **kwargs: Any) -> EnotClient:
+        """An ``EnotClient`` for this sandbox; ``kwargs`` override its arguments."""
+        credentials = self.credentials
+        kwargs.setdefault("user_id", credentials.enot_user_id)
+        kwargs.setdefault("secret_key", credentials.enot_secret_key)
+        kwargs.setdefault("base_url", self.enot_url)
+        return EnotClient(**kwargs)
+
+    def stats(self) -> SandboxStats:
+        """Counts of what the books hold now."""
+        return collect_stats(self.state)
+
+    def duplicates(self) -> list[Duplicate]:
+        """Payouts that look paid more than once (see ``Duplicate``)."""
+        return find_duplicates(self.state)
+
+    @property
+    def webhooks(self) -> list[WebhookDelivery]:
+        """Every webhook delivery attempt so far."""
+        return list(self.state.webhooks)
+
+    def reset(self) -> None:
+        """Empty the books and forget tokens, faults and webhooks."""
+        self.state.reset()

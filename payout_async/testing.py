@@ -1,0 +1,72 @@
+"""A pytest plugin: a running payout sandbox and clients pointed at it.
+
+Installed with payout-async (entry point ``pytest11``), so in any test suite::
+
+    async def test_payout(payout_sandbox, enot_client):
+        await enot_client.create_payoff("card", "4111111111111111", "100.00", order_id="o-1")
+        assert payout_sandbox.stats().enot.created == 1
+
+Fixtures (function scope): ``payout_sandbox_config`` (override it to configure the
+sandbox), ``payout_sandbox`` (a started ``Sandbox``), ``intellectmoney_client``
+(current API, JSON bodies) and ``enot_client``. The async fixtures need
+pytest-asyncio; without it they fail when used, and pytest itself keeps working.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+import pytest
+
+__all__ = [
+    "enot_client",
+    "intellectmoney_client",
+    "payout_sandbox",
+    "payout_sandbox_config",
+]
+
+if TYPE_CHECKING:
+    from pytest_asyncio import fixture as _async_fixture
+
+    from .enot import EnotClient
+    from .intellectmoney import IntellectMoneyClient
+    from .sandbox import Sandbox, SandboxConfig
+else:
+    try:
+        from pytest_asyncio import fixture as _async_fixture
+    except ImportError:  # the fixtures then fail at use, pytest itself keeps working
+        _async_fixture = pytest.fixture
+
+
+@pytest.fixture
+def payout_sandbox_config() -> SandboxConfig:
+    """The sandbox's configuration; override this fixture to change it."""
+    from .sandbox import SandboxConfig
+
+    return SandboxConfig()
+
+
+@_async_fixture
+async def payout_sandbox(payout_sandbox_config: SandboxConfig) -> AsyncIterator[Sandbox]:
+    """A sandbox serving both providers on 127.0.0.1, stopped after the test."""
+    from .sandbox import Sandbox
+
+    async with Sandbox(config=payout_sandbox_config) as sandbox:
+        yield sandbox
+
+
+@_async_fixture
+async def intellectmoney_client(
+    payout_sandbox: Sandbox,
+) -> AsyncIterator[IntellectMoneyClient]:
+    """An ``IntellectMoneyClient`` (current API) pointed at ``payout_sandbox``."""
+    async with payout_sandbox.intellectmoney_client() as client:
+        yield client
+
+
+@_async_fixture
+async def enot_client(payout_sandbox: Sandbox) -> AsyncIterator[EnotClient]:
+    """An ``EnotClient`` pointed at ``payout_sandbox``."""
+    async with payout_sandbox.enot_client() as client:
+        yield client
