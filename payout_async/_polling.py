@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TypeVar
 
 import attrs
 
 from ._errors import APIError, InvalidResponseError, RateLimitError, ServerError, TransportError
 
-__all__ = ["PollPolicy", "is_transient"]
+__all__ = ["PollPolicy", "is_transient", "poll_until_final"]
+
+T = TypeVar("T")
 
 
 @attrs.frozen
@@ -42,3 +46,40 @@ def is_transient(error: BaseException) -> bool:
     if isinstance(error, TransportError | ServerError | RateLimitError | InvalidResponseError):
         return True
     return isinstance(error, APIError) and error.status == 408
+
+
+async def poll_until_final(
+    fetch: Callable[[], Awaitable[T]],
+    is_final: Callable[[T], bool],
+    *,
+    policy: PollPolicy,
+    on_poll: Callable[[T], Awaitable[None]] | None = None,
+    keep_going: Callable[[BaseException], bool] = is_transient,
+) -> T:
+    """Call ``fetch`` with backoff until ``is_final`` holds, and return that answer.
+
+    At ``policy.deadline`` the last answer is returned as it is. Errors for which
+    ``keep_going`` holds do not stop the polling; if no answer at all arrived by the
+    deadline, the last error is raised. ``on_poll`` sees every answer.
+    """
+    stop_at = policy.expires_at()
+    last: T | None = None
+    have_answer = False
+    for delay in policy.delays():
+        try:
+            last = await fetch()
+        except Exception as error:
+            if not keep_going(error) or (not have_answer and time.monotonic() >= stop_at):
+                raise
+        else:
+            have_answer = True
+            if on_poll is not None:
+                await on_poll(last)
+            if is_final(last):
+                return last
+        if time.monotonic() + delay >= stop_at:
+            if have_answer:
+                return last  # type: ignore[return-value]  # set whenever have_answer
+            delay = max(0.0, stop_at - time.monotonic())
+        await asyncio.sleep(delay)
+    raise AssertionError("unreachable")  # pragma: no cover - delays() never ends

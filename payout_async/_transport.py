@@ -14,7 +14,8 @@ import logging
 import math
 import time
 from collections.abc import Mapping
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
 import aiohttp
 import attrs
@@ -22,7 +23,14 @@ import attrs
 from ._errors import OutcomeUnknownError, RequestNotSentError, TransportError
 from ._redact import Redactor, redact_fields
 
-__all__ = ["HTTPResponse", "Timeouts", "Transport", "classify_failure", "logger"]
+__all__ = [
+    "HTTPResponse",
+    "Timeouts",
+    "Transport",
+    "TransportClient",
+    "classify_failure",
+    "logger",
+]
 
 logger = logging.getLogger("payout_async")
 
@@ -202,3 +210,24 @@ class Transport:
         return HTTPResponse(
             method=method, url=url, status=status, headers=resp_headers, body=payload
         )
+
+
+class TransportClient:
+    """Base of the provider clients: owns a ``Transport``; ``async with`` closes it."""
+
+    _transport: Transport
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the HTTP session if the client created it."""
+        await self._transport.aclose()

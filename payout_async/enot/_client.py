@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from decimal import Decimal
-from types import TracebackType
 from typing import Any
 
 import aiohttp
@@ -15,7 +14,7 @@ from .._errors import ConfigurationError, InvalidResponseError, OutcomeUnknownEr
 from .._redact import Redactor
 from .._responses import decode_answer, error_for_status
 from .._retry import OperationKind, RetryPolicy, call_with_retry
-from .._transport import HTTPResponse, Timeouts, Transport
+from .._transport import HTTPResponse, Timeouts, Transport, TransportClient
 from ._models import Balance, CreatedPayoff, Payoff, SbpBank, structure
 from ._request import PayoffRequest
 
@@ -30,7 +29,7 @@ def _error_text(envelope: Any) -> str | None:
     return None
 
 
-class EnotClient:
+class EnotClient(TransportClient):
     """Async client for Enot payoffs.
 
     Authenticates with ``user_id`` and the merchant's ``secret_key`` (sent in the
@@ -67,21 +66,6 @@ class EnotClient:
 
     def __repr__(self) -> str:
         return f"EnotClient(user_id={self.user_id!r}, base_url={self._transport.base_url!r})"
-
-    async def __aenter__(self) -> EnotClient:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Close the HTTP session if the client created it."""
-        await self._transport.aclose()
 
     async def create_payoff(
         self,

@@ -8,7 +8,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from .._errors import NotFoundError, ValidationError
-from .._polling import PollPolicy, is_transient
+from .._polling import PollPolicy, is_transient, poll_until_final
 from ._client import EnotClient
 from ._models import Payoff
 
@@ -32,27 +32,13 @@ async def wait_for_final(
     """
     if (payoff_id is None) == (order_id is None):
         raise ValidationError("payoff_id", "give exactly one of payoff_id or order_id")
-    policy = policy or PollPolicy()
-    stop_at = policy.expires_at()
-    last: Payoff | None = None
-    for delay in policy.delays():
-        try:
-            last = await client.get_payoff(payoff_id=payoff_id, order_id=order_id)
-        except Exception as error:
-            transient = is_transient(error) or isinstance(error, NotFoundError)
-            if not transient or (last is None and time.monotonic() >= stop_at):
-                raise
-        else:
-            if on_poll is not None:
-                await on_poll(last)
-            if last.is_final:
-                return last
-        if time.monotonic() + delay >= stop_at:
-            if last is not None:
-                return last
-            delay = max(0.0, stop_at - time.monotonic())
-        await asyncio.sleep(delay)
-    raise AssertionError("unreachable")  # pragma: no cover - delays() never ends
+    return await poll_until_final(
+        lambda: client.get_payoff(payoff_id=payoff_id, order_id=order_id),
+        lambda payoff: payoff.is_final,
+        policy=policy or PollPolicy(),
+        on_poll=on_poll,
+        keep_going=lambda error: is_transient(error) or isinstance(error, NotFoundError),
+    )
 
 
 async def reconcile_payoff(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from decimal import Decimal
-from types import TracebackType
 from typing import Any, Literal
 from urllib.parse import urlencode
 
@@ -21,7 +20,7 @@ from .._errors import (
 from .._redact import Redactor
 from .._responses import decode_answer
 from .._retry import OperationKind, RetryPolicy, call_with_retry
-from .._transport import HTTPResponse, Timeouts, Transport
+from .._transport import HTTPResponse, Timeouts, Transport, TransportClient
 from .._validation import format_amount
 from ._models import PayoutOperation, operation_code, parse_operation
 from ._request import Api, OperationRequest
@@ -65,7 +64,7 @@ def _check_operation_id(operation_id: str) -> str:
     return operation_id
 
 
-class IntellectMoneyClient:
+class IntellectMoneyClient(TransportClient):
     """Async client for IntellectMoney payouts (``api="current"`` or ``"legacy"``).
 
     Every request is signed with ``secret_key`` (the SignSecretKey); the current API
@@ -118,21 +117,6 @@ class IntellectMoneyClient:
 
     def __repr__(self) -> str:
         return f"IntellectMoneyClient(api={self.api!r}, base_url={self._transport.base_url!r})"
-
-    async def __aenter__(self) -> IntellectMoneyClient:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Close the HTTP session if the client created it."""
-        await self._transport.aclose()
 
     async def create_operation(
         self,

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Awaitable, Callable
 
-from .._polling import PollPolicy, is_transient
+from .._polling import PollPolicy, poll_until_final
 from ._client import IntellectMoneyClient
 from ._models import PayoutOperation
 
@@ -28,23 +26,9 @@ async def wait_for_terminal(
     polling; if no state at all could be read by the deadline, the last error is
     raised. Unknown states are kept and polled on. ``on_poll`` sees every answer.
     """
-    policy = policy or PollPolicy()
-    stop_at = policy.expires_at()
-    last: PayoutOperation | None = None
-    for delay in policy.delays():
-        try:
-            last = await client.get_operation_state(operation_id)
-        except Exception as error:
-            if not is_transient(error) or (last is None and time.monotonic() >= stop_at):
-                raise
-        else:
-            if on_poll is not None:
-                await on_poll(last)
-            if last.is_final:
-                return last
-        if time.monotonic() + delay >= stop_at:
-            if last is not None:
-                return last
-            delay = max(0.0, stop_at - time.monotonic())
-        await asyncio.sleep(delay)
-    raise AssertionError("unreachable")  # pragma: no cover - delays() never ends
+    return await poll_until_final(
+        lambda: client.get_operation_state(operation_id),
+        lambda operation: operation.is_final,
+        policy=policy or PollPolicy(),
+        on_poll=on_poll,
+    )

@@ -66,10 +66,7 @@ class EnotFlow:
 
     async def _create(self, run: Run, request: PayoffRequest) -> None:
         if run.record.attempts >= self.settings.max_send_attempts:
-            await run.move(
-                LedgerState.NEEDS_ATTENTION,
-                reason=f"payoff not confirmed after {run.record.attempts} create attempts",
-            )
+            await run.give_up(f"payoff not confirmed after {run.record.attempts} create attempts")
             return
         await run.move(
             LedgerState.SENDING, add_attempt=True, unknown_since=None, note="creating payoff"
@@ -124,11 +121,7 @@ class EnotFlow:
                 self.client, self._order_id(run), grace=self.settings.grace, since=since
             )
         except PayoutError as error:
-            await run.move(
-                LedgerState.NEEDS_ATTENTION,
-                reason=f"could not learn whether the payoff exists: {error}",
-                last_error=str(error),
-            )
+            await run.give_up("could not learn whether the payoff exists", error)
             return
         if payoff is None:
             await run.move(
@@ -149,11 +142,7 @@ class EnotFlow:
                 policy=self.poll,
             )
         except PayoutError as error:
-            await run.move(
-                LedgerState.NEEDS_ATTENTION,
-                reason=f"could not follow the payoff: {error}",
-                last_error=str(error),
-            )
+            await run.give_up("could not follow the payoff", error)
             return True
         if payoff.is_final:
             await self._adopt(run, payoff)

@@ -82,16 +82,10 @@ class IntellectMoneyFlow:
             )
             return
         except PayoutError as error:
-            await run.move(
-                LedgerState.NEEDS_ATTENTION,
-                reason=f"create failed, nothing was paid: {error}",
-                last_error=str(error),
-            )
+            await run.give_up("create failed, nothing was paid", error)
             return
         if operation.operation_id is None:
-            await run.move(
-                LedgerState.NEEDS_ATTENTION, reason="create answer carried no PayoutOperationId"
-            )
+            await run.give_up("create answer carried no PayoutOperationId")
             return
         try:
             await run.move(
@@ -109,10 +103,7 @@ class IntellectMoneyFlow:
     async def _execute(self, run: Run) -> None:
         operation_id = self._operation_id(run)
         if run.record.attempts >= self.settings.max_send_attempts:
-            await run.move(
-                LedgerState.NEEDS_ATTENTION,
-                reason=f"execute did not take after {run.record.attempts} attempts",
-            )
+            await run.give_up(f"execute did not take after {run.record.attempts} attempts")
             return
         await run.move(LedgerState.EXECUTING, add_attempt=True, note="executing")
         try:
@@ -131,11 +122,7 @@ class IntellectMoneyFlow:
         try:
             operation = await self.client.get_operation_state(operation_id)
         except PayoutError as error:
-            await run.move(
-                LedgerState.NEEDS_ATTENTION,
-                reason=f"could not learn whether execute happened: {error}",
-                last_error=str(error),
-            )
+            await run.give_up("could not learn whether execute happened", error)
             return
         if operation.state is not MassPaymentOperationState.CREATED:
             await self._adopt(run, operation)  # it happened
@@ -161,11 +148,7 @@ class IntellectMoneyFlow:
                 self.client, self._operation_id(run), policy=self.poll
             )
         except PayoutError as error:
-            await run.move(
-                LedgerState.NEEDS_ATTENTION,
-                reason=f"could not follow the operation: {error}",
-                last_error=str(error),
-            )
+            await run.give_up("could not follow the operation", error)
             return True
         if operation.is_final:
             await self._adopt(run, operation)

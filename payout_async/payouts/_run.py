@@ -47,6 +47,14 @@ class Run:
         )
         return self.record
 
+    async def give_up(self, reason: str, error: BaseException | None = None) -> PayoutRecord:
+        """Park the row in ``needs_attention``: ``reason`` (and ``error``) say why."""
+        if error is None:
+            return await self.move(LedgerState.NEEDS_ATTENTION, reason=reason)
+        return await self.move(
+            LedgerState.NEEDS_ATTENTION, reason=f"{reason}: {error}", last_error=str(error)
+        )
+
     @contextlib.asynccontextmanager
     async def heartbeat(self) -> AsyncIterator[None]:
         """Renew the lease every third of its length while the body runs, so that a
