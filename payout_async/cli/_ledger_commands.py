@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
 import json
 from typing import Any
 
@@ -80,6 +81,10 @@ async def _finish(args: argparse.Namespace, settle: bool) -> int:
     return exit_code(results) if results else EXIT_OK
 
 
+def _when(timestamp: float) -> str:
+    return datetime.datetime.fromtimestamp(timestamp).isoformat(sep=" ", timespec="milliseconds")
+
+
 def _record_json(record: PayoutRecord) -> dict[str, Any]:
     return {
         "provider": record.provider,
@@ -152,11 +157,13 @@ async def _show_key(ledger: Ledger, providers: list[str], key: str, *, as_json: 
     out = Console()
     for record, history in found:
         for name, value in _record_json(record).items():
+            if name.endswith("_at"):
+                value = _when(value)
             out.print(f"{name:>16}: {value}")
         table = Table("at", "from", "to", "note")
         for step in history:
             table.add_row(
-                f"{step.at:.3f}",
+                _when(step.at),
                 "" if step.from_state is None else step.from_state.value,
                 step.to_state.value,
                 step.note or "",

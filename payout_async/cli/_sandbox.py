@@ -97,7 +97,18 @@ def _banner(sandbox: Sandbox) -> str:
     ]
     for name, value in attrs.asdict(sandbox.credentials).items():
         lines.append(f"  {name:<20} {value}")
-    lines.append("Press Ctrl-C to stop.")
+    c = sandbox.credentials
+    lines += [
+        "for `payout-async batch`, in another shell:",
+        f"  export PAYOUT_ASYNC_IM_USER_TOKEN='{c.im_user_token}'",
+        f"  export PAYOUT_ASYNC_IM_SECRET_KEY='{c.im_secret_key}'",
+        f"  export PAYOUT_ASYNC_IM_BEARER_TOKEN='{c.im_bearer_token}'",
+        f"  export PAYOUT_ASYNC_IM_BASE_URL='{sandbox.intellectmoney_url}'",
+        f"  export PAYOUT_ASYNC_ENOT_USER_ID='{c.enot_user_id}'",
+        f"  export PAYOUT_ASYNC_ENOT_SECRET_KEY='{c.enot_secret_key}'",
+        f"  export PAYOUT_ASYNC_ENOT_BASE_URL='{sandbox.enot_url}'",
+        "Press Ctrl-C to stop.",
+    ]
     return "\n".join(lines)
 
 
