@@ -1,0 +1,66 @@
+"""Through the whole reliability layer, with faults and DEBUG logging, no secret or
+card number shows up in logs, results or ledger reasons."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from payout_async.enot import PayoffRequest
+from payout_async.intellectmoney import OperationRequest
+from payout_async.ledger import SQLiteLedger
+from payout_async.sandbox import FaultKind, Sandbox, SandboxCredentials
+
+from .support import enot_client, fast_config, im_client, payouts
+
+MARKERS = SandboxCredentials(
+    im_user_token="CANARY-USER-TOKEN-7f3a",
+    im_secret_key="CANARY-SIGN-SECRET-7f3a",
+    im_bearer_token="CANARY-BEARER-7f3a",
+    enot_secret_key="CANARY-ENOT-SECRET-7f3a",
+)
+PAN = "5536913776151249"
+
+
+async def test_no_secret_in_logs_results_or_ledger(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="payout_async")
+    async with (
+        Sandbox(config=fast_config(failure_ratio=0.5), credentials=MARKERS) as sandbox,
+        SQLiteLedger(tmp_path / "ledger.db") as ledger,
+        im_client(sandbox.intellectmoney_url, MARKERS) as im,
+        enot_client(sandbox.enot_url, MARKERS) as enot,
+    ):
+        for route in ("im.create", "im.execute", "im.state", "enot.create", "enot.info"):
+            sandbox.faults.script(route, nth=1, kind=FaultKind.COMMIT_THEN_CLOSE)
+            sandbox.faults.script(route, nth=2, kind=FaultKind.HTTP_502)
+        results = []
+        for n in range(4):
+            results.append(
+                await payouts(im, ledger).pay(
+                    f"im-{n}", OperationRequest(pan=PAN, amount="10.00", description=f"im-{n}")
+                )
+            )
+            results.append(
+                await payouts(enot, ledger).pay(f"en-{n}", PayoffRequest("card", PAN, "10.00"))
+            )
+        records = await ledger.records()
+
+    texts = [caplog.text, repr(im), repr(enot)]
+    texts += [repr(result) for result in results]
+    texts += [repr(record) + str(record.reason) + str(record.last_error) for record in records]
+    texts += [repr(OperationRequest(pan=PAN, amount="1")), repr(PayoffRequest("card", PAN, "1"))]
+    blob = "\n".join(texts)
+    assert "DEBUG" in caplog.text or caplog.records, "the test must capture debug logs"
+    for secret in (
+        MARKERS.im_user_token,
+        MARKERS.im_secret_key,
+        MARKERS.im_bearer_token,
+        MARKERS.enot_secret_key,
+        PAN,
+    ):
+        assert secret not in blob, secret
+    assert "553691******1249" in blob  # masked card numbers are fine
