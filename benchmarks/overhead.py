@@ -1,0 +1,736 @@
+"""What payout-async costs over hand-written aiohttp calls.
+
+One sandbox, in a process of its own with faults off, and the same workload done five
+ways: N IntellectMoney create+execute+get-state sequences and N Enot create+info pairs,
+
+* ``raw aiohttp``      -- hand-written requests and minimal signing (the baseline);
+* ``clients``          -- ``IntellectMoneyClient`` and ``EnotClient``;
+* ``Payouts+Memory``   -- ``Payouts.pay_many`` with ``MemoryLedger``;
+* ``Payouts+SQLite``   -- the same with ``SQLiteLedger`` (its default, synchronous=FULL);
+* ``Payouts+Postgres`` -- the same with ``PostgresLedger`` (skipped if unreachable).
+
+plus one diagnostic row, ``raw+timeouts``: the baseline with the read and connect
+timeouts the clients set by default (aiohttp re-arms a read timer on every chunk).
+
+The sandbox settles payouts at once (an IntellectMoney operation is ``SentToBank`` in
+the execute answer and final half a millisecond later; an Enot payoff is final as soon
+as it exists), so ``Payouts`` makes the same calls as the others and never sleeps: its
+first poll is the get-state / info call. The sandbox counts the calls it serves; the
+table shows calls per payout, so an extra poll would show.
+
+Printed per way: payouts/s (wall), the benchmark process's CPU microseconds per call
+(``time.process_time()``: the client, its ledger thread and the asyncpg driver, not
+the sandbox or the PostgreSQL server, whose CPU is shown beside), and both as ratios to
+the baseline (payouts/s over raw payouts/s; raw CPU per call over CPU per call). The
+set is run ``--repeat`` times, interleaved; best and median are printed, and targets
+are judged on the medians.
+
+For scale, the Enot workload the way the provider's Python sample does it
+(``requests``, one call after another) at ``--sample-n`` payouts, beside raw aiohttp and
+``EnotClient`` one call after another. ``--provider-latency`` adds a run in which the
+sandbox delays every answer by 50-300 ms, as a remote provider would.
+
+Exit status 1 only when the books disagree with what was asked (a payout paid twice or
+unaccounted for); a missed performance target is reported, never fatal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import cProfile
+import gc
+import hashlib
+import json
+import pstats
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from _common import (
+    PAN,
+    SandboxProcess,
+    clients,
+    enot_request,
+    im_request,
+    machine,
+    median,
+    postgres_cpu_seconds,
+    table,
+)
+
+from payout_async import Payouts, PollPolicy, Timeouts
+from payout_async.ledger import Ledger, MemoryLedger, PostgresLedger, SQLiteLedger
+
+AMOUNT = "1.00"
+POSTGRES_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+#: Payouts polls at once, and would wait at most a few milliseconds if it ever had to.
+POLL = PollPolicy(initial=0.001, multiplier=2.0, maximum=0.01, deadline=60.0)
+BASELINE = "raw aiohttp"
+TARGETS = {
+    "clients": 0.90,
+    "Payouts+Memory": 0.85,
+    "Payouts+SQLite": 0.60,
+    "Payouts+Postgres": 0.60,
+}
+
+Job = Callable[[int], Awaitable[None]]
+LedgerFactory = Callable[[], contextlib.AbstractAsyncContextManager[Ledger]]
+
+
+class Failure(Exception):
+    """The books disagree with what was asked: a correctness failure."""
+
+
+async def run_jobs(count: int, concurrency: int, job: Job) -> None:
+    """``job(0) .. job(count - 1)`` with at most ``concurrency`` running."""
+    numbers = iter(range(count))
+
+    async def worker() -> None:
+        for number in numbers:
+            await job(number)
+
+    await asyncio.gather(*(worker() for _ in range(min(concurrency, count))))
+
+
+# -- the baseline: raw aiohttp, hand-written signing -------------------------------------
+
+
+class Raw:
+    """The calls written out by hand: a body, a Sign, a status check, one field read."""
+
+    def __init__(self, session: aiohttp.ClientSession, sandbox: SandboxProcess) -> None:
+        creds = sandbox.credentials
+        self.session = session
+        self.im_url = sandbox.intellectmoney_url
+        self.enot_url = sandbox.enot_url
+        self.token = creds.im_user_token
+        self.secret = creds.im_secret_key
+        self.im_headers = {
+            "Accept": "application/json",
+            "Content-Type": "application/json",
+            "Authorization": f"Bearer {creds.im_bearer_token}",
+        }
+        self.user_id = creds.enot_user_id
+        self.enot_headers = {
+            "Accept": "application/json",
+            "Content-Type": "application/json",
+            "x-api-signature-sha256": creds.enot_secret_key,
+        }
+
+    async def im(self, method: str, body: dict[str, str], *signed: str) -> dict[str, Any]:
+        sign = hashlib.sha256("::".join((*signed, self.secret)).encode()).hexdigest()
+        async with self.session.post(
+            self.im_url + method,
+            data=json.dumps(body).encode(),
+            headers={**self.im_headers, "Sign": sign},
+        ) as response:
+            envelope: dict[str, Any] = await response.json()
+        if envelope["OperationState"]["Code"] != 0:
+            raise RuntimeError(f"{method}: {envelope}")
+        result: dict[str, Any] = envelope["Result"]
+        return result
+
+    async def im_payout(self, description: str) -> None:
+        token = self.token
+        create = {
+            "UserToken": token,
+            "PreferenceType": "OutBankCard",
+            "Pan": PAN,
+            "Amount": AMOUNT,
+            "Currency": "RUB",
+            "Description": description,
+        }
+        fields = (token, "OutBankCard", PAN, "", "", AMOUNT, "RUB", "", "")
+        created = await self.im("createOperation", create, *fields)
+        operation_id = created["PayoutOperationId"]
+        body = {"UserToken": token, "PayoutOperationId": operation_id}
+        await self.im("executeOperation", body, token, operation_id)
+        await self.im("getOperationState", body, token, operation_id)
+
+    async def enot_payout(self, order_id: str) -> None:
+        body = {
+            "user_id": self.user_id,
+            "service": "card",
+            "wallet_to": PAN,
+            "amount": 1,
+            "order_id": order_id,
+        }
+        async with self.session.post(
+            self.enot_url + "/payoff/create",
+            data=json.dumps(body).encode(),
+            headers=self.enot_headers,
+        ) as response:
+            created = await response.json()
+        if response.status != 200:
+            raise RuntimeError(f"payoff/create: {created}")
+        params = {"user_id": self.user_id, "id": created["data"]["payoff_id"]}
+        async with self.session.get(
+            self.enot_url + "/payoff/info", params=params, headers=self.enot_headers
+        ) as response:
+            info = await response.json()
+        if response.status != 200:
+            raise RuntimeError(f"payoff/info: {info}")
+
+
+# -- the ways ------------------------------------------------------------------------------
+
+
+class Way:
+    """One way of doing the workload. ``start`` / ``stop`` set it up and tear it down
+    outside the timing; ``im`` and ``enot`` pay ``count`` payouts and return the
+    outcomes by status (a raw or client call that fails raises instead)."""
+
+    name = ""
+
+    def __init__(self, sandbox: SandboxProcess, concurrency: int) -> None:
+        self.sandbox = sandbox
+        self.concurrency = concurrency
+
+    async def start(self) -> None:
+        """Make sessions, clients, ledgers."""
+
+    async def stop(self) -> None:
+        """Close them."""
+
+    async def im(self, count: int, prefix: str) -> Counter[str]:
+        raise NotImplementedError
+
+    async def enot(self, count: int, prefix: str) -> Counter[str]:
+        raise NotImplementedError
+
+
+class RawWay(Way):
+    name = BASELINE
+
+    def __init__(
+        self, sandbox: SandboxProcess, concurrency: int, *, timeouts: bool = False
+    ) -> None:
+        super().__init__(sandbox, concurrency)
+        self.timeouts = timeouts
+        if timeouts:
+            self.name = "raw+timeouts"
+
+    async def start(self) -> None:
+        # ``raw+timeouts`` uses the clients' default Timeouts (total, connect, read).
+        timeout = Timeouts().to_aiohttp() if self.timeouts else aiohttp.client.DEFAULT_TIMEOUT
+        connector = aiohttp.TCPConnector(limit=100)
+        self.session = aiohttp.ClientSession(connector=connector, timeout=timeout)
+        self.raw = Raw(self.session, self.sandbox)
+
+    async def stop(self) -> None:
+        await self.session.close()
+
+    async def im(self, count: int, prefix: str) -> Counter[str]:
+        await run_jobs(count, self.concurrency, lambda n: self.raw.im_payout(f"{prefix}-{n}"))
+        return Counter(succeeded=count)
+
+    async def enot(self, count: int, prefix: str) -> Counter[str]:
+        await run_jobs(count, self.concurrency, lambda n: self.raw.enot_payout(f"{prefix}-{n}"))
+        return Counter(succeeded=count)
+
+
+class ClientsWay(Way):
+    name = "clients"
+
+    async def start(self) -> None:
+        self.im_client, self.enot_client = clients(
+            self.sandbox.intellectmoney_url, self.sandbox.enot_url
+        )
+
+    async def stop(self) -> None:
+        await self.im_client.aclose()
+        await self.enot_client.aclose()
+
+    async def im(self, count: int, prefix: str) -> Counter[str]:
+        client = self.im_client
+
+        async def job(n: int) -> None:
+            created = await client.create_operation_from(im_request(f"{prefix}-{n}"))
+            assert created.operation_id is not None
+            await client.execute_operation(created.operation_id)
+            await client.get_operation_state(created.operation_id)
+
+        await run_jobs(count, self.concurrency, job)
+        return Counter(succeeded=count)
+
+    async def enot(self, count: int, prefix: str) -> Counter[str]:
+        client = self.enot_client
+
+        async def job(n: int) -> None:
+            created = await client.create_payoff_from(enot_request(), order_id=f"{prefix}-{n}")
+            await client.get_payoff(payoff_id=created.payoff_id)
+
+        await run_jobs(count, self.concurrency, job)
+        return Counter(succeeded=count)
+
+
+class PayoutsWay(ClientsWay):
+    """``Payouts.pay_many`` over a ledger made by ``make_ledger``."""
+
+    def __init__(
+        self, sandbox: SandboxProcess, concurrency: int, name: str, make_ledger: LedgerFactory
+    ) -> None:
+        super().__init__(sandbox, concurrency)
+        self.name = name
+        self.make_ledger = make_ledger
+        self.uses_postgres = "Postgres" in name
+
+    async def start(self) -> None:
+        await super().start()
+        self._ledger_cm = self.make_ledger()
+        self.ledger = await self._ledger_cm.__aenter__()
+        self.im_payouts = Payouts(self.im_client, self.ledger, poll=POLL)
+        self.enot_payouts = Payouts(self.enot_client, self.ledger, poll=POLL)
+
+    async def stop(self) -> None:
+        await self._ledger_cm.__aexit__(None, None, None)
+        await super().stop()
+
+    async def _pay(self, payouts: Payouts[Any], items: Iterator[tuple[str, Any]]) -> Counter[str]:
+        outcomes: Counter[str] = Counter()
+        async for result in payouts.pay_many(items, concurrency=self.concurrency):
+            outcomes[result.status.value] += 1
+        return outcomes
+
+    async def im(self, count: int, prefix: str) -> Counter[str]:
+        items = ((f"{prefix}-{n}", im_request(f"{prefix}-{n}")) for n in range(count))
+        return await self._pay(self.im_payouts, items)
+
+    async def enot(self, count: int, prefix: str) -> Counter[str]:
+        items = ((f"{prefix}-{n}", enot_request()) for n in range(count))
+        return await self._pay(self.enot_payouts, items)
+
+
+@contextlib.asynccontextmanager
+async def memory_ledger() -> AsyncIterator[Ledger]:
+    yield MemoryLedger()
+
+
+def sqlite_ledger(directory: Path) -> LedgerFactory:
+    @contextlib.asynccontextmanager
+    async def make() -> AsyncIterator[Ledger]:
+        async with SQLiteLedger(directory / f"ledger-{uuid.uuid4().hex[:8]}.db") as ledger:
+            yield ledger
+
+    return make
+
+
+def postgres_ledger(dsn: str) -> LedgerFactory:
+    """A ``PostgresLedger`` in tables of its own, dropped afterwards."""
+
+    @contextlib.asynccontextmanager
+    async def make() -> AsyncIterator[Ledger]:
+        prefix = f"bench_{uuid.uuid4().hex[:10]}_"
+        try:
+            async with PostgresLedger(dsn, table_prefix=prefix) as ledger:
+                yield ledger
+        finally:
+            await drop_postgres_tables(dsn, prefix)
+
+    return make
+
+
+async def drop_postgres_tables(dsn: str, prefix: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        for name in ("payouts", "payout_transitions"):
+            await conn.execute(f'DROP TABLE IF EXISTS "{prefix}{name}"')
+    finally:
+        await conn.close()
+
+
+async def postgres_reachable(dsn: str) -> str | None:
+    """None when PostgreSQL answers, else why not."""
+    try:
+        import asyncpg
+
+        conn = await asyncio.wait_for(asyncpg.connect(dsn), 5)
+        await conn.close()
+    except Exception as error:
+        return f"{type(error).__name__}: {error}"
+    return None
+
+
+def make_ways(args: argparse.Namespace, sandbox: SandboxProcess, directory: Path) -> list[Way]:
+    ways: list[Way] = [
+        RawWay(sandbox, args.concurrency),
+        RawWay(sandbox, args.concurrency, timeouts=True),
+        ClientsWay(sandbox, args.concurrency),
+        PayoutsWay(sandbox, args.concurrency, "Payouts+Memory", memory_ledger),
+        PayoutsWay(sandbox, args.concurrency, "Payouts+SQLite", sqlite_ledger(directory)),
+    ]
+    if args.postgres:
+        ways.append(
+            PayoutsWay(
+                sandbox, args.concurrency, "Payouts+Postgres", postgres_ledger(args.postgres)
+            )
+        )
+    if args.only:
+        wanted = {name.strip().lower() for name in args.only.split(",")}
+        ways = [way for way in ways if way.name == BASELINE or way.name.lower() in wanted]
+    return ways
+
+
+# -- measuring -------------------------------------------------------------------------
+
+
+class Measurement:
+    """One way's timed run."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.payouts = 0
+        self.calls = 0
+        self.wall = 0.0
+        self.cpu = 0.0
+        self.sandbox_cpu = 0.0
+        self.db_cpu = float("nan")
+        self.outcomes: Counter[str] = Counter()
+
+    @property
+    def rate(self) -> float:
+        return self.payouts / self.wall
+
+    @property
+    def cpu_per_call(self) -> float:
+        return self.cpu / self.calls * 1e6
+
+    def line(self) -> str:
+        db = "" if self.db_cpu != self.db_cpu else f", PostgreSQL {self.db_cpu / self.wall:.0%}"
+        return (
+            f"  {self.name:<17} {self.wall:6.2f} s {self.rate:6.0f} payouts/s "
+            f"{self.cpu_per_call:5.0f} us CPU/call  {self.calls / self.payouts:.2f} calls/payout"
+            f"  CPU used: bench {self.cpu / self.wall:.0%}, sandbox "
+            f"{self.sandbox_cpu / self.wall:.0%}{db}"
+        )
+
+
+def check_books(sandbox: SandboxProcess, count: int, result: Measurement) -> list[str]:
+    """Set ``result.calls``; ``Failure`` when a payout was paid twice or is not
+    accounted for; warnings for payouts that did not succeed."""
+    stats = sandbox.stats()
+    result.calls = sum(stats["requests"].values())
+    paid = stats["intellectmoney"]["executed"] + stats["enot"]["created"]
+    problems = []
+    if stats["duplicates"]:
+        problems.append(f"{len(stats['duplicates'])} paid twice: {stats['duplicates'][:3]}")
+    if sum(result.outcomes.values()) != 2 * count:
+        problems.append(f"{sum(result.outcomes.values())} results for {2 * count} payouts")
+    if result.outcomes["succeeded"] > paid:
+        problems.append(f"{result.outcomes['succeeded']} reported paid, the books hold {paid}")
+    if problems:
+        raise Failure(f"{result.name}: " + "; ".join(problems))
+    if result.outcomes["succeeded"] != 2 * count:
+        return [f"{result.name}: not every payout succeeded: {dict(result.outcomes)}"]
+    return []
+
+
+async def measure(
+    way: Way, count: int, warmup: int, label: str, profile: cProfile.Profile | None = None
+) -> Measurement:
+    sandbox = way.sandbox
+    db = isinstance(way, PayoutsWay) and way.uses_postgres
+    await way.start()
+    try:
+        tag = uuid.uuid4().hex[:6]
+        if warmup:
+            await way.im(warmup, f"w{tag}-im")
+            await way.enot(warmup, f"w{tag}-en")
+        await asyncio.to_thread(sandbox.reset)
+        gc.collect()
+        result = Measurement(way.name)
+        db_cpu = postgres_cpu_seconds() if db else float("nan")
+        sandbox_cpu, cpu, wall = sandbox.cpu_seconds(), time.process_time(), time.perf_counter()
+        if profile is not None:
+            profile.enable()
+        result.outcomes = await way.im(count, f"{label}{tag}-im")
+        result.outcomes += await way.enot(count, f"{label}{tag}-en")
+        if profile is not None:
+            profile.disable()
+        result.wall = time.perf_counter() - wall
+        result.cpu = time.process_time() - cpu
+        result.sandbox_cpu = sandbox.cpu_seconds() - sandbox_cpu
+        if db:
+            result.db_cpu = postgres_cpu_seconds() - db_cpu
+        result.payouts = 2 * count
+        for warning in await asyncio.to_thread(check_books, sandbox, count, result):
+            print(f"  WARNING {warning}")
+        return result
+    finally:
+        await way.stop()
+        await asyncio.to_thread(sandbox.reset)
+
+
+def summary(runs: dict[str, list[Measurement]], args: argparse.Namespace) -> None:
+    raw = runs[BASELINE]
+    raw_rate = (max(m.rate for m in raw), median([m.rate for m in raw]))
+    raw_cpu = (min(m.cpu_per_call for m in raw), median([m.cpu_per_call for m in raw]))
+    rows = []
+    verdicts = []
+    for name, measurements in runs.items():
+        rate = (max(m.rate for m in measurements), median([m.rate for m in measurements]))
+        cpu = (
+            min(m.cpu_per_call for m in measurements),
+            median([m.cpu_per_call for m in measurements]),
+        )
+        rate_ratio = (rate[0] / raw_rate[0], rate[1] / raw_rate[1])
+        cpu_ratio = (raw_cpu[0] / cpu[0], raw_cpu[1] / cpu[1])
+        calls = median([m.calls / m.payouts for m in measurements])
+        target = TARGETS.get(name)
+        rows.append(
+            [
+                name,
+                f"{rate[0]:.0f}",
+                f"{rate[1]:.0f}",
+                f"{cpu[0]:.0f}",
+                f"{cpu[1]:.0f}",
+                f"{calls:.2f}",
+                f"{rate_ratio[0]:.2f}",
+                f"{rate_ratio[1]:.2f}",
+                f"{cpu_ratio[0]:.2f}",
+                f"{cpu_ratio[1]:.2f}",
+                "" if target is None else f">= {target:.2f}",
+            ]
+        )
+        if target is not None:
+            met = min(rate_ratio[1], cpu_ratio[1]) >= target
+            verdicts.append(
+                f"  {name:<17} target >= {target:.2f}: payouts/s ratio {rate_ratio[1]:.2f}, "
+                f"CPU ratio {cpu_ratio[1]:.2f} -> {'met' if met else 'MISSED'}"
+            )
+    print(
+        f"\n{args.n} IntellectMoney create+execute+get-state and {args.n} Enot create+info "
+        f"per way, concurrency {args.concurrency}; best and median of {args.repeat}:"
+    )
+    headers = [
+        "way",
+        "payouts/s best",
+        "median",
+        "CPU us/call best",
+        "median",
+        "calls/payout",
+        "vs raw: payouts/s best",
+        "median",
+        "CPU best",
+        "median",
+        "target",
+    ]
+    print(table(headers, rows))
+    print("\nTargets, on the medians (payouts/s and CPU per call must both reach them):")
+    print("\n".join(verdicts))
+
+
+async def profile_ways(args: argparse.Namespace, ways: list[Way]) -> None:
+    """Run each way once under cProfile (CPU time) and print where its time goes."""
+    for way in ways:
+        profile = cProfile.Profile(time.process_time)
+        result = await measure(way, args.n, args.warmup, "p", profile)
+        print(
+            f"\n=== {way.name}: {result.calls} calls, {result.cpu_per_call:.0f} us CPU/call "
+            "under cProfile (inflated: compare shares, not absolutes; this thread only, "
+            "not the SQLite ledger's worker thread)"
+        )
+        stats = pstats.Stats(profile)
+        stats.sort_stats("tottime").print_stats(args.profile_lines)
+        stats.sort_stats("cumulative").print_stats(args.profile_lines)
+
+
+# -- the provider's own sample, for scale -------------------------------------------------
+
+
+def requests_sample(sandbox: SandboxProcess, count: int, shared: bool) -> tuple[float, float]:
+    """The Enot workload as the provider's Python sample writes it: ``requests``, one
+    call after another, a new ``Session`` per call (``shared``: one for all).
+    Returns (wall, CPU) seconds."""
+    import requests
+
+    creds = sandbox.credentials
+    headers = {
+        "Accept": "application/json",
+        "Content-Type": "application/json",
+        "x-api-signature-sha256": creds.enot_secret_key,
+    }
+    common = requests.Session()
+    common.headers.update(headers)
+
+    def session() -> contextlib.AbstractContextManager[requests.Session]:
+        if shared:
+            return contextlib.nullcontext(common)
+        fresh = requests.Session()
+        fresh.headers.update(headers)
+        return contextlib.closing(fresh)
+
+    tag = uuid.uuid4().hex[:6]
+    cpu, wall = time.process_time(), time.perf_counter()
+    for n in range(count):
+        payoff_data = {
+            "user_id": creds.enot_user_id,
+            "service": "card",
+            "wallet_to": PAN,
+            "amount": 1,
+            "order_id": f"rq{tag}-{n}",
+        }
+        with session() as s:
+            url = sandbox.enot_url + "/payoff/create"
+            payoff = s.post(url, data=json.dumps(payoff_data)).json()
+        with session() as s:
+            params = {"user_id": creds.enot_user_id, "id": payoff["data"]["payoff_id"]}
+            info = s.get(sandbox.enot_url + "/payoff/info", params=params).json()
+        if info["status"] != 200:
+            raise RuntimeError(info)
+    result = time.perf_counter() - wall, time.process_time() - cpu
+    common.close()
+    return result
+
+
+async def sequential(way: Way, count: int) -> tuple[float, float]:
+    """Enot create+info pairs one after another (concurrency 1): (wall, CPU) seconds."""
+    await way.start()
+    try:
+        await way.enot(10, "warm" + uuid.uuid4().hex[:6])
+        cpu, wall = time.process_time(), time.perf_counter()
+        await way.enot(count, "seq" + uuid.uuid4().hex[:6])
+        return time.perf_counter() - wall, time.process_time() - cpu
+    finally:
+        await way.stop()
+
+
+async def sample(args: argparse.Namespace, sandbox: SandboxProcess) -> None:
+    count, calls = args.sample_n, 2 * args.sample_n
+    try:
+        import requests  # noqa: F401
+    except ImportError:
+        print("\nrequests is not installed (pip install 'payout-async[bench]'): sample skipped")
+        return
+    rows = []
+    for label, shared in (
+        ("requests, as the sample (a new Session per call)", False),
+        ("requests, one Session for all calls", True),
+    ):
+        wall, cpu = await asyncio.to_thread(requests_sample, sandbox, count, shared)
+        rows.append([label, f"{count / wall:.0f}", f"{cpu / calls * 1e6:.0f}"])
+        await asyncio.to_thread(sandbox.reset)
+    for label, way in (
+        ("raw aiohttp, one call after another", RawWay(sandbox, 1)),
+        ("EnotClient, one call after another", ClientsWay(sandbox, 1)),
+    ):
+        wall, cpu = await sequential(way, count)
+        rows.append([label, f"{count / wall:.0f}", f"{cpu / calls * 1e6:.0f}"])
+        await asyncio.to_thread(sandbox.reset)
+    print(f"\nFor scale: {count} Enot create+info pairs, one call after another:")
+    print(table(["how", "payouts/s", "CPU us/call"], rows))
+
+
+# -- the run ---------------------------------------------------------------------------------
+
+
+async def benchmark(args: argparse.Namespace, sandbox: SandboxProcess, directory: Path) -> None:
+    if args.postgres:
+        why_not = await postgres_reachable(args.postgres)
+        if why_not is not None:
+            print(f"Payouts+Postgres skipped: PostgreSQL not reachable ({why_not})")
+            args.postgres = ""
+    ways = make_ways(args, sandbox, directory)
+    if args.profile:
+        wanted = {name.strip().lower() for name in args.profile.split(",")}
+        await profile_ways(args, [way for way in ways if way.name.lower() in wanted])
+        return
+    runs: dict[str, list[Measurement]] = {way.name: [] for way in ways}
+    for repeat in range(1, args.repeat + 1):
+        print(f"\nround {repeat}/{args.repeat}")
+        for way in ways:
+            result = await measure(way, args.n, args.warmup, f"r{repeat}")
+            runs[way.name].append(result)
+            print(result.line(), flush=True)
+    summary(runs, args)
+    if args.sample_n:
+        await sample(args, sandbox)
+
+
+async def with_latency(args: argparse.Namespace, sandbox: SandboxProcess, directory: Path) -> None:
+    """Every way once against a sandbox that answers in 50-300 ms."""
+    ways = make_ways(args, sandbox, directory)
+    rows = []
+    raw_rate = 0.0
+    for way in ways:
+        result = await measure(way, args.latency_n, 0, "lat")
+        raw_rate = raw_rate or result.rate
+        rows.append(
+            [
+                way.name,
+                f"{result.rate:.0f}",
+                f"{result.rate / raw_rate:.2f}",
+                f"{result.cpu_per_call:.0f}",
+                f"{result.cpu / result.wall:.0%}",
+            ]
+        )
+    print(
+        f"\nWith provider latency (every answer 50-300 ms late), {args.latency_n} + "
+        f"{args.latency_n} payouts per way, concurrency {args.concurrency}:"
+    )
+    print(table(["way", "payouts/s", "vs raw", "CPU us/call", "bench CPU"], rows))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=5000, help="payouts per provider (default 5000)")
+    parser.add_argument("--concurrency", type=int, default=64, help="in flight (default 64)")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds of all ways (default 3)")
+    parser.add_argument("--warmup", type=int, default=200, help="untimed payouts per way")
+    parser.add_argument(
+        "--sample-n", type=int, default=500, help="size of the requests sample (0: skip)"
+    )
+    parser.add_argument(
+        "--postgres", default=POSTGRES_DSN, help="PostgreSQL DSN ('' skips that way)"
+    )
+    parser.add_argument("--only", help="comma-separated ways to run besides the baseline")
+    parser.add_argument(
+        "--provider-latency",
+        action="store_true",
+        help="also run every way once with 50-300 ms provider latency",
+    )
+    parser.add_argument("--latency-n", type=int, default=500, help="payouts per provider then")
+    parser.add_argument(
+        "--profile",
+        metavar="WAYS",
+        help="instead of timing, run these ways (comma-separated names) once under cProfile",
+    )
+    parser.add_argument("--profile-lines", type=int, default=40, help="rows per profile listing")
+    args = parser.parse_args()
+    print(f"payout-async overhead benchmark on {machine()}")
+    options: dict[str, object] = {
+        "seed": 1,
+        "im_in_process_after": 0,
+        "im_final_after": 0.0005,
+        "enot_final_after": 0,
+        "im_balance": Decimal(10**9),
+        "enot_balance": Decimal(10**9),
+    }
+    try:
+        with tempfile.TemporaryDirectory() as directory:
+            with SandboxProcess(**options) as sandbox:
+                print(f"sandbox: pid {sandbox.pid} at {sandbox.url}, faults off")
+                asyncio.run(benchmark(args, sandbox, Path(directory)))
+            if args.provider_latency:
+                latency = {**options, "fault_rate": 1.0, "fault_kinds": "LATENCY"}
+                with SandboxProcess(**latency) as sandbox:
+                    asyncio.run(with_latency(args, sandbox, Path(directory)))
+    except Failure as failure:
+        print(f"\nCORRECTNESS FAILURE: {failure}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,391 @@
+"""Soak: 10,000 payouts through both providers while 20% of calls fail in every way the
+sandbox knows, the sandbox accepts duplicate Enot order_ids, and the paying process is
+SIGKILLed three times and resumed. Then the books are checked payout by payout.
+
+The sandbox runs in this process; the payouts are paid by a child process (this
+script with ``--child``) that resumes whatever is stranded, pays every payout with
+``pay_many`` and resumes again. The first ``--kills`` children are SIGKILLed at a
+random moment while they pay (at a random share of the results, growing from kill to
+kill); the next one runs to the end; then children that only resume run until no
+payout is left in an active state. Finally ``reconcile()`` runs once with the faults
+switched off, to show which ``needs_attention`` rows it settles.
+
+Printed: ``duplicates=N lost=N`` (after the resumes and again after reconcile), the
+final state counts, every ``needs_attention`` reason, and the faults injected.
+
+* duplicates -- payments beyond the first for one payout, in the sandbox's books
+  (an Enot order_id created twice, an IntellectMoney payout executed twice);
+* lost -- a payout asked for that the ledger does not account for: no row, a row
+  still active, ``succeeded`` without a payment in the books, ``failed`` or
+  ``cancelled`` with one, ``needs_attention`` without a reason; or a payment in the
+  books that nobody asked for.
+
+Exit status 1 when duplicates or lost is not 0; nothing else is fatal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import random
+import signal
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from _common import clients, enot_request, im_request, machine, table
+
+from payout_async import Payouts, PollPolicy, RetryPolicy, Timeouts
+from payout_async.ledger import ACTIVE_STATES, FINAL_STATES, LedgerState, SQLiteLedger
+from payout_async.sandbox import FaultKind, Sandbox, SandboxConfig
+
+SCRIPT = str(Path(__file__).resolve())
+#: Client settings for a sandbox that answers in milliseconds: a stalled answer is
+#: given up after half a second, retries and polls are quick.
+TIMEOUTS = Timeouts(total=3.0, connect=1.0, read=0.5)
+RETRY = RetryPolicy(attempts=4, initial=0.01, maximum=0.1, max_retry_after=0.05)
+POLL = PollPolicy(initial=0.02, multiplier=1.5, maximum=0.2, deadline=15.0)
+
+
+def keys(count: int) -> tuple[list[str], list[str]]:
+    """IntellectMoney keys (even numbers) and Enot keys (odd numbers)."""
+    im = [f"p-{n}" for n in range(0, count, 2)]
+    enot = [f"p-{n}" for n in range(1, count, 2)]
+    return im, enot
+
+
+# -- the paying child -----------------------------------------------------------------
+
+
+async def child(args: argparse.Namespace) -> None:
+    # Every faulted call is logged; keep only errors (failures nobody expected).
+    logging.basicConfig(level=logging.ERROR, format="%(asctime)s %(levelname)s %(message)s")
+    im_keys, enot_keys = keys(args.n)
+    rng = random.Random(args.seed)
+    rng.shuffle(im_keys)
+    rng.shuffle(enot_keys)
+    im_client, enot_client = clients(
+        args.im_url,
+        args.enot_url,
+        timeout=TIMEOUTS,
+        retry=RETRY,
+        limit=max(args.concurrency, 10),  # no request waits for a connection
+    )
+    async with SQLiteLedger(args.ledger) as ledger, im_client as im, enot_client as enot:
+        settings: dict[str, Any] = {
+            "poll": POLL,
+            "reconcile": args.grace,
+            "lease_seconds": args.lease,
+        }
+        im_flow = Payouts(im, ledger, **settings)
+        enot_flow = Payouts(enot, ledger, **settings)
+        flows: list[tuple[Payouts[Any], list[tuple[str, Any]]]] = [
+            (im_flow, [(key, im_request(key)) for key in im_keys]),
+            (enot_flow, [(key, enot_request()) for key in enot_keys]),
+        ]
+        done = 0
+
+        async def work(flow: Payouts[Any], items: list[tuple[str, Any]]) -> None:
+            nonlocal done
+            if args.mode == "reconcile":
+                await flow.reconcile(concurrency=args.concurrency)
+                return
+            await flow.resume(concurrency=args.concurrency)
+            if args.mode == "pay":
+                async for _ in flow.pay_many(items, concurrency=args.concurrency):
+                    done += 1
+                    if done % 50 == 0:
+                        print(f"progress {done}", flush=True)
+                await flow.resume(concurrency=args.concurrency)
+
+        print("started", flush=True)
+        await asyncio.gather(*(work(flow, items) for flow, items in flows))
+    print("finished", flush=True)
+
+
+# -- the parent: sandbox, kills, resumes, checks -----------------------------------------
+
+
+class Soak:
+    def __init__(self, args: argparse.Namespace, sandbox: Sandbox, ledger_path: Path) -> None:
+        self.args = args
+        self.sandbox = sandbox
+        self.ledger_path = ledger_path
+        self.rng = random.Random(args.seed)
+        self.runs: list[str] = []
+        #: The children's stderr: errors only (see ``child``), kept for the report.
+        self.log_path = ledger_path.with_suffix(".log")
+        self.log = self.log_path.open("ab")
+
+    def errors(self) -> list[str]:
+        self.log.flush()
+        return self.log_path.read_text(errors="replace").splitlines()
+
+    async def start(self, mode: str) -> asyncio.subprocess.Process:
+        return await asyncio.create_subprocess_exec(
+            sys.executable,
+            SCRIPT,
+            "--child",
+            "--mode",
+            mode,
+            "--n",
+            str(self.args.n),
+            "--seed",
+            str(self.args.seed),
+            "--ledger",
+            str(self.ledger_path),
+            "--im-url",
+            self.sandbox.intellectmoney_url,
+            "--enot-url",
+            self.sandbox.enot_url,
+            "--concurrency",
+            str(self.args.concurrency),
+            "--grace",
+            str(self.args.grace),
+            "--lease",
+            str(self.args.lease),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=self.log,
+        )
+
+    async def run_and_kill(self, number: int) -> None:
+        """Start a paying child and SIGKILL it while it pays: once it has reported a
+        random share of the results, the share growing from kill to kill (a child
+        first reports the payouts its predecessors finished, quickly, then pays on)."""
+        process = await self.start("pay")
+        assert process.stdout is not None
+        began = time.perf_counter()
+        low = (number - 1) / self.args.kills
+        share = self.rng.uniform(low + 0.1 / self.args.kills, low + 0.9 / self.args.kills)
+        target = max(1, int(share * 0.9 * self.args.n))
+        progress = 0
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.args.timeout):
+                while line := await process.stdout.readline():
+                    word = line.decode().split()
+                    if word[:1] == ["progress"]:
+                        progress = int(word[1])
+                        if progress >= target:
+                            break
+        killed = process.returncode is None
+        if killed:
+            process.send_signal(signal.SIGKILL)
+        await process.wait()
+        what = "SIGKILLed" if killed else "NOT killed: it finished first"
+        self.runs.append(
+            f"run {number}: {what} after {time.perf_counter() - began:.1f} s, "
+            f"at {progress} of {self.args.n} results"
+        )
+
+    async def run_to_end(self, number: int, mode: str) -> None:
+        began = time.perf_counter()
+        process = await self.start(mode)
+        try:
+            await asyncio.wait_for(process.communicate(), self.args.timeout)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+            raise RuntimeError(
+                f"the {mode} child did not finish in {self.args.timeout} s"
+            ) from None
+        if process.returncode != 0:
+            tail = "\n".join(self.errors()[-40:])
+            raise RuntimeError(f"the {mode} child exited {process.returncode}:\n{tail}")
+        self.runs.append(f"run {number}: {mode} to the end in {time.perf_counter() - began:.1f} s")
+
+    async def ledger_counts(self) -> Counter[LedgerState]:
+        async with SQLiteLedger(self.ledger_path) as ledger:
+            return Counter(await ledger.counts())
+
+
+def books(sandbox: Sandbox) -> tuple[Counter[str], Counter[str]]:
+    """Payments per key: IntellectMoney operations executed, by Description; Enot
+    payoffs created, by order_id."""
+    executed = Counter(
+        operation.details.description or ""
+        for operation in sandbox.state.intellectmoney
+        if operation.executed_at is not None
+    )
+    created = Counter(payoff.details.order_id or "" for payoff in sandbox.state.enot)
+    return executed, created
+
+
+async def audit(
+    args: argparse.Namespace, sandbox: Sandbox, ledger_path: Path
+) -> tuple[int, list[str], Counter[str], list[tuple[str, str, str, int]]]:
+    """(duplicates, lost, state counts, needs_attention rows as (key, provider, reason,
+    payments in the books))."""
+    executed, created = books(sandbox)
+    im_keys, enot_keys = keys(args.n)
+    asked = {**dict.fromkeys(im_keys, "intellectmoney"), **dict.fromkeys(enot_keys, "enot")}
+    lost: list[str] = []
+    attention: list[tuple[str, str, str, int]] = []
+    states: Counter[str] = Counter()
+    duplicates = sum(count - 1 for count in (*executed.values(), *created.values()) if count > 1)
+    for key in sorted(set(executed) | set(created)):
+        if key not in asked:
+            lost.append(f"{key}: paid in the books but never asked for")
+    async with SQLiteLedger(ledger_path) as ledger:
+        rows = {(record.provider, record.key): record for record in await ledger.records()}
+    for key, provider in asked.items():
+        paid = (executed if provider == "intellectmoney" else created)[key]
+        record = rows.get((provider, key))
+        if record is None:
+            lost.append(f"{key}: no ledger row")
+            continue
+        states[record.state.value] += 1
+        if record.state in ACTIVE_STATES:
+            lost.append(f"{key}: still {record.state.value}")
+        elif record.state is LedgerState.SUCCEEDED and paid == 0:
+            lost.append(f"{key}: succeeded in the ledger, no payment in the books")
+        elif record.state in FINAL_STATES and record.state is not LedgerState.SUCCEEDED and paid:
+            lost.append(f"{key}: {record.state.value} in the ledger, paid in the books")
+        elif record.state is LedgerState.NEEDS_ATTENTION:
+            if not record.reason:
+                lost.append(f"{key}: needs_attention without a reason")
+            attention.append((key, provider, record.reason or "", paid))
+    found = sandbox.duplicates()
+    if len(found) and not duplicates:
+        duplicates = sum(dup.count - 1 for dup in found)
+    return duplicates, lost, states, attention
+
+
+def report(
+    title: str,
+    duplicates: int,
+    lost: list[str],
+    states: Counter[str],
+    attention: list[tuple[str, str, str, int]],
+) -> None:
+    print(f"\n{title}")
+    print(f"duplicates={duplicates} lost={len(lost)}")
+    for line in lost[:50]:
+        print(f"  lost: {line}")
+    order = [state.value for state in LedgerState]
+    print("final state counts: " + ", ".join(f"{s}={states[s]}" for s in order if states[s]))
+    if attention:
+        print(f"needs_attention ({len(attention)}), every one with its reason:")
+        for key, provider, reason, paid in sorted(attention, key=lambda row: row[2]):
+            print(f"  {key:<8} {provider:<14} paid in books: {paid}  {' '.join(reason.split())}")
+
+
+async def parent(args: argparse.Namespace) -> int:
+    # A SIGKILLed child leaves requests half written: aiohttp's server logs each one.
+    logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
+    config = SandboxConfig(
+        seed=args.seed,
+        fault_rate=args.fault_rate,
+        fault_kinds=frozenset(FaultKind),
+        duplicate_order_id="accept",
+        im_in_process_after=0.02,
+        im_final_after=0.05,
+        enot_final_after=0.05,
+        stall_seconds=1.0,
+        retry_after=0.01,
+        latency=(0.0, 0.02),
+        im_balance=10**9,
+        enot_balance=10**9,
+    )
+    print(f"payout-async soak on {machine()}")
+    print(
+        f"{args.n} payouts (half IntellectMoney, half Enot), fault rate {args.fault_rate:.0%} "
+        f"over {len(FaultKind)} fault kinds, duplicate order_ids accepted, "
+        f"{args.kills} SIGKILLs; Enot grace {args.grace:g} s, lease {args.lease:g} s"
+    )
+    began = time.perf_counter()
+    with tempfile.TemporaryDirectory() as directory:
+        ledger_path = Path(directory) / "soak.db"
+        async with Sandbox(config=config) as sandbox:
+            soak = Soak(args, sandbox, ledger_path)
+            for number in range(1, args.kills + 1):
+                await soak.run_and_kill(number)
+                print(soak.runs[-1], flush=True)
+            stranded = await soak.ledger_counts()
+            active = sum(stranded[state] for state in ACTIVE_STATES)
+            print(f"after the kills: {sum(stranded.values())} rows, {active} in active states")
+            number = args.kills + 1
+            await soak.run_to_end(number, "pay")
+            print(soak.runs[-1], flush=True)
+            for _ in range(5):
+                counts = await soak.ledger_counts()
+                if not any(counts[state] for state in ACTIVE_STATES):
+                    break
+                await asyncio.sleep(args.lease + 0.2)  # the killed children's leases expire
+                number += 1
+                await soak.run_to_end(number, "resume")
+                print(soak.runs[-1], flush=True)
+            paying = time.perf_counter() - began
+
+            stats = sandbox.stats()
+            calls = sum(stats.requests.values())
+            faults = sum(stats.faults.values())
+            print(
+                f"\n{calls} calls served, {faults} faulted ({faults / max(calls, 1):.1%}); "
+                f"paid and resumed in {paying:.1f} s"
+            )
+            print(
+                table(
+                    ["fault kind", "injected"],
+                    [[kind, count] for kind, count in sorted(stats.faults.items())],
+                )
+            )
+            print(
+                table(
+                    ["route", "calls"],
+                    [[route, count] for route, count in sorted(stats.requests.items())],
+                )
+            )
+            first = await audit(args, sandbox, ledger_path)
+            report("After the kills and resumes:", *first)
+
+            # Switch the faults off and ask reconcile() to settle what needs attention.
+            sandbox.state.faults.rate = 0.0
+            second = first
+            if first[3]:
+                number += 1
+                await soak.run_to_end(number, "reconcile")
+                print(soak.runs[-1])
+                second = await audit(args, sandbox, ledger_path)
+                report("After reconcile() with the faults switched off:", *second)
+            errors = [line for line in soak.errors() if " ERROR " in line]
+            print(f"\nunexpected errors logged by the paying processes: {len(errors)}")
+            for line in errors[:20]:
+                print(f"  {line}")
+            soak.log.close()
+    print(f"wall time {time.perf_counter() - began:.1f} s")
+    failed = any(duplicates or lost for duplicates, lost, _, _ in (first, second))
+    if failed:
+        print("CORRECTNESS FAILURE: a payout was paid twice or lost")
+        return 1
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=10000, help="payouts (default 10000)")
+    parser.add_argument("--fault-rate", type=float, default=0.2, help="default 0.2")
+    parser.add_argument("--kills", type=int, default=3, help="SIGKILLs (default 3)")
+    parser.add_argument("--concurrency", type=int, default=100, help="per provider")
+    parser.add_argument("--grace", type=float, default=2.0, help="Enot grace, s")
+    parser.add_argument("--lease", type=float, default=3.0, help="lease, s")
+    parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--timeout", type=float, default=180, help="limit per child, s")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--mode", default="pay", help=argparse.SUPPRESS)
+    parser.add_argument("--ledger", help=argparse.SUPPRESS)
+    parser.add_argument("--im-url", help=argparse.SUPPRESS)
+    parser.add_argument("--enot-url", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        asyncio.run(child(args))
+        return 0
+    return asyncio.run(parent(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
