@@ -23,6 +23,9 @@ from ._transport import HTTPResponse
 
 __all__ = ["decode_answer", "error_for_status"]
 
+#: One decoder for every answer: money in the JSON becomes ``Decimal``.
+_JSON = json.JSONDecoder(parse_float=Decimal)
+
 #: Gateway answers that say nothing about whether the provider acted.
 _AMBIGUOUS_GATEWAY = frozenset({502, 504})
 
@@ -78,8 +81,8 @@ def decode_answer(
             body=response.body,
         )
     try:
-        payload = json.loads(response.body, parse_float=Decimal)
-    except ValueError:
+        payload = _JSON.decode(response.body.decode("utf-8-sig"))  # tolerates a BOM
+    except ValueError:  # UnicodeDecodeError included
         payload = None
         decoded = False
     else:

@@ -184,8 +184,9 @@ class Transport:
             "data": body,
             "params": params,
             "allow_redirects": False,
-            "timeout": self._client_timeout,
         }
+        if not self._owns_session:  # a session we made already carries our timeouts
+            request_kwargs["timeout"] = self._client_timeout
         try:
             async with self._get_session().request(method, url, **request_kwargs) as resp:
                 payload = await resp.read()

@@ -185,6 +185,10 @@ class Ledger(Protocol):
         Raises ``LeaseLostError`` when the row is not leased to ``owner`` (expired and
         taken by another worker) or is already final. ``add_attempt`` adds one to
         ``attempts`` (a money-moving request is about to be sent).
+
+        A transition that has started completes even if the caller is cancelled
+        meanwhile: the recovery point it writes (an operation id just learnt, say) is
+        not lost with the cancelled task.
         """
         ...
 

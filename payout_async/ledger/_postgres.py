@@ -90,7 +90,8 @@ CREATE TABLE IF NOT EXISTS {t} (
     unknown_since double precision,
     PRIMARY KEY (provider, key)
 );
-CREATE INDEX IF NOT EXISTS "{prefix}payouts_order_id" ON {t} (provider, order_id);
+CREATE INDEX IF NOT EXISTS "{prefix}payouts_order_id" ON {t} (provider, order_id)
+    WHERE order_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS "{prefix}payouts_state_lease" ON {t} (state, lease_expires_at);
 CREATE INDEX IF NOT EXISTS "{prefix}payouts_created_at" ON {t} (created_at);
 CREATE TABLE IF NOT EXISTS {h} (
@@ -337,16 +338,20 @@ class PostgresLedger:
         """See ``Ledger.transition``."""
         fields = check_changes(changes)
         sets = "".join(f", {name} = ${index}" for index, name in enumerate(fields, start=8))
-        row = await self._fetchrow(
-            self._sql.transition.format(sets=sets),
-            provider,
-            key,
-            owner,
-            LedgerState(state).value,
-            int(add_attempt),
-            float(lease_seconds),
-            note,
-            *fields.values(),
+        # Shielded: a cancelled caller must not abort the statement half-way (asyncpg
+        # would cancel it on the server), so the recovery point is written anyway.
+        row = await asyncio.shield(
+            self._fetchrow(
+                self._sql.transition.format(sets=sets),
+                provider,
+                key,
+                owner,
+                LedgerState(state).value,
+                int(add_attempt),
+                float(lease_seconds),
+                note,
+                *fields.values(),
+            )
         )
         if row is None:
             raise LeaseLostError(f"{provider}/{key} is not leased to {owner}")

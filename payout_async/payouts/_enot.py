@@ -65,7 +65,7 @@ class EnotFlow:
         return order_id
 
     async def _create(self, run: Run, request: PayoffRequest) -> None:
-        if run.record.attempts >= self.settings.max_send_attempts:
+        if run.attempts_this_pass >= self.settings.max_send_attempts:
             await run.give_up(f"payoff not confirmed after {run.record.attempts} create attempts")
             return
         await run.move(

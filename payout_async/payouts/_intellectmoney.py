@@ -4,6 +4,10 @@ Creating moves no money; executing does. So the PayoutOperationId is in the ledg
 (state ``created``) before execute, the row says ``executing`` while the execute
 request may be in flight, and after any execute failure ``GetOperationState`` decides:
 ``Created`` means execute did not happen, any later state means it did.
+
+A row goes from ``pending`` straight to ``created``: a create interrupted by a crash
+or a lost answer leaves at most an operation in ``Created`` that nothing will ever
+execute, so there is no need to record that a create may be in flight.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from .._errors import (
     ProviderRejectedError,
     ValidationError,
 )
-from .._polling import PollPolicy
+from .._polling import PollPolicy, poll_until_final
 from ..intellectmoney import (
     IntellectMoneyClient,
     MassPaymentOperationState,
@@ -73,7 +77,6 @@ class IntellectMoneyFlow:
     async def _create(self, run: Run, request: OperationRequest) -> None:
         # A create lost earlier left at most an orphan in ``Created``: harmless, as
         # nothing will ever execute it. Creating again is safe.
-        await run.move(LedgerState.SENDING, note="creating operation")
         try:
             operation = await self.client.create_operation_from(request)
         except _REFUSED as error:
@@ -102,7 +105,7 @@ class IntellectMoneyFlow:
 
     async def _execute(self, run: Run) -> None:
         operation_id = self._operation_id(run)
-        if run.record.attempts >= self.settings.max_send_attempts:
+        if run.attempts_this_pass >= self.settings.max_send_attempts:
             await run.give_up(f"execute did not take after {run.record.attempts} attempts")
             return
         await run.move(LedgerState.EXECUTING, add_attempt=True, note="executing")
@@ -120,7 +123,13 @@ class IntellectMoneyFlow:
     async def _check_execution(self, run: Run, *, refusal: PayoutError | None) -> None:
         operation_id = self._operation_id(run)
         try:
-            operation = await self.client.get_operation_state(operation_id)
+            # Any answer settles the question; network and provider trouble is waited
+            # out with backoff until the poll deadline.
+            operation = await poll_until_final(
+                lambda: self.client.get_operation_state(operation_id),
+                lambda _: True,
+                policy=self.poll,
+            )
         except PayoutError as error:
             await run.give_up("could not learn whether execute happened", error)
             return

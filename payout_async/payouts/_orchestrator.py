@@ -163,8 +163,16 @@ class Payouts(Generic[Request]):
         if claim.claimed:
             await self.ledger.release(self.provider, claim.record.key, owner=self.owner)
 
-    async def _drive(self, record: PayoutRecord, *, release: bool) -> PayoutResult:
-        run = Run(self.ledger, record, owner=self.owner, lease_seconds=self._settings.lease_seconds)
+    async def _drive(
+        self, record: PayoutRecord, *, release: bool, attempts_before: int = 0
+    ) -> PayoutResult:
+        run = Run(
+            self.ledger,
+            record,
+            owner=self.owner,
+            lease_seconds=self._settings.lease_seconds,
+            attempts_before=attempts_before,
+        )
         try:
             async with run.heartbeat():
                 await self._flow.drive(run)
@@ -270,9 +278,10 @@ class Payouts(Generic[Request]):
         async def drive(record: PayoutRecord) -> PayoutResult:
             async with gate:
                 try:
-                    if record.state is LedgerState.NEEDS_ATTENTION:
-                        record = await self._reopen(record)
-                    return await self._drive(record, release=False)
+                    if record.state is not LedgerState.NEEDS_ATTENTION:
+                        return await self._drive(record, release=False)
+                    record = await self._reopen(record)
+                    return await self._drive(record, release=False, attempts_before=record.attempts)
                 except Exception as error:
                     logger.exception("resuming payout %s failed", record.key)
                     return await self._attention(record.key, error)
@@ -298,7 +307,10 @@ class Payouts(Generic[Request]):
                 )
 
     async def _reopen(self, record: PayoutRecord) -> PayoutRecord:
-        """Move a ``needs_attention`` row back to the step it stopped at."""
+        """Move a ``needs_attention`` row back to the step it stopped at, with a fresh
+        budget of send attempts. An Enot row that had sent creates is first looked up
+        by order_id again (its grace period restarts): a payoff may have appeared
+        since it was parked."""
         history = await self.ledger.history(self.provider, record.key)
         previous = next(
             (
@@ -310,6 +322,8 @@ class Payouts(Generic[Request]):
         )
         if previous is LedgerState.NEEDS_ATTENTION:
             previous = LedgerState.PENDING
+        if self.provider == "enot" and previous is LedgerState.PENDING and record.attempts:
+            previous = LedgerState.SENDING
         return await self.ledger.transition(
             self.provider,
             record.key,
@@ -318,6 +332,7 @@ class Payouts(Generic[Request]):
             lease_seconds=self._settings.lease_seconds,
             note="reconcile: trying again",
             reason=None,
+            unknown_since=None,
         )
 
     async def get(self, key: str) -> PayoutResult | None:

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from payout_async import PayoutStatus
-from payout_async.ledger import SQLiteLedger
 from payout_async.sandbox import Sandbox
+from tests.ledger.support import BACKENDS, Backend, require_postgres
 
 from .support import books, enot_client, enot_request, fast_config, im_client, im_request, payouts
 
@@ -46,12 +46,23 @@ class Checkpoints:
 LEDGER_CALLS = ["begin", "transition", "renew", "release", "get"]
 
 
+@pytest.mark.parametrize("kind", BACKENDS)
 @pytest.mark.parametrize("provider", ["intellectmoney", "enot"])
-async def test_cancel_at_every_await_point_then_resume(tmp_path: Path, provider: str) -> None:
-    async with (
-        Sandbox(config=fast_config()) as sandbox,
-        SQLiteLedger(tmp_path / "ledger.db") as ledger,
-    ):
+async def test_cancel_at_every_await_point_then_resume(
+    tmp_path: Path, provider: str, kind: str
+) -> None:
+    if kind == "postgres":
+        require_postgres()
+    backend = Backend(kind, tmp_path)
+    ledger = await backend.new()
+    try:
+        await _cancel_at_every_await_point_then_resume(ledger, provider)
+    finally:
+        await backend.close()
+
+
+async def _cancel_at_every_await_point_then_resume(ledger: Any, provider: str) -> None:
+    async with Sandbox(config=fast_config()) as sandbox:
         if provider == "intellectmoney":
             client: Any = im_client(sandbox.intellectmoney_url)
         else:

@@ -1,0 +1,127 @@
+"""Rows parked on a spent attempt budget, a lost execute answer during an outage of
+GetOperationState, and a lease kept through a long poll: settled, never paid twice."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from payout_async import PayoutStatus
+from payout_async.ledger import LedgerState, SQLiteLedger
+from payout_async.sandbox import FaultKind, Sandbox
+
+from .support import books, enot_client, enot_request, fast_config, im_client, im_request, payouts
+
+
+async def test_reconcile_grants_a_fresh_budget_to_an_execute_that_never_took(
+    tmp_path: Path,
+) -> None:
+    async with (
+        Sandbox(config=fast_config()) as sandbox,
+        SQLiteLedger(tmp_path / "ledger.db") as ledger,
+        im_client(sandbox.intellectmoney_url) as client,
+    ):
+        for nth in (1, 2, 3):  # a gateway error that the provider never acted on
+            sandbox.faults.script("im.execute", kind=FaultKind.HTTP_504, nth=nth)
+        parked = await payouts(client, ledger).pay("im-1", im_request("im-1"))
+        assert parked.status is PayoutStatus.NEEDS_ATTENTION
+        assert parked.reason == "execute did not take after 3 attempts"
+        assert books(sandbox.state)[0]["im-1"] == 0
+
+        settled = await payouts(client, ledger).reconcile()
+
+        assert [(r.key, r.status, r.attempts) for r in settled] == [
+            ("im-1", PayoutStatus.SUCCEEDED, 4)
+        ]
+        assert books(sandbox.state)[0]["im-1"] == 1
+        assert sandbox.duplicates() == []
+
+
+async def test_reconcile_looks_an_enot_payoff_up_before_creating_it_again(
+    tmp_path: Path,
+) -> None:
+    async with (
+        Sandbox(config=fast_config(duplicate_order_id="accept")) as sandbox,
+        SQLiteLedger(tmp_path / "ledger.db") as ledger,
+        enot_client(sandbox.enot_url) as client,
+    ):
+        for nth in (1, 2, 3):
+            sandbox.faults.script("enot.create", kind=FaultKind.HTTP_504, nth=nth)
+        parked = await payouts(client, ledger).pay("enot-1", enot_request())
+        assert parked.status is PayoutStatus.NEEDS_ATTENTION
+        assert parked.reason == "payoff not confirmed after 3 create attempts"
+        assert books(sandbox.state)[1] == {}
+
+        settled = await payouts(client, ledger).reconcile()
+
+        assert [(r.key, r.status, r.attempts) for r in settled] == [
+            ("enot-1", PayoutStatus.SUCCEEDED, 4)
+        ]
+        steps = [step.to_state for step in await ledger.history("enot", "enot-1")]
+        reopened = steps.index(LedgerState.NEEDS_ATTENTION) + 1
+        assert steps[reopened : reopened + 2] == [LedgerState.SENDING, LedgerState.SENDING]
+        assert books(sandbox.state)[1]["enot-1"] == 1
+        assert sandbox.duplicates() == []
+
+
+async def test_reconcile_adopts_an_enot_payoff_that_appeared_while_parked(
+    tmp_path: Path,
+) -> None:
+    async with (
+        Sandbox(config=fast_config(duplicate_order_id="accept")) as sandbox,
+        SQLiteLedger(tmp_path / "ledger.db") as ledger,
+        enot_client(sandbox.enot_url) as client,
+    ):
+        for nth in (1, 2, 3):
+            sandbox.faults.script("enot.create", kind=FaultKind.HTTP_504, nth=nth)
+        parked = await payouts(client, ledger).pay("enot-1", enot_request())
+        assert parked.status is PayoutStatus.NEEDS_ATTENTION
+        # Someone pays it by hand, with the same order_id, while the row is parked.
+        await client.create_payoff_from(enot_request(), order_id=parked.order_id)
+
+        settled = await payouts(client, ledger).reconcile()
+
+        assert [(r.status, r.attempts) for r in settled] == [(PayoutStatus.SUCCEEDED, 3)]
+        assert books(sandbox.state)[1]["enot-1"] == 1
+
+
+async def test_lost_execute_answer_is_settled_through_a_state_outage(tmp_path: Path) -> None:
+    async with (
+        Sandbox(config=fast_config()) as sandbox,
+        SQLiteLedger(tmp_path / "ledger.db") as ledger,
+        im_client(sandbox.intellectmoney_url) as client,
+    ):
+        sandbox.faults.script("im.execute", kind=FaultKind.COMMIT_THEN_CLOSE, nth=1)
+        for nth in range(1, 7):  # more than the client's own four tries
+            sandbox.faults.script("im.state", kind=FaultKind.HTTP_503, nth=nth)
+
+        result = await payouts(client, ledger).pay("im-1", im_request("im-1"))
+
+        assert result.status is PayoutStatus.SUCCEEDED, result
+        assert result.attempts == 1
+        assert books(sandbox.state)[0]["im-1"] == 1
+        assert sandbox.faults.injected.get("http_503") == 6
+
+
+async def test_heartbeat_keeps_the_lease_through_a_long_poll(tmp_path: Path) -> None:
+    import asyncio
+
+    from payout_async import PollPolicy
+
+    async with (
+        Sandbox(config=fast_config(im_in_process_after=0.3, im_final_after=1.2)) as sandbox,
+        SQLiteLedger(tmp_path / "ledger.db") as ledger,
+        im_client(sandbox.intellectmoney_url) as client,
+    ):
+        slow = PollPolicy(initial=0.05, maximum=0.1, deadline=10.0)
+        first = payouts(client, ledger, poll=slow, lease_seconds=0.3, owner="first")
+        paying = asyncio.create_task(first.pay("im-1", im_request("im-1")))
+        other = payouts(client, ledger, poll=slow, lease_seconds=0.3, owner="other")
+        taken = []
+        for _ in range(8):  # well past the lease: only renewals keep it
+            await asyncio.sleep(0.1)
+            taken += await other.resume()
+        result = await paying
+
+    assert taken == []
+    assert result.status is PayoutStatus.SUCCEEDED
+    assert books(sandbox.state)[0]["im-1"] == 1
