@@ -130,7 +130,6 @@ class Transport:
         session: aiohttp.ClientSession | None = None,
         timeouts: Timeouts | None = None,
         limit: int = 100,
-        limit_per_host: int = 0,
         redactor: Redactor | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/") + "/"
@@ -140,11 +139,10 @@ class Transport:
         self._session = session
         self._owns_session = session is None
         self._limit = limit
-        self._limit_per_host = limit_per_host
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or (self._owns_session and self._session.closed):
-            connector = aiohttp.TCPConnector(limit=self._limit, limit_per_host=self._limit_per_host)
+            connector = aiohttp.TCPConnector(limit=self._limit)  # one host per client
             self._session = aiohttp.ClientSession(connector=connector, timeout=self._client_timeout)
         return self._session
 

@@ -17,6 +17,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -143,7 +144,11 @@ async def _run(args: argparse.Namespace, sandbox: Sandbox, path: Path) -> int:
 
 def _print_summary(results: list[Any], duplicates: int, sandbox: Sandbox) -> None:
     out = Console()
-    table = Table("provider", *ORDER[:-1], "duplicates", title="payout-async demo")
+    # No vertical borders: the whole table fits an 80-column terminal untruncated.
+    table = Table(title="payout-async demo", box=box.SIMPLE, show_edge=False, padding=(0, 1, 0, 0))
+    table.add_column("provider", no_wrap=True)
+    for name in (*ORDER[:-1], "duplicates"):
+        table.add_column(name, justify="right", no_wrap=True)
     for provider in ("intellectmoney", "enot"):
         counts = Counter(r.status.value for r in results if r.provider == provider)
         provider_duplicates = sum(1 for d in sandbox.duplicates() if d.provider == provider)

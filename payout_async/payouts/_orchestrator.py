@@ -278,10 +278,11 @@ class Payouts(Generic[Request]):
         async def drive(record: PayoutRecord) -> PayoutResult:
             async with gate:
                 try:
-                    if record.state is not LedgerState.NEEDS_ATTENTION:
-                        return await self._drive(record, release=False)
-                    record = await self._reopen(record)
-                    return await self._drive(record, release=False, attempts_before=record.attempts)
+                    attempts_before = 0
+                    if record.state is LedgerState.NEEDS_ATTENTION:
+                        record = await self._reopen(record)
+                        attempts_before = record.attempts
+                    return await self._drive(record, release=False, attempts_before=attempts_before)
                 except Exception as error:
                     logger.exception("resuming payout %s failed", record.key)
                     return await self._attention(record.key, error)

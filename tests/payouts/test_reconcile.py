@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from payout_async import PayoutStatus
 from payout_async.ledger import LedgerState, SQLiteLedger
 from payout_async.sandbox import FaultKind, Sandbox
@@ -36,8 +38,9 @@ async def test_reconcile_grants_a_fresh_budget_to_an_execute_that_never_took(
         assert sandbox.duplicates() == []
 
 
+@pytest.mark.parametrize("paid_while_parked", [False, True], ids=["absent", "paid-by-hand"])
 async def test_reconcile_looks_an_enot_payoff_up_before_creating_it_again(
-    tmp_path: Path,
+    tmp_path: Path, paid_while_parked: bool
 ) -> None:
     async with (
         Sandbox(config=fast_config(duplicate_order_id="accept")) as sandbox,
@@ -50,38 +53,20 @@ async def test_reconcile_looks_an_enot_payoff_up_before_creating_it_again(
         assert parked.status is PayoutStatus.NEEDS_ATTENTION
         assert parked.reason == "payoff not confirmed after 3 create attempts"
         assert books(sandbox.state)[1] == {}
+        if paid_while_parked:  # by hand, with the same order_id
+            await client.create_payoff_from(enot_request(), order_id=parked.order_id)
 
         settled = await payouts(client, ledger).reconcile()
 
+        sent = 3 if paid_while_parked else 4
         assert [(r.key, r.status, r.attempts) for r in settled] == [
-            ("enot-1", PayoutStatus.SUCCEEDED, 4)
+            ("enot-1", PayoutStatus.SUCCEEDED, sent)
         ]
         steps = [step.to_state for step in await ledger.history("enot", "enot-1")]
         reopened = steps.index(LedgerState.NEEDS_ATTENTION) + 1
         assert steps[reopened : reopened + 2] == [LedgerState.SENDING, LedgerState.SENDING]
         assert books(sandbox.state)[1]["enot-1"] == 1
         assert sandbox.duplicates() == []
-
-
-async def test_reconcile_adopts_an_enot_payoff_that_appeared_while_parked(
-    tmp_path: Path,
-) -> None:
-    async with (
-        Sandbox(config=fast_config(duplicate_order_id="accept")) as sandbox,
-        SQLiteLedger(tmp_path / "ledger.db") as ledger,
-        enot_client(sandbox.enot_url) as client,
-    ):
-        for nth in (1, 2, 3):
-            sandbox.faults.script("enot.create", kind=FaultKind.HTTP_504, nth=nth)
-        parked = await payouts(client, ledger).pay("enot-1", enot_request())
-        assert parked.status is PayoutStatus.NEEDS_ATTENTION
-        # Someone pays it by hand, with the same order_id, while the row is parked.
-        await client.create_payoff_from(enot_request(), order_id=parked.order_id)
-
-        settled = await payouts(client, ledger).reconcile()
-
-        assert [(r.status, r.attempts) for r in settled] == [(PayoutStatus.SUCCEEDED, 3)]
-        assert books(sandbox.state)[1]["enot-1"] == 1
 
 
 async def test_lost_execute_answer_is_settled_through_a_state_outage(tmp_path: Path) -> None:
