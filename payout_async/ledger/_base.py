@@ -180,7 +180,8 @@ class Ledger(Protocol):
         **changes: Any,
     ) -> PayoutRecord:
         """Move a row leased to ``owner`` to ``state``, set ``changes`` (names from
-        ``MUTABLE_FIELDS``), extend the lease and append a ``Transition``.
+        ``MUTABLE_FIELDS``), extend the lease (end it, for a final state) and append a
+        ``Transition``.
 
         Raises ``LeaseLostError`` when the row is not leased to ``owner`` (expired and
         taken by another worker) or is already final. ``add_attempt`` adds one to
@@ -223,7 +224,7 @@ class Ledger(Protocol):
         note: str | None = None,
     ) -> PayoutRecord | None:
         """Record a final provider status reported out of band (a webhook), whoever
-        holds the lease. A row already final is left as is (repeated and
+        holds the lease (the lease ends). A row already final is left as is (repeated and
         out-of-order deliveries are harmless). Returns the row, or None if unknown."""
         ...
 

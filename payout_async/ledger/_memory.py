@@ -147,7 +147,9 @@ class MemoryLedger:
                 record,
                 state=state,
                 attempts=record.attempts + (1 if add_attempt else 0),
-                lease_expires_at=now + lease_seconds,
+                # A final row is nobody's: its lease ends with the last transition.
+                lease_owner=None if state.is_final else owner,
+                lease_expires_at=None if state.is_final else now + lease_seconds,
                 updated_at=now,
                 **changes,
             )
@@ -224,7 +226,12 @@ class MemoryLedger:
             return record
         updated = self._store(
             attrs.evolve(
-                record, state=state, provider_status=provider_status, updated_at=time.time()
+                record,
+                state=state,
+                provider_status=provider_status,
+                updated_at=time.time(),
+                lease_owner=None,
+                lease_expires_at=None,
             )
         )
         self._log(updated, record.state, None, note)

@@ -136,8 +136,9 @@ cur AS (
     FOR UPDATE OF p
 ),
 upd AS (
-    UPDATE {t} p SET state = $4, attempts = p.attempts + $5, lease_expires_at = now.t + $6,
-                     updated_at = now.t{{sets}}
+    UPDATE {t} p SET state = $4, attempts = p.attempts + $5,
+                     lease_owner = CASE WHEN $6::float8 IS NULL THEN NULL ELSE p.lease_owner END,
+                     lease_expires_at = now.t + $6::float8, updated_at = now.t{{sets}}
     FROM cur, now WHERE p.provider = cur.provider AND p.key = cur.key
     RETURNING {p_cols}, cur.state AS from_state
 ),
@@ -177,7 +178,8 @@ target AS (
     FOR UPDATE
 ),
 upd AS (
-    UPDATE {t} p SET state = $3, provider_status = $4, updated_at = now.t
+    UPDATE {t} p SET state = $3, provider_status = $4, updated_at = now.t,
+                     lease_owner = NULL, lease_expires_at = NULL
     FROM target, now
     WHERE p.provider = target.provider AND p.key = target.key
       AND target.state NOT IN ({_FINAL})
@@ -348,7 +350,8 @@ class PostgresLedger:
                 owner,
                 LedgerState(state).value,
                 int(add_attempt),
-                float(lease_seconds),
+                # NULL for a final state: a final row is nobody's, its lease ends.
+                None if LedgerState(state).is_final else float(lease_seconds),
                 note,
                 *fields.values(),
             )

@@ -108,7 +108,8 @@ _BY_ORDER_ID = (
     "ORDER BY created_at DESC, rowid DESC LIMIT 1"
 )
 _SETTLE = (
-    "UPDATE payouts SET state = ?, provider_status = ?, updated_at = ? "
+    "UPDATE payouts SET state = ?, provider_status = ?, updated_at = ?, "
+    "lease_owner = NULL, lease_expires_at = NULL "
     f"WHERE provider = ? AND key = ? RETURNING {_COLS}"
 )
 _HISTORY = (
@@ -295,9 +296,11 @@ class SQLiteLedger:
         to_state = LedgerState(state).value
         sets = "".join(f", {name} = ?" for name in fields)
         update = (
-            "UPDATE payouts SET state = ?, attempts = attempts + ?, lease_expires_at = ?, "
-            f"updated_at = ?{sets} WHERE provider = ? AND key = ? RETURNING {_COLS}"
+            "UPDATE payouts SET state = ?, attempts = attempts + ?, lease_owner = ?, "
+            f"lease_expires_at = ?, updated_at = ?{sets} WHERE provider = ? AND key = ? "
+            f"RETURNING {_COLS}"
         )
+        final = LedgerState(state).is_final  # a final row is nobody's: its lease ends
 
         def op(conn: sqlite3.Connection) -> PayoutRecord:
             now = time.time()
@@ -306,7 +309,8 @@ class SQLiteLedger:
             )
             if logged.rowcount != 1:
                 raise LeaseLostError(f"{provider}/{key} is not leased to {owner}")
-            values = (to_state, int(add_attempt), now + lease_seconds, now, *fields.values())
+            lease = (None, None) if final else (owner, now + lease_seconds)
+            values = (to_state, int(add_attempt), *lease, now, *fields.values())
             rows = conn.execute(update, (*values, provider, key)).fetchall()
             return record_from_row(rows[0])
 

@@ -223,6 +223,19 @@ async def test_transition_may_repeat_a_state_and_leave_needs_attention(ledger: L
     assert len(await ledger.history(P, "k1")) == 5
 
 
+@pytest.mark.parametrize(
+    "final", [LedgerState.SUCCEEDED, LedgerState.FAILED, LedgerState.CANCELLED]
+)
+async def test_a_final_transition_ends_the_lease(ledger: Ledger, final: LedgerState) -> None:
+    await start(ledger, "k1", owner="w1")
+    await move(ledger, "k1", LedgerState.PROCESSING)
+    record = await ledger.transition(P, "k1", owner="w1", state=final, lease_seconds=LEASE)
+    assert (record.state, record.lease_owner, record.lease_expires_at) == (final, None, None)
+    assert await ledger.get(P, "k1") == record
+    steps = await ledger.history(P, "k1")
+    assert (steps[-1].to_state, steps[-1].owner) == (final, "w1")  # who finished it
+
+
 async def test_transition_counts_attempts(ledger: Ledger) -> None:
     await start(ledger, "k1")
     for _ in range(3):
@@ -337,15 +350,12 @@ async def test_release_frees_only_its_owners_lease(ledger: Ledger) -> None:
     await ledger.release(P, "unknown", owner="w1")
 
 
-async def test_release_after_a_final_transition(ledger: Ledger) -> None:
+async def test_release_after_a_final_transition_is_harmless(ledger: Ledger) -> None:
     await start(ledger, "k1")
     await move(ledger, "k1", LedgerState.SUCCEEDED)
-    record = await ledger.get(P, "k1")
-    assert record is not None and record.lease_owner == "w1"  # kept until released
+    final = await ledger.get(P, "k1")
     await ledger.release(P, "k1", owner="w1")
-    record = await ledger.get(P, "k1")
-    assert record is not None and record.lease_owner is None
-    assert record.state is LedgerState.SUCCEEDED
+    assert await ledger.get(P, "k1") == final
 
 
 # -- claim_stranded ------------------------------------------------------------------
@@ -458,7 +468,8 @@ async def test_settle_by_order_id_records_a_webhook_once(ledger: Ledger) -> None
         LedgerState.SUCCEEDED,
         "success",
     )
-    assert record.lease_owner == "w1"  # whoever holds the lease; it is left alone
+    # whoever held the lease, a final row is nobody's
+    assert (record.lease_owner, record.lease_expires_at) == (None, None)
     assert record.operation_id == "p-1" and record.attempts == 0
     assert await ledger.get(P, "k1") == record
     steps = await ledger.history(P, "k1")
