@@ -17,9 +17,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from rich import box
 from rich.console import Console
-from rich.table import Table
 
 from .._polling import PollPolicy
 from .._retry import RetryPolicy
@@ -29,7 +27,7 @@ from ..intellectmoney import OperationRequest
 from ..ledger import SQLiteLedger
 from ..payouts import Payouts, PayoutStatus
 from ..sandbox import Sandbox, SandboxConfig
-from ._report import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, ORDER, pay_all, say
+from ._report import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, ORDER, compact_table, pay_all, say
 
 __all__ = ["register"]
 
@@ -144,18 +142,15 @@ async def _run(args: argparse.Namespace, sandbox: Sandbox, path: Path) -> int:
 
 def _print_summary(results: list[Any], duplicates: int, sandbox: Sandbox) -> None:
     out = Console()
-    # No vertical borders: the whole table fits an 80-column terminal untruncated.
-    table = Table(title="payout-async demo", box=box.SIMPLE, show_edge=False, padding=(0, 1, 0, 0))
-    table.add_column("provider", no_wrap=True)
-    for name in (*ORDER[:-1], "duplicates"):
-        table.add_column(name, justify="right", no_wrap=True)
+    rows = []
     for provider in ("intellectmoney", "enot"):
         counts = Counter(r.status.value for r in results if r.provider == provider)
         provider_duplicates = sum(1 for d in sandbox.duplicates() if d.provider == provider)
-        table.add_row(
-            provider, *(str(counts[name]) for name in ORDER[:-1]), str(provider_duplicates)
+        rows.append(
+            (provider, *(str(counts[name]) for name in ORDER[:-1]), str(provider_duplicates))
         )
-    out.print(table)
+    headers = ("provider", *ORDER[:-1], "duplicates")
+    out.print(compact_table(*headers, rows=rows, title="payout-async demo"))
     injected = sum(sandbox.faults.injected.values())
     out.print(
         f"{len(results)} payouts, {injected} faults injected "

@@ -9,13 +9,20 @@ import json
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
 from .._errors import ConfigurationError
 from ..ledger import ACTIVE_STATES, Ledger, LedgerState, PayoutRecord
 from ..payouts import PayoutResult
 from ._batch_file import PROVIDERS
-from ._report import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, exit_code, print_results, say
+from ._report import (
+    EXIT_BAD_INPUT,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    compact_table,
+    exit_code,
+    print_results,
+    say,
+)
 from ._setup import add_common_options, build_payouts, open_ledger
 
 __all__ = ["register"]
@@ -122,10 +129,11 @@ async def _status(args: argparse.Namespace) -> int:
             print(json.dumps(report, ensure_ascii=False))
             return EXIT_OK
         out = Console()
-        table = Table("state", *providers)
-        for state in LedgerState:
-            table.add_row(state.value, *(str(report[p]["counts"][state.value]) for p in providers))
-        out.print(table)
+        rows = [
+            (state.value, *(str(report[p]["counts"][state.value]) for p in providers))
+            for state in LedgerState
+        ]
+        out.print(compact_table("state", *providers, rows=rows))
         for provider in providers:
             for item in report[provider]["needs_attention"]:
                 out.print(f"needs attention: {provider} {item['key']}: {item['reason']}")
@@ -160,13 +168,14 @@ async def _show_key(ledger: Ledger, providers: list[str], key: str, *, as_json: 
             if name.endswith("_at"):
                 value = _when(value)
             out.print(f"{name:>16}: {value}")
-        table = Table("at", "from", "to", "note")
-        for step in history:
-            table.add_row(
+        rows = [
+            (
                 _when(step.at),
                 "" if step.from_state is None else step.from_state.value,
                 step.to_state.value,
                 step.note or "",
             )
-        out.print(table)
+            for step in history
+        ]
+        out.print(compact_table("at", "from", "to", "note", rows=rows, keep=3))
     return EXIT_OK

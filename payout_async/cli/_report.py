@@ -21,6 +21,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -34,6 +35,7 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_PROCESSING",
+    "compact_table",
     "exit_code",
     "pay_all",
     "print_results",
@@ -92,6 +94,26 @@ async def pay_all(
     return results
 
 
+def compact_table(
+    *columns: str,
+    rows: Iterable[Sequence[str]],
+    title: str | None = None,
+    keep: int = 0,
+) -> Table:
+    """A table without vertical borders or edges, so that it fits 80 columns. Cells
+    stay on one line except in the last column, which wraps; the first ``keep``
+    columns are never cut short (the others are, with an ellipsis, if they must)."""
+    table = Table(title=title, box=box.SIMPLE, show_edge=False, padding=(0, 1, 0, 0))
+    for name in columns[:-1]:
+        table.add_column(name, no_wrap=True)
+    table.add_column(columns[-1])
+    for row in rows:
+        table.add_row(*row)
+    for column in table.columns[:keep]:
+        column.min_width = max(len(str(cell)) for cell in [column.header, *column.cells])
+    return table
+
+
 def print_results(results: Sequence[PayoutResult], *, as_json: bool) -> None:
     """Every result on stdout: JSON lines, or a table and the totals."""
     if as_json:
@@ -99,9 +121,9 @@ def print_results(results: Sequence[PayoutResult], *, as_json: bool) -> None:
             print(json.dumps(result_json(result), ensure_ascii=False))
         return
     out = Console()
-    table = Table("key", "provider", "status", "provider id", "provider status", "reason")
-    for result in sorted(results, key=lambda r: (ORDER.index(r.status.value), r.key)):
-        table.add_row(
+    ordered = sorted(results, key=lambda r: (ORDER.index(r.status.value), r.key))
+    rows = [
+        (
             result.key,
             result.provider,
             result.status.value,
@@ -109,6 +131,10 @@ def print_results(results: Sequence[PayoutResult], *, as_json: bool) -> None:
             result.provider_status or "",
             result.reason or "",
         )
+        for result in ordered
+    ]
+    headers = ("key", "provider", "status", "provider id", "provider status", "reason")
+    table = compact_table(*headers, rows=rows, keep=3)
     out.print(table)
     counts = Counter(result.status.value for result in results)
     out.print("  ".join(f"{name}: {counts[name]}" for name in ORDER if counts[name]) or "nothing")
