@@ -93,17 +93,17 @@ async def test_heartbeat_keeps_the_lease_through_a_long_poll(tmp_path: Path) -> 
     from payout_async import PollPolicy
 
     async with (
-        Sandbox(config=fast_config(im_in_process_after=0.3, im_final_after=1.2)) as sandbox,
+        Sandbox(config=fast_config(im_in_process_after=0.5, im_final_after=3.0)) as sandbox,
         SQLiteLedger(tmp_path / "ledger.db") as ledger,
         im_client(sandbox.intellectmoney_url) as client,
     ):
         slow = PollPolicy(initial=0.05, maximum=0.1, deadline=10.0)
-        first = payouts(client, ledger, poll=slow, lease_seconds=0.3, owner="first")
+        first = payouts(client, ledger, poll=slow, lease_seconds=1.0, owner="first")
         paying = asyncio.create_task(first.pay("im-1", im_request("im-1")))
-        other = payouts(client, ledger, poll=slow, lease_seconds=0.3, owner="other")
+        other = payouts(client, ledger, poll=slow, lease_seconds=1.0, owner="other")
         taken = []
-        for _ in range(8):  # well past the lease: only renewals keep it
-            await asyncio.sleep(0.1)
+        for _ in range(10):  # 2.5 s, well past the 1 s lease: only renewals keep it
+            await asyncio.sleep(0.25)
             taken += await other.resume()
         result = await paying
 
