@@ -647,7 +647,13 @@ async def benchmark(args: argparse.Namespace, sandbox: SandboxProcess, directory
         await profile_ways(args, [way for way in ways if way.name.lower() in wanted])
         return
     runs: dict[str, list[Measurement]] = {way.name: [] for way in ways}
+    started = time.perf_counter()
     for repeat in range(1, args.repeat + 1):
+        elapsed = time.perf_counter() - started
+        if repeat > 1 and elapsed * repeat / (repeat - 1) > args.budget:
+            print(f"\nstopping after {repeat - 1} rounds: another would pass --budget")
+            args.repeat = repeat - 1
+            break
         print(f"\nround {repeat}/{args.repeat}")
         for way in ways:
             result = await measure(way, args.n, args.warmup, f"r{repeat}")
@@ -687,6 +693,13 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=5000, help="payouts per provider (default 5000)")
     parser.add_argument("--concurrency", type=int, default=64, help="in flight (default 64)")
     parser.add_argument("--repeat", type=int, default=3, help="rounds of all ways (default 3)")
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=250.0,
+        help="seconds for the timed rounds: no round starts that would end past it "
+        "(default 250, so that the whole script stays within 5 minutes)",
+    )
     parser.add_argument("--warmup", type=int, default=200, help="untimed payouts per way")
     parser.add_argument(
         "--sample-n", type=int, default=500, help="size of the requests sample (0: skip)"
