@@ -21,16 +21,14 @@ from .payouts.support import books, fast_config
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def example(heading: str) -> str:
-    """The first ```python block after ``heading`` in README.md."""
+def example(heading: str, old: str, new: str) -> str:
+    """The first ```python block after ``heading`` in README.md, with ``old`` (which
+    must be there) replaced by ``new``: the one edit that points it at the sandbox."""
     text = README.read_text(encoding="utf-8")
     start = text.index(f"\n## {heading}\n")
     match = re.search(r"```python\n(.*?)```", text[start:], re.DOTALL)
     assert match is not None, f"no Python example under {heading!r}"
-    return match.group(1)
-
-
-def pointed_at(code: str, old: str, new: str) -> str:
+    code = match.group(1)
     assert old in code, f"the README example no longer contains {old!r}"
     return code.replace(old, new)
 
@@ -41,8 +39,8 @@ async def test_the_web_handler_example_pays_once(
     monkeypatch.chdir(tmp_path)  # the example's SQLite ledger lands here
     credentials = SandboxCredentials()
     async with Sandbox(config=fast_config()) as sandbox:
-        code = pointed_at(
-            example("One payout from a web handler"),
+        code = example(
+            "One payout from a web handler",
             "bearer_token=bearer)",
             "bearer_token=bearer, base_url=base_url)",
         )
@@ -74,8 +72,8 @@ async def test_the_web_handler_example_pays_once(
 async def test_the_clients_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
     credentials = SandboxCredentials()
     async with Sandbox(config=fast_config()) as sandbox:
-        code = pointed_at(
-            example("The clients on their own"),
+        code = example(
+            "The clients on their own",
             "EnotClient(user_id, secret_key)",
             "EnotClient(user_id, secret_key, base_url=base_url)",
         )

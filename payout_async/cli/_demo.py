@@ -142,10 +142,11 @@ async def _run(args: argparse.Namespace, sandbox: Sandbox, path: Path) -> int:
 
 def _print_summary(results: list[Any], duplicates: int, sandbox: Sandbox) -> None:
     out = Console()
+    found = sandbox.duplicates()
     rows = []
     for provider in ("intellectmoney", "enot"):
         counts = Counter(r.status.value for r in results if r.provider == provider)
-        provider_duplicates = sum(1 for d in sandbox.duplicates() if d.provider == provider)
+        provider_duplicates = sum(1 for d in found if d.provider == provider)
         rows.append(
             (provider, *(str(counts[name]) for name in ORDER[:-1]), str(provider_duplicates))
         )

@@ -340,6 +340,7 @@ class PostgresLedger:
         """See ``Ledger.transition``."""
         fields = check_changes(changes)
         sets = "".join(f", {name} = ${index}" for index, name in enumerate(fields, start=8))
+        to_state = LedgerState(state)
         # Shielded: a cancelled caller must not abort the statement half-way (asyncpg
         # would cancel it on the server), so the recovery point is written anyway.
         row = await asyncio.shield(
@@ -348,10 +349,10 @@ class PostgresLedger:
                 provider,
                 key,
                 owner,
-                LedgerState(state).value,
+                to_state.value,
                 int(add_attempt),
                 # NULL for a final state: a final row is nobody's, its lease ends.
-                None if LedgerState(state).is_final else float(lease_seconds),
+                None if to_state.is_final else float(lease_seconds),
                 note,
                 *fields.values(),
             )

@@ -22,7 +22,7 @@ from .._errors import (
 from .._polling import PollPolicy
 from ..enot import EnotClient, Payoff, PayoffRequest, PayoffStatus
 from ..enot._poller import reconcile_payoff, wait_for_final
-from ..ledger import LedgerState
+from ..ledger import LedgerState, PayoutRecord
 from ._result import Settings
 from ._run import Run
 
@@ -58,6 +58,13 @@ class EnotFlow:
                     return
             else:
                 return
+
+    def reopen_at(self, stopped_at: LedgerState, record: PayoutRecord) -> LedgerState:
+        """Where ``reconcile()`` resumes a parked row: a row that had sent creates is
+        looked up by order_id again first (a payoff may have appeared since)."""
+        if stopped_at is LedgerState.PENDING and record.attempts:
+            return LedgerState.SENDING
+        return stopped_at
 
     def _order_id(self, run: Run) -> str:
         order_id = run.record.order_id

@@ -29,7 +29,7 @@ from ..intellectmoney import (
     PayoutOperation,
 )
 from ..intellectmoney._poller import wait_for_terminal
-from ..ledger import LeaseLostError, LedgerState
+from ..ledger import LeaseLostError, LedgerState, PayoutRecord
 from ._result import Settings
 from ._run import Run
 
@@ -73,6 +73,11 @@ class IntellectMoneyFlow:
                     return
             else:
                 return
+
+    def reopen_at(self, stopped_at: LedgerState, record: PayoutRecord) -> LedgerState:
+        """Where ``reconcile()`` resumes a parked row: where it stopped, as each
+        recovery point is safe to go on from."""
+        return stopped_at
 
     async def _create(self, run: Run, request: OperationRequest) -> None:
         # A create lost earlier left at most an orphan in ``Created``: harmless, as

@@ -308,10 +308,8 @@ class Payouts(Generic[Request]):
                 )
 
     async def _reopen(self, record: PayoutRecord) -> PayoutRecord:
-        """Move a ``needs_attention`` row back to the step it stopped at, with a fresh
-        budget of send attempts. An Enot row that had sent creates is first looked up
-        by order_id again (its grace period restarts): a payoff may have appeared
-        since it was parked."""
+        """Move a ``needs_attention`` row back to the step it stopped at (as its flow
+        sees it: ``reopen_at``), with a fresh budget of send attempts."""
         history = await self.ledger.history(self.provider, record.key)
         previous = next(
             (
@@ -323,13 +321,11 @@ class Payouts(Generic[Request]):
         )
         if previous is LedgerState.NEEDS_ATTENTION:
             previous = LedgerState.PENDING
-        if self.provider == "enot" and previous is LedgerState.PENDING and record.attempts:
-            previous = LedgerState.SENDING
         return await self.ledger.transition(
             self.provider,
             record.key,
             owner=self.owner,
-            state=previous,
+            state=self._flow.reopen_at(previous, record),
             lease_seconds=self._settings.lease_seconds,
             note="reconcile: trying again",
             reason=None,
