@@ -184,7 +184,7 @@ class SQLiteLedger:
                     self.path, isolation_level=None, timeout=self._busy_timeout
                 )
                 try:
-                    await db.execute("PRAGMA journal_mode = WAL")
+                    await self._use_wal(db)
                     await db.execute(f"PRAGMA synchronous = {self._synchronous}")
                     await db.executescript(_SCHEMA)
                 except BaseException:
@@ -192,6 +192,22 @@ class SQLiteLedger:
                     raise
                 self._db = db
         return self._db
+
+    async def _use_wal(self, db: aiosqlite.Connection) -> None:
+        # Switching a new file to WAL needs it to itself, and SQLite answers "database
+        # is locked" at once (no busy handler) while another connection opens it too:
+        # wait for it like any other lock, up to ``busy_timeout``.
+        give_up_at = time.monotonic() + self._busy_timeout
+        pause = 0.01
+        while True:
+            try:
+                await db.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) or time.monotonic() >= give_up_at:
+                    raise
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.5)
 
     async def aclose(self) -> None:
         """Finish queued writes and close the connection (``open`` or any call
