@@ -11,6 +11,7 @@ from ._base import (
     Transition,
     params_hash,
 )
+from ._errors import LedgerError, LedgerNotWrittenError, LedgerOutcomeUnknownError
 from ._memory import MemoryLedger
 from ._postgres import PostgresLedger
 from ._sqlite import SQLiteLedger
@@ -22,6 +23,9 @@ __all__ = [
     "Claim",
     "LeaseLostError",
     "Ledger",
+    "LedgerError",
+    "LedgerNotWrittenError",
+    "LedgerOutcomeUnknownError",
     "LedgerState",
     "MemoryLedger",
     "PayoutRecord",

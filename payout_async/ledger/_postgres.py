@@ -20,6 +20,9 @@ from typing import TYPE_CHECKING, Any, Self
 
 from .._errors import ConfigurationError, IdempotencyConflictError
 from ._base import ACTIVE_STATES, Claim, LeaseLostError, LedgerState, PayoutRecord, Transition
+from ._ddl import schema_objects
+from ._errors import LedgerNotWrittenError
+from ._postgres_calls import BoundedPool
 from ._rows import (
     COLUMNS,
     FINAL_VALUES,
@@ -39,6 +42,12 @@ _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _NOW = "now AS MATERIALIZED (SELECT extract(epoch FROM clock_timestamp())::float8 AS t)"
 _FINAL = ", ".join(f"'{state}'" for state in FINAL_VALUES)
 _ACTIVE = sorted(state.value for state in ACTIVE_STATES)
+# Each wanted relation, and its columns if it exists (NULL if it does not).
+_CATALOG = """
+SELECT r.name, (SELECT array_agg(a.attname::text) FROM pg_attribute a
+                WHERE a.attrelid = to_regclass(r.name) AND a.attnum > 0
+                  AND NOT a.attisdropped)
+FROM unnest($1::text[]) AS r(name)"""
 
 
 def _asyncpg() -> ModuleType:
@@ -201,7 +210,15 @@ class PostgresLedger:
     Give a ``dsn`` (the ledger makes and closes its own pool of up to
     ``max_connections``) or a ``pool`` of yours (never closed by the ledger). Tables
     are ``{table_prefix}payouts`` and ``{table_prefix}payout_transitions`` in
-    ``schema`` (default: the connection's ``search_path``), created on first use.
+    ``schema`` (default: the connection's ``search_path``), created on first use --
+    unless they are there already, so a read-only role can open and read them.
+
+    Every call waits at most ``command_timeout`` seconds in all (for a connection, the
+    statement, and retries of what was certainly not written), then raises
+    ``LedgerNotWrittenError`` or ``LedgerOutcomeUnknownError``. On its own pool the
+    ledger also sets the server's ``statement_timeout`` and ``lock_timeout`` (default:
+    0.8 and 0.5 of ``command_timeout``; 0 turns one off), so that the server gives up
+    first and says so: a statement it cancelled was not written.
     """
 
     def __init__(
@@ -212,6 +229,9 @@ class PostgresLedger:
         schema: str | None = None,
         table_prefix: str = "",
         max_connections: int = 10,
+        command_timeout: float = 10.0,
+        statement_timeout: float | None = None,
+        lock_timeout: float | None = None,
     ) -> None:
         if dsn is not None and pool is not None:
             raise ConfigurationError("give PostgresLedger a dsn or a pool, not both")
@@ -221,14 +241,28 @@ class PostgresLedger:
             raise ConfigurationError(f"table_prefix {table_prefix!r} is not a plain identifier")
         if max_connections < 1:
             raise ConfigurationError("max_connections must be at least 1")
+        if not command_timeout > 0:
+            raise ConfigurationError("command_timeout must be a positive number of seconds")
+        server_timeouts = {"statement_timeout": statement_timeout, "lock_timeout": lock_timeout}
+        for name, value in server_timeouts.items():
+            if value is not None and not value >= 0:
+                raise ConfigurationError(f"{name} must be a number of seconds (0: off)")
         self._asyncpg = _asyncpg()
         self._dsn = dsn
         self._pool: Any = pool
         self._owns_pool = pool is None
         self._max_connections = max_connections
+        self.command_timeout = float(command_timeout)
+        self.statement_timeout = (
+            0.8 * self.command_timeout if statement_timeout is None else float(statement_timeout)
+        )
+        self.lock_timeout = (
+            0.5 * self.command_timeout if lock_timeout is None else float(lock_timeout)
+        )
         self.schema = schema
         self.table_prefix = table_prefix
         self._sql = _SQL(schema, table_prefix)
+        self._calls: BoundedPool | None = None
         self._ready = False
         self._opening = asyncio.Lock()
 
@@ -245,26 +279,74 @@ class PostgresLedger:
 
     async def open(self) -> None:
         """Connect and create the tables if needed. Idempotent; safe when several
-        processes start at once (an advisory lock serialises the DDL)."""
+        processes start at once (an advisory lock serialises the DDL); needs no DDL
+        rights when the tables are current."""
         await self._connection_pool()
 
-    async def _connection_pool(self) -> Any:
-        if self._ready:
-            return self._pool
-        async with self._opening:
-            if self._pool is None:
-                self._pool = await self._asyncpg.create_pool(
-                    self._dsn, min_size=1, max_size=self._max_connections, **self._no_reset()
-                )
-            if not self._ready:
-                async with self._pool.acquire() as conn, conn.transaction():
-                    await conn.execute(
-                        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-                        self._sql.lock_key,
+    async def _connection_pool(self) -> BoundedPool:
+        """The pool, wrapped so that every call is bounded and classified (its
+        ``fetch``, ``fetchrow`` and ``execute`` raise only ``LedgerError``\\ s)."""
+        if self._ready and self._calls is not None:
+            return self._calls
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.command_timeout
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self._opening.acquire()
+        except TimeoutError:
+            raise LedgerNotWrittenError(
+                f"{self!r} did not open within {self.command_timeout:g}s"
+            ) from None
+        try:
+            if self._calls is None:
+                if self._pool is None:
+                    self._pool = await self._asyncpg.create_pool(
+                        self._dsn,
+                        min_size=0,
+                        max_size=self._max_connections,
+                        timeout=self.command_timeout,  # to connect
+                        command_timeout=self.command_timeout,
+                        server_settings=self._server_settings(),
+                        **self._no_reset(),
                     )
-                    await conn.execute(self._sql.schema)
+                self._calls = BoundedPool(self._pool, self.command_timeout)
+            if not self._ready:
+                await self._calls.session(self._prepare, deadline=deadline)
                 self._ready = True
-        return self._pool
+        finally:
+            self._opening.release()
+        return self._calls
+
+    def _server_settings(self) -> dict[str, str]:
+        return {
+            "statement_timeout": str(round(self.statement_timeout * 1000)),
+            "lock_timeout": str(round(self.lock_timeout * 1000)),
+        }
+
+    async def _prepare(self, conn: Any) -> None:
+        """Create what the schema lacks (nothing, usually: then no DDL right is needed
+        and no table lock is taken)."""
+        if await self._schema_current(conn):
+            return
+        async with conn.transaction():
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", self._sql.lock_key
+            )
+            await conn.execute(self._sql.schema)
+
+    async def _schema_current(self, conn: Any) -> bool:
+        wanted = schema_objects(self._sql.schema)
+        qualify = "" if self.schema is None else f'"{self.schema}".'
+        names = [f'{qualify}"{name}"' for name in [*wanted.tables, *wanted.indexes]]
+        rows = await conn.fetch(_CATALOG, names)
+        found = {row[0]: set(row[1] or ()) for row in rows if row[1] is not None}
+        for name in wanted.indexes:
+            if f'{qualify}"{name}"' not in found:
+                return False
+        return all(
+            columns <= found.get(f'{qualify}"{table}"', set())
+            for table, columns in wanted.tables.items()
+        )
 
     def _no_reset(self) -> dict[str, Any]:
         """Skip asyncpg's reset query on every release (one round trip per call): this
@@ -275,20 +357,25 @@ class PostgresLedger:
         return {"reset": _keep_session}
 
     async def aclose(self) -> None:
-        """Close the pool this ledger made (a caller-supplied pool stays open)."""
+        """Close the pool this ledger made (a caller-supplied pool stays open); within
+        ``command_timeout``, after which its connections are cut."""
         pool = self._pool
         self._ready = False
+        self._calls = None
         if self._owns_pool and pool is not None:
             self._pool = None
-            await pool.close()
+            try:
+                await asyncio.wait_for(pool.close(), self.command_timeout)
+            except Exception:
+                pool.terminate()
 
     async def _fetch(self, sql: str, *args: Any) -> list[Any]:
-        pool = await self._connection_pool()
-        return list(await pool.fetch(sql, *args))
+        calls = await self._connection_pool()
+        return await calls.fetch(sql, *args)
 
     async def _fetchrow(self, sql: str, *args: Any) -> Any:
-        pool = await self._connection_pool()
-        return await pool.fetchrow(sql, *args)
+        calls = await self._connection_pool()
+        return await calls.fetchrow(sql, *args)
 
     async def begin(
         self,

@@ -17,13 +17,16 @@ import os
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import Any, Literal, Self, TypeVar, cast
 
 import aiosqlite
 import attrs
 
-from .._errors import ConfigurationError, IdempotencyConflictError
+from .._errors import ConfigurationError, IdempotencyConflictError, PayoutError
 from ._base import ACTIVE_STATES, Claim, LeaseLostError, LedgerState, PayoutRecord, Transition
+from ._ddl import schema_objects
+from ._errors import LedgerNotWrittenError
 from ._rows import (
     COLUMNS,
     FINAL_VALUES,
@@ -33,16 +36,17 @@ from ._rows import (
     record_from_row,
     transition_from_row,
 )
+from ._sqlite_batch import BatchOutcome, Op, commit_batch, is_locked, not_written, open_error
 
 __all__ = ["SQLiteLedger"]
 
 T = TypeVar("T")
-_Op = Callable[[sqlite3.Connection], Any]
 
 _COLS = ", ".join(COLUMNS)
 _FINAL = ", ".join(f"'{state}'" for state in FINAL_VALUES)
 _HELD = f"lease_owner = ? AND lease_expires_at > ? AND state NOT IN ({_FINAL})"
 _MAX_BATCH = 256
+_LOCKED_PAUSE = 0.005  # after a BEGIN that found the file locked, before trying again
 
 _SCHEMA = """
 BEGIN IMMEDIATE;
@@ -82,6 +86,8 @@ CREATE INDEX IF NOT EXISTS payout_transitions_key ON payout_transitions (provide
 PRAGMA user_version = 1;
 COMMIT;
 """
+
+_SCHEMA_OBJECTS = schema_objects(_SCHEMA)
 
 _INSERT = (
     f"INSERT INTO payouts ({_COLS}) VALUES ({', '.join('?' for _ in COLUMNS)}) "
@@ -130,12 +136,61 @@ def _placeholders(count: int) -> str:
     return ", ".join("?" for _ in range(count))
 
 
+@attrs.define
+class _Pending:
+    """A write waiting for its transaction; ``deadline`` is on ``time.monotonic()``."""
+
+    op: Op
+    future: asyncio.Future[Any]
+    deadline: float
+
+
+def _create_private(path: str) -> None:
+    """Create an empty database file readable by its owner only (SQLite gives the
+    ``-wal`` and ``-shm`` files the database file's mode)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    except OSError as error:
+        raise ConfigurationError(
+            f"cannot create the SQLite ledger {path!r}: {error.strerror}"
+        ) from error
+    os.close(fd)
+
+
+async def _schema_current(db: aiosqlite.Connection) -> bool:
+    """True when every table, column and index ``_SCHEMA`` creates is there."""
+    rows = await db.execute_fetchall(
+        "SELECT name FROM sqlite_master WHERE type IN ('table', 'index')"
+    )
+    names = {row[0] for row in rows}
+    if not _SCHEMA_OBJECTS.indexes <= names:
+        return False
+    for table, columns in _SCHEMA_OBJECTS.tables.items():
+        if table not in names:
+            return False
+        info = await db.execute_fetchall(f'PRAGMA table_info("{table}")')
+        if not columns <= {row[1] for row in info}:
+            return False
+    return True
+
+
 class SQLiteLedger:
     """A ``Ledger`` in one SQLite file (WAL mode), for one host.
 
     ``synchronous`` is SQLite's: ``FULL`` (the default) syncs every commit to disk, so
     a committed transition survives a power cut; ``NORMAL`` survives a process crash
-    only. ``busy_timeout`` is how long a write waits for another process's.
+    only. ``busy_timeout`` bounds how long one call waits for another process's write
+    lock (counted once per call, however many group commits it waits behind); then it
+    fails with ``LedgerNotWrittenError``.
+
+    ``read_only`` opens the file read-only (``get``, ``history``, ``records`` and
+    ``counts`` work; writes raise ``LedgerNotWrittenError``). A new file is created
+    readable by its owner only (mode 0600, and its ``-wal``/``-shm`` files alike);
+    ``create=False`` refuses to create one (``ConfigurationError`` if it is missing).
+    ``open()`` writes nothing to a file whose schema is current, so a plain ledger on a
+    write-protected file can be read too.
     """
 
     def __init__(
@@ -143,20 +198,26 @@ class SQLiteLedger:
         path: str | os.PathLike[str],
         *,
         synchronous: Literal["FULL", "NORMAL"] = "FULL",
-        busy_timeout: float = 30.0,
+        busy_timeout: float = 10.0,
+        read_only: bool = False,
+        create: bool = True,
     ) -> None:
         if synchronous not in ("FULL", "NORMAL"):
             raise ConfigurationError("synchronous must be 'FULL' or 'NORMAL'")
+        if not busy_timeout > 0:
+            raise ConfigurationError("busy_timeout must be a positive number of seconds")
         self.path = os.fspath(path)
+        self.read_only = read_only
+        self._create = create and not read_only
         self._synchronous = synchronous
-        self._busy_timeout = busy_timeout
+        self._busy_timeout = float(busy_timeout)
         self._db: aiosqlite.Connection | None = None
         self._opening = asyncio.Lock()
-        self._queue: list[tuple[_Op, asyncio.Future[Any]]] = []
+        self._queue: list[_Pending] = []
         self._flusher: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
-        return f"SQLiteLedger({self.path!r})"
+        return f"SQLiteLedger({self.path!r}{', read_only=True' if self.read_only else ''})"
 
     async def __aenter__(self) -> Self:
         await self.open()
@@ -180,23 +241,60 @@ class SQLiteLedger:
                     raise ConfigurationError(
                         f"SQLiteLedger needs SQLite 3.35 or newer, not {sqlite3.sqlite_version}"
                     )
-                db = await aiosqlite.connect(
-                    self.path, isolation_level=None, timeout=self._busy_timeout
-                )
-                try:
-                    await self._use_wal(db)
-                    await db.execute(f"PRAGMA synchronous = {self._synchronous}")
-                    await db.executescript(_SCHEMA)
-                except BaseException:
-                    await db.close()
-                    raise
-                self._db = db
+                self._db = await self._open()
         return self._db
+
+    async def _open(self) -> aiosqlite.Connection:
+        target, uri = self._target()
+        try:
+            db = await aiosqlite.connect(
+                target, uri=uri, isolation_level=None, timeout=self._busy_timeout
+            )
+        except sqlite3.Error as error:
+            raise self._open_failed(error) from error
+        try:
+            if self.read_only:
+                if not await _schema_current(db):
+                    raise ConfigurationError(
+                        f"{self.path!r} holds no current payout ledger (open it once "
+                        "read-write to create or upgrade it)"
+                    )
+            else:
+                await self._use_wal(db)
+                await db.execute(f"PRAGMA synchronous = {self._synchronous}")
+                if not await _schema_current(db):
+                    await db.executescript(_SCHEMA)
+        except sqlite3.Error as error:
+            await db.close()
+            raise self._open_failed(error) from error
+        except BaseException:
+            await db.close()
+            raise
+        return db
+
+    def _target(self) -> tuple[str, bool]:
+        """What to connect to: a ``file:`` URI whose mode never lets SQLite create the
+        file (this ledger creates it, private to its owner, when ``create`` allows)."""
+        if self.path in ("", ":memory:"):
+            return self.path, False
+        if self._create:
+            _create_private(self.path)
+        mode = "ro" if self.read_only else "rw"
+        return f"{Path(self.path).absolute().as_uri()}?mode={mode}", True
+
+    def _open_failed(self, error: sqlite3.Error) -> PayoutError:
+        if not self._create and not os.path.exists(self.path):
+            return ConfigurationError(f"no SQLite ledger at {self.path!r} (not creating one)")
+        return open_error(error, self.path)
 
     async def _use_wal(self, db: aiosqlite.Connection) -> None:
         # Switching a new file to WAL needs it to itself, and SQLite answers "database
         # is locked" at once (no busy handler) while another connection opens it too:
-        # wait for it like any other lock, up to ``busy_timeout``.
+        # wait for it like any other lock, up to ``busy_timeout``. A file already in
+        # WAL mode is left alone (nothing is written: it may be write-protected).
+        rows = await db.execute_fetchall("PRAGMA journal_mode")
+        if [tuple(row) for row in rows] == [("wal",)]:
+            return
         give_up_at = time.monotonic() + self._busy_timeout
         pause = 0.01
         while True:
@@ -204,7 +302,7 @@ class SQLiteLedger:
                 await db.execute("PRAGMA journal_mode = WAL")
                 return
             except sqlite3.OperationalError as error:
-                if "locked" not in str(error) or time.monotonic() >= give_up_at:
+                if not is_locked(error) or time.monotonic() >= give_up_at:
                     raise
             await asyncio.sleep(pause)
             pause = min(pause * 2, 0.5)
@@ -220,13 +318,20 @@ class SQLiteLedger:
 
     async def _read(self, sql: str, params: tuple[Any, ...]) -> list[sqlite3.Row]:
         db = await self._connection()
-        return list(await db.execute_fetchall(sql, params))
+        try:
+            return list(await db.execute_fetchall(sql, params))
+        except sqlite3.Error as error:
+            raise not_written(error, f"could not read the SQLite ledger {self.path!r}") from error
 
     async def _write(self, op: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``op`` inside the next write transaction; return once it committed."""
+        """Run ``op`` inside the next write transaction; return once it committed.
+        The wait for the write lock counts from here, once, up to ``busy_timeout``."""
+        if self.read_only:
+            raise LedgerNotWrittenError(f"{self!r} is opened read-only")
+        deadline = time.monotonic() + self._busy_timeout
         db = await self._connection()
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.append((op, future))
+        self._queue.append(_Pending(op, future, deadline))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush(db))
         return cast(T, await future)
@@ -236,25 +341,54 @@ class SQLiteLedger:
         # transaction at once makes a write one trip to that thread instead of four.
         # ``_execute`` and ``_conn`` are private, but the same from aiosqlite 0.19 (our
         # floor) to 0.22; the test suite exercises them.
-        run = cast(Callable[..., Awaitable[list[tuple[bool, Any]]]], db._execute)
+        run = cast(Callable[..., Awaitable[BatchOutcome]], db._execute)
         while self._queue:
+            self._expire(time.monotonic())
+            if not self._queue:
+                break
             batch, self._queue = self._queue[:_MAX_BATCH], self._queue[_MAX_BATCH:]
+            # Wait for the lock only as long as the most pressed caller may.
+            wait = min(pending.deadline for pending in batch) - time.monotonic()
+            ops = [pending.op for pending in batch]
             try:
-                outcomes = await run(_commit_batch, db._conn, [op for op, _ in batch])
-            except Exception as error:  # the transaction failed as a whole
-                outcomes = [(False, error)] * len(batch)
+                outcome = await run(commit_batch, db._conn, ops, wait, self._busy_timeout)
+            except Exception as error:  # aiosqlite could not run it (connection closed)
+                outcome = BatchOutcome(error=error)
             except BaseException:  # this task was cancelled: so are its callers
-                for _, future in batch + self._queue:
-                    future.cancel()
+                for pending in batch + self._queue:
+                    pending.future.cancel()
                 self._queue = []
                 raise
-            for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
-                if future.done():  # the caller was cancelled; the write still happened
+            if outcome.locked:  # nothing ran: back to the queue, to wait on or expire
+                self._queue[:0] = batch
+                await asyncio.sleep(_LOCKED_PAUSE)
+                continue
+            for pending, (ok, value) in zip(batch, outcome.results(len(batch)), strict=True):
+                if pending.future.done():  # the caller was cancelled; the write went on
                     continue
                 if ok:
-                    future.set_result(value)
+                    pending.future.set_result(value)
                 else:
-                    future.set_exception(value)
+                    pending.future.set_exception(value)
+
+    def _expire(self, now: float) -> None:
+        """Fail the queued writes whose callers have waited ``busy_timeout`` for the
+        lock: nothing of them ran."""
+        if all(pending.deadline > now for pending in self._queue):
+            return
+        waiting: list[_Pending] = []
+        for pending in self._queue:
+            if pending.deadline > now:
+                waiting.append(pending)
+            elif not pending.future.done():
+                pending.future.set_exception(
+                    LedgerNotWrittenError(
+                        f"the SQLite ledger {self.path!r} stayed locked by another "
+                        f"connection for {self._busy_timeout:g}s; nothing was written",
+                        code="SQLITE_BUSY",
+                    )
+                )
+        self._queue = waiting
 
     # -- the Ledger protocol ------------------------------------------------------
 
@@ -456,25 +590,3 @@ def _filters(provider: str | None, state: LedgerState | None) -> tuple[str, tupl
         clauses.append("state = ?")
         args.append(LedgerState(state).value)
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), tuple(args)
-
-
-def _commit_batch(conn: sqlite3.Connection, ops: list[_Op]) -> list[tuple[bool, Any]]:
-    """Run ``ops`` in one ``BEGIN IMMEDIATE`` transaction, each in a savepoint so that
-    one that fails leaves no trace and does not undo the others (on the worker thread)."""
-    outcomes: list[tuple[bool, Any]] = []
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        for op in ops:
-            conn.execute("SAVEPOINT op")
-            try:
-                outcomes.append((True, op(conn)))
-            except Exception as error:
-                conn.execute("ROLLBACK TO op")
-                outcomes.append((False, error))
-            conn.execute("RELEASE op")
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    return outcomes

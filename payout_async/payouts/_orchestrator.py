@@ -23,6 +23,7 @@ from ..ledger import (
     Claim,
     LeaseLostError,
     Ledger,
+    LedgerNotWrittenError,
     LedgerState,
     PayoutRecord,
     params_hash,
@@ -141,6 +142,8 @@ class Payouts(Generic[Request]):
         )
         try:
             claim = await asyncio.shield(begin)
+        except LedgerNotWrittenError as error:
+            return PayoutResult.not_started(key, self.provider, error)
         except asyncio.CancelledError:
             # The intent is being recorded anyway; hand its lease back once it is, so
             # that resume() (here or in another worker) can finish the payout at once.
@@ -194,43 +197,60 @@ class Payouts(Generic[Request]):
     ) -> AsyncIterator[PayoutResult]:
         """Pay ``(key, request)`` pairs with at most ``concurrency`` in flight,
         yielding each result as it finishes. A payout that fails never stops the
-        others: bad input comes back as a ``REJECTED`` result, an unexpected error as
-        ``NEEDS_ATTENTION``."""
+        others: bad input comes back as a ``REJECTED`` result, a payout whose intent
+        the ledger could not record as ``NOT_STARTED``, any other error as
+        ``NEEDS_ATTENTION`` -- even when reading the ledger about it fails too.
+
+        Only a failure of ``items`` itself ends the batch with an exception. The batch
+        never outlives its caller: when it ends early (that exception, the caller
+        cancelled or breaking out of the loop) the payouts in flight are cancelled --
+        their rows wait for ``resume()`` -- and awaited before ``pay_many`` returns or
+        raises. After a ``break``, that clean-up starts as soon as the iterator is
+        dropped; to wait for it, close it: ``async with
+        contextlib.aclosing(payouts.pay_many(items)) as results: ...``.
+        """
         if concurrency < 1:
             raise ValidationError("concurrency", "must be at least 1")
         source = _aiter(items)
         take = asyncio.Lock()
+        # Results, and None each time a worker ends.
         results: asyncio.Queue[PayoutResult | None] = asyncio.Queue()
         room = asyncio.Semaphore(concurrency * 2)  # results not yet taken by the caller
 
         async def worker() -> None:
             while True:
                 async with take:
-                    try:
-                        key, request = await anext(source)
-                    except StopAsyncIteration:
-                        return
+                    item = await anext(source, None)  # the source's own error ends the batch
+                if item is None:
+                    return
+                key, request = _pair(item)
                 result = await self._pay_one(key, request)
                 await room.acquire()
                 results.put_nowait(result)
 
-        async def run_workers() -> None:
-            try:
-                await asyncio.gather(*(worker() for _ in range(concurrency)))
-            finally:
-                results.put_nowait(None)
-
-        runner = asyncio.create_task(run_workers())
+        workers = [
+            asyncio.create_task(worker(), name=f"pay_many worker {n}") for n in range(concurrency)
+        ]
+        for task in workers:
+            task.add_done_callback(lambda _: results.put_nowait(None))
+        running = len(workers)
         try:
-            while (result := await results.get()) is not None:
-                room.release()
-                yield result
-            await runner  # re-raises a worker's crash (the source failing, say)
+            while running:
+                result = await results.get()
+                if result is not None:
+                    room.release()
+                    yield result
+                    continue
+                running -= 1
+                for task in workers:
+                    failure = task.exception() if task.done() and not task.cancelled() else None
+                    if failure is not None:
+                        raise failure
         finally:
-            runner.cancel()
-            await asyncio.gather(runner, return_exceptions=True)
+            await _stop(workers)
 
     async def _pay_one(self, key: str, request: Request) -> PayoutResult:
+        """``pay()`` for ``pay_many``: whatever goes wrong becomes this payout's result."""
         try:
             return await self.pay(key, request)
         except (ValidationError, IdempotencyConflictError) as error:
@@ -242,15 +262,27 @@ class Payouts(Generic[Request]):
             )
         except Exception as error:
             logger.exception("payout %s failed unexpectedly", key)
-            return await self._attention(key, error)
+            return await self._attention(str(key), error)
 
     async def _attention(self, key: str, error: BaseException) -> PayoutResult:
-        record = await self.ledger.get(self.provider, key)
+        """The result of a payout that failed with ``error``, as the ledger holds it
+        now: ``NOT_STARTED`` when it has no row (the intent is recorded before anything
+        is sent, so nothing was), else ``NEEDS_ATTENTION`` with the row -- or without
+        it, when the ledger cannot be read either. Never raises."""
         reason = f"{type(error).__name__}: {error}"
-        if record is None:
+        try:
+            record = await self.ledger.get(self.provider, key)
+        except Exception as read_error:
+            logger.warning("could not read payout %s back from the ledger: %s", key, read_error)
             return PayoutResult(
-                key=key, status=PayoutStatus.NEEDS_ATTENTION, provider=self.provider, reason=reason
+                key=key,
+                status=PayoutStatus.NEEDS_ATTENTION,
+                provider=self.provider,
+                reason=f"{reason}; the ledger could not be read either "
+                f"({type(read_error).__name__}: {read_error})",
             )
+        if record is None:
+            return PayoutResult.not_started(key, self.provider, error)
         return attrs.evolve(
             PayoutResult.from_record(record), status=PayoutStatus.NEEDS_ATTENTION, reason=reason
         )
@@ -365,3 +397,29 @@ async def _aiter(items: Iterable[Item] | AsyncIterable[Item]) -> AsyncIterator[I
     else:
         for item in items:
             yield item
+
+
+def _pair(item: Any) -> tuple[str, Any]:
+    try:
+        key, request = item
+    except (TypeError, ValueError):
+        raise ValidationError("items", "each item must be a (key, request) pair") from None
+    return key, request
+
+
+async def _stop(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel ``tasks`` and wait until every one has ended, even when cancelled
+    meanwhile (as ``asyncio.TaskGroup`` does); then pass that cancellation on."""
+    for task in tasks:
+        task.cancel()
+    cancelled = False
+    while pending := [task for task in tasks if not task.done()]:
+        try:
+            await asyncio.wait(pending)
+        except asyncio.CancelledError:
+            cancelled = True
+    for task in tasks:
+        if not task.cancelled():
+            task.exception()  # retrieved: a failure was raised by pay_many or is moot
+    if cancelled:
+        raise asyncio.CancelledError

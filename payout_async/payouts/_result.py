@@ -6,7 +6,7 @@ import enum
 
 import attrs
 
-from ..ledger import LedgerState, PayoutRecord
+from ..ledger import LedgerError, LedgerState, PayoutRecord
 
 __all__ = ["PayoutResult", "PayoutStatus", "Settings"]
 
@@ -19,6 +19,7 @@ class PayoutStatus(enum.StrEnum):
     PROCESSING = "processing"  # under way; ``resume()`` (or another worker) finishes it
     NEEDS_ATTENTION = "needs_attention"  # no rule can settle it; ``reason`` says why
     REJECTED = "rejected"  # refused before anything was recorded or sent (bad input)
+    NOT_STARTED = "not_started"  # the ledger was unavailable: nothing recorded or sent
 
 
 _BY_STATE = {
@@ -62,6 +63,18 @@ class PayoutResult:
             reason=reason or record.reason,
             attempts=record.attempts,
             state=record.state,
+        )
+
+    @classmethod
+    def not_started(cls, key: str, provider: str, error: BaseException) -> PayoutResult:
+        """The result of a payout that has no row: its intent could not be recorded,
+        so nothing was sent (a re-run pays it as if for the first time)."""
+        what = "ledger unavailable" if isinstance(error, LedgerError) else "not recorded"
+        return cls(
+            key=key,
+            status=PayoutStatus.NOT_STARTED,
+            provider=provider,
+            reason=f"{what}: nothing was sent ({type(error).__name__}: {error})",
         )
 
 

@@ -1,0 +1,37 @@
+"""What a failed ledger call means for its caller, like the transport's error classes.
+
+* ``LedgerNotWrittenError`` -- the call changed nothing (refused, timed out before it
+  was sent, rolled back, or it only reads): safe to repeat.
+* ``LedgerOutcomeUnknownError`` -- a write may have committed (the connection broke or
+  the wait ran out after it was sent, or the commit itself failed): read the row again
+  before going on.
+
+Both are ``LedgerError``\\ s and ``PayoutError``\\ s. Messages never carry parameter
+values (card-number-like digit runs are masked) and never a database's row details.
+"""
+
+from __future__ import annotations
+
+from .._errors import PayoutError
+from .._redact import Redactor
+
+__all__ = ["LedgerError", "LedgerNotWrittenError", "LedgerOutcomeUnknownError"]
+
+_SCRUB = Redactor()
+
+
+class LedgerError(PayoutError):
+    """A ledger call failed. ``code`` is the database's own error code, when it gave one
+    (a PostgreSQL SQLSTATE such as ``57014``, or an SQLite name such as ``SQLITE_BUSY``)."""
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(_SCRUB(message))
+        self.code = code
+
+
+class LedgerNotWrittenError(LedgerError):
+    """Nothing was written: the call is safe to repeat as it is."""
+
+
+class LedgerOutcomeUnknownError(LedgerError):
+    """The write may or may not have committed: re-read the row before acting on it."""

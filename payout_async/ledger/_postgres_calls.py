@@ -1,0 +1,195 @@
+"""Bounded, classified calls to PostgreSQL for ``PostgresLedger``.
+
+Every call -- waiting for a pool slot, connecting, the statement, and the retries of
+what was certainly not written -- shares one budget of ``timeout`` seconds. A failure
+becomes ``LedgerNotWrittenError`` when nothing can have been committed (no connection,
+a statement the server refused or cancelled, or a read) and
+``LedgerOutcomeUnknownError`` when a write was sent and its answer lost (the connection
+broke, the wait ran out, the server went away mid-statement). A connection whose
+statement timed out, broke or was cancelled is closed, never handed back to the pool,
+so nothing waits on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from ._errors import LedgerError, LedgerNotWrittenError, LedgerOutcomeUnknownError
+
+__all__ = ["BoundedPool"]
+
+T = TypeVar("T")
+
+_FIRST_PAUSE, _MAX_PAUSE = 0.02, 0.5
+# Refusals worth another try within the budget: the statement was rolled back and a
+# moment later it may pass (serialisation failure, deadlock, lock timeout, too many
+# connections, the server starting up or shutting a session down).
+_RETRY_STATES = frozenset({"40001", "40P01", "55P03", "53300", "57P01", "57P02", "57P03"})
+# Errors the server may report after a write committed: the connection or the server
+# failed (57014, a cancelled statement, rolled it back).
+_UNKNOWN_CLASSES = frozenset({"08", "57", "58", "XX"})
+
+
+class _Failure(Exception):
+    """One attempt's failure: the classified error, and whether to try again."""
+
+    def __init__(self, error: LedgerError, *, retry: bool, broken: bool) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.retry = retry
+        self.broken = broken
+
+
+def _is_read(sql: str) -> bool:
+    """A plain ``SELECT`` changes nothing (every write of the ledger starts otherwise)."""
+    return sql.lstrip().upper().startswith("SELECT")
+
+
+def _message(error: BaseException) -> str:
+    """The error's own message, without asyncpg's DETAIL (which may quote a row)."""
+    text = getattr(error, "message", None) or (str(error.args[0]) if error.args else "")
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _classify(error: Exception, *, reads: bool, timeout: float) -> _Failure:
+    sqlstate = getattr(error, "sqlstate", None)
+    if isinstance(error, TimeoutError):
+        text = f"PostgreSQL did not answer within {timeout:g}s"
+        if reads:
+            return _Failure(LedgerNotWrittenError(text), retry=False, broken=True)
+        return _Failure(
+            LedgerOutcomeUnknownError(f"{text}; the write may have committed"),
+            retry=False,
+            broken=True,
+        )
+    if isinstance(sqlstate, str):  # the server's (or asyncpg's) PostgresError
+        lost = sqlstate[:2] in _UNKNOWN_CLASSES and sqlstate != "57014"
+        text = _message(error)
+        if lost and not reads:
+            return _Failure(
+                LedgerOutcomeUnknownError(f"the write may have committed: {text}", code=sqlstate),
+                retry=False,
+                broken=True,
+            )
+        return _Failure(
+            LedgerNotWrittenError(text, code=sqlstate),
+            retry=sqlstate in _RETRY_STATES or (lost and reads),
+            broken=lost,
+        )
+    if isinstance(error, ValueError):  # asyncpg could not encode an argument: unsent
+        return _Failure(LedgerNotWrittenError(_message(error)), retry=False, broken=False)
+    # The connection failed under the statement (reset, closed, a protocol error).
+    if reads:
+        return _Failure(LedgerNotWrittenError(_message(error)), retry=True, broken=True)
+    return _Failure(
+        LedgerOutcomeUnknownError(f"the write may have committed: {_message(error)}"),
+        retry=False,
+        broken=True,
+    )
+
+
+class BoundedPool:
+    """``fetch``, ``fetchrow`` and ``execute`` on an asyncpg pool, each bounded by
+    ``timeout`` seconds and raising only ``LedgerError``\\ s (or ``CancelledError``)."""
+
+    def __init__(self, pool: Any, timeout: float) -> None:
+        self.pool = pool
+        self.timeout = timeout
+
+    async def fetch(self, sql: str, *args: Any) -> list[Any]:
+        """Rows of ``sql``."""
+        return list(await self._call("fetch", sql, args))
+
+    async def fetchrow(self, sql: str, *args: Any) -> Any:
+        """The first row of ``sql``, or None."""
+        return await self._call("fetchrow", sql, args)
+
+    async def execute(self, sql: str, *args: Any) -> str:
+        """Run ``sql``; its status tag."""
+        return str(await self._call("execute", sql, args))
+
+    async def session(self, work: Callable[[Any], Awaitable[T]], *, deadline: float) -> T:
+        """Run ``work(connection)`` (idempotent work, such as creating the schema) by
+        ``deadline`` (on the loop's clock); any failure is ``LedgerNotWrittenError``."""
+        try:
+            conn = await self._acquire(deadline)
+        except _Failure as unsent:
+            raise unsent.error from None
+        broken = True
+        try:
+            async with asyncio.timeout_at(deadline):
+                result = await work(conn)
+            broken = False
+            return result
+        except TimeoutError:
+            raise LedgerNotWrittenError(
+                f"PostgreSQL did not answer within {self.timeout:g}s"
+            ) from None
+        except Exception as error:
+            failure = _classify(error, reads=True, timeout=self.timeout)
+            broken = failure.broken
+            raise failure.error from None
+        finally:
+            await self._release(conn, broken=broken)
+
+    async def _call(self, method: str, sql: str, args: tuple[Any, ...]) -> Any:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        reads = _is_read(sql)
+        pause = _FIRST_PAUSE
+        while True:
+            try:
+                return await self._once(method, sql, args, deadline=deadline, reads=reads)
+            except _Failure as failure:
+                if not failure.retry or loop.time() + pause >= deadline:
+                    raise failure.error from None
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, _MAX_PAUSE)
+
+    async def _once(
+        self, method: str, sql: str, args: tuple[Any, ...], *, deadline: float, reads: bool
+    ) -> Any:
+        conn = await self._acquire(deadline)
+        broken = True  # unless the statement ends cleanly: cancelled, say
+        try:
+            remaining = max(deadline - asyncio.get_running_loop().time(), 0.001)
+            result = await getattr(conn, method)(sql, *args, timeout=remaining)
+            broken = False
+            return result
+        except Exception as error:
+            failure = _classify(error, reads=reads, timeout=self.timeout)
+            broken = failure.broken
+            raise failure from None
+        finally:
+            await self._release(conn, broken=broken)
+
+    async def _acquire(self, deadline: float) -> Any:
+        """A connection by ``deadline``; else a ``_Failure`` (nothing was sent)."""
+        remaining = deadline - asyncio.get_running_loop().time()
+        try:
+            if remaining <= 0:
+                raise TimeoutError
+            return await self.pool.acquire(timeout=remaining)
+        except TimeoutError:
+            error = LedgerNotWrittenError(
+                f"no PostgreSQL connection within {self.timeout:g}s; nothing was sent"
+            )
+            raise _Failure(error, retry=False, broken=False) from None
+        except Exception as error:
+            sqlstate = getattr(error, "sqlstate", None)
+            code = sqlstate if isinstance(sqlstate, str) else None
+            failure = LedgerNotWrittenError(
+                f"could not connect to PostgreSQL: {_message(error)}", code=code
+            )
+            # Refused, reset, or the server busy or starting: a moment later it may pass.
+            retry = code is None or code[:2] == "08" or code in _RETRY_STATES
+            raise _Failure(failure, retry=retry, broken=False) from None
+
+    async def _release(self, conn: Any, *, broken: bool) -> None:
+        if broken:  # never hand back a connection that may still be busy or dead
+            conn.terminate()
+        with contextlib.suppress(Exception):
+            await self.pool.release(conn, timeout=self.timeout)

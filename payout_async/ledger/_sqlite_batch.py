@@ -1,0 +1,153 @@
+"""One group-commit transaction of ``SQLiteLedger``, and what its failures mean.
+
+``commit_batch`` runs on aiosqlite's thread and reports every failure as data, saying
+where it happened: a ``BEGIN IMMEDIATE`` that found the file locked changed nothing
+(the writes go back in the queue while their callers still have time to wait); a
+failure before ``COMMIT`` was rolled back (not written); a failed ``COMMIT`` is not
+written when SQLite says so for certain (``SQLITE_FULL``, ``SQLITE_BUSY``) and unknown
+otherwise (an I/O error may strike after the commit frame reached the WAL).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from .._errors import ConfigurationError
+from ._errors import LedgerError, LedgerNotWrittenError, LedgerOutcomeUnknownError
+
+__all__ = [
+    "BatchOutcome",
+    "Op",
+    "commit_batch",
+    "is_locked",
+    "not_written",
+    "open_error",
+    "outcome_unknown",
+]
+
+Op = Callable[[sqlite3.Connection], Any]
+
+_BUSY, _LOCKED, _FULL = sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_FULL
+# Opening failures that no retry fixes: a wrong path, not a database, no permission.
+_BAD_FILE = frozenset(
+    {sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_PERM}
+)
+
+
+def _primary(error: sqlite3.Error) -> int | None:
+    code = getattr(error, "sqlite_errorcode", None)
+    return None if code is None else code & 0xFF
+
+
+def _describe(error: BaseException) -> tuple[str, str | None]:
+    name = getattr(error, "sqlite_errorname", None)
+    return f"{type(error).__name__}: {error}", name
+
+
+def is_locked(error: BaseException) -> bool:
+    """True when another connection holds the lock (``SQLITE_BUSY``/``SQLITE_LOCKED``)."""
+    return isinstance(error, sqlite3.Error) and _primary(error) in (_BUSY, _LOCKED)
+
+
+def not_written(error: BaseException, context: str) -> LedgerNotWrittenError:
+    """``error`` as a ``LedgerNotWrittenError``."""
+    text, name = _describe(error)
+    return LedgerNotWrittenError(f"{context}: {text}", code=name)
+
+
+def outcome_unknown(error: BaseException, context: str) -> LedgerOutcomeUnknownError:
+    """``error`` as a ``LedgerOutcomeUnknownError``."""
+    text, name = _describe(error)
+    return LedgerOutcomeUnknownError(f"{context}: {text}", code=name)
+
+
+def open_error(error: sqlite3.Error, path: str) -> ConfigurationError | LedgerNotWrittenError:
+    """An error while opening the file: a bad file is a ``ConfigurationError``, anything
+    else (a lock, a full disk) a ``LedgerNotWrittenError``."""
+    if _primary(error) in _BAD_FILE:
+        return ConfigurationError(f"cannot open the SQLite ledger {path!r}: {error}")
+    return not_written(error, f"could not open the SQLite ledger {path!r}")
+
+
+@attrs.frozen
+class BatchOutcome:
+    """What happened to one transaction: ``locked`` (nothing ran, the lock was not
+    granted in time), ``outcomes`` (per write: ``(True, value)`` or ``(False, error)``),
+    and ``error`` with ``unknown`` when the transaction as a whole failed."""
+
+    outcomes: list[tuple[bool, Any]] = attrs.Factory(list)
+    locked: bool = False
+    error: BaseException | None = None
+    unknown: bool = False
+
+    def results(self, count: int) -> list[tuple[bool, Any]]:
+        """Per write: its value, its own error, or the transaction's classified error."""
+        if self.error is None:
+            return self.outcomes
+        if not self.outcomes:  # failed before any write ran, or was rolled back whole
+            return [(False, not_written(self.error, "the ledger write was rolled back"))] * count
+        failure: LedgerError
+        if self.unknown:
+            failure = outcome_unknown(self.error, "the ledger commit may or may not have happened")
+        else:
+            failure = not_written(self.error, "the ledger commit failed")
+        return [(ok, failure if ok else value) for ok, value in self.outcomes]
+
+
+def commit_batch(
+    conn: sqlite3.Connection, ops: list[Op], wait: float, busy_timeout: float
+) -> BatchOutcome:
+    """Run ``ops`` in one ``BEGIN IMMEDIATE`` transaction, waiting at most ``wait``
+    seconds for the write lock, each write in a savepoint so that one that fails leaves
+    no trace and does not undo the others (on aiosqlite's thread)."""
+    conn.execute(f"PRAGMA busy_timeout = {max(1, round(wait * 1000))}")
+    try:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as error:
+            return BatchOutcome(locked=is_locked(error), error=error)
+        try:
+            outcomes = _run_ops(conn, ops)
+        except sqlite3.Error as error:
+            _rollback(conn)
+            return BatchOutcome(error=error)
+        except BaseException:
+            _rollback(conn)
+            raise
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as error:
+            _rollback(conn)
+            unknown = _primary(error) not in (_FULL, _BUSY)
+            return BatchOutcome(outcomes, error=error, unknown=unknown)
+        return BatchOutcome(outcomes)
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {max(1, round(busy_timeout * 1000))}")
+
+
+def _run_ops(conn: sqlite3.Connection, ops: list[Op]) -> list[tuple[bool, Any]]:
+    outcomes: list[tuple[bool, Any]] = []
+    for op in ops:
+        conn.execute("SAVEPOINT op")
+        try:
+            outcomes.append((True, op(conn)))
+        except Exception as error:
+            if not conn.in_transaction:  # SQLite rolled the whole transaction back
+                raise
+            conn.execute("ROLLBACK TO op")
+            if isinstance(error, sqlite3.Error):
+                error = not_written(error, "the ledger write was rolled back")
+            outcomes.append((False, error))
+        conn.execute("RELEASE op")
+    return outcomes
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):  # the transaction is gone either way
+            conn.execute("ROLLBACK")
