@@ -24,10 +24,12 @@ __all__ = ["BoundedPool"]
 T = TypeVar("T")
 
 _FIRST_PAUSE, _MAX_PAUSE = 0.02, 0.5
-# Refusals worth another try within the budget: the statement was rolled back and a
-# moment later it may pass (serialisation failure, deadlock, lock timeout, too many
-# connections, the server starting up or shutting a session down).
-_RETRY_STATES = frozenset({"40001", "40P01", "55P03", "53300", "57P01", "57P02", "57P03"})
+# Refusals worth another try within the budget: a statement rolled back as a
+# serialisation failure or a deadlock victim; a connection refused as one too many, or
+# while the server starts or stops. (Not a lock or statement timeout: the server gave
+# up on purpose, and a retry would run into the client's own deadline.)
+_RETRY_STATES = frozenset({"40001", "40P01"})
+_RETRY_CONNECT_STATES = frozenset({"53300", "57P01", "57P02", "57P03"})
 # Errors the server may report after a write committed: the connection or the server
 # failed (57014, a cancelled statement, rolled it back).
 _UNKNOWN_CLASSES = frozenset({"08", "57", "58", "XX"})
@@ -185,11 +187,12 @@ class BoundedPool:
                 f"could not connect to PostgreSQL: {_message(error)}", code=code
             )
             # Refused, reset, or the server busy or starting: a moment later it may pass.
-            retry = code is None or code[:2] == "08" or code in _RETRY_STATES
+            retry = code is None or code[:2] == "08" or code in _RETRY_CONNECT_STATES
             raise _Failure(failure, retry=retry, broken=False) from None
 
     async def _release(self, conn: Any, *, broken: bool) -> None:
         if broken:  # never hand back a connection that may still be busy or dead
-            conn.terminate()
+            with contextlib.suppress(Exception):  # closed already: back in the pool
+                conn.terminate()
         with contextlib.suppress(Exception):
             await self.pool.release(conn, timeout=self.timeout)

@@ -96,7 +96,8 @@ class BatchOutcome:
             failure = outcome_unknown(self.error, "the ledger commit may or may not have happened")
         else:
             failure = not_written(self.error, "the ledger commit failed")
-        return [(ok, failure if ok else value) for ok, value in self.outcomes]
+        # A write that ran shares the commit's fate; one that failed keeps its error.
+        return [(False, failure if ok else value) for ok, value in self.outcomes]
 
 
 def commit_batch(

@@ -23,6 +23,7 @@ from ..ledger import (
     Claim,
     LeaseLostError,
     Ledger,
+    LedgerError,
     LedgerNotWrittenError,
     LedgerState,
     PayoutRecord,
@@ -260,6 +261,9 @@ class Payouts(Generic[Request]):
                 provider=self.provider,
                 reason=str(error),
             )
+        except LedgerError as error:  # the ledger is down or locked: no traceback
+            logger.warning("payout %s: %s", key, error)
+            return await self._attention(str(key), error)
         except Exception as error:
             logger.exception("payout %s failed unexpectedly", key)
             return await self._attention(str(key), error)

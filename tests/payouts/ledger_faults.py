@@ -1,0 +1,253 @@
+"""A batch paid while the ledger misbehaves, then recovered and checked against the
+sandbox's books (shared by tests/payouts/test_ledger_faults.py and, for the faults that
+must run in a process of their own, run as a script).
+
+``python -m tests.payouts.ledger_faults FAULT [--count N] [--concurrency C]`` runs one
+SQLite fault (``sqlite-disk-full``, ``sqlite-lock``) and prints its ``Report`` as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import signal
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from payout_async import PayoutResult, PayoutStatus
+from payout_async.ledger import Ledger, LedgerState, SQLiteLedger
+from payout_async.sandbox import Sandbox
+from tests.payouts.support import (
+    books,
+    enot_client,
+    enot_request,
+    fast_config,
+    im_client,
+    im_request,
+    payouts,
+)
+
+LEASE_SECONDS = 1.5
+Fault = Callable[[], Awaitable[None]]
+
+
+@attrs.define
+class Report:
+    """What one faulty batch did: its results by status, the longest stretch in which
+    ``pay_many`` yielded nothing, and what recovery took."""
+
+    fault: str
+    payouts: int
+    first_pass: dict[str, int]
+    longest_freeze: float
+    batch_seconds: float
+    not_started_without_row: int = 0
+    attention_without_row: int = 0
+    rerun: dict[str, int] = attrs.Factory(dict)
+    recovery_passes: int = 0
+    final_states: dict[str, int] = attrs.Factory(dict)
+
+    def line(self) -> str:
+        return json.dumps(attrs.asdict(self), sort_keys=True)
+
+
+def pay_many_tasks() -> list[asyncio.Task[Any]]:
+    """``pay_many``'s workers still alive (it names them)."""
+    return [
+        task
+        for task in asyncio.all_tasks()
+        if task.get_name().startswith("pay_many") and not task.done()
+    ]
+
+
+async def _pay(
+    flows: list[tuple[Any, list[tuple[str, Any]]]], concurrency: int
+) -> tuple[list[PayoutResult], float]:
+    """Every flow's batch at once: the results and the longest gap between them."""
+    results: list[PayoutResult] = []
+    last = time.monotonic()
+    longest = 0.0
+
+    async def drain(flow: Any, items: list[tuple[str, Any]]) -> None:
+        nonlocal last, longest
+        async for result in flow.pay_many(items, concurrency=concurrency):
+            now = time.monotonic()
+            longest, last = max(longest, now - last), now
+            results.append(result)
+
+    await asyncio.gather(*(drain(flow, items) for flow, items in flows if items))
+    return results, max(longest, time.monotonic() - last)
+
+
+async def settle(flows: list[Any], ledger: Ledger, *, passes: int = 12) -> int:
+    """``resume()`` and ``reconcile()`` until every row is final (waiting out the
+    leases of runs the fault interrupted); the passes it took."""
+    for done in range(1, passes + 1):
+        for flow in flows:
+            await flow.resume()
+            await flow.reconcile()
+        unfinished = [row for row in await ledger.records() if not row.state.is_final]
+        if not unfinished:
+            return done
+        leases = [row.lease_expires_at for row in unfinished if row.lease_expires_at]
+        await asyncio.sleep(max(0.05, min(leases, default=0.0) - time.time() + 0.05))
+    raise AssertionError(f"rows still unfinished after {passes} passes: {unfinished}")
+
+
+async def run(
+    name: str,
+    ledger: Ledger,
+    fault: Fault,
+    *,
+    count: int = 20,
+    concurrency: int = 8,
+) -> Report:
+    """Pay ``count`` IntellectMoney and ``count`` Enot payouts while ``fault`` runs,
+    then re-run what did not start, resume, reconcile, and check the books: each
+    payout paid exactly once and recorded as succeeded."""
+    config = fast_config(duplicate_order_id="accept")
+    async with (
+        Sandbox(config=config) as sandbox,
+        im_client(sandbox.intellectmoney_url) as im,
+        enot_client(sandbox.enot_url) as enot,
+    ):
+        im_items = [(f"im-{n}", im_request(f"im-{n}")) for n in range(count)]
+        enot_items = [(f"en-{n}", enot_request()) for n in range(count)]
+        clients = [(im, im_items), (enot, enot_items)]
+        flows = [(payouts(c, ledger, lease_seconds=LEASE_SECONDS), items) for c, items in clients]
+
+        started = time.monotonic()
+        faulting = asyncio.create_task(fault())
+        try:
+            first, freeze = await _pay(flows, concurrency)
+        finally:
+            await faulting
+        report = Report(
+            fault=name,
+            payouts=2 * count,
+            first_pass=dict(Counter(result.status.value for result in first)),
+            longest_freeze=round(freeze, 3),
+            batch_seconds=round(time.monotonic() - started, 3),
+        )
+        assert pay_many_tasks() == [], "pay_many left workers running"
+        assert len(first) == 2 * count
+        for result in first:
+            if await ledger.get(result.provider, result.key) is not None:
+                continue
+            if result.status is PayoutStatus.NOT_STARTED:
+                report.not_started_without_row += 1
+            else:
+                report.attention_without_row += 1
+        assert report.attention_without_row == 0, "a result claims a row the ledger lacks"
+
+        again = {result.key for result in first if result.status is PayoutStatus.NOT_STARTED}
+        rerun_flows = [(flow, [(k, r) for k, r in items if k in again]) for flow, items in flows]
+        rerun, _ = await _pay(rerun_flows, concurrency)
+        report.rerun = dict(Counter(result.status.value for result in rerun))
+        report.recovery_passes = await settle([flow for flow, _ in flows], ledger)
+
+        rows = await ledger.records()
+        report.final_states = dict(Counter(row.state.value for row in rows))
+        executed, created = books(sandbox.state)
+        assert sandbox.duplicates() == []
+        for provider, items, paid in (
+            ("intellectmoney", im_items, executed),
+            ("enot", enot_items, created),
+        ):
+            for key, _ in items:
+                row = await ledger.get(provider, key)
+                assert row is not None, key
+                assert row.state is LedgerState.SUCCEEDED, (key, row.state, row.reason)
+                assert paid[key] == 1, f"{key} paid {paid[key]} times"
+        return report
+
+
+# -- SQLite faults that need a process of their own -----------------------------------
+
+
+def disk_full(path: Path, *, after: float = 0.15, hold: float = 0.6) -> Fault:
+    """After ``after`` seconds no file of this process may grow (``RLIMIT_FSIZE`` just
+    above the ledger's files' sizes), for ``hold`` seconds."""
+
+    async def fault() -> None:
+        await asyncio.sleep(after)
+        sizes = [p.stat().st_size for p in path.parent.glob(path.name + "*")]
+        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (max(sizes) + 4096, hard))
+        await asyncio.sleep(hold)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+    return fault
+
+
+_HOLD_LOCK = """
+import sqlite3, sys, time
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("BEGIN IMMEDIATE")
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+conn.execute("COMMIT")
+"""
+
+
+def locked_by_another_process(path: Path, *, after: float = 0.15, hold: float = 0.8) -> Fault:
+    """After ``after`` seconds another process holds the ledger's write lock for
+    ``hold`` seconds."""
+
+    async def fault() -> None:
+        await asyncio.sleep(after)
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _HOLD_LOCK, str(path), str(hold),
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert process.stdout is not None
+        assert await process.stdout.readline() == b"locked\n"
+        assert await process.wait() == 0
+
+    return fault
+
+
+@asynccontextmanager
+async def sqlite_ledger(path: Path, busy_timeout: float) -> AsyncIterator[SQLiteLedger]:
+    ledger = SQLiteLedger(path, busy_timeout=busy_timeout)
+    await ledger.open()
+    try:
+        yield ledger
+    finally:
+        await ledger.aclose()
+
+
+async def _main(fault_name: str, count: int, concurrency: int, busy_timeout: float) -> Report:
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "ledger.db"
+        faults = {"sqlite-disk-full": disk_full, "sqlite-lock": locked_by_another_process}
+        async with sqlite_ledger(path, busy_timeout) as ledger:
+            return await run(
+                fault_name, ledger, faults[fault_name](path), count=count, concurrency=concurrency
+            )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("fault", choices=["sqlite-disk-full", "sqlite-lock"])
+    parser.add_argument("--count", type=int, default=20)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--busy-timeout", type=float, default=0.3)
+    options = parser.parse_args()
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a full "disk" fails the write instead
+    report = asyncio.run(
+        _main(options.fault, options.count, options.concurrency, options.busy_timeout)
+    )
+    print(report.line())

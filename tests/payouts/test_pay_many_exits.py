@@ -1,0 +1,212 @@
+"""``pay_many`` never outlives its caller, and one payout's trouble -- even trouble
+handling trouble -- is that payout's result, never the batch's."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from payout_async import PayoutStatus, ValidationError
+from payout_async.ledger import (
+    LedgerNotWrittenError,
+    LedgerOutcomeUnknownError,
+    LedgerState,
+    SQLiteLedger,
+)
+from payout_async.sandbox import Sandbox
+
+from .ledger_faults import pay_many_tasks, settle
+from .support import books, fast_config, im_client, im_request, payouts
+
+
+def requests(count: int) -> list[tuple[str, Any]]:
+    return [(f"im-{n}", im_request(f"im-{n}")) for n in range(count)]
+
+
+def sent(sandbox: Sandbox) -> int:
+    return sum(sandbox.state.faults.call_counts.values())
+
+
+async def assert_quiet(sandbox: Sandbox) -> None:
+    """No worker left, and nothing more reaches the provider."""
+    assert pay_many_tasks() == []
+    before = sent(sandbox)
+    await asyncio.sleep(0.2)
+    assert sent(sandbox) == before
+
+
+async def assert_paid_once(sandbox: Sandbox, flow: Any, keys: list[str]) -> None:
+    await settle([flow], flow.ledger)
+    executed, _ = books(sandbox.state)
+    for key in keys:
+        row = await flow.ledger.get("intellectmoney", key)
+        assert row is not None and row.state is LedgerState.SUCCEEDED, (key, row)
+        assert executed[key] == 1, key
+    assert sandbox.duplicates() == []
+
+
+@pytest.fixture
+async def sandbox() -> AsyncIterator[Sandbox]:
+    async with Sandbox(config=fast_config(latency=(0.02, 0.06))) as running:
+        yield running
+
+
+@pytest.fixture
+async def ledger(tmp_path: Path) -> AsyncIterator[SQLiteLedger]:
+    async with SQLiteLedger(tmp_path / "ledger.db", busy_timeout=0.2) as opened:
+        yield opened
+
+
+async def test_a_failing_source_stops_every_worker_first(
+    sandbox: Sandbox, ledger: SQLiteLedger
+) -> None:
+    items = requests(12)
+
+    async def source() -> AsyncIterator[tuple[str, Any]]:
+        for item in items[:8]:
+            yield item
+            await asyncio.sleep(0.01)
+        raise RuntimeError("the source broke")
+
+    async with im_client(sandbox.intellectmoney_url) as client:
+        flow = payouts(client, ledger, lease_seconds=1.5)
+        with pytest.raises(RuntimeError, match="the source broke"):
+            async for _ in flow.pay_many(source(), concurrency=4):
+                pass
+        await assert_quiet(sandbox)
+        await assert_paid_once(sandbox, flow, [key for key, _ in items[:8]])
+
+
+async def test_a_bad_item_ends_the_batch_like_a_failing_source(
+    sandbox: Sandbox, ledger: SQLiteLedger
+) -> None:
+    items: list[Any] = [*requests(3), "not a pair"]
+    async with im_client(sandbox.intellectmoney_url) as client:
+        flow = payouts(client, ledger)
+        with pytest.raises(ValidationError, match="pair"):
+            async for _ in flow.pay_many(items, concurrency=1):
+                pass
+        await assert_quiet(sandbox)
+
+
+async def test_closing_after_a_break_stops_the_workers(
+    sandbox: Sandbox, ledger: SQLiteLedger
+) -> None:
+    items = requests(20)
+    async with im_client(sandbox.intellectmoney_url) as client:
+        flow = payouts(client, ledger, lease_seconds=1.5)
+        async with contextlib.aclosing(flow.pay_many(items, concurrency=4)) as results:
+            async for _ in results:
+                break
+        await assert_quiet(sandbox)
+        done = [key for key, _ in items if await ledger.get("intellectmoney", key)]
+        assert 1 <= len(done) < len(items)
+        await assert_paid_once(sandbox, flow, done)
+
+
+async def test_a_bare_break_stops_the_workers_as_the_iterator_goes(
+    sandbox: Sandbox, ledger: SQLiteLedger
+) -> None:
+    async with im_client(sandbox.intellectmoney_url) as client:
+        flow = payouts(client, ledger, lease_seconds=1.5)
+        async for _ in flow.pay_many(requests(20), concurrency=4):
+            break
+        for _ in range(100):  # the dropped generator is closed by the event loop
+            if not pay_many_tasks():
+                break
+            await asyncio.sleep(0.01)
+        await assert_quiet(sandbox)
+
+
+async def test_cancelling_the_caller_stops_the_workers(
+    sandbox: Sandbox, ledger: SQLiteLedger
+) -> None:
+    async with im_client(sandbox.intellectmoney_url) as client:
+        flow = payouts(client, ledger, lease_seconds=1.5)
+        seen: list[Any] = []
+
+        async def consume() -> None:
+            async for result in flow.pay_many(requests(30), concurrency=6):
+                seen.append(result)
+
+        task = asyncio.create_task(consume())
+        while not seen:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert pay_many_tasks() == []
+        await assert_quiet(sandbox)
+
+
+class _Failing:
+    """A real ledger whose ``begin`` and ``get`` fail for some keys (the write lost
+    in an unknown state, then the ledger unreadable)."""
+
+    def __init__(self, ledger: SQLiteLedger, keys: set[str]) -> None:
+        self._ledger = ledger
+        self._keys = keys
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ledger, name)
+
+    async def begin(self, provider: str, key: str, *args: Any, **kwargs: Any) -> Any:
+        if key in self._keys:
+            raise LedgerOutcomeUnknownError("the commit of the intent was lost")
+        return await self._ledger.begin(provider, key, *args, **kwargs)
+
+    async def get(self, provider: str, key: str) -> Any:
+        if key in self._keys:
+            raise LedgerNotWrittenError("the ledger cannot be read")
+        return await self._ledger.get(provider, key)
+
+
+async def test_an_error_while_handling_an_error_is_that_payouts_result(
+    sandbox: Sandbox, ledger: SQLiteLedger
+) -> None:
+    items = requests(10)
+    bad = {"im-2", "im-5", "im-7"}
+    async with im_client(sandbox.intellectmoney_url) as client:
+        flow = payouts(client, _Failing(ledger, bad))  # type: ignore[arg-type]
+        results = {r.key: r async for r in flow.pay_many(items, concurrency=4)}
+    assert pay_many_tasks() == []
+    assert len(results) == 10
+    for key, result in results.items():
+        if key in bad:
+            assert result.status is PayoutStatus.NEEDS_ATTENTION
+            assert result.reason is not None
+            assert "intent was lost" in result.reason and "cannot be read" in result.reason
+        else:
+            assert result.status is PayoutStatus.SUCCEEDED, result
+
+
+async def test_no_intent_recorded_means_not_started_and_a_rerun_pays(
+    sandbox: Sandbox, ledger: SQLiteLedger
+) -> None:
+    items = requests(6)
+    other = sqlite3.connect(ledger.path, isolation_level=None)
+    async with im_client(sandbox.intellectmoney_url) as client:
+        flow = payouts(client, ledger)
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            first = [r async for r in flow.pay_many(items, concurrency=3)]
+        finally:
+            other.execute("COMMIT")
+            other.close()
+        assert {r.status for r in first} == {PayoutStatus.NOT_STARTED}
+        for result in first:
+            assert result.state is None and result.provider_id is None
+            assert result.reason is not None
+            assert result.reason.startswith("ledger unavailable: nothing was sent")
+        assert await ledger.records() == []
+        assert sent(sandbox) == 0
+
+        again = [r async for r in flow.pay_many(items, concurrency=3)]
+        assert {r.status for r in again} == {PayoutStatus.SUCCEEDED}
+        await assert_paid_once(sandbox, flow, [key for key, _ in items])
