@@ -170,11 +170,11 @@ class BoundedPool:
 
     async def _acquire(self, deadline: float) -> Any:
         """A connection by ``deadline``; else a ``_Failure`` (nothing was sent)."""
-        remaining = deadline - asyncio.get_running_loop().time()
         try:
-            if remaining <= 0:
-                raise TimeoutError
-            return await self.pool.acquire(timeout=remaining)
+            # Not ``acquire(timeout=...)``: Python 3.11's ``wait_for`` behind it can
+            # swallow a cancellation that arrives as the connection does.
+            async with asyncio.timeout_at(deadline):
+                return await self.pool.acquire()
         except TimeoutError:
             error = LedgerNotWrittenError(
                 f"no PostgreSQL connection within {self.timeout:g}s; nothing was sent"

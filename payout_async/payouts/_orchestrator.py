@@ -42,6 +42,7 @@ Request = TypeVar("Request", OperationRequest, PayoffRequest)
 Item = tuple[str, Any]
 
 _MAX_ORDER_ID = 255
+_CANCEL_AGAIN_AFTER = 0.5  # seconds: see ``_stop``
 
 
 def order_id_for(key: str) -> str:
@@ -218,14 +219,18 @@ class Payouts(Generic[Request]):
         results: asyncio.Queue[PayoutResult | None] = asyncio.Queue()
         room = asyncio.Semaphore(concurrency * 2)  # results not yet taken by the caller
 
+        stopping = False
+
         async def worker() -> None:
             while True:
                 async with take:
-                    item = await anext(source, None)  # the source's own error ends the batch
-                if item is None:
+                    item = None if stopping else await anext(source, None)
+                if item is None:  # the source is exhausted (its own error ends the batch)
                     return
                 key, request = _pair(item)
                 result = await self._pay_one(key, request)
+                if stopping:  # cancelled, though something swallowed the cancellation
+                    return
                 await room.acquire()
                 results.put_nowait(result)
 
@@ -248,6 +253,7 @@ class Payouts(Generic[Request]):
                     if failure is not None:
                         raise failure
         finally:
+            stopping = True
             await _stop(workers)
 
     async def _pay_one(self, key: str, request: Request) -> PayoutResult:
@@ -261,11 +267,13 @@ class Payouts(Generic[Request]):
                 provider=self.provider,
                 reason=str(error),
             )
-        except LedgerError as error:  # the ledger is down or locked: no traceback
-            logger.warning("payout %s: %s", key, error)
-            return await self._attention(str(key), error)
         except Exception as error:
-            logger.exception("payout %s failed unexpectedly", key)
+            if _being_cancelled():  # a failed clean-up hid the cancellation: end here
+                raise asyncio.CancelledError from error
+            if isinstance(error, LedgerError):  # the ledger is down or locked
+                logger.warning("payout %s: %s", key, error)
+            else:
+                logger.exception("payout %s failed unexpectedly", key)
             return await self._attention(str(key), error)
 
     async def _attention(self, key: str, error: BaseException) -> PayoutResult:
@@ -411,17 +419,28 @@ def _pair(item: Any) -> tuple[str, Any]:
     return key, request
 
 
+def _being_cancelled() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 async def _stop(tasks: list[asyncio.Task[None]]) -> None:
     """Cancel ``tasks`` and wait until every one has ended, even when cancelled
-    meanwhile (as ``asyncio.TaskGroup`` does); then pass that cancellation on."""
+    meanwhile (as ``asyncio.TaskGroup`` does); then pass that cancellation on. A task
+    still running after ``_CANCEL_AGAIN_AFTER`` seconds (a library swallowed the
+    cancellation, or a clean-up waits on the ledger) is cancelled again: shielded
+    writes finish on their own, the worker does not wait for them."""
     for task in tasks:
         task.cancel()
     cancelled = False
     while pending := [task for task in tasks if not task.done()]:
         try:
-            await asyncio.wait(pending)
+            await asyncio.wait(pending, timeout=_CANCEL_AGAIN_AFTER)
         except asyncio.CancelledError:
             cancelled = True
+        for task in pending:
+            if not task.done():
+                task.cancel()
     for task in tasks:
         if not task.cancelled():
             task.exception()  # retrieved: a failure was raised by pay_many or is moot

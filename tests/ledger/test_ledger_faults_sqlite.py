@@ -162,16 +162,17 @@ async def test_a_write_protected_file_can_be_read(tmp_path: Path) -> None:
         await begin(writer, "other")
 
 
+def modes(directory: Path) -> dict[str, int]:
+    return {file.name: stat.S_IMODE(file.stat().st_mode) for file in directory.iterdir()}
+
+
 async def test_a_new_ledger_file_is_private(tmp_path: Path) -> None:
     old = os.umask(0o022)
     try:
         path = tmp_path / "new.db"
         async with SQLiteLedger(path) as ledger:
             await begin(ledger, "k")
-            files = sorted(tmp_path.iterdir())
-            assert [f.name for f in files] == ["new.db", "new.db-shm", "new.db-wal"]
-            for file in files:
-                assert stat.S_IMODE(file.stat().st_mode) == 0o600, file
+            assert modes(tmp_path) == {"new.db": 0o600, "new.db-shm": 0o600, "new.db-wal": 0o600}
     finally:
         os.umask(old)
 

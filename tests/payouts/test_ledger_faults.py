@@ -1,0 +1,190 @@
+"""Batches paid while the ledger fails under them -- PostgreSQL behind a proxy that
+cuts, refuses, stalls and flaps; SQLite locked by another process, out of disk, or
+write-protected -- each ending with the sandbox's books checked against the ledger:
+nothing paid twice, lost, or left unfinished after a re-run, ``resume()`` and
+``reconcile()``, and no ``pay_many`` worker alive once it returned."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from payout_async import PayoutStatus
+from payout_async.ledger import LedgerState, PostgresLedger, SQLiteLedger
+from payout_async.sandbox import Sandbox
+from tests.ledger.proxy import FaultyProxy
+from tests.ledger.support import PG_DSN, drop_schema, require_postgres
+from tests.ledger.test_ledger_faults_sqlite import write_protected
+
+from .ledger_faults import LEASE_SECONDS, Report, pay_many_tasks, run, settle
+from .support import books, fast_config, im_client, im_request, payouts
+
+ROOT = Path(__file__).resolve().parents[2]
+PG_TIMEOUT = 0.25
+
+
+@pytest.fixture
+async def proxied() -> AsyncIterator[tuple[FaultyProxy, PostgresLedger]]:
+    require_postgres()
+    schema = f"ledger_fault_{uuid.uuid4().hex[:12]}"
+    async with FaultyProxy(PG_DSN) as proxy:
+        ledger = PostgresLedger(
+            proxy.dsn, schema=schema, command_timeout=PG_TIMEOUT, max_connections=8
+        )
+        await ledger.open()
+        try:
+            yield proxy, ledger
+        finally:
+            await ledger.aclose()
+            await drop_schema(schema)
+
+
+def cut(proxy: FaultyProxy) -> Callable[[], Awaitable[None]]:
+    async def fault() -> None:
+        for _ in range(3):
+            await asyncio.sleep(0.15)
+            proxy.cut()
+
+    return fault
+
+
+def refuse(proxy: FaultyProxy) -> Callable[[], Awaitable[None]]:
+    async def fault() -> None:
+        await asyncio.sleep(0.15)
+        await proxy.refuse()
+        proxy.cut()
+        await asyncio.sleep(0.8)
+        await proxy.accept()
+
+    return fault
+
+
+def stall(proxy: FaultyProxy, seconds: float = 2.0) -> Callable[[], Awaitable[None]]:
+    async def fault() -> None:
+        await asyncio.sleep(0.15)
+        proxy.stall()
+        await asyncio.sleep(seconds)
+        proxy.unstall()
+
+    return fault
+
+
+def flap(proxy: FaultyProxy) -> Callable[[], Awaitable[None]]:
+    async def fault() -> None:
+        await asyncio.sleep(0.1)
+        proxy.flap(up=0.15, down=0.1)
+        await asyncio.sleep(1.0)
+        await proxy.steady()
+
+    return fault
+
+
+FAULTS = {"cut": cut, "refuse": refuse, "stall": stall, "flap": flap}
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("name", list(FAULTS))
+async def test_postgres_faults_pay_each_payout_once(
+    name: str, proxied: tuple[FaultyProxy, PostgresLedger]
+) -> None:
+    proxy, ledger = proxied
+    report = await run(f"postgres-{name}", ledger, FAULTS[name](proxy))
+    print(report.line())
+    if name == "stall":  # 2 s without an answer: pay_many kept yielding meanwhile
+        assert report.longest_freeze < 1.6
+        assert report.first_pass.get("succeeded", 0) < report.payouts
+
+
+@pytest.mark.postgres
+async def test_cancelling_pay_many_during_a_stall_returns_within_the_bound(
+    proxied: tuple[FaultyProxy, PostgresLedger],
+) -> None:
+    proxy, ledger = proxied
+    async with Sandbox(config=fast_config()) as sandbox, im_client(
+        sandbox.intellectmoney_url
+    ) as client:
+        flow = payouts(client, ledger, lease_seconds=LEASE_SECONDS)
+        items = [(f"im-{n}", im_request(f"im-{n}")) for n in range(30)]
+        first = asyncio.Event()
+
+        async def consume() -> None:
+            async for _ in flow.pay_many(items, concurrency=8):
+                first.set()
+
+        task = asyncio.create_task(consume())
+        await first.wait()
+        proxy.stall()
+        await asyncio.sleep(0.1)
+        started = time.monotonic()
+        task.cancel()
+        await asyncio.wait({task}, timeout=5)  # fail, not hang, if it never returns
+        waited = time.monotonic() - started
+        assert task.cancelled()
+        assert pay_many_tasks() == []
+        # One bounded ledger call (a lease given back) at most, plus scheduling.
+        assert waited < PG_TIMEOUT + 0.5, waited
+        await asyncio.sleep(0.3)
+        proxy.unstall()
+        await settle([flow], ledger)
+        executed, _ = books(sandbox.state)
+        for key, _ in items:
+            row = await ledger.get("intellectmoney", key)
+            if row is None:
+                assert executed[key] == 0
+                continue
+            assert row.state is LedgerState.SUCCEEDED and executed[key] == 1, key
+        assert sandbox.duplicates() == []
+
+
+@pytest.mark.parametrize("fault", ["sqlite-lock", "sqlite-disk-full"])
+def test_sqlite_faults_pay_each_payout_once(fault: str) -> None:
+    """Run in a process of its own: ``RLIMIT_FSIZE`` limits every file of a process."""
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.payouts.ledger_faults", fault],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = Report(**json.loads(done.stdout.strip().splitlines()[-1]))
+    print(report.line())
+    assert report.first_pass.get("succeeded", 0) < report.payouts, "the fault hit nothing"
+    if fault == "sqlite-lock":  # held 0.8 s; each call waits 0.3 s at most
+        assert report.longest_freeze < 0.75
+
+
+async def test_a_write_protected_sqlite_ledger_starts_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    items = [(f"im-{n}", im_request(f"im-{n}")) for n in range(12)]
+    async with Sandbox(config=fast_config()) as sandbox, im_client(
+        sandbox.intellectmoney_url
+    ) as client:
+        async with SQLiteLedger(path) as ledger:
+            first = [r async for r in payouts(client, ledger).pay_many(items[:6])]
+            assert {r.status for r in first} == {PayoutStatus.SUCCEEDED}
+        calls = sum(sandbox.state.faults.call_counts.values())
+        with write_protected(path):
+            async with SQLiteLedger(path) as ledger:  # a process started later, say
+                flow = payouts(client, ledger)
+                blocked = [r async for r in flow.pay_many(items)]
+                assert {r.status for r in blocked} == {PayoutStatus.NOT_STARTED}
+                assert pay_many_tasks() == []
+                assert sum(sandbox.state.faults.call_counts.values()) == calls
+                assert await ledger.counts() == {LedgerState.SUCCEEDED: 6}
+        async with SQLiteLedger(path) as ledger:
+            flow = payouts(client, ledger)
+            again = [r async for r in flow.pay_many(items)]
+            assert {r.status for r in again} == {PayoutStatus.SUCCEEDED}
+            executed, _ = books(sandbox.state)
+            assert all(executed[key] == 1 for key, _ in items)
+            assert sandbox.duplicates() == []
