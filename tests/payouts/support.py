@@ -105,12 +105,12 @@ def enot_request(amount: str = "10.00") -> PayoffRequest:
 
 
 def books(state: Any) -> tuple[Counter[str], Counter[str]]:
-    """(IntellectMoney operations executed per Description, Enot payoffs per order_id)
-    as the sandbox's books hold them."""
-    executed: Counter[str] = Counter(
-        operation.details.description or ""
-        for operation in state.intellectmoney
-        if operation.executed_at is not None
-    )
+    """(IntellectMoney executions per Description, Enot payoffs per order_id) as the
+    sandbox's books hold them. An operation performed twice (the sandbox's
+    ``im_second_execute="pay_again"``) counts twice."""
+    executed: Counter[str] = Counter()
+    for operation in state.intellectmoney:
+        executed[operation.details.description or ""] += operation.executions
+    executed = +executed  # operations never executed are not listed, as before
     created: Counter[str] = Counter(payoff.details.order_id or "" for payoff in state.enot)
     return executed, created
