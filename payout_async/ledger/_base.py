@@ -214,8 +214,9 @@ class Ledger(Protocol):
         (names from ``MUTABLE_FIELDS``), extend the lease (end it, for a final state) and
         append a ``Transition``.
 
-        Raises ``LeaseLostError`` when the row's live lease is not (``owner``,
-        ``token``) -- expired, released, or claimed again since -- or it is final.
+        Raises ``LeaseLostError`` when the row's lease is not (``owner``, ``token``)
+        -- released, or claimed again since -- or the row is final. A lease that expired
+        but that nobody has claimed since is still its holder's: fencing is by token.
         ``add_attempt`` adds one to ``attempts`` (a money-moving request is about to be
         sent).
 
@@ -228,8 +229,9 @@ class Ledger(Protocol):
     async def renew(
         self, provider: str, key: str, *, owner: str, token: int, lease_seconds: float
     ) -> None:
-        """Extend the live lease (``owner``, ``token``) to ``lease_seconds`` from now;
-        ``LeaseLostError`` if it is no longer held."""
+        """Extend the lease (``owner``, ``token``) to ``lease_seconds`` from now, also
+        when it has expired but nobody claimed the row since; ``LeaseLostError`` if it
+        is no longer held."""
         ...
 
     async def release(self, provider: str, key: str, *, owner: str, token: int) -> None:

@@ -179,7 +179,7 @@ class MemoryLedger:
         if unknown:
             raise TypeError(f"cannot change {sorted(unknown)}")
         now = time.time()
-        record = self._held(provider, key, owner, token, now)
+        record = self._held(provider, key, owner, token)
         updated = self._store(
             attrs.evolve(
                 record,
@@ -195,14 +195,13 @@ class MemoryLedger:
         self._log(updated, record.state, owner, note)
         return updated
 
-    def _held(self, provider: str, key: str, owner: str, token: int, now: float) -> PayoutRecord:
+    def _held(self, provider: str, key: str, owner: str, token: int) -> PayoutRecord:
         record = self._rows.get((provider, key))
         if (
             record is None
             or record.state.is_final
             or record.lease_owner != owner
             or record.lease_token != token
-            or (record.lease_expires_at or 0.0) <= now
         ):
             raise LeaseLostError(f"{provider}/{key} is not leased to {owner} (claim {token})")
         return record
@@ -212,7 +211,7 @@ class MemoryLedger:
     ) -> None:
         """See ``Ledger.renew``."""
         now = time.time()
-        record = self._held(provider, key, owner, token, now)
+        record = self._held(provider, key, owner, token)
         self._store(attrs.evolve(record, lease_expires_at=now + lease_seconds))
 
     async def release(self, provider: str, key: str, *, owner: str, token: int) -> None:

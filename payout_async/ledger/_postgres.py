@@ -161,10 +161,9 @@ log AS ({log} SELECT provider, key, 'refused', state, updated_at, $3::text,
                'intent recorded again after a refusal' FROM upd)
 SELECT {cols} FROM upd"""
         self.get = f"SELECT {cols} FROM {t} WHERE provider = $1 AND key = $2"
-        held = (
-            "p.lease_owner = $3 AND p.lease_token = {token} AND p.lease_expires_at > now.t "
-            f"AND p.state NOT IN ({_FINAL})"
-        )
+        # Held: the drive's claim is still the row's latest (an expired lease nobody
+        # has claimed since is still its holder's: another claim raises the token).
+        held = f"p.lease_owner = $3 AND p.lease_token = {{token}} AND p.state NOT IN ({_FINAL})"
         self.transition = f"""
 WITH {_NOW},
 cur AS (

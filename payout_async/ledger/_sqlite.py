@@ -49,9 +49,9 @@ _Op = Callable[[sqlite3.Connection], Any]
 
 _COLS = ", ".join(COLUMNS)
 _FINAL = ", ".join(f"'{state}'" for state in FINAL_VALUES)
-_HELD = (
-    f"lease_owner = ? AND lease_token = ? AND lease_expires_at > ? AND state NOT IN ({_FINAL})"
-)
+# Held: the drive's claim is still the row's latest (an expired lease nobody has
+# claimed since is still its holder's: any other claim would have raised the token).
+_HELD = f"lease_owner = ? AND lease_token = ? AND state NOT IN ({_FINAL})"
 _MAX_BATCH = 256
 
 _SCHEMA = """
@@ -387,7 +387,7 @@ class SQLiteLedger:
         def op(conn: sqlite3.Connection) -> PayoutRecord:
             now = time.time()
             logged = conn.execute(
-                _LOG_HELD, (to_state, now, owner, note, provider, key, owner, token, now)
+                _LOG_HELD, (to_state, now, owner, note, provider, key, owner, token)
             )
             if logged.rowcount != 1:
                 raise LeaseLostError(f"{provider}/{key} is not leased to {owner} (claim {token})")
@@ -405,7 +405,7 @@ class SQLiteLedger:
 
         def op(conn: sqlite3.Connection) -> None:
             now = time.time()
-            renewed = conn.execute(_RENEW, (now + lease_seconds, provider, key, owner, token, now))
+            renewed = conn.execute(_RENEW, (now + lease_seconds, provider, key, owner, token))
             if renewed.rowcount != 1:
                 raise LeaseLostError(f"{provider}/{key} is not leased to {owner} (claim {token})")
 

@@ -62,6 +62,8 @@ class Run:
         #: When this drive last lost a money-moving answer (monotonic), if it did.
         self.unknown_from: float | None = None
         self._before_send = before_send
+        #: True while ``before_send`` runs: a frozen process renews no lease either.
+        self.frozen = False
 
     @property
     def attempts_this_pass(self) -> int:
@@ -136,7 +138,11 @@ class Run:
         timeout plus ``fence_margin``); renew the lease first if it would not. Raises
         ``LeaseLostError`` when the lease is gone: nothing is sent then."""
         if self._before_send is not None:
-            await self._before_send(self.record)
+            self.frozen = True
+            try:
+                await self._before_send(self.record)
+            finally:
+                self.frozen = False
         if request_timeout is None:
             raise ConfigurationError("a money-moving request needs a total timeout")
         needed = request_timeout + fence_margin(self.lease_seconds)
@@ -182,6 +188,9 @@ class _Heartbeat:
         return self._loop.call_later(self._run.lease_seconds / 3, self._due)
 
     def _due(self) -> None:
+        if self._run.frozen:
+            self._timer = self._schedule()
+            return
         self._timer = None
         self._renewing = self._loop.create_task(self._renew())
 

@@ -385,6 +385,7 @@ async def test_transition_counts_attempts(ledger: Ledger) -> None:
 async def test_transition_without_the_lease_is_refused(ledger: Ledger) -> None:
     await start(ledger, "mine", owner="w1")
     await start(ledger, "expired", owner="w1", lease=EXPIRED)
+    await stranded(ledger, owner="w2", lease_seconds=LEASE, limit=1)  # w2 took it over
     await start(ledger, "released", owner="w1")
     await ledger.release(P, "released", owner="w1", token=await token_of(ledger, P, "released"))
     await start(ledger, "final", owner="w1")
@@ -471,14 +472,19 @@ async def test_renew_extends_only_a_held_lease(ledger: Ledger) -> None:
             P, "k1", owner="w2", token=await token_of(ledger, P, "k1"), lease_seconds=LEASE
         )
     await start(ledger, "expired", lease=EXPIRED)
+    # An expired lease nobody claimed since is still w1's: it may renew it...
+    await ledger.renew(
+        P, "expired", owner="w1", token=await token_of(ledger, P, "expired"), lease_seconds=LEASE
+    )
+    assert await ledger.claim_stranded(owner="w2", lease_seconds=LEASE, limit=5) == []
+    # ...but not once another claim took it.
+    await start(ledger, "taken", lease=EXPIRED)
+    stale = await token_of(ledger, P, "taken")
+    assert [r.key for r in await stranded(ledger, owner="w2", lease_seconds=LEASE, limit=5)] == [
+        "taken"
+    ]
     with pytest.raises(LeaseLostError):
-        await ledger.renew(
-            P,
-            "expired",
-            owner="w1",
-            token=await token_of(ledger, P, "expired"),
-            lease_seconds=LEASE,
-        )
+        await ledger.renew(P, "taken", owner="w1", token=stale, lease_seconds=LEASE)
     await move(ledger, "k1", LedgerState.SUCCEEDED)
     with pytest.raises(LeaseLostError):
         await ledger.renew(
