@@ -17,10 +17,12 @@ import json
 import os
 import sqlite3
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any, Literal, Self, TypeVar, cast
 
 import aiosqlite
+import aiosqlite.core
 
 from .._errors import ConfigurationError, IdempotencyConflictError
 from ._base import (
@@ -153,6 +155,23 @@ def _lease_left(owner: str | None, expires_at: float | None, now: float) -> floa
     return 0.0 if owner is None or expires_at is None else max(0.0, expires_at - now)
 
 
+def _abandon(db: aiosqlite.Connection) -> None:
+    """Close a connection whose ledger was dropped unclosed, without its event loop
+    (which may be closed by now: aiosqlite would report to it and print a traceback).
+    Relies on aiosqlite 0.22's worker queue (pinned in pyproject.toml)."""
+    conn = db._connection
+    if conn is None:
+        return
+    db._connection = None  # so that aiosqlite's own __del__ leaves it to us
+    db._running = False
+
+    def close_and_stop() -> object:
+        conn.close()
+        return aiosqlite.core._STOP_RUNNING_SENTINEL
+
+    db._tx.put_nowait((None, close_and_stop))
+
+
 def _create_schema(conn: sqlite3.Connection) -> None:
     """Create the tables, or bring an older file up to this version (worker thread)."""
     conn.execute("BEGIN IMMEDIATE")
@@ -208,6 +227,7 @@ class SQLiteLedger:
         self._opening = asyncio.Lock()
         self._queue: list[tuple[_Op, asyncio.Future[Any]]] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._abandon: weakref.finalize[Any, Any] | None = None
 
     def __repr__(self) -> str:
         return f"SQLiteLedger({self.path!r})"
@@ -234,9 +254,13 @@ class SQLiteLedger:
                     raise ConfigurationError(
                         f"SQLiteLedger needs SQLite 3.35 or newer, not {sqlite3.sqlite_version}"
                     )
-                db = await aiosqlite.connect(
+                connecting = aiosqlite.connect(
                     self.path, isolation_level=None, timeout=self._busy_timeout
                 )
+                # A ledger its owner forgot to close must not keep the interpreter from
+                # exiting (aiosqlite's worker thread would wait for work forever).
+                connecting._thread.daemon = True
+                db = await connecting
                 try:
                     await self._use_wal(db)
                     await db.execute(f"PRAGMA synchronous = {self._synchronous}")
@@ -246,6 +270,7 @@ class SQLiteLedger:
                     await db.close()
                     raise
                 self._db = db
+                self._abandon = weakref.finalize(self, _abandon, db)
         return self._db
 
     async def _use_wal(self, db: aiosqlite.Connection) -> None:
@@ -271,6 +296,8 @@ class SQLiteLedger:
             await asyncio.shield(self._flusher)
         db, self._db = self._db, None
         if db is not None:
+            if self._abandon is not None:
+                self._abandon.detach()
             await db.close()
 
     async def _read(self, sql: str, params: tuple[Any, ...]) -> list[sqlite3.Row]:
