@@ -77,7 +77,7 @@ class IdempotencyConflictError(PayoutError, ValueError):
 
 
 class SignatureError(PayoutError):
-    """A webhook's signature did not match its body."""
+    """A webhook's signature did not match its body (or, signed, it cannot be read)."""
 
 
 class TransportError(PayoutError):
