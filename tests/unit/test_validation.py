@@ -454,7 +454,8 @@ def test_normalize_phone(written: str, normal: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "written", ["+7 900 abc 45 67", "+7900", "８９００１２３４５６７", "7+9001234567", "", "++79001234567"]
+    "written",
+    ["+7 900 abc 45 67", "+7900", "８９００１２３４５６７", "7+9001234567", "", "++79001234567"],
 )
 def test_normalize_phone_refuses(written: str) -> None:
     with pytest.raises(ValidationError):
