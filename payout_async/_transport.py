@@ -21,6 +21,7 @@ import aiohttp
 import attrs
 
 from ._errors import OutcomeUnknownError, RequestNotSentError, TransportError
+from ._fence import check_before_send
 from ._redact import Redactor, redact_fields
 
 __all__ = [
@@ -165,8 +166,10 @@ class Transport:
 
         Raises ``RequestNotSentError`` or ``OutcomeUnknownError`` when no complete
         answer arrives; ``asyncio.CancelledError`` propagates unchanged (the layer
-        above treats it as *outcome unknown*, see ``classify_failure``).
+        above treats it as *outcome unknown*, see ``classify_failure``). A fence
+        installed by ``Payouts`` (``_fence``) may refuse to send at all.
         """
+        await check_before_send(self.timeouts.total)
         url = self.base_url + path
         debug = logger.isEnabledFor(logging.DEBUG)
         if debug:
@@ -215,6 +218,11 @@ class TransportClient:
     """Base of the provider clients: owns a ``Transport``; ``async with`` closes it."""
 
     _transport: Transport
+
+    @property
+    def timeouts(self) -> Timeouts:
+        """The per-request time limits this client sends with."""
+        return self._transport.timeouts
 
     async def __aenter__(self) -> Self:
         return self

@@ -37,7 +37,9 @@ _NUMBERS: tuple[tuple[str, Callable[[str], Any], str], ...] = (
     ("stall_seconds", float, "silence of COMMIT_THEN_STALL, seconds"),
     ("im_in_process_after", float, "IntellectMoney: seconds after execute until InProcess"),
     ("im_final_after", float, "IntellectMoney: seconds after execute until final"),
+    ("im_execute_lag", float, "IntellectMoney: seconds an accepted execute still reads Created"),
     ("enot_final_after", float, "Enot: seconds after create until success/fail"),
+    ("enot_info_lag", float, "Enot: seconds after create that payoff/info answers 404"),
     ("user_token_lifetime", float, "IntellectMoney UserToken lifetime, seconds"),
     ("im_balance", _money, "IntellectMoney starting balance, rubles"),
     ("enot_balance", _money, "Enot starting balance, rubles"),
@@ -87,12 +89,17 @@ def register(subparsers: Any) -> None:
         choices=("accept", "reject"),
         help="Enot: what a second payoff with a used order_id gets (default accept)",
     )
+    parser.add_argument(
+        "--im-second-execute",
+        choices=("refuse", "accept", "pay_again"),
+        help="IntellectMoney: what a second execute of an operation gets (default refuse)",
+    )
     parser.set_defaults(run=run)
 
 
 def _config(args: argparse.Namespace) -> SandboxConfig:
     names = [name for name, _, _ in _NUMBERS]
-    names += ["fault_kinds", "fault_routes", "duplicate_order_id"]
+    names += ["fault_kinds", "fault_routes", "duplicate_order_id", "im_second_execute"]
     given = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     return SandboxConfig(**given)
 

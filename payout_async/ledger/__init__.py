@@ -3,7 +3,9 @@
 from ._base import (
     ACTIVE_STATES,
     FINAL_STATES,
+    PARKED_STATES,
     Claim,
+    LeaseHolder,
     LeaseLostError,
     Ledger,
     LedgerState,
@@ -19,7 +21,9 @@ from ._url import ledger_from_url
 __all__ = [
     "ACTIVE_STATES",
     "FINAL_STATES",
+    "PARKED_STATES",
     "Claim",
+    "LeaseHolder",
     "LeaseLostError",
     "Ledger",
     "LedgerState",

@@ -13,17 +13,25 @@ on its own, and its caller hears back only once that transaction has committed.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any, Literal, Self, TypeVar, cast
 
 import aiosqlite
-import attrs
 
 from .._errors import ConfigurationError, IdempotencyConflictError
-from ._base import ACTIVE_STATES, Claim, LeaseLostError, LedgerState, PayoutRecord, Transition
+from ._base import (
+    ACTIVE_STATES,
+    Claim,
+    LeaseHolder,
+    LeaseLostError,
+    LedgerState,
+    PayoutRecord,
+    Transition,
+)
 from ._rows import (
     COLUMNS,
     FINAL_VALUES,
@@ -41,11 +49,12 @@ _Op = Callable[[sqlite3.Connection], Any]
 
 _COLS = ", ".join(COLUMNS)
 _FINAL = ", ".join(f"'{state}'" for state in FINAL_VALUES)
-_HELD = f"lease_owner = ? AND lease_expires_at > ? AND state NOT IN ({_FINAL})"
+_HELD = (
+    f"lease_owner = ? AND lease_token = ? AND lease_expires_at > ? AND state NOT IN ({_FINAL})"
+)
 _MAX_BATCH = 256
 
 _SCHEMA = """
-BEGIN IMMEDIATE;
 CREATE TABLE IF NOT EXISTS payouts (
     provider TEXT NOT NULL,
     key TEXT NOT NULL,
@@ -58,6 +67,7 @@ CREATE TABLE IF NOT EXISTS payouts (
     attempts INTEGER NOT NULL DEFAULT 0,
     lease_owner TEXT,
     lease_expires_at REAL,
+    lease_token INTEGER NOT NULL DEFAULT 0,
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
     last_error TEXT,
@@ -65,7 +75,6 @@ CREATE TABLE IF NOT EXISTS payouts (
     unknown_since REAL,
     PRIMARY KEY (provider, key)
 );
-CREATE INDEX IF NOT EXISTS payouts_order_id ON payouts (provider, order_id);
 CREATE INDEX IF NOT EXISTS payouts_state_lease ON payouts (state, lease_expires_at);
 CREATE INDEX IF NOT EXISTS payouts_created_at ON payouts (created_at);
 CREATE TABLE IF NOT EXISTS payout_transitions (
@@ -79,8 +88,13 @@ CREATE TABLE IF NOT EXISTS payout_transitions (
     note TEXT
 );
 CREATE INDEX IF NOT EXISTS payout_transitions_key ON payout_transitions (provider, key, id);
-PRAGMA user_version = 1;
-COMMIT;
+"""
+# Version 2: a fencing token per claim, and an order_id belongs to one key.
+_UPGRADE_TO_2 = """
+DROP INDEX IF EXISTS payouts_order_id;
+CREATE UNIQUE INDEX IF NOT EXISTS payouts_order_id_unique ON payouts (provider, order_id)
+    WHERE order_id IS NOT NULL;
+PRAGMA user_version = 2;
 """
 
 _INSERT = (
@@ -97,11 +111,24 @@ _LOG_HELD = (
     f"SELECT provider, key, state, ?, ?, ?, ? FROM payouts WHERE provider = ? AND key = ? "
     f"AND {_HELD}"
 )
-_LEASE = "UPDATE payouts SET lease_owner = ?, lease_expires_at = ? WHERE provider = ? AND key = ?"
+_LEASE = (
+    "UPDATE payouts SET lease_owner = ?, lease_expires_at = ?, lease_token = lease_token + 1 "
+    f"WHERE provider = ? AND key = ? RETURNING {_COLS}"
+)
 _RENEW = f"UPDATE payouts SET lease_expires_at = ? WHERE provider = ? AND key = ? AND {_HELD}"
 _RELEASE = (
     "UPDATE payouts SET lease_owner = NULL, lease_expires_at = NULL "
-    "WHERE provider = ? AND key = ? AND lease_owner = ?"
+    "WHERE provider = ? AND key = ? AND lease_owner = ? AND lease_token = ?"
+)
+_REBEGIN = (
+    "UPDATE payouts SET state = ?, params_hash = ?, params = ?, order_id = ?, reason = NULL, "
+    "updated_at = ? WHERE provider = ? AND key = ?"
+)
+_ORDER_ID_HOLDER = "SELECT key FROM payouts WHERE provider = ? AND order_id = ?"
+_LEASE_HOLDERS = (
+    "SELECT lease_owner, count(*), max(lease_expires_at) FROM payouts "
+    f"WHERE lease_owner IS NOT NULL AND lease_expires_at > ? AND state NOT IN ({_FINAL})"
+    "{by_provider} GROUP BY lease_owner ORDER BY lease_owner"
 )
 _BY_ORDER_ID = (
     f"SELECT {_COLS} FROM payouts WHERE provider = ? AND order_id = ? "
@@ -118,12 +145,39 @@ _HISTORY = (
 )
 
 
-def _lease_free(record: PayoutRecord, owner: str, now: float) -> bool:
-    return (
-        record.lease_owner is None
-        or record.lease_owner == owner
-        or (record.lease_expires_at or 0.0) <= now
-    )
+def _lease_free(record: PayoutRecord, now: float) -> bool:
+    return record.lease_owner is None or (record.lease_expires_at or 0.0) <= now
+
+
+def _lease_left(owner: str | None, expires_at: float | None, now: float) -> float:
+    return 0.0 if owner is None or expires_at is None else max(0.0, expires_at - now)
+
+
+def _create_schema(conn: sqlite3.Connection) -> None:
+    """Create the tables, or bring an older file up to this version (worker thread)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(payouts)")}
+        if "lease_token" not in columns:
+            conn.execute("ALTER TABLE payouts ADD COLUMN lease_token INTEGER NOT NULL DEFAULT 0")
+        if conn.execute("PRAGMA user_version").fetchone()[0] < 2:
+            try:
+                for statement in _UPGRADE_TO_2.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+            except sqlite3.IntegrityError as error:
+                raise ConfigurationError(
+                    "this ledger holds one Enot order_id under several keys; "
+                    "settle those rows by hand before upgrading"
+                ) from error
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
 
 def _placeholders(count: int) -> str:
@@ -186,7 +240,8 @@ class SQLiteLedger:
                 try:
                     await self._use_wal(db)
                     await db.execute(f"PRAGMA synchronous = {self._synchronous}")
-                    await db.executescript(_SCHEMA)
+                    execute = cast(Callable[..., Awaitable[None]], db._execute)
+                    await execute(_create_schema, db._conn)
                 except BaseException:
                     await db.close()
                     raise
@@ -268,6 +323,7 @@ class SQLiteLedger:
         owner: str,
         lease_seconds: float,
         order_id: str | None = None,
+        take_over: Collection[str] = (),
     ) -> Claim:
         """See ``Ledger.begin``."""
         params_text = dump_params(params)
@@ -275,23 +331,32 @@ class SQLiteLedger:
         def op(conn: sqlite3.Connection) -> Claim:
             now = time.time()
             expires = now + lease_seconds
+            if order_id is not None:
+                holder = conn.execute(_ORDER_ID_HOLDER, (provider, order_id)).fetchone()
+                if holder is not None and holder[0] != key:
+                    raise IdempotencyConflictError(key, order_id=order_id)
             pending = LedgerState.PENDING.value
             values: tuple[Any, ...] = (provider, key, params_hash, params_text, pending)
-            values += (None, order_id, None, 0, owner, expires, now, now, None, None, None)
+            values += (None, order_id, None, 0, owner, expires, 1, now, now, None, None, None)
             rows = conn.execute(_INSERT, values).fetchall()
             if rows:
-                conn.execute(
-                    _LOG,
-                    (provider, key, None, LedgerState.PENDING.value, now, owner, "intent recorded"),
-                )
+                conn.execute(_LOG, (provider, key, None, pending, now, owner, "intent recorded"))
                 return Claim(record=record_from_row(rows[0]), claimed=True, created=True)
             record = record_from_row(conn.execute(_SELECT, (provider, key)).fetchone())
-            if record.params_hash != params_hash:
+            if record.state is LedgerState.REFUSED:
+                again = (pending, params_hash, params_text, order_id, now, provider, key)
+                conn.execute(_REBEGIN, again)
+                note = "intent recorded again after a refusal"
+                conn.execute(_LOG, (provider, key, record.state.value, pending, now, owner, note))
+            elif record.params_hash != params_hash:
                 raise IdempotencyConflictError(key)
-            if record.state not in ACTIVE_STATES or not _lease_free(record, owner, now):
-                return Claim(record=record, claimed=False, created=False)
-            conn.execute(_LEASE, (owner, expires, provider, key))
-            return Claim(record=_leased(record, owner, expires), claimed=True, created=False)
+            elif record.state not in ACTIVE_STATES or not (
+                _lease_free(record, now) or record.lease_owner in take_over
+            ):
+                return Claim(record=record, claimed=False)
+            left = _lease_left(record.lease_owner, record.lease_expires_at, now)
+            row = conn.execute(_LEASE, (owner, expires, provider, key)).fetchone()
+            return Claim(record=record_from_row(row), claimed=True, previous_lease_left=left)
 
         return await self._write(op)
 
@@ -301,6 +366,7 @@ class SQLiteLedger:
         key: str,
         *,
         owner: str,
+        token: int,
         state: LedgerState,
         lease_seconds: float,
         note: str | None = None,
@@ -321,10 +387,10 @@ class SQLiteLedger:
         def op(conn: sqlite3.Connection) -> PayoutRecord:
             now = time.time()
             logged = conn.execute(
-                _LOG_HELD, (to_state, now, owner, note, provider, key, owner, now)
+                _LOG_HELD, (to_state, now, owner, note, provider, key, owner, token, now)
             )
             if logged.rowcount != 1:
-                raise LeaseLostError(f"{provider}/{key} is not leased to {owner}")
+                raise LeaseLostError(f"{provider}/{key} is not leased to {owner} (claim {token})")
             lease = (None, None) if final else (owner, now + lease_seconds)
             values = (to_state, int(add_attempt), *lease, now, *fields.values())
             rows = conn.execute(update, (*values, provider, key)).fetchall()
@@ -332,22 +398,24 @@ class SQLiteLedger:
 
         return await self._write(op)
 
-    async def renew(self, provider: str, key: str, *, owner: str, lease_seconds: float) -> None:
+    async def renew(
+        self, provider: str, key: str, *, owner: str, token: int, lease_seconds: float
+    ) -> None:
         """See ``Ledger.renew``."""
 
         def op(conn: sqlite3.Connection) -> None:
             now = time.time()
-            renewed = conn.execute(_RENEW, (now + lease_seconds, provider, key, owner, now))
+            renewed = conn.execute(_RENEW, (now + lease_seconds, provider, key, owner, token, now))
             if renewed.rowcount != 1:
-                raise LeaseLostError(f"{provider}/{key} is not leased to {owner}")
+                raise LeaseLostError(f"{provider}/{key} is not leased to {owner} (claim {token})")
 
         await self._write(op)
 
-    async def release(self, provider: str, key: str, *, owner: str) -> None:
+    async def release(self, provider: str, key: str, *, owner: str, token: int) -> None:
         """See ``Ledger.release``."""
 
         def op(conn: sqlite3.Connection) -> None:
-            conn.execute(_RELEASE, (provider, key, owner))
+            conn.execute(_RELEASE, (provider, key, owner, token))
 
         await self._write(op)
 
@@ -359,29 +427,54 @@ class SQLiteLedger:
         limit: int,
         provider: str | None = None,
         states: frozenset[LedgerState] = ACTIVE_STATES,
-    ) -> list[PayoutRecord]:
+        exclude: Collection[str] = (),
+        dead_owners: Collection[str] = (),
+    ) -> list[Claim]:
         """See ``Ledger.claim_stranded``."""
         if limit <= 0 or not states:
             return []
         wanted = sorted(LedgerState(state).value for state in states)
         by_provider = "" if provider is None else " AND provider = ?"
-        sql = (
-            "UPDATE payouts SET lease_owner = ?, lease_expires_at = ? WHERE rowid IN ("
-            f"SELECT rowid FROM payouts WHERE state IN ({_placeholders(len(wanted))}) "
-            f"AND (lease_owner IS NULL OR COALESCE(lease_expires_at, 0) <= ?){by_provider} "
-            f"ORDER BY created_at, rowid LIMIT ?) RETURNING created_at, rowid, {_COLS}"
+        select = (
+            f"SELECT rowid, lease_owner, lease_expires_at FROM payouts "
+            f"WHERE state IN ({_placeholders(len(wanted))}) "
+            "AND (lease_owner IS NULL OR COALESCE(lease_expires_at, 0) <= ? "
+            "OR lease_owner IN (SELECT value FROM json_each(?))) "
+            f"AND key NOT IN (SELECT value FROM json_each(?)){by_provider} "
+            "ORDER BY created_at, rowid LIMIT ?"
         )
+        update = (
+            "UPDATE payouts SET lease_owner = ?, lease_expires_at = ?, "
+            f"lease_token = lease_token + 1 WHERE rowid = ? RETURNING {_COLS}"
+        )
+        dead_json, exclude_json = json.dumps(list(dead_owners)), json.dumps(list(exclude))
 
-        def op(conn: sqlite3.Connection) -> list[PayoutRecord]:
+        def op(conn: sqlite3.Connection) -> list[Claim]:
             now = time.time()
-            args: list[Any] = [owner, now + lease_seconds, *wanted, now]
+            args: list[Any] = [*wanted, now, dead_json, exclude_json]
             if provider is not None:
                 args.append(provider)
             args.append(limit)
-            rows = sorted(conn.execute(sql, args).fetchall(), key=lambda row: (row[0], row[1]))
-            return [record_from_row(row[2:]) for row in rows]
+            claims = []
+            for rowid, old_owner, old_expiry in conn.execute(select, args).fetchall():
+                row = conn.execute(update, (owner, now + lease_seconds, rowid)).fetchone()
+                left = _lease_left(old_owner, old_expiry, now)
+                claims.append(
+                    Claim(record=record_from_row(row), claimed=True, previous_lease_left=left)
+                )
+            return claims
 
         return await self._write(op)
+
+    async def lease_holders(self, *, provider: str | None = None) -> list[LeaseHolder]:
+        """See ``Ledger.lease_holders``."""
+        by_provider = "" if provider is None else " AND provider = ?"
+        args: tuple[Any, ...] = (time.time(),) + (() if provider is None else (provider,))
+        rows = await self._read(_LEASE_HOLDERS.format(by_provider=by_provider), args)
+        return [
+            LeaseHolder(owner=owner, rows=int(rows_held), expires_at=float(expires))
+            for owner, rows_held, expires in rows
+        ]
 
     async def settle_by_order_id(
         self,
@@ -440,10 +533,6 @@ class SQLiteLedger:
         where, args = _filters(provider, None)
         rows = await self._read(f"SELECT state, count(*) FROM payouts{where} GROUP BY state", args)
         return {LedgerState(state): count for state, count in rows}
-
-
-def _leased(record: PayoutRecord, owner: str, expires: float) -> PayoutRecord:
-    return attrs.evolve(record, lease_owner=owner, lease_expires_at=expires)
 
 
 def _filters(provider: str | None, state: LedgerState | None) -> tuple[str, tuple[Any, ...]]:
