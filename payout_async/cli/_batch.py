@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import inspect
 from pathlib import Path
 from typing import Any
 
 from ..enot import EnotClient
 from ..intellectmoney import IntellectMoneyClient
 from ..ledger import Ledger
-from ..payouts import Payouts, PayoutStatus
+from ..payouts import PayoutStatus
 from ._args import CLIError, non_negative_int
 from ._batch_file import PROVIDERS, Batch, BatchRow, Rules, read_batch
 from ._console import say, show
@@ -49,9 +48,6 @@ from ._views import document, payout_from_record, payout_from_result
 
 __all__ = ["register"]
 
-# TODO(merge main, issue 11): Payouts(lookup_before_create=...) lands with the lead's
-# rewrite; pass it unconditionally once merged.
-_HAS_LOOKUP = "lookup_before_create" in inspect.signature(Payouts).parameters
 
 
 def register(subparsers: Any) -> None:
@@ -86,8 +82,9 @@ def register(subparsers: Any) -> None:
         type=non_negative_int,
         default=5,
         metavar="N",
-        help="stop sending to a provider after N refusals in a row (wrong secret...); "
-        "0: never stop (default 5)",
+        help="stop sending to a provider after N refusals in a row (wrong secret...): the "
+        "payouts already under way finish, the rest is reported not sent; 0: never stop "
+        "(default 5)",
     )
     add_provider_options(parser)
     add_output_options(parser)
@@ -176,7 +173,7 @@ async def _pay(
     work: list[Work] = []
     for provider, client in clients.items():
         options: dict[str, Any] = {}
-        if provider == "enot" and _HAS_LOOKUP:
+        if provider == "enot":
             options["lookup_before_create"] = args.lookup_before_create
         items = [(row.key, row.request) for row in rows if row.provider == provider]
         work.append(Work(make_payouts(args, client, ledger, **options), items))

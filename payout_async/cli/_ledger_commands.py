@@ -8,7 +8,7 @@ import sys
 import time
 from typing import Any
 
-from ..ledger import ACTIVE_STATES, Ledger, LedgerState
+from ..ledger import ACTIVE_STATES, PARKED_STATES, Ledger, LedgerState
 from ..payouts import PayoutResult, Payouts
 from ._batch_file import PROVIDERS
 from ._console import say, show
@@ -18,7 +18,6 @@ from ._report import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_PROCESSING,
-    REFUSED,
     counts,
     exit_code,
     print_results,
@@ -61,12 +60,7 @@ def register(subparsers: Any) -> None:
 
 
 def _waiting_states(settle: bool) -> frozenset[LedgerState]:
-    states = set(ACTIVE_STATES)
-    if settle:
-        states.add(LedgerState.NEEDS_ATTENTION)
-        if REFUSED is not None:
-            states.add(REFUSED)
-    return frozenset(states)
+    return ACTIVE_STATES | PARKED_STATES if settle else ACTIVE_STATES
 
 
 class _Finisher:

@@ -52,9 +52,6 @@ stderr = Console(stderr=True, markup=False, highlight=False, emoji=False)
 # work; until then the batch's "not sent" rows are reported as REJECTED. Replace both
 # getattr calls below with the plain names once merged.
 NOT_STARTED: PayoutStatus = getattr(PayoutStatus, "NOT_STARTED", PayoutStatus.REJECTED)
-# TODO(merge main, issue 11): LedgerState.REFUSED (a provider refusal that left nothing
-# behind and keeps the key retryable).
-REFUSED: LedgerState | None = getattr(LedgerState, "REFUSED", None)
 
 _RESULT_COLUMNS = (
     Column("key"),
@@ -90,7 +87,7 @@ def is_refusal(result: PayoutResult) -> bool:
     """True for a provider's refusal of a create that left nothing behind (a wrong
     secret, a rule the provider enforces): the row stays retryable."""
     return (
-        REFUSED is not None and result.status is PayoutStatus.REJECTED and result.state is REFUSED
+        result.status is PayoutStatus.REJECTED and result.state is LedgerState.REFUSED
     )
 
 
@@ -132,8 +129,9 @@ async def pay_all(
     max_refusals: int = 0,
 ) -> list[PayoutResult]:
     """Pay every provider's items at once, with a live bar on stderr. After
-    ``max_refusals`` refusals in a row from one provider (0: no limit), nothing more is
-    sent to it: the items it was not given come back ``not_started``."""
+    ``max_refusals`` refusals in a row from one provider (0: no limit), no new payout is
+    started for it (those already under way, at most ``concurrency`` and one taken
+    ahead, finish): the items it was not given come back ``not_started``."""
     total = sum(len(share.items) for share in work)
     results: list[PayoutResult] = []
     with Progress(

@@ -12,7 +12,7 @@ from ._batch_file import PROVIDERS
 from ._console import Column, literal, render_table, show, terminal_width
 from ._leases import leased_rows, print_leases, until
 from ._location import locate, open_ledger, require_existing
-from ._report import EXIT_OK, REFUSED
+from ._report import EXIT_OK
 from ._runner import run_async
 from ._setup import add_ledger_option, add_output_options, settings
 from ._views import document, payout_from_record
@@ -34,8 +34,12 @@ _HISTORY_COLUMNS = (
 
 
 def _problem_states() -> list[LedgerState]:
-    states = [LedgerState.NEEDS_ATTENTION, LedgerState.FAILED, LedgerState.CANCELLED]
-    return states if REFUSED is None else [REFUSED, *states]
+    return [
+        LedgerState.REFUSED,
+        LedgerState.NEEDS_ATTENTION,
+        LedgerState.FAILED,
+        LedgerState.CANCELLED,
+    ]
 
 
 def register(subparsers: Any) -> None:
