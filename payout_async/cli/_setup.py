@@ -220,8 +220,19 @@ def _provider_settings(
             value = _read_secret(secret_file) if secret_file is not None else None
         value = value or os.environ.get(_ENV_PREFIX[provider] + name.upper()) or from_file.get(name)
         if value:
-            values[name] = str(value)
+            values[name] = _one_line(str(value), provider, name)
     return values
+
+
+def _one_line(value: str, provider: str, name: str) -> str:
+    """A setting without line breaks or control characters (they would end up in an
+    HTTP header); the value itself is never shown."""
+    if any(ord(char) < 32 or ord(char) == 127 for char in value) or value != value.strip():
+        raise CLIError(
+            f"{provider} {name} holds a line break, a control character or surrounding "
+            "spaces (a secret file must hold the secret alone, on one line)"
+        )
+    return value
 
 
 def _services(args: argparse.Namespace, from_file: dict[str, Any]) -> tuple[str, ...]:

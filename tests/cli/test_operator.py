@@ -341,6 +341,9 @@ async def test_6_every_configuration_error_is_one_line_and_exit_2(
     config.write_text('[intellectmoney]\nsecret = "x"\n')
     folder = tmp_path / "folder.db"
     folder.mkdir()
+    wrong = tmp_path / "wrong.key"
+    wrong.write_text("not-the-secret\n")
+    wrong.chmod(0o600)
     f = str(path)
     runs = await cli_many(
         [["batch", f, "--ledger", "sqlite://host/x.db"],
@@ -356,7 +359,14 @@ async def test_6_every_configuration_error_is_one_line_and_exit_2(
          ["batch", f, "--ledgr", "x"],
          ["batch", f, "--concurrency", "0"],
          ["sandbox", "--port", "99999"],
-         ["batch", str(tmp_path / "missing.csv")]],
+         ["batch", str(tmp_path / "missing.csv")],
+         # A wrong base URL or secret ends the run at once, before anything is sent.
+         ["batch", f, "--ledger", f"sqlite:///{tmp_path}/l.db", "--enot-base-url",
+          "http://127.0.0.1:1"],
+         ["batch", f, "--ledger", f"sqlite:///{tmp_path}/l.db", "--enot-secret-key-file",
+          str(wrong)],
+         ["batch", f, "--ledger", f"sqlite:///{tmp_path}/l.db", "--enot-secret-key-file",
+          str(config)]],  # two lines: would be sent in a header
         env=credentials(sandbox), state=tmp_path,
     )  # fmt: skip
     for run in runs:
@@ -366,11 +376,14 @@ async def test_6_every_configuration_error_is_one_line_and_exit_2(
     assert "not UTF-8" in runs[8].err and "iconv -f cp1251" in runs[8].err
     assert "unknown setting intellectmoney.secret" in runs[9].err
     assert "port number from 0 to 65535" in runs[12].err
+    assert "cannot reach enot (check its base URL)" in runs[14].err
+    assert "enot refused the credentials" in runs[15].err
+    assert "enot secret_key holds a line break" in runs[16].err
     blank = {"PAYOUT_ASYNC_STATE_DIR": str(tmp_path)}
     run = await cli("batch", f, "--ledger", f"sqlite:///{tmp_path}/l.db", env=blank)
     one_error(run)
     assert "PAYOUT_ASYNC_IM_USER_TOKEN" in run.err
-    assert calls(sandbox) == 0
+    assert set(sandbox.faults.call_counts) <= {"enot.balance", "im.state"}  # reads only
     assert not (tmp_path / "l.db").exists()
 
 
