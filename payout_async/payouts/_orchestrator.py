@@ -16,6 +16,7 @@ import attrs
 
 from .._errors import ConfigurationError, IdempotencyConflictError, ValidationError
 from .._polling import PollPolicy
+from .._validation import check_key
 from ..enot import EnotClient, PayoffRequest, PayoffStatus, PayoffWebhook
 from ..intellectmoney import IntellectMoneyClient, OperationRequest
 from ..ledger import (
@@ -153,8 +154,7 @@ class Payouts(Generic[Request]):
         parameters. Returns when the payout is final, needs attention, or is still
         ``processing`` at the poll deadline (``resume()`` finishes it later).
         """
-        if not isinstance(key, str) or not key:
-            raise ValidationError("key", "must be a non-empty string")
+        check_key(key)
         if not isinstance(request, self._request_type):
             raise ValidationError(
                 "request", f"must be a {self._request_type.__name__} for {self.provider}"
