@@ -63,17 +63,21 @@ class ValidationError(PayoutError, ValueError):
 
 
 class IdempotencyConflictError(PayoutError, ValueError):
-    """An idempotency key was reused with different payout parameters."""
+    """An idempotency key was reused with different payout parameters, or an Enot
+    ``order_id`` already belongs to another key (``order_id`` is then set)."""
 
-    def __init__(self, key: str) -> None:
-        super().__init__(
-            f"idempotency key {key!r} was already used for a payout with other parameters"
-        )
+    def __init__(self, key: str, *, order_id: str | None = None) -> None:
+        if order_id is None:
+            message = f"idempotency key {key!r} was already used for a payout with other parameters"
+        else:
+            message = f"order_id {order_id!r} already belongs to another key than {key!r}"
+        super().__init__(message)
         self.key = key
+        self.order_id = order_id
 
 
 class SignatureError(PayoutError):
-    """A webhook's signature did not match its body."""
+    """A webhook's signature did not match its body (or, signed, it cannot be read)."""
 
 
 class TransportError(PayoutError):

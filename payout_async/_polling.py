@@ -10,7 +10,14 @@ from typing import TypeVar
 
 import attrs
 
-from ._errors import APIError, InvalidResponseError, RateLimitError, ServerError, TransportError
+from ._errors import (
+    APIError,
+    InvalidResponseError,
+    PayoutError,
+    RateLimitError,
+    ServerError,
+    TransportError,
+)
 
 __all__ = ["PollPolicy", "is_transient", "poll_until_final"]
 
@@ -42,7 +49,10 @@ class PollPolicy:
 
 def is_transient(error: BaseException) -> bool:
     """A failure that says nothing about the payout: the network or the provider is
-    having trouble, so polling goes on."""
+    having trouble (an answer nothing could read counts too, whatever it raised), so
+    polling goes on."""
+    if not isinstance(error, PayoutError):
+        return True
     if isinstance(error, TransportError | ServerError | RateLimitError | InvalidResponseError):
         return True
     return isinstance(error, APIError) and error.status == 408

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
+from ._decode import UnreadableError, loads
 from ._errors import (
     APIError,
     AuthenticationError,
@@ -14,17 +13,18 @@ from ._errors import (
     InvalidResponseError,
     NotFoundError,
     OutcomeUnknownError,
+    PayoutError,
     PermissionDeniedError,
     RateLimitError,
     ServerError,
 )
 from ._redact import Redactor
+from ._retry import OperationKind
 from ._transport import HTTPResponse
 
-__all__ = ["decode_answer", "error_for_status"]
+__all__ = ["decode_answer", "error_for_status", "moves_money", "read_answer", "unreadable"]
 
-#: One decoder for every answer: money in the JSON becomes ``Decimal``.
-_JSON = json.JSONDecoder(parse_float=Decimal)
+T = TypeVar("T")
 
 #: Gateway answers that say nothing about whether the provider acted.
 _AMBIGUOUS_GATEWAY = frozenset({502, 504})
@@ -35,6 +35,12 @@ _BY_STATUS: dict[int, type[APIError]] = {
     404: NotFoundError,
     429: RateLimitError,
 }
+
+
+def moves_money(kind: OperationKind) -> bool:
+    """Whether a call of ``kind`` moves money (IntellectMoney execute, Enot payoff
+    create): then an answer that cannot be read means *outcome unknown*."""
+    return kind is OperationKind.MONEY
 
 
 def error_for_status(
@@ -57,22 +63,53 @@ def _snippet(body: bytes) -> str:
     return body[:200].decode("utf-8", "replace").strip() or "<empty body>"
 
 
+def unreadable(
+    response: HTTPResponse,
+    kind: OperationKind,
+    reason: str,
+    *,
+    redactor: Redactor,
+    provider_message: str | None = None,
+) -> OutcomeUnknownError | InvalidResponseError:
+    """The error for an answer that cannot be read: ``OutcomeUnknownError`` when the
+    call moves money (the provider may have acted), else ``InvalidResponseError``.
+
+    Both carry the HTTP status and the raw body; the message (redacted) names the
+    reason and the provider's own message, or the start of the body.
+    """
+    said = provider_message if provider_message is not None else _snippet(response.body)
+    text = redactor(
+        f"{response.method} {response.url}: HTTP {response.status} answer cannot be read "
+        f"({reason}): {said[:200]}"
+    )
+    if moves_money(kind):
+        return OutcomeUnknownError(
+            text,
+            method=response.method,
+            url=response.url,
+            status=response.status,
+            body=response.body,
+        )
+    return InvalidResponseError(text, status=response.status, body=response.body)
+
+
 def decode_answer(
     response: HTTPResponse,
     *,
-    moves_money: bool,
+    kind: OperationKind,
     error_message: Callable[[Any], str | None],
     redactor: Redactor,
-) -> Any:
-    """Decode a JSON answer, or raise the typed error it stands for.
+) -> dict[str, Any]:
+    """Decode a JSON object answer, or raise the typed error it stands for.
 
-    ``error_message`` pulls the provider's message out of a decoded error body.
-    On a money-moving call an answer that cannot be read (a 502/504 gateway page, a
-    truncated or non-JSON 2xx body) raises ``OutcomeUnknownError``: the provider may
-    have acted. Money in the JSON is parsed as ``Decimal``.
+    ``error_message`` pulls the provider's message out of a decoded error body. An
+    HTTP error status raises ``error_for_status``; on a money-moving call a 502/504
+    gateway page raises ``OutcomeUnknownError``. A 2xx answer that is not a JSON
+    object within the decoder's bounds (see ``_decode``) raises ``unreadable``.
+    Money in the JSON is parsed as ``Decimal``.
     """
     status = response.status
-    if moves_money and status in _AMBIGUOUS_GATEWAY:
+    if moves_money(kind) and status in _AMBIGUOUS_GATEWAY:
         raise OutcomeUnknownError(
             redactor(f"{response.method} {response.url}: HTTP {status} from a gateway"),
             method=response.method,
@@ -80,24 +117,46 @@ def decode_answer(
             status=status,
             body=response.body,
         )
+    payload: Any = None
+    problem: str | None = None
     try:
-        payload = _JSON.decode(response.body.decode("utf-8-sig"))  # tolerates a BOM
-    except ValueError:  # UnicodeDecodeError included
-        payload = None
-        decoded = False
-    else:
-        decoded = True
+        payload = loads(response.body)
+    except UnreadableError as error:
+        problem = str(error)
     if status >= 300:
-        message = (error_message(payload) if decoded else None) or _snippet(response.body)
+        message = (error_message(payload) if problem is None else None) or _snippet(response.body)
         raise error_for_status(response, message, redactor=redactor)
-    if not decoded or not isinstance(payload, dict):
-        text = redactor(
-            f"{response.method} {response.url}: HTTP {status} answer is not a JSON object: "
-            f"{_snippet(response.body)}"
-        )
-        if moves_money:
-            raise OutcomeUnknownError(
-                text, method=response.method, url=response.url, status=status, body=response.body
-            )
-        raise InvalidResponseError(text, status=status, body=response.body)
+    if status < 200:
+        raise unreadable(response, kind, "not a final HTTP status", redactor=redactor)
+    if problem is not None:
+        raise unreadable(response, kind, problem, redactor=redactor)
+    if not isinstance(payload, dict):
+        raise unreadable(response, kind, "not a JSON object", redactor=redactor)
     return payload
+
+
+def read_answer(
+    response: HTTPResponse,
+    kind: OperationKind,
+    read: Callable[[HTTPResponse], T],
+    *,
+    redactor: Redactor,
+) -> T:
+    """``read(response)``, with the guarantee that only a ``PayoutError`` leaves it.
+
+    ``read`` decodes and checks the answer and builds the model; any other exception
+    it raises (a malformed field, a shape nobody foresaw) means the answer cannot be
+    read and becomes ``unreadable`` -- ``OutcomeUnknownError`` on a money-moving call.
+    """
+    try:
+        return read(response)
+    except PayoutError:
+        raise
+    except Exception as error:
+        reason = str(error) if isinstance(error, UnreadableError) else _describe(error)
+        raise unreadable(response, kind, reason[:200], redactor=redactor) from error
+
+
+def _describe(error: Exception) -> str:
+    text = str(error)[:100]
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__

@@ -12,6 +12,7 @@ import datetime
 import email.utils
 import logging
 import math
+import re
 import time
 from collections.abc import Mapping
 from types import TracebackType
@@ -21,6 +22,7 @@ import aiohttp
 import attrs
 
 from ._errors import OutcomeUnknownError, RequestNotSentError, TransportError
+from ._fence import check_before_send
 from ._redact import Redactor, redact_fields
 
 __all__ = [
@@ -30,6 +32,7 @@ __all__ = [
     "TransportClient",
     "classify_failure",
     "logger",
+    "parse_retry_after",
 ]
 
 logger = logging.getLogger("payout_async")
@@ -65,21 +68,36 @@ class HTTPResponse:
     @property
     def retry_after(self) -> float | None:
         """``Retry-After`` in seconds: the header's number of seconds or the time left
-        until its HTTP date (RFC 9110 allows both); ``None`` when absent or unreadable."""
+        until its HTTP date (RFC 9110 allows both). Always a finite number >= 0, or
+        ``None`` when the header is absent or unreadable (garbage, NaN, a date no
+        calendar holds); a date in the past or a negative number gives 0."""
         value = self.headers.get("Retry-After")
-        if value is None:
+        if not isinstance(value, str):
             return None
-        try:
-            seconds = float(value)
-        except ValueError:
-            try:
-                when = email.utils.parsedate_to_datetime(value)
-            except (TypeError, ValueError):
-                return None
+        return parse_retry_after(value)
+
+
+def parse_retry_after(value: str) -> float | None:
+    """A ``Retry-After`` value in seconds (see ``HTTPResponse.retry_after``)."""
+    text = value.strip()
+    if not text or len(text) > 64:
+        return None
+    seconds: float
+    try:
+        if _SECONDS.fullmatch(text):
+            seconds = float(text)
+        else:
+            when = email.utils.parsedate_to_datetime(text)
             if when.tzinfo is None:
                 when = when.replace(tzinfo=datetime.UTC)
             seconds = (when - datetime.datetime.now(datetime.UTC)).total_seconds()
-        return max(0.0, seconds) if math.isfinite(seconds) else None
+    except (ArithmeticError, LookupError, TypeError, ValueError):  # OverflowError included
+        return None
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+#: delay-seconds: digits, with a sign and a fraction tolerated ("-5" gives 0).
+_SECONDS = re.compile(r"[+-]?[0-9]+(?:\.[0-9]+)?")
 
 
 # Most specific class first: ClientConnectorError is a ClientOSError, the two timeout
@@ -165,8 +183,10 @@ class Transport:
 
         Raises ``RequestNotSentError`` or ``OutcomeUnknownError`` when no complete
         answer arrives; ``asyncio.CancelledError`` propagates unchanged (the layer
-        above treats it as *outcome unknown*, see ``classify_failure``).
+        above treats it as *outcome unknown*, see ``classify_failure``). A fence
+        installed by ``Payouts`` (``_fence``) may refuse to send at all.
         """
+        await check_before_send(self.timeouts.total)
         url = self.base_url + path
         debug = logger.isEnabledFor(logging.DEBUG)
         if debug:
@@ -215,6 +235,11 @@ class TransportClient:
     """Base of the provider clients: owns a ``Transport``; ``async with`` closes it."""
 
     _transport: Transport
+
+    @property
+    def timeouts(self) -> Timeouts:
+        """The per-request time limits this client sends with."""
+        return self._transport.timeouts
 
     async def __aenter__(self) -> Self:
         return self

@@ -3,29 +3,45 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from decimal import Decimal, InvalidOperation
 
 from ._errors import ValidationError
 
 __all__ = [
     "check_digits",
+    "check_key",
     "check_length",
     "check_pan",
     "check_phone",
     "format_amount",
     "luhn_ok",
+    "normalize_phone",
     "parse_amount",
 ]
 
 _CENT = Decimal("0.01")
 _PHONE = re.compile(r"\+?[0-9]{10,15}")
 _MAX_AMOUNT_CHARS = 13
+#: An amount written as text: ASCII digits, then at most two decimals after a point.
+_AMOUNT_TEXT = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+#: Separators people write inside phone numbers: spaces, hyphens, dots, parentheses.
+_PHONE_SEPARATORS = re.compile(r"[\s\-.()\u2010-\u2015]+")
+#: Invisible characters ``str.isprintable`` lets through (letters or marks that render
+#: as nothing: fillers, variation selectors, the combining grapheme joiner).
+_INVISIBLE = re.compile(
+    "[\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180f\u2800\u3164\ufe00-\ufe0f\uffa0"
+    "\U000e0100-\U000e01ef]"
+)
 
 
 def parse_amount(value: object, field: str = "amount") -> Decimal:
     """A positive amount with at most two decimals and at most 13 characters as
     formatted (``"50.00"``). ``Decimal``, ``str`` and ``int`` are accepted; ``float``
-    is refused because it cannot hold money exactly."""
+    is refused because it cannot hold money exactly. Text must be ASCII digits with an
+    optional point and at most two decimals, nothing else: no sign, exponent, digit
+    separators, spaces or non-ASCII digits (``"1e3"``, ``"1_000"``, ``"+5"``, ``"5."``
+    and ``"١٠"`` are all refused)."""
     if isinstance(value, bool | float):
         raise ValidationError(field, "must be a Decimal, str or int, not float or bool")
     if isinstance(value, Decimal):
@@ -33,10 +49,7 @@ def parse_amount(value: object, field: str = "amount") -> Decimal:
     elif isinstance(value, int):
         amount = Decimal(value)
     elif isinstance(value, str):
-        try:
-            amount = Decimal(value.strip())
-        except InvalidOperation:
-            raise ValidationError(field, "must be a decimal number like '50.00'") from None
+        amount = _amount_from_text(value, field)
     else:
         raise ValidationError(field, f"must be a Decimal, str or int, not {type(value).__name__}")
     if not amount.is_finite():
@@ -49,6 +62,50 @@ def parse_amount(value: object, field: str = "amount") -> Decimal:
     if cents != amount:
         raise ValidationError(field, "must have at most two decimal places")
     return cents
+
+
+def _amount_from_text(text: str, field: str) -> Decimal:
+    if text.startswith("-") and _AMOUNT_TEXT.fullmatch(text[1:]):
+        raise ValidationError(field, "must be greater than zero")
+    if not text.isascii() or not _AMOUNT_TEXT.fullmatch(text):
+        raise ValidationError(
+            field,
+            "must be a decimal number like '50.00': ASCII digits, an optional point and "
+            "at most two decimals, nothing else",
+        )
+    if "." in text and len(text.rsplit(".", 1)[1]) > 2:
+        raise ValidationError(field, "must have at most two decimal places")
+    try:
+        return Decimal(text)
+    except InvalidOperation:  # pragma: no cover - the pattern admits only valid numbers
+        raise ValidationError(field, "must be a decimal number like '50.00'") from None
+
+
+def check_key(key: object, field: str = "key") -> str:
+    """An idempotency key fit to be recorded: a non-empty string in Unicode NFC form,
+    every character printable (no control, format or zero-width characters, no line
+    breaks, no invisible fillers), not starting or ending with a space. Returns the key
+    unchanged; two keys that look alike but differ invisibly are refused rather than
+    paid as two payouts."""
+    if not isinstance(key, str) or not key:
+        raise ValidationError(field, "must be a non-empty string")
+    bad = next((char for char in key if not char.isprintable()), None)
+    if bad is None:
+        found = _INVISIBLE.search(key)
+        bad = found[0] if found else None
+    if bad is not None:
+        raise ValidationError(
+            field,
+            f"must hold only visible characters (found U+{ord(bad):04X} at position "
+            f"{key.index(bad) + 1})",
+        )
+    if key != key.strip():
+        raise ValidationError(field, "must not start or end with a space")
+    if not unicodedata.is_normalized("NFC", key):
+        raise ValidationError(
+            field, "must be in Unicode NFC form (it holds decomposed characters; normalise it)"
+        )
+    return key
 
 
 def format_amount(amount: Decimal) -> str:
@@ -98,6 +155,19 @@ def check_phone(phone: str, field: str = "account") -> None:
     """A phone in E.164-like form: an optional ``+`` and 10 to 15 digits."""
     if not isinstance(phone, str) or not _PHONE.fullmatch(phone):
         raise ValidationError(field, "must be a phone number: optional '+' and 10 to 15 digits")
+
+
+def normalize_phone(text: str, field: str = "account") -> str:
+    """A phone written the way people write it (``+7 (900) 123-45-67``) in the form the
+    providers take (``+79001234567``): separators (spaces, hyphens, dots, parentheses)
+    are removed, a leading ``+`` is kept, and the rest must be 10 to 15 ASCII digits;
+    anything else raises ``ValidationError``. Nothing is guessed: no country code is
+    added or changed."""
+    if not isinstance(text, str):
+        raise ValidationError(field, "must be a phone number")
+    phone = _PHONE_SEPARATORS.sub("", text)
+    check_phone(phone, field)
+    return phone
 
 
 def check_digits(value: str | int | None, field: str, *, high: int) -> str | None:

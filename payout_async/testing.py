@@ -10,18 +10,24 @@ Fixtures (function scope): ``payout_sandbox_config`` (override it to configure t
 sandbox), ``payout_sandbox`` (a started ``Sandbox``), ``intellectmoney_client``
 (current API, JSON bodies) and ``enot_client``. The async fixtures need
 pytest-asyncio; without it they fail when used, and pytest itself keeps working.
+
+``pause_before_send`` freezes a ``Payouts`` between recording a money-moving step and
+sending it, to test what a paused worker does to a payout.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Collection, Iterator
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 __all__ = [
     "enot_client",
     "intellectmoney_client",
+    "pause_before_send",
     "payout_sandbox",
     "payout_sandbox_config",
 ]
@@ -31,6 +37,8 @@ if TYPE_CHECKING:
 
     from .enot import EnotClient
     from .intellectmoney import IntellectMoneyClient
+    from .ledger import PayoutRecord
+    from .payouts import Payouts
     from .sandbox import Sandbox, SandboxConfig
 else:
     try:
@@ -70,3 +78,31 @@ async def enot_client(payout_sandbox: Sandbox) -> AsyncIterator[EnotClient]:
     """An ``EnotClient`` pointed at ``payout_sandbox``."""
     async with payout_sandbox.enot_client() as client:
         yield client
+
+
+@contextlib.contextmanager
+def pause_before_send(
+    payouts: Payouts[Any],
+    seconds: float,
+    *,
+    keys: Collection[str] | None = None,
+    times: int = 1,
+) -> Iterator[list[str]]:
+    """Freeze ``payouts``' drives the way a GC pause, VM steal or SIGSTOP would: while
+    the body runs, a money-moving step (an Enot create, an IntellectMoney execute) of
+    one of ``keys`` (any key when ``None``) sleeps ``seconds`` after it is recorded
+    in the ledger and before its request is fenced and sent; each key pauses at most
+    ``times`` times. Yields the keys paused so far, in order. Drives that started
+    before the body keep their earlier setting."""
+    paused: list[str] = []
+
+    async def pause(record: PayoutRecord) -> None:
+        if (keys is None or record.key in keys) and paused.count(record.key) < times:
+            paused.append(record.key)
+            await asyncio.sleep(seconds)
+
+    previous, payouts._before_send = payouts._before_send, pause
+    try:
+        yield paused
+    finally:
+        payouts._before_send = previous

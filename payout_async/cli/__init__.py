@@ -5,20 +5,25 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from . import _batch, _demo, _ledger_commands, _sandbox
+from .. import __version__
+from .._errors import ConfigurationError
+from . import _batch, _demo, _ledger_commands, _sandbox, _status
+from ._args import EXIT_USAGE, CLIError, Parser
+from ._console import say
 
 __all__ = ["build_parser", "main"]
 
 #: Each module adds its subcommand with ``register(subparsers)``.
-_COMMANDS = (_demo, _batch, _ledger_commands, _sandbox)
+_COMMANDS = (_demo, _batch, _ledger_commands, _status, _sandbox)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="payout-async",
         description="IntellectMoney and Enot payouts that never pay twice.",
     )
+    parser.add_argument("--version", action="version", version=f"payout-async {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command in _COMMANDS:
         command.register(subparsers)
@@ -26,7 +31,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status."""
+    """Run the command line; returns the exit status. A configuration or input error is
+    one ``error:`` line on stderr and exit status 2, never a traceback."""
     args = build_parser().parse_args(argv)
-    status: int = args.run(args)
+    try:
+        status: int = args.run(args)
+    except (CLIError, ConfigurationError) as error:
+        say(f"error: {error}")
+        return EXIT_USAGE
     return status

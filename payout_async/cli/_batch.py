@@ -7,20 +7,47 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from .._errors import ConfigurationError
-from ._batch_file import PROVIDERS, read_batch
+from ..enot import EnotClient
+from ..intellectmoney import IntellectMoneyClient
+from ..ledger import Ledger
+from ..payouts import PayoutStatus
+from ._args import CLIError, non_negative_int
+from ._batch_file import PROVIDERS, Batch, BatchRow, Rules, read_batch
+from ._console import say, show
+from ._leases import leased_rows, print_leases
+from ._location import LedgerPlace, locate, open_ledger
+from ._preflight import (
+    Known,
+    check_elsewhere,
+    check_reachable,
+    known_rows,
+    probe_enot,
+    remember,
+)
+from ._registry import default_registry
 from ._report import (
     EXIT_BAD_INPUT,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    Work,
+    counts,
     exit_code,
     pay_all,
     print_results,
-    say,
 )
-from ._setup import add_common_options, build_payouts, open_ledger
+from ._runner import run_async
+from ._setup import (
+    add_output_options,
+    add_provider_options,
+    build_client,
+    make_payouts,
+    settings,
+)
+from ._setup import check_credentials as require_credentials
+from ._views import document, payout_from_record, payout_from_result
 
 __all__ = ["register"]
+
 
 
 def register(subparsers: Any) -> None:
@@ -28,67 +55,150 @@ def register(subparsers: Any) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "batch",
         help="pay every row of a CSV or JSONL file (re-run to finish; never pays twice)",
-        description="Pay every row of FILE. Every row is checked first; if any is bad, all "
-        "bad rows are listed with their line numbers and nothing is sent. Re-running the "
-        "same file with the same ledger pays nothing twice and finishes what was left.",
+        description="Pay every row of FILE. Every row is checked first, with every rule the "
+        "real run applies; if any is bad, all bad rows are listed with their line numbers "
+        "and nothing is sent. Re-running the same file with the same ledger pays nothing "
+        "twice and finishes what was left.",
     )
     parser.add_argument("file", type=Path, help="CSV (.csv) or JSON Lines (.jsonl) file")
-    parser.add_argument("--concurrency", type=int, default=32, help="payouts in flight")
-    parser.add_argument("--dry-run", action="store_true", help="only check every row")
-    parser.add_argument("--json", action="store_true", help="results as JSON lines")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_common_options(parser)
-    parser.set_defaults(run=run)
+    parser.add_argument("--dry-run", action="store_true", help="only check; send nothing")
+    parser.add_argument(
+        "--new-ledger",
+        action="store_true",
+        help="pay keys this user already paid through another ledger (or that Enot already "
+        "knows) through this one",
+    )
+    parser.add_argument(
+        "--ignore-unknown-columns", action="store_true", help="skip columns batch does not know"
+    )
+    parser.add_argument(
+        "--no-lookup-before-create",
+        dest="lookup_before_create",
+        action="store_false",
+        help="Enot: do not look each new order_id up before creating its payoff",
+    )
+    parser.add_argument(
+        "--max-refusals",
+        type=non_negative_int,
+        default=5,
+        metavar="N",
+        help="stop sending to a provider after N refusals in a row (wrong secret...): the "
+        "payouts already under way finish, the rest is reported not sent; 0: never stop "
+        "(default 5)",
+    )
+    add_provider_options(parser)
+    add_output_options(parser)
+    parser.set_defaults(run=lambda args: run_async(lambda: _batch(args)))
 
 
-def run(args: argparse.Namespace) -> int:
-    """Check, then pay, the file."""
-    if not args.file.is_file():
-        say(f"error: no such file: {args.file}")
-        return EXIT_BAD_INPUT
-    rows, bad = read_batch(args.file)
-    for problem in bad:
+def _report_bad(args: argparse.Namespace, place: LedgerPlace, batch: Batch) -> int:
+    for problem in batch.bad:
         say(f"{args.file}: {problem}")
-    if bad:
-        say(f"{len(bad)} bad row(s); nothing was sent.")
-        return EXIT_BAD_INPUT
-    if args.dry_run:
-        say(f"{len(rows)} row(s) are valid; nothing was sent (--dry-run).")
-        return EXIT_OK
-    if args.concurrency < 1:
-        say("error: --concurrency must be at least 1")
-        return EXIT_BAD_INPUT
-    return asyncio.run(_pay(args, rows))
+    say(f"{len(batch.bad)} bad row(s); nothing was sent.")
+    if args.json:
+        bad = [{"line": b.line, "column": b.column, "problem": b.problem} for b in batch.bad]
+        show(document("batch", place.location, dry_run=args.dry_run, bad_rows=bad, payouts=[]))
+    return EXIT_BAD_INPUT
 
 
-async def _pay(args: argparse.Namespace, rows: list[Any]) -> int:
-    ledger = await open_ledger(args.ledger)
-    clients = []
+async def _batch(args: argparse.Namespace) -> int:
+    config = settings(args)
+    place = await locate(config.ledger)
+    if not args.file.is_file():
+        raise CLIError(f"no such file: {args.file}")
+    rules = Rules(im_api=config.im_api(), enot_services=config.enot_services)
+    batch = read_batch(args.file, rules, ignore_unknown=args.ignore_unknown_columns)
+    if batch.ignored:
+        say(f"warning: ignoring column(s) {', '.join(repr(c) for c in batch.ignored)}")
+    if batch.bad:
+        return _report_bad(args, place, batch)
+    providers = [p for p in PROVIDERS if any(row.provider == p for row in batch.rows)]
+    for provider in providers:
+        require_credentials(config, provider)
+    ledger = await open_ledger(place) if place.exists else None
+    clients: dict[str, IntellectMoneyClient | EnotClient] = {}
     try:
-        work = []
-        for provider in PROVIDERS:
-            items = [(row.key, row.request) for row in rows if row.provider == provider]
-            if items:
-                payouts = build_payouts(args, provider, ledger)
-                clients.append(payouts.client)
-                work.append((payouts, items))
-        try:
-            results = await pay_all(
-                work, concurrency=args.concurrency, show_progress=not args.no_progress
-            )
-        except asyncio.CancelledError:
-            say(
-                "Interrupted: payouts in flight were recorded. Run the same command again "
-                f"(or `payout-async resume --ledger {args.ledger}`) to finish; "
-                "nothing will be paid twice."
-            )
-            return EXIT_INTERRUPTED
-        print_results(results, as_json=args.json)
-        return exit_code(results)
-    except ConfigurationError as error:
-        say(f"error: {error}")
-        return EXIT_BAD_INPUT
+        known = await known_rows(ledger, batch.rows, key_column="key")
+        if known.conflicts:
+            return _report_bad(args, place, Batch(batch.rows, known.conflicts))
+        registry = default_registry()
+        if not args.new_ledger:
+            check_elsewhere(registry, batch.rows, known, place.location)
+        if args.dry_run:
+            return _dry_run(args, place, batch, len(known.records))
+        for provider in providers:
+            clients[provider] = build_client(args, config, provider)
+            if any(_to_send(row, known) for row in batch.rows if row.provider == provider):
+                await check_reachable(clients[provider], provider)
+        enot = clients.get("enot")
+        if ledger is None and not args.new_ledger and isinstance(enot, EnotClient):
+            await probe_enot(enot, batch.rows)
+        if ledger is None:
+            ledger = await open_ledger(place, create=True)
+        remember(registry, batch.rows, place.location)
+        return await _pay(args, place, ledger, batch.rows, clients)
     finally:
-        for client in clients:
+        for client in clients.values():
             await client.aclose()
-        await ledger.aclose()
+        if ledger is not None:
+            await ledger.aclose()
+
+
+def _to_send(row: BatchRow, known: Known) -> bool:
+    """Whether paying ``row`` may send something (it is not final in the ledger)."""
+    record = known.records.get((row.provider, row.key))
+    return record is None or not record.state.is_final
+
+
+def _dry_run(args: argparse.Namespace, place: LedgerPlace, batch: Batch, known: int) -> int:
+    fresh = len(batch.rows) - known
+    where = "" if place.exists else f"; a new ledger would be created at {place.location}"
+    say(
+        f"{len(batch.rows)} row(s) are valid: {fresh} would be sent, {known} are already in "
+        f"the ledger{where}; nothing was sent (--dry-run)."
+    )
+    if args.json:
+        show(document("batch", place.location, dry_run=True, valid=len(batch.rows),
+                      to_send=fresh, bad_rows=[], payouts=[]))  # fmt: skip
+    return EXIT_OK
+
+
+async def _pay(
+    args: argparse.Namespace,
+    place: LedgerPlace,
+    ledger: Ledger,
+    rows: list[BatchRow],
+    clients: dict[str, IntellectMoneyClient | EnotClient],
+) -> int:
+    work: list[Work] = []
+    for provider, client in clients.items():
+        options: dict[str, Any] = {}
+        if provider == "enot":
+            options["lookup_before_create"] = args.lookup_before_create
+        items = [(row.key, row.request) for row in rows if row.provider == provider]
+        work.append(Work(make_payouts(args, client, ledger, **options), items))
+    try:
+        results = await pay_all(
+            work,
+            concurrency=args.concurrency,
+            show_progress=not args.no_progress,
+            max_refusals=args.max_refusals,
+        )
+    except asyncio.CancelledError:
+        say(
+            "Interrupted: payouts in flight were recorded. Run the same command again "
+            f"(or `payout-async resume --ledger {place.location}`) to finish; "
+            "nothing will be paid twice."
+        )
+        return EXIT_INTERRUPTED
+    busy = {(r.provider, r.key) for r in results if r.status is PayoutStatus.PROCESSING}
+    leased = await leased_rows(ledger, PROVIDERS, keys=busy) if busy else []
+    requests = {(row.provider, row.key): row.request for row in rows}
+    if args.json:
+        views = [payout_from_result(r, requests.get((r.provider, r.key))) for r in results]
+        show(document("batch", place.location, payouts=views, counts=counts(results),
+                      leased=[payout_from_record(r) for r in leased]))  # fmt: skip
+    else:
+        print_results(results)
+        print_leases(leased)
+    return exit_code(results)

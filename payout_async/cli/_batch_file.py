@@ -1,40 +1,54 @@
-"""Reading a batch file (CSV or JSON Lines) into validated payout requests.
+"""A batch file (CSV or JSON Lines) as validated payout requests.
 
-Columns (CSV header or JSON keys):
+Columns (CSV header or JSON keys; case, spaces and ``-``/``_`` do not matter):
 
-``key``           the idempotency key (required, unique in the file)
+``key``           the idempotency key (required, unique in the file; visible characters)
 ``provider``      ``intellectmoney`` or ``enot`` (required)
 ``method``        IntellectMoney: ``card``, ``sbp`` or ``qiwi`` (legacy API only);
                   Enot: the service code, e.g. ``card``, ``sbp``, ``qiwi`` (required)
 ``recipient``     card number, phone or wallet (required, but for Enot Garantex)
-``amount``        e.g. ``100.00`` (required)
+``amount``        e.g. ``100.00``: digits and at most two decimals (required)
 ``bank_id``       SBP bank (IntellectMoney BankId / Enot sbp_bank_type)
 ``currency``      IntellectMoney: ``RUB`` (default) or ``TST``
 ``recipient_name``, ``description``, ``eshop_id``   IntellectMoney extras
 ``comment``, ``hook_url``, ``subtract``             Enot extras
 
-Every row is checked before anything is sent; all bad rows are reported together,
-each with its line number.
+Every row is checked with the same rules the real run applies (the request
+validators, the IntellectMoney API generation's rules, the known Enot services) before
+anything is sent; all bad rows are reported together, each with its line number and
+the column as the file spells it.
 """
 
 from __future__ import annotations
 
-import csv
-import json
-from collections.abc import Iterator, Mapping
+import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import attrs
 
 from .._errors import ValidationError
+from .._validation import check_key, normalize_phone
 from ..enot import PayoffRequest
-from ..intellectmoney import OperationRequest
+from ..enot._request import check_service
+from ..intellectmoney import Api, OperationRequest
+from ._columns import FileRecords, Record, read_records
 
-__all__ = ["BadRow", "BatchRow", "read_batch"]
+__all__ = ["PROVIDERS", "BadRow", "Batch", "BatchRow", "Rules", "parse_row", "read_batch"]
 
 PROVIDERS = ("intellectmoney", "enot")
 _IM_METHODS = ("card", "sbp", "qiwi")
+_PHONE_METHODS = frozenset({"sbp", "qiwi"})
+_CARD_SEPARATORS = re.compile(r"[\s\-]+")
+_DECIMAL_COMMA = re.compile(r"[0-9]+,[0-9]{1,2}")
+#: Request fields -> the file's column that carries them.
+_COLUMN_OF = {
+    "pan": "recipient",
+    "account": "recipient",
+    "wallet_to": "recipient",
+    "sbp_bank_id": "bank_id",
+    "service": "method",
+}
 
 
 @attrs.frozen
@@ -49,122 +63,152 @@ class BatchRow:
 
 @attrs.frozen
 class BadRow:
-    """One invalid line: where, which field, what rule."""
+    """One invalid line: where, which column, what rule."""
 
     line: int
-    field: str
+    column: str
     problem: str
 
     def __str__(self) -> str:
-        return f"line {self.line}: {self.field}: {self.problem}"
+        return f"line {self.line}: {self.column}: {self.problem}"
 
 
-def _text(row: Mapping[str, Any], name: str) -> str | None:
-    value = row.get(name)
-    if value is None:
-        return None
-    text = str(value).strip()
-    return text or None
+@attrs.frozen
+class Batch:
+    """The rows of a file: the valid ones, the bad ones, the columns skipped."""
+
+    rows: list[BatchRow]
+    bad: list[BadRow]
+    ignored: tuple[str, ...] = ()
 
 
-def _required(row: Mapping[str, Any], name: str) -> str:
-    value = _text(row, name)
+@attrs.frozen
+class Rules:
+    """What a row is checked against besides the columns' own rules."""
+
+    im_api: Api = "current"
+    enot_services: Sequence[str] = ()
+
+
+def _required(cells: Mapping[str, str], name: str) -> str:
+    value = cells.get(name)
     if value is None:
         raise ValidationError(name, "is required")
     return value
 
 
-def _im_request(row: Mapping[str, Any], method: str) -> OperationRequest:
+def _card(text: str) -> str:
+    """A card number as people write it (spaces or hyphens between groups)."""
+    return _CARD_SEPARATORS.sub("", text)
+
+
+def _recipient(cells: Mapping[str, str], method: str) -> str:
+    recipient = _required(cells, "recipient")
+    if method == "card":
+        return _card(recipient)
+    if method in _PHONE_METHODS:
+        return normalize_phone(recipient, "recipient")
+    return recipient
+
+
+def _amount(cells: Mapping[str, str]) -> str:
+    amount = _required(cells, "amount")
+    if _DECIMAL_COMMA.fullmatch(amount):
+        raise ValidationError("amount", f"write the decimal point as '.', not ',' (got {amount!r})")
+    return amount
+
+
+def _im_request(cells: Mapping[str, str], method: str, rules: Rules) -> OperationRequest:
     if method not in _IM_METHODS:
         raise ValidationError("method", f"must be one of {', '.join(_IM_METHODS)}")
-    recipient = _required(row, "recipient")
-    bank_id = _text(row, "bank_id")
+    recipient = _recipient(cells, method)
+    bank_id = cells.get("bank_id")
     if method == "sbp" and bank_id is None:
         raise ValidationError("bank_id", "is required for sbp")
     if method != "sbp" and bank_id is not None:
         raise ValidationError("bank_id", "is only for sbp")
-    return OperationRequest(
-        amount=_required(row, "amount"),
+    request = OperationRequest(
+        amount=_amount(cells),
         pan=recipient if method == "card" else None,
         account=None if method == "card" else recipient,
         bank_id=bank_id,
-        currency=_text(row, "currency") or "RUB",
-        recipient_name=_text(row, "recipient_name"),
-        eshop_id=_text(row, "eshop_id"),
-        description=_text(row, "description"),
+        currency=cells.get("currency", "RUB").upper(),
+        recipient_name=cells.get("recipient_name"),
+        eshop_id=cells.get("eshop_id"),
+        description=cells.get("description"),
     )
+    request.validate_for(rules.im_api)
+    return request
 
 
-def _enot_request(row: Mapping[str, Any], method: str) -> PayoffRequest:
-    subtract = _text(row, "subtract")
+def _enot_request(cells: Mapping[str, str], method: str, rules: Rules) -> PayoffRequest:
+    check_service(method, rules.enot_services)
+    subtract = cells.get("subtract")
     if subtract is not None and subtract not in ("1", "2"):
         raise ValidationError("subtract", "must be 1 (fee from balance) or 2 (fee from amount)")
+    for column in ("currency", "recipient_name", "description", "eshop_id"):
+        if column in cells:
+            raise ValidationError(column, "is an IntellectMoney column (not for enot)")
+    wallet = None
+    if "garantex" not in method or "recipient" in cells:
+        wallet = _recipient(cells, method)
     return PayoffRequest(
         service=method,
-        wallet_to=_text(row, "recipient"),
-        amount=_required(row, "amount"),
-        comment=_text(row, "comment"),
-        hook_url=_text(row, "hook_url"),
+        wallet_to=wallet,
+        amount=_amount(cells),
+        comment=cells.get("comment"),
+        hook_url=cells.get("hook_url"),
         subtract=None if subtract is None else int(subtract),
-        sbp_bank_id=_text(row, "bank_id"),
+        sbp_bank_id=cells.get("bank_id"),
     )
 
 
-def parse_row(line: int, row: Mapping[str, Any]) -> BatchRow:
-    """Validate one row; ``ValidationError`` names the first broken field."""
-    key = _required(row, "key")
-    provider = _required(row, "provider").lower()
+def parse_row(record: Record, rules: Rules) -> BatchRow:
+    """Validate one row; ``ValidationError`` names the first broken column."""
+    cells = record.cells
+    key = check_key(_required(cells, "key"))
+    provider = _required(cells, "provider").lower()
     if provider not in PROVIDERS:
         raise ValidationError("provider", f"must be one of {', '.join(PROVIDERS)}")
-    method = _required(row, "method").lower()
+    method = _required(cells, "method").lower()
     request: OperationRequest | PayoffRequest
     if provider == "intellectmoney":
-        request = _im_request(row, method)
+        for column in ("comment", "hook_url", "subtract"):
+            if column in cells:
+                raise ValidationError(column, "is an Enot column (not for intellectmoney)")
+        request = _im_request(cells, method, rules)
     else:
-        request = _enot_request(row, method)
-    return BatchRow(line=line, key=key, provider=provider, request=request)
+        request = _enot_request(cells, method, rules)
+    return BatchRow(line=record.line, key=key, provider=provider, request=request)
 
 
-def _records(path: Path) -> Iterator[tuple[int, Mapping[str, Any] | str]]:
-    """(line number, row) pairs; a row that cannot be read at all is a message."""
-    if path.suffix.lower() in (".jsonl", ".ndjson", ".json"):
-        with path.open(encoding="utf-8") as lines:
-            for number, text in enumerate(lines, start=1):
-                if not text.strip():
-                    continue
-                try:
-                    value = json.loads(text)
-                except ValueError as error:
-                    yield number, f"not valid JSON ({error.args[0]})"
-                    continue
-                yield number, value if isinstance(value, dict) else "not a JSON object"
-        return
-    with path.open(encoding="utf-8", newline="") as handle:
-        reader = csv.DictReader(handle)
-        for row in reader:
-            if None in row:
-                yield reader.line_num, "more values than header columns"
-                continue
-            yield reader.line_num, row
+def _parse(found: FileRecords, rules: Rules) -> Batch:
+    spelling = found.spelling
 
+    def column(name: str) -> str:
+        name = _COLUMN_OF.get(name, name)
+        return spelling.get(name, name)
 
-def read_batch(path: Path) -> tuple[list[BatchRow], list[BadRow]]:
-    """All valid rows and all bad rows of a CSV (``.csv``) or JSONL (``.jsonl``) file."""
     rows: list[BatchRow] = []
     bad: list[BadRow] = []
     seen: dict[str, int] = {}
-    for line, record in _records(path):
-        if isinstance(record, str):
-            bad.append(BadRow(line, "row", record))
+    for record in found.records:
+        if record.problems:
+            bad += [BadRow(record.line, column(name), text) for name, text in record.problems]
             continue
         try:
-            row = parse_row(line, record)
+            row = parse_row(record, rules)
         except ValidationError as error:
-            bad.append(BadRow(line, error.field, error.rule))
+            bad.append(BadRow(record.line, column(error.field), error.rule))
             continue
-        first = seen.setdefault(row.key, line)
-        if first != line:
-            bad.append(BadRow(line, "key", f"repeats the key of line {first}"))
+        first = seen.setdefault(row.key, record.line)
+        if first != record.line:
+            bad.append(BadRow(record.line, column("key"), f"repeats the key of line {first}"))
             continue
         rows.append(row)
-    return rows, bad
+    return Batch(rows, bad, found.ignored)
+
+
+def read_batch(path: Path, rules: Rules, *, ignore_unknown: bool = False) -> Batch:
+    """All valid rows and all bad rows of a CSV or JSON Lines file."""
+    return _parse(read_records(path, ignore_unknown=ignore_unknown), rules)

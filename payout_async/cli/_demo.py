@@ -17,8 +17,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-
 from .._polling import PollPolicy
 from .._retry import RetryPolicy
 from .._transport import Timeouts
@@ -27,7 +25,10 @@ from ..intellectmoney import OperationRequest
 from ..ledger import SQLiteLedger
 from ..payouts import Payouts, PayoutStatus
 from ..sandbox import Sandbox, SandboxConfig
-from ._report import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, ORDER, compact_table, pay_all, say
+from ._args import at_least_one
+from ._console import Column, literal, render_table, say, show, terminal_width
+from ._report import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, ORDER, Work, pay_all
+from ._runner import run_async
 
 __all__ = ["register"]
 
@@ -43,11 +44,22 @@ def register(subparsers: Any) -> None:
         help="pay a mixed batch through the embedded sandbox with 10%% faults",
         description=__doc__,
     )
-    parser.add_argument("--count", type=int, default=200, help="payouts (default 200)")
-    parser.add_argument("--fault-rate", type=float, default=0.1, help="default 0.1")
+    parser.add_argument("--count", type=at_least_one, default=200, help="payouts (default 200)")
+    parser.add_argument("--fault-rate", type=_ratio, default=0.1, help="default 0.1")
     parser.add_argument("--seed", type=int, default=2026, help="sandbox and data seed")
-    parser.add_argument("--concurrency", type=int, default=50, help="per provider")
-    parser.set_defaults(run=lambda args: asyncio.run(_demo(args)))
+    parser.add_argument("--concurrency", type=at_least_one, default=50, help="per provider")
+    parser.add_argument("--no-progress", action="store_true", help="no progress on stderr")
+    parser.set_defaults(run=lambda args: run_async(lambda: _demo(args)))
+
+
+def _ratio(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a number from 0 to 1, not {text!r}")
+    return value
 
 
 def _card(rng: random.Random) -> str:
@@ -126,8 +138,9 @@ async def _run(args: argparse.Namespace, sandbox: Sandbox, path: Path) -> int:
             "enot": Payouts(enot, ledger, poll=_POLL, reconcile=2.0),
         }
         results = await pay_all(
-            [(flows["intellectmoney"], im_items), (flows["enot"], enot_items)],
+            [Work(flows["intellectmoney"], im_items), Work(flows["enot"], enot_items)],
             concurrency=args.concurrency,
+            show_progress=not args.no_progress,
         )
         if any(r.status is PayoutStatus.PROCESSING for r in results):
             # Left at the poll deadline: finish them the way a later run would.
@@ -141,23 +154,23 @@ async def _run(args: argparse.Namespace, sandbox: Sandbox, path: Path) -> int:
 
 
 def _print_summary(results: list[Any], duplicates: int, sandbox: Sandbox) -> None:
-    out = Console()
     found = sandbox.duplicates()
+    statuses = [name for name in ORDER if name != "rejected"]
     rows = []
     for provider in ("intellectmoney", "enot"):
         counts = Counter(r.status.value for r in results if r.provider == provider)
         provider_duplicates = sum(1 for d in found if d.provider == provider)
-        rows.append(
-            (provider, *(str(counts[name]) for name in ORDER[:-1]), str(provider_duplicates))
-        )
-    headers = ("provider", *ORDER[:-1], "duplicates")
-    out.print(compact_table(*headers, rows=rows, title="payout-async demo"))
+        rows.append((provider, *(str(counts[name]) for name in statuses), str(provider_duplicates)))
+    columns = [Column("provider"), *(Column(name) for name in statuses), Column("duplicates")]
+    show("payout-async demo")
+    for line in render_table(columns, rows, width=terminal_width()):
+        show(line)
     injected = sum(sandbox.faults.injected.values())
-    out.print(
+    show(
         f"{len(results)} payouts, {injected} faults injected "
         f"({', '.join(f'{k}={v}' for k, v in sorted(sandbox.faults.injected.items()))})"
     )
     for result in results:
         if result.status is PayoutStatus.NEEDS_ATTENTION:
-            out.print(f"needs attention: {result.key}: {result.reason}")
-    out.print(f"duplicates in the sandbox's books: {duplicates}")
+            show(f"needs attention: {literal(result.key)}: {literal(result.reason)}")
+    show(f"duplicates in the sandbox's books: {duplicates}")

@@ -1,181 +1,148 @@
-"""``payout-async resume``, ``reconcile`` and ``status``: work on what the ledger holds."""
+"""``payout-async resume`` and ``reconcile``: finish what the ledger holds."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
-import json
+import sys
+import time
 from typing import Any
 
-from rich.console import Console
-
-from .._errors import ConfigurationError
-from ..ledger import ACTIVE_STATES, Ledger, LedgerState, PayoutRecord
-from ..payouts import PayoutResult
+from ..ledger import ACTIVE_STATES, PARKED_STATES, Ledger, LedgerState
+from ..payouts import PayoutResult, Payouts
 from ._batch_file import PROVIDERS
+from ._console import say, show
+from ._leases import describe_wait, leased_rows, print_leases
+from ._location import locate, open_ledger, require_existing
 from ._report import (
-    EXIT_BAD_INPUT,
     EXIT_INTERRUPTED,
     EXIT_OK,
-    compact_table,
+    EXIT_PROCESSING,
+    counts,
     exit_code,
     print_results,
-    say,
 )
-from ._setup import add_common_options, build_payouts, open_ledger
+from ._runner import run_async
+from ._setup import Settings, add_output_options, add_provider_options, build_payouts, settings
+from ._views import document, payout_from_record, payout_from_result
 
 __all__ = ["register"]
 
+_PROGRESS_EVERY = 10.0
+
 
 def register(subparsers: Any) -> None:
-    """Add the ``resume``, ``reconcile`` and ``status`` subcommands."""
+    """Add the ``resume`` and ``reconcile`` subcommands."""
     resume = subparsers.add_parser(
         "resume",
         help="finish payouts stranded by a crash, Ctrl-C or a poll deadline",
-        description="Drive every unfinished payout whose lease has expired to its end.",
+        description="Drive every unfinished payout whose lease has ended to its end. Rows "
+        "other workers still hold are listed with their owner and when the lease ends.",
     )
     reconcile = subparsers.add_parser(
         "reconcile",
-        help="resume, then try again to settle payouts that need attention",
+        help="resume, then try again the payouts that need attention or were refused",
         description="Resume, then re-drive needs_attention payouts from the step where "
-        "they stopped (after fixing credentials, or once the provider is back).",
+        "they stopped and send again the ones a provider refused (after fixing "
+        "credentials, or once the provider is back).",
     )
     for parser, settle in ((resume, False), (reconcile, True)):
-        parser.add_argument("--json", action="store_true", help="results as JSON lines")
-        add_common_options(parser)
-        parser.set_defaults(run=lambda args, settle=settle: asyncio.run(_finish(args, settle)))
+        parser.add_argument(
+            "--wait",
+            action="store_true",
+            help="wait for leases other workers hold to end, then finish those rows too",
+        )
+        add_provider_options(parser)
+        add_output_options(parser)
+        parser.set_defaults(
+            run=lambda args, settle=settle: run_async(lambda: _finish(args, settle))
+        )
 
-    status = subparsers.add_parser(
-        "status",
-        help="ledger rows by state, or one key's history",
-        description="Show how many payouts are in each state (and the reasons of those "
-        "that need attention), or one key's row and its history.",
-    )
-    status.add_argument("key", nargs="?", help="show this idempotency key")
-    status.add_argument("--provider", choices=PROVIDERS, help="only this provider")
-    status.add_argument("--json", action="store_true", help="machine-readable output")
-    status.add_argument("--ledger", default="sqlite:///payouts.db", help="ledger URL")
-    status.set_defaults(run=lambda args: asyncio.run(_status(args)))
+
+def _waiting_states(settle: bool) -> frozenset[LedgerState]:
+    return ACTIVE_STATES | PARKED_STATES if settle else ACTIVE_STATES
+
+
+class _Finisher:
+    """One ``Payouts`` per provider, made when a provider has rows to finish."""
+
+    def __init__(self, args: argparse.Namespace, config: Settings, ledger: Ledger) -> None:
+        self.args = args
+        self.config = config
+        self.ledger = ledger
+        self.payouts: dict[str, Payouts[Any]] = {}
+
+    async def run(self, settle: bool) -> list[PayoutResult]:
+        results: list[PayoutResult] = []
+        for provider in PROVIDERS:
+            tally = await self.ledger.counts(provider=provider)
+            if not any(tally.get(state, 0) for state in _waiting_states(settle)):
+                continue
+            payouts = self.payouts.get(provider)
+            if payouts is None:
+                payouts = build_payouts(self.args, self.config, provider, self.ledger)
+                self.payouts[provider] = payouts
+            results += await payouts.resume(concurrency=self.args.concurrency)
+            if settle:
+                results += await payouts.reconcile(concurrency=self.args.concurrency)
+        return results
+
+    async def aclose(self) -> None:
+        for payouts in self.payouts.values():
+            await payouts.client.aclose()
+
+
+def _progress(line: str, *, last: float, shown: str, quiet: bool) -> tuple[float, str]:
+    """Print a progress line when it changes or every few seconds (on a terminal, in
+    place)."""
+    now = time.monotonic()
+    if quiet or (line == shown and now - last < _PROGRESS_EVERY):
+        return last, shown
+    if sys.stderr.isatty():
+        print(f"\r{line}\x1b[K", end="", file=sys.stderr, flush=True)
+    else:
+        say(line)
+    return now, line
 
 
 async def _finish(args: argparse.Namespace, settle: bool) -> int:
-    ledger = await open_ledger(args.ledger)
-    results: list[PayoutResult] = []
+    config = settings(args)
+    place = await locate(config.ledger)
+    require_existing(place, args.command)
+    ledger = await open_ledger(place)
+    finisher = _Finisher(args, config, ledger)
+    by_key: dict[tuple[str, str], PayoutResult] = {}
     try:
-        for provider in PROVIDERS:
-            counts = await ledger.counts(provider=provider)
-            waiting = sum(n for state, n in counts.items() if state in ACTIVE_STATES)
-            if settle:
-                waiting += counts.get(LedgerState.NEEDS_ATTENTION, 0)
-            if not waiting:
-                continue
-            try:
-                payouts = build_payouts(args, provider, ledger)
-            except ConfigurationError as error:
-                say(f"error: {waiting} {provider} payout(s) wait, but {error}")
-                return EXIT_BAD_INPUT
-            async with payouts.client:
-                results += await payouts.resume()
-                if settle:
-                    results += await payouts.reconcile()
+        last, shown = 0.0, ""
+        while True:
+            for result in await finisher.run(settle):
+                by_key[(result.provider, result.key)] = result
+            leased = await leased_rows(ledger, PROVIDERS)
+            if not leased or not args.wait:
+                break
+            last, shown = _progress(
+                describe_wait(leased), last=last, shown=shown, quiet=args.no_progress
+            )
+            ends = [r.lease_expires_at or 0 for r in leased]
+            await asyncio.sleep(min(1.0, max(0.05, min(ends) - time.time() + 0.05)))
+        if shown and sys.stderr.isatty() and not args.no_progress:
+            print(file=sys.stderr)
     except asyncio.CancelledError:
         say("Interrupted; run the same command again to finish.")
         return EXIT_INTERRUPTED
     finally:
+        await finisher.aclose()
         await ledger.aclose()
-    print_results(results, as_json=args.json)
-    return exit_code(results) if results else EXIT_OK
-
-
-def _when(timestamp: float) -> str:
-    return datetime.datetime.fromtimestamp(timestamp).isoformat(sep=" ", timespec="milliseconds")
-
-
-def _record_json(record: PayoutRecord) -> dict[str, Any]:
-    return {
-        "provider": record.provider,
-        "key": record.key,
-        "state": record.state.value,
-        "provider_id": record.operation_id,
-        "order_id": record.order_id,
-        "provider_status": record.provider_status,
-        "attempts": record.attempts,
-        "reason": record.reason,
-        "last_error": record.last_error,
-        "lease_owner": record.lease_owner,
-        "created_at": record.created_at,
-        "updated_at": record.updated_at,
-    }
-
-
-async def _status(args: argparse.Namespace) -> int:
-    ledger = await open_ledger(args.ledger)
-    try:
-        providers = [args.provider] if args.provider else list(PROVIDERS)
-        if args.key:
-            return await _show_key(ledger, providers, args.key, as_json=args.json)
-        report: dict[str, Any] = {}
-        for provider in providers:
-            counts = await ledger.counts(provider=provider)
-            attention = await ledger.records(provider=provider, state=LedgerState.NEEDS_ATTENTION)
-            report[provider] = {
-                "counts": {state.value: counts.get(state, 0) for state in LedgerState},
-                "needs_attention": [
-                    {"key": record.key, "reason": record.reason} for record in attention
-                ],
-            }
-        if args.json:
-            print(json.dumps(report, ensure_ascii=False))
-            return EXIT_OK
-        out = Console()
-        rows = [
-            (state.value, *(str(report[p]["counts"][state.value]) for p in providers))
-            for state in LedgerState
-        ]
-        out.print(compact_table("state", *providers, rows=rows))
-        for provider in providers:
-            for item in report[provider]["needs_attention"]:
-                out.print(f"needs attention: {provider} {item['key']}: {item['reason']}")
-        return EXIT_OK
-    finally:
-        await ledger.aclose()
-
-
-async def _show_key(ledger: Ledger, providers: list[str], key: str, *, as_json: bool) -> int:
-    found = []
-    for provider in providers:
-        record = await ledger.get(provider, key)
-        if record is not None:
-            history = await ledger.history(provider, key)
-            found.append((record, history))
-    if not found:
-        say(f"no payout with key {key!r}")
-        return EXIT_BAD_INPUT
-    if as_json:
-        print(json.dumps([
-            {**_record_json(record), "history": [
-                {"from": None if step.from_state is None else step.from_state.value,
-                 "to": step.to_state.value, "at": step.at, "note": step.note}
-                for step in history
-            ]}
-            for record, history in found
-        ], ensure_ascii=False))  # fmt: skip
-        return EXIT_OK
-    out = Console()
-    for record, history in found:
-        for name, value in _record_json(record).items():
-            if name.endswith("_at"):
-                value = _when(value)
-            out.print(f"{name:>16}: {value}")
-        rows = [
-            (
-                _when(step.at),
-                "" if step.from_state is None else step.from_state.value,
-                step.to_state.value,
-                step.note or "",
-            )
-            for step in history
-        ]
-        out.print(compact_table("at", "from", "to", "note", rows=rows, keep=3))
-    return EXIT_OK
+    results = list(by_key.values())
+    if args.json:
+        show(document(args.command, place.location,
+                      payouts=[payout_from_result(r) for r in results], counts=counts(results),
+                      leased=[payout_from_record(r) for r in leased]))  # fmt: skip
+    else:
+        print_results(results)
+        print_leases(leased)
+    code = exit_code(results) if results else EXIT_OK
+    if leased and code == EXIT_OK:
+        code = EXIT_PROCESSING
+        say("Some payouts are still leased to other workers: run again later, or with --wait.")
+    return code

@@ -4,29 +4,28 @@ Exit codes of the paying subcommands:
 
 ====  =============================================================
 0     every payout succeeded
-1     some payouts failed (refused or failed by the provider)
-2     bad input (usage, invalid batch rows, missing credentials)
+1     some payouts failed, were refused, or were not sent
+2     bad input or configuration (usage, rows, credentials, ledger); nothing was sent
 3     some payouts need attention (see ``payout-async status``)
 4     some payouts are still processing (``payout-async resume`` later)
-130   interrupted (Ctrl-C); re-run the same command to finish
+130   interrupted (Ctrl-C or SIGTERM); re-run the same command to finish
 ====  =============================================================
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import sys
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
-from rich import box
+import attrs
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
+from ..ledger import LedgerState
 from ..payouts import PayoutResult, Payouts, PayoutStatus
+from ._console import Column, render_table, show, terminal_width
 
 __all__ = [
     "EXIT_ATTENTION",
@@ -35,18 +34,40 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_PROCESSING",
-    "compact_table",
+    "ORDER",
+    "Work",
+    "counts",
     "exit_code",
     "pay_all",
     "print_results",
-    "stderr",
 ]
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_ATTENTION, EXIT_PROCESSING = 0, 1, 2, 3, 4
 EXIT_INTERRUPTED = 130
 
-stderr = Console(stderr=True)
 ORDER = [status.value for status in PayoutStatus]
+stderr = Console(stderr=True, markup=False, highlight=False, emoji=False)
+
+# TODO(merge main, issue 16): PayoutStatus.NOT_STARTED lands with the ledger-failure
+# work; until then the batch's "not sent" rows are reported as REJECTED. Replace both
+# getattr calls below with the plain names once merged.
+NOT_STARTED: PayoutStatus = getattr(PayoutStatus, "NOT_STARTED", PayoutStatus.REJECTED)
+
+_RESULT_COLUMNS = (
+    Column("key"),
+    Column("provider"),
+    Column("status"),
+    Column("provider id", "shrink", minimum=10),
+    Column("reason", "wrap", minimum=24),
+)
+
+
+@attrs.frozen
+class Work:
+    """One provider's share of a batch: its ``Payouts`` and its (key, request) items."""
+
+    payouts: Payouts[Any]
+    items: Sequence[tuple[str, Any]]
 
 
 def exit_code(results: Iterable[PayoutResult]) -> int:
@@ -54,27 +75,70 @@ def exit_code(results: Iterable[PayoutResult]) -> int:
     statuses = {result.status for result in results}
     if PayoutStatus.NEEDS_ATTENTION in statuses:
         return EXIT_ATTENTION
-    if PayoutStatus.FAILED in statuses or PayoutStatus.REJECTED in statuses:
+    failed = {PayoutStatus.FAILED, PayoutStatus.REJECTED, NOT_STARTED}
+    if statuses & failed:
         return EXIT_FAILED
     if PayoutStatus.PROCESSING in statuses:
         return EXIT_PROCESSING
     return EXIT_OK
 
 
+def is_refusal(result: PayoutResult) -> bool:
+    """True for a provider's refusal of a create that left nothing behind (a wrong
+    secret, a rule the provider enforces): the row stays retryable."""
+    return (
+        result.status is PayoutStatus.REJECTED and result.state is LedgerState.REFUSED
+    )
+
+
+@attrs.define
+class _Breaker:
+    """Stops feeding one provider after ``limit`` refusals in a row (0: never)."""
+
+    provider: str
+    limit: int
+    streak: int = 0
+    last_reason: str | None = None
+
+    @property
+    def tripped(self) -> bool:
+        return self.limit > 0 and self.streak >= self.limit
+
+    def observe(self, result: PayoutResult) -> None:
+        if is_refusal(result):
+            self.streak += 1
+            self.last_reason = result.reason
+        elif not self.tripped:
+            self.streak = 0
+
+    def not_sent(self, key: str) -> PayoutResult:
+        return PayoutResult(
+            key=key,
+            status=NOT_STARTED,
+            provider=self.provider,
+            reason=f"not sent: {self.provider} refused {self.streak} payouts in a row "
+            f"(last: {self.last_reason}); fix the cause and run the same command again",
+        )
+
+
 async def pay_all(
-    work: Sequence[tuple[Payouts[Any], Sequence[tuple[str, Any]]]],
+    work: Sequence[Work],
     *,
     concurrency: int,
     show_progress: bool = True,
+    max_refusals: int = 0,
 ) -> list[PayoutResult]:
-    """Pay every group (one ``Payouts`` per provider) at once, with a live bar."""
-    total = sum(len(items) for _, items in work)
+    """Pay every provider's items at once, with a live bar on stderr. After
+    ``max_refusals`` refusals in a row from one provider (0: no limit), no new payout is
+    started for it (those already under way, at most ``concurrency`` and one taken
+    ahead, finish): the items it was not given come back ``not_started``."""
+    total = sum(len(share.items) for share in work)
     results: list[PayoutResult] = []
     with Progress(
-        TextColumn("[bold]paying"),
+        TextColumn("paying", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("{task.fields[summary]}"),
+        TextColumn("{task.fields[summary]}", markup=False),
         TimeElapsedColumn(),
         console=stderr,
         disable=not show_progress,
@@ -83,78 +147,54 @@ async def pay_all(
         task = progress.add_task("paying", total=total, summary="")
         tally: Counter[str] = Counter()
 
-        async def drain(payouts: Payouts[Any], items: Sequence[tuple[str, Any]]) -> None:
-            async for result in payouts.pay_many(items, concurrency=concurrency):
-                results.append(result)
-                tally[result.status.value] += 1
-                summary = " ".join(f"{name}={tally[name]}" for name in ORDER if tally[name])
-                progress.update(task, advance=1, summary=summary)
+        def record(result: PayoutResult) -> None:
+            results.append(result)
+            tally[result.status.value] += 1
+            summary = " ".join(f"{name}={tally[name]}" for name in ORDER if tally[name])
+            progress.update(task, advance=1, summary=summary)
 
-        await asyncio.gather(*(drain(payouts, items) for payouts, items in work if items))
+        async def drain(share: Work) -> None:
+            breaker = _Breaker(share.payouts.provider, max_refusals)
+            given = 0
+
+            async def feed() -> AsyncIterator[tuple[str, Any]]:
+                nonlocal given
+                for item in share.items:
+                    if breaker.tripped:
+                        return
+                    given += 1
+                    yield item
+
+            async for result in share.payouts.pay_many(feed(), concurrency=concurrency):
+                breaker.observe(result)
+                record(result)
+            for key, _ in share.items[given:]:
+                record(breaker.not_sent(key))
+
+        await asyncio.gather(*(drain(share) for share in work if share.items))
     return results
 
 
-def compact_table(
-    *columns: str,
-    rows: Iterable[Sequence[str]],
-    title: str | None = None,
-    keep: int = 0,
-) -> Table:
-    """A table without vertical borders or edges, so that it fits 80 columns. Cells
-    stay on one line except in the last column, which wraps; the first ``keep``
-    columns are never cut short (the others are, with an ellipsis, if they must)."""
-    table = Table(title=title, box=box.SIMPLE, show_edge=False, padding=(0, 1, 0, 0))
-    for name in columns[:-1]:
-        table.add_column(name, no_wrap=True)
-    table.add_column(columns[-1])
-    for row in rows:
-        table.add_row(*row)
-    for column in table.columns[:keep]:
-        column.min_width = max(len(str(cell)) for cell in [column.header, *column.cells])
-    return table
+def counts(results: Iterable[PayoutResult]) -> dict[str, int]:
+    """How many results have each status (only the statuses that occur)."""
+    tally = Counter(result.status.value for result in results)
+    return {name: tally[name] for name in ORDER if tally[name]}
 
 
-def print_results(results: Sequence[PayoutResult], *, as_json: bool) -> None:
-    """Every result on stdout: JSON lines, or a table and the totals."""
-    if as_json:
-        for result in results:
-            print(json.dumps(result_json(result), ensure_ascii=False))
-        return
-    out = Console()
-    ordered = sorted(results, key=lambda r: (ORDER.index(r.status.value), r.key))
-    rows = [
-        (
-            result.key,
-            result.provider,
-            result.status.value,
-            result.provider_id or "",
-            result.provider_status or "",
-            result.reason or "",
-        )
-        for result in ordered
-    ]
-    headers = ("key", "provider", "status", "provider id", "provider status", "reason")
-    table = compact_table(*headers, rows=rows, keep=3)
-    out.print(table)
-    counts = Counter(result.status.value for result in results)
-    out.print("  ".join(f"{name}: {counts[name]}" for name in ORDER if counts[name]) or "nothing")
+def _reason(result: PayoutResult) -> str:
+    if result.reason:
+        return result.reason
+    if result.status is not PayoutStatus.SUCCEEDED and result.provider_status:
+        return f"provider status {result.provider_status}"
+    return ""
 
 
-def result_json(result: PayoutResult) -> dict[str, Any]:
-    """A result as a JSON object."""
-    return {
-        "key": result.key,
-        "provider": result.provider,
-        "status": result.status.value,
-        "state": None if result.state is None else result.state.value,
-        "provider_id": result.provider_id,
-        "provider_status": result.provider_status,
-        "order_id": result.order_id,
-        "attempts": result.attempts,
-        "reason": result.reason,
-    }
-
-
-def say(message: str) -> None:
-    """A line of progress or advice on stderr."""
-    print(message, file=sys.stderr)
+def print_results(results: Sequence[PayoutResult]) -> None:
+    """Every result as a table on stdout (reasons never cut), then the totals."""
+    ordered = sorted(results, key=lambda r: (ORDER.index(r.status.value), r.provider, r.key))
+    rows = [(r.key, r.provider, r.status.value, r.provider_id or "", _reason(r)) for r in ordered]
+    if rows:
+        for line in render_table(_RESULT_COLUMNS, rows, width=terminal_width()):
+            show(line)
+    tally = counts(results)
+    show("  ".join(f"{name}: {n}" for name, n in tally.items()) or "nothing to do")

@@ -5,15 +5,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
+import os
 import signal
-import sys
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
 from typing import Any
 
 import attrs
 
 from ..sandbox import FaultKind, Sandbox, SandboxConfig
+from ._args import EXIT_USAGE, CLIError, port
+from ._console import say
 
 __all__ = ["register", "run"]
 
@@ -33,7 +37,9 @@ _NUMBERS: tuple[tuple[str, Callable[[str], Any], str], ...] = (
     ("stall_seconds", float, "silence of COMMIT_THEN_STALL, seconds"),
     ("im_in_process_after", float, "IntellectMoney: seconds after execute until InProcess"),
     ("im_final_after", float, "IntellectMoney: seconds after execute until final"),
+    ("im_execute_lag", float, "IntellectMoney: seconds an accepted execute still reads Created"),
     ("enot_final_after", float, "Enot: seconds after create until success/fail"),
+    ("enot_info_lag", float, "Enot: seconds after create that payoff/info answers 404"),
     ("user_token_lifetime", float, "IntellectMoney UserToken lifetime, seconds"),
     ("im_balance", _money, "IntellectMoney starting balance, rubles"),
     ("enot_balance", _money, "Enot starting balance, rubles"),
@@ -59,7 +65,15 @@ def register(subparsers: Any) -> None:
         help="serve an emulator of both providers on 127.0.0.1",
         description="Serve IntellectMoney and Enot emulators on 127.0.0.1 until Ctrl-C.",
     )
-    parser.add_argument("--port", type=int, default=8080, help="port (0: any free port)")
+    parser.add_argument("--port", type=port, default=8080, help="port (0: any free port)")
+    parser.add_argument(
+        "--write-config",
+        type=Path,
+        metavar="FILE",
+        help="write the sandbox's ledger-free settings (credentials, base URLs) to FILE as a "
+        "TOML config for --config, readable by you only (0600)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="accepted; no effect")
     for name, kind, text in _NUMBERS:
         parser.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, help=text)
     parser.add_argument(
@@ -75,12 +89,17 @@ def register(subparsers: Any) -> None:
         choices=("accept", "reject"),
         help="Enot: what a second payoff with a used order_id gets (default accept)",
     )
+    parser.add_argument(
+        "--im-second-execute",
+        choices=("refuse", "accept", "pay_again"),
+        help="IntellectMoney: what a second execute of an operation gets (default refuse)",
+    )
     parser.set_defaults(run=run)
 
 
 def _config(args: argparse.Namespace) -> SandboxConfig:
     names = [name for name, _, _ in _NUMBERS]
-    names += ["fault_kinds", "fault_routes", "duplicate_order_id"]
+    names += ["fault_kinds", "fault_routes", "duplicate_order_id", "im_second_execute"]
     given = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     return SandboxConfig(**given)
 
@@ -112,30 +131,66 @@ def _banner(sandbox: Sandbox) -> str:
     return "\n".join(lines)
 
 
-async def _serve(config: SandboxConfig, port: int) -> None:
+def _toml(value: str) -> str:
+    return json.dumps(value, ensure_ascii=False)  # a JSON string is a TOML basic string
+
+
+def write_config(path: Path, sandbox: Sandbox) -> None:
+    """A ``--config`` file for this sandbox, created readable by its owner only."""
+    c = sandbox.credentials
+    text = "\n".join([
+        "[intellectmoney]",
+        f"user_token = {_toml(c.im_user_token)}",
+        f"secret_key = {_toml(c.im_secret_key)}",
+        f"bearer_token = {_toml(c.im_bearer_token)}",
+        f"base_url = {_toml(sandbox.intellectmoney_url)}",
+        "",
+        "[enot]",
+        f"user_id = {_toml(c.enot_user_id)}",
+        f"secret_key = {_toml(c.enot_secret_key)}",
+        f"base_url = {_toml(sandbox.enot_url)}",
+        "",
+    ])  # fmt: skip
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    except OSError as error:
+        raise CLIError(f"cannot write {path}: {error.strerror}") from None
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        os.fchmod(handle.fileno(), 0o600)
+        handle.write(text)
+
+
+async def _serve(config: SandboxConfig, args: argparse.Namespace) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signum, stop.set)
-    async with Sandbox(config=config, port=port) as sandbox:
+    sandbox = Sandbox(config=config, port=args.port)
+    try:
+        await sandbox.start()
+    except OSError as error:
+        raise CLIError(f"cannot listen on port {args.port}: {error.strerror or error}") from None
+    try:
+        if args.write_config is not None:
+            write_config(args.write_config, sandbox)
         print(_banner(sandbox), flush=True)
+        if args.write_config is not None:
+            print(f"settings written to {args.write_config} (mode 0600): "
+                  f"payout-async batch FILE --config {args.write_config}", flush=True)  # fmt: skip
         await stop.wait()
+    finally:
+        await sandbox.close()
 
 
 def run(args: argparse.Namespace) -> int:
-    """Serve until interrupted; 0 on a clean stop, 2 on bad settings, 1 if the port
+    """Serve until interrupted; 0 on a clean stop, 2 on bad settings or a port that
     cannot be bound."""
     try:
         config = _config(args)
     except (ValueError, TypeError) as error:
-        print(f"payout-async sandbox: {error}", file=sys.stderr)
-        return 2
-    try:
-        asyncio.run(_serve(config, args.port))
-    except OSError as error:
-        print(f"payout-async sandbox: cannot listen on port {args.port}: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        pass
+        say(f"error: {error}")
+        return EXIT_USAGE
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(config, args))
     return 0

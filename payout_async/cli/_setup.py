@@ -1,7 +1,10 @@
-"""Shared options of the paying subcommands: credentials, base URLs, the ledger.
+"""Shared options of the subcommands: the ledger, credentials, base URLs and tuning.
 
-Credentials come from flags, else environment variables, else a TOML config file
-(``--config``)::
+Each setting comes from its flag, else a ``--*-file`` flag (secrets), else an
+environment variable, else the TOML file named by ``--config`` (or
+``PAYOUT_ASYNC_CONFIG``)::
+
+    ledger = "sqlite:////var/lib/payouts.db"   # PAYOUT_ASYNC_LEDGER
 
     [intellectmoney]            # env PAYOUT_ASYNC_IM_*
     user_token = "..."          # PAYOUT_ASYNC_IM_USER_TOKEN
@@ -14,122 +17,326 @@ Credentials come from flags, else environment variables, else a TOML config file
     user_id = "..."             # PAYOUT_ASYNC_ENOT_USER_ID
     secret_key = "..."          # PAYOUT_ASYNC_ENOT_SECRET_KEY
     base_url = "..."            # PAYOUT_ASYNC_ENOT_BASE_URL
+    services = ["usdt_erc20"]   # PAYOUT_ASYNC_ENOT_SERVICES (comma-separated)
+
+Flags are visible to every user of the machine (``ps``); the environment, a file or
+the config file (mode 0600) are not.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import stat
 import tomllib
 from pathlib import Path
 from typing import Any, cast
 
+import attrs
+
 from .._errors import ConfigurationError
+from .._transport import Timeouts
 from ..enot import DEFAULT_BASE_URL as ENOT_BASE_URL
 from ..enot import EnotClient
 from ..intellectmoney import DEFAULT_BASE_URL as IM_BASE_URL
 from ..intellectmoney import Api, IntellectMoneyClient
-from ..ledger import Ledger, ledger_from_url
+from ..ledger import Ledger
 from ..payouts import Payouts
+from ._args import CLIError, at_least_one, seconds
+from ._console import say
 
-__all__ = ["add_common_options", "build_payouts", "open_ledger"]
+__all__ = [
+    "Settings",
+    "add_ledger_option",
+    "add_output_options",
+    "add_provider_options",
+    "build_client",
+    "build_payouts",
+    "check_credentials",
+    "make_payouts",
+    "settings",
+]
 
-_IM_FIELDS = ("user_token", "secret_key", "bearer_token", "api", "base_url")
-_ENOT_FIELDS = ("user_id", "secret_key", "base_url")
+DEFAULT_LEDGER = "sqlite:///payouts.db"
+_FIELDS = {
+    "intellectmoney": ("user_token", "secret_key", "bearer_token", "api", "base_url"),
+    "enot": ("user_id", "secret_key", "base_url", "services"),
+}
+_SECRETS = {
+    "intellectmoney": ("user_token", "secret_key", "bearer_token"),
+    "enot": ("secret_key",),
+}
+_REQUIRED = {"intellectmoney": ("user_token", "secret_key"), "enot": ("user_id", "secret_key")}
 _ENV_PREFIX = {"intellectmoney": "PAYOUT_ASYNC_IM_", "enot": "PAYOUT_ASYNC_ENOT_"}
+_FLAG_PREFIX = {"intellectmoney": "im_", "enot": "enot_"}
+_VISIBLE = "a flag is visible to other users in `ps`: prefer {env}, {flag}-file or --config"
 
 
-def add_common_options(parser: argparse.ArgumentParser) -> None:
-    """``--ledger``, ``--config``, credential flags and ``--*-base-url``."""
+def add_ledger_option(parser: argparse.ArgumentParser) -> None:
+    """``--ledger`` and ``--config``."""
     parser.add_argument(
         "--ledger",
-        default="sqlite:///payouts.db",
-        help="ledger URL: sqlite:///path.db (default sqlite:///payouts.db) or postgresql://...",
+        help="ledger URL: sqlite:///path.db or postgresql://... (default: PAYOUT_ASYNC_LEDGER, "
+        f"the config file's ledger, else {DEFAULT_LEDGER} in the current directory)",
     )
-    parser.add_argument("--config", type=Path, help="TOML file with provider credentials")
-    parser.add_argument("--im-user-token", help="IntellectMoney UserToken")
-    parser.add_argument("--im-secret-key", help="IntellectMoney SignSecretKey")
-    parser.add_argument("--im-bearer-token", help="IntellectMoney Bearer token")
+    parser.add_argument(
+        "--config", type=Path, help="TOML file with the ledger and credentials (mode 0600)"
+    )
+
+
+def add_output_options(parser: argparse.ArgumentParser) -> None:
+    """``--json`` and ``--no-progress``."""
+    parser.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    parser.add_argument("--no-progress", action="store_true", help="no progress on stderr")
+
+
+def _secret_flag(parser: argparse.ArgumentParser, provider: str, name: str, what: str) -> None:
+    flag = f"--{_FLAG_PREFIX[provider][:-1]}-{name.replace('_', '-')}"
+    env = _ENV_PREFIX[provider] + name.upper()
+    parser.add_argument(flag, help=f"{what} ({_VISIBLE.format(env=env, flag=flag)})")
+    parser.add_argument(
+        f"{flag}-file", type=Path, metavar="FILE", help=f"read the {what} from FILE"
+    )
+
+
+def add_provider_options(parser: argparse.ArgumentParser) -> None:
+    """Credentials, base URLs, the Enot services allowed, and tuning."""
+    add_ledger_option(parser)
+    _secret_flag(parser, "intellectmoney", "user_token", "IntellectMoney UserToken")
+    _secret_flag(parser, "intellectmoney", "secret_key", "IntellectMoney SignSecretKey")
+    _secret_flag(parser, "intellectmoney", "bearer_token", "IntellectMoney Bearer token")
     parser.add_argument("--im-api", choices=("current", "legacy"), help="IntellectMoney API")
     parser.add_argument("--im-base-url", help="IntellectMoney base URL (e.g. a sandbox)")
     parser.add_argument("--enot-user-id", help="Enot user_id")
-    parser.add_argument("--enot-secret-key", help="Enot secret key")
+    _secret_flag(parser, "enot", "secret_key", "Enot secret key")
     parser.add_argument("--enot-base-url", help="Enot base URL (e.g. a sandbox)")
     parser.add_argument(
+        "--enot-service",
+        action="append",
+        default=[],
+        metavar="CODE",
+        help="allow an Enot service code beyond card, sbp, qiwi, usdt_trc20, garantex "
+        "(repeatable; or PAYOUT_ASYNC_ENOT_SERVICES / [enot] services)",
+    )
+    parser.add_argument(
+        "--concurrency", type=at_least_one, default=32, help="payouts in flight per provider"
+    )
+    parser.add_argument(
         "--lease-seconds",
-        type=float,
+        type=seconds,
         default=120.0,
-        help="how long a worker holds a payout before others may take it over",
+        help="how long a worker holds a payout before others may take it over (default 120)",
+    )
+    parser.add_argument(
+        "--request-timeout",
+        type=seconds,
+        default=30.0,
+        help="seconds one request to a provider may take (default 30)",
     )
     parser.add_argument(
         "--grace",
-        type=float,
+        type=seconds,
         default=60.0,
-        help="Enot: seconds a lost payoff must stay 'not found' before it is created again",
+        help="Enot: seconds a lost payoff must stay 'not found' before it is created again; "
+        "must exceed --request-timeout (default 60)",
     )
 
 
-def _settings(args: argparse.Namespace, provider: str) -> dict[str, str]:
-    """Flags, else environment, else config file."""
-    fields = _IM_FIELDS if provider == "intellectmoney" else _ENOT_FIELDS
-    flag_prefix = "im_" if provider == "intellectmoney" else "enot_"
-    from_file: dict[str, Any] = {}
-    if args.config is not None:
-        try:
-            from_file = tomllib.loads(args.config.read_text(encoding="utf-8")).get(provider, {})
-        except (OSError, tomllib.TOMLDecodeError) as error:
-            raise ConfigurationError(f"cannot read config file {args.config}: {error}") from None
-    settings: dict[str, str] = {}
-    for name in fields:
-        value = (
-            getattr(args, flag_prefix + name, None)
-            or os.environ.get(_ENV_PREFIX[provider] + name.upper())
-            or from_file.get(name)
+@attrs.frozen
+class Settings:
+    """Everything a command needs besides its own flags, resolved once."""
+
+    ledger: str
+    providers: dict[str, dict[str, str]]
+    enot_services: tuple[str, ...]
+
+    def im_api(self) -> Api:
+        """The IntellectMoney API generation (``current`` unless told otherwise)."""
+        return cast(Api, self.providers["intellectmoney"].get("api", "current"))
+
+
+def _warn_if_shared(path: Path, what: str) -> None:
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return
+    if mode & 0o077:
+        say(
+            f"warning: {what} {path} is readable by other users (mode {mode:04o}): chmod 600 {path}"
         )
+
+
+def _read_config(args: argparse.Namespace) -> dict[str, Any]:
+    path = getattr(args, "config", None)
+    if path is None and os.environ.get("PAYOUT_ASYNC_CONFIG"):
+        path = Path(os.environ["PAYOUT_ASYNC_CONFIG"])
+    if path is None:
+        return {}
+    try:
+        config = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+        raise CLIError(f"cannot read config file {path}: {error}") from None
+    _warn_if_shared(path, "config file")
+    for name, value in config.items():
+        if name == "ledger" and isinstance(value, str):
+            continue
+        if name in _FIELDS and isinstance(value, dict):
+            unknown = sorted(set(value) - set(_FIELDS[name]))
+            if unknown:
+                known = ", ".join(_FIELDS[name])
+                raise CLIError(
+                    f"config file {path}: unknown setting {name}.{unknown[0]} (known: {known})"
+                )
+            continue
+        raise CLIError(
+            f"config file {path}: unknown setting {name!r} (known: ledger, "
+            "[intellectmoney], [enot])"
+        )
+    return config
+
+
+def _read_secret(path: Path) -> str:
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as error:
+        raise CLIError(f"cannot read secret file {path}: {error}") from None
+    if not text:
+        raise CLIError(f"secret file {path} is empty")
+    _warn_if_shared(path, "secret file")
+    return text
+
+
+def _provider_settings(
+    args: argparse.Namespace, provider: str, from_file: dict[str, Any]
+) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for name in _FIELDS[provider]:
+        if name == "services":
+            continue
+        flag = _FLAG_PREFIX[provider] + name
+        value = getattr(args, flag, None)
+        if not value and name in _SECRETS[provider]:
+            secret_file = getattr(args, flag + "_file", None)
+            value = _read_secret(secret_file) if secret_file is not None else None
+        value = value or os.environ.get(_ENV_PREFIX[provider] + name.upper()) or from_file.get(name)
         if value:
-            settings[name] = str(value)
-    return settings
+            values[name] = _one_line(str(value), provider, name)
+    return values
 
 
-def build_payouts(
-    args: argparse.Namespace, provider: str, ledger: Ledger, **options: Any
-) -> Payouts[Any]:
-    """A ``Payouts`` for ``provider`` from the command line's settings."""
-    settings = _settings(args, provider)
-    client: IntellectMoneyClient | EnotClient
-    if provider == "intellectmoney":
-        missing = [name for name in ("user_token", "secret_key") if name not in settings]
-        if missing:
-            raise ConfigurationError(_missing(provider, missing))
-        client = IntellectMoneyClient(
-            settings["user_token"],
-            settings["secret_key"],
-            bearer_token=settings.get("bearer_token"),
-            api=cast(Api, settings.get("api", "current")),
-            base_url=settings.get("base_url", IM_BASE_URL),
+def _one_line(value: str, provider: str, name: str) -> str:
+    """A setting without line breaks or control characters (they would end up in an
+    HTTP header); the value itself is never shown."""
+    if any(ord(char) < 32 or ord(char) == 127 for char in value) or value != value.strip():
+        raise CLIError(
+            f"{provider} {name} holds a line break, a control character or surrounding "
+            "spaces (a secret file must hold the secret alone, on one line)"
         )
-    else:
-        missing = [name for name in ("user_id", "secret_key") if name not in settings]
-        if missing:
-            raise ConfigurationError(_missing(provider, missing))
-        client = EnotClient(
-            settings["user_id"],
-            settings["secret_key"],
-            base_url=settings.get("base_url", ENOT_BASE_URL),
+    return value
+
+
+def _services(args: argparse.Namespace, from_file: dict[str, Any]) -> tuple[str, ...]:
+    names = list(getattr(args, "enot_service", None) or [])
+    names += os.environ.get("PAYOUT_ASYNC_ENOT_SERVICES", "").split(",")
+    configured = from_file.get("services", [])
+    if not isinstance(configured, list) or not all(isinstance(n, str) for n in configured):
+        raise CLIError("config file: [enot] services must be a list of service codes")
+    names += configured
+    return tuple(sorted({name.strip().lower() for name in names if name.strip()}))
+
+
+def settings(args: argparse.Namespace) -> Settings:
+    """The command's settings from flags, files, environment and config file."""
+    config = _read_config(args)
+    providers = {
+        provider: _provider_settings(args, provider, config.get(provider, {}))
+        for provider in _FIELDS
+    }
+    api = providers["intellectmoney"].get("api", "current")
+    if api not in ("current", "legacy"):
+        raise CLIError(f"IntellectMoney api must be 'current' or 'legacy', not {api!r}")
+    ledger = (
+        getattr(args, "ledger", None)
+        or os.environ.get("PAYOUT_ASYNC_LEDGER")
+        or config.get("ledger")
+        or DEFAULT_LEDGER
+    )
+    grace, timeout = getattr(args, "grace", None), getattr(args, "request_timeout", None)
+    if grace is not None and timeout is not None and grace <= timeout:
+        raise CLIError(
+            f"--grace ({grace:g} s) must exceed --request-timeout ({timeout:g} s): a payoff "
+            "whose create is still in flight could otherwise be created a second time"
         )
-    options.setdefault("lease_seconds", args.lease_seconds)
-    options.setdefault("reconcile", args.grace)
-    return Payouts(client, ledger, **options)
+    return Settings(
+        ledger=ledger, providers=providers, enot_services=_services(args, config.get("enot", {}))
+    )
 
 
 def _missing(provider: str, names: list[str]) -> str:
     prefix = _ENV_PREFIX[provider]
     hints = ", ".join(f"{prefix}{name.upper()}" for name in names)
-    return f"{provider}: missing {', '.join(names)} (set {hints}, a flag, or --config)"
+    return f"{provider}: missing {', '.join(names)} (set {hints}, a --*-file flag, or --config)"
 
 
-async def open_ledger(url: str) -> Ledger:
-    """Open the ledger named by ``url``."""
-    ledger = ledger_from_url(url)
-    await ledger.open()
-    return ledger
+def check_credentials(config: Settings, provider: str) -> None:
+    """A ``CLIError`` naming what is missing to pay through ``provider``."""
+    values = config.providers[provider]
+    missing = [name for name in _REQUIRED[provider] if name not in values]
+    if (
+        provider == "intellectmoney"
+        and config.im_api() == "current"
+        and "bearer_token" not in values
+    ):
+        missing.append("bearer_token")
+    if missing:
+        raise CLIError(_missing(provider, missing))
+
+
+def build_client(
+    args: argparse.Namespace, config: Settings, provider: str
+) -> IntellectMoneyClient | EnotClient:
+    """The client for ``provider`` from the command's settings."""
+    check_credentials(config, provider)
+    values = config.providers[provider]
+    total = args.request_timeout
+    timeout = Timeouts(total=total, connect=min(10.0, total), read=total)
+    try:
+        if provider == "intellectmoney":
+            return IntellectMoneyClient(
+                values["user_token"],
+                values["secret_key"],
+                bearer_token=values.get("bearer_token"),
+                api=config.im_api(),
+                base_url=values.get("base_url", IM_BASE_URL),
+                timeout=timeout,
+            )
+        return EnotClient(
+            values["user_id"],
+            values["secret_key"],
+            base_url=values.get("base_url", ENOT_BASE_URL),
+            timeout=timeout,
+        )
+    except ConfigurationError as error:
+        raise CLIError(f"{provider}: {error}") from None
+
+
+def make_payouts(
+    args: argparse.Namespace,
+    client: IntellectMoneyClient | EnotClient,
+    ledger: Ledger,
+    **options: Any,
+) -> Payouts[Any]:
+    """A ``Payouts`` over ``client`` and ``ledger`` with the command's tuning."""
+    options.setdefault("lease_seconds", args.lease_seconds)
+    options.setdefault("reconcile", args.grace)
+    try:
+        return Payouts(client, ledger, **options)
+    except ConfigurationError as error:
+        raise CLIError(str(error)) from None
+
+
+def build_payouts(
+    args: argparse.Namespace, config: Settings, provider: str, ledger: Ledger, **options: Any
+) -> Payouts[Any]:
+    """A ``Payouts`` for ``provider`` from the command's settings."""
+    return make_payouts(args, build_client(args, config, provider), ledger, **options)

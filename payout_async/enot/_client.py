@@ -3,29 +3,38 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import attrs
 
-from .._errors import ConfigurationError, InvalidResponseError, OutcomeUnknownError, ValidationError
+from .._errors import ConfigurationError, ValidationError
 from .._redact import Redactor
-from .._responses import decode_answer, error_for_status
+from .._responses import decode_answer, error_for_status, read_answer, unreadable
 from .._retry import OperationKind, RetryPolicy, call_with_retry
 from .._transport import HTTPResponse, Timeouts, Transport, TransportClient
-from ._models import Balance, CreatedPayoff, Payoff, SbpBank, structure
+from ._models import Balance, CreatedPayoff, Payoff, SbpBank, parse_banks, structure
 from ._request import PayoffRequest
 
 __all__ = ["DEFAULT_BASE_URL", "EnotClient"]
 
 DEFAULT_BASE_URL = "https://api.enot.io"
 
+T = TypeVar("T")
+
 
 def _error_text(envelope: Any) -> str | None:
-    if isinstance(envelope, dict) and envelope.get("error") is not None:
-        return str(envelope["error"])
+    if isinstance(envelope, dict) and envelope.get("error") not in (None, "", False):
+        return str(envelope["error"])[:500]
+    return None
+
+
+def _claimed_status(envelope: dict[str, Any]) -> int | None:
+    claimed = envelope.get("status")
+    if isinstance(claimed, int) and not isinstance(claimed, bool):
+        return claimed
     return None
 
 
@@ -108,11 +117,14 @@ class EnotClient(TransportClient):
             raise ValidationError("order_id", "must be at most 255 characters")
         wire = request.to_wire(self.user_id, order_id)
         body = json.dumps(wire, ensure_ascii=False).encode()
-        data = await self._call(
-            OperationKind.MONEY, "POST", "payoff/create", body=body, log_fields=wire
+        return await self._call(
+            OperationKind.MONEY,
+            "POST",
+            "payoff/create",
+            _model(CreatedPayoff),
+            body=body,
+            log_fields=wire,
         )
-        result: CreatedPayoff = structure(data, CreatedPayoff)
-        return result
 
     async def get_payoff(
         self, *, payoff_id: str | None = None, order_id: str | None = None
@@ -127,69 +139,93 @@ class EnotClient(TransportClient):
         else:
             assert order_id is not None
             params["order_id"] = order_id
-        data = await self._call(OperationKind.READ, "GET", "payoff/info", params=params)
-        result: Payoff = structure(data, Payoff)
-        return result
+        return await self._call(
+            OperationKind.READ, "GET", "payoff/info", _model(Payoff), params=params
+        )
 
     async def list_sbp_banks(self) -> list[SbpBank]:
         """The banks reachable by SBP, with the ids ``sbp_bank_id`` takes."""
-        data = await self._call(
-            OperationKind.READ, "GET", "payoff/get-sbp-bank-list", params={"user_id": self.user_id}
+        return await self._call(
+            OperationKind.READ,
+            "GET",
+            "payoff/get-sbp-bank-list",
+            parse_banks,
+            params={"user_id": self.user_id},
         )
-        banks = data.get("banks", data.get("items", []))
-        if not isinstance(banks, list) or not all(isinstance(bank, dict) for bank in banks):
-            raise InvalidResponseError("bank list is not a list of objects", status=200)
-        return [SbpBank(id=str(bank.get("id")), name=str(bank.get("name"))) for bank in banks]
 
     async def get_balance(self) -> Balance:
         """The merchant's balance."""
-        data = await self._call(OperationKind.READ, "GET", f"account/users/{self.user_id}/balance")
-        result: Balance = structure(data, Balance)
-        return result
+        return await self._call(
+            OperationKind.READ, "GET", f"account/users/{self.user_id}/balance", _model(Balance)
+        )
 
     async def _call(
         self,
         kind: OperationKind,
         method: str,
         path: str,
+        read: Callable[[dict[str, Any]], T],
         *,
         body: bytes | None = None,
         params: Mapping[str, str] | None = None,
         log_fields: Mapping[str, object] | None = None,
-    ) -> dict[str, Any]:
+    ) -> T:
+        """Send, then ``read`` the envelope's ``data`` into a result. Whatever the
+        answer, only a ``PayoutError`` comes out (see ``read_answer``)."""
         headers = self._json_headers if body is not None else self._headers
 
-        async def attempt() -> dict[str, Any]:
+        async def attempt() -> T:
             response = await self._transport.send(
                 method, path, headers=headers, body=body, params=params, log_fields=log_fields
             )
-            return self._interpret(response, kind)
+            return read_answer(
+                response,
+                kind,
+                lambda answer: read(self._data(answer, kind)),
+                redactor=self._redactor,
+            )
 
         return await call_with_retry(self.retry, kind, attempt)
 
-    def _interpret(self, response: HTTPResponse, kind: OperationKind) -> dict[str, Any]:
-        moves_money = kind is OperationKind.MONEY
+    def _data(self, response: HTTPResponse, kind: OperationKind) -> dict[str, Any]:
+        """The envelope's ``data`` object, once ``status_check``, ``status`` and
+        ``error`` have said the call succeeded; an error envelope raises its error."""
         envelope = decode_answer(
-            response, moves_money=moves_money, error_message=_error_text, redactor=self._redactor
+            response, kind=kind, error_message=_error_text, redactor=self._redactor
         )
-        data = envelope.get("data")
-        if isinstance(data, dict):
-            return data
-        claimed = envelope.get("status")
-        if envelope.get("status_check") is False and isinstance(claimed, int) and claimed >= 400:
-            # An error envelope behind HTTP 200: trust the envelope's own status.
-            raise error_for_status(
-                attrs.evolve(response, status=claimed),
-                _error_text(envelope) or "error",
+        claimed = _claimed_status(envelope)
+        message = _error_text(envelope)
+        failed = (
+            envelope.get("status_check") is False
+            or (claimed is not None and claimed >= 400)
+            or message is not None
+        )
+        if failed:
+            if claimed is not None and claimed >= 400:
+                # An error envelope behind HTTP 200: trust the envelope's own status.
+                raise error_for_status(
+                    attrs.evolve(response, status=claimed),
+                    message or "error",
+                    redactor=self._redactor,
+                )
+            raise unreadable(
+                response,
+                kind,
+                "an error envelope without an error status",
                 redactor=self._redactor,
+                provider_message=message,
             )
-        message = self._redactor(f"{response.url}: answer has no 'data' object")
-        if moves_money:
-            raise OutcomeUnknownError(
-                message,
-                method=response.method,
-                url=response.url,
-                status=response.status,
-                body=response.body,
-            )
-        raise InvalidResponseError(message, status=response.status, body=response.body)
+        if claimed is not None and not 200 <= claimed < 300:
+            raise unreadable(response, kind, f"envelope status {claimed}", redactor=self._redactor)
+        data = envelope.get("data")
+        if not isinstance(data, dict):
+            raise unreadable(response, kind, "no 'data' object", redactor=self._redactor)
+        return data
+
+
+def _model(model: type[T]) -> Callable[[dict[str, Any]], T]:
+    def read(data: dict[str, Any]) -> T:
+        result: T = structure(data, model)
+        return result
+
+    return read

@@ -53,8 +53,9 @@ async def reconcile_payoff(
 
     Looks the payoff up by ``order_id`` with backoff. Returns it as soon as Enot has
     it; returns ``None`` only once "not found" has held for ``grace`` seconds, counted
-    from ``since`` (a UNIX time, e.g. when the create was sent) or from the first
-    "not found". Only then may the payoff be created again, with the same order_id.
+    from ``since`` (a ``time.monotonic()`` value of this process, e.g. when the create
+    answer was lost) or from the first "not found" -- never from another host's clock.
+    Only then may the payoff be created again, with the same order_id.
     Errors that prove nothing (network, 5xx, 429) never count as "not found"; if they
     persist past ``policy.deadline`` the last one is raised.
     """
@@ -64,7 +65,7 @@ async def reconcile_payoff(
         try:
             return await client.get_payoff(order_id=order_id)
         except NotFoundError:
-            now = time.time()
+            now = time.monotonic()
             if since is None:
                 since = now
             if now - since >= grace:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
@@ -9,9 +10,27 @@ import attrs
 
 from .._errors import ValidationError
 from .._redact import masked_repr
-from .._validation import check_length, parse_amount
+from .._validation import check_length, check_pan, check_phone, parse_amount
 
-__all__ = ["PayoffRequest"]
+__all__ = ["KNOWN_SERVICES", "PayoffRequest", "check_service"]
+
+#: The payoff services the provider's documents and examples name. ``service`` is a free
+#: string to the API, so ``PayoffRequest`` accepts any; ``check_service`` (used by the
+#: command line) refuses the others unless they are allowed explicitly.
+KNOWN_SERVICES = frozenset({"card", "sbp", "qiwi", "usdt_trc20", "garantex"})
+_PHONE_SERVICES = frozenset({"sbp", "qiwi"})
+
+
+def check_service(service: str, allowed: Iterable[str] = ()) -> None:
+    """Refuse a ``service`` that is neither in ``KNOWN_SERVICES`` nor in ``allowed``
+    (a typo such as ``cardd`` would otherwise reach the provider)."""
+    known = KNOWN_SERVICES | {name.lower() for name in allowed}
+    if service.lower() not in known:
+        raise ValidationError(
+            "service",
+            f"unknown service {service!r}: known are {', '.join(sorted(known))} "
+            "(allow a new one explicitly)",
+        )
 
 
 def _amount(value: object) -> Decimal:
@@ -24,6 +43,10 @@ class PayoffRequest:
     phone or wallet; optional only for Garantex), ``amount`` and the optional fields of
     ``payoff/create``. ``order_id`` is the merchant's unique id; ``Payouts`` derives it
     from the idempotency key when it is left ``None``.
+
+    A ``card`` payoff's ``wallet_to`` must be 12 to 20 digits passing the Luhn check;
+    an ``sbp`` or ``qiwi`` one a phone (``+`` and 10 to 15 digits, see
+    ``normalize_phone``).
     """
 
     service: str
@@ -38,12 +61,20 @@ class PayoffRequest:
     def __attrs_post_init__(self) -> None:
         if not isinstance(self.service, str) or not self.service:
             raise ValidationError("service", "must be a non-empty string such as 'card' or 'sbp'")
+        if not self.service.isprintable() or self.service != self.service.strip():
+            raise ValidationError("service", "must be a service code such as 'card' or 'sbp'")
+        kind = self.service.lower()
         if self.wallet_to is None:
-            if "garantex" not in self.service.lower():
+            if "garantex" not in kind:
                 raise ValidationError("wallet_to", "required for every service but Garantex")
         elif not self.wallet_to:
             raise ValidationError("wallet_to", "must not be empty")
         check_length(self.wallet_to, "wallet_to", high=255)
+        if self.wallet_to is not None:
+            if kind == "card":
+                check_pan(self.wallet_to, "wallet_to")
+            elif kind in _PHONE_SERVICES:
+                check_phone(self.wallet_to, "wallet_to")
         check_length(self.order_id, "order_id", high=255)
         if self.order_id == "":
             raise ValidationError("order_id", "must not be empty")

@@ -5,6 +5,9 @@ separators (",", ":"))`` and sends the lowercase hex digest in the
 ``x-api-sha256-signature`` header. The JSON may have been written by PHP (``\\uXXXX``
 escapes, ``/`` as ``\\/``) or with non-ASCII kept as is, so every flavour is tried,
 each compared in constant time.
+
+Every check fails closed: a body that is not a JSON object within the decoder's
+bounds (``_decode``), or a header that is not ASCII, is simply not verified.
 """
 
 from __future__ import annotations
@@ -15,12 +18,16 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from .._decode import UnreadableError, loads
 from .._errors import SignatureError
+from .._redact import Redactor
 from ._models import PayoffWebhook, parse_webhook_payload
 
 __all__ = ["SIGNATURE_HEADER", "parse_webhook", "sign_webhook", "verify_webhook"]
 
 SIGNATURE_HEADER = "x-api-sha256-signature"
+
+_REDACT = Redactor()  # no secrets to know here; masks card-number-like runs
 
 
 def _canonical(payload: Mapping[str, Any], *, ascii_only: bool, escape_slashes: bool) -> bytes:
@@ -40,16 +47,32 @@ def sign_webhook(payload: Mapping[str, Any], additional_key: str, *, php: bool =
 
 
 def verify_webhook(raw_body: bytes, signature: str, additional_key: str) -> bool:
-    """True when ``signature`` is Enot's signature of ``raw_body`` under ``additional_key``."""
-    if not additional_key or not signature:
-        return False
+    """True when ``signature`` is Enot's signature of ``raw_body`` under ``additional_key``.
+
+    Never raises: any body or header that cannot be checked gives False.
+    """
+    return verified_payload(raw_body, signature, additional_key) is not None
+
+
+def verified_payload(
+    raw_body: bytes, signature: str, additional_key: str
+) -> dict[str, Any] | None:
+    """The decoded body (numbers as ``float``, as signed) when the signature matches;
+    ``None`` otherwise."""
+    if not additional_key or not isinstance(signature, str):
+        return None
+    given = signature.strip().lower()
+    if not given or not given.isascii():  # a hex digest; undecodable header bytes are not
+        return None
+    if not isinstance(raw_body, bytes | bytearray):
+        return None
     try:
-        payload = json.loads(raw_body)
-    except ValueError:
-        return False
+        payload = loads(raw_body, numbers=float)
+    except UnreadableError:
+        return None
     if not isinstance(payload, dict):
-        return False
-    given = signature.strip().lower().encode()
+        return None
+    given_digest = given.encode("ascii")
     matched = False
     seen: set[bytes] = set()
     for ascii_only in (True, False):
@@ -59,12 +82,28 @@ def verify_webhook(raw_body: bytes, signature: str, additional_key: str) -> bool
                 continue
             seen.add(message)
             expected = _digest(message, additional_key).encode()
-            matched |= hmac.compare_digest(expected, given)
-    return matched
+            matched |= hmac.compare_digest(expected, given_digest)
+    return payload if matched else None
+
+
+def read_webhook(raw_body: bytes) -> PayoffWebhook:
+    """A ``PayoffWebhook`` from a verified body, money read exactly as ``Decimal``;
+    ``UnreadableError`` when a field cannot be read."""
+    payload = loads(raw_body)
+    if not isinstance(payload, dict):
+        raise UnreadableError("not a JSON object")
+    return parse_webhook_payload(payload)
 
 
 def parse_webhook(raw_body: bytes, signature: str, additional_key: str) -> PayoffWebhook:
-    """Verify and parse a payoff webhook; ``SignatureError`` when it is not Enot's."""
-    if not verify_webhook(raw_body, signature, additional_key):
+    """Verify and parse a payoff webhook.
+
+    ``SignatureError`` when it is not Enot's, or when it is signed but a field cannot
+    be read (a money field that is not a finite number): nothing else is raised.
+    """
+    if verified_payload(raw_body, signature, additional_key) is None:
         raise SignatureError("payoff webhook signature does not match its body")
-    return parse_webhook_payload(json.loads(raw_body))
+    try:
+        return read_webhook(raw_body)
+    except UnreadableError as error:
+        raise SignatureError(_REDACT(f"payoff webhook body cannot be read: {error}")) from None

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from ._models import parse_webhook_payload
-from ._webhook import SIGNATURE_HEADER, verify_webhook
+from .._decode import UnreadableError
+from ._webhook import SIGNATURE_HEADER, read_webhook, verified_payload
 
 if TYPE_CHECKING:
     from ..payouts import Payouts
@@ -28,19 +27,26 @@ def webhook_handler(
     """An aiohttp.web handler for Enot's payoff webhooks (mount it at your
     ``hook_url``).
 
-    A bad signature is answered 401 and nothing is recorded; a good one is parsed
-    and its final status recorded in the ledger through ``payouts.apply_webhook``
-    (repeated and out-of-order deliveries are harmless), then answered 200.
+    A bad signature (or a body that cannot be checked) is answered 401 and nothing is
+    recorded; a signed body whose fields cannot be read is answered 400; a good one
+    is parsed and its final status recorded in the ledger through
+    ``payouts.apply_webhook`` (repeated and out-of-order deliveries are harmless),
+    then answered 200. A body over 64 KiB is answered 413.
     """
 
     async def handle(request: web.Request) -> web.Response:
-        body = await request.content.read(_MAX_BODY + 1)
-        if len(body) > _MAX_BODY:
+        body = await _read_body(request)
+        if body is None:
             return web.json_response({"ok": False, "error": "body too large"}, status=413)
-        if not verify_webhook(body, request.headers.get(SIGNATURE_HEADER, ""), additional_key):
+        signature = request.headers.get(SIGNATURE_HEADER, "")
+        if verified_payload(body, signature, additional_key) is None:
             logger.warning("rejected an Enot webhook with a bad signature")
             return web.json_response({"ok": False, "error": "bad signature"}, status=401)
-        webhook = parse_webhook_payload(json.loads(body))
+        try:
+            webhook = read_webhook(body)
+        except UnreadableError:
+            logger.warning("rejected a signed Enot webhook whose body cannot be read")
+            return web.json_response({"ok": False, "error": "unreadable body"}, status=400)
         result = await payouts.apply_webhook(webhook)
         logger.info(
             "Enot webhook for order %s: %s (%s)",
@@ -51,3 +57,18 @@ def webhook_handler(
         return web.json_response({"ok": True})
 
     return handle
+
+
+async def _read_body(request: web.Request) -> bytes | None:
+    """The whole body, or None once it passes ``_MAX_BODY`` (``read(n)`` alone may
+    return less than is coming)."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await request.content.read(_MAX_BODY + 1 - size)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > _MAX_BODY:
+            return None

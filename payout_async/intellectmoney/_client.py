@@ -5,20 +5,14 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlencode
 
 import aiohttp
 
-from .._errors import (
-    ConfigurationError,
-    InvalidResponseError,
-    OutcomeUnknownError,
-    ProviderRejectedError,
-    ValidationError,
-)
+from .._errors import ConfigurationError, ProviderRejectedError, ValidationError
 from .._redact import Redactor
-from .._responses import decode_answer
+from .._responses import decode_answer, read_answer, unreadable
 from .._retry import OperationKind, RetryPolicy, call_with_retry
 from .._transport import HTTPResponse, Timeouts, Transport, TransportClient
 from .._validation import format_amount
@@ -29,6 +23,8 @@ from ._signing import CURRENT_METHODS, LEGACY_METHODS, sign
 __all__ = ["DEFAULT_BASE_URL", "IntellectMoneyClient", "UserTokenSource"]
 
 DEFAULT_BASE_URL = "https://api.intellectmoney.ru/personal/payout/"
+
+T = TypeVar("T")
 
 #: A UserToken, or an async callable returning a fresh one (UserTokens expire).
 UserTokenSource = str | Callable[[], Awaitable[str]]
@@ -49,7 +45,7 @@ def _desc(envelope: Any) -> str | None:
     if isinstance(envelope, dict):
         state = envelope.get("OperationState")
         if isinstance(state, dict) and state.get("Desc") is not None:
-            return str(state["Desc"])
+            return str(state["Desc"])[:500]
     return None
 
 
@@ -170,7 +166,7 @@ class IntellectMoneyClient(TransportClient):
                 fields["Description"] = request.description
         else:
             fields["ProviderType"] = request.method.legacy_index
-        return parse_operation(await self._call("create", fields))
+        return await self._call("create", fields, parse_operation)
 
     async def execute_operation(self, operation_id: str) -> PayoutOperation:
         """Execute a ``Created`` operation: this moves the money.
@@ -179,20 +175,29 @@ class IntellectMoneyClient(TransportClient):
         ``get_operation_state`` (``Created`` means it did not happen).
         """
         operation_id = _check_operation_id(operation_id)
-        envelope = await self._call("execute", {"PayoutOperationId": operation_id})
-        return parse_operation(envelope, fallback_id=operation_id)
+        return await self._call(
+            "execute",
+            {"PayoutOperationId": operation_id},
+            lambda envelope: parse_operation(envelope, fallback_id=operation_id),
+        )
 
     async def get_operation_state(self, operation_id: str) -> PayoutOperation:
         """The operation's current state."""
         operation_id = _check_operation_id(operation_id)
-        envelope = await self._call("state", {"PayoutOperationId": operation_id})
-        return parse_operation(envelope, fallback_id=operation_id)
+        return await self._call(
+            "state",
+            {"PayoutOperationId": operation_id},
+            lambda envelope: parse_operation(envelope, fallback_id=operation_id),
+        )
 
     async def delete_operation(self, operation_id: str) -> bool:
         """Delete an operation; allowed only while it is ``Created``."""
         operation_id = _check_operation_id(operation_id)
-        envelope = await self._call("delete", {"PayoutOperationId": operation_id})
-        return envelope.get("Result") is True
+        return await self._call(
+            "delete",
+            {"PayoutOperationId": operation_id},
+            lambda envelope: envelope.get("Result") is True,
+        )
 
     async def _current_user_token(self) -> str:
         if isinstance(self._user_token, str):
@@ -203,25 +208,36 @@ class IntellectMoneyClient(TransportClient):
         self._redactor.add(token)
         return token
 
-    async def _call(self, operation: str, fields: Mapping[str, object]) -> dict[str, Any]:
+    async def _call(
+        self,
+        operation: str,
+        fields: Mapping[str, object],
+        read: Callable[[dict[str, Any]], T],
+    ) -> T:
+        """Send, then ``read`` the envelope into a result. Whatever the answer, only a
+        ``PayoutError`` comes out (see ``read_answer``)."""
         kind = _KINDS[operation]
         method = self._methods[operation]
 
-        async def attempt() -> dict[str, Any]:
+        async def attempt() -> T:
             try:
-                return await self._send(method, fields, kind)
+                return await self._send(method, fields, kind, read)
             except ProviderRejectedError as error:
                 if isinstance(self._user_token, str) or not _mentions_token(error.message):
                     raise
                 # The provider refused the token: nothing happened, so a fresh token
                 # may be fetched and the call repeated once.
-                return await self._send(method, fields, kind)
+                return await self._send(method, fields, kind, read)
 
         return await call_with_retry(self.retry, kind, attempt)
 
     async def _send(
-        self, method: str, fields: Mapping[str, object], kind: OperationKind
-    ) -> dict[str, Any]:
+        self,
+        method: str,
+        fields: Mapping[str, object],
+        kind: OperationKind,
+        read: Callable[[dict[str, Any]], T],
+    ) -> T:
         params: dict[str, object] = {"UserToken": await self._current_user_token(), **fields}
         signature = sign(method, params, self._secret_key)
         headers = {"Accept": "application/json", "Sign": signature}
@@ -237,27 +253,30 @@ class IntellectMoneyClient(TransportClient):
         response = await self._transport.send(
             "POST", method, headers=headers, body=body, log_fields=body_fields
         )
-        return self._interpret(response, kind)
+        return read_answer(
+            response,
+            kind,
+            lambda answer: read(self._envelope(answer, kind)),
+            redactor=self._redactor,
+        )
 
-    def _interpret(self, response: HTTPResponse, kind: OperationKind) -> dict[str, Any]:
-        moves_money = kind is OperationKind.MONEY
-        envelope: dict[str, Any] = decode_answer(
-            response, moves_money=moves_money, error_message=_desc, redactor=self._redactor
+    def _envelope(self, response: HTTPResponse, kind: OperationKind) -> dict[str, Any]:
+        """The decoded envelope once ``OperationState.Code`` says 0 or 1; any other
+        code raises ``ProviderRejectedError``, a missing one ``unreadable``."""
+        envelope = decode_answer(
+            response, kind=kind, error_message=_desc, redactor=self._redactor
         )
         code = operation_code(envelope)
         if code in (0, 1):
             return envelope
         if code is None:
-            message = self._redactor(f"{response.url}: answer has no OperationState.Code")
-            if moves_money:
-                raise OutcomeUnknownError(
-                    message,
-                    method=response.method,
-                    url=response.url,
-                    status=response.status,
-                    body=response.body,
-                )
-            raise InvalidResponseError(message, status=response.status, body=response.body)
+            raise unreadable(
+                response,
+                kind,
+                "no OperationState.Code",
+                redactor=self._redactor,
+                provider_message=_desc(envelope),
+            )
         raise ProviderRejectedError(
             self._redactor(_desc(envelope) or f"OperationState.Code {code}"),
             status=response.status,

@@ -70,10 +70,15 @@ class OperationRequest:
         return PayoutMethod.SBP if self.bank_id is not None else PayoutMethod.QIWI
 
     def validate_for(self, api: Api) -> None:
-        """Check the rules specific to one API generation."""
+        """Check the rules specific to one API generation (the client calls this before
+        sending; a dry run calls it too, so that both refuse the same requests)."""
         if api == "current":
             if self.method is PayoutMethod.QIWI:
-                raise ValidationError("bank_id", "required for SBP payouts (account given)")
+                raise ValidationError(
+                    "bank_id",
+                    "required for SBP payouts (account given); the current API pays by card "
+                    "or SBP only (Qiwi needs the legacy API)",
+                )
             return
         check_length(self.recipient_name, "recipient_name", low=2, high=50)
         if self.eshop_id is not None:

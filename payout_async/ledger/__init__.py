@@ -3,7 +3,9 @@
 from ._base import (
     ACTIVE_STATES,
     FINAL_STATES,
+    PARKED_STATES,
     Claim,
+    LeaseHolder,
     LeaseLostError,
     Ledger,
     LedgerState,
@@ -20,7 +22,9 @@ from ._url import ledger_from_url
 __all__ = [
     "ACTIVE_STATES",
     "FINAL_STATES",
+    "PARKED_STATES",
     "Claim",
+    "LeaseHolder",
     "LeaseLostError",
     "Ledger",
     "LedgerError",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any, Protocol
 
 import attrs
@@ -22,7 +22,9 @@ from .._errors import PayoutError
 __all__ = [
     "ACTIVE_STATES",
     "FINAL_STATES",
+    "PARKED_STATES",
     "Claim",
+    "LeaseHolder",
     "LeaseLostError",
     "Ledger",
     "LedgerState",
@@ -44,6 +46,7 @@ class LedgerState(enum.StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"  # IntellectMoney operation deleted before execution
     NEEDS_ATTENTION = "needs_attention"  # no rule can settle it; ``reason`` says why
+    REFUSED = "refused"  # the provider refused it and nothing exists: the key may pay again
 
     @property
     def is_final(self) -> bool:
@@ -62,10 +65,13 @@ ACTIVE_STATES = frozenset(
         LedgerState.PROCESSING,
     }
 )
+#: States ``reconcile()`` drives on: parked rows, and refused ones (the cause may be fixed).
+PARKED_STATES = frozenset({LedgerState.NEEDS_ATTENTION, LedgerState.REFUSED})
 
 
 class LeaseLostError(PayoutError):
-    """The row is no longer leased to this worker (or is already final)."""
+    """The row is no longer leased to this drive (another claim took it, the lease
+    expired, or the row is already final)."""
 
 
 def params_hash(params: Mapping[str, Any]) -> str:
@@ -79,9 +85,11 @@ class PayoutRecord:
     """One payout's row. Times are UNIX seconds.
 
     ``operation_id`` is IntellectMoney's PayoutOperationId or Enot's payoff_id;
-    ``order_id`` is the Enot order_id derived from the key. ``unknown_since`` marks
-    when an unknown outcome started being reconciled (the Enot grace period runs from
-    it, durably across crashes).
+    ``order_id`` is the Enot order_id (unique per provider). ``lease_token`` is the
+    fencing token of the current claim: the ledger raises it on every claim, and every
+    transition, renewal and release must present it. ``unknown_since`` records (for
+    people) when an unknown outcome started being reconciled; no decision compares it
+    with another clock.
     """
 
     provider: str
@@ -95,6 +103,7 @@ class PayoutRecord:
     attempts: int = 0
     lease_owner: str | None = None
     lease_expires_at: float | None = None
+    lease_token: int = 0
     created_at: float = 0.0
     updated_at: float = 0.0
     last_error: str | None = None
@@ -117,11 +126,27 @@ class Transition:
 
 @attrs.frozen
 class Claim:
-    """What ``Ledger.begin`` found: the row, and whether this worker now holds it."""
+    """What a claim found: the row, and whether this drive now holds it.
+
+    When ``claimed``, ``record.lease_owner`` and ``record.lease_token`` are the lease to
+    present to ``transition``/``renew``/``release``. ``previous_lease_left`` is how many
+    seconds the lease taken over still had to run (by the ledger's clock; 0 when it was
+    free or expired): a request of the previous holder may be in flight until then.
+    """
 
     record: PayoutRecord
     claimed: bool
-    created: bool
+    created: bool = False
+    previous_lease_left: float = 0.0
+
+
+@attrs.frozen
+class LeaseHolder:
+    """Who holds leases on live rows, as ``Ledger.lease_holders`` reports it."""
+
+    owner: str
+    rows: int
+    expires_at: float  # the latest expiry among its rows (ledger clock, UNIX seconds)
 
 
 #: Fields ``Ledger.transition`` may change besides ``state``.
@@ -156,14 +181,19 @@ class Ledger(Protocol):
         owner: str,
         lease_seconds: float,
         order_id: str | None = None,
+        take_over: Collection[str] = (),
     ) -> Claim:
         """Record a payout's intent, or find the existing row.
 
-        A new row starts ``pending``, leased to ``owner``. An existing row with another
-        ``params_hash`` raises ``IdempotencyConflictError``. An existing non-final row
-        whose lease is free, expired or already ``owner``'s is claimed (``claimed``
-        True); a final or ``needs_attention`` row, or one leased to another live
-        worker, is returned unclaimed.
+        A new row starts ``pending``, leased to ``owner`` with a new token. An existing
+        row with another ``params_hash`` raises ``IdempotencyConflictError`` -- unless it
+        is ``refused`` (nothing exists at the provider), whose parameters are then
+        replaced. An ``order_id`` already recorded for another key raises
+        ``IdempotencyConflictError``. An existing ``refused`` row, or an active one whose
+        lease is free or expired, is claimed (``claimed`` True, a new token); a final or
+        ``needs_attention`` row, or one whose lease is live -- whoever holds it, this
+        ``owner`` included, unless it is one of ``take_over`` (owners known to be dead)
+        -- is returned unclaimed.
         """
         ...
 
@@ -173,19 +203,22 @@ class Ledger(Protocol):
         key: str,
         *,
         owner: str,
+        token: int,
         state: LedgerState,
         lease_seconds: float,
         note: str | None = None,
         add_attempt: bool = False,
         **changes: Any,
     ) -> PayoutRecord:
-        """Move a row leased to ``owner`` to ``state``, set ``changes`` (names from
-        ``MUTABLE_FIELDS``), extend the lease (end it, for a final state) and append a
-        ``Transition``.
+        """Move a row leased to (``owner``, ``token``) to ``state``, set ``changes``
+        (names from ``MUTABLE_FIELDS``), extend the lease (end it, for a final state) and
+        append a ``Transition``.
 
-        Raises ``LeaseLostError`` when the row is not leased to ``owner`` (expired and
-        taken by another worker) or is already final. ``add_attempt`` adds one to
-        ``attempts`` (a money-moving request is about to be sent).
+        Raises ``LeaseLostError`` when the row's lease is not (``owner``, ``token``)
+        -- released, or claimed again since -- or the row is final. A lease that expired
+        but that nobody has claimed since is still its holder's: fencing is by token.
+        ``add_attempt`` adds one to ``attempts`` (a money-moving request is about to be
+        sent).
 
         A transition that has started completes even if the caller is cancelled
         meanwhile: the recovery point it writes (an operation id just learnt, say) is
@@ -193,12 +226,16 @@ class Ledger(Protocol):
         """
         ...
 
-    async def renew(self, provider: str, key: str, *, owner: str, lease_seconds: float) -> None:
-        """Extend ``owner``'s lease; ``LeaseLostError`` if it is no longer held."""
+    async def renew(
+        self, provider: str, key: str, *, owner: str, token: int, lease_seconds: float
+    ) -> None:
+        """Extend the lease (``owner``, ``token``) to ``lease_seconds`` from now, also
+        when it has expired but nobody claimed the row since; ``LeaseLostError`` if it
+        is no longer held."""
         ...
 
-    async def release(self, provider: str, key: str, *, owner: str) -> None:
-        """Give up ``owner``'s lease (no-op when not held)."""
+    async def release(self, provider: str, key: str, *, owner: str, token: int) -> None:
+        """Give up the lease (``owner``, ``token``) (no-op when not held)."""
         ...
 
     async def claim_stranded(
@@ -209,9 +246,18 @@ class Ledger(Protocol):
         limit: int,
         provider: str | None = None,
         states: frozenset[LedgerState] = ACTIVE_STATES,
-    ) -> list[PayoutRecord]:
-        """Lease up to ``limit`` rows in ``states`` whose lease is free or expired to
-        ``owner``, oldest first; each row is claimed by at most one caller."""
+        exclude: Collection[str] = (),
+        dead_owners: Collection[str] = (),
+    ) -> list[Claim]:
+        """Lease to ``owner`` up to ``limit`` rows in ``states`` whose lease is free or
+        expired -- or held by one of ``dead_owners`` -- oldest first, skipping keys in
+        ``exclude``; each claim gets a new token, and each row goes to at most one
+        caller."""
+        ...
+
+    async def lease_holders(self, *, provider: str | None = None) -> list[LeaseHolder]:
+        """Owners of live (unexpired) leases on non-final rows, with how many rows each
+        holds and when the last of them expires."""
         ...
 
     async def settle_by_order_id(

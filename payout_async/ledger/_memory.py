@@ -6,7 +6,7 @@ Nothing survives the process: use ``SQLiteLedger`` for anything that must resume
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import attrs
@@ -16,6 +16,7 @@ from ._base import (
     ACTIVE_STATES,
     MUTABLE_FIELDS,
     Claim,
+    LeaseHolder,
     LeaseLostError,
     LedgerState,
     PayoutRecord,
@@ -77,12 +78,32 @@ class MemoryLedger:
         return record
 
     @staticmethod
-    def _lease_free(record: PayoutRecord, owner: str, now: float) -> bool:
-        return (
-            record.lease_owner is None
-            or record.lease_owner == owner
-            or (record.lease_expires_at or 0.0) <= now
+    def _lease_free(record: PayoutRecord, now: float) -> bool:
+        return record.lease_owner is None or (record.lease_expires_at or 0.0) <= now
+
+    def _claim(
+        self, record: PayoutRecord, owner: str, lease_seconds: float, now: float, **changes: Any
+    ) -> Claim:
+        left = 0.0
+        if record.lease_owner is not None and record.lease_expires_at is not None:
+            left = max(0.0, record.lease_expires_at - now)
+        claimed = self._store(
+            attrs.evolve(
+                record,
+                lease_owner=owner,
+                lease_expires_at=now + lease_seconds,
+                lease_token=record.lease_token + 1,
+                **changes,
+            )
         )
+        return Claim(record=claimed, claimed=True, previous_lease_left=left)
+
+    def _check_order_id(self, provider: str, key: str, order_id: str | None) -> None:
+        if order_id is None:
+            return
+        holder = self._by_order_id.get((provider, order_id))
+        if holder is not None and holder != key:
+            raise IdempotencyConflictError(key, order_id=order_id)
 
     async def begin(
         self,
@@ -94,9 +115,11 @@ class MemoryLedger:
         owner: str,
         lease_seconds: float,
         order_id: str | None = None,
+        take_over: Collection[str] = (),
     ) -> Claim:
         """See ``Ledger.begin``."""
         now = time.time()
+        self._check_order_id(provider, key, order_id)
         record = self._rows.get((provider, key))
         if record is None:
             record = self._store(
@@ -109,20 +132,34 @@ class MemoryLedger:
                     order_id=order_id,
                     lease_owner=owner,
                     lease_expires_at=now + lease_seconds,
+                    lease_token=1,
                     created_at=now,
                     updated_at=now,
                 )
             )
             self._log(record, None, owner, "intent recorded")
             return Claim(record=record, claimed=True, created=True)
+        if record.state is LedgerState.REFUSED:
+            claim = self._claim(
+                record,
+                owner,
+                lease_seconds,
+                now,
+                state=LedgerState.PENDING,
+                params_hash=params_hash,
+                params=dict(params),
+                order_id=order_id,
+                reason=None,
+                updated_at=now,
+            )
+            self._log(claim.record, record.state, owner, "intent recorded again after a refusal")
+            return claim
         if record.params_hash != params_hash:
             raise IdempotencyConflictError(key)
-        if record.state not in ACTIVE_STATES or not self._lease_free(record, owner, now):
-            return Claim(record=record, claimed=False, created=False)
-        record = self._store(
-            attrs.evolve(record, lease_owner=owner, lease_expires_at=now + lease_seconds)
-        )
-        return Claim(record=record, claimed=True, created=False)
+        free = self._lease_free(record, now) or record.lease_owner in take_over
+        if record.state not in ACTIVE_STATES or not free:
+            return Claim(record=record, claimed=False)
+        return self._claim(record, owner, lease_seconds, now)
 
     async def transition(
         self,
@@ -130,6 +167,7 @@ class MemoryLedger:
         key: str,
         *,
         owner: str,
+        token: int,
         state: LedgerState,
         lease_seconds: float,
         note: str | None = None,
@@ -141,7 +179,7 @@ class MemoryLedger:
         if unknown:
             raise TypeError(f"cannot change {sorted(unknown)}")
         now = time.time()
-        record = self._held(provider, key, owner, now)
+        record = self._held(provider, key, owner, token)
         updated = self._store(
             attrs.evolve(
                 record,
@@ -157,27 +195,29 @@ class MemoryLedger:
         self._log(updated, record.state, owner, note)
         return updated
 
-    def _held(self, provider: str, key: str, owner: str, now: float) -> PayoutRecord:
+    def _held(self, provider: str, key: str, owner: str, token: int) -> PayoutRecord:
         record = self._rows.get((provider, key))
         if (
             record is None
             or record.state.is_final
             or record.lease_owner != owner
-            or (record.lease_expires_at or 0.0) <= now
+            or record.lease_token != token
         ):
-            raise LeaseLostError(f"{provider}/{key} is not leased to {owner}")
+            raise LeaseLostError(f"{provider}/{key} is not leased to {owner} (claim {token})")
         return record
 
-    async def renew(self, provider: str, key: str, *, owner: str, lease_seconds: float) -> None:
+    async def renew(
+        self, provider: str, key: str, *, owner: str, token: int, lease_seconds: float
+    ) -> None:
         """See ``Ledger.renew``."""
         now = time.time()
-        record = self._held(provider, key, owner, now)
+        record = self._held(provider, key, owner, token)
         self._store(attrs.evolve(record, lease_expires_at=now + lease_seconds))
 
-    async def release(self, provider: str, key: str, *, owner: str) -> None:
+    async def release(self, provider: str, key: str, *, owner: str, token: int) -> None:
         """See ``Ledger.release``."""
         record = self._rows.get((provider, key))
-        if record is not None and record.lease_owner == owner:
+        if record is not None and (record.lease_owner, record.lease_token) == (owner, token):
             self._store(attrs.evolve(record, lease_owner=None, lease_expires_at=None))
 
     async def claim_stranded(
@@ -188,25 +228,41 @@ class MemoryLedger:
         limit: int,
         provider: str | None = None,
         states: frozenset[LedgerState] = ACTIVE_STATES,
-    ) -> list[PayoutRecord]:
+        exclude: Collection[str] = (),
+        dead_owners: Collection[str] = (),
+    ) -> list[Claim]:
         """See ``Ledger.claim_stranded``."""
         now = time.time()
-        claimed: list[PayoutRecord] = []
+        excluded, dead = frozenset(exclude), frozenset(dead_owners)
+        claims: list[Claim] = []
         for record in sorted(self._rows.values(), key=lambda r: r.created_at):
-            if len(claimed) >= limit:
+            if len(claims) >= limit:
                 break
             if provider is not None and record.provider != provider:
                 continue
-            if record.state not in states:
+            if record.state not in states or record.key in excluded:
                 continue
-            if record.lease_owner is not None and (record.lease_expires_at or 0.0) > now:
+            if not self._lease_free(record, now) and record.lease_owner not in dead:
                 continue
-            claimed.append(
-                self._store(
-                    attrs.evolve(record, lease_owner=owner, lease_expires_at=now + lease_seconds)
-                )
-            )
-        return claimed
+            claims.append(self._claim(record, owner, lease_seconds, now))
+        return claims
+
+    async def lease_holders(self, *, provider: str | None = None) -> list[LeaseHolder]:
+        """See ``Ledger.lease_holders``."""
+        now = time.time()
+        held: dict[str, tuple[int, float]] = {}
+        for record in self._rows.values():
+            if provider is not None and record.provider != provider:
+                continue
+            if record.state.is_final or self._lease_free(record, now):
+                continue
+            assert record.lease_owner is not None and record.lease_expires_at is not None
+            rows, latest = held.get(record.lease_owner, (0, 0.0))
+            held[record.lease_owner] = (rows + 1, max(latest, record.lease_expires_at))
+        return [
+            LeaseHolder(owner=owner, rows=rows, expires_at=expires)
+            for owner, (rows, expires) in sorted(held.items())
+        ]
 
     async def settle_by_order_id(
         self,

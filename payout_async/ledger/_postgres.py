@@ -14,12 +14,20 @@ import asyncio
 import importlib
 import inspect
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Self
 
 from .._errors import ConfigurationError, IdempotencyConflictError
-from ._base import ACTIVE_STATES, Claim, LeaseLostError, LedgerState, PayoutRecord, Transition
+from ._base import (
+    ACTIVE_STATES,
+    Claim,
+    LeaseHolder,
+    LeaseLostError,
+    LedgerState,
+    PayoutRecord,
+    Transition,
+)
 from ._ddl import schema_objects
 from ._errors import LedgerNotWrittenError
 from ._postgres_calls import BoundedPool
@@ -42,6 +50,11 @@ _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _NOW = "now AS MATERIALIZED (SELECT extract(epoch FROM clock_timestamp())::float8 AS t)"
 _FINAL = ", ".join(f"'{state}'" for state in FINAL_VALUES)
 _ACTIVE = sorted(state.value for state in ACTIVE_STATES)
+# What the lease a claim took over still had to run (``c``: the row as it was).
+_LEFT = (
+    "CASE WHEN c.lease_owner IS NULL THEN 0::float8 "
+    "ELSE GREATEST(0, COALESCE(c.lease_expires_at, 0) - now.t) END"
+)
 # Each wanted relation, and its columns if it exists (NULL if it does not).
 _CATALOG = """
 SELECT r.name, (SELECT array_agg(a.attname::text) FROM pg_attribute a
@@ -92,6 +105,7 @@ CREATE TABLE IF NOT EXISTS {t} (
     attempts integer NOT NULL DEFAULT 0,
     lease_owner text,
     lease_expires_at double precision,
+    lease_token bigint NOT NULL DEFAULT 0,
     created_at double precision NOT NULL,
     updated_at double precision NOT NULL,
     last_error text,
@@ -99,7 +113,9 @@ CREATE TABLE IF NOT EXISTS {t} (
     unknown_since double precision,
     PRIMARY KEY (provider, key)
 );
-CREATE INDEX IF NOT EXISTS "{prefix}payouts_order_id" ON {t} (provider, order_id)
+ALTER TABLE {t} ADD COLUMN IF NOT EXISTS lease_token bigint NOT NULL DEFAULT 0;
+DROP INDEX IF EXISTS {qualify}"{prefix}payouts_order_id";
+CREATE UNIQUE INDEX IF NOT EXISTS "{prefix}payouts_order_id_unique" ON {t} (provider, order_id)
     WHERE order_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS "{prefix}payouts_state_lease" ON {t} (state, lease_expires_at);
 CREATE INDEX IF NOT EXISTS "{prefix}payouts_created_at" ON {t} (created_at);
@@ -119,9 +135,9 @@ CREATE INDEX IF NOT EXISTS "{prefix}payout_transitions_key" ON {h} (provider, ke
 WITH {_NOW},
 ins AS (
     INSERT INTO {t} (provider, key, params_hash, params, state, order_id, attempts,
-                     lease_owner, lease_expires_at, created_at, updated_at)
+                     lease_owner, lease_expires_at, lease_token, created_at, updated_at)
     SELECT $1::text, $2::text, $3::text, $4::text::jsonb, 'pending', $5::text, 0, $6::text,
-           now.t + $7::float8, now.t, now.t
+           now.t + $7::float8, 1, now.t, now.t
     FROM now
     ON CONFLICT (provider, key) DO NOTHING
     RETURNING {cols}
@@ -130,18 +146,38 @@ log AS ({log} SELECT provider, key, NULL, state, created_at, lease_owner, 'inten
         FROM ins)
 SELECT {cols} FROM ins"""
         self.claim = f"""
-WITH {_NOW}
-UPDATE {t} p SET lease_owner = $3, lease_expires_at = now.t + $4 FROM now
-WHERE p.provider = $1 AND p.key = $2 AND p.params_hash = $5 AND p.state = ANY($6::text[])
-  AND (p.lease_owner IS NULL OR p.lease_owner = $3 OR COALESCE(p.lease_expires_at, 0) <= now.t)
-RETURNING {p_cols}"""
+WITH {_NOW},
+c AS (
+    SELECT p.provider, p.key, p.lease_owner, p.lease_expires_at FROM {t} p, now
+    WHERE p.provider = $1 AND p.key = $2 AND p.params_hash = $5 AND p.state = ANY($6::text[])
+      AND (p.lease_owner IS NULL OR COALESCE(p.lease_expires_at, 0) <= now.t
+           OR p.lease_owner = ANY($7::text[]))
+    FOR UPDATE OF p
+)
+UPDATE {t} p SET lease_owner = $3, lease_expires_at = now.t + $4, lease_token = p.lease_token + 1
+FROM c, now WHERE p.provider = c.provider AND p.key = c.key
+RETURNING {p_cols}, {_LEFT}"""
+        self.rebegin = f"""
+WITH {_NOW},
+upd AS (
+    UPDATE {t} p SET state = 'pending', params_hash = $5, params = $6::text::jsonb,
+                     order_id = $7, reason = NULL, updated_at = now.t, lease_owner = $3,
+                     lease_expires_at = now.t + $4, lease_token = p.lease_token + 1
+    FROM now WHERE p.provider = $1 AND p.key = $2 AND p.state = 'refused'
+    RETURNING {p_cols}
+),
+log AS ({log} SELECT provider, key, 'refused', state, updated_at, $3::text,
+               'intent recorded again after a refusal' FROM upd)
+SELECT {cols} FROM upd"""
         self.get = f"SELECT {cols} FROM {t} WHERE provider = $1 AND key = $2"
-        held = f"p.lease_owner = $3 AND p.lease_expires_at > now.t AND p.state NOT IN ({_FINAL})"
+        # Held: the drive's claim is still the row's latest (an expired lease nobody
+        # has claimed since is still its holder's: another claim raises the token).
+        held = f"p.lease_owner = $3 AND p.lease_token = {{token}} AND p.state NOT IN ({_FINAL})"
         self.transition = f"""
 WITH {_NOW},
 cur AS (
     SELECT p.provider, p.key, p.state FROM {t} p, now
-    WHERE p.provider = $1 AND p.key = $2 AND {held}
+    WHERE p.provider = $1 AND p.key = $2 AND {held.format(token="$8")}
     FOR UPDATE OF p
 ),
 upd AS (
@@ -156,24 +192,33 @@ SELECT {cols} FROM upd"""
         self.renew = f"""
 WITH {_NOW}
 UPDATE {t} p SET lease_expires_at = now.t + $4 FROM now
-WHERE p.provider = $1 AND p.key = $2 AND {held}
+WHERE p.provider = $1 AND p.key = $2 AND {held.format(token="$5")}
 RETURNING 1"""
         self.release = (
             f"UPDATE {t} SET lease_owner = NULL, lease_expires_at = NULL "
-            "WHERE provider = $1 AND key = $2 AND lease_owner = $3"
+            "WHERE provider = $1 AND key = $2 AND lease_owner = $3 AND lease_token = $4"
         )
         self.claim_stranded = f"""
 WITH {_NOW},
 c AS (
-    SELECT p.provider, p.key FROM {t} p, now
+    SELECT p.provider, p.key, p.lease_owner, p.lease_expires_at FROM {t} p, now
     WHERE p.state = ANY($3::text[])
-      AND (p.lease_owner IS NULL OR COALESCE(p.lease_expires_at, 0) <= now.t){{by_provider}}
+      AND (p.lease_owner IS NULL OR COALESCE(p.lease_expires_at, 0) <= now.t
+           OR p.lease_owner = ANY($5::text[]))
+      AND NOT (p.key = ANY($6::text[])){{by_provider}}
     ORDER BY p.created_at LIMIT $4
     FOR UPDATE OF p SKIP LOCKED
 )
-UPDATE {t} p SET lease_owner = $1, lease_expires_at = now.t + $2 FROM c, now
+UPDATE {t} p SET lease_owner = $1, lease_expires_at = now.t + $2,
+                 lease_token = p.lease_token + 1
+FROM c, now
 WHERE p.provider = c.provider AND p.key = c.key
-RETURNING {p_cols}"""
+RETURNING {p_cols}, {_LEFT}"""
+        self.lease_holders = f"""
+SELECT lease_owner, count(*), max(lease_expires_at) FROM {t}
+WHERE lease_owner IS NOT NULL AND state NOT IN ({_FINAL})
+  AND lease_expires_at > extract(epoch FROM clock_timestamp()){{by_provider}}
+GROUP BY lease_owner ORDER BY lease_owner"""
         self.by_order_id = (
             f"SELECT {cols} FROM {t} WHERE provider = $1 AND order_id = $2 "
             "ORDER BY created_at DESC LIMIT 1"
@@ -387,30 +432,33 @@ class PostgresLedger:
         owner: str,
         lease_seconds: float,
         order_id: str | None = None,
+        take_over: Collection[str] = (),
     ) -> Claim:
         """See ``Ledger.begin``."""
         lease = float(lease_seconds)
-        row = await self._fetchrow(
-            self._sql.insert,
-            provider,
-            key,
-            params_hash,
-            dump_params(params),
-            order_id,
-            owner,
-            lease,
-        )
+        params_text = dump_params(params)
+        try:
+            row = await self._fetchrow(
+                self._sql.insert, provider, key, params_hash, params_text, order_id, owner, lease
+            )
+            if row is not None:
+                return Claim(record=record_from_row(row), claimed=True, created=True)
+            row = await self._fetchrow(
+                self._sql.claim, provider, key, owner, lease, params_hash, _ACTIVE, list(take_over)
+            )
+            if row is not None:
+                left = float(row[-1])
+                return Claim(record=record_from_row(row), claimed=True, previous_lease_left=left)
+            again = (params_hash, params_text, order_id)
+            row = await self._fetchrow(self._sql.rebegin, provider, key, owner, lease, *again)
+        except self._asyncpg.UniqueViolationError as error:  # the order_id index
+            raise IdempotencyConflictError(key, order_id=order_id) from error
         if row is not None:
-            return Claim(record=record_from_row(row), claimed=True, created=True)
-        row = await self._fetchrow(
-            self._sql.claim, provider, key, owner, lease, params_hash, _ACTIVE
-        )
-        if row is not None:
-            return Claim(record=record_from_row(row), claimed=True, created=False)
+            return Claim(record=record_from_row(row), claimed=True)
         record = record_from_row(await self._fetchrow(self._sql.get, provider, key))
         if record.params_hash != params_hash:
             raise IdempotencyConflictError(key)
-        return Claim(record=record, claimed=False, created=False)
+        return Claim(record=record, claimed=False)
 
     async def transition(
         self,
@@ -418,6 +466,7 @@ class PostgresLedger:
         key: str,
         *,
         owner: str,
+        token: int,
         state: LedgerState,
         lease_seconds: float,
         note: str | None = None,
@@ -426,7 +475,7 @@ class PostgresLedger:
     ) -> PayoutRecord:
         """See ``Ledger.transition``."""
         fields = check_changes(changes)
-        sets = "".join(f", {name} = ${index}" for index, name in enumerate(fields, start=8))
+        sets = "".join(f", {name} = ${index}" for index, name in enumerate(fields, start=9))
         to_state = LedgerState(state)
         # Shielded: a cancelled caller must not abort the statement half-way (asyncpg
         # would cancel it on the server), so the recovery point is written anyway.
@@ -441,23 +490,27 @@ class PostgresLedger:
                 # NULL for a final state: a final row is nobody's, its lease ends.
                 None if to_state.is_final else float(lease_seconds),
                 note,
+                token,
                 *fields.values(),
             )
         )
         if row is None:
-            raise LeaseLostError(f"{provider}/{key} is not leased to {owner}")
+            raise LeaseLostError(f"{provider}/{key} is not leased to {owner} (claim {token})")
         return record_from_row(row)
 
-    async def renew(self, provider: str, key: str, *, owner: str, lease_seconds: float) -> None:
+    async def renew(
+        self, provider: str, key: str, *, owner: str, token: int, lease_seconds: float
+    ) -> None:
         """See ``Ledger.renew``."""
-        row = await self._fetchrow(self._sql.renew, provider, key, owner, float(lease_seconds))
+        row = await self._fetchrow(
+            self._sql.renew, provider, key, owner, float(lease_seconds), token
+        )
         if row is None:
-            raise LeaseLostError(f"{provider}/{key} is not leased to {owner}")
+            raise LeaseLostError(f"{provider}/{key} is not leased to {owner} (claim {token})")
 
-    async def release(self, provider: str, key: str, *, owner: str) -> None:
+    async def release(self, provider: str, key: str, *, owner: str, token: int) -> None:
         """See ``Ledger.release``."""
-        pool = await self._connection_pool()
-        await pool.execute(self._sql.release, provider, key, owner)
+        await self._fetch(self._sql.release, provider, key, owner, token)
 
     async def claim_stranded(
         self,
@@ -467,19 +520,34 @@ class PostgresLedger:
         limit: int,
         provider: str | None = None,
         states: frozenset[LedgerState] = ACTIVE_STATES,
-    ) -> list[PayoutRecord]:
+        exclude: Collection[str] = (),
+        dead_owners: Collection[str] = (),
+    ) -> list[Claim]:
         """See ``Ledger.claim_stranded``."""
         if limit <= 0 or not states:
             return []
         args: list[Any] = [owner, float(lease_seconds)]
         args += [sorted(LedgerState(state).value for state in states), limit]
+        args += [list(dead_owners), list(exclude)]
         by_provider = ""
         if provider is not None:
-            by_provider = " AND p.provider = $5"
+            by_provider = " AND p.provider = $7"
             args.append(provider)
         rows = await self._fetch(self._sql.claim_stranded.format(by_provider=by_provider), *args)
-        records = [record_from_row(row) for row in rows]
-        return sorted(records, key=lambda r: (r.created_at, r.provider, r.key))
+        claims = [
+            Claim(record=record_from_row(row), claimed=True, previous_lease_left=float(row[-1]))
+            for row in rows
+        ]
+        return sorted(claims, key=lambda c: (c.record.created_at, c.record.provider, c.record.key))
+
+    async def lease_holders(self, *, provider: str | None = None) -> list[LeaseHolder]:
+        """See ``Ledger.lease_holders``."""
+        by_provider = "" if provider is None else " AND provider = $1"
+        args = [] if provider is None else [provider]
+        rows = await self._fetch(self._sql.lease_holders.format(by_provider=by_provider), *args)
+        return [
+            LeaseHolder(owner=row[0], rows=int(row[1]), expires_at=float(row[2])) for row in rows
+        ]
 
     async def settle_by_order_id(
         self,

@@ -7,7 +7,8 @@ a statement the server refused or cancelled, or a read) and
 ``LedgerOutcomeUnknownError`` when a write was sent and its answer lost (the connection
 broke, the wait ran out, the server went away mid-statement). A connection whose
 statement timed out, broke or was cancelled is closed, never handed back to the pool,
-so nothing waits on it.
+so nothing waits on it. A broken constraint (SQLSTATE class 23) is no failure of the
+ledger's: it passes through unchanged, for the ledger's methods to interpret.
 """
 
 from __future__ import annotations
@@ -48,6 +49,14 @@ class _Failure(Exception):
 def _is_read(sql: str) -> bool:
     """A plain ``SELECT`` changes nothing (every write of the ledger starts otherwise)."""
     return sql.lstrip().upper().startswith("SELECT")
+
+
+def _is_integrity_violation(error: BaseException) -> bool:
+    """SQLSTATE class 23: the statement broke a constraint (``begin`` turns the
+    order_id index's refusal into ``IdempotencyConflictError``). Nothing was written,
+    and the error passes through as asyncpg raised it."""
+    sqlstate = getattr(error, "sqlstate", None)
+    return isinstance(sqlstate, str) and sqlstate.startswith("23")
 
 
 def _message(error: BaseException) -> str:
@@ -162,6 +171,9 @@ class BoundedPool:
             broken = False
             return result
         except Exception as error:
+            if _is_integrity_violation(error):
+                broken = False
+                raise  # a constraint doing its job: the ledger's own business
             failure = _classify(error, reads=reads, timeout=self.timeout)
             broken = failure.broken
             raise failure from None

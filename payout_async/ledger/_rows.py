@@ -31,6 +31,7 @@ COLUMNS = (
     "attempts",
     "lease_owner",
     "lease_expires_at",
+    "lease_token",
     "created_at",
     "updated_at",
     "last_error",
@@ -78,11 +79,12 @@ def record_from_row(row: Sequence[Any]) -> PayoutRecord:
         attempts=int(row[8]),
         lease_owner=row[9],
         lease_expires_at=row[10],
-        created_at=float(row[11]),
-        updated_at=float(row[12]),
-        last_error=row[13],
-        reason=row[14],
-        unknown_since=row[15],
+        lease_token=int(row[11]),
+        created_at=float(row[12]),
+        updated_at=float(row[13]),
+        last_error=row[14],
+        reason=row[15],
+        unknown_since=row[16],
     )
 
 

@@ -13,18 +13,30 @@ on its own, and its caller hears back only once that transaction has committed.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import re
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Mapping
+import weakref
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any, Literal, Self, TypeVar, cast
 
 import aiosqlite
+import aiosqlite.core
 import attrs
 
 from .._errors import ConfigurationError, IdempotencyConflictError, PayoutError
-from ._base import ACTIVE_STATES, Claim, LeaseLostError, LedgerState, PayoutRecord, Transition
+from ._base import (
+    ACTIVE_STATES,
+    Claim,
+    LeaseHolder,
+    LeaseLostError,
+    LedgerState,
+    PayoutRecord,
+    Transition,
+)
 from ._ddl import schema_objects
 from ._errors import LedgerNotWrittenError
 from ._rows import (
@@ -44,12 +56,13 @@ T = TypeVar("T")
 
 _COLS = ", ".join(COLUMNS)
 _FINAL = ", ".join(f"'{state}'" for state in FINAL_VALUES)
-_HELD = f"lease_owner = ? AND lease_expires_at > ? AND state NOT IN ({_FINAL})"
+# Held: the drive's claim is still the row's latest (an expired lease nobody has
+# claimed since is still its holder's: any other claim would have raised the token).
+_HELD = f"lease_owner = ? AND lease_token = ? AND state NOT IN ({_FINAL})"
 _MAX_BATCH = 256
 _LOCKED_PAUSE = 0.005  # after a BEGIN that found the file locked, before trying again
 
 _SCHEMA = """
-BEGIN IMMEDIATE;
 CREATE TABLE IF NOT EXISTS payouts (
     provider TEXT NOT NULL,
     key TEXT NOT NULL,
@@ -62,6 +75,7 @@ CREATE TABLE IF NOT EXISTS payouts (
     attempts INTEGER NOT NULL DEFAULT 0,
     lease_owner TEXT,
     lease_expires_at REAL,
+    lease_token INTEGER NOT NULL DEFAULT 0,
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
     last_error TEXT,
@@ -69,7 +83,6 @@ CREATE TABLE IF NOT EXISTS payouts (
     unknown_since REAL,
     PRIMARY KEY (provider, key)
 );
-CREATE INDEX IF NOT EXISTS payouts_order_id ON payouts (provider, order_id);
 CREATE INDEX IF NOT EXISTS payouts_state_lease ON payouts (state, lease_expires_at);
 CREATE INDEX IF NOT EXISTS payouts_created_at ON payouts (created_at);
 CREATE TABLE IF NOT EXISTS payout_transitions (
@@ -83,11 +96,19 @@ CREATE TABLE IF NOT EXISTS payout_transitions (
     note TEXT
 );
 CREATE INDEX IF NOT EXISTS payout_transitions_key ON payout_transitions (provider, key, id);
-PRAGMA user_version = 1;
-COMMIT;
+"""
+# Version 2: a fencing token per claim, and an order_id belongs to one key.
+_UPGRADE_TO_2 = """
+DROP INDEX IF EXISTS payouts_order_id;
+CREATE UNIQUE INDEX IF NOT EXISTS payouts_order_id_unique ON payouts (provider, order_id)
+    WHERE order_id IS NOT NULL;
+PRAGMA user_version = 2;
 """
 
-_SCHEMA_OBJECTS = schema_objects(_SCHEMA)
+
+# What a current file holds: ``open()`` runs ``_create_schema`` only when it lacks some.
+_SCHEMA_OBJECTS = schema_objects(_SCHEMA + _UPGRADE_TO_2)
+_SCHEMA_VERSION = max(int(n) for n in re.findall(r"user_version = (\d+)", _UPGRADE_TO_2))
 
 _INSERT = (
     f"INSERT INTO payouts ({_COLS}) VALUES ({', '.join('?' for _ in COLUMNS)}) "
@@ -103,11 +124,24 @@ _LOG_HELD = (
     f"SELECT provider, key, state, ?, ?, ?, ? FROM payouts WHERE provider = ? AND key = ? "
     f"AND {_HELD}"
 )
-_LEASE = "UPDATE payouts SET lease_owner = ?, lease_expires_at = ? WHERE provider = ? AND key = ?"
+_LEASE = (
+    "UPDATE payouts SET lease_owner = ?, lease_expires_at = ?, lease_token = lease_token + 1 "
+    f"WHERE provider = ? AND key = ? RETURNING {_COLS}"
+)
 _RENEW = f"UPDATE payouts SET lease_expires_at = ? WHERE provider = ? AND key = ? AND {_HELD}"
 _RELEASE = (
     "UPDATE payouts SET lease_owner = NULL, lease_expires_at = NULL "
-    "WHERE provider = ? AND key = ? AND lease_owner = ?"
+    "WHERE provider = ? AND key = ? AND lease_owner = ? AND lease_token = ?"
+)
+_REBEGIN = (
+    "UPDATE payouts SET state = ?, params_hash = ?, params = ?, order_id = ?, reason = NULL, "
+    "updated_at = ? WHERE provider = ? AND key = ?"
+)
+_ORDER_ID_HOLDER = "SELECT key FROM payouts WHERE provider = ? AND order_id = ?"
+_LEASE_HOLDERS = (
+    "SELECT lease_owner, count(*), max(lease_expires_at) FROM payouts "
+    f"WHERE lease_owner IS NOT NULL AND lease_expires_at > ? AND state NOT IN ({_FINAL})"
+    "{by_provider} GROUP BY lease_owner ORDER BY lease_owner"
 )
 _BY_ORDER_ID = (
     f"SELECT {_COLS} FROM payouts WHERE provider = ? AND order_id = ? "
@@ -124,12 +158,56 @@ _HISTORY = (
 )
 
 
-def _lease_free(record: PayoutRecord, owner: str, now: float) -> bool:
-    return (
-        record.lease_owner is None
-        or record.lease_owner == owner
-        or (record.lease_expires_at or 0.0) <= now
-    )
+def _lease_free(record: PayoutRecord, now: float) -> bool:
+    return record.lease_owner is None or (record.lease_expires_at or 0.0) <= now
+
+
+def _lease_left(owner: str | None, expires_at: float | None, now: float) -> float:
+    return 0.0 if owner is None or expires_at is None else max(0.0, expires_at - now)
+
+
+def _abandon(db: aiosqlite.Connection) -> None:
+    """Close a connection whose ledger was dropped unclosed, without its event loop
+    (which may be closed by now: aiosqlite would report to it and print a traceback).
+    Relies on aiosqlite 0.22's worker queue (pinned in pyproject.toml)."""
+    conn = db._connection
+    if conn is None:
+        return
+    db._connection = None  # so that aiosqlite's own __del__ leaves it to us
+    db._running = False
+
+    def close_and_stop() -> object:
+        conn.close()
+        return aiosqlite.core._STOP_RUNNING_SENTINEL
+
+    db._tx.put_nowait((None, close_and_stop))
+
+
+def _create_schema(conn: sqlite3.Connection) -> None:
+    """Create the tables, or bring an older file up to this version (worker thread)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(payouts)")}
+        if "lease_token" not in columns:
+            conn.execute("ALTER TABLE payouts ADD COLUMN lease_token INTEGER NOT NULL DEFAULT 0")
+        if conn.execute("PRAGMA user_version").fetchone()[0] < 2:
+            try:
+                for statement in _UPGRADE_TO_2.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+            except sqlite3.IntegrityError as error:
+                raise ConfigurationError(
+                    "this ledger holds one Enot order_id under several keys; "
+                    "settle those rows by hand before upgrading"
+                ) from error
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
 
 def _placeholders(count: int) -> str:
@@ -160,7 +238,11 @@ def _create_private(path: str) -> None:
 
 
 async def _schema_current(db: aiosqlite.Connection) -> bool:
-    """True when every table, column and index ``_SCHEMA`` creates is there."""
+    """True when the file is at ``_SCHEMA_VERSION`` and every table, column and index
+    the schema scripts create is there."""
+    version = await db.execute_fetchall("PRAGMA user_version")
+    if next(iter(version))[0] < _SCHEMA_VERSION:
+        return False
     rows = await db.execute_fetchall(
         "SELECT name FROM sqlite_master WHERE type IN ('table', 'index')"
     )
@@ -215,6 +297,7 @@ class SQLiteLedger:
         self._opening = asyncio.Lock()
         self._queue: list[_Pending] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._abandon: weakref.finalize[Any, Any] | None = None
 
     def __repr__(self) -> str:
         return f"SQLiteLedger({self.path!r}{', read_only=True' if self.read_only else ''})"
@@ -241,15 +324,21 @@ class SQLiteLedger:
                     raise ConfigurationError(
                         f"SQLiteLedger needs SQLite 3.35 or newer, not {sqlite3.sqlite_version}"
                     )
-                self._db = await self._open()
+                db = await self._open()
+                self._db = db
+                self._abandon = weakref.finalize(self, _abandon, db)
         return self._db
 
     async def _open(self) -> aiosqlite.Connection:
         target, uri = self._target()
+        connecting = aiosqlite.connect(
+            target, uri=uri, isolation_level=None, timeout=self._busy_timeout
+        )
+        # A ledger its owner forgot to close must not keep the interpreter from
+        # exiting (aiosqlite's worker thread would wait for work forever).
+        connecting._thread.daemon = True
         try:
-            db = await aiosqlite.connect(
-                target, uri=uri, isolation_level=None, timeout=self._busy_timeout
-            )
+            db = await connecting
         except sqlite3.Error as error:
             raise self._open_failed(error) from error
         try:
@@ -263,7 +352,8 @@ class SQLiteLedger:
                 await self._use_wal(db)
                 await db.execute(f"PRAGMA synchronous = {self._synchronous}")
                 if not await _schema_current(db):
-                    await db.executescript(_SCHEMA)
+                    execute = cast(Callable[..., Awaitable[None]], db._execute)
+                    await execute(_create_schema, db._conn)
         except sqlite3.Error as error:
             await db.close()
             raise self._open_failed(error) from error
@@ -314,6 +404,8 @@ class SQLiteLedger:
             await asyncio.shield(self._flusher)
         db, self._db = self._db, None
         if db is not None:
+            if self._abandon is not None:
+                self._abandon.detach()
             await db.close()
 
     async def _read(self, sql: str, params: tuple[Any, ...]) -> list[sqlite3.Row]:
@@ -402,6 +494,7 @@ class SQLiteLedger:
         owner: str,
         lease_seconds: float,
         order_id: str | None = None,
+        take_over: Collection[str] = (),
     ) -> Claim:
         """See ``Ledger.begin``."""
         params_text = dump_params(params)
@@ -409,23 +502,32 @@ class SQLiteLedger:
         def op(conn: sqlite3.Connection) -> Claim:
             now = time.time()
             expires = now + lease_seconds
+            if order_id is not None:
+                holder = conn.execute(_ORDER_ID_HOLDER, (provider, order_id)).fetchone()
+                if holder is not None and holder[0] != key:
+                    raise IdempotencyConflictError(key, order_id=order_id)
             pending = LedgerState.PENDING.value
             values: tuple[Any, ...] = (provider, key, params_hash, params_text, pending)
-            values += (None, order_id, None, 0, owner, expires, now, now, None, None, None)
+            values += (None, order_id, None, 0, owner, expires, 1, now, now, None, None, None)
             rows = conn.execute(_INSERT, values).fetchall()
             if rows:
-                conn.execute(
-                    _LOG,
-                    (provider, key, None, LedgerState.PENDING.value, now, owner, "intent recorded"),
-                )
+                conn.execute(_LOG, (provider, key, None, pending, now, owner, "intent recorded"))
                 return Claim(record=record_from_row(rows[0]), claimed=True, created=True)
             record = record_from_row(conn.execute(_SELECT, (provider, key)).fetchone())
-            if record.params_hash != params_hash:
+            if record.state is LedgerState.REFUSED:
+                again = (pending, params_hash, params_text, order_id, now, provider, key)
+                conn.execute(_REBEGIN, again)
+                note = "intent recorded again after a refusal"
+                conn.execute(_LOG, (provider, key, record.state.value, pending, now, owner, note))
+            elif record.params_hash != params_hash:
                 raise IdempotencyConflictError(key)
-            if record.state not in ACTIVE_STATES or not _lease_free(record, owner, now):
-                return Claim(record=record, claimed=False, created=False)
-            conn.execute(_LEASE, (owner, expires, provider, key))
-            return Claim(record=_leased(record, owner, expires), claimed=True, created=False)
+            elif record.state not in ACTIVE_STATES or not (
+                _lease_free(record, now) or record.lease_owner in take_over
+            ):
+                return Claim(record=record, claimed=False)
+            left = _lease_left(record.lease_owner, record.lease_expires_at, now)
+            row = conn.execute(_LEASE, (owner, expires, provider, key)).fetchone()
+            return Claim(record=record_from_row(row), claimed=True, previous_lease_left=left)
 
         return await self._write(op)
 
@@ -435,6 +537,7 @@ class SQLiteLedger:
         key: str,
         *,
         owner: str,
+        token: int,
         state: LedgerState,
         lease_seconds: float,
         note: str | None = None,
@@ -455,10 +558,10 @@ class SQLiteLedger:
         def op(conn: sqlite3.Connection) -> PayoutRecord:
             now = time.time()
             logged = conn.execute(
-                _LOG_HELD, (to_state, now, owner, note, provider, key, owner, now)
+                _LOG_HELD, (to_state, now, owner, note, provider, key, owner, token)
             )
             if logged.rowcount != 1:
-                raise LeaseLostError(f"{provider}/{key} is not leased to {owner}")
+                raise LeaseLostError(f"{provider}/{key} is not leased to {owner} (claim {token})")
             lease = (None, None) if final else (owner, now + lease_seconds)
             values = (to_state, int(add_attempt), *lease, now, *fields.values())
             rows = conn.execute(update, (*values, provider, key)).fetchall()
@@ -466,22 +569,24 @@ class SQLiteLedger:
 
         return await self._write(op)
 
-    async def renew(self, provider: str, key: str, *, owner: str, lease_seconds: float) -> None:
+    async def renew(
+        self, provider: str, key: str, *, owner: str, token: int, lease_seconds: float
+    ) -> None:
         """See ``Ledger.renew``."""
 
         def op(conn: sqlite3.Connection) -> None:
             now = time.time()
-            renewed = conn.execute(_RENEW, (now + lease_seconds, provider, key, owner, now))
+            renewed = conn.execute(_RENEW, (now + lease_seconds, provider, key, owner, token))
             if renewed.rowcount != 1:
-                raise LeaseLostError(f"{provider}/{key} is not leased to {owner}")
+                raise LeaseLostError(f"{provider}/{key} is not leased to {owner} (claim {token})")
 
         await self._write(op)
 
-    async def release(self, provider: str, key: str, *, owner: str) -> None:
+    async def release(self, provider: str, key: str, *, owner: str, token: int) -> None:
         """See ``Ledger.release``."""
 
         def op(conn: sqlite3.Connection) -> None:
-            conn.execute(_RELEASE, (provider, key, owner))
+            conn.execute(_RELEASE, (provider, key, owner, token))
 
         await self._write(op)
 
@@ -493,29 +598,54 @@ class SQLiteLedger:
         limit: int,
         provider: str | None = None,
         states: frozenset[LedgerState] = ACTIVE_STATES,
-    ) -> list[PayoutRecord]:
+        exclude: Collection[str] = (),
+        dead_owners: Collection[str] = (),
+    ) -> list[Claim]:
         """See ``Ledger.claim_stranded``."""
         if limit <= 0 or not states:
             return []
         wanted = sorted(LedgerState(state).value for state in states)
         by_provider = "" if provider is None else " AND provider = ?"
-        sql = (
-            "UPDATE payouts SET lease_owner = ?, lease_expires_at = ? WHERE rowid IN ("
-            f"SELECT rowid FROM payouts WHERE state IN ({_placeholders(len(wanted))}) "
-            f"AND (lease_owner IS NULL OR COALESCE(lease_expires_at, 0) <= ?){by_provider} "
-            f"ORDER BY created_at, rowid LIMIT ?) RETURNING created_at, rowid, {_COLS}"
+        select = (
+            f"SELECT rowid, lease_owner, lease_expires_at FROM payouts "
+            f"WHERE state IN ({_placeholders(len(wanted))}) "
+            "AND (lease_owner IS NULL OR COALESCE(lease_expires_at, 0) <= ? "
+            "OR lease_owner IN (SELECT value FROM json_each(?))) "
+            f"AND key NOT IN (SELECT value FROM json_each(?)){by_provider} "
+            "ORDER BY created_at, rowid LIMIT ?"
         )
+        update = (
+            "UPDATE payouts SET lease_owner = ?, lease_expires_at = ?, "
+            f"lease_token = lease_token + 1 WHERE rowid = ? RETURNING {_COLS}"
+        )
+        dead_json, exclude_json = json.dumps(list(dead_owners)), json.dumps(list(exclude))
 
-        def op(conn: sqlite3.Connection) -> list[PayoutRecord]:
+        def op(conn: sqlite3.Connection) -> list[Claim]:
             now = time.time()
-            args: list[Any] = [owner, now + lease_seconds, *wanted, now]
+            args: list[Any] = [*wanted, now, dead_json, exclude_json]
             if provider is not None:
                 args.append(provider)
             args.append(limit)
-            rows = sorted(conn.execute(sql, args).fetchall(), key=lambda row: (row[0], row[1]))
-            return [record_from_row(row[2:]) for row in rows]
+            claims = []
+            for rowid, old_owner, old_expiry in conn.execute(select, args).fetchall():
+                row = conn.execute(update, (owner, now + lease_seconds, rowid)).fetchone()
+                left = _lease_left(old_owner, old_expiry, now)
+                claims.append(
+                    Claim(record=record_from_row(row), claimed=True, previous_lease_left=left)
+                )
+            return claims
 
         return await self._write(op)
+
+    async def lease_holders(self, *, provider: str | None = None) -> list[LeaseHolder]:
+        """See ``Ledger.lease_holders``."""
+        by_provider = "" if provider is None else " AND provider = ?"
+        args: tuple[Any, ...] = (time.time(),) + (() if provider is None else (provider,))
+        rows = await self._read(_LEASE_HOLDERS.format(by_provider=by_provider), args)
+        return [
+            LeaseHolder(owner=owner, rows=int(rows_held), expires_at=float(expires))
+            for owner, rows_held, expires in rows
+        ]
 
     async def settle_by_order_id(
         self,
@@ -574,10 +704,6 @@ class SQLiteLedger:
         where, args = _filters(provider, None)
         rows = await self._read(f"SELECT state, count(*) FROM payouts{where} GROUP BY state", args)
         return {LedgerState(state): count for state, count in rows}
-
-
-def _leased(record: PayoutRecord, owner: str, expires: float) -> PayoutRecord:
-    return attrs.evolve(record, lease_owner=owner, lease_expires_at=expires)
 
 
 def _filters(provider: str | None, state: LedgerState | None) -> tuple[str, tuple[Any, ...]]:

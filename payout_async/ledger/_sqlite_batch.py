@@ -141,7 +141,7 @@ def _run_ops(conn: sqlite3.Connection, ops: list[Op]) -> list[tuple[bool, Any]]:
             if not conn.in_transaction:  # SQLite rolled the whole transaction back
                 raise
             conn.execute("ROLLBACK TO op")
-            if isinstance(error, sqlite3.Error):
+            if isinstance(error, sqlite3.Error) and not isinstance(error, sqlite3.IntegrityError):
                 error = not_written(error, "the ledger write was rolled back")
             outcomes.append((False, error))
         conn.execute("RELEASE op")

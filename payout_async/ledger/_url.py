@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+import math
+import os
+import re
+from collections.abc import Mapping
+from typing import Literal
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+
+import attrs
 
 from .._errors import ConfigurationError
 from ._base import Ledger
@@ -10,10 +17,43 @@ from ._memory import MemoryLedger
 from ._postgres import PostgresLedger
 from ._sqlite import SQLiteLedger
 
-__all__ = ["ledger_from_url"]
+__all__ = ["LedgerURL", "ledger_from_url", "parse_ledger_url"]
+
+Scheme = Literal["memory", "sqlite", "postgresql"]
 
 _SQLITE_OPTIONS = frozenset({"synchronous", "busy_timeout"})
 _POSTGRES_OPTIONS = frozenset({"schema", "table_prefix", "max_connections"})
+#: ``name:`` at the start of a string: a URL scheme (a single letter is a drive).
+_SCHEME_PREFIX = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]+):")
+_HINT = "use sqlite:///relative/path.db, sqlite:////absolute/path.db or postgresql://..."
+#: asyncpg connection parameters that must not be shown.
+_SECRET_PARAMS = frozenset({"password", "passfile", "sslpassword"})
+
+
+@attrs.frozen
+class LedgerURL:
+    """A parsed ledger URL: which backend, where, and with which options.
+
+    ``path`` is the SQLite file as written in the URL and ``location`` the absolute
+    path it names from the current directory (for PostgreSQL: the server, database
+    and schema, without any password), fit to be printed; ``dsn`` is what PostgreSQL is
+    given (the ledger's own options removed).
+    """
+
+    scheme: Scheme
+    path: str | None = None
+    dsn: str | None = attrs.field(default=None, repr=False)
+    options: Mapping[str, str] = attrs.field(factory=dict)
+    location: str = ""
+
+    def ledger(self) -> Ledger:
+        """A new, unopened ledger for this URL."""
+        if self.scheme == "memory":
+            return MemoryLedger()
+        if self.scheme == "sqlite":
+            assert self.path is not None
+            return _sqlite_ledger(self.path, self.options)
+        return _postgres_ledger(self.dsn or "", self.options)
 
 
 def ledger_from_url(url: str) -> Ledger:
@@ -27,26 +67,39 @@ def ledger_from_url(url: str) -> Ledger:
       ``?schema=...``, ``?table_prefix=...`` and ``?max_connections=N`` are the
       ledger's, any other query parameter goes to asyncpg.
 
-    Anything else raises ``ConfigurationError``.
+    Anything else raises ``ConfigurationError``: an unknown scheme, a scheme without
+    ``//`` (``sqlite:payouts.db`` is not a file name), an empty path, unknown options.
     """
+    return parse_ledger_url(url).ledger()
+
+
+def parse_ledger_url(url: str) -> LedgerURL:
+    """Check ``url`` and say what it names (see ``ledger_from_url``) without opening
+    anything."""
     if not isinstance(url, str) or not url.strip():
         raise ConfigurationError("ledger URL must be a non-empty string")
+    if url != url.strip() or not url.isprintable():
+        raise ConfigurationError(f"ledger URL {url!r} holds spaces or control characters")
     if "://" not in url:
-        return SQLiteLedger(url)
+        prefix = _SCHEME_PREFIX.match(url)
+        if prefix:
+            raise ConfigurationError(
+                f"bad ledger URL {url!r}: {prefix[1]}: must be followed by // ({_HINT})"
+            )
+        return LedgerURL("sqlite", path=url, location=os.path.abspath(url))
     scheme = url.split("://", 1)[0].lower()
     if scheme == "memory":
-        return MemoryLedger()
+        if url.lower() != "memory://":
+            raise ConfigurationError(f"bad ledger URL {url!r}: memory:// takes nothing after //")
+        return LedgerURL("memory", location="memory:// (kept in this process only)")
     if scheme == "sqlite":
-        return _sqlite(url)
+        return _parse_sqlite(url)
     if scheme in ("postgresql", "postgres"):
-        return _postgres(url)
-    raise ConfigurationError(
-        f"unsupported ledger URL scheme {scheme!r}: use memory://, sqlite:///path.db "
-        "or postgresql://..."
-    )
+        return _parse_postgres(url)
+    raise ConfigurationError(f"unsupported ledger URL scheme {scheme!r}: {_HINT}")
 
 
-def _options(url: str, allowed: frozenset[str]) -> tuple[str, dict[str, str]]:
+def _split_options(url: str, allowed: frozenset[str]) -> tuple[str, dict[str, str]]:
     """Split the ledger's own query parameters from the rest of ``url``."""
     parts = urlsplit(url)
     ours: dict[str, str] = {}
@@ -59,16 +112,23 @@ def _options(url: str, allowed: frozenset[str]) -> tuple[str, dict[str, str]]:
     return urlunsplit(parts._replace(query=urlencode(theirs))), ours
 
 
-def _sqlite(url: str) -> SQLiteLedger:
+def _parse_sqlite(url: str) -> LedgerURL:
     parts = urlsplit(url)
-    if parts.netloc or len(parts.path) < 2:
+    path = unquote(parts.path)
+    if parts.netloc or len(path) < 2 or parts.fragment:
         raise ConfigurationError(
             f"bad SQLite ledger URL {url!r}: use sqlite:///relative.db or sqlite:////abs.db"
         )
-    _, options = _options(url, _SQLITE_OPTIONS)
-    unknown = {name for name, _ in parse_qsl(parts.query)} - _SQLITE_OPTIONS
+    _, options = _split_options(url, _SQLITE_OPTIONS)
+    unknown = {name for name, _ in parse_qsl(parts.query, keep_blank_values=True)}
+    unknown -= _SQLITE_OPTIONS
     if unknown:
         raise ConfigurationError(f"unknown SQLite ledger options {sorted(unknown)}")
+    _sqlite_settings(options)  # refuse bad values now, not when the ledger is built
+    return LedgerURL("sqlite", path=path[1:], options=options, location=os.path.abspath(path[1:]))
+
+
+def _sqlite_settings(options: Mapping[str, str]) -> tuple[Literal["FULL", "NORMAL"], float]:
     synchronous = options.get("synchronous", "FULL").upper()
     if synchronous not in ("FULL", "NORMAL"):
         raise ConfigurationError("synchronous must be FULL or NORMAL")
@@ -76,22 +136,52 @@ def _sqlite(url: str) -> SQLiteLedger:
         busy_timeout = float(options.get("busy_timeout", "30"))
     except ValueError:
         raise ConfigurationError("busy_timeout must be a number of seconds") from None
-    return SQLiteLedger(
-        parts.path[1:],
-        synchronous="FULL" if synchronous == "FULL" else "NORMAL",
-        busy_timeout=busy_timeout,
-    )
+    if not math.isfinite(busy_timeout) or busy_timeout < 0:
+        raise ConfigurationError("busy_timeout must be a finite, non-negative number of seconds")
+    return ("FULL" if synchronous == "FULL" else "NORMAL"), busy_timeout
 
 
-def _postgres(url: str) -> PostgresLedger:
-    dsn, options = _options(url, _POSTGRES_OPTIONS)
+def _sqlite_ledger(path: str, options: Mapping[str, str]) -> SQLiteLedger:
+    synchronous, busy_timeout = _sqlite_settings(options)
+    return SQLiteLedger(path, synchronous=synchronous, busy_timeout=busy_timeout)
+
+
+def _parse_postgres(url: str) -> LedgerURL:
+    dsn, options = _split_options(url, _POSTGRES_OPTIONS)
+    _postgres_max_connections(options)
+    parts = urlsplit(dsn)
+    host = parts.hostname or ""
     try:
-        max_connections = int(options.get("max_connections", "10"))
+        port = parts.port
+    except ValueError:
+        raise ConfigurationError(
+            f"bad PostgreSQL ledger URL: port out of range in {host}"
+        ) from None
+    user = f"{unquote(parts.username)}@" if parts.username else ""
+    where = f"{host}:{port}" if port else host
+    query = [
+        (name, value)
+        for name, value in parse_qsl(parts.query, keep_blank_values=True)
+        if name not in _SECRET_PARAMS
+    ]
+    query += [(name, options[name]) for name in ("schema", "table_prefix") if options.get(name)]
+    location = f"postgresql://{user}{where}{parts.path}"
+    if query:
+        location += "?" + urlencode(query)
+    return LedgerURL("postgresql", dsn=dsn, options=options, location=location)
+
+
+def _postgres_max_connections(options: Mapping[str, str]) -> int:
+    try:
+        return int(options.get("max_connections", "10"))
     except ValueError:
         raise ConfigurationError("max_connections must be a whole number") from None
+
+
+def _postgres_ledger(dsn: str, options: Mapping[str, str]) -> PostgresLedger:
     return PostgresLedger(
         dsn,
         schema=options.get("schema") or None,
         table_prefix=options.get("table_prefix", ""),
-        max_connections=max_connections,
+        max_connections=_postgres_max_connections(options),
     )

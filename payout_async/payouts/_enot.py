@@ -1,36 +1,77 @@
-"""The Enot payoff flow: create with a deterministic order_id, then poll.
+"""The Enot payoff flow: create with the row's order_id, then poll.
 
 ``payoff/create`` moves money and has no other idempotency handle than our own
 ``order_id``, which Enot is not known to enforce. So the row says ``sending`` while a
-create may be in flight; after anything but a clean answer the payoff is looked up by
-``order_id``: found, it is adopted; created again only after "not found" has held for
-the grace period (counted from when the create was sent), with the same order_id.
+create may be in flight, and the create leaves only through the lease's fence. After
+anything but a clean answer the payoff is looked up by ``order_id``: found (with this
+payout's amount and recipient), it is adopted; created again, with the same order_id,
+only after "not found" has held for the grace period -- measured on this process's
+monotonic clock from when this drive lost the answer, or, for a row taken over, from
+when no request of the previous holder can still be in flight.
 """
 
 from __future__ import annotations
 
 import time
+from decimal import Decimal
 from typing import Any
 
 from .._errors import (
+    AuthenticationError,
     InvalidRequestError,
     NotFoundError,
-    PayoutError,
     PermissionDeniedError,
     ValidationError,
 )
+from .._fence import guarded
 from .._polling import PollPolicy
 from ..enot import EnotClient, Payoff, PayoffRequest, PayoffStatus
 from ..enot._poller import reconcile_payoff, wait_for_final
-from ..ledger import LedgerState, PayoutRecord
+from ..ledger import LeaseLostError, LedgerState, PayoutRecord
 from ._result import Settings
 from ._run import Run
 
-__all__ = ["EnotFlow"]
+__all__ = ["EnotFlow", "payoff_mismatch"]
 
 # Answers that say the provider refused the create (nothing should exist).
-_REFUSED = (InvalidRequestError, PermissionDeniedError, NotFoundError, ValidationError)
+_REFUSED = (
+    AuthenticationError,
+    InvalidRequestError,
+    PermissionDeniedError,
+    NotFoundError,
+    ValidationError,
+)
 _FINAL = {PayoffStatus.SUCCESS: LedgerState.SUCCEEDED, PayoffStatus.FAIL: LedgerState.FAILED}
+
+
+def _plain(wallet: str) -> str:
+    """A wallet without the punctuation people and providers put in card numbers and
+    phones (spaces, dashes, brackets, a leading +)."""
+    return "".join(ch for ch in wallet if ch not in " -()+\t").lower()
+
+
+def _same_recipient(ours: str, reported: str) -> bool:
+    """``reported`` (possibly masked with ``*``, as providers show card numbers) names
+    the wallet ``ours``."""
+    ours, reported = _plain(ours), _plain(reported)
+    if "*" not in reported:
+        return ours == reported
+    head, tail = reported[: reported.index("*")], reported[reported.rindex("*") + 1 :]
+    return len(ours) >= len(head) + len(tail) and ours.startswith(head) and ours.endswith(tail)
+
+
+def payoff_mismatch(request: PayoffRequest, payoff: Payoff) -> str | None:
+    """Why ``payoff`` (found by order_id) is not this payout, or None when what Enot
+    reports agrees with it: amount, recipient and service. Fields Enot leaves out are
+    not held against it. The reason names no card number."""
+    if payoff.amount is not None and Decimal(payoff.amount) != Decimal(request.amount):
+        return f"its amount is {payoff.amount}, this payout's {request.amount}"
+    wallet = request.wallet_to
+    if payoff.wallet and wallet and not _same_recipient(wallet, payoff.wallet):
+        return "its recipient is another wallet"
+    if payoff.service and payoff.service.lower() != request.service.lower():
+        return f"its service is {payoff.service!r}, this payout's {request.service!r}"
+    return None
 
 
 class EnotFlow:
@@ -52,9 +93,9 @@ class EnotFlow:
             if state is LedgerState.PENDING:
                 await self._create(run, request)
             elif state is LedgerState.SENDING:
-                await self._reconcile(run)
+                await self._reconcile(run, request)
             elif state is LedgerState.PROCESSING:
-                if not await self._poll(run):
+                if not await self._poll(run, request):
                     return
             else:
                 return
@@ -75,59 +116,75 @@ class EnotFlow:
         if run.attempts_this_pass >= self.settings.max_send_attempts:
             await run.give_up(f"payoff not confirmed after {run.record.attempts} create attempts")
             return
+        first = self.settings.lookup_before_create and not run.record.attempts
+        if first and await self._found_before_create(run, request):
+            return
         await run.move(
             LedgerState.SENDING, add_attempt=True, unknown_since=None, note="creating payoff"
         )
         try:
-            created = await self.client.create_payoff_from(request, order_id=self._order_id(run))
+            with guarded(run.fence):
+                created = await self.client.create_payoff_from(
+                    request, order_id=self._order_id(run)
+                )
+        except LeaseLostError:
+            raise  # the fence kept the request from leaving: another drive has the row
         except _REFUSED as error:
-            await self._confirm_refusal(run, error)
+            await self._confirm_refusal(run, request, error)
             return
-        except PayoutError as error:
-            await run.move(
-                LedgerState.SENDING,
-                unknown_since=time.time(),
-                last_error=str(error),
-                note="create outcome unknown; looking the payoff up by order_id",
-            )
+        except Exception as error:  # the create may have happened
+            await self._outcome_unknown(run, error, "create outcome unknown")
             return
         await run.move(
             LedgerState.PROCESSING, operation_id=created.payoff_id, note="payoff created"
         )
 
-    async def _confirm_refusal(self, run: Run, refusal: PayoutError) -> None:
+    async def _outcome_unknown(self, run: Run, error: BaseException, what: str) -> None:
+        run.unknown_from = time.monotonic()
+        await run.move(
+            LedgerState.SENDING,
+            unknown_since=time.time(),
+            last_error=str(error),
+            note=f"{what}; looking the payoff up by order_id",
+        )
+
+    async def _found_before_create(self, run: Run, request: PayoffRequest) -> bool:
+        """Look the order_id up before its first create (``lookup_before_create``):
+        True when a payoff was found and adopted, or the lookup failed (parked)."""
+        try:
+            payoff = await self.client.get_payoff(order_id=self._order_id(run))
+        except NotFoundError:
+            return False
+        except Exception as error:
+            await run.give_up("could not look the order_id up before creating", error)
+            return True
+        await self._adopt(run, request, payoff, by_order_id=True)
+        return True
+
+    async def _confirm_refusal(
+        self, run: Run, request: PayoffRequest, refusal: Exception
+    ) -> None:
         """A refused create should have left nothing; one look by order_id makes sure
         (a duplicate-order_id refusal may hide an earlier, successful create)."""
         try:
             payoff = await self.client.get_payoff(order_id=self._order_id(run))
         except NotFoundError:
-            await run.move(
-                LedgerState.FAILED, reason=f"create refused: {refusal}", last_error=str(refusal)
-            )
+            await run.refused("create refused", refusal)
             return
-        except PayoutError as error:
-            await run.move(
-                LedgerState.SENDING,
-                unknown_since=time.time(),
-                last_error=str(error),
-                note=f"create refused ({refusal}) but the lookup failed",
-            )
+        except Exception as error:
+            await self._outcome_unknown(run, error, f"create refused ({refusal}), lookup failed")
             return
-        await self._adopt(run, payoff)
+        await self._adopt(run, request, payoff, by_order_id=True)
 
-    async def _reconcile(self, run: Run) -> None:
-        if run.record.unknown_since is None:
-            # Resumed after a crash mid-create: start the grace period now, on this
-            # host's clock (later than the send, so only ever longer than needed).
-            await run.move(
-                LedgerState.SENDING, unknown_since=time.time(), note="resumed mid-create"
-            )
-        since = run.record.unknown_since
+    async def _reconcile(self, run: Run, request: PayoffRequest) -> None:
         try:
             payoff = await reconcile_payoff(
-                self.client, self._order_id(run), grace=self.settings.grace, since=since
+                self.client,
+                self._order_id(run),
+                grace=self.settings.grace,
+                since=run.unknown_since(),
             )
-        except PayoutError as error:
+        except Exception as error:
             await run.give_up("could not learn whether the payoff exists", error)
             return
         if payoff is None:
@@ -136,30 +193,32 @@ class EnotFlow:
                 note=f"not found for {self.settings.grace:g}s after sending; creating again",
             )
             return
-        await self._adopt(run, payoff)
+        await self._adopt(run, request, payoff, by_order_id=True)
 
-    async def _poll(self, run: Run) -> bool:
+    async def _poll(self, run: Run, request: PayoffRequest) -> bool:
         payoff_id = run.record.operation_id
         order_id = None if payoff_id else self._order_id(run)
         try:
             payoff = await wait_for_final(
-                self.client,
-                payoff_id=payoff_id,
-                order_id=order_id,
-                policy=self.poll,
+                self.client, payoff_id=payoff_id, order_id=order_id, policy=self.poll
             )
-        except PayoutError as error:
+        except Exception as error:
             await run.give_up("could not follow the payoff", error)
             return True
         if payoff.is_final:
-            await self._adopt(run, payoff)
+            await self._adopt(run, request, payoff, by_order_id=payoff_id is None)
             return True
         await run.move(
             LedgerState.PROCESSING, provider_status=payoff.raw_status, note="poll deadline"
         )
         return False
 
-    async def _adopt(self, run: Run, payoff: Payoff) -> None:
+    async def _adopt(
+        self, run: Run, request: PayoffRequest, payoff: Payoff, *, by_order_id: bool
+    ) -> None:
+        if by_order_id and (mismatch := payoff_mismatch(request, payoff)) is not None:
+            await run.give_up(f"the payoff found by order_id is not this payout: {mismatch}")
+            return
         final = _FINAL.get(payoff.status)
         changes: dict[str, Any] = {"provider_status": payoff.raw_status}
         if payoff.payoff_id:

@@ -2,8 +2,16 @@
 
 Creating moves no money; executing does. So the PayoutOperationId is in the ledger
 (state ``created``) before execute, the row says ``executing`` while the execute
-request may be in flight, and after any execute failure ``GetOperationState`` decides:
-``Created`` means execute did not happen, any later state means it did.
+request may be in flight, and the execute leaves only through the lease's fence.
+
+After an execute whose answer was lost or refused, ``GetOperationState`` decides --
+but only one way at once: any state after ``Created`` means execute happened. The
+provider may accept an execute ("processing") and still show ``Created`` for a while,
+so ``Created`` is trusted to mean "it did not happen" only once it has held for the
+settle window (``execute_settle``), counted from when the answer was lost (or, for a
+row taken over, from when no earlier request can still be in flight). Only then is the
+operation executed again, or -- after a refusal -- deleted. When the state cannot be
+read for long enough, the row parks in ``needs_attention`` saying so.
 
 A row goes from ``pending`` straight to ``created``: a create interrupted by a crash
 or a lost answer leaves at most an operation in ``Created`` that nothing will ever
@@ -12,16 +20,19 @@ execute, so there is no need to record that a create may be in flight.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 
 from .._errors import (
+    AuthenticationError,
     InvalidRequestError,
-    PayoutError,
     PermissionDeniedError,
     ProviderRejectedError,
     ValidationError,
 )
-from .._polling import PollPolicy, poll_until_final
+from .._fence import guarded
+from .._polling import PollPolicy
 from ..intellectmoney import (
     IntellectMoneyClient,
     MassPaymentOperationState,
@@ -37,7 +48,13 @@ __all__ = ["IntellectMoneyFlow"]
 
 logger = logging.getLogger("payout_async")
 
-_REFUSED = (ProviderRejectedError, InvalidRequestError, PermissionDeniedError, ValidationError)
+_REFUSED = (
+    AuthenticationError,
+    ProviderRejectedError,
+    InvalidRequestError,
+    PermissionDeniedError,
+    ValidationError,
+)
 _FINAL = {
     MassPaymentOperationState.COMPLETED: LedgerState.SUCCEEDED,
     MassPaymentOperationState.FAILED: LedgerState.FAILED,
@@ -85,11 +102,9 @@ class IntellectMoneyFlow:
         try:
             operation = await self.client.create_operation_from(request)
         except _REFUSED as error:
-            await run.move(
-                LedgerState.FAILED, reason=f"create refused: {error}", last_error=str(error)
-            )
+            await run.refused("create refused", error)
             return
-        except PayoutError as error:
+        except Exception as error:
             await run.give_up("create failed, nothing was paid", error)
             return
         if operation.operation_id is None:
@@ -115,9 +130,13 @@ class IntellectMoneyFlow:
             return
         await run.move(LedgerState.EXECUTING, add_attempt=True, note="executing")
         try:
-            operation = await self.client.execute_operation(operation_id)
-        except PayoutError as error:
+            with guarded(run.fence):
+                operation = await self.client.execute_operation(operation_id)
+        except LeaseLostError:
+            raise  # the fence kept the request from leaving: another drive has the row
+        except Exception as error:
             # Whatever happened, the operation's state says whether money moved.
+            run.unknown_from = time.monotonic()
             await self._check_execution(run, refusal=error if isinstance(error, _REFUSED) else None)
             return
         if operation.accepted or operation.state is MassPaymentOperationState.UNKNOWN:
@@ -125,35 +144,41 @@ class IntellectMoneyFlow:
             return
         await self._adopt(run, operation)
 
-    async def _check_execution(self, run: Run, *, refusal: PayoutError | None) -> None:
+    async def _check_execution(self, run: Run, *, refusal: Exception | None) -> None:
+        """Decide from the operation's state whether a lost or refused execute
+        happened; ``Created`` counts only once it has held over the settle window."""
         operation_id = self._operation_id(run)
-        try:
-            # Any answer settles the question; network and provider trouble is waited
-            # out with backoff until the poll deadline.
-            operation = await poll_until_final(
-                lambda: self.client.get_operation_state(operation_id),
-                lambda _: True,
-                policy=self.poll,
-            )
-        except PayoutError as error:
-            await run.give_up("could not learn whether execute happened", error)
-            return
-        if operation.state is not MassPaymentOperationState.CREATED:
-            await self._adopt(run, operation)  # it happened
-            return
+        settle = self.settings.execute_settle
+        settled_at = run.unknown_since() + settle
+        give_up_at = time.monotonic() + max(self.poll.deadline, settle)
+        for delay in self.poll.delays():
+            try:
+                operation = await self.client.get_operation_state(operation_id)
+            except Exception as error:
+                if time.monotonic() >= give_up_at:
+                    await run.give_up(
+                        "execute may have happened and the operation's state could not be read",
+                        error,
+                    )
+                    return
+            else:
+                if operation.state is not MassPaymentOperationState.CREATED:
+                    await self._adopt(run, operation)  # it happened
+                    return
+                left = settled_at - time.monotonic()
+                if left <= 0:
+                    break
+                delay = min(delay, left + 0.01)
+            await asyncio.sleep(delay)
+        held = f"the operation stayed Created for the {settle:g}s settle window"
         if refusal is not None:
             await self._delete_quietly(operation_id)
-            await run.move(
-                LedgerState.FAILED,
-                reason=f"execute refused: {refusal}",
-                last_error=str(refusal),
-                provider_status=operation.raw_state,
-            )
+            await run.refused(f"execute refused and {held}", refusal)
             return
         await run.move(
             LedgerState.CREATED,
             provider_status=operation.raw_state,
-            note="execute did not happen; executing again",
+            note=f"execute did not happen ({held}); executing again",
         )
 
     async def _poll(self, run: Run) -> bool:
@@ -161,7 +186,7 @@ class IntellectMoneyFlow:
             operation = await wait_for_terminal(
                 self.client, self._operation_id(run), policy=self.poll
             )
-        except PayoutError as error:
+        except Exception as error:
             await run.give_up("could not follow the operation", error)
             return True
         if operation.is_final:
@@ -190,5 +215,5 @@ class IntellectMoneyFlow:
     async def _delete_quietly(self, operation_id: str) -> None:
         try:
             await self.client.delete_operation(operation_id)
-        except PayoutError as error:
+        except Exception as error:
             logger.warning("could not delete unused operation %s: %s", operation_id, error)

@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
-import os
-import socket
-import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+import math
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Collection, Iterable, Iterator
 from decimal import Decimal
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Self, TypeVar
 
 import attrs
 
 from .._errors import ConfigurationError, IdempotencyConflictError, ValidationError
 from .._polling import PollPolicy
+from .._validation import check_key
 from ..enot import EnotClient, PayoffRequest, PayoffStatus, PayoffWebhook
 from ..intellectmoney import IntellectMoneyClient, OperationRequest
 from ..ledger import (
     ACTIVE_STATES,
+    PARKED_STATES,
     Claim,
     LeaseLostError,
     Ledger,
@@ -31,8 +33,9 @@ from ..ledger import (
 )
 from ._enot import EnotFlow
 from ._intellectmoney import IntellectMoneyFlow
+from ._owner import new_owner, owner_is_dead
 from ._result import PayoutResult, PayoutStatus, Settings
-from ._run import Run
+from ._run import BeforeSend, Run, fence_margin
 
 __all__ = ["Payouts", "order_id_for"]
 
@@ -61,8 +64,12 @@ def _request_params(request: OperationRequest | PayoffRequest) -> dict[str, Any]
     }
 
 
-def _default_owner() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+@attrs.frozen
+class _InFlight:
+    """A payout being driven by this ``Payouts``: later ``pay()`` calls join it."""
+
+    params_hash: str
+    result: asyncio.Future[PayoutResult]
 
 
 class Payouts(Generic[Request]):
@@ -72,8 +79,17 @@ class Payouts(Generic[Request]):
     where intent and every step are written before the next network call. ``poll``
     bounds how long ``pay()`` follows a payout before returning ``processing``;
     ``reconcile`` is the Enot grace period in seconds ("not found" must hold that
-    long after a lost create before the payoff is created again). Several
-    ``Payouts`` may share one PostgreSQL ledger: each row is leased to one worker.
+    long after a lost create before the payoff is created again);
+    ``execute_settle`` is how long an IntellectMoney operation must keep reading
+    ``Created`` after an execute whose answer was lost or refused before that execute
+    is taken not to have happened; ``lookup_before_create`` (Enot) looks each
+    order_id up before its first create and adopts a payoff already there.
+
+    Each drive of a row holds its lease with a fencing token of its own, so a second
+    ``pay()`` of a key in flight joins the first, and several ``Payouts`` -- in one
+    process or many, sharing one ledger -- never drive a row at once. Use it as an
+    async context manager, or call ``aclose()``: that waits for lease releases still
+    under way. It never closes the client or the ledger it was given.
     """
 
     def __init__(
@@ -86,42 +102,62 @@ class Payouts(Generic[Request]):
         lease_seconds: float = 120.0,
         max_send_attempts: int = 3,
         owner: str | None = None,
+        execute_settle: float = 60.0,
+        lookup_before_create: bool = False,
     ) -> None:
+        _check_settings(client, reconcile, lease_seconds, execute_settle)
         settings = Settings(
-            lease_seconds=lease_seconds, max_send_attempts=max_send_attempts, grace=reconcile
+            lease_seconds=lease_seconds,
+            max_send_attempts=max_send_attempts,
+            grace=reconcile,
+            execute_settle=execute_settle,
+            lookup_before_create=lookup_before_create,
         )
         poll = poll or PollPolicy()
-        if lease_seconds <= 0:
-            raise ConfigurationError("lease_seconds must be positive")
         self._flow: IntellectMoneyFlow | EnotFlow
         if isinstance(client, IntellectMoneyClient):
             self._flow = IntellectMoneyFlow(client, settings, poll)
             self._request_type: type = OperationRequest
-        elif isinstance(client, EnotClient):
+        else:
             self._flow = EnotFlow(client, settings, poll)
             self._request_type = PayoffRequest
-        else:
-            raise ConfigurationError("client must be an IntellectMoneyClient or an EnotClient")
         self.client = client
         self.ledger = ledger
         self.provider = self._flow.provider
-        self.owner = owner or _default_owner()
+        self.owner = owner or new_owner()
         self._settings = settings
         self._background: set[asyncio.Future[None]] = set()
+        self._in_flight: dict[str, _InFlight] = {}
+        #: Awaited after a money-moving step is recorded, before its fence (tests).
+        self._before_send: BeforeSend | None = None
 
     def __repr__(self) -> str:
         return f"Payouts(provider={self.provider!r}, owner={self.owner!r}, ledger={self.ledger!r})"
 
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Wait for the lease releases still under way (those of cancelled payouts).
+        The client and the ledger stay open: close them yourself."""
+        while self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
     async def pay(self, key: str, request: Request) -> PayoutResult:
         """Pay ``request`` under idempotency ``key``, at most once.
 
-        The same key returns the same payout and sends nothing new; the same key with
-        other parameters raises ``IdempotencyConflictError``. Returns when the payout
-        is final, needs attention, or is still ``processing`` at the poll deadline
-        (``resume()`` finishes it later).
+        The same key returns the same payout and sends nothing new (a call made while
+        the key is in flight here waits for that payout and returns its result); the
+        same key with other parameters raises ``IdempotencyConflictError``, and so does
+        an Enot ``order_id`` that already belongs to another key. A key the provider
+        refused (``REJECTED``, nothing exists there) is paid anew, also with corrected
+        parameters. Returns when the payout is final, needs attention, or is still
+        ``processing`` at the poll deadline (``resume()`` finishes it later).
         """
-        if not isinstance(key, str) or not key:
-            raise ValidationError("key", "must be a non-empty string")
+        check_key(key)
         if not isinstance(request, self._request_type):
             raise ValidationError(
                 "request", f"must be a {self._request_type.__name__} for {self.provider}"
@@ -131,34 +167,76 @@ class Payouts(Generic[Request]):
         if isinstance(request, PayoffRequest):
             order_id = request.order_id or order_id_for(key)
             params["order_id"] = order_id
-        begin = asyncio.ensure_future(
-            self.ledger.begin(
-                self.provider,
-                key,
-                params_hash(params),
-                params,
-                owner=self.owner,
-                lease_seconds=self._settings.lease_seconds,
-                order_id=order_id,
-            )
-        )
+        digest = params_hash(params)
+        while (joined := self._in_flight.get(key)) is not None:
+            if joined.params_hash != digest:
+                raise IdempotencyConflictError(key)
+            try:
+                return await asyncio.shield(joined.result)
+            except asyncio.CancelledError:
+                if not joined.result.cancelled():
+                    raise  # this caller was cancelled
+                # The drive it joined was cancelled (its lease is given back): go on.
+        with self._driving(key, digest) as result:
+            result.set_result(await self._begin_and_drive(key, digest, params, order_id))
+            return result.result()
+
+    @contextlib.contextmanager
+    def _driving(self, key: str, digest: str) -> Iterator[asyncio.Future[PayoutResult]]:
+        """Register this task as the one drive of ``key`` here while the body runs;
+        joiners see its result, or its cancellation."""
+        result: asyncio.Future[PayoutResult] = asyncio.get_running_loop().create_future()
+        self._in_flight[key] = _InFlight(digest, result)
         try:
-            claim = await asyncio.shield(begin)
-        except LedgerNotWrittenError as error:
-            return PayoutResult.not_started(key, self.provider, error)
-        except asyncio.CancelledError:
-            # The intent is being recorded anyway; hand its lease back once it is, so
-            # that resume() (here or in another worker) can finish the payout at once.
-            releasing = asyncio.ensure_future(self._release_when_begun(begin))
-            self._background.add(releasing)
-            releasing.add_done_callback(self._background.discard)
+            yield result
+        except BaseException as error:
+            if isinstance(error, asyncio.CancelledError):
+                result.cancel()
+            elif not result.done():
+                result.set_exception(error)
+                result.exception()  # retrieved: joiners may not exist
             raise
-        if not claim.claimed:
-            reason = None
-            if claim.record.state in ACTIVE_STATES:
-                reason = "in progress in another worker"
-            return PayoutResult.from_record(claim.record, reason=reason)
-        return await self._drive(claim.record, release=True)
+        finally:
+            del self._in_flight[key]
+
+    async def _begin_and_drive(
+        self, key: str, digest: str, params: dict[str, Any], order_id: str | None
+    ) -> PayoutResult:
+        take_over: tuple[str, ...] = ()
+        while True:
+            started = time.monotonic()
+            begin = asyncio.ensure_future(
+                self.ledger.begin(
+                    self.provider,
+                    key,
+                    digest,
+                    params,
+                    owner=self.owner,
+                    lease_seconds=self._settings.lease_seconds,
+                    order_id=order_id,
+                    take_over=take_over,
+                )
+            )
+            try:
+                claim = await asyncio.shield(begin)
+            except LedgerNotWrittenError as error:
+                return PayoutResult.not_started(key, self.provider, error)
+            except asyncio.CancelledError:
+                # The intent is being recorded anyway; hand its lease back once it is, so
+                # that resume() (here or in another worker) can finish the payout at once.
+                releasing = asyncio.ensure_future(self._release_when_begun(begin))
+                self._background.add(releasing)
+                releasing.add_done_callback(self._background.discard)
+                raise
+            if claim.claimed:
+                return await self._drive(claim, started, time.monotonic())
+            holder = claim.record.lease_owner
+            if take_over or claim.record.state not in ACTIVE_STATES or holder is None:
+                break
+            if not owner_is_dead(holder):
+                break
+            take_over = (holder,)  # a process of this host that has ended: take over
+        return PayoutResult.from_record(claim.record, reason=_busy_reason(claim.record))
 
     async def _release_when_begun(self, begin: asyncio.Future[Claim]) -> None:
         try:
@@ -166,28 +244,42 @@ class Payouts(Generic[Request]):
         except Exception:
             return
         if claim.claimed:
-            await self.ledger.release(self.provider, claim.record.key, owner=self.owner)
+            record = claim.record
+            await self.ledger.release(
+                self.provider, record.key, owner=self.owner, token=record.lease_token
+            )
 
     async def _drive(
-        self, record: PayoutRecord, *, release: bool, attempts_before: int = 0
+        self,
+        claim: Claim,
+        claimed_before: float,
+        claimed_after: float,
+        *,
+        reopen: bool = False,
     ) -> PayoutResult:
+        """Drive a claimed row until it is final or waits on the provider, then give
+        its lease back. ``reopen``: it is a parked row that ``reconcile()`` retries."""
         run = Run(
             self.ledger,
-            record,
-            owner=self.owner,
+            claim,
             lease_seconds=self._settings.lease_seconds,
-            attempts_before=attempts_before,
+            claimed_before=claimed_before,
+            claimed_after=claimed_after,
+            before_send=self._before_send,
         )
         try:
             async with run.heartbeat():
+                if reopen:
+                    await self._reopen(run)
                 await self._flow.drive(run)
         except LeaseLostError:
-            latest = await self.ledger.get(self.provider, record.key)
+            # Another drive has the row now (or a webhook settled it): report the row.
+            latest = await self.ledger.get(self.provider, run.record.key)
             return PayoutResult.from_record(latest or run.record)
         except BaseException:
             await run.release()
             raise
-        if release and not run.record.state.is_final:
+        if not run.record.state.is_final:
             await run.release()
         return PayoutResult.from_record(run.record)
 
@@ -300,80 +392,108 @@ class Payouts(Generic[Request]):
         )
 
     async def resume(self, *, concurrency: int = 32, batch: int = 200) -> list[PayoutResult]:
-        """Finish every non-final row whose lease is free or expired: rows stranded by
-        a crash, a cancelled ``pay()``, a poll deadline or a dead worker. Each row is
-        driven once per call; the ones still ``processing`` are returned as such."""
-        return await self._drain(ACTIVE_STATES, concurrency=concurrency, batch=batch)
+        """Finish every non-final row whose lease is free or expired -- rows stranded
+        by a crash, a cancelled ``pay()``, a poll deadline or a dead worker -- and rows
+        leased to processes of this host that no longer exist (taken over at once).
+        Each row is driven at most once per call, so the call ends; the rows still
+        ``processing`` are returned as such."""
+        dead = [
+            holder.owner
+            for holder in await self.ledger.lease_holders(provider=self.provider)
+            if owner_is_dead(holder.owner)
+        ]
+        return await self._drain(
+            ACTIVE_STATES, concurrency=concurrency, batch=batch, dead_owners=dead
+        )
 
     async def reconcile(self, *, concurrency: int = 32, batch: int = 200) -> list[PayoutResult]:
         """Try again to settle ``needs_attention`` rows from the step where they
-        stopped (e.g. after credentials were fixed or the provider came back)."""
-        return await self._drain(
-            frozenset({LedgerState.NEEDS_ATTENTION}), concurrency=concurrency, batch=batch
-        )
+        stopped (e.g. after credentials were fixed or the provider came back), and to
+        pay rows the provider refused. Each row is tried at most once per call."""
+        return await self._drain(PARKED_STATES, concurrency=concurrency, batch=batch)
 
     async def _drain(
-        self, states: frozenset[LedgerState], *, concurrency: int, batch: int
+        self,
+        states: frozenset[LedgerState],
+        *,
+        concurrency: int,
+        batch: int,
+        dead_owners: Collection[str] = (),
     ) -> list[PayoutResult]:
         results: list[PayoutResult] = []
-        held: list[PayoutRecord] = []
+        seen: set[str] = set()
         gate = asyncio.Semaphore(concurrency)
 
-        async def drive(record: PayoutRecord) -> PayoutResult:
+        async def drive(claim: Claim, claimed_before: float, claimed_after: float) -> PayoutResult:
+            key = claim.record.key
             async with gate:
-                try:
-                    attempts_before = 0
-                    if record.state is LedgerState.NEEDS_ATTENTION:
-                        record = await self._reopen(record)
-                        attempts_before = record.attempts
-                    return await self._drive(record, release=False, attempts_before=attempts_before)
-                except Exception as error:
-                    logger.exception("resuming payout %s failed", record.key)
-                    return await self._attention(record.key, error)
+                if key in self._in_flight:  # a pay() here drives it (its lease lapsed)
+                    await self._release(claim)
+                    return PayoutResult.from_record(claim.record, reason="in progress here")
+                with self._driving(key, claim.record.params_hash) as result:
+                    try:
+                        reopen = claim.record.state in PARKED_STATES
+                        result.set_result(
+                            await self._drive(claim, claimed_before, claimed_after, reopen=reopen)
+                        )
+                    except Exception as error:
+                        logger.exception("resuming payout %s failed", key)
+                        result.set_result(await self._attention(key, error))
+                    return result.result()
 
-        try:
-            while True:
-                claimed = await self.ledger.claim_stranded(
-                    owner=self.owner,
-                    lease_seconds=self._settings.lease_seconds,
-                    limit=batch,
-                    provider=self.provider,
-                    states=states,
+        while True:
+            claimed_before = time.monotonic()
+            claims = await self.ledger.claim_stranded(
+                owner=self.owner,
+                lease_seconds=self._settings.lease_seconds,
+                limit=batch,
+                provider=self.provider,
+                states=states,
+                exclude=seen,
+                dead_owners=dead_owners,
+            )
+            claimed_after = time.monotonic()
+            if not claims:
+                return results
+            seen.update(claim.record.key for claim in claims)
+            results.extend(
+                await asyncio.gather(
+                    *(drive(claim, claimed_before, claimed_after) for claim in claims)
                 )
-                if not claimed:
-                    return results
-                held.extend(claimed)
-                results.extend(await asyncio.gather(*(drive(record) for record in claimed)))
-        finally:
-            # Rows left processing stayed leased so that this pass saw each once.
-            for record in held:
-                await asyncio.shield(
-                    self.ledger.release(self.provider, record.key, owner=self.owner)
-                )
+            )
 
-    async def _reopen(self, record: PayoutRecord) -> PayoutRecord:
-        """Move a ``needs_attention`` row back to the step it stopped at (as its flow
-        sees it: ``reopen_at``), with a fresh budget of send attempts."""
-        history = await self.ledger.history(self.provider, record.key)
-        previous = next(
-            (
-                step.from_state
-                for step in reversed(history)
-                if step.to_state is LedgerState.NEEDS_ATTENTION and step.from_state is not None
-            ),
-            LedgerState.PENDING,
+    async def _release(self, claim: Claim) -> None:
+        record = claim.record
+        await asyncio.shield(
+            self.ledger.release(
+                self.provider, record.key, owner=self.owner, token=record.lease_token
+            )
         )
-        if previous is LedgerState.NEEDS_ATTENTION:
-            previous = LedgerState.PENDING
-        return await self.ledger.transition(
-            self.provider,
-            record.key,
-            owner=self.owner,
-            state=self._flow.reopen_at(previous, record),
-            lease_seconds=self._settings.lease_seconds,
-            note="reconcile: trying again",
-            reason=None,
-            unknown_since=None,
+
+    async def _reopen(self, run: Run) -> None:
+        """Move a parked row back to the step it stopped at (as its flow sees it:
+        ``reopen_at``), with a fresh budget of send attempts. A refused row starts
+        over: nothing exists at the provider."""
+        record = run.record
+        if record.state is LedgerState.REFUSED:
+            restart_at = LedgerState.PENDING
+        else:
+            history = await self.ledger.history(self.provider, record.key)
+            previous = next(
+                (
+                    step.from_state
+                    for step in reversed(history)
+                    if step.to_state is LedgerState.NEEDS_ATTENTION
+                    and step.from_state is not None
+                ),
+                LedgerState.PENDING,
+            )
+            if previous in PARKED_STATES:
+                previous = LedgerState.PENDING
+            restart_at = self._flow.reopen_at(previous, record)
+        run.attempts_before = record.attempts
+        await run.move(
+            restart_at, note="reconcile: trying again", reason=None, unknown_since=None
         )
 
     async def get(self, key: str) -> PayoutResult | None:
@@ -400,6 +520,41 @@ class Payouts(Generic[Request]):
             note="webhook",
         )
         return None if record is None else PayoutResult.from_record(record)
+
+
+def _check_settings(
+    client: object, grace: float, lease_seconds: float, execute_settle: float
+) -> None:
+    if not isinstance(client, IntellectMoneyClient | EnotClient):
+        raise ConfigurationError("client must be an IntellectMoneyClient or an EnotClient")
+    for name, value in (
+        ("reconcile", grace),
+        ("lease_seconds", lease_seconds),
+        ("execute_settle", execute_settle),
+    ):
+        if not math.isfinite(value) or value <= 0:
+            raise ConfigurationError(f"{name} must be a positive number of seconds")
+    request_timeout = client.timeouts.total
+    if request_timeout is None:
+        raise ConfigurationError(
+            "the client needs a total timeout: money-moving requests are fenced by it"
+        )
+    needed = request_timeout + fence_margin(lease_seconds)
+    if lease_seconds <= needed:
+        raise ConfigurationError(
+            f"lease_seconds must exceed the client's total timeout plus a margin "
+            f"({needed:g}s): the lease must outlive every money-moving request"
+        )
+
+
+def _busy_reason(record: PayoutRecord) -> str | None:
+    """Why an unclaimed row was not driven now, when it is still under way."""
+    if record.state not in ACTIVE_STATES or record.lease_owner is None:
+        return None
+    until = ""
+    if record.lease_expires_at is not None:
+        until = " until " + time.strftime("%H:%M:%S", time.localtime(record.lease_expires_at))
+    return f"in progress in another drive (leased to {record.lease_owner}{until})"
 
 
 async def _aiter(items: Iterable[Item] | AsyncIterable[Item]) -> AsyncIterator[Item]:

@@ -18,7 +18,8 @@ class PayoutStatus(enum.StrEnum):
     FAILED = "failed"  # the provider refused or failed it (or it was deleted unpaid)
     PROCESSING = "processing"  # under way; ``resume()`` (or another worker) finishes it
     NEEDS_ATTENTION = "needs_attention"  # no rule can settle it; ``reason`` says why
-    REJECTED = "rejected"  # refused before anything was recorded or sent (bad input)
+    REJECTED = "rejected"  # refused, nothing sent or nothing exists: bad input, or the
+    # provider refused it (then the key may be paid again once the cause is fixed)
     NOT_STARTED = "not_started"  # the ledger was unavailable: nothing recorded or sent
 
 
@@ -27,6 +28,7 @@ _BY_STATE = {
     LedgerState.FAILED: PayoutStatus.FAILED,
     LedgerState.CANCELLED: PayoutStatus.FAILED,
     LedgerState.NEEDS_ATTENTION: PayoutStatus.NEEDS_ATTENTION,
+    LedgerState.REFUSED: PayoutStatus.REJECTED,
 }
 
 
@@ -85,3 +87,5 @@ class Settings:
     lease_seconds: float = 120.0
     max_send_attempts: int = 3
     grace: float = 60.0
+    execute_settle: float = 60.0
+    lookup_before_create: bool = False

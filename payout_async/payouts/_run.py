@@ -1,43 +1,80 @@
-"""One claimed ledger row being driven: its recovery points and its lease."""
+"""One claimed ledger row being driven: its recovery points, its lease and its fence."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from ..ledger import LeaseLostError, Ledger, LedgerState, PayoutRecord
+from .._errors import ConfigurationError
+from ..ledger import Claim, LeaseLostError, Ledger, LedgerState, PayoutRecord
 
-__all__ = ["Run"]
+__all__ = ["Run", "fence_margin"]
 
 logger = logging.getLogger("payout_async")
 
+#: A hook awaited after a money-moving step is recorded and before its fence is
+#: checked (tests pause a worker there: ``payout_async.testing.pause_before_send``).
+BeforeSend = Callable[[PayoutRecord], Awaitable[None]]
+
+
+def fence_margin(lease_seconds: float) -> float:
+    """How much longer than a money-moving request the lease must still run when the
+    request leaves: a tenth of the lease (12 s for the default 120 s)."""
+    return lease_seconds / 10
+
 
 class Run:
-    """The lease holder's view of one row: ``move`` writes the next recovery point."""
+    """One drive's view of one row: ``move`` writes the next recovery point under the
+    drive's lease (owner and fencing token), ``fence`` guards money-moving requests.
+
+    Times that decide anything are measured on this process's monotonic clock:
+    ``lease_valid_until`` (the lease surely holds until then: it is counted from just
+    before the statement that set it) and ``quiet_from`` (from then on no request of an
+    earlier holder of the row can still be in flight: the claim, plus what the lease it
+    took over still had to run).
+    """
 
     def __init__(
         self,
         ledger: Ledger,
-        record: PayoutRecord,
+        claim: Claim,
         *,
-        owner: str,
         lease_seconds: float,
+        claimed_before: float,
+        claimed_after: float,
         attempts_before: int = 0,
+        before_send: BeforeSend | None = None,
     ) -> None:
+        record = claim.record
+        assert record.lease_owner is not None, "a claimed row has a lease"
         self.ledger = ledger
         self.record = record
-        self.owner = owner
+        self.owner = record.lease_owner
+        self.token = record.lease_token
         self.lease_seconds = lease_seconds
         self.attempts_before = attempts_before
+        self.lease_valid_until = claimed_before + lease_seconds
+        self.quiet_from = claimed_after + claim.previous_lease_left
+        #: When this drive last lost a money-moving answer (monotonic), if it did.
+        self.unknown_from: float | None = None
+        self._before_send = before_send
+        #: True while ``before_send`` runs: a frozen process renews no lease either.
+        self.frozen = False
 
     @property
     def attempts_this_pass(self) -> int:
         """Money-moving requests sent since this pass began: ``reconcile()`` grants a
         parked row a fresh budget, so it counts from where it reopened the row."""
         return self.record.attempts - self.attempts_before
+
+    def unknown_since(self) -> float:
+        """The monotonic time from which an unknown outcome is being waited out: when
+        this drive lost the answer, else when no earlier request can be in flight."""
+        return self.quiet_from if self.unknown_from is None else self.unknown_from
 
     async def move(
         self,
@@ -52,31 +89,76 @@ class Run:
         Every ledger finishes a transition it has started even when the caller is
         cancelled (the ``Ledger.transition`` contract), so no shield is needed here.
         """
+        started = time.monotonic()
         self.record = await self.ledger.transition(
             self.record.provider,
             self.record.key,
             owner=self.owner,
+            token=self.token,
             state=state,
             lease_seconds=self.lease_seconds,
             note=note,
             add_attempt=add_attempt,
             **changes,
         )
+        self.lease_valid_until = started + self.lease_seconds
         return self.record
 
     async def give_up(self, reason: str, error: BaseException | None = None) -> PayoutRecord:
         """Park the row in ``needs_attention``: ``reason`` (and ``error``) say why."""
+        return await self._stop(LedgerState.NEEDS_ATTENTION, reason, error)
+
+    async def refused(self, reason: str, error: BaseException) -> PayoutRecord:
+        """The provider refused the payout and nothing exists there: the row ends
+        ``refused``, and the key may be paid again once the cause is fixed."""
+        return await self._stop(LedgerState.REFUSED, reason, error)
+
+    async def _stop(
+        self, state: LedgerState, reason: str, error: BaseException | None
+    ) -> PayoutRecord:
         if error is None:
-            return await self.move(LedgerState.NEEDS_ATTENTION, reason=reason)
-        return await self.move(
-            LedgerState.NEEDS_ATTENTION, reason=f"{reason}: {error}", last_error=str(error)
+            return await self.move(state, reason=reason)
+        return await self.move(state, reason=f"{reason}: {error}", last_error=str(error))
+
+    async def renew(self) -> None:
+        """Extend the lease by ``lease_seconds`` from now (``LeaseLostError`` when this
+        drive no longer holds it)."""
+        started = time.monotonic()
+        await self.ledger.renew(
+            self.record.provider,
+            self.record.key,
+            owner=self.owner,
+            token=self.token,
+            lease_seconds=self.lease_seconds,
         )
+        self.lease_valid_until = started + self.lease_seconds
+
+    async def fence(self, request_timeout: float | None) -> None:
+        """Let a money-moving request leave only if the lease outlives it (its total
+        timeout plus ``fence_margin``); renew the lease first if it would not. Raises
+        ``LeaseLostError`` when the lease is gone: nothing is sent then."""
+        if self._before_send is not None:
+            self.frozen = True
+            try:
+                await self._before_send(self.record)
+            finally:
+                self.frozen = False
+        if request_timeout is None:
+            raise ConfigurationError("a money-moving request needs a total timeout")
+        needed = request_timeout + fence_margin(self.lease_seconds)
+        if self.lease_valid_until - time.monotonic() >= needed:
+            return
+        await self.renew()
+        if self.lease_valid_until - time.monotonic() < needed:
+            raise LeaseLostError(
+                f"{self.record.key}: the lease cannot outlive the request; not sending"
+            )
 
     @contextlib.asynccontextmanager
     async def heartbeat(self) -> AsyncIterator[None]:
         """Renew the lease every third of its length while the body runs, so that a
         long poll or reconciliation keeps the row. A lost lease is noticed by the next
-        ``move`` (``LeaseLostError``), which fences every network step."""
+        ``move`` or ``fence`` (``LeaseLostError``), which guard every step."""
         beat = _Heartbeat(self)
         try:
             yield
@@ -86,7 +168,9 @@ class Run:
     async def release(self) -> None:
         """Give the row back (shielded: it must happen even when cancelled)."""
         await asyncio.shield(
-            self.ledger.release(self.record.provider, self.record.key, owner=self.owner)
+            self.ledger.release(
+                self.record.provider, self.record.key, owner=self.owner, token=self.token
+            )
         )
 
 
@@ -104,20 +188,18 @@ class _Heartbeat:
         return self._loop.call_later(self._run.lease_seconds / 3, self._due)
 
     def _due(self) -> None:
+        if self._run.frozen:
+            self._timer = self._schedule()
+            return
         self._timer = None
         self._renewing = self._loop.create_task(self._renew())
 
     async def _renew(self) -> None:
         run = self._run
         try:
-            await run.ledger.renew(
-                run.record.provider,
-                run.record.key,
-                owner=run.owner,
-                lease_seconds=run.lease_seconds,
-            )
+            await run.renew()
         except LeaseLostError:
-            return  # the next move() raises it where it can be handled
+            return  # the next move() or fence() raises it where it can be handled
         except Exception as error:  # the ledger is unreachable: try again next time
             logger.warning("could not renew the lease of %s: %s", run.record.key, error)
         self._timer = self._schedule()

@@ -4,7 +4,10 @@
 embedding the application elsewhere), checks signatures and tokens, moves emulated
 money, lets states progress with time, delivers Enot webhooks, misbehaves on demand
 (``FaultKind``, by seeded probability or by script) and reports what it did
-(``Sandbox.stats()``, ``Sandbox.duplicates()``, ``GET /_sandbox/stats``).
+(``Sandbox.stats()``, ``Sandbox.duplicates()``, ``Sandbox.paid_per_payout()``,
+``GET /_sandbox/stats``). ``SandboxConfig`` can also model what the providers'
+documents leave open: IntellectMoney's state lag after an accepted execute and its
+answer to a second execute, and Enot's ``payoff/info`` lag.
 """
 
 from ._app import build_app

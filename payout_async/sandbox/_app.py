@@ -11,7 +11,7 @@ from ._enot_routes import enot_error, enot_processors
 from ._im_routes import im_error, intellectmoney_processors
 from ._inject import with_faults
 from ._state import SandboxState
-from ._stats import collect_stats, find_duplicates
+from ._stats import collect_stats, find_duplicates, paid_per_payout
 from ._webhooks import WebhookDispatcher
 from ._wire import json_answer
 
@@ -24,6 +24,10 @@ async def _stats(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE_KEY]
     payload = collect_stats(state).to_json()
     payload["duplicates"] = [attrs.asdict(found) for found in find_duplicates(state)]
+    paid: dict[str, dict[str, int]] = {"intellectmoney": {}, "enot": {}}
+    for (provider, key), count in paid_per_payout(state).items():
+        paid[provider][key] = count
+    payload["paid_per_payout"] = paid
     return json_answer(payload)
 
 
@@ -38,7 +42,8 @@ async def _user_token(request: web.Request) -> web.StreamResponse:
 
 def build_app(state: SandboxState) -> web.Application:
     """An application serving ``state``: IntellectMoney under ``/personal/payout/``,
-    Enot at its paths, and ``GET /_sandbox/stats``, ``POST /_sandbox/reset`` and
+    Enot at its paths, and ``GET /_sandbox/stats`` (with ``duplicates`` and
+    ``paid_per_payout`` by provider), ``POST /_sandbox/reset`` and
     ``POST /_sandbox/user-token``. Webhooks are delivered while it runs."""
     app = web.Application()
     app[STATE_KEY] = state

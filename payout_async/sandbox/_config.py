@@ -55,12 +55,27 @@ class SandboxConfig:
     ends ``NotEnoughMoney`` at once. A UserToken lives ``user_token_lifetime`` seconds
     (forever when ``None``).
 
+    Where the IntellectMoney documents are silent (all off by default):
+    ``im_execute_lag`` > 0 makes an accepted execute answer ``OperationState.Code`` 1
+    ("accepted, still processing") and the operation keep reading ``Created`` for that
+    many seconds; its timeline above then starts at the end of the lag (the outcome is
+    still decided at the execute). A delete in the lag is accepted (``Result`` true)
+    yet the execute still completes: the operation reads ``Deleted`` until the lag ends
+    and the execution's states after it. ``im_second_execute`` is what an execute of
+    an operation already executed gets, in the lag or after it: ``"refuse"`` (an error,
+    no money moves), ``"accept"`` (answered like the first accepted execute, no money
+    moves) or ``"pay_again"`` (performed again: a ``Completed`` outcome debits the
+    amount once more and the recipient is paid twice; the books count it).
+
     Enot: a payoff waits ``enot_final_after`` seconds, then ends ``success`` (or
     ``fail`` with probability ``failure_ratio``, refunding its withdrawal). The fee is
     ``enot_fee_percent`` % plus ``enot_fee_fixed``; amounts outside
     ``enot_min_amount``..``enot_max_amount`` are refused (403). A second payoff with
     an ``order_id`` already used is created (``"accept"``) or refused with 422
-    (``"reject"``). Webhooks are tried ``webhook_attempts`` times.
+    (``"reject"``). Webhooks are tried ``webhook_attempts`` times. ``enot_info_lag``
+    > 0 makes ``payoff/info`` (by id and by ``order_id``) answer 404 "not found", as
+    for an unknown payoff, until that many seconds after the payoff's create (off by
+    default; webhooks and the balance are not delayed).
 
     Faults: each call of a route in ``fault_routes`` (all when ``None``) gets, with
     probability ``fault_rate``, a kind drawn from ``fault_kinds``. ``stall_seconds``
@@ -74,6 +89,10 @@ class SandboxConfig:
     im_balance: Decimal = attrs.field(default=Decimal("1000000.00"), converter=Decimal)
     im_eshop_id: int = 450000
     user_token_lifetime: float | None = None
+    im_execute_lag: float = attrs.field(default=0.0, validator=_non_negative)
+    im_second_execute: Literal["refuse", "accept", "pay_again"] = attrs.field(
+        default="refuse", validator=attrs.validators.in_(("refuse", "accept", "pay_again"))
+    )
 
     enot_final_after: float = attrs.field(default=1.0, validator=_non_negative)
     enot_balance: Decimal = attrs.field(default=Decimal("1000000.00"), converter=Decimal)
@@ -86,6 +105,7 @@ class SandboxConfig:
     )
     webhook_attempts: int = attrs.field(default=3, validator=attrs.validators.ge(1))
     webhook_retry_delay: float = attrs.field(default=0.5, validator=_non_negative)
+    enot_info_lag: float = attrs.field(default=0.0, validator=_non_negative)
 
     failure_ratio: float = attrs.field(default=0.0, validator=_ratio)
     seed: int | None = None

@@ -155,6 +155,11 @@ class EnotBook:
         found = self._by_order.get(order_id)
         return found[0] if found else None
 
+    def visible(self, payoff: EnotPayoff, now: float | None = None) -> bool:
+        """True once ``payoff/info`` may show the payoff (``enot_info_lag`` after create)."""
+        lag = self._config.enot_info_lag
+        return lag <= 0 or (self._clock() if now is None else now) - payoff.created_at >= lag
+
     def status(self, payoff: EnotPayoff, now: float | None = None) -> str:
         """The payoff's status at ``now`` (the clock's time by default)."""
         return payoff.outcome if (self._clock() if now is None else now) >= payoff.due_at else WAIT

@@ -4,6 +4,7 @@ Authentication: the ``x-api-signature-sha256`` header must hold the secret key a
 ``user_id`` (body, query or path) must be the merchant's, else 401. Answers use
 Enot's envelope; errors carry the same status in the envelope and in HTTP. Money is
 sometimes a JSON number and sometimes a string, as Enot's own answers are.
+``payoff/info`` answers "not found" for a payoff younger than ``enot_info_lag``.
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ class _Enot:
             payoff = book.by_order_id(order_id)
         else:
             return enot_error(422, "Укажите id или order_id.")
-        if payoff is None:
+        if payoff is None or not book.visible(payoff):  # enot_info_lag: not found yet
             return enot_error(404, "Вывод не найден.")
         return _ok(_info(book, payoff, self.state.config.enot_final_after))
 

@@ -6,14 +6,24 @@ thousands of operations cost nothing while they wait.
 
 Rules (choices where the documents are silent):
 
-* Execute is accepted only from ``Created``. Executing an operation a second time (or
-  a deleted one) is answered with an error and moves no money again.
-* The outcome is decided at execute: ``NotEnoughMoney`` at once when the balance
-  cannot cover the amount (nothing is debited); otherwise ``Failed`` with probability
-  ``failure_ratio`` (nothing is debited) or ``Completed`` (the amount is debited at
-  execute). Until ``im_final_after`` has passed the state shows ``SentToBank`` and,
-  from ``im_in_process_after``, ``InProcess``.
-* Delete is accepted only from ``Created``.
+* Execute is accepted only from ``Created``. The outcome is decided at execute:
+  ``NotEnoughMoney`` when the balance cannot cover the amount (nothing is debited);
+  otherwise ``Failed`` with probability ``failure_ratio`` (nothing is debited) or
+  ``Completed`` (the amount is debited at execute).
+* For ``im_execute_lag`` seconds after an accepted execute the operation still reads
+  ``Created`` (the answer to the execute says "accepted, still processing"). Then it
+  shows ``SentToBank``, from ``im_in_process_after`` ``InProcess``, and from
+  ``im_final_after`` its outcome; ``NotEnoughMoney`` shows at once. All three delays
+  count from the end of the lag.
+* An execute of an operation already executed (in the lag or after it) follows
+  ``im_second_execute``: ``"refuse"`` answers an error, ``"accept"`` answers as the
+  first did and changes nothing, ``"pay_again"`` performs it again with the first
+  outcome: a ``Completed`` one debits the amount again (refused when the balance cannot
+  cover it), the others move nothing. ``ImOperation.executions`` counts performances.
+  An execute of a deleted, never executed operation is always refused.
+* Delete is accepted while the operation reads ``Created``, in the lag too: then the
+  execute already accepted still completes: the operation reads ``Deleted`` until the
+  lag ends and follows its execution's timeline after it.
 """
 
 from __future__ import annotations
@@ -37,6 +47,7 @@ COMPLETED = State.COMPLETED
 FAILED = State.FAILED
 NOT_ENOUGH_MONEY = State.NOT_ENOUGH_MONEY
 DELETED = State.DELETED
+NO_MONEY = "Недостаточно средств на балансе"
 
 
 class BookError(Exception):
@@ -59,7 +70,12 @@ class OperationDetails:
 
 @attrs.define(slots=True, eq=False)
 class ImOperation:
-    """One payout operation as the sandbox keeps it."""
+    """One payout operation as the sandbox keeps it.
+
+    ``executed_at`` is when the first execute was accepted, ``outcome`` what it
+    decided, ``executions`` how many times the operation was performed (more than one
+    only with ``im_second_execute="pay_again"``).
+    """
 
     id: str
     details: OperationDetails
@@ -67,6 +83,13 @@ class ImOperation:
     executed_at: float | None = None
     outcome: str | None = None
     deleted: bool = False
+    executions: int = 0
+
+    @property
+    def payments(self) -> int:
+        """How many times the recipient was paid: every performance of a ``Completed``
+        outcome (the money leaves at execute, before the state reads final)."""
+        return self.executions if self.outcome == COMPLETED else 0
 
 
 class IntellectMoneyBook:
@@ -99,11 +122,16 @@ class IntellectMoneyBook:
         return operation
 
     def execute(self, operation: ImOperation) -> None:
-        """Execute a ``Created`` operation, deciding its outcome now."""
+        """Execute an operation: the first time from ``Created``, deciding its outcome
+        now; again as ``im_second_execute`` says."""
+        if operation.executed_at is not None:
+            self._execute_again(operation)
+            return
         state = self.state(operation)
         if state != CREATED:
             raise BookError(f"Операция не может быть проведена: статус {state}")
         operation.executed_at = self._clock()
+        operation.executions = 1
         amount = operation.details.amount
         if amount > self.balance:
             operation.outcome = NOT_ENOUGH_MONEY
@@ -113,8 +141,29 @@ class IntellectMoneyBook:
             operation.outcome = COMPLETED
             self.balance -= amount
 
+    def _execute_again(self, operation: ImOperation) -> None:
+        mode = self._config.im_second_execute
+        if mode == "refuse":
+            if self.processing(operation):
+                raise BookError("Операция уже принята в обработку")
+            raise BookError(f"Операция не может быть проведена: статус {self.state(operation)}")
+        if mode == "accept":
+            return
+        if operation.outcome == COMPLETED:
+            if operation.details.amount > self.balance:
+                raise BookError(NO_MONEY)
+            self.balance -= operation.details.amount
+        operation.executions += 1
+
+    def processing(self, operation: ImOperation, now: float | None = None) -> bool:
+        """True while an accepted execute is inside ``im_execute_lag``."""
+        executed_at = operation.executed_at
+        if executed_at is None:
+            return False
+        return (self._clock() if now is None else now) - executed_at < self._config.im_execute_lag
+
     def delete(self, operation: ImOperation) -> None:
-        """Delete a ``Created`` operation."""
+        """Delete an operation that reads ``Created`` (an execute in its lag goes on)."""
         state = self.state(operation)
         if state != CREATED:
             raise BookError(f"Удалить можно только операцию в статусе Created (сейчас {state})")
@@ -122,16 +171,18 @@ class IntellectMoneyBook:
 
     def state(self, operation: ImOperation, now: float | None = None) -> str:
         """The operation's state at ``now`` (the clock's time by default)."""
-        if operation.deleted:
-            return DELETED
         executed_at = operation.executed_at
         if executed_at is None:
-            return CREATED
+            return DELETED if operation.deleted else CREATED
+        elapsed = (self._clock() if now is None else now) - executed_at
+        lag = self._config.im_execute_lag
+        if elapsed < lag:
+            return DELETED if operation.deleted else CREATED
+        elapsed -= lag
         outcome = operation.outcome
         assert outcome is not None
         if outcome == NOT_ENOUGH_MONEY:
             return outcome
-        elapsed = (self._clock() if now is None else now) - executed_at
         if elapsed >= self._config.im_final_after:
             return outcome
         return IN_PROCESS if elapsed >= self._config.im_in_process_after else SENT_TO_BANK
@@ -142,5 +193,5 @@ class IntellectMoneyBook:
         if state == FAILED:
             return "Отказ банка-получателя"
         if state == NOT_ENOUGH_MONEY:
-            return "Недостаточно средств на балансе"
+            return NO_MONEY
         return None

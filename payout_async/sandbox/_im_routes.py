@@ -4,7 +4,9 @@ Each request is checked in the provider's order as far as it is known: the Beare
 token (current API; HTTP 401 without it), the body (JSON or form), the ``Sign``
 (header, or on the legacy API also a ``Sign`` body field), the UserToken, then the
 fields. Refusals are answered in the real envelope, ``OperationState.Code`` 2 with a
-``Desc`` and ``Result: false``, under HTTP 200.
+``Desc`` and ``Result: false``, under HTTP 200. An execute accepted inside
+``im_execute_lag`` is answered ``OperationState.Code`` 1 ("accepted, still processing")
+with the operation's state as it reads then (``Created``).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import hmac
 import json
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -30,6 +32,7 @@ TOKEN_DESC = "UserToken недействителен или истёк"
 SIGN_DESC = "Неверная подпись"
 _OK = {"Code": 0, "Desc": "Успешно обработана"}
 _RESULT_OK = {"Code": 0, "Desc": "Успешно обработан"}
+_ACCEPTED = {"Code": 1, "Desc": "Операция принята в обработку"}
 _FORM = "application/x-www-form-urlencoded"
 
 Processor = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -68,15 +71,23 @@ class _Api:
         self.bearer = f"Bearer {credentials.im_bearer_token}"
         self.secret = credentials.im_secret_key
 
-    def envelope(self, result: Any, operation: ImOperation | None = None) -> web.Response:
-        payload: dict[str, Any] = {"OperationState": _OK, "OperationId": str(uuid.uuid4())}
+    def envelope(
+        self,
+        result: Any,
+        operation: ImOperation | None = None,
+        *,
+        outer: Mapping[str, Any] = _OK,
+    ) -> web.Response:
+        payload: dict[str, Any] = {"OperationState": outer, "OperationId": str(uuid.uuid4())}
         if self.api == "current":
             eshop_id = operation.details.eshop_id if operation is not None else None
             payload["EshopId"] = int(eshop_id) if eshop_id else self.state.config.im_eshop_id
         payload["Result"] = result
         return json_answer(payload)
 
-    def operation_answer(self, book: IntellectMoneyBook, operation: ImOperation) -> web.Response:
+    def operation_answer(
+        self, book: IntellectMoneyBook, operation: ImOperation, *, accepted: bool = False
+    ) -> web.Response:
         state = book.state(operation)
         result: dict[str, Any] = {
             "State": _RESULT_OK,
@@ -86,7 +97,7 @@ class _Api:
         error = book.error_message(state)
         if error is not None:
             result["ErrorMessage"] = error
-        return self.envelope(result, operation)
+        return self.envelope(result, operation, outer=_ACCEPTED if accepted else _OK)
 
     def processor(self, operation: str, method: str) -> Processor:
         async def process(request: web.Request) -> web.StreamResponse:
@@ -122,7 +133,8 @@ class _Api:
         found = book.find(operation_id)
         if operation == "execute":
             book.execute(found)
-        elif operation == "delete":
+            return self.operation_answer(book, found, accepted=book.processing(found))
+        if operation == "delete":
             book.delete(found)
             return self.envelope(True, found)
         return self.operation_answer(book, found)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
+from collections import Counter
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
@@ -17,7 +18,7 @@ from ._config import SandboxConfig, SandboxCredentials
 from ._faults import Faults
 from ._im_routes import IM_PREFIX
 from ._state import SandboxState, WebhookDelivery
-from ._stats import Duplicate, SandboxStats, collect_stats, find_duplicates
+from ._stats import Duplicate, SandboxStats, collect_stats, find_duplicates, paid_per_payout
 
 __all__ = ["Sandbox"]
 
@@ -30,7 +31,8 @@ class Sandbox:
     Use as ``async with Sandbox() as sandbox:``; pass ``sandbox.intellectmoney_url``
     and ``sandbox.enot_url`` with ``sandbox.credentials`` to the clients, or let
     ``intellectmoney_client()`` / ``enot_client()`` build them. ``faults`` scripts
-    misbehaviour; ``stats()`` and ``duplicates()`` say what the books hold.
+    misbehaviour; ``stats()``, ``duplicates()`` and ``paid_per_payout()`` say what
+    the books hold.
     """
 
     def __init__(
@@ -152,6 +154,15 @@ class Sandbox:
     def duplicates(self) -> list[Duplicate]:
         """Payouts that look paid more than once (see ``Duplicate``)."""
         return find_duplicates(self.state)
+
+    def paid_per_payout(self) -> Counter[tuple[str, str]]:
+        """How many times each payout was paid, across both providers: a ``Counter``
+        keyed by ``("intellectmoney", Description)`` and ``("enot", order_id)`` (the
+        operation / payoff id when those are absent). A payment counts once the
+        provider has committed it (outcome ``Completed`` / ``success``), before the
+        state reads final; unpaid payouts are absent. "Nobody paid twice" is
+        ``max(sandbox.paid_per_payout().values(), default=0) <= 1``."""
+        return paid_per_payout(self.state)
 
     @property
     def webhooks(self) -> list[WebhookDelivery]:

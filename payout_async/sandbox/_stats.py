@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
@@ -12,12 +13,25 @@ from ._enot_book import FAIL, SUCCESS
 from ._im_book import COMPLETED, CREATED, DELETED, FAILED, NOT_ENOUGH_MONEY
 from ._state import SandboxState
 
-__all__ = ["Counts", "Duplicate", "EnotStats", "IntellectMoneyStats", "SandboxStats"]
+__all__ = [
+    "Counts",
+    "Duplicate",
+    "EnotStats",
+    "IntellectMoneyStats",
+    "SandboxStats",
+    "collect_stats",
+    "find_duplicates",
+    "paid_per_payout",
+]
 
 
 @attrs.define
 class Counts:
-    """Payouts created, executed (money sent on its way) and paid, for one key."""
+    """Payouts created, executed (money sent on its way) and paid, for one key.
+
+    An IntellectMoney operation performed twice (``im_second_execute="pay_again"``)
+    counts twice in ``executed`` and, once it reads ``Completed``, in ``paid``.
+    """
 
     created: int = 0
     executed: int = 0
@@ -26,7 +40,11 @@ class Counts:
 
 @attrs.frozen
 class IntellectMoneyStats:
-    """IntellectMoney operations by state, per recipient (Pan/Account) and per amount."""
+    """IntellectMoney operations by state, per recipient (Pan/Account) and per amount.
+
+    ``executed`` and ``paid`` count performances (see ``Counts``); the other totals
+    count operations by the state they read now.
+    """
 
     created: int
     executed: int
@@ -75,7 +93,8 @@ def _json_value(value: Any) -> Any:
 class Duplicate:
     """Several payouts for what looks like one: the same Enot ``order_id``, or one
     IntellectMoney recipient executed more than once for the same amount and
-    Description. ``ids`` are the payoff / operation ids."""
+    Description (one operation performed twice counts too). ``ids`` are the payoff /
+    operation ids, an operation's once per performance, so ``count == len(ids)``."""
 
     provider: str
     key: str
@@ -88,7 +107,7 @@ def _intellectmoney(state: SandboxState, now: float) -> IntellectMoneyStats:
     totals: dict[str, int] = dict.fromkeys(
         (CREATED, COMPLETED, FAILED, NOT_ENOUGH_MONEY, DELETED), 0
     )
-    executed = 0
+    executed = paid = 0
     by_recipient: dict[str, Counts] = {}
     by_amount: dict[str, Counts] = {}
     for operation in book:
@@ -99,19 +118,18 @@ def _intellectmoney(state: SandboxState, now: float) -> IntellectMoneyStats:
             by_recipient.setdefault(details.recipient, Counts()),
             by_amount.setdefault(f"{details.amount:.2f}", Counts()),
         )
+        performed = operation.executions
+        finished = performed if state_now == COMPLETED else 0
+        executed += performed
+        paid += finished
         for count in counts:
             count.created += 1
-        if operation.executed_at is not None:
-            executed += 1
-            for count in counts:
-                count.executed += 1
-        if state_now == COMPLETED:
-            for count in counts:
-                count.paid += 1
+            count.executed += performed
+            count.paid += finished
     return IntellectMoneyStats(
         created=len(book),
         executed=executed,
-        paid=totals[COMPLETED],
+        paid=paid,
         failed=totals[FAILED],
         not_enough_money=totals[NOT_ENOUGH_MONEY],
         deleted=totals[DELETED],
@@ -160,19 +178,42 @@ def collect_stats(state: SandboxState) -> SandboxStats:
 
 def find_duplicates(state: SandboxState) -> list[Duplicate]:
     """Enot order_ids with more than one payoff, and IntellectMoney recipients executed
-    more than once for the same amount and Description."""
+    more than once for the same amount and Description (or one operation performed
+    more than once)."""
     groups: dict[tuple[str, str], list[str]] = {}
     for payoff in state.enot:
         if payoff.details.order_id is not None:
             groups.setdefault(("enot", payoff.details.order_id), []).append(payoff.id)
     for operation in state.intellectmoney:
-        if operation.executed_at is None:
+        if not operation.executions:
             continue
         details = operation.details
         key = f"{details.recipient}|{details.amount:.2f}|{details.description or ''}"
-        groups.setdefault(("intellectmoney", key), []).append(operation.id)
+        groups.setdefault(("intellectmoney", key), []).extend([operation.id] * operation.executions)
     return [
         Duplicate(provider=provider, key=key, count=len(ids), ids=tuple(ids))
         for (provider, key), ids in groups.items()
         if len(ids) > 1
     ]
+
+
+def paid_per_payout(state: SandboxState) -> Counter[tuple[str, str]]:
+    """How many times each payout's recipient was paid, keyed by
+    ``("intellectmoney", Description)`` and ``("enot", order_id)`` (the operation or
+    payoff id when there is no Description or order_id).
+
+    A payment counts as soon as the provider has committed it: an IntellectMoney
+    performance whose outcome is ``Completed`` and an Enot payoff whose outcome is
+    ``success``, even while the state still reads ``Created``/``SentToBank``/``wait``.
+    Payouts never paid are absent (their count is 0).
+    """
+    paid: Counter[tuple[str, str]] = Counter()
+    for operation in state.intellectmoney:
+        if operation.payments:
+            key = operation.details.description
+            paid["intellectmoney", operation.id if key is None else key] += operation.payments
+    for payoff in state.enot:
+        if payoff.outcome == SUCCESS:
+            order_id = payoff.details.order_id
+            paid["enot", payoff.id if order_id is None else order_id] += 1
+    return paid

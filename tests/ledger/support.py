@@ -89,3 +89,10 @@ class Backend:
             await ledger.aclose()
         if self.kind == "postgres":
             await drop_schema(self.schema)
+
+
+async def token_of(ledger: Ledger, provider: str, key: str) -> int:
+    """The row's current fencing token (0 for a row that does not exist): for tests
+    that act as the drive holding the row's latest claim."""
+    record = await ledger.get(provider, key)
+    return 0 if record is None else record.lease_token

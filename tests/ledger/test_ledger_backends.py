@@ -21,7 +21,7 @@ from payout_async.ledger import (
     params_hash,
 )
 
-from .support import PG_DSN, drop_schema, require_postgres
+from .support import PG_DSN, drop_schema, require_postgres, token_of
 
 PARAMS = {"amount": "1.00"}
 HASH = params_hash(PARAMS)
@@ -99,9 +99,15 @@ async def test_sqlite_group_commit_under_load(tmp_path: Path) -> None:
             await ledger.begin("enot", key, HASH, PARAMS, owner="w", lease_seconds=30)
             for state in (LedgerState.SENDING, LedgerState.PROCESSING, LedgerState.SUCCEEDED):
                 await ledger.transition(
-                    "enot", key, owner="w", state=state, lease_seconds=30, add_attempt=True
+                    "enot",
+                    key,
+                    owner="w",
+                    token=await token_of(ledger, "enot", key),
+                    state=state,
+                    lease_seconds=30,
+                    add_attempt=True,
                 )
-            await ledger.release("enot", key, owner="w")
+            await ledger.release("enot", key, owner="w", token=await token_of(ledger, "enot", key))
 
         await asyncio.gather(*(one(i) for i in range(300)))
         assert await ledger.counts() == {LedgerState.SUCCEEDED: 300}

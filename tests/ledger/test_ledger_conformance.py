@@ -14,10 +14,11 @@ from payout_async.ledger import (
     LeaseLostError,
     Ledger,
     LedgerState,
+    PayoutRecord,
     params_hash,
 )
 
-from .support import DURABLE, Backend
+from .support import DURABLE, Backend, token_of
 
 P = "enot"
 PARAMS = {"amount": "10.00", "service": "card", "wallet_to": "4111111111111111"}
@@ -41,10 +42,23 @@ async def start(
     assert claim.created
 
 
+async def stranded(ledger: Ledger, **kwargs: Any) -> list[PayoutRecord]:
+    """``claim_stranded``'s rows."""
+    return [claim.record for claim in await ledger.claim_stranded(**kwargs)]
+
+
 async def move(
     ledger: Ledger, key: str, state: LedgerState, *, owner: str = "w1", **changes: Any
 ) -> None:
-    await ledger.transition(P, key, owner=owner, state=state, lease_seconds=LEASE, **changes)
+    await ledger.transition(
+        P,
+        key,
+        owner=owner,
+        token=await token_of(ledger, P, key),
+        state=state,
+        lease_seconds=LEASE,
+        **changes,
+    )
 
 
 # -- begin ------------------------------------------------------------------------------
@@ -74,16 +88,122 @@ async def test_begin_records_a_new_row_leased_to_its_owner(ledger: Ledger) -> No
     assert step.at == record.created_at
 
 
-async def test_begin_again_by_its_owner_claims_and_extends(ledger: Ledger) -> None:
-    await start(ledger, "k1", lease=1.0)
+async def test_begin_again_by_its_owner_leaves_a_live_lease_alone(ledger: Ledger) -> None:
+    # Rule 7: a lease belongs to one drive. The same owner asking again (a second
+    # pay() of the key in one process) is a second claimant and gets nothing.
+    await start(ledger, "k1")
     first = await ledger.get(P, "k1")
     claim = await ledger.begin(P, "k1", HASH, PARAMS, owner="w1", lease_seconds=LEASE)
-    assert claim.claimed and not claim.created
-    assert first is not None and claim.record.lease_expires_at is not None
-    assert claim.record.lease_expires_at > (first.lease_expires_at or 0)
-    assert claim.record.updated_at == first.updated_at
-    assert await ledger.get(P, "k1") == claim.record
+    assert not claim.claimed and not claim.created
+    assert claim.record == first
+    assert await ledger.get(P, "k1") == first
+
+
+async def test_every_claim_gets_a_new_token_and_fences_the_old_one(ledger: Ledger) -> None:
+    await start(ledger, "k1", lease=EXPIRED)
+    first = await ledger.get(P, "k1")
+    assert first is not None and first.lease_token >= 1
+    again = await ledger.begin(P, "k1", HASH, PARAMS, owner="w1", lease_seconds=LEASE)
+    assert again.claimed and not again.created
+    assert again.record.lease_owner == "w1"
+    assert again.record.lease_token > first.lease_token
+    assert again.record.updated_at == first.updated_at
     assert len(await ledger.history(P, "k1")) == 1  # a claim is not a transition
+    stale, fresh = first.lease_token, again.record.lease_token
+    # The earlier claim of the same owner can no longer move, renew or release the row.
+    with pytest.raises(LeaseLostError):
+        await ledger.transition(
+            P, "k1", owner="w1", token=stale, state=LedgerState.SENDING, lease_seconds=LEASE
+        )
+    with pytest.raises(LeaseLostError):
+        await ledger.renew(P, "k1", owner="w1", token=stale, lease_seconds=LEASE)
+    await ledger.release(P, "k1", owner="w1", token=stale)
+    assert await ledger.get(P, "k1") == again.record
+    moved = await ledger.transition(
+        P, "k1", owner="w1", token=fresh, state=LedgerState.SENDING, lease_seconds=LEASE
+    )
+    assert moved.lease_token == fresh  # transitions keep the claim's token
+    [claim] = await ledger.claim_stranded(
+        owner="w2", lease_seconds=LEASE, limit=5, dead_owners=["w1"]
+    )
+    assert claim.record.lease_token > fresh
+    assert claim.previous_lease_left == pytest.approx(LEASE, abs=5)
+    with pytest.raises(LeaseLostError):
+        await ledger.transition(
+            P, "k1", owner="w1", token=fresh, state=LedgerState.PROCESSING, lease_seconds=LEASE
+        )
+
+
+async def test_an_order_id_belongs_to_one_key(ledger: Ledger) -> None:
+    await start(ledger, "k1", order_id="o-1")
+    claim = await ledger.begin(
+        P, "k1", HASH, PARAMS, owner="w2", lease_seconds=LEASE, order_id="o-1"
+    )
+    assert not claim.claimed  # the same key again is no conflict
+    with pytest.raises(IdempotencyConflictError, match="o-1") as raised:
+        await ledger.begin(P, "k2", HASH, PARAMS, owner="w1", lease_seconds=LEASE, order_id="o-1")
+    assert raised.value.order_id == "o-1" and raised.value.key == "k2"
+    assert await ledger.get(P, "k2") is None
+    # Another provider's order_ids are another namespace.
+    other = await ledger.begin(
+        "intellectmoney", "k2", HASH, PARAMS, owner="w1", lease_seconds=LEASE, order_id="o-1"
+    )
+    assert other.created
+
+
+async def test_concurrent_begins_of_one_order_id_under_two_keys(backend: Backend) -> None:
+    ledgers = [await backend.new() for _ in range(2)]
+    outcomes = await asyncio.gather(
+        *(
+            ledger.begin(
+                P, f"k{i}", HASH, PARAMS, owner=f"w{i}", lease_seconds=LEASE, order_id="o-x"
+            )
+            for i, ledger in enumerate(ledgers * 3)
+        ),
+        return_exceptions=True,
+    )
+    created = [o for o in outcomes if not isinstance(o, BaseException) and o.created]
+    assert len(created) == 1
+    assert all(
+        isinstance(o, IdempotencyConflictError) or (o.record.key == created[0].record.key)
+        for o in outcomes
+        if o is not created[0]
+    )
+
+
+async def test_a_refused_row_is_begun_again_with_any_parameters(ledger: Ledger) -> None:
+    await start(ledger, "k1", order_id="o-1")
+    await move(ledger, "k1", LedgerState.SENDING, add_attempt=True)
+    await move(ledger, "k1", LedgerState.REFUSED, reason="create refused: bad signature")
+    refused = await ledger.get(P, "k1")
+    corrected = {**PARAMS, "amount": "12.00"}
+    claim = await ledger.begin(
+        P,
+        "k1",
+        params_hash(corrected),
+        corrected,
+        owner="w2",
+        lease_seconds=LEASE,
+        order_id="o-2",
+    )
+    assert claim.claimed and not claim.created
+    record = claim.record
+    assert refused is not None and record.lease_token > refused.lease_token
+    assert (record.state, record.reason, record.lease_owner) == (LedgerState.PENDING, None, "w2")
+    assert (dict(record.params), record.params_hash) == (corrected, params_hash(corrected))
+    assert (record.order_id, record.attempts) == ("o-2", 1)
+    steps = await ledger.history(P, "k1")
+    assert (steps[-1].from_state, steps[-1].to_state, steps[-1].owner) == (
+        LedgerState.REFUSED,
+        LedgerState.PENDING,
+        "w2",
+    )
+    # Its old order_id is free again, its new one taken.
+    assert (
+        await ledger.begin(P, "k3", HASH, PARAMS, owner="w", lease_seconds=1, order_id="o-1")
+    ).created
+    with pytest.raises(IdempotencyConflictError):
+        await ledger.begin(P, "k4", HASH, PARAMS, owner="w", lease_seconds=1, order_id="o-2")
 
 
 async def test_begin_with_other_parameters_is_a_conflict(ledger: Ledger) -> None:
@@ -120,7 +240,7 @@ async def test_begin_takes_over_an_expired_or_released_lease(ledger: Ledger) -> 
     assert claim.record.lease_expires_at is not None and claim.record.lease_expires_at > time.time()
 
     await start(ledger, "free", owner="w1")
-    await ledger.release(P, "free", owner="w1")
+    await ledger.release(P, "free", owner="w1", token=await token_of(ledger, P, "free"))
     claim = await ledger.begin(P, "free", HASH, PARAMS, owner="w2", lease_seconds=LEASE)
     assert claim.claimed and claim.record.lease_owner == "w2"
     assert await ledger.get(P, "free") == claim.record
@@ -162,6 +282,7 @@ async def test_transition_sets_fields_extends_the_lease_and_logs(ledger: Ledger)
         P,
         "k1",
         owner="w1",
+        token=await token_of(ledger, P, "k1"),
         state=LedgerState.SENDING,
         lease_seconds=LEASE,
         note="creating",
@@ -183,6 +304,7 @@ async def test_transition_sets_fields_extends_the_lease_and_logs(ledger: Ledger)
         P,
         "k1",
         owner="w1",
+        token=await token_of(ledger, P, "k1"),
         state=LedgerState.PROCESSING,
         lease_seconds=LEASE,
         operation_id="op-7",
@@ -217,7 +339,13 @@ async def test_transition_may_repeat_a_state_and_leave_needs_attention(ledger: L
     await move(ledger, "k1", LedgerState.PROCESSING, provider_status="b")
     await move(ledger, "k1", LedgerState.NEEDS_ATTENTION, reason="stuck")
     record = await ledger.transition(
-        P, "k1", owner="w1", state=LedgerState.PENDING, lease_seconds=LEASE, reason=None
+        P,
+        "k1",
+        owner="w1",
+        token=await token_of(ledger, P, "k1"),
+        state=LedgerState.PENDING,
+        lease_seconds=LEASE,
+        reason=None,
     )
     assert record.state is LedgerState.PENDING and record.reason is None
     assert len(await ledger.history(P, "k1")) == 5
@@ -229,7 +357,9 @@ async def test_transition_may_repeat_a_state_and_leave_needs_attention(ledger: L
 async def test_a_final_transition_ends_the_lease(ledger: Ledger, final: LedgerState) -> None:
     await start(ledger, "k1", owner="w1")
     await move(ledger, "k1", LedgerState.PROCESSING)
-    record = await ledger.transition(P, "k1", owner="w1", state=final, lease_seconds=LEASE)
+    record = await ledger.transition(
+        P, "k1", owner="w1", token=await token_of(ledger, P, "k1"), state=final, lease_seconds=LEASE
+    )
     assert (record.state, record.lease_owner, record.lease_expires_at) == (final, None, None)
     assert await ledger.get(P, "k1") == record
     steps = await ledger.history(P, "k1")
@@ -240,7 +370,13 @@ async def test_transition_counts_attempts(ledger: Ledger) -> None:
     await start(ledger, "k1")
     for _ in range(3):
         await ledger.transition(
-            P, "k1", owner="w1", state=LedgerState.SENDING, lease_seconds=LEASE, add_attempt=True
+            P,
+            "k1",
+            owner="w1",
+            token=await token_of(ledger, P, "k1"),
+            state=LedgerState.SENDING,
+            lease_seconds=LEASE,
+            add_attempt=True,
         )
     record = await ledger.get(P, "k1")
     assert record is not None and record.attempts == 3
@@ -249,8 +385,9 @@ async def test_transition_counts_attempts(ledger: Ledger) -> None:
 async def test_transition_without_the_lease_is_refused(ledger: Ledger) -> None:
     await start(ledger, "mine", owner="w1")
     await start(ledger, "expired", owner="w1", lease=EXPIRED)
+    await stranded(ledger, owner="w2", lease_seconds=LEASE, limit=1)  # w2 took it over
     await start(ledger, "released", owner="w1")
-    await ledger.release(P, "released", owner="w1")
+    await ledger.release(P, "released", owner="w1", token=await token_of(ledger, P, "released"))
     await start(ledger, "final", owner="w1")
     await move(ledger, "final", LedgerState.FAILED)
     cases = [("mine", "w2"), ("expired", "w1"), ("released", "w1"), ("final", "w1")]
@@ -262,6 +399,7 @@ async def test_transition_without_the_lease_is_refused(ledger: Ledger) -> None:
                 P,
                 key,
                 owner=owner,
+                token=await token_of(ledger, P, key),
                 state=LedgerState.SENDING,
                 lease_seconds=LEASE,
                 add_attempt=True,
@@ -282,6 +420,7 @@ async def test_transition_rejects_unknown_fields(ledger: Ledger) -> None:
                 P,
                 "k1",
                 owner="w1",
+                token=await token_of(ledger, P, "k1"),
                 state=LedgerState.SENDING,
                 lease_seconds=LEASE,
                 **changes,
@@ -293,12 +432,14 @@ async def test_transition_rejects_unknown_fields(ledger: Ledger) -> None:
 async def test_a_lost_transition_does_not_spoil_concurrent_ones(ledger: Ledger) -> None:
     for i in range(20):
         await start(ledger, f"k{i}")
+    tokens = [await token_of(ledger, P, f"k{i}") for i in range(20)]
     results = await asyncio.gather(
         *(
             ledger.transition(
                 P,
                 f"k{i}",
                 owner="w1" if i % 3 else "w2",
+                token=tokens[i],
                 state=LedgerState.SENDING,
                 lease_seconds=LEASE,
                 add_attempt=True,
@@ -319,42 +460,69 @@ async def test_a_lost_transition_does_not_spoil_concurrent_ones(ledger: Ledger) 
 
 async def test_renew_extends_only_a_held_lease(ledger: Ledger) -> None:
     await start(ledger, "k1", lease=5.0)
-    await ledger.renew(P, "k1", owner="w1", lease_seconds=LEASE)
+    await ledger.renew(
+        P, "k1", owner="w1", token=await token_of(ledger, P, "k1"), lease_seconds=LEASE
+    )
     record = await ledger.get(P, "k1")
     assert record is not None and record.lease_expires_at is not None
     assert record.lease_expires_at > time.time() + LEASE - 10
     assert len(await ledger.history(P, "k1")) == 1
     with pytest.raises(LeaseLostError):
-        await ledger.renew(P, "k1", owner="w2", lease_seconds=LEASE)
+        await ledger.renew(
+            P, "k1", owner="w2", token=await token_of(ledger, P, "k1"), lease_seconds=LEASE
+        )
     await start(ledger, "expired", lease=EXPIRED)
+    # An expired lease nobody claimed since is still w1's: it may renew it...
+    await ledger.renew(
+        P, "expired", owner="w1", token=await token_of(ledger, P, "expired"), lease_seconds=LEASE
+    )
+    assert await ledger.claim_stranded(owner="w2", lease_seconds=LEASE, limit=5) == []
+    # ...but not once another claim took it.
+    await start(ledger, "taken", lease=EXPIRED)
+    stale = await token_of(ledger, P, "taken")
+    assert [r.key for r in await stranded(ledger, owner="w2", lease_seconds=LEASE, limit=5)] == [
+        "taken"
+    ]
     with pytest.raises(LeaseLostError):
-        await ledger.renew(P, "expired", owner="w1", lease_seconds=LEASE)
+        await ledger.renew(P, "taken", owner="w1", token=stale, lease_seconds=LEASE)
     await move(ledger, "k1", LedgerState.SUCCEEDED)
     with pytest.raises(LeaseLostError):
-        await ledger.renew(P, "k1", owner="w1", lease_seconds=LEASE)
+        await ledger.renew(
+            P, "k1", owner="w1", token=await token_of(ledger, P, "k1"), lease_seconds=LEASE
+        )
     with pytest.raises(LeaseLostError):
-        await ledger.renew(P, "unknown", owner="w1", lease_seconds=LEASE)
+        await ledger.renew(
+            P,
+            "unknown",
+            owner="w1",
+            token=await token_of(ledger, P, "unknown"),
+            lease_seconds=LEASE,
+        )
 
 
 async def test_release_frees_only_its_owners_lease(ledger: Ledger) -> None:
     await start(ledger, "k1")
-    await ledger.release(P, "k1", owner="w2")  # not the owner: no-op
+    await ledger.release(
+        P, "k1", owner="w2", token=await token_of(ledger, P, "k1")
+    )  # not the owner: no-op
     record = await ledger.get(P, "k1")
     assert record is not None and record.lease_owner == "w1"
-    await ledger.release(P, "k1", owner="w1")
+    await ledger.release(P, "k1", owner="w1", token=await token_of(ledger, P, "k1"))
     record = await ledger.get(P, "k1")
     assert record is not None
     assert (record.lease_owner, record.lease_expires_at) == (None, None)
     assert record.state is LedgerState.PENDING
-    await ledger.release(P, "k1", owner="w1")  # already free: no-op
-    await ledger.release(P, "unknown", owner="w1")
+    await ledger.release(
+        P, "k1", owner="w1", token=await token_of(ledger, P, "k1")
+    )  # already free: no-op
+    await ledger.release(P, "unknown", owner="w1", token=await token_of(ledger, P, "unknown"))
 
 
 async def test_release_after_a_final_transition_is_harmless(ledger: Ledger) -> None:
     await start(ledger, "k1")
     await move(ledger, "k1", LedgerState.SUCCEEDED)
     final = await ledger.get(P, "k1")
-    await ledger.release(P, "k1", owner="w1")
+    await ledger.release(P, "k1", owner="w1", token=await token_of(ledger, P, "k1"))
     assert await ledger.get(P, "k1") == final
 
 
@@ -368,16 +536,16 @@ async def test_claim_stranded_takes_free_and_expired_active_rows_oldest_first(
     await start(ledger, "live")
     await start(ledger, "released")
     await move(ledger, "released", LedgerState.PROCESSING)
-    await ledger.release(P, "released", owner="w1")
+    await ledger.release(P, "released", owner="w1", token=await token_of(ledger, P, "released"))
     await start(ledger, "final", lease=LEASE)
     await move(ledger, "final", LedgerState.SUCCEEDED)
-    await ledger.release(P, "final", owner="w1")
+    await ledger.release(P, "final", owner="w1", token=await token_of(ledger, P, "final"))
     await start(ledger, "attention")
     await move(ledger, "attention", LedgerState.NEEDS_ATTENTION, reason="why")
-    await ledger.release(P, "attention", owner="w1")
+    await ledger.release(P, "attention", owner="w1", token=await token_of(ledger, P, "attention"))
     await start(ledger, "other-provider", provider="intellectmoney", lease=EXPIRED)
 
-    claimed = await ledger.claim_stranded(owner="w9", lease_seconds=LEASE, limit=10, provider=P)
+    claimed = await stranded(ledger, owner="w9", lease_seconds=LEASE, limit=10, provider=P)
     assert [r.key for r in claimed] == ["expired", "released"]
     for record in claimed:
         assert record.lease_owner == "w9"
@@ -385,12 +553,13 @@ async def test_claim_stranded_takes_free_and_expired_active_rows_oldest_first(
         assert await ledger.get(P, record.key) == record
     assert claimed[1].state is LedgerState.PROCESSING
     # claimed rows are now live leases: nobody else gets them
-    assert await ledger.claim_stranded(owner="w8", lease_seconds=LEASE, limit=10, provider=P) == []
+    assert await stranded(ledger, owner="w8", lease_seconds=LEASE, limit=10, provider=P) == []
 
-    everywhere = await ledger.claim_stranded(owner="w8", lease_seconds=LEASE, limit=10)
+    everywhere = await stranded(ledger, owner="w8", lease_seconds=LEASE, limit=10)
     assert [(r.provider, r.key) for r in everywhere] == [("intellectmoney", "other-provider")]
 
-    attention = await ledger.claim_stranded(
+    attention = await stranded(
+        ledger,
         owner="w7",
         lease_seconds=LEASE,
         limit=10,
@@ -403,17 +572,57 @@ async def test_claim_stranded_takes_free_and_expired_active_rows_oldest_first(
 async def test_claim_stranded_honours_limit_and_states(ledger: Ledger) -> None:
     for i in range(5):
         await start(ledger, f"k{i}", lease=EXPIRED if i < 4 else LEASE)
-    await ledger.transition(P, "k4", owner="w1", state=LedgerState.CREATED, lease_seconds=EXPIRED)
-    assert await ledger.claim_stranded(owner="w2", lease_seconds=LEASE, limit=0) == []
-    first = await ledger.claim_stranded(owner="w2", lease_seconds=LEASE, limit=2)
+    await ledger.transition(
+        P,
+        "k4",
+        owner="w1",
+        token=await token_of(ledger, P, "k4"),
+        state=LedgerState.CREATED,
+        lease_seconds=EXPIRED,
+    )
+    assert await stranded(ledger, owner="w2", lease_seconds=LEASE, limit=0) == []
+    first = await stranded(ledger, owner="w2", lease_seconds=LEASE, limit=2)
     assert [r.key for r in first] == ["k0", "k1"]
-    created = await ledger.claim_stranded(
-        owner="w2", lease_seconds=LEASE, limit=10, states=frozenset({LedgerState.CREATED})
+    created = await stranded(
+        ledger, owner="w2", lease_seconds=LEASE, limit=10, states=frozenset({LedgerState.CREATED})
     )
     assert [r.key for r in created] == ["k4"]
-    rest = await ledger.claim_stranded(owner="w3", lease_seconds=LEASE, limit=10)
+    rest = await stranded(ledger, owner="w3", lease_seconds=LEASE, limit=10)
     assert [r.key for r in rest] == ["k2", "k3"]
     assert {r.lease_owner for r in rest} == {"w3"}
+
+
+async def test_claim_stranded_skips_excluded_keys_and_takes_dead_owners_rows(
+    ledger: Ledger,
+) -> None:
+    await start(ledger, "a", lease=EXPIRED)
+    await start(ledger, "b", lease=EXPIRED)
+    await start(ledger, "dead", owner="gone")
+    await start(ledger, "alive", owner="here")
+    claims = await ledger.claim_stranded(
+        owner="w2", lease_seconds=LEASE, limit=10, exclude=["a"], dead_owners=["gone", "nobody"]
+    )
+    assert [(c.record.key, c.record.lease_owner) for c in claims] == [("b", "w2"), ("dead", "w2")]
+    assert claims[0].previous_lease_left == 0.0  # it had expired
+    assert claims[1].previous_lease_left == pytest.approx(LEASE, abs=5)
+    assert (await stranded(ledger, owner="w3", lease_seconds=LEASE, limit=10)) == [
+        await ledger.get(P, "a")
+    ]
+
+
+async def test_lease_holders_lists_live_leases_per_owner(ledger: Ledger) -> None:
+    assert await ledger.lease_holders() == []
+    await start(ledger, "a", owner="w1")
+    await start(ledger, "b", owner="w1", lease=LEASE / 2)
+    await start(ledger, "c", owner="w2", lease=EXPIRED)
+    await start(ledger, "d", owner="w3")
+    await move(ledger, "d", LedgerState.SUCCEEDED, owner="w3")
+    await start(ledger, "e", owner="w4", provider="intellectmoney")
+    holders = await ledger.lease_holders(provider=P)
+    assert [(h.owner, h.rows) for h in holders] == [("w1", 2)]
+    a = await ledger.get(P, "a")
+    assert a is not None and holders[0].expires_at == pytest.approx(a.lease_expires_at)
+    assert [h.owner for h in await ledger.lease_holders()] == ["w1", "w4"]
 
 
 async def test_concurrent_claimers_take_disjoint_rows(backend: Backend) -> None:
@@ -424,7 +633,7 @@ async def test_concurrent_claimers_take_disjoint_rows(backend: Backend) -> None:
 
     async def drain(ledger: Ledger, owner: str) -> list[str]:
         keys: list[str] = []
-        while batch := await ledger.claim_stranded(owner=owner, lease_seconds=LEASE, limit=7):
+        while batch := await stranded(ledger, owner=owner, lease_seconds=LEASE, limit=7):
             keys += [record.key for record in batch]
             assert {record.lease_owner for record in batch} == {owner}
         return keys
@@ -567,12 +776,19 @@ async def test_rows_outlive_the_instance_that_wrote_them(backend: Backend) -> No
     assert await second.get(P, "k1") == record
     assert await second.history(P, "k1") == steps
     assert await second.counts() == {LedgerState.PROCESSING: 1}
-    assert await second.claim_stranded(owner="w2", lease_seconds=LEASE, limit=5) == []
+    assert await stranded(second, owner="w2", lease_seconds=LEASE, limit=5) == []
 
 
 async def test_all_active_states_are_resumable(ledger: Ledger) -> None:
     for state in sorted(ACTIVE_STATES):
         await start(ledger, state.value)
-        await ledger.transition(P, state.value, owner="w1", state=state, lease_seconds=EXPIRED)
-    claimed = await ledger.claim_stranded(owner="w2", lease_seconds=LEASE, limit=100)
+        await ledger.transition(
+            P,
+            state.value,
+            owner="w1",
+            token=await token_of(ledger, P, state.value),
+            state=state,
+            lease_seconds=EXPIRED,
+        )
+    claimed = await stranded(ledger, owner="w2", lease_seconds=LEASE, limit=100)
     assert {r.state for r in claimed} == set(ACTIVE_STATES)

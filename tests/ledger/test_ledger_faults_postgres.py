@@ -54,8 +54,10 @@ async def ledger(proxy: FaultyProxy, schema: str) -> AsyncIterator[PostgresLedge
         await opened.aclose()
 
 
-async def begin(ledger: PostgresLedger, key: str) -> None:
-    await ledger.begin("enot", key, "h", {"amount": "1.00"}, owner="w", lease_seconds=30)
+async def begin(ledger: PostgresLedger, key: str) -> int:
+    """Record ``key``'s intent; its lease token."""
+    claim = await ledger.begin("enot", key, "h", {"amount": "1.00"}, owner="w", lease_seconds=30)
+    return claim.record.lease_token
 
 
 class Clock:
@@ -88,16 +90,16 @@ async def test_a_stalled_server_bounds_reads_and_writes(
 async def test_cancelling_a_call_during_a_stall_returns_at_once(
     ledger: PostgresLedger, proxy: FaultyProxy
 ) -> None:
-    await begin(ledger, "k")
+    token = await begin(ledger, "k")
     proxy.stall()
     calls = [
         asyncio.create_task(ledger.get("enot", "k")),
         asyncio.create_task(
             ledger.transition(
-                "enot", "k", owner="w", state=LedgerState.SENDING, lease_seconds=30
+                "enot", "k", owner="w", token=token, state=LedgerState.SENDING, lease_seconds=30
             )
         ),
-        asyncio.create_task(ledger.release("enot", "k", owner="w")),
+        asyncio.create_task(ledger.release("enot", "k", owner="w", token=token)),
     ]
     await asyncio.sleep(0.1)
     clock = Clock()
@@ -152,14 +154,14 @@ async def test_a_short_refusal_is_waited_out_within_the_budget(
 async def test_a_connection_cut_under_a_write_is_unknown(
     ledger: PostgresLedger, proxy: FaultyProxy, schema: str
 ) -> None:
-    await begin(ledger, "k")
+    token = await begin(ledger, "k")
     blocker = await asyncpg.connect(PG_DSN)
     try:
         async with blocker.transaction():
             await blocker.execute(f'SELECT 1 FROM "{schema}".payouts FOR UPDATE')
             move = asyncio.create_task(
                 ledger.transition(
-                    "enot", "k", owner="w", state=LedgerState.SENDING, lease_seconds=30
+                    "enot", "k", owner="w", token=token, state=LedgerState.SENDING, lease_seconds=30
                 )
             )
             await asyncio.sleep(0.1)  # the UPDATE waits for the row lock
@@ -173,7 +175,7 @@ async def test_a_connection_cut_under_a_write_is_unknown(
 async def test_a_row_locked_elsewhere_is_not_written_within_the_bound(
     ledger: PostgresLedger, schema: str
 ) -> None:
-    await begin(ledger, "k")
+    token = await begin(ledger, "k")
     blocker = await asyncpg.connect(PG_DSN)
     try:
         async with blocker.transaction():
@@ -181,7 +183,7 @@ async def test_a_row_locked_elsewhere_is_not_written_within_the_bound(
             clock = Clock()
             with pytest.raises(LedgerNotWrittenError) as locked:
                 await ledger.transition(
-                    "enot", "k", owner="w", state=LedgerState.SENDING, lease_seconds=30
+                    "enot", "k", owner="w", token=token, state=LedgerState.SENDING, lease_seconds=30
                 )
             assert clock.elapsed < TIMEOUT + SLACK
             assert locked.value.code in ("55P03", "57014")  # lock or statement timeout

@@ -32,12 +32,14 @@ async def _claim_everything(kind: str, where: str, owner: str, barrier: Any) -> 
     keys: list[str] = []
     try:
         while batch := await ledger.claim_stranded(owner=owner, lease_seconds=300, limit=4):
-            keys += [record.key for record in batch]
-            for record in batch:  # do a little work on each, as resume() would
+            keys += [claim.record.key for claim in batch]
+            for claim in batch:  # do a little work on each, as resume() would
+                record = claim.record
                 await ledger.transition(
                     record.provider,
                     record.key,
                     owner=owner,
+                    token=record.lease_token,
                     state=LedgerState.SUCCEEDED,
                     lease_seconds=300,
                     note=owner,

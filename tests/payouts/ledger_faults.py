@@ -30,6 +30,7 @@ from payout_async import PayoutResult, PayoutStatus
 from payout_async.ledger import Ledger, LedgerState, SQLiteLedger
 from payout_async.sandbox import Sandbox
 from tests.payouts.support import (
+    SHORT_TIMEOUTS,
     books,
     enot_client,
     enot_request,
@@ -120,8 +121,8 @@ async def run(
     config = fast_config(duplicate_order_id="accept")
     async with (
         Sandbox(config=config) as sandbox,
-        im_client(sandbox.intellectmoney_url) as im,
-        enot_client(sandbox.enot_url) as enot,
+        im_client(sandbox.intellectmoney_url, timeout=SHORT_TIMEOUTS) as im,
+        enot_client(sandbox.enot_url, timeout=SHORT_TIMEOUTS) as enot,
     ):
         im_items = [(f"im-{n}", im_request(f"im-{n}")) for n in range(count)]
         enot_items = [(f"en-{n}", enot_request()) for n in range(count)]

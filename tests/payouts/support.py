@@ -25,9 +25,12 @@ from payout_async.sandbox import SandboxConfig, SandboxCredentials
 
 CARD = "4111111111111111"
 TIMEOUTS = Timeouts(total=2.0, connect=1.0, read=0.3)
+#: For tests with leases of about a second (a lease must outlive a request).
+SHORT_TIMEOUTS = Timeouts(total=0.6, connect=0.3, read=0.3)
 RETRY = RetryPolicy(attempts=4, initial=0.01, maximum=0.05, max_retry_after=0.05)
 POLL = PollPolicy(initial=0.02, multiplier=1.5, maximum=0.1, deadline=10.0)
 GRACE = 0.4  # longer than TIMEOUTS.read: a stalled create is visible by then
+SETTLE = 0.3  # longer than any lag the sandbox shows after an accepted execute here
 
 
 def fast_config(**overrides: Any) -> SandboxConfig:
@@ -45,7 +48,12 @@ def fast_config(**overrides: Any) -> SandboxConfig:
     return SandboxConfig(**settings)
 
 
-def im_client(base_url: str, credentials: SandboxCredentials | None = None) -> IntellectMoneyClient:
+def im_client(
+    base_url: str,
+    credentials: SandboxCredentials | None = None,
+    *,
+    timeout: Timeouts = TIMEOUTS,
+) -> IntellectMoneyClient:
     """An IntellectMoney client for a sandbox at ``base_url`` (the current API)."""
     credentials = credentials or SandboxCredentials()
     return IntellectMoneyClient(
@@ -53,19 +61,24 @@ def im_client(base_url: str, credentials: SandboxCredentials | None = None) -> I
         credentials.im_secret_key,
         bearer_token=credentials.im_bearer_token,
         base_url=base_url,
-        timeout=TIMEOUTS,
+        timeout=timeout,
         retry=RETRY,
     )
 
 
-def enot_client(base_url: str, credentials: SandboxCredentials | None = None) -> EnotClient:
+def enot_client(
+    base_url: str,
+    credentials: SandboxCredentials | None = None,
+    *,
+    timeout: Timeouts = TIMEOUTS,
+) -> EnotClient:
     """An Enot client for a sandbox at ``base_url``."""
     credentials = credentials or SandboxCredentials()
     return EnotClient(
         credentials.enot_user_id,
         credentials.enot_secret_key,
         base_url=base_url,
-        timeout=TIMEOUTS,
+        timeout=timeout,
         retry=RETRY,
     )
 
@@ -73,9 +86,10 @@ def enot_client(base_url: str, credentials: SandboxCredentials | None = None) ->
 def payouts(
     client: IntellectMoneyClient | EnotClient, ledger: Ledger, **kwargs: Any
 ) -> Payouts[Any]:
-    """``Payouts`` tuned for tests (short poll, grace and lease)."""
+    """``Payouts`` tuned for tests (short poll, grace, settle window and lease)."""
     kwargs.setdefault("poll", POLL)
     kwargs.setdefault("reconcile", GRACE)
+    kwargs.setdefault("execute_settle", SETTLE)
     kwargs.setdefault("lease_seconds", 5.0)
     return Payouts(client, ledger, **kwargs)
 
@@ -91,12 +105,12 @@ def enot_request(amount: str = "10.00") -> PayoffRequest:
 
 
 def books(state: Any) -> tuple[Counter[str], Counter[str]]:
-    """(IntellectMoney operations executed per Description, Enot payoffs per order_id)
-    as the sandbox's books hold them."""
-    executed: Counter[str] = Counter(
-        operation.details.description or ""
-        for operation in state.intellectmoney
-        if operation.executed_at is not None
-    )
+    """(IntellectMoney executions per Description, Enot payoffs per order_id) as the
+    sandbox's books hold them. An operation performed twice (the sandbox's
+    ``im_second_execute="pay_again"``) counts twice."""
+    executed: Counter[str] = Counter()
+    for operation in state.intellectmoney:
+        executed[operation.details.description or ""] += operation.executions
+    executed = +executed  # operations never executed are not listed, as before
     created: Counter[str] = Counter(payoff.details.order_id or "" for payoff in state.enot)
     return executed, created

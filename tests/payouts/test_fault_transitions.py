@@ -4,6 +4,7 @@ once, and the ledger agrees with the sandbox's books."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -90,15 +91,22 @@ async def test_same_key_pays_once_and_conflicting_parameters_are_refused(
     assert len(sandbox.state.intellectmoney) == 1
 
 
-async def test_refused_payout_fails_with_the_providers_reason(
+async def test_a_refused_payout_is_rejected_and_its_key_stays_usable(
     sandbox: Sandbox, ledger: SQLiteLedger
 ) -> None:
     async with enot_client(sandbox.enot_url) as client:
-        result = await payouts(client, ledger).pay("too-big", enot_request(amount="999999.00"))
-
-    assert result.status is PayoutStatus.FAILED
-    assert result.reason and "refused" in result.reason
-    assert len(sandbox.state.enot) == 0
+        flow = payouts(client, ledger)
+        result = await flow.pay("too-big", enot_request(amount="999999.00"))
+        assert result.status is PayoutStatus.REJECTED
+        assert result.state is LedgerState.REFUSED
+        assert result.reason and "refused" in result.reason and "тариф" in result.reason
+        assert len(sandbox.state.enot) == 0
+        # The same key, corrected, pays -- once.
+        fixed = await flow.pay("too-big", enot_request(amount="100.00"))
+        assert fixed.status is PayoutStatus.SUCCEEDED
+        assert [p.details.amount for p in sandbox.state.enot] == [Decimal("100.00")]
+        again = await flow.pay("too-big", enot_request(amount="100.00"))
+        assert again.status is PayoutStatus.SUCCEEDED and len(sandbox.state.enot) == 1
 
 
 async def test_provider_failure_ends_failed(ledger: SQLiteLedger) -> None:

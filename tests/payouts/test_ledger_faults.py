@@ -25,7 +25,7 @@ from tests.ledger.support import PG_DSN, drop_schema, require_postgres
 from tests.ledger.test_ledger_faults_sqlite import write_protected
 
 from .ledger_faults import LEASE_SECONDS, Report, pay_many_tasks, run, settle
-from .support import books, fast_config, im_client, im_request, payouts
+from .support import SHORT_TIMEOUTS, books, fast_config, im_client, im_request, payouts
 
 ROOT = Path(__file__).resolve().parents[2]
 PG_TIMEOUT = 0.25
@@ -108,9 +108,10 @@ async def test_cancelling_pay_many_during_a_stall_returns_within_the_bound(
     proxied: tuple[FaultyProxy, PostgresLedger],
 ) -> None:
     proxy, ledger = proxied
-    async with Sandbox(config=fast_config()) as sandbox, im_client(
-        sandbox.intellectmoney_url
-    ) as client:
+    async with (
+        Sandbox(config=fast_config()) as sandbox,
+        im_client(sandbox.intellectmoney_url, timeout=SHORT_TIMEOUTS) as client,
+    ):
         flow = payouts(client, ledger, lease_seconds=LEASE_SECONDS)
         items = [(f"im-{n}", im_request(f"im-{n}")) for n in range(30)]
         first = asyncio.Event()
@@ -166,9 +167,10 @@ def test_sqlite_faults_pay_each_payout_once(fault: str) -> None:
 async def test_a_write_protected_sqlite_ledger_starts_nothing(tmp_path: Path) -> None:
     path = tmp_path / "ledger.db"
     items = [(f"im-{n}", im_request(f"im-{n}")) for n in range(12)]
-    async with Sandbox(config=fast_config()) as sandbox, im_client(
-        sandbox.intellectmoney_url
-    ) as client:
+    async with (
+        Sandbox(config=fast_config()) as sandbox,
+        im_client(sandbox.intellectmoney_url, timeout=SHORT_TIMEOUTS) as client,
+    ):
         async with SQLiteLedger(path) as ledger:
             first = [r async for r in payouts(client, ledger).pay_many(items[:6])]
             assert {r.status for r in first} == {PayoutStatus.SUCCEEDED}

@@ -1,9 +1,10 @@
 """A paying process for the crash and multi-worker tests.
 
 ``python worker.py LEDGER_URL IM_URL ENOT_URL COUNT SEED`` resumes whatever is
-stranded, pays payouts ``p-0 .. p-{COUNT-1}`` (even numbers through IntellectMoney,
-odd through Enot, in an order shuffled by SEED), resumes again and exits. Killing it
-at any instruction must never lead to a payout paid twice.
+stranded (taking over at once the rows of workers that were killed), pays payouts
+``p-0 .. p-{COUNT-1}`` (even numbers through IntellectMoney, odd through Enot, in an
+order shuffled by SEED), resumes and reconciles again and exits. Killing it at any
+instruction must never lead to a payout paid twice.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from tests.payouts.support import (
     payouts,
 )
 
-LEASE_SECONDS = 1.5
+LEASE_SECONDS = 4.0  # the shortest the fence allows with the tests' 2 s timeout
 
 
 def requests(count: int, seed: int) -> tuple[list[tuple[str, Any]], list[tuple[str, Any]]]:
@@ -52,6 +53,7 @@ async def main(ledger_url: str, im_url: str, enot_url: str, count: int, seed: in
             async for _ in flow.pay_many(items, concurrency=25):
                 pass
             await flow.resume()
+            await flow.reconcile()
 
         await asyncio.gather(*(work(flow, items) for flow, items in flows))
     await ledger.aclose()

@@ -26,11 +26,33 @@ def test_options_become_the_config() -> None:
     assert config.fault_routes == frozenset({"enot.create"})
     assert str(config.enot_balance) == "50.5"
     assert config.im_final_after == 1.5  # untouched options keep the config's defaults
+    assert (config.im_execute_lag, config.im_second_execute, config.enot_info_lag) == (
+        0.0,
+        "refuse",
+        0.0,
+    )
+
+
+def test_provider_lag_options() -> None:
+    args = build_parser().parse_args(
+        ["sandbox", "--im-execute-lag", "0.5", "--im-second-execute", "pay_again",
+         "--enot-info-lag", "2"]
+    )  # fmt: skip
+    config = _config(args)
+    assert (config.im_execute_lag, config.im_second_execute, config.enot_info_lag) == (
+        0.5,
+        "pay_again",
+        2.0,
+    )
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["sandbox", "--im-second-execute", "twice"])
 
 
 def test_bad_settings_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["sandbox", "--fault-rate", "3"]) == 2
     assert "fault_rate" in capsys.readouterr().err
+    assert main(["sandbox", "--im-execute-lag", "-1"]) == 2
+    assert "im_execute_lag" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exited:
         main(["sandbox", "--fault-kinds", "nonsense"])
     assert exited.value.code == 2

@@ -20,14 +20,17 @@ from hypothesis import strategies as st
 from payout_async import ValidationError
 from payout_async._validation import (
     check_digits,
+    check_key,
     check_length,
     check_pan,
     check_phone,
     format_amount,
     luhn_ok,
+    normalize_phone,
     parse_amount,
 )
 from payout_async.enot import PayoffRequest
+from payout_async.enot._request import check_service
 from payout_async.intellectmoney import OperationRequest
 
 from .helpers import CARD, PHONE, enot_client, im_client
@@ -67,10 +70,10 @@ BAD_AMOUNTS: list[tuple[object, str]] = [
     ("10000000000", "13 characters"),  # "10000000000.00" is 14 characters
     (Decimal("99999999999.99"), "13 characters"),
     (10**20, "13 characters"),
-    ("NaN", "finite"),
+    ("NaN", "decimal number"),
     (Decimal("NaN"), "finite"),
     (Decimal("sNaN"), "finite"),
-    ("Infinity", "finite"),
+    ("Infinity", "decimal number"),
     (Decimal("-Infinity"), "finite"),
     ("1,000.00", "decimal number"),
     ("50 00", "decimal number"),
@@ -95,16 +98,31 @@ def test_parse_amount_refuses(value: object, rule: str) -> None:
         ("50", "50.00"),
         (50, "50.00"),
         ("0.01", "0.01"),
-        (" 7.5 ", "7.50"),
+        ("7.5", "7.50"),
+        ("007.50", "7.50"),
         (Decimal("5.000"), "5.00"),  # the value has two places; trailing zeros are fine
         (Decimal("9999999999.99"), "9999999999.99"),
-        ("1E+2", "100.00"),
+        (Decimal("1E+2"), "100.00"),  # a Decimal is a value, not text
     ],
 )
 def test_parse_amount_accepts_and_formats(value: object, expected: str) -> None:
     amount = parse_amount(value)
     assert isinstance(amount, Decimal)
     assert format_amount(amount) == expected
+
+
+# Text is ASCII digits, an optional point and at most two decimals, nothing else (issue 17).
+LOOSE_AMOUNT_TEXT = [
+    "1_000", "1e3", "1E+2", "+5", "5.", ".5", " 7.5 ", "7.5\n", "５０", "١٠", "٥.٠٠", "1 000",
+    "0x10", "5.000", "--5",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("text", LOOSE_AMOUNT_TEXT)
+def test_parse_amount_refuses_loose_text(text: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        parse_amount(text)
+    assert caught.value.field == "amount"
 
 
 @pytest.mark.parametrize(("value", "rule"), BAD_AMOUNTS[:20])
@@ -380,3 +398,92 @@ def test_validation_error_is_a_value_error_naming_the_rule() -> None:
         parse_amount("1.234")
     assert isinstance(caught.value, ValidationError)
     assert caught.value.rule == "must have at most two decimal places"
+
+
+# --- keys, phones, Enot wallets and services (issue 17) --------------------------------
+
+
+@pytest.mark.parametrize(
+    "key", ["withdrawal-42", "mk[/]-1", "[bold red]mk-2[/bold red]", "café", "заказ 7", "a b"]
+)
+def test_check_key_accepts_visible_nfc_keys(key: str) -> None:
+    assert check_key(key) == key
+
+
+@pytest.mark.parametrize(
+    ("key", "rule"),
+    [
+        ("k\u200b1", "U+200B"),  # zero-width space
+        ("k\u200d1", "U+200D"),  # zero-width joiner
+        ("\ufeffk1", "U+FEFF"),  # byte-order mark
+        ("k\x001", "U+0000"),
+        ("k\n1", "U+000A"),
+        ("k\t1", "U+0009"),
+        ("k\u00a01", "U+00A0"),  # no-break space
+        ("k\u31641", "U+3164"),  # Hangul filler: a letter that renders as nothing
+        ("k\ufe0f1", "U+FE0F"),  # variation selector
+        ("cafe\u0301", "NFC"),  # decomposed é
+        (" k1", "space"),
+        ("k1 ", "space"),
+        ("", "non-empty"),
+    ],
+)
+def test_check_key_refuses_invisible_differences(key: str, rule: str) -> None:
+    with pytest.raises(ValidationError, match=re.escape(rule)) as caught:
+        check_key(key)
+    assert caught.value.field == "key"
+
+
+def test_check_key_refuses_non_strings() -> None:
+    with pytest.raises(ValidationError, match="non-empty string"):
+        check_key(42)
+
+
+@pytest.mark.parametrize(
+    ("written", "normal"),
+    [
+        ("+7 (900) 123-45-67", "+79001234567"),
+        ("7 900 123 45 67", "79001234567"),
+        ("+7.900.123.45.67", "+79001234567"),
+        ("+7\u00a0900\u2011123\u201345\u201367", "+79001234567"),
+        ("79001234567", "79001234567"),
+    ],
+)
+def test_normalize_phone(written: str, normal: str) -> None:
+    assert normalize_phone(written) == normal
+
+
+@pytest.mark.parametrize(
+    "written",
+    ["+7 900 abc 45 67", "+7900", "８９００１２３４５６７", "7+9001234567", "", "++79001234567"],
+)
+def test_normalize_phone_refuses(written: str) -> None:
+    with pytest.raises(ValidationError):
+        normalize_phone(written, "recipient")
+
+
+@pytest.mark.parametrize(
+    ("service", "wallet", "rule"),
+    [
+        ("card", "4111111111111112", "Luhn"),
+        ("CARD", "4111 1111 1111 1111", "digits"),
+        ("sbp", "not-a-phone", "phone"),
+        ("qiwi", "+7900", "phone"),
+        ("card ", CARD, "service code"),
+    ],
+)
+def test_enot_wallet_rules_by_service(service: str, wallet: str, rule: str) -> None:
+    with pytest.raises(ValidationError, match=rule):
+        PayoffRequest(service=service, wallet_to=wallet, amount=1, sbp_bank_id="100000000004")
+
+
+def test_enot_other_services_keep_free_wallets() -> None:
+    assert PayoffRequest(service="usdt_trc20", wallet_to="TXyz", amount=1).wallet_to == "TXyz"
+
+
+def test_check_service_knows_the_documented_services_and_allows_more() -> None:
+    for service in ("card", "SBP", "qiwi", "usdt_trc20", "garantex"):
+        check_service(service)
+    with pytest.raises(ValidationError, match="unknown service 'cardd'"):
+        check_service("cardd")
+    check_service("usdt_erc20", allowed=["USDT_ERC20"])

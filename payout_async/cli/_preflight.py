@@ -1,0 +1,161 @@
+"""Checks ``batch`` makes before anything is sent (the dry run makes the same ones).
+
+- Against the ledger: a key already recorded with other parameters is a bad row (the
+  real run would refuse it, after paying the others).
+- Against the per-user key registry: keys noted for another ledger that this one does
+  not hold mean the file is being paid through the wrong ledger.
+- Against Enot, for a new ledger: a payoff that already exists for one of the file's
+  first order_ids means the same.
+- Against each provider (one read each): a base URL that cannot be reached, or
+  credentials the provider refuses outright, stop the run before anything is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+
+from .._errors import (
+    APIError,
+    AuthenticationError,
+    NotFoundError,
+    PayoutError,
+    PermissionDeniedError,
+    RequestNotSentError,
+)
+from ..enot import EnotClient, PayoffRequest
+from ..intellectmoney import IntellectMoneyClient
+from ..ledger import Ledger, PayoutRecord, params_hash
+from ..payouts import order_id_for
+from ..payouts._orchestrator import _request_params
+from ._args import CLIError
+from ._batch_file import BadRow, BatchRow
+from ._console import say
+from ._registry import KeyRegistry
+
+__all__ = ["Known", "check_elsewhere", "check_reachable", "known_rows", "probe_enot", "remember"]
+
+_GET_AT_ONCE = 64
+_PROBES = 3
+
+
+def intent_hash(row: BatchRow) -> str:
+    """The parameters hash ``Payouts.pay`` records for this row."""
+    params = _request_params(row.request)
+    if isinstance(row.request, PayoffRequest):
+        params["order_id"] = row.request.order_id or order_id_for(row.key)
+    return params_hash(params)
+
+
+@attrs.frozen
+class Known:
+    """What the ledger already holds of a file: its rows, and the rows it refuses."""
+
+    records: dict[tuple[str, str], PayoutRecord]
+    conflicts: list[BadRow]
+
+
+async def known_rows(ledger: Ledger | None, rows: Sequence[BatchRow], key_column: str) -> Known:
+    """The file's rows the ledger already holds; the ones recorded with other
+    parameters are bad rows (``IdempotencyConflictError`` in the real run)."""
+    records: dict[tuple[str, str], PayoutRecord] = {}
+    conflicts: list[BadRow] = []
+    if ledger is None:
+        return Known(records, conflicts)
+    for start in range(0, len(rows), _GET_AT_ONCE):
+        chunk = rows[start : start + _GET_AT_ONCE]
+        found = await asyncio.gather(*(ledger.get(row.provider, row.key) for row in chunk))
+        for row, record in zip(chunk, found, strict=True):
+            if record is None:
+                continue
+            records[(row.provider, row.key)] = record
+            if record.params_hash != intent_hash(row):
+                conflicts.append(
+                    BadRow(
+                        row.line,
+                        key_column,
+                        f"{row.key!r} is already in the ledger with other parameters "
+                        f"(state {record.state.value}); use a new key for a new payout",
+                    )
+                )
+    return Known(records, conflicts)
+
+
+def check_elsewhere(
+    registry: KeyRegistry, rows: Sequence[BatchRow], known: Known, location: str
+) -> None:
+    """Refuse keys that were paid through another ledger and are not in this one."""
+    fresh = [
+        (row.provider, row.key) for row in rows if (row.provider, row.key) not in known.records
+    ]
+    try:
+        elsewhere = registry.elsewhere(fresh, location)
+    except (OSError, Exception) as error:  # the registry is a safety net, never a blocker
+        say(f"warning: cannot read the key registry {registry.path}: {error}")
+        return
+    if not elsewhere:
+        return
+    ledgers = sorted(set(elsewhere.values()))
+    raise CLIError(
+        f"{len(elsewhere)} of the file's {len(rows)} keys were already paid through another "
+        f"ledger ({', '.join(ledgers)}) and are not in {location}: give that ledger with "
+        "--ledger to finish the batch, or --new-ledger to pay them again"
+    )
+
+
+def remember(registry: KeyRegistry, rows: Sequence[BatchRow], location: str) -> None:
+    """Note the keys about to be paid through ``location``."""
+    try:
+        registry.remember([(row.provider, row.key) for row in rows], location)
+    except Exception as error:
+        say(f"warning: cannot write the key registry {registry.path}: {error}")
+
+
+async def probe_enot(client: EnotClient, rows: Sequence[BatchRow]) -> None:
+    """For a new ledger: look the first Enot order_ids up. A payoff that exists means
+    the file was paid through another ledger; refused credentials end the run before
+    anything is sent. Costs one ``payoff/info`` call per probe (at most three)."""
+    for row in [row for row in rows if row.provider == "enot"][:_PROBES]:
+        request: Any = row.request
+        order_id = request.order_id or order_id_for(row.key)
+        try:
+            await client.get_payoff(order_id=order_id)
+        except NotFoundError:
+            continue
+        except (AuthenticationError, PermissionDeniedError) as error:
+            raise CLIError(f"enot refused the credentials: {error}") from None
+        except PayoutError as error:
+            say(f"warning: cannot look order_id {order_id!r} up at enot ({error}); going on")
+            return
+        raise CLIError(
+            f"enot already has a payoff for order_id {order_id!r} (key {row.key!r}), but this "
+            "is a new ledger: the file was paid through another ledger; give it with --ledger, "
+            "or --new-ledger to go on (each Enot payoff is still looked up before it is created)"
+        )
+
+
+async def check_reachable(client: IntellectMoneyClient | EnotClient, provider: str) -> None:
+    """One read that moves no money: Enot's balance, IntellectMoney's state of an
+    operation that does not exist. Nothing reaching the provider, or its refusing the
+    credentials, ends the run (exit 2) instead of failing payout by payout. Any other
+    answer proves the provider is there (IntellectMoney's read is signed like its
+    siblings but the documents do not publish its signature, so only a transport
+    failure or an explicit authentication refusal counts)."""
+    try:
+        if isinstance(client, EnotClient):
+            await client.get_balance()
+        else:
+            await client.get_operation_state(str(uuid.uuid4()))
+    except RequestNotSentError as error:
+        raise CLIError(f"cannot reach {provider} (check its base URL): {error}") from None
+    except AuthenticationError as error:
+        raise CLIError(f"{provider} refused the credentials: {error}") from None
+    except PermissionDeniedError as error:
+        if isinstance(client, EnotClient):
+            raise CLIError(f"{provider} refused the credentials: {error}") from None
+    except (APIError, PayoutError):
+        return

@@ -1,0 +1,140 @@
+"""``payout-async status [KEY]``: what the ledger holds, without changing it."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+from typing import Any
+
+from ..ledger import Ledger, LedgerState, PayoutRecord
+from ._args import CLIError
+from ._batch_file import PROVIDERS
+from ._console import Column, literal, render_table, show, terminal_width
+from ._leases import leased_rows, print_leases, until
+from ._location import locate, open_ledger, require_existing
+from ._report import EXIT_OK
+from ._runner import run_async
+from ._setup import add_ledger_option, add_output_options, settings
+from ._views import document, payout_from_record
+
+__all__ = ["register"]
+
+_PROBLEM_COLUMNS = (
+    Column("key"),
+    Column("provider"),
+    Column("state"),
+    Column("reason", "wrap", minimum=24),
+)
+_HISTORY_COLUMNS = (
+    Column("at"),
+    Column("from"),
+    Column("to"),
+    Column("note", "wrap", minimum=20),
+)
+
+
+def _problem_states() -> list[LedgerState]:
+    return [
+        LedgerState.REFUSED,
+        LedgerState.NEEDS_ATTENTION,
+        LedgerState.FAILED,
+        LedgerState.CANCELLED,
+    ]
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``status`` subcommand."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "status",
+        help="rows by state, failed and refused rows with reasons, leases; or one key",
+        description="Show how many payouts are in each state, every failed, refused or "
+        "needs_attention row with its reason, and the rows other workers hold; or one "
+        "key's row (amount, masked recipient) and its history. Never changes the ledger.",
+    )
+    parser.add_argument("key", nargs="?", help="show this idempotency key")
+    parser.add_argument("--provider", choices=PROVIDERS, help="only this provider")
+    add_ledger_option(parser)
+    add_output_options(parser)
+    parser.set_defaults(run=lambda args: run_async(lambda: _status(args)))
+
+
+def _when(timestamp: float | None) -> str:
+    if timestamp is None:
+        return ""
+    return datetime.datetime.fromtimestamp(timestamp).isoformat(sep=" ", timespec="seconds")
+
+
+async def _status(args: argparse.Namespace) -> int:
+    config = settings(args)
+    place = await locate(config.ledger)
+    require_existing(place, "status")
+    # TODO(merge main, issue 16): open read-only once SQLiteLedger can.
+    ledger = await open_ledger(place)
+    try:
+        providers = [args.provider] if args.provider else list(PROVIDERS)
+        if args.key:
+            return await _show_key(ledger, place.location, providers, args)
+        tallies = {provider: await ledger.counts(provider=provider) for provider in providers}
+        problems: list[PayoutRecord] = []
+        for state in _problem_states():
+            for provider in providers:
+                problems += await ledger.records(provider=provider, state=state)
+        leased = await leased_rows(ledger, providers)
+    finally:
+        await ledger.aclose()
+    if args.json:
+        table = {p: {s.value: tallies[p].get(s, 0) for s in LedgerState} for p in providers}
+        show(document("status", place.location, counts=table,
+                      payouts=[payout_from_record(r) for r in problems],
+                      leased=[payout_from_record(r) for r in leased]))  # fmt: skip
+        return EXIT_OK
+    columns = (Column("state"), *(Column(p) for p in providers))
+    rows = [(s.value, *(str(tallies[p].get(s, 0)) for p in providers)) for s in LedgerState]
+    width = terminal_width()
+    for line in render_table(columns, rows, width=width):
+        show(line)
+    if problems:
+        show()
+        show(f"{len(problems)} payout(s) failed, were refused or need attention:")
+        rows = [
+            (r.key, r.provider, r.state.value, r.reason or r.last_error or "") for r in problems
+        ]
+        for line in render_table(_PROBLEM_COLUMNS, rows, width=width):
+            show(line)
+    if leased:
+        show()
+        print_leases(leased)
+    return EXIT_OK
+
+
+async def _show_key(
+    ledger: Ledger, location: str, providers: list[str], args: argparse.Namespace
+) -> int:
+    found = []
+    for provider in providers:
+        record = await ledger.get(provider, args.key)
+        if record is not None:
+            found.append((record, await ledger.history(provider, args.key)))
+    if not found:
+        raise CLIError(f"no payout with key {args.key!r} in {location}")
+    if args.json:
+        show(document("status", location,
+                      payouts=[payout_from_record(r, h) for r, h in found]))  # fmt: skip
+        return EXIT_OK
+    width = terminal_width()
+    for record, history in found:
+        view = payout_from_record(record)
+        view["lease_expires_at"] = until(record.lease_expires_at) if record.lease_owner else None
+        view["created_at"] = _when(record.created_at)
+        view["updated_at"] = _when(record.updated_at)
+        for name, value in view.items():
+            show(f"{name:>16}: {literal(value if value is not None else '')}")
+        rows = [
+            (_when(step.at), "" if step.from_state is None else step.from_state.value,
+             step.to_state.value, step.note or "")
+            for step in history
+        ]  # fmt: skip
+        show()
+        for line in render_table(_HISTORY_COLUMNS, rows, width=width):
+            show(line)
+    return EXIT_OK

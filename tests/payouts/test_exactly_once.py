@@ -1,0 +1,396 @@
+"""The six ways "never twice" broke in 0.1, each attacked directly, on every ledger.
+
+1. the same key twice at once in one process;
+2. an IntellectMoney execute accepted while the operation still reads ``Created``;
+3. the Enot grace period measured on a skewed wall clock;
+4. a worker paused between recording ``sending`` and sending;
+5. one explicit ``order_id`` under two keys, and a payoff found by order_id that is not ours;
+6. ``resume()`` that never ends.
+
+Every test ends with the sandbox's books: nobody paid twice, and every payout that
+can be settled is settled -- ``needs_attention`` is not a pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from payout_async import IdempotencyConflictError, PayoutStatus, PollPolicy
+from payout_async.enot import PayoffRequest
+from payout_async.ledger import Ledger, LedgerState
+from payout_async.sandbox import FaultKind, Sandbox
+from payout_async.testing import pause_before_send
+from tests.ledger.support import BACKENDS, Backend, require_postgres
+
+from .support import (
+    CARD,
+    SHORT_TIMEOUTS,
+    enot_client,
+    enot_request,
+    fast_config,
+    im_client,
+    im_request,
+    payouts,
+)
+
+
+@pytest.fixture(params=BACKENDS)
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
+    if request.param == "postgres":
+        require_postgres()
+    made = Backend(request.param, tmp_path)
+    try:
+        yield made
+    finally:
+        await made.close()
+
+
+def assert_paid_at_most_once(sandbox: Sandbox) -> None:
+    assert sandbox.duplicates() == []
+    assert max(sandbox.paid_per_payout().values(), default=0) <= 1
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], *, seconds: float = 10) -> None:
+    """Wait until ``check()`` holds (polled every 10 ms)."""
+    for _ in range(int(seconds * 100)):
+        if await check():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the condition never held")
+
+
+async def state_of(ledger: Ledger, key: str) -> LedgerState | None:
+    record = await ledger.get("enot", key)
+    return None if record is None else record.state
+
+
+async def paid(sandbox: Sandbox, provider: str, name: str) -> int:
+    return sandbox.paid_per_payout()[(provider, name)]
+
+
+# -- 1. the same key twice at once -------------------------------------------------------
+
+
+async def test_the_same_key_paid_concurrently_in_one_process_pays_once(backend: Backend) -> None:
+    ledger = await backend.new()
+    async with (
+        Sandbox(config=fast_config()) as sandbox,
+        im_client(sandbox.intellectmoney_url) as im,
+        enot_client(sandbox.enot_url) as enot,
+    ):
+        im_flow, enot_flow = payouts(im, ledger), payouts(enot, ledger)
+        results = await asyncio.gather(
+            *(im_flow.pay("im-42", im_request("im-42")) for _ in range(5)),
+            *(enot_flow.pay("en-42", enot_request()) for _ in range(5)),
+        )
+        assert {r.status for r in results} == {PayoutStatus.SUCCEEDED}
+        assert len({(r.key, r.provider_id) for r in results}) == 2  # everybody saw one payout
+        # The same key with other parameters, while in flight, is still a conflict.
+        first = asyncio.create_task(enot_flow.pay("en-43", enot_request()))
+        await asyncio.sleep(0)
+        with pytest.raises(IdempotencyConflictError):
+            await enot_flow.pay("en-43", enot_request(amount="99.00"))
+        assert (await first).status is PayoutStatus.SUCCEEDED
+        assert_paid_at_most_once(sandbox)
+        assert await paid(sandbox, "intellectmoney", "im-42") == 1
+        assert await paid(sandbox, "enot", "en-42") == 1
+
+
+async def test_a_repeated_key_in_pay_many_is_paid_once_and_reported_twice(
+    backend: Backend,
+) -> None:
+    ledger = await backend.new()
+    async with Sandbox(config=fast_config()) as sandbox, enot_client(sandbox.enot_url) as enot:
+        items = [(f"k{n % 3}", enot_request()) for n in range(9)]
+        results = [r async for r in payouts(enot, ledger).pay_many(items, concurrency=9)]
+        assert sorted(r.key for r in results) == sorted(key for key, _ in items)
+        assert {r.status for r in results} == {PayoutStatus.SUCCEEDED}
+        assert sandbox.paid_per_payout() == {("enot", f"k{n}"): 1 for n in range(3)}
+
+
+async def test_two_payouts_objects_and_resume_racing_one_key_pay_once(backend: Backend) -> None:
+    ledger = await backend.new()
+    async with Sandbox(config=fast_config()) as sandbox, enot_client(sandbox.enot_url) as enot:
+        # Strand a row mid-create: its create was recorded, then the drive was cancelled
+        # before the request left.
+        stranded = payouts(enot, ledger)
+        with pause_before_send(stranded, 30):
+            task = asyncio.create_task(stranded.pay("k", enot_request()))
+            await eventually(lambda: _is(state_of(ledger, "k"), LedgerState.SENDING))
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        await stranded.aclose()  # its lease is given back
+        one, other = payouts(enot, ledger), payouts(enot, ledger)
+        results = await asyncio.gather(
+            one.pay("k", enot_request()),
+            one.resume(),
+            other.pay("k", enot_request()),
+            other.resume(),
+        )
+        await one.resume()  # whichever lost the race reported "in progress"; settle it
+        assert (await one.get("k")) is not None
+        assert (await ledger.get("enot", "k")).state is LedgerState.SUCCEEDED  # type: ignore[union-attr]
+        assert results[0].status in (PayoutStatus.SUCCEEDED, PayoutStatus.PROCESSING)
+        assert sandbox.paid_per_payout() == {("enot", "k"): 1}
+
+
+# -- 2. an accepted execute that still reads Created -------------------------------------
+
+
+@pytest.mark.parametrize("second_execute", ["refuse", "pay_again", "accept"])
+async def test_a_lost_execute_answer_while_created_lags_is_never_repeated(
+    backend: Backend, second_execute: str
+) -> None:
+    ledger = await backend.new()
+    config = fast_config(im_execute_lag=0.5, im_second_execute=second_execute)
+    async with (
+        Sandbox(config=config) as sandbox,
+        im_client(sandbox.intellectmoney_url) as im,
+    ):
+        sandbox.faults.script("im.execute", kind=FaultKind.COMMIT_THEN_CLOSE, nth=1)
+        flow = payouts(im, ledger, execute_settle=1.0)  # longer than the provider's lag
+        result = await flow.pay("im-1", im_request("im-1"))
+        assert result.status is PayoutStatus.SUCCEEDED, result.reason
+        assert [op.executions for op in sandbox.state.intellectmoney] == [1]
+        assert not any(op.deleted for op in sandbox.state.intellectmoney)
+        assert sandbox.paid_per_payout() == {("intellectmoney", "im-1"): 1}
+
+
+async def test_a_refused_execute_is_not_failed_on_one_created_read(backend: Backend) -> None:
+    # The first execute is accepted but its answer lost; while the operation still
+    # reads Created, a second drive's execute is refused. 0.1 deleted the operation and
+    # recorded FAILED here -- and then the first execute paid.
+    ledger = await backend.new()
+    config = fast_config(im_execute_lag=0.6, im_second_execute="refuse")
+    async with (
+        Sandbox(config=config) as sandbox,
+        im_client(sandbox.intellectmoney_url) as im,
+    ):
+        sandbox.faults.script("im.execute", kind=FaultKind.COMMIT_THEN_CLOSE, nth=1)
+        flow = payouts(im, ledger, execute_settle=1.0, max_send_attempts=5)
+        result = await flow.pay("im-1", im_request("im-1"))
+        assert result.status is PayoutStatus.SUCCEEDED, result.reason
+        assert sandbox.paid_per_payout() == {("intellectmoney", "im-1"): 1}
+        assert not any(op.deleted for op in sandbox.state.intellectmoney)
+
+
+async def test_created_that_holds_over_the_settle_window_is_executed_again(
+    backend: Backend,
+) -> None:
+    ledger = await backend.new()
+    async with (
+        Sandbox(config=fast_config()) as sandbox,
+        im_client(sandbox.intellectmoney_url) as im,
+    ):
+        # The first execute never reached the books (dropped before it was read).
+        sandbox.faults.script("im.execute", kind=FaultKind.CLOSE_BEFORE_READ, nth=1)
+        result = await payouts(im, ledger).pay("im-1", im_request("im-1"))
+        assert result.status is PayoutStatus.SUCCEEDED and result.attempts == 2
+        notes = [step.note for step in await ledger.history("intellectmoney", "im-1")]
+        assert any(note and "settle window" in note for note in notes)
+        assert sandbox.paid_per_payout() == {("intellectmoney", "im-1"): 1}
+
+
+# -- 3. the grace period on a skewed clock ------------------------------------------------
+
+
+async def test_a_worker_with_a_skewed_wall_clock_waits_the_whole_grace(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Enot shows a new payoff only after 0.6 s, within the 1 s grace. Worker A loses the
+    # create answer and stops; worker B, whose wall clock runs an hour ahead, takes the
+    # row over. 0.1 saw the grace as long spent and created the payoff again at once.
+    ledger_a, ledger_b = await backend.new(), await backend.new()
+    config = fast_config(enot_info_lag=0.6, duplicate_order_id="accept")
+    async with Sandbox(config=config) as sandbox, enot_client(sandbox.enot_url) as enot:
+        sandbox.faults.script("enot.create", kind=FaultKind.COMMIT_THEN_CLOSE, nth=1)
+        worker_a = payouts(enot, ledger_a, reconcile=1.0)
+        task = asyncio.create_task(worker_a.pay("k", enot_request()))
+
+        async def answer_lost() -> bool:
+            record = await ledger_a.get("enot", "k")
+            return record is not None and record.last_error is not None
+
+        await eventually(answer_lost)
+        task.cancel()  # A stops while it reconciles: its lease is given back
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await worker_a.aclose()
+
+        skewed = time.time
+        monkeypatch.setattr(time, "time", lambda: skewed() + 3600)
+        worker_b = payouts(enot, ledger_b, reconcile=1.0)
+        [result] = await worker_b.resume()
+        monkeypatch.undo()
+        assert result.status is PayoutStatus.SUCCEEDED, result.reason
+        assert sandbox.paid_per_payout() == {("enot", "k"): 1}
+        assert len(sandbox.state.enot) == 1
+
+
+# -- 4. a paused worker ------------------------------------------------------------------
+
+
+async def test_a_worker_paused_past_its_lease_does_not_send_after_a_takeover(
+    backend: Backend,
+) -> None:
+    ledger_a, ledger_b = await backend.new(), await backend.new()
+    config = fast_config(duplicate_order_id="accept", im_second_execute="pay_again")
+    async with (
+        Sandbox(config=config) as sandbox,
+        enot_client(sandbox.enot_url, timeout=SHORT_TIMEOUTS) as enot,
+        im_client(sandbox.intellectmoney_url, timeout=SHORT_TIMEOUTS) as im,
+    ):
+        for client, key, request in (
+            (enot, "en-1", enot_request()),
+            (im, "im-1", im_request("im-1")),
+        ):
+            worker_a = payouts(client, ledger_a, lease_seconds=1.0)
+            with pause_before_send(worker_a, 2.5) as paused:  # a GC pause, SIGSTOP...
+                frozen = asyncio.create_task(worker_a.pay(key, request))
+                await eventually(lambda: _true(bool(paused)))
+                await asyncio.sleep(1.1)  # A's lease has run out; B takes the row over
+                [taken] = await payouts(client, ledger_b, lease_seconds=1.0).resume()
+                thawed = await frozen  # A wakes up, and its fence stops the request
+            assert taken.status is PayoutStatus.SUCCEEDED, taken.reason
+            assert thawed.status is PayoutStatus.SUCCEEDED  # A reports the row as it is
+        assert sandbox.paid_per_payout() == {("enot", "en-1"): 1, ("intellectmoney", "im-1"): 1}
+        assert_paid_at_most_once(sandbox)
+
+
+async def test_a_paused_worker_whose_lease_nobody_took_renews_and_sends(
+    backend: Backend,
+) -> None:
+    ledger = await backend.new()
+    async with (
+        Sandbox(config=fast_config()) as sandbox,
+        enot_client(sandbox.enot_url, timeout=SHORT_TIMEOUTS) as enot,
+    ):
+        worker = payouts(enot, ledger, lease_seconds=1.0)
+        with pause_before_send(worker, 1.5):
+            result = await worker.pay("k", enot_request())
+        assert result.status is PayoutStatus.SUCCEEDED and result.attempts == 1
+        assert sandbox.paid_per_payout() == {("enot", "k"): 1}
+
+
+# -- 5. order_id belongs to one key ------------------------------------------------------
+
+
+async def test_one_explicit_order_id_under_two_keys_is_a_conflict(backend: Backend) -> None:
+    ledger = await backend.new()
+    async with Sandbox(config=fast_config()) as sandbox, enot_client(sandbox.enot_url) as enot:
+        flow = payouts(enot, ledger)
+        shared = PayoffRequest(service="card", wallet_to=CARD, amount=Decimal("10"), order_id="o")
+        assert (await flow.pay("first", shared)).status is PayoutStatus.SUCCEEDED
+        with pytest.raises(IdempotencyConflictError, match="order_id 'o'"):
+            await flow.pay("second", shared)
+        assert await ledger.get("enot", "second") is None
+        # pay_many reports it as a rejected row and pays the others.
+        results = [r async for r in flow.pay_many([("second", shared), ("third", enot_request())])]
+        assert {(r.key, r.status) for r in results} == {
+            ("second", PayoutStatus.REJECTED),
+            ("third", PayoutStatus.SUCCEEDED),
+        }
+        assert sandbox.paid_per_payout() == {("enot", "o"): 1, ("enot", "third"): 1}
+
+
+@pytest.mark.parametrize("lookup_before_create", [False, True])
+async def test_a_payoff_found_by_order_id_that_is_not_this_payout_is_not_adopted(
+    backend: Backend, lookup_before_create: bool
+) -> None:
+    ledger = await backend.new()
+    config = fast_config(duplicate_order_id="accept")
+    async with Sandbox(config=config) as sandbox, enot_client(sandbox.enot_url) as enot:
+        # Somebody else's payoff already carries our order_id, for another amount.
+        await enot.create_payoff("card", CARD, Decimal("50.00"), order_id="o-7")
+        if not lookup_before_create:  # our create's outcome is unknown: look it up
+            sandbox.faults.script("enot.create", kind=FaultKind.HTTP_504, nth=2)
+        flow = payouts(enot, ledger, lookup_before_create=lookup_before_create)
+        request = PayoffRequest(
+            service="card", wallet_to=CARD, amount=Decimal("10"), order_id="o-7"
+        )
+        result = await flow.pay("mine", request)
+        assert result.status is PayoutStatus.NEEDS_ATTENTION
+        assert result.reason is not None and "amount is 50" in result.reason
+        assert CARD not in result.reason
+        assert len(sandbox.state.enot) == 1  # nothing of ours was created
+
+
+async def test_lookup_before_create_adopts_a_matching_payoff(backend: Backend) -> None:
+    ledger = await backend.new()
+    async with Sandbox(config=fast_config()) as sandbox, enot_client(sandbox.enot_url) as enot:
+        await enot.create_payoff_from(enot_request(), order_id="o-8")  # paid before, by hand
+        flow = payouts(enot, ledger, lookup_before_create=True)
+        request = PayoffRequest(
+            service="card", wallet_to=CARD, amount=Decimal("10"), order_id="o-8"
+        )
+        result = await flow.pay("mine", request)
+        assert result.status is PayoutStatus.SUCCEEDED and result.attempts == 0
+        assert len(sandbox.state.enot) == 1
+
+
+# -- 6. resume() and reconcile() end -----------------------------------------------------
+
+
+async def test_resume_drives_each_row_once_however_slow(backend: Backend) -> None:
+    # Payoffs that stay "wait" for minutes, a lease of one second and polls that take
+    # longer than that: 0.1 claimed the same rows again and again, forever.
+    ledger = await backend.new()
+    async with (
+        Sandbox(config=fast_config(enot_final_after=600)) as sandbox,
+        enot_client(sandbox.enot_url, timeout=SHORT_TIMEOUTS) as enot,
+    ):
+        slow = PollPolicy(initial=0.05, maximum=0.1, deadline=1.5)
+        flow = payouts(enot, ledger, lease_seconds=1.0, poll=slow)
+        keys = [f"k{n}" for n in range(12)]
+        first = [r async for r in flow.pay_many([(k, enot_request()) for k in keys])]
+        assert {r.status for r in first} == {PayoutStatus.PROCESSING}
+        resumed = await asyncio.wait_for(flow.resume(concurrency=3, batch=4), timeout=60)
+        assert sorted(r.key for r in resumed) == sorted(keys)
+        assert {r.status for r in resumed} == {PayoutStatus.PROCESSING}
+        assert len(sandbox.state.enot) == len(keys)
+
+
+async def test_reconcile_reports_a_row_a_webhook_settled_meanwhile(backend: Backend) -> None:
+    ledger = await backend.new()
+    async with Sandbox(config=fast_config()) as sandbox, enot_client(sandbox.enot_url) as enot:
+        sandbox.faults.script("enot.create", kind=FaultKind.HTTP_500, nth=1)
+        flow = payouts(enot, ledger, max_send_attempts=1)
+        parked = await flow.pay("k", enot_request())
+        assert parked.status is PayoutStatus.NEEDS_ATTENTION
+        settle = SettleOnHistory(ledger)
+        results = await payouts(enot, settle).reconcile()  # type: ignore[arg-type]
+        assert [(r.key, r.status) for r in results] == [("k", PayoutStatus.SUCCEEDED)]
+
+
+async def _is(value: Awaitable[object], expected: object) -> bool:
+    return await value is expected
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+class SettleOnHistory:
+    """A ledger through which a webhook settles every row just as reconcile() reads it."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ledger, name)
+
+    async def history(self, provider: str, key: str) -> Any:
+        record = await self._ledger.get(provider, key)
+        assert record is not None and record.order_id is not None
+        await self._ledger.settle_by_order_id(
+            provider, record.order_id, state=LedgerState.SUCCEEDED, provider_status="success"
+        )
+        return await self._ledger.history(provider, key)
