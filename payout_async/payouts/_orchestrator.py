@@ -371,8 +371,9 @@ class Payouts(Generic[Request]):
     async def _attention(self, key: str, error: BaseException) -> PayoutResult:
         """The result of a payout that failed with ``error``, as the ledger holds it
         now: ``NOT_STARTED`` when it has no row (the intent is recorded before anything
-        is sent, so nothing was), else ``NEEDS_ATTENTION`` with the row -- or without
-        it, when the ledger cannot be read either. Never raises."""
+        is sent, so nothing was), the row's own result when it is final, else
+        ``NEEDS_ATTENTION`` with the row -- or without it, when the ledger cannot be
+        read either. Never raises."""
         reason = f"{type(error).__name__}: {error}"
         try:
             record = await self.ledger.get(self.provider, key)
@@ -387,6 +388,8 @@ class Payouts(Generic[Request]):
             )
         if record is None:
             return PayoutResult.not_started(key, self.provider, error)
+        if record.state.is_final:  # settled after all (a webhook, say): that is the news
+            return PayoutResult.from_record(record)
         return attrs.evolve(
             PayoutResult.from_record(record), status=PayoutStatus.NEEDS_ATTENTION, reason=reason
         )

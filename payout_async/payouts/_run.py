@@ -10,7 +10,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from .._errors import ConfigurationError
-from ..ledger import Claim, LeaseLostError, Ledger, LedgerState, PayoutRecord
+from ..ledger import (
+    Claim,
+    LeaseLostError,
+    Ledger,
+    LedgerError,
+    LedgerOutcomeUnknownError,
+    LedgerState,
+    PayoutRecord,
+)
 
 __all__ = ["Run", "fence_margin"]
 
@@ -88,21 +96,46 @@ class Run:
 
         Every ledger finishes a transition it has started even when the caller is
         cancelled (the ``Ledger.transition`` contract), so no shield is needed here.
+        A transition the ledger did not write raises (the drive stops at the last
+        recovery point); one whose commit is unknown is read back (``_landed``).
         """
         started = time.monotonic()
-        self.record = await self.ledger.transition(
-            self.record.provider,
-            self.record.key,
-            owner=self.owner,
-            token=self.token,
-            state=state,
-            lease_seconds=self.lease_seconds,
-            note=note,
-            add_attempt=add_attempt,
-            **changes,
-        )
+        try:
+            self.record = await self.ledger.transition(
+                self.record.provider,
+                self.record.key,
+                owner=self.owner,
+                token=self.token,
+                state=state,
+                lease_seconds=self.lease_seconds,
+                note=note,
+                add_attempt=add_attempt,
+                **changes,
+            )
+        except LedgerOutcomeUnknownError as error:
+            self.record = await self._landed(state, error)
         self.lease_valid_until = started + self.lease_seconds
         return self.record
+
+    async def _landed(self, state: LedgerState, error: LedgerOutcomeUnknownError) -> PayoutRecord:
+        """The row, if it shows that this drive's transition to ``state`` committed
+        after all; ``LeaseLostError`` if another drive has it now; else ``error``: the
+        drive stops here, and should the write still land later, that is a commit
+        followed by a crash, which ``resume()`` handles (and once the lease is given
+        back or taken over, the fence turns such a late write away)."""
+        try:
+            row = await self.ledger.get(self.record.provider, self.record.key)
+        except LedgerError:
+            raise error from None
+        if row is None:
+            raise error
+        ended = state.is_final and row.lease_owner is None  # a final move ends the lease
+        taken = row.lease_token != self.token or (row.lease_owner != self.owner and not ended)
+        if taken or (row.state.is_final and row.state is not state):
+            raise LeaseLostError(f"{row.key} is not this drive's to move any more") from error
+        if row.state is state and row.updated_at != self.record.updated_at:
+            return row
+        raise error
 
     async def give_up(self, reason: str, error: BaseException | None = None) -> PayoutRecord:
         """Park the row in ``needs_attention``: ``reason`` (and ``error``) say why."""
