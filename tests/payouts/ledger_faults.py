@@ -2,8 +2,10 @@
 sandbox's books (shared by tests/payouts/test_ledger_faults.py and, for the faults that
 must run in a process of their own, run as a script).
 
-``python -m tests.payouts.ledger_faults FAULT [--count N] [--concurrency C]`` runs one
-SQLite fault (``sqlite-disk-full``, ``sqlite-lock``) and prints its ``Report`` as JSON.
+``python -m tests.payouts.ledger_faults FAULT [--count N] [--concurrency C] [--timeout S]
+[--hold S]`` runs one fault (``postgres-cut``, ``-refuse``, ``-stall``, ``-flap``,
+``sqlite-disk-full``, ``sqlite-lock``) and prints its ``Report`` as JSON; the SQLite ones
+run that way in the test suite too (``RLIMIT_FSIZE`` limits the whole process).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import signal
 import sys
 import tempfile
 import time
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -27,8 +30,10 @@ import attrs
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from payout_async import PayoutResult, PayoutStatus
-from payout_async.ledger import Ledger, LedgerState, SQLiteLedger
+from payout_async.ledger import Ledger, LedgerState, PostgresLedger, SQLiteLedger
 from payout_async.sandbox import Sandbox
+from tests.ledger.proxy import FaultyProxy
+from tests.ledger.support import PG_DSN, drop_schema, require_postgres
 from tests.payouts.support import (
     SHORT_TIMEOUTS,
     books,
@@ -175,6 +180,63 @@ async def run(
         return report
 
 
+# -- PostgreSQL faults, through a proxy ------------------------------------------------
+
+
+def cut(proxy: FaultyProxy, *, after: float = 0.15, hold: float = 0.3) -> Fault:
+    """Every connection cut ``after`` seconds in, and again each ``after`` seconds for
+    ``hold`` seconds."""
+
+    async def fault() -> None:
+        await asyncio.sleep(after)
+        proxy.cut()
+        for _ in range(round(hold / after)):
+            await asyncio.sleep(after)
+            proxy.cut()
+
+    return fault
+
+
+def refuse(proxy: FaultyProxy, *, after: float = 0.15, hold: float = 0.8) -> Fault:
+    """The server down (connections cut, new ones refused) for ``hold`` seconds."""
+
+    async def fault() -> None:
+        await asyncio.sleep(after)
+        await proxy.refuse()
+        proxy.cut()
+        await asyncio.sleep(hold)
+        await proxy.accept()
+
+    return fault
+
+
+def stall(proxy: FaultyProxy, *, after: float = 0.15, hold: float = 2.0) -> Fault:
+    """No byte moves either way for ``hold`` seconds."""
+
+    async def fault() -> None:
+        await asyncio.sleep(after)
+        proxy.stall()
+        await asyncio.sleep(hold)
+        proxy.unstall()
+
+    return fault
+
+
+def flap(proxy: FaultyProxy, *, after: float = 0.1, hold: float = 1.0) -> Fault:
+    """0.1 s outages every 0.25 s for ``hold`` seconds."""
+
+    async def fault() -> None:
+        await asyncio.sleep(after)
+        proxy.flap(up=0.15, down=0.1)
+        await asyncio.sleep(hold)
+        await proxy.steady()
+
+    return fault
+
+
+POSTGRES_FAULTS = {"cut": cut, "refuse": refuse, "stall": stall, "flap": flap}
+
+
 # -- SQLite faults that need a process of their own -----------------------------------
 
 
@@ -203,7 +265,7 @@ conn.execute("COMMIT")
 """
 
 
-def locked_by_another_process(path: Path, *, after: float = 0.15, hold: float = 0.8) -> Fault:
+def locked_by_another_process(path: Path, *, after: float = 0.15, hold: float = 1.5) -> Fault:
     """After ``after`` seconds another process holds the ledger's write lock for
     ``hold`` seconds."""
 
@@ -230,25 +292,44 @@ async def sqlite_ledger(path: Path, busy_timeout: float) -> AsyncIterator[SQLite
         await ledger.aclose()
 
 
-async def _main(fault_name: str, count: int, concurrency: int, busy_timeout: float) -> Report:
+async def _main(fault_name: str, options: argparse.Namespace) -> Report:
+    size = {"count": options.count, "concurrency": options.concurrency}
+    timing = {} if options.hold is None else {"hold": options.hold}
+    if fault_name.startswith("postgres-"):
+        require_postgres()
+        schema = f"ledger_fault_{uuid.uuid4().hex[:12]}"
+        async with FaultyProxy(PG_DSN) as proxy:
+            ledger = PostgresLedger(
+                proxy.dsn, schema=schema, command_timeout=options.timeout, max_connections=10
+            )
+            try:
+                await ledger.open()
+                fault = POSTGRES_FAULTS[fault_name.removeprefix("postgres-")](proxy, **timing)
+                return await run(fault_name, ledger, fault, **size)
+            finally:
+                await ledger.aclose()
+                await drop_schema(schema)
     with tempfile.TemporaryDirectory() as directory:
         path = Path(directory) / "ledger.db"
         faults = {"sqlite-disk-full": disk_full, "sqlite-lock": locked_by_another_process}
-        async with sqlite_ledger(path, busy_timeout) as ledger:
-            return await run(
-                fault_name, ledger, faults[fault_name](path), count=count, concurrency=concurrency
-            )
+        async with sqlite_ledger(path, options.timeout) as ledger:
+            return await run(fault_name, ledger, faults[fault_name](path, **timing), **size)
 
+
+FAULT_NAMES = [f"postgres-{name}" for name in POSTGRES_FAULTS] + [
+    "sqlite-disk-full",
+    "sqlite-lock",
+]
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("fault", choices=["sqlite-disk-full", "sqlite-lock"])
-    parser.add_argument("--count", type=int, default=20)
+    parser.add_argument("fault", choices=FAULT_NAMES)
+    parser.add_argument("--count", type=int, default=20, help="payouts per provider")
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--busy-timeout", type=float, default=0.3)
+    parser.add_argument(
+        "--timeout", type=float, default=0.3, help="command_timeout or busy_timeout, seconds"
+    )
+    parser.add_argument("--hold", type=float, default=None, help="how long the fault lasts")
     options = parser.parse_args()
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a full "disk" fails the write instead
-    report = asyncio.run(
-        _main(options.fault, options.count, options.concurrency, options.busy_timeout)
-    )
-    print(report.line())
+    print(asyncio.run(_main(options.fault, options)).line())

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -24,7 +24,7 @@ from tests.ledger.proxy import FaultyProxy
 from tests.ledger.support import PG_DSN, drop_schema, require_postgres
 from tests.ledger.test_ledger_faults_sqlite import write_protected
 
-from .ledger_faults import LEASE_SECONDS, Report, pay_many_tasks, run, settle
+from .ledger_faults import LEASE_SECONDS, POSTGRES_FAULTS, Report, pay_many_tasks, run, settle
 from .support import SHORT_TIMEOUTS, books, fast_config, im_client, im_request, payouts
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,56 +47,13 @@ async def proxied() -> AsyncIterator[tuple[FaultyProxy, PostgresLedger]]:
             await drop_schema(schema)
 
 
-def cut(proxy: FaultyProxy) -> Callable[[], Awaitable[None]]:
-    async def fault() -> None:
-        for _ in range(3):
-            await asyncio.sleep(0.15)
-            proxy.cut()
-
-    return fault
-
-
-def refuse(proxy: FaultyProxy) -> Callable[[], Awaitable[None]]:
-    async def fault() -> None:
-        await asyncio.sleep(0.15)
-        await proxy.refuse()
-        proxy.cut()
-        await asyncio.sleep(0.8)
-        await proxy.accept()
-
-    return fault
-
-
-def stall(proxy: FaultyProxy, seconds: float = 2.0) -> Callable[[], Awaitable[None]]:
-    async def fault() -> None:
-        await asyncio.sleep(0.15)
-        proxy.stall()
-        await asyncio.sleep(seconds)
-        proxy.unstall()
-
-    return fault
-
-
-def flap(proxy: FaultyProxy) -> Callable[[], Awaitable[None]]:
-    async def fault() -> None:
-        await asyncio.sleep(0.1)
-        proxy.flap(up=0.15, down=0.1)
-        await asyncio.sleep(1.0)
-        await proxy.steady()
-
-    return fault
-
-
-FAULTS = {"cut": cut, "refuse": refuse, "stall": stall, "flap": flap}
-
-
 @pytest.mark.postgres
-@pytest.mark.parametrize("name", list(FAULTS))
+@pytest.mark.parametrize("name", list(POSTGRES_FAULTS))
 async def test_postgres_faults_pay_each_payout_once(
     name: str, proxied: tuple[FaultyProxy, PostgresLedger]
 ) -> None:
     proxy, ledger = proxied
-    report = await run(f"postgres-{name}", ledger, FAULTS[name](proxy))
+    report = await run(f"postgres-{name}", ledger, POSTGRES_FAULTS[name](proxy))
     print(report.line())
     if name == "stall":  # 2 s without an answer: pay_many kept yielding meanwhile
         assert report.longest_freeze < 1.6
@@ -160,8 +117,8 @@ def test_sqlite_faults_pay_each_payout_once(fault: str) -> None:
     report = Report(**json.loads(done.stdout.strip().splitlines()[-1]))
     print(report.line())
     assert report.first_pass.get("succeeded", 0) < report.payouts, "the fault hit nothing"
-    if fault == "sqlite-lock":  # held 0.8 s; each call waits 0.3 s at most
-        assert report.longest_freeze < 0.75
+    if fault == "sqlite-lock":  # held 1.5 s; each call waits 0.3 s at most
+        assert report.longest_freeze < 1.2
 
 
 async def test_a_write_protected_sqlite_ledger_starts_nothing(tmp_path: Path) -> None:
