@@ -48,10 +48,7 @@ EXIT_INTERRUPTED = 130
 ORDER = [status.value for status in PayoutStatus]
 stderr = Console(stderr=True, markup=False, highlight=False, emoji=False)
 
-# TODO(merge main, issue 16): PayoutStatus.NOT_STARTED lands with the ledger-failure
-# work; until then the batch's "not sent" rows are reported as REJECTED. Replace both
-# getattr calls below with the plain names once merged.
-NOT_STARTED: PayoutStatus = getattr(PayoutStatus, "NOT_STARTED", PayoutStatus.REJECTED)
+NOT_STARTED = PayoutStatus.NOT_STARTED  # nothing recorded or sent: a re-run pays it
 
 _RESULT_COLUMNS = (
     Column("key"),

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 
 __all__ = ["PostgresLedger"]
 
+DEFAULT_COMMAND_TIMEOUT = 10.0  # seconds
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _NOW = "now AS MATERIALIZED (SELECT extract(epoch FROM clock_timestamp())::float8 AS t)"
 _FINAL = ", ".join(f"'{state}'" for state in FINAL_VALUES)
@@ -274,7 +275,7 @@ class PostgresLedger:
         schema: str | None = None,
         table_prefix: str = "",
         max_connections: int = 10,
-        command_timeout: float = 10.0,
+        command_timeout: float = DEFAULT_COMMAND_TIMEOUT,
         statement_timeout: float | None = None,
         lock_timeout: float | None = None,
     ) -> None:

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from ._errors import LedgerError, LedgerNotWrittenError, LedgerOutcomeUnknownError
+from ._patience import Patience
 
 __all__ = ["BoundedPool"]
 
@@ -37,13 +38,17 @@ _UNKNOWN_CLASSES = frozenset({"08", "57", "58", "XX"})
 
 
 class _Failure(Exception):
-    """One attempt's failure: the classified error, and whether to try again."""
+    """One attempt's failure: the classified error, whether to try again, whether the
+    connection may be unusable, and whether the wait ran out."""
 
-    def __init__(self, error: LedgerError, *, retry: bool, broken: bool) -> None:
+    def __init__(
+        self, error: LedgerError, *, retry: bool, broken: bool, timed_out: bool = False
+    ) -> None:
         super().__init__(str(error))
         self.error = error
         self.retry = retry
         self.broken = broken
+        self.timed_out = timed_out
 
 
 def _is_read(sql: str) -> bool:
@@ -70,11 +75,12 @@ def _classify(error: Exception, *, reads: bool, timeout: float) -> _Failure:
     if isinstance(error, TimeoutError):
         text = f"PostgreSQL did not answer within {timeout:g}s"
         if reads:
-            return _Failure(LedgerNotWrittenError(text), retry=False, broken=True)
+            return _Failure(LedgerNotWrittenError(text), retry=False, broken=True, timed_out=True)
         return _Failure(
             LedgerOutcomeUnknownError(f"{text}; the write may have committed"),
             retry=False,
             broken=True,
+            timed_out=True,
         )
     if isinstance(sqlstate, str):  # the server's (or asyncpg's) PostgresError
         lost = sqlstate[:2] in _UNKNOWN_CLASSES and sqlstate != "57014"
@@ -104,11 +110,13 @@ def _classify(error: Exception, *, reads: bool, timeout: float) -> _Failure:
 
 class BoundedPool:
     """``fetch``, ``fetchrow`` and ``execute`` on an asyncpg pool, each bounded by
-    ``timeout`` seconds and raising only ``LedgerError``\\ s (or ``CancelledError``)."""
+    ``timeout`` seconds (less while the server is out: see ``Patience``) and raising
+    only ``LedgerError``\\ s (or ``CancelledError``)."""
 
     def __init__(self, pool: Any, timeout: float) -> None:
         self.pool = pool
         self.timeout = timeout
+        self.patience = Patience(timeout)
 
     async def fetch(self, sql: str, *args: Any) -> list[Any]:
         """Rows of ``sql``."""
@@ -148,22 +156,38 @@ class BoundedPool:
 
     async def _call(self, method: str, sql: str, args: tuple[Any, ...]) -> Any:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.timeout
+        budget = self.patience.budget()
+        deadline = loop.time() + budget
         reads = _is_read(sql)
         pause = _FIRST_PAUSE
         while True:
             try:
-                return await self._once(method, sql, args, deadline=deadline, reads=reads)
+                result = await self._once(
+                    method, sql, args, deadline=deadline, budget=budget, reads=reads
+                )
             except _Failure as failure:
-                if not failure.retry or loop.time() + pause >= deadline:
+                out_of_time = loop.time() + pause >= deadline
+                if failure.timed_out or (failure.retry and out_of_time):
+                    self.patience.ran_out()
+                if not failure.retry or out_of_time:
                     raise failure.error from None
+            else:
+                self.patience.succeeded()
+                return result
             await asyncio.sleep(pause)
             pause = min(pause * 2, _MAX_PAUSE)
 
     async def _once(
-        self, method: str, sql: str, args: tuple[Any, ...], *, deadline: float, reads: bool
+        self,
+        method: str,
+        sql: str,
+        args: tuple[Any, ...],
+        *,
+        deadline: float,
+        budget: float,
+        reads: bool,
     ) -> Any:
-        conn = await self._acquire(deadline)
+        conn = await self._acquire(deadline, budget)
         broken = True  # unless the statement ends cleanly: cancelled, say
         try:
             remaining = max(deadline - asyncio.get_running_loop().time(), 0.001)
@@ -174,13 +198,13 @@ class BoundedPool:
             if _is_integrity_violation(error):
                 broken = False
                 raise  # a constraint doing its job: the ledger's own business
-            failure = _classify(error, reads=reads, timeout=self.timeout)
+            failure = _classify(error, reads=reads, timeout=budget)
             broken = failure.broken
             raise failure from None
         finally:
             await self._release(conn, broken=broken)
 
-    async def _acquire(self, deadline: float) -> Any:
+    async def _acquire(self, deadline: float, budget: float | None = None) -> Any:
         """A connection by ``deadline``; else a ``_Failure`` (nothing was sent)."""
         try:
             # Not ``acquire(timeout=...)``: Python 3.11's ``wait_for`` behind it can
@@ -188,10 +212,11 @@ class BoundedPool:
             async with asyncio.timeout_at(deadline):
                 return await self.pool.acquire()
         except TimeoutError:
+            waited = self.timeout if budget is None else budget
             error = LedgerNotWrittenError(
-                f"no PostgreSQL connection within {self.timeout:g}s; nothing was sent"
+                f"no PostgreSQL connection within {waited:g}s; nothing was sent"
             )
-            raise _Failure(error, retry=False, broken=False) from None
+            raise _Failure(error, retry=False, broken=False, timed_out=True) from None
         except Exception as error:
             sqlstate = getattr(error, "sqlstate", None)
             code = sqlstate if isinstance(sqlstate, str) else None

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import re
 import sqlite3
@@ -39,6 +40,7 @@ from ._base import (
 )
 from ._ddl import schema_objects
 from ._errors import LedgerNotWrittenError
+from ._patience import Patience
 from ._rows import (
     COLUMNS,
     FINAL_VALUES,
@@ -60,6 +62,7 @@ _FINAL = ", ".join(f"'{state}'" for state in FINAL_VALUES)
 # claimed since is still its holder's: any other claim would have raised the token).
 _HELD = f"lease_owner = ? AND lease_token = ? AND state NOT IN ({_FINAL})"
 _MAX_BATCH = 256
+DEFAULT_BUSY_TIMEOUT = 10.0  # seconds
 _LOCKED_PAUSE = 0.005  # after a BEGIN that found the file locked, before trying again
 
 _SCHEMA = """
@@ -216,11 +219,14 @@ def _placeholders(count: int) -> str:
 
 @attrs.define
 class _Pending:
-    """A write waiting for its transaction; ``deadline`` is on ``time.monotonic()``."""
+    """A write waiting for its transaction (times on ``time.monotonic()``); ``tried``
+    once a transaction holding it found the file locked."""
 
     op: Op
     future: asyncio.Future[Any]
+    started: float
     deadline: float
+    tried: bool = False
 
 
 def _create_private(path: str) -> None:
@@ -264,8 +270,9 @@ class SQLiteLedger:
     ``synchronous`` is SQLite's: ``FULL`` (the default) syncs every commit to disk, so
     a committed transition survives a power cut; ``NORMAL`` survives a process crash
     only. ``busy_timeout`` bounds how long one call waits for another process's write
-    lock (counted once per call, however many group commits it waits behind); then it
-    fails with ``LedgerNotWrittenError``.
+    lock (counted once per call, however many group commits it waits behind; 0: try
+    once); then it fails with ``LedgerNotWrittenError``. After a call has waited in
+    vain, the next ones wait at most a second until one gets through.
 
     ``read_only`` opens the file read-only (``get``, ``history``, ``records`` and
     ``counts`` work; writes raise ``LedgerNotWrittenError``). A new file is created
@@ -280,19 +287,20 @@ class SQLiteLedger:
         path: str | os.PathLike[str],
         *,
         synchronous: Literal["FULL", "NORMAL"] = "FULL",
-        busy_timeout: float = 10.0,
+        busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
         read_only: bool = False,
         create: bool = True,
     ) -> None:
         if synchronous not in ("FULL", "NORMAL"):
             raise ConfigurationError("synchronous must be 'FULL' or 'NORMAL'")
-        if not busy_timeout > 0:
-            raise ConfigurationError("busy_timeout must be a positive number of seconds")
+        if not 0 <= busy_timeout < math.inf:
+            raise ConfigurationError("busy_timeout must be a finite number of seconds, >= 0")
         self.path = os.fspath(path)
         self.read_only = read_only
         self._create = create and not read_only
         self._synchronous = synchronous
         self._busy_timeout = float(busy_timeout)
+        self._patience = Patience(self._busy_timeout)
         self._db: aiosqlite.Connection | None = None
         self._opening = asyncio.Lock()
         self._queue: list[_Pending] = []
@@ -420,10 +428,11 @@ class SQLiteLedger:
         The wait for the write lock counts from here, once, up to ``busy_timeout``."""
         if self.read_only:
             raise LedgerNotWrittenError(f"{self!r} is opened read-only")
-        deadline = time.monotonic() + self._busy_timeout
+        started = time.monotonic()
+        deadline = started + self._patience.budget()
         db = await self._connection()
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(op, future, deadline))
+        self._queue.append(_Pending(op, future, started, deadline))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush(db))
         return cast(T, await future)
@@ -439,8 +448,9 @@ class SQLiteLedger:
             if not self._queue:
                 break
             batch, self._queue = self._queue[:_MAX_BATCH], self._queue[_MAX_BATCH:]
-            # Wait for the lock only as long as the most pressed caller may.
-            wait = min(pending.deadline for pending in batch) - time.monotonic()
+            # Wait for the lock only as long as the most pressed caller may (each is
+            # tried once at least, however short its wait).
+            wait = max(min(pending.deadline for pending in batch) - time.monotonic(), 0.0)
             ops = [pending.op for pending in batch]
             try:
                 outcome = await run(commit_batch, db._conn, ops, wait, self._busy_timeout)
@@ -452,9 +462,13 @@ class SQLiteLedger:
                 self._queue = []
                 raise
             if outcome.locked:  # nothing ran: back to the queue, to wait on or expire
+                for pending in batch:
+                    pending.tried = True
                 self._queue[:0] = batch
                 await asyncio.sleep(_LOCKED_PAUSE)
                 continue
+            if outcome.error is None:
+                self._patience.succeeded()
             for pending, (ok, value) in zip(batch, outcome.results(len(batch)), strict=True):
                 if pending.future.done():  # the caller was cancelled; the write went on
                     continue
@@ -464,19 +478,20 @@ class SQLiteLedger:
                     pending.future.set_exception(value)
 
     def _expire(self, now: float) -> None:
-        """Fail the queued writes whose callers have waited ``busy_timeout`` for the
-        lock: nothing of them ran."""
-        if all(pending.deadline > now for pending in self._queue):
+        """Fail the queued writes that found the file locked and whose callers have
+        waited as long as they may: nothing of them ran."""
+        if all(p.deadline > now or not p.tried for p in self._queue):
             return
+        self._patience.ran_out()
         waiting: list[_Pending] = []
         for pending in self._queue:
-            if pending.deadline > now:
+            if pending.deadline > now or not pending.tried:
                 waiting.append(pending)
             elif not pending.future.done():
                 pending.future.set_exception(
                     LedgerNotWrittenError(
                         f"the SQLite ledger {self.path!r} stayed locked by another "
-                        f"connection for {self._busy_timeout:g}s; nothing was written",
+                        f"connection for {now - pending.started:.1f}s; nothing was written",
                         code="SQLITE_BUSY",
                     )
                 )

@@ -14,15 +14,24 @@ import attrs
 from .._errors import ConfigurationError
 from ._base import Ledger
 from ._memory import MemoryLedger
-from ._postgres import PostgresLedger
-from ._sqlite import SQLiteLedger
+from ._postgres import DEFAULT_COMMAND_TIMEOUT, PostgresLedger
+from ._sqlite import DEFAULT_BUSY_TIMEOUT, SQLiteLedger
 
 __all__ = ["LedgerURL", "ledger_from_url", "parse_ledger_url"]
 
 Scheme = Literal["memory", "sqlite", "postgresql"]
 
 _SQLITE_OPTIONS = frozenset({"synchronous", "busy_timeout"})
-_POSTGRES_OPTIONS = frozenset({"schema", "table_prefix", "max_connections"})
+_POSTGRES_OPTIONS = frozenset(
+    {
+        "schema",
+        "table_prefix",
+        "max_connections",
+        "command_timeout",
+        "statement_timeout",
+        "lock_timeout",
+    }
+)
 #: ``name:`` at the start of a string: a URL scheme (a single letter is a drive).
 _SCHEME_PREFIX = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]+):")
 _HINT = "use sqlite:///relative/path.db, sqlite:////absolute/path.db or postgresql://..."
@@ -64,7 +73,8 @@ def ledger_from_url(url: str) -> Ledger:
       spells them) or a bare file path -- a ``SQLiteLedger``; options
       ``?synchronous=NORMAL`` and ``?busy_timeout=SECONDS``;
     - ``postgresql://...`` or ``postgres://...`` -- a ``PostgresLedger``; options
-      ``?schema=...``, ``?table_prefix=...`` and ``?max_connections=N`` are the
+      ``?schema=...``, ``?table_prefix=...``, ``?max_connections=N`` and (in seconds)
+      ``?command_timeout=``, ``?statement_timeout=``, ``?lock_timeout=`` are the
       ledger's, any other query parameter goes to asyncpg.
 
     Anything else raises ``ConfigurationError``: an unknown scheme, a scheme without
@@ -132,13 +142,18 @@ def _sqlite_settings(options: Mapping[str, str]) -> tuple[Literal["FULL", "NORMA
     synchronous = options.get("synchronous", "FULL").upper()
     if synchronous not in ("FULL", "NORMAL"):
         raise ConfigurationError("synchronous must be FULL or NORMAL")
-    try:
-        busy_timeout = float(options.get("busy_timeout", "30"))
-    except ValueError:
-        raise ConfigurationError("busy_timeout must be a number of seconds") from None
-    if not math.isfinite(busy_timeout) or busy_timeout < 0:
-        raise ConfigurationError("busy_timeout must be a finite, non-negative number of seconds")
+    busy_timeout = _seconds(options, "busy_timeout", DEFAULT_BUSY_TIMEOUT)
     return ("FULL" if synchronous == "FULL" else "NORMAL"), busy_timeout
+
+
+def _seconds(options: Mapping[str, str], name: str, default: float) -> float:
+    try:
+        value = float(options.get(name, default))
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a number of seconds") from None
+    if not math.isfinite(value) or value < 0:
+        raise ConfigurationError(f"{name} must be a finite, non-negative number of seconds")
+    return value
 
 
 def _sqlite_ledger(path: str, options: Mapping[str, str]) -> SQLiteLedger:
@@ -149,6 +164,7 @@ def _sqlite_ledger(path: str, options: Mapping[str, str]) -> SQLiteLedger:
 def _parse_postgres(url: str) -> LedgerURL:
     dsn, options = _split_options(url, _POSTGRES_OPTIONS)
     _postgres_max_connections(options)
+    _postgres_timeouts(options)  # refuse bad values now, not when the ledger is built
     parts = urlsplit(dsn)
     host = parts.hostname or ""
     try:
@@ -178,10 +194,23 @@ def _postgres_max_connections(options: Mapping[str, str]) -> int:
         raise ConfigurationError("max_connections must be a whole number") from None
 
 
+def _postgres_timeouts(options: Mapping[str, str]) -> dict[str, float]:
+    timeouts = {
+        "command_timeout": _seconds(options, "command_timeout", DEFAULT_COMMAND_TIMEOUT)
+    }
+    for name in ("statement_timeout", "lock_timeout"):
+        if name in options:
+            timeouts[name] = _seconds(options, name, 0.0)
+    if not timeouts["command_timeout"] > 0:
+        raise ConfigurationError("command_timeout must be a positive number of seconds")
+    return timeouts
+
+
 def _postgres_ledger(dsn: str, options: Mapping[str, str]) -> PostgresLedger:
     return PostgresLedger(
         dsn,
         schema=options.get("schema") or None,
         table_prefix=options.get("table_prefix", ""),
         max_connections=_postgres_max_connections(options),
+        **_postgres_timeouts(options),
     )

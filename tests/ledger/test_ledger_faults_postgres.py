@@ -12,11 +12,13 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
+from payout_async import ConfigurationError
 from payout_async.ledger import (
     LedgerNotWrittenError,
     LedgerOutcomeUnknownError,
     LedgerState,
     PostgresLedger,
+    ledger_from_url,
 )
 
 from .proxy import FaultyProxy
@@ -226,3 +228,36 @@ async def test_a_read_only_role_opens_and_reads_but_cannot_write(schema: str) ->
         await admin.execute(f'DROP OWNED BY "{role}"')
         await admin.execute(f'DROP ROLE "{role}"')
         await admin.close()
+
+
+async def test_after_waiting_in_vain_the_next_calls_wait_less(
+    proxy: FaultyProxy, schema: str
+) -> None:
+    async with PostgresLedger(proxy.dsn, schema=schema, command_timeout=2.5) as ledger:
+        await begin(ledger, "k")
+        proxy.stall()
+        clock = Clock()
+        with pytest.raises(LedgerNotWrittenError):
+            await ledger.get("enot", "k")  # waits its whole 2.5 s
+        assert clock.elapsed >= 2.4
+        clock = Clock()
+        with pytest.raises(LedgerNotWrittenError):
+            await ledger.get("enot", "k")  # the server is out: a second at most
+        assert clock.elapsed < 1.0 + SLACK
+        proxy.unstall()
+        assert await ledger.get("enot", "k") is not None  # full patience again
+        assert ledger._calls is not None and ledger._calls.patience.budget() == 2.5
+
+
+def test_ledger_urls_carry_the_timeouts() -> None:
+    ledger = ledger_from_url(
+        "postgresql://u@127.0.0.1/db?command_timeout=4&statement_timeout=3&lock_timeout=0"
+    )
+    assert isinstance(ledger, PostgresLedger)
+    assert (ledger.command_timeout, ledger.statement_timeout, ledger.lock_timeout) == (4, 3, 0)
+    default = ledger_from_url("postgresql://u@127.0.0.1/db")
+    assert isinstance(default, PostgresLedger)
+    assert (default.command_timeout, default.statement_timeout) == (10, 8)
+    for bad in ("command_timeout=0", "lock_timeout=-1", "statement_timeout=soon"):
+        with pytest.raises(ConfigurationError):
+            ledger_from_url(f"postgresql://u@127.0.0.1/db?{bad}")

@@ -188,6 +188,37 @@ async def test_opening_a_current_ledger_writes_nothing(tmp_path: Path) -> None:
         assert time.monotonic() - started < BUSY
 
 
-def test_busy_timeout_must_be_positive(tmp_path: Path) -> None:
-    with pytest.raises(ConfigurationError):
-        SQLiteLedger(tmp_path / "l.db", busy_timeout=0)
+def test_busy_timeout_must_be_a_finite_number(tmp_path: Path) -> None:
+    for bad in (-1.0, float("inf"), float("nan")):
+        with pytest.raises(ConfigurationError):
+            SQLiteLedger(tmp_path / "l.db", busy_timeout=bad)
+
+
+async def test_no_busy_timeout_tries_each_write_once(tmp_path: Path) -> None:
+    path = tmp_path / "l.db"
+    async with SQLiteLedger(path, busy_timeout=0) as ledger:
+        await begin(ledger, "free")  # the lock is free: it goes through
+        with write_lock(path):
+            started = time.monotonic()
+            with pytest.raises(LedgerNotWrittenError):
+                await begin(ledger, "locked")
+            assert time.monotonic() - started < SLACK
+        await begin(ledger, "free again")
+        assert len(await ledger.records()) == 2
+
+
+async def test_after_waiting_in_vain_the_next_calls_wait_less(tmp_path: Path) -> None:
+    path = tmp_path / "l.db"
+    async with SQLiteLedger(path, busy_timeout=2.5) as ledger:
+        await begin(ledger, "k")
+        with write_lock(path):
+            started = time.monotonic()
+            with pytest.raises(LedgerNotWrittenError):
+                await begin(ledger, "first")  # waits its whole 2.5 s
+            assert time.monotonic() - started >= 2.4
+            started = time.monotonic()
+            with pytest.raises(LedgerNotWrittenError):
+                await begin(ledger, "second")  # the ledger is out: a second at most
+            assert time.monotonic() - started < 1.0 + SLACK
+        await begin(ledger, "through")  # gets through: full patience again
+        assert ledger._patience.budget() == 2.5
