@@ -1,35 +1,67 @@
-"""How long a ledger call may wait: its full bound, or less while the ledger is out.
+"""How long a ledger call may wait: its full bound, or less once one payout's call has
+run out of time.
 
-When a call has run out of time (PostgreSQL did not answer, another process held the
-SQLite lock throughout), the calls that follow -- a transition read back, a lease given
-back, a row read for the caller -- would each wait the full bound again, and a payout
-would wait several bounds in a row. So until a call succeeds again, each call waits at
-most ``STRAINED`` seconds (or the full bound, if that is shorter).
+When a payout's ledger call has waited its whole bound in vain (PostgreSQL did not
+answer, another process held the SQLite lock throughout), the calls that payout makes
+next -- its transition read back, its lease given back, its row read for the caller --
+would each wait the full bound again. Within ``one_payout()`` (``pay_many`` runs each
+payout in one), they wait at most ``STRAINED`` seconds instead, until one gets through.
+Other payouts keep the full bound: a new payout waits for the ledger to come back
+rather than giving up at once.
 """
 
 from __future__ import annotations
 
-__all__ = ["STRAINED", "Patience"]
+import contextlib
+from collections.abc import Iterator
+from contextvars import ContextVar
+
+__all__ = ["STRAINED", "Patience", "Strain", "one_payout"]
 
 STRAINED = 1.0
 
+#: The ledgers (by ``id`` of their ``Patience``) that ran out of time for the payout
+#: being handled; a mutable set, so that tasks the payout spawns (shielded writes)
+#: share it.
+Strain = set[int]
+_STRAIN: ContextVar[Strain | None] = ContextVar("payout_async_ledger_strain", default=None)
+
+
+@contextlib.contextmanager
+def one_payout() -> Iterator[None]:
+    """Scope the shortened waits to one payout (see the module docstring)."""
+    token = _STRAIN.set(set())
+    try:
+        yield
+    finally:
+        _STRAIN.reset(token)
+
 
 class Patience:
-    """The wait allowed for the next call: ``full``, or ``STRAINED`` after a call ran
-    out of time and until one succeeds."""
+    """The wait allowed for a ledger's next call: ``full``, or ``STRAINED`` (if that is
+    shorter) for a payout whose call to this ledger ran out of time."""
 
     def __init__(self, full: float) -> None:
         self.full = full
-        self.strained = False
 
-    def budget(self) -> float:
+    @staticmethod
+    def scope() -> Strain | None:
+        """The payout being handled here, if any (keep it for ``ran_out`` and
+        ``succeeded`` when they are called from another task)."""
+        return _STRAIN.get()
+
+    def budget(self, scope: Strain | None = None) -> float:
         """Seconds the next call may wait in all."""
-        return min(self.full, STRAINED) if self.strained else self.full
+        scope = self.scope() if scope is None else scope
+        strained = scope is not None and id(self) in scope
+        return min(self.full, STRAINED) if strained else self.full
 
-    def ran_out(self) -> None:
-        """A call waited its whole budget in vain."""
-        self.strained = True
+    def ran_out(self, scope: Strain | None) -> None:
+        """A call of that payout waited its whole budget in vain."""
+        if scope is not None:
+            scope.add(id(self))
 
-    def succeeded(self) -> None:
-        """A call got through: the ledger answers again."""
-        self.strained = False
+    def succeeded(self, scope: Strain | None) -> None:
+        """A call of that payout got through: the ledger answers again."""
+        if scope is not None:
+            scope.discard(id(self))

@@ -110,7 +110,7 @@ def _classify(error: Exception, *, reads: bool, timeout: float) -> _Failure:
 
 class BoundedPool:
     """``fetch``, ``fetchrow`` and ``execute`` on an asyncpg pool, each bounded by
-    ``timeout`` seconds (less while the server is out: see ``Patience``) and raising
+    ``timeout`` seconds (less for a payout whose call ran out: see ``Patience``) and raising
     only ``LedgerError``\\ s (or ``CancelledError``)."""
 
     def __init__(self, pool: Any, timeout: float) -> None:
@@ -156,7 +156,8 @@ class BoundedPool:
 
     async def _call(self, method: str, sql: str, args: tuple[Any, ...]) -> Any:
         loop = asyncio.get_running_loop()
-        budget = self.patience.budget()
+        scope = self.patience.scope()
+        budget = self.patience.budget(scope)
         deadline = loop.time() + budget
         reads = _is_read(sql)
         pause = _FIRST_PAUSE
@@ -168,11 +169,11 @@ class BoundedPool:
             except _Failure as failure:
                 out_of_time = loop.time() + pause >= deadline
                 if failure.timed_out or (failure.retry and out_of_time):
-                    self.patience.ran_out()
+                    self.patience.ran_out(scope)
                 if not failure.retry or out_of_time:
                     raise failure.error from None
             else:
-                self.patience.succeeded()
+                self.patience.succeeded(scope)
                 return result
             await asyncio.sleep(pause)
             pause = min(pause * 2, _MAX_PAUSE)

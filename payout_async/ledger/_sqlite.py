@@ -40,7 +40,7 @@ from ._base import (
 )
 from ._ddl import schema_objects
 from ._errors import LedgerNotWrittenError
-from ._patience import Patience
+from ._patience import Patience, Strain
 from ._rows import (
     COLUMNS,
     FINAL_VALUES,
@@ -226,6 +226,7 @@ class _Pending:
     future: asyncio.Future[Any]
     started: float
     deadline: float
+    scope: Strain | None = None
     tried: bool = False
 
 
@@ -271,8 +272,8 @@ class SQLiteLedger:
     a committed transition survives a power cut; ``NORMAL`` survives a process crash
     only. ``busy_timeout`` bounds how long one call waits for another process's write
     lock (counted once per call, however many group commits it waits behind; 0: try
-    once); then it fails with ``LedgerNotWrittenError``. After a call has waited in
-    vain, the next ones wait at most a second until one gets through.
+    once); then it fails with ``LedgerNotWrittenError`` (and the payout's next calls
+    wait at most a second: see ``ledger._patience``).
 
     ``read_only`` opens the file read-only (``get``, ``history``, ``records`` and
     ``counts`` work; writes raise ``LedgerNotWrittenError``). A new file is created
@@ -429,10 +430,11 @@ class SQLiteLedger:
         if self.read_only:
             raise LedgerNotWrittenError(f"{self!r} is opened read-only")
         started = time.monotonic()
-        deadline = started + self._patience.budget()
+        scope = self._patience.scope()
+        deadline = started + self._patience.budget(scope)
         db = await self._connection()
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(op, future, started, deadline))
+        self._queue.append(_Pending(op, future, started, deadline, scope))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush(db))
         return cast(T, await future)
@@ -468,7 +470,8 @@ class SQLiteLedger:
                 await asyncio.sleep(_LOCKED_PAUSE)
                 continue
             if outcome.error is None:
-                self._patience.succeeded()
+                for pending in batch:
+                    self._patience.succeeded(pending.scope)
             for pending, (ok, value) in zip(batch, outcome.results(len(batch)), strict=True):
                 if pending.future.done():  # the caller was cancelled; the write went on
                     continue
@@ -482,12 +485,13 @@ class SQLiteLedger:
         waited as long as they may: nothing of them ran."""
         if all(p.deadline > now or not p.tried for p in self._queue):
             return
-        self._patience.ran_out()
         waiting: list[_Pending] = []
         for pending in self._queue:
             if pending.deadline > now or not pending.tried:
                 waiting.append(pending)
-            elif not pending.future.done():
+                continue
+            self._patience.ran_out(pending.scope)
+            if not pending.future.done():
                 pending.future.set_exception(
                     LedgerNotWrittenError(
                         f"the SQLite ledger {self.path!r} stayed locked by another "

@@ -31,6 +31,7 @@ from ..ledger import (
     PayoutRecord,
     params_hash,
 )
+from ..ledger._patience import one_payout
 from ._enot import EnotFlow
 from ._intellectmoney import IntellectMoneyFlow
 from ._owner import new_owner, owner_is_dead
@@ -349,7 +350,12 @@ class Payouts(Generic[Request]):
             await _stop(workers)
 
     async def _pay_one(self, key: str, request: Request) -> PayoutResult:
-        """``pay()`` for ``pay_many``: whatever goes wrong becomes this payout's result."""
+        """``pay()`` for ``pay_many``: whatever goes wrong becomes this payout's result
+        (and once one of its ledger calls has waited in vain, its next ones wait less)."""
+        with one_payout():
+            return await self._pay_or_report(key, request)
+
+    async def _pay_or_report(self, key: str, request: Request) -> PayoutResult:
         try:
             return await self.pay(key, request)
         except (ValidationError, IdempotencyConflictError) as error:

@@ -17,6 +17,7 @@ import pytest
 
 from payout_async import ConfigurationError
 from payout_async.ledger import LedgerNotWrittenError, LedgerState, SQLiteLedger
+from payout_async.ledger._patience import one_payout
 
 BUSY = 0.4
 SLACK = 0.5  # a loaded machine's scheduling, on top of the configured bound
@@ -207,18 +208,22 @@ async def test_no_busy_timeout_tries_each_write_once(tmp_path: Path) -> None:
         assert len(await ledger.records()) == 2
 
 
-async def test_after_waiting_in_vain_the_next_calls_wait_less(tmp_path: Path) -> None:
+async def test_after_waiting_in_vain_a_payouts_next_calls_wait_less(tmp_path: Path) -> None:
     path = tmp_path / "l.db"
     async with SQLiteLedger(path, busy_timeout=2.5) as ledger:
         await begin(ledger, "k")
-        with write_lock(path):
+        with write_lock(path), one_payout():
             started = time.monotonic()
             with pytest.raises(LedgerNotWrittenError):
                 await begin(ledger, "first")  # waits its whole 2.5 s
             assert time.monotonic() - started >= 2.4
             started = time.monotonic()
             with pytest.raises(LedgerNotWrittenError):
-                await begin(ledger, "second")  # the ledger is out: a second at most
+                await begin(ledger, "second")  # this payout's ledger is out: 1 s at most
             assert time.monotonic() - started < 1.0 + SLACK
-        await begin(ledger, "through")  # gets through: full patience again
-        assert ledger._patience.budget() == 2.5
+            assert ledger._patience.budget() == 1.0
+            with one_payout():  # another payout waits the full bound
+                assert ledger._patience.budget() == 2.5
+        with one_payout():
+            await begin(ledger, "through")
+            assert ledger._patience.budget() == 2.5
