@@ -58,9 +58,13 @@ class FailingTransition:
         raise LedgerNotWrittenError("the ledger refused the write")
 
 
+# Each transition of a payout in turn: IntellectMoney makes four (created, executing,
+# processing, succeeded), Enot three (sending, processing, succeeded).
+STEPS = [("intellectmoney", nth) for nth in range(1, 5)] + [("enot", nth) for nth in range(1, 4)]
+
+
 @pytest.mark.parametrize("mode", ["landed", "lost", "refused"])
-@pytest.mark.parametrize("nth", [1, 2, 3, 4])
-@pytest.mark.parametrize("provider", ["intellectmoney", "enot"])
+@pytest.mark.parametrize(("provider", "nth"), STEPS)
 async def test_a_failed_transition_is_acted_on_by_its_class(
     tmp_path: Path, provider: str, nth: int, mode: str
 ) -> None:
@@ -78,8 +82,7 @@ async def test_a_failed_transition_is_acted_on_by_its_class(
             failing = FailingTransition(ledger, nth, mode)
             flow = payouts(client, failing, lease_seconds=1.5)  # type: ignore[arg-type]
             (result,) = [r async for r in flow.pay_many([("k", request)])]
-            if failing.failed is None:
-                pytest.skip(f"a {provider} payout makes fewer than {nth} transitions")
+            assert failing.failed is not None, f"fewer than {nth} transitions"
             assert pay_many_tasks() == []
             if mode == "landed":  # read back: the drive went on to the end
                 assert result.status is PayoutStatus.SUCCEEDED, result
