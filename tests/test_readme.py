@@ -4,6 +4,7 @@ library."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import textwrap
 from decimal import Decimal
@@ -11,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from payout_async.sandbox import Sandbox, SandboxCredentials
@@ -45,25 +45,22 @@ async def test_the_web_handler_example_pays_once(
             "bearer_token=bearer, base_url=base_url)",
         )
         namespace: dict[str, Any] = {
+            "__name__": "readme_example",  # as a module of the reader's would have
             "user_token": credentials.im_user_token,
             "sign_secret_key": credentials.im_secret_key,
             "bearer": credentials.im_bearer_token,
             "base_url": sandbox.intellectmoney_url,
         }
         exec(compile(code, str(README), "exec"), namespace)
-        app = web.Application()
-        app.router.add_post("/withdraw", namespace["withdraw"])
         form = {"withdrawal_id": "42", "card": "4111111111111111", "amount": "150.00"}
-        try:
-            async with TestClient(TestServer(app)) as http:
-                first = await (await http.post("/withdraw", data=form)).json()
-                again = await (await http.post("/withdraw", data=form)).json()
-        finally:
-            await namespace["client"].aclose()
-            await namespace["payouts"].ledger.aclose()
+        async with TestClient(TestServer(namespace["app"])) as http:
+            # A double click: two requests at once, then one more.
+            clicks = [http.post("/withdraw", data=form) for _ in range(2)]
+            first, second = [await r.json() for r in await asyncio.gather(*clicks)]
+            again = await (await http.post("/withdraw", data=form)).json()
 
         assert first["paid"] is True and first["operation"]
-        assert again == first
+        assert second == first and again == first
         assert len([op for op in sandbox.state.intellectmoney if op.executed_at]) == 1
         assert sandbox.duplicates() == []
     assert (tmp_path / "payouts.db").exists()

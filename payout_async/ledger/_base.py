@@ -87,9 +87,9 @@ class PayoutRecord:
     ``operation_id`` is IntellectMoney's PayoutOperationId or Enot's payoff_id;
     ``order_id`` is the Enot order_id (unique per provider). ``lease_token`` is the
     fencing token of the current claim: the ledger raises it on every claim, and every
-    transition, renewal and release must present it. ``unknown_since`` records (for
-    people) when an unknown outcome started being reconciled; no decision compares it
-    with another clock.
+    transition, renewal and release must present it. ``unknown_since`` records when a
+    money-moving request of the row first had an unknown outcome (Enot: a payoff may
+    exist); no decision compares it with a clock.
     """
 
     provider: str

@@ -120,7 +120,7 @@ class EnotFlow:
         if first and await self._found_before_create(run, request):
             return
         await run.move(
-            LedgerState.SENDING, add_attempt=True, unknown_since=None, note="creating payoff"
+            LedgerState.SENDING, add_attempt=True, note="creating payoff"
         )
         try:
             with guarded(run.fence):
@@ -140,10 +140,11 @@ class EnotFlow:
         )
 
     async def _outcome_unknown(self, run: Run, error: BaseException, what: str) -> None:
+        # ``unknown_since`` stays set for good: a create of this row may exist.
         run.unknown_from = time.monotonic()
         await run.move(
             LedgerState.SENDING,
-            unknown_since=time.time(),
+            unknown_since=run.record.unknown_since or time.time(),
             last_error=str(error),
             note=f"{what}; looking the payoff up by order_id",
         )
@@ -164,8 +165,13 @@ class EnotFlow:
     async def _confirm_refusal(
         self, run: Run, request: PayoffRequest, refusal: Exception
     ) -> None:
-        """A refused create should have left nothing; one look by order_id makes sure
-        (a duplicate-order_id refusal may hide an earlier, successful create)."""
+        """A refused create left nothing -- unless an earlier create of this row whose
+        answer was lost did: then the refusal may be Enot's "duplicate order_id", and
+        its info may lag, so the row is reconciled like any unknown outcome. Otherwise
+        one look by order_id makes sure, and the row ends ``refused``."""
+        if run.record.unknown_since is not None:
+            await self._outcome_unknown(run, refusal, f"create refused ({refusal})")
+            return
         try:
             payoff = await self.client.get_payoff(order_id=self._order_id(run))
         except NotFoundError:

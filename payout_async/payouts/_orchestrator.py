@@ -502,7 +502,7 @@ class Payouts(Generic[Request]):
             restart_at = self._flow.reopen_at(previous, record)
         run.attempts_before = record.attempts
         await run.move(
-            restart_at, note="reconcile: trying again", reason=None, unknown_since=None
+            restart_at, note="reconcile: trying again", reason=None
         )
 
     async def get(self, key: str) -> PayoutResult | None:
