@@ -26,7 +26,6 @@ from ..ledger import (
     LeaseLostError,
     Ledger,
     LedgerError,
-    LedgerNotWrittenError,
     LedgerState,
     PayoutRecord,
     params_hash,
@@ -220,7 +219,7 @@ class Payouts(Generic[Request]):
             )
             try:
                 claim = await asyncio.shield(begin)
-            except LedgerNotWrittenError as error:
+            except LedgerError as error:  # nothing sent; the intent not (surely) recorded
                 return PayoutResult.not_started(key, self.provider, error)
             except asyncio.CancelledError:
                 # The intent is being recorded anyway; hand its lease back once it is, so

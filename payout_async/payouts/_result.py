@@ -6,7 +6,7 @@ import enum
 
 import attrs
 
-from ..ledger import LedgerError, LedgerState, PayoutRecord
+from ..ledger import LedgerError, LedgerOutcomeUnknownError, LedgerState, PayoutRecord
 
 __all__ = ["PayoutResult", "PayoutStatus", "Settings"]
 
@@ -69,14 +69,19 @@ class PayoutResult:
 
     @classmethod
     def not_started(cls, key: str, provider: str, error: BaseException) -> PayoutResult:
-        """The result of a payout that has no row: its intent could not be recorded,
-        so nothing was sent (a re-run pays it as if for the first time)."""
+        """The result of a payout whose intent could not be recorded, so nothing was
+        sent: a re-run pays it. (When the ledger could not say whether the intent was
+        recorded, a pending row may exist, leased to this worker for a while: the
+        re-run, or ``resume()``, takes it up once that lease has run out.)"""
         what = "ledger unavailable" if isinstance(error, LedgerError) else "not recorded"
+        maybe = ""
+        if isinstance(error, LedgerOutcomeUnknownError):
+            maybe = "; the intent may have been recorded, to be taken up once its lease ends"
         return cls(
             key=key,
             status=PayoutStatus.NOT_STARTED,
             provider=provider,
-            reason=f"{what}: nothing was sent ({type(error).__name__}: {error})",
+            reason=f"{what}: nothing was sent{maybe} ({type(error).__name__}: {error})",
         )
 
 

@@ -145,20 +145,26 @@ async def test_cancelling_the_caller_stops_the_workers(
 
 
 class _Failing:
-    """A real ledger whose ``begin`` and ``get`` fail for some keys (the write lost
-    in an unknown state, then the ledger unreadable)."""
+    """A real ledger that fails for some keys: ``begin`` (its commit unknown) with
+    ``at="begin"``, else the first ``transition``; and ``get`` always (unreadable)."""
 
-    def __init__(self, ledger: SQLiteLedger, keys: set[str]) -> None:
+    def __init__(self, ledger: SQLiteLedger, keys: set[str], *, at: str) -> None:
         self._ledger = ledger
         self._keys = keys
+        self._at = at
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._ledger, name)
 
     async def begin(self, provider: str, key: str, *args: Any, **kwargs: Any) -> Any:
-        if key in self._keys:
+        if key in self._keys and self._at == "begin":
             raise LedgerOutcomeUnknownError("the commit of the intent was lost")
         return await self._ledger.begin(provider, key, *args, **kwargs)
+
+    async def transition(self, provider: str, key: str, **kwargs: Any) -> Any:
+        if key in self._keys and self._at == "transition":
+            raise LedgerOutcomeUnknownError("the commit of a step was lost")
+        return await self._ledger.transition(provider, key, **kwargs)
 
     async def get(self, provider: str, key: str) -> Any:
         if key in self._keys:
@@ -172,7 +178,7 @@ async def test_an_error_while_handling_an_error_is_that_payouts_result(
     items = requests(10)
     bad = {"im-2", "im-5", "im-7"}
     async with im_client(sandbox.intellectmoney_url, timeout=SHORT_TIMEOUTS) as client:
-        flow = payouts(client, _Failing(ledger, bad))  # type: ignore[arg-type]
+        flow = payouts(client, _Failing(ledger, bad, at="transition"))  # type: ignore[arg-type]
         results = {r.key: r async for r in flow.pay_many(items, concurrency=4)}
     assert pay_many_tasks() == []
     assert len(results) == 10
@@ -180,9 +186,23 @@ async def test_an_error_while_handling_an_error_is_that_payouts_result(
         if key in bad:
             assert result.status is PayoutStatus.NEEDS_ATTENTION
             assert result.reason is not None
-            assert "intent was lost" in result.reason and "cannot be read" in result.reason
+            assert "step was lost" in result.reason and "cannot be read" in result.reason
         else:
             assert result.status is PayoutStatus.SUCCEEDED, result
+    executed, _ = books(sandbox.state)
+    assert not any(executed[key] for key in bad)  # stopped before execute
+
+
+async def test_an_intent_whose_commit_is_unknown_is_not_started(
+    sandbox: Sandbox, ledger: SQLiteLedger
+) -> None:
+    items = requests(4)
+    async with im_client(sandbox.intellectmoney_url, timeout=SHORT_TIMEOUTS) as client:
+        flow = payouts(client, _Failing(ledger, {"im-1"}, at="begin"))  # type: ignore[arg-type]
+        results = {r.key: r async for r in flow.pay_many(items, concurrency=2)}
+    assert results["im-1"].status is PayoutStatus.NOT_STARTED
+    assert results["im-1"].reason is not None and "may have been recorded" in results["im-1"].reason
+    assert sent(sandbox) > 0 and books(sandbox.state)[0]["im-1"] == 0
 
 
 async def test_no_intent_recorded_means_not_started_and_a_rerun_pays(
