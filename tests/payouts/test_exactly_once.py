@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,7 +26,7 @@ from payout_async.enot import PayoffRequest
 from payout_async.ledger import Ledger, LedgerState, MemoryLedger
 from payout_async.sandbox import FaultKind, Sandbox
 from payout_async.testing import pause_before_send
-from tests.ledger.support import BACKENDS, Backend, require_postgres
+from tests.ledger.support import Backend
 
 from .support import (
     CARD,
@@ -39,17 +38,6 @@ from .support import (
     im_request,
     payouts,
 )
-
-
-@pytest.fixture(params=BACKENDS)
-async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
-    if request.param == "postgres":
-        require_postgres()
-    made = Backend(request.param, tmp_path)
-    try:
-        yield made
-    finally:
-        await made.close()
 
 
 def assert_paid_at_most_once(sandbox: Sandbox) -> None:
