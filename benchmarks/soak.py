@@ -81,6 +81,7 @@ async def child(args: argparse.Namespace) -> None:
             "poll": POLL,
             "reconcile": args.grace,
             "lease_seconds": args.lease,
+            "execute_settle": args.settle,
         }
         im_flow = Payouts(im, ledger, **settings)
         enot_flow = Payouts(enot, ledger, **settings)
@@ -149,6 +150,8 @@ class Soak:
             str(self.args.grace),
             "--lease",
             str(self.args.lease),
+            "--settle",
+            str(self.args.settle),
             stdout=asyncio.subprocess.PIPE,
             stderr=self.log,
         )
@@ -372,7 +375,12 @@ def main() -> int:
     parser.add_argument("--kills", type=int, default=3, help="SIGKILLs (default 3)")
     parser.add_argument("--concurrency", type=int, default=100, help="per provider")
     parser.add_argument("--grace", type=float, default=2.0, help="Enot grace, s")
-    parser.add_argument("--lease", type=float, default=3.0, help="lease, s")
+    parser.add_argument(
+        "--lease", type=float, default=4.0, help="lease, s (above the 3 s request timeout)"
+    )
+    parser.add_argument(
+        "--settle", type=float, default=1.0, help="IntellectMoney execute settle window, s"
+    )
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--timeout", type=float, default=180, help="limit per child, s")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)

@@ -1,13 +1,19 @@
-"""Shared test set-up."""
+"""Shared test set-up: aioresponses on aiohttp 3.14, and the ``backend`` fixture (each
+ledger backend in turn: memory, SQLite, PostgreSQL)."""
 
 from __future__ import annotations
 
 import inspect
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 from unittest import mock
 
 import aiohttp
 import aioresponses.core
+import pytest
+
+from tests.ledger.support import BACKENDS, Backend, require_postgres
 
 
 def _patch_aioresponses_for_aiohttp_314() -> None:
@@ -26,3 +32,16 @@ def _patch_aioresponses_for_aiohttp_314() -> None:
 
 
 _patch_aioresponses_for_aiohttp_314()
+
+
+@pytest.fixture(params=BACKENDS)
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
+    """Each ledger backend in turn; ``backend.new()`` opens another instance over the
+    same store, as another process would."""
+    if request.param == "postgres":
+        require_postgres()
+    made = Backend(request.param, tmp_path)
+    try:
+        yield made
+    finally:
+        await made.close()

@@ -33,6 +33,10 @@ from ._runner import run_async
 __all__ = ["register"]
 
 _TIMEOUTS = Timeouts(total=5.0, connect=2.0, read=1.0)
+# The sandbox shows a payoff at once and an executed operation at once (no lag), so the
+# Enot grace period and the IntellectMoney settle window can be short here.
+_GRACE = 2.0
+_SETTLE = 1.0
 _RETRY = RetryPolicy(attempts=4, initial=0.05, maximum=0.5, max_retry_after=1.0)
 _POLL = PollPolicy(initial=0.1, maximum=0.5, deadline=30.0)
 
@@ -134,8 +138,8 @@ async def _run(args: argparse.Namespace, sandbox: Sandbox, path: Path) -> int:
         banks = await enot.list_sbp_banks()
         im_items, enot_items = _requests(args.count, rng, banks[0].id)
         flows = {
-            "intellectmoney": Payouts(im, ledger, poll=_POLL, reconcile=2.0),
-            "enot": Payouts(enot, ledger, poll=_POLL, reconcile=2.0),
+            "intellectmoney": Payouts(im, ledger, poll=_POLL, execute_settle=_SETTLE),
+            "enot": Payouts(enot, ledger, poll=_POLL, reconcile=_GRACE),
         }
         results = await pay_all(
             [Work(flows["intellectmoney"], im_items), Work(flows["enot"], enot_items)],

@@ -140,6 +140,13 @@ def add_provider_options(parser: argparse.ArgumentParser) -> None:
         help="Enot: seconds a lost payoff must stay 'not found' before it is created again; "
         "must exceed --request-timeout (default 60)",
     )
+    parser.add_argument(
+        "--execute-settle",
+        type=seconds,
+        default=60.0,
+        help="IntellectMoney: seconds an operation must keep reading 'Created' after an "
+        "execute whose answer was lost before it is executed again (default 60)",
+    )
 
 
 @attrs.frozen
@@ -329,6 +336,7 @@ def make_payouts(
     """A ``Payouts`` over ``client`` and ``ledger`` with the command's tuning."""
     options.setdefault("lease_seconds", args.lease_seconds)
     options.setdefault("reconcile", args.grace)
+    options.setdefault("execute_settle", args.execute_settle)
     try:
         return Payouts(client, ledger, **options)
     except ConfigurationError as error:

@@ -174,9 +174,10 @@ class Payouts(Generic[Request]):
             try:
                 return await asyncio.shield(joined.result)
             except asyncio.CancelledError:
-                if not joined.result.cancelled():
-                    raise  # this caller was cancelled
-                # The drive it joined was cancelled (its lease is given back): go on.
+                me = asyncio.current_task()
+                if not joined.result.cancelled() or (me is not None and me.cancelling()):
+                    raise  # this caller was cancelled (perhaps together with the drive)
+                # Only the drive it joined was cancelled (its lease is given back): go on.
         with self._driving(key, digest) as result:
             result.set_result(await self._begin_and_drive(key, digest, params, order_id))
             return result.result()

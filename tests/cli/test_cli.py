@@ -83,12 +83,18 @@ async def test_interrupted_batch_reruns_without_paying_twice(
         path = write_csv(tmp_path / "batch.csv", good_rows(count))
         ledger = f"sqlite:///{tmp_path / 'ledger.db'}"
         args = ["batch", str(path), "--ledger", ledger, "--concurrency", "5",
-                "--request-timeout", "1", "--grace", "1.5", "--no-progress"]  # fmt: skip
+                "--request-timeout", "1", "--grace", "1.5", "--execute-settle", "1",
+                "--no-progress"]  # fmt: skip
         env = {**os.environ, **credentials(sandbox), "PAYOUT_ASYNC_STATE_DIR": str(tmp_path)}
         process = await asyncio.create_subprocess_exec(
             COMMAND, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env
         )
-        await asyncio.sleep(1.2)
+        # Signal once money is moving (the handlers are installed by then), however
+        # slowly a loaded machine starts the process.
+        for _ in range(3000):
+            if sum(map(sum, (c.values() for c in books(sandbox.state)))) > 0:
+                break
+            await asyncio.sleep(0.01)
         process.send_signal(how)
         _, err = await asyncio.wait_for(process.communicate(), 60)
         if how is signal.SIGKILL:
@@ -107,6 +113,7 @@ async def test_interrupted_batch_reruns_without_paying_twice(
             # Nothing is left leased: resume finishes every row at once.
             run = await cli("resume", "--ledger", ledger, "--no-progress",
                             "--request-timeout", "1", "--grace", "1.5",
+                            "--execute-settle", "1",
                             env=credentials(sandbox))  # fmt: skip
             assert run.code == 0, run
             assert "leased to other workers" not in run.out

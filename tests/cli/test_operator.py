@@ -159,7 +159,9 @@ async def test_3_columns_match_loosely_and_unknown_ones_are_refused(
         f"c3-2;enot;sbp;+7 (900) 123-45-67;11.00;;{SBP_BANK};\r\n".encode()
     )
     typo = tmp_path / "typo.csv"
-    typo.write_text(f"key,provider,method,recipient,amount,descripton\nc3-3,enot,card,{CARD},1.00,x\n")
+    typo.write_text(
+        f"key,provider,method,recipient,amount,descripton\nc3-3,enot,card,{CARD},1.00,x\n"
+    )
     mangled = tmp_path / "mangled.csv"
     mangled.write_text("Key,Provider,Method,Recipient,Amount\nc3-4,enot,card,4.11111E+15,1.00\n")
     twice = tmp_path / "twice.csv"
@@ -228,9 +230,7 @@ async def test_4_dry_run_applies_every_rule_of_the_real_run(
     assert not (tmp_path / "ledger.db").exists()
 
 
-async def test_4_refusals_keep_the_key_and_stop_the_batch(
-    sandbox: Sandbox, tmp_path: Path
-) -> None:
+async def test_4_refusals_keep_the_key_and_stop_the_batch(sandbox: Sandbox, tmp_path: Path) -> None:
     rows = good_rows(12, "r4")  # six IntellectMoney rows, six Enot rows
     path = write_csv(tmp_path / "batch.csv", rows)
     ledger = f"sqlite:///{tmp_path / 'ledger.db'}"
@@ -334,8 +334,8 @@ async def test_6_every_configuration_error_is_one_line_and_exit_2(
     corrupt.write_bytes(b"this is not an SQLite database" * 100)
     cp1251 = tmp_path / "cp1251.csv"
     cp1251.write_bytes(
-        f"key,provider,method,recipient,amount,description\nf6,intellectmoney,card,{CARD},1.00,"
-        .encode() + "Выплата\n".encode("cp1251")
+        f"key,provider,method,recipient,amount,description\nf6,intellectmoney,card,{CARD},1.00,".encode()
+        + "Выплата\n".encode("cp1251")
     )
     config = tmp_path / "config.toml"
     config.write_text('[intellectmoney]\nsecret = "x"\n')
@@ -451,7 +451,6 @@ async def test_8_conventions_version_flags_json_secrets_and_modes(
     shapes = [set(p) for d in documents for p in d.get("payouts", [])]
     assert shapes and all(shape >= set(shapes[0]) - {"history"} for shape in shapes)
     assert documents[2]["payouts"][0]["recipient"] == "411111******1111"
-
 
 
 async def test_8_sandbox_writes_a_private_config_and_stops_on_sigterm(tmp_path: Path) -> None:

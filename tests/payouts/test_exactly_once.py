@@ -15,19 +15,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from payout_async import IdempotencyConflictError, PayoutStatus, PollPolicy
 from payout_async.enot import PayoffRequest
-from payout_async.ledger import Ledger, LedgerState
+from payout_async.ledger import Ledger, LedgerState, MemoryLedger
 from payout_async.sandbox import FaultKind, Sandbox
 from payout_async.testing import pause_before_send
-from tests.ledger.support import BACKENDS, Backend, require_postgres
+from tests.ledger.support import Backend
 
 from .support import (
     CARD,
@@ -39,17 +38,6 @@ from .support import (
     im_request,
     payouts,
 )
-
-
-@pytest.fixture(params=BACKENDS)
-async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
-    if request.param == "postgres":
-        require_postgres()
-    made = Backend(request.param, tmp_path)
-    try:
-        yield made
-    finally:
-        await made.close()
 
 
 def assert_paid_at_most_once(sandbox: Sandbox) -> None:
@@ -394,3 +382,39 @@ class SettleOnHistory:
             provider, record.order_id, state=LedgerState.SUCCEEDED, provider_status="success"
         )
         return await self._ledger.history(provider, key)
+
+
+async def test_a_joiner_cancelled_with_the_drive_it_joined_stops_too() -> None:
+    # At shutdown every task is cancelled at once: a pay() that had joined another must
+    # not take its drive's cancellation for its own cue to start a new drive.
+    async with Sandbox(config=fast_config()) as sandbox, enot_client(sandbox.enot_url) as enot:
+        flow = payouts(enot, MemoryLedger())
+        with pause_before_send(flow, 30, times=1):
+            driver = asyncio.create_task(flow.pay("k", enot_request()))
+            await asyncio.sleep(0.2)
+            joiner = asyncio.create_task(flow.pay("k", enot_request()))
+            await asyncio.sleep(0.05)
+            # The joiner is cancelled in the same instant as the drive's result.
+            flow._in_flight["k"].result.add_done_callback(lambda _: joiner.cancel())
+            driver.cancel()
+            outcomes = await asyncio.gather(driver, joiner, return_exceptions=True)
+        assert all(isinstance(o, asyncio.CancelledError) for o in outcomes)
+        await flow.aclose()
+        assert len(sandbox.state.enot) == 0
+
+
+async def test_a_joiner_whose_drive_alone_was_cancelled_pays_it() -> None:
+    async with Sandbox(config=fast_config()) as sandbox, enot_client(sandbox.enot_url) as enot:
+        flow = payouts(enot, MemoryLedger())
+        with pause_before_send(flow, 30, times=1):
+            driver = asyncio.create_task(flow.pay("k", enot_request()))
+            await asyncio.sleep(0.2)
+            joiner = asyncio.create_task(flow.pay("k", enot_request()))
+            await asyncio.sleep(0.05)
+            driver.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await driver
+            result = await joiner
+        assert result.status in (PayoutStatus.SUCCEEDED, PayoutStatus.PROCESSING)
+        await flow.resume()
+        assert sandbox.paid_per_payout() == {("enot", "k"): 1}

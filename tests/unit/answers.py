@@ -108,9 +108,7 @@ class AnswerServer:
                 USER_TOKEN, SECRET, bearer_token=BEARER, api="current", **common
             ),
             im_legacy=IntellectMoneyClient(USER_TOKEN, SECRET, api="legacy", **common),
-            enot=EnotClient(
-                ENOT_USER, ENOT_KEY, base_url=self.url, timeout=TIMEOUTS, retry=RETRY
-            ),
+            enot=EnotClient(ENOT_USER, ENOT_KEY, base_url=self.url, timeout=TIMEOUTS, retry=RETRY),
         )
 
     async def post_hook(self, body: bytes, signature: bytes | None) -> int:

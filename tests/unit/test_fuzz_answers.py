@@ -111,8 +111,9 @@ scalars = (
 )
 json_values = st.recursive(
     scalars,
-    lambda inner: st.lists(inner, max_size=4)
-    | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4)
+    ),
     max_leaves=10,
 )
 
@@ -166,13 +167,15 @@ def _envelope_variants(document: Any) -> st.SearchStrategy[Any]:
             optional={"error": json_values},
         ),
         st.fixed_dictionaries(
-            {"OperationState": st.fixed_dictionaries(
-                {"Code": st.one_of(st.sampled_from([0, 1, 2, 3, -1]), json_values)},
-                optional={"Desc": json_values},
-            )},
-            optional={"Result": st.one_of(
-                st.just(document.get("Result")).map(copy.deepcopy), json_values
-            )},
+            {
+                "OperationState": st.fixed_dictionaries(
+                    {"Code": st.one_of(st.sampled_from([0, 1, 2, 3, -1]), json_values)},
+                    optional={"Desc": json_values},
+                )
+            },
+            optional={
+                "Result": st.one_of(st.just(document.get("Result")).map(copy.deepcopy), json_values)
+            },
         ),
     ]
     return st.one_of(variants)
@@ -217,12 +220,19 @@ header_text = st.text(
     max_size=40,
 )
 retry_after = st.one_of(
-    st.integers(-10**30, 10**30).map(str),
+    st.integers(-(10**30), 10**30).map(str),
     st.floats().map(str),
     st.datetimes(timezones=st.just(UTC)).map(lambda when: email.utils.format_datetime(when)),
     st.sampled_from(
-        ["Wed, 21 Oct 99999999999999999999 07:28:00 GMT", "Fri, 31 Dec 9999 23:59:59 -2359",
-         "Mon, 01 Jan 0001 00:00:00 +2359", "1e400", "nan", "", "soon"]
+        [
+            "Wed, 21 Oct 99999999999999999999 07:28:00 GMT",
+            "Fri, 31 Dec 9999 23:59:59 -2359",
+            "Mon, 01 Jan 0001 00:00:00 +2359",
+            "1e400",
+            "nan",
+            "",
+            "soon",
+        ]
     ),
     header_text,
 )
@@ -351,7 +361,7 @@ def webhooks(draw: st.DrawFn) -> tuple[bytes, bytes | None]:
 
 
 def _outcome(body: bytes, header: str) -> str:
-    """"verified", "unreadable" (verified, fields unreadable) or "refused"; checks
+    """ "verified", "unreadable" (verified, fields unreadable) or "refused"; checks
     that ``verify_webhook`` and ``parse_webhook`` agree."""
     verified = verify_webhook(body, header, HOOK_KEY)
     assert isinstance(verified, bool)

@@ -84,7 +84,7 @@ def with_raw_field(payload: dict[str, Any], raw: str, *, inside_data: bool = Fal
         data = json.dumps(payload["data"])
         rest = json.dumps({key: value for key, value in payload.items() if key != "data"})
         return f'{{"data": {data[:-1]}, "extra": {raw}}}, {rest[1:]}'.encode()
-    return f"{json.dumps(payload)[:-1]}, \"extra\": {raw}}}".encode()
+    return f'{json.dumps(payload)[:-1]}, "extra": {raw}}}'.encode()
 
 
 def unreadable_type(name: str) -> type[Exception]:
