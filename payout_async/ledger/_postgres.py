@@ -19,6 +19,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, Self
 
 from .._errors import ConfigurationError, IdempotencyConflictError
+from .._shield import shielded
 from ._base import (
     ACTIVE_STATES,
     Claim,
@@ -480,7 +481,7 @@ class PostgresLedger:
         to_state = LedgerState(state)
         # Shielded: a cancelled caller must not abort the statement half-way (asyncpg
         # would cancel it on the server), so the recovery point is written anyway.
-        row = await asyncio.shield(
+        row = await shielded(
             self._fetchrow(
                 self._sql.transition.format(sets=sets),
                 provider,

@@ -16,6 +16,7 @@ import attrs
 
 from .._errors import ConfigurationError, IdempotencyConflictError, ValidationError
 from .._polling import PollPolicy
+from .._shield import shielded
 from .._validation import check_key
 from ..enot import EnotClient, PayoffRequest, PayoffStatus, PayoffWebhook
 from ..intellectmoney import IntellectMoneyClient, OperationRequest
@@ -278,7 +279,7 @@ class Payouts(Generic[Request]):
             latest = await self.ledger.get(self.provider, run.record.key)
             return PayoutResult.from_record(latest or run.record)
         except BaseException:
-            await run.release()
+            await run.release_quietly()  # the error (or cancellation) is what matters
             raise
         if not run.record.state.is_final:
             await run.release()
@@ -473,7 +474,7 @@ class Payouts(Generic[Request]):
 
     async def _release(self, claim: Claim) -> None:
         record = claim.record
-        await asyncio.shield(
+        await shielded(
             self.ledger.release(
                 self.provider, record.key, owner=self.owner, token=record.lease_token
             )

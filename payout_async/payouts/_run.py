@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from .._errors import ConfigurationError
+from .._shield import shielded
 from ..ledger import (
     Claim,
     LeaseLostError,
@@ -200,11 +201,20 @@ class Run:
 
     async def release(self) -> None:
         """Give the row back (shielded: it must happen even when cancelled)."""
-        await asyncio.shield(
+        await shielded(
             self.ledger.release(
                 self.record.provider, self.record.key, owner=self.owner, token=self.token
             )
         )
+
+    async def release_quietly(self) -> None:
+        """``release``, on the way out of a failed or cancelled drive: a ledger error
+        here is logged, not raised over the error being handled (the lease then runs
+        out on its own)."""
+        try:
+            await self.release()
+        except Exception as error:
+            logger.warning("could not give back the lease of %s: %s", self.record.key, error)
 
 
 class _Heartbeat:

@@ -418,3 +418,19 @@ async def test_a_joiner_whose_drive_alone_was_cancelled_pays_it() -> None:
         assert result.status in (PayoutStatus.SUCCEEDED, PayoutStatus.PROCESSING)
         await flow.resume()
         assert sandbox.paid_per_payout() == {("enot", "k"): 1}
+
+
+async def test_a_failing_lease_release_does_not_hide_a_cancellation() -> None:
+    class NoRelease(MemoryLedger):
+        async def release(self, provider: str, key: str, *, owner: str, token: int) -> None:
+            raise RuntimeError("the ledger went away")
+
+    async with Sandbox(config=fast_config()) as sandbox, enot_client(sandbox.enot_url) as enot:
+        flow = payouts(enot, NoRelease())
+        with pause_before_send(flow, 30):
+            paying = asyncio.create_task(flow.pay("k", enot_request()))
+            await asyncio.sleep(0.2)
+            paying.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await paying
+        assert len(sandbox.state.enot) == 0
