@@ -21,6 +21,7 @@ from .._errors import (
     InvalidRequestError,
     NotFoundError,
     PermissionDeniedError,
+    RequestNotSentError,
     ValidationError,
 )
 from .._fence import guarded
@@ -129,6 +130,9 @@ class EnotFlow:
                 )
         except LeaseLostError:
             raise  # the fence kept the request from leaving: another drive has the row
+        except RequestNotSentError as error:  # nothing reached Enot: nothing to look up
+            await run.move(LedgerState.PENDING, last_error=str(error), note="create not sent")
+            return
         except _REFUSED as error:
             await self._confirm_refusal(run, request, error)
             return

@@ -29,6 +29,7 @@ from .._errors import (
     InvalidRequestError,
     PermissionDeniedError,
     ProviderRejectedError,
+    RequestNotSentError,
     ValidationError,
 )
 from .._fence import guarded
@@ -134,6 +135,9 @@ class IntellectMoneyFlow:
                 operation = await self.client.execute_operation(operation_id)
         except LeaseLostError:
             raise  # the fence kept the request from leaving: another drive has the row
+        except RequestNotSentError as error:  # nothing reached the provider
+            await run.move(LedgerState.CREATED, last_error=str(error), note="execute not sent")
+            return
         except Exception as error:
             # Whatever happened, the operation's state says whether money moved.
             run.unknown_from = time.monotonic()

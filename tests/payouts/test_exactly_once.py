@@ -335,12 +335,13 @@ async def test_resume_drives_each_row_once_however_slow(backend: Backend) -> Non
         Sandbox(config=fast_config(enot_final_after=600)) as sandbox,
         enot_client(sandbox.enot_url, timeout=SHORT_TIMEOUTS) as enot,
     ):
-        slow = PollPolicy(initial=0.05, maximum=0.1, deadline=1.5)
+        # Each batch of three, driven one at a time, takes longer than the lease.
+        slow = PollPolicy(initial=0.05, maximum=0.1, deadline=0.6)
         flow = payouts(enot, ledger, lease_seconds=1.0, poll=slow)
-        keys = [f"k{n}" for n in range(12)]
+        keys = [f"k{n}" for n in range(6)]
         first = [r async for r in flow.pay_many([(k, enot_request()) for k in keys])]
         assert {r.status for r in first} == {PayoutStatus.PROCESSING}
-        resumed = await asyncio.wait_for(flow.resume(concurrency=3, batch=4), timeout=60)
+        resumed = await asyncio.wait_for(flow.resume(concurrency=1, batch=3), timeout=60)
         assert sorted(r.key for r in resumed) == sorted(keys)
         assert {r.status for r in resumed} == {PayoutStatus.PROCESSING}
         assert len(sandbox.state.enot) == len(keys)

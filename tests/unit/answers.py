@@ -36,7 +36,8 @@ from .helpers import BEARER, CARD, ENOT_KEY, ENOT_USER, OP_ID, PAYOFF_ID, SECRET
 
 #: Retries are real but instant: every retryable answer is asked for twice.
 RETRY = payout_async.RetryPolicy(attempts=2, initial=0.0, maximum=0.0, max_retry_after=0.0)
-TIMEOUTS = Timeouts(total=5.0, connect=2.0, read=2.0)
+# The server answers at once or never: a stalled answer is given up quickly.
+TIMEOUTS = Timeouts(total=2.0, connect=1.0, read=0.5)
 HOOK_KEY = "payoffExample"
 HOOK_PATH = "/hook"
 #: Lines for the end of the test run (the fuzz's call count), see ``conftest``.
