@@ -231,7 +231,9 @@ class Payouts(Generic[Request]):
                 releasing.add_done_callback(self._background.discard)
                 raise
             if claim.claimed:
-                return await self._drive(claim, started, time.monotonic())
+                return await self._drive(
+                    claim, started, time.monotonic(), holder_dead=bool(take_over)
+                )
             holder = claim.record.lease_owner
             if take_over or claim.record.state not in ACTIVE_STATES or holder is None:
                 break
@@ -258,9 +260,15 @@ class Payouts(Generic[Request]):
         claimed_after: float,
         *,
         reopen: bool = False,
+        holder_dead: bool = False,
     ) -> PayoutResult:
         """Drive a claimed row until it is final or waits on the provider, then give
-        its lease back. ``reopen``: it is a parked row that ``reconcile()`` retries."""
+        its lease back. ``reopen``: it is a parked row that ``reconcile()`` retries.
+        ``holder_dead``: the lease taken over belonged to a process of this host that
+        has ended -- it can send nothing more, so its lease's remainder is not waited
+        out."""
+        if holder_dead:
+            claim = attrs.evolve(claim, previous_lease_left=0.0)
         run = Run(
             self.ledger,
             claim,
@@ -444,7 +452,14 @@ class Payouts(Generic[Request]):
                     try:
                         reopen = claim.record.state in PARKED_STATES
                         result.set_result(
-                            await self._drive(claim, claimed_before, claimed_after, reopen=reopen)
+                            await self._drive(
+                                claim,
+                                claimed_before,
+                                claimed_after,
+                                reopen=reopen,
+                                # Only dead owners' leases are taken before they expire.
+                                holder_dead=bool(dead_owners),
+                            )
                         )
                     except Exception as error:
                         logger.exception("resuming payout %s failed", key)
@@ -493,8 +508,7 @@ class Payouts(Generic[Request]):
                 (
                     step.from_state
                     for step in reversed(history)
-                    if step.to_state is LedgerState.NEEDS_ATTENTION
-                    and step.from_state is not None
+                    if step.to_state is LedgerState.NEEDS_ATTENTION and step.from_state is not None
                 ),
                 LedgerState.PENDING,
             )
@@ -502,9 +516,7 @@ class Payouts(Generic[Request]):
                 previous = LedgerState.PENDING
             restart_at = self._flow.reopen_at(previous, record)
         run.attempts_before = record.attempts
-        await run.move(
-            restart_at, note="reconcile: trying again", reason=None
-        )
+        await run.move(restart_at, note="reconcile: trying again", reason=None)
 
     async def get(self, key: str) -> PayoutResult | None:
         """The payout recorded under ``key``, or None."""

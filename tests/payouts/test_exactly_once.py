@@ -14,6 +14,8 @@ can be settled is settled -- ``needs_attention`` is not a pass.
 from __future__ import annotations
 
 import asyncio
+import socket
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
@@ -23,7 +25,9 @@ import pytest
 
 from payout_async import IdempotencyConflictError, PayoutStatus, PollPolicy
 from payout_async.enot import PayoffRequest
-from payout_async.ledger import Ledger, LedgerState, MemoryLedger
+from payout_async.ledger import Ledger, LedgerState, MemoryLedger, params_hash
+from payout_async.payouts import order_id_for
+from payout_async.payouts._orchestrator import _request_params
 from payout_async.sandbox import FaultKind, Sandbox
 from payout_async.testing import pause_before_send
 from tests.ledger.support import Backend
@@ -435,3 +439,32 @@ async def test_a_failing_lease_release_does_not_hide_a_cancellation() -> None:
             with pytest.raises(asyncio.CancelledError):
                 await paying
         assert len(sandbox.state.enot) == 0
+
+
+async def test_rows_of_a_dead_local_process_are_taken_over_at_once(backend: Backend) -> None:
+    # A process of this host died mid-create holding two-minute leases: resume() and a
+    # re-run pay() take its rows at once, and -- as it can send nothing more -- wait only
+    # the grace period, not the rest of its lease.
+    finished = await asyncio.create_subprocess_exec(sys.executable, "-c", "pass")
+    await finished.wait()
+    owner = f"{socket.gethostname()}:{finished.pid}:1:deadbeef"
+    ledger = await backend.new()
+    async with Sandbox(config=fast_config()) as sandbox, enot_client(sandbox.enot_url) as enot:
+        for key in ("by-resume", "by-pay"):
+            params = {**_request_params(enot_request()), "order_id": order_id_for(key)}
+            claim = await ledger.begin(
+                "enot", key, params_hash(params), params, owner=owner, lease_seconds=120,
+                order_id=order_id_for(key),
+            )  # fmt: skip
+            await ledger.transition(
+                "enot", key, owner=owner, token=claim.record.lease_token,
+                state=LedgerState.SENDING, lease_seconds=120, add_attempt=True,
+            )  # fmt: skip
+        flow = payouts(enot, ledger)
+        started = time.monotonic()
+        paid = await flow.pay("by-pay", enot_request())
+        [resumed] = await flow.resume()
+        assert (resumed.key, resumed.status) == ("by-resume", PayoutStatus.SUCCEEDED)
+        assert paid.status is PayoutStatus.SUCCEEDED
+        assert time.monotonic() - started < 60  # not the two minutes the leases had left
+        assert sandbox.paid_per_payout() == {("enot", "by-resume"): 1, ("enot", "by-pay"): 1}
