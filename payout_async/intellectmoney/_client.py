@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from decimal import Decimal
 from typing import Any, Literal, TypeVar
@@ -10,15 +11,21 @@ from urllib.parse import urlencode
 
 import aiohttp
 
-from .._errors import ConfigurationError, ProviderRejectedError, ValidationError
+from .._errors import (
+    APIError,
+    AuthenticationError,
+    ConfigurationError,
+    ProviderRejectedError,
+    ValidationError,
+)
 from .._redact import Redactor
 from .._responses import decode_answer, read_answer, unreadable
 from .._retry import OperationKind, RetryPolicy, call_with_retry
 from .._transport import HTTPResponse, Timeouts, Transport, TransportClient
 from .._validation import format_amount
-from ._models import PayoutOperation, operation_code, parse_operation
+from ._models import PayoutOperation, inner_state, operation_code, parse_operation
 from ._request import Api, OperationRequest
-from ._signing import CURRENT_METHODS, LEGACY_METHODS, sign
+from ._signing import ASSUMED_SIGN_METHODS, CURRENT_METHODS, LEGACY_METHODS, sign
 
 __all__ = ["DEFAULT_BASE_URL", "IntellectMoneyClient", "UserTokenSource"]
 
@@ -26,12 +33,19 @@ DEFAULT_BASE_URL = "https://api.intellectmoney.ru/personal/payout/"
 
 T = TypeVar("T")
 
+logger = logging.getLogger("payout_async")
+
 #: A UserToken, or an async callable returning a fresh one (UserTokens expire).
 UserTokenSource = str | Callable[[], Awaitable[str]]
 
 #: Words by which a rejection's ``Desc`` says the UserToken was refused; the provider
 #: writes its messages in Russian ("Неверный токен") as well as naming the field.
 _TOKEN_WORDS = ("token", "токен")
+#: Words by which a ``Desc`` says the Sign was refused ("Неверная подпись").
+_SIGN_WORDS = ("sign", "подпис")
+#: ``Result.State.Code`` values: 0 Success, 1 WithWarn (done, with a warning), 2 NoAuth.
+_INNER_WARNING = 1
+_INNER_NO_AUTH = 2
 
 _KINDS = {
     "create": OperationKind.SAFE_WRITE,
@@ -52,6 +66,19 @@ def _desc(envelope: Any) -> str | None:
 def _mentions_token(message: str) -> bool:
     text = message.casefold()
     return any(word in text for word in _TOKEN_WORDS)
+
+
+def _mentions_sign(message: str) -> bool:
+    text = message.casefold()
+    return any(word in text for word in _SIGN_WORDS)
+
+
+def _deleted(envelope: dict[str, Any]) -> bool:
+    """``Result`` true, or a result object whose own ``State.Code`` says done (0 or 1)."""
+    result = envelope.get("Result")
+    if result is True:
+        return True
+    return isinstance(result, dict) and inner_state(envelope)[0] in (0, 1)
 
 
 def _check_operation_id(operation_id: str) -> str:
@@ -191,12 +218,13 @@ class IntellectMoneyClient(TransportClient):
         )
 
     async def delete_operation(self, operation_id: str) -> bool:
-        """Delete an operation; allowed only while it is ``Created``."""
+        """Delete an operation; allowed only while it is ``Created``. True when the
+        provider says it is deleted (a warning, ``Result.State.Code`` 1, is logged)."""
         operation_id = _check_operation_id(operation_id)
         return await self._call(
             "delete",
             {"PayoutOperationId": operation_id},
-            lambda envelope: envelope.get("Result") is True,
+            _deleted,
         )
 
     async def _current_user_token(self) -> str:
@@ -256,19 +284,23 @@ class IntellectMoneyClient(TransportClient):
         return read_answer(
             response,
             kind,
-            lambda answer: read(self._envelope(answer, kind)),
+            lambda answer: read(self._envelope(answer, kind, method)),
             redactor=self._redactor,
         )
 
-    def _envelope(self, response: HTTPResponse, kind: OperationKind) -> dict[str, Any]:
-        """The decoded envelope once ``OperationState.Code`` says 0 or 1; any other
-        code raises ``ProviderRejectedError``, a missing one ``unreadable``."""
+    def _envelope(self, response: HTTPResponse, kind: OperationKind, method: str) -> dict[str, Any]:
+        """The decoded envelope once both codes say it succeeded.
+
+        ``OperationState.Code`` must be 0 or 1 (any other raises
+        ``ProviderRejectedError``, a missing one ``unreadable``); then the result's own
+        ``Result.State.Code``, when present, must be 0 or 1 (WithWarn: logged, and kept
+        on the model as ``warning``): 2 (NoAuth) raises ``AuthenticationError``, any
+        other value ``ProviderRejectedError``. A non-integer inner code is unreadable.
+        """
         envelope = decode_answer(
             response, kind=kind, error_message=_desc, redactor=self._redactor
         )
         code = operation_code(envelope)
-        if code in (0, 1):
-            return envelope
         if code is None:
             raise unreadable(
                 response,
@@ -277,9 +309,44 @@ class IntellectMoneyClient(TransportClient):
                 redactor=self._redactor,
                 provider_message=_desc(envelope),
             )
-        raise ProviderRejectedError(
-            self._redactor(_desc(envelope) or f"OperationState.Code {code}"),
-            status=response.status,
-            code=code,
-            body=response.body,
+        if code not in (0, 1):
+            raise self._refusal(
+                ProviderRejectedError, response, method, code, _desc(envelope),
+                f"OperationState.Code {code}",
+            )  # fmt: skip
+        inner, inner_desc = inner_state(envelope)
+        if inner is None or inner == 0:
+            return envelope
+        if inner == _INNER_WARNING:
+            logger.warning(
+                "IntellectMoney %s answered with a warning (Result.State.Code 1): %s",
+                method,
+                self._redactor(inner_desc or "no Desc"),
+            )
+            return envelope
+        error_type = AuthenticationError if inner == _INNER_NO_AUTH else ProviderRejectedError
+        raise self._refusal(
+            error_type, response, method, inner, inner_desc, f"Result.State.Code {inner}"
+        )
+
+    def _refusal(
+        self,
+        error_type: type[APIError],
+        response: HTTPResponse,
+        method: str,
+        code: int,
+        desc: str | None,
+        fallback: str,
+    ) -> APIError:
+        """The provider's refusal as ``error_type``; a signature refusal of a method
+        whose Sign pattern is assumed (``ASSUMED_SIGN_METHODS``) says so."""
+        message = desc or fallback
+        if code == _INNER_NO_AUTH and method in ASSUMED_SIGN_METHODS and _mentions_sign(message):
+            message += (
+                f" (the Sign pattern of {method} is not published; payout-async assumes the "
+                "same fields as executeOperation, see ASSUMED_STATE_SIGN_FIELDS and the "
+                "README's known unknowns)"
+            )
+        return error_type(
+            self._redactor(message), status=response.status, code=code, body=response.body
         )

@@ -10,11 +10,14 @@ import attrs
 import cattrs
 from cattrs.gen import make_dict_structure_fn, override
 
+from .._decode import UnreadableError
+
 __all__ = [
     "MassPaymentOperationState",
     "PayoutMethod",
     "PayoutOperation",
     "converter",
+    "inner_state",
     "operation_code",
     "parse_operation",
 ]
@@ -82,7 +85,8 @@ class PayoutOperation:
     ``state`` is ``UNKNOWN`` when the provider sent an undocumented value; the value
     itself is kept in ``raw_state``. ``accepted`` is True when the provider answered
     ``OperationState.Code`` 1 ("accepted, still processing"): ask the state again.
-    ``raw`` is the whole decoded answer.
+    ``warning`` is the provider's ``Result.State.Desc`` when the result's own code was 1
+    (WithWarn: done, with a warning), else None. ``raw`` is the whole decoded answer.
     """
 
     operation_id: str | None
@@ -90,6 +94,7 @@ class PayoutOperation:
     error_message: str | None = None
     api_operation_id: str | None = None
     accepted: bool = False
+    warning: str | None = None
     raw: Mapping[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
 
     @property
@@ -138,6 +143,7 @@ def parse_operation(
             "ErrorMessage": _str_or_none(fields.get("ErrorMessage")),
             "OperationId": _str_or_none(envelope.get("OperationId")),
             "accepted": operation_code(envelope) == 1,
+            "warning": _warning(envelope),
             "raw": envelope,
         },
         PayoutOperation,
@@ -153,3 +159,30 @@ def operation_code(envelope: Mapping[str, Any]) -> int | None:
     state = envelope.get("OperationState")
     code = state.get("Code") if isinstance(state, dict) else None
     return code if isinstance(code, int) and not isinstance(code, bool) else None
+
+
+def inner_state(envelope: Mapping[str, Any]) -> tuple[int | None, str | None]:
+    """``Result.State``'s ``(Code, Desc)``: ``(None, None)`` when the result carries no
+    state. Raises ``UnreadableError`` when a state is there but its code is not an
+    integer (0 Success, 1 WithWarn, 2 NoAuth; other values pass through)."""
+    result = envelope.get("Result")
+    state = result.get("State") if isinstance(result, dict) else None
+    if not isinstance(state, dict):
+        return None, None
+    code = state.get("Code")
+    desc = state.get("Desc")
+    text = None if desc is None else str(desc)[:500]
+    if code is None:
+        return None, text
+    if isinstance(code, str) and code.strip().isascii() and code.strip().isdigit():
+        code = int(code.strip()[:9])
+    if not isinstance(code, int) or isinstance(code, bool):
+        raise UnreadableError("Result.State.Code is not an integer")
+    return code, text
+
+
+def _warning(envelope: Mapping[str, Any]) -> str | None:
+    code, desc = inner_state(envelope)
+    if code != 1:
+        return None
+    return desc or "Result.State.Code 1 (WithWarn) without a Desc"

@@ -14,9 +14,26 @@ from decimal import Decimal
 
 from .._errors import ConfigurationError
 
-__all__ = ["CURRENT_METHODS", "LEGACY_METHODS", "SIGN_FIELDS", "sign", "sign_string"]
+__all__ = [
+    "ASSUMED_SIGN_METHODS",
+    "ASSUMED_STATE_SIGN_FIELDS",
+    "CURRENT_METHODS",
+    "LEGACY_METHODS",
+    "SIGN_FIELDS",
+    "sign",
+    "sign_string",
+]
 
 _ID = ("UserToken", "PayoutOperationId")
+
+#: The current API's ``getOperationState`` Sign pattern is NOT published; payout-async
+#: assumes ``UserToken::PayoutOperationId::key`` like its documented siblings
+#: (execute, delete). This is the one place the assumption lives (README: known
+#: unknowns); a "bad signature" answer to that call says so in its message.
+ASSUMED_STATE_SIGN_FIELDS: tuple[str, ...] = _ID
+
+#: Wire methods whose Sign field order is assumed rather than documented.
+ASSUMED_SIGN_METHODS: frozenset[str] = frozenset({"getOperationState"})
 
 SIGN_FIELDS: Mapping[str, tuple[str, ...]] = {
     # legacy API
@@ -32,7 +49,7 @@ SIGN_FIELDS: Mapping[str, tuple[str, ...]] = {
         "RecipientName", "EshopId",
     ),
     "executeOperation": _ID,
-    "getOperationState": _ID,  # not published; assumed like its siblings (API.md)
+    "getOperationState": ASSUMED_STATE_SIGN_FIELDS,  # not published: assumed
     "deleteOperation": _ID,
 }  # fmt: skip
 

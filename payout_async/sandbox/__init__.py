@@ -3,7 +3,8 @@
 ``Sandbox`` serves both providers at their real paths on 127.0.0.1 (``build_app`` for
 embedding the application elsewhere), checks signatures and tokens, moves emulated
 money, lets states progress with time, delivers Enot webhooks, misbehaves on demand
-(``FaultKind``, by seeded probability or by script) and reports what it did
+(``FaultKind``, by seeded probability or by script; ``Sandbox.script_inner_code``
+for IntellectMoney's inner ``Result.State.Code``) and reports what it did
 (``Sandbox.stats()``, ``Sandbox.duplicates()``, ``Sandbox.paid_per_payout()``,
 ``GET /_sandbox/stats``). ``SandboxConfig`` can also model what the providers'
 documents leave open: IntellectMoney's state lag after an accepted execute and its

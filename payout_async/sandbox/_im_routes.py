@@ -6,7 +6,9 @@ token (current API; HTTP 401 without it), the body (JSON or form), the ``Sign``
 fields. Refusals are answered in the real envelope, ``OperationState.Code`` 2 with a
 ``Desc`` and ``Result: false``, under HTTP 200. An execute accepted inside
 ``im_execute_lag`` is answered ``OperationState.Code`` 1 ("accepted, still processing")
-with the operation's state as it reads then (``Created``).
+with the operation's state as it reads then (``Created``). A scripted inner code
+(``Sandbox.script_inner_code``) answers ``OperationState.Code`` 0 with that
+``Result.State``: 1 after carrying the request out, any other instead of it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from aiohttp import web
 from ..intellectmoney._signing import CURRENT_METHODS, LEGACY_METHODS, sign
 from ._im_book import BookError, ImOperation, IntellectMoneyBook
 from ._im_fields import parse_create
+from ._im_inner import InnerAnswer
 from ._state import SandboxState
 from ._wire import json_answer
 
@@ -61,6 +64,10 @@ async def _read_fields(request: web.Request) -> dict[str, str | None]:
     return data
 
 
+def _inner_state(inner: InnerAnswer) -> dict[str, Any]:
+    return {"Code": inner.code, "Desc": inner.desc}
+
+
 class _Api:
     """The handlers of one API generation (``"legacy"`` or ``"current"``)."""
 
@@ -86,11 +93,16 @@ class _Api:
         return json_answer(payload)
 
     def operation_answer(
-        self, book: IntellectMoneyBook, operation: ImOperation, *, accepted: bool = False
+        self,
+        book: IntellectMoneyBook,
+        operation: ImOperation,
+        *,
+        accepted: bool = False,
+        inner: InnerAnswer | None = None,
     ) -> web.Response:
         state = book.state(operation)
         result: dict[str, Any] = {
-            "State": _RESULT_OK,
+            "State": _RESULT_OK if inner is None else _inner_state(inner),
             "PayoutOperationId": operation.id,
             "PayoutOperationState": state,
         }
@@ -108,7 +120,10 @@ class _Api:
                 self.check_sign(request, method, fields)
                 if not self.state.tokens.is_valid(fields.get("UserToken")):
                     raise BookError(TOKEN_DESC)
-                return self.act(operation, fields)
+                inner = self.state.im_inner.pop(f"im.{operation}")
+                if inner is not None and not inner.performs:
+                    return self.envelope({"State": _inner_state(inner)})
+                return self.act(operation, fields, inner)
             except BookError as error:
                 return im_error(200, str(error))
 
@@ -122,22 +137,25 @@ class _Api:
         if not given or not hmac.compare_digest(given.lower().encode(), expected):
             raise BookError(SIGN_DESC)
 
-    def act(self, operation: str, fields: dict[str, str | None]) -> web.Response:
+    def act(
+        self, operation: str, fields: dict[str, str | None], inner: InnerAnswer | None = None
+    ) -> web.Response:
         book = self.state.intellectmoney
         if operation == "create":
             created = book.create(parse_create(self.api, fields))
-            return self.operation_answer(book, created)
+            return self.operation_answer(book, created, inner=inner)
         operation_id = fields.get("PayoutOperationId")
         if not operation_id:
             raise BookError("Не передан идентификатор операции (PayoutOperationId)")
         found = book.find(operation_id)
         if operation == "execute":
             book.execute(found)
-            return self.operation_answer(book, found, accepted=book.processing(found))
+            accepted = book.processing(found)
+            return self.operation_answer(book, found, accepted=accepted, inner=inner)
         if operation == "delete":
             book.delete(found)
-            return self.envelope(True, found)
-        return self.operation_answer(book, found)
+            return self.envelope(True if inner is None else {"State": _inner_state(inner)}, found)
+        return self.operation_answer(book, found, inner=inner)
 
 
 def intellectmoney_processors(state: SandboxState) -> list[tuple[str, str, str, Processor]]:

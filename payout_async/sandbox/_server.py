@@ -124,6 +124,15 @@ class Sandbox:
         """The fault plan: ``faults.script(route, kind=..., nth=...)``, call counts."""
         return self.state.faults
 
+    def script_inner_code(self, route: str, code: int, desc: str | None = None) -> None:
+        """Make the next answer of the IntellectMoney ``route`` (``"im.create"``,
+        ``"im.execute"``, ``"im.state"``, ``"im.delete"``) say ``OperationState.Code``
+        0 with ``Result.State`` ``{"Code": code, "Desc": desc}``. Code 1 (WithWarn;
+        ``desc`` is the warning) carries the request out; any other code (2 NoAuth,
+        ``desc`` "Неверная подпись" by default) refuses it. Calls queue up in order;
+        ``reset()`` forgets them."""
+        self.state.im_inner.script(route, code, desc)
+
     def issue_user_token(self) -> str:
         """A fresh IntellectMoney UserToken, valid for ``config.user_token_lifetime``."""
         return self.state.tokens.issue()

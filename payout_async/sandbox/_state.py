@@ -12,6 +12,7 @@ from ._config import SandboxConfig, SandboxCredentials
 from ._enot_book import EnotBook
 from ._faults import Faults
 from ._im_book import IntellectMoneyBook
+from ._im_inner import InnerAnswers
 from ._tokens import UserTokens
 
 __all__ = ["SandboxState", "WebhookDelivery"]
@@ -69,6 +70,7 @@ class SandboxState:
             seed=config.seed,
         )
         self.webhooks: list[WebhookDelivery] = []
+        self.im_inner = InnerAnswers()
 
     def watch_enot(self, callback: Callable[[], None] | None) -> None:
         """Call ``callback`` whenever Enot payoffs are created or webhooks fall due."""
@@ -76,7 +78,8 @@ class SandboxState:
         self.enot.on_change = callback
 
     def reset(self) -> None:
-        """Empty the books, restore the balances, forget tokens, faults and webhooks."""
+        """Empty the books, restore the balances, forget tokens, faults (scripted inner
+        codes too) and webhooks."""
         self._build()
         if self._on_enot_change is not None:
             self._on_enot_change()
