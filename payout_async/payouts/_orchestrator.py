@@ -248,10 +248,7 @@ class Payouts(Generic[Request]):
         except Exception:
             return
         if claim.claimed:
-            record = claim.record
-            await self.ledger.release(
-                self.provider, record.key, owner=self.owner, token=record.lease_token
-            )
+            await self._release(claim)
 
     async def _drive(
         self,
