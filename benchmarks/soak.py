@@ -72,14 +72,14 @@ async def child(args: argparse.Namespace) -> None:
     im_client, enot_client = clients(
         args.im_url,
         args.enot_url,
-        timeout=TIMEOUTS,
+        timeouts=TIMEOUTS,
         retry=RETRY,
         limit=max(args.concurrency, 10),  # no request waits for a connection
     )
     async with SQLiteLedger(args.ledger) as ledger, im_client as im, enot_client as enot:
         settings: dict[str, Any] = {
             "poll": POLL,
-            "reconcile": args.grace,
+            "grace": args.grace,
             "lease_seconds": args.lease,
             "execute_settle": args.settle,
         }

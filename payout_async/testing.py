@@ -2,13 +2,15 @@
 
 Installed with payout-async (entry point ``pytest11``), so in any test suite::
 
-    async def test_payout(payout_sandbox, enot_client):
-        await enot_client.create_payoff("card", "4111111111111111", "100.00", order_id="o-1")
+    async def test_payout(payout_sandbox, payout_enot_client):
+        await payout_enot_client.create_payoff(
+            service="card", wallet_to="4111111111111111", amount="100.00", order_id="o-1"
+        )
         assert payout_sandbox.stats().enot.created == 1
 
 Fixtures (function scope): ``payout_sandbox_config`` (override it to configure the
-sandbox), ``payout_sandbox`` (a started ``Sandbox``), ``intellectmoney_client``
-(current API, JSON bodies) and ``enot_client``. The async fixtures need
+sandbox), ``payout_sandbox`` (a started ``Sandbox``), ``payout_intellectmoney_client``
+(current API, JSON bodies) and ``payout_enot_client``. The async fixtures need
 pytest-asyncio; without it they fail when used, and pytest itself keeps working.
 
 ``pause_before_send`` freezes a ``Payouts`` between recording a money-moving step and
@@ -25,9 +27,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 __all__ = [
-    "enot_client",
-    "intellectmoney_client",
     "pause_before_send",
+    "payout_enot_client",
+    "payout_intellectmoney_client",
     "payout_sandbox",
     "payout_sandbox_config",
 ]
@@ -65,7 +67,7 @@ async def payout_sandbox(payout_sandbox_config: SandboxConfig) -> AsyncIterator[
 
 
 @_async_fixture
-async def intellectmoney_client(
+async def payout_intellectmoney_client(
     payout_sandbox: Sandbox,
 ) -> AsyncIterator[IntellectMoneyClient]:
     """An ``IntellectMoneyClient`` (current API) pointed at ``payout_sandbox``."""
@@ -74,7 +76,7 @@ async def intellectmoney_client(
 
 
 @_async_fixture
-async def enot_client(payout_sandbox: Sandbox) -> AsyncIterator[EnotClient]:
+async def payout_enot_client(payout_sandbox: Sandbox) -> AsyncIterator[EnotClient]:
     """An ``EnotClient`` pointed at ``payout_sandbox``."""
     async with payout_sandbox.enot_client() as client:
         yield client

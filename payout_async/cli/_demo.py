@@ -129,7 +129,7 @@ async def _demo(args: argparse.Namespace) -> int:
 
 async def _run(args: argparse.Namespace, sandbox: Sandbox, path: Path) -> int:
     rng = random.Random(args.seed)
-    options: dict[str, Any] = {"timeout": _TIMEOUTS, "retry": _RETRY}
+    options: dict[str, Any] = {"timeouts": _TIMEOUTS, "retry": _RETRY}
     async with (
         SQLiteLedger(path) as ledger,
         sandbox.intellectmoney_client(**options) as im,
@@ -139,7 +139,7 @@ async def _run(args: argparse.Namespace, sandbox: Sandbox, path: Path) -> int:
         im_items, enot_items = _requests(args.count, rng, banks[0].id)
         flows = {
             "intellectmoney": Payouts(im, ledger, poll=_POLL, execute_settle=_SETTLE),
-            "enot": Payouts(enot, ledger, poll=_POLL, reconcile=_GRACE),
+            "enot": Payouts(enot, ledger, poll=_POLL, grace=_GRACE),
         }
         results = await pay_all(
             [Work(flows["intellectmoney"], im_items), Work(flows["enot"], enot_items)],

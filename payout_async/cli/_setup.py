@@ -306,7 +306,7 @@ def build_client(
     check_credentials(config, provider)
     values = config.providers[provider]
     total = args.request_timeout
-    timeout = Timeouts(total=total, connect=min(10.0, total), read=total)
+    timeouts = Timeouts(total=total, connect=min(10.0, total), read=total)
     try:
         if provider == "intellectmoney":
             return IntellectMoneyClient(
@@ -315,13 +315,13 @@ def build_client(
                 bearer_token=values.get("bearer_token"),
                 api=config.im_api(),
                 base_url=values.get("base_url", IM_BASE_URL),
-                timeout=timeout,
+                timeouts=timeouts,
             )
         return EnotClient(
             values["user_id"],
             values["secret_key"],
             base_url=values.get("base_url", ENOT_BASE_URL),
-            timeout=timeout,
+            timeouts=timeouts,
         )
     except ConfigurationError as error:
         raise CLIError(f"{provider}: {error}") from None
@@ -335,7 +335,7 @@ def make_payouts(
 ) -> Payouts[Any]:
     """A ``Payouts`` over ``client`` and ``ledger`` with the command's tuning."""
     options.setdefault("lease_seconds", args.lease_seconds)
-    options.setdefault("reconcile", args.grace)
+    options.setdefault("grace", args.grace)
     options.setdefault("execute_settle", args.execute_settle)
     try:
         return Payouts(client, ledger, **options)

@@ -53,7 +53,7 @@ class EnotClient(TransportClient):
         *,
         base_url: str = DEFAULT_BASE_URL,
         session: aiohttp.ClientSession | None = None,
-        timeout: Timeouts | None = None,
+        timeouts: Timeouts | None = None,
         limit: int = 100,
         retry: RetryPolicy | None = None,
     ) -> None:
@@ -70,7 +70,7 @@ class EnotClient(TransportClient):
         }
         self._json_headers = {**self._headers, "Content-Type": "application/json"}
         self._transport = Transport(
-            base_url, session=session, timeouts=timeout, limit=limit, redactor=self._redactor
+            base_url, session=session, timeouts=timeouts, limit=limit, redactor=self._redactor
         )
 
     def __repr__(self) -> str:
@@ -78,11 +78,11 @@ class EnotClient(TransportClient):
 
     async def create_payoff(
         self,
-        service: str,
-        wallet_to: str | None,
-        amount: Decimal | str | int,
         *,
+        service: str,
+        amount: Decimal | str | int,
         order_id: str,
+        wallet_to: str | None = None,
         comment: str | None = None,
         hook_url: str | None = None,
         subtract: int | None = None,

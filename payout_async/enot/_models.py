@@ -54,7 +54,7 @@ class PayoffStatus(enum.StrEnum):
         return cls.UNKNOWN
 
     @property
-    def is_terminal(self) -> bool:
+    def is_final(self) -> bool:
         """True for ``success`` and ``fail``."""
         return self is PayoffStatus.SUCCESS or self is PayoffStatus.FAIL
 
@@ -127,7 +127,7 @@ class Payoff:
     @property
     def is_final(self) -> bool:
         """True once the payoff is ``success`` or ``fail``."""
-        return self.status.is_terminal
+        return self.status.is_final
 
 
 @attrs.frozen

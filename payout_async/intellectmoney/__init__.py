@@ -2,7 +2,7 @@
 
 from ._client import DEFAULT_BASE_URL, IntellectMoneyClient, UserTokenSource
 from ._models import MassPaymentOperationState, PayoutMethod, PayoutOperation
-from ._poller import wait_for_terminal
+from ._poller import wait_for_final
 from ._request import Api, OperationRequest
 from ._signing import SIGN_FIELDS, sign
 
@@ -17,5 +17,5 @@ __all__ = [
     "PayoutOperation",
     "UserTokenSource",
     "sign",
-    "wait_for_terminal",
+    "wait_for_final",
 ]

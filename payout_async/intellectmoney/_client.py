@@ -108,7 +108,7 @@ class IntellectMoneyClient(TransportClient):
         body_format: Literal["json", "form"] = "json",
         sign_in_body: bool | None = None,
         session: aiohttp.ClientSession | None = None,
-        timeout: Timeouts | None = None,
+        timeouts: Timeouts | None = None,
         limit: int = 100,
         retry: RetryPolicy | None = None,
     ) -> None:
@@ -135,7 +135,7 @@ class IntellectMoneyClient(TransportClient):
             redactor.add(user_token)
         self._redactor = redactor
         self._transport = Transport(
-            base_url, session=session, timeouts=timeout, limit=limit, redactor=redactor
+            base_url, session=session, timeouts=timeouts, limit=limit, redactor=redactor
         )
 
     def __repr__(self) -> str:
@@ -297,9 +297,7 @@ class IntellectMoneyClient(TransportClient):
         on the model as ``warning``): 2 (NoAuth) raises ``AuthenticationError``, any
         other value ``ProviderRejectedError``. A non-integer inner code is unreadable.
         """
-        envelope = decode_answer(
-            response, kind=kind, error_message=_desc, redactor=self._redactor
-        )
+        envelope = decode_answer(response, kind=kind, error_message=_desc, redactor=self._redactor)
         code = operation_code(envelope)
         if code is None:
             raise unreadable(

@@ -45,14 +45,14 @@ class MassPaymentOperationState(enum.StrEnum):
         return cls.UNKNOWN
 
     @property
-    def is_terminal(self) -> bool:
+    def is_final(self) -> bool:
         """True for Completed, Failed, NotEnoughMoney and Deleted."""
-        return self in _TERMINAL
+        return self in _FINAL
 
 
 _STATES = {state.value: state for state in MassPaymentOperationState}
 del _STATES["Unknown"]
-_TERMINAL = frozenset(
+_FINAL = frozenset(
     {
         MassPaymentOperationState.COMPLETED,
         MassPaymentOperationState.FAILED,
@@ -104,8 +104,8 @@ class PayoutOperation:
 
     @property
     def is_final(self) -> bool:
-        """True when the state is terminal: nothing will change it any more."""
-        return self.state.is_terminal
+        """True when the state is final: nothing will change it any more."""
+        return self.state.is_final
 
     def __repr__(self) -> str:
         return (

@@ -1,4 +1,4 @@
-"""Following an IntellectMoney operation until it reaches a terminal state."""
+"""Following an IntellectMoney operation until it reaches a final state."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from .._polling import PollPolicy, poll_until_final
 from ._client import IntellectMoneyClient
 from ._models import PayoutOperation
 
-__all__ = ["wait_for_terminal"]
+__all__ = ["wait_for_final"]
 
 
-async def wait_for_terminal(
+async def wait_for_final(
     client: IntellectMoneyClient,
     operation_id: str,
     *,

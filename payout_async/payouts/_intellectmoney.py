@@ -40,7 +40,7 @@ from ..intellectmoney import (
     OperationRequest,
     PayoutOperation,
 )
-from ..intellectmoney._poller import wait_for_terminal
+from ..intellectmoney._poller import wait_for_final
 from ..ledger import LeaseLostError, LedgerState, PayoutRecord
 from ._result import Settings
 from ._run import Run
@@ -187,9 +187,7 @@ class IntellectMoneyFlow:
 
     async def _poll(self, run: Run) -> bool:
         try:
-            operation = await wait_for_terminal(
-                self.client, self._operation_id(run), policy=self.poll
-            )
+            operation = await wait_for_final(self.client, self._operation_id(run), policy=self.poll)
         except Exception as error:
             await run.give_up("could not follow the operation", error)
             return True

@@ -79,7 +79,7 @@ class Payouts(Generic[Request]):
     ``client`` is an ``IntellectMoneyClient`` or an ``EnotClient``; ``ledger`` is
     where intent and every step are written before the next network call. ``poll``
     bounds how long ``pay()`` follows a payout before returning ``processing``;
-    ``reconcile`` is the Enot grace period in seconds ("not found" must hold that
+    ``grace`` is the Enot grace period in seconds ("not found" must hold that
     long after a lost create before the payoff is created again);
     ``execute_settle`` is how long an IntellectMoney operation must keep reading
     ``Created`` after an execute whose answer was lost or refused before that execute
@@ -99,18 +99,18 @@ class Payouts(Generic[Request]):
         ledger: Ledger,
         *,
         poll: PollPolicy | None = None,
-        reconcile: float = 60.0,
+        grace: float = 60.0,
         lease_seconds: float = 120.0,
         max_send_attempts: int = 3,
         owner: str | None = None,
         execute_settle: float = 60.0,
         lookup_before_create: bool = False,
     ) -> None:
-        _check_settings(client, reconcile, lease_seconds, execute_settle)
+        _check_settings(client, grace, lease_seconds, execute_settle)
         settings = Settings(
             lease_seconds=lease_seconds,
             max_send_attempts=max_send_attempts,
-            grace=reconcile,
+            grace=grace,
             execute_settle=execute_settle,
             lookup_before_create=lookup_before_create,
         )
@@ -547,7 +547,7 @@ def _check_settings(
     if not isinstance(client, IntellectMoneyClient | EnotClient):
         raise ConfigurationError("client must be an IntellectMoneyClient or an EnotClient")
     for name, value in (
-        ("reconcile", grace),
+        ("grace", grace),
         ("lease_seconds", lease_seconds),
         ("execute_settle", execute_settle),
     ):

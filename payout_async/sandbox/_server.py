@@ -139,7 +139,7 @@ class Sandbox:
 
     def intellectmoney_client(self, api: Api = "current", **kwargs: Any) -> IntellectMoneyClient:
         """An ``IntellectMoneyClient`` for this sandbox; ``kwargs`` override its
-        arguments (``user_token``, ``body_format``, ``retry``, ``timeout``...)."""
+        arguments (``user_token``, ``body_format``, ``retry``, ``timeouts``...)."""
         credentials = self.credentials
         kwargs.setdefault("user_token", credentials.im_user_token)
         kwargs.setdefault("secret_key", credentials.im_secret_key)

@@ -126,8 +126,8 @@ async def run(
     config = fast_config(duplicate_order_id="accept")
     async with (
         Sandbox(config=config) as sandbox,
-        im_client(sandbox.intellectmoney_url, timeout=SHORT_TIMEOUTS) as im,
-        enot_client(sandbox.enot_url, timeout=SHORT_TIMEOUTS) as enot,
+        im_client(sandbox.intellectmoney_url, timeouts=SHORT_TIMEOUTS) as im,
+        enot_client(sandbox.enot_url, timeouts=SHORT_TIMEOUTS) as enot,
     ):
         im_items = [(f"im-{n}", im_request(f"im-{n}")) for n in range(count)]
         enot_items = [(f"en-{n}", enot_request()) for n in range(count)]
@@ -272,7 +272,11 @@ def locked_by_another_process(path: Path, *, after: float = 0.15, hold: float = 
     async def fault() -> None:
         await asyncio.sleep(after)
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", _HOLD_LOCK, str(path), str(hold),
+            sys.executable,
+            "-c",
+            _HOLD_LOCK,
+            str(path),
+            str(hold),
             stdout=asyncio.subprocess.PIPE,
         )
         assert process.stdout is not None

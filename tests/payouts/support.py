@@ -52,7 +52,7 @@ def im_client(
     base_url: str,
     credentials: SandboxCredentials | None = None,
     *,
-    timeout: Timeouts = TIMEOUTS,
+    timeouts: Timeouts = TIMEOUTS,
 ) -> IntellectMoneyClient:
     """An IntellectMoney client for a sandbox at ``base_url`` (the current API)."""
     credentials = credentials or SandboxCredentials()
@@ -61,7 +61,7 @@ def im_client(
         credentials.im_secret_key,
         bearer_token=credentials.im_bearer_token,
         base_url=base_url,
-        timeout=timeout,
+        timeouts=timeouts,
         retry=RETRY,
     )
 
@@ -70,7 +70,7 @@ def enot_client(
     base_url: str,
     credentials: SandboxCredentials | None = None,
     *,
-    timeout: Timeouts = TIMEOUTS,
+    timeouts: Timeouts = TIMEOUTS,
 ) -> EnotClient:
     """An Enot client for a sandbox at ``base_url``."""
     credentials = credentials or SandboxCredentials()
@@ -78,7 +78,7 @@ def enot_client(
         credentials.enot_user_id,
         credentials.enot_secret_key,
         base_url=base_url,
-        timeout=timeout,
+        timeouts=timeouts,
         retry=RETRY,
     )
 
@@ -88,7 +88,7 @@ def payouts(
 ) -> Payouts[Any]:
     """``Payouts`` tuned for tests (short poll, grace, settle window and lease)."""
     kwargs.setdefault("poll", POLL)
-    kwargs.setdefault("reconcile", GRACE)
+    kwargs.setdefault("grace", GRACE)
     kwargs.setdefault("execute_settle", SETTLE)
     kwargs.setdefault("lease_seconds", 5.0)
     return Payouts(client, ledger, **kwargs)

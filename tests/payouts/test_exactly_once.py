@@ -204,7 +204,7 @@ async def test_a_worker_with_a_skewed_wall_clock_waits_the_whole_grace(
     config = fast_config(enot_info_lag=0.6, duplicate_order_id="accept")
     async with Sandbox(config=config) as sandbox, enot_client(sandbox.enot_url) as enot:
         sandbox.faults.script("enot.create", kind=FaultKind.COMMIT_THEN_CLOSE, nth=1)
-        worker_a = payouts(enot, ledger_a, reconcile=1.0)
+        worker_a = payouts(enot, ledger_a, grace=1.0)
         task = asyncio.create_task(worker_a.pay("k", enot_request()))
 
         async def answer_lost() -> bool:
@@ -219,7 +219,7 @@ async def test_a_worker_with_a_skewed_wall_clock_waits_the_whole_grace(
 
         skewed = time.time
         monkeypatch.setattr(time, "time", lambda: skewed() + 3600)
-        worker_b = payouts(enot, ledger_b, reconcile=1.0)
+        worker_b = payouts(enot, ledger_b, grace=1.0)
         [result] = await worker_b.resume()
         monkeypatch.undo()
         assert result.status is PayoutStatus.SUCCEEDED, result.reason
@@ -237,8 +237,8 @@ async def test_a_worker_paused_past_its_lease_does_not_send_after_a_takeover(
     config = fast_config(duplicate_order_id="accept", im_second_execute="pay_again")
     async with (
         Sandbox(config=config) as sandbox,
-        enot_client(sandbox.enot_url, timeout=SHORT_TIMEOUTS) as enot,
-        im_client(sandbox.intellectmoney_url, timeout=SHORT_TIMEOUTS) as im,
+        enot_client(sandbox.enot_url, timeouts=SHORT_TIMEOUTS) as enot,
+        im_client(sandbox.intellectmoney_url, timeouts=SHORT_TIMEOUTS) as im,
     ):
         for client, key, request in (
             (enot, "en-1", enot_request()),
@@ -263,7 +263,7 @@ async def test_a_paused_worker_whose_lease_nobody_took_renews_and_sends(
     ledger = await backend.new()
     async with (
         Sandbox(config=fast_config()) as sandbox,
-        enot_client(sandbox.enot_url, timeout=SHORT_TIMEOUTS) as enot,
+        enot_client(sandbox.enot_url, timeouts=SHORT_TIMEOUTS) as enot,
     ):
         worker = payouts(enot, ledger, lease_seconds=1.0)
         with pause_before_send(worker, 1.5):
@@ -301,7 +301,9 @@ async def test_a_payoff_found_by_order_id_that_is_not_this_payout_is_not_adopted
     config = fast_config(duplicate_order_id="accept")
     async with Sandbox(config=config) as sandbox, enot_client(sandbox.enot_url) as enot:
         # Somebody else's payoff already carries our order_id, for another amount.
-        await enot.create_payoff("card", CARD, Decimal("50.00"), order_id="o-7")
+        await enot.create_payoff(
+            service="card", wallet_to=CARD, amount=Decimal("50.00"), order_id="o-7"
+        )
         if not lookup_before_create:  # our create's outcome is unknown: look it up
             sandbox.faults.script("enot.create", kind=FaultKind.HTTP_504, nth=2)
         flow = payouts(enot, ledger, lookup_before_create=lookup_before_create)
@@ -337,7 +339,7 @@ async def test_resume_drives_each_row_once_however_slow(backend: Backend) -> Non
     ledger = await backend.new()
     async with (
         Sandbox(config=fast_config(enot_final_after=600)) as sandbox,
-        enot_client(sandbox.enot_url, timeout=SHORT_TIMEOUTS) as enot,
+        enot_client(sandbox.enot_url, timeouts=SHORT_TIMEOUTS) as enot,
     ):
         # Each batch of three, driven one at a time, takes longer than the lease.
         slow = PollPolicy(initial=0.05, maximum=0.1, deadline=0.6)

@@ -67,7 +67,7 @@ async def test_cancelling_pay_many_during_a_stall_returns_within_the_bound(
     proxy, ledger = proxied
     async with (
         Sandbox(config=fast_config()) as sandbox,
-        im_client(sandbox.intellectmoney_url, timeout=SHORT_TIMEOUTS) as client,
+        im_client(sandbox.intellectmoney_url, timeouts=SHORT_TIMEOUTS) as client,
     ):
         flow = payouts(client, ledger, lease_seconds=LEASE_SECONDS)
         items = [(f"im-{n}", im_request(f"im-{n}")) for n in range(30)]
@@ -126,7 +126,7 @@ async def test_a_write_protected_sqlite_ledger_starts_nothing(tmp_path: Path) ->
     items = [(f"im-{n}", im_request(f"im-{n}")) for n in range(12)]
     async with (
         Sandbox(config=fast_config()) as sandbox,
-        im_client(sandbox.intellectmoney_url, timeout=SHORT_TIMEOUTS) as client,
+        im_client(sandbox.intellectmoney_url, timeouts=SHORT_TIMEOUTS) as client,
     ):
         async with SQLiteLedger(path) as ledger:
             first = [r async for r in payouts(client, ledger).pay_many(items[:6])]

@@ -137,8 +137,8 @@ class ExactlyOnce(RuleBasedStateMachine):
         await self.sandbox.start()
         for _ in range(2):
             ledger = await self.backend.new()
-            im = im_client(self.sandbox.intellectmoney_url, timeout=TIMEOUTS)
-            enot = enot_client(self.sandbox.enot_url, timeout=TIMEOUTS)
+            im = im_client(self.sandbox.intellectmoney_url, timeouts=TIMEOUTS)
+            enot = enot_client(self.sandbox.enot_url, timeouts=TIMEOUTS)
             self.clients += [im, enot]
             self.workers.append(
                 {
@@ -146,7 +146,7 @@ class ExactlyOnce(RuleBasedStateMachine):
                         client,
                         ledger,
                         lease_seconds=LEASE,
-                        reconcile=GRACE,
+                        grace=GRACE,
                         execute_settle=SETTLE,
                     )
                     for provider, client in (("intellectmoney", im), ("enot", enot))

@@ -74,7 +74,7 @@ async def test_a_failing_source_stops_every_worker_first(
             await asyncio.sleep(0.01)
         raise RuntimeError("the source broke")
 
-    async with im_client(sandbox.intellectmoney_url, timeout=SHORT_TIMEOUTS) as client:
+    async with im_client(sandbox.intellectmoney_url, timeouts=SHORT_TIMEOUTS) as client:
         flow = payouts(client, ledger, lease_seconds=1.5)
         with pytest.raises(RuntimeError, match="the source broke"):
             async for _ in flow.pay_many(source(), concurrency=4):
@@ -87,7 +87,7 @@ async def test_a_bad_item_ends_the_batch_like_a_failing_source(
     sandbox: Sandbox, ledger: SQLiteLedger
 ) -> None:
     items: list[Any] = [*requests(3), "not a pair"]
-    async with im_client(sandbox.intellectmoney_url, timeout=SHORT_TIMEOUTS) as client:
+    async with im_client(sandbox.intellectmoney_url, timeouts=SHORT_TIMEOUTS) as client:
         flow = payouts(client, ledger)
         with pytest.raises(ValidationError, match="pair"):
             async for _ in flow.pay_many(items, concurrency=1):
@@ -99,7 +99,7 @@ async def test_closing_after_a_break_stops_the_workers(
     sandbox: Sandbox, ledger: SQLiteLedger
 ) -> None:
     items = requests(20)
-    async with im_client(sandbox.intellectmoney_url, timeout=SHORT_TIMEOUTS) as client:
+    async with im_client(sandbox.intellectmoney_url, timeouts=SHORT_TIMEOUTS) as client:
         flow = payouts(client, ledger, lease_seconds=1.5)
         async with contextlib.aclosing(flow.pay_many(items, concurrency=4)) as results:
             async for _ in results:
@@ -113,7 +113,7 @@ async def test_closing_after_a_break_stops_the_workers(
 async def test_a_bare_break_stops_the_workers_as_the_iterator_goes(
     sandbox: Sandbox, ledger: SQLiteLedger
 ) -> None:
-    async with im_client(sandbox.intellectmoney_url, timeout=SHORT_TIMEOUTS) as client:
+    async with im_client(sandbox.intellectmoney_url, timeouts=SHORT_TIMEOUTS) as client:
         flow = payouts(client, ledger, lease_seconds=1.5)
         async for _ in flow.pay_many(requests(20), concurrency=4):
             break
@@ -127,7 +127,7 @@ async def test_a_bare_break_stops_the_workers_as_the_iterator_goes(
 async def test_cancelling_the_caller_stops_the_workers(
     sandbox: Sandbox, ledger: SQLiteLedger
 ) -> None:
-    async with im_client(sandbox.intellectmoney_url, timeout=SHORT_TIMEOUTS) as client:
+    async with im_client(sandbox.intellectmoney_url, timeouts=SHORT_TIMEOUTS) as client:
         flow = payouts(client, ledger, lease_seconds=1.5)
         first = asyncio.Event()
 
@@ -177,7 +177,7 @@ async def test_an_error_while_handling_an_error_is_that_payouts_result(
 ) -> None:
     items = requests(10)
     bad = {"im-2", "im-5", "im-7"}
-    async with im_client(sandbox.intellectmoney_url, timeout=SHORT_TIMEOUTS) as client:
+    async with im_client(sandbox.intellectmoney_url, timeouts=SHORT_TIMEOUTS) as client:
         flow = payouts(client, _Failing(ledger, bad, at="transition"))  # type: ignore[arg-type]
         results = {r.key: r async for r in flow.pay_many(items, concurrency=4)}
     assert pay_many_tasks() == []
@@ -197,7 +197,7 @@ async def test_an_intent_whose_commit_is_unknown_is_not_started(
     sandbox: Sandbox, ledger: SQLiteLedger
 ) -> None:
     items = requests(4)
-    async with im_client(sandbox.intellectmoney_url, timeout=SHORT_TIMEOUTS) as client:
+    async with im_client(sandbox.intellectmoney_url, timeouts=SHORT_TIMEOUTS) as client:
         flow = payouts(client, _Failing(ledger, {"im-1"}, at="begin"))  # type: ignore[arg-type]
         results = {r.key: r async for r in flow.pay_many(items, concurrency=2)}
     assert results["im-1"].status is PayoutStatus.NOT_STARTED
@@ -210,7 +210,7 @@ async def test_no_intent_recorded_means_not_started_and_a_rerun_pays(
 ) -> None:
     items = requests(6)
     other = sqlite3.connect(ledger.path, isolation_level=None)
-    async with im_client(sandbox.intellectmoney_url, timeout=SHORT_TIMEOUTS) as client:
+    async with im_client(sandbox.intellectmoney_url, timeouts=SHORT_TIMEOUTS) as client:
         flow = payouts(client, ledger)
         other.execute("BEGIN IMMEDIATE")
         try:

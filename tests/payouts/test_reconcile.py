@@ -109,7 +109,7 @@ async def test_heartbeat_keeps_the_lease_through_a_long_poll(tmp_path: Path) -> 
     async with (
         Sandbox(config=fast_config(im_in_process_after=0.5, im_final_after=3.0)) as sandbox,
         SQLiteLedger(tmp_path / "ledger.db") as ledger,
-        im_client(sandbox.intellectmoney_url, timeout=SHORT_TIMEOUTS) as client,
+        im_client(sandbox.intellectmoney_url, timeouts=SHORT_TIMEOUTS) as client,
     ):
         slow = PollPolicy(initial=0.05, maximum=0.1, deadline=10.0)
         first = payouts(client, ledger, poll=slow, lease_seconds=1.0, owner="first")

@@ -73,10 +73,10 @@ async def test_a_failed_transition_is_acted_on_by_its_class(
         SQLiteLedger(tmp_path / "ledger.db") as ledger,
     ):
         if provider == "intellectmoney":
-            client: Any = im_client(sandbox.intellectmoney_url, timeout=SHORT_TIMEOUTS)
+            client: Any = im_client(sandbox.intellectmoney_url, timeouts=SHORT_TIMEOUTS)
             request: Any = im_request("k")
         else:
-            client = enot_client(sandbox.enot_url, timeout=SHORT_TIMEOUTS)
+            client = enot_client(sandbox.enot_url, timeouts=SHORT_TIMEOUTS)
             request = enot_request()
         async with client:
             failing = FailingTransition(ledger, nth, mode)

@@ -21,41 +21,41 @@ from payout_async.sandbox import Sandbox
 from .support import CARD, PHONE, SBP_BANK, ManualClock, card_payoff, enot_raw, fast_config
 
 
-async def test_every_call(payout_sandbox: Sandbox, enot_client: EnotClient) -> None:
-    start = await enot_client.get_balance()
+async def test_every_call(payout_sandbox: Sandbox, payout_enot_client: EnotClient) -> None:
+    start = await payout_enot_client.get_balance()
     assert start.balance == payout_sandbox.config.enot_balance
 
-    banks = await enot_client.list_sbp_banks()
+    banks = await payout_enot_client.list_sbp_banks()
     assert SBP_BANK in {bank.id for bank in banks}
 
-    created = await enot_client.create_payoff(
-        "card", CARD, Decimal("100.50"), order_id="o-1", comment="за май"
+    created = await payout_enot_client.create_payoff(
+        service="card", wallet_to=CARD, amount=Decimal("100.50"), order_id="o-1", comment="за май"
     )
     assert created.payoff_id
     assert created.amount_withdraw_rub == Decimal("100.50")
 
-    by_id = await enot_client.get_payoff(payoff_id=created.payoff_id)
-    by_order = await enot_client.get_payoff(order_id="o-1")
+    by_id = await payout_enot_client.get_payoff(payoff_id=created.payoff_id)
+    by_order = await payout_enot_client.get_payoff(order_id="o-1")
     assert by_id.payoff_id == by_order.payoff_id == created.payoff_id
     assert by_id.status is PayoffStatus.WAIT
     assert (by_id.amount, by_id.order_id, by_id.comment) == (Decimal("100.50"), "o-1", "за май")
     assert by_id.commission_rub == Decimal("2.51")  # 2.5 %, rounded half up
     assert by_id.amount_receive == Decimal("97.99")  # subtract=2: the fee comes off the amount
 
-    waiting = await enot_client.get_balance()
+    waiting = await payout_enot_client.get_balance()
     assert waiting.active_balance == start.balance - Decimal("100.50")
     assert waiting.freeze_balance == Decimal("100.50")
 
     await asyncio.sleep(0.08)
-    done = await enot_client.get_payoff(payoff_id=created.payoff_id)
+    done = await payout_enot_client.get_payoff(payoff_id=created.payoff_id)
     assert done.status is PayoffStatus.SUCCESS
     assert done.paid_at
-    after = await enot_client.get_balance()
+    after = await payout_enot_client.get_balance()
     assert after.balance == after.active_balance == start.balance - Decimal("100.50")
     assert after.freeze_balance == 0
 
-    sbp = await enot_client.create_payoff(
-        "sbp", PHONE, 10, order_id="o-2", sbp_bank_id=SBP_BANK, subtract=1
+    sbp = await payout_enot_client.create_payoff(
+        service="sbp", wallet_to=PHONE, amount=10, order_id="o-2", sbp_bank_id=SBP_BANK, subtract=1
     )
     assert sbp.amount_withdraw_rub == Decimal("10.25")  # subtract=1: fee from the balance
 
@@ -76,11 +76,11 @@ async def test_money_comes_as_numbers_and_strings(payout_sandbox: Sandbox) -> No
     assert info["data"]["subtract"] == "amount"
 
 
-async def test_unknown_payoff_is_404(enot_client: EnotClient) -> None:
+async def test_unknown_payoff_is_404(payout_enot_client: EnotClient) -> None:
     with pytest.raises(NotFoundError, match="Вывод не найден"):
-        await enot_client.get_payoff(order_id="never")
+        await payout_enot_client.get_payoff(order_id="never")
     with pytest.raises(NotFoundError):
-        await enot_client.get_payoff(payoff_id="00000000-0000-4000-8000-000000000000")
+        await payout_enot_client.get_payoff(payoff_id="00000000-0000-4000-8000-000000000000")
 
 
 async def test_auth_needs_key_and_user_id(payout_sandbox: Sandbox) -> None:
@@ -88,7 +88,7 @@ async def test_auth_needs_key_and_user_id(payout_sandbox: Sandbox) -> None:
         with pytest.raises(AuthenticationError):
             await client.get_balance()
         with pytest.raises(AuthenticationError):
-            await client.create_payoff("card", CARD, 10, order_id="x")
+            await client.create_payoff(service="card", wallet_to=CARD, amount=10, order_id="x")
     async with payout_sandbox.enot_client(
         user_id="11111111-1111-4111-8111-111111111111", retry=NO_RETRY
     ) as client:
@@ -96,7 +96,7 @@ async def test_auth_needs_key_and_user_id(payout_sandbox: Sandbox) -> None:
             with pytest.raises(AuthenticationError):
                 await call()
         with pytest.raises(AuthenticationError):
-            await client.create_payoff("card", CARD, 10, order_id="x")
+            await client.create_payoff(service="card", wallet_to=CARD, amount=10, order_id="x")
     status, body, _ = await enot_raw(
         payout_sandbox, "GET", "/payoff/get-sbp-bank-list", params={"user_id": "x"}
     )
@@ -143,13 +143,19 @@ async def test_balance_too_low_is_403_and_fees_count() -> None:
     async with Sandbox(config=fast_config(enot_balance="102.00")) as sandbox:
         async with sandbox.enot_client(retry=NO_RETRY) as client:
             with pytest.raises(PermissionDeniedError, match="Недостаточно"):
-                await client.create_payoff("card", CARD, 100, order_id="a", subtract=1)
-            created = await client.create_payoff("card", CARD, 100, order_id="b", subtract=2)
+                await client.create_payoff(
+                    service="card", wallet_to=CARD, amount=100, order_id="a", subtract=1
+                )
+            created = await client.create_payoff(
+                service="card", wallet_to=CARD, amount=100, order_id="b", subtract=2
+            )
             assert created.balance == Decimal("2")
             with pytest.raises(PermissionDeniedError):
-                await client.create_payoff("card", CARD, 5, order_id="c")
+                await client.create_payoff(service="card", wallet_to=CARD, amount=5, order_id="c")
             with pytest.raises(PermissionDeniedError, match="тарифу"):
-                await client.create_payoff("card", CARD, Decimal("0.50"), order_id="d")
+                await client.create_payoff(
+                    service="card", wallet_to=CARD, amount=Decimal("0.50"), order_id="d"
+                )
         assert sandbox.stats().enot.created == 1
 
 
@@ -158,7 +164,9 @@ async def test_failed_payoff_refunds_its_withdrawal() -> None:
     config = fast_config(failure_ratio=1.0, enot_final_after=5)
     async with Sandbox(config=config, clock=clock) as sandbox:
         async with sandbox.enot_client(retry=NO_RETRY) as client:
-            created = await client.create_payoff("card", CARD, 40, order_id="f")
+            created = await client.create_payoff(
+                service="card", wallet_to=CARD, amount=40, order_id="f"
+            )
             assert (await client.get_balance()).active_balance == config.enot_balance - 40
             clock.advance(5)
             payoff = await client.get_payoff(payoff_id=created.payoff_id)
@@ -173,8 +181,12 @@ async def test_failed_payoff_refunds_its_withdrawal() -> None:
 async def test_duplicate_order_id_accepted_makes_a_second_payoff() -> None:
     async with Sandbox(config=fast_config(duplicate_order_id="accept")) as sandbox:
         async with sandbox.enot_client(retry=NO_RETRY) as client:
-            first = await client.create_payoff("card", CARD, 10, order_id="same")
-            second = await client.create_payoff("card", CARD, 10, order_id="same")
+            first = await client.create_payoff(
+                service="card", wallet_to=CARD, amount=10, order_id="same"
+            )
+            second = await client.create_payoff(
+                service="card", wallet_to=CARD, amount=10, order_id="same"
+            )
             found = await client.get_payoff(order_id="same")
         assert first.payoff_id != second.payoff_id
         assert found.payoff_id == first.payoff_id
@@ -187,9 +199,11 @@ async def test_duplicate_order_id_accepted_makes_a_second_payoff() -> None:
 async def test_duplicate_order_id_rejected_is_422() -> None:
     async with Sandbox(config=fast_config(duplicate_order_id="reject")) as sandbox:
         async with sandbox.enot_client(retry=NO_RETRY) as client:
-            await client.create_payoff("card", CARD, 10, order_id="same")
+            await client.create_payoff(service="card", wallet_to=CARD, amount=10, order_id="same")
             with pytest.raises(InvalidRequestError) as refused:
-                await client.create_payoff("card", CARD, 10, order_id="same")
+                await client.create_payoff(
+                    service="card", wallet_to=CARD, amount=10, order_id="same"
+                )
         assert refused.value.status == 422
         assert sandbox.stats().enot.created == 1
         assert sandbox.duplicates() == []

@@ -29,7 +29,9 @@ async def test_info_answers_not_found_by_id_and_by_order_id_for_the_lag() -> Non
         Sandbox(config=config, clock=clock) as sandbox,
         sandbox.enot_client(retry=NO_RETRY) as client,
     ):
-        created = await client.create_payoff("card", CARD, 100, order_id="o-1")
+        created = await client.create_payoff(
+            service="card", wallet_to=CARD, amount=100, order_id="o-1"
+        )
         user_id = sandbox.credentials.enot_user_id
         unknown = await enot_raw(
             sandbox, "GET", "/payoff/info", params={"user_id": user_id, "id": "no-such-payoff"}
@@ -71,9 +73,13 @@ async def test_each_payoff_has_its_own_lag() -> None:
         Sandbox(config=fast_config(enot_info_lag=LAG), clock=clock) as sandbox,
         sandbox.enot_client(retry=NO_RETRY) as client,
     ):
-        first = await client.create_payoff("card", CARD, 10, order_id="o-1")
+        first = await client.create_payoff(
+            service="card", wallet_to=CARD, amount=10, order_id="o-1"
+        )
         clock.advance(3.0)
-        second = await client.create_payoff("card", CARD, 10, order_id="o-2")
+        second = await client.create_payoff(
+            service="card", wallet_to=CARD, amount=10, order_id="o-2"
+        )
         clock.advance(2.0)
         assert (await client.get_payoff(payoff_id=first.payoff_id)).order_id == "o-1"
         with pytest.raises(NotFoundError):
@@ -109,7 +115,9 @@ async def test_webhook_is_not_delayed_by_the_info_lag(hook_url: tuple[asyncio.Ev
         Sandbox(config=config, clock=clock) as sandbox,
         sandbox.enot_client(retry=NO_RETRY) as client,
     ):
-        created = await client.create_payoff("card", CARD, 10, order_id="hooked", hook_url=url)
+        created = await client.create_payoff(
+            service="card", wallet_to=CARD, amount=10, order_id="hooked", hook_url=url
+        )
         clock.advance(0.02)
         await asyncio.wait_for(arrived.wait(), 5)
         with pytest.raises(NotFoundError):  # the webhook came, info still says not found
@@ -127,7 +135,7 @@ async def test_paid_per_payout_counts_both_providers() -> None:
         sandbox.intellectmoney_client(retry=NO_RETRY) as im,
     ):
         for order_id in ("o-1", "o-1", "o-2"):  # duplicate order_ids are accepted
-            await enot.create_payoff("card", CARD, 10, order_id=order_id)
+            await enot.create_payoff(service="card", wallet_to=CARD, amount=10, order_id=order_id)
         created = await im.create_operation(pan=CARD, amount="5.00", description="im-1")
         assert created.operation_id is not None
         await im.execute_operation(created.operation_id)
@@ -152,7 +160,7 @@ async def test_paid_per_payout_leaves_out_failed_payouts() -> None:
         sandbox.enot_client(retry=NO_RETRY) as enot,
         sandbox.intellectmoney_client(retry=NO_RETRY) as im,
     ):
-        await enot.create_payoff("card", CARD, 10, order_id="o-1")
+        await enot.create_payoff(service="card", wallet_to=CARD, amount=10, order_id="o-1")
         created = await im.create_operation(pan=CARD, amount="5.00", description="im-1")
         assert created.operation_id is not None
         await im.execute_operation(created.operation_id)

@@ -47,12 +47,12 @@ async def test_enot_create(
     commits: bool,
 ) -> None:
     payout_sandbox.faults.script("enot.create", kind=kind, nth=1)
-    async with payout_sandbox.enot_client(retry=NO_RETRY, timeout=SHORT) as client:
+    async with payout_sandbox.enot_client(retry=NO_RETRY, timeouts=SHORT) as client:
         if money_error is None:
-            await client.create_payoff("card", CARD, 10, order_id="k")
+            await client.create_payoff(service="card", wallet_to=CARD, amount=10, order_id="k")
         else:
             with pytest.raises(money_error) as raised:
-                await client.create_payoff("card", CARD, 10, order_id="k")
+                await client.create_payoff(service="card", wallet_to=CARD, amount=10, order_id="k")
             if kind is FaultKind.RATE_LIMIT:
                 assert isinstance(raised.value, RateLimitError)
                 assert raised.value.retry_after == payout_sandbox.config.retry_after
@@ -60,7 +60,7 @@ async def test_enot_create(
         assert payout_sandbox.stats().enot.created == int(commits)
         assert payout_sandbox.faults.injected == {kind.value: 1}
         # The next call is served normally.
-        await client.create_payoff("card", CARD, 10, order_id="k2")
+        await client.create_payoff(service="card", wallet_to=CARD, amount=10, order_id="k2")
     assert payout_sandbox.stats().enot.created == int(commits) + 1
 
 
@@ -72,7 +72,7 @@ async def test_intellectmoney_execute(
     _read: object,
     commits: bool,
 ) -> None:
-    async with payout_sandbox.intellectmoney_client(retry=NO_RETRY, timeout=SHORT) as client:
+    async with payout_sandbox.intellectmoney_client(retry=NO_RETRY, timeouts=SHORT) as client:
         created = await client.create_operation(pan=CARD, amount="10.00")
         assert created.operation_id is not None
         payout_sandbox.faults.script("im.execute", kind=kind)
@@ -106,7 +106,7 @@ async def test_reads(
     async with sandbox.intellectmoney_client(retry=NO_RETRY) as im:
         operation = await im.create_operation(pan=CARD, amount="1.00")
     async with sandbox.enot_client(retry=NO_RETRY) as enot:
-        await enot.create_payoff("card", CARD, 10, order_id="r")
+        await enot.create_payoff(service="card", wallet_to=CARD, amount=10, order_id="r")
     operation_id = operation.operation_id
     assert operation_id is not None
     injected = 0
@@ -118,8 +118,8 @@ async def test_reads(
         for _ in range(times):
             sandbox.faults.script(route, kind=kind)
         async with (
-            sandbox.enot_client(retry=NO_RETRY, timeout=SHORT) as enot,
-            sandbox.intellectmoney_client(retry=NO_RETRY, timeout=SHORT) as im,
+            sandbox.enot_client(retry=NO_RETRY, timeouts=SHORT) as enot,
+            sandbox.intellectmoney_client(retry=NO_RETRY, timeouts=SHORT) as im,
         ):
             calls: dict[str, Callable[[], Awaitable[object]]] = {
                 "enot.info": lambda: enot.get_payoff(order_id="r"),
@@ -145,7 +145,7 @@ async def test_aiohttp_repeats_a_dropped_get_once_but_never_a_post(
         assert faults.calls("enot.balance") == 2
         faults.script("enot.create", kind=kind)
         with pytest.raises(OutcomeUnknownError):
-            await client.create_payoff("card", CARD, 1, order_id="q")
+            await client.create_payoff(service="card", wallet_to=CARD, amount=1, order_id="q")
         assert faults.calls("enot.create") == 1
 
 
@@ -207,7 +207,9 @@ async def test_random_faults_over_http_match_the_books() -> None:
         async with sandbox.enot_client(retry=NO_RETRY) as client:
             for index in range(30):
                 try:
-                    await client.create_payoff("card", CARD, 1, order_id=f"o{index}")
+                    await client.create_payoff(
+                        service="card", wallet_to=CARD, amount=1, order_id=f"o{index}"
+                    )
                 except ServerError:
                     outcomes.append("500")
                 except OutcomeUnknownError:

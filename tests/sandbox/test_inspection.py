@@ -47,8 +47,12 @@ async def test_created_but_not_executed_is_no_duplicate(payout_sandbox: Sandbox)
 async def test_stats_endpoint_reset_and_user_token(payout_sandbox: Sandbox) -> None:
     await _pay_twice(payout_sandbox, "x", "x")
     async with payout_sandbox.enot_client(retry=NO_RETRY) as enot:
-        await enot.create_payoff("sbp", PHONE, 10, order_id="o", sbp_bank_id=SBP_BANK)
-        await enot.create_payoff("sbp", PHONE, 10, order_id="o", sbp_bank_id=SBP_BANK)
+        await enot.create_payoff(
+            service="sbp", wallet_to=PHONE, amount=10, order_id="o", sbp_bank_id=SBP_BANK
+        )
+        await enot.create_payoff(
+            service="sbp", wallet_to=PHONE, amount=10, order_id="o", sbp_bank_id=SBP_BANK
+        )
     url = payout_sandbox.url
     async with aiohttp.ClientSession() as session:
         async with session.get(f"{url}/_sandbox/stats") as response:

@@ -50,7 +50,12 @@ async def test_webhook_is_signed_and_retried(receiver_server: tuple[Receiver, st
     async with Sandbox(config=fast_config(failure_ratio=0.0)) as sandbox:
         async with sandbox.enot_client(retry=NO_RETRY) as client:
             created = await client.create_payoff(
-                "card", CARD, 100, order_id="hooked", hook_url=url, comment="a/b"
+                service="card",
+                wallet_to=CARD,
+                amount=100,
+                order_id="hooked",
+                hook_url=url,
+                comment="a/b",
             )
         await asyncio.wait_for(receiver.arrived.wait(), 5)
         deliveries = sandbox.webhooks
@@ -75,7 +80,9 @@ async def test_failed_payoff_hook_says_fail(receiver_server: tuple[Receiver, str
     receiver.statuses.clear()
     async with Sandbox(config=fast_config(failure_ratio=1.0)) as sandbox:
         async with sandbox.enot_client(retry=NO_RETRY) as client:
-            await client.create_payoff("card", CARD, 10, order_id="f", hook_url=url)
+            await client.create_payoff(
+                service="card", wallet_to=CARD, amount=10, order_id="f", hook_url=url
+            )
         await asyncio.wait_for(receiver.arrived.wait(), 5)
     body, signature = receiver.received[0]
     hook = parse_webhook(body, signature, sandbox.credentials.enot_additional_key)
@@ -87,7 +94,11 @@ async def test_non_loopback_hook_is_never_contacted() -> None:
     async with Sandbox(config=fast_config(enot_final_after=0.01)) as sandbox:
         async with sandbox.enot_client(retry=NO_RETRY) as client:
             await client.create_payoff(
-                "card", CARD, 10, order_id="x", hook_url="https://enot.io/hook"
+                service="card",
+                wallet_to=CARD,
+                amount=10,
+                order_id="x",
+                hook_url="https://enot.io/hook",
             )
         for _ in range(100):
             if sandbox.webhooks:
@@ -102,7 +113,7 @@ async def test_non_loopback_hook_is_never_contacted() -> None:
 async def test_payoff_without_hook_sends_nothing() -> None:
     async with Sandbox(config=fast_config(enot_final_after=0.01)) as sandbox:
         async with sandbox.enot_client(retry=NO_RETRY) as client:
-            await client.create_payoff("card", CARD, 10, order_id="quiet")
+            await client.create_payoff(service="card", wallet_to=CARD, amount=10, order_id="quiet")
         await asyncio.sleep(0.1)
         assert sandbox.stats().enot.paid == 1
         assert sandbox.webhooks == []

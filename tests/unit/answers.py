@@ -103,13 +103,13 @@ class AnswerServer:
 
     def clients(self) -> Clients:
         im_base = self.url + "personal/payout/"
-        common: dict[str, Any] = {"base_url": im_base, "timeout": TIMEOUTS, "retry": RETRY}
+        common: dict[str, Any] = {"base_url": im_base, "timeouts": TIMEOUTS, "retry": RETRY}
         return Clients(
             im_current=IntellectMoneyClient(
                 USER_TOKEN, SECRET, bearer_token=BEARER, api="current", **common
             ),
             im_legacy=IntellectMoneyClient(USER_TOKEN, SECRET, api="legacy", **common),
-            enot=EnotClient(ENOT_USER, ENOT_KEY, base_url=self.url, timeout=TIMEOUTS, retry=RETRY),
+            enot=EnotClient(ENOT_USER, ENOT_KEY, base_url=self.url, timeouts=TIMEOUTS, retry=RETRY),
         )
 
     async def post_hook(self, body: bytes, signature: bytes | None) -> int:
@@ -263,7 +263,9 @@ def _im(api: str, operation: str) -> Callable[[Clients], Awaitable[Any]]:
 
 
 async def _create(clients: Clients) -> Any:
-    return await clients.enot.create_payoff("card", CARD, Decimal("100.00"), order_id="o-1")
+    return await clients.enot.create_payoff(
+        service="card", wallet_to=CARD, amount=Decimal("100.00"), order_id="o-1"
+    )
 
 
 async def _info_by_id(clients: Clients) -> Any:

@@ -67,7 +67,9 @@ SUCCESS_DATA: dict[str, Any] = {
 
 async def invoke(client: EnotClient, name: str) -> Any:
     if name == "create":
-        return await client.create_payoff("card", CARD, Decimal("100.00"), order_id="o-1")
+        return await client.create_payoff(
+            service="card", wallet_to=CARD, amount=Decimal("100.00"), order_id="o-1"
+        )
     if name == "info":
         return await client.get_payoff(payoff_id=PAYOFF_ID)
     if name == "info_by_order":
@@ -103,8 +105,9 @@ async def test_create_payoff_sends_documented_body_and_headers() -> None:
         m.post(CREATE, payload=enot_ok(SUCCESS_DATA["create"]))
         async with enot_client() as client:
             created = await client.create_payoff(
-                "sbp", PHONE, Decimal("100.50"), order_id="order-1", comment="Выплата",
-                hook_url="https://shop.example/hook", subtract=1, sbp_bank_id="100000000004",
+                service="sbp", wallet_to=PHONE, amount=Decimal("100.50"), order_id="order-1",
+                comment="Выплата", hook_url="https://shop.example/hook", subtract=1,
+                sbp_bank_id="100000000004",
             )  # fmt: skip
         sent = only_call(m, "POST", CREATE)
     assert isinstance(created, CreatedPayoff)
@@ -143,7 +146,9 @@ async def test_create_payoff_amount_is_a_json_number(amount: str, wire: str) -> 
     with aioresponses() as m:
         m.post(CREATE, payload=enot_ok(SUCCESS_DATA["create"]))
         async with enot_client() as client:
-            await client.create_payoff("card", CARD, amount, order_id="o-1")
+            await client.create_payoff(
+                service="card", wallet_to=CARD, amount=amount, order_id="o-1"
+            )
         data = only_call(m, "POST", CREATE)["data"]
     assert f'"amount": {wire},'.encode() in data
     body = json.loads(data, parse_float=Decimal)

@@ -43,7 +43,7 @@ TIMEOUTS = Timeouts(total=5, connect=1, read=0.3)
 
 def im_at(base: str, **kwargs: Any) -> IntellectMoneyClient:
     kwargs.setdefault("retry", payout_async.NO_RETRY)
-    kwargs.setdefault("timeout", TIMEOUTS)
+    kwargs.setdefault("timeouts", TIMEOUTS)
     return IntellectMoneyClient(
         "UT", "SECRET", bearer_token="B", base_url=base + "personal/payout/", **kwargs
     )
@@ -51,7 +51,7 @@ def im_at(base: str, **kwargs: Any) -> IntellectMoneyClient:
 
 def enot_at(base: str, **kwargs: Any) -> EnotClient:
     kwargs.setdefault("retry", payout_async.NO_RETRY)
-    kwargs.setdefault("timeout", TIMEOUTS)
+    kwargs.setdefault("timeouts", TIMEOUTS)
     return EnotClient(ENOT_USER, ENOT_KEY, base_url=base, **kwargs)
 
 
@@ -62,7 +62,9 @@ async def call(client: IntellectMoneyClient | EnotClient, name: str) -> Any:
             return await client.execute_operation(OP_ID)
         return await client.get_operation_state(OP_ID)
     if name == "money":
-        return await client.create_payoff("card", CARD, Decimal("10.00"), order_id="o-1")
+        return await client.create_payoff(
+            service="card", wallet_to=CARD, amount=Decimal("10.00"), order_id="o-1"
+        )
     return await client.get_payoff(payoff_id=PAYOFF_ID)
 
 
@@ -156,7 +158,7 @@ async def test_stall_past_read_timeout_is_outcome_unknown(kind: str, name: str) 
 async def test_total_timeout_is_outcome_unknown(kind: str, name: str) -> None:
     async with RawServer("stall") as server:
         timeout = Timeouts(total=0.3, connect=1, read=None)
-        async with make(kind, server.url, timeout=timeout) as client:
+        async with make(kind, server.url, timeouts=timeout) as client:
             with pytest.raises(OutcomeUnknownError):
                 await call(client, name)
     assert len(server.requests) == 1
@@ -175,7 +177,7 @@ async def test_waiting_for_a_pool_slot_past_connect_timeout_is_not_sent() -> Non
     """With one connection allowed and it busy, the second request never leaves."""
     async with RawServer("stall") as server:
         timeout = Timeouts(total=5, connect=0.2, read=2)
-        async with enot_at(server.url, timeout=timeout, limit=1) as client:
+        async with enot_at(server.url, timeouts=timeout, limit=1) as client:
             first = asyncio.create_task(call(client, "money"))
             await asyncio.wait_for(server.got_request.wait(), 2)
             with pytest.raises(RequestNotSentError):
@@ -206,7 +208,7 @@ async def test_money_is_not_retried_against_a_real_server() -> None:
 
 async def test_cancellation_mid_request_propagates() -> None:
     patient = Timeouts(total=30, connect=1, read=30)
-    async with RawServer("stall") as server, im_at(server.url, timeout=patient) as client:
+    async with RawServer("stall") as server, im_at(server.url, timeouts=patient) as client:
         task = asyncio.create_task(call(client, "money"))
         await asyncio.wait_for(server.got_request.wait(), 2)
         task.cancel()

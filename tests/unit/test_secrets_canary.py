@@ -237,7 +237,9 @@ async def test_enot_success_and_failure_leak_nothing(logs: pytest.LogCaptureFixt
             await client.list_sbp_banks()
 
             def create_again() -> Awaitable[object]:
-                return client.create_payoff("card", PAN, "10.00", order_id="o-1")
+                return client.create_payoff(
+                    service="card", wallet_to=PAN, amount="10.00", order_id="o-1"
+                )
 
             errors = [
                 await expect_error(create_again),
@@ -282,10 +284,12 @@ async def test_transport_failures_leak_nothing(logs: pytest.LogCaptureFixture, k
 
 async def _money_call(kind: str, base: str, timeouts: Timeouts) -> object:
     if kind == "im":
-        async with im(base_url=base, timeout=timeouts) as client:
+        async with im(base_url=base, timeouts=timeouts) as client:
             return await client.execute_operation(OP_ID)
-    async with enot(base_url=base, timeout=timeouts) as client:
-        return await client.create_payoff("card", PAN, "10.00", order_id="o-1")
+    async with enot(base_url=base, timeouts=timeouts) as client:
+        return await client.create_payoff(
+            service="card", wallet_to=PAN, amount="10.00", order_id="o-1"
+        )
 
 
 def test_validation_errors_and_webhooks_leak_nothing() -> None:

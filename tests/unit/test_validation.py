@@ -136,7 +136,9 @@ async def test_intellectmoney_amount_refused_before_sending(value: object, rule:
 @pytest.mark.parametrize(("value", "rule"), BAD_AMOUNTS[:20])
 async def test_enot_amount_refused_before_sending(value: object, rule: str) -> None:
     error = await assert_refused_offline(
-        None, lambda c: c.create_payoff("card", CARD, value, order_id="o-1"), "amount"
+        None,
+        lambda c: c.create_payoff(service="card", wallet_to=CARD, amount=value, order_id="o-1"),
+        "amount",
     )
     assert rule in error.rule
 
@@ -364,7 +366,10 @@ async def test_enot_create_refused(overrides: dict[str, Any], field: str) -> Non
     await assert_refused_offline(
         None,
         lambda c: c.create_payoff(
-            args.pop("service"), args.pop("wallet_to"), args.pop("amount"), **args
+            service=args.pop("service"),
+            wallet_to=args.pop("wallet_to"),
+            amount=args.pop("amount"),
+            **args,
         ),
         field,
     )
