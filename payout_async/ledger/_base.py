@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Protocol
 
 import attrs
@@ -24,12 +24,16 @@ __all__ = [
     "FINAL_STATES",
     "PARKED_STATES",
     "Claim",
+    "EnqueueOutcome",
+    "Enqueued",
+    "Intent",
     "LeaseHolder",
     "LeaseLostError",
     "Ledger",
     "LedgerState",
     "PayoutRecord",
     "Transition",
+    "WorkListener",
     "params_hash",
 ]
 
@@ -149,6 +153,50 @@ class LeaseHolder:
     expires_at: float  # the latest expiry among its rows (ledger clock, UNIX seconds)
 
 
+@attrs.frozen
+class Intent:
+    """A payout to record for workers (``Ledger.enqueue``): what ``begin`` records,
+    without a lease."""
+
+    key: str
+    params_hash: str
+    params: Mapping[str, Any] = attrs.field(repr=False)
+    order_id: str | None = None
+
+
+class EnqueueOutcome(enum.StrEnum):
+    """What ``Ledger.enqueue`` did with one intent."""
+
+    NEW = "new"  # recorded: pending, leased to nobody
+    AGAIN = "again"  # a refused row recorded again with these parameters (as ``begin`` does)
+    EXISTING = "existing"  # already there with these parameters: left as it is
+    CONFLICT = "conflict"  # the key has other parameters, or the order_id another key
+
+
+@attrs.frozen
+class Enqueued:
+    """One intent's outcome; ``state`` is the row's state after the call (``None``
+    when there is no row under this key: its order_id belongs to another key)."""
+
+    key: str
+    outcome: EnqueueOutcome
+    state: LedgerState | None
+
+
+class WorkListener(Protocol):
+    """Wake-ups for an idle worker (``Ledger.listen_for_work``)."""
+
+    async def wait(self, seconds: float) -> bool:
+        """True as soon as work may have arrived since this listener was made or its
+        previous ``wait`` returned True (an ``enqueue`` or ``announce_work``; a
+        backend may also wake it for less); False after ``seconds`` without."""
+        ...
+
+    async def aclose(self) -> None:
+        """Stop listening."""
+        ...
+
+
 #: Fields ``Ledger.transition`` may change besides ``state``.
 MUTABLE_FIELDS = frozenset(
     {
@@ -258,6 +306,32 @@ class Ledger(Protocol):
     async def lease_holders(self, *, provider: str | None = None) -> list[LeaseHolder]:
         """Owners of live (unexpired) leases on non-final rows, with how many rows each
         holds and when the last of them expires."""
+        ...
+
+    async def enqueue(self, provider: str, intents: Sequence[Intent]) -> list[Enqueued]:
+        """Record intents for workers to claim (``claim_stranded``), one outcome per
+        intent, in order; nothing is sent.
+
+        The rules are ``begin``'s, without a lease and without raising: a new key is
+        recorded ``pending`` and leased to nobody (``NEW``); a ``refused`` row is
+        recorded again with these parameters, unleased, its old claim fenced off
+        (``AGAIN``); a row with these parameters is left as it is (``EXISTING``);
+        another ``params_hash``, or an ``order_id`` that belongs to another key, records
+        nothing (``CONFLICT``). A key given twice counts as given twice, in order.
+        Intents are written in a few transactions (each intent atomic on its own), and
+        listeners (``listen_for_work``) are woken once they have committed.
+        """
+        ...
+
+    async def listen_for_work(self, provider: str | None = None) -> WorkListener:
+        """Start listening for work on ``provider``'s rows (all when None): intents
+        enqueued or rows handed back (``announce_work``) from now on -- by this
+        ledger object, and by other processes where the backend can tell (PostgreSQL:
+        ``LISTEN``; SQLite: any commit to the file). Close the listener when done."""
+        ...
+
+    async def announce_work(self, provider: str) -> None:
+        """Wake the listeners for ``provider`` (e.g. after rows were handed back)."""
         ...
 
     async def settle_by_order_id(

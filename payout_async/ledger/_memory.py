@@ -6,7 +6,7 @@ Nothing survives the process: use ``SQLiteLedger`` for anything that must resume
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -16,12 +16,17 @@ from ._base import (
     ACTIVE_STATES,
     MUTABLE_FIELDS,
     Claim,
+    Enqueued,
+    EnqueueOutcome,
+    Intent,
     LeaseHolder,
     LeaseLostError,
     LedgerState,
     PayoutRecord,
     Transition,
+    WorkListener,
 )
+from ._listen import ListenerHub
 
 __all__ = ["MemoryLedger"]
 
@@ -33,6 +38,7 @@ class MemoryLedger:
         self._rows: dict[tuple[str, str], PayoutRecord] = {}
         self._history: dict[tuple[str, str], list[Transition]] = {}
         self._by_order_id: dict[tuple[str, str], str] = {}
+        self._listeners = ListenerHub()
 
     def __repr__(self) -> str:
         return f"MemoryLedger({len(self._rows)} rows)"
@@ -263,6 +269,68 @@ class MemoryLedger:
             LeaseHolder(owner=owner, rows=rows, expires_at=expires)
             for owner, (rows, expires) in sorted(held.items())
         ]
+
+    async def enqueue(self, provider: str, intents: Sequence[Intent]) -> list[Enqueued]:
+        """See ``Ledger.enqueue``."""
+        now = time.time()
+        results = [self._enqueue_one(provider, intent, now) for intent in intents]
+        if any(r.outcome in (EnqueueOutcome.NEW, EnqueueOutcome.AGAIN) for r in results):
+            self._listeners.wake(provider)
+        return results
+
+    def _enqueue_one(self, provider: str, intent: Intent, now: float) -> Enqueued:
+        key = intent.key
+        record = self._rows.get((provider, key))
+        holder = None
+        if intent.order_id is not None:
+            holder = self._by_order_id.get((provider, intent.order_id))
+        if holder is not None and holder != key:
+            return Enqueued(key, EnqueueOutcome.CONFLICT, None if record is None else record.state)
+        if record is None:
+            record = self._store(
+                PayoutRecord(
+                    provider=provider,
+                    key=key,
+                    params_hash=intent.params_hash,
+                    params=dict(intent.params),
+                    state=LedgerState.PENDING,
+                    order_id=intent.order_id,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            self._log(record, None, None, "intent recorded (enqueued)")
+            return Enqueued(key, EnqueueOutcome.NEW, record.state)
+        if record.state is LedgerState.REFUSED:
+            again = self._store(
+                attrs.evolve(
+                    record,
+                    state=LedgerState.PENDING,
+                    params_hash=intent.params_hash,
+                    params=dict(intent.params),
+                    order_id=intent.order_id,
+                    reason=None,
+                    updated_at=now,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    lease_token=record.lease_token + 1,
+                )
+            )
+            note = "intent recorded again after a refusal (enqueued)"
+            self._log(again, record.state, None, note)
+            return Enqueued(key, EnqueueOutcome.AGAIN, again.state)
+        if record.params_hash != intent.params_hash:
+            return Enqueued(key, EnqueueOutcome.CONFLICT, record.state)
+        return Enqueued(key, EnqueueOutcome.EXISTING, record.state)
+
+    async def listen_for_work(self, provider: str | None = None) -> WorkListener:
+        """See ``Ledger.listen_for_work`` (this object's ``enqueue`` and
+        ``announce_work`` only: nothing else can reach it)."""
+        return self._listeners.listener(provider)
+
+    async def announce_work(self, provider: str) -> None:
+        """See ``Ledger.announce_work``."""
+        self._listeners.wake(provider)
 
     async def settle_by_order_id(
         self,

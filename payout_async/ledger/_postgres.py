@@ -14,7 +14,7 @@ import asyncio
 import importlib
 import inspect
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Self
 
@@ -23,15 +23,20 @@ from .._shield import shielded
 from ._base import (
     ACTIVE_STATES,
     Claim,
+    Enqueued,
+    EnqueueOutcome,
+    Intent,
     LeaseHolder,
     LeaseLostError,
     LedgerState,
     PayoutRecord,
     Transition,
+    WorkListener,
 )
 from ._ddl import schema_objects
 from ._errors import LedgerNotWrittenError
 from ._postgres_calls import BoundedPool
+from ._postgres_queue import CHUNK, PostgresWakeups, QueueSQL, enqueue_chunk
 from ._rows import (
     COLUMNS,
     FINAL_VALUES,
@@ -309,6 +314,8 @@ class PostgresLedger:
         self.schema = schema
         self.table_prefix = table_prefix
         self._sql = _SQL(schema, table_prefix)
+        self._queue = QueueSQL(schema, table_prefix)
+        self._wakeups: PostgresWakeups | None = None
         self._calls: BoundedPool | None = None
         self._ready = False
         self._opening = asyncio.Lock()
@@ -406,6 +413,9 @@ class PostgresLedger:
     async def aclose(self) -> None:
         """Close the pool this ledger made (a caller-supplied pool stays open); within
         ``command_timeout``, after which its connections are cut."""
+        wakeups, self._wakeups = self._wakeups, None
+        if wakeups is not None:
+            await wakeups.aclose()
         pool = self._pool
         self._ready = False
         self._calls = None
@@ -550,6 +560,48 @@ class PostgresLedger:
         return [
             LeaseHolder(owner=row[0], rows=int(row[1]), expires_at=float(row[2])) for row in rows
         ]
+
+    async def enqueue(self, provider: str, intents: Sequence[Intent]) -> list[Enqueued]:
+        """See ``Ledger.enqueue``: up to a thousand intents per statement, which also
+        sends the ``NOTIFY`` that wakes listening workers when it commits."""
+        results: list[Enqueued] = []
+        violation = self._asyncpg.UniqueViolationError
+        for start in range(0, len(intents), CHUNK):
+            chunk = intents[start : start + CHUNK]
+            results += await enqueue_chunk(self._queue, self._fetch, violation, provider, chunk)
+        if any(r.outcome in (EnqueueOutcome.NEW, EnqueueOutcome.AGAIN) for r in results):
+            self._listening().hub.wake(provider)  # the NOTIFY reaches other connections
+        return results
+
+    async def listen_for_work(self, provider: str | None = None) -> WorkListener:
+        """See ``Ledger.listen_for_work``: ``LISTEN`` on a connection of its own (not
+        one of the pool's, unless the ledger was given a pool: then it keeps one of
+        those), shared by this ledger object's listeners."""
+        await self._connection_pool()  # the tables, and a first check of the server
+        return await self._listening().listener(provider)
+
+    def _listening(self) -> PostgresWakeups:
+        if self._wakeups is None:
+            self._wakeups = PostgresWakeups(
+                self._queue.channel, self._listen_connect, self._listen_disconnect,
+                self.command_timeout,
+            )  # fmt: skip
+        return self._wakeups
+
+    async def _listen_connect(self) -> Any:
+        if self._owns_pool:
+            return await self._asyncpg.connect(self._dsn, timeout=self.command_timeout)
+        return await self._pool.acquire()
+
+    async def _listen_disconnect(self, conn: Any) -> None:
+        if self._owns_pool:
+            await conn.close(timeout=self.command_timeout)
+        else:
+            await self._pool.release(conn, timeout=self.command_timeout)
+
+    async def announce_work(self, provider: str) -> None:
+        """See ``Ledger.announce_work``: a ``NOTIFY`` every listening process hears."""
+        await self._fetch(self._queue.notify, self._queue.channel, provider)
 
     async def settle_by_order_id(
         self,

@@ -20,7 +20,7 @@ import re
 import sqlite3
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, Self, TypeVar, cast
 
@@ -32,14 +32,19 @@ from .._errors import ConfigurationError, IdempotencyConflictError, PayoutError
 from ._base import (
     ACTIVE_STATES,
     Claim,
+    Enqueued,
+    EnqueueOutcome,
+    Intent,
     LeaseHolder,
     LeaseLostError,
     LedgerState,
     PayoutRecord,
     Transition,
+    WorkListener,
 )
 from ._ddl import schema_objects
-from ._errors import LedgerNotWrittenError
+from ._errors import LedgerError, LedgerNotWrittenError
+from ._listen import ListenerHub
 from ._patience import Patience, Strain
 from ._rows import (
     COLUMNS,
@@ -159,6 +164,16 @@ _HISTORY = (
     f"SELECT {', '.join(TRANSITION_COLUMNS)} FROM payout_transitions "
     "WHERE provider = ? AND key = ? ORDER BY id"
 )
+# ``enqueue``: a row's hash and state, and a refused row recorded again, unleased.
+_HASH_AND_STATE = "SELECT params_hash, state FROM payouts WHERE provider = ? AND key = ?"
+_REQUEUE = (
+    "UPDATE payouts SET state = 'pending', params_hash = ?, params = ?, order_id = ?, "
+    "reason = NULL, updated_at = ?, lease_owner = NULL, lease_expires_at = NULL, "
+    "lease_token = lease_token + 1 WHERE provider = ? AND key = ? AND state = 'refused'"
+)
+_ENQUEUE_CHUNK = 500  # intents per transaction
+#: How often an idle listener looks for other processes' commits (``data_version``).
+LISTEN_EVERY = 0.5  # seconds
 
 
 def _lease_free(record: PayoutRecord, now: float) -> bool:
@@ -307,6 +322,7 @@ class SQLiteLedger:
         self._queue: list[_Pending] = []
         self._flusher: asyncio.Task[None] | None = None
         self._abandon: weakref.finalize[Any, Any] | None = None
+        self._listeners = ListenerHub()
 
     def __repr__(self) -> str:
         return f"SQLiteLedger({self.path!r}{', read_only=True' if self.read_only else ''})"
@@ -666,6 +682,51 @@ class SQLiteLedger:
             for owner, rows_held, expires in rows
         ]
 
+    async def enqueue(self, provider: str, intents: Sequence[Intent]) -> list[Enqueued]:
+        """See ``Ledger.enqueue``: up to 500 intents per transaction."""
+        results: list[Enqueued] = []
+        for start in range(0, len(intents), _ENQUEUE_CHUNK):
+            chunk = list(intents[start : start + _ENQUEUE_CHUNK])
+
+            def op(conn: sqlite3.Connection, chunk: list[Intent] = chunk) -> list[Enqueued]:
+                now = time.time()
+                return [_enqueue_one(conn, provider, intent, now) for intent in chunk]
+
+            results += await self._write(op)
+        if any(r.outcome in (EnqueueOutcome.NEW, EnqueueOutcome.AGAIN) for r in results):
+            self._listeners.wake(provider)
+        return results
+
+    async def listen_for_work(self, provider: str | None = None) -> WorkListener:
+        """See ``Ledger.listen_for_work``: this object's ``enqueue`` and
+        ``announce_work``, and any commit of another connection to the file (looked
+        for every half second with ``PRAGMA data_version``, which reads no table)."""
+        seen = await self._data_version()
+
+        async def changed() -> bool:
+            nonlocal seen
+            version = await self._data_version()
+            if version is None or version == seen:
+                return False
+            seen = version
+            return True
+
+        return self._listeners.listener(provider, check=changed, every=LISTEN_EVERY)
+
+    async def _data_version(self) -> int | None:
+        """SQLite's count of other connections' commits to the file, as this
+        connection sees it (None when the file cannot be read now)."""
+        try:
+            rows = await self._read("PRAGMA data_version", ())
+        except LedgerError:
+            return None
+        return int(rows[0][0]) if rows else None
+
+    async def announce_work(self, provider: str) -> None:
+        """See ``Ledger.announce_work`` (this object's listeners: other processes see
+        the hand-back's own commits)."""
+        self._listeners.wake(provider)
+
     async def settle_by_order_id(
         self,
         provider: str,
@@ -723,6 +784,35 @@ class SQLiteLedger:
         where, args = _filters(provider, None)
         rows = await self._read(f"SELECT state, count(*) FROM payouts{where} GROUP BY state", args)
         return {LedgerState(state): count for state, count in rows}
+
+
+def _enqueue_one(conn: sqlite3.Connection, provider: str, intent: Intent, now: float) -> Enqueued:
+    """``enqueue`` for one intent, inside the caller's transaction (``begin``'s rules)."""
+    key = intent.key
+    params_text = dump_params(intent.params)
+    if intent.order_id is not None:
+        holder = conn.execute(_ORDER_ID_HOLDER, (provider, intent.order_id)).fetchone()
+        if holder is not None and holder[0] != key:
+            row = conn.execute(_HASH_AND_STATE, (provider, key)).fetchone()
+            state = None if row is None else LedgerState(row[1])
+            return Enqueued(key, EnqueueOutcome.CONFLICT, state)
+    pending = LedgerState.PENDING.value
+    values: tuple[Any, ...] = (provider, key, intent.params_hash, params_text, pending)
+    values += (None, intent.order_id, None, 0, None, None, 0, now, now, None, None, None)
+    if conn.execute(_INSERT, values).fetchall():
+        conn.execute(_LOG, (provider, key, None, pending, now, None, "intent recorded (enqueued)"))
+        return Enqueued(key, EnqueueOutcome.NEW, LedgerState.PENDING)
+    found_hash, found_state = conn.execute(_HASH_AND_STATE, (provider, key)).fetchone()
+    state = LedgerState(found_state)
+    if state is LedgerState.REFUSED:
+        again = (intent.params_hash, params_text, intent.order_id, now, provider, key)
+        conn.execute(_REQUEUE, again)
+        note = "intent recorded again after a refusal (enqueued)"
+        conn.execute(_LOG, (provider, key, state.value, pending, now, None, note))
+        return Enqueued(key, EnqueueOutcome.AGAIN, LedgerState.PENDING)
+    if found_hash != intent.params_hash:
+        return Enqueued(key, EnqueueOutcome.CONFLICT, state)
+    return Enqueued(key, EnqueueOutcome.EXISTING, state)
 
 
 def _filters(provider: str | None, state: LedgerState | None) -> tuple[str, tuple[Any, ...]]:

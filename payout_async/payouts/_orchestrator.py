@@ -8,7 +8,14 @@ import hashlib
 import logging
 import math
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Collection, Iterable, Iterator
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Collection,
+    Iterable,
+    Iterator,
+)
 from decimal import Decimal
 from typing import Any, Generic, Self, TypeVar
 
@@ -24,6 +31,8 @@ from ..ledger import (
     ACTIVE_STATES,
     PARKED_STATES,
     Claim,
+    Enqueued,
+    Intent,
     LeaseLostError,
     Ledger,
     LedgerError,
@@ -37,8 +46,9 @@ from ._intellectmoney import IntellectMoneyFlow
 from ._owner import new_owner, owner_is_dead
 from ._result import PayoutResult, PayoutStatus, Settings
 from ._run import BeforeSend, Run, fence_margin
+from ._worker import Worker, WorkerSummary
 
-__all__ = ["Payouts", "order_id_for"]
+__all__ = ["Payouts", "intent_for", "order_id_for"]
 
 logger = logging.getLogger("payout_async")
 
@@ -63,6 +73,19 @@ def _request_params(request: OperationRequest | PayoffRequest) -> dict[str, Any]
     return {
         name: str(value) if isinstance(value, Decimal) else value for name, value in params.items()
     }
+
+
+def intent_for(key: str, request: OperationRequest | PayoffRequest) -> Intent:
+    """The intent ``pay(key, request)`` records: the request's parameters (an Enot
+    payoff's with its order_id), their hash, and the order_id. ``ValidationError`` for a
+    key ``pay()`` would refuse."""
+    check_key(key)
+    params = _request_params(request)
+    order_id = None
+    if isinstance(request, PayoffRequest):
+        order_id = request.order_id or order_id_for(key)
+        params["order_id"] = order_id
+    return Intent(key=key, params_hash=params_hash(params), params=params, order_id=order_id)
 
 
 @attrs.frozen
@@ -405,6 +428,83 @@ class Payouts(Generic[Request]):
         return attrs.evolve(
             PayoutResult.from_record(record), status=PayoutStatus.NEEDS_ATTENTION, reason=reason
         )
+
+    async def enqueue(self, items: Iterable[tuple[str, Request]]) -> list[Enqueued]:
+        """Record ``(key, request)`` pairs for workers (``run_worker``, in this process
+        or others sharing the ledger) to pay, and send nothing.
+
+        Each intent is recorded as ``pay()`` records it, but leased to nobody, in a
+        few transactions, and idle workers are woken. One ``Enqueued`` per item, in
+        order: ``NEW``; ``EXISTING`` (the key is there with these parameters: left as
+        it is, so enqueueing again changes nothing); ``AGAIN`` (a refused payout,
+        recorded again to be sent); ``CONFLICT`` (the key is there with other
+        parameters, or its Enot order_id belongs to another key: nothing recorded). A
+        bad key or request raises ``ValidationError`` before anything is recorded."""
+        intents = [self._intent(*_pair(item)) for item in items]
+        return await self.ledger.enqueue(self.provider, intents)
+
+    def _intent(self, key: str, request: Request) -> Intent:
+        if not isinstance(request, self._request_type):
+            raise ValidationError(
+                "request", f"must be a {self._request_type.__name__} for {self.provider}"
+            )
+        return intent_for(key, request)
+
+    async def run_worker(
+        self,
+        *,
+        stop: asyncio.Event,
+        concurrency: int = 32,
+        shutdown_grace: float = 10.0,
+        idle_poll: float = 5.0,
+        on_result: Callable[[PayoutResult], None] | None = None,
+    ) -> WorkerSummary:
+        """Pay this provider's payouts from the ledger until ``stop`` is set: pending
+        rows (``enqueue``) and stranded ones, at most ``concurrency`` at a time, each
+        driven as ``resume()`` drives it. Run it in as many processes and hosts as the
+        ledger allows (PostgreSQL: any number); they share the work.
+
+        With nothing to do it sleeps until an ``enqueue`` wakes it (PostgreSQL:
+        ``LISTEN/NOTIFY``, from any process; SQLite: within half a second) and looks
+        anyway every ``idle_poll`` seconds, for rows whose lease ran out.
+
+        Once ``stop`` is set it claims nothing more and starts no money-moving
+        request; a drive whose request is in flight goes on until it records the
+        outcome or ``shutdown_grace`` seconds pass, the others stop at once where they
+        stand. Every lease is given back, so other workers go on with those rows at
+        once (looking up first any whose last request's outcome is unknown), and the
+        call returns a ``WorkerSummary``. ``on_result`` is called with each payout
+        whose drive ended. Cancelling the call stops every drive at once.
+        """
+        worker = Worker(
+            self,
+            concurrency=concurrency,
+            shutdown_grace=shutdown_grace,
+            idle_poll=idle_poll,
+            on_result=on_result,
+        )
+        return await worker.run(stop)
+
+    async def _drive_claimed(
+        self, claim: Claim, claimed_before: float, claimed_after: float, *, holder_dead: bool
+    ) -> PayoutResult:
+        """Drive one row claimed for this ``Payouts`` (the worker's step; ``resume()``
+        does the same): a failure becomes its result, a cancellation gives it back."""
+        key = claim.record.key
+        if key in self._in_flight:  # a pay() here drives it (its lease lapsed)
+            await self._release(claim)
+            return PayoutResult.from_record(claim.record, reason="in progress here")
+        with self._driving(key, claim.record.params_hash) as result:
+            try:
+                reopen = claim.record.state in PARKED_STATES
+                drove = await self._drive(
+                    claim, claimed_before, claimed_after, reopen=reopen, holder_dead=holder_dead
+                )
+                result.set_result(drove)
+            except Exception as error:
+                logger.exception("driving payout %s failed", key)
+                result.set_result(await self._attention(key, error))
+            return result.result()
 
     async def resume(self, *, concurrency: int = 32, batch: int = 200) -> list[PayoutResult]:
         """Finish every non-final row whose lease is free or expired -- rows stranded

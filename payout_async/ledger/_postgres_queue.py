@@ -1,0 +1,260 @@
+"""``PostgresLedger``'s work queue: intents recorded in batches, and ``LISTEN/NOTIFY``.
+
+``enqueue`` inserts up to a thousand intents in one statement, which also appends
+their history and, when it recorded any, sends a ``NOTIFY`` -- delivered when the
+statement commits, so a woken worker finds the rows. Idle workers ``LISTEN`` on one
+dedicated connection per ledger object (not one of the pool's), shared by all its
+listeners; if that connection breaks, every listener is woken (something may have been
+missed) and the next wait connects again. While it cannot, listeners fall back to
+their timeout: a worker then polls at its idle interval, never in a tight loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from ._base import Enqueued, EnqueueOutcome, Intent, LedgerState
+from ._listen import ListenerHub, LocalListener
+from ._rows import dump_params
+
+__all__ = ["CHUNK", "PostgresWakeups", "QueueSQL", "enqueue_chunk"]
+
+logger = logging.getLogger("payout_async")
+
+CHUNK = 1000  # intents per statement
+_NOW = "now AS MATERIALIZED (SELECT extract(epoch FROM clock_timestamp())::float8 AS t)"
+
+Fetch = Callable[..., Awaitable[list[Any]]]
+
+
+class QueueSQL:
+    """The queue's statements, for one schema and table prefix (``_SQL``'s names)."""
+
+    def __init__(self, schema: str | None, prefix: str) -> None:
+        qualify = "" if schema is None else f'"{schema}".'
+        t = f'{qualify}"{prefix}payouts"'
+        h = f'{qualify}"{prefix}payout_transitions"'
+        digest = hashlib.sha256(f"{schema or ''}:{prefix}".encode()).hexdigest()[:24]
+        #: The NOTIFY channel of this ledger's tables (payload: the provider).
+        self.channel = f"payout_async_work_{digest}"
+        log = f"INSERT INTO {h} (provider, key, from_state, to_state, at, owner, note)"
+        # Every statement of a WITH sees the rows as they were before it: ``p`` is
+        # what was there already, ``ins`` what this statement added. ON CONFLICT
+        # without a target skips a key already there and an order_id another key holds.
+        self.enqueue = f"""
+WITH {_NOW},
+input AS (
+    SELECT u.key, u.params_hash, u.params, u.order_id, u.n
+    FROM unnest($2::text[], $3::text[], $4::text[], $5::text[]) WITH ORDINALITY
+         AS u(key, params_hash, params, order_id, n)
+),
+ins AS (
+    INSERT INTO {t} (provider, key, params_hash, params, state, order_id, attempts,
+                     lease_owner, lease_expires_at, lease_token, created_at, updated_at)
+    SELECT $1::text, i.key, i.params_hash, i.params::jsonb, 'pending', i.order_id, 0,
+           NULL, NULL, 0, now.t, now.t
+    FROM input i, now ORDER BY i.n
+    ON CONFLICT DO NOTHING
+    RETURNING key, created_at
+),
+log AS ({log} SELECT $1::text, key, NULL, 'pending', created_at, NULL,
+               'intent recorded (enqueued)' FROM ins),
+woke AS (SELECT pg_notify($6::text, $1::text) FROM (SELECT 1 FROM ins LIMIT 1) AS added)
+SELECT i.key, ins.key IS NOT NULL AS added, p.params_hash, p.state,
+       (SELECT count(*) FROM woke) AS woke
+FROM input i
+LEFT JOIN ins ON ins.key = i.key
+LEFT JOIN {t} p ON p.provider = $1::text AND p.key = i.key
+ORDER BY i.n"""
+        self.hash_and_state = (
+            f"SELECT key, params_hash, state FROM {t} WHERE provider = $1 AND key = ANY($2::text[])"
+        )
+        self.requeue = f"""
+WITH {_NOW},
+upd AS (
+    UPDATE {t} p SET state = 'pending', params_hash = $3, params = $4::text::jsonb,
+                     order_id = $5, reason = NULL, updated_at = now.t, lease_owner = NULL,
+                     lease_expires_at = NULL, lease_token = p.lease_token + 1
+    FROM now WHERE p.provider = $1 AND p.key = $2 AND p.state = 'refused'
+    RETURNING p.provider, p.key, p.updated_at
+),
+log AS ({log} SELECT provider, key, 'refused', 'pending', updated_at, NULL,
+               'intent recorded again after a refusal (enqueued)' FROM upd),
+woke AS (SELECT pg_notify($6::text, $1::text) FROM upd)
+SELECT (SELECT count(*) FROM woke) FROM upd"""
+        self.notify = "SELECT pg_notify($1::text, $2::text)"
+
+
+async def enqueue_chunk(
+    sql: QueueSQL,
+    fetch: Fetch,
+    unique_violation: type[BaseException],
+    provider: str,
+    intents: Sequence[Intent],
+) -> list[Enqueued]:
+    """``Ledger.enqueue`` for up to ``CHUNK`` intents: one statement, then a read for
+    the intents it could not classify, and one statement per refused row."""
+    rows = await fetch(
+        sql.enqueue,
+        provider,
+        [intent.key for intent in intents],
+        [intent.params_hash for intent in intents],
+        [dump_params(intent.params) for intent in intents],
+        [intent.order_id for intent in intents],
+        sql.channel,
+    )
+    results: list[Enqueued | None] = []
+    added: set[str] = set()
+    for intent, row in zip(intents, rows, strict=True):
+        if row["added"] and intent.key not in added:
+            added.add(intent.key)
+            results.append(Enqueued(intent.key, EnqueueOutcome.NEW, LedgerState.PENDING))
+        elif row["state"] is not None and row["state"] != LedgerState.REFUSED.value:
+            same = row["params_hash"] == intent.params_hash
+            outcome = EnqueueOutcome.EXISTING if same else EnqueueOutcome.CONFLICT
+            results.append(Enqueued(intent.key, outcome, LedgerState(row["state"])))
+        else:  # refused, given twice, or skipped for its order_id (or a racing insert)
+            results.append(None)
+    unsure = [intent for intent, result in zip(intents, results, strict=True) if result is None]
+    if unsure:
+        settled = await _settle(sql, fetch, unique_violation, provider, unsure)
+        results = [settled.pop(0) if result is None else result for result in results]
+    return [result for result in results if result is not None]
+
+
+async def _settle(
+    sql: QueueSQL,
+    fetch: Fetch,
+    unique_violation: type[BaseException],
+    provider: str,
+    intents: Sequence[Intent],
+) -> list[Enqueued]:
+    """Outcomes of the intents the insert did not settle, one after another."""
+    rows = await fetch(sql.hash_and_state, provider, sorted({i.key for i in intents}))
+    found = {row["key"]: (row["params_hash"], LedgerState(row["state"])) for row in rows}
+    results: list[Enqueued] = []
+    for intent in intents:
+        if intent.key not in found:  # its order_id belongs to another key
+            results.append(Enqueued(intent.key, EnqueueOutcome.CONFLICT, None))
+            continue
+        digest, state = found[intent.key]
+        if state is LedgerState.REFUSED:
+            args = (intent.params_hash, dump_params(intent.params), intent.order_id)
+            try:
+                again = await fetch(sql.requeue, provider, intent.key, *args, sql.channel)
+            except unique_violation:  # the new order_id belongs to another key
+                results.append(Enqueued(intent.key, EnqueueOutcome.CONFLICT, state))
+                continue
+            if again:
+                found[intent.key] = (intent.params_hash, LedgerState.PENDING)
+                results.append(Enqueued(intent.key, EnqueueOutcome.AGAIN, LedgerState.PENDING))
+                continue
+            rows = await fetch(sql.hash_and_state, provider, [intent.key])  # raced
+            digest, state = rows[0]["params_hash"], LedgerState(rows[0]["state"])
+            found[intent.key] = (digest, state)
+        same = digest == intent.params_hash
+        outcome = EnqueueOutcome.EXISTING if same else EnqueueOutcome.CONFLICT
+        results.append(Enqueued(intent.key, outcome, state))
+    return results
+
+
+Connect = Callable[[], Awaitable[Any]]
+Disconnect = Callable[[Any], Awaitable[None]]
+
+
+class PostgresWakeups:
+    """The ``LISTEN`` connection of one ``PostgresLedger``, and its listeners."""
+
+    def __init__(
+        self, channel: str, connect: Connect, disconnect: Disconnect, timeout: float
+    ) -> None:
+        self.channel = channel
+        self.hub = ListenerHub()
+        self._connect = connect
+        self._disconnect = disconnect
+        self._timeout = timeout
+        self._conn: Any = None
+        self._lock = asyncio.Lock()
+        self._down = False  # the last attempt to listen failed (said once per outage)
+
+    async def listener(self, provider: str | None) -> _PostgresListener:
+        """A listener; listening starts now (or, if the server cannot be reached, at
+        one of its waits)."""
+        listener = _PostgresListener(self, self.hub.listener(provider))
+        await self.ensure()
+        return listener
+
+    async def ensure(self) -> bool | None:
+        """Listen if not listening: False when already listening, True when listening
+        started just now (announcements may have been missed), None when it cannot."""
+        if self._listening():
+            return False
+        async with self._lock:
+            if self._listening():
+                return True
+            try:
+                async with asyncio.timeout(self._timeout):
+                    conn = await self._connect()
+                    try:
+                        await conn.add_listener(self.channel, self._notified)
+                    except BaseException:
+                        await self._disconnect(conn)
+                        raise
+            except Exception as error:
+                if not self._down:
+                    logger.warning(
+                        "cannot LISTEN for work on PostgreSQL (%s); waking on a timer until it can",
+                        type(error).__name__,
+                    )
+                self._down = True
+                return None
+            conn.add_termination_listener(self._lost)
+            self._conn, self._down = conn, False
+            return True
+
+    def _listening(self) -> bool:
+        return self._conn is not None and not self._conn.is_closed()
+
+    def _notified(self, conn: Any, pid: int, channel: str, payload: str) -> None:
+        self.hub.wake(payload or None)
+
+    def _lost(self, conn: Any) -> None:
+        if conn is self._conn:
+            self._conn = None
+            self.hub.wake(None)  # whatever was announced meanwhile is unknown
+
+    async def aclose(self) -> None:
+        """Stop listening and give the connection up."""
+        conn, self._conn = self._conn, None
+        if conn is None or conn.is_closed():
+            return
+        try:
+            async with asyncio.timeout(self._timeout):
+                await conn.remove_listener(self.channel, self._notified)
+                await self._disconnect(conn)
+        except Exception:
+            conn.terminate()
+
+
+class _PostgresListener:
+    """A listener that makes sure the ledger is listening before each wait."""
+
+    def __init__(self, wakeups: PostgresWakeups, local: LocalListener) -> None:
+        self._wakeups = wakeups
+        self._local = local
+
+    async def wait(self, seconds: float) -> bool:
+        """See ``WorkListener.wait``."""
+        listening = await self._wakeups.ensure()
+        if listening is True:
+            return True
+        woken = await self._local.wait(seconds)
+        return woken or listening is None  # no LISTEN: every timeout may hide work
+
+    async def aclose(self) -> None:
+        """See ``WorkListener.aclose``."""
+        await self._local.aclose()

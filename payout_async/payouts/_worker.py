@@ -1,0 +1,353 @@
+"""``Payouts.run_worker``: drain the ledger's pending and stranded rows, any number of
+workers at once, and give every row back when told to stop.
+
+A worker claims as many rows as it has free slots (``claim_stranded``: pending rows
+nobody holds, rows whose lease ran out, rows of dead processes of this host; with
+PostgreSQL's ``FOR UPDATE SKIP LOCKED`` concurrent workers take disjoint rows), drives
+each through ``Payouts`` with a lease of its own, as ``resume()`` does, and claims again
+as drives end. When the ledger has nothing for it, it sleeps on the ledger's listener
+(``LISTEN/NOTIFY`` on PostgreSQL) and looks again at most every ``idle_poll`` seconds
+-- for rows whose lease has run out, which nobody announces.
+
+Stopping keeps every payout exactly once. From the moment ``stop`` is set no row is
+claimed and no drive starts a money-moving step (it would have to record it first, and
+that transition is refused: nothing is written, nothing sent). A drive whose
+money-moving request may be in flight goes on until it records the outcome -- its
+next recovery point -- or ``shutdown_grace`` runs out; every other drive is stopped at
+once, at the recovery point it stands at. Each stopped drive gives its lease back, so
+other workers take its row up at once, and from where it stopped: a row whose last
+request's outcome is unknown (``sending``, ``executing``) is looked up before anything
+is sent again, with the Enot grace period and the IntellectMoney settle window counted
+from the takeover (the stopped drive can send nothing more).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import logging
+import math
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, cast
+
+import attrs
+
+from .._errors import ValidationError
+from .._shield import shielded
+from ..ledger import ACTIVE_STATES, Claim, Ledger, LedgerError, PayoutRecord, WorkListener
+from ._owner import owner_is_dead
+from ._result import PayoutResult, PayoutStatus
+
+if TYPE_CHECKING:
+    from ._orchestrator import Payouts
+
+__all__ = ["Worker", "WorkerSummary"]
+
+logger = logging.getLogger("payout_async")
+
+#: Seconds before a row this worker left unfinished (still processing at the poll
+#: deadline, or its drive failed) is claimed by it again; other workers may sooner.
+RETRY_UNFINISHED = 30.0
+_CANCEL_AGAIN_AFTER = 0.5  # seconds: a drive that ignored its cancellation is cancelled again
+_FIRST_PAUSE = 0.5  # after a ledger failure; doubles up to ``idle_poll``
+
+OnResult = Callable[[PayoutResult], None]
+
+
+@attrs.frozen
+class WorkerSummary:
+    """What one ``run_worker`` call did.
+
+    ``statuses`` counts the payouts it drove by their status when its drive ended
+    (``processing``: still under way at the provider; it or another worker goes on
+    following it); ``handed_back`` is how many rows it gave back unfinished when it
+    stopped, for other workers (or the next run) to finish.
+    """
+
+    provider: str
+    owner: str
+    statuses: Mapping[PayoutStatus, int]
+    handed_back: int
+
+    @property
+    def driven(self) -> int:
+        """Payouts whose drive ended with a result."""
+        return sum(self.statuses.values())
+
+
+class _StoppingLedger:
+    """The ledger as a worker's drives see it. Once ``stopping``, a transition that
+    starts a money-moving request (``add_attempt``) is refused before anything is
+    written, and any other transition stops its drive once it has been written (the
+    row stands at a recovery point). ``sending`` holds the keys whose money-moving
+    request may be in flight: recorded, and no outcome recorded since."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self.stopping = False
+        self.sending: set[str] = set()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.ledger, name)
+
+    def __repr__(self) -> str:
+        return repr(self.ledger)
+
+    async def transition(
+        self, provider: str, key: str, *, add_attempt: bool = False, **arguments: Any
+    ) -> PayoutRecord:
+        """``Ledger.transition``, refused or followed by a stop once stopping."""
+        if add_attempt:
+            if self.stopping:
+                raise asyncio.CancelledError  # nothing written, nothing will be sent
+            self.sending.add(key)
+        record = await self.ledger.transition(provider, key, add_attempt=add_attempt, **arguments)
+        if not add_attempt:
+            self.sending.discard(key)
+            if self.stopping and not record.state.is_final:
+                raise asyncio.CancelledError  # a recovery point: stop here
+        return record
+
+
+@attrs.define
+class _Drive:
+    claim: Claim
+    task: asyncio.Task[PayoutResult]
+
+
+class Worker:
+    """One ``run_worker`` call (see ``Payouts.run_worker``)."""
+
+    def __init__(
+        self,
+        payouts: Payouts[Any],
+        *,
+        concurrency: int,
+        shutdown_grace: float,
+        idle_poll: float,
+        on_result: OnResult | None,
+    ) -> None:
+        if concurrency < 1:
+            raise ValidationError("concurrency", "must be at least 1")
+        if not (math.isfinite(shutdown_grace) and shutdown_grace >= 0):
+            raise ValidationError("shutdown_grace", "must be a number of seconds, 0 or more")
+        if not (math.isfinite(idle_poll) and idle_poll > 0):
+            raise ValidationError("idle_poll", "must be a positive number of seconds")
+        self._payouts = payouts
+        self._ledger = payouts.ledger
+        self._provider = payouts.provider
+        self._owner = payouts.owner
+        self._lease_seconds = payouts._settings.lease_seconds
+        self._concurrency = concurrency
+        self._shutdown_grace = shutdown_grace
+        self._idle_poll = idle_poll
+        self._on_result = on_result
+        # The drives run on a twin of ``payouts`` (the same client, owner and in-flight
+        # table) that sees the ledger through ``_StoppingLedger``.
+        self._view = _StoppingLedger(payouts.ledger)
+        self._driver = copy.copy(payouts)
+        self._driver.ledger = cast(Ledger, self._view)
+        self._drives: dict[asyncio.Task[PayoutResult], _Drive] = {}
+        self._later: dict[str, float] = {}  # key -> monotonic time to claim it again
+        self._dead: list[str] = []
+        self._dead_checked = -math.inf
+        self._claimed_before = self._claimed_after = 0.0  # around the latest claim
+        self._statuses: Counter[PayoutStatus] = Counter()
+        self._handed_back = 0
+        self._background: set[asyncio.Future[None]] = set()
+
+    async def run(self, stop: asyncio.Event) -> WorkerSummary:
+        """Work until ``stop`` is set, then stop cleanly (see the module docstring)."""
+        listener = await self._ledger.listen_for_work(self._provider)
+        stopped = asyncio.ensure_future(stop.wait())
+        try:
+            await self._work(stopped, listener)
+            await self._shut_down()
+        except BaseException:
+            await self._abandon()
+            raise
+        finally:
+            stopped.cancel()
+            await listener.aclose()
+        return WorkerSummary(
+            provider=self._provider,
+            owner=self._owner,
+            statuses=dict(self._statuses),
+            handed_back=self._handed_back,
+        )
+
+    # -- working ----------------------------------------------------------------------
+
+    async def _work(self, stopped: asyncio.Future[Any], listener: WorkListener) -> None:
+        pause = 0.0
+        while not stopped.done():
+            self._reap()
+            free = self._concurrency - len(self._drives)
+            if free == 0:  # busy: claim again when a drive ends
+                await asyncio.wait({stopped, *self._drives}, return_when=asyncio.FIRST_COMPLETED)
+                continue
+            claims = await self._claim(free)
+            if claims is None:  # the ledger failed: look again later, not in a loop
+                pause = min(max(pause * 2, _FIRST_PAUSE), self._idle_poll)
+                await asyncio.wait({stopped}, timeout=pause)
+                continue
+            pause = 0.0
+            if stopped.done():
+                await self._release_all(claims)
+                return
+            for claim in claims:
+                self._start(claim)
+            if len(claims) < free:  # nothing more to claim now: wait for work
+                await self._idle(stopped, listener)
+
+    async def _claim(self, limit: int) -> list[Claim] | None:
+        """Up to ``limit`` rows for this worker, or None when the ledger failed."""
+        try:
+            dead = await self._dead_owners()
+            now = time.monotonic()
+            self._later = {key: at for key, at in self._later.items() if at > now}
+            self._claimed_before = now
+            claiming = asyncio.ensure_future(
+                self._ledger.claim_stranded(
+                    owner=self._owner,
+                    lease_seconds=self._lease_seconds,
+                    limit=limit,
+                    provider=self._provider,
+                    states=ACTIVE_STATES,
+                    exclude=list(self._later),
+                    dead_owners=dead,
+                )
+            )
+            try:
+                claims = await asyncio.shield(claiming)
+            except asyncio.CancelledError:
+                self._release_when_claimed(claiming)  # rows it claims are given back
+                raise
+        except LedgerError as error:
+            logger.warning("worker %s could not claim payouts: %s", self._owner, error)
+            return None
+        self._claimed_after = time.monotonic()
+        return claims
+
+    async def _dead_owners(self) -> list[str]:
+        """Owners of live leases that are dead processes of this host (their rows are
+        taken over at once, as ``resume()`` does); looked up every ``idle_poll``."""
+        now = time.monotonic()
+        if now - self._dead_checked >= self._idle_poll:
+            holders = await self._ledger.lease_holders(provider=self._provider)
+            self._dead = [holder.owner for holder in holders if owner_is_dead(holder.owner)]
+            self._dead_checked = now
+        return self._dead
+
+    def _start(self, claim: Claim) -> None:
+        # A lease still running is taken only from a dead process (``dead_owners``).
+        holder_dead = claim.previous_lease_left > 0
+        task = asyncio.create_task(
+            self._driver._drive_claimed(
+                claim, self._claimed_before, self._claimed_after, holder_dead=holder_dead
+            ),
+            name=f"worker {self._provider} {claim.record.key}",
+        )
+        self._drives[task] = _Drive(claim, task)
+
+    async def _idle(self, stopped: asyncio.Future[Any], listener: WorkListener) -> None:
+        """Sleep until work is announced, ``stop``, or it is time to look anyway."""
+        look_at = time.monotonic() + self._idle_poll
+        if self._later:
+            look_at = min(look_at, min(self._later.values()))
+        waiting = asyncio.ensure_future(listener.wait(max(look_at - time.monotonic(), 0.0)))
+        try:
+            await asyncio.wait({stopped, waiting}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not waiting.done():
+                waiting.cancel()
+            await asyncio.gather(waiting, return_exceptions=True)
+
+    def _reap(self) -> None:
+        """Account for the drives that have ended."""
+        for task in [task for task in self._drives if task.done()]:
+            drive = self._drives.pop(task)
+            if task.cancelled():
+                self._handed_back += 1
+                continue
+            result = task.result()  # ``_drive_claimed`` turns every Exception into one
+            self._statuses[result.status] += 1
+            if result.state is None or result.state in ACTIVE_STATES:
+                self._later[drive.claim.record.key] = time.monotonic() + RETRY_UNFINISHED
+            if self._on_result is not None:
+                self._on_result(result)
+
+    # -- stopping ---------------------------------------------------------------------
+
+    async def _shut_down(self) -> None:
+        """Stop every drive at its next recovery point (see the module docstring) and
+        give every lease back."""
+        self._view.stopping = True
+        for task, drive in self._drives.items():
+            if drive.claim.record.key not in self._view.sending:
+                task.cancel()
+        if self._drives:
+            await asyncio.wait(self._drives, timeout=self._shutdown_grace)
+        await self._abandon()
+
+    async def _abandon(self) -> None:
+        """Cancel the drives still running, wait for them to end, and give back the
+        lease of every drive that was cancelled (one cancelled before it ran has not
+        released its row itself; a second release is a no-op)."""
+        self._view.stopping = True
+        drives = list(self._drives.values())
+        interrupted = await _cancel_and_wait([drive.task for drive in drives])
+        stopped = [drive.claim for drive in drives if drive.task.cancelled()]
+        self._reap()
+        await self._release_all(stopped)
+        while self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        if stopped:  # wake idle workers: these rows are free now
+            with contextlib.suppress(LedgerError):
+                await shielded(self._ledger.announce_work(self._provider))
+        if interrupted:
+            raise asyncio.CancelledError
+
+    async def _release_all(self, claims: list[Claim]) -> None:
+        await shielded(asyncio.gather(*(self._release(claim) for claim in claims)))
+
+    async def _release(self, claim: Claim) -> None:
+        record = claim.record
+        try:
+            await self._ledger.release(
+                record.provider, record.key, owner=self._owner, token=record.lease_token
+            )
+        except LedgerError as error:  # its lease then runs out on its own
+            logger.warning("could not give back the lease of %s: %s", record.key, error)
+
+    def _release_when_claimed(self, claiming: asyncio.Future[list[Claim]]) -> None:
+        async def release() -> None:
+            try:
+                claims = await claiming
+            except Exception:
+                return
+            await self._release_all(claims)
+
+        task = asyncio.ensure_future(release())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+
+async def _cancel_and_wait(tasks: list[asyncio.Task[PayoutResult]]) -> bool:
+    """Cancel ``tasks`` and wait until each has ended, cancelling again any that
+    swallowed it. True when the caller was cancelled meanwhile (to pass it on)."""
+    cancelled = False
+    for task in tasks:
+        task.cancel()
+    while pending := [task for task in tasks if not task.done()]:
+        try:
+            await asyncio.wait(pending, timeout=_CANCEL_AGAIN_AFTER)
+        except asyncio.CancelledError:
+            cancelled = True
+        for task in pending:
+            if not task.done():
+                task.cancel()
+    return cancelled
