@@ -87,3 +87,50 @@ async def test_the_clients_example_runs(capsys: pytest.CaptureFixture[str]) -> N
     status, amount = capsys.readouterr().out.split()
     assert status in {"wait", "success"}  # as the comment in the example says
     assert Decimal(amount) == Decimal("100.00")  # as the provider wrote it (here: 100)
+
+
+async def test_the_worker_example_pays_what_the_app_enqueued(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from payout_async import EnotClient, Payouts
+    from payout_async.ledger import LedgerState, SQLiteLedger
+
+    credentials = SandboxCredentials()
+    db = tmp_path / "payouts.db"
+    async with Sandbox(config=fast_config()) as sandbox:
+        code = example(
+            "Running workers",
+            "EnotClient(user_id, secret_key)",
+            "EnotClient(user_id, secret_key, base_url=base_url)",
+        )
+        namespace: dict[str, Any] = {
+            "__name__": "readme_example",
+            "user_id": credentials.enot_user_id,
+            "secret_key": credentials.enot_secret_key,
+            "base_url": sandbox.enot_url,
+            "ledger_url": f"sqlite:///{db}",
+        }
+        exec(compile(code, str(README), "exec"), namespace)
+        async with (
+            EnotClient(
+                credentials.enot_user_id, credentials.enot_secret_key, base_url=sandbox.enot_url
+            ) as enot,
+            SQLiteLedger(db) as ledger,
+        ):
+            app = Payouts(enot, ledger)
+            for _ in range(2):  # a double click records it once
+                await namespace["record_withdrawal"](app, 42, "4111111111111111", "100.00")
+            stop = asyncio.Event()
+            worker = asyncio.create_task(namespace["worker"](stop))
+            for _ in range(1500):
+                record = await ledger.get("enot", "withdrawal-42")
+                if record is not None and record.state is LedgerState.SUCCEEDED:
+                    break
+                await asyncio.sleep(0.02)
+            stop.set()
+            await asyncio.wait_for(worker, 30)
+        assert books(sandbox.state)[1]["withdrawal-42"] == 1
+        assert sandbox.duplicates() == []
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:2] == ["new", "existing"]
+    assert lines[2] == "1 payouts driven, 0 handed back unfinished"

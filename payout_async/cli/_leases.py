@@ -12,11 +12,21 @@ import datetime
 import socket
 import time
 from collections.abc import Iterable, Sequence
+from typing import Any
 
-from ..ledger import ACTIVE_STATES, Ledger, PayoutRecord
+from ..ledger import ACTIVE_STATES, LeaseHolder, Ledger, PayoutRecord
+from ..payouts._owner import owner_is_dead
 from ._console import Column, render_table, show, terminal_width
 
-__all__ = ["describe_wait", "leased_rows", "print_leases", "until"]
+__all__ = [
+    "describe_wait",
+    "lease_holders",
+    "leased_rows",
+    "print_leases",
+    "print_workers",
+    "until",
+    "worker_views",
+]
 
 _COLUMNS = (
     Column("key"),
@@ -42,7 +52,9 @@ def _owner(owner: str | None) -> str:
     if not owner:
         return ""
     host = owner.split(":", 1)[0]
-    return f"{owner} (this host)" if host == socket.gethostname() else owner
+    if host != socket.gethostname():
+        return owner
+    return f"{owner} (this host, process ended)" if owner_is_dead(owner) else f"{owner} (this host)"
 
 
 async def leased_rows(
@@ -88,3 +100,47 @@ def describe_wait(records: Sequence[PayoutRecord]) -> str:
         f"waiting for {len(records)} payout(s) leased to {len(owners)} other worker(s); "
         f"next lease ends {next_end}"
     )
+
+
+_WORKER_COLUMNS = (
+    Column("payouts held"),
+    Column("until"),
+    Column("worker (lease owner)", "wrap", minimum=20),
+)
+
+
+async def lease_holders(ledger: Ledger, providers: Iterable[str]) -> list[LeaseHolder]:
+    """The workers holding live leases on ``providers``' rows (one entry per owner)."""
+    merged: dict[str, tuple[int, float]] = {}
+    for provider in providers:
+        for holder in await ledger.lease_holders(provider=provider):
+            rows, latest = merged.get(holder.owner, (0, 0.0))
+            merged[holder.owner] = (rows + holder.rows, max(latest, holder.expires_at))
+    return [
+        LeaseHolder(owner=owner, rows=rows, expires_at=expires)
+        for owner, (rows, expires) in sorted(merged.items())
+    ]
+
+
+def print_workers(holders: Sequence[LeaseHolder]) -> None:
+    """A table of the workers holding payouts, on stdout."""
+    if not holders:
+        return
+    show(f"{len(holders)} worker(s) hold payouts now:")
+    now = time.time()
+    rows = [(str(h.rows), until(h.expires_at, now), _owner(h.owner)) for h in holders]
+    for line in render_table(_WORKER_COLUMNS, rows, width=terminal_width()):
+        show(line)
+
+
+def worker_views(holders: Sequence[LeaseHolder]) -> list[dict[str, Any]]:
+    """The ``workers`` section of a JSON document."""
+    return [
+        {
+            "owner": h.owner,
+            "rows": h.rows,
+            "expires_at": h.expires_at,
+            "ended": owner_is_dead(h.owner),
+        }
+        for h in holders
+    ]

@@ -7,15 +7,16 @@ import datetime
 from typing import Any
 
 from ..ledger import Ledger, LedgerState, PayoutRecord
-from ._args import CLIError
+from ._args import CLIError, seconds
 from ._batch_file import PROVIDERS
 from ._console import Column, literal, render_table, show, terminal_width
-from ._leases import leased_rows, print_leases, until
+from ._leases import lease_holders, leased_rows, print_leases, print_workers, until, worker_views
 from ._location import locate, open_ledger, require_existing
 from ._report import EXIT_OK
 from ._runner import run_async
 from ._setup import add_ledger_option, add_output_options, settings
 from ._views import document, payout_from_record
+from ._watch import watch
 
 __all__ = ["register"]
 
@@ -53,6 +54,14 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("key", nargs="?", help="show this idempotency key")
     parser.add_argument("--provider", choices=PROVIDERS, help="only this provider")
+    parser.add_argument(
+        "--watch",
+        action="store_true",
+        help="show the whole ledger's progress and its workers, refreshed until Ctrl-C",
+    )
+    parser.add_argument(
+        "--interval", type=seconds, default=2.0, help="seconds between refreshes (default 2)"
+    )
     add_ledger_option(parser)
     add_output_options(parser)
     parser.set_defaults(run=lambda args: run_async(lambda: _status(args)))
@@ -72,6 +81,12 @@ async def _status(args: argparse.Namespace) -> int:
     ledger = await open_ledger(place)
     try:
         providers = [args.provider] if args.provider else list(PROVIDERS)
+        if args.watch:
+            if args.key:
+                raise CLIError("--watch shows the whole ledger: give no KEY")
+            return await watch(
+                ledger, place.location, providers, interval=args.interval, as_json=args.json
+            )
         if args.key:
             return await _show_key(ledger, place.location, providers, args)
         tallies = {provider: await ledger.counts(provider=provider) for provider in providers}
@@ -80,13 +95,15 @@ async def _status(args: argparse.Namespace) -> int:
             for provider in providers:
                 problems += await ledger.records(provider=provider, state=state)
         leased = await leased_rows(ledger, providers)
+        holders = await lease_holders(ledger, providers)
     finally:
         await ledger.aclose()
     if args.json:
         table = {p: {s.value: tallies[p].get(s, 0) for s in LedgerState} for p in providers}
         show(document("status", place.location, counts=table,
                       payouts=[payout_from_record(r) for r in problems],
-                      leased=[payout_from_record(r) for r in leased]))  # fmt: skip
+                      leased=[payout_from_record(r) for r in leased],
+                      workers=worker_views(holders)))  # fmt: skip
         return EXIT_OK
     columns = (Column("state"), *(Column(p) for p in providers))
     rows = [(s.value, *(str(tallies[p].get(s, 0)) for p in providers)) for s in LedgerState]
@@ -101,6 +118,9 @@ async def _status(args: argparse.Namespace) -> int:
         ]
         for line in render_table(_PROBLEM_COLUMNS, rows, width=width):
             show(line)
+    if holders:
+        show()
+        print_workers(holders)
     if leased:
         show()
         print_leases(leased)

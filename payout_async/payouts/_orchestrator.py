@@ -502,7 +502,10 @@ class Payouts(Generic[Request]):
                 )
                 result.set_result(drove)
             except Exception as error:
-                logger.exception("driving payout %s failed", key)
+                if isinstance(error, LedgerError):  # the ledger is down or locked
+                    logger.warning("payout %s: %s", key, error)
+                else:
+                    logger.exception("driving payout %s failed", key)
                 result.set_result(await self._attention(key, error))
             return result.result()
 

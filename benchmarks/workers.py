@@ -1,0 +1,303 @@
+"""How ``payout-async worker`` scales out: payouts/s with 1, 2 and 4 worker processes
+sharing one PostgreSQL ledger, against a sandbox that answers every request 50-300 ms
+late, as real providers do.
+
+For each round the ledger gets fresh tables (a unique prefix, dropped afterwards) and
+the sandbox fresh books. The workers start first and wait, idle, on ``LISTEN``; then
+``--n`` payouts (half IntellectMoney, half Enot) are enqueued in one go -- that wakes
+them -- and the clock runs until every payout has succeeded. Then the workers get
+SIGTERM. A last round (``--no-handback`` skips it) measures the hand-back: with
+``--handback-workers`` workers paying, one of them (its lease two minutes long) gets
+SIGTERM half-way, and the script times how long until that worker holds no lease (its
+rows are free for the others) and until its process has exited.
+
+Exit status 1 only when a payout was paid twice, or did not succeed; a figure is
+reported, never judged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from _common import (
+    ROOT,
+    SandboxProcess,
+    enot_request,
+    im_request,
+    machine,
+    postgres_cpu_seconds,
+    process_cpu_seconds,
+    table,
+)
+
+from payout_async.ledger import EnqueueOutcome, LedgerState, PostgresLedger
+from payout_async.payouts import intent_for
+
+DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+READY = "stops it cleanly"
+
+
+class Worker:
+    """One ``payout-async worker`` process."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self.owner = ""
+
+    @classmethod
+    async def start(cls, url: str, env: dict[str, str], args: Sequence[str]) -> Worker:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "payout_async", "worker", "--ledger", url, "--no-progress",
+            *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            env=env, cwd=ROOT,
+        )  # fmt: skip
+        worker = cls(process)
+        assert process.stderr is not None
+        said = ""
+        while line := (await asyncio.wait_for(process.stderr.readline(), 120)).decode():
+            if READY in line:
+                worker.owner = line.split()[1].rstrip(":")
+                return worker
+            said += line
+        raise RuntimeError(f"a worker did not start: {said[-2000:]}")
+
+    def cpu_seconds(self) -> float:
+        return process_cpu_seconds(self.process.pid)
+
+    async def stop(self) -> int:
+        """SIGTERM, and its exit status."""
+        if self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+        return await self.ended()
+
+    async def ended(self) -> int:
+        """Its exit status, once it has exited (a second SIGTERM would stop it at once)."""
+        await asyncio.wait_for(self.process.communicate(), 120)
+        return self.process.returncode or 0
+
+
+class Round:
+    """Fresh tables for one round; dropped by ``close``."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self.prefix = f"bw_{uuid.uuid4().hex[:10]}_"
+        self.url = f"{dsn}{'&' if '?' in dsn else '?'}table_prefix={self.prefix}"
+        self.ledger = PostgresLedger(dsn, table_prefix=self.prefix, max_connections=2)
+
+    async def open(self) -> None:
+        await self.ledger.open()
+
+    async def enqueue(self, count: int) -> None:
+        for provider, parity in (("intellectmoney", 0), ("enot", 1)):
+            keys = [f"w-{n}" for n in range(parity, count, 2)]
+            requests: list[Any] = [im_request(k) if parity == 0 else enot_request() for k in keys]
+            results = await self.ledger.enqueue(
+                provider, [intent_for(k, r) for k, r in zip(keys, requests, strict=True)]
+            )
+            assert {r.outcome for r in results} == {EnqueueOutcome.NEW}
+
+    async def succeeded(self) -> int:
+        return (await self.ledger.counts()).get(LedgerState.SUCCEEDED, 0)
+
+    async def until_succeeded(self, count: int, limit: float) -> None:
+        deadline = time.monotonic() + limit
+        while await self.succeeded() < count:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"only {await self.succeeded()} of {count} succeeded")
+            await asyncio.sleep(0.05)
+
+    async def close(self) -> None:
+        import asyncpg
+
+        await self.ledger.aclose()
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            for name in ("payouts", "payout_transitions"):
+                await conn.execute(f'DROP TABLE IF EXISTS "{self.prefix}{name}"')
+        finally:
+            await conn.close()
+
+
+def environment(sandbox: SandboxProcess) -> dict[str, str]:
+    c = sandbox.credentials
+    base = {k: v for k, v in os.environ.items() if not k.startswith("PAYOUT_ASYNC_")}
+    paths = [str(ROOT), os.environ.get("PYTHONPATH", "")]
+    return {
+        **base,
+        "PYTHONPATH": os.pathsep.join(p for p in paths if p),
+        "PAYOUT_ASYNC_IM_USER_TOKEN": c.im_user_token,
+        "PAYOUT_ASYNC_IM_SECRET_KEY": c.im_secret_key,
+        "PAYOUT_ASYNC_IM_BEARER_TOKEN": c.im_bearer_token,
+        "PAYOUT_ASYNC_IM_BASE_URL": sandbox.intellectmoney_url,
+        "PAYOUT_ASYNC_ENOT_USER_ID": c.enot_user_id,
+        "PAYOUT_ASYNC_ENOT_SECRET_KEY": c.enot_secret_key,
+        "PAYOUT_ASYNC_ENOT_BASE_URL": sandbox.enot_url,
+    }
+
+
+def check_books(sandbox: SandboxProcess, count: int) -> list[str]:
+    """What is wrong with the sandbox's books (nothing, normally)."""
+    stats = sandbox.stats()
+    problems = [f"duplicate: {d}" for d in stats["duplicates"]]
+    paid = stats["paid_per_payout"]
+    times = [n for book in paid.values() for n in book.values()]
+    if sorted(times) != [1] * count:
+        problems.append(f"{len(times)} payouts paid, {sum(times)} payments, for {count}")
+    return problems
+
+
+async def scale_round(
+    args: argparse.Namespace, sandbox: SandboxProcess, env: dict[str, str], workers: int
+) -> tuple[dict[str, Any], list[str]]:
+    sandbox.reset()
+    run = Round(args.postgres)
+    await run.open()
+    started: list[Worker] = []
+    try:
+        options = ["--concurrency", str(args.concurrency)]
+        started = list(
+            await asyncio.gather(*(Worker.start(run.url, env, options) for _ in range(workers)))
+        )
+        cpu = [w.cpu_seconds() for w in started]
+        sandbox_cpu, pg_cpu = sandbox.cpu_seconds(), postgres_cpu_seconds()
+        began = time.perf_counter()
+        await run.enqueue(args.n)
+        await run.until_succeeded(args.n, args.timeout)
+        wall = time.perf_counter() - began
+        worker_cpu = sum(w.cpu_seconds() - c for w, c in zip(started, cpu, strict=True))
+        sandbox_cpu = sandbox.cpu_seconds() - sandbox_cpu
+        pg_cpu = postgres_cpu_seconds() - pg_cpu
+        codes = [await w.stop() for w in started]
+        problems = check_books(sandbox, args.n)
+        problems += [f"a worker exited {code}" for code in codes if code != 0]
+        counts = await run.ledger.counts()
+        if counts != {LedgerState.SUCCEEDED: args.n}:
+            problems.append(f"ledger: { {s.value: n for s, n in counts.items()} }")
+    finally:
+        for worker in started:
+            if worker.process.returncode is None:
+                worker.process.kill()
+                await worker.process.wait()
+        await run.close()
+    return {
+        "workers": workers,
+        "wall": wall,
+        "rate": args.n / wall,
+        "worker_cpu_ms": 1000 * worker_cpu / args.n,
+        "sandbox_cpu": sandbox_cpu / wall,
+        "pg_cpu": pg_cpu / wall,
+    }, problems
+
+
+async def handback_round(
+    args: argparse.Namespace, sandbox: SandboxProcess, env: dict[str, str]
+) -> tuple[dict[str, float], list[str]]:
+    sandbox.reset()
+    run = Round(args.postgres)
+    await run.open()
+    started: list[Worker] = []
+    try:
+        options = ["--concurrency", str(args.concurrency)]
+        first = await Worker.start(run.url, env, [*options, "--lease-seconds", "120"])
+        started = [first]
+        started += await asyncio.gather(
+            *(Worker.start(run.url, env, options) for _ in range(args.handback_workers - 1))
+        )
+        await run.enqueue(args.n)
+        await run.until_succeeded(args.n // 2, args.timeout)
+        held = sum(h.rows for h in await run.ledger.lease_holders() if h.owner == first.owner)
+        signalled = time.monotonic()
+        first.process.send_signal(signal.SIGTERM)
+        while True:  # until it holds no lease
+            if first.owner not in {h.owner for h in await run.ledger.lease_holders()}:
+                break
+            await asyncio.sleep(0.01)
+        released = time.monotonic() - signalled
+        code = await first.ended()
+        exited = time.monotonic() - signalled
+        await run.until_succeeded(args.n, args.timeout)
+        finished = time.monotonic() - signalled
+        codes = [code] + [await w.stop() for w in started[1:]]
+        problems = check_books(sandbox, args.n)
+        problems += [f"a worker exited {c}" for c in codes if c != 0]
+    finally:
+        for worker in started:
+            if worker.process.returncode is None:
+                worker.process.kill()
+                await worker.process.wait()
+        await run.close()
+    return {"held": held, "released": released, "exited": exited, "finished": finished}, problems
+
+
+async def main(args: argparse.Namespace) -> int:
+    sandbox_options: dict[str, object] = {
+        "fault_rate": 1.0,
+        "fault_kinds": "LATENCY",  # every answer 50-300 ms late
+        "im_in_process_after": 0.1,
+        "im_final_after": 0.3,
+        "enot_final_after": 0.3,
+        "seed": 7,
+    }
+    rows: list[list[object]] = []
+    problems: list[str] = []
+    print(f"{machine()}; {args.n} payouts per round, --concurrency {args.concurrency} per "
+          "provider per worker, answers 50-300 ms late", flush=True)  # fmt: skip
+    with SandboxProcess(**sandbox_options) as sandbox:
+        env = environment(sandbox)
+        base_rate = None
+        for workers in args.workers:
+            result, found = await scale_round(args, sandbox, env, workers)
+            problems += found
+            base_rate = base_rate or result["rate"]
+            rows.append([
+                workers, f"{result['wall']:.1f}", f"{result['rate']:.0f}",
+                f"{result['rate'] / base_rate:.2f}", f"{result['worker_cpu_ms']:.2f}",
+                f"{100 * result['sandbox_cpu']:.0f}%", f"{100 * result['pg_cpu']:.0f}%",
+            ])  # fmt: skip
+            print(f"  {workers} worker(s): {result['rate']:.0f} payouts/s", flush=True)
+        print()
+        print(table(["workers", "wall s", "payouts/s", "vs 1 worker", "worker CPU ms/payout",
+                     "sandbox CPU", "PostgreSQL CPU"], rows))  # fmt: skip
+        if args.handback:
+            handback, found = await handback_round(args, sandbox, env)
+            problems += found
+            print(
+                f"\nSIGTERM to one of {args.handback_workers} workers half-way, holding "
+                f"{handback['held']} payouts (lease 120 s): leases given back after "
+                f"{handback['released']:.2f} s, process exited after {handback['exited']:.2f} s, "
+                f"the run finished {handback['finished']:.1f} s after the signal."
+            )
+    for problem in problems:
+        print(f"PROBLEM: {problem}")
+    return 1 if problems else 0
+
+
+def parse() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=2000, help="payouts per round (default 2000)")
+    parser.add_argument(
+        "--workers", default="1,2,4", help="worker processes per round (default 1,2,4)"
+    )
+    parser.add_argument(
+        "--concurrency", type=int, default=16, help="per provider per worker (default 16)"
+    )
+    parser.add_argument("--postgres", default=DEFAULT_DSN, help=f"default {DEFAULT_DSN}")
+    parser.add_argument("--timeout", type=float, default=240, help="limit per round, s")
+    parser.add_argument("--no-handback", dest="handback", action="store_false")
+    parser.add_argument("--handback-workers", type=int, default=4)
+    args = parser.parse_args()
+    args.workers = [int(n) for n in args.workers.split(",")]
+    return args
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main(parse())))

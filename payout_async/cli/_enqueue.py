@@ -1,0 +1,161 @@
+"""``payout-async enqueue FILE``: record every row of a file for workers to pay.
+
+The file is checked as ``batch`` checks it (every row, with every rule the real run
+applies; the ledger's keys with other parameters; keys paid through another ledger),
+then every row is recorded in the ledger -- pending, leased to nobody -- in a few
+transactions, and nothing is sent: ``payout-async worker`` pays them, in as many
+processes as you like. Enqueueing the same file again records nothing twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from ..ledger import EnqueueOutcome, Ledger, LedgerError
+from ..payouts import intent_for
+from ._args import CLIError
+from ._batch_file import PROVIDERS, BadRow, Batch, BatchRow, Rules, read_batch
+from ._console import say, show
+from ._location import LedgerPlace, locate, open_ledger
+from ._preflight import check_elsewhere, known_rows, remember
+from ._registry import default_registry
+from ._report import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
+from ._runner import run_async
+from ._setup import add_ledger_option, add_output_options, settings
+from ._views import document
+
+__all__ = ["register"]
+
+_ORDER = (
+    EnqueueOutcome.NEW,
+    EnqueueOutcome.AGAIN,
+    EnqueueOutcome.EXISTING,
+    EnqueueOutcome.CONFLICT,
+)
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``enqueue`` subcommand."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "enqueue",
+        help="record every row of a CSV or JSONL file for workers to pay (sends nothing)",
+        description="Check every row of FILE as batch does, then record each in the ledger "
+        "for `payout-async worker` processes to pay; nothing is sent. Enqueueing the same "
+        "file again records nothing twice; a key the ledger holds with other parameters is "
+        "a bad row.",
+    )
+    parser.add_argument("file", type=Path, help="CSV (.csv) or JSON Lines (.jsonl) file")
+    parser.add_argument(
+        "--new-ledger",
+        action="store_true",
+        help="record keys this user already paid through another ledger in this one",
+    )
+    parser.add_argument(
+        "--ignore-unknown-columns", action="store_true", help="skip columns batch does not know"
+    )
+    parser.add_argument("--im-api", choices=("current", "legacy"), help="IntellectMoney API")
+    parser.add_argument(
+        "--enot-service",
+        action="append",
+        default=[],
+        metavar="CODE",
+        help="allow an Enot service code beyond the documented ones (repeatable)",
+    )
+    add_ledger_option(parser)
+    add_output_options(parser)
+    parser.set_defaults(run=lambda args: run_async(lambda: _enqueue(args)))
+
+
+def _report_bad(args: argparse.Namespace, place: LedgerPlace, bad: list[BadRow]) -> int:
+    for problem in bad:
+        say(f"{args.file}: {problem}")
+    say(f"{len(bad)} bad row(s); nothing was recorded.")
+    if args.json:
+        rows = [{"line": b.line, "column": b.column, "problem": b.problem} for b in bad]
+        show(document("enqueue", place.location, bad_rows=rows))
+    return EXIT_BAD_INPUT
+
+
+async def _enqueue(args: argparse.Namespace) -> int:
+    config = settings(args)
+    place = await locate(config.ledger)
+    if not args.file.is_file():
+        raise CLIError(f"no such file: {args.file}")
+    rules = Rules(im_api=config.im_api(), enot_services=config.enot_services)
+    batch = read_batch(args.file, rules, ignore_unknown=args.ignore_unknown_columns)
+    if batch.ignored:
+        say(f"warning: ignoring column(s) {', '.join(repr(c) for c in batch.ignored)}")
+    if batch.bad:
+        return _report_bad(args, place, batch.bad)
+    ledger = await open_ledger(place) if place.exists else None
+    try:
+        known = await known_rows(ledger, batch.rows, key_column="key")
+        if known.conflicts:
+            return _report_bad(args, place, known.conflicts)
+        registry = default_registry()
+        if not args.new_ledger:
+            check_elsewhere(registry, batch.rows, known, place.location)
+        if ledger is None:
+            ledger = await open_ledger(place, create=True)
+        remember(registry, batch.rows, place.location)
+        outcomes, conflicts = await _record(ledger, batch)
+    finally:
+        if ledger is not None:
+            await ledger.aclose()
+    return _report(args, place, outcomes, conflicts)
+
+
+async def _record(ledger: Ledger, batch: Batch) -> tuple[Counter[EnqueueOutcome], list[BadRow]]:
+    """Record every row; the outcomes counted, and the rows refused as conflicts (by
+    a race: the check before found none)."""
+    outcomes: Counter[EnqueueOutcome] = Counter()
+    conflicts: list[BadRow] = []
+    for provider in PROVIDERS:
+        rows: list[BatchRow] = [row for row in batch.rows if row.provider == provider]
+        if not rows:
+            continue
+        try:
+            results = await ledger.enqueue(provider, [intent_for(r.key, r.request) for r in rows])
+        except LedgerError as error:
+            raise CLIError(
+                f"the ledger failed while recording the payouts ({error}); some may be "
+                "recorded: run the same command again (it records nothing twice)"
+            ) from None
+        for row, result in zip(rows, results, strict=True):
+            outcomes[result.outcome] += 1
+            if result.outcome is EnqueueOutcome.CONFLICT:
+                why = (
+                    "its Enot order_id belongs to another key in the ledger"
+                    if result.state is None
+                    else f"{row.key!r} is already in the ledger with other parameters "
+                    f"(state {result.state.value}); use a new key for a new payout"
+                )
+                conflicts.append(BadRow(row.line, "key", why))
+    return outcomes, conflicts
+
+
+def _report(
+    args: argparse.Namespace,
+    place: LedgerPlace,
+    outcomes: Counter[EnqueueOutcome],
+    conflicts: list[BadRow],
+) -> int:
+    for problem in conflicts:
+        say(f"{args.file}: {problem} (not recorded)")
+    total = sum(outcomes.values())
+    again = outcomes[EnqueueOutcome.AGAIN]
+    again_text = f", {again} refused earlier and recorded again" if again else ""
+    if args.json:
+        rows = [{"line": b.line, "column": b.column, "problem": b.problem} for b in conflicts]
+        counts = {outcome.value: outcomes[outcome] for outcome in _ORDER}
+        show(document("enqueue", place.location, counts=counts, bad_rows=rows))
+    else:
+        show(
+            f"{total} row(s): {outcomes[EnqueueOutcome.NEW]} new, "
+            f"{outcomes[EnqueueOutcome.EXISTING]} already there, {len(conflicts)} "
+            f"conflict(s){again_text}. Nothing was sent: `payout-async worker` pays them."
+        )
+    return EXIT_FAILED if conflicts else EXIT_OK
