@@ -30,7 +30,7 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 import attrs
@@ -158,6 +158,7 @@ class Worker:
         self._statuses: Counter[PayoutStatus] = Counter()
         self._handed_back = 0
         self._background: set[asyncio.Future[None]] = set()
+        self._ended = asyncio.Event()  # a drive has ended since the loop last looked
 
     async def run(self, stop: asyncio.Event) -> WorkerSummary:
         """Work until ``stop`` is set, then stop cleanly (see the module docstring)."""
@@ -184,15 +185,16 @@ class Worker:
     async def _work(self, stopped: asyncio.Future[Any], listener: WorkListener) -> None:
         pause = 0.0
         while not stopped.done():
+            self._ended.clear()  # before reaping: a drive ending from now on sets it
             self._reap()
             free = self._concurrency - len(self._drives)
             if free == 0:  # busy: claim again when a drive ends
-                await asyncio.wait({stopped, *self._drives}, return_when=asyncio.FIRST_COMPLETED)
+                await _until(stopped, self._ended.wait())
                 continue
             claims = await self._claim(free)
             if claims is None:  # the ledger failed: look again later, not in a loop
                 pause = min(max(pause * 2, _FIRST_PAUSE), self._idle_poll)
-                await asyncio.wait({stopped}, timeout=pause)
+                await _until(stopped, asyncio.sleep(pause))
                 continue
             pause = 0.0
             if stopped.done():
@@ -201,7 +203,10 @@ class Worker:
             for claim in claims:
                 self._start(claim)
             if len(claims) < free:  # nothing more to claim now: wait for work
-                await self._idle(stopped, listener)
+                look_at = time.monotonic() + self._idle_poll
+                if self._later:  # a row put off comes due
+                    look_at = min(look_at, min(self._later.values()))
+                await _until(stopped, listener.wait(max(look_at - time.monotonic(), 0.0)))
 
     async def _claim(self, limit: int) -> list[Claim] | None:
         """Up to ``limit`` rows for this worker, or None when the ledger failed."""
@@ -251,25 +256,17 @@ class Worker:
             ),
             name=f"worker {self._provider} {claim.record.key}",
         )
+        task.add_done_callback(self._drive_ended)
         self._drives[task] = _Drive(claim, task)
 
-    async def _idle(self, stopped: asyncio.Future[Any], listener: WorkListener) -> None:
-        """Sleep until work is announced, ``stop``, or it is time to look anyway."""
-        look_at = time.monotonic() + self._idle_poll
-        if self._later:
-            look_at = min(look_at, min(self._later.values()))
-        waiting = asyncio.ensure_future(listener.wait(max(look_at - time.monotonic(), 0.0)))
-        try:
-            await asyncio.wait({stopped, waiting}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            if not waiting.done():
-                waiting.cancel()
-            await asyncio.gather(waiting, return_exceptions=True)
+    def _drive_ended(self, task: asyncio.Task[PayoutResult]) -> None:
+        self._ended.set()
 
     def _reap(self) -> None:
         """Account for the drives that have ended."""
         for task in [task for task in self._drives if task.done()]:
             drive = self._drives.pop(task)
+            self._view.sending.discard(drive.claim.record.key)
             if task.cancelled():
                 self._handed_back += 1
                 continue
@@ -334,6 +331,17 @@ class Worker:
         task = asyncio.ensure_future(release())
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+
+async def _until(stopped: asyncio.Future[Any], waiting: Awaitable[Any]) -> None:
+    """Wait for ``waiting`` or ``stopped``, whichever comes first."""
+    task = asyncio.ensure_future(waiting)
+    try:
+        await asyncio.wait({stopped, task}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not task.done():
+            task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 async def _cancel_and_wait(tasks: list[asyncio.Task[PayoutResult]]) -> bool:
