@@ -133,10 +133,11 @@ async def test_rows_leased_elsewhere_are_shown_and_waited_for(
     request = PayoffRequest(service="card", wallet_to=CARD, amount="7.00")
     params = _request_params(request)
     params["order_id"] = "held-1"
+    # The lease outlives the three commands below even on a loaded machine.
     async with SQLiteLedger(db) as book:
         await book.begin(
             "enot", "held-1", params_hash(params), params,
-            owner="other-host:4242:1:x", lease_seconds=3, order_id="held-1",
+            owner="other-host:4242:1:x", lease_seconds=8, order_id="held-1",
         )  # fmt: skip
     db.chmod(0o600)
     path = write_csv(tmp_path / "batch.csv", [
