@@ -73,6 +73,17 @@ def _mentions_sign(message: str) -> bool:
     return any(word in text for word in _SIGN_WORDS)
 
 
+def _refuses_token(error: APIError) -> bool:
+    """The provider's own code refused the call naming the UserToken: the outer
+    ``OperationState.Code`` (``ProviderRejectedError``) or the inner
+    ``Result.State.Code`` 2 (NoAuth, an ``AuthenticationError`` with that code; an
+    HTTP 401 carries none). Nothing was done, so a fresh token may be tried."""
+    refused_by_code = isinstance(error, ProviderRejectedError) or (
+        isinstance(error, AuthenticationError) and error.code == _INNER_NO_AUTH
+    )
+    return refused_by_code and _mentions_token(error.message)
+
+
 def _deleted(envelope: dict[str, Any]) -> bool:
     """``Result`` true, or a result object whose own ``State.Code`` says done (0 or 1)."""
     result = envelope.get("Result")
@@ -93,8 +104,9 @@ class IntellectMoneyClient(TransportClient):
     Every request is signed with ``secret_key`` (the SignSecretKey); the current API
     also needs ``bearer_token``. ``user_token`` is a string or an async callable
     returning a fresh UserToken: it is called before every request, and once more
-    when the provider says the token is bad. Use as ``async with`` or call
-    ``aclose()``; a caller-supplied ``session`` is never closed.
+    when the provider refuses the token (by ``OperationState.Code`` or by
+    ``Result.State.Code`` 2, NoAuth), the call then being repeated once. Use as
+    ``async with`` or call ``aclose()``; a caller-supplied ``session`` is never closed.
     """
 
     def __init__(
@@ -250,8 +262,8 @@ class IntellectMoneyClient(TransportClient):
         async def attempt() -> T:
             try:
                 return await self._send(method, fields, kind, read)
-            except ProviderRejectedError as error:
-                if isinstance(self._user_token, str) or not _mentions_token(error.message):
+            except APIError as error:
+                if isinstance(self._user_token, str) or not _refuses_token(error):
                     raise
                 # The provider refused the token: nothing happened, so a fresh token
                 # may be fetched and the call repeated once.
