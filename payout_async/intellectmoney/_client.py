@@ -19,7 +19,7 @@ from .._errors import (
     ValidationError,
 )
 from .._redact import Redactor
-from .._responses import decode_answer, read_answer, unreadable
+from .._responses import AnswerReader
 from .._retry import OperationKind, RetryPolicy, call_with_retry
 from .._transport import HTTPResponse, Timeouts, Transport, TransportClient
 from .._validation import format_amount
@@ -61,6 +61,11 @@ def _desc(envelope: Any) -> str | None:
         if isinstance(state, dict) and state.get("Desc") is not None:
             return str(state["Desc"])[:500]
     return None
+
+
+def _operation_id(envelope: Any) -> object:
+    """The envelope's ``OperationId``: IntellectMoney's id of this API call."""
+    return envelope.get("OperationId") if isinstance(envelope, dict) else None
 
 
 def _mentions_token(message: str) -> bool:
@@ -146,6 +151,7 @@ class IntellectMoneyClient(TransportClient):
         if isinstance(user_token, str):
             redactor.add(user_token)
         self._redactor = redactor
+        self._answers = AnswerReader(redactor, error_message=_desc, request_id=_operation_id)
         self._transport = Transport(
             base_url, session=session, timeouts=timeouts, limit=limit, redactor=redactor
         )
@@ -255,7 +261,7 @@ class IntellectMoneyClient(TransportClient):
         read: Callable[[dict[str, Any]], T],
     ) -> T:
         """Send, then ``read`` the envelope into a result. Whatever the answer, only a
-        ``PayoutError`` comes out (see ``read_answer``)."""
+        ``PayoutError`` comes out (see ``AnswerReader.read``)."""
         kind = _KINDS[operation]
         method = self._methods[operation]
 
@@ -293,31 +299,24 @@ class IntellectMoneyClient(TransportClient):
         response = await self._transport.send(
             "POST", method, headers=headers, body=body, log_fields=body_fields
         )
-        return read_answer(
-            response,
-            kind,
-            lambda answer: read(self._envelope(answer, kind, method)),
-            redactor=self._redactor,
+        return self._answers.read(
+            response, kind, lambda answer: read(self._envelope(answer, kind, method))
         )
 
     def _envelope(self, response: HTTPResponse, kind: OperationKind, method: str) -> dict[str, Any]:
         """The decoded envelope once both codes say it succeeded.
 
         ``OperationState.Code`` must be 0 or 1 (any other raises
-        ``ProviderRejectedError``, a missing one ``unreadable``); then the result's own
+        ``ProviderRejectedError``, a missing one is unreadable); then the result's own
         ``Result.State.Code``, when present, must be 0 or 1 (WithWarn: logged, and kept
         on the model as ``warning``): 2 (NoAuth) raises ``AuthenticationError``, any
         other value ``ProviderRejectedError``. A non-integer inner code is unreadable.
         """
-        envelope = decode_answer(response, kind=kind, error_message=_desc, redactor=self._redactor)
+        envelope = self._answers.decode(response, kind)
         code = operation_code(envelope)
         if code is None:
-            raise unreadable(
-                response,
-                kind,
-                "no OperationState.Code",
-                redactor=self._redactor,
-                provider_message=_desc(envelope),
+            raise self._answers.unreadable(
+                response, kind, "no OperationState.Code", provider_message=_desc(envelope)
             )
         if code not in (0, 1):
             raise self._refusal(
@@ -357,6 +356,4 @@ class IntellectMoneyClient(TransportClient):
                 "same fields as executeOperation, see ASSUMED_STATE_SIGN_FIELDS and the "
                 "README's known unknowns)"
             )
-        return error_type(
-            self._redactor(message), status=response.status, code=code, body=response.body
-        )
+        return self._answers.error(error_type, response, message, code=code)
