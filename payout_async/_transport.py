@@ -24,8 +24,10 @@ import attrs
 from ._errors import OutcomeUnknownError, RequestNotSentError, TransportError
 from ._fence import check_before_send
 from ._redact import Redactor, redact_fields
+from ._version import __version__
 
 __all__ = [
+    "USER_AGENT",
     "HTTPResponse",
     "SendFailure",
     "Timeouts",
@@ -37,6 +39,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger("payout_async")
+
+#: Sent with every request of every client.
+USER_AGENT = f"payout-async/{__version__}"
 
 
 @attrs.frozen
@@ -184,7 +189,8 @@ class Transport:
         params: Mapping[str, str] | None = None,
         log_fields: Mapping[str, object] | None = None,
     ) -> HTTPResponse:
-        """Send one request and read the whole answer.
+        """Send one request (with ``User-Agent: payout-async/<version>``) and read
+        the whole answer.
 
         Raises ``RequestNotSentError`` or ``OutcomeUnknownError`` when no complete
         answer arrives (see ``classify_failure``); ``asyncio.CancelledError``
@@ -204,7 +210,7 @@ class Transport:
             )
         started = time.perf_counter()
         request_kwargs: dict[str, Any] = {
-            "headers": headers,
+            "headers": {**headers, "User-Agent": USER_AGENT},
             "data": body,
             "params": params,
             "allow_redirects": False,
