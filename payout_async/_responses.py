@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from ._decode import UnreadableError, loads
@@ -82,6 +82,15 @@ class AnswerReader:
 
     def __repr__(self) -> str:
         return f"AnswerReader({self.redactor!r})"
+
+    def masking(self, values: Iterable[str | None]) -> AnswerReader:
+        """This reader for one call whose recipients ``values`` are masked wherever
+        its answers echo them (see ``Redactor.masking``)."""
+        return AnswerReader(
+            self.redactor.masking(values),
+            error_message=self._error_message,
+            request_id=self._request_id,
+        )
 
     def request_id(self, response: HTTPResponse) -> str | None:
         """The provider's id of this exchange, if the body names one (redacted)."""

@@ -188,6 +188,7 @@ class Transport:
         body: bytes | None = None,
         params: Mapping[str, str] | None = None,
         log_fields: Mapping[str, object] | None = None,
+        redactor: Redactor | None = None,
     ) -> HTTPResponse:
         """Send one request (with ``User-Agent: payout-async/<version>``) and read
         the whole answer.
@@ -196,8 +197,10 @@ class Transport:
         answer arrives (see ``classify_failure``); ``asyncio.CancelledError``
         propagates unchanged (``Payouts`` treats a cancelled money-moving call as
         *outcome unknown*). A fence installed by ``Payouts`` (``_fence``) may refuse
-        to send at all.
+        to send at all. ``redactor`` replaces the transport's own for this request's
+        log lines and errors.
         """
+        redact = redactor or self.redactor
         await check_before_send(self.timeouts.total)
         url = self.base_url + path
         debug = logger.isEnabledFor(logging.DEBUG)
@@ -206,7 +209,7 @@ class Transport:
                 "%s %s %s",
                 method,
                 url,
-                self.redactor(repr(redact_fields(log_fields or params or {}))),
+                redact(repr(redact_fields(log_fields or params or {}))),
             )
         started = time.perf_counter()
         request_kwargs: dict[str, Any] = {
@@ -225,8 +228,8 @@ class Transport:
         except asyncio.CancelledError:
             raise
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            error = classify_failure(exc, method=method, url=self.redactor(url))
-            logger.info("%s", self.redactor(str(error)))
+            error = classify_failure(exc, method=method, url=redact(url))
+            logger.info("%s", redact(str(error)))
             raise error from exc
         if debug:
             logger.debug(
@@ -236,7 +239,7 @@ class Transport:
                 status,
                 (time.perf_counter() - started) * 1000,
                 # Redact before cutting, so that no secret or card number is half cut.
-                self.redactor(payload[:65536].decode("utf-8", "replace"))[:2000],
+                redact(payload[:65536].decode("utf-8", "replace"))[:2000],
             )
         return HTTPResponse(
             method=method, url=url, status=status, headers=resp_headers, body=payload

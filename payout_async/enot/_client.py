@@ -127,6 +127,7 @@ class EnotClient(TransportClient):
             _model(CreatedPayoff),
             body=body,
             log_fields=wire,
+            recipient=request.wallet_to,
         )
 
     async def get_payoff(
@@ -172,11 +173,13 @@ class EnotClient(TransportClient):
         body: bytes | None = None,
         params: Mapping[str, str] | None = None,
         log_fields: Mapping[str, object] | None = None,
+        recipient: str | None = None,
     ) -> T:
         """Send, then ``read`` the envelope's ``data`` into a result. Whatever the
-        answer, only a ``PayoutError`` comes out (see ``AnswerReader.read``)."""
+        answer, only a ``PayoutError`` comes out (see ``AnswerReader.read``). The
+        ``recipient`` is masked wherever the answer echoes it (logs, errors)."""
         headers = self._json_headers if body is not None else self._headers
-        answers = self._answers
+        answers = self._answers if recipient is None else self._answers.masking([recipient])
 
         def data(response: HTTPResponse) -> T:
             return read(self._data(response, kind, answers))
@@ -189,6 +192,7 @@ class EnotClient(TransportClient):
                 body=body,
                 params=params,
                 log_fields=log_fields,
+                redactor=answers.redactor,
             )
             return answers.read(response, kind, data)
 
