@@ -23,11 +23,10 @@ from ._errors import (
 from ._polling import PollPolicy
 from ._retry import NO_RETRY, OperationKind, RetryPolicy
 from ._transport import Timeouts
+from ._version import __version__
 from .enot import EnotClient
 from .intellectmoney import IntellectMoneyClient
 from .payouts import PayoutResult, Payouts, PayoutStatus
-
-__version__ = "0.1.0"
 
 __all__ = [
     "NO_RETRY",
