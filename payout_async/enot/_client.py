@@ -11,6 +11,7 @@ import aiohttp
 import attrs
 
 from .._errors import ConfigurationError, ValidationError
+from .._rate import RateLimit, limiter_for
 from .._redact import Redactor
 from .._responses import decode_answer, error_for_status, read_answer, unreadable
 from .._retry import OperationKind, RetryPolicy, call_with_retry
@@ -44,6 +45,7 @@ class EnotClient(TransportClient):
     Authenticates with ``user_id`` and the merchant's ``secret_key`` (sent in the
     ``x-api-signature-sha256`` header, as Enot's own SDK does). Use as ``async with``
     or call ``aclose()``; a caller-supplied ``session`` is never closed.
+    ``rate_limit`` (a ``RateLimit``) paces every request of the client.
     """
 
     def __init__(
@@ -56,6 +58,7 @@ class EnotClient(TransportClient):
         timeouts: Timeouts | None = None,
         limit: int = 100,
         retry: RetryPolicy | None = None,
+        rate_limit: RateLimit | None = None,
     ) -> None:
         if not user_id:
             raise ConfigurationError("user_id is required")
@@ -70,7 +73,12 @@ class EnotClient(TransportClient):
         }
         self._json_headers = {**self._headers, "Content-Type": "application/json"}
         self._transport = Transport(
-            base_url, session=session, timeouts=timeouts, limit=limit, redactor=self._redactor
+            base_url,
+            session=session,
+            timeouts=timeouts,
+            limit=limit,
+            redactor=self._redactor,
+            limiter=limiter_for(rate_limit, "enot"),
         )
 
     def __repr__(self) -> str:

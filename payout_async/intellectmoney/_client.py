@@ -18,6 +18,7 @@ from .._errors import (
     ProviderRejectedError,
     ValidationError,
 )
+from .._rate import RateLimit, limiter_for
 from .._redact import Redactor
 from .._responses import decode_answer, read_answer, unreadable
 from .._retry import OperationKind, RetryPolicy, call_with_retry
@@ -94,7 +95,8 @@ class IntellectMoneyClient(TransportClient):
     also needs ``bearer_token``. ``user_token`` is a string or an async callable
     returning a fresh UserToken: it is called before every request, and once more
     when the provider says the token is bad. Use as ``async with`` or call
-    ``aclose()``; a caller-supplied ``session`` is never closed.
+    ``aclose()``; a caller-supplied ``session`` is never closed. ``rate_limit`` (a
+    ``RateLimit``) paces every request of the client.
     """
 
     def __init__(
@@ -111,6 +113,7 @@ class IntellectMoneyClient(TransportClient):
         timeouts: Timeouts | None = None,
         limit: int = 100,
         retry: RetryPolicy | None = None,
+        rate_limit: RateLimit | None = None,
     ) -> None:
         if api not in ("current", "legacy"):
             raise ConfigurationError("api must be 'current' or 'legacy'")
@@ -135,7 +138,12 @@ class IntellectMoneyClient(TransportClient):
             redactor.add(user_token)
         self._redactor = redactor
         self._transport = Transport(
-            base_url, session=session, timeouts=timeouts, limit=limit, redactor=redactor
+            base_url,
+            session=session,
+            timeouts=timeouts,
+            limit=limit,
+            redactor=redactor,
+            limiter=limiter_for(rate_limit, "intellectmoney"),
         )
 
     def __repr__(self) -> str:
