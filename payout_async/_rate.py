@@ -18,11 +18,14 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import attrs
-from aiolimiter import AsyncLimiter
 
 from ._errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from aiolimiter import AsyncLimiter
 
 __all__ = ["RateLimit", "RateLimiter", "limiter_for"]
 
@@ -120,6 +123,8 @@ class RateLimiter:
                 return self._clock()
 
     def _new_bucket(self) -> AsyncLimiter:
+        from aiolimiter import AsyncLimiter  # here: importing it costs 30 ms at start-up
+
         capacity = self.limit.capacity
         return AsyncLimiter(capacity, capacity * self._slowdown / self.limit.per_second)
 
