@@ -23,7 +23,9 @@ from payout_async.sandbox import Sandbox, peak_rate
 from ..payouts.support import fast_config
 from .support import CARD, Run, cli, cli_many, credentials, write_csv
 
-JITTER = 1  # requests: a request granted earlier may arrive a little after a later one
+#: Seconds a request may spend on its way (the sandbox timestamps it when its handler
+#: runs): a stall of either process on a loaded machine moves requests to a later window.
+SLACK = 0.2
 
 
 @pytest.fixture
@@ -86,7 +88,8 @@ async def test_rate_options_are_checked_before_anything_is_sent(
 
 async def test_batch_keeps_to_the_rate_set_per_provider(sandbox: Sandbox, tmp_path: Path) -> None:
     """``--rate`` per provider (flag for one, config file for the other), measured on
-    the sandbox's clock: never more than rate x window + burst in any window."""
+    the sandbox's clock: never more than rate x (window + SLACK) + burst in any window
+    (unlimited, each provider's 36 or more requests would come in well under a second)."""
     file = rows("intellectmoney", ["1.00"] * 12, "ri") + rows("enot", ["1.00"] * 12, "re")
     path = write_csv(tmp_path / "b.csv", file)
     config = tmp_path / "c.toml"
@@ -104,7 +107,7 @@ async def test_batch_keeps_to_the_rate_set_per_provider(sandbox: Sandbox, tmp_pa
     for times, per_second, burst in ((im_times, 20, 1), (enot_times, 15, 2)):
         for window in (0.5, 1.0):
             most = round(peak_rate(times, window) * window)
-            assert most <= per_second * window + burst + JITTER, (per_second, window, most)
+            assert most <= per_second * (window + SLACK) + burst, (per_second, window, most)
 
 
 # -- funds -------------------------------------------------------------------------------
