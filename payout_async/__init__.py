@@ -21,6 +21,7 @@ from ._errors import (
     ValidationError,
 )
 from ._polling import PollPolicy
+from ._rate import RateLimit
 from ._retry import NO_RETRY, OperationKind, RetryPolicy
 from ._transport import Timeouts
 from ._version import __version__
@@ -48,6 +49,7 @@ __all__ = [
     "PermissionDeniedError",
     "PollPolicy",
     "ProviderRejectedError",
+    "RateLimit",
     "RateLimitError",
     "RequestNotSentError",
     "RetryPolicy",

@@ -23,6 +23,7 @@ import attrs
 
 from ._errors import OutcomeUnknownError, RequestNotSentError, TransportError
 from ._fence import check_before_send
+from ._rate import RateLimiter
 from ._redact import Redactor, redact_fields
 from ._version import __version__
 
@@ -148,7 +149,9 @@ def classify_failure(exc: SendFailure, *, method: str = "", url: str = "") -> Tr
 class Transport:
     """Sends requests over one lazily created ``aiohttp.ClientSession``.
 
-    A caller-supplied ``session`` is used as is and never closed here.
+    A caller-supplied ``session`` is used as is and never closed here. A ``limiter``
+    paces every request (its wait comes before the lease fence is checked) and is told
+    of each 429.
     """
 
     def __init__(
@@ -159,8 +162,10 @@ class Transport:
         timeouts: Timeouts | None = None,
         limit: int = 100,
         redactor: Redactor | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/") + "/"
+        self.limiter = limiter
         self.timeouts = timeouts or Timeouts()
         self.redactor = redactor or Redactor()
         self._client_timeout = self.timeouts.to_aiohttp()
@@ -201,7 +206,9 @@ class Transport:
         log lines and errors.
         """
         redact = redactor or self.redactor
-        await check_before_send(self.timeouts.total)
+        limiter = self.limiter
+        granted_at = await limiter.acquire() if limiter is not None else 0.0
+        await check_before_send(self.timeouts.total)  # after the limiter's wait
         url = self.base_url + path
         debug = logger.isEnabledFor(logging.DEBUG)
         if debug:
@@ -241,9 +248,12 @@ class Transport:
                 # Redact before cutting, so that no secret or card number is half cut.
                 redact(payload[:65536].decode("utf-8", "replace"))[:2000],
             )
-        return HTTPResponse(
+        response = HTTPResponse(
             method=method, url=url, status=status, headers=resp_headers, body=payload
         )
+        if status == 429 and limiter is not None:
+            limiter.throttled(response.retry_after, granted_at)
+        return response
 
 
 class TransportClient:
@@ -255,6 +265,11 @@ class TransportClient:
     def timeouts(self) -> Timeouts:
         """The per-request time limits this client sends with."""
         return self._transport.timeouts
+
+    @property
+    def rate_limiter(self) -> RateLimiter | None:
+        """The limiter pacing this client's requests (``rate_limit=``), if any."""
+        return self._transport.limiter
 
     async def __aenter__(self) -> Self:
         return self

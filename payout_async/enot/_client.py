@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import aiohttp
 
 from .._errors import ConfigurationError, ValidationError
+from .._rate import RateLimit, limiter_for
 from .._redact import Redactor
 from .._responses import AnswerReader
 from .._retry import OperationKind, RetryPolicy, call_with_retry
@@ -43,6 +44,7 @@ class EnotClient(TransportClient):
     Authenticates with ``user_id`` and the merchant's ``secret_key`` (sent in the
     ``x-api-signature-sha256`` header, as Enot's own SDK does). Use as ``async with``
     or call ``aclose()``; a caller-supplied ``session`` is never closed.
+    ``rate_limit`` (a ``RateLimit``) paces every request of the client.
     """
 
     def __init__(
@@ -55,6 +57,7 @@ class EnotClient(TransportClient):
         timeouts: Timeouts | None = None,
         limit: int = 100,
         retry: RetryPolicy | None = None,
+        rate_limit: RateLimit | None = None,
     ) -> None:
         if not user_id:
             raise ConfigurationError("user_id is required")
@@ -74,6 +77,7 @@ class EnotClient(TransportClient):
             timeouts=timeouts,
             limit=limit,
             redactor=self._answers.redactor,
+            limiter=limiter_for(rate_limit, "enot"),
         )
 
     def __repr__(self) -> str:

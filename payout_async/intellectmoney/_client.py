@@ -18,6 +18,7 @@ from .._errors import (
     ProviderRejectedError,
     ValidationError,
 )
+from .._rate import RateLimit, limiter_for
 from .._redact import Redactor
 from .._responses import AnswerReader
 from .._retry import OperationKind, RetryPolicy, call_with_retry
@@ -112,6 +113,7 @@ class IntellectMoneyClient(TransportClient):
     when the provider refuses the token (by ``OperationState.Code`` or by
     ``Result.State.Code`` 2, NoAuth), the call then being repeated once. Use as
     ``async with`` or call ``aclose()``; a caller-supplied ``session`` is never closed.
+    ``rate_limit`` (a ``RateLimit``) paces every request of the client.
     """
 
     def __init__(
@@ -128,6 +130,7 @@ class IntellectMoneyClient(TransportClient):
         timeouts: Timeouts | None = None,
         limit: int = 100,
         retry: RetryPolicy | None = None,
+        rate_limit: RateLimit | None = None,
     ) -> None:
         if api not in ("current", "legacy"):
             raise ConfigurationError("api must be 'current' or 'legacy'")
@@ -153,7 +156,12 @@ class IntellectMoneyClient(TransportClient):
         self._redactor = redactor
         self._answers = AnswerReader(redactor, error_message=_desc, request_id=_operation_id)
         self._transport = Transport(
-            base_url, session=session, timeouts=timeouts, limit=limit, redactor=redactor
+            base_url,
+            session=session,
+            timeouts=timeouts,
+            limit=limit,
+            redactor=redactor,
+            limiter=limiter_for(rate_limit, "intellectmoney"),
         )
 
     def __repr__(self) -> str:
