@@ -167,9 +167,10 @@ class SandboxProcess:
     """``payout-async sandbox`` in a child process on a free loopback port.
 
     ``options`` are the CLI's (``{"fault_rate": 0.2, "seed": 7}`` becomes
-    ``--fault-rate 0.2 --seed 7``). Use as a context manager; ``stats()`` and
-    ``reset()`` talk to its ``/_sandbox/`` endpoints, ``cpu_seconds()`` reads its CPU
-    time. The sandbox accepts the default ``SandboxCredentials``.
+    ``--fault-rate 0.2 --seed 7``). Use as a context manager; ``stats()``,
+    ``traffic()`` and ``reset()`` talk to its ``/_sandbox/`` endpoints,
+    ``cpu_seconds()`` reads its CPU time. The sandbox accepts the default
+    ``SandboxCredentials``.
     """
 
     def __init__(self, **options: object) -> None:
@@ -251,6 +252,13 @@ class SandboxProcess:
         """``GET /_sandbox/stats``: counts, requests and faults by route, duplicates."""
         with urllib.request.urlopen(self.url + "/_sandbox/stats", timeout=60) as answer:
             payload: dict[str, Any] = json.load(answer)
+        return payload
+
+    def traffic(self) -> dict[str, list[float]]:
+        """``GET /_sandbox/traffic``: when each request arrived, by route (the
+        sandbox's monotonic clock, seconds)."""
+        with urllib.request.urlopen(self.url + "/_sandbox/traffic", timeout=60) as answer:
+            payload: dict[str, list[float]] = json.load(answer)
         return payload
 
     def reset(self) -> None:

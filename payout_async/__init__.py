@@ -21,13 +21,13 @@ from ._errors import (
     ValidationError,
 )
 from ._polling import PollPolicy
+from ._rate import RateLimit
 from ._retry import NO_RETRY, OperationKind, RetryPolicy
 from ._transport import Timeouts
+from ._version import __version__
 from .enot import EnotClient
 from .intellectmoney import IntellectMoneyClient
 from .payouts import PayoutResult, Payouts, PayoutStatus
-
-__version__ = "0.1.0"
 
 __all__ = [
     "NO_RETRY",
@@ -49,6 +49,7 @@ __all__ = [
     "PermissionDeniedError",
     "PollPolicy",
     "ProviderRejectedError",
+    "RateLimit",
     "RateLimitError",
     "RequestNotSentError",
     "RetryPolicy",

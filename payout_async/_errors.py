@@ -9,7 +9,9 @@ The tree is organised by what the caller can do about a failure:
 * ``APIError`` and its subclasses -- the provider answered; ``status``, ``code``,
   ``message`` and the raw ``body`` say how.
 
-Messages never contain secrets: the transport scrubs them before raising.
+Transport and API errors alike carry the request's ``method`` and ``url`` and the
+provider's ``request_id`` when its answer names one; ``str()`` shows them after the
+message. Messages never contain secrets: the clients scrub them before raising.
 """
 
 from __future__ import annotations
@@ -80,8 +82,19 @@ class SignatureError(PayoutError):
     """A webhook's signature did not match its body (or, signed, it cannot be read)."""
 
 
+def _located(message: str, method: str, url: str, request_id: str | None) -> str:
+    """``POST https://host/path: message (request id ID)``; absent parts left out."""
+    where = " ".join(part for part in (method, url) if part)
+    text = f"{where}: {message}" if where else message
+    return f"{text} (request id {request_id})" if request_id else text
+
+
 class TransportError(PayoutError):
-    """The HTTP exchange failed before a readable answer arrived."""
+    """The HTTP exchange failed before a readable answer arrived.
+
+    ``method`` and ``url`` name the request (``str()`` shows them before the
+    message), ``status`` and ``body`` what arrived, if anything.
+    """
 
     def __init__(
         self,
@@ -91,12 +104,23 @@ class TransportError(PayoutError):
         url: str = "",
         status: int | None = None,
         body: bytes = b"",
+        request_id: str | None = None,
     ) -> None:
         super().__init__(message)
         self.method = method
         self.url = url
         self.status = status
         self.body = body
+        self.request_id = request_id
+
+    def __str__(self) -> str:
+        return _located(self.message, self.method, self.url, self.request_id)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({self.message!r}, method={self.method!r}, url={self.url!r}, "
+            f"status={self.status}, request_id={self.request_id!r})"
+        )
 
 
 class RequestNotSentError(TransportError):
@@ -112,6 +136,10 @@ class APIError(PayoutError):
 
     ``status`` is the HTTP status, ``code`` the provider's own code (if any),
     ``message`` the provider's text and ``body`` the raw response bytes.
+    ``method`` and ``url`` name the request and ``request_id`` is the provider's id
+    of the exchange where it gives one (IntellectMoney's ``OperationId``; Enot
+    answers carry none); ``str()`` shows them with the message. ``retry_after`` is
+    the answer's ``Retry-After`` in seconds, when it carried one.
     """
 
     def __init__(
@@ -121,18 +149,33 @@ class APIError(PayoutError):
         status: int,
         code: int | None = None,
         body: bytes = b"",
+        method: str = "",
+        url: str = "",
+        request_id: str | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.body = body
+        self.method = method
+        self.url = url
+        self.request_id = request_id
+        self.retry_after = retry_after
+
+    def __str__(self) -> str:
+        return _located(self.message, self.method, self.url, self.request_id)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(status={self.status}, code={self.code}, {self.message!r})"
+        return (
+            f"{type(self).__name__}({self.message!r}, status={self.status}, code={self.code}, "
+            f"method={self.method!r}, url={self.url!r}, request_id={self.request_id!r})"
+        )
 
 
 class AuthenticationError(APIError):
-    """Credentials were refused (HTTP 401, or an expired or invalid UserToken)."""
+    """Credentials were refused: HTTP 401, or IntellectMoney's ``Result.State.Code`` 2
+    (NoAuth) with HTTP 200."""
 
 
 class PermissionDeniedError(APIError):
@@ -150,18 +193,6 @@ class InvalidRequestError(APIError):
 class RateLimitError(APIError):
     """Too many requests (HTTP 429); ``retry_after`` is in seconds when given."""
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        status: int,
-        code: int | None = None,
-        body: bytes = b"",
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(message, status=status, code=code, body=body)
-        self.retry_after = retry_after
-
 
 class ServerError(APIError):
     """The provider failed internally (HTTP 5xx)."""
@@ -172,4 +203,7 @@ class InvalidResponseError(APIError):
 
 
 class ProviderRejectedError(APIError):
-    """IntellectMoney answered ``OperationState.Code`` other than 0 or 1."""
+    """IntellectMoney refused the call by its own code: ``OperationState.Code`` other
+    than 0 or 1, or a ``Result.State.Code`` other than 0, 1 or 2 (2 is
+    ``AuthenticationError``). ``status`` is then usually 200 -- the HTTP answer was
+    fine, the provider's code said no; ``code`` is that code."""

@@ -10,14 +10,7 @@ from typing import TypeVar
 
 import attrs
 
-from ._errors import (
-    APIError,
-    InvalidResponseError,
-    PayoutError,
-    RateLimitError,
-    ServerError,
-    TransportError,
-)
+from ._retry import is_transient
 
 __all__ = ["PollPolicy", "is_transient", "poll_until_final"]
 
@@ -47,17 +40,6 @@ class PollPolicy:
         return time.monotonic() + self.deadline
 
 
-def is_transient(error: BaseException) -> bool:
-    """A failure that says nothing about the payout: the network or the provider is
-    having trouble (an answer nothing could read counts too, whatever it raised), so
-    polling goes on."""
-    if not isinstance(error, PayoutError):
-        return True
-    if isinstance(error, TransportError | ServerError | RateLimitError | InvalidResponseError):
-        return True
-    return isinstance(error, APIError) and error.status == 408
-
-
 async def poll_until_final(
     fetch: Callable[[], Awaitable[T]],
     is_final: Callable[[T], bool],
@@ -69,7 +51,8 @@ async def poll_until_final(
     """Call ``fetch`` with backoff until ``is_final`` holds, and return that answer.
 
     At ``policy.deadline`` the last answer is returned as it is. Errors for which
-    ``keep_going`` holds do not stop the polling; if no answer at all arrived by the
+    ``keep_going`` holds (default: ``is_transient``, the rule reads are retried on)
+    do not stop the polling; if no answer at all arrived by the
     deadline, the last error is raised. ``on_poll`` sees every answer.
     """
     stop_at = policy.expires_at()

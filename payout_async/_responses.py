@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from ._decode import UnreadableError, loads
@@ -22,12 +22,15 @@ from ._redact import Redactor
 from ._retry import OperationKind
 from ._transport import HTTPResponse
 
-__all__ = ["decode_answer", "error_for_status", "moves_money", "read_answer", "unreadable"]
+__all__ = ["AnswerReader", "moves_money"]
 
 T = TypeVar("T")
+E = TypeVar("E", bound=APIError)
 
 #: Gateway answers that say nothing about whether the provider acted.
 _AMBIGUOUS_GATEWAY = frozenset({502, 504})
+#: The longest request id kept from an answer.
+_MAX_REQUEST_ID = 100
 
 _BY_STATUS: dict[int, type[APIError]] = {
     401: AuthenticationError,
@@ -43,120 +46,167 @@ def moves_money(kind: OperationKind) -> bool:
     return kind is OperationKind.MONEY
 
 
-def error_for_status(
-    response: HTTPResponse, message: str, *, code: int | None = None, redactor: Redactor
-) -> APIError:
-    """The ``APIError`` subclass for an HTTP error status."""
-    status = response.status
-    text = redactor(f"HTTP {status}: {message}")
-    if status == 429:
-        return RateLimitError(
-            text, status=status, code=code, body=response.body, retry_after=response.retry_after
-        )
-    error_type = _BY_STATUS.get(status)
-    if error_type is None:
-        error_type = ServerError if status >= 500 else InvalidRequestError
-    return error_type(text, status=status, code=code, body=response.body)
-
-
 def _snippet(body: bytes) -> str:
     return body[:200].decode("utf-8", "replace").strip() or "<empty body>"
 
 
-def unreadable(
-    response: HTTPResponse,
-    kind: OperationKind,
-    reason: str,
-    *,
-    redactor: Redactor,
-    provider_message: str | None = None,
-) -> OutcomeUnknownError | InvalidResponseError:
-    """The error for an answer that cannot be read: ``OutcomeUnknownError`` when the
-    call moves money (the provider may have acted), else ``InvalidResponseError``.
-
-    Both carry the HTTP status and the raw body; the message (redacted) names the
-    reason and the provider's own message, or the start of the body.
-    """
-    said = provider_message if provider_message is not None else _snippet(response.body)
-    text = redactor(
-        f"{response.method} {response.url}: HTTP {response.status} answer cannot be read "
-        f"({reason}): {said[:200]}"
-    )
-    if moves_money(kind):
-        return OutcomeUnknownError(
-            text,
-            method=response.method,
-            url=response.url,
-            status=response.status,
-            body=response.body,
-        )
-    return InvalidResponseError(text, status=response.status, body=response.body)
-
-
-def decode_answer(
-    response: HTTPResponse,
-    *,
-    kind: OperationKind,
-    error_message: Callable[[Any], str | None],
-    redactor: Redactor,
-) -> dict[str, Any]:
-    """Decode a JSON object answer, or raise the typed error it stands for.
-
-    ``error_message`` pulls the provider's message out of a decoded error body. An
-    HTTP error status raises ``error_for_status``; on a money-moving call a 502/504
-    gateway page raises ``OutcomeUnknownError``. A 2xx answer that is not a JSON
-    object within the decoder's bounds (see ``_decode``) raises ``unreadable``.
-    Money in the JSON is parsed as ``Decimal``.
-    """
-    status = response.status
-    if moves_money(kind) and status in _AMBIGUOUS_GATEWAY:
-        raise OutcomeUnknownError(
-            redactor(f"{response.method} {response.url}: HTTP {status} from a gateway"),
-            method=response.method,
-            url=response.url,
-            status=status,
-            body=response.body,
-        )
-    payload: Any = None
-    problem: str | None = None
-    try:
-        payload = loads(response.body)
-    except UnreadableError as error:
-        problem = str(error)
-    if status >= 300:
-        message = (error_message(payload) if problem is None else None) or _snippet(response.body)
-        raise error_for_status(response, message, redactor=redactor)
-    if status < 200:
-        raise unreadable(response, kind, "not a final HTTP status", redactor=redactor)
-    if problem is not None:
-        raise unreadable(response, kind, problem, redactor=redactor)
-    if not isinstance(payload, dict):
-        raise unreadable(response, kind, "not a JSON object", redactor=redactor)
-    return payload
-
-
-def read_answer(
-    response: HTTPResponse,
-    kind: OperationKind,
-    read: Callable[[HTTPResponse], T],
-    *,
-    redactor: Redactor,
-) -> T:
-    """``read(response)``, with the guarantee that only a ``PayoutError`` leaves it.
-
-    ``read`` decodes and checks the answer and builds the model; any other exception
-    it raises (a malformed field, a shape nobody foresaw) means the answer cannot be
-    read and becomes ``unreadable`` -- ``OutcomeUnknownError`` on a money-moving call.
-    """
-    try:
-        return read(response)
-    except PayoutError:
-        raise
-    except Exception as error:
-        reason = str(error) if isinstance(error, UnreadableError) else _describe(error)
-        raise unreadable(response, kind, reason[:200], redactor=redactor) from error
+def _no_request_id(payload: Any) -> object:
+    return None
 
 
 def _describe(error: Exception) -> str:
     text = str(error)[:100]
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+class AnswerReader:
+    """Reads one provider's answers: decodes them and builds every error they stand
+    for, each carrying the request's method and URL, the HTTP status, the raw body,
+    ``Retry-After`` and the provider's request id, with secrets redacted.
+
+    ``error_message`` pulls the provider's message out of a decoded error body;
+    ``request_id`` pulls the provider's id of the exchange out of a decoded answer
+    (IntellectMoney's ``OperationId``); both get whatever the body decoded to.
+    """
+
+    def __init__(
+        self,
+        redactor: Redactor,
+        *,
+        error_message: Callable[[Any], str | None],
+        request_id: Callable[[Any], object] = _no_request_id,
+    ) -> None:
+        self.redactor = redactor
+        self._error_message = error_message
+        self._request_id = request_id
+
+    def __repr__(self) -> str:
+        return f"AnswerReader({self.redactor!r})"
+
+    def masking(self, values: Iterable[str | None]) -> AnswerReader:
+        """This reader for one call whose recipients ``values`` are masked wherever
+        its answers echo them (see ``Redactor.masking``)."""
+        return AnswerReader(
+            self.redactor.masking(values),
+            error_message=self._error_message,
+            request_id=self._request_id,
+        )
+
+    def request_id(self, response: HTTPResponse) -> str | None:
+        """The provider's id of this exchange, if the body names one (redacted)."""
+        try:
+            value = self._request_id(loads(response.body))
+        except UnreadableError:
+            return None
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            return None
+        text = str(value).strip()
+        if not text or len(text) > _MAX_REQUEST_ID or not text.isprintable():
+            return None
+        return self.redactor(text)
+
+    def error(
+        self,
+        error_type: type[E],
+        response: HTTPResponse,
+        message: str,
+        *,
+        code: int | None = None,
+        status: int | None = None,
+    ) -> E:
+        """``error_type`` for ``response`` with the (redacted) ``message``; ``status``
+        overrides the HTTP status (an Enot error envelope behind HTTP 200)."""
+        return error_type(
+            self.redactor(message),
+            status=response.status if status is None else status,
+            code=code,
+            body=response.body,
+            method=response.method,
+            url=self.redactor(response.url),
+            request_id=self.request_id(response),
+            retry_after=response.retry_after,
+        )
+
+    def for_status(
+        self, response: HTTPResponse, message: str, *, status: int | None = None
+    ) -> APIError:
+        """The ``APIError`` subclass for an HTTP error ``status`` (default: the
+        answer's own): ``HTTP 503: message``."""
+        status = response.status if status is None else status
+        error_type = _BY_STATUS.get(status)
+        if error_type is None:
+            error_type = ServerError if status >= 500 else InvalidRequestError
+        return self.error(error_type, response, f"HTTP {status}: {message}", status=status)
+
+    def unreadable(
+        self,
+        response: HTTPResponse,
+        kind: OperationKind,
+        reason: str,
+        *,
+        provider_message: str | None = None,
+    ) -> OutcomeUnknownError | InvalidResponseError:
+        """The error for an answer that says nothing readable: ``OutcomeUnknownError``
+        when the call moves money (the provider may have acted), else
+        ``InvalidResponseError``.
+
+        The message (redacted) names the reason and the provider's own message, or
+        the start of the body.
+        """
+        said = provider_message if provider_message is not None else _snippet(response.body)
+        message = f"HTTP {response.status} answer cannot be read ({reason}): {said[:200]}"
+        if not moves_money(kind):
+            return self.error(InvalidResponseError, response, message)
+        return OutcomeUnknownError(
+            self.redactor(message),
+            method=response.method,
+            url=self.redactor(response.url),
+            status=response.status,
+            body=response.body,
+            request_id=self.request_id(response),
+        )
+
+    def decode(self, response: HTTPResponse, kind: OperationKind) -> dict[str, Any]:
+        """Decode a JSON object answer, or raise the typed error it stands for.
+
+        An HTTP error status raises ``for_status``, except that on a money-moving call
+        a 502/504 gateway page is ``unreadable`` (*outcome unknown*). A 2xx answer
+        that is not a JSON object within the decoder's bounds (see ``_decode``) is
+        ``unreadable``. Money in the JSON is parsed as ``Decimal``.
+        """
+        status = response.status
+        if moves_money(kind) and status in _AMBIGUOUS_GATEWAY:
+            raise self.unreadable(response, kind, "a gateway error, silent on the outcome")
+        payload: Any = None
+        problem: str | None = None
+        try:
+            payload = loads(response.body)
+        except UnreadableError as error:
+            problem = str(error)
+        if status >= 300:
+            said = self._error_message(payload) if problem is None else None
+            raise self.for_status(response, said or _snippet(response.body))
+        if status < 200:
+            raise self.unreadable(response, kind, "not a final HTTP status")
+        if problem is not None:
+            raise self.unreadable(response, kind, problem)
+        if not isinstance(payload, dict):
+            raise self.unreadable(response, kind, "not a JSON object")
+        return payload
+
+    def read(
+        self, response: HTTPResponse, kind: OperationKind, read: Callable[[HTTPResponse], T]
+    ) -> T:
+        """``read(response)``, with the guarantee that only a ``PayoutError`` leaves it.
+
+        ``read`` decodes and checks the answer and builds the model; any other
+        exception it raises (a malformed field, a shape nobody foresaw) means the
+        answer cannot be read and becomes ``unreadable``.
+        """
+        try:
+            return read(response)
+        except PayoutError:
+            raise
+        except Exception as error:
+            reason = str(error) if isinstance(error, UnreadableError) else _describe(error)
+            raise self.unreadable(response, kind, reason[:200]) from error

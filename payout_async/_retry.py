@@ -1,13 +1,14 @@
 """Retry decisions, by operation kind, in one table.
 
-* ``READ`` (state, info, balance, bank list) -- retried on *not sent*, *outcome
-  unknown*, 408, 429, 5xx and unreadable answers.
+* ``READ`` (state, info, balance, bank list) -- retried on every transient failure
+  (``is_transient``: *not sent*, *outcome unknown*, 408, 429, 5xx, unreadable answers).
 * ``SAFE_WRITE`` (IntellectMoney create and delete: they move no money) -- as reads.
 * ``MONEY`` (IntellectMoney execute, Enot payoff create) -- retried only when the
   request was *not sent* or the provider said 429. An unknown outcome is never retried
   blindly: it goes to reconciliation.
 
-Backoff is jittered and exponential, and a ``Retry-After`` header wins when present.
+Backoff is jittered and exponential; the ``Retry-After`` of an answer that is retried
+(429, 503, any retried status) wins when present.
 A fresh tenacity ``AsyncRetrying`` is built for every call; cancellation is never
 retried.
 """
@@ -26,13 +27,20 @@ import tenacity
 from ._errors import (
     APIError,
     InvalidResponseError,
-    OutcomeUnknownError,
     RateLimitError,
     RequestNotSentError,
     ServerError,
+    TransportError,
 )
 
-__all__ = ["NO_RETRY", "OperationKind", "RetryPolicy", "call_with_retry", "is_retryable"]
+__all__ = [
+    "NO_RETRY",
+    "OperationKind",
+    "RetryPolicy",
+    "call_with_retry",
+    "is_retryable",
+    "is_transient",
+]
 
 T = TypeVar("T")
 
@@ -45,10 +53,12 @@ class OperationKind(enum.Enum):
     MONEY = "money"
 
 
-def _retry_read(exc: BaseException) -> bool:
-    if isinstance(exc, RequestNotSentError | OutcomeUnknownError):
-        return True
-    if isinstance(exc, ServerError | RateLimitError | InvalidResponseError):
+def is_transient(exc: BaseException) -> bool:
+    """A failure that says nothing about the payout and may pass: the network failed
+    (*not sent* or *outcome unknown*), the provider is overloaded or failing (408,
+    429, 5xx) or its answer could not be read. Reads are retried on it, and the
+    pollers keep polling through it; anything else is an answer, or a bug."""
+    if isinstance(exc, TransportError | ServerError | RateLimitError | InvalidResponseError):
         return True
     return isinstance(exc, APIError) and exc.status == 408
 
@@ -58,8 +68,8 @@ def _retry_money(exc: BaseException) -> bool:
 
 
 _RETRY_ON: Mapping[OperationKind, Callable[[BaseException], bool]] = {
-    OperationKind.READ: _retry_read,
-    OperationKind.SAFE_WRITE: _retry_read,
+    OperationKind.READ: is_transient,
+    OperationKind.SAFE_WRITE: is_transient,
     OperationKind.MONEY: _retry_money,
 }
 
@@ -75,7 +85,8 @@ class RetryPolicy:
 
     ``attempts`` counts the first try. Waits grow from ``initial`` by ``multiplier``
     up to ``maximum`` seconds, each randomised between half and all of its value;
-    a provider's ``Retry-After`` is honoured up to ``max_retry_after`` seconds.
+    the ``Retry-After`` of the answer being retried (429, 503 or any other retried
+    ``APIError``) is honoured instead, up to ``max_retry_after`` seconds.
     """
 
     attempts: int = attrs.field(default=4, validator=attrs.validators.ge(1))
@@ -86,7 +97,7 @@ class RetryPolicy:
 
     def wait_seconds(self, attempt: int, exc: BaseException | None) -> float:
         """The pause before try number ``attempt + 1``."""
-        if isinstance(exc, RateLimitError) and exc.retry_after is not None:
+        if isinstance(exc, APIError) and exc.retry_after is not None:
             return min(exc.retry_after, self.max_retry_after)
         ceiling = min(self.maximum, self.initial * self.multiplier ** (attempt - 1))
         return random.uniform(ceiling / 2, ceiling)

@@ -23,10 +23,14 @@ import attrs
 
 from ._errors import OutcomeUnknownError, RequestNotSentError, TransportError
 from ._fence import check_before_send
+from ._rate import RateLimiter
 from ._redact import Redactor, redact_fields
+from ._version import __version__
 
 __all__ = [
+    "USER_AGENT",
     "HTTPResponse",
+    "SendFailure",
     "Timeouts",
     "Transport",
     "TransportClient",
@@ -36,6 +40,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger("payout_async")
+
+#: Sent with every request of every client.
+USER_AGENT = f"payout-async/{__version__}"
 
 
 @attrs.frozen
@@ -100,9 +107,13 @@ def parse_retry_after(value: str) -> float | None:
 _SECONDS = re.compile(r"[+-]?[0-9]+(?:\.[0-9]+)?")
 
 
+#: What ``Transport.send`` hands to ``classify_failure``: ``asyncio.CancelledError`` is
+#: re-raised before, and nothing else can come out of aiohttp's request.
+SendFailure = TimeoutError | aiohttp.ClientError | OSError
+
 # Most specific class first: ClientConnectorError is a ClientOSError, the two timeout
 # errors share ServerTimeoutError, ClientHttpProxyError is a ClientResponseError.
-_FAILURES: tuple[tuple[type[BaseException], type[TransportError], str], ...] = (
+_FAILURES: tuple[tuple[type[SendFailure], type[TransportError], str], ...] = (
     (aiohttp.InvalidURL, RequestNotSentError, "invalid URL"),
     (aiohttp.NonHttpUrlClientError, RequestNotSentError, "not an HTTP URL"),
     (aiohttp.ConnectionTimeoutError, RequestNotSentError, "timed out connecting"),
@@ -114,17 +125,17 @@ _FAILURES: tuple[tuple[type[BaseException], type[TransportError], str], ...] = (
     (aiohttp.ClientPayloadError, OutcomeUnknownError, "answer body truncated or malformed"),
     (aiohttp.ClientResponseError, OutcomeUnknownError, "answer could not be read"),
     (aiohttp.ClientConnectionError, OutcomeUnknownError, "connection failed mid-request"),
-    (asyncio.CancelledError, OutcomeUnknownError, "cancelled mid-request"),
-    (asyncio.TimeoutError, OutcomeUnknownError, "total timeout expired"),
+    (TimeoutError, OutcomeUnknownError, "total timeout expired"),
     (OSError, OutcomeUnknownError, "connection failed mid-request"),
 )
 
 
-def classify_failure(exc: BaseException, *, method: str = "", url: str = "") -> TransportError:
+def classify_failure(exc: SendFailure, *, method: str = "", url: str = "") -> TransportError:
     """Map an exception raised while sending a request to ``RequestNotSentError``
     (nothing reached the provider) or ``OutcomeUnknownError`` (it may have).
 
-    Anything unrecognised counts as *outcome unknown*: the safe assumption.
+    Anything unrecognised (a bare ``aiohttp.ClientError``) counts as *outcome
+    unknown*: the safe assumption.
     """
     error_type: type[TransportError] = OutcomeUnknownError
     reason = "unexpected failure"
@@ -132,13 +143,15 @@ def classify_failure(exc: BaseException, *, method: str = "", url: str = "") -> 
         if isinstance(exc, exc_type):
             error_type, reason = mapped_type, mapped_reason
             break
-    return error_type(f"{method} {url}: {reason} ({type(exc).__name__})", method=method, url=url)
+    return error_type(f"{reason} ({type(exc).__name__})", method=method, url=url)
 
 
 class Transport:
     """Sends requests over one lazily created ``aiohttp.ClientSession``.
 
-    A caller-supplied ``session`` is used as is and never closed here.
+    A caller-supplied ``session`` is used as is and never closed here. A ``limiter``
+    paces every request (its wait comes before the lease fence is checked) and is told
+    of each 429.
     """
 
     def __init__(
@@ -149,8 +162,10 @@ class Transport:
         timeouts: Timeouts | None = None,
         limit: int = 100,
         redactor: Redactor | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/") + "/"
+        self.limiter = limiter
         self.timeouts = timeouts or Timeouts()
         self.redactor = redactor or Redactor()
         self._client_timeout = self.timeouts.to_aiohttp()
@@ -178,15 +193,22 @@ class Transport:
         body: bytes | None = None,
         params: Mapping[str, str] | None = None,
         log_fields: Mapping[str, object] | None = None,
+        redactor: Redactor | None = None,
     ) -> HTTPResponse:
-        """Send one request and read the whole answer.
+        """Send one request (with ``User-Agent: payout-async/<version>``) and read
+        the whole answer.
 
         Raises ``RequestNotSentError`` or ``OutcomeUnknownError`` when no complete
-        answer arrives; ``asyncio.CancelledError`` propagates unchanged (the layer
-        above treats it as *outcome unknown*, see ``classify_failure``). A fence
-        installed by ``Payouts`` (``_fence``) may refuse to send at all.
+        answer arrives (see ``classify_failure``); ``asyncio.CancelledError``
+        propagates unchanged (``Payouts`` treats a cancelled money-moving call as
+        *outcome unknown*). A fence installed by ``Payouts`` (``_fence``) may refuse
+        to send at all. ``redactor`` replaces the transport's own for this request's
+        log lines and errors.
         """
-        await check_before_send(self.timeouts.total)
+        redact = redactor or self.redactor
+        limiter = self.limiter
+        granted_at = await limiter.acquire() if limiter is not None else 0.0
+        await check_before_send(self.timeouts.total)  # after the limiter's wait
         url = self.base_url + path
         debug = logger.isEnabledFor(logging.DEBUG)
         if debug:
@@ -194,11 +216,11 @@ class Transport:
                 "%s %s %s",
                 method,
                 url,
-                self.redactor(repr(redact_fields(log_fields or params or {}))),
+                redact(repr(redact_fields(log_fields or params or {}))),
             )
         started = time.perf_counter()
         request_kwargs: dict[str, Any] = {
-            "headers": headers,
+            "headers": {**headers, "User-Agent": USER_AGENT},
             "data": body,
             "params": params,
             "allow_redirects": False,
@@ -213,8 +235,8 @@ class Transport:
         except asyncio.CancelledError:
             raise
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            error = classify_failure(exc, method=method, url=url)
-            logger.info("%s", self.redactor(error.message))
+            error = classify_failure(exc, method=method, url=redact(url))
+            logger.info("%s", redact(str(error)))
             raise error from exc
         if debug:
             logger.debug(
@@ -224,11 +246,14 @@ class Transport:
                 status,
                 (time.perf_counter() - started) * 1000,
                 # Redact before cutting, so that no secret or card number is half cut.
-                self.redactor(payload[:65536].decode("utf-8", "replace"))[:2000],
+                redact(payload[:65536].decode("utf-8", "replace"))[:2000],
             )
-        return HTTPResponse(
+        response = HTTPResponse(
             method=method, url=url, status=status, headers=resp_headers, body=payload
         )
+        if status == 429 and limiter is not None:
+            limiter.throttled(response.retry_after, granted_at)
+        return response
 
 
 class TransportClient:
@@ -240,6 +265,11 @@ class TransportClient:
     def timeouts(self) -> Timeouts:
         """The per-request time limits this client sends with."""
         return self._transport.timeouts
+
+    @property
+    def rate_limiter(self) -> RateLimiter | None:
+        """The limiter pacing this client's requests (``rate_limit=``), if any."""
+        return self._transport.limiter
 
     async def __aenter__(self) -> Self:
         return self

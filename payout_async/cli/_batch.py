@@ -14,6 +14,7 @@ from ..payouts import PayoutStatus
 from ._args import CLIError, non_negative_int
 from ._batch_file import PROVIDERS, Batch, BatchRow, Rules, read_batch
 from ._console import say, show
+from ._funds import check_enot_balance, funds_notice
 from ._leases import leased_rows, print_leases
 from ._location import LedgerPlace, locate, open_ledger
 from ._preflight import (
@@ -49,7 +50,6 @@ from ._views import document, payout_from_record, payout_from_result
 __all__ = ["register"]
 
 
-
 def register(subparsers: Any) -> None:
     """Add the ``batch`` subcommand."""
     parser: argparse.ArgumentParser = subparsers.add_parser(
@@ -76,6 +76,12 @@ def register(subparsers: Any) -> None:
         dest="lookup_before_create",
         action="store_false",
         help="Enot: do not look each new order_id up before creating its payoff",
+    )
+    parser.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help="Enot: pay even when its balance does not cover the file's Enot rows (the "
+        "batch stops sending to Enot at its first refusal for want of money)",
     )
     parser.add_argument(
         "--max-refusals",
@@ -129,7 +135,9 @@ async def _batch(args: argparse.Namespace) -> int:
         for provider in providers:
             clients[provider] = build_client(args, config, provider)
             if any(_to_send(row, known) for row in batch.rows if row.provider == provider):
-                await check_reachable(clients[provider], provider)
+                balance = await check_reachable(clients[provider], provider)
+                if provider == "enot":
+                    check_enot_balance(balance, batch.rows, known, allow_partial=args.allow_partial)
         enot = clients.get("enot")
         if ledger is None and not args.new_ledger and isinstance(enot, EnotClient):
             await probe_enot(enot, batch.rows)
@@ -201,4 +209,7 @@ async def _pay(
     else:
         print_results(results)
         print_leases(leased)
+    notice = funds_notice(results)
+    if notice is not None:
+        say(notice)
     return exit_code(results)

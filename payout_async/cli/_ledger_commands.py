@@ -12,6 +12,7 @@ from ..ledger import ACTIVE_STATES, PARKED_STATES, Ledger, LedgerState
 from ..payouts import PayoutResult, Payouts
 from ._batch_file import PROVIDERS
 from ._console import say, show
+from ._funds import funds_notice
 from ._leases import describe_wait, leased_rows, print_leases
 from ._location import locate, open_ledger, require_existing
 from ._report import (
@@ -141,6 +142,9 @@ async def _finish(args: argparse.Namespace, settle: bool) -> int:
     else:
         print_results(results)
         print_leases(leased)
+    notice = funds_notice(results)
+    if notice is not None:
+        say(notice)
     code = exit_code(results) if results else EXIT_OK
     if leased and code == EXIT_OK:
         code = EXIT_PROCESSING

@@ -27,7 +27,7 @@ from .._errors import (
     PermissionDeniedError,
     RequestNotSentError,
 )
-from ..enot import EnotClient, PayoffRequest
+from ..enot import Balance, EnotClient, PayoffRequest
 from ..intellectmoney import IntellectMoneyClient
 from ..ledger import Ledger, PayoutRecord, params_hash
 from ..payouts import order_id_for
@@ -138,18 +138,20 @@ async def probe_enot(client: EnotClient, rows: Sequence[BatchRow]) -> None:
         )
 
 
-async def check_reachable(client: IntellectMoneyClient | EnotClient, provider: str) -> None:
+async def check_reachable(
+    client: IntellectMoneyClient | EnotClient, provider: str
+) -> Balance | None:
     """One read that moves no money: Enot's balance, IntellectMoney's state of an
     operation that does not exist. Nothing reaching the provider, or its refusing the
     credentials, ends the run (exit 2) instead of failing payout by payout. Any other
     answer proves the provider is there (IntellectMoney's read is signed like its
     siblings but the documents do not publish its signature, so only a transport
-    failure or an explicit authentication refusal counts)."""
+    failure or an explicit authentication refusal counts). Returns Enot's balance
+    when it was read."""
     try:
         if isinstance(client, EnotClient):
-            await client.get_balance()
-        else:
-            await client.get_operation_state(str(uuid.uuid4()))
+            return await client.get_balance()
+        await client.get_operation_state(str(uuid.uuid4()))
     except RequestNotSentError as error:
         raise CLIError(f"cannot reach {provider} (check its base URL): {error}") from None
     except AuthenticationError as error:
@@ -158,4 +160,5 @@ async def check_reachable(client: IntellectMoneyClient | EnotClient, provider: s
         if isinstance(client, EnotClient):
             raise CLIError(f"{provider} refused the credentials: {error}") from None
     except (APIError, PayoutError):
-        return
+        pass
+    return None

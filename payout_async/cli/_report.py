@@ -8,6 +8,7 @@ Exit codes of the paying subcommands:
 2     bad input or configuration (usage, rows, credentials, ledger); nothing was sent
 3     some payouts need attention (see ``payout-async status``)
 4     some payouts are still processing (``payout-async resume`` later)
+5     a provider refused payouts for want of money: top up and re-run (``_funds``)
 130   interrupted (Ctrl-C or SIGTERM); re-run the same command to finish
 ====  =============================================================
 """
@@ -26,11 +27,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ..ledger import LedgerState
 from ..payouts import PayoutResult, Payouts, PayoutStatus
 from ._console import Column, render_table, show, terminal_width
+from ._funds import out_of_funds
 
 __all__ = [
     "EXIT_ATTENTION",
     "EXIT_BAD_INPUT",
     "EXIT_FAILED",
+    "EXIT_FUNDS",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_PROCESSING",
@@ -43,6 +46,7 @@ __all__ = [
 ]
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_ATTENTION, EXIT_PROCESSING = 0, 1, 2, 3, 4
+EXIT_FUNDS = 5
 EXIT_INTERRUPTED = 130
 
 ORDER = [status.value for status in PayoutStatus]
@@ -69,9 +73,12 @@ class Work:
 
 def exit_code(results: Iterable[PayoutResult]) -> int:
     """The exit code that sums ``results`` up (see the module docstring)."""
+    results = list(results)
     statuses = {result.status for result in results}
     if PayoutStatus.NEEDS_ATTENTION in statuses:
         return EXIT_ATTENTION
+    if any(out_of_funds(result) for result in results):
+        return EXIT_FUNDS
     failed = {PayoutStatus.FAILED, PayoutStatus.REJECTED, NOT_STARTED}
     if statuses & failed:
         return EXIT_FAILED
@@ -83,25 +90,27 @@ def exit_code(results: Iterable[PayoutResult]) -> int:
 def is_refusal(result: PayoutResult) -> bool:
     """True for a provider's refusal of a create that left nothing behind (a wrong
     secret, a rule the provider enforces): the row stays retryable."""
-    return (
-        result.status is PayoutStatus.REJECTED and result.state is LedgerState.REFUSED
-    )
+    return result.status is PayoutStatus.REJECTED and result.state is LedgerState.REFUSED
 
 
 @attrs.define
 class _Breaker:
-    """Stops feeding one provider after ``limit`` refusals in a row (0: never)."""
+    """Stops feeding one provider after ``limit`` refusals in a row (0: never), or
+    after its first refusal for want of money."""
 
     provider: str
     limit: int
     streak: int = 0
     last_reason: str | None = None
+    no_money: str | None = None  # the first refusal for want of money
 
     @property
     def tripped(self) -> bool:
-        return self.limit > 0 and self.streak >= self.limit
+        return self.no_money is not None or (self.limit > 0 and self.streak >= self.limit)
 
     def observe(self, result: PayoutResult) -> None:
+        if self.no_money is None and out_of_funds(result):
+            self.no_money = result.reason or "not enough money"
         if is_refusal(result):
             self.streak += 1
             self.last_reason = result.reason
@@ -109,6 +118,14 @@ class _Breaker:
             self.streak = 0
 
     def not_sent(self, key: str) -> PayoutResult:
+        if self.no_money is not None:
+            return PayoutResult(
+                key=key,
+                status=NOT_STARTED,
+                provider=self.provider,
+                reason=f"not sent: {self.provider} refused a payout for want of money "
+                f"({self.no_money}); top up and re-run",
+            )
         return PayoutResult(
             key=key,
             status=NOT_STARTED,
@@ -126,9 +143,10 @@ async def pay_all(
     max_refusals: int = 0,
 ) -> list[PayoutResult]:
     """Pay every provider's items at once, with a live bar on stderr. After
-    ``max_refusals`` refusals in a row from one provider (0: no limit), no new payout is
-    started for it (those already under way, at most ``concurrency`` and one taken
-    ahead, finish): the items it was not given come back ``not_started``."""
+    ``max_refusals`` refusals in a row from one provider (0: no limit), or its first
+    refusal for want of money, no new payout is started for it (those already under
+    way, at most ``concurrency``, finish): the items it was not given come back
+    ``not_started``."""
     total = sum(len(share.items) for share in work)
     results: list[PayoutResult] = []
     with Progress(
@@ -157,6 +175,7 @@ async def pay_all(
             async def feed() -> AsyncIterator[tuple[str, Any]]:
                 nonlocal given
                 for item in share.items:
+                    await asyncio.sleep(0)  # a result just put out is observed first
                     if breaker.tripped:
                         return
                     given += 1

@@ -43,6 +43,8 @@ _NUMBERS: tuple[tuple[str, Callable[[str], Any], str], ...] = (
     ("user_token_lifetime", float, "IntellectMoney UserToken lifetime, seconds"),
     ("im_balance", _money, "IntellectMoney starting balance, rubles"),
     ("enot_balance", _money, "Enot starting balance, rubles"),
+    ("rate_limit_per_second", float, "requests a second each provider accepts (429 beyond)"),
+    ("rate_limit_burst", int, "requests each provider accepts back to back (default 1)"),
 )
 
 
@@ -111,6 +113,9 @@ def _banner(sandbox: Sandbox) -> str:
         f"  Enot base URL            {sandbox.enot_url}",
         f"  stats                    GET {sandbox.url}/_sandbox/stats",
         f"  reset                    POST {sandbox.url}/_sandbox/reset",
+        f"  top up a balance         POST {sandbox.url}/_sandbox/top-up "
+        '{"provider": "enot", "amount": "100.00"}',
+        f"  request arrival times    GET {sandbox.url}/_sandbox/traffic",
         f"  fresh UserToken          POST {sandbox.url}/_sandbox/user-token",
         "credentials (test values):",
     ]

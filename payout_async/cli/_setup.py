@@ -12,12 +12,15 @@ environment variable, else the TOML file named by ``--config`` (or
     bearer_token = "..."        # PAYOUT_ASYNC_IM_BEARER_TOKEN
     api = "current"             # PAYOUT_ASYNC_IM_API ("current" or "legacy")
     base_url = "..."            # PAYOUT_ASYNC_IM_BASE_URL
+    rate = 5                    # PAYOUT_ASYNC_IM_RATE (requests a second; --rate)
+    rate_burst = 1              # PAYOUT_ASYNC_IM_RATE_BURST (--rate-burst)
 
     [enot]                      # env PAYOUT_ASYNC_ENOT_*
     user_id = "..."             # PAYOUT_ASYNC_ENOT_USER_ID
     secret_key = "..."          # PAYOUT_ASYNC_ENOT_SECRET_KEY
     base_url = "..."            # PAYOUT_ASYNC_ENOT_BASE_URL
     services = ["usdt_erc20"]   # PAYOUT_ASYNC_ENOT_SERVICES (comma-separated)
+    rate = 10                   # PAYOUT_ASYNC_ENOT_RATE (and rate_burst, as above)
 
 Flags are visible to every user of the machine (``ps``); the environment, a file or
 the config file (mode 0600) are not.
@@ -35,6 +38,7 @@ from typing import Any, cast
 import attrs
 
 from .._errors import ConfigurationError
+from .._rate import RateLimit
 from .._transport import Timeouts
 from ..enot import DEFAULT_BASE_URL as ENOT_BASE_URL
 from ..enot import EnotClient
@@ -44,6 +48,7 @@ from ..ledger import Ledger
 from ..payouts import Payouts
 from ._args import CLIError, at_least_one, seconds
 from ._console import say
+from ._rates import add_rate_options, rate_limits
 
 __all__ = [
     "Settings",
@@ -62,6 +67,9 @@ _FIELDS = {
     "intellectmoney": ("user_token", "secret_key", "bearer_token", "api", "base_url"),
     "enot": ("user_id", "secret_key", "base_url", "services"),
 }
+#: Each provider's rate limit (see ``_rates``).
+_RATE_FIELDS = ("rate", "rate_burst")
+_FIELDS = {provider: fields + _RATE_FIELDS for provider, fields in _FIELDS.items()}
 _SECRETS = {
     "intellectmoney": ("user_token", "secret_key", "bearer_token"),
     "enot": ("secret_key",),
@@ -147,6 +155,7 @@ def add_provider_options(parser: argparse.ArgumentParser) -> None:
         help="IntellectMoney: seconds an operation must keep reading 'Created' after an "
         "execute whose answer was lost before it is executed again (default 60)",
     )
+    add_rate_options(parser)
 
 
 @attrs.frozen
@@ -156,6 +165,7 @@ class Settings:
     ledger: str
     providers: dict[str, dict[str, str]]
     enot_services: tuple[str, ...]
+    rates: dict[str, RateLimit] = attrs.field(factory=dict)
 
     def im_api(self) -> Api:
         """The IntellectMoney API generation (``current`` unless told otherwise)."""
@@ -275,7 +285,10 @@ def settings(args: argparse.Namespace) -> Settings:
             "whose create is still in flight could otherwise be created a second time"
         )
     return Settings(
-        ledger=ledger, providers=providers, enot_services=_services(args, config.get("enot", {}))
+        ledger=ledger,
+        providers=providers,
+        enot_services=_services(args, config.get("enot", {})),
+        rates=rate_limits(args, providers),
     )
 
 
@@ -316,12 +329,14 @@ def build_client(
                 api=config.im_api(),
                 base_url=values.get("base_url", IM_BASE_URL),
                 timeouts=timeouts,
+                rate_limit=config.rates.get(provider),
             )
         return EnotClient(
             values["user_id"],
             values["secret_key"],
             base_url=values.get("base_url", ENOT_BASE_URL),
             timeouts=timeouts,
+            rate_limit=config.rates.get(provider),
         )
     except ConfigurationError as error:
         raise CLIError(f"{provider}: {error}") from None

@@ -8,11 +8,11 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 import aiohttp
-import attrs
 
 from .._errors import ConfigurationError, ValidationError
+from .._rate import RateLimit, limiter_for
 from .._redact import Redactor
-from .._responses import decode_answer, error_for_status, read_answer, unreadable
+from .._responses import AnswerReader
 from .._retry import OperationKind, RetryPolicy, call_with_retry
 from .._transport import HTTPResponse, Timeouts, Transport, TransportClient
 from ._models import Balance, CreatedPayoff, Payoff, SbpBank, parse_banks, structure
@@ -44,6 +44,7 @@ class EnotClient(TransportClient):
     Authenticates with ``user_id`` and the merchant's ``secret_key`` (sent in the
     ``x-api-signature-sha256`` header, as Enot's own SDK does). Use as ``async with``
     or call ``aclose()``; a caller-supplied ``session`` is never closed.
+    ``rate_limit`` (a ``RateLimit``) paces every request of the client.
     """
 
     def __init__(
@@ -56,6 +57,7 @@ class EnotClient(TransportClient):
         timeouts: Timeouts | None = None,
         limit: int = 100,
         retry: RetryPolicy | None = None,
+        rate_limit: RateLimit | None = None,
     ) -> None:
         if not user_id:
             raise ConfigurationError("user_id is required")
@@ -63,14 +65,19 @@ class EnotClient(TransportClient):
             raise ConfigurationError("secret_key is required")
         self.user_id = user_id
         self.retry = retry or RetryPolicy()
-        self._redactor = Redactor([secret_key])
+        self._answers = AnswerReader(Redactor([secret_key]), error_message=_error_text)
         self._headers = {
             "Accept": "application/json",
             "x-api-signature-sha256": secret_key,
         }
         self._json_headers = {**self._headers, "Content-Type": "application/json"}
         self._transport = Transport(
-            base_url, session=session, timeouts=timeouts, limit=limit, redactor=self._redactor
+            base_url,
+            session=session,
+            timeouts=timeouts,
+            limit=limit,
+            redactor=self._answers.redactor,
+            limiter=limiter_for(rate_limit, "enot"),
         )
 
     def __repr__(self) -> str:
@@ -124,6 +131,7 @@ class EnotClient(TransportClient):
             _model(CreatedPayoff),
             body=body,
             log_fields=wire,
+            recipient=request.wallet_to,
         )
 
     async def get_payoff(
@@ -169,30 +177,38 @@ class EnotClient(TransportClient):
         body: bytes | None = None,
         params: Mapping[str, str] | None = None,
         log_fields: Mapping[str, object] | None = None,
+        recipient: str | None = None,
     ) -> T:
         """Send, then ``read`` the envelope's ``data`` into a result. Whatever the
-        answer, only a ``PayoutError`` comes out (see ``read_answer``)."""
+        answer, only a ``PayoutError`` comes out (see ``AnswerReader.read``). The
+        ``recipient`` is masked wherever the answer echoes it (logs, errors)."""
         headers = self._json_headers if body is not None else self._headers
+        answers = self._answers if recipient is None else self._answers.masking([recipient])
+
+        def data(response: HTTPResponse) -> T:
+            return read(self._data(response, kind, answers))
 
         async def attempt() -> T:
             response = await self._transport.send(
-                method, path, headers=headers, body=body, params=params, log_fields=log_fields
+                method,
+                path,
+                headers=headers,
+                body=body,
+                params=params,
+                log_fields=log_fields,
+                redactor=answers.redactor,
             )
-            return read_answer(
-                response,
-                kind,
-                lambda answer: read(self._data(answer, kind)),
-                redactor=self._redactor,
-            )
+            return answers.read(response, kind, data)
 
         return await call_with_retry(self.retry, kind, attempt)
 
-    def _data(self, response: HTTPResponse, kind: OperationKind) -> dict[str, Any]:
+    def _data(
+        self, response: HTTPResponse, kind: OperationKind, answers: AnswerReader
+    ) -> dict[str, Any]:
         """The envelope's ``data`` object, once ``status_check``, ``status`` and
-        ``error`` have said the call succeeded; an error envelope raises its error."""
-        envelope = decode_answer(
-            response, kind=kind, error_message=_error_text, redactor=self._redactor
-        )
+        ``error`` have said the call succeeded; an error envelope raises its error
+        (built by ``answers``)."""
+        envelope = answers.decode(response, kind)
         claimed = _claimed_status(envelope)
         message = _error_text(envelope)
         failed = (
@@ -203,23 +219,18 @@ class EnotClient(TransportClient):
         if failed:
             if claimed is not None and claimed >= 400:
                 # An error envelope behind HTTP 200: trust the envelope's own status.
-                raise error_for_status(
-                    attrs.evolve(response, status=claimed),
-                    message or "error",
-                    redactor=self._redactor,
-                )
-            raise unreadable(
+                raise answers.for_status(response, message or "error", status=claimed)
+            raise answers.unreadable(
                 response,
                 kind,
                 "an error envelope without an error status",
-                redactor=self._redactor,
                 provider_message=message,
             )
         if claimed is not None and not 200 <= claimed < 300:
-            raise unreadable(response, kind, f"envelope status {claimed}", redactor=self._redactor)
+            raise answers.unreadable(response, kind, f"envelope status {claimed}")
         data = envelope.get("data")
         if not isinstance(data, dict):
-            raise unreadable(response, kind, "no 'data' object", redactor=self._redactor)
+            raise answers.unreadable(response, kind, "no 'data' object")
         return data
 
 

@@ -46,7 +46,7 @@ class PayoffRequest:
 
     A ``card`` payoff's ``wallet_to`` must be 12 to 20 digits passing the Luhn check;
     an ``sbp`` or ``qiwi`` one a phone (``+`` and 10 to 15 digits, see
-    ``normalize_phone``).
+    ``normalize_phone``). ``wallet_to`` is masked in ``repr``.
     """
 
     service: str

@@ -18,8 +18,9 @@ from .._errors import (
     ProviderRejectedError,
     ValidationError,
 )
+from .._rate import RateLimit, limiter_for
 from .._redact import Redactor
-from .._responses import decode_answer, read_answer, unreadable
+from .._responses import AnswerReader
 from .._retry import OperationKind, RetryPolicy, call_with_retry
 from .._transport import HTTPResponse, Timeouts, Transport, TransportClient
 from .._validation import format_amount
@@ -63,6 +64,11 @@ def _desc(envelope: Any) -> str | None:
     return None
 
 
+def _operation_id(envelope: Any) -> object:
+    """The envelope's ``OperationId``: IntellectMoney's id of this API call."""
+    return envelope.get("OperationId") if isinstance(envelope, dict) else None
+
+
 def _mentions_token(message: str) -> bool:
     text = message.casefold()
     return any(word in text for word in _TOKEN_WORDS)
@@ -71,6 +77,17 @@ def _mentions_token(message: str) -> bool:
 def _mentions_sign(message: str) -> bool:
     text = message.casefold()
     return any(word in text for word in _SIGN_WORDS)
+
+
+def _refuses_token(error: APIError) -> bool:
+    """The provider's own code refused the call naming the UserToken: the outer
+    ``OperationState.Code`` (``ProviderRejectedError``) or the inner
+    ``Result.State.Code`` 2 (NoAuth, an ``AuthenticationError`` with that code; an
+    HTTP 401 carries none). Nothing was done, so a fresh token may be tried."""
+    refused_by_code = isinstance(error, ProviderRejectedError) or (
+        isinstance(error, AuthenticationError) and error.code == _INNER_NO_AUTH
+    )
+    return refused_by_code and _mentions_token(error.message)
 
 
 def _deleted(envelope: dict[str, Any]) -> bool:
@@ -93,8 +110,10 @@ class IntellectMoneyClient(TransportClient):
     Every request is signed with ``secret_key`` (the SignSecretKey); the current API
     also needs ``bearer_token``. ``user_token`` is a string or an async callable
     returning a fresh UserToken: it is called before every request, and once more
-    when the provider says the token is bad. Use as ``async with`` or call
-    ``aclose()``; a caller-supplied ``session`` is never closed.
+    when the provider refuses the token (by ``OperationState.Code`` or by
+    ``Result.State.Code`` 2, NoAuth), the call then being repeated once. Use as
+    ``async with`` or call ``aclose()``; a caller-supplied ``session`` is never closed.
+    ``rate_limit`` (a ``RateLimit``) paces every request of the client.
     """
 
     def __init__(
@@ -111,6 +130,7 @@ class IntellectMoneyClient(TransportClient):
         timeouts: Timeouts | None = None,
         limit: int = 100,
         retry: RetryPolicy | None = None,
+        rate_limit: RateLimit | None = None,
     ) -> None:
         if api not in ("current", "legacy"):
             raise ConfigurationError("api must be 'current' or 'legacy'")
@@ -134,8 +154,14 @@ class IntellectMoneyClient(TransportClient):
         if isinstance(user_token, str):
             redactor.add(user_token)
         self._redactor = redactor
+        self._answers = AnswerReader(redactor, error_message=_desc, request_id=_operation_id)
         self._transport = Transport(
-            base_url, session=session, timeouts=timeouts, limit=limit, redactor=redactor
+            base_url,
+            session=session,
+            timeouts=timeouts,
+            limit=limit,
+            redactor=redactor,
+            limiter=limiter_for(rate_limit, "intellectmoney"),
         )
 
     def __repr__(self) -> str:
@@ -243,15 +269,15 @@ class IntellectMoneyClient(TransportClient):
         read: Callable[[dict[str, Any]], T],
     ) -> T:
         """Send, then ``read`` the envelope into a result. Whatever the answer, only a
-        ``PayoutError`` comes out (see ``read_answer``)."""
+        ``PayoutError`` comes out (see ``AnswerReader.read``)."""
         kind = _KINDS[operation]
         method = self._methods[operation]
 
         async def attempt() -> T:
             try:
                 return await self._send(method, fields, kind, read)
-            except ProviderRejectedError as error:
-                if isinstance(self._user_token, str) or not _mentions_token(error.message):
+            except APIError as error:
+                if isinstance(self._user_token, str) or not _refuses_token(error):
                     raise
                 # The provider refused the token: nothing happened, so a fresh token
                 # may be fetched and the call repeated once.
@@ -281,31 +307,24 @@ class IntellectMoneyClient(TransportClient):
         response = await self._transport.send(
             "POST", method, headers=headers, body=body, log_fields=body_fields
         )
-        return read_answer(
-            response,
-            kind,
-            lambda answer: read(self._envelope(answer, kind, method)),
-            redactor=self._redactor,
+        return self._answers.read(
+            response, kind, lambda answer: read(self._envelope(answer, kind, method))
         )
 
     def _envelope(self, response: HTTPResponse, kind: OperationKind, method: str) -> dict[str, Any]:
         """The decoded envelope once both codes say it succeeded.
 
         ``OperationState.Code`` must be 0 or 1 (any other raises
-        ``ProviderRejectedError``, a missing one ``unreadable``); then the result's own
+        ``ProviderRejectedError``, a missing one is unreadable); then the result's own
         ``Result.State.Code``, when present, must be 0 or 1 (WithWarn: logged, and kept
         on the model as ``warning``): 2 (NoAuth) raises ``AuthenticationError``, any
         other value ``ProviderRejectedError``. A non-integer inner code is unreadable.
         """
-        envelope = decode_answer(response, kind=kind, error_message=_desc, redactor=self._redactor)
+        envelope = self._answers.decode(response, kind)
         code = operation_code(envelope)
         if code is None:
-            raise unreadable(
-                response,
-                kind,
-                "no OperationState.Code",
-                redactor=self._redactor,
-                provider_message=_desc(envelope),
+            raise self._answers.unreadable(
+                response, kind, "no OperationState.Code", provider_message=_desc(envelope)
             )
         if code not in (0, 1):
             raise self._refusal(
@@ -345,6 +364,4 @@ class IntellectMoneyClient(TransportClient):
                 "same fields as executeOperation, see ASSUMED_STATE_SIGN_FIELDS and the "
                 "README's known unknowns)"
             )
-        return error_type(
-            self._redactor(message), status=response.status, code=code, body=response.body
-        )
+        return self._answers.error(error_type, response, message, code=code)

@@ -33,12 +33,13 @@ class OperationRequest:
 
     Field rules are checked on construction (``ValidationError`` names the field);
     rules that differ between the two API generations are checked by
-    ``validate_for(api)``. ``amount`` is stored as a two-place ``Decimal``.
+    ``validate_for(api)``. ``amount`` is stored as a two-place ``Decimal``; ``pan``
+    and ``account`` are masked in ``repr``.
     """
 
     amount: Decimal = attrs.field(converter=_amount)
     pan: str | None = attrs.field(default=None, repr=masked_repr)
-    account: str | None = None
+    account: str | None = attrs.field(default=None, repr=masked_repr)
     bank_id: str | None = None
     currency: str = "RUB"
     recipient_name: str | None = None

@@ -59,7 +59,8 @@ _REFUSED = (
 _FINAL = {
     MassPaymentOperationState.COMPLETED: LedgerState.SUCCEEDED,
     MassPaymentOperationState.FAILED: LedgerState.FAILED,
-    MassPaymentOperationState.NOT_ENOUGH_MONEY: LedgerState.FAILED,
+    # Nothing was paid and that operation never will be: the key pays again after a top-up.
+    MassPaymentOperationState.NOT_ENOUGH_MONEY: LedgerState.REFUSED,
     MassPaymentOperationState.DELETED: LedgerState.CANCELLED,
 }
 

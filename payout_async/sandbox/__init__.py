@@ -6,7 +6,9 @@ money, lets states progress with time, delivers Enot webhooks, misbehaves on dem
 (``FaultKind``, by seeded probability or by script; ``Sandbox.script_inner_code``
 for IntellectMoney's inner ``Result.State.Code``) and reports what it did
 (``Sandbox.stats()``, ``Sandbox.duplicates()``, ``Sandbox.paid_per_payout()``,
-``GET /_sandbox/stats``). ``SandboxConfig`` can also model what the providers'
+``GET /_sandbox/stats``), records when each request arrived (``Sandbox.request_times``,
+``peak_rate``), can enforce a rate limit per provider (answering 429) and be topped up
+(``Sandbox.top_up``). ``SandboxConfig`` can also model what the providers'
 documents leave open: IntellectMoney's state lag after an accepted execute and its
 answer to a second execute, and Enot's ``payoff/info`` lag.
 """
@@ -17,6 +19,7 @@ from ._faults import ROUTES, FaultKind, Faults
 from ._server import Sandbox
 from ._state import SandboxState, WebhookDelivery
 from ._stats import Counts, Duplicate, EnotStats, IntellectMoneyStats, SandboxStats
+from ._traffic import peak_rate
 
 __all__ = [
     "ROUTES",
@@ -33,4 +36,5 @@ __all__ = [
     "SandboxStats",
     "WebhookDelivery",
     "build_app",
+    "peak_rate",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from decimal import Decimal
 from typing import Literal
@@ -28,6 +29,13 @@ class SandboxCredentials:
 def _non_negative(_: object, attribute: attrs.Attribute[float], value: float) -> None:
     if value < 0:
         raise ValueError(f"{attribute.name} must not be negative")
+
+
+def _positive_or_none(
+    _: object, attribute: attrs.Attribute[float | None], value: float | None
+) -> None:
+    if value is not None and (not math.isfinite(value) or value <= 0):
+        raise ValueError(f"{attribute.name} must be a finite number above 0")
 
 
 def _ratio(_: object, attribute: attrs.Attribute[float], value: float) -> None:
@@ -82,6 +90,11 @@ class SandboxConfig:
     is how long ``COMMIT_THEN_STALL`` stays silent, ``latency`` the (low, high) range
     of ``LATENCY``, ``retry_after`` the ``Retry-After`` of ``RATE_LIMIT``. ``seed``
     makes outcomes and faults reproducible.
+
+    Rate limit (off by default): with ``rate_limit_per_second`` set, each provider
+    accepts that many requests a second, with bursts of ``rate_limit_burst``, and
+    answers the others 429 with a ``Retry-After`` saying when the next would be
+    accepted (counted in ``stats().rate_limited``; see ``_traffic``).
     """
 
     im_in_process_after: float = attrs.field(default=0.5, validator=_non_negative)
@@ -116,6 +129,9 @@ class SandboxConfig:
     stall_seconds: float = attrs.field(default=30.0, validator=_non_negative)
     latency: tuple[float, float] = (0.05, 0.3)
     retry_after: float = attrs.field(default=1.0, validator=_non_negative)
+
+    rate_limit_per_second: float | None = attrs.field(default=None, validator=_positive_or_none)
+    rate_limit_burst: int = attrs.field(default=1, validator=attrs.validators.ge(1))
 
     def __attrs_post_init__(self) -> None:
         if self.im_in_process_after > self.im_final_after:

@@ -96,12 +96,22 @@ async def _misbehave(
     return web.Response(text=_NOT_JSON, content_type="text/html", charset="utf-8")
 
 
+def _rate_limited(retry_after: float, error_answer: ErrorAnswer) -> web.Response:
+    limited = error_answer(429, "Превышен лимит запросов")
+    limited.headers["Retry-After"] = f"{retry_after:g}"
+    return limited
+
+
 def with_faults(
     route: str, process: Processor, state: SandboxState, error_answer: ErrorAnswer
 ) -> Processor:
-    """A handler that counts each call of ``route`` and applies its fault, if any."""
+    """A handler that records each request of ``route``, answers 429 beyond the
+    provider's rate limit (``_traffic``), counts the call and applies its fault, if any."""
 
     async def handle(request: web.Request) -> web.StreamResponse:
+        retry_after = state.traffic.arrive(route)
+        if retry_after is not None:
+            return _rate_limited(retry_after, error_answer)
         kind = state.faults.pick(route)
         if kind is None:
             return await process(request)

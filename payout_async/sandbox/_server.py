@@ -6,6 +6,7 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Callable
+from decimal import Decimal
 from types import TracebackType
 from typing import Any
 
@@ -178,6 +179,18 @@ class Sandbox:
         """Every webhook delivery attempt so far."""
         return list(self.state.webhooks)
 
+    def request_times(self, route: str | None = None) -> list[float]:
+        """When each request of ``route`` (``"enot.create"``...; every route when
+        ``None``) arrived, on the sandbox's clock, oldest first: measure the rate seen
+        with ``payout_async.sandbox.peak_rate``. Requests refused 429 by
+        ``rate_limit_per_second`` are included."""
+        return self.state.traffic.times(route)
+
+    def top_up(self, provider: str, amount: Decimal | str) -> Decimal:
+        """Add ``amount`` to ``"intellectmoney"``'s or ``"enot"``'s balance (Enot:
+        the active one); returns the balance now available."""
+        return self.state.top_up(provider, Decimal(amount))
+
     def reset(self) -> None:
-        """Empty the books and forget tokens, faults and webhooks."""
+        """Empty the books and forget tokens, faults, webhooks and arrival times."""
         self.state.reset()

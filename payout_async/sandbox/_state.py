@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from decimal import Decimal
 
 import attrs
 
@@ -14,6 +15,7 @@ from ._faults import Faults
 from ._im_book import IntellectMoneyBook
 from ._im_inner import InnerAnswers
 from ._tokens import UserTokens
+from ._traffic import Traffic
 
 __all__ = ["SandboxState", "WebhookDelivery"]
 
@@ -71,6 +73,7 @@ class SandboxState:
         )
         self.webhooks: list[WebhookDelivery] = []
         self.im_inner = InnerAnswers()
+        self.traffic = Traffic(config, self.clock)
 
     def watch_enot(self, callback: Callable[[], None] | None) -> None:
         """Call ``callback`` whenever Enot payoffs are created or webhooks fall due."""
@@ -79,7 +82,20 @@ class SandboxState:
 
     def reset(self) -> None:
         """Empty the books, restore the balances, forget tokens, faults (scripted inner
-        codes too) and webhooks."""
+        codes too), webhooks and the requests' arrival times."""
         self._build()
         if self._on_enot_change is not None:
             self._on_enot_change()
+
+    def top_up(self, provider: str, amount: Decimal) -> Decimal:
+        """Add ``amount`` to ``provider``'s balance (Enot: its active balance); returns
+        the balance it now has to pay from."""
+        if not amount.is_finite() or amount <= 0:
+            raise ValueError("a top-up must be a finite amount above 0")
+        if provider == "intellectmoney":
+            self.intellectmoney.balance += amount
+            return self.intellectmoney.balance
+        if provider == "enot":
+            self.enot.active += amount
+            return self.enot.active
+        raise ValueError(f"unknown provider {provider!r}: intellectmoney or enot")

@@ -73,12 +73,14 @@ class EnotStats:
 
 @attrs.frozen
 class SandboxStats:
-    """Everything counted; ``requests`` and ``faults`` are by route and by fault kind."""
+    """Everything counted; ``requests`` and ``faults`` are by route and by fault kind,
+    ``rate_limited`` (requests refused 429 by the rate limit) by provider."""
 
     intellectmoney: IntellectMoneyStats
     enot: EnotStats
     requests: Mapping[str, int]
     faults: Mapping[str, int]
+    rate_limited: Mapping[str, int] = attrs.field(factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (money as strings)."""
@@ -93,8 +95,9 @@ def _json_value(value: Any) -> Any:
 class Duplicate:
     """Several payouts for what looks like one: the same Enot ``order_id``, or one
     IntellectMoney recipient executed more than once for the same amount and
-    Description (one operation performed twice counts too). ``ids`` are the payoff /
-    operation ids, an operation's once per performance, so ``count == len(ids)``."""
+    Description (one operation performed twice counts too; one that ended
+    ``NotEnoughMoney`` does not). ``ids`` are the payoff / operation ids, an
+    operation's once per performance, so ``count == len(ids)``."""
 
     provider: str
     key: str
@@ -173,20 +176,22 @@ def collect_stats(state: SandboxState) -> SandboxStats:
         enot=_enot(state, now),
         requests=state.faults.call_counts,
         faults=state.faults.injected,
+        rate_limited=state.traffic.rate_limited,
     )
 
 
 def find_duplicates(state: SandboxState) -> list[Duplicate]:
     """Enot order_ids with more than one payoff, and IntellectMoney recipients executed
     more than once for the same amount and Description (or one operation performed
-    more than once)."""
+    more than once); an execute that ended ``NotEnoughMoney`` moved nothing and does
+    not count."""
     groups: dict[tuple[str, str], list[str]] = {}
     for payoff in state.enot:
         if payoff.details.order_id is not None:
             groups.setdefault(("enot", payoff.details.order_id), []).append(payoff.id)
     for operation in state.intellectmoney:
-        if not operation.executions:
-            continue
+        if not operation.executions or operation.outcome == NOT_ENOUGH_MONEY:
+            continue  # a NotEnoughMoney execute moved nothing: its payout is paid anew
         details = operation.details
         key = f"{details.recipient}|{details.amount:.2f}|{details.description or ''}"
         groups.setdefault(("intellectmoney", key), []).extend([operation.id] * operation.executions)

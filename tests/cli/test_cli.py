@@ -6,6 +6,8 @@ import asyncio
 import json
 import os
 import signal
+import sqlite3
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -133,10 +135,12 @@ async def test_rows_leased_elsewhere_are_shown_and_waited_for(
     request = PayoffRequest(service="card", wallet_to=CARD, amount="7.00")
     params = _request_params(request)
     params["order_id"] = "held-1"
+    # A lease that outlives the three commands below however loaded the machine is;
+    # it is cut short afterwards for ``resume --wait`` to wait out.
     async with SQLiteLedger(db) as book:
         await book.begin(
             "enot", "held-1", params_hash(params), params,
-            owner="other-host:4242:1:x", lease_seconds=3, order_id="held-1",
+            owner="other-host:4242:1:x", lease_seconds=600, order_id="held-1",
         )  # fmt: skip
     db.chmod(0o600)
     path = write_csv(tmp_path / "batch.csv", [
@@ -156,6 +160,9 @@ async def test_rows_leased_elsewhere_are_shown_and_waited_for(
     assert batch.code == 4 and resume.code == 4, (batch, resume)
     assert calls(sandbox) <= 2  # batch's reads; nothing created
 
+    with sqlite3.connect(db) as connection:
+        connection.execute("UPDATE payouts SET lease_expires_at = ?", (time.time() + 2,))
+    connection.close()
     run = await cli("resume", "--ledger", ledger, "--wait", env=env)
     assert run.code == 0, run
     assert "waiting for 1 payout(s) leased to 1 other worker(s)" in run.err

@@ -124,15 +124,25 @@ async def test_provider_failure_ends_failed(ledger: SQLiteLedger) -> None:
     assert enot_result.provider_status == "fail"
 
 
-async def test_not_enough_money_is_a_failure(ledger: SQLiteLedger) -> None:
+async def test_not_enough_money_is_refused_and_paid_after_a_top_up(ledger: SQLiteLedger) -> None:
+    """NotEnoughMoney moved nothing, and that operation never will: the row ends
+    ``refused`` and the same key pays, once, with a new operation after a top-up."""
     async with (
         Sandbox(config=fast_config(im_balance="5.00")) as sandbox,
         im_client(sandbox.intellectmoney_url) as client,
     ):
-        result = await payouts(client, ledger).pay("poor", im_request("poor"))
+        flow = payouts(client, ledger)
+        result = await flow.pay("poor", im_request("poor"))
+        assert result.status is PayoutStatus.REJECTED
+        assert result.state is LedgerState.REFUSED
+        assert result.provider_status == "NotEnoughMoney"
 
-    assert result.status is PayoutStatus.FAILED
-    assert result.provider_status == "NotEnoughMoney"
+        sandbox.top_up("intellectmoney", Decimal("100.00"))
+        again = await flow.pay("poor", im_request("poor"))
+        assert again.status is PayoutStatus.SUCCEEDED
+        assert again.provider_id != result.provider_id
+        assert sandbox.paid_per_payout() == {("intellectmoney", "poor"): 1}
+        assert sandbox.duplicates() == []
 
 
 async def test_poll_deadline_returns_processing_and_resume_finishes(

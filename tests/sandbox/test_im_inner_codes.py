@@ -134,3 +134,46 @@ async def test_reset_forgets_scripted_codes(payout_sandbox: Sandbox) -> None:
     async with payout_sandbox.intellectmoney_client(retry=NO_RETRY) as client:
         created = await client.create_operation(pan=CARD, amount="50.00")
     assert created.warning is None and created.state is State.CREATED
+
+
+@pytest.mark.parametrize("api", ["current", "legacy"])
+@pytest.mark.parametrize("operation", OPERATIONS)
+async def test_inner_no_auth_naming_the_token_refreshes_it(
+    payout_sandbox: Sandbox, api: Any, operation: str
+) -> None:
+    """An inner NoAuth whose Desc names the UserToken goes the way of an outer bad-token
+    answer: a callable ``user_token`` is asked again and the call repeated once."""
+    fetched: list[str] = []
+
+    async def fresh_token() -> str:
+        fetched.append(payout_sandbox.issue_user_token())
+        return fetched[-1]
+
+    async with payout_sandbox.intellectmoney_client(
+        api=api, retry=NO_RETRY, user_token=fresh_token
+    ) as client:
+        operation_id = await created_id(client)
+        books = payout_sandbox.stats().intellectmoney
+        payout_sandbox.script_inner_code(f"im.{operation}", 2, "UserToken недействителен")
+        result = await invoke(client, operation, operation_id)
+        after = payout_sandbox.stats().intellectmoney
+    assert len(fetched) == 3 and len(set(fetched)) == 3  # the create, the refusal, the repeat
+    if operation == "delete":
+        assert result is True
+        assert after.deleted == books.deleted + 1
+    else:
+        assert result.warning is None and result.state is not State.UNKNOWN
+    # The refused call did nothing; the repeat did it once.
+    assert after.created == books.created + (1 if operation == "create" else 0)
+    assert after.executed == books.executed + (1 if operation == "execute" else 0)
+
+
+async def test_inner_no_auth_naming_the_token_with_a_string_token_is_refused(
+    payout_sandbox: Sandbox,
+) -> None:
+    async with payout_sandbox.intellectmoney_client(retry=NO_RETRY) as client:
+        operation_id = await created_id(client)
+        payout_sandbox.script_inner_code("im.execute", 2, "UserToken недействителен")
+        with pytest.raises(AuthenticationError, match="UserToken"):
+            await client.execute_operation(operation_id)
+        assert payout_sandbox.stats().intellectmoney.executed == 0

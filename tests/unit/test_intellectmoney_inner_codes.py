@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from aioresponses import aioresponses
+from yarl import URL
 
 from payout_async import (
     AuthenticationError,
@@ -23,7 +24,7 @@ from payout_async import (
 from payout_async.intellectmoney import MassPaymentOperationState, PayoutOperation
 from payout_async.intellectmoney._signing import ASSUMED_STATE_SIGN_FIELDS, SIGN_FIELDS
 
-from .helpers import CARD, OP_ID, SECRET, USER_TOKEN, im_client, im_error, im_url
+from .helpers import CARD, FAST, OP_ID, SECRET, USER_TOKEN, im_client, im_error, im_url
 
 METHODS = {
     "current": {"create": "createOperation", "execute": "executeOperation",
@@ -201,3 +202,75 @@ async def test_other_refusals_do_not_mention_the_assumption(
     with pytest.raises(AuthenticationError) as caught:
         await call(api, operation, answer(operation, 2, desc))
     assert caught.value.message == desc
+
+
+# --- an inner NoAuth naming the token refreshes a callable UserToken ----------------------
+
+
+class Tokens:
+    """Hands out ``token-1``, ``token-2``... and counts the calls."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def __call__(self) -> str:
+        self.calls += 1
+        return f"token-{self.calls}"
+
+
+def sent_tokens(m: aioresponses, method: str) -> list[bytes]:
+    return [call.kwargs["data"] for call in m.requests[("POST", URL(im_url(method)))]]
+
+
+@pytest.mark.parametrize("api", ["current", "legacy"])
+@pytest.mark.parametrize("operation", OPERATIONS)
+@pytest.mark.parametrize("desc", ["UserToken недействителен или истёк", "Токен устарел"])
+async def test_inner_no_auth_naming_the_token_refreshes_and_repeats_once(
+    api: str, operation: str, desc: str
+) -> None:
+    tokens = Tokens()
+    method = METHODS[api][operation]
+    with aioresponses() as m:
+        m.post(im_url(method), payload=answer(operation, 2, desc))
+        m.post(im_url(method), payload=answer(operation, 0))
+        async with im_client(api, user_token=tokens) as client:
+            result = await invoke(client, operation)
+        sent = sent_tokens(m, method)
+    assert tokens.calls == 2
+    assert [b"token-1" in body for body in sent] == [True, False]
+    assert b"token-2" in sent[1]
+    assert result is True if operation == "delete" else result.operation_id == OP_ID
+
+
+async def test_inner_no_auth_naming_the_token_twice_gives_up_after_one_repeat() -> None:
+    tokens = Tokens()
+    with aioresponses() as m:
+        m.post(im_url("executeOperation"), payload=answer("execute", 2, "Bad token"), repeat=True)
+        async with im_client(user_token=tokens, retry=FAST) as client:
+            with pytest.raises(AuthenticationError, match="Bad token"):
+                await client.execute_operation(OP_ID)
+        assert len(sent_tokens(m, "executeOperation")) == 2
+    assert tokens.calls == 2
+
+
+@pytest.mark.parametrize(
+    ("token", "payload", "status"),
+    [
+        ("string", answer("state", 2, "UserToken недействителен"), 200),
+        ("callable", answer("state", 2, "Нет прав на операцию"), 200),
+        ("callable", {"Message": "Bearer token is invalid"}, 401),
+    ],
+    ids=["string-token", "no-auth-not-naming-the-token", "http-401"],
+)
+async def test_other_auth_refusals_are_not_repeated(
+    token: str, payload: dict[str, Any], status: int
+) -> None:
+    tokens = Tokens()
+    user_token: Any = USER_TOKEN if token == "string" else tokens
+    with aioresponses() as m:
+        m.post(im_url("getOperationState"), payload=payload, status=status, repeat=True)
+        async with im_client(user_token=user_token, retry=FAST) as client:
+            with pytest.raises(AuthenticationError):
+                await client.get_operation_state(OP_ID)
+        assert len(sent_tokens(m, "getOperationState")) == 1
+    assert tokens.calls == (0 if token == "string" else 1)

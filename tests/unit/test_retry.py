@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import datetime
 import email.utils
+import inspect
 import random
 
 import pytest
+from aioresponses import aioresponses
 from multidict import CIMultiDict
 
 from payout_async import (
     NO_RETRY,
+    APIError,
     AuthenticationError,
     InvalidRequestError,
     InvalidResponseError,
@@ -19,15 +22,32 @@ from payout_async import (
     OperationKind,
     OutcomeUnknownError,
     PermissionDeniedError,
+    PollPolicy,
     ProviderRejectedError,
     RateLimitError,
     RequestNotSentError,
     RetryPolicy,
     ServerError,
     ValidationError,
+    _polling,
 )
-from payout_async._retry import call_with_retry, is_retryable
+from payout_async._retry import call_with_retry, is_retryable, is_transient
 from payout_async._transport import HTTPResponse
+
+from .helpers import (
+    ENOT_BASE,
+    ENOT_USER,
+    HTML_502,
+    OP_ID,
+    PAYOFF_ID,
+    enot_client,
+    enot_error,
+    enot_ok,
+    im_client,
+    im_error,
+    im_ok,
+    im_url,
+)
 
 READ, SAFE, MONEY = OperationKind.READ, OperationKind.SAFE_WRITE, OperationKind.MONEY
 
@@ -274,3 +294,101 @@ def test_retry_after_http_date() -> None:
     assert seconds is not None and 25.0 <= seconds <= 30.0
     past = "Wed, 21 Oct 2015 07:28:00 GMT"
     assert _answer(**{"Retry-After": past}).retry_after == 0.0
+
+
+# --- one rule for "transient", shared with the pollers ---------------------------------------
+
+
+@pytest.mark.parametrize(("exc", "reads", "money"), TABLE, ids=lambda v: repr(v)[:40])
+def test_transient_is_the_read_rule(exc: BaseException, reads: bool, money: bool) -> None:
+    assert is_transient(exc) is reads
+
+
+def test_the_pollers_use_the_same_rule() -> None:
+    assert _polling.is_transient is is_transient
+    keep_going = inspect.signature(_polling.poll_until_final).parameters["keep_going"]
+    assert keep_going.default is is_transient
+
+
+async def test_polling_goes_on_through_transient_failures_only() -> None:
+    policy = PollPolicy(initial=0.001, maximum=0.001, deadline=60.0)
+    answers = Flaky(ServerError("503", status=503), OutcomeUnknownError("lost"))
+    assert await _polling.poll_until_final(answers, lambda _: True, policy=policy) == "ok"
+    assert answers.calls == 3
+    for failure in (NotFoundError("404", status=404), RuntimeError("a bug")):
+        broken = Flaky(failure)
+        with pytest.raises(type(failure)):
+            await _polling.poll_until_final(broken, lambda _: True, policy=policy)
+        assert broken.calls == 1
+
+
+# --- Retry-After on every retried answer, not only 429 ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        ServerError("503", status=503, retry_after=3.0),
+        ServerError("500", status=500, retry_after=3.0),
+        InvalidRequestError("408", status=408, retry_after=3.0),
+        InvalidResponseError("junk", status=200, retry_after=3.0),
+        RateLimitError("429", status=429, retry_after=3.0),
+    ],
+    ids=lambda e: type(e).__name__ + str(e.status),
+)
+def test_retry_after_is_honoured_on_any_api_error(exc: APIError) -> None:
+    assert RetryPolicy(max_retry_after=10.0).wait_seconds(2, exc) == 3.0
+    exc.retry_after = 1000.0
+    assert RetryPolicy(max_retry_after=10.0).wait_seconds(2, exc) == 10.0
+
+
+ASKED: list[float] = []
+
+
+class MeasuringPolicy(RetryPolicy):
+    """The real ``wait_seconds``, recorded; the wait itself is skipped."""
+
+    def wait_seconds(self, attempt: int, exc: BaseException | None) -> float:
+        ASKED.append(super().wait_seconds(attempt, exc))
+        return 0.0
+
+
+@pytest.fixture(autouse=True)
+def _reset_asked() -> None:
+    ASKED.clear()
+
+
+async def test_a_client_waits_what_each_retried_answer_says() -> None:
+    url = im_url("getOperationState")
+    with aioresponses() as m:
+        m.post(url, status=503, headers={"Retry-After": "7"}, body=HTML_502)
+        m.post(url, status=500, headers={"Retry-After": "3"}, payload=im_error("Сбой"))
+        m.post(url, status=408, headers={"Retry-After": "2.5"}, body=b"timeout")
+        m.post(url, status=429, headers={"Retry-After": "1"}, body=b"slow down")
+        m.post(url, status=503, body=HTML_502)  # no Retry-After: the backoff's own wait
+        m.post(url, payload=im_ok())
+        policy = MeasuringPolicy(attempts=6, initial=0.2, maximum=0.2, max_retry_after=60.0)
+        async with im_client(retry=policy) as client:
+            await client.get_operation_state(OP_ID)
+    assert ASKED[:4] == [7.0, 3.0, 2.5, 1.0]
+    assert 0.1 <= ASKED[4] <= 0.2 and len(ASKED) == 5
+
+
+async def test_retry_after_of_an_enot_error_envelope_behind_http_200() -> None:
+    info = f"{ENOT_BASE}payoff/info?id={PAYOFF_ID}&user_id={ENOT_USER}"
+    with aioresponses() as m:
+        m.get(info, headers={"Retry-After": "4"}, payload=enot_error(503, "busy"))
+        m.get(info, payload=enot_ok({"payoff_id": PAYOFF_ID, "status": "wait"}))
+        async with enot_client(retry=MeasuringPolicy(attempts=2)) as client:
+            await client.get_payoff(payoff_id=PAYOFF_ID)
+    assert ASKED == [4.0]
+
+
+async def test_a_503_with_retry_after_on_execute_is_still_not_retried() -> None:
+    with aioresponses() as m:
+        m.post(im_url("executeOperation"), status=503, headers={"Retry-After": "7"}, body=b"")
+        async with im_client(retry=MeasuringPolicy(attempts=5)) as client:
+            with pytest.raises(ServerError) as caught:
+                await client.execute_operation(OP_ID)
+    assert ASKED == []
+    assert caught.value.retry_after == 7.0

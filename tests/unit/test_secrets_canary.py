@@ -17,7 +17,7 @@ from aioresponses import aioresponses
 
 import payout_async
 from payout_async import EnotClient, IntellectMoneyClient, PayoutError, Timeouts
-from payout_async._redact import Redactor
+from payout_async._redact import Redactor, mask_phone, mask_wallet, redact_fields
 from payout_async.enot import (
     CreatedPayoff,
     Payoff,
@@ -37,7 +37,14 @@ ENOT_SECRET = "ENOT-SECRET-CANARY-9d8c"
 WEBHOOK_KEY = "HOOK-KEY-CANARY-5e6f"
 PAN = "2200700000001239"  # passes Luhn
 MASKED_PAN = "220070******1239"
-MARKERS = [IM_SECRET, BEARER, USER_TOKEN, FRESH_TOKEN, ENOT_SECRET, WEBHOOK_KEY, PAN]
+PHONE = "+79161234567"
+PHONE_DIGITS = PHONE[1:]  # the same phone without "+", as some echo it
+MASKED_PHONE = "+7916*****67"
+WALLET = "TQn9Y2khEsLJW1ChVWFMSMeRDow5KcbLSE"  # a TRC20 address
+MASKED_WALLET = "TQn9Y2************************bLSE"
+SBP_BANK = "100000000004"
+MARKERS = [IM_SECRET, BEARER, USER_TOKEN, FRESH_TOKEN, ENOT_SECRET, WEBHOOK_KEY, PAN,
+           PHONE_DIGITS, WALLET]  # fmt: skip
 
 IM_BASE = "https://api.intellectmoney.ru/personal/payout/"
 ENOT_BASE = "https://api.enot.io/"
@@ -334,3 +341,110 @@ def test_redactor_sees_through_json_escapes() -> None:
     assert redact(echoes(USER_TOKEN)[2]).endswith(", secret ***")
     # Escapes that are no secret stay readable (and lone surrogates stay escaped).
     assert redact('"\\u0418\\u0432\\u0430\\u043d" \\ud83d') == '"Иван" \\ud83d'
+
+
+@pytest.mark.parametrize("api", ["current", "legacy"])
+async def test_intellectmoney_phones_leak_nothing(logs: pytest.LogCaptureFixture, api: str) -> None:
+    """SBP (current) and Qiwi (legacy) payouts to a phone: the phone is masked in the
+    request's repr, the request log, the answer log and every error."""
+    create, execute, state, _ = IM_METHODS[api]
+    echoed = {"Account": PHONE, "PayoutOperationId": OP_ID, "PayoutOperationState": "Created"}
+    said = f"счёт {PHONE} / {PHONE_DIGITS} не найден"
+    with aioresponses() as m:
+        m.post(IM_BASE + create, payload={**im_ok(), "Result": echoed})
+        m.post(IM_BASE + create, payload={"OperationState": {"Code": 2, "Desc": said}})
+        m.post(IM_BASE + execute, status=500, payload={"OperationState": {"Desc": said}})
+        m.post(IM_BASE + state, status=200, body=f'{{"Account": "{PHONE}", "Desc": "{said}"')
+        bank = {"bank_id": SBP_BANK} if api == "current" else {}
+        request = OperationRequest(amount="50.00", account=PHONE, **bank)
+        assert_clean(repr(request), "repr(OperationRequest)")
+        assert MASKED_PHONE in repr(request)
+        async with im(api) as client:
+            created = await client.create_operation_from(request)
+            assert_clean(repr(created), "repr(PayoutOperation)")
+            errors = [
+                await expect_error(lambda: client.create_operation_from(request)),
+                await expect_error(lambda: client.execute_operation(OP_ID)),
+                await expect_error(lambda: client.get_operation_state(OP_ID)),
+            ]
+    assert [type(e).__name__ for e in errors] == [
+        "ProviderRejectedError", "ServerError", "InvalidResponseError",
+    ]  # fmt: skip
+    assert f"счёт {MASKED_PHONE} / {MASKED_PHONE[1:]} не найден" in errors[0].message
+    assert f'"Account": "{MASKED_PHONE}"' in logs.text  # the answer, logged masked
+    assert f"'Account': '{MASKED_PHONE}'" in logs.text  # the request, logged masked
+
+
+async def test_enot_phones_and_wallets_leak_nothing(logs: pytest.LogCaptureFixture) -> None:
+    """SBP payoffs to a phone and USDT payoffs to a wallet: masked in requests, models,
+    logs, errors and webhooks."""
+    create = ENOT_BASE + "payoff/create"
+    info = f"{ENOT_BASE}payoff/info?id=p-1&user_id={ENOT_USER}"
+    said = f"кошелёк {WALLET} или телефон {PHONE} недействителен"
+    with aioresponses() as m:
+        m.post(create, payload=enot_ok({"payoff_id": "p-1", "wallet_to": PHONE}))
+        m.post(create, payload=enot_ok({"payoff_id": "p-1", "wallet_to": WALLET}))
+        m.get(info, payload=enot_ok({"payoff_id": "p-1", "status": "wait", "wallet": PHONE}))
+        m.get(info, payload=enot_ok({"payoff_id": "p-1", "status": "wait", "wallet": WALLET}))
+        m.post(create, status=422, payload={**enot_error(422, said), "wallet_to": WALLET})
+        m.get(info, status=200, body=f'{{"data": {{"wallet": "{WALLET}", "phone": "{PHONE}"')
+        to_phone = PayoffRequest(service="sbp", wallet_to=PHONE, amount="10.00",
+                                 order_id="o-1", sbp_bank_id=SBP_BANK)  # fmt: skip
+        to_wallet = PayoffRequest(service="usdt_trc20", wallet_to=WALLET, amount="10.00",
+                                  order_id="o-2")  # fmt: skip
+        assert MASKED_PHONE in repr(to_phone) and MASKED_WALLET in repr(to_wallet)
+        async with enot() as client:
+            await client.create_payoff_from(to_phone)
+            await client.create_payoff_from(to_wallet)
+            by_phone = await client.get_payoff(payoff_id="p-1")
+            by_wallet = await client.get_payoff(payoff_id="p-1")
+            assert (by_phone.wallet, by_wallet.wallet) == (PHONE, WALLET)  # kept for the caller
+            errors = [
+                await expect_error(lambda: client.create_payoff_from(to_wallet)),
+                await expect_error(lambda: client.get_payoff(payoff_id="p-1")),
+            ]
+    for shown in (repr(to_phone), repr(to_wallet), repr(by_phone), repr(by_wallet)):
+        assert_clean(shown, "a repr")
+    assert MASKED_PHONE in repr(by_phone) and MASKED_WALLET in repr(by_wallet)
+    assert [type(e).__name__ for e in errors] == ["InvalidRequestError", "InvalidResponseError"]
+    # The create's own wallet is masked where Enot's prose echoes it, as is any phone.
+    assert f"кошелёк {MASKED_WALLET} или телефон {MASKED_PHONE}" in errors[0].message
+    assert f'"wallet": "{MASKED_WALLET}"' in logs.text
+    assert f"'wallet_to': '{MASKED_WALLET}'" in logs.text
+
+
+def test_webhooks_and_masks_of_phones_and_wallets() -> None:
+    for wallet in (PHONE, WALLET):
+        payload = {"payoff_id": "p", "status": "success", "wallet": wallet, "amount": "1.00"}
+        hook = parse_webhook(json.dumps(payload).encode(), sign_webhook(payload, WEBHOOK_KEY),
+                             WEBHOOK_KEY)  # fmt: skip
+        assert_clean(repr(hook), "repr(PayoffWebhook)")
+    assert mask_phone(PHONE) == MASKED_PHONE and mask_phone(PHONE_DIGITS) == MASKED_PHONE[1:]
+    assert mask_phone("+7900123") == "***"
+    assert mask_wallet(WALLET) == MASKED_WALLET
+    assert mask_wallet(PHONE) == MASKED_PHONE
+    assert mask_wallet(PAN) == MASKED_PAN
+    assert mask_wallet("380501234568") == "3805******68"  # 12 digits, not a card (Luhn)
+    assert mask_wallet("short") == "***" and mask_wallet(None) is None
+    redact = Redactor()
+    # Phones in text: with "+" (10-15 digits) or 10-11 bare digits, not inside longer
+    # numbers or amounts; card numbers as before.
+    assert redact(f"to {PHONE}, {PHONE_DIGITS}.") == f"to {MASKED_PHONE}, {MASKED_PHONE[1:]}."
+    assert redact(f"card {PAN}") == f"card {MASKED_PAN}"
+    assert redact("amount 1234567890.12, id 123456789") == "amount 1234567890.12, id 123456789"
+    # Recipient fields of JSON text are masked whatever they hold.
+    assert redact(f'{{"Pan": "{PAN}", "wallet_to": "{WALLET}", "account": "x\\"y"}}') == (
+        f'{{"Pan": "{MASKED_PAN}", "wallet_to": "{MASKED_WALLET}", "account": "***"}}'
+    )
+    assert redact_fields({"Account": PHONE, "wallet": WALLET, "Amount": "1.00"}) == {
+        "Account": MASKED_PHONE, "wallet": MASKED_WALLET, "Amount": "1.00"
+    }  # fmt: skip
+
+
+def test_a_masking_redactor_masks_its_values_and_its_parents_later_secrets() -> None:
+    parent = Redactor([IM_SECRET])
+    redact = parent.masking([WALLET, None, "abc"])
+    parent.add(FRESH_TOKEN)  # a token fetched after the call began
+    text = redact(f"{WALLET} {IM_SECRET} {FRESH_TOKEN} abc {PHONE}")
+    assert text == f"{MASKED_WALLET} *** *** abc {MASKED_PHONE}"
+    assert parent(WALLET) == WALLET  # the parent itself does not know the wallet
