@@ -9,7 +9,9 @@ them -- and the clock runs until every payout has succeeded. Then the workers ge
 SIGTERM. A last round (``--no-handback`` skips it) measures the hand-back: with
 ``--handback-workers`` workers paying, one of them (its lease two minutes long) gets
 SIGTERM half-way, and the script times how long until that worker holds no lease (its
-rows are free for the others) and until its process has exited.
+rows are free for the others) and until its process has exited. The last column of
+the table is the machine's one-minute load average at the end of the round: other
+processes slow the figures down.
 
 Exit status 1 only when a payout was paid twice, or did not succeed; a figure is
 reported, never judged.
@@ -190,6 +192,7 @@ async def scale_round(
         await run.close()
     return {
         "workers": workers,
+        "load": os.getloadavg()[0],  # other processes share the machine
         "wall": wall,
         "rate": args.n / wall,
         "worker_cpu_ms": 1000 * worker_cpu / args.n,
@@ -262,11 +265,12 @@ async def main(args: argparse.Namespace) -> int:
                 workers, f"{result['wall']:.1f}", f"{result['rate']:.0f}",
                 f"{result['rate'] / base_rate:.2f}", f"{result['worker_cpu_ms']:.2f}",
                 f"{100 * result['sandbox_cpu']:.0f}%", f"{100 * result['pg_cpu']:.0f}%",
+                f"{result['load']:.1f}",
             ])  # fmt: skip
             print(f"  {workers} worker(s): {result['rate']:.0f} payouts/s", flush=True)
         print()
         print(table(["workers", "wall s", "payouts/s", "vs 1 worker", "worker CPU ms/payout",
-                     "sandbox CPU", "PostgreSQL CPU"], rows))  # fmt: skip
+                     "sandbox CPU", "PostgreSQL CPU", "load avg"], rows))  # fmt: skip
         if args.handback:
             handback, found = await handback_round(args, sandbox, env)
             problems += found
