@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 
-__all__ = ["Redactor", "mask_card", "masked_repr", "redact_fields"]
+__all__ = ["Redactor", "mask_card", "mask_recipient", "masked_repr", "redact_fields"]
 
 _CARD_RUN = re.compile(r"(?<![0-9])([0-9]{6})([0-9]{2,10})([0-9]{4})(?![0-9])")
 # JSON string escapes a provider may use when it echoes a value back: "\/" (PHP) and
@@ -87,3 +87,17 @@ class Redactor:
 
     def __repr__(self) -> str:
         return f"Redactor({len(self._secrets)} secrets)"
+
+
+def mask_recipient(value: str | None) -> str | None:
+    """A card number, phone or wallet with the middle hidden: enough to recognise it,
+    not enough to use it (a card keeps its first six and last four digits, a phone
+    its first three and last two characters). Masking a masked value changes nothing,
+    and the length is kept."""
+    if value is None:
+        return None
+    if len(value) >= 12:
+        return mask_card(value)
+    if len(value) >= 8:
+        return f"{value[:3]}{'*' * (len(value) - 5)}{value[-2:]}"
+    return _HIDDEN

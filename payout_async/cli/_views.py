@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from .._redact import mask_card
+from .._redact import mask_recipient
 from ..enot import PayoffRequest
 from ..intellectmoney import OperationRequest
 from ..ledger import PayoutRecord, Transition
@@ -44,18 +44,6 @@ __all__ = [
 
 SCHEMA = 1
 _RECIPIENT_FIELDS = ("pan", "account", "wallet_to")
-
-
-def mask_recipient(value: str | None) -> str | None:
-    """A card number, phone or wallet with the middle hidden: enough to recognise it,
-    not enough to use it."""
-    if value is None:
-        return None
-    if len(value) >= 12:
-        return mask_card(value)
-    if len(value) >= 8:
-        return f"{value[:3]}{'*' * (len(value) - 5)}{value[-2:]}"
-    return "***"
 
 
 def request_summary(

@@ -58,7 +58,7 @@ async def test_sqlite_upgrades_a_version_1_file(tmp_path: Path) -> None:
                 "enot", "new", HASH, PARAMS, owner="w", lease_seconds=5, order_id="o-old"
             )
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
     conn.close()
 
 
