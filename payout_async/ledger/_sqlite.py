@@ -430,13 +430,18 @@ class SQLiteLedger(Ledger):
                 for pending in batch:
                     self._patience.succeeded(pending.scope)
             dropped, self._dropped_clear = self._dropped_clear, False
-            try:
-                if dropped and outcome.error is None:
+            if dropped and outcome.error is None:
+                try:
                     # Before the writers hear back: once a final write returns, its clear
                     # recipient is out of the WAL (or will be within the interval).
                     await self._scrub(db)
-            finally:
-                self._answer(batch, outcome)
+                except BaseException:  # this task was cancelled: the batch did commit
+                    self._answer(batch, outcome)
+                    for pending in self._queue:
+                        pending.future.cancel()
+                    self._queue = []
+                    raise
+            self._answer(batch, outcome)
 
     def _answer(self, batch: list[_Pending], outcome: BatchOutcome) -> None:
         for pending, (ok, value) in zip(batch, outcome.results(len(batch)), strict=True):
