@@ -1,6 +1,6 @@
 """What payout-async costs over hand-written aiohttp calls.
 
-One sandbox, in a process of its own with faults off, and the same workload done five
+One sandbox, in a process of its own with faults off, and the same workload done six
 ways: N IntellectMoney create+execute+get-state sequences and N Enot create+info pairs,
 
 * ``raw aiohttp``      -- hand-written requests and minimal signing (the baseline);
