@@ -13,9 +13,15 @@ from ._base import (
     Transition,
     params_hash,
 )
-from ._errors import LedgerError, LedgerNotWrittenError, LedgerOutcomeUnknownError
+from ._errors import (
+    LedgerError,
+    LedgerKeyError,
+    LedgerNotWrittenError,
+    LedgerOutcomeUnknownError,
+)
 from ._memory import MemoryLedger
 from ._postgres import PostgresLedger
+from ._recipient import new_encryption_key
 from ._sqlite import SQLiteLedger
 from ._url import ledger_from_url
 
@@ -28,6 +34,7 @@ __all__ = [
     "LeaseLostError",
     "Ledger",
     "LedgerError",
+    "LedgerKeyError",
     "LedgerNotWrittenError",
     "LedgerOutcomeUnknownError",
     "LedgerState",
@@ -37,5 +44,6 @@ __all__ = [
     "SQLiteLedger",
     "Transition",
     "ledger_from_url",
+    "new_encryption_key",
     "params_hash",
 ]

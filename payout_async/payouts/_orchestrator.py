@@ -29,7 +29,6 @@ from ..ledger import (
     LedgerError,
     LedgerState,
     PayoutRecord,
-    params_hash,
 )
 from ..ledger._patience import one_payout
 from ._enot import EnotFlow
@@ -168,7 +167,7 @@ class Payouts(Generic[Request]):
         if isinstance(request, PayoffRequest):
             order_id = request.order_id or order_id_for(key)
             params["order_id"] = order_id
-        digest = params_hash(params)
+        digest = self.ledger.params_hash(params)
         while (joined := self._in_flight.get(key)) is not None:
             if joined.params_hash != digest:
                 raise IdempotencyConflictError(key)
@@ -445,7 +444,10 @@ class Payouts(Generic[Request]):
                 if key in self._in_flight:  # a pay() here drives it (its lease lapsed)
                     await self._release(claim)
                     return PayoutResult.from_record(claim.record, reason="in progress here")
-                with self._driving(key, claim.record.params_hash) as result:
+                # The digest a pay() of these parameters computes (the row may hold a
+                # plain one from before the ledger had its key).
+                digest = self.ledger.params_hash(claim.record.params)
+                with self._driving(key, digest) as result:
                     try:
                         reopen = claim.record.state in PARKED_STATES
                         result.set_result(
