@@ -521,7 +521,8 @@ class Payouts(Generic[Request]):
         return None if record is None else PayoutResult.from_record(record)
 
     async def apply_webhook(self, webhook: PayoffWebhook) -> PayoutResult | None:
-        """Record a verified Enot payoff webhook's final status. Repeated and
+        """Record a verified Enot payoff webhook's final status (the callback for
+        ``enot.webhook_handler(payouts.apply_webhook, additional_key)``). Repeated and
         out-of-order deliveries are harmless: a final row is never changed, and a
         non-final status is ignored. Returns the row, or None when nothing was recorded
         (an unknown order, or a status that is not final)."""
