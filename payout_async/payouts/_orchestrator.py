@@ -33,6 +33,7 @@ from ..ledger import (
 )
 from ..ledger._patience import one_payout
 from ._enot import EnotFlow
+from ._flow import Flow
 from ._intellectmoney import IntellectMoneyFlow
 from ._owner import new_owner, owner_is_dead
 from ._result import PayoutResult, PayoutStatus, Settings
@@ -115,13 +116,11 @@ class Payouts(Generic[Request]):
             lookup_before_create=lookup_before_create,
         )
         poll = poll or PollPolicy()
-        self._flow: IntellectMoneyFlow | EnotFlow
+        self._flow: Flow[Any, Any, Any]
         if isinstance(client, IntellectMoneyClient):
             self._flow = IntellectMoneyFlow(client, settings, poll)
-            self._request_type: type = OperationRequest
         else:
             self._flow = EnotFlow(client, settings, poll)
-            self._request_type = PayoffRequest
         self.client = client
         self.ledger = ledger
         self.provider = self._flow.provider
@@ -159,9 +158,10 @@ class Payouts(Generic[Request]):
         ``processing`` at the poll deadline (``resume()`` finishes it later).
         """
         check_key(key)
-        if not isinstance(request, self._request_type):
+        request_type = self._flow.request_type
+        if not isinstance(request, request_type):
             raise ValidationError(
-                "request", f"must be a {self._request_type.__name__} for {self.provider}"
+                "request", f"must be a {request_type.__name__} for {self.provider}"
             )
         params = _request_params(request)
         order_id = None
