@@ -10,7 +10,7 @@ import math
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Collection, Iterable, Iterator
 from decimal import Decimal
-from typing import Any, Generic, Self, TypeVar
+from typing import Any, Generic, Self, TypeVar, overload
 
 import attrs
 
@@ -77,9 +77,11 @@ class _InFlight:
 class Payouts(Generic[Request]):
     """Pays each requested payout at most once and drives it to a known end.
 
-    ``client`` is an ``IntellectMoneyClient`` or an ``EnotClient``; ``ledger`` is
-    where intent and every step are written before the next network call. ``poll``
-    bounds how long ``pay()`` follows a payout before returning ``processing``;
+    ``client`` is an ``IntellectMoneyClient`` or an ``EnotClient``; it fixes the
+    request type, to a type checker too (``Payouts[OperationRequest]`` or
+    ``Payouts[PayoffRequest]``). ``ledger`` is where intent and every step are written
+    before the next network call. ``poll`` bounds how long ``pay()`` follows a payout
+    before returning ``processing``;
     ``grace`` is the Enot grace period in seconds ("not found" must hold that
     long after a lost create before the payoff is created again);
     ``execute_settle`` is how long an IntellectMoney operation must keep reading
@@ -93,6 +95,36 @@ class Payouts(Generic[Request]):
     async context manager, or call ``aclose()``: that waits for lease releases still
     under way. It never closes the client or the ledger it was given.
     """
+
+    @overload
+    def __init__(
+        self: Payouts[OperationRequest],
+        client: IntellectMoneyClient,
+        ledger: Ledger,
+        *,
+        poll: PollPolicy | None = ...,
+        grace: float = ...,
+        lease_seconds: float = ...,
+        max_send_attempts: int = ...,
+        owner: str | None = ...,
+        execute_settle: float = ...,
+        lookup_before_create: bool = ...,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self: Payouts[PayoffRequest],
+        client: EnotClient,
+        ledger: Ledger,
+        *,
+        poll: PollPolicy | None = ...,
+        grace: float = ...,
+        lease_seconds: float = ...,
+        max_send_attempts: int = ...,
+        owner: str | None = ...,
+        execute_settle: float = ...,
+        lookup_before_create: bool = ...,
+    ) -> None: ...
 
     def __init__(
         self,
