@@ -67,7 +67,7 @@ def expected_errors(source: str) -> set[tuple[int, str]]:
 def test_a_request_of_the_other_provider_is_a_type_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    checked = tmp_path / "requests_by_client.py"
+    checked = tmp_path / "payouts_request_types.py"
     checked.write_text(SNIPPET)
     monkeypatch.chdir(ROOT)  # the project's mypy settings, and payout_async from source
     stdout, stderr, _ = api.run(
@@ -85,7 +85,8 @@ def test_a_request_of_the_other_provider_is_a_type_error(
     found = {
         (int(match["line"]), match["code"])
         for line in stdout.splitlines()
-        if (match := _ERROR.match(line)) is not None and Path(match["path"]) == checked
+        # By name: mypy replays a cached file's errors under the path it had then.
+        if (match := _ERROR.match(line)) is not None and Path(match["path"]).name == checked.name
     }
     assert found == expected_errors(SNIPPET), stdout
     assert len(found) == 3
