@@ -143,7 +143,7 @@ async def _run(args: argparse.Namespace, sandbox: Sandbox, path: Path) -> int:
     ):
         banks = await enot.list_sbp_banks()
         im_items, enot_items = _requests(args.count, rng, banks[0].id)
-        flows = {
+        flows: dict[str, Payouts[Any]] = {
             "intellectmoney": Payouts(im, ledger, poll=_POLL, execute_settle=_SETTLE),
             "enot": Payouts(enot, ledger, poll=_POLL, grace=_GRACE),
         }

@@ -10,7 +10,7 @@ import math
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Collection, Iterable, Iterator
 from decimal import Decimal
-from typing import Any, Generic, Self, TypeVar
+from typing import Any, Generic, Self, TypeVar, overload
 
 import attrs
 
@@ -32,6 +32,7 @@ from ..ledger import (
 )
 from ..ledger._patience import one_payout
 from ._enot import EnotFlow
+from ._flow import Flow
 from ._intellectmoney import IntellectMoneyFlow
 from ._owner import new_owner, owner_is_dead
 from ._result import PayoutResult, PayoutStatus, Settings
@@ -75,9 +76,11 @@ class _InFlight:
 class Payouts(Generic[Request]):
     """Pays each requested payout at most once and drives it to a known end.
 
-    ``client`` is an ``IntellectMoneyClient`` or an ``EnotClient``; ``ledger`` is
-    where intent and every step are written before the next network call. ``poll``
-    bounds how long ``pay()`` follows a payout before returning ``processing``;
+    ``client`` is an ``IntellectMoneyClient`` or an ``EnotClient``; it fixes the
+    request type, to a type checker too (``Payouts[OperationRequest]`` or
+    ``Payouts[PayoffRequest]``). ``ledger`` is where intent and every step are written
+    before the next network call. ``poll`` bounds how long ``pay()`` follows a payout
+    before returning ``processing``;
     ``grace`` is the Enot grace period in seconds ("not found" must hold that
     long after a lost create before the payoff is created again);
     ``execute_settle`` is how long an IntellectMoney operation must keep reading
@@ -91,6 +94,36 @@ class Payouts(Generic[Request]):
     async context manager, or call ``aclose()``: that waits for lease releases still
     under way. It never closes the client or the ledger it was given.
     """
+
+    @overload
+    def __init__(
+        self: Payouts[OperationRequest],
+        client: IntellectMoneyClient,
+        ledger: Ledger,
+        *,
+        poll: PollPolicy | None = ...,
+        grace: float = ...,
+        lease_seconds: float = ...,
+        max_send_attempts: int = ...,
+        owner: str | None = ...,
+        execute_settle: float = ...,
+        lookup_before_create: bool = ...,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self: Payouts[PayoffRequest],
+        client: EnotClient,
+        ledger: Ledger,
+        *,
+        poll: PollPolicy | None = ...,
+        grace: float = ...,
+        lease_seconds: float = ...,
+        max_send_attempts: int = ...,
+        owner: str | None = ...,
+        execute_settle: float = ...,
+        lookup_before_create: bool = ...,
+    ) -> None: ...
 
     def __init__(
         self,
@@ -114,13 +147,11 @@ class Payouts(Generic[Request]):
             lookup_before_create=lookup_before_create,
         )
         poll = poll or PollPolicy()
-        self._flow: IntellectMoneyFlow | EnotFlow
+        self._flow: Flow[Any, Any, Any]
         if isinstance(client, IntellectMoneyClient):
             self._flow = IntellectMoneyFlow(client, settings, poll)
-            self._request_type: type = OperationRequest
         else:
             self._flow = EnotFlow(client, settings, poll)
-            self._request_type = PayoffRequest
         self.client = client
         self.ledger = ledger
         self.provider = self._flow.provider
@@ -158,9 +189,10 @@ class Payouts(Generic[Request]):
         ``processing`` at the poll deadline (``resume()`` finishes it later).
         """
         check_key(key)
-        if not isinstance(request, self._request_type):
+        request_type = self._flow.request_type
+        if not isinstance(request, request_type):
             raise ValidationError(
-                "request", f"must be a {self._request_type.__name__} for {self.provider}"
+                "request", f"must be a {request_type.__name__} for {self.provider}"
             )
         params = _request_params(request)
         order_id = None
@@ -523,7 +555,8 @@ class Payouts(Generic[Request]):
         return None if record is None else PayoutResult.from_record(record)
 
     async def apply_webhook(self, webhook: PayoffWebhook) -> PayoutResult | None:
-        """Record a verified Enot payoff webhook's final status. Repeated and
+        """Record a verified Enot payoff webhook's final status (the callback for
+        ``enot.webhook_handler(payouts.apply_webhook, additional_key)``). Repeated and
         out-of-order deliveries are harmless: a final row is never changed, and a
         non-final status is ignored. Returns the row, or None when nothing was recorded
         (an unknown order, or a status that is not final)."""
