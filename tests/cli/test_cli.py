@@ -161,7 +161,7 @@ async def test_rows_leased_elsewhere_are_shown_and_waited_for(
     assert calls(sandbox) <= 2  # batch's reads; nothing created
 
     with sqlite3.connect(db) as connection:
-        connection.execute("UPDATE payouts SET lease_expires_at = ?", (time.time() + 2,))
+        connection.execute("UPDATE payouts SET lease_expires_at = ?", (time.time() + 6,))  # outlives resume's start-up
     connection.close()
     run = await cli("resume", "--ledger", ledger, "--wait", env=env)
     assert run.code == 0, run
