@@ -1,12 +1,13 @@
 """What payout-async costs over hand-written aiohttp calls.
 
-One sandbox, in a process of its own with faults off, and the same workload done five
+One sandbox, in a process of its own with faults off, and the same workload done six
 ways: N IntellectMoney create+execute+get-state sequences and N Enot create+info pairs,
 
 * ``raw aiohttp``      -- hand-written requests and minimal signing (the baseline);
 * ``clients``          -- ``IntellectMoneyClient`` and ``EnotClient``;
 * ``Payouts+Memory``   -- ``Payouts.pay_many`` with ``MemoryLedger``;
 * ``Payouts+SQLite``   -- the same with ``SQLiteLedger`` (its default, synchronous=FULL);
+* ``Payouts+SQLite+key`` -- the same with an ``encryption_key`` (recipients sealed);
 * ``Payouts+Postgres`` -- the same with ``PostgresLedger`` (skipped if unreachable).
 
 plus one diagnostic row, ``raw+timeouts``: the baseline with the read and connect
@@ -68,7 +69,13 @@ from _common import (
 )
 
 from payout_async import Payouts, PollPolicy, Timeouts
-from payout_async.ledger import Ledger, MemoryLedger, PostgresLedger, SQLiteLedger
+from payout_async.ledger import (
+    Ledger,
+    MemoryLedger,
+    PostgresLedger,
+    SQLiteLedger,
+    new_encryption_key,
+)
 
 AMOUNT = "1.00"
 POSTGRES_DSN = "postgresql://postgres@127.0.0.1:5432/test"
@@ -79,6 +86,7 @@ TARGETS = {
     "clients": 0.90,
     "Payouts+Memory": 0.85,
     "Payouts+SQLite": 0.60,
+    "Payouts+SQLite+key": 0.60,
     "Payouts+Postgres": 0.60,
 }
 
@@ -315,10 +323,11 @@ async def memory_ledger() -> AsyncIterator[Ledger]:
     yield MemoryLedger()
 
 
-def sqlite_ledger(directory: Path) -> LedgerFactory:
+def sqlite_ledger(directory: Path, key: str | None = None) -> LedgerFactory:
     @contextlib.asynccontextmanager
     async def make() -> AsyncIterator[Ledger]:
-        async with SQLiteLedger(directory / f"ledger-{uuid.uuid4().hex[:8]}.db") as ledger:
+        path = directory / f"ledger-{uuid.uuid4().hex[:8]}.db"
+        async with SQLiteLedger(path, encryption_key=key) as ledger:
             yield ledger
 
     return make
@@ -369,6 +378,12 @@ def make_ways(args: argparse.Namespace, sandbox: SandboxProcess, directory: Path
         ClientsWay(sandbox, args.concurrency),
         PayoutsWay(sandbox, args.concurrency, "Payouts+Memory", memory_ledger),
         PayoutsWay(sandbox, args.concurrency, "Payouts+SQLite", sqlite_ledger(directory)),
+        PayoutsWay(
+            sandbox,
+            args.concurrency,
+            "Payouts+SQLite+key",
+            sqlite_ledger(directory, new_encryption_key()),
+        ),
     ]
     if args.postgres:
         ways.append(

@@ -66,9 +66,12 @@ def mask_wallet(value: str) -> str: ...
 def mask_wallet(value: None) -> None: ...
 def mask_wallet(value: str | None) -> str | None:
     """A recipient of any kind masked: a phone (see ``mask_phone``) as a phone, a card
-    number or a wallet id as a card (``mask_card``)."""
+    number or a wallet id as a card (``mask_card``). A value already masked (it holds
+    ``*``) is returned unchanged, so masking twice changes nothing."""
     if value is None:
         return None
+    if "*" in value:
+        return value
     return mask_phone(value) if _is_phone(value) else (mask_card(value) or _HIDDEN)
 
 

@@ -14,8 +14,10 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from payout_async.ledger import new_encryption_key
 from payout_async.sandbox import Sandbox, SandboxCredentials
 
+from .ledger.at_rest import sqlite_hits
 from .payouts.support import books, fast_config
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -37,6 +39,7 @@ async def test_the_web_handler_example_pays_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)  # the example's SQLite ledger lands here
+    monkeypatch.setenv("PAYOUT_ASYNC_LEDGER_KEY", new_encryption_key())
     credentials = SandboxCredentials()
     async with Sandbox(config=fast_config()) as sandbox:
         code = example(
@@ -64,6 +67,8 @@ async def test_the_web_handler_example_pays_once(
         assert len([op for op in sandbox.state.intellectmoney if op.executed_at]) == 1
         assert sandbox.duplicates() == []
     assert (tmp_path / "payouts.db").exists()
+    # The example gives its ledger a key: the card was never written in clear.
+    assert sqlite_hits(tmp_path / "payouts.db", "4111111111111111") == []
 
 
 async def test_the_clients_example_runs(capsys: pytest.CaptureFixture[str]) -> None:

@@ -109,7 +109,7 @@ def _report_bad(args: argparse.Namespace, place: LedgerPlace, batch: Batch) -> i
 
 async def _batch(args: argparse.Namespace) -> int:
     config = settings(args)
-    place = await locate(config.ledger)
+    place = await locate(config.ledger, key=config.ledger_key)
     if not args.file.is_file():
         raise CLIError(f"no such file: {args.file}")
     rules = Rules(im_api=config.im_api(), enot_services=config.enot_services)

@@ -2,8 +2,9 @@
 
 Starts the sandbox in-process (about 10% of calls faulted, duplicate Enot order_ids
 accepted -- the dangerous case), pays about 200 IntellectMoney and Enot payouts
-through a SQLite ledger in a temporary directory, and ends with a table of outcomes
-and the duplicates found in the sandbox's books, which must be 0.
+through a SQLite ledger in a temporary directory -- with an encryption key made for
+the run, so that no card number or phone is ever written in clear -- and ends with a
+table of outcomes and the duplicates found in the sandbox's books, which must be 0.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from .._retry import RetryPolicy
 from .._transport import Timeouts
 from ..enot import PayoffRequest
 from ..intellectmoney import OperationRequest
-from ..ledger import SQLiteLedger
+from ..ledger import SQLiteLedger, new_encryption_key
 from ..payouts import Payouts, PayoutStatus
 from ..sandbox import Sandbox, SandboxConfig
 from ._args import at_least_one
@@ -120,7 +121,10 @@ async def _demo(args: argparse.Namespace) -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="payout-async-demo-") as directory:
             async with Sandbox(config=config) as sandbox:
-                say(f"sandbox on {sandbox.url}, ledger in {directory}")
+                say(
+                    f"sandbox on {sandbox.url}, ledger in {directory} "
+                    "(recipients encrypted with a key made for this run)"
+                )
                 return await _run(args, sandbox, Path(directory) / "payouts.db")
     except asyncio.CancelledError:
         say("Interrupted.")
@@ -130,14 +134,16 @@ async def _demo(args: argparse.Namespace) -> int:
 async def _run(args: argparse.Namespace, sandbox: Sandbox, path: Path) -> int:
     rng = random.Random(args.seed)
     options: dict[str, Any] = {"timeouts": _TIMEOUTS, "retry": _RETRY}
+    # A real deployment keeps its key (payout-async ledger-key) apart from the ledger.
+    key = new_encryption_key()
     async with (
-        SQLiteLedger(path) as ledger,
+        SQLiteLedger(path, encryption_key=key) as ledger,
         sandbox.intellectmoney_client(**options) as im,
         sandbox.enot_client(**options) as enot,
     ):
         banks = await enot.list_sbp_banks()
         im_items, enot_items = _requests(args.count, rng, banks[0].id)
-        flows = {
+        flows: dict[str, Payouts[Any]] = {
             "intellectmoney": Payouts(im, ledger, poll=_POLL, execute_settle=_SETTLE),
             "enot": Payouts(enot, ledger, poll=_POLL, grace=_GRACE),
         }

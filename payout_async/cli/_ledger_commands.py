@@ -108,7 +108,7 @@ def _progress(line: str, *, last: float, shown: str, quiet: bool) -> tuple[float
 
 async def _finish(args: argparse.Namespace, settle: bool) -> int:
     config = settings(args)
-    place = await locate(config.ledger)
+    place = await locate(config.ledger, key=config.ledger_key)
     require_existing(place, args.command)
     ledger = await open_ledger(place)
     finisher = _Finisher(args, config, ledger)

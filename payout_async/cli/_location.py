@@ -30,10 +30,12 @@ _HINT = "give --ledger sqlite:///path.db or postgresql://..."
 
 @attrs.frozen
 class LedgerPlace:
-    """A ledger URL checked against what is there."""
+    """A ledger URL checked against what is there, and the encryption key to open it
+    with (if the URL names none)."""
 
     url: LedgerURL
     exists: bool
+    key: str | None = attrs.field(default=None, repr=False)
 
     @property
     def location(self) -> str:
@@ -88,8 +90,8 @@ def _sqlite_state(path: str) -> bool:
     if info.st_mode & 0o077:
         mode = stat.S_IMODE(info.st_mode)
         say(
-            f"warning: ledger {path} is readable by other users (mode {mode:04o}); it holds "
-            f"card numbers: chmod 600 {path}"
+            f"warning: ledger {path} is readable by other users (mode {mode:04o}); it may "
+            f"hold card numbers: chmod 600 {path}"
         )
     return True
 
@@ -118,8 +120,9 @@ async def _postgres_state(url: LedgerURL) -> bool:
     return bool(found)
 
 
-async def locate(text: str) -> LedgerPlace:
-    """Parse ``--ledger``, say where it is, and whether it exists yet."""
+async def locate(text: str, *, key: str | None = None) -> LedgerPlace:
+    """Parse ``--ledger``, say where it is, and whether it exists yet; ``key`` is the
+    ledger's encryption key from the command's settings."""
     url = _parse(text)
     if url.scheme == "sqlite":
         assert url.path is not None
@@ -129,7 +132,7 @@ async def locate(text: str) -> LedgerPlace:
         exists = await _postgres_state(url)
         kind = "PostgreSQL"
     say(f"ledger: {url.location} ({kind}{'' if exists else ', does not exist yet'})")
-    return LedgerPlace(url, exists)
+    return LedgerPlace(url, exists, key)
 
 
 def require_existing(place: LedgerPlace, command: str) -> None:
@@ -161,7 +164,7 @@ async def open_ledger(place: LedgerPlace, *, create: bool = False) -> Ledger:
         if place.url.scheme == "sqlite":
             _create_private(place.location)
         say(f"creating a new ledger at {place.location}")
-    ledger = place.url.ledger()
+    ledger = place.url.ledger(encryption_key=place.key)
     try:
         await ledger.open()
     except Exception as error:

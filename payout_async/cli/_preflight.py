@@ -29,7 +29,7 @@ from .._errors import (
 )
 from ..enot import Balance, EnotClient, PayoffRequest
 from ..intellectmoney import IntellectMoneyClient
-from ..ledger import Ledger, PayoutRecord, params_hash
+from ..ledger import Ledger, PayoutRecord
 from ..payouts import order_id_for
 from ..payouts._orchestrator import _request_params
 from ._args import CLIError
@@ -43,12 +43,12 @@ _GET_AT_ONCE = 64
 _PROBES = 3
 
 
-def intent_hash(row: BatchRow) -> str:
-    """The parameters hash ``Payouts.pay`` records for this row."""
+def intent_params(row: BatchRow) -> dict[str, Any]:
+    """The parameters ``Payouts.pay`` records for this row."""
     params = _request_params(row.request)
     if isinstance(row.request, PayoffRequest):
         params["order_id"] = row.request.order_id or order_id_for(row.key)
-    return params_hash(params)
+    return params
 
 
 @attrs.frozen
@@ -73,7 +73,7 @@ async def known_rows(ledger: Ledger | None, rows: Sequence[BatchRow], key_column
             if record is None:
                 continue
             records[(row.provider, row.key)] = record
-            if record.params_hash != intent_hash(row):
+            if not ledger.params_match(record, intent_params(row)):
                 conflicts.append(
                     BadRow(
                         row.line,

@@ -5,6 +5,7 @@ environment variable, else the TOML file named by ``--config`` (or
 ``PAYOUT_ASYNC_CONFIG``)::
 
     ledger = "sqlite:////var/lib/payouts.db"   # PAYOUT_ASYNC_LEDGER
+    ledger_key = "..."                         # PAYOUT_ASYNC_LEDGER_KEY, --ledger-key-file
 
     [intellectmoney]            # env PAYOUT_ASYNC_IM_*
     user_token = "..."          # PAYOUT_ASYNC_IM_USER_TOKEN
@@ -23,7 +24,9 @@ environment variable, else the TOML file named by ``--config`` (or
     rate = 10                   # PAYOUT_ASYNC_ENOT_RATE (and rate_burst, as above)
 
 Flags are visible to every user of the machine (``ps``); the environment, a file or
-the config file (mode 0600) are not.
+the config file (mode 0600) are not. The ledger's encryption key (``payout-async
+ledger-key`` makes one) has no flag of its own for that reason; the ledger URL may
+name its variable too (``?key_env=NAME``).
 """
 
 from __future__ import annotations
@@ -63,6 +66,8 @@ __all__ = [
 ]
 
 DEFAULT_LEDGER = "sqlite:///payouts.db"
+LEDGER_KEY_ENV = "PAYOUT_ASYNC_LEDGER_KEY"
+_TOP_LEVEL = ("ledger", "ledger_key")
 _FIELDS = {
     "intellectmoney": ("user_token", "secret_key", "bearer_token", "api", "base_url"),
     "enot": ("user_id", "secret_key", "base_url", "services"),
@@ -89,6 +94,13 @@ def add_ledger_option(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--config", type=Path, help="TOML file with the ledger and credentials (mode 0600)"
+    )
+    parser.add_argument(
+        "--ledger-key-file",
+        type=Path,
+        metavar="FILE",
+        help=f"read the ledger's encryption key from FILE (else {LEDGER_KEY_ENV}, or the "
+        "config file's ledger_key); with a key, recipients are stored encrypted",
     )
 
 
@@ -166,6 +178,7 @@ class Settings:
     providers: dict[str, dict[str, str]]
     enot_services: tuple[str, ...]
     rates: dict[str, RateLimit] = attrs.field(factory=dict)
+    ledger_key: str | None = attrs.field(default=None, repr=False)
 
     def im_api(self) -> Api:
         """The IntellectMoney API generation (``current`` unless told otherwise)."""
@@ -195,7 +208,7 @@ def _read_config(args: argparse.Namespace) -> dict[str, Any]:
         raise CLIError(f"cannot read config file {path}: {error}") from None
     _warn_if_shared(path, "config file")
     for name, value in config.items():
-        if name == "ledger" and isinstance(value, str):
+        if name in _TOP_LEVEL and isinstance(value, str):
             continue
         if name in _FIELDS and isinstance(value, dict):
             unknown = sorted(set(value) - set(_FIELDS[name]))
@@ -206,7 +219,7 @@ def _read_config(args: argparse.Namespace) -> dict[str, Any]:
                 )
             continue
         raise CLIError(
-            f"config file {path}: unknown setting {name!r} (known: ledger, "
+            f"config file {path}: unknown setting {name!r} (known: ledger, ledger_key, "
             "[intellectmoney], [enot])"
         )
     return config
@@ -289,7 +302,17 @@ def settings(args: argparse.Namespace) -> Settings:
         providers=providers,
         enot_services=_services(args, config.get("enot", {})),
         rates=rate_limits(args, providers),
+        ledger_key=_ledger_key(args, config),
     )
+
+
+def _ledger_key(args: argparse.Namespace, config: dict[str, Any]) -> str | None:
+    """The ledger's encryption key: ``--ledger-key-file``, else the environment, else
+    the config file (None: no key, unless the ledger URL names one)."""
+    path = getattr(args, "ledger_key_file", None)
+    key = _read_secret(path) if path is not None else None
+    key = key or os.environ.get(LEDGER_KEY_ENV, "").strip() or config.get("ledger_key")
+    return key or None
 
 
 def _missing(provider: str, names: list[str]) -> str:

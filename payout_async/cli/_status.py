@@ -75,7 +75,7 @@ def _when(timestamp: float | None) -> str:
 
 async def _status(args: argparse.Namespace) -> int:
     config = settings(args)
-    place = await locate(config.ledger)
+    place = await locate(config.ledger, key=config.ledger_key)
     require_existing(place, "status")
     # TODO(merge main, issue 16): open read-only once SQLiteLedger can.
     ledger = await open_ledger(place)

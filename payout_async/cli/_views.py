@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from .._redact import mask_card
+from .._redact import mask_wallet
 from ..enot import PayoffRequest
 from ..intellectmoney import OperationRequest
 from ..ledger import PayoutRecord, Transition
@@ -36,7 +36,7 @@ from ..payouts import PayoutResult
 __all__ = [
     "SCHEMA",
     "document",
-    "mask_recipient",
+    "mask_wallet",
     "payout_from_record",
     "payout_from_result",
     "request_summary",
@@ -44,18 +44,6 @@ __all__ = [
 
 SCHEMA = 1
 _RECIPIENT_FIELDS = ("pan", "account", "wallet_to")
-
-
-def mask_recipient(value: str | None) -> str | None:
-    """A card number, phone or wallet with the middle hidden: enough to recognise it,
-    not enough to use it."""
-    if value is None:
-        return None
-    if len(value) >= 12:
-        return mask_card(value)
-    if len(value) >= 8:
-        return f"{value[:3]}{'*' * (len(value) - 5)}{value[-2:]}"
-    return "***"
 
 
 def request_summary(
@@ -67,11 +55,11 @@ def request_summary(
     if isinstance(params, OperationRequest | PayoffRequest):
         recipient = getattr(params, "pan", None) or getattr(params, "account", None)
         recipient = recipient or getattr(params, "wallet_to", None)
-        return f"{params.amount:.2f}", mask_recipient(recipient)
+        return f"{params.amount:.2f}", mask_wallet(recipient)
     raw = params.get("amount")
     amount = str(raw) if isinstance(raw, str | Decimal | int) else None
     recipient = next((params[name] for name in _RECIPIENT_FIELDS if params.get(name)), None)
-    return amount, mask_recipient(recipient if isinstance(recipient, str) else None)
+    return amount, mask_wallet(recipient if isinstance(recipient, str) else None)
 
 
 def payout_from_result(

@@ -164,7 +164,7 @@ def _tally(counts: Counter[str]) -> str:
 async def _work(args: argparse.Namespace) -> int:
     stopper = _Stopper()
     config = read_settings(args)
-    place = await locate(config.ledger)
+    place = await locate(config.ledger, key=config.ledger_key)
     require_existing(place, "worker")
     providers = _providers(args, config)
     ledger = await open_ledger(place)

@@ -1,18 +1,16 @@
-"""An aiohttp.web handler that feeds verified Enot payoff webhooks to ``Payouts``."""
+"""An aiohttp.web handler that verifies Enot payoff webhooks and hands each one to a
+callback (``Payouts.apply_webhook`` records it in the ledger)."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from .._decode import UnreadableError
+from ._models import PayoffWebhook
 from ._webhook import SIGNATURE_HEADER, read_webhook, verified_payload
-
-if TYPE_CHECKING:
-    from ..payouts import Payouts
 
 __all__ = ["webhook_handler"]
 
@@ -22,16 +20,19 @@ _MAX_BODY = 64 * 1024
 
 
 def webhook_handler(
-    payouts: Payouts[Any], additional_key: str
+    on_webhook: Callable[[PayoffWebhook], Awaitable[object]], additional_key: str
 ) -> Callable[[web.Request], Awaitable[web.Response]]:
     """An aiohttp.web handler for Enot's payoff webhooks (mount it at your
-    ``hook_url``).
+    ``hook_url``): ``webhook_handler(payouts.apply_webhook, additional_key)``.
 
-    A bad signature (or a body that cannot be checked) is answered 401 and nothing is
-    recorded; a signed body whose fields cannot be read is answered 400; a good one
-    is parsed and its final status recorded in the ledger through
-    ``payouts.apply_webhook`` (repeated and out-of-order deliveries are harmless),
-    then answered 200. A body over 64 KiB is answered 413.
+    A bad signature (or a body that cannot be checked) is answered 401 and the
+    callback is not called; a signed body whose fields cannot be read is answered
+    400; a good one is parsed, passed to ``on_webhook`` and, once that returns,
+    answered 200 (an error it raises propagates: aiohttp answers 500). A body over
+    64 KiB is answered 413. ``on_webhook`` returns what it recorded, or None when
+    there was nothing to record (the log line says which); ``Payouts.apply_webhook``
+    records a final status in the ledger, and repeated or out-of-order deliveries
+    are harmless to it.
     """
 
     async def handle(request: web.Request) -> web.Response:
@@ -47,7 +48,7 @@ def webhook_handler(
         except UnreadableError:
             logger.warning("rejected a signed Enot webhook whose body cannot be read")
             return web.json_response({"ok": False, "error": "unreadable body"}, status=400)
-        result = await payouts.apply_webhook(webhook)
+        result = await on_webhook(webhook)
         logger.info(
             "Enot webhook for order %s: %s (%s)",
             webhook.order_id,

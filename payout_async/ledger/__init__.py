@@ -17,9 +17,15 @@ from ._base import (
     WorkListener,
     params_hash,
 )
-from ._errors import LedgerError, LedgerNotWrittenError, LedgerOutcomeUnknownError
+from ._errors import (
+    LedgerError,
+    LedgerKeyError,
+    LedgerNotWrittenError,
+    LedgerOutcomeUnknownError,
+)
 from ._memory import MemoryLedger
 from ._postgres import PostgresLedger
+from ._recipient import new_encryption_key
 from ._sqlite import SQLiteLedger
 from ._url import ledger_from_url
 
@@ -35,6 +41,7 @@ __all__ = [
     "LeaseLostError",
     "Ledger",
     "LedgerError",
+    "LedgerKeyError",
     "LedgerNotWrittenError",
     "LedgerOutcomeUnknownError",
     "LedgerState",
@@ -45,5 +52,6 @@ __all__ = [
     "Transition",
     "WorkListener",
     "ledger_from_url",
+    "new_encryption_key",
     "params_hash",
 ]

@@ -10,14 +10,13 @@ change of state also appends a ``Transition`` to the row's history.
 from __future__ import annotations
 
 import enum
-import hashlib
-import json
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Protocol
 
 import attrs
 
 from .._errors import PayoutError
+from ._recipient import plain_hash
 
 __all__ = [
     "ACTIVE_STATES",
@@ -79,9 +78,10 @@ class LeaseLostError(PayoutError):
 
 
 def params_hash(params: Mapping[str, Any]) -> str:
-    """A stable SHA-256 of a payout's parameters (JSON, sorted keys)."""
-    text = json.dumps(params, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
+    """A stable SHA-256 of a payout's parameters (JSON, sorted keys), in hex: the
+    fingerprint a ledger without an encryption key records. A ledger with a key records
+    a keyed one: ask the ledger (``Ledger.params_hash``)."""
+    return plain_hash(params)
 
 
 @attrs.frozen
@@ -94,6 +94,12 @@ class PayoutRecord:
     transition, renewal and release must present it. ``unknown_since`` records when a
     money-moving request of the row first had an unknown outcome (Enot: a payoff may
     exist); no decision compares it with a clock.
+
+    ``params`` are the request's parameters as ``begin`` was given them -- but once the
+    row is final, its recipient (``pan``, ``account``, ``wallet_to``) is masked (first
+    six and last four characters of a card) and ``params_hash`` is ``"masked"``: a
+    finished payout keeps nothing its full recipient can be recovered from. Compare
+    parameters with ``Ledger.params_match``.
     """
 
     provider: str
@@ -156,10 +162,9 @@ class LeaseHolder:
 @attrs.frozen
 class Intent:
     """A payout to record for workers (``Ledger.enqueue``): what ``begin`` records,
-    without a lease."""
+    without a lease. The ledger fingerprints ``params`` itself (``params_hash``)."""
 
     key: str
-    params_hash: str
     params: Mapping[str, Any] = attrs.field(repr=False)
     order_id: str | None = None
 
@@ -211,7 +216,26 @@ MUTABLE_FIELDS = frozenset(
 
 
 class Ledger(Protocol):
-    """Durable idempotency records. Every method is atomic on its own."""
+    """Durable idempotency records. Every method is atomic on its own.
+
+    A ledger given an ``encryption_key`` keeps each row's recipient encrypted (AES-GCM)
+    and fingerprints parameters with an HMAC keyed by it; without one the recipient is
+    kept in clear until the row is final. Either way a final row keeps only the masked
+    recipient. A row written with a key cannot be read without it: ``LedgerKeyError``.
+    """
+
+    def params_hash(self, params: Mapping[str, Any]) -> str:
+        """The fingerprint ``begin`` records for ``params``: an HMAC-SHA256 keyed by
+        this ledger's encryption key (``hmac-sha256:<key id>:<hex>``), or a plain
+        SHA-256 in hex when it has none. Pass it to ``begin``."""
+        ...
+
+    def params_match(self, record: PayoutRecord, params: Mapping[str, Any]) -> bool:
+        """Whether ``record`` was begun with ``params``: by its fingerprint (a plain one
+        written before the ledger had its key still compares), or for a final row by
+        its masked parameters. ``LedgerKeyError`` when the row was fingerprinted with
+        a key this ledger does not have."""
+        ...
 
     async def open(self) -> None:
         """Create the schema if needed and connect. Idempotent."""
@@ -233,8 +257,9 @@ class Ledger(Protocol):
     ) -> Claim:
         """Record a payout's intent, or find the existing row.
 
-        A new row starts ``pending``, leased to ``owner`` with a new token. An existing
-        row with another ``params_hash`` raises ``IdempotencyConflictError`` -- unless it
+        ``params_hash`` is ``self.params_hash(params)``. A new row starts ``pending``,
+        leased to ``owner`` with a new token. An existing row begun with other
+        parameters (``params_match``) raises ``IdempotencyConflictError`` -- unless it
         is ``refused`` (nothing exists at the provider), whose parameters are then
         replaced. An ``order_id`` already recorded for another key raises
         ``IdempotencyConflictError``. An existing ``refused`` row, or an active one whose
@@ -260,7 +285,8 @@ class Ledger(Protocol):
     ) -> PayoutRecord:
         """Move a row leased to (``owner``, ``token``) to ``state``, set ``changes``
         (names from ``MUTABLE_FIELDS``), extend the lease (end it, for a final state) and
-        append a ``Transition``.
+        append a ``Transition``. A final state masks the row's recipient in the same
+        write (see ``PayoutRecord``).
 
         Raises ``LeaseLostError`` when the row's lease is not (``owner``, ``token``)
         -- released, or claimed again since -- or the row is final. A lease that expired
@@ -313,13 +339,15 @@ class Ledger(Protocol):
         intent, in order; nothing is sent.
 
         The rules are ``begin``'s, without a lease and without raising: a new key is
-        recorded ``pending`` and leased to nobody (``NEW``); a ``refused`` row is
-        recorded again with these parameters, unleased, its old claim fenced off
-        (``AGAIN``); a row with these parameters is left as it is (``EXISTING``);
-        another ``params_hash``, or an ``order_id`` that belongs to another key, records
-        nothing (``CONFLICT``). A key given twice counts as given twice, in order.
-        Intents are written in a few transactions (each intent atomic on its own), and
-        listeners (``listen_for_work``) are woken once they have committed.
+        recorded ``pending`` (its recipient kept as ``begin`` keeps it, its parameters
+        fingerprinted with ``params_hash``) and leased to nobody (``NEW``); a
+        ``refused`` row is recorded again with these parameters, unleased, its old
+        claim fenced off (``AGAIN``); a row begun with these parameters
+        (``params_match``) is left as it is (``EXISTING``); other parameters, or an
+        ``order_id`` that belongs to another key, record nothing (``CONFLICT``). A key
+        given twice counts as given twice, in order. Intents are written in a few
+        transactions (each intent atomic on its own), and listeners
+        (``listen_for_work``) are woken once they have committed.
         """
         ...
 
@@ -344,8 +372,9 @@ class Ledger(Protocol):
         note: str | None = None,
     ) -> PayoutRecord | None:
         """Record a final provider status reported out of band (a webhook), whoever
-        holds the lease (the lease ends). A row already final is left as is (repeated and
-        out-of-order deliveries are harmless). Returns the row, or None if unknown."""
+        holds the lease (the lease ends; the recipient is masked). A row already final
+        is left as is (repeated and out-of-order deliveries are harmless). Returns the
+        row, or None if unknown."""
         ...
 
     async def get(self, provider: str, key: str) -> PayoutRecord | None:

@@ -8,14 +8,21 @@
 
 Both are ``LedgerError``\\ s and ``PayoutError``\\ s. Messages never carry parameter
 values (card-number-like digit runs are masked) and never a database's row details.
+``LedgerKeyError`` is a ``ConfigurationError`` instead: the ledger lacks the
+encryption key its rows were written with.
 """
 
 from __future__ import annotations
 
-from .._errors import PayoutError
+from .._errors import ConfigurationError, PayoutError
 from .._redact import Redactor
 
-__all__ = ["LedgerError", "LedgerNotWrittenError", "LedgerOutcomeUnknownError"]
+__all__ = [
+    "LedgerError",
+    "LedgerKeyError",
+    "LedgerNotWrittenError",
+    "LedgerOutcomeUnknownError",
+]
 
 _SCRUB = Redactor()
 
@@ -35,3 +42,9 @@ class LedgerNotWrittenError(LedgerError):
 
 class LedgerOutcomeUnknownError(LedgerError):
     """The write may or may not have committed: re-read the row before acting on it."""
+
+
+class LedgerKeyError(ConfigurationError):
+    """A row cannot be read or compared with this ledger's encryption key: it was
+    written with a key and the ledger has none, or another key, or the row was altered.
+    Nothing was written; give the ledger the key its rows were written with."""

@@ -1,6 +1,8 @@
 """``MemoryLedger``: the ledger contract in a dict, for tests and one-off scripts.
 
 Nothing survives the process: use ``SQLiteLedger`` for anything that must resume.
+Rows keep their recipient as the durable ledgers do (``ledger._recipient``): apart from
+the parameters, sealed when there is an ``encryption_key``, dropped once final.
 """
 
 from __future__ import annotations
@@ -21,21 +23,29 @@ from ._base import (
     Intent,
     LeaseHolder,
     LeaseLostError,
+    Ledger,
     LedgerState,
     PayoutRecord,
     Transition,
     WorkListener,
 )
 from ._listen import ListenerHub
+from ._recipient import MASKED_HASH, Recipients
 
 __all__ = ["MemoryLedger"]
 
 
-class MemoryLedger:
-    """An in-process ``Ledger``. All operations are atomic because none awaits."""
+class MemoryLedger(Ledger):
+    """An in-process ``Ledger``. All operations are atomic because none awaits.
 
-    def __init__(self) -> None:
+    ``encryption_key`` encrypts each row's recipient and keys its fingerprint, as
+    ``SQLiteLedger``'s does."""
+
+    def __init__(self, *, encryption_key: str | bytes | None = None) -> None:
+        self._recipients = Recipients(encryption_key)
+        #: Rows as kept: the recipient masked in ``params``, the full one in ``_kept``.
         self._rows: dict[tuple[str, str], PayoutRecord] = {}
+        self._kept: dict[tuple[str, str], str | None] = {}
         self._history: dict[tuple[str, str], list[Transition]] = {}
         self._by_order_id: dict[tuple[str, str], str] = {}
         self._listeners = ListenerHub()
@@ -54,6 +64,28 @@ class MemoryLedger:
 
     async def aclose(self) -> None:
         """Nothing to close."""
+
+    def params_hash(self, params: Mapping[str, Any]) -> str:
+        """See ``Ledger.params_hash``."""
+        return self._recipients.params_hash(params)
+
+    def params_match(self, record: PayoutRecord, params: Mapping[str, Any]) -> bool:
+        """See ``Ledger.params_match``."""
+        row = f"{record.provider}/{record.key}"
+        return self._recipients.matches(record.params_hash, record.params, params, row=row)
+
+    def _out(self, record: PayoutRecord) -> PayoutRecord:
+        """The row as callers see it: its recipient put back while it has one."""
+        kept = self._kept.get((record.provider, record.key))
+        if kept is None:
+            return record
+        params = self._recipients.load(record.provider, record.key, record.params, kept)
+        return attrs.evolve(record, params=params)
+
+    def _drop_recipient(self, record: PayoutRecord) -> PayoutRecord:
+        """A final row keeps only its masked recipient."""
+        self._kept.pop((record.provider, record.key), None)
+        return attrs.evolve(record, params_hash=MASKED_HASH)
 
     def _log(
         self,
@@ -102,7 +134,7 @@ class MemoryLedger:
                 **changes,
             )
         )
-        return Claim(record=claimed, claimed=True, previous_lease_left=left)
+        return Claim(record=self._out(claimed), claimed=True, previous_lease_left=left)
 
     def _check_order_id(self, provider: str, key: str, order_id: str | None) -> None:
         if order_id is None:
@@ -124,16 +156,19 @@ class MemoryLedger:
         take_over: Collection[str] = (),
     ) -> Claim:
         """See ``Ledger.begin``."""
+        self._recipients.check_digest(params_hash)
+        stored = self._recipients.store(provider, key, params)
         now = time.time()
         self._check_order_id(provider, key, order_id)
         record = self._rows.get((provider, key))
         if record is None:
+            self._kept[(provider, key)] = stored.recipient
             record = self._store(
                 PayoutRecord(
                     provider=provider,
                     key=key,
                     params_hash=params_hash,
-                    params=dict(params),
+                    params=stored.params,
                     state=LedgerState.PENDING,
                     order_id=order_id,
                     lease_owner=owner,
@@ -144,8 +179,9 @@ class MemoryLedger:
                 )
             )
             self._log(record, None, owner, "intent recorded")
-            return Claim(record=record, claimed=True, created=True)
+            return Claim(record=self._out(record), claimed=True, created=True)
         if record.state is LedgerState.REFUSED:
+            self._kept[(provider, key)] = stored.recipient
             claim = self._claim(
                 record,
                 owner,
@@ -153,18 +189,21 @@ class MemoryLedger:
                 now,
                 state=LedgerState.PENDING,
                 params_hash=params_hash,
-                params=dict(params),
+                params=stored.params,
                 order_id=order_id,
                 reason=None,
                 updated_at=now,
             )
             self._log(claim.record, record.state, owner, "intent recorded again after a refusal")
             return claim
-        if record.params_hash != params_hash:
+        found = self._out(record)
+        if not self._recipients.matches(
+            found.params_hash, found.params, params, row=f"{provider}/{key}", digest=params_hash
+        ):
             raise IdempotencyConflictError(key)
         free = self._lease_free(record, now) or record.lease_owner in take_over
         if record.state not in ACTIVE_STATES or not free:
-            return Claim(record=record, claimed=False)
+            return Claim(record=found, claimed=False)
         return self._claim(record, owner, lease_seconds, now)
 
     async def transition(
@@ -186,20 +225,21 @@ class MemoryLedger:
             raise TypeError(f"cannot change {sorted(unknown)}")
         now = time.time()
         record = self._held(provider, key, owner, token)
-        updated = self._store(
-            attrs.evolve(
-                record,
-                state=state,
-                attempts=record.attempts + (1 if add_attempt else 0),
-                # A final row is nobody's: its lease ends with the last transition.
-                lease_owner=None if state.is_final else owner,
-                lease_expires_at=None if state.is_final else now + lease_seconds,
-                updated_at=now,
-                **changes,
-            )
+        updated = attrs.evolve(
+            record,
+            state=state,
+            attempts=record.attempts + (1 if add_attempt else 0),
+            # A final row is nobody's: its lease ends with the last transition.
+            lease_owner=None if state.is_final else owner,
+            lease_expires_at=None if state.is_final else now + lease_seconds,
+            updated_at=now,
+            **changes,
         )
+        if state.is_final:
+            updated = self._drop_recipient(updated)
+        self._store(updated)
         self._log(updated, record.state, owner, note)
-        return updated
+        return self._out(updated)
 
     def _held(self, provider: str, key: str, owner: str, token: int) -> PayoutRecord:
         record = self._rows.get((provider, key))
@@ -279,20 +319,25 @@ class MemoryLedger:
         return results
 
     def _enqueue_one(self, provider: str, intent: Intent, now: float) -> Enqueued:
+        """``begin``'s rules for one intent, without a lease."""
         key = intent.key
+        digest = self._recipients.params_hash(intent.params)
+        stored = self._recipients.store(provider, key, intent.params)
         record = self._rows.get((provider, key))
         holder = None
         if intent.order_id is not None:
             holder = self._by_order_id.get((provider, intent.order_id))
         if holder is not None and holder != key:
-            return Enqueued(key, EnqueueOutcome.CONFLICT, None if record is None else record.state)
+            state = None if record is None else record.state
+            return Enqueued(key, EnqueueOutcome.CONFLICT, state)
         if record is None:
+            self._kept[(provider, key)] = stored.recipient
             record = self._store(
                 PayoutRecord(
                     provider=provider,
                     key=key,
-                    params_hash=intent.params_hash,
-                    params=dict(intent.params),
+                    params_hash=digest,
+                    params=stored.params,
                     state=LedgerState.PENDING,
                     order_id=intent.order_id,
                     created_at=now,
@@ -302,12 +347,13 @@ class MemoryLedger:
             self._log(record, None, None, "intent recorded (enqueued)")
             return Enqueued(key, EnqueueOutcome.NEW, record.state)
         if record.state is LedgerState.REFUSED:
+            self._kept[(provider, key)] = stored.recipient
             again = self._store(
                 attrs.evolve(
                     record,
                     state=LedgerState.PENDING,
-                    params_hash=intent.params_hash,
-                    params=dict(intent.params),
+                    params_hash=digest,
+                    params=stored.params,
                     order_id=intent.order_id,
                     reason=None,
                     updated_at=now,
@@ -319,7 +365,10 @@ class MemoryLedger:
             note = "intent recorded again after a refusal (enqueued)"
             self._log(again, record.state, None, note)
             return Enqueued(key, EnqueueOutcome.AGAIN, again.state)
-        if record.params_hash != intent.params_hash:
+        found = self._out(record)
+        if not self._recipients.matches(
+            found.params_hash, found.params, intent.params, row=f"{provider}/{key}", digest=digest
+        ):
             return Enqueued(key, EnqueueOutcome.CONFLICT, record.state)
         return Enqueued(key, EnqueueOutcome.EXISTING, record.state)
 
@@ -347,23 +396,25 @@ class MemoryLedger:
             return None
         record = self._rows[(provider, key)]
         if record.state.is_final:
-            return record
-        updated = self._store(
-            attrs.evolve(
-                record,
-                state=state,
-                provider_status=provider_status,
-                updated_at=time.time(),
-                lease_owner=None,
-                lease_expires_at=None,
-            )
+            return self._out(record)
+        updated = attrs.evolve(
+            record,
+            state=state,
+            provider_status=provider_status,
+            updated_at=time.time(),
+            lease_owner=None,
+            lease_expires_at=None,
         )
+        if LedgerState(state).is_final:
+            updated = self._drop_recipient(updated)
+        self._store(updated)
         self._log(updated, record.state, None, note)
-        return updated
+        return self._out(updated)
 
     async def get(self, provider: str, key: str) -> PayoutRecord | None:
         """See ``Ledger.get``."""
-        return self._rows.get((provider, key))
+        record = self._rows.get((provider, key))
+        return None if record is None else self._out(record)
 
     async def history(self, provider: str, key: str) -> list[Transition]:
         """See ``Ledger.history``."""
@@ -378,7 +429,7 @@ class MemoryLedger:
     ) -> list[PayoutRecord]:
         """See ``Ledger.records``."""
         rows = [
-            record
+            self._out(record)
             for record in sorted(self._rows.values(), key=lambda r: r.created_at)
             if (provider is None or record.provider == provider)
             and (state is None or record.state == state)

@@ -6,6 +6,11 @@ statement), so each is atomic without an explicit transaction; ``begin`` and
 timed by the server's clock (``clock_timestamp()``), so hosts whose clocks disagree
 still agree on who holds a row. ``claim_stranded`` locks its rows with
 ``FOR UPDATE SKIP LOCKED``: concurrent claimers take disjoint rows and never wait.
+
+The recipient is kept apart from the parameters (``ledger._recipient``), sealed when
+the ledger has an ``encryption_key``; a final write sets it to NULL in the same
+statement. (The server keeps old row versions until ``VACUUM`` reuses their space,
+and in its WAL and backups: without a key, a clear recipient may survive there.)
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from ._base import (
     Intent,
     LeaseHolder,
     LeaseLostError,
+    Ledger,
     LedgerState,
     PayoutRecord,
     Transition,
@@ -37,12 +43,14 @@ from ._ddl import schema_objects
 from ._errors import LedgerNotWrittenError
 from ._postgres_calls import BoundedPool
 from ._postgres_queue import CHUNK, PostgresWakeups, QueueSQL, enqueue_chunk
+from ._recipient import MASKED_HASH, Recipients
 from ._rows import (
     COLUMNS,
     FINAL_VALUES,
     TRANSITION_COLUMNS,
     check_changes,
     dump_params,
+    move_recipient,
     record_from_row,
     transition_from_row,
 )
@@ -56,6 +64,9 @@ DEFAULT_COMMAND_TIMEOUT = 10.0  # seconds
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _NOW = "now AS MATERIALIZED (SELECT extract(epoch FROM clock_timestamp())::float8 AS t)"
 _FINAL = ", ".join(f"'{state}'" for state in FINAL_VALUES)
+# What a final write also sets: the recipient goes, and the fingerprint of the full
+# parameters too (``ledger._recipient``).
+_DROP_RECIPIENT = f", recipient = NULL, params_hash = '{MASKED_HASH}'"
 _ACTIVE = sorted(state.value for state in ACTIVE_STATES)
 # What the lease a claim took over still had to run (``c``: the row as it was).
 _LEFT = (
@@ -118,9 +129,11 @@ CREATE TABLE IF NOT EXISTS {t} (
     last_error text,
     reason text,
     unknown_since double precision,
+    recipient text,
     PRIMARY KEY (provider, key)
 );
 ALTER TABLE {t} ADD COLUMN IF NOT EXISTS lease_token bigint NOT NULL DEFAULT 0;
+ALTER TABLE {t} ADD COLUMN IF NOT EXISTS recipient text;
 DROP INDEX IF EXISTS {qualify}"{prefix}payouts_order_id";
 CREATE UNIQUE INDEX IF NOT EXISTS "{prefix}payouts_order_id_unique" ON {t} (provider, order_id)
     WHERE order_id IS NOT NULL;
@@ -142,9 +155,10 @@ CREATE INDEX IF NOT EXISTS "{prefix}payout_transitions_key" ON {h} (provider, ke
 WITH {_NOW},
 ins AS (
     INSERT INTO {t} (provider, key, params_hash, params, state, order_id, attempts,
-                     lease_owner, lease_expires_at, lease_token, created_at, updated_at)
+                     lease_owner, lease_expires_at, lease_token, created_at, updated_at,
+                     recipient)
     SELECT $1::text, $2::text, $3::text, $4::text::jsonb, 'pending', $5::text, 0, $6::text,
-           now.t + $7::float8, 1, now.t, now.t
+           now.t + $7::float8, 1, now.t, now.t, $8::text
     FROM now
     ON CONFLICT (provider, key) DO NOTHING
     RETURNING {cols}
@@ -156,7 +170,8 @@ SELECT {cols} FROM ins"""
 WITH {_NOW},
 c AS (
     SELECT p.provider, p.key, p.lease_owner, p.lease_expires_at FROM {t} p, now
-    WHERE p.provider = $1 AND p.key = $2 AND p.params_hash = $5 AND p.state = ANY($6::text[])
+    WHERE p.provider = $1 AND p.key = $2 AND p.params_hash = ANY($5::text[])
+      AND p.state = ANY($6::text[])
       AND (p.lease_owner IS NULL OR COALESCE(p.lease_expires_at, 0) <= now.t
            OR p.lease_owner = ANY($7::text[]))
     FOR UPDATE OF p
@@ -168,7 +183,8 @@ RETURNING {p_cols}, {_LEFT}"""
 WITH {_NOW},
 upd AS (
     UPDATE {t} p SET state = 'pending', params_hash = $5, params = $6::text::jsonb,
-                     order_id = $7, reason = NULL, updated_at = now.t, lease_owner = $3,
+                     recipient = $8, order_id = $7, reason = NULL, updated_at = now.t,
+                     lease_owner = $3,
                      lease_expires_at = now.t + $4, lease_token = p.lease_token + 1
     FROM now WHERE p.provider = $1 AND p.key = $2 AND p.state = 'refused'
     RETURNING {p_cols}
@@ -240,7 +256,7 @@ target AS (
 ),
 upd AS (
     UPDATE {t} p SET state = $3, provider_status = $4, updated_at = now.t,
-                     lease_owner = NULL, lease_expires_at = NULL
+                     lease_owner = NULL, lease_expires_at = NULL{{drop}}
     FROM target, now
     WHERE p.provider = target.provider AND p.key = target.key
       AND target.state NOT IN ({_FINAL})
@@ -253,10 +269,19 @@ SELECT {cols} FROM upd"""
             "WHERE provider = $1 AND key = $2 ORDER BY id"
         )
         self.records = f"SELECT {cols} FROM {t}{{where}} ORDER BY created_at, provider, key"
+        # Version 3's upgrade: rows whose recipient is still in their parameters.
+        self.unmoved = (
+            f"SELECT provider, key, params::text, state, params_hash FROM {t} "
+            "WHERE recipient IS NULL FOR UPDATE"
+        )
+        self.move = (
+            f"UPDATE {t} SET params = $3::text::jsonb, recipient = $4, params_hash = $5 "
+            "WHERE provider = $1 AND key = $2"
+        )
         self.counts = f"SELECT state, count(*) FROM {t}{{where}} GROUP BY state"
 
 
-class PostgresLedger:
+class PostgresLedger(Ledger):
     """A ``Ledger`` in PostgreSQL, for several workers on several hosts.
 
     Give a ``dsn`` (the ledger makes and closes its own pool of up to
@@ -271,6 +296,10 @@ class PostgresLedger:
     ledger also sets the server's ``statement_timeout`` and ``lock_timeout`` (default:
     0.8 and 0.5 of ``command_timeout``; 0 turns one off), so that the server gives up
     first and says so: a statement it cancelled was not written.
+
+    ``encryption_key`` (see ``new_encryption_key``) encrypts each row's recipient and
+    keys its fingerprint; without it the recipient is kept in clear until the payout
+    is final.
     """
 
     def __init__(
@@ -284,6 +313,7 @@ class PostgresLedger:
         command_timeout: float = DEFAULT_COMMAND_TIMEOUT,
         statement_timeout: float | None = None,
         lock_timeout: float | None = None,
+        encryption_key: str | bytes | None = None,
     ) -> None:
         if dsn is not None and pool is not None:
             raise ConfigurationError("give PostgresLedger a dsn or a pool, not both")
@@ -299,6 +329,7 @@ class PostgresLedger:
         for name, value in server_timeouts.items():
             if value is not None and not value >= 0:
                 raise ConfigurationError(f"{name} must be a number of seconds (0: off)")
+        self._recipients = Recipients(encryption_key)
         self._asyncpg = _asyncpg()
         self._dsn = dsn
         self._pool: Any = pool
@@ -387,6 +418,14 @@ class PostgresLedger:
                 "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", self._sql.lock_key
             )
             await conn.execute(self._sql.schema)
+            await self._move_recipients(conn)
+
+    async def _move_recipients(self, conn: Any) -> None:
+        """Version 3: recipients out of the parameters (see ``move_recipient``)."""
+        for row in await conn.fetch(self._sql.unmoved):
+            new = move_recipient(self._recipients, *row)
+            if new is not None:
+                await conn.execute(self._sql.move, row[0], row[1], *new)
 
     async def _schema_current(self, conn: Any) -> bool:
         wanted = schema_objects(self._sql.schema)
@@ -447,28 +486,37 @@ class PostgresLedger:
         take_over: Collection[str] = (),
     ) -> Claim:
         """See ``Ledger.begin``."""
+        recipients = self._recipients
+        recipients.check_digest(params_hash)
+        stored = recipients.store(provider, key, params)
         lease = float(lease_seconds)
-        params_text = dump_params(params)
+        params_text = dump_params(stored.params)
+        accepted = recipients.accepted_hashes(params_hash, params)
         try:
             row = await self._fetchrow(
-                self._sql.insert, provider, key, params_hash, params_text, order_id, owner, lease
+                self._sql.insert,
+                *(provider, key, params_hash, params_text, order_id, owner, lease),
+                stored.recipient,
             )
             if row is not None:
-                return Claim(record=record_from_row(row), claimed=True, created=True)
+                return Claim(record=self._record(row), claimed=True, created=True)
             row = await self._fetchrow(
-                self._sql.claim, provider, key, owner, lease, params_hash, _ACTIVE, list(take_over)
+                self._sql.claim, provider, key, owner, lease, accepted, _ACTIVE, list(take_over)
             )
             if row is not None:
                 left = float(row[-1])
-                return Claim(record=record_from_row(row), claimed=True, previous_lease_left=left)
-            again = (params_hash, params_text, order_id)
+                return Claim(record=self._record(row), claimed=True, previous_lease_left=left)
+            again = (params_hash, params_text, order_id, stored.recipient)
             row = await self._fetchrow(self._sql.rebegin, provider, key, owner, lease, *again)
         except self._asyncpg.UniqueViolationError as error:  # the order_id index
             raise IdempotencyConflictError(key, order_id=order_id) from error
         if row is not None:
-            return Claim(record=record_from_row(row), claimed=True)
-        record = record_from_row(await self._fetchrow(self._sql.get, provider, key))
-        if record.params_hash != params_hash:
+            return Claim(record=self._record(row), claimed=True)
+        record = self._record(await self._fetchrow(self._sql.get, provider, key))
+        row_name = f"{provider}/{key}"
+        if not recipients.matches(
+            record.params_hash, record.params, params, row=row_name, digest=params_hash
+        ):
             raise IdempotencyConflictError(key)
         return Claim(record=record, claimed=False)
 
@@ -489,6 +537,8 @@ class PostgresLedger:
         fields = check_changes(changes)
         sets = "".join(f", {name} = ${index}" for index, name in enumerate(fields, start=9))
         to_state = LedgerState(state)
+        if to_state.is_final:
+            sets += _DROP_RECIPIENT
         # Shielded: a cancelled caller must not abort the statement half-way (asyncpg
         # would cancel it on the server), so the recovery point is written anyway.
         row = await shielded(
@@ -508,7 +558,7 @@ class PostgresLedger:
         )
         if row is None:
             raise LeaseLostError(f"{provider}/{key} is not leased to {owner} (claim {token})")
-        return record_from_row(row)
+        return self._record(row)
 
     async def renew(
         self, provider: str, key: str, *, owner: str, token: int, lease_seconds: float
@@ -547,7 +597,7 @@ class PostgresLedger:
             args.append(provider)
         rows = await self._fetch(self._sql.claim_stranded.format(by_provider=by_provider), *args)
         claims = [
-            Claim(record=record_from_row(row), claimed=True, previous_lease_left=float(row[-1]))
+            Claim(record=self._record(row), claimed=True, previous_lease_left=float(row[-1]))
             for row in rows
         ]
         return sorted(claims, key=lambda c: (c.record.created_at, c.record.provider, c.record.key))
@@ -568,7 +618,9 @@ class PostgresLedger:
         violation = self._asyncpg.UniqueViolationError
         for start in range(0, len(intents), CHUNK):
             chunk = intents[start : start + CHUNK]
-            results += await enqueue_chunk(self._queue, self._fetch, violation, provider, chunk)
+            results += await enqueue_chunk(
+                self._queue, self._fetch, self.get, self._recipients, violation, provider, chunk
+            )
         if any(r.outcome in (EnqueueOutcome.NEW, EnqueueOutcome.AGAIN) for r in results):
             self._listening().hub.wake(provider)  # the NOTIFY reaches other connections
         return results
@@ -583,9 +635,11 @@ class PostgresLedger:
     def _listening(self) -> PostgresWakeups:
         if self._wakeups is None:
             self._wakeups = PostgresWakeups(
-                self._queue.channel, self._listen_connect, self._listen_disconnect,
+                self._queue.channel,
+                self._listen_connect,
+                self._listen_disconnect,
                 self.command_timeout,
-            )  # fmt: skip
+            )
         return self._wakeups
 
     async def _listen_connect(self) -> Any:
@@ -613,17 +667,31 @@ class PostgresLedger:
         note: str | None = None,
     ) -> PayoutRecord | None:
         """See ``Ledger.settle_by_order_id``."""
+        to_state = LedgerState(state)
+        settle = self._sql.settle.format(drop=_DROP_RECIPIENT if to_state.is_final else "")
         row = await self._fetchrow(
-            self._sql.settle, provider, order_id, LedgerState(state).value, provider_status, note
+            settle, provider, order_id, to_state.value, provider_status, note
         )
         if row is None:  # unknown, or already final
             row = await self._fetchrow(self._sql.by_order_id, provider, order_id)
-        return None if row is None else record_from_row(row)
+        return None if row is None else self._record(row)
+
+    def _record(self, row: Any) -> PayoutRecord:
+        return record_from_row(row, self._recipients)
+
+    def params_hash(self, params: Mapping[str, Any]) -> str:
+        """See ``Ledger.params_hash``."""
+        return self._recipients.params_hash(params)
+
+    def params_match(self, record: PayoutRecord, params: Mapping[str, Any]) -> bool:
+        """See ``Ledger.params_match``."""
+        row = f"{record.provider}/{record.key}"
+        return self._recipients.matches(record.params_hash, record.params, params, row=row)
 
     async def get(self, provider: str, key: str) -> PayoutRecord | None:
         """See ``Ledger.get``."""
         row = await self._fetchrow(self._sql.get, provider, key)
-        return None if row is None else record_from_row(row)
+        return None if row is None else self._record(row)
 
     async def history(self, provider: str, key: str) -> list[Transition]:
         """See ``Ledger.history``."""
@@ -643,7 +711,7 @@ class PostgresLedger:
         if limit is not None:
             sql += f" LIMIT ${len(args) + 1}"
             args.append(max(limit, 0))
-        return [record_from_row(row) for row in await self._fetch(sql, *args)]
+        return [self._record(row) for row in await self._fetch(sql, *args)]
 
     async def counts(self, *, provider: str | None = None) -> dict[LedgerState, int]:
         """See ``Ledger.counts``."""

@@ -17,8 +17,11 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from ._base import Enqueued, EnqueueOutcome, Intent, LedgerState
+import attrs
+
+from ._base import Enqueued, EnqueueOutcome, Intent, LedgerState, PayoutRecord
 from ._listen import ListenerHub, LocalListener
+from ._recipient import Recipients, Stored
 from ._rows import dump_params
 
 __all__ = ["CHUNK", "PostgresWakeups", "QueueSQL", "enqueue_chunk"]
@@ -29,6 +32,7 @@ CHUNK = 1000  # intents per statement
 _NOW = "now AS MATERIALIZED (SELECT extract(epoch FROM clock_timestamp())::float8 AS t)"
 
 Fetch = Callable[..., Awaitable[list[Any]]]
+Get = Callable[[str, str], Awaitable[PayoutRecord | None]]
 
 
 class QueueSQL:
@@ -48,15 +52,16 @@ class QueueSQL:
         self.enqueue = f"""
 WITH {_NOW},
 input AS (
-    SELECT u.key, u.params_hash, u.params, u.order_id, u.n
-    FROM unnest($2::text[], $3::text[], $4::text[], $5::text[]) WITH ORDINALITY
-         AS u(key, params_hash, params, order_id, n)
+    SELECT u.key, u.params_hash, u.params, u.order_id, u.recipient, u.n
+    FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $7::text[]) WITH ORDINALITY
+         AS u(key, params_hash, params, order_id, recipient, n)
 ),
 ins AS (
     INSERT INTO {t} (provider, key, params_hash, params, state, order_id, attempts,
-                     lease_owner, lease_expires_at, lease_token, created_at, updated_at)
+                     lease_owner, lease_expires_at, lease_token, created_at, updated_at,
+                     recipient)
     SELECT $1::text, i.key, i.params_hash, i.params::jsonb, 'pending', i.order_id, 0,
-           NULL, NULL, 0, now.t, now.t
+           NULL, NULL, 0, now.t, now.t, i.recipient
     FROM input i, now ORDER BY i.n
     ON CONFLICT DO NOTHING
     RETURNING key, created_at
@@ -70,14 +75,12 @@ FROM input i
 LEFT JOIN ins ON ins.key = i.key
 LEFT JOIN {t} p ON p.provider = $1::text AND p.key = i.key
 ORDER BY i.n"""
-        self.hash_and_state = (
-            f"SELECT key, params_hash, state FROM {t} WHERE provider = $1 AND key = ANY($2::text[])"
-        )
         self.requeue = f"""
 WITH {_NOW},
 upd AS (
     UPDATE {t} p SET state = 'pending', params_hash = $3, params = $4::text::jsonb,
-                     order_id = $5, reason = NULL, updated_at = now.t, lease_owner = NULL,
+                     recipient = $7, order_id = $5, reason = NULL, updated_at = now.t,
+                     lease_owner = NULL,
                      lease_expires_at = NULL, lease_token = p.lease_token + 1
     FROM now WHERE p.provider = $1 AND p.key = $2 AND p.state = 'refused'
     RETURNING p.provider, p.key, p.updated_at
@@ -92,74 +95,91 @@ SELECT (SELECT count(*) FROM woke) FROM upd"""
 async def enqueue_chunk(
     sql: QueueSQL,
     fetch: Fetch,
+    get: Get,
+    recipients: Recipients,
     unique_violation: type[BaseException],
     provider: str,
     intents: Sequence[Intent],
 ) -> list[Enqueued]:
     """``Ledger.enqueue`` for up to ``CHUNK`` intents: one statement, then a read for
-    the intents it could not classify, and one statement per refused row."""
+    each intent it could not settle at once, and one statement per refused row."""
+    prepared = [
+        _Prepared(i, recipients.params_hash(i.params), recipients.store(provider, i.key, i.params))
+        for i in intents
+    ]
     rows = await fetch(
         sql.enqueue,
         provider,
-        [intent.key for intent in intents],
-        [intent.params_hash for intent in intents],
-        [dump_params(intent.params) for intent in intents],
-        [intent.order_id for intent in intents],
+        [one.intent.key for one in prepared],
+        [one.digest for one in prepared],
+        [dump_params(one.stored.params) for one in prepared],
+        [one.intent.order_id for one in prepared],
         sql.channel,
+        [one.stored.recipient for one in prepared],
     )
     results: list[Enqueued | None] = []
     added: set[str] = set()
-    for intent, row in zip(intents, rows, strict=True):
-        if row["added"] and intent.key not in added:
-            added.add(intent.key)
-            results.append(Enqueued(intent.key, EnqueueOutcome.NEW, LedgerState.PENDING))
-        elif row["state"] is not None and row["state"] != LedgerState.REFUSED.value:
-            same = row["params_hash"] == intent.params_hash
-            outcome = EnqueueOutcome.EXISTING if same else EnqueueOutcome.CONFLICT
-            results.append(Enqueued(intent.key, outcome, LedgerState(row["state"])))
-        else:  # refused, given twice, or skipped for its order_id (or a racing insert)
+    for one, row in zip(prepared, rows, strict=True):
+        key = one.intent.key
+        if row["added"] and key not in added:
+            added.add(key)
+            results.append(Enqueued(key, EnqueueOutcome.NEW, LedgerState.PENDING))
+        elif row["params_hash"] == one.digest and row["state"] != LedgerState.REFUSED.value:
+            results.append(Enqueued(key, EnqueueOutcome.EXISTING, LedgerState(row["state"])))
+        else:  # another fingerprint, refused, given twice, or its order_id taken
             results.append(None)
-    unsure = [intent for intent, result in zip(intents, results, strict=True) if result is None]
-    if unsure:
-        settled = await _settle(sql, fetch, unique_violation, provider, unsure)
-        results = [settled.pop(0) if result is None else result for result in results]
-    return [result for result in results if result is not None]
+    settled = iter(
+        [
+            await _settle(sql, fetch, get, recipients, unique_violation, provider, one)
+            for one, result in zip(prepared, results, strict=True)
+            if result is None
+        ]
+    )
+    return [next(settled) if result is None else result for result in results]
+
+
+@attrs.frozen
+class _Prepared:
+    """An intent as ``begin`` would write it: its fingerprint, and its parameters as
+    kept (the recipient apart)."""
+
+    intent: Intent
+    digest: str
+    stored: Stored
 
 
 async def _settle(
     sql: QueueSQL,
     fetch: Fetch,
+    get: Get,
+    recipients: Recipients,
     unique_violation: type[BaseException],
     provider: str,
-    intents: Sequence[Intent],
-) -> list[Enqueued]:
-    """Outcomes of the intents the insert did not settle, one after another."""
-    rows = await fetch(sql.hash_and_state, provider, sorted({i.key for i in intents}))
-    found = {row["key"]: (row["params_hash"], LedgerState(row["state"])) for row in rows}
-    results: list[Enqueued] = []
-    for intent in intents:
-        if intent.key not in found:  # its order_id belongs to another key
-            results.append(Enqueued(intent.key, EnqueueOutcome.CONFLICT, None))
-            continue
-        digest, state = found[intent.key]
-        if state is LedgerState.REFUSED:
-            args = (intent.params_hash, dump_params(intent.params), intent.order_id)
-            try:
-                again = await fetch(sql.requeue, provider, intent.key, *args, sql.channel)
-            except unique_violation:  # the new order_id belongs to another key
-                results.append(Enqueued(intent.key, EnqueueOutcome.CONFLICT, state))
-                continue
-            if again:
-                found[intent.key] = (intent.params_hash, LedgerState.PENDING)
-                results.append(Enqueued(intent.key, EnqueueOutcome.AGAIN, LedgerState.PENDING))
-                continue
-            rows = await fetch(sql.hash_and_state, provider, [intent.key])  # raced
-            digest, state = rows[0]["params_hash"], LedgerState(rows[0]["state"])
-            found[intent.key] = (digest, state)
-        same = digest == intent.params_hash
-        outcome = EnqueueOutcome.EXISTING if same else EnqueueOutcome.CONFLICT
-        results.append(Enqueued(intent.key, outcome, state))
-    return results
+    one: _Prepared,
+) -> Enqueued:
+    """The outcome of an intent the insert did not settle (``begin``'s rules)."""
+    key = one.intent.key
+    record = await get(provider, key)
+    if record is None:  # its order_id belongs to another key
+        return Enqueued(key, EnqueueOutcome.CONFLICT, None)
+    if record.state is LedgerState.REFUSED:
+        params_text = dump_params(one.stored.params)
+        args = (one.digest, params_text, one.intent.order_id, sql.channel, one.stored.recipient)
+        try:
+            again = await fetch(sql.requeue, provider, key, *args)
+        except unique_violation:  # the new order_id belongs to another key
+            return Enqueued(key, EnqueueOutcome.CONFLICT, record.state)
+        if again:
+            return Enqueued(key, EnqueueOutcome.AGAIN, LedgerState.PENDING)
+        record = await get(provider, key)  # recorded again meanwhile
+        if record is None:
+            return Enqueued(key, EnqueueOutcome.CONFLICT, None)
+    row = f"{provider}/{key}"
+    if recipients.matches(
+        record.params_hash, record.params, one.intent.params, row=row, digest=one.digest
+    ):
+        return Enqueued(key, EnqueueOutcome.EXISTING, record.state)
+    return Enqueued(key, EnqueueOutcome.CONFLICT, record.state)
 
 
 Connect = Callable[[], Awaitable[Any]]

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ._base import FINAL_STATES, MUTABLE_FIELDS, LedgerState, PayoutRecord, Transition
+from ._recipient import MASKED_HASH, Recipients, mask_params, plain_hash
 
 __all__ = [
     "COLUMNS",
@@ -14,11 +15,13 @@ __all__ = [
     "FLOAT_FIELDS",
     "check_changes",
     "dump_params",
+    "move_recipient",
     "record_from_row",
     "transition_from_row",
 ]
 
-#: ``payouts`` columns, in ``PayoutRecord`` field order (``record_from_row`` relies on it).
+#: ``payouts`` columns, in ``PayoutRecord`` field order (``record_from_row`` relies on
+#: it), then ``recipient`` (the full recipient, kept apart: see ``ledger._recipient``).
 COLUMNS = (
     "provider",
     "key",
@@ -37,6 +40,7 @@ COLUMNS = (
     "last_error",
     "reason",
     "unknown_since",
+    "recipient",
 )
 #: ``payout_transitions`` columns read back by ``transition_from_row``.
 TRANSITION_COLUMNS = ("provider", "key", "from_state", "to_state", "at", "owner", "note")
@@ -64,14 +68,16 @@ def check_changes(changes: Mapping[str, Any]) -> dict[str, Any]:
     return checked
 
 
-def record_from_row(row: Sequence[Any]) -> PayoutRecord:
-    """A ``PayoutRecord`` from a row holding ``COLUMNS`` in order."""
+def record_from_row(row: Sequence[Any], recipients: Recipients) -> PayoutRecord:
+    """A ``PayoutRecord`` from a row holding ``COLUMNS`` in order, its recipient put
+    back (``LedgerKeyError`` when ``recipients`` cannot)."""
     params = row[3]
+    stored = json.loads(params) if isinstance(params, str | bytes) else dict(params)
     return PayoutRecord(
         provider=row[0],
         key=row[1],
         params_hash=row[2],
-        params=json.loads(params) if isinstance(params, str | bytes) else dict(params),
+        params=recipients.load(row[0], row[1], stored, row[17]),
         state=LedgerState(row[4]),
         operation_id=row[5],
         order_id=row[6],
@@ -99,3 +105,23 @@ def transition_from_row(row: Sequence[Any]) -> Transition:
         owner=row[5],
         note=row[6],
     )
+
+
+def move_recipient(
+    recipients: Recipients, provider: str, key: str, params_text: str, state: str, digest: str
+) -> tuple[str, str | None, str] | None:
+    """One row of a ledger written before the recipient had a column of its own:
+    its new ``(params, recipient, params_hash)`` -- the recipient masked in ``params``,
+    kept apart (sealed, with a key) while the row is live, dropped once it is final, and
+    a live row's plain fingerprint keyed when there is a key -- or None when its
+    ``params`` hold no recipient in clear."""
+    params = json.loads(params_text)
+    if not isinstance(params, dict) or mask_params(params) == params:
+        return None
+    stored = recipients.store(provider, key, params)
+    recipient = stored.recipient
+    if LedgerState(state).is_final:
+        recipient, digest = None, MASKED_HASH
+    elif digest == plain_hash(params):
+        digest = recipients.params_hash(params)
+    return dump_params(stored.params), recipient, digest

@@ -8,15 +8,20 @@ Several processes on one host may share the file: every write runs in a
 Writes are group-committed: the ones that arrive while a transaction is being written
 go into the next transaction together, each in its own savepoint, so each stays atomic
 on its own, and its caller hears back only once that transaction has committed.
+
+The connection runs with ``secure_delete`` on, and the WAL is checkpointed and emptied
+after a write drops a recipient kept in clear (``ledger._sqlite_scrub``), so that no
+old copy of a finished payout's card number stays in the files.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import math
 import os
-import re
 import sqlite3
 import time
 import weakref
@@ -37,15 +42,16 @@ from ._base import (
     Intent,
     LeaseHolder,
     LeaseLostError,
+    Ledger,
     LedgerState,
     PayoutRecord,
     Transition,
     WorkListener,
 )
-from ._ddl import schema_objects
 from ._errors import LedgerError, LedgerNotWrittenError
 from ._listen import ListenerHub
 from ._patience import Patience, Strain
+from ._recipient import MASKED_HASH, Recipients, Stored, is_clear
 from ._rows import (
     COLUMNS,
     FINAL_VALUES,
@@ -56,8 +62,12 @@ from ._rows import (
     transition_from_row,
 )
 from ._sqlite_batch import BatchOutcome, Op, commit_batch, is_locked, not_written, open_error
+from ._sqlite_schema import create_schema, schema_current
+from ._sqlite_scrub import Scrubber
 
 __all__ = ["SQLiteLedger"]
+
+logger = logging.getLogger("payout_async")
 
 T = TypeVar("T")
 
@@ -68,55 +78,8 @@ _FINAL = ", ".join(f"'{state}'" for state in FINAL_VALUES)
 _HELD = f"lease_owner = ? AND lease_token = ? AND state NOT IN ({_FINAL})"
 _MAX_BATCH = 256
 DEFAULT_BUSY_TIMEOUT = 10.0  # seconds
+DEFAULT_CHECKPOINT_INTERVAL = 1.0  # seconds
 _LOCKED_PAUSE = 0.005  # after a BEGIN that found the file locked, before trying again
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS payouts (
-    provider TEXT NOT NULL,
-    key TEXT NOT NULL,
-    params_hash TEXT NOT NULL,
-    params TEXT NOT NULL,
-    state TEXT NOT NULL,
-    operation_id TEXT,
-    order_id TEXT,
-    provider_status TEXT,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    lease_owner TEXT,
-    lease_expires_at REAL,
-    lease_token INTEGER NOT NULL DEFAULT 0,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL,
-    last_error TEXT,
-    reason TEXT,
-    unknown_since REAL,
-    PRIMARY KEY (provider, key)
-);
-CREATE INDEX IF NOT EXISTS payouts_state_lease ON payouts (state, lease_expires_at);
-CREATE INDEX IF NOT EXISTS payouts_created_at ON payouts (created_at);
-CREATE TABLE IF NOT EXISTS payout_transitions (
-    id INTEGER PRIMARY KEY,
-    provider TEXT NOT NULL,
-    key TEXT NOT NULL,
-    from_state TEXT,
-    to_state TEXT NOT NULL,
-    at REAL NOT NULL,
-    owner TEXT,
-    note TEXT
-);
-CREATE INDEX IF NOT EXISTS payout_transitions_key ON payout_transitions (provider, key, id);
-"""
-# Version 2: a fencing token per claim, and an order_id belongs to one key.
-_UPGRADE_TO_2 = """
-DROP INDEX IF EXISTS payouts_order_id;
-CREATE UNIQUE INDEX IF NOT EXISTS payouts_order_id_unique ON payouts (provider, order_id)
-    WHERE order_id IS NOT NULL;
-PRAGMA user_version = 2;
-"""
-
-
-# What a current file holds: ``open()`` runs ``_create_schema`` only when it lacks some.
-_SCHEMA_OBJECTS = schema_objects(_SCHEMA + _UPGRADE_TO_2)
-_SCHEMA_VERSION = max(int(n) for n in re.findall(r"user_version = (\d+)", _UPGRADE_TO_2))
 
 _INSERT = (
     f"INSERT INTO payouts ({_COLS}) VALUES ({', '.join('?' for _ in COLUMNS)}) "
@@ -142,9 +105,13 @@ _RELEASE = (
     "WHERE provider = ? AND key = ? AND lease_owner = ? AND lease_token = ?"
 )
 _REBEGIN = (
-    "UPDATE payouts SET state = ?, params_hash = ?, params = ?, order_id = ?, reason = NULL, "
-    "updated_at = ? WHERE provider = ? AND key = ?"
+    "UPDATE payouts SET state = ?, params_hash = ?, params = ?, recipient = ?, order_id = ?, "
+    "reason = NULL, updated_at = ? WHERE provider = ? AND key = ?"
 )
+_RECIPIENT = "SELECT recipient FROM payouts WHERE provider = ? AND key = ?"
+# What a final write also sets: the recipient goes, the fingerprint of the full
+# parameters too (``ledger._recipient``).
+_DROP_RECIPIENT = f", recipient = NULL, params_hash = '{MASKED_HASH}'"
 _ORDER_ID_HOLDER = "SELECT key FROM payouts WHERE provider = ? AND order_id = ?"
 _LEASE_HOLDERS = (
     "SELECT lease_owner, count(*), max(lease_expires_at) FROM payouts "
@@ -157,19 +124,20 @@ _BY_ORDER_ID = (
 )
 _SETTLE = (
     "UPDATE payouts SET state = ?, provider_status = ?, updated_at = ?, "
-    "lease_owner = NULL, lease_expires_at = NULL "
+    "lease_owner = NULL, lease_expires_at = NULL{drop} "
     f"WHERE provider = ? AND key = ? RETURNING {_COLS}"
 )
 _HISTORY = (
     f"SELECT {', '.join(TRANSITION_COLUMNS)} FROM payout_transitions "
     "WHERE provider = ? AND key = ? ORDER BY id"
 )
-# ``enqueue``: a row's hash and state, and a refused row recorded again, unleased.
-_HASH_AND_STATE = "SELECT params_hash, state FROM payouts WHERE provider = ? AND key = ?"
+# ``enqueue``: a row's state, and a refused row recorded again, unleased.
+_STATE = "SELECT state FROM payouts WHERE provider = ? AND key = ?"
 _REQUEUE = (
-    "UPDATE payouts SET state = 'pending', params_hash = ?, params = ?, order_id = ?, "
-    "reason = NULL, updated_at = ?, lease_owner = NULL, lease_expires_at = NULL, "
-    "lease_token = lease_token + 1 WHERE provider = ? AND key = ? AND state = 'refused'"
+    "UPDATE payouts SET state = 'pending', params_hash = ?, params = ?, recipient = ?, "
+    "order_id = ?, reason = NULL, updated_at = ?, lease_owner = NULL, "
+    "lease_expires_at = NULL, lease_token = lease_token + 1 "
+    "WHERE provider = ? AND key = ? AND state = 'refused'"
 )
 _ENQUEUE_CHUNK = 500  # intents per transaction
 #: How often an idle listener looks for other processes' commits (``data_version``).
@@ -199,33 +167,6 @@ def _abandon(db: aiosqlite.Connection) -> None:
         return aiosqlite.core._STOP_RUNNING_SENTINEL
 
     db._tx.put_nowait((None, close_and_stop))
-
-
-def _create_schema(conn: sqlite3.Connection) -> None:
-    """Create the tables, or bring an older file up to this version (worker thread)."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        for statement in _SCHEMA.split(";"):
-            if statement.strip():
-                conn.execute(statement)
-        columns = {row[1] for row in conn.execute("PRAGMA table_info(payouts)")}
-        if "lease_token" not in columns:
-            conn.execute("ALTER TABLE payouts ADD COLUMN lease_token INTEGER NOT NULL DEFAULT 0")
-        if conn.execute("PRAGMA user_version").fetchone()[0] < 2:
-            try:
-                for statement in _UPGRADE_TO_2.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-            except sqlite3.IntegrityError as error:
-                raise ConfigurationError(
-                    "this ledger holds one Enot order_id under several keys; "
-                    "settle those rows by hand before upgrading"
-                ) from error
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
 
 
 def _placeholders(count: int) -> str:
@@ -259,28 +200,7 @@ def _create_private(path: str) -> None:
     os.close(fd)
 
 
-async def _schema_current(db: aiosqlite.Connection) -> bool:
-    """True when the file is at ``_SCHEMA_VERSION`` and every table, column and index
-    the schema scripts create is there."""
-    version = await db.execute_fetchall("PRAGMA user_version")
-    if next(iter(version))[0] < _SCHEMA_VERSION:
-        return False
-    rows = await db.execute_fetchall(
-        "SELECT name FROM sqlite_master WHERE type IN ('table', 'index')"
-    )
-    names = {row[0] for row in rows}
-    if not _SCHEMA_OBJECTS.indexes <= names:
-        return False
-    for table, columns in _SCHEMA_OBJECTS.tables.items():
-        if table not in names:
-            return False
-        info = await db.execute_fetchall(f'PRAGMA table_info("{table}")')
-        if not columns <= {row[1] for row in info}:
-            return False
-    return True
-
-
-class SQLiteLedger:
+class SQLiteLedger(Ledger):
     """A ``Ledger`` in one SQLite file (WAL mode), for one host.
 
     ``synchronous`` is SQLite's: ``FULL`` (the default) syncs every commit to disk, so
@@ -296,6 +216,12 @@ class SQLiteLedger:
     ``create=False`` refuses to create one (``ConfigurationError`` if it is missing).
     ``open()`` writes nothing to a file whose schema is current, so a plain ledger on a
     write-protected file can be read too.
+
+    ``encryption_key`` (see ``new_encryption_key``) encrypts each row's recipient and
+    keys its fingerprint; without it the recipient is kept in clear until the payout
+    is final. After a write drops a clear recipient, the WAL is checkpointed and
+    emptied within ``checkpoint_interval`` seconds (0: before that write returns), and
+    at ``aclose()``.
     """
 
     def __init__(
@@ -306,11 +232,19 @@ class SQLiteLedger:
         busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
         read_only: bool = False,
         create: bool = True,
+        encryption_key: str | bytes | None = None,
+        checkpoint_interval: float = DEFAULT_CHECKPOINT_INTERVAL,
     ) -> None:
         if synchronous not in ("FULL", "NORMAL"):
             raise ConfigurationError("synchronous must be 'FULL' or 'NORMAL'")
         if not 0 <= busy_timeout < math.inf:
             raise ConfigurationError("busy_timeout must be a finite number of seconds, >= 0")
+        if not 0 <= checkpoint_interval < math.inf:
+            raise ConfigurationError("checkpoint_interval must be a finite number of seconds")
+        self._recipients = Recipients(encryption_key)
+        self._scrubber = Scrubber(float(checkpoint_interval), float(busy_timeout))
+        #: Set (on the worker thread) by a write that drops a recipient kept in clear.
+        self._dropped_clear = False
         self.path = os.fspath(path)
         self.read_only = read_only
         self._create = create and not read_only
@@ -368,7 +302,7 @@ class SQLiteLedger:
             raise self._open_failed(error) from error
         try:
             if self.read_only:
-                if not await _schema_current(db):
+                if not await schema_current(db):
                     raise ConfigurationError(
                         f"{self.path!r} holds no current payout ledger (open it once "
                         "read-write to create or upgrade it)"
@@ -376,9 +310,12 @@ class SQLiteLedger:
             else:
                 await self._use_wal(db)
                 await db.execute(f"PRAGMA synchronous = {self._synchronous}")
-                if not await _schema_current(db):
-                    execute = cast(Callable[..., Awaitable[None]], db._execute)
-                    await execute(_create_schema, db._conn)
+                # Freed space (a row's dropped recipient) is zeroed, not left behind.
+                await db.execute("PRAGMA secure_delete = ON")
+                if not await schema_current(db):
+                    execute = cast(Callable[..., Awaitable[int]], db._execute)
+                    if await execute(create_schema, db._conn, self._recipients):
+                        await self._scrubber.now(db)  # the upgrade dropped clear recipients
         except sqlite3.Error as error:
             await db.close()
             raise self._open_failed(error) from error
@@ -423,15 +360,36 @@ class SQLiteLedger:
             pause = min(pause * 2, 0.5)
 
     async def aclose(self) -> None:
-        """Finish queued writes and close the connection (``open`` or any call
-        reopens it)."""
+        """Finish queued writes, checkpoint and empty the WAL, and close the connection
+        (``open`` or any call reopens it)."""
         if self._flusher is not None:
             await asyncio.shield(self._flusher)
         db, self._db = self._db, None
         if db is not None:
             if self._abandon is not None:
                 self._abandon.detach()
+            await self._scrubber.stop()
+            if not self.read_only:
+                with contextlib.suppress(Exception):  # closing goes on regardless
+                    await self._scrubber.now(db)
             await db.close()
+
+    async def checkpoint(self) -> bool:
+        """Copy the WAL into the database file and empty it now, so that no older
+        version of any row remains in either (``aclose()`` does it too). False when
+        another connection's read kept it from finishing."""
+        if self.read_only:
+            raise LedgerNotWrittenError(f"{self!r} is opened read-only")
+        return await self._scrubber.now(await self._connection())
+
+    def params_hash(self, params: Mapping[str, Any]) -> str:
+        """See ``Ledger.params_hash``."""
+        return self._recipients.params_hash(params)
+
+    def params_match(self, record: PayoutRecord, params: Mapping[str, Any]) -> bool:
+        """See ``Ledger.params_match``."""
+        row = f"{record.provider}/{record.key}"
+        return self._recipients.matches(record.params_hash, record.params, params, row=row)
 
     async def _read(self, sql: str, params: tuple[Any, ...]) -> list[sqlite3.Row]:
         db = await self._connection()
@@ -488,13 +446,34 @@ class SQLiteLedger:
             if outcome.error is None:
                 for pending in batch:
                     self._patience.succeeded(pending.scope)
-            for pending, (ok, value) in zip(batch, outcome.results(len(batch)), strict=True):
-                if pending.future.done():  # the caller was cancelled; the write went on
-                    continue
-                if ok:
-                    pending.future.set_result(value)
-                else:
-                    pending.future.set_exception(value)
+            dropped, self._dropped_clear = self._dropped_clear, False
+            if dropped and outcome.error is None:
+                try:
+                    # Before the writers hear back: once a final write returns, its clear
+                    # recipient is out of the WAL (or will be within the interval).
+                    await self._scrub(db)
+                except BaseException:  # this task was cancelled: the batch did commit
+                    self._answer(batch, outcome)
+                    for pending in self._queue:
+                        pending.future.cancel()
+                    self._queue = []
+                    raise
+            self._answer(batch, outcome)
+
+    def _answer(self, batch: list[_Pending], outcome: BatchOutcome) -> None:
+        for pending, (ok, value) in zip(batch, outcome.results(len(batch)), strict=True):
+            if pending.future.done():  # the caller was cancelled; the write went on
+                continue
+            if ok:
+                pending.future.set_result(value)
+            else:
+                pending.future.set_exception(value)
+
+    async def _scrub(self, db: aiosqlite.Connection) -> None:
+        try:
+            await self._scrubber.dropped(db)
+        except Exception as error:  # the writes stand; the next checkpoint covers them
+            logger.warning("could not checkpoint the SQLite ledger %r: %s", self.path, error)
 
     def _expire(self, now: float) -> None:
         """Fail the queued writes that found the file locked and whose callers have
@@ -532,7 +511,10 @@ class SQLiteLedger:
         take_over: Collection[str] = (),
     ) -> Claim:
         """See ``Ledger.begin``."""
-        params_text = dump_params(params)
+        recipients = self._recipients
+        recipients.check_digest(params_hash)
+        stored = recipients.store(provider, key, params)
+        params_text = dump_params(stored.params)
 
         def op(conn: sqlite3.Connection) -> Claim:
             now = time.time()
@@ -544,17 +526,25 @@ class SQLiteLedger:
             pending = LedgerState.PENDING.value
             values: tuple[Any, ...] = (provider, key, params_hash, params_text, pending)
             values += (None, order_id, None, 0, owner, expires, 1, now, now, None, None, None)
-            rows = conn.execute(_INSERT, values).fetchall()
+            rows = conn.execute(_INSERT, (*values, stored.recipient)).fetchall()
             if rows:
                 conn.execute(_LOG, (provider, key, None, pending, now, owner, "intent recorded"))
-                return Claim(record=record_from_row(rows[0]), claimed=True, created=True)
-            record = record_from_row(conn.execute(_SELECT, (provider, key)).fetchone())
+                record = record_from_row(rows[0], recipients)
+                return Claim(record=record, claimed=True, created=True)
+            row = conn.execute(_SELECT, (provider, key)).fetchone()
+            record = record_from_row(row, recipients)
             if record.state is LedgerState.REFUSED:
-                again = (pending, params_hash, params_text, order_id, now, provider, key)
-                conn.execute(_REBEGIN, again)
+                again = (pending, params_hash, params_text, stored.recipient, order_id, now)
+                conn.execute(_REBEGIN, (*again, provider, key))
                 note = "intent recorded again after a refusal"
                 conn.execute(_LOG, (provider, key, record.state.value, pending, now, owner, note))
-            elif record.params_hash != params_hash:
+            elif not recipients.matches(
+                record.params_hash,
+                record.params,
+                params,
+                row=f"{provider}/{key}",
+                digest=params_hash,
+            ):
                 raise IdempotencyConflictError(key)
             elif record.state not in ACTIVE_STATES or not (
                 _lease_free(record, now) or record.lease_owner in take_over
@@ -562,7 +552,8 @@ class SQLiteLedger:
                 return Claim(record=record, claimed=False)
             left = _lease_left(record.lease_owner, record.lease_expires_at, now)
             row = conn.execute(_LEASE, (owner, expires, provider, key)).fetchone()
-            return Claim(record=record_from_row(row), claimed=True, previous_lease_left=left)
+            record = record_from_row(row, recipients)
+            return Claim(record=record, claimed=True, previous_lease_left=left)
 
         return await self._write(op)
 
@@ -582,13 +573,13 @@ class SQLiteLedger:
         """See ``Ledger.transition``."""
         fields = check_changes(changes)
         to_state = LedgerState(state).value
-        sets = "".join(f", {name} = ?" for name in fields)
+        final = LedgerState(state).is_final  # a final row is nobody's: its lease ends
+        sets = "".join(f", {name} = ?" for name in fields) + (_DROP_RECIPIENT if final else "")
         update = (
             "UPDATE payouts SET state = ?, attempts = attempts + ?, lease_owner = ?, "
             f"lease_expires_at = ?, updated_at = ?{sets} WHERE provider = ? AND key = ? "
             f"RETURNING {_COLS}"
         )
-        final = LedgerState(state).is_final  # a final row is nobody's: its lease ends
 
         def op(conn: sqlite3.Connection) -> PayoutRecord:
             now = time.time()
@@ -597,10 +588,12 @@ class SQLiteLedger:
             )
             if logged.rowcount != 1:
                 raise LeaseLostError(f"{provider}/{key} is not leased to {owner} (claim {token})")
+            if final:
+                self._note_drop(conn, provider, key)
             lease = (None, None) if final else (owner, now + lease_seconds)
             values = (to_state, int(add_attempt), *lease, now, *fields.values())
             rows = conn.execute(update, (*values, provider, key)).fetchall()
-            return record_from_row(rows[0])
+            return record_from_row(rows[0], self._recipients)
 
         return await self._write(op)
 
@@ -665,9 +658,8 @@ class SQLiteLedger:
             for rowid, old_owner, old_expiry in conn.execute(select, args).fetchall():
                 row = conn.execute(update, (owner, now + lease_seconds, rowid)).fetchone()
                 left = _lease_left(old_owner, old_expiry, now)
-                claims.append(
-                    Claim(record=record_from_row(row), claimed=True, previous_lease_left=left)
-                )
+                record = record_from_row(row, self._recipients)
+                claims.append(Claim(record=record, claimed=True, previous_lease_left=left))
             return claims
 
         return await self._write(op)
@@ -684,13 +676,19 @@ class SQLiteLedger:
 
     async def enqueue(self, provider: str, intents: Sequence[Intent]) -> list[Enqueued]:
         """See ``Ledger.enqueue``: up to 500 intents per transaction."""
+        recipients = self._recipients
         results: list[Enqueued] = []
         for start in range(0, len(intents), _ENQUEUE_CHUNK):
-            chunk = list(intents[start : start + _ENQUEUE_CHUNK])
+            chunk = [
+                _Intent(
+                    i, recipients.params_hash(i.params), recipients.store(provider, i.key, i.params)
+                )
+                for i in intents[start : start + _ENQUEUE_CHUNK]
+            ]
 
-            def op(conn: sqlite3.Connection, chunk: list[Intent] = chunk) -> list[Enqueued]:
+            def op(conn: sqlite3.Connection, chunk: list[_Intent] = chunk) -> list[Enqueued]:
                 now = time.time()
-                return [_enqueue_one(conn, provider, intent, now) for intent in chunk]
+                return [_enqueue_one(conn, provider, one, now, recipients) for one in chunk]
 
             results += await self._write(op)
         if any(r.outcome in (EnqueueOutcome.NEW, EnqueueOutcome.AGAIN) for r in results):
@@ -737,30 +735,31 @@ class SQLiteLedger:
         note: str | None = None,
     ) -> PayoutRecord | None:
         """See ``Ledger.settle_by_order_id``."""
-        to_state = LedgerState(state).value
+        to_state = LedgerState(state)
+        settle = _SETTLE.format(drop=_DROP_RECIPIENT if to_state.is_final else "")
 
         def op(conn: sqlite3.Connection) -> PayoutRecord | None:
             row = conn.execute(_BY_ORDER_ID, (provider, order_id)).fetchone()
             if row is None:
                 return None
-            record = record_from_row(row)
-            if record.state.is_final:
-                return record
+            key, from_state = row[1], LedgerState(row[4])
+            if from_state.is_final:
+                return record_from_row(row, self._recipients)
+            if to_state.is_final:  # (the recipient is not read: no key is needed here)
+                self._note_drop(conn, provider, key)
             now = time.time()
             rows = conn.execute(
-                _SETTLE, (to_state, provider_status, now, provider, record.key)
+                settle, (to_state.value, provider_status, now, provider, key)
             ).fetchall()
-            conn.execute(
-                _LOG, (provider, record.key, record.state.value, to_state, now, None, note)
-            )
-            return record_from_row(rows[0])
+            conn.execute(_LOG, (provider, key, from_state.value, to_state.value, now, None, note))
+            return record_from_row(rows[0], self._recipients)
 
         return await self._write(op)
 
     async def get(self, provider: str, key: str) -> PayoutRecord | None:
         """See ``Ledger.get``."""
         rows = await self._read(_SELECT, (provider, key))
-        return record_from_row(rows[0]) if rows else None
+        return record_from_row(rows[0], self._recipients) if rows else None
 
     async def history(self, provider: str, key: str) -> list[Transition]:
         """See ``Ledger.history``."""
@@ -777,7 +776,7 @@ class SQLiteLedger:
         where, args = _filters(provider, state)
         sql = f"SELECT {_COLS} FROM payouts{where} ORDER BY created_at, rowid LIMIT ?"
         args += (-1 if limit is None else max(limit, 0),)
-        return [record_from_row(row) for row in await self._read(sql, args)]
+        return [record_from_row(row, self._recipients) for row in await self._read(sql, args)]
 
     async def counts(self, *, provider: str | None = None) -> dict[LedgerState, int]:
         """See ``Ledger.counts``."""
@@ -785,34 +784,56 @@ class SQLiteLedger:
         rows = await self._read(f"SELECT state, count(*) FROM payouts{where} GROUP BY state", args)
         return {LedgerState(state): count for state, count in rows}
 
+    def _note_drop(self, conn: sqlite3.Connection, provider: str, key: str) -> None:
+        """Before a final write (worker thread): if the row keeps its recipient in
+        clear, the WAL must be emptied once the write commits."""
+        held = conn.execute(_RECIPIENT, (provider, key)).fetchone()
+        if held is not None and is_clear(held[0]):
+            self._dropped_clear = True
 
-def _enqueue_one(conn: sqlite3.Connection, provider: str, intent: Intent, now: float) -> Enqueued:
+
+@attrs.frozen
+class _Intent:
+    """An intent as ``begin`` would write it: its fingerprint, and its parameters as
+    kept (the recipient apart)."""
+
+    intent: Intent
+    digest: str
+    stored: Stored
+
+
+def _enqueue_one(
+    conn: sqlite3.Connection, provider: str, one: _Intent, now: float, recipients: Recipients
+) -> Enqueued:
     """``enqueue`` for one intent, inside the caller's transaction (``begin``'s rules)."""
+    intent, stored = one.intent, one.stored
     key = intent.key
-    params_text = dump_params(intent.params)
+    params_text = dump_params(stored.params)
     if intent.order_id is not None:
         holder = conn.execute(_ORDER_ID_HOLDER, (provider, intent.order_id)).fetchone()
         if holder is not None and holder[0] != key:
-            row = conn.execute(_HASH_AND_STATE, (provider, key)).fetchone()
-            state = None if row is None else LedgerState(row[1])
+            row = conn.execute(_STATE, (provider, key)).fetchone()
+            state = None if row is None else LedgerState(row[0])
             return Enqueued(key, EnqueueOutcome.CONFLICT, state)
     pending = LedgerState.PENDING.value
-    values: tuple[Any, ...] = (provider, key, intent.params_hash, params_text, pending)
-    values += (None, intent.order_id, None, 0, None, None, 0, now, now, None, None, None)
-    if conn.execute(_INSERT, values).fetchall():
+    values: tuple[Any, ...] = (provider, key, one.digest, params_text, pending, None)
+    values += (intent.order_id, None, 0, None, None, 0, now, now, None, None, None)
+    if conn.execute(_INSERT, (*values, stored.recipient)).fetchall():
         conn.execute(_LOG, (provider, key, None, pending, now, None, "intent recorded (enqueued)"))
         return Enqueued(key, EnqueueOutcome.NEW, LedgerState.PENDING)
-    found_hash, found_state = conn.execute(_HASH_AND_STATE, (provider, key)).fetchone()
-    state = LedgerState(found_state)
-    if state is LedgerState.REFUSED:
-        again = (intent.params_hash, params_text, intent.order_id, now, provider, key)
+    record = record_from_row(conn.execute(_SELECT, (provider, key)).fetchone(), recipients)
+    if record.state is LedgerState.REFUSED:
+        again = (one.digest, params_text, stored.recipient, intent.order_id, now, provider, key)
         conn.execute(_REQUEUE, again)
         note = "intent recorded again after a refusal (enqueued)"
-        conn.execute(_LOG, (provider, key, state.value, pending, now, None, note))
+        conn.execute(_LOG, (provider, key, record.state.value, pending, now, None, note))
         return Enqueued(key, EnqueueOutcome.AGAIN, LedgerState.PENDING)
-    if found_hash != intent.params_hash:
-        return Enqueued(key, EnqueueOutcome.CONFLICT, state)
-    return Enqueued(key, EnqueueOutcome.EXISTING, state)
+    row_name = f"{provider}/{key}"
+    if recipients.matches(
+        record.params_hash, record.params, intent.params, row=row_name, digest=one.digest
+    ):
+        return Enqueued(key, EnqueueOutcome.EXISTING, record.state)
+    return Enqueued(key, EnqueueOutcome.CONFLICT, record.state)
 
 
 def _filters(provider: str | None, state: LedgerState | None) -> tuple[str, tuple[Any, ...]]:

@@ -15,15 +15,18 @@ from .._errors import ConfigurationError
 from ._base import Ledger
 from ._memory import MemoryLedger
 from ._postgres import DEFAULT_COMMAND_TIMEOUT, PostgresLedger
-from ._sqlite import DEFAULT_BUSY_TIMEOUT, SQLiteLedger
+from ._sqlite import DEFAULT_BUSY_TIMEOUT, DEFAULT_CHECKPOINT_INTERVAL, SQLiteLedger
 
 __all__ = ["LedgerURL", "ledger_from_url", "parse_ledger_url"]
 
 Scheme = Literal["memory", "sqlite", "postgresql"]
 
-_SQLITE_OPTIONS = frozenset({"synchronous", "busy_timeout"})
+#: Every scheme's: the environment variable holding the ledger's encryption key.
+KEY_ENV = "key_env"
+_SQLITE_OPTIONS = frozenset({"synchronous", "busy_timeout", "checkpoint_interval", KEY_ENV})
 _POSTGRES_OPTIONS = frozenset(
     {
+        KEY_ENV,
         "schema",
         "table_prefix",
         "max_connections",
@@ -37,6 +40,7 @@ _SCHEME_PREFIX = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]+):")
 _HINT = "use sqlite:///relative/path.db, sqlite:////absolute/path.db or postgresql://..."
 #: asyncpg connection parameters that must not be shown.
 _SECRET_PARAMS = frozenset({"password", "passfile", "sslpassword"})
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 @attrs.frozen
@@ -46,7 +50,9 @@ class LedgerURL:
     ``path`` is the SQLite file as written in the URL and ``location`` the absolute
     path it names from the current directory (for PostgreSQL: the server, database
     and schema, without any password), fit to be printed; ``dsn`` is what PostgreSQL is
-    given (the ledger's own options removed).
+    given (the ledger's own options removed). ``key_env`` is the environment variable
+    that holds the encryption key, if the URL names one (never part of ``location``:
+    giving a ledger a key does not make it another ledger).
     """
 
     scheme: Scheme
@@ -55,32 +61,70 @@ class LedgerURL:
     options: Mapping[str, str] = attrs.field(factory=dict)
     location: str = ""
 
-    def ledger(self) -> Ledger:
-        """A new, unopened ledger for this URL."""
+    @property
+    def key_env(self) -> str | None:
+        """The environment variable the URL takes the encryption key from, if any."""
+        return self.options.get(KEY_ENV)
+
+    def encryption_key(self, given: str | bytes | None = None) -> str | bytes | None:
+        """The key: ``given``, or the one in the URL's ``key_env`` variable
+        (``ConfigurationError`` when that is unset, or differs from ``given``)."""
+        name = self.key_env
+        if name is None:
+            return given
+        value = os.environ.get(name, "").strip()
+        if not value:
+            raise ConfigurationError(
+                f"the ledger URL takes its encryption key from ${name}, which is not set"
+            )
+        if given is not None and _text(given) != value:
+            raise ConfigurationError(
+                f"two different encryption keys for one ledger: ${name} (the URL's key_env) "
+                "and another one: give it once"
+            )
+        return value
+
+    def ledger(self, *, encryption_key: str | bytes | None = None) -> Ledger:
+        """A new, unopened ledger for this URL, with ``encryption_key`` or the one its
+        ``key_env`` names."""
+        key = self.encryption_key(encryption_key)
         if self.scheme == "memory":
-            return MemoryLedger()
+            return MemoryLedger(encryption_key=key)
         if self.scheme == "sqlite":
             assert self.path is not None
-            return _sqlite_ledger(self.path, self.options)
-        return _postgres_ledger(self.dsn or "", self.options)
+            return _sqlite_ledger(self.path, self.options, key)
+        return _postgres_ledger(self.dsn or "", self.options, key)
 
 
-def ledger_from_url(url: str) -> Ledger:
+def _text(key: str | bytes) -> str:
+    return key.strip() if isinstance(key, str) else key.decode("ascii", "replace").strip()
+
+
+def ledger_from_url(url: str, *, encryption_key: str | bytes | None = None) -> Ledger:
     """The ledger ``url`` names.
 
     - ``memory://`` -- a ``MemoryLedger`` (nothing survives the process);
     - ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db`` (as SQLAlchemy
       spells them) or a bare file path -- a ``SQLiteLedger``; options
-      ``?synchronous=NORMAL`` and ``?busy_timeout=SECONDS``;
+      ``?synchronous=NORMAL``, ``?busy_timeout=SECONDS`` and
+      ``?checkpoint_interval=SECONDS``;
     - ``postgresql://...`` or ``postgres://...`` -- a ``PostgresLedger``; options
       ``?schema=...``, ``?table_prefix=...``, ``?max_connections=N`` and (in seconds)
       ``?command_timeout=``, ``?statement_timeout=``, ``?lock_timeout=`` are the
       ledger's, any other query parameter goes to asyncpg.
 
+    Every scheme takes ``?key_env=NAME``: the ledger's encryption key (see
+    ``new_encryption_key``) is read from the environment variable ``NAME`` when the
+    ledger is made -- e.g. ``sqlite:///payouts.db?key_env=PAYOUT_ASYNC_LEDGER_KEY``.
+    With a key, each row's recipient (card, phone, wallet) is stored encrypted; without
+    one, in clear until the payout is final. ``encryption_key`` gives the key directly
+    (it must agree with ``key_env``'s, if both are given).
+
     Anything else raises ``ConfigurationError``: an unknown scheme, a scheme without
-    ``//`` (``sqlite:payouts.db`` is not a file name), an empty path, unknown options.
+    ``//`` (``sqlite:payouts.db`` is not a file name), an empty path, unknown options,
+    a ``key_env`` that is not a variable name or is not set.
     """
-    return parse_ledger_url(url).ledger()
+    return parse_ledger_url(url).ledger(encryption_key=encryption_key)
 
 
 def parse_ledger_url(url: str) -> LedgerURL:
@@ -99,9 +143,7 @@ def parse_ledger_url(url: str) -> LedgerURL:
         return LedgerURL("sqlite", path=url, location=os.path.abspath(url))
     scheme = url.split("://", 1)[0].lower()
     if scheme == "memory":
-        if url.lower() != "memory://":
-            raise ConfigurationError(f"bad ledger URL {url!r}: memory:// takes nothing after //")
-        return LedgerURL("memory", location="memory:// (kept in this process only)")
+        return _parse_memory(url)
     if scheme == "sqlite":
         return _parse_sqlite(url)
     if scheme in ("postgresql", "postgres"):
@@ -122,6 +164,26 @@ def _split_options(url: str, allowed: frozenset[str]) -> tuple[str, dict[str, st
     return urlunsplit(parts._replace(query=urlencode(theirs))), ours
 
 
+def _parse_memory(url: str) -> LedgerURL:
+    parts = urlsplit(url)
+    if parts.netloc or parts.path or parts.fragment:
+        raise ConfigurationError(
+            f"bad ledger URL {url!r}: memory:// takes nothing after // but ?key_env="
+        )
+    _, options = _split_options(url, frozenset({KEY_ENV}))
+    unknown = {name for name, _ in parse_qsl(parts.query, keep_blank_values=True)} - {KEY_ENV}
+    if unknown:
+        raise ConfigurationError(f"unknown memory ledger options {sorted(unknown)}")
+    _check_key_env(options)
+    return LedgerURL("memory", options=options, location="memory:// (kept in this process only)")
+
+
+def _check_key_env(options: Mapping[str, str]) -> None:
+    name = options.get(KEY_ENV)
+    if name is not None and not _ENV_NAME.fullmatch(name):
+        raise ConfigurationError(f"key_env must name an environment variable, not {name!r}")
+
+
 def _parse_sqlite(url: str) -> LedgerURL:
     parts = urlsplit(url)
     path = unquote(parts.path)
@@ -135,15 +197,19 @@ def _parse_sqlite(url: str) -> LedgerURL:
     if unknown:
         raise ConfigurationError(f"unknown SQLite ledger options {sorted(unknown)}")
     _sqlite_settings(options)  # refuse bad values now, not when the ledger is built
+    _check_key_env(options)
     return LedgerURL("sqlite", path=path[1:], options=options, location=os.path.abspath(path[1:]))
 
 
-def _sqlite_settings(options: Mapping[str, str]) -> tuple[Literal["FULL", "NORMAL"], float]:
+def _sqlite_settings(
+    options: Mapping[str, str],
+) -> tuple[Literal["FULL", "NORMAL"], float, float]:
     synchronous = options.get("synchronous", "FULL").upper()
     if synchronous not in ("FULL", "NORMAL"):
         raise ConfigurationError("synchronous must be FULL or NORMAL")
     busy_timeout = _seconds(options, "busy_timeout", DEFAULT_BUSY_TIMEOUT)
-    return ("FULL" if synchronous == "FULL" else "NORMAL"), busy_timeout
+    interval = _seconds(options, "checkpoint_interval", DEFAULT_CHECKPOINT_INTERVAL)
+    return ("FULL" if synchronous == "FULL" else "NORMAL"), busy_timeout, interval
 
 
 def _seconds(options: Mapping[str, str], name: str, default: float) -> float:
@@ -156,13 +222,20 @@ def _seconds(options: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
-def _sqlite_ledger(path: str, options: Mapping[str, str]) -> SQLiteLedger:
-    synchronous, busy_timeout = _sqlite_settings(options)
-    return SQLiteLedger(path, synchronous=synchronous, busy_timeout=busy_timeout)
+def _sqlite_ledger(path: str, options: Mapping[str, str], key: str | bytes | None) -> SQLiteLedger:
+    synchronous, busy_timeout, interval = _sqlite_settings(options)
+    return SQLiteLedger(
+        path,
+        synchronous=synchronous,
+        busy_timeout=busy_timeout,
+        checkpoint_interval=interval,
+        encryption_key=key,
+    )
 
 
 def _parse_postgres(url: str) -> LedgerURL:
     dsn, options = _split_options(url, _POSTGRES_OPTIONS)
+    _check_key_env(options)
     _postgres_max_connections(options)
     _postgres_timeouts(options)  # refuse bad values now, not when the ledger is built
     parts = urlsplit(dsn)
@@ -195,9 +268,7 @@ def _postgres_max_connections(options: Mapping[str, str]) -> int:
 
 
 def _postgres_timeouts(options: Mapping[str, str]) -> dict[str, float]:
-    timeouts = {
-        "command_timeout": _seconds(options, "command_timeout", DEFAULT_COMMAND_TIMEOUT)
-    }
+    timeouts = {"command_timeout": _seconds(options, "command_timeout", DEFAULT_COMMAND_TIMEOUT)}
     for name in ("statement_timeout", "lock_timeout"):
         if name in options:
             timeouts[name] = _seconds(options, name, 0.0)
@@ -206,11 +277,17 @@ def _postgres_timeouts(options: Mapping[str, str]) -> dict[str, float]:
     return timeouts
 
 
-def _postgres_ledger(dsn: str, options: Mapping[str, str]) -> PostgresLedger:
+def _postgres_ledger(
+    dsn: str, options: Mapping[str, str], key: str | bytes | None
+) -> PostgresLedger:
+    timeouts = _postgres_timeouts(options)
     return PostgresLedger(
         dsn,
         schema=options.get("schema") or None,
         table_prefix=options.get("table_prefix", ""),
         max_connections=_postgres_max_connections(options),
-        **_postgres_timeouts(options),
+        command_timeout=timeouts["command_timeout"],
+        statement_timeout=timeouts.get("statement_timeout"),
+        lock_timeout=timeouts.get("lock_timeout"),
+        encryption_key=key,
     )

@@ -1,7 +1,16 @@
 """The reliability layer: ``Payouts`` drives each payout through the ledger."""
 
+from ._flow import UnknownRecoveryPointError
 from ._orchestrator import Payouts, intent_for, order_id_for
 from ._result import PayoutResult, PayoutStatus
 from ._worker import WorkerSummary
 
-__all__ = ["PayoutResult", "PayoutStatus", "Payouts", "WorkerSummary", "intent_for", "order_id_for"]
+__all__ = [
+    "PayoutResult",
+    "PayoutStatus",
+    "Payouts",
+    "UnknownRecoveryPointError",
+    "WorkerSummary",
+    "intent_for",
+    "order_id_for",
+]

@@ -13,35 +13,19 @@ when no request of the previous holder can still be in flight.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any
 
-from .._errors import (
-    AuthenticationError,
-    InvalidRequestError,
-    NotFoundError,
-    PermissionDeniedError,
-    RequestNotSentError,
-    ValidationError,
-)
+from .._errors import NotFoundError, RequestNotSentError
 from .._fence import guarded
-from .._polling import PollPolicy
 from ..enot import EnotClient, Payoff, PayoffRequest, PayoffStatus
 from ..enot._poller import reconcile_payoff, wait_for_final
 from ..ledger import LeaseLostError, LedgerState, PayoutRecord
-from ._result import Settings
+from ._flow import REFUSED, Flow, Reading, Step
 from ._run import Run
 
 __all__ = ["EnotFlow", "payoff_mismatch"]
 
-# Answers that say the provider refused the create (nothing should exist).
-_REFUSED = (
-    AuthenticationError,
-    InvalidRequestError,
-    PermissionDeniedError,
-    NotFoundError,
-    ValidationError,
-)
 _FINAL = {PayoffStatus.SUCCESS: LedgerState.SUCCEEDED, PayoffStatus.FAIL: LedgerState.FAILED}
 
 
@@ -75,31 +59,32 @@ def payoff_mismatch(request: PayoffRequest, payoff: Payoff) -> str | None:
     return None
 
 
-class EnotFlow:
+class EnotFlow(Flow[EnotClient, PayoffRequest, Payoff]):
     """Drives an Enot row from its recovery point to a final state, or to
     ``processing`` at the poll deadline."""
 
     provider = "enot"
+    noun = "payoff"
+    request_type = PayoffRequest
+    refused = (*REFUSED, NotFoundError)
 
-    def __init__(self, client: EnotClient, settings: Settings, poll: PollPolicy) -> None:
-        self.client = client
-        self.settings = settings
-        self.poll = poll
+    def steps(self) -> Mapping[LedgerState, Step[PayoffRequest]]:
+        return {LedgerState.PENDING: self._create, LedgerState.SENDING: self._reconcile}
 
-    async def drive(self, run: Run) -> None:
-        """Run the state machine until the row is final or waiting on the provider."""
-        request = PayoffRequest(**run.record.params)
-        while True:
-            state = run.record.state
-            if state is LedgerState.PENDING:
-                await self._create(run, request)
-            elif state is LedgerState.SENDING:
-                await self._reconcile(run, request)
-            elif state is LedgerState.PROCESSING:
-                if not await self._poll(run, request):
-                    return
-            else:
-                return
+    async def follow(self, run: Run) -> Payoff:
+        payoff_id = run.record.operation_id
+        order_id = None if payoff_id else self._order_id(run)
+        return await wait_for_final(
+            self.client, payoff_id=payoff_id, order_id=order_id, policy=self.poll
+        )
+
+    def read(self, answer: Payoff) -> Reading:
+        return Reading(
+            final=_FINAL.get(answer.status),
+            provider_status=answer.raw_status,
+            failure=answer.error_message or "fail",
+            provider_id=answer.payoff_id,
+        )
 
     def reopen_at(self, stopped_at: LedgerState, record: PayoutRecord) -> LedgerState:
         """Where ``reconcile()`` resumes a parked row: a row that had sent creates is
@@ -120,9 +105,7 @@ class EnotFlow:
         first = self.settings.lookup_before_create and not run.record.attempts
         if first and await self._found_before_create(run, request):
             return
-        await run.move(
-            LedgerState.SENDING, add_attempt=True, note="creating payoff"
-        )
+        await run.move(LedgerState.SENDING, add_attempt=True, note="creating payoff")
         try:
             with guarded(run.fence):
                 created = await self.client.create_payoff_from(
@@ -133,7 +116,7 @@ class EnotFlow:
         except RequestNotSentError as error:  # nothing reached Enot: nothing to look up
             await run.move(LedgerState.PENDING, last_error=str(error), note="create not sent")
             return
-        except _REFUSED as error:
+        except self.refused as error:
             await self._confirm_refusal(run, request, error)
             return
         except Exception as error:  # the create may have happened
@@ -163,12 +146,10 @@ class EnotFlow:
         except Exception as error:
             await run.give_up("could not look the order_id up before creating", error)
             return True
-        await self._adopt(run, request, payoff, by_order_id=True)
+        await self.adopt(run, request, payoff, looked_up=True)
         return True
 
-    async def _confirm_refusal(
-        self, run: Run, request: PayoffRequest, refusal: Exception
-    ) -> None:
+    async def _confirm_refusal(self, run: Run, request: PayoffRequest, refusal: Exception) -> None:
         """A refused create left nothing -- unless an earlier create of this row whose
         answer was lost did: then the refusal may be Enot's "duplicate order_id", and
         its info may lag, so the row is reconciled like any unknown outcome. Otherwise
@@ -184,7 +165,7 @@ class EnotFlow:
         except Exception as error:
             await self._outcome_unknown(run, error, f"create refused ({refusal}), lookup failed")
             return
-        await self._adopt(run, request, payoff, by_order_id=True)
+        await self.adopt(run, request, payoff, looked_up=True)
 
     async def _reconcile(self, run: Run, request: PayoffRequest) -> None:
         try:
@@ -203,38 +184,14 @@ class EnotFlow:
                 note=f"not found for {self.settings.grace:g}s after sending; creating again",
             )
             return
-        await self._adopt(run, request, payoff, by_order_id=True)
+        await self.adopt(run, request, payoff, looked_up=True)
 
-    async def _poll(self, run: Run, request: PayoffRequest) -> bool:
-        payoff_id = run.record.operation_id
-        order_id = None if payoff_id else self._order_id(run)
-        try:
-            payoff = await wait_for_final(
-                self.client, payoff_id=payoff_id, order_id=order_id, policy=self.poll
-            )
-        except Exception as error:
-            await run.give_up("could not follow the payoff", error)
-            return True
-        if payoff.is_final:
-            await self._adopt(run, request, payoff, by_order_id=payoff_id is None)
-            return True
-        await run.move(
-            LedgerState.PROCESSING, provider_status=payoff.raw_status, note="poll deadline"
-        )
-        return False
-
-    async def _adopt(
-        self, run: Run, request: PayoffRequest, payoff: Payoff, *, by_order_id: bool
+    async def adopt(
+        self, run: Run, request: PayoffRequest, answer: Payoff, *, looked_up: bool = False
     ) -> None:
-        if by_order_id and (mismatch := payoff_mismatch(request, payoff)) is not None:
+        """Record what ``answer`` says -- after checking that a payoff found by
+        order_id is this payout (``payoff_mismatch``): if not, the row parks."""
+        if looked_up and (mismatch := payoff_mismatch(request, answer)) is not None:
             await run.give_up(f"the payoff found by order_id is not this payout: {mismatch}")
             return
-        final = _FINAL.get(payoff.status)
-        changes: dict[str, Any] = {"provider_status": payoff.raw_status}
-        if payoff.payoff_id:
-            changes["operation_id"] = payoff.payoff_id
-        if final is None:
-            await run.move(LedgerState.PROCESSING, note="payoff found", **changes)
-            return
-        reason = None if final is LedgerState.SUCCEEDED else (payoff.error_message or "fail")
-        await run.move(final, reason=reason, **changes)
+        await super().adopt(run, request, answer, looked_up=looked_up)

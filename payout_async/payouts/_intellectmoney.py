@@ -23,17 +23,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 
-from .._errors import (
-    AuthenticationError,
-    InvalidRequestError,
-    PermissionDeniedError,
-    ProviderRejectedError,
-    RequestNotSentError,
-    ValidationError,
-)
+from .._errors import ProviderRejectedError, RequestNotSentError
 from .._fence import guarded
-from .._polling import PollPolicy
 from ..intellectmoney import (
     IntellectMoneyClient,
     MassPaymentOperationState,
@@ -41,21 +34,14 @@ from ..intellectmoney import (
     PayoutOperation,
 )
 from ..intellectmoney._poller import wait_for_final
-from ..ledger import LeaseLostError, LedgerState, PayoutRecord
-from ._result import Settings
+from ..ledger import LeaseLostError, LedgerState
+from ._flow import REFUSED, Flow, Reading, Step
 from ._run import Run
 
 __all__ = ["IntellectMoneyFlow"]
 
 logger = logging.getLogger("payout_async")
 
-_REFUSED = (
-    AuthenticationError,
-    ProviderRejectedError,
-    InvalidRequestError,
-    PermissionDeniedError,
-    ValidationError,
-)
 _FINAL = {
     MassPaymentOperationState.COMPLETED: LedgerState.SUCCEEDED,
     MassPaymentOperationState.FAILED: LedgerState.FAILED,
@@ -65,45 +51,40 @@ _FINAL = {
 }
 
 
-class IntellectMoneyFlow:
+class IntellectMoneyFlow(Flow[IntellectMoneyClient, OperationRequest, PayoutOperation]):
     """Drives an IntellectMoney row from its recovery point to a final state, or to
-    ``processing`` at the poll deadline."""
+    ``processing`` at the poll deadline. Every recovery point is safe to go on from,
+    so ``reconcile()`` resumes a parked row where it stopped."""
 
     provider = "intellectmoney"
+    noun = "operation"
+    request_type = OperationRequest
+    refused = (*REFUSED, ProviderRejectedError)
 
-    def __init__(self, client: IntellectMoneyClient, settings: Settings, poll: PollPolicy) -> None:
-        self.client = client
-        self.settings = settings
-        self.poll = poll
+    def steps(self) -> Mapping[LedgerState, Step[OperationRequest]]:
+        return {
+            LedgerState.PENDING: self._create,
+            LedgerState.SENDING: self._create,
+            LedgerState.CREATED: self._execute,
+            LedgerState.EXECUTING: self._execution_lost,
+        }
 
-    async def drive(self, run: Run) -> None:
-        """Run the state machine until the row is final or waiting on the provider."""
-        request = OperationRequest(**run.record.params)
-        while True:
-            state = run.record.state
-            if state in (LedgerState.PENDING, LedgerState.SENDING):
-                await self._create(run, request)
-            elif state is LedgerState.CREATED:
-                await self._execute(run)
-            elif state is LedgerState.EXECUTING:
-                await self._check_execution(run, refusal=None)
-            elif state is LedgerState.PROCESSING:
-                if not await self._poll(run):
-                    return
-            else:
-                return
+    async def follow(self, run: Run) -> PayoutOperation:
+        return await wait_for_final(self.client, self._operation_id(run), policy=self.poll)
 
-    def reopen_at(self, stopped_at: LedgerState, record: PayoutRecord) -> LedgerState:
-        """Where ``reconcile()`` resumes a parked row: where it stopped, as each
-        recovery point is safe to go on from."""
-        return stopped_at
+    def read(self, answer: PayoutOperation) -> Reading:
+        return Reading(
+            final=_FINAL.get(answer.state),
+            provider_status=answer.raw_state,
+            failure=answer.error_message or f"operation ended {answer.raw_state}",
+        )
 
     async def _create(self, run: Run, request: OperationRequest) -> None:
         # A create lost earlier left at most an orphan in ``Created``: harmless, as
         # nothing will ever execute it. Creating again is safe.
         try:
             operation = await self.client.create_operation_from(request)
-        except _REFUSED as error:
+        except self.refused as error:
             await run.refused("create refused", error)
             return
         except Exception as error:
@@ -125,7 +106,7 @@ class IntellectMoneyFlow:
             await self._delete_quietly(operation.operation_id)
             raise
 
-    async def _execute(self, run: Run) -> None:
+    async def _execute(self, run: Run, request: OperationRequest) -> None:
         operation_id = self._operation_id(run)
         if run.attempts_this_pass >= self.settings.max_send_attempts:
             await run.give_up(f"execute did not take after {run.record.attempts} attempts")
@@ -142,14 +123,21 @@ class IntellectMoneyFlow:
         except Exception as error:
             # Whatever happened, the operation's state says whether money moved.
             run.unknown_from = time.monotonic()
-            await self._check_execution(run, refusal=error if isinstance(error, _REFUSED) else None)
+            refusal = error if isinstance(error, self.refused) else None
+            await self._check_execution(run, request, refusal=refusal)
             return
         if operation.accepted or operation.state is MassPaymentOperationState.UNKNOWN:
             await run.move(LedgerState.PROCESSING, provider_status=operation.raw_state)
             return
-        await self._adopt(run, operation)
+        await self.adopt(run, request, operation)
 
-    async def _check_execution(self, run: Run, *, refusal: Exception | None) -> None:
+    async def _execution_lost(self, run: Run, request: OperationRequest) -> None:
+        """A row found ``executing``: an execute may be in flight or may have landed."""
+        await self._check_execution(run, request, refusal=None)
+
+    async def _check_execution(
+        self, run: Run, request: OperationRequest, *, refusal: Exception | None
+    ) -> None:
         """Decide from the operation's state whether a lost or refused execute
         happened; ``Created`` counts only once it has held over the settle window."""
         operation_id = self._operation_id(run)
@@ -168,7 +156,7 @@ class IntellectMoneyFlow:
                     return
             else:
                 if operation.state is not MassPaymentOperationState.CREATED:
-                    await self._adopt(run, operation)  # it happened
+                    await self.adopt(run, request, operation)  # it happened
                     return
                 left = settled_at - time.monotonic()
                 if left <= 0:
@@ -185,30 +173,6 @@ class IntellectMoneyFlow:
             provider_status=operation.raw_state,
             note=f"execute did not happen ({held}); executing again",
         )
-
-    async def _poll(self, run: Run) -> bool:
-        try:
-            operation = await wait_for_final(self.client, self._operation_id(run), policy=self.poll)
-        except Exception as error:
-            await run.give_up("could not follow the operation", error)
-            return True
-        if operation.is_final:
-            await self._adopt(run, operation)
-            return True
-        await run.move(
-            LedgerState.PROCESSING, provider_status=operation.raw_state, note="poll deadline"
-        )
-        return False
-
-    async def _adopt(self, run: Run, operation: PayoutOperation) -> None:
-        final = _FINAL.get(operation.state)
-        if final is None:
-            await run.move(LedgerState.PROCESSING, provider_status=operation.raw_state)
-            return
-        reason = None
-        if final is not LedgerState.SUCCEEDED:
-            reason = operation.error_message or f"operation ended {operation.raw_state}"
-        await run.move(final, provider_status=operation.raw_state, reason=reason)
 
     def _operation_id(self, run: Run) -> str:
         operation_id = run.record.operation_id

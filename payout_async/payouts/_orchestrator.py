@@ -17,7 +17,7 @@ from collections.abc import (
     Iterator,
 )
 from decimal import Decimal
-from typing import Any, Generic, Self, TypeVar
+from typing import Any, Generic, Self, TypeVar, overload
 
 import attrs
 
@@ -38,10 +38,10 @@ from ..ledger import (
     LedgerError,
     LedgerState,
     PayoutRecord,
-    params_hash,
 )
 from ..ledger._patience import one_payout
 from ._enot import EnotFlow
+from ._flow import Flow
 from ._intellectmoney import IntellectMoneyFlow
 from ._owner import new_owner, owner_is_dead
 from ._result import PayoutResult, PayoutStatus, Settings
@@ -77,15 +77,15 @@ def _request_params(request: OperationRequest | PayoffRequest) -> dict[str, Any]
 
 def intent_for(key: str, request: OperationRequest | PayoffRequest) -> Intent:
     """The intent ``pay(key, request)`` records: the request's parameters (an Enot
-    payoff's with its order_id), their hash, and the order_id. ``ValidationError`` for a
-    key ``pay()`` would refuse."""
+    payoff's with its order_id) and the order_id; the ledger fingerprints them.
+    ``ValidationError`` for a key ``pay()`` would refuse."""
     check_key(key)
     params = _request_params(request)
     order_id = None
     if isinstance(request, PayoffRequest):
         order_id = request.order_id or order_id_for(key)
         params["order_id"] = order_id
-    return Intent(key=key, params_hash=params_hash(params), params=params, order_id=order_id)
+    return Intent(key=key, params=params, order_id=order_id)
 
 
 @attrs.frozen
@@ -99,9 +99,11 @@ class _InFlight:
 class Payouts(Generic[Request]):
     """Pays each requested payout at most once and drives it to a known end.
 
-    ``client`` is an ``IntellectMoneyClient`` or an ``EnotClient``; ``ledger`` is
-    where intent and every step are written before the next network call. ``poll``
-    bounds how long ``pay()`` follows a payout before returning ``processing``;
+    ``client`` is an ``IntellectMoneyClient`` or an ``EnotClient``; it fixes the
+    request type, to a type checker too (``Payouts[OperationRequest]`` or
+    ``Payouts[PayoffRequest]``). ``ledger`` is where intent and every step are written
+    before the next network call. ``poll`` bounds how long ``pay()`` follows a payout
+    before returning ``processing``;
     ``grace`` is the Enot grace period in seconds ("not found" must hold that
     long after a lost create before the payoff is created again);
     ``execute_settle`` is how long an IntellectMoney operation must keep reading
@@ -115,6 +117,36 @@ class Payouts(Generic[Request]):
     async context manager, or call ``aclose()``: that waits for lease releases still
     under way. It never closes the client or the ledger it was given.
     """
+
+    @overload
+    def __init__(
+        self: Payouts[OperationRequest],
+        client: IntellectMoneyClient,
+        ledger: Ledger,
+        *,
+        poll: PollPolicy | None = ...,
+        grace: float = ...,
+        lease_seconds: float = ...,
+        max_send_attempts: int = ...,
+        owner: str | None = ...,
+        execute_settle: float = ...,
+        lookup_before_create: bool = ...,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self: Payouts[PayoffRequest],
+        client: EnotClient,
+        ledger: Ledger,
+        *,
+        poll: PollPolicy | None = ...,
+        grace: float = ...,
+        lease_seconds: float = ...,
+        max_send_attempts: int = ...,
+        owner: str | None = ...,
+        execute_settle: float = ...,
+        lookup_before_create: bool = ...,
+    ) -> None: ...
 
     def __init__(
         self,
@@ -138,13 +170,11 @@ class Payouts(Generic[Request]):
             lookup_before_create=lookup_before_create,
         )
         poll = poll or PollPolicy()
-        self._flow: IntellectMoneyFlow | EnotFlow
+        self._flow: Flow[Any, Any, Any]
         if isinstance(client, IntellectMoneyClient):
             self._flow = IntellectMoneyFlow(client, settings, poll)
-            self._request_type: type = OperationRequest
         else:
             self._flow = EnotFlow(client, settings, poll)
-            self._request_type = PayoffRequest
         self.client = client
         self.ledger = ledger
         self.provider = self._flow.provider
@@ -182,16 +212,17 @@ class Payouts(Generic[Request]):
         ``processing`` at the poll deadline (``resume()`` finishes it later).
         """
         check_key(key)
-        if not isinstance(request, self._request_type):
+        request_type = self._flow.request_type
+        if not isinstance(request, request_type):
             raise ValidationError(
-                "request", f"must be a {self._request_type.__name__} for {self.provider}"
+                "request", f"must be a {request_type.__name__} for {self.provider}"
             )
         params = _request_params(request)
         order_id = None
         if isinstance(request, PayoffRequest):
             order_id = request.order_id or order_id_for(key)
             params["order_id"] = order_id
-        digest = params_hash(params)
+        digest = self.ledger.params_hash(params)
         while (joined := self._in_flight.get(key)) is not None:
             if joined.params_hash != digest:
                 raise IdempotencyConflictError(key)
@@ -444,9 +475,10 @@ class Payouts(Generic[Request]):
         return await self.ledger.enqueue(self.provider, intents)
 
     def _intent(self, key: str, request: Request) -> Intent:
-        if not isinstance(request, self._request_type):
+        request_type = self._flow.request_type
+        if not isinstance(request, request_type):
             raise ValidationError(
-                "request", f"must be a {self._request_type.__name__} for {self.provider}"
+                "request", f"must be a {request_type.__name__} for {self.provider}"
             )
         return intent_for(key, request)
 
@@ -494,7 +526,9 @@ class Payouts(Generic[Request]):
         if key in self._in_flight:  # a pay() here drives it (its lease lapsed)
             await self._release(claim)
             return PayoutResult.from_record(claim.record, reason="in progress here")
-        with self._driving(key, claim.record.params_hash) as result:
+        # The digest a pay() of these parameters computes (as ``_drain`` does).
+        digest = self.ledger.params_hash(claim.record.params)
+        with self._driving(key, digest) as result:
             try:
                 reopen = claim.record.state in PARKED_STATES
                 drove = await self._drive(
@@ -548,7 +582,10 @@ class Payouts(Generic[Request]):
                 if key in self._in_flight:  # a pay() here drives it (its lease lapsed)
                     await self._release(claim)
                     return PayoutResult.from_record(claim.record, reason="in progress here")
-                with self._driving(key, claim.record.params_hash) as result:
+                # The digest a pay() of these parameters computes (the row may hold a
+                # plain one from before the ledger had its key).
+                digest = self.ledger.params_hash(claim.record.params)
+                with self._driving(key, digest) as result:
                     try:
                         reopen = claim.record.state in PARKED_STATES
                         result.set_result(
@@ -624,7 +661,8 @@ class Payouts(Generic[Request]):
         return None if record is None else PayoutResult.from_record(record)
 
     async def apply_webhook(self, webhook: PayoffWebhook) -> PayoutResult | None:
-        """Record a verified Enot payoff webhook's final status. Repeated and
+        """Record a verified Enot payoff webhook's final status (the callback for
+        ``enot.webhook_handler(payouts.apply_webhook, additional_key)``). Repeated and
         out-of-order deliveries are harmless: a final row is never changed, and a
         non-final status is ignored. Returns the row, or None when nothing was recorded
         (an unknown order, or a status that is not final)."""

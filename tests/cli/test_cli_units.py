@@ -12,7 +12,7 @@ from rich.cells import cell_len
 from payout_async import ConfigurationError
 from payout_async.cli._columns import canonical, read_records
 from payout_async.cli._console import Column, literal, render_table
-from payout_async.cli._views import mask_recipient
+from payout_async.cli._views import mask_wallet
 from payout_async.ledger._url import parse_ledger_url
 
 COLUMNS = (
@@ -99,8 +99,9 @@ def test_json_lines_keep_numbers_as_written(tmp_path: Path) -> None:
     assert record.cells["amount"] == "1e3"  # refused by the amount rules, not read as 1000
 
 
-def test_mask_recipient() -> None:
-    assert mask_recipient("4111111111111111") == "411111******1111"
-    assert mask_recipient("79001234567") == "790******67"
-    assert mask_recipient("short") == "***"
-    assert mask_recipient(None) is None
+def test_mask_wallet() -> None:
+    assert mask_wallet("4111111111111111") == "411111******1111"
+    assert mask_wallet("79001234567") == "7900*****67"
+    assert mask_wallet("7900*****67") == "7900*****67"  # masking twice changes nothing
+    assert mask_wallet("short") == "***"
+    assert mask_wallet(None) is None

@@ -6,16 +6,26 @@ import asyncio
 import json
 import os
 import signal
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from payout_async.ledger import LedgerState, SQLiteLedger
+from payout_async.ledger import LedgerState, SQLiteLedger, new_encryption_key
 from payout_async.sandbox import Sandbox
 
 from ..payouts.support import fast_config
-from .support import COMMAND, assert_paid_once, calls, cli, credentials, good_rows, write_csv
+from .support import (
+    CARD,
+    COMMAND,
+    assert_paid_once,
+    calls,
+    cli,
+    credentials,
+    good_rows,
+    write_csv,
+)
 
 FAST = ["--request-timeout", "1", "--grace", "1.5", "--execute-settle", "1"]
 
@@ -90,9 +100,16 @@ async def test_a_worker_pays_the_queue_and_stops_cleanly_on_sigterm(
     db = tmp_path / "ledger.db"
     ledger = f"sqlite:///{db}"
     path = write_csv(tmp_path / "batch.csv", good_rows(count))
-    env = {**credentials(sandbox), "PAYOUT_ASYNC_STATE_DIR": str(tmp_path)}
-    run = await cli("enqueue", str(path), "--ledger", ledger, state=tmp_path)
+    key = {"PAYOUT_ASYNC_LEDGER_KEY": new_encryption_key()}
+    env = {**credentials(sandbox), "PAYOUT_ASYNC_STATE_DIR": str(tmp_path), **key}
+    run = await cli("enqueue", str(path), "--ledger", ledger, env=key, state=tmp_path)
     assert run.code == 0, run
+    # Recorded as begin() records: the card number sealed with the key, masked elsewhere.
+    with sqlite3.connect(db) as conn:
+        stored = conn.execute("SELECT params, recipient FROM payouts").fetchall()
+    assert len(stored) == count
+    for params, recipient in stored:
+        assert CARD not in params and recipient.startswith("enc:v1:")
     worker = await spawn("worker", "--ledger", ledger, "--concurrency", "4", *FAST, env=env)
     await line_with(worker.stderr, "SIGTERM or Ctrl-C stops it cleanly")
     for _ in range(3000):

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from payout_async.ledger import Intent, PostgresLedger, params_hash
+from payout_async.ledger import Intent, PostgresLedger
 
 from .proxy import FaultyProxy
 from .support import PG_DSN, drop_schema, require_postgres
@@ -45,7 +45,7 @@ async def test_a_listener_listens_again_after_its_connection_broke(schema: str) 
 
             waiting = asyncio.ensure_future(listener.wait(30))
             await asyncio.sleep(0.1)
-            await producer.enqueue("enot", [Intent("k1", params_hash(PARAMS), PARAMS)])
+            await producer.enqueue("enot", [Intent("k1", PARAMS)])
             assert await asyncio.wait_for(waiting, 30)  # another process's NOTIFY
 
             await proxy.refuse()

@@ -11,11 +11,16 @@ from payout_async.ledger import (
     EnqueueOutcome,
     Intent,
     Ledger,
+    LedgerKeyError,
     LedgerState,
+    MemoryLedger,
+    PostgresLedger,
+    SQLiteLedger,
+    new_encryption_key,
     params_hash,
 )
 
-from .support import Backend, token_of
+from .support import DURABLE, PG_DSN, Backend, token_of
 
 P = "enot"
 PARAMS = {"amount": "10.00", "service": "card", "wallet_to": "4111111111111111"}
@@ -30,7 +35,7 @@ NEW, AGAIN, EXISTING, CONFLICT = (
 
 
 def intent(key: str, params: dict[str, Any] = PARAMS, order_id: str | None = None) -> Intent:
-    return Intent(key=key, params_hash=params_hash(params), params=params, order_id=order_id)
+    return Intent(key=key, params=params, order_id=order_id)
 
 
 async def test_enqueue_records_pending_rows_leased_to_nobody(ledger: Ledger) -> None:
@@ -43,7 +48,7 @@ async def test_enqueue_records_pending_rows_leased_to_nobody(ledger: Ledger) -> 
     assert record is not None
     assert record.state is LedgerState.PENDING
     assert dict(record.params) == PARAMS
-    assert record.params_hash == params_hash(PARAMS)
+    assert record.params_hash == ledger.params_hash(PARAMS) == params_hash(PARAMS)
     assert record.order_id == "o-1"
     assert (record.lease_owner, record.lease_expires_at, record.attempts) == (None, None, 0)
     [step] = await ledger.history(P, "k1")
@@ -64,7 +69,7 @@ async def test_enqueue_again_changes_nothing(ledger: Ledger) -> None:
 async def test_enqueue_reports_a_key_with_other_parameters_and_records_nothing(
     ledger: Ledger,
 ) -> None:
-    await ledger.begin(P, "k1", params_hash(PARAMS), PARAMS, owner="w1", lease_seconds=LEASE)
+    await ledger.begin(P, "k1", ledger.params_hash(PARAMS), PARAMS, owner="w1", lease_seconds=LEASE)
     await ledger.transition(
         P, "k1", owner="w1", token=await token_of(ledger, P, "k1"),
         state=LedgerState.PROCESSING, lease_seconds=LEASE,
@@ -90,7 +95,7 @@ async def test_enqueue_refuses_an_order_id_of_another_key(ledger: Ledger) -> Non
 async def test_enqueue_records_a_refused_row_again_and_fences_its_old_claim(
     ledger: Ledger,
 ) -> None:
-    await ledger.begin(P, "k1", params_hash(PARAMS), PARAMS, owner="w1", lease_seconds=LEASE)
+    await ledger.begin(P, "k1", ledger.params_hash(PARAMS), PARAMS, owner="w1", lease_seconds=LEASE)
     token = await token_of(ledger, P, "k1")
     await ledger.transition(
         P, "k1", owner="w1", token=token, state=LedgerState.REFUSED, lease_seconds=LEASE
@@ -201,3 +206,63 @@ async def test_listeners_of_another_provider_are_left_asleep(ledger: Ledger) -> 
         assert await listener.wait(0.1)
     finally:
         await listener.aclose()
+
+
+# -- with an encryption key ----------------------------------------------------------
+
+CARD_PARAMS = {"amount": "10.00", "currency": "RUB", "pan": "4276000012345673"}
+
+
+async def keyed_ledger(backend: Backend, key: str | None) -> Ledger:
+    """A ledger over ``backend``'s store with ``key`` (memory: one per test)."""
+    ledger: Ledger
+    if backend.kind == "memory":
+        ledger = MemoryLedger(encryption_key=key)
+    elif backend.kind == "sqlite":
+        ledger = SQLiteLedger(backend.path, encryption_key=key)
+    else:
+        ledger = PostgresLedger(PG_DSN, schema=backend.schema, encryption_key=key)
+    await ledger.open()
+    backend._made.append(ledger)
+    return ledger
+
+
+async def test_enqueue_keeps_the_recipient_as_begin_does(backend: Backend) -> None:
+    key = new_encryption_key()
+    ledger = await keyed_ledger(backend, key)
+    im = "intellectmoney"
+    [new] = await ledger.enqueue(im, [Intent("c1", CARD_PARAMS)])
+    assert new.outcome is NEW
+    record = await ledger.get(im, "c1")
+    assert record is not None
+    assert dict(record.params) == CARD_PARAMS  # the recipient put back for a live row
+    assert record.params_hash == ledger.params_hash(CARD_PARAMS)
+    assert record.params_hash.startswith("hmac-sha256:")
+    [same] = await ledger.enqueue(im, [Intent("c1", CARD_PARAMS)])
+    assert same.outcome is EXISTING
+    [other] = await ledger.enqueue(im, [Intent("c1", {**CARD_PARAMS, "amount": "11.00"})])
+    assert other.outcome is CONFLICT
+    # What begin() finds is the same row, with the same fingerprint.
+    claim = await ledger.begin(
+        im, "c1", ledger.params_hash(CARD_PARAMS), CARD_PARAMS, owner="w1", lease_seconds=LEASE
+    )
+    assert claim.claimed and not claim.created
+    final = await ledger.transition(
+        im, "c1", owner="w1", token=claim.record.lease_token,
+        state=LedgerState.SUCCEEDED, lease_seconds=LEASE,
+    )  # fmt: skip
+    assert final.params_hash == "masked"
+    # A final row is compared by its masked parameters.
+    [done] = await ledger.enqueue(im, [Intent("c1", CARD_PARAMS)])
+    assert (done.outcome, done.state) == (EXISTING, LedgerState.SUCCEEDED)
+    [changed] = await ledger.enqueue(im, [Intent("c1", {**CARD_PARAMS, "amount": "11.00"})])
+    assert changed.outcome is CONFLICT
+
+
+@pytest.mark.parametrize("backend", DURABLE, indirect=True)
+async def test_enqueue_without_the_key_says_so(backend: Backend) -> None:
+    keyed = await keyed_ledger(backend, new_encryption_key())
+    await keyed.enqueue("intellectmoney", [Intent("c1", CARD_PARAMS)])
+    plain = await keyed_ledger(backend, None)
+    with pytest.raises(LedgerKeyError):
+        await plain.enqueue("intellectmoney", [Intent("c1", CARD_PARAMS)])

@@ -10,8 +10,15 @@ import asyncpg
 import pytest
 
 from payout_async import ConfigurationError, IdempotencyConflictError
-from payout_async.ledger import LedgerState, PostgresLedger, SQLiteLedger, params_hash
+from payout_async.ledger import (
+    LedgerState,
+    PostgresLedger,
+    SQLiteLedger,
+    new_encryption_key,
+    params_hash,
+)
 
+from .at_rest import postgres_hits, sqlite_hits
 from .support import PG_DSN, drop_schema, require_postgres
 
 PARAMS = {"amount": "1.00"}
@@ -58,7 +65,7 @@ async def test_sqlite_upgrades_a_version_1_file(tmp_path: Path) -> None:
                 "enot", "new", HASH, PARAMS, owner="w", lease_seconds=5, order_id="o-old"
             )
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
     conn.close()
 
 
@@ -103,3 +110,69 @@ async def test_postgres_upgrades_a_version_1_table(schema: str) -> None:
             await ledger.begin(
                 "enot", "new", HASH, PARAMS, owner="w", lease_seconds=5, order_id="o-old"
             )
+
+
+P = "intellectmoney"
+CARD = "4276000012345673"
+CARD_PARAMS = f'{{"amount": "1.00", "pan": "{CARD}"}}'
+V2_CARD_ROWS = (
+    "INSERT INTO {table} (provider, key, params_hash, params, state, attempts, created_at, "
+    "updated_at) VALUES ('intellectmoney', 'live', '{digest}', '{params}', 'processing', 1, "
+    "1.0, 1.0), ('intellectmoney', 'done', '{digest}', '{params}', 'succeeded', 1, 1.0, 1.0)"
+)
+
+
+@pytest.mark.parametrize("key", [None, new_encryption_key()], ids=["no key", "key"])
+async def test_sqlite_upgrade_moves_card_numbers_out_of_the_parameters(
+    tmp_path: Path, key: str | None
+) -> None:
+    """A file whose rows hold the card in their parameters: the live row keeps it apart
+    (sealed, with a key), the final one keeps only the masked card; once the live row is
+    final too, no copy remains."""
+    path = tmp_path / "v2.db"
+    _v1_sqlite(path, [])
+    conn = sqlite3.connect(path)
+    conn.execute("ALTER TABLE payouts ADD COLUMN lease_token INTEGER NOT NULL DEFAULT 0")
+    digest = params_hash({"amount": "1.00", "pan": CARD})
+    conn.execute(V2_CARD_ROWS.format(table="payouts", digest=digest, params=CARD_PARAMS))
+    conn.execute("PRAGMA user_version = 2")
+    conn.commit()
+    conn.close()
+    params = {"amount": "1.00", "pan": CARD}
+    async with SQLiteLedger(path, encryption_key=key) as ledger:
+        live, done = await ledger.get(P, "live"), await ledger.get(P, "done")
+        assert live is not None and live.params["pan"] == CARD
+        assert done is not None and done.params["pan"] == "427600******5673"
+        assert ledger.params_match(live, params) and ledger.params_match(done, params)
+        assert live.params_hash == ledger.params_hash(params)
+        assert bool(sqlite_hits(path, CARD)) is (key is None)  # the live row, in clear
+        [claim] = await ledger.claim_stranded(owner="w", lease_seconds=5, limit=5)
+        await ledger.transition(
+            P, "live", owner="w", token=claim.record.lease_token,
+            state=LedgerState.SUCCEEDED, lease_seconds=5,
+        )  # fmt: skip
+    assert sqlite_hits(path, CARD) == []
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+    conn.close()
+
+
+async def test_postgres_upgrade_moves_card_numbers_out_of_the_parameters(schema: str) -> None:
+    key = new_encryption_key()
+    conn = await asyncpg.connect(PG_DSN)
+    try:
+        table = f'"{schema}".payouts'
+        await conn.execute(f'CREATE SCHEMA "{schema}"')
+        await conn.execute(V1_TABLE.format(table=table, json="jsonb", real="double precision"))
+        digest = params_hash({"amount": "1.00", "pan": CARD})
+        await conn.execute(V2_CARD_ROWS.format(table=table, digest=digest, params=CARD_PARAMS))
+    finally:
+        await conn.close()
+    params = {"amount": "1.00", "pan": CARD}
+    async with PostgresLedger(PG_DSN, schema=schema, encryption_key=key) as ledger:
+        live, done = await ledger.get(P, "live"), await ledger.get(P, "done")
+        assert live is not None and live.params["pan"] == CARD
+        assert done is not None and done.params["pan"] == "427600******5673"
+        assert ledger.params_match(done, params)
+        assert live.params_hash == ledger.params_hash(params)
+    assert await postgres_hits(schema, CARD) == []

@@ -14,7 +14,14 @@ import pytest
 from aiohttp import web
 
 from payout_async import PayoutStatus, PollPolicy
-from payout_async.enot import SIGNATURE_HEADER, PayoffRequest, sign_webhook, webhook_handler
+from payout_async.enot import (
+    SIGNATURE_HEADER,
+    PayoffRequest,
+    PayoffStatus,
+    PayoffWebhook,
+    sign_webhook,
+    webhook_handler,
+)
 from payout_async.ledger import LedgerState, SQLiteLedger
 from payout_async.sandbox import Sandbox
 
@@ -51,7 +58,7 @@ async def test_deliveries_good_tampered_repeated_out_of_order(ledger: SQLiteLedg
         key = sandbox.credentials.enot_additional_key
         flow = payouts(client, ledger, poll=SHORT_POLL)
         app = web.Application()
-        app.router.add_post("/hook", webhook_handler(flow, key))
+        app.router.add_post("/hook", webhook_handler(flow.apply_webhook, key))
         runner, url = await serve(app)
         try:
             pending = await flow.pay("w-1", PayoffRequest("card", CARD, "10.00"))
@@ -91,7 +98,8 @@ async def test_sandbox_webhook_settles_a_payout_before_polling(ledger: SQLiteLed
             flow = payouts(client, ledger, poll=SHORT_POLL)
             app = web.Application()
             app.router.add_post(
-                "/hook", webhook_handler(flow, sandbox.credentials.enot_additional_key)
+                "/hook",
+                webhook_handler(flow.apply_webhook, sandbox.credentials.enot_additional_key),
             )
             runner, url = await serve(app)
             try:
@@ -107,3 +115,31 @@ async def test_sandbox_webhook_settles_a_payout_before_polling(ledger: SQLiteLed
             finally:
                 await runner.cleanup()
         assert any(delivery.url == url for delivery in sandbox.webhooks)
+
+
+async def test_any_callback_gets_each_verified_webhook_and_nothing_else() -> None:
+    """The handler knows nothing of ``Payouts``: any coroutine function will do."""
+    received: list[PayoffWebhook] = []
+    failing = False
+
+    async def on_webhook(webhook: PayoffWebhook) -> None:
+        if failing:
+            raise RuntimeError("the ledger is down")
+        received.append(webhook)
+
+    app = web.Application()
+    app.router.add_post("/hook", webhook_handler(on_webhook, "hook key"))
+    runner, url = await serve(app)
+    try:
+        payload = {"order_id": "w-3", "payoff_id": "p-3", "status": "success",
+                   "amount": "10.00", "type": 2}  # fmt: skip
+        assert await post(url, payload, sign_webhook(payload, "wrong key")) == 401
+        assert received == []
+        assert await post(url, payload, sign_webhook(payload, "hook key")) == 200
+        assert [(hook.order_id, hook.status) for hook in received] == [
+            ("w-3", PayoffStatus.SUCCESS)
+        ]
+        failing = True  # an error in the callback is not answered 200: Enot may retry
+        assert await post(url, payload, sign_webhook(payload, "hook key")) == 500
+    finally:
+        await runner.cleanup()

@@ -19,7 +19,6 @@ from payout_async.ledger import (
     LedgerState,
     MemoryLedger,
     PayoutRecord,
-    params_hash,
 )
 from payout_async.payouts import Payouts, WorkerSummary
 from payout_async.payouts._worker import _StoppingLedger
@@ -241,7 +240,7 @@ async def test_stopping_lets_a_money_moving_request_record_its_outcome(
 
 async def test_once_stopping_no_money_moving_step_starts() -> None:
     ledger = MemoryLedger()
-    digest = params_hash({"amount": "1.00"})
+    digest = ledger.params_hash({"amount": "1.00"})
     claim = await ledger.begin("enot", "k", digest, {"amount": "1.00"}, owner="w", lease_seconds=60)
     view = _StoppingLedger(ledger)
     token = claim.record.lease_token
@@ -293,7 +292,7 @@ async def test_rows_of_a_dead_process_of_this_host_are_taken_over_at_once(
         flow = payouts(enot, ledger, lease_seconds=600)
         [intent] = [flow._intent("d-1", request)]
         await ledger.begin(
-            "enot", "d-1", intent.params_hash, intent.params,
+            "enot", "d-1", ledger.params_hash(intent.params), intent.params,
             owner=dead, lease_seconds=600, order_id=intent.order_id,
         )  # fmt: skip
         workers = Workers()

@@ -84,7 +84,8 @@ class AnswerServer:
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         # The handler records through a real Payouts; its client is never called here.
         self.enot = EnotClient(ENOT_USER, ENOT_KEY, base_url=self.url, retry=RETRY)
-        self._handler = webhook_handler(payout_async.Payouts(self.enot, MemoryLedger()), HOOK_KEY)
+        payouts = payout_async.Payouts(self.enot, MemoryLedger())
+        self._handler = webhook_handler(payouts.apply_webhook, HOOK_KEY)
 
     async def close(self) -> None:
         if self.enot is not None:

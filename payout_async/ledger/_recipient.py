@@ -1,0 +1,278 @@
+"""What a ledger keeps of a payout's recipient, and its parameters' fingerprint.
+
+The recipient -- IntellectMoney's ``pan`` or ``account``, Enot's ``wallet_to``: a card
+number, a phone, a wallet -- is kept apart from the other parameters. A row's
+``params`` column holds the parameters with the recipient masked (first six and last
+four characters of a card), always; its ``recipient`` column holds the full value,
+as JSON in clear (a ledger without a key) or sealed with AES-256-GCM (a ledger with
+an ``encryption_key``), until the row is final: the final transition sets it to NULL
+and the row's ``params_hash`` to ``masked``, in the same write. A final row thus keeps
+nothing the full number can be recovered from -- not even a plain hash of it, which
+a brute force over the six hidden digits would invert in a second.
+
+The fingerprint (``params_hash``) of a ledger with a key is an HMAC-SHA256 keyed by it
+(``hmac-sha256:<key id>:<hex>``); without one, a plain SHA-256 (``<hex>``, as before
+keys existed, so rows written then still compare). A final row is compared by its
+masked parameters. The key is 32 random bytes, URL-safe base64 (``new_encryption_key``;
+the format of ``cryptography``'s Fernet keys): HKDF-SHA256 derives from it the
+encryption key, the HMAC key and a key id (4 bytes, hex) that rows carry, so that a
+wrong or missing key is named as such instead of passing for a conflict.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from .._errors import ConfigurationError
+from .._redact import mask_wallet
+from ._errors import LedgerKeyError
+
+__all__ = [
+    "MASKED_HASH",
+    "RECIPIENT_FIELDS",
+    "Recipients",
+    "Stored",
+    "is_clear",
+    "mask_params",
+    "new_encryption_key",
+    "plain_hash",
+]
+
+#: The request fields that name where the money goes.
+RECIPIENT_FIELDS = ("pan", "account", "wallet_to")
+#: ``params_hash`` of a final row: it is compared by its masked parameters.
+MASKED_HASH = "masked"
+_HMAC = "hmac-sha256:"
+_SEALED = "enc:v1:"
+_NONCE = 12
+_KEY_HINT = (
+    "an encryption key is 32 random bytes, URL-safe base64: make one with "
+    "payout_async.ledger.new_encryption_key() or `payout-async ledger-key`"
+)
+
+
+def new_encryption_key() -> str:
+    """A new ledger encryption key: 32 random bytes, URL-safe base64 (44 characters).
+    Keep it like a password: without it, encrypted rows cannot be read."""
+    return base64.urlsafe_b64encode(os.urandom(32)).decode("ascii")
+
+
+def _canonical(params: Mapping[str, Any]) -> bytes:
+    """The JSON every fingerprint is taken over (``dump_params`` writes the same)."""
+    return json.dumps(dict(params), sort_keys=True, separators=(",", ":"), default=str).encode()
+
+
+def plain_hash(params: Mapping[str, Any]) -> str:
+    """A stable SHA-256 of a payout's parameters (JSON, sorted keys), in hex."""
+    return hashlib.sha256(_canonical(params)).hexdigest()
+
+
+def mask_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` with every recipient field masked (a masked value stays as it is)."""
+    masked = dict(params)
+    for name in RECIPIENT_FIELDS:
+        value = masked.get(name)
+        if isinstance(value, str):
+            masked[name] = mask_wallet(value)
+    return masked
+
+
+def is_clear(recipient: str | None) -> bool:
+    """True when a stored recipient is readable as it stands (not sealed)."""
+    return recipient is not None and not recipient.startswith(_SEALED)
+
+
+def _derive(secret: bytes, purpose: str, length: int = 32) -> bytes:
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=length, salt=None, info=purpose.encode())
+    return hkdf.derive(secret)
+
+
+def _decode_key(key: str | bytes) -> bytes:
+    if isinstance(key, bytes) and len(key) == 32:
+        return key
+    if not isinstance(key, str | bytes):
+        raise ConfigurationError(f"encryption_key must be a string or bytes; {_KEY_HINT}")
+    text = key.strip() if isinstance(key, str) else key.strip().decode("ascii", "replace")
+    try:
+        raw = base64.b64decode(text.encode("ascii", "replace"), altchars=b"-_", validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != 32:
+        raise ConfigurationError(f"encryption_key is not a valid key; {_KEY_HINT}")
+    return raw
+
+
+class _Key:
+    """The keys derived from one ledger key; never shown (its repr is its id)."""
+
+    def __init__(self, key: str | bytes) -> None:
+        secret = _decode_key(key)
+        self.id = _derive(secret, "payout-async ledger key id", 4).hex()
+        self._aead = AESGCM(_derive(secret, "payout-async ledger recipient v1"))
+        self._mac = _derive(secret, "payout-async ledger params hash v1")
+
+    def __repr__(self) -> str:
+        return f"<ledger key {self.id}>"
+
+    def digest(self, params: Mapping[str, Any]) -> str:
+        mac = hmac.new(self._mac, _canonical(params), hashlib.sha256).hexdigest()
+        return f"{_HMAC}{self.id}:{mac}"
+
+    def seal(self, text: str, context: bytes) -> str:
+        nonce = os.urandom(_NONCE)
+        sealed = nonce + self._aead.encrypt(nonce, text.encode(), context)
+        return f"{_SEALED}{self.id}:{base64.urlsafe_b64encode(sealed).decode('ascii')}"
+
+    def unseal(self, payload: str, context: bytes) -> str:
+        """``payload`` is what follows the key id; ``InvalidTag`` or ``ValueError`` when
+        it does not open with this key and ``context``."""
+        sealed = base64.urlsafe_b64decode(payload.encode("ascii"))
+        return self._aead.decrypt(sealed[:_NONCE], sealed[_NONCE:], context).decode()
+
+
+@attrs.frozen
+class Stored:
+    """A payout's parameters as a row keeps them: ``params`` with the recipient
+    masked, and ``recipient`` (None when the parameters name none)."""
+
+    params: dict[str, Any]
+    recipient: str | None = attrs.field(repr=False)
+
+
+def _context(provider: str, key: str) -> bytes:
+    """What a sealed recipient is bound to: its row (a copy in another row won't open)."""
+    return b"payout-async recipient\x00" + provider.encode() + b"\x00" + key.encode()
+
+
+def _row(provider: str, key: str) -> str:
+    return f"{provider}/{key}"
+
+
+class Recipients:
+    """One ledger's rules for recipients and fingerprints, with its key or without."""
+
+    def __init__(self, encryption_key: str | bytes | None = None) -> None:
+        self._key = None if encryption_key is None else _Key(encryption_key)
+
+    def __repr__(self) -> str:
+        return f"Recipients({'key ' + self._key.id if self._key else 'no key'})"
+
+    @property
+    def key_id(self) -> str | None:
+        """The key's id (4 bytes, hex), or None without a key."""
+        return None if self._key is None else self._key.id
+
+    # -- fingerprints ---------------------------------------------------------------
+
+    def params_hash(self, params: Mapping[str, Any]) -> str:
+        """The fingerprint ``begin`` records: keyed when there is a key."""
+        return plain_hash(params) if self._key is None else self._key.digest(params)
+
+    def accepted_hashes(self, digest: str, params: Mapping[str, Any]) -> list[str]:
+        """The fingerprints a live row begun with ``params`` may hold: ``digest``, and a
+        plain one written before this ledger had its key."""
+        plain = plain_hash(params)
+        return [digest] if plain == digest else [digest, plain]
+
+    def check_digest(self, digest: str) -> None:
+        """A keyed ledger records keyed fingerprints only (a plain one could be brute-
+        forced back to the card number)."""
+        if self._key is not None and not digest.startswith(_HMAC):
+            raise ValueError(
+                "this ledger has an encryption key: pass ledger.params_hash(params) to begin"
+            )
+
+    def matches(
+        self,
+        stored_hash: str,
+        stored_params: Mapping[str, Any],
+        params: Mapping[str, Any],
+        *,
+        row: str,
+        digest: str | None = None,
+    ) -> bool:
+        """Whether a row holding ``stored_hash`` (and, read back, ``stored_params``) was
+        begun with ``params``. ``LedgerKeyError`` when only another key can tell."""
+        if digest is not None and stored_hash == digest:
+            return True
+        if stored_hash == MASKED_HASH:
+            return _canonical(mask_params(params)) == _canonical(stored_params)
+        if stored_hash.startswith(_HMAC):
+            key_id = stored_hash[len(_HMAC) :].split(":", 1)[0]
+            key = self._own_key(key_id, row, "fingerprint")
+            return hmac.compare_digest(stored_hash, key.digest(params))
+        return hmac.compare_digest(stored_hash, plain_hash(params))
+
+    # -- the recipient ------------------------------------------------------------------
+
+    def store(self, provider: str, key: str, params: Mapping[str, Any]) -> Stored:
+        """How a row keeps ``params``: masked, and the recipient apart (sealed when
+        there is a key)."""
+        values = {
+            name: params[name] for name in RECIPIENT_FIELDS if isinstance(params.get(name), str)
+        }
+        if not values:
+            return Stored(dict(params), None)
+        text = json.dumps(values, sort_keys=True, separators=(",", ":"))
+        if self._key is not None:
+            text = self._key.seal(text, _context(provider, key))
+        return Stored(mask_params(params), text)
+
+    def load(
+        self, provider: str, key: str, params: Mapping[str, Any], recipient: str | None
+    ) -> dict[str, Any]:
+        """The parameters a row was begun with: ``params`` with the recipient put back
+        (a final row's stays masked). ``LedgerKeyError`` when it is sealed and this
+        ledger has no key, another key, or the seal is broken."""
+        restored = dict(params)
+        if recipient is None:
+            return restored
+        text = recipient
+        if recipient.startswith(_SEALED):
+            text = self._unseal(provider, key, recipient[len(_SEALED) :])
+        try:
+            values = json.loads(text)
+        except ValueError:
+            values = None
+        if not isinstance(values, dict):
+            raise LedgerKeyError(f"the recipient of {_row(provider, key)} is unreadable")
+        restored.update(values)
+        return restored
+
+    def _unseal(self, provider: str, key: str, sealed: str) -> str:
+        key_id, _, payload = sealed.partition(":")
+        own = self._own_key(key_id, _row(provider, key), "recipient")
+        try:
+            return own.unseal(payload, _context(provider, key))
+        except (InvalidTag, ValueError, binascii.Error):
+            raise LedgerKeyError(
+                f"the recipient of {_row(provider, key)} does not decrypt with key {own.id}: "
+                "the row was altered, or copied from another row"
+            ) from None
+
+    def _own_key(self, key_id: str, row: str, what: str) -> _Key:
+        if self._key is None:
+            raise LedgerKeyError(
+                f"the {what} of {row} was written with an encryption key (key id {key_id}), "
+                "and this ledger has none: give it that key (encryption_key=, the ledger "
+                "URL's key_env, or PAYOUT_ASYNC_LEDGER_KEY)"
+            )
+        if key_id != self._key.id:
+            raise LedgerKeyError(
+                f"the {what} of {row} was written with encryption key {key_id}, not with "
+                f"this ledger's key {self._key.id}: give the ledger the key it was written with"
+            )
+        return self._key

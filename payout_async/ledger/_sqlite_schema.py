@@ -1,0 +1,146 @@
+"""``SQLiteLedger``'s tables, and bringing a file written by an older version up to date.
+
+Version 2 gave every claim a fencing token and each Enot order_id one key. Version 3
+keeps the recipient apart from the parameters (``ledger._recipient``): the upgrade
+moves each live row's recipient into the ``recipient`` column (sealed, when the ledger
+opening the file has a key), masks it in ``params``, and drops it from final rows.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+import aiosqlite
+
+from .._errors import ConfigurationError
+from ._ddl import schema_objects
+from ._recipient import Recipients
+from ._rows import move_recipient
+
+__all__ = ["create_schema", "schema_current"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS payouts (
+    provider TEXT NOT NULL,
+    key TEXT NOT NULL,
+    params_hash TEXT NOT NULL,
+    params TEXT NOT NULL,
+    state TEXT NOT NULL,
+    operation_id TEXT,
+    order_id TEXT,
+    provider_status TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    lease_owner TEXT,
+    lease_expires_at REAL,
+    lease_token INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    last_error TEXT,
+    reason TEXT,
+    unknown_since REAL,
+    recipient TEXT,
+    PRIMARY KEY (provider, key)
+);
+CREATE INDEX IF NOT EXISTS payouts_state_lease ON payouts (state, lease_expires_at);
+CREATE INDEX IF NOT EXISTS payouts_created_at ON payouts (created_at);
+CREATE TABLE IF NOT EXISTS payout_transitions (
+    id INTEGER PRIMARY KEY,
+    provider TEXT NOT NULL,
+    key TEXT NOT NULL,
+    from_state TEXT,
+    to_state TEXT NOT NULL,
+    at REAL NOT NULL,
+    owner TEXT,
+    note TEXT
+);
+CREATE INDEX IF NOT EXISTS payout_transitions_key ON payout_transitions (provider, key, id);
+"""
+# Version 2: a fencing token per claim, and an order_id belongs to one key.
+_UPGRADE_TO_2 = """
+DROP INDEX IF EXISTS payouts_order_id;
+CREATE UNIQUE INDEX IF NOT EXISTS payouts_order_id_unique ON payouts (provider, order_id)
+    WHERE order_id IS NOT NULL;
+PRAGMA user_version = 2;
+"""
+# Version 3: the recipient in a column of its own (``_move_recipients``).
+_SCHEMA_VERSION = 3
+
+# What a current file holds: ``open()`` runs ``create_schema`` only when it lacks some.
+_SCHEMA_OBJECTS = schema_objects(_SCHEMA + _UPGRADE_TO_2)
+
+
+def create_schema(conn: sqlite3.Connection, recipients: Recipients) -> int:
+    """Create the tables, or bring an older file up to this version (worker thread).
+    Returns how many rows held a recipient in clear that is now sealed or gone."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(payouts)")}
+        if "lease_token" not in columns:
+            conn.execute("ALTER TABLE payouts ADD COLUMN lease_token INTEGER NOT NULL DEFAULT 0")
+        if "recipient" not in columns:
+            conn.execute("ALTER TABLE payouts ADD COLUMN recipient TEXT")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version < 2:
+            try:
+                for statement in _UPGRADE_TO_2.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+            except sqlite3.IntegrityError as error:
+                raise ConfigurationError(
+                    "this ledger holds one Enot order_id under several keys; "
+                    "settle those rows by hand before upgrading"
+                ) from error
+        moved = 0
+        if version < _SCHEMA_VERSION:
+            moved = _move_recipients(conn, recipients)
+            conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return moved
+
+
+def _move_recipients(conn: sqlite3.Connection, recipients: Recipients) -> int:
+    """Version 3: rows whose ``params`` hold a recipient in clear keep it in the
+    ``recipient`` column instead (sealed, with a key), or not at all once final; a live
+    row's plain fingerprint becomes a keyed one when there is a key."""
+    rows = conn.execute(
+        "SELECT rowid, provider, key, params, state, params_hash FROM payouts "
+        "WHERE recipient IS NULL"
+    ).fetchall()
+    moved = 0
+    for rowid, provider, key, text, state, digest in rows:
+        new = move_recipient(recipients, provider, key, text, state, digest)
+        if new is not None:
+            conn.execute(
+                "UPDATE payouts SET params = ?, recipient = ?, params_hash = ? WHERE rowid = ?",
+                (*new, rowid),
+            )
+            moved += 1
+    return moved
+
+
+async def schema_current(db: aiosqlite.Connection) -> bool:
+    """True when the file is at this version and every table, column and index the
+    schema scripts create is there."""
+    version = await db.execute_fetchall("PRAGMA user_version")
+    if next(iter(version))[0] < _SCHEMA_VERSION:
+        return False
+    rows = await db.execute_fetchall(
+        "SELECT name FROM sqlite_master WHERE type IN ('table', 'index')"
+    )
+    names = {row[0] for row in rows}
+    if not _SCHEMA_OBJECTS.indexes <= names:
+        return False
+    for table, columns in _SCHEMA_OBJECTS.tables.items():
+        if table not in names:
+            return False
+        info = await db.execute_fetchall(f'PRAGMA table_info("{table}")')
+        if not columns <= {row[1] for row in info}:
+            return False
+    return True

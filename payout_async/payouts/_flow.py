@@ -1,0 +1,164 @@
+"""What the two payout flows share: the drive loop over recovery points, polling,
+adopting a provider's answer, and the errors that count as a refusal.
+
+A flow names the steps it knows -- one per recovery point (ledger state) it can go on
+from -- and how to read its provider's answers. The loop runs the step for the row's
+state until the row is final, parked, or still under way at the poll deadline. A state
+the flow has no step for is a bug (or a row written by another provider's flow): it
+raises ``UnknownRecoveryPointError``, as rocket-rides' "Bug!" does, instead of
+returning as if the row were done.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Generic, TypeVar
+
+import attrs
+
+from .._errors import (
+    AuthenticationError,
+    InvalidRequestError,
+    PayoutError,
+    PermissionDeniedError,
+    ValidationError,
+)
+from .._polling import PollPolicy
+from ..ledger import PARKED_STATES, LedgerState, PayoutRecord
+from ._result import Settings
+from ._run import Run
+
+__all__ = ["REFUSED", "Flow", "Reading", "UnknownRecoveryPointError"]
+
+ClientT = TypeVar("ClientT")
+RequestT = TypeVar("RequestT")
+AnswerT = TypeVar("AnswerT")
+
+#: One step of a flow: go on from one recovery point (and durably name the next).
+Step = Callable[[Run, RequestT], Awaitable[None]]
+
+#: Answers by which either provider refuses a request: it left nothing behind.
+REFUSED: tuple[type[Exception], ...] = (
+    AuthenticationError,
+    InvalidRequestError,
+    PermissionDeniedError,
+    ValidationError,
+)
+
+
+class UnknownRecoveryPointError(PayoutError):
+    """A ledger row is at a recovery point its provider's flow has no step for: a bug,
+    or a row another flow wrote. Nothing was sent for it; the row is left as it was."""
+
+    def __init__(self, provider: str, key: str, state: LedgerState) -> None:
+        super().__init__(
+            f"{provider} payout {key!r} is at recovery point {state.value!r}, which the "
+            f"{provider} flow does not know; nothing was sent"
+        )
+        self.provider = provider
+        self.key = key
+        self.state = state
+
+
+@attrs.frozen
+class Reading:
+    """A provider's answer about one payout, in the ledger's terms."""
+
+    #: The final state the answer names, or None while the payout is under way.
+    final: LedgerState | None
+    provider_status: str | None
+    #: Why the payout ended, when ``final`` is not ``SUCCEEDED``.
+    failure: str
+    #: The provider's id of the payout, when the answer carries one to record.
+    provider_id: str | None = None
+
+
+class Flow(abc.ABC, Generic[ClientT, RequestT, AnswerT]):
+    """Drives one provider's rows from their recovery point to a final state, or to
+    ``processing`` at the poll deadline.
+
+    A subclass names its ``provider``, its ``request_type``, the errors that mean its
+    provider refused (``refused``), the ``steps`` it knows besides ``processing``
+    (polling, shared), and how to ``follow`` a payout and ``read`` an answer.
+    """
+
+    provider: str
+    #: What the provider calls a payout, in messages ("operation", "payoff").
+    noun: str
+    request_type: type[RequestT]
+    #: Answers that say the provider refused a request (nothing exists there).
+    refused: tuple[type[Exception], ...] = REFUSED
+
+    def __init__(self, client: ClientT, settings: Settings, poll: PollPolicy) -> None:
+        self.client = client
+        self.settings = settings
+        self.poll = poll
+        self._steps = self.steps()
+
+    @abc.abstractmethod
+    def steps(self) -> Mapping[LedgerState, Step[RequestT]]:
+        """The step for each active recovery point this flow knows, ``processing``
+        aside (every flow polls there)."""
+
+    @abc.abstractmethod
+    async def follow(self, run: Run) -> AnswerT:
+        """Poll the row's payout until it is final or the poll deadline passes."""
+
+    @abc.abstractmethod
+    def read(self, answer: AnswerT) -> Reading:
+        """What ``answer`` says about the payout."""
+
+    def reopen_at(self, stopped_at: LedgerState, record: PayoutRecord) -> LedgerState:
+        """Where ``reconcile()`` resumes a parked row: where it stopped, unless the
+        flow knows better."""
+        return stopped_at
+
+    async def drive(self, run: Run) -> None:
+        """Run the state machine until the row is final, parked, or waiting on the
+        provider. Raises ``UnknownRecoveryPointError`` at a state with no step."""
+        request = self.request_type(**run.record.params)
+        while not (state := run.record.state).is_final and state not in PARKED_STATES:
+            if state is LedgerState.PROCESSING:
+                if not await self._poll(run, request):
+                    return
+                continue
+            step = self._steps.get(state)
+            if step is None:
+                raise UnknownRecoveryPointError(self.provider, run.record.key, state)
+            await step(run, request)
+
+    async def _poll(self, run: Run, request: RequestT) -> bool:
+        """Follow a ``processing`` row: False when it is still under way at the poll
+        deadline (the drive ends there), True when it moved on."""
+        looked_up = run.record.operation_id is None
+        try:
+            answer = await self.follow(run)
+        except Exception as error:
+            await run.give_up(f"could not follow the {self.noun}", error)
+            return True
+        reading = self.read(answer)
+        if reading.final is not None:
+            await self.adopt(run, request, answer, looked_up=looked_up)
+            return True
+        await run.move(
+            LedgerState.PROCESSING, provider_status=reading.provider_status, note="poll deadline"
+        )
+        return False
+
+    async def adopt(
+        self, run: Run, request: RequestT, answer: AnswerT, *, looked_up: bool = False
+    ) -> None:
+        """Record what ``answer`` says: its final state, or ``processing``.
+        ``looked_up``: the payout was found by this row's own reference, not by the
+        provider's id (a flow that can be shown another payout checks it first)."""
+        reading = self.read(answer)
+        changes: dict[str, Any] = {"provider_status": reading.provider_status}
+        if reading.provider_id:
+            changes["operation_id"] = reading.provider_id
+        if reading.final is None:
+            note = f"{self.noun} found" if looked_up else None
+            await run.move(LedgerState.PROCESSING, note=note, **changes)
+            return
+        reason = None if reading.final is LedgerState.SUCCEEDED else reading.failure
+        await run.move(reading.final, reason=reason, **changes)
