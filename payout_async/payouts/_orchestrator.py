@@ -510,6 +510,7 @@ class Payouts(Generic[Request]):
         """
         worker = Worker(
             self,
+            lease_seconds=self._settings.lease_seconds,
             concurrency=concurrency,
             shutdown_grace=shutdown_grace,
             idle_poll=idle_poll,

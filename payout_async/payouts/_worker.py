@@ -31,7 +31,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, Protocol, cast
 
 import attrs
 
@@ -41,10 +41,7 @@ from ..ledger import ACTIVE_STATES, Claim, Ledger, LedgerError, PayoutRecord, Wo
 from ._owner import owner_is_dead
 from ._result import PayoutResult, PayoutStatus
 
-if TYPE_CHECKING:
-    from ._orchestrator import Payouts
-
-__all__ = ["Worker", "WorkerSummary"]
+__all__ = ["Drives", "Worker", "WorkerSummary"]
 
 logger = logging.getLogger("payout_async")
 
@@ -55,6 +52,19 @@ _CANCEL_AGAIN_AFTER = 0.5  # seconds: a drive that ignored its cancellation is c
 _FIRST_PAUSE = 0.5  # after a ledger failure; doubles up to ``idle_poll``
 
 OnResult = Callable[[PayoutResult], None]
+
+
+class Drives(Protocol):
+    """What a worker needs of ``Payouts``: its ledger, provider and owner, and driving
+    one claimed row as ``resume()`` does."""
+
+    ledger: Ledger
+    provider: str
+    owner: str
+
+    async def _drive_claimed(
+        self, claim: Claim, claimed_before: float, claimed_after: float, *, holder_dead: bool
+    ) -> PayoutResult: ...
 
 
 @attrs.frozen
@@ -123,8 +133,9 @@ class Worker:
 
     def __init__(
         self,
-        payouts: Payouts[Any],
+        payouts: Drives,
         *,
+        lease_seconds: float,
         concurrency: int,
         shutdown_grace: float,
         idle_poll: float,
@@ -136,11 +147,10 @@ class Worker:
             raise ValidationError("shutdown_grace", "must be a number of seconds, 0 or more")
         if not (math.isfinite(idle_poll) and idle_poll > 0):
             raise ValidationError("idle_poll", "must be a positive number of seconds")
-        self._payouts = payouts
         self._ledger = payouts.ledger
         self._provider = payouts.provider
         self._owner = payouts.owner
-        self._lease_seconds = payouts._settings.lease_seconds
+        self._lease_seconds = lease_seconds
         self._concurrency = concurrency
         self._shutdown_grace = shutdown_grace
         self._idle_poll = idle_poll
@@ -148,7 +158,7 @@ class Worker:
         # The drives run on a twin of ``payouts`` (the same client, owner and in-flight
         # table) that sees the ledger through ``_StoppingLedger``.
         self._view = _StoppingLedger(payouts.ledger)
-        self._driver = copy.copy(payouts)
+        self._driver: Drives = copy.copy(payouts)
         self._driver.ledger = cast(Ledger, self._view)
         self._drives: dict[asyncio.Task[PayoutResult], _Drive] = {}
         self._later: dict[str, float] = {}  # key -> monotonic time to claim it again
