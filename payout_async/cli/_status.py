@@ -8,6 +8,7 @@ from typing import Any
 
 from ..ledger import Ledger, LedgerState, PayoutRecord
 from ._args import CLIError, seconds
+from ._attention import backlog, print_backlog
 from ._batch_file import PROVIDERS
 from ._console import Column, literal, render_table, show, terminal_width
 from ._leases import lease_holders, leased_rows, print_leases, print_workers, until, worker_views
@@ -95,6 +96,7 @@ async def _status(args: argparse.Namespace) -> int:
             for provider in providers:
                 problems += await ledger.records(provider=provider, state=state)
         leased = await leased_rows(ledger, providers)
+        found = await backlog(ledger, providers)  # oldest unfinished, attention reasons
         holders = await lease_holders(ledger, providers)
     finally:
         await ledger.aclose()
@@ -103,7 +105,8 @@ async def _status(args: argparse.Namespace) -> int:
         show(document("status", place.location, counts=table,
                       payouts=[payout_from_record(r) for r in problems],
                       leased=[payout_from_record(r) for r in leased],
-                      workers=worker_views(holders)))  # fmt: skip
+                      workers=worker_views(holders),
+                      **found.sections()))  # fmt: skip
         return EXIT_OK
     columns = (Column("state"), *(Column(p) for p in providers))
     rows = [(s.value, *(str(tallies[p].get(s, 0)) for p in providers)) for s in LedgerState]
@@ -118,6 +121,7 @@ async def _status(args: argparse.Namespace) -> int:
         ]
         for line in render_table(_PROBLEM_COLUMNS, rows, width=width):
             show(line)
+    print_backlog(found)
     if holders:
         show()
         print_workers(holders)

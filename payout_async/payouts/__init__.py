@@ -1,11 +1,13 @@
 """The reliability layer: ``Payouts`` drives each payout through the ledger."""
 
 from ._flow import UnknownRecoveryPointError
+from ._observe import OnTransition
 from ._orchestrator import Payouts, intent_for, order_id_for
 from ._result import PayoutResult, PayoutStatus
 from ._worker import WorkerSummary
 
 __all__ = [
+    "OnTransition",
     "PayoutResult",
     "PayoutStatus",
     "Payouts",

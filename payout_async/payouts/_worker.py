@@ -99,6 +99,8 @@ class _StoppingLedger:
         self.ledger = ledger
         self.stopping = False
         self.sending: set[str] = set()
+        #: Rows a drive has made final (its task may still be on its way out).
+        self.final: dict[str, PayoutRecord] = {}
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.ledger, name)
@@ -115,6 +117,8 @@ class _StoppingLedger:
                 raise asyncio.CancelledError  # nothing written, nothing will be sent
             self.sending.add(key)
         record = await self.ledger.transition(provider, key, add_attempt=add_attempt, **arguments)
+        if record.state.is_final:
+            self.final[key] = record
         if not add_attempt:
             self.sending.discard(key)
             if self.stopping and not record.state.is_final:
@@ -276,11 +280,16 @@ class Worker:
         """Account for the drives that have ended."""
         for task in [task for task in self._drives if task.done()]:
             drive = self._drives.pop(task)
-            self._view.sending.discard(drive.claim.record.key)
+            key = drive.claim.record.key
+            self._view.sending.discard(key)
+            final = self._view.final.pop(key, None)
             if task.cancelled():
-                self._handed_back += 1
-                continue
-            result = task.result()  # ``_drive_claimed`` turns every Exception into one
+                if final is None:
+                    self._handed_back += 1
+                    continue
+                result = PayoutResult.from_record(final)  # stopped on its way out
+            else:
+                result = task.result()  # ``_drive_claimed`` turns every Exception into one
             self._statuses[result.status] += 1
             if result.state is None or result.state in ACTIVE_STATES:
                 self._later[drive.claim.record.key] = time.monotonic() + RETRY_UNFINISHED
