@@ -148,6 +148,7 @@ class MemoryLedger(Ledger):
         lease_seconds: float,
         order_id: str | None = None,
         take_over: Collection[str] = (),
+        sending: bool = False,
     ) -> Claim:
         """See ``Ledger.begin``."""
         self._recipients.check_digest(params_hash)
@@ -163,8 +164,9 @@ class MemoryLedger(Ledger):
                     key=key,
                     params_hash=params_hash,
                     params=stored.params,
-                    state=LedgerState.PENDING,
+                    state=LedgerState.SENDING if sending else LedgerState.PENDING,
                     order_id=order_id,
+                    attempts=int(sending),
                     lease_owner=owner,
                     lease_expires_at=now + lease_seconds,
                     lease_token=1,

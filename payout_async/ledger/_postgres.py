@@ -152,8 +152,8 @@ ins AS (
     INSERT INTO {t} (provider, key, params_hash, params, state, order_id, attempts,
                      lease_owner, lease_expires_at, lease_token, created_at, updated_at,
                      recipient)
-    SELECT $1::text, $2::text, $3::text, $4::text::jsonb, 'pending', $5::text, 0, $6::text,
-           now.t + $7::float8, 1, now.t, now.t, $8::text
+    SELECT $1::text, $2::text, $3::text, $4::text::jsonb, $9::text, $5::text, $10::int,
+           $6::text, now.t + $7::float8, 1, now.t, now.t, $8::text
     FROM now
     ON CONFLICT (provider, key) DO NOTHING
     RETURNING {cols}
@@ -474,6 +474,7 @@ class PostgresLedger(Ledger):
         lease_seconds: float,
         order_id: str | None = None,
         take_over: Collection[str] = (),
+        sending: bool = False,
     ) -> Claim:
         """See ``Ledger.begin``."""
         recipients = self._recipients
@@ -487,6 +488,8 @@ class PostgresLedger(Ledger):
                 self._sql.insert,
                 *(provider, key, params_hash, params_text, order_id, owner, lease),
                 stored.recipient,
+                (LedgerState.SENDING if sending else LedgerState.PENDING).value,
+                int(sending),
             )
             if row is not None:
                 return Claim(record=self._record(row), claimed=True, created=True)

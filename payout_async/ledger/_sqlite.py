@@ -492,6 +492,7 @@ class SQLiteLedger(Ledger):
         lease_seconds: float,
         order_id: str | None = None,
         take_over: Collection[str] = (),
+        sending: bool = False,
     ) -> Claim:
         """See ``Ledger.begin``."""
         recipients = self._recipients
@@ -507,11 +508,12 @@ class SQLiteLedger(Ledger):
                 if holder is not None and holder[0] != key:
                     raise IdempotencyConflictError(key, order_id=order_id)
             pending = LedgerState.PENDING.value
-            values: tuple[Any, ...] = (provider, key, params_hash, params_text, pending)
-            values += (None, order_id, None, 0, owner, expires, 1, now, now, None, None, None)
+            first = LedgerState.SENDING.value if sending else pending
+            values: tuple[Any, ...] = (provider, key, params_hash, params_text, first, None)
+            values += (order_id, None, int(sending), owner, expires, 1, now, now, None, None, None)
             rows = conn.execute(_INSERT, (*values, stored.recipient)).fetchall()
             if rows:
-                conn.execute(_LOG, (provider, key, None, pending, now, owner, "intent recorded"))
+                conn.execute(_LOG, (provider, key, None, first, now, owner, "intent recorded"))
                 record = record_from_row(rows[0], recipients)
                 return Claim(record=record, claimed=True, created=True)
             row = conn.execute(_SELECT, (provider, key)).fetchone()

@@ -248,6 +248,7 @@ class Payouts(Generic[Request]):
                     lease_seconds=self._settings.lease_seconds,
                     order_id=order_id,
                     take_over=take_over,
+                    sending=self._flow.begins_sending(),
                 )
             )
             try:

@@ -68,6 +68,9 @@ class Run:
         self.attempts_before = attempts_before
         self.lease_valid_until = claimed_before + lease_seconds
         self.quiet_from = claimed_after + claim.previous_lease_left
+        #: True until the drive's first step ends when this drive recorded the row's
+        #: intent itself (``Claim.created``): nothing was sent for it yet.
+        self.just_begun = claim.created
         #: When this drive last lost a money-moving answer (monotonic), if it did.
         self.unknown_from: float | None = None
         self._before_send = before_send
