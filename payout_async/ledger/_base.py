@@ -238,11 +238,13 @@ class Ledger(Protocol):
         lease_seconds: float,
         note: str | None = None,
         add_attempt: bool = False,
+        release: bool = False,
         **changes: Any,
     ) -> PayoutRecord:
         """Move a row leased to (``owner``, ``token``) to ``state``, set ``changes``
-        (names from ``MUTABLE_FIELDS``), extend the lease (end it, for a final state) and
-        append a ``Transition``. A final state masks the row's recipient in the same
+        (names from ``MUTABLE_FIELDS``), extend the lease (end it, for a final state or
+        with ``release``: the drive gives the row back in the same write) and append a
+        ``Transition``. A final state masks the row's recipient in the same
         write (see ``PayoutRecord``).
 
         Raises ``LeaseLostError`` when the row's lease is not (``owner``, ``token``)

@@ -213,6 +213,7 @@ class MemoryLedger(Ledger):
         lease_seconds: float,
         note: str | None = None,
         add_attempt: bool = False,
+        release: bool = False,
         **changes: Any,
     ) -> PayoutRecord:
         """See ``Ledger.transition``."""
@@ -226,8 +227,8 @@ class MemoryLedger(Ledger):
             state=state,
             attempts=record.attempts + (1 if add_attempt else 0),
             # A final row is nobody's: its lease ends with the last transition.
-            lease_owner=None if state.is_final else owner,
-            lease_expires_at=None if state.is_final else now + lease_seconds,
+            lease_owner=None if state.is_final or release else owner,
+            lease_expires_at=None if state.is_final or release else now + lease_seconds,
             updated_at=now,
             **changes,
         )

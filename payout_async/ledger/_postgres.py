@@ -524,6 +524,7 @@ class PostgresLedger(Ledger):
         lease_seconds: float,
         note: str | None = None,
         add_attempt: bool = False,
+        release: bool = False,
         **changes: Any,
     ) -> PayoutRecord:
         """See ``Ledger.transition``."""
@@ -542,8 +543,9 @@ class PostgresLedger(Ledger):
                 owner,
                 to_state.value,
                 int(add_attempt),
-                # NULL for a final state: a final row is nobody's, its lease ends.
-                None if to_state.is_final else float(lease_seconds),
+                # NULL for a final state (a final row is nobody's) or a release: the
+                # lease ends.
+                None if to_state.is_final or release else float(lease_seconds),
                 note,
                 token,
                 *fields.values(),

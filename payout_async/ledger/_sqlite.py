@@ -553,6 +553,7 @@ class SQLiteLedger(Ledger):
         lease_seconds: float,
         note: str | None = None,
         add_attempt: bool = False,
+        release: bool = False,
         **changes: Any,
     ) -> PayoutRecord:
         """See ``Ledger.transition``."""
@@ -575,7 +576,7 @@ class SQLiteLedger(Ledger):
                 raise LeaseLostError(f"{provider}/{key} is not leased to {owner} (claim {token})")
             if final:
                 self._note_drop(conn, provider, key)
-            lease = (None, None) if final else (owner, now + lease_seconds)
+            lease = (None, None) if final or release else (owner, now + lease_seconds)
             values = (to_state, int(add_attempt), *lease, now, *fields.values())
             rows = conn.execute(update, (*values, provider, key)).fetchall()
             return record_from_row(rows[0], self._recipients)

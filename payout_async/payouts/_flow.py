@@ -150,7 +150,10 @@ class Flow(abc.ABC, Generic[ClientT, RequestT, AnswerT]):
             await self.adopt(run, request, answer, looked_up=looked_up)
             return True
         await run.move(
-            LedgerState.PROCESSING, provider_status=reading.provider_status, note="poll deadline"
+            LedgerState.PROCESSING,
+            provider_status=reading.provider_status,
+            note="poll deadline",
+            release=True,  # the drive ends here: resume() goes on
         )
         return False
 
@@ -169,4 +172,5 @@ class Flow(abc.ABC, Generic[ClientT, RequestT, AnswerT]):
             await run.move(LedgerState.PROCESSING, note=note, **changes)
             return
         reason = None if reading.final is LedgerState.SUCCEEDED else reading.failure
-        await run.move(reading.final, reason=reason, **changes)
+        # The drive ends at any such state (``refused`` too): the lease goes with it.
+        await run.move(reading.final, reason=reason, release=True, **changes)

@@ -318,8 +318,7 @@ class Payouts(Generic[Request]):
         except BaseException:
             await run.release_quietly()  # the error (or cancellation) is what matters
             raise
-        if not run.record.state.is_final:
-            await run.release()
+        await run.release()  # unless its last move gave the lease back already
         return PayoutResult.from_record(run.record)
 
     async def pay_many(

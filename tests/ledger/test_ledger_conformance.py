@@ -396,6 +396,32 @@ async def test_a_final_transition_ends_the_lease(ledger: Ledger, final: LedgerSt
     assert (steps[-1].to_state, steps[-1].owner) == (final, "w1")  # who finished it
 
 
+async def test_a_releasing_transition_ends_the_lease_in_the_same_write(
+    ledger: Ledger,
+) -> None:
+    await start(ledger, "k1")
+    token = await token_of(ledger, P, "k1")
+    record = await ledger.transition(
+        P,
+        "k1",
+        owner="w1",
+        token=token,
+        state=LedgerState.PROCESSING,
+        lease_seconds=LEASE,
+        note="poll deadline",
+        release=True,
+        provider_status="in_progress",
+    )
+    assert (record.state, record.provider_status) == (LedgerState.PROCESSING, "in_progress")
+    assert (record.lease_owner, record.lease_expires_at) == (None, None)
+    assert await ledger.get(P, "k1") == record
+    assert (await ledger.history(P, "k1"))[-1].to_state is LedgerState.PROCESSING
+    with pytest.raises(LeaseLostError):  # given back: this drive moves it no more
+        await move(ledger, "k1", LedgerState.SUCCEEDED)
+    [claimed] = await stranded(ledger, owner="w2", lease_seconds=LEASE, limit=10)
+    assert (claimed.key, claimed.lease_owner) == ("k1", "w2")  # free at once
+
+
 async def test_transition_counts_attempts(ledger: Ledger) -> None:
     await start(ledger, "k1")
     for _ in range(3):
