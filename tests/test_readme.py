@@ -92,3 +92,34 @@ async def test_the_clients_example_runs(capsys: pytest.CaptureFixture[str]) -> N
     status, amount = capsys.readouterr().out.split()
     assert status in {"wait", "success"}  # as the comment in the example says
     assert Decimal(amount) == Decimal("100.00")  # as the provider wrote it (here: 100)
+
+
+async def test_the_prometheus_example_counts_every_transition(tmp_path: Path) -> None:
+    from prometheus_client import REGISTRY
+
+    from payout_async import IntellectMoneyClient
+    from payout_async.intellectmoney import OperationRequest
+    from payout_async.ledger import SQLiteLedger
+
+    credentials = SandboxCredentials()
+    code = example("Metrics and audit: `on_transition`", "(client, ledger,", "(client, ledger,")
+    async with (
+        Sandbox(config=fast_config()) as sandbox,
+        SQLiteLedger(tmp_path / "ledger.db") as ledger,
+        IntellectMoneyClient(
+            credentials.im_user_token,
+            credentials.im_secret_key,
+            bearer_token=credentials.im_bearer_token,
+            base_url=sandbox.intellectmoney_url,
+        ) as client,
+    ):
+        namespace: dict[str, Any] = {"client": client, "ledger": ledger}
+        exec(compile(code, str(README), "exec"), namespace)
+        request = OperationRequest(pan="4111111111111111", amount="10.00", description="m-1")
+        result = await namespace["payouts"].pay("m-1", request)
+        history = await ledger.history("intellectmoney", "m-1")
+    assert result.provider_id
+    for step in history:
+        labels = {"provider": "intellectmoney", "to_state": step.to_state.value}
+        expected = sum(1 for s in history if s.to_state is step.to_state)
+        assert REGISTRY.get_sample_value("payout_transitions_total", labels) == expected

@@ -7,14 +7,14 @@ from collections.abc import Sequence
 
 from .. import __version__
 from .._errors import ConfigurationError
-from . import _batch, _demo, _key, _ledger_commands, _sandbox, _status
+from . import _batch, _demo, _export, _key, _ledger_commands, _sandbox, _status
 from ._args import EXIT_USAGE, CLIError, Parser
 from ._console import say
 
 __all__ = ["build_parser", "main"]
 
 #: Each module adds its subcommand with ``register(subparsers)``.
-_COMMANDS = (_demo, _batch, _ledger_commands, _status, _key, _sandbox)
+_COMMANDS = (_demo, _batch, _ledger_commands, _status, _export, _key, _sandbox)
 
 
 def build_parser() -> argparse.ArgumentParser:

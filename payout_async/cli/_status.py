@@ -8,6 +8,7 @@ from typing import Any
 
 from ..ledger import Ledger, LedgerState, PayoutRecord
 from ._args import CLIError
+from ._attention import backlog, print_backlog
 from ._batch_file import PROVIDERS
 from ._console import Column, literal, render_table, show, terminal_width
 from ._leases import leased_rows, print_leases, until
@@ -80,13 +81,15 @@ async def _status(args: argparse.Namespace) -> int:
             for provider in providers:
                 problems += await ledger.records(provider=provider, state=state)
         leased = await leased_rows(ledger, providers)
+        found = await backlog(ledger, providers)  # oldest unfinished, attention reasons
     finally:
         await ledger.aclose()
     if args.json:
         table = {p: {s.value: tallies[p].get(s, 0) for s in LedgerState} for p in providers}
         show(document("status", place.location, counts=table,
                       payouts=[payout_from_record(r) for r in problems],
-                      leased=[payout_from_record(r) for r in leased]))  # fmt: skip
+                      leased=[payout_from_record(r) for r in leased],
+                      **found.sections()))  # fmt: skip
         return EXIT_OK
     columns = (Column("state"), *(Column(p) for p in providers))
     rows = [(s.value, *(str(tallies[p].get(s, 0)) for p in providers)) for s in LedgerState]
@@ -101,6 +104,7 @@ async def _status(args: argparse.Namespace) -> int:
         ]
         for line in render_table(_PROBLEM_COLUMNS, rows, width=width):
             show(line)
+    print_backlog(found)
     if leased:
         show()
         print_leases(leased)

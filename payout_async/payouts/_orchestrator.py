@@ -34,6 +34,7 @@ from ..ledger._patience import one_payout
 from ._enot import EnotFlow
 from ._flow import Flow
 from ._intellectmoney import IntellectMoneyFlow
+from ._observe import Observer, OnTransition
 from ._owner import new_owner, owner_is_dead
 from ._result import PayoutResult, PayoutStatus, Settings
 from ._run import BeforeSend, Run, fence_margin
@@ -87,6 +88,10 @@ class Payouts(Generic[Request]):
     ``Created`` after an execute whose answer was lost or refused before that execute
     is taken not to have happened; ``lookup_before_create`` (Enot) looks each
     order_id up before its first create and adopts a payoff already there.
+    ``on_transition(record, transition)`` (sync or async) is called after every
+    durable transition this ``Payouts`` writes -- a new row's intent included, a
+    webhook's settlement (``apply_webhook``) not -- and each is logged once at INFO;
+    an exception it raises is logged, never passed on to the payout.
 
     Each drive of a row holds its lease with a fencing token of its own, so a second
     ``pay()`` of a key in flight joins the first, and several ``Payouts`` -- in one
@@ -108,6 +113,7 @@ class Payouts(Generic[Request]):
         owner: str | None = ...,
         execute_settle: float = ...,
         lookup_before_create: bool = ...,
+        on_transition: OnTransition | None = ...,
     ) -> None: ...
 
     @overload
@@ -123,6 +129,7 @@ class Payouts(Generic[Request]):
         owner: str | None = ...,
         execute_settle: float = ...,
         lookup_before_create: bool = ...,
+        on_transition: OnTransition | None = ...,
     ) -> None: ...
 
     def __init__(
@@ -137,6 +144,7 @@ class Payouts(Generic[Request]):
         owner: str | None = None,
         execute_settle: float = 60.0,
         lookup_before_create: bool = False,
+        on_transition: OnTransition | None = None,
     ) -> None:
         _check_settings(client, grace, lease_seconds, execute_settle)
         settings = Settings(
@@ -161,6 +169,7 @@ class Payouts(Generic[Request]):
         self._in_flight: dict[str, _InFlight] = {}
         #: Awaited after a money-moving step is recorded, before its fence (tests).
         self._before_send: BeforeSend | None = None
+        self._observer = Observer(on_transition)
 
     def __repr__(self) -> str:
         return f"Payouts(provider={self.provider!r}, owner={self.owner!r}, ledger={self.ledger!r})"
@@ -262,6 +271,8 @@ class Payouts(Generic[Request]):
                 self._background.add(releasing)
                 releasing.add_done_callback(self._background.discard)
                 raise
+            if claim.created:
+                await self._observer.transitioned(None, claim.record, "intent recorded")
             if claim.claimed:
                 return await self._drive(
                     claim, started, time.monotonic(), holder_dead=bool(take_over)
@@ -305,6 +316,7 @@ class Payouts(Generic[Request]):
             claimed_before=claimed_before,
             claimed_after=claimed_after,
             before_send=self._before_send,
+            observer=self._observer,
         )
         try:
             async with run.heartbeat():

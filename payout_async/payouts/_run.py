@@ -20,6 +20,7 @@ from ..ledger import (
     LedgerState,
     PayoutRecord,
 )
+from ._observe import Observer
 
 __all__ = ["Run", "fence_margin"]
 
@@ -57,6 +58,7 @@ class Run:
         claimed_after: float,
         attempts_before: int = 0,
         before_send: BeforeSend | None = None,
+        observer: Observer | None = None,
     ) -> None:
         record = claim.record
         assert record.lease_owner is not None, "a claimed row has a lease"
@@ -74,6 +76,7 @@ class Run:
         #: When this drive last lost a money-moving answer (monotonic), if it did.
         self.unknown_from: float | None = None
         self._before_send = before_send
+        self._observer = observer or Observer()
         #: True while ``before_send`` runs: a frozen process renews no lease either.
         self.frozen = False
         #: True once the last move gave the lease back (a final or releasing move).
@@ -108,6 +111,7 @@ class Run:
         recovery point); one whose commit is unknown is read back (``_landed``).
         """
         started = time.monotonic()
+        before = self.record.state
         try:
             self.record = await self.ledger.transition(
                 self.record.provider,
@@ -125,6 +129,7 @@ class Run:
             self.record = await self._landed(state, error, released=release)
         self.lease_valid_until = started + self.lease_seconds
         self.released = release or state.is_final
+        await self._observer.transitioned(before, self.record, note)  # log + on_transition
         return self.record
 
     async def _landed(

@@ -64,6 +64,15 @@ async def check_exactly_once(ledger_url: str, sandbox: Sandbox, count: int) -> N
         await ledger.aclose()
 
 
+async def first_request_after(sandbox: Sandbox, seen: int) -> None:
+    """Return once the sandbox has answered more than ``seen`` requests (60 s at most)."""
+    for _ in range(3000):
+        if sum(sandbox.faults.call_counts.values()) > seen:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("the worker sent nothing within 60 s")
+
+
 async def test_sigkill_ten_times_then_resume(tmp_path: Path) -> None:
     count = 500
     ledger_url = f"sqlite:///{tmp_path / 'ledger.db'}"
@@ -74,7 +83,9 @@ async def test_sigkill_ten_times_then_resume(tmp_path: Path) -> None:
         killed = 0
         for kill in range(10):
             process = await start_worker(ledger_url, sandbox, count, seed=kill)
-            await asyncio.sleep(rng.uniform(0.5, 1.2))
+            # Killed a moment after it starts paying, however long its start-up took.
+            await first_request_after(sandbox, sum(sandbox.faults.call_counts.values()))
+            await asyncio.sleep(rng.uniform(0.05, 0.6))
             if process.returncode is None:
                 process.send_signal(signal.SIGKILL)
             killed += await process.wait() == -signal.SIGKILL

@@ -1,0 +1,207 @@
+"""``payout-async export``: ledger rows for accounting and reconciliation, as CSV or
+JSON Lines, without changing the ledger.
+
+Every row has the fields of ``EXPORT_FIELDS``, in that order, in both formats (the
+README's "Export schema" lists them with their types): the recipient masked, amounts
+as strings (never floats), times in ISO 8601 UTC. ``schema`` changes only when a field
+changes meaning or goes away; new fields may be added at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import io
+import json
+import os
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, TextIO
+
+from ..ledger import Ledger, LedgerState, PayoutRecord
+from ..payouts import PayoutResult
+from ._args import CLIError
+from ._batch_file import PROVIDERS
+from ._console import say
+from ._location import locate, open_ledger, require_existing
+from ._report import EXIT_OK
+from ._runner import run_async
+from ._setup import add_ledger_option, settings
+from ._views import request_summary
+
+__all__ = ["EXPORT_FIELDS", "EXPORT_SCHEMA", "export_row", "iso_utc", "parse_since", "register"]
+
+EXPORT_SCHEMA = 1
+#: The fields of an exported row, in column order.
+EXPORT_FIELDS = (
+    "schema",
+    "key",
+    "provider",
+    "state",
+    "status",
+    "amount",
+    "currency",
+    "recipient",
+    "provider_id",
+    "provider_status",
+    "order_id",
+    "attempts",
+    "reason",
+    "last_error",
+    "created_at",
+    "updated_at",
+)
+FORMATS = ("csv", "jsonl")
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``export`` subcommand."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "export",
+        help="write ledger rows as CSV or JSON Lines (masked recipients)",
+        description="Write the ledger's rows, oldest first, for accounting and for "
+        "reconciling against the providers' reports: masked recipients, amounts as "
+        "strings, provider ids and statuses, times in ISO 8601 UTC. Never changes the "
+        "ledger.",
+    )
+    parser.add_argument(
+        "--since",
+        type=parse_since,
+        metavar="ISO",
+        help="only rows changed at or after this time (ISO 8601, e.g. 2026-11-30 or "
+        "2026-11-30T09:00:00+03:00; without an offset: UTC)",
+    )
+    parser.add_argument(
+        "--state",
+        action="append",
+        choices=[state.value for state in LedgerState],
+        help="only rows in this state (repeat for several)",
+    )
+    parser.add_argument("--provider", choices=PROVIDERS, help="only this provider")
+    parser.add_argument("--format", choices=FORMATS, default="csv", help="default: csv")
+    parser.add_argument(
+        "--output", "-o", type=Path, metavar="FILE", help="write to FILE (default: stdout)"
+    )
+    add_ledger_option(parser)
+    parser.set_defaults(run=lambda args: run_async(lambda: _export(args)))
+
+
+def parse_since(text: str) -> datetime.datetime:
+    """``--since``: an ISO 8601 date or time, UTC unless it names an offset."""
+    try:
+        moment = datetime.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return moment
+
+
+def iso_utc(timestamp: float | None) -> str | None:
+    """UNIX seconds as ISO 8601 UTC with milliseconds: ``2026-11-30T09:41:07.125Z``."""
+    if timestamp is None:
+        return None
+    moment = datetime.datetime.fromtimestamp(timestamp, datetime.UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def export_row(record: PayoutRecord) -> dict[str, Any]:
+    """One exported row (``EXPORT_FIELDS``, ``None`` where unknown)."""
+    amount, recipient = request_summary(record.params)
+    currency = record.params.get("currency")
+    return {
+        "schema": EXPORT_SCHEMA,
+        "key": record.key,
+        "provider": record.provider,
+        "state": record.state.value,
+        "status": PayoutResult.from_record(record).status.value,
+        "amount": amount,
+        "currency": currency if isinstance(currency, str) else None,
+        "recipient": recipient,
+        "provider_id": record.operation_id,
+        "provider_status": record.provider_status,
+        "order_id": record.order_id,
+        "attempts": record.attempts,
+        "reason": record.reason,
+        "last_error": record.last_error,
+        "created_at": iso_utc(record.created_at),
+        "updated_at": iso_utc(record.updated_at),
+    }
+
+
+async def _rows(
+    ledger: Ledger,
+    providers: Iterable[str],
+    states: Iterable[LedgerState],
+    since: datetime.datetime | None,
+) -> list[PayoutRecord]:
+    cutoff = None if since is None else since.timestamp()
+    found: list[PayoutRecord] = []
+    for provider in providers:
+        for state in states:
+            for record in await ledger.records(provider=provider, state=state):
+                if cutoff is None or record.updated_at >= cutoff:
+                    found.append(record)
+    return sorted(found, key=lambda r: (r.created_at, r.provider, r.key))
+
+
+def _lines(records: Iterable[PayoutRecord], form: str) -> Iterator[str]:
+    """The export's text, line by line (each ending in a newline)."""
+    if form == "jsonl":
+        for record in records:
+            yield json.dumps(export_row(record), ensure_ascii=False) + "\n"
+        return
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, EXPORT_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for record in records:
+        writer.writerow(export_row(record))
+        yield buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+    yield buffer.getvalue()
+
+
+def _write(lines: Iterable[str], handle: TextIO) -> None:
+    for line in lines:
+        handle.write(line)
+
+
+def _write_file(lines: Iterable[str], path: Path) -> None:
+    """Write to ``path`` through a private temporary file, replaced in one step."""
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    except OSError as error:
+        raise CLIError(f"cannot write {path}: {error.strerror}") from None
+    try:
+        with open(descriptor, "w", encoding="utf-8", newline="") as handle:
+            _write(lines, handle)
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+
+
+async def _export(args: argparse.Namespace) -> int:
+    config = settings(args)
+    place = await locate(config.ledger, key=config.ledger_key)
+    require_existing(place, "export")
+    # TODO(merge main, issue 16): open read-only once SQLiteLedger can.
+    ledger = await open_ledger(place)
+    providers = [args.provider] if args.provider else list(PROVIDERS)
+    states = [LedgerState(s) for s in dict.fromkeys(args.state)] if args.state else LedgerState
+    try:
+        records = await _rows(ledger, providers, states, args.since)
+    finally:
+        await ledger.aclose()
+    lines = _lines(records, args.format)
+    if args.output is None:
+        _write(lines, sys.stdout)
+        sys.stdout.flush()
+    else:
+        _write_file(lines, args.output)
+        say(f"exported {len(records)} payout(s) to {args.output}")
+    return EXIT_OK
