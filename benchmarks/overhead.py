@@ -19,6 +19,11 @@ as it exists), so ``Payouts`` makes the same calls as the others and never sleep
 first poll is the get-state / info call. The sandbox counts the calls it serves; the
 table shows calls per payout, so an extra poll would show.
 
+``--calls-per-payout`` instead prints provider calls per settled payout against
+sandboxes that settle in 1, 3 and 5 s with 10% faults of every kind, ``Payouts`` polling
+with its default ``PollPolicy``, beside the minimum (3 for IntellectMoney, 2 for Enot)
+and the median time to a settled result over the settle time.
+
 Printed per way: payouts/s (wall), the benchmark process's CPU microseconds per call
 (``time.process_time()``: the client, its ledger thread and the asyncpg driver, not
 the sandbox or the PostgreSQL server, whose CPU is shown beside), and both as ratios to
@@ -68,7 +73,7 @@ from _common import (
     table,
 )
 
-from payout_async import Payouts, PollPolicy, Timeouts
+from payout_async import Payouts, PollPolicy, RetryPolicy, Timeouts
 from payout_async.ledger import (
     Ledger,
     MemoryLedger,
@@ -703,6 +708,84 @@ async def with_latency(args: argparse.Namespace, sandbox: SandboxProcess, direct
     print(table(["way", "payouts/s", "vs raw", "CPU us/call", "bench CPU"], rows))
 
 
+# -- provider calls per settled payout ---------------------------------------------------
+
+#: Client settings for a faulting sandbox that answers in milliseconds (as ``soak.py``).
+FAULT_TIMEOUTS = Timeouts(total=3.0, connect=1.0, read=0.5)
+FAULT_RETRY = RetryPolicy(attempts=4, initial=0.01, maximum=0.1, max_retry_after=0.05)
+MINIMUM_CALLS = {"intellectmoney": 3, "enot": 2}  # create+execute+state; create+info
+
+
+async def timed_pay(payouts: Payouts[Any], key: str) -> tuple[str, float]:
+    """Pay one payout; its status and how long ``pay()`` took."""
+    im = payouts.provider == "intellectmoney"
+    request = im_request(key) if im else enot_request()
+    started = time.perf_counter()
+    result = await payouts.pay(key, request)
+    return result.status.value, time.perf_counter() - started
+
+
+async def settle_run(sandbox: SandboxProcess, settle: float, count: int) -> list[list[str]]:
+    """``count`` payouts per provider with ``Payouts``' default ``PollPolicy``: calls
+    per payout (from the sandbox's counters) and time to a settled result."""
+    im, enot = clients(
+        sandbox.intellectmoney_url, sandbox.enot_url, timeouts=FAULT_TIMEOUTS, retry=FAULT_RETRY
+    )
+    rows = []
+    async with im, enot:
+        for provider, client in (("intellectmoney", im), ("enot", enot)):
+            await asyncio.to_thread(sandbox.reset)
+            payouts: Payouts[Any] = Payouts(
+                client, MemoryLedger(), grace=2.0, execute_settle=2.0, lease_seconds=30.0
+            )
+            tag = uuid.uuid4().hex[:6]
+            keys = [f"c{tag}-{number}" for number in range(count)]
+            results = await asyncio.gather(*(timed_pay(payouts, key) for key in keys))
+            stats = await asyncio.to_thread(sandbox.stats)
+            prefix = "im." if provider == "intellectmoney" else "enot."
+            calls = sum(n for route, n in stats["requests"].items() if route.startswith(prefix))
+            settled = sorted(t for status, t in results if status == "succeeded")
+            ratio = median(settled) / settle if settled else float("nan")
+            rows.append(
+                [
+                    provider,
+                    f"{settle:g}",
+                    f"{len(settled)}/{count}",
+                    f"{calls / count:.2f}",
+                    str(MINIMUM_CALLS[provider]),
+                    f"{ratio:.2f}",
+                ]
+            )
+    return rows
+
+
+def calls_per_payout(args: argparse.Namespace) -> None:
+    """Provider calls per settled payout against sandboxes that settle in 1, 3 and 5 s
+    with 10% faults of every kind."""
+    rows: list[list[str]] = []
+    for settle in (1.0, 3.0, 5.0):
+        options: dict[str, object] = {
+            "seed": 1,
+            "fault_rate": 0.1,
+            "stall_seconds": 1.0,
+            "im_in_process_after": settle / 2,
+            "im_final_after": settle,
+            "enot_final_after": settle,
+            "im_balance": Decimal(10**9),
+            "enot_balance": Decimal(10**9),
+        }
+        with SandboxProcess(**options) as sandbox:
+            rows += asyncio.run(settle_run(sandbox, settle, args.calls_n))
+    print(
+        f"\nProvider calls per payout, {args.calls_n} payouts per provider and settle time, "
+        "all at once, 10% faults, Payouts' default PollPolicy (MemoryLedger; Enot grace "
+        "and IntellectMoney execute_settle 2 s):"
+    )
+    headers = ["provider", "settles in s", "succeeded", "calls/payout", "minimum", "time/settle"]
+    print(table(headers, rows))
+    print("time/settle: median time to a succeeded result over the sandbox's settle time")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=5000, help="payouts per provider (default 5000)")
@@ -735,7 +818,17 @@ def main() -> int:
         help="instead of timing, run these ways (comma-separated names) once under cProfile",
     )
     parser.add_argument("--profile-lines", type=int, default=40, help="rows per profile listing")
+    parser.add_argument(
+        "--calls-per-payout",
+        action="store_true",
+        help="only print provider calls per settled payout (sandboxes settling in 1, 3 and "
+        "5 s, 10%% faults)",
+    )
+    parser.add_argument("--calls-n", type=int, default=100, help="payouts per provider then")
     args = parser.parse_args()
+    if args.calls_per_payout:
+        calls_per_payout(args)
+        return 0
     print(f"payout-async overhead benchmark on {machine()}")
     options: dict[str, object] = {
         "seed": 1,

@@ -254,13 +254,17 @@ class Ledger(Protocol):
         lease_seconds: float,
         order_id: str | None = None,
         take_over: Collection[str] = (),
+        sending: bool = False,
     ) -> Claim:
         """Record a payout's intent, or find the existing row.
 
         ``params_hash`` is ``self.params_hash(params)``. A new row starts ``pending``,
-        leased to ``owner`` with a new token. An existing row begun with other
-        parameters (``params_match``) raises ``IdempotencyConflictError`` -- unless it
-        is ``refused`` (nothing exists at the provider), whose parameters are then
+        leased to ``owner`` with a new token -- or, with ``sending``, ``sending`` with
+        one attempt: the caller sends its first money-moving request next, with nothing
+        in between, so the intent and that recovery point are one write (an existing
+        row is never moved by it). An existing row begun with other parameters
+        (``params_match``) raises ``IdempotencyConflictError`` -- unless it is
+        ``refused`` (nothing exists at the provider), whose parameters are then
         replaced. An ``order_id`` already recorded for another key raises
         ``IdempotencyConflictError``. An existing ``refused`` row, or an active one whose
         lease is free or expired, is claimed (``claimed`` True, a new token); a final or
@@ -281,11 +285,13 @@ class Ledger(Protocol):
         lease_seconds: float,
         note: str | None = None,
         add_attempt: bool = False,
+        release: bool = False,
         **changes: Any,
     ) -> PayoutRecord:
         """Move a row leased to (``owner``, ``token``) to ``state``, set ``changes``
-        (names from ``MUTABLE_FIELDS``), extend the lease (end it, for a final state) and
-        append a ``Transition``. A final state masks the row's recipient in the same
+        (names from ``MUTABLE_FIELDS``), extend the lease (end it, for a final state or
+        with ``release``: the drive gives the row back in the same write) and append a
+        ``Transition``. A final state masks the row's recipient in the same
         write (see ``PayoutRecord``).
 
         Raises ``LeaseLostError`` when the row's lease is not (``owner``, ``token``)

@@ -154,6 +154,7 @@ class MemoryLedger(Ledger):
         lease_seconds: float,
         order_id: str | None = None,
         take_over: Collection[str] = (),
+        sending: bool = False,
     ) -> Claim:
         """See ``Ledger.begin``."""
         self._recipients.check_digest(params_hash)
@@ -169,8 +170,9 @@ class MemoryLedger(Ledger):
                     key=key,
                     params_hash=params_hash,
                     params=stored.params,
-                    state=LedgerState.PENDING,
+                    state=LedgerState.SENDING if sending else LedgerState.PENDING,
                     order_id=order_id,
+                    attempts=int(sending),
                     lease_owner=owner,
                     lease_expires_at=now + lease_seconds,
                     lease_token=1,
@@ -217,6 +219,7 @@ class MemoryLedger(Ledger):
         lease_seconds: float,
         note: str | None = None,
         add_attempt: bool = False,
+        release: bool = False,
         **changes: Any,
     ) -> PayoutRecord:
         """See ``Ledger.transition``."""
@@ -230,8 +233,8 @@ class MemoryLedger(Ledger):
             state=state,
             attempts=record.attempts + (1 if add_attempt else 0),
             # A final row is nobody's: its lease ends with the last transition.
-            lease_owner=None if state.is_final else owner,
-            lease_expires_at=None if state.is_final else now + lease_seconds,
+            lease_owner=None if state.is_final or release else owner,
+            lease_expires_at=None if state.is_final or release else now + lease_seconds,
             updated_at=now,
             **changes,
         )

@@ -157,8 +157,8 @@ ins AS (
     INSERT INTO {t} (provider, key, params_hash, params, state, order_id, attempts,
                      lease_owner, lease_expires_at, lease_token, created_at, updated_at,
                      recipient)
-    SELECT $1::text, $2::text, $3::text, $4::text::jsonb, 'pending', $5::text, 0, $6::text,
-           now.t + $7::float8, 1, now.t, now.t, $8::text
+    SELECT $1::text, $2::text, $3::text, $4::text::jsonb, $9::text, $5::text, $10::int,
+           $6::text, now.t + $7::float8, 1, now.t, now.t, $8::text
     FROM now
     ON CONFLICT (provider, key) DO NOTHING
     RETURNING {cols}
@@ -484,6 +484,7 @@ class PostgresLedger(Ledger):
         lease_seconds: float,
         order_id: str | None = None,
         take_over: Collection[str] = (),
+        sending: bool = False,
     ) -> Claim:
         """See ``Ledger.begin``."""
         recipients = self._recipients
@@ -497,6 +498,8 @@ class PostgresLedger(Ledger):
                 self._sql.insert,
                 *(provider, key, params_hash, params_text, order_id, owner, lease),
                 stored.recipient,
+                (LedgerState.SENDING if sending else LedgerState.PENDING).value,
+                int(sending),
             )
             if row is not None:
                 return Claim(record=self._record(row), claimed=True, created=True)
@@ -531,6 +534,7 @@ class PostgresLedger(Ledger):
         lease_seconds: float,
         note: str | None = None,
         add_attempt: bool = False,
+        release: bool = False,
         **changes: Any,
     ) -> PayoutRecord:
         """See ``Ledger.transition``."""
@@ -549,8 +553,9 @@ class PostgresLedger(Ledger):
                 owner,
                 to_state.value,
                 int(add_attempt),
-                # NULL for a final state: a final row is nobody's, its lease ends.
-                None if to_state.is_final else float(lease_seconds),
+                # NULL for a final state (a final row is nobody's) or a release: the
+                # lease ends.
+                None if to_state.is_final or release else float(lease_seconds),
                 note,
                 token,
                 *fields.values(),

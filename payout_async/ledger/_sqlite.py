@@ -509,6 +509,7 @@ class SQLiteLedger(Ledger):
         lease_seconds: float,
         order_id: str | None = None,
         take_over: Collection[str] = (),
+        sending: bool = False,
     ) -> Claim:
         """See ``Ledger.begin``."""
         recipients = self._recipients
@@ -524,11 +525,12 @@ class SQLiteLedger(Ledger):
                 if holder is not None and holder[0] != key:
                     raise IdempotencyConflictError(key, order_id=order_id)
             pending = LedgerState.PENDING.value
-            values: tuple[Any, ...] = (provider, key, params_hash, params_text, pending)
-            values += (None, order_id, None, 0, owner, expires, 1, now, now, None, None, None)
+            first = LedgerState.SENDING.value if sending else pending
+            values: tuple[Any, ...] = (provider, key, params_hash, params_text, first, None)
+            values += (order_id, None, int(sending), owner, expires, 1, now, now, None, None, None)
             rows = conn.execute(_INSERT, (*values, stored.recipient)).fetchall()
             if rows:
-                conn.execute(_LOG, (provider, key, None, pending, now, owner, "intent recorded"))
+                conn.execute(_LOG, (provider, key, None, first, now, owner, "intent recorded"))
                 record = record_from_row(rows[0], recipients)
                 return Claim(record=record, claimed=True, created=True)
             row = conn.execute(_SELECT, (provider, key)).fetchone()
@@ -568,6 +570,7 @@ class SQLiteLedger(Ledger):
         lease_seconds: float,
         note: str | None = None,
         add_attempt: bool = False,
+        release: bool = False,
         **changes: Any,
     ) -> PayoutRecord:
         """See ``Ledger.transition``."""
@@ -590,7 +593,7 @@ class SQLiteLedger(Ledger):
                 raise LeaseLostError(f"{provider}/{key} is not leased to {owner} (claim {token})")
             if final:
                 self._note_drop(conn, provider, key)
-            lease = (None, None) if final else (owner, now + lease_seconds)
+            lease = (None, None) if final or release else (owner, now + lease_seconds)
             values = (to_state, int(add_attempt), *lease, now, *fields.values())
             rows = conn.execute(update, (*values, provider, key)).fetchall()
             return record_from_row(rows[0], self._recipients)

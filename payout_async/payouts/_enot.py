@@ -2,7 +2,9 @@
 
 ``payoff/create`` moves money and has no other idempotency handle than our own
 ``order_id``, which Enot is not known to enforce. So the row says ``sending`` while a
-create may be in flight, and the create leaves only through the lease's fence. After
+create may be in flight, and the create leaves only through the lease's fence. Unless
+order_ids are looked up before their first create, a new row's intent is recorded
+already ``sending`` (one write: nothing happens in between). After
 anything but a clean answer the payoff is looked up by ``order_id``: found (with this
 payout's amount and recipient), it is adopted; created again, with the same order_id,
 only after "not found" has held for the grace period -- measured on this process's
@@ -69,7 +71,12 @@ class EnotFlow(Flow[EnotClient, PayoffRequest, Payoff]):
     refused = (*REFUSED, NotFoundError)
 
     def steps(self) -> Mapping[LedgerState, Step[PayoffRequest]]:
-        return {LedgerState.PENDING: self._create, LedgerState.SENDING: self._reconcile}
+        return {LedgerState.PENDING: self._create, LedgerState.SENDING: self._sending}
+
+    def begins_sending(self) -> bool:
+        """Unless each order_id is looked up first, a new row's intent is recorded
+        already ``sending``: the create is the next thing that happens."""
+        return not self.settings.lookup_before_create
 
     async def follow(self, run: Run) -> Payoff:
         payoff_id = run.record.operation_id
@@ -106,6 +113,18 @@ class EnotFlow(Flow[EnotClient, PayoffRequest, Payoff]):
         if first and await self._found_before_create(run, request):
             return
         await run.move(LedgerState.SENDING, add_attempt=True, note="creating payoff")
+        await self._send(run, request)
+
+    async def _sending(self, run: Run, request: PayoffRequest) -> None:
+        """A row at ``sending``: one this drive has just begun there sends its create
+        (nothing was sent yet); any other may have sent one, so it is looked up."""
+        if run.just_begun:
+            await self._send(run, request)
+            return
+        await self._reconcile(run, request)
+
+    async def _send(self, run: Run, request: PayoffRequest) -> None:
+        """Send the create of a row that says ``sending`` (this attempt counted)."""
         try:
             with guarded(run.fence):
                 created = await self.client.create_payoff_from(

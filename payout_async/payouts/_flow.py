@@ -109,6 +109,13 @@ class Flow(abc.ABC, Generic[ClientT, RequestT, AnswerT]):
     def read(self, answer: AnswerT) -> Reading:
         """What ``answer`` says about the payout."""
 
+    def begins_sending(self) -> bool:
+        """Whether a new row's intent is recorded already ``sending`` (one attempt):
+        only a flow whose first step sends a money-moving request, with nothing in
+        between, may say so. The step for ``sending`` then tells such a row by
+        ``Run.just_begun``."""
+        return False
+
     def reopen_at(self, stopped_at: LedgerState, record: PayoutRecord) -> LedgerState:
         """Where ``reconcile()`` resumes a parked row: where it stopped, unless the
         flow knows better."""
@@ -127,6 +134,7 @@ class Flow(abc.ABC, Generic[ClientT, RequestT, AnswerT]):
             if step is None:
                 raise UnknownRecoveryPointError(self.provider, run.record.key, state)
             await step(run, request)
+            run.just_begun = False
 
     async def _poll(self, run: Run, request: RequestT) -> bool:
         """Follow a ``processing`` row: False when it is still under way at the poll
@@ -142,7 +150,10 @@ class Flow(abc.ABC, Generic[ClientT, RequestT, AnswerT]):
             await self.adopt(run, request, answer, looked_up=looked_up)
             return True
         await run.move(
-            LedgerState.PROCESSING, provider_status=reading.provider_status, note="poll deadline"
+            LedgerState.PROCESSING,
+            provider_status=reading.provider_status,
+            note="poll deadline",
+            release=True,  # the drive ends here: resume() goes on
         )
         return False
 
@@ -161,4 +172,5 @@ class Flow(abc.ABC, Generic[ClientT, RequestT, AnswerT]):
             await run.move(LedgerState.PROCESSING, note=note, **changes)
             return
         reason = None if reading.final is LedgerState.SUCCEEDED else reading.failure
-        await run.move(reading.final, reason=reason, **changes)
+        # The drive ends at any such state (``refused`` too): the lease goes with it.
+        await run.move(reading.final, reason=reason, release=True, **changes)

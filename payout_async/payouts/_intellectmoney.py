@@ -1,8 +1,8 @@
-"""The IntellectMoney payout flow: create, record the id, execute, poll.
+"""The IntellectMoney payout flow: create, record the id with ``executing``, execute, poll.
 
 Creating moves no money; executing does. So the PayoutOperationId is in the ledger
-(state ``created``) before execute, the row says ``executing`` while the execute
-request may be in flight, and the execute leaves only through the lease's fence.
+before execute, the row says ``executing`` while the execute request may be in
+flight, and the execute leaves only through the lease's fence.
 
 After an execute whose answer was lost or refused, ``GetOperationState`` decides --
 but only one way at once: any state after ``Created`` means execute happened. The
@@ -13,9 +13,12 @@ row taken over, from when no earlier request can still be in flight). Only then 
 operation executed again, or -- after a refusal -- deleted. When the state cannot be
 read for long enough, the row parks in ``needs_attention`` saying so.
 
-A row goes from ``pending`` straight to ``created``: a create interrupted by a crash
-or a lost answer leaves at most an operation in ``Created`` that nothing will ever
-execute, so there is no need to record that a create may be in flight.
+A row goes from ``pending`` straight to ``executing``, with the operation's id, in one
+write: a create interrupted by a crash or a lost answer leaves at most an operation in
+``Created`` that nothing will ever execute, so there is no need to record that a
+create may be in flight, and nothing happens between learning the id and executing.
+(``created`` is where a row waits to execute again: after an execute that was not
+sent or did not happen.)
 """
 
 from __future__ import annotations
@@ -93,25 +96,35 @@ class IntellectMoneyFlow(Flow[IntellectMoneyClient, OperationRequest, PayoutOper
         if operation.operation_id is None:
             await run.give_up("create answer carried no PayoutOperationId")
             return
+        # Nothing happens between recording the id and executing: one write says both
+        # (a row found ``executing`` is checked by the operation's state anyway).
+        execute = run.attempts_this_pass < self.settings.max_send_attempts
         try:
             await run.move(
-                LedgerState.CREATED,
+                LedgerState.EXECUTING if execute else LedgerState.CREATED,
+                add_attempt=execute,
                 operation_id=operation.operation_id,
                 provider_status=operation.raw_state,
-                note="operation created",
+                note="operation created; executing" if execute else "operation created",
             )
         except LeaseLostError:
             # Someone else drives this payout now: the operation just created is an
             # orphan whose id we know, so delete it.
             await self._delete_quietly(operation.operation_id)
             raise
+        if execute:
+            await self._send_execute(run, request)
 
     async def _execute(self, run: Run, request: OperationRequest) -> None:
-        operation_id = self._operation_id(run)
         if run.attempts_this_pass >= self.settings.max_send_attempts:
             await run.give_up(f"execute did not take after {run.record.attempts} attempts")
             return
         await run.move(LedgerState.EXECUTING, add_attempt=True, note="executing")
+        await self._send_execute(run, request)
+
+    async def _send_execute(self, run: Run, request: OperationRequest) -> None:
+        """Send the execute of a row just moved to ``executing``, and record its answer."""
+        operation_id = self._operation_id(run)
         try:
             with guarded(run.fence):
                 operation = await self.client.execute_operation(operation_id)

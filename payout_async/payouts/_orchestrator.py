@@ -280,6 +280,7 @@ class Payouts(Generic[Request]):
                     lease_seconds=self._settings.lease_seconds,
                     order_id=order_id,
                     take_over=take_over,
+                    sending=self._flow.begins_sending(),
                 )
             )
             try:
@@ -352,8 +353,7 @@ class Payouts(Generic[Request]):
         except BaseException:
             await run.release_quietly()  # the error (or cancellation) is what matters
             raise
-        if not run.record.state.is_final:
-            await run.release()
+        await run.release()  # unless its last move gave the lease back already
         return PayoutResult.from_record(run.record)
 
     async def pay_many(

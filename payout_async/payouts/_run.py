@@ -70,12 +70,17 @@ class Run:
         self.attempts_before = attempts_before
         self.lease_valid_until = claimed_before + lease_seconds
         self.quiet_from = claimed_after + claim.previous_lease_left
+        #: True until the drive's first step ends when this drive recorded the row's
+        #: intent itself (``Claim.created``): nothing was sent for it yet.
+        self.just_begun = claim.created
         #: When this drive last lost a money-moving answer (monotonic), if it did.
         self.unknown_from: float | None = None
         self._before_send = before_send
         self._observer = observer or Observer()
         #: True while ``before_send`` runs: a frozen process renews no lease either.
         self.frozen = False
+        #: True once the last move gave the lease back (a final or releasing move).
+        self.released = False
 
     @property
     def attempts_this_pass(self) -> int:
@@ -94,9 +99,11 @@ class Run:
         *,
         note: str | None = None,
         add_attempt: bool = False,
+        release: bool = False,
         **changes: Any,
     ) -> PayoutRecord:
-        """Durably move the row to ``state`` before anything else happens.
+        """Durably move the row to ``state`` before anything else happens;
+        ``release``: the drive ends there, and gives the lease back in the same write.
 
         Every ledger finishes a transition it has started even when the caller is
         cancelled (the ``Ledger.transition`` contract), so no shield is needed here.
@@ -115,15 +122,19 @@ class Run:
                 lease_seconds=self.lease_seconds,
                 note=note,
                 add_attempt=add_attempt,
+                release=release,
                 **changes,
             )
         except LedgerOutcomeUnknownError as error:
-            self.record = await self._landed(state, error)
+            self.record = await self._landed(state, error, released=release)
         self.lease_valid_until = started + self.lease_seconds
+        self.released = release or state.is_final
         await self._observer.transitioned(before, self.record, note)  # log + on_transition
         return self.record
 
-    async def _landed(self, state: LedgerState, error: LedgerOutcomeUnknownError) -> PayoutRecord:
+    async def _landed(
+        self, state: LedgerState, error: LedgerOutcomeUnknownError, *, released: bool
+    ) -> PayoutRecord:
         """The row, if it shows that this drive's transition to ``state`` committed
         after all; ``LeaseLostError`` if another drive has it now; else ``error``: the
         drive stops here, and should the write still land later, that is a commit
@@ -135,7 +146,8 @@ class Run:
             raise error from None
         if row is None:
             raise error
-        ended = state.is_final and row.lease_owner is None  # a final move ends the lease
+        # A final move, or one that released, ends the lease.
+        ended = (state.is_final or released) and row.lease_owner is None
         taken = row.lease_token != self.token or (row.lease_owner != self.owner and not ended)
         if taken or (row.state.is_final and row.state is not state):
             raise LeaseLostError(f"{row.key} is not this drive's to move any more") from error
@@ -144,20 +156,24 @@ class Run:
         raise error
 
     async def give_up(self, reason: str, error: BaseException | None = None) -> PayoutRecord:
-        """Park the row in ``needs_attention``: ``reason`` (and ``error``) say why."""
+        """Park the row in ``needs_attention``: ``reason`` (and ``error``) say why.
+        The drive ends there: the lease is given back in the same write."""
         return await self._stop(LedgerState.NEEDS_ATTENTION, reason, error)
 
     async def refused(self, reason: str, error: BaseException) -> PayoutRecord:
         """The provider refused the payout and nothing exists there: the row ends
-        ``refused``, and the key may be paid again once the cause is fixed."""
+        ``refused`` (its lease given back), and the key may be paid again once the
+        cause is fixed."""
         return await self._stop(LedgerState.REFUSED, reason, error)
 
     async def _stop(
         self, state: LedgerState, reason: str, error: BaseException | None
     ) -> PayoutRecord:
         if error is None:
-            return await self.move(state, reason=reason)
-        return await self.move(state, reason=f"{reason}: {error}", last_error=str(error))
+            return await self.move(state, reason=reason, release=True)
+        return await self.move(
+            state, reason=f"{reason}: {error}", last_error=str(error), release=True
+        )
 
     async def renew(self) -> None:
         """Extend the lease by ``lease_seconds`` from now (``LeaseLostError`` when this
@@ -205,7 +221,10 @@ class Run:
             await beat.stop()
 
     async def release(self) -> None:
-        """Give the row back (shielded: it must happen even when cancelled)."""
+        """Give the row back (shielded: it must happen even when cancelled), unless
+        the last move did already."""
+        if self.released:
+            return
         await shielded(
             self.ledger.release(
                 self.record.provider, self.record.key, owner=self.owner, token=self.token

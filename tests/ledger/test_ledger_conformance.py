@@ -88,6 +88,33 @@ async def test_begin_records_a_new_row_leased_to_its_owner(ledger: Ledger) -> No
     assert step.at == record.created_at
 
 
+async def test_begin_sending_records_the_intent_and_the_first_attempt_at_once(
+    ledger: Ledger,
+) -> None:
+    claim = await ledger.begin(
+        P, "k1", HASH, PARAMS, owner="w1", lease_seconds=LEASE, order_id="o-k1", sending=True
+    )
+    assert claim.created and claim.claimed
+    record = claim.record
+    assert (record.state, record.attempts, record.lease_owner) == (LedgerState.SENDING, 1, "w1")
+    assert await ledger.get(P, "k1") == record
+    [step] = await ledger.history(P, "k1")
+    assert (step.from_state, step.to_state, step.note) == (
+        None,
+        LedgerState.SENDING,
+        "intent recorded",
+    )
+    # An existing row is never moved by it: a refused row is begun again ``pending``.
+    await ledger.transition(
+        P, "k1", owner="w1", token=record.lease_token, state=LedgerState.REFUSED, lease_seconds=1
+    )
+    again = await ledger.begin(
+        P, "k1", HASH, PARAMS, owner="w2", lease_seconds=LEASE, order_id="o-k1", sending=True
+    )
+    assert again.claimed and not again.created
+    assert (again.record.state, again.record.attempts) == (LedgerState.PENDING, 1)
+
+
 async def test_begin_again_by_its_owner_leaves_a_live_lease_alone(ledger: Ledger) -> None:
     # Rule 7: a lease belongs to one drive. The same owner asking again (a second
     # pay() of the key in one process) is a second claimant and gets nothing.
@@ -367,6 +394,32 @@ async def test_a_final_transition_ends_the_lease(ledger: Ledger, final: LedgerSt
     assert await ledger.get(P, "k1") == record
     steps = await ledger.history(P, "k1")
     assert (steps[-1].to_state, steps[-1].owner) == (final, "w1")  # who finished it
+
+
+async def test_a_releasing_transition_ends_the_lease_in_the_same_write(
+    ledger: Ledger,
+) -> None:
+    await start(ledger, "k1")
+    token = await token_of(ledger, P, "k1")
+    record = await ledger.transition(
+        P,
+        "k1",
+        owner="w1",
+        token=token,
+        state=LedgerState.PROCESSING,
+        lease_seconds=LEASE,
+        note="poll deadline",
+        release=True,
+        provider_status="in_progress",
+    )
+    assert (record.state, record.provider_status) == (LedgerState.PROCESSING, "in_progress")
+    assert (record.lease_owner, record.lease_expires_at) == (None, None)
+    assert await ledger.get(P, "k1") == record
+    assert (await ledger.history(P, "k1"))[-1].to_state is LedgerState.PROCESSING
+    with pytest.raises(LeaseLostError):  # given back: this drive moves it no more
+        await move(ledger, "k1", LedgerState.SUCCEEDED)
+    [claimed] = await stranded(ledger, owner="w2", lease_seconds=LEASE, limit=10)
+    assert (claimed.key, claimed.lease_owner) == ("k1", "w2")  # free at once
 
 
 async def test_transition_counts_attempts(ledger: Ledger) -> None:
