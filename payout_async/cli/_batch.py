@@ -11,8 +11,8 @@ from ..enot import EnotClient
 from ..intellectmoney import IntellectMoneyClient
 from ..ledger import Ledger
 from ..payouts import PayoutStatus
-from ._args import CLIError, non_negative_int
-from ._batch_file import PROVIDERS, Batch, BatchRow, Rules, read_batch
+from ._args import non_negative_int
+from ._batch_file import PROVIDERS, Batch, BatchRow, Rules, read_batch_file
 from ._console import say, show
 from ._funds import check_enot_balance, funds_notice
 from ._leases import leased_rows, print_leases
@@ -110,12 +110,8 @@ def _report_bad(args: argparse.Namespace, place: LedgerPlace, batch: Batch) -> i
 async def _batch(args: argparse.Namespace) -> int:
     config = settings(args)
     place = await locate(config.ledger, key=config.ledger_key)
-    if not args.file.is_file():
-        raise CLIError(f"no such file: {args.file}")
     rules = Rules(im_api=config.im_api(), enot_services=config.enot_services)
-    batch = read_batch(args.file, rules, ignore_unknown=args.ignore_unknown_columns)
-    if batch.ignored:
-        say(f"warning: ignoring column(s) {', '.join(repr(c) for c in batch.ignored)}")
+    batch = read_batch_file(args.file, rules, ignore_unknown=args.ignore_unknown_columns)
     if batch.bad:
         return _report_bad(args, place, batch)
     providers = [p for p in PROVIDERS if any(row.provider == p for row in batch.rows)]

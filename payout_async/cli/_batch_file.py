@@ -32,9 +32,20 @@ from .._validation import check_key, normalize_phone
 from ..enot import PayoffRequest
 from ..enot._request import check_service
 from ..intellectmoney import Api, OperationRequest
+from ._args import CLIError
 from ._columns import FileRecords, Record, read_records
+from ._console import say
 
-__all__ = ["PROVIDERS", "BadRow", "Batch", "BatchRow", "Rules", "parse_row", "read_batch"]
+__all__ = [
+    "PROVIDERS",
+    "BadRow",
+    "Batch",
+    "BatchRow",
+    "Rules",
+    "parse_row",
+    "read_batch",
+    "read_batch_file",
+]
 
 PROVIDERS = ("intellectmoney", "enot")
 _IM_METHODS = ("card", "sbp", "qiwi")
@@ -212,3 +223,14 @@ def _parse(found: FileRecords, rules: Rules) -> Batch:
 def read_batch(path: Path, rules: Rules, *, ignore_unknown: bool = False) -> Batch:
     """All valid rows and all bad rows of a CSV or JSON Lines file."""
     return _parse(read_records(path, ignore_unknown=ignore_unknown), rules)
+
+
+def read_batch_file(path: Path, rules: Rules, *, ignore_unknown: bool) -> Batch:
+    """``read_batch`` for a command: a missing file is a ``CLIError``, and ignored
+    columns are warned about on stderr."""
+    if not path.is_file():
+        raise CLIError(f"no such file: {path}")
+    batch = read_batch(path, rules, ignore_unknown=ignore_unknown)
+    if batch.ignored:
+        say(f"warning: ignoring column(s) {', '.join(repr(c) for c in batch.ignored)}")
+    return batch

@@ -17,7 +17,7 @@ from typing import Any
 from ..ledger import EnqueueOutcome, Ledger, LedgerError
 from ..payouts import intent_for
 from ._args import CLIError
-from ._batch_file import PROVIDERS, BadRow, Batch, BatchRow, Rules, read_batch
+from ._batch_file import PROVIDERS, BadRow, Batch, BatchRow, Rules, read_batch_file
 from ._console import say, show
 from ._location import LedgerPlace, locate, open_ledger
 from ._preflight import check_elsewhere, known_rows, remember
@@ -82,12 +82,8 @@ def _report_bad(args: argparse.Namespace, place: LedgerPlace, bad: list[BadRow])
 async def _enqueue(args: argparse.Namespace) -> int:
     config = settings(args)
     place = await locate(config.ledger, key=config.ledger_key)
-    if not args.file.is_file():
-        raise CLIError(f"no such file: {args.file}")
     rules = Rules(im_api=config.im_api(), enot_services=config.enot_services)
-    batch = read_batch(args.file, rules, ignore_unknown=args.ignore_unknown_columns)
-    if batch.ignored:
-        say(f"warning: ignoring column(s) {', '.join(repr(c) for c in batch.ignored)}")
+    batch = read_batch_file(args.file, rules, ignore_unknown=args.ignore_unknown_columns)
     if batch.bad:
         return _report_bad(args, place, batch.bad)
     ledger = await open_ledger(place) if place.exists else None
