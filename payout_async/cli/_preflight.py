@@ -27,11 +27,10 @@ from .._errors import (
     PermissionDeniedError,
     RequestNotSentError,
 )
-from ..enot import Balance, EnotClient, PayoffRequest
+from ..enot import Balance, EnotClient
 from ..intellectmoney import IntellectMoneyClient
 from ..ledger import Ledger, PayoutRecord
-from ..payouts import order_id_for
-from ..payouts._orchestrator import _request_params
+from ..payouts import intent_for, order_id_for
 from ._args import CLIError
 from ._batch_file import BadRow, BatchRow
 from ._console import say
@@ -45,10 +44,7 @@ _PROBES = 3
 
 def intent_params(row: BatchRow) -> dict[str, Any]:
     """The parameters ``Payouts.pay`` records for this row."""
-    params = _request_params(row.request)
-    if isinstance(row.request, PayoffRequest):
-        params["order_id"] = row.request.order_id or order_id_for(row.key)
-    return params
+    return dict(intent_for(row.key, row.request).params)
 
 
 @attrs.frozen

@@ -226,11 +226,8 @@ class Payouts(Generic[Request]):
             raise ValidationError(
                 "request", f"must be a {request_type.__name__} for {self.provider}"
             )
-        params = _request_params(request)
-        order_id = None
-        if isinstance(request, PayoffRequest):
-            order_id = request.order_id or order_id_for(key)
-            params["order_id"] = order_id
+        intent = intent_for(key, request)
+        params, order_id = dict(intent.params), intent.order_id
         digest = self.ledger.params_hash(params)
         while (joined := self._in_flight.get(key)) is not None:
             if joined.params_hash != digest:
