@@ -106,6 +106,15 @@ class MemoryLedger(Ledger):
             )
         )
 
+    def _insert(
+        self, record: PayoutRecord, recipient: str | None, owner: str | None, note: str
+    ) -> PayoutRecord:
+        """Store a new row, keep its recipient apart and log its first transition."""
+        self._kept[(record.provider, record.key)] = recipient
+        stored = self._store(record)
+        self._log(stored, None, owner, note)
+        return stored
+
     def _store(self, record: PayoutRecord) -> PayoutRecord:
         previous = self._rows.get((record.provider, record.key))
         if previous is not None and previous.order_id not in (None, record.order_id):
@@ -163,8 +172,7 @@ class MemoryLedger(Ledger):
         self._check_order_id(provider, key, order_id)
         record = self._rows.get((provider, key))
         if record is None:
-            self._kept[(provider, key)] = stored.recipient
-            record = self._store(
+            record = self._insert(
                 PayoutRecord(
                     provider=provider,
                     key=key,
@@ -178,9 +186,11 @@ class MemoryLedger(Ledger):
                     lease_token=1,
                     created_at=now,
                     updated_at=now,
-                )
+                ),
+                stored.recipient,
+                owner,
+                "intent recorded",
             )
-            self._log(record, None, owner, "intent recorded")
             return Claim(record=self._out(record), claimed=True, created=True)
         if record.state is LedgerState.REFUSED:
             self._kept[(provider, key)] = stored.recipient
@@ -334,8 +344,7 @@ class MemoryLedger(Ledger):
             state = None if record is None else record.state
             return Enqueued(key, EnqueueOutcome.CONFLICT, state)
         if record is None:
-            self._kept[(provider, key)] = stored.recipient
-            record = self._store(
+            record = self._insert(
                 PayoutRecord(
                     provider=provider,
                     key=key,
@@ -345,9 +354,11 @@ class MemoryLedger(Ledger):
                     order_id=intent.order_id,
                     created_at=now,
                     updated_at=now,
-                )
+                ),
+                stored.recipient,
+                None,
+                "intent recorded (enqueued)",
             )
-            self._log(record, None, None, "intent recorded (enqueued)")
             return Enqueued(key, EnqueueOutcome.NEW, record.state)
         if record.state is LedgerState.REFUSED:
             self._kept[(provider, key)] = stored.recipient
