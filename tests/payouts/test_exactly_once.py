@@ -14,10 +14,11 @@ can be settled is settled -- ``needs_attention`` is not a pass.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -245,11 +246,14 @@ async def test_a_worker_paused_past_its_lease_does_not_send_after_a_takeover(
             (im, "im-1", im_request("im-1")),
         ):
             worker_a = payouts(client, ledger_a, lease_seconds=1.0)
-            with pause_before_send(worker_a, 2.5) as paused:  # a GC pause, SIGSTOP...
+            # A freezes (a GC pause, SIGSTOP...) until B has taken the row over and
+            # finished it, however long that takes on a loaded machine.
+            with pause_until(worker_a) as (paused, thaw):
                 frozen = asyncio.create_task(worker_a.pay(key, request))
                 await eventually(lambda: _true(bool(paused)))
                 await asyncio.sleep(1.1)  # A's lease has run out; B takes the row over
                 [taken] = await payouts(client, ledger_b, lease_seconds=1.0).resume()
+                thaw.set()
                 thawed = await frozen  # A wakes up, and its fence stops the request
             assert taken.status is PayoutStatus.SUCCEEDED, taken.reason
             assert thawed.status is PayoutStatus.SUCCEEDED  # A reports the row as it is
@@ -363,6 +367,24 @@ async def test_reconcile_reports_a_row_a_webhook_settled_meanwhile(backend: Back
         settle = SettleOnHistory(ledger)
         results = await payouts(enot, settle).reconcile()  # type: ignore[arg-type]
         assert [(r.key, r.status) for r in results] == [("k", PayoutStatus.SUCCEEDED)]
+
+
+@contextlib.contextmanager
+def pause_until(flow: Any) -> Iterator[tuple[list[str], asyncio.Event]]:
+    """``pause_before_send`` (the same hook) with no fixed length: the paused step
+    sleeps until the yielded event is set."""
+    paused: list[str] = []
+    thaw = asyncio.Event()
+
+    async def pause(record: Any) -> None:
+        paused.append(record.key)
+        await thaw.wait()
+
+    previous, flow._before_send = flow._before_send, pause
+    try:
+        yield paused, thaw
+    finally:
+        flow._before_send = previous
 
 
 async def _is(value: Awaitable[object], expected: object) -> bool:
