@@ -1,5 +1,6 @@
-"""Shared test set-up: aioresponses on aiohttp 3.14, and the ``backend`` fixture (each
-ledger backend in turn: memory, SQLite, PostgreSQL)."""
+"""Shared test set-up: aioresponses on aiohttp 3.14, the ``backend`` fixture (each
+ledger backend in turn: memory, SQLite, PostgreSQL), and the lines the tests report
+after the run (the fuzz's HTTP call count), gathered from pytest-xdist's workers."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import aioresponses.core
 import pytest
 
 from tests.ledger.support import BACKENDS, Backend, require_postgres
+from tests.unit.answers import REPORT
 
 
 def _patch_aioresponses_for_aiohttp_314() -> None:
@@ -45,3 +47,24 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         yield made
     finally:
         await made.close()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """In a pytest-xdist worker: hand this worker's report lines to the controller."""
+    output = getattr(session.config, "workeroutput", None)
+    if output is not None:
+        output["report"] = list(session.config.stash.get(REPORT, []))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """(pytest-xdist, in the controller) a worker has finished: keep its report lines."""
+    lines = getattr(node, "workeroutput", {}).get("report", [])
+    node.config.stash.setdefault(REPORT, []).extend(lines)
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    for line in config.stash.get(REPORT, []):
+        terminalreporter.write_line(line)
