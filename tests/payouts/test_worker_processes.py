@@ -165,7 +165,9 @@ async def test_workers_share_a_queue_and_a_stopped_one_hands_its_rows_back(
     queue: tuple[Queue, Sandbox],
 ) -> None:
     q, sandbox = queue
-    count = 2000
+    # Long enough for a fifth worker to start mid-run on a loaded machine: with 2000 it
+    # was seen ready only after 1553 had been paid, past the three quarters below.
+    count = 3000
     # Four workers, idle; the first holds its rows for two minutes, so that only a
     # hand-back can let the others finish them in time.
     first, *others = await asyncio.gather(
