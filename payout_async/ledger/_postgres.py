@@ -24,9 +24,9 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, Self
 
 from .._errors import ConfigurationError, IdempotencyConflictError
-from .._shield import shielded
 from ._base import (
     ACTIVE_STATES,
+    MUTABLE_FIELDS,
     Claim,
     Enqueued,
     EnqueueOutcome,
@@ -41,12 +41,14 @@ from ._base import (
 )
 from ._ddl import schema_objects
 from ._errors import LedgerNotWrittenError
-from ._postgres_calls import BoundedPool
+from ._postgres_batch import Batcher, Pending
+from ._postgres_calls import BoundedPool, is_integrity_violation
 from ._postgres_queue import CHUNK, PostgresWakeups, QueueSQL, enqueue_chunk
 from ._recipient import MASKED_HASH, Recipients
 from ._rows import (
     COLUMNS,
     FINAL_VALUES,
+    FLOAT_FIELDS,
     TRANSITION_COLUMNS,
     check_changes,
     dump_params,
@@ -68,6 +70,27 @@ _FINAL = ", ".join(f"'{state}'" for state in FINAL_VALUES)
 # parameters too (``ledger._recipient``).
 _DROP_RECIPIENT = f", recipient = NULL, params_hash = '{MASKED_HASH}'"
 _ACTIVE = sorted(state.value for state in ACTIVE_STATES)
+# The changeable fields, in ``check_changes`` order, and the batched transitions'
+# inputs: one array each (a changeable field: whether to set it, and its new value).
+_CHANGEABLE = sorted(MUTABLE_FIELDS)
+_BATCH_INPUTS = [
+    ("i_provider", "text"),
+    ("i_key", "text"),
+    ("i_owner", "text"),
+    ("i_token", "int8"),
+    ("i_state", "text"),
+    ("i_attempt", "int4"),
+    ("i_lease", "float8"),  # NULL: the lease ends
+    ("i_note", "text"),
+    ("i_final", "bool"),  # the recipient goes
+] + [
+    pair
+    for name in _CHANGEABLE
+    for pair in (
+        (f"set_{name}", "bool"),
+        (f"new_{name}", "float8" if name in FLOAT_FIELDS else "text"),
+    )
+]
 # What the lease a claim took over still had to run (``c``: the row as it was).
 _LEFT = (
     "CASE WHEN c.lease_owner IS NULL THEN 0::float8 "
@@ -196,22 +219,40 @@ SELECT {cols} FROM upd"""
         # Held: the drive's claim is still the row's latest (an expired lease nobody
         # has claimed since is still its holder's: another claim raises the token).
         held = f"p.lease_owner = $3 AND p.lease_token = {{token}} AND p.state NOT IN ({_FINAL})"
-        self.transition = f"""
+        # Many transitions in one statement (``PostgresLedger._write_transitions``):
+        # ``i`` is one row per write, numbered; its rows are locked in key order, so
+        # that batches of several processes cannot deadlock.
+        inputs = ", ".join(f"${n}::{kind}[]" for n, (_, kind) in enumerate(_BATCH_INPUTS, 1))
+        names = ", ".join(name for name, _ in _BATCH_INPUTS)
+        changes = "".join(
+            f",\n        {name} = CASE WHEN cur.set_{name} THEN cur.new_{name} ELSE p.{name} END"
+            for name in _CHANGEABLE
+        )
+        self.transitions = f"""
 WITH {_NOW},
+i AS MATERIALIZED (
+    SELECT * FROM unnest({inputs}) WITH ORDINALITY AS i({names}, i_ord)
+),
 cur AS (
-    SELECT p.provider, p.key, p.state FROM {t} p, now
-    WHERE p.provider = $1 AND p.key = $2 AND {held.format(token="$8")}
+    SELECT p.provider, p.key, p.state AS from_state, i.* FROM {t} p JOIN i
+      ON p.provider = i.i_provider AND p.key = i.i_key
+    WHERE p.lease_owner = i.i_owner AND p.lease_token = i.i_token
+      AND p.state NOT IN ({_FINAL})
+    ORDER BY p.provider, p.key
     FOR UPDATE OF p
 ),
 upd AS (
-    UPDATE {t} p SET state = $4, attempts = p.attempts + $5,
-                     lease_owner = CASE WHEN $6::float8 IS NULL THEN NULL ELSE p.lease_owner END,
-                     lease_expires_at = now.t + $6::float8, updated_at = now.t{{sets}}
+    UPDATE {t} p SET state = cur.i_state, attempts = p.attempts + cur.i_attempt,
+        lease_owner = CASE WHEN cur.i_lease IS NULL THEN NULL ELSE p.lease_owner END,
+        lease_expires_at = now.t + cur.i_lease, updated_at = now.t{changes},
+        recipient = CASE WHEN cur.i_final THEN NULL ELSE p.recipient END,
+        params_hash = CASE WHEN cur.i_final THEN '{MASKED_HASH}' ELSE p.params_hash END
     FROM cur, now WHERE p.provider = cur.provider AND p.key = cur.key
-    RETURNING {p_cols}, cur.state AS from_state
+    RETURNING {p_cols}, cur.i_ord, cur.from_state, cur.i_owner, cur.i_note
 ),
-log AS ({log} SELECT provider, key, from_state, state, updated_at, $3::text, $7::text FROM upd)
-SELECT {cols} FROM upd"""
+log AS ({log} SELECT provider, key, from_state, state, updated_at, i_owner, i_note
+        FROM upd ORDER BY i_ord)
+SELECT {cols}, i_ord FROM upd"""
         self.renew = f"""
 WITH {_NOW}
 UPDATE {t} p SET lease_expires_at = now.t + $4 FROM now
@@ -348,6 +389,7 @@ class PostgresLedger(Ledger):
         self._queue = QueueSQL(schema, table_prefix)
         self._wakeups: PostgresWakeups | None = None
         self._calls: BoundedPool | None = None
+        self._batcher: Batcher[_TransitionWrite] | None = None
         self._ready = False
         self._opening = asyncio.Lock()
 
@@ -455,6 +497,9 @@ class PostgresLedger(Ledger):
         wakeups, self._wakeups = self._wakeups, None
         if wakeups is not None:
             await wakeups.aclose()
+        batcher, self._batcher = self._batcher, None
+        if batcher is not None:  # the writes callers are waiting for, first
+            await batcher.aclose(self.command_timeout)
         pool = self._pool
         self._ready = False
         self._calls = None
@@ -537,33 +582,44 @@ class PostgresLedger(Ledger):
         release: bool = False,
         **changes: Any,
     ) -> PayoutRecord:
-        """See ``Ledger.transition``."""
+        """See ``Ledger.transition``: queued with the transitions of concurrent payouts,
+        and written with them in one statement (``ledger._postgres_batch``)."""
         fields = check_changes(changes)
-        sets = "".join(f", {name} = ${index}" for index, name in enumerate(fields, start=9))
         to_state = LedgerState(state)
-        if to_state.is_final:
-            sets += _DROP_RECIPIENT
-        # Shielded: a cancelled caller must not abort the statement half-way (asyncpg
-        # would cancel it on the server), so the recovery point is written anyway.
-        row = await shielded(
-            self._fetchrow(
-                self._sql.transition.format(sets=sets),
-                provider,
-                key,
-                owner,
-                to_state.value,
-                int(add_attempt),
-                # NULL for a final state (a final row is nobody's) or a release: the
-                # lease ends.
-                None if to_state.is_final or release else float(lease_seconds),
-                note,
-                token,
-                *fields.values(),
-            )
+        final = to_state.is_final
+        # NULL for a final state (a final row is nobody's) or a release: the lease ends.
+        lease = None if final or release else float(lease_seconds)
+        write = _TransitionWrite(
+            provider, key, owner, token, to_state.value, int(add_attempt), lease, note, final
         )
+        write.changes = fields
+        calls = await self._connection_pool()
+        if self._batcher is None:
+            self._batcher = Batcher(
+                self._write_transitions, calls.patience, is_integrity_error=is_integrity_violation
+            )
+        # A cancelled caller does not take its write back: the recovery point is
+        # written anyway (the batch is not cancelled with it).
+        row = await self._batcher.submit((provider, key), write)
         if row is None:
             raise LeaseLostError(f"{provider}/{key} is not leased to {owner} (claim {token})")
         return self._record(row)
+
+    async def _write_transitions(self, batch: Sequence[Pending[_TransitionWrite]]) -> list[Any]:
+        """One statement for ``batch``: each write's row, or None (its lease was lost)."""
+        calls = await self._connection_pool()
+        columns: list[list[Any]] = [[] for _ in _BATCH_INPUTS]
+        for pending in batch:
+            write = pending.values
+            for column, value in zip(columns, write.row(), strict=True):
+                column.append(value)
+        rows = await calls.fetch_for(
+            [pending.scope for pending in batch], self._sql.transitions, *columns
+        )
+        found: list[Any] = [None] * len(batch)
+        for row in rows:
+            found[row[-1] - 1] = row
+        return found
 
     async def renew(
         self, provider: str, key: str, *, owner: str, token: int, lease_seconds: float
@@ -723,6 +779,54 @@ class PostgresLedger(Ledger):
         where, args = _filters(provider, None)
         rows = await self._fetch(self._sql.counts.format(where=where), *args)
         return {LedgerState(row[0]): int(row[1]) for row in rows}
+
+
+class _TransitionWrite:
+    """One queued transition: the batched statement's inputs for it."""
+
+    __slots__ = (
+        "attempt",
+        "changes",
+        "final",
+        "key",
+        "lease",
+        "note",
+        "owner",
+        "provider",
+        "state",
+        "token",
+    )
+
+    def __init__(
+        self,
+        provider: str,
+        key: str,
+        owner: str,
+        token: int,
+        state: str,
+        attempt: int,
+        lease: float | None,
+        note: str | None,
+        final: bool,
+    ) -> None:
+        self.provider, self.key, self.owner, self.token = provider, key, owner, token
+        self.state, self.attempt, self.lease, self.note = state, attempt, lease, note
+        self.final = final
+        self.changes: dict[str, Any] = {}
+
+    def row(self) -> list[Any]:
+        """Its values, in ``_BATCH_INPUTS`` order."""
+        values = [
+            *(self.provider, self.key, self.owner, self.token, self.state, self.attempt),
+            *(self.lease, self.note, self.final),
+        ]
+        changes = self.changes
+        for name in _CHANGEABLE:
+            if name in changes:
+                values += (True, changes[name])
+            else:
+                values += (False, None)
+        return values
 
 
 async def _keep_session(connection: Any) -> None:

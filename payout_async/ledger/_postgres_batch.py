@@ -1,0 +1,187 @@
+"""Group commit for ``PostgresLedger.transition``: the transitions that concurrent
+payouts queue are written together, in one statement on one connection.
+
+One writer task at a time takes whatever is queued when it is free (up to ``cap``
+writes, never two for one row: a later write for a row already in the batch waits for
+the next one), writes them with one statement, and hands every caller its own row (or
+None: its lease was lost). Nothing waits for a timer: a lone write is taken at once,
+and writes queue up only while a batch is in flight.
+
+A failure of the statement is every caller's: ``LedgerOutcomeUnknownError`` for each
+when the statement was sent and its answer lost, ``LedgerNotWrittenError`` when it
+certainly wrote nothing (``BoundedPool`` retries those within its budget). A broken
+constraint (SQLSTATE class 23) may be one caller's doing: the batch is then written
+again one write at a time, so that only that caller sees it.
+
+Each caller waits at most its own budget (``Patience``, counted from when it queued):
+if that runs out while its write is still queued, the write is taken out and the
+caller gets ``LedgerNotWrittenError``; once its batch is in flight,
+``LedgerOutcomeUnknownError``. A caller that is cancelled does not take its write back:
+the batch goes on, and the write lands (like a shielded single statement).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections import deque
+from collections.abc import Awaitable, Callable, Hashable, Sequence
+from typing import Any, Generic, TypeVar
+
+from .._shield import shielded
+from ._errors import LedgerError, LedgerNotWrittenError, LedgerOutcomeUnknownError
+from ._patience import Patience, Strain
+
+__all__ = ["CAP", "Batcher", "Pending"]
+
+CAP = 256
+V = TypeVar("V")
+
+
+class Pending(Generic[V]):
+    """One queued write: its row's ``key``, its ``values``, the caller's payout
+    (``scope``) and the caller's future."""
+
+    __slots__ = ("future", "key", "scope", "sent", "values")
+
+    def __init__(
+        self, key: Hashable, values: V, scope: Strain | None, future: asyncio.Future[Any]
+    ) -> None:
+        self.key = key
+        self.values = values
+        self.scope = scope
+        self.future = future
+        self.sent = False
+
+
+#: Writes a batch: one result per write, in order. Raises ``LedgerError`` for the whole
+#: batch, or the driver's error for a broken constraint.
+Write = Callable[[Sequence[Pending[V]]], Awaitable[Sequence[Any]]]
+
+
+class Batcher(Generic[V]):
+    """Queues writes and writes them in batches through ``write`` (see the module
+    docstring)."""
+
+    def __init__(
+        self,
+        write: Write[V],
+        patience: Patience,
+        *,
+        cap: int = CAP,
+        is_integrity_error: Callable[[BaseException], bool],
+    ) -> None:
+        self._write = write
+        self._patience = patience
+        self._cap = cap
+        self._is_integrity_error = is_integrity_error
+        self._queue: deque[Pending[V]] = deque()
+        self._writer: asyncio.Task[None] | None = None
+        #: Batches written and writes in them (for tests and benchmarks).
+        self.batches = 0
+        self.writes = 0
+
+    async def submit(self, key: Hashable, values: V) -> Any:
+        """Queue a write and wait for its result (see the module docstring)."""
+        loop = asyncio.get_running_loop()
+        scope = self._patience.scope()
+        budget = self._patience.budget(scope)
+        pending: Pending[V] = Pending(key, values, scope, loop.create_future())
+        self._queue.append(pending)
+        if self._writer is None:
+            # A context of its own: the writer works for every caller, not the first.
+            self._writer = loop.create_task(self._drain(), context=contextvars.Context())
+        try:
+            async with asyncio.timeout(budget):
+                return await shielded(pending.future)
+        except TimeoutError:
+            if pending.future.done():  # answered as the time ran out
+                return pending.future.result()
+            self._patience.ran_out(scope)
+            if pending.sent:
+                raise LedgerOutcomeUnknownError(
+                    f"PostgreSQL did not answer within {budget:g}s; the write may have committed"
+                ) from None
+            self._queue.remove(pending)
+            pending.future.cancel()
+            raise LedgerNotWrittenError(
+                f"the ledger's write did not start within {budget:g}s; nothing was sent"
+            ) from None
+
+    async def aclose(self, wait: float) -> None:
+        """Wait up to ``wait`` seconds for the queued writes to be written."""
+        writer = self._writer
+        if writer is not None:
+            await asyncio.wait({writer}, timeout=wait)
+
+    def _take(self) -> list[Pending[V]]:
+        batch: list[Pending[V]] = []
+        seen: set[Hashable] = set()
+        later: list[Pending[V]] = []
+        queue = self._queue
+        while queue and len(batch) < self._cap:
+            pending = queue.popleft()
+            if pending.key in seen:  # the next batch writes it, after this one
+                later.append(pending)
+            else:
+                seen.add(pending.key)
+                batch.append(pending)
+        queue.extendleft(reversed(later))
+        return batch
+
+    async def _drain(self) -> None:
+        batch: list[Pending[V]] = []
+        try:
+            while self._queue:
+                batch = self._take()
+                for pending in batch:
+                    pending.sent = True
+                await self._flush(batch)
+                batch = []
+        finally:
+            self._writer = None
+            if batch or self._queue:  # the writer itself was cancelled (the loop closes)
+                gone = LedgerOutcomeUnknownError("the ledger's writer stopped mid-write")
+                _fail(batch, gone)
+                _fail(list(self._queue), LedgerNotWrittenError("the ledger's writer stopped"))
+                self._queue.clear()
+
+    async def _flush(self, batch: list[Pending[V]]) -> None:
+        self.batches += 1
+        self.writes += len(batch)
+        try:
+            results = await self._write(batch)
+        except LedgerError as error:
+            _fail(batch, error)
+            return
+        except Exception as error:
+            if len(batch) > 1 and self._is_integrity_error(error):
+                for pending in batch:  # whose it is: each alone, in order
+                    await self._flush([pending])
+                return
+            _fail(batch, error)
+            return
+        for pending, result in zip(batch, results, strict=True):
+            if not pending.future.done():
+                pending.future.set_result(result)
+
+
+def _fail(batch: Sequence[Pending[Any]], error: BaseException) -> None:
+    """Give each caller its own copy of ``error`` (one exception object raised in
+    several tasks would gather all their tracebacks)."""
+    for pending in batch:
+        if not pending.future.done():
+            pending.future.set_exception(_copy(error) if len(batch) > 1 else error)
+
+
+def _copy(error: BaseException) -> BaseException:
+    if isinstance(error, LedgerError):
+        copy: BaseException = type(error)(str(error), code=error.code)
+    else:
+        try:
+            copy = type(error)(*error.args)
+        except Exception:
+            return error
+        copy.__dict__.update(getattr(error, "__dict__", {}))
+    copy.__cause__ = error.__cause__
+    return copy
