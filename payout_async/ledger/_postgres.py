@@ -174,15 +174,23 @@ CREATE TABLE IF NOT EXISTS {h} (
 );
 CREATE INDEX IF NOT EXISTS "{prefix}payout_transitions_key" ON {h} (provider, key, id);
 """
-        self.insert = f"""
+        # Many intents in one statement (``PostgresLedger._write_inserts``), inserted in
+        # key order (two processes inserting the same keys wait in one order).
+        self.inserts = f"""
 WITH {_NOW},
+i AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                         $6::text[], $7::float8[], $8::text[], $9::text[], $10::int4[])
+        AS i(i_provider, i_key, i_hash, i_params, i_order, i_owner, i_lease, i_recipient,
+             i_state, i_attempts)
+),
 ins AS (
     INSERT INTO {t} (provider, key, params_hash, params, state, order_id, attempts,
                      lease_owner, lease_expires_at, lease_token, created_at, updated_at,
                      recipient)
-    SELECT $1::text, $2::text, $3::text, $4::text::jsonb, $9::text, $5::text, $10::int,
-           $6::text, now.t + $7::float8, 1, now.t, now.t, $8::text
-    FROM now
+    SELECT i_provider, i_key, i_hash, i_params::jsonb, i_state, i_order, i_attempts,
+           i_owner, now.t + i_lease, 1, now.t, now.t, i_recipient
+    FROM i, now ORDER BY i_provider, i_key
     ON CONFLICT (provider, key) DO NOTHING
     RETURNING {cols}
 ),
@@ -390,6 +398,7 @@ class PostgresLedger(Ledger):
         self._wakeups: PostgresWakeups | None = None
         self._calls: BoundedPool | None = None
         self._batcher: Batcher[_TransitionWrite] | None = None
+        self._inserts: Batcher[list[Any]] | None = None
         self._ready = False
         self._opening = asyncio.Lock()
 
@@ -497,9 +506,11 @@ class PostgresLedger(Ledger):
         wakeups, self._wakeups = self._wakeups, None
         if wakeups is not None:
             await wakeups.aclose()
-        batcher, self._batcher = self._batcher, None
-        if batcher is not None:  # the writes callers are waiting for, first
-            await batcher.aclose(self.command_timeout)
+        batchers = (self._inserts, self._batcher)
+        self._inserts = self._batcher = None
+        for batcher in batchers:  # the writes callers are waiting for, first
+            if batcher is not None:
+                await batcher.aclose(self.command_timeout)
         pool = self._pool
         self._ready = False
         self._calls = None
@@ -538,14 +549,11 @@ class PostgresLedger(Ledger):
         lease = float(lease_seconds)
         params_text = dump_params(stored.params)
         accepted = recipients.accepted_hashes(params_hash, params)
+        state = (LedgerState.SENDING if sending else LedgerState.PENDING).value
+        intent = [provider, key, params_hash, params_text, order_id, owner, lease]
+        intent += [stored.recipient, state, int(sending)]
         try:
-            row = await self._fetchrow(
-                self._sql.insert,
-                *(provider, key, params_hash, params_text, order_id, owner, lease),
-                stored.recipient,
-                (LedgerState.SENDING if sending else LedgerState.PENDING).value,
-                int(sending),
-            )
+            row = await self._insert(intent)
             if row is not None:
                 return Claim(record=self._record(row), claimed=True, created=True)
             row = await self._fetchrow(
@@ -567,6 +575,24 @@ class PostgresLedger(Ledger):
         ):
             raise IdempotencyConflictError(key)
         return Claim(record=record, claimed=False)
+
+    async def _insert(self, intent: list[Any]) -> Any:
+        """Insert a new row (queued with the inserts of concurrent ``begin``\\ s, and
+        written with them in one statement); None if the key has a row already."""
+        calls = await self._connection_pool()
+        if self._inserts is None:
+            self._inserts = Batcher(
+                self._write_inserts, calls.patience, is_integrity_error=is_integrity_violation
+            )
+        return await self._inserts.submit((intent[0], intent[1]), intent)
+
+    async def _write_inserts(self, batch: Sequence[Pending[list[Any]]]) -> list[Any]:
+        """One statement for ``batch``: each new row, or None (the key has one)."""
+        calls = await self._connection_pool()
+        columns = [list(column) for column in zip(*(p.values for p in batch), strict=True)]
+        rows = await calls.fetch_for([p.scope for p in batch], self._sql.inserts, *columns)
+        by_key = {(row[0], row[1]): row for row in rows}
+        return [by_key.get((p.values[0], p.values[1])) for p in batch]
 
     async def transition(
         self,

@@ -13,6 +13,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from payout_async import IdempotencyConflictError
 from payout_async.ledger import (
     LeaseLostError,
     LedgerNotWrittenError,
@@ -244,6 +245,49 @@ async def test_a_connection_cut_under_a_batch_leaves_every_caller_unknown(
             await ledger.transition(
                 "enot", "k0", owner="w", token=token + 1, state=SENDING, lease_seconds=30
             )
+
+
+@pytest.mark.postgres
+async def test_concurrent_begins_share_statements_and_each_gets_its_own_answer(
+    ledger: PostgresLedger,
+) -> None:
+    await begin(ledger, "old", order_id="o-old")
+    keys = [f"k{n:02}" for n in range(30)]
+
+    def start(key: str, order_id: str) -> asyncio.Task[Any]:
+        return asyncio.create_task(
+            ledger.begin(
+                "enot",
+                key,
+                "h",
+                {"amount": "1.00"},
+                owner="w",
+                lease_seconds=30,
+                order_id=order_id,
+            )
+        )
+
+    calls = [start(key, f"o-{key}") for key in keys]
+    calls += [start("k00", "o-k00"), start("old", "o-old")]
+    before = ledger._inserts.batches if ledger._inserts is not None else 0
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    assert ledger._inserts is not None
+    assert ledger._inserts.batches - before == 2  # k00's second begin waits for the next
+    for key, claim in zip(keys, results, strict=False):
+        assert not isinstance(claim, BaseException)
+        assert (claim.record.key, claim.created, claim.claimed) == (key, True, True)
+        assert claim.record.order_id == f"o-{key}"
+    again, old = results[len(keys) :]
+    assert not isinstance(again, BaseException) and not isinstance(old, BaseException)
+    assert (again.created, again.claimed, old.created, old.claimed) == (False,) * 4
+    # A batch that breaks the order_id index: only the begin that broke it fails.
+    calls = [start("new1", "o-new1"), start("dup", "o-k01"), start("new2", "o-new2")]
+    new1, dup, new2 = await asyncio.gather(*calls, return_exceptions=True)
+    assert isinstance(dup, IdempotencyConflictError)
+    assert await ledger.get("enot", "dup") is None
+    assert not isinstance(new1, BaseException) and not isinstance(new2, BaseException)
+    assert new1.created and new2.created
+    assert len(await ledger.history("enot", "k00")) == 1
 
 
 # The batcher alone, with a fake statement.
