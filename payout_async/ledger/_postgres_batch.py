@@ -40,18 +40,25 @@ V = TypeVar("V")
 
 class Pending(Generic[V]):
     """One queued write: its row's ``key``, its ``values``, the caller's payout
-    (``scope``) and the caller's future."""
+    (``scope``), budget and deadline (on the loop's clock), and the caller's future."""
 
-    __slots__ = ("future", "key", "scope", "sent", "values")
+    __slots__ = ("budget", "deadline", "future", "key", "scope", "values")
 
     def __init__(
-        self, key: Hashable, values: V, scope: Strain | None, future: asyncio.Future[Any]
+        self,
+        key: Hashable,
+        values: V,
+        scope: Strain | None,
+        budget: float,
+        deadline: float,
+        future: asyncio.Future[Any],
     ) -> None:
         self.key = key
         self.values = values
         self.scope = scope
+        self.budget = budget
+        self.deadline = deadline
         self.future = future
-        self.sent = False
 
 
 #: Writes a batch: one result per write, in order. Raises ``LedgerError`` for the whole
@@ -76,7 +83,11 @@ class Batcher(Generic[V]):
         self._cap = cap
         self._is_integrity_error = is_integrity_error
         self._queue: deque[Pending[V]] = deque()
+        self._flight: list[Pending[V]] = []
         self._writer: asyncio.Task[None] | None = None
+        # One timer for all the callers waiting (not one each): set while a batch is
+        # in flight, for the earliest deadline of a write not answered yet.
+        self._timer: asyncio.TimerHandle | None = None
         #: Batches written and writes in them (for tests and benchmarks).
         self.batches = 0
         self.writes = 0
@@ -86,27 +97,15 @@ class Batcher(Generic[V]):
         loop = asyncio.get_running_loop()
         scope = self._patience.scope()
         budget = self._patience.budget(scope)
-        pending: Pending[V] = Pending(key, values, scope, loop.create_future())
+        deadline = loop.time() + budget
+        pending = Pending(key, values, scope, budget, deadline, loop.create_future())
         self._queue.append(pending)
         if self._writer is None:
             # A context of its own: the writer works for every caller, not the first.
             self._writer = loop.create_task(self._drain(), context=contextvars.Context())
-        try:
-            async with asyncio.timeout(budget):
-                return await shielded(pending.future)
-        except TimeoutError:
-            if pending.future.done():  # answered as the time ran out
-                return pending.future.result()
-            self._patience.ran_out(scope)
-            if pending.sent:
-                raise LedgerOutcomeUnknownError(
-                    f"PostgreSQL did not answer within {budget:g}s; the write may have committed"
-                ) from None
-            self._queue.remove(pending)
-            pending.future.cancel()
-            raise LedgerNotWrittenError(
-                f"the ledger's write did not start within {budget:g}s; nothing was sent"
-            ) from None
+        elif self._timer is not None and deadline < self._timer.when():
+            self._arm(loop)  # a caller with less time than those before it
+        return await shielded(pending.future)
 
     async def aclose(self, wait: float) -> None:
         """Wait up to ``wait`` seconds for the queued writes to be written."""
@@ -130,21 +129,67 @@ class Batcher(Generic[V]):
         return batch
 
     async def _drain(self) -> None:
-        batch: list[Pending[V]] = []
+        loop = asyncio.get_running_loop()
         try:
             while self._queue:
-                batch = self._take()
-                for pending in batch:
-                    pending.sent = True
-                await self._flush(batch)
-                batch = []
+                self._flight = self._take()
+                self._arm(loop)
+                await self._flush(self._flight)
+                self._flight = []
+                if self._timer is not None:
+                    self._timer.cancel()
+                    self._timer = None
         finally:
             self._writer = None
-            if batch or self._queue:  # the writer itself was cancelled (the loop closes)
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            if self._flight or self._queue:  # the writer itself was cancelled (the loop closes)
                 gone = LedgerOutcomeUnknownError("the ledger's writer stopped mid-write")
-                _fail(batch, gone)
+                _fail(self._flight, gone)
                 _fail(list(self._queue), LedgerNotWrittenError("the ledger's writer stopped"))
+                self._flight = []
                 self._queue.clear()
+
+    def _arm(self, loop: asyncio.AbstractEventLoop) -> None:
+        """(Re)set the timer for the earliest deadline of a caller still waiting."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        waiting = [p.deadline for p in self._flight if not p.future.done()]
+        waiting += [p.deadline for p in self._queue]
+        if waiting:
+            self._timer = loop.call_at(min(waiting), self._expire, loop)
+
+    def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Answer the callers whose time ran out: a write in flight may land, a queued
+        one is taken out and never sent."""
+        self._timer = None
+        now = loop.time()
+        for pending in self._flight:
+            if pending.deadline <= now and not pending.future.done():
+                self._patience.ran_out(pending.scope)
+                pending.future.set_exception(
+                    LedgerOutcomeUnknownError(
+                        f"PostgreSQL did not answer within {pending.budget:g}s; "
+                        "the write may have committed"
+                    )
+                )
+        if any(pending.deadline <= now for pending in self._queue):
+            kept: deque[Pending[V]] = deque()
+            for pending in self._queue:
+                if pending.deadline > now:
+                    kept.append(pending)
+                    continue
+                self._patience.ran_out(pending.scope)
+                pending.future.set_exception(
+                    LedgerNotWrittenError(
+                        f"the ledger's write did not start within {pending.budget:g}s; "
+                        "nothing was sent"
+                    )
+                )
+            self._queue = kept
+        self._arm(loop)
 
     async def _flush(self, batch: list[Pending[V]]) -> None:
         self.batches += 1

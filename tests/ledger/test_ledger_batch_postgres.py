@@ -21,7 +21,7 @@ from payout_async.ledger import (
     LedgerState,
     PostgresLedger,
 )
-from payout_async.ledger._patience import Patience
+from payout_async.ledger._patience import STRAINED, Patience, one_payout
 from payout_async.ledger._postgres_batch import Batcher, Pending
 from payout_async.ledger._postgres_calls import is_integrity_violation
 
@@ -354,6 +354,24 @@ async def test_a_write_still_queued_when_its_caller_runs_out_of_time_is_never_se
     statement.go.set()
     await writes.aclose(1.0)
     assert statement.batches == [["a"]]  # b was taken out of the queue
+
+
+async def test_a_payout_with_less_patience_stops_waiting_first() -> None:
+    statement = FakeStatement()
+    patience = Patience(30.0)
+    writes = Batcher(statement, patience, is_integrity_error=is_integrity_violation)
+    statement.go.clear()
+    sent = asyncio.create_task(writes.submit("a", "a"))  # waits up to 30 s
+    await asyncio.sleep(0.01)
+    with one_payout():  # a payout whose ledger call ran out already: 1 s at most
+        patience.ran_out(patience.scope())
+        assert patience.budget() == STRAINED
+        with pytest.raises(LedgerNotWrittenError):
+            await writes.submit("b", "b")
+    assert not sent.done()
+    statement.go.set()
+    assert await sent == "row a"
+    assert statement.batches == [["a"]]
 
 
 async def test_a_failed_statement_is_every_callers_and_one_broken_constraint_is_its_own() -> None:
