@@ -2,7 +2,9 @@
 
 Every method is one SQL statement (writable CTEs append the history in the same
 statement), so each is atomic without an explicit transaction; ``begin`` and
-``settle_by_order_id`` add a plain read when their write matched nothing. Leases are
+``settle_by_order_id`` add a plain read when their write matched nothing. ``begin``'s
+insert and ``transition`` are queued: the calls of concurrent payouts are written
+together, one statement per batch (``ledger._postgres_batch``). Leases are
 timed by the server's clock (``clock_timestamp()``), so hosts whose clocks disagree
 still agree on who holds a row. ``claim_stranded`` locks its rows with
 ``FOR UPDATE SKIP LOCKED``: concurrent claimers take disjoint rows and never wait.
@@ -397,7 +399,7 @@ class PostgresLedger(Ledger):
         self._queue = QueueSQL(schema, table_prefix)
         self._wakeups: PostgresWakeups | None = None
         self._calls: BoundedPool | None = None
-        self._batcher: Batcher[_TransitionWrite] | None = None
+        self._batcher: Batcher[list[Any]] | None = None
         self._inserts: Batcher[list[Any]] | None = None
         self._ready = False
         self._opening = asyncio.Lock()
@@ -615,10 +617,10 @@ class PostgresLedger(Ledger):
         final = to_state.is_final
         # NULL for a final state (a final row is nobody's) or a release: the lease ends.
         lease = None if final or release else float(lease_seconds)
-        write = _TransitionWrite(
-            provider, key, owner, token, to_state.value, int(add_attempt), lease, note, final
-        )
-        write.changes = fields
+        write = [provider, key, owner, token, to_state.value, int(add_attempt), lease, note]
+        write.append(final)
+        for name in _CHANGEABLE:  # whether to set it, and its new value
+            write += (True, fields[name]) if name in fields else (False, None)
         calls = await self._connection_pool()
         if self._batcher is None:
             self._batcher = Batcher(
@@ -631,17 +633,11 @@ class PostgresLedger(Ledger):
             raise LeaseLostError(f"{provider}/{key} is not leased to {owner} (claim {token})")
         return self._record(row)
 
-    async def _write_transitions(self, batch: Sequence[Pending[_TransitionWrite]]) -> list[Any]:
+    async def _write_transitions(self, batch: Sequence[Pending[list[Any]]]) -> list[Any]:
         """One statement for ``batch``: each write's row, or None (its lease was lost)."""
         calls = await self._connection_pool()
-        columns: list[list[Any]] = [[] for _ in _BATCH_INPUTS]
-        for pending in batch:
-            write = pending.values
-            for column, value in zip(columns, write.row(), strict=True):
-                column.append(value)
-        rows = await calls.fetch_for(
-            [pending.scope for pending in batch], self._sql.transitions, *columns
-        )
+        columns = [list(column) for column in zip(*(p.values for p in batch), strict=True)]
+        rows = await calls.fetch_for([p.scope for p in batch], self._sql.transitions, *columns)
         found: list[Any] = [None] * len(batch)
         for row in rows:
             found[row[-1] - 1] = row
@@ -805,54 +801,6 @@ class PostgresLedger(Ledger):
         where, args = _filters(provider, None)
         rows = await self._fetch(self._sql.counts.format(where=where), *args)
         return {LedgerState(row[0]): int(row[1]) for row in rows}
-
-
-class _TransitionWrite:
-    """One queued transition: the batched statement's inputs for it."""
-
-    __slots__ = (
-        "attempt",
-        "changes",
-        "final",
-        "key",
-        "lease",
-        "note",
-        "owner",
-        "provider",
-        "state",
-        "token",
-    )
-
-    def __init__(
-        self,
-        provider: str,
-        key: str,
-        owner: str,
-        token: int,
-        state: str,
-        attempt: int,
-        lease: float | None,
-        note: str | None,
-        final: bool,
-    ) -> None:
-        self.provider, self.key, self.owner, self.token = provider, key, owner, token
-        self.state, self.attempt, self.lease, self.note = state, attempt, lease, note
-        self.final = final
-        self.changes: dict[str, Any] = {}
-
-    def row(self) -> list[Any]:
-        """Its values, in ``_BATCH_INPUTS`` order."""
-        values = [
-            *(self.provider, self.key, self.owner, self.token, self.state, self.attempt),
-            *(self.lease, self.note, self.final),
-        ]
-        changes = self.changes
-        for name in _CHANGEABLE:
-            if name in changes:
-                values += (True, changes[name])
-            else:
-                values += (False, None)
-        return values
 
 
 async def _keep_session(connection: Any) -> None:
