@@ -11,7 +11,9 @@ A failure of the statement is every caller's: ``LedgerOutcomeUnknownError`` for 
 when the statement was sent and its answer lost, ``LedgerNotWrittenError`` when it
 certainly wrote nothing (``BoundedPool`` retries those within its budget). A broken
 constraint (SQLSTATE class 23) may be one caller's doing: the batch is then written
-again one write at a time, so that only that caller sees it.
+again one write at a time, so that only that caller sees it; so is one that waited in
+vain for a row lock (a row locked elsewhere all along), each write alone and side by
+side, so that only the locked rows' callers fail.
 
 Each caller waits at most its own budget (``Patience``, counted from when it queued):
 if that runs out while its write is still queued, the write is taken out and the
@@ -35,6 +37,8 @@ from ._patience import Patience, Strain
 __all__ = ["CAP", "Batcher", "Pending"]
 
 CAP = 256
+# The server gave up waiting (for a row lock, or at ``statement_timeout``): not written.
+_WAITED_IN_VAIN = frozenset({"55P03", "57014"})
 V = TypeVar("V")
 
 
@@ -197,6 +201,11 @@ class Batcher(Generic[V]):
         try:
             results = await self._write(batch)
         except LedgerError as error:
+            if len(batch) > 1 and error.code in _WAITED_IN_VAIN:
+                # A row locked elsewhere all along held up the whole batch: each write
+                # again alone, side by side, so only the locked rows' callers fail.
+                await asyncio.gather(*(self._flush([pending]) for pending in batch))
+                return
             _fail(batch, error)
             return
         except Exception as error:

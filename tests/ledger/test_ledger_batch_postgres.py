@@ -16,6 +16,7 @@ import pytest
 from payout_async import IdempotencyConflictError
 from payout_async.ledger import (
     LeaseLostError,
+    LedgerError,
     LedgerNotWrittenError,
     LedgerOutcomeUnknownError,
     LedgerState,
@@ -212,6 +213,29 @@ async def test_a_caller_cancelled_in_flight_does_not_take_its_write_back(
     row = await ledger.get("enot", "b")
     assert row is not None and row.state is SENDING  # b's write landed all the same
     assert len(await ledger.history("enot", "b")) == 2
+
+
+@pytest.mark.postgres
+async def test_a_row_locked_elsewhere_all_along_fails_only_its_own_write(schema: str) -> None:
+    async with PostgresLedger(PG_DSN, schema=schema, command_timeout=2.0) as ledger:
+        tokens = {key: await begin(ledger, key) for key in ("a", "b", "c")}
+        blocker = await asyncpg.connect(PG_DSN)
+        try:
+            async with blocker.transaction():
+                await blocker.execute(
+                    f"SELECT 1 FROM \"{schema}\".payouts WHERE key = 'b' FOR UPDATE"
+                )
+                moves = [move(ledger, key, tokens[key]) for key in ("a", "b", "c")]
+                a, b, c = await asyncio.gather(*moves, return_exceptions=True)
+                assert ledger._batcher is not None
+                await ledger._batcher.aclose(5.0)  # b's last try has ended too
+        finally:
+            await blocker.close()
+        assert isinstance(b, LedgerError)  # lock timeout, or b's own time ran out
+        assert not isinstance(a, BaseException) and not isinstance(c, BaseException)
+        assert (a.state, c.state) == (SENDING, SENDING)
+        row = await ledger.get("enot", "b")
+        assert row is not None and row.state is LedgerState.PENDING
 
 
 @pytest.mark.postgres
