@@ -43,6 +43,7 @@ from ._base import (
 )
 from ._ddl import schema_objects
 from ._errors import LedgerNotWrittenError
+from ._patience import Strain
 from ._postgres_batch import Batcher, Pending
 from ._postgres_calls import BoundedPool, is_integrity_violation
 from ._postgres_queue import CHUNK, PostgresWakeups, QueueSQL, enqueue_chunk
@@ -176,6 +177,22 @@ CREATE TABLE IF NOT EXISTS {h} (
 );
 CREATE INDEX IF NOT EXISTS "{prefix}payout_transitions_key" ON {h} (provider, key, id);
 """
+        # One intent (a batch of one: ``PostgresLedger._write_inserts``).
+        self.insert = f"""
+WITH {_NOW},
+ins AS (
+    INSERT INTO {t} (provider, key, params_hash, params, state, order_id, attempts,
+                     lease_owner, lease_expires_at, lease_token, created_at, updated_at,
+                     recipient)
+    SELECT $1::text, $2::text, $3::text, $4::text::jsonb, $9::text, $5::text, $10::int,
+           $6::text, now.t + $7::float8, 1, now.t, now.t, $8::text
+    FROM now
+    ON CONFLICT (provider, key) DO NOTHING
+    RETURNING {cols}
+),
+log AS ({log} SELECT provider, key, NULL, state, created_at, lease_owner, 'intent recorded'
+        FROM ins)
+SELECT {cols} FROM ins"""
         # Many intents in one statement (``PostgresLedger._write_inserts``), inserted in
         # key order (two processes inserting the same keys wait in one order).
         self.inserts = f"""
@@ -229,6 +246,23 @@ SELECT {cols} FROM upd"""
         # Held: the drive's claim is still the row's latest (an expired lease nobody
         # has claimed since is still its holder's: another claim raises the token).
         held = f"p.lease_owner = $3 AND p.lease_token = {{token}} AND p.state NOT IN ({_FINAL})"
+        # One transition (a batch of one: ``PostgresLedger._write_transitions``).
+        self.transition = f"""
+WITH {_NOW},
+cur AS (
+    SELECT p.provider, p.key, p.state FROM {t} p, now
+    WHERE p.provider = $1 AND p.key = $2 AND {held.format(token="$8")}
+    FOR UPDATE OF p
+),
+upd AS (
+    UPDATE {t} p SET state = $4, attempts = p.attempts + $5,
+                     lease_owner = CASE WHEN $6::float8 IS NULL THEN NULL ELSE p.lease_owner END,
+                     lease_expires_at = now.t + $6::float8, updated_at = now.t{{sets}}
+    FROM cur, now WHERE p.provider = cur.provider AND p.key = cur.key
+    RETURNING {p_cols}, cur.state AS from_state
+),
+log AS ({log} SELECT provider, key, from_state, state, updated_at, $3::text, $7::text FROM upd)
+SELECT {cols} FROM upd"""
         # Many transitions in one statement (``PostgresLedger._write_transitions``):
         # ``i`` is one row per write, numbered; its rows are locked in key order, so
         # that batches of several processes cannot deadlock.
@@ -591,8 +625,12 @@ class PostgresLedger(Ledger):
     async def _write_inserts(self, batch: Sequence[Pending[list[Any]]]) -> list[Any]:
         """One statement for ``batch``: each new row, or None (the key has one)."""
         calls = await self._connection_pool()
+        scopes = [p.scope for p in batch]
+        if len(batch) == 1:  # a lone call: the plain statement costs less
+            row = await calls.fetch_for(scopes, self._sql.insert, *batch[0].values)
+            return [row[0] if row else None]
         columns = [list(column) for column in zip(*(p.values for p in batch), strict=True)]
-        rows = await calls.fetch_for([p.scope for p in batch], self._sql.inserts, *columns)
+        rows = await calls.fetch_for(scopes, self._sql.inserts, *columns)
         by_key = {(row[0], row[1]): row for row in rows}
         return [by_key.get((p.values[0], p.values[1])) for p in batch]
 
@@ -636,12 +674,33 @@ class PostgresLedger(Ledger):
     async def _write_transitions(self, batch: Sequence[Pending[list[Any]]]) -> list[Any]:
         """One statement for ``batch``: each write's row, or None (its lease was lost)."""
         calls = await self._connection_pool()
+        scopes = [p.scope for p in batch]
+        if len(batch) == 1:  # a lone call: the plain statement costs less
+            return [await self._write_transition(calls, scopes, batch[0].values)]
         columns = [list(column) for column in zip(*(p.values for p in batch), strict=True)]
-        rows = await calls.fetch_for([p.scope for p in batch], self._sql.transitions, *columns)
+        rows = await calls.fetch_for(scopes, self._sql.transitions, *columns)
         found: list[Any] = [None] * len(batch)
         for row in rows:
             found[row[-1] - 1] = row
         return found
+
+    async def _write_transition(
+        self, calls: BoundedPool, scopes: list[Strain | None], write: list[Any]
+    ) -> Any:
+        """One transition alone (``write`` as a row of the batched statement's
+        inputs): its row, or None."""
+        provider, key, owner, token, state, attempt, lease, note, final = write[:9]
+        sets, values = "", []
+        for index, name in enumerate(_CHANGEABLE):
+            if write[9 + 2 * index]:
+                values.append(write[10 + 2 * index])
+                sets += f", {name} = ${8 + len(values)}"
+        if final:
+            sets += _DROP_RECIPIENT
+        sql = self._sql.transition.format(sets=sets)
+        args = (provider, key, owner, state, attempt, lease, note, token, *values)
+        rows = await calls.fetch_for(scopes, sql, *args)
+        return rows[0] if rows else None
 
     async def renew(
         self, provider: str, key: str, *, owner: str, token: int, lease_seconds: float

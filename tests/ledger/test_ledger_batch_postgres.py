@@ -141,9 +141,14 @@ async def test_two_transitions_of_one_row_queued_at_once_are_written_in_order(
 
 @pytest.mark.postgres
 async def test_final_and_released_writes_in_one_batch_end_their_leases(
-    ledger: PostgresLedger,
+    ledger: PostgresLedger, schema: str
 ) -> None:
-    tokens = [await begin(ledger, key) for key in ("a", "b", "c")]
+    tokens = []
+    for key in ("a", "b", "c"):
+        params = {"amount": "1.00", "account": "79990001122"}
+        claim = await ledger.begin("enot", key, "h", params, owner="w", lease_seconds=30)
+        tokens.append(claim.record.lease_token)
+    before = batches(ledger)
     done = await asyncio.gather(
         move(ledger, "a", tokens[0], LedgerState.SUCCEEDED, provider_status="Paid"),
         asyncio.create_task(
@@ -160,6 +165,7 @@ async def test_final_and_released_writes_in_one_batch_end_their_leases(
         ),
         move(ledger, "c", tokens[2], unknown_since=12.5, reason="why"),
     )
+    assert batches(ledger) - before == 1  # the batched statement, not three lone ones
     a, b, c = done
     assert (a.state, a.lease_owner, a.lease_expires_at, a.params_hash) == (
         LedgerState.SUCCEEDED,
@@ -171,6 +177,10 @@ async def test_final_and_released_writes_in_one_batch_end_their_leases(
     assert b.params_hash == "h"
     assert (c.lease_owner, c.unknown_since, c.reason, c.attempts) == ("w", 12.5, "why", 0)
     assert c.lease_expires_at is not None and c.lease_expires_at > c.updated_at + 29
+    pool = await ledger._connection_pool()
+    kept = await pool.fetch(f'SELECT key, recipient FROM "{schema}".payouts ORDER BY key')
+    assert [(row[0], row[1] is None) for row in kept] == [("a", True), ("b", False), ("c", False)]
+    assert "79990001122" not in str(a.params) and b.params["account"] == "79990001122"
 
 
 @pytest.mark.postgres
