@@ -22,7 +22,9 @@ table shows calls per payout, so an extra poll would show.
 ``--calls-per-payout`` instead prints provider calls per settled payout against
 sandboxes that settle in 1, 3 and 5 s with 10% faults of every kind, ``Payouts`` polling
 with its default ``PollPolicy``, beside the minimum (3 for IntellectMoney, 2 for Enot)
-and the median time to a settled result over the settle time.
+and the median and worst time to a settled result over the settle time; and a row for
+Enot with ``webhook_wait``, the sandbox's webhooks settling the payouts (minimum 1: the
+create).
 
 Printed per way: payouts/s (wall), the benchmark process's CPU microseconds per call
 (``time.process_time()``: the client, its ledger thread and the asyncpg driver, not
@@ -61,6 +63,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import attrs
 from _common import (
     PAN,
     SandboxProcess,
@@ -72,8 +75,10 @@ from _common import (
     postgres_cpu_seconds,
     table,
 )
+from aiohttp import web
 
-from payout_async import Payouts, PollPolicy, RetryPolicy, Timeouts
+from payout_async import EnotClient, Payouts, PollPolicy, RetryPolicy, Timeouts
+from payout_async.enot import webhook_handler
 from payout_async.ledger import (
     Ledger,
     MemoryLedger,
@@ -87,11 +92,12 @@ POSTGRES_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 #: Payouts polls at once, and would wait at most a few milliseconds if it ever had to.
 POLL = PollPolicy(initial=0.001, multiplier=2.0, maximum=0.01, deadline=60.0)
 BASELINE = "raw aiohttp"
+#: Issue 13's targets, judged on the medians (payouts/s and CPU ratios both).
 TARGETS = {
-    "clients": 0.90,
-    "Payouts+Memory": 0.85,
-    "Payouts+SQLite": 0.60,
-    "Payouts+SQLite+key": 0.60,
+    "clients": 0.95,
+    "Payouts+Memory": 0.90,
+    "Payouts+SQLite": 0.70,
+    "Payouts+SQLite+key": 0.70,
     "Payouts+Postgres": 0.60,
 }
 
@@ -714,12 +720,17 @@ async def with_latency(args: argparse.Namespace, sandbox: SandboxProcess, direct
 FAULT_TIMEOUTS = Timeouts(total=3.0, connect=1.0, read=0.5)
 FAULT_RETRY = RetryPolicy(attempts=4, initial=0.01, maximum=0.1, max_retry_after=0.05)
 MINIMUM_CALLS = {"intellectmoney": 3, "enot": 2}  # create+execute+state; create+info
+#: ``Payouts(webhook_wait=...)`` for the Enot row with webhooks: far above any settle time.
+WEBHOOK_WAIT = 10.0
 
 
-async def timed_pay(payouts: Payouts[Any], key: str) -> tuple[str, float]:
-    """Pay one payout; its status and how long ``pay()`` took."""
+async def timed_pay(
+    payouts: Payouts[Any], key: str, hook_url: str | None = None
+) -> tuple[str, float]:
+    """Pay one payout (an Enot one with ``hook_url``); its status and how long
+    ``pay()`` took."""
     im = payouts.provider == "intellectmoney"
-    request = im_request(key) if im else enot_request()
+    request = im_request(key) if im else attrs.evolve(enot_request(), hook_url=hook_url)
     started = time.perf_counter()
     result = await payouts.pay(key, request)
     return result.status.value, time.perf_counter() - started
@@ -727,7 +738,7 @@ async def timed_pay(payouts: Payouts[Any], key: str) -> tuple[str, float]:
 
 async def settle_run(sandbox: SandboxProcess, settle: float, count: int) -> list[list[str]]:
     """``count`` payouts per provider with ``Payouts``' default ``PollPolicy``: calls
-    per payout (from the sandbox's counters) and time to a settled result."""
+    per settled payout (from the sandbox's counters) and time to a settled result."""
     im, enot = clients(
         sandbox.intellectmoney_url, sandbox.enot_url, timeouts=FAULT_TIMEOUTS, retry=FAULT_RETRY
     )
@@ -741,22 +752,66 @@ async def settle_run(sandbox: SandboxProcess, settle: float, count: int) -> list
             tag = uuid.uuid4().hex[:6]
             keys = [f"c{tag}-{number}" for number in range(count)]
             results = await asyncio.gather(*(timed_pay(payouts, key) for key in keys))
-            stats = await asyncio.to_thread(sandbox.stats)
-            prefix = "im." if provider == "intellectmoney" else "enot."
-            calls = sum(n for route, n in stats["requests"].items() if route.startswith(prefix))
-            settled = sorted(t for status, t in results if status == "succeeded")
-            ratio = median(settled) / settle if settled else float("nan")
-            rows.append(
-                [
-                    provider,
-                    f"{settle:g}",
-                    f"{len(settled)}/{count}",
-                    f"{calls / count:.2f}",
-                    str(MINIMUM_CALLS[provider]),
-                    f"{ratio:.2f}",
-                ]
-            )
+            rows.append(await settle_row(sandbox, provider, provider, settle, results))
+        rows.append(await webhook_run(sandbox, enot, settle, count))
     return rows
+
+
+async def webhook_run(
+    sandbox: SandboxProcess, client: EnotClient, settle: float, count: int
+) -> list[str]:
+    """``count`` Enot payouts with ``webhook_wait``: the sandbox's webhooks, served
+    here by ``webhook_handler(payouts.apply_webhook)``, settle them instead of polls."""
+    await asyncio.to_thread(sandbox.reset)
+    payouts = Payouts(
+        client,
+        MemoryLedger(),
+        grace=2.0,
+        lease_seconds=30.0,
+        webhook_wait=WEBHOOK_WAIT,
+    )
+    app = web.Application()
+    handler = webhook_handler(payouts.apply_webhook, sandbox.credentials.enot_additional_key)
+    app.router.add_post("/hook", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        tag = uuid.uuid4().hex[:6]
+        url = f"http://127.0.0.1:{port}/hook"
+        keys = [f"w{tag}-{number}" for number in range(count)]
+        results = await asyncio.gather(*(timed_pay(payouts, key, url) for key in keys))
+    finally:
+        await runner.cleanup()
+    return await settle_row(sandbox, "enot+webhooks", "enot", settle, results)
+
+
+async def settle_row(
+    sandbox: SandboxProcess,
+    label: str,
+    provider: str,
+    settle: float,
+    results: list[tuple[str, float]],
+) -> list[str]:
+    """One row of the calls-per-payout table: the sandbox's counters over the payouts
+    that succeeded, and their time to a settled result over the settle time."""
+    stats = await asyncio.to_thread(sandbox.stats)
+    prefix = "im." if provider == "intellectmoney" else "enot."
+    calls = sum(n for route, n in stats["requests"].items() if route.startswith(prefix))
+    settled = sorted(t for status, t in results if status == "succeeded")
+    late = [t / settle for t in settled] or [float("nan")]
+    minimum = 1 if label.endswith("webhooks") else MINIMUM_CALLS[provider]
+    return [
+        label,
+        f"{settle:g}",
+        f"{len(settled)}/{len(results)}",
+        f"{calls / max(1, len(settled)):.2f}",
+        str(minimum),
+        f"{median(late):.2f}",
+        f"{max(late):.2f}",
+    ]
 
 
 def calls_per_payout(args: argparse.Namespace) -> None:
@@ -776,14 +831,28 @@ def calls_per_payout(args: argparse.Namespace) -> None:
         }
         with SandboxProcess(**options) as sandbox:
             rows += asyncio.run(settle_run(sandbox, settle, args.calls_n))
+    rows.sort(key=lambda row: (row[0], float(row[1])))
     print(
-        f"\nProvider calls per payout, {args.calls_n} payouts per provider and settle time, "
-        "all at once, 10% faults, Payouts' default PollPolicy (MemoryLedger; Enot grace "
-        "and IntellectMoney execute_settle 2 s):"
+        f"\nProvider calls per settled payout, {args.calls_n} payouts per provider and "
+        "settle time, all at once, 10% faults, Payouts' default PollPolicy (MemoryLedger; "
+        "Enot grace and IntellectMoney execute_settle 2 s):"
     )
-    headers = ["provider", "settles in s", "succeeded", "calls/payout", "minimum", "time/settle"]
+    headers = [
+        "provider",
+        "settles in s",
+        "succeeded",
+        "calls/settled",
+        "minimum",
+        "late median",
+        "late max",
+    ]
     print(table(headers, rows))
-    print("time/settle: median time to a succeeded result over the sandbox's settle time")
+    print(
+        "late: time from pay() to a succeeded result over the sandbox's settle time "
+        "(1.00 = on time; the median and the worst payout)\n"
+        f"enot+webhooks: Payouts(webhook_wait={WEBHOOK_WAIT:g}) with the sandbox's webhooks "
+        "served by webhook_handler(payouts.apply_webhook) in this process"
+    )
 
 
 def main() -> int:

@@ -39,7 +39,7 @@ _TIMEOUTS = Timeouts(total=5.0, connect=2.0, read=1.0)
 _GRACE = 2.0
 _SETTLE = 1.0
 _RETRY = RetryPolicy(attempts=4, initial=0.05, maximum=0.5, max_retry_after=1.0)
-_POLL = PollPolicy(initial=0.1, maximum=0.5, deadline=30.0)
+_POLL = PollPolicy(initial=0.1, multiplier=1.6, maximum=0.5, deadline=30.0)  # its old pace
 
 
 def register(subparsers: Any) -> None:

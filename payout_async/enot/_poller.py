@@ -22,9 +22,13 @@ async def wait_for_final(
     order_id: str | None = None,
     policy: PollPolicy | None = None,
     on_poll: Callable[[Payoff], Awaitable[None]] | None = None,
+    started: float | None = None,
 ) -> Payoff:
     """Poll ``payoff/info`` until the payoff is ``success`` or ``fail``, and return it.
 
+    Polls on ``policy``'s schedule (``PollPolicy``: by default a payoff is seen final
+    within 20% of the time it took), counted from ``started`` (a ``time.monotonic()``
+    value, e.g. when the create was sent; default: now).
     At ``policy.deadline`` the last payoff seen is returned (``is_final`` False).
     Network and provider hiccups, and a "not found" shortly after creation, do not
     stop the polling; if nothing could be read by the deadline the last error is
@@ -38,6 +42,7 @@ async def wait_for_final(
         policy=policy or PollPolicy(),
         on_poll=on_poll,
         keep_going=lambda error: is_transient(error) or isinstance(error, NotFoundError),
+        started=started,
     )
 
 
@@ -51,7 +56,9 @@ async def reconcile_payoff(
 ) -> Payoff | None:
     """Find out whether a payoff whose create answer was lost exists.
 
-    Looks the payoff up by ``order_id`` with backoff. Returns it as soon as Enot has
+    Looks the payoff up by ``order_id`` at once, then on ``policy``'s schedule
+    (default: after about 0.5 s, then 1.6 times as long after the first look each
+    time, at most 5 s apart). Returns it as soon as Enot has
     it; returns ``None`` only once "not found" has held for ``grace`` seconds, counted
     from ``since`` (a ``time.monotonic()`` value of this process, e.g. when the create
     answer was lost) or from the first "not found" -- never from another host's clock.
@@ -59,7 +66,9 @@ async def reconcile_payoff(
     Errors that prove nothing (network, 5xx, 429) never count as "not found"; if they
     persist past ``policy.deadline`` the last one is raised.
     """
-    policy = policy or PollPolicy(initial=0.5, maximum=5.0, deadline=max(3 * grace, 30.0))
+    policy = policy or PollPolicy(
+        initial=0.5, multiplier=1.6, maximum=5.0, deadline=max(3 * grace, 30.0)
+    )
     stop_at = policy.expires_at()
     for delay in policy.delays():
         try:

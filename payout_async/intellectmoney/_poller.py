@@ -17,9 +17,14 @@ async def wait_for_final(
     *,
     policy: PollPolicy | None = None,
     on_poll: Callable[[PayoutOperation], Awaitable[None]] | None = None,
+    started: float | None = None,
 ) -> PayoutOperation:
     """Poll ``GetOperationState`` until the operation is Completed, Failed,
     NotEnoughMoney or Deleted, and return it.
+
+    Polls on ``policy``'s schedule (``PollPolicy``: by default an operation is seen
+    final within 20% of the time it took), counted from ``started`` (a
+    ``time.monotonic()`` value, e.g. when the execute was sent; default: now).
 
     At ``policy.deadline`` the last state seen is returned (``is_final`` False).
     Network and provider hiccups (after the client's own retries) do not stop the
@@ -31,4 +36,5 @@ async def wait_for_final(
         lambda operation: operation.is_final,
         policy=policy or PollPolicy(),
         on_poll=on_poll,
+        started=started,
     )

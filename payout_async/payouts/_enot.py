@@ -10,23 +10,36 @@ payout's amount and recipient), it is adopted; created again, with the same orde
 only after "not found" has held for the grace period -- measured on this process's
 monotonic clock from when this drive lost the answer, or, for a row taken over, from
 when no request of the previous holder can still be in flight.
+
+With ``webhook_wait`` (opt-in), the drive that creates a payoff does not poll at first:
+it waits up to that long (from when the create left) for ``Payouts.apply_webhook`` of
+this process to settle the row by its order_id. When the wait runs out it reads the
+row (a webhook handled by another process may have settled it), and only then polls,
+on the schedule counted from the create. A row settled by a webhook is final and its
+lease ended with that write: the drive writes nothing more to it.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping
 from decimal import Decimal
 
 from .._errors import NotFoundError, RequestNotSentError
 from .._fence import guarded
+from .._polling import PollPolicy
 from ..enot import EnotClient, Payoff, PayoffRequest, PayoffStatus
 from ..enot._poller import reconcile_payoff, wait_for_final
-from ..ledger import LeaseLostError, LedgerState, PayoutRecord
+from ..ledger import LeaseLostError, LedgerError, LedgerState, PayoutRecord
 from ._flow import REFUSED, Flow, Reading, Step
+from ._result import Settings
 from ._run import Run
+from ._webhook_wait import WebhookWaits
 
 __all__ = ["EnotFlow", "payoff_mismatch"]
+
+logger = logging.getLogger("payout_async")
 
 _FINAL = {PayoffStatus.SUCCESS: LedgerState.SUCCEEDED, PayoffStatus.FAIL: LedgerState.FAILED}
 
@@ -70,6 +83,18 @@ class EnotFlow(Flow[EnotClient, PayoffRequest, Payoff]):
     request_type = PayoffRequest
     refused = (*REFUSED, NotFoundError)
 
+    def __init__(
+        self,
+        client: EnotClient,
+        settings: Settings,
+        poll: PollPolicy,
+        webhooks: WebhookWaits | None = None,
+    ) -> None:
+        super().__init__(client, settings, poll)
+        #: Drives waiting for a webhook (``settings.webhook_wait``), woken by
+        #: ``Payouts.apply_webhook``.
+        self.webhooks = webhooks or WebhookWaits()
+
     def steps(self) -> Mapping[LedgerState, Step[PayoffRequest]]:
         return {LedgerState.PENDING: self._create, LedgerState.SENDING: self._sending}
 
@@ -78,11 +103,42 @@ class EnotFlow(Flow[EnotClient, PayoffRequest, Payoff]):
         already ``sending``: the create is the next thing that happens."""
         return not self.settings.lookup_before_create
 
+    async def drive(self, run: Run) -> None:
+        try:
+            await super().drive(run)
+        finally:
+            if self.settings.webhook_wait:
+                self.webhooks.forget(self._order_id(run))
+
+    async def settled_elsewhere(self, run: Run) -> PayoutRecord | None:
+        """After this drive's create (``webhook_wait``): the row a webhook settled
+        within the wait, here or in another process; None to poll."""
+        order_id = self._order_id(run)
+        since = self.webhooks.since(order_id)
+        if since is None:
+            return None
+        left = since + self.settings.webhook_wait - time.monotonic()
+        settled = await self.webhooks.wait(order_id, left)
+        if settled is not None:
+            return settled
+        try:  # another process may have had the webhook
+            row = await run.ledger.get(run.record.provider, run.record.key)
+        except LedgerError as error:
+            logger.warning("payout %s: could not read its row, polling: %s", run.record.key, error)
+            return None
+        return row if row is not None and row.state.is_final else None
+
     async def follow(self, run: Run) -> Payoff:
         payoff_id = run.record.operation_id
         order_id = None if payoff_id else self._order_id(run)
+        # After a webhook waited for in vain, the schedule counts from the create.
+        started = self.webhooks.forget(self._order_id(run))
         return await wait_for_final(
-            self.client, payoff_id=payoff_id, order_id=order_id, policy=self.poll
+            self.client,
+            payoff_id=payoff_id,
+            order_id=order_id,
+            policy=self.poll,
+            started=started,
         )
 
     def read(self, answer: Payoff) -> Reading:
@@ -124,21 +180,28 @@ class EnotFlow(Flow[EnotClient, PayoffRequest, Payoff]):
         await self._reconcile(run, request)
 
     async def _send(self, run: Run, request: PayoffRequest) -> None:
-        """Send the create of a row that says ``sending`` (this attempt counted)."""
+        """Send the create of a row that says ``sending`` (this attempt counted).
+        With ``webhook_wait`` its order_id waits for a webhook from before the create
+        leaves (a webhook may beat the create's answer) until the row is followed --
+        after a lost answer too, once the payoff is found -- unless nothing was
+        created."""
+        order_id = self._order_id(run)
+        if self.settings.webhook_wait:
+            self.webhooks.expect(order_id)
         try:
             with guarded(run.fence):
-                created = await self.client.create_payoff_from(
-                    request, order_id=self._order_id(run)
-                )
+                created = await self.client.create_payoff_from(request, order_id=order_id)
         except LeaseLostError:
             raise  # the fence kept the request from leaving: another drive has the row
         except RequestNotSentError as error:  # nothing reached Enot: nothing to look up
+            self.webhooks.forget(order_id)
             await run.move(LedgerState.PENDING, last_error=str(error), note="create not sent")
             return
         except self.refused as error:
+            self.webhooks.forget(order_id)
             await self._confirm_refusal(run, request, error)
             return
-        except Exception as error:  # the create may have happened
+        except Exception as error:  # the create may have happened (its webhook may come)
             await self._outcome_unknown(run, error, "create outcome unknown")
             return
         await run.move(

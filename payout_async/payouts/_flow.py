@@ -136,9 +136,21 @@ class Flow(abc.ABC, Generic[ClientT, RequestT, AnswerT]):
             await step(run, request)
             run.just_begun = False
 
+    async def settled_elsewhere(self, run: Run) -> PayoutRecord | None:
+        """The row, when something other than this drive (an Enot webhook) has
+        settled it while it waited instead of polling; None to poll."""
+        return None
+
     async def _poll(self, run: Run, request: RequestT) -> bool:
         """Follow a ``processing`` row: False when it is still under way at the poll
         deadline (the drive ends there), True when it moved on."""
+        settled = await self.settled_elsewhere(run)
+        if settled is not None:
+            # Final, written by whoever settled it, and its lease ended with that write:
+            # this drive writes nothing more (as when a move finds the lease gone).
+            run.record = settled
+            run.released = True
+            return True
         looked_up = run.record.operation_id is None
         try:
             answer = await self.follow(run)

@@ -47,6 +47,7 @@ from ._observe import Observer, OnTransition
 from ._owner import new_owner, owner_is_dead
 from ._result import PayoutResult, PayoutStatus, Settings
 from ._run import BeforeSend, Run, fence_margin
+from ._webhook_wait import WebhookWaits
 from ._worker import Worker, WorkerSummary
 
 __all__ = ["Payouts", "intent_for", "order_id_for"]
@@ -103,14 +104,25 @@ class Payouts(Generic[Request]):
     ``client`` is an ``IntellectMoneyClient`` or an ``EnotClient``; it fixes the
     request type, to a type checker too (``Payouts[OperationRequest]`` or
     ``Payouts[PayoffRequest]``). ``ledger`` is where intent and every step are written
-    before the next network call. ``poll`` bounds how long ``pay()`` follows a payout
-    before returning ``processing``;
+    before the next network call. ``poll`` says when to ask the provider for a
+    payout's state (by default a settled state is seen within 20% of the time the
+    provider took: see ``PollPolicy``) and how long ``pay()`` follows a payout before
+    returning ``processing``;
     ``grace`` is the Enot grace period in seconds ("not found" must hold that
     long after a lost create before the payoff is created again);
     ``execute_settle`` is how long an IntellectMoney operation must keep reading
     ``Created`` after an execute whose answer was lost or refused before that execute
     is taken not to have happened; ``lookup_before_create`` (Enot) looks each
     order_id up before its first create and adopts a payoff already there.
+    ``webhook_wait`` (Enot, seconds, default 0: off) lets a ``pay()`` that creates a
+    payoff wait that long, from the create, for its verified webhook instead of
+    polling: ``apply_webhook`` of this ``Payouts`` settles the row and wakes that
+    payout (only that one, by order_id), which then makes no status call at all. When
+    the wait runs out the payout reads its row (a webhook handled by another process
+    may have settled it) and only then polls, at once and on after that. Set it a
+    little above the time Enot takes to settle and deliver, and serve
+    ``enot.webhook_handler(payouts.apply_webhook, additional_key)`` at the
+    ``hook_url`` of each request.
     ``on_transition(record, transition)`` (sync or async) is called after every
     durable transition this ``Payouts`` writes -- a new row's intent included, a
     webhook's settlement (``apply_webhook``) not -- and each is logged once at INFO;
@@ -137,6 +149,7 @@ class Payouts(Generic[Request]):
         execute_settle: float = ...,
         lookup_before_create: bool = ...,
         on_transition: OnTransition | None = ...,
+        webhook_wait: float = ...,
     ) -> None: ...
 
     @overload
@@ -153,6 +166,7 @@ class Payouts(Generic[Request]):
         execute_settle: float = ...,
         lookup_before_create: bool = ...,
         on_transition: OnTransition | None = ...,
+        webhook_wait: float = ...,
     ) -> None: ...
 
     def __init__(
@@ -168,21 +182,25 @@ class Payouts(Generic[Request]):
         execute_settle: float = 60.0,
         lookup_before_create: bool = False,
         on_transition: OnTransition | None = None,
+        webhook_wait: float = 0.0,
     ) -> None:
         _check_settings(client, grace, lease_seconds, execute_settle)
+        _check_webhook_wait(client, webhook_wait)
         settings = Settings(
             lease_seconds=lease_seconds,
             max_send_attempts=max_send_attempts,
             grace=grace,
             execute_settle=execute_settle,
             lookup_before_create=lookup_before_create,
+            webhook_wait=webhook_wait,
         )
         poll = poll or PollPolicy()
         self._flow: Flow[Any, Any, Any]
+        self._webhook_waits = WebhookWaits()
         if isinstance(client, IntellectMoneyClient):
             self._flow = IntellectMoneyFlow(client, settings, poll)
         else:
-            self._flow = EnotFlow(client, settings, poll)
+            self._flow = EnotFlow(client, settings, poll, self._webhook_waits)
         self.client = client
         self.ledger = ledger
         self.provider = self._flow.provider
@@ -689,7 +707,10 @@ class Payouts(Generic[Request]):
             provider_status=webhook.raw_status or webhook.status.value,
             note="webhook",
         )
-        return None if record is None else PayoutResult.from_record(record)
+        if record is None:
+            return None
+        self._webhook_waits.settled(record)  # a pay() waiting for it (webhook_wait) ends
+        return PayoutResult.from_record(record)
 
 
 def _check_settings(
@@ -715,6 +736,13 @@ def _check_settings(
             f"lease_seconds must exceed the client's total timeout plus a margin "
             f"({needed:g}s): the lease must outlive every money-moving request"
         )
+
+
+def _check_webhook_wait(client: object, webhook_wait: float) -> None:
+    if not math.isfinite(webhook_wait) or webhook_wait < 0:
+        raise ConfigurationError("webhook_wait must be zero or a positive number of seconds")
+    if webhook_wait and not isinstance(client, EnotClient):
+        raise ConfigurationError("webhook_wait is for Enot: IntellectMoney sends no webhooks")
 
 
 def _busy_reason(record: PayoutRecord) -> str | None:

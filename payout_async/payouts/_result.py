@@ -94,3 +94,5 @@ class Settings:
     grace: float = 60.0
     execute_settle: float = 60.0
     lookup_before_create: bool = False
+    #: Enot: how long a drive that created a payoff waits for its webhook before polling.
+    webhook_wait: float = 0.0

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import functools
 import logging
 import math
 import time
@@ -101,6 +102,8 @@ class _StoppingLedger:
         self.sending: set[str] = set()
         #: Rows a drive has made final (its task may still be on its way out).
         self.final: dict[str, PayoutRecord] = {}
+        #: Transitions under way: one whose drive was cancelled goes on to the end.
+        self.writing: set[asyncio.Future[PayoutRecord]] = set()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.ledger, name)
@@ -116,14 +119,29 @@ class _StoppingLedger:
             if self.stopping:
                 raise asyncio.CancelledError  # nothing written, nothing will be sent
             self.sending.add(key)
-        record = await self.ledger.transition(provider, key, add_attempt=add_attempt, **arguments)
-        if record.state.is_final:
-            self.final[key] = record
+        write = asyncio.ensure_future(
+            self.ledger.transition(provider, key, add_attempt=add_attempt, **arguments)
+        )
+        self.writing.add(write)
+        write.add_done_callback(functools.partial(self._written, key))
+        # Every ledger finishes a transition it has started, even when its caller is
+        # cancelled; a final one that lands after its drive was stopped still counts.
+        record = await asyncio.shield(write)
         if not add_attempt:
             self.sending.discard(key)
             if self.stopping and not record.state.is_final:
                 raise asyncio.CancelledError  # a recovery point: stop here
         return record
+
+    def _written(self, key: str, write: asyncio.Future[PayoutRecord]) -> None:
+        self.writing.discard(write)
+        if not write.cancelled() and write.exception() is None and write.result().state.is_final:
+            self.final[key] = write.result()
+
+    async def settled(self) -> None:
+        """Wait for the transitions under way (stopped drives' among them)."""
+        while self.writing:
+            await asyncio.gather(*self.writing, return_exceptions=True)
 
 
 @attrs.define
@@ -316,6 +334,7 @@ class Worker:
         self._view.stopping = True
         drives = list(self._drives.values())
         interrupted = await _cancel_and_wait([drive.task for drive in drives])
+        await shielded(self._view.settled())  # a final write under way counts as driven
         stopped = [drive.claim for drive in drives if drive.task.cancelled()]
         self._reap()
         await self._release_all(stopped)

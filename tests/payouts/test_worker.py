@@ -313,3 +313,40 @@ async def test_enqueue_checks_every_item_before_recording_any(sandbox: Sandbox) 
         with pytest.raises(ValidationError):
             await flow.run_worker(stop=asyncio.Event(), concurrency=0)
     assert await ledger.counts() == {}
+
+
+class SlowToAnswerLedger:
+    """A ledger whose final transitions commit, then answer ``delay`` seconds later
+    (as a loaded SQLite thread or a slow network does); ``landed`` is set on commit."""
+
+    def __init__(self, ledger: Ledger, delay: float) -> None:
+        self.ledger = ledger
+        self.delay = delay
+        self.landed = asyncio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.ledger, name)
+
+    async def transition(self, *args: Any, **kwargs: Any) -> PayoutRecord:
+        record = await self.ledger.transition(*args, **kwargs)
+        if record.state.is_final:
+            self.landed.set()
+            await asyncio.sleep(self.delay)
+        return record
+
+
+async def test_a_payout_made_final_as_the_worker_stops_counts_as_driven(
+    backend: Backend, sandbox: Sandbox
+) -> None:
+    # The row is final in the ledger before its drive hears so; stop arrives between.
+    slow = SlowToAnswerLedger(await backend.new(), delay=0.3)
+    async with enot_client(sandbox.enot_url) as enot:
+        flow = payouts(enot, cast(Ledger, slow))
+        await flow.enqueue([("k", enot_request())])
+        workers = Workers()
+        workers.start(flow, shutdown_grace=30)
+        await asyncio.wait_for(slow.landed.wait(), 30)
+        [summary] = await workers.finish()
+    assert (summary.driven, summary.handed_back) == (1, 0)
+    assert summary.statuses == {PayoutStatus.SUCCEEDED: 1}
+    assert_paid_once(sandbox, ["k"])
