@@ -622,15 +622,15 @@ class PostgresLedger(Ledger):
             )
         return await self._inserts.submit((intent[0], intent[1]), intent)
 
-    async def _write_inserts(self, batch: Sequence[Pending[list[Any]]]) -> list[Any]:
+    async def _write_inserts(self, batch: Sequence[Pending[list[Any]]], until: float) -> list[Any]:
         """One statement for ``batch``: each new row, or None (the key has one)."""
         calls = await self._connection_pool()
         scopes = [p.scope for p in batch]
         if len(batch) == 1:  # a lone call: the plain statement costs less
-            row = await calls.fetch_for(scopes, self._sql.insert, *batch[0].values)
+            row = await calls.fetch_for(scopes, until, self._sql.insert, *batch[0].values)
             return [row[0] if row else None]
         columns = [list(column) for column in zip(*(p.values for p in batch), strict=True)]
-        rows = await calls.fetch_for(scopes, self._sql.inserts, *columns)
+        rows = await calls.fetch_for(scopes, until, self._sql.inserts, *columns)
         by_key = {(row[0], row[1]): row for row in rows}
         return [by_key.get((p.values[0], p.values[1])) for p in batch]
 
@@ -671,21 +671,23 @@ class PostgresLedger(Ledger):
             raise LeaseLostError(f"{provider}/{key} is not leased to {owner} (claim {token})")
         return self._record(row)
 
-    async def _write_transitions(self, batch: Sequence[Pending[list[Any]]]) -> list[Any]:
+    async def _write_transitions(
+        self, batch: Sequence[Pending[list[Any]]], until: float
+    ) -> list[Any]:
         """One statement for ``batch``: each write's row, or None (its lease was lost)."""
         calls = await self._connection_pool()
         scopes = [p.scope for p in batch]
         if len(batch) == 1:  # a lone call: the plain statement costs less
-            return [await self._write_transition(calls, scopes, batch[0].values)]
+            return [await self._write_transition(calls, scopes, until, batch[0].values)]
         columns = [list(column) for column in zip(*(p.values for p in batch), strict=True)]
-        rows = await calls.fetch_for(scopes, self._sql.transitions, *columns)
+        rows = await calls.fetch_for(scopes, until, self._sql.transitions, *columns)
         found: list[Any] = [None] * len(batch)
         for row in rows:
             found[row[-1] - 1] = row
         return found
 
     async def _write_transition(
-        self, calls: BoundedPool, scopes: list[Strain | None], write: list[Any]
+        self, calls: BoundedPool, scopes: list[Strain | None], until: float, write: list[Any]
     ) -> Any:
         """One transition alone (``write`` as a row of the batched statement's
         inputs): its row, or None."""
@@ -699,7 +701,7 @@ class PostgresLedger(Ledger):
             sets += _DROP_RECIPIENT
         sql = self._sql.transition.format(sets=sets)
         args = (provider, key, owner, state, attempt, lease, note, token, *values)
-        rows = await calls.fetch_for(scopes, sql, *args)
+        rows = await calls.fetch_for(scopes, until, sql, *args)
         return rows[0] if rows else None
 
     async def renew(

@@ -1,5 +1,5 @@
-"""Group commit for ``PostgresLedger.transition``: the transitions that concurrent
-payouts queue are written together, in one statement on one connection.
+"""Group commit for ``PostgresLedger.transition`` (and ``begin``'s insert): the writes
+that concurrent payouts queue are written together, in one statement on one connection.
 
 One writer task at a time takes whatever is queued when it is free (up to ``cap``
 writes, never two for one row: a later write for a row already in the batch waits for
@@ -15,11 +15,17 @@ again one write at a time, so that only that caller sees it; so is one that wait
 vain for a row lock (a row locked elsewhere all along), each write alone and side by
 side, so that only the locked rows' callers fail.
 
-Each caller waits at most its own budget (``Patience``, counted from when it queued):
-if that runs out while its write is still queued, the write is taken out and the
-caller gets ``LedgerNotWrittenError``; once its batch is in flight,
-``LedgerOutcomeUnknownError``. A caller that is cancelled does not take its write back:
-the batch goes on, and the write lands (like a shielded single statement).
+Each caller waits at most its own budget (``Patience``, counted from when it queued). A
+batch must end by the earliest deadline of its callers, so that each gets the
+statement's own answer in time; if a caller's time runs out while its write is still
+queued, the write is taken out (never sent) and the caller gets
+``LedgerNotWrittenError``. A payout with less patience left (one whose ledger call ran
+out already) does not cut the others' wait short: unless every caller in the batch is
+such, the batch keeps the others' deadline, and that caller gets
+``LedgerOutcomeUnknownError`` if its time runs out with the batch in flight. Whether
+the batch got through or ran out counts for every payout in it. A caller that is
+cancelled does not take its write back: the batch goes on, and the write lands (like a
+shielded single statement).
 """
 
 from __future__ import annotations
@@ -46,7 +52,7 @@ class Pending(Generic[V]):
     """One queued write: its row's ``key``, its ``values``, the caller's payout
     (``scope``), budget and deadline (on the loop's clock), and the caller's future."""
 
-    __slots__ = ("budget", "deadline", "future", "key", "scope", "values")
+    __slots__ = ("budget", "deadline", "future", "key", "scope", "strained", "values")
 
     def __init__(
         self,
@@ -63,11 +69,13 @@ class Pending(Generic[V]):
         self.budget = budget
         self.deadline = deadline
         self.future = future
+        self.strained = False
 
 
-#: Writes a batch: one result per write, in order. Raises ``LedgerError`` for the whole
-#: batch, or the driver's error for a broken constraint.
-Write = Callable[[Sequence[Pending[V]]], Awaitable[Sequence[Any]]]
+#: Writes a batch by a deadline (on the loop's clock): one result per write, in order.
+#: Raises ``LedgerError`` for the whole batch, or the driver's error for a broken
+#: constraint.
+Write = Callable[[Sequence[Pending[V]], float], Awaitable[Sequence[Any]]]
 
 
 class Batcher(Generic[V]):
@@ -88,6 +96,7 @@ class Batcher(Generic[V]):
         self._is_integrity_error = is_integrity_error
         self._queue: deque[Pending[V]] = deque()
         self._flight: list[Pending[V]] = []
+        self._until = 0.0  # the deadline of the batch in flight
         self._writer: asyncio.Task[None] | None = None
         # One timer for all the callers waiting (not one each): set while a batch is
         # in flight, for the earliest deadline of a write not answered yet.
@@ -103,12 +112,17 @@ class Batcher(Generic[V]):
         budget = self._patience.budget(scope)
         deadline = loop.time() + budget
         pending = Pending(key, values, scope, budget, deadline, loop.create_future())
+        pending.strained = budget < self._patience.full
         self._queue.append(pending)
         if self._writer is None:
             # A context of its own: the writer works for every caller, not the first.
             self._writer = loop.create_task(self._drain(), context=contextvars.Context())
-        elif self._timer is not None and deadline < self._timer.when():
-            self._arm(loop)  # a caller with less time than those before it
+        elif self._timer is None or deadline < self._timer.when():
+            # The earliest deadline of a caller waiting now (its batch's own deadline
+            # covers those in flight; ``_expire`` sets the timer for the next one).
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = loop.call_at(deadline, self._expire, loop)
         return await shielded(pending.future)
 
     async def aclose(self, wait: float) -> None:
@@ -117,14 +131,16 @@ class Batcher(Generic[V]):
         if writer is not None:
             await asyncio.wait({writer}, timeout=wait)
 
-    def _take(self) -> list[Pending[V]]:
+    def _take(self, now: float) -> list[Pending[V]]:
         batch: list[Pending[V]] = []
         seen: set[Hashable] = set()
         later: list[Pending[V]] = []
         queue = self._queue
         while queue and len(batch) < self._cap:
             pending = queue.popleft()
-            if pending.key in seen:  # the next batch writes it, after this one
+            if pending.deadline <= now:  # its time ran out in the queue
+                self._too_late(pending)
+            elif pending.key in seen:  # the next batch writes it, after this one
                 later.append(pending)
             else:
                 seen.add(pending.key)
@@ -136,9 +152,17 @@ class Batcher(Generic[V]):
         loop = asyncio.get_running_loop()
         try:
             while self._queue:
-                self._flight = self._take()
+                self._flight = self._take(loop.time())
+                if not self._flight:
+                    continue
+                # The batch ends by its callers' earliest deadline, so that each gets
+                # the statement's own answer (not written, or unknown) in time; a
+                # payout with less patience left (``Patience``) does not cut the
+                # others' wait short, unless all in the batch are such.
+                patient = [p.deadline for p in self._flight if not p.strained]
+                self._until = min(patient or [p.deadline for p in self._flight])
                 self._arm(loop)
-                await self._flush(self._flight)
+                await self._flush(self._flight, self._until)
                 self._flight = []
                 if self._timer is not None:
                     self._timer.cancel()
@@ -160,7 +184,7 @@ class Batcher(Generic[V]):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        waiting = [p.deadline for p in self._flight if not p.future.done()]
+        waiting = [p.deadline for p in self._flight if self._expires_first(p)]
         waiting += [p.deadline for p in self._queue]
         if waiting:
             self._timer = loop.call_at(min(waiting), self._expire, loop)
@@ -171,7 +195,7 @@ class Batcher(Generic[V]):
         self._timer = None
         now = loop.time()
         for pending in self._flight:
-            if pending.deadline <= now and not pending.future.done():
+            if pending.deadline <= now and self._expires_first(pending):
                 self._patience.ran_out(pending.scope)
                 pending.future.set_exception(
                     LedgerOutcomeUnknownError(
@@ -185,33 +209,42 @@ class Batcher(Generic[V]):
                 if pending.deadline > now:
                     kept.append(pending)
                     continue
-                self._patience.ran_out(pending.scope)
-                pending.future.set_exception(
-                    LedgerNotWrittenError(
-                        f"the ledger's write did not start within {pending.budget:g}s; "
-                        "nothing was sent"
-                    )
-                )
+                self._too_late(pending)
             self._queue = kept
         self._arm(loop)
 
-    async def _flush(self, batch: list[Pending[V]]) -> None:
+    def _expires_first(self, pending: Pending[V]) -> bool:
+        """A write in flight whose caller has less time than the batch (a payout with
+        less patience left): the timer answers it, not the statement."""
+        return pending.deadline < self._until and not pending.future.done()
+
+    def _too_late(self, pending: Pending[V]) -> None:
+        """Answer a write whose time ran out before it was sent."""
+        self._patience.ran_out(pending.scope)
+        if not pending.future.done():
+            pending.future.set_exception(
+                LedgerNotWrittenError(
+                    f"the ledger's write did not start within {pending.budget:g}s; nothing was sent"
+                )
+            )
+
+    async def _flush(self, batch: list[Pending[V]], until: float) -> None:
         self.batches += 1
         self.writes += len(batch)
         try:
-            results = await self._write(batch)
+            results = await self._write(batch, until)
         except LedgerError as error:
             if len(batch) > 1 and error.code in _WAITED_IN_VAIN:
                 # A row locked elsewhere all along held up the whole batch: each write
                 # again alone, side by side, so only the locked rows' callers fail.
-                await asyncio.gather(*(self._flush([pending]) for pending in batch))
+                await asyncio.gather(*(self._flush([p], p.deadline) for p in batch))
                 return
             _fail(batch, error)
             return
         except Exception as error:
             if len(batch) > 1 and self._is_integrity_error(error):
                 for pending in batch:  # whose it is: each alone, in order
-                    await self._flush([pending])
+                    await self._flush([pending], pending.deadline)
                 return
             _fail(batch, error)
             return

@@ -36,10 +36,10 @@ _RETRY_CONNECT_STATES = frozenset({"53300", "57P01", "57P02", "57P03"})
 # Errors the server may report after a write committed: the connection or the server
 # failed (57014, a cancelled statement, rolled it back).
 _UNKNOWN_CLASSES = frozenset({"08", "57", "58", "XX"})
-#: The payouts a batched statement writes for (``BoundedPool.fetch_for``), when the
-#: call is not one payout's own.
-_FOR: ContextVar[Sequence[Strain | None] | None] = ContextVar(
-    "payout_async_postgres_batch_scopes", default=None
+#: A batched statement's payouts (``BoundedPool.fetch_for``) and the time (on the loop's
+#: clock) by which it must end, when the call is not one payout's own.
+_FOR: ContextVar[tuple[Sequence[Strain | None], float] | None] = ContextVar(
+    "payout_async_postgres_batch", default=None
 )
 
 
@@ -136,11 +136,13 @@ class BoundedPool:
         """Run ``sql``; its status tag."""
         return str(await self._call("execute", sql, args))
 
-    async def fetch_for(self, scopes: Sequence[Strain | None], sql: str, *args: Any) -> list[Any]:
+    async def fetch_for(
+        self, scopes: Sequence[Strain | None], deadline: float, sql: str, *args: Any
+    ) -> list[Any]:
         """Rows of ``sql``, a statement written for several payouts at once (their
-        ``Patience.scope()``\\ s): it waits as long as the most patient of them may, and
+        ``Patience.scope()``\\ s), by ``deadline`` (on the loop's clock) at the latest:
         whether it got through or ran out counts for each of them."""
-        token = _FOR.set(scopes)
+        token = _FOR.set((scopes, deadline))
         try:
             return list(await self._call("fetch", sql, args))
         finally:
@@ -172,10 +174,13 @@ class BoundedPool:
 
     async def _call(self, method: str, sql: str, args: tuple[Any, ...]) -> Any:
         loop = asyncio.get_running_loop()
-        scopes = _FOR.get()
-        if scopes is None:
-            scopes = (self.patience.scope(),)
-        budget = max(self.patience.budget(scope) for scope in scopes)
+        batch = _FOR.get()
+        if batch is None:
+            scopes: Sequence[Strain | None] = (self.patience.scope(),)
+            budget = self.patience.budget(scopes[0])
+        else:
+            scopes, until = batch
+            budget = max(until - loop.time(), 0.001)
         deadline = loop.time() + budget
         reads = _is_read(sql)
         pause = _FIRST_PAUSE

@@ -118,9 +118,7 @@ async def test_cancelling_a_call_during_a_stall_returns_at_once(
     proxy.unstall()
 
 
-async def test_refused_connections_write_nothing(
-    proxy: FaultyProxy, schema: str
-) -> None:
+async def test_refused_connections_write_nothing(proxy: FaultyProxy, schema: str) -> None:
     ledger = PostgresLedger(proxy.dsn, schema=schema, command_timeout=TIMEOUT)
     try:
         await ledger.open()
