@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 from ._errors import LedgerError, LedgerNotWrittenError, LedgerOutcomeUnknownError
-from ._patience import Patience
+from ._patience import Patience, Strain
 
-__all__ = ["BoundedPool"]
+__all__ = ["BoundedPool", "is_integrity_violation"]
 
 T = TypeVar("T")
 
@@ -35,6 +36,11 @@ _RETRY_CONNECT_STATES = frozenset({"53300", "57P01", "57P02", "57P03"})
 # Errors the server may report after a write committed: the connection or the server
 # failed (57014, a cancelled statement, rolled it back).
 _UNKNOWN_CLASSES = frozenset({"08", "57", "58", "XX"})
+#: A batched statement's payouts (``BoundedPool.fetch_for``) and the time (on the loop's
+#: clock) by which it must end, when the call is not one payout's own.
+_FOR: ContextVar[tuple[Sequence[Strain | None], float] | None] = ContextVar(
+    "payout_async_postgres_batch", default=None
+)
 
 
 class _Failure(Exception):
@@ -56,7 +62,7 @@ def _is_read(sql: str) -> bool:
     return sql.lstrip().upper().startswith("SELECT")
 
 
-def _is_integrity_violation(error: BaseException) -> bool:
+def is_integrity_violation(error: BaseException) -> bool:
     """SQLSTATE class 23: the statement broke a constraint (``begin`` turns the
     order_id index's refusal into ``IdempotencyConflictError``). Nothing was written,
     and the error passes through as asyncpg raised it."""
@@ -130,6 +136,18 @@ class BoundedPool:
         """Run ``sql``; its status tag."""
         return str(await self._call("execute", sql, args))
 
+    async def fetch_for(
+        self, scopes: Sequence[Strain | None], deadline: float, sql: str, *args: Any
+    ) -> list[Any]:
+        """Rows of ``sql``, a statement written for several payouts at once (their
+        ``Patience.scope()``\\ s), by ``deadline`` (on the loop's clock) at the latest:
+        whether it got through or ran out counts for each of them."""
+        token = _FOR.set((scopes, deadline))
+        try:
+            return list(await self._call("fetch", sql, args))
+        finally:
+            _FOR.reset(token)
+
     async def session(self, work: Callable[[Any], Awaitable[T]], *, deadline: float) -> T:
         """Run ``work(connection)`` (idempotent work, such as creating the schema) by
         ``deadline`` (on the loop's clock); any failure is ``LedgerNotWrittenError``."""
@@ -156,8 +174,13 @@ class BoundedPool:
 
     async def _call(self, method: str, sql: str, args: tuple[Any, ...]) -> Any:
         loop = asyncio.get_running_loop()
-        scope = self.patience.scope()
-        budget = self.patience.budget(scope)
+        batch = _FOR.get()
+        if batch is None:
+            scopes: Sequence[Strain | None] = (self.patience.scope(),)
+            budget = self.patience.budget(scopes[0])
+        else:
+            scopes, until = batch
+            budget = max(until - loop.time(), 0.001)
         deadline = loop.time() + budget
         reads = _is_read(sql)
         pause = _FIRST_PAUSE
@@ -169,11 +192,13 @@ class BoundedPool:
             except _Failure as failure:
                 out_of_time = loop.time() + pause >= deadline
                 if failure.timed_out or (failure.retry and out_of_time):
-                    self.patience.ran_out(scope)
+                    for scope in scopes:
+                        self.patience.ran_out(scope)
                 if not failure.retry or out_of_time:
                     raise failure.error from None
             else:
-                self.patience.succeeded(scope)
+                for scope in scopes:
+                    self.patience.succeeded(scope)
                 return result
             await asyncio.sleep(pause)
             pause = min(pause * 2, _MAX_PAUSE)
@@ -196,7 +221,7 @@ class BoundedPool:
             broken = False
             return result
         except Exception as error:
-            if _is_integrity_violation(error):
+            if is_integrity_violation(error):
                 broken = False
                 raise  # a constraint doing its job: the ledger's own business
             failure = _classify(error, reads=reads, timeout=budget)
