@@ -54,9 +54,7 @@ def verify_webhook(raw_body: bytes, signature: str, additional_key: str) -> bool
     return verified_payload(raw_body, signature, additional_key) is not None
 
 
-def verified_payload(
-    raw_body: bytes, signature: str, additional_key: str
-) -> dict[str, Any] | None:
+def verified_payload(raw_body: bytes, signature: str, additional_key: str) -> dict[str, Any] | None:
     """The decoded body (numbers as ``float``, as signed) when the signature matches;
     ``None`` otherwise."""
     if not additional_key or not isinstance(signature, str):
