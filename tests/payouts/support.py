@@ -6,9 +6,13 @@ that every fault costs well under a second.
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
 from typing import Any
+
+from aiohttp import web
 
 from payout_async import (
     EnotClient,
@@ -18,7 +22,7 @@ from payout_async import (
     RetryPolicy,
     Timeouts,
 )
-from payout_async.enot import PayoffRequest
+from payout_async.enot import PayoffRequest, PayoffWebhook, webhook_handler
 from payout_async.intellectmoney import OperationRequest
 from payout_async.ledger import Ledger
 from payout_async.sandbox import SandboxConfig, SandboxCredentials
@@ -114,3 +118,22 @@ def books(state: Any) -> tuple[Counter[str], Counter[str]]:
     executed = +executed  # operations never executed are not listed, as before
     created: Counter[str] = Counter(payoff.details.order_id or "" for payoff in state.enot)
     return executed, created
+
+
+@contextlib.asynccontextmanager
+async def hook_server(
+    on_webhook: Callable[[PayoffWebhook], Awaitable[object]], additional_key: str
+) -> AsyncIterator[str]:
+    """Serve ``webhook_handler(on_webhook, additional_key)`` on 127.0.0.1 while the
+    block runs; yields its URL."""
+    app = web.Application()
+    app.router.add_post("/hook", webhook_handler(on_webhook, additional_key))
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        yield f"http://127.0.0.1:{port}/hook"
+    finally:
+        await runner.cleanup()

@@ -11,7 +11,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from payout_async import PayoutStatus, PollPolicy
 from payout_async.enot import (
@@ -20,12 +19,11 @@ from payout_async.enot import (
     PayoffStatus,
     PayoffWebhook,
     sign_webhook,
-    webhook_handler,
 )
 from payout_async.ledger import LedgerState, SQLiteLedger
 from payout_async.sandbox import Sandbox
 
-from .support import CARD, enot_client, fast_config, payouts
+from .support import CARD, enot_client, fast_config, hook_server, payouts
 
 SHORT_POLL = PollPolicy(initial=0.02, maximum=0.05, deadline=0.1)
 
@@ -34,15 +32,6 @@ SHORT_POLL = PollPolicy(initial=0.02, maximum=0.05, deadline=0.1)
 async def ledger(tmp_path: Path) -> AsyncIterator[SQLiteLedger]:
     async with SQLiteLedger(tmp_path / "ledger.db") as opened:
         yield opened
-
-
-async def serve(app: web.Application) -> tuple[web.AppRunner, str]:
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    return runner, f"http://127.0.0.1:{port}/hook"
 
 
 async def post(url: str, payload: dict[str, Any], signature: str) -> int:
@@ -57,10 +46,7 @@ async def test_deliveries_good_tampered_repeated_out_of_order(ledger: SQLiteLedg
     async with Sandbox(config=config) as sandbox, enot_client(sandbox.enot_url) as client:
         key = sandbox.credentials.enot_additional_key
         flow = payouts(client, ledger, poll=SHORT_POLL)
-        app = web.Application()
-        app.router.add_post("/hook", webhook_handler(flow.apply_webhook, key))
-        runner, url = await serve(app)
-        try:
+        async with hook_server(flow.apply_webhook, key) as url:
             pending = await flow.pay("w-1", PayoffRequest("card", CARD, "10.00"))
             assert pending.status is PayoutStatus.PROCESSING
             payload = {"order_id": "w-1", "payoff_id": pending.provider_id, "status": "success",
@@ -88,21 +74,14 @@ async def test_deliveries_good_tampered_repeated_out_of_order(ledger: SQLiteLedg
             unknown = {**payload, "order_id": "nobody"}
             assert await post(url, unknown, sign_webhook(unknown, key)) == 200
             assert await ledger.get("enot", "nobody") is None
-        finally:
-            await runner.cleanup()
 
 
 async def test_sandbox_webhook_settles_a_payout_before_polling(ledger: SQLiteLedger) -> None:
     async with Sandbox(config=fast_config(enot_final_after=0.3)) as sandbox:
         async with enot_client(sandbox.enot_url) as client:
             flow = payouts(client, ledger, poll=SHORT_POLL)
-            app = web.Application()
-            app.router.add_post(
-                "/hook",
-                webhook_handler(flow.apply_webhook, sandbox.credentials.enot_additional_key),
-            )
-            runner, url = await serve(app)
-            try:
+            key = sandbox.credentials.enot_additional_key
+            async with hook_server(flow.apply_webhook, key) as url:
                 request = PayoffRequest("card", CARD, "10.00", hook_url=url)
                 assert (await flow.pay("w-2", request)).status is PayoutStatus.PROCESSING
                 for _ in range(50):
@@ -112,8 +91,6 @@ async def test_sandbox_webhook_settles_a_payout_before_polling(ledger: SQLiteLed
                     await asyncio.sleep(0.05)
                 else:
                     pytest.fail("the sandbox's webhook never settled the payout")
-            finally:
-                await runner.cleanup()
         assert any(delivery.url == url for delivery in sandbox.webhooks)
 
 
@@ -127,10 +104,7 @@ async def test_any_callback_gets_each_verified_webhook_and_nothing_else() -> Non
             raise RuntimeError("the ledger is down")
         received.append(webhook)
 
-    app = web.Application()
-    app.router.add_post("/hook", webhook_handler(on_webhook, "hook key"))
-    runner, url = await serve(app)
-    try:
+    async with hook_server(on_webhook, "hook key") as url:
         payload = {"order_id": "w-3", "payoff_id": "p-3", "status": "success",
                    "amount": "10.00", "type": 2}  # fmt: skip
         assert await post(url, payload, sign_webhook(payload, "wrong key")) == 401
@@ -141,5 +115,3 @@ async def test_any_callback_gets_each_verified_webhook_and_nothing_else() -> Non
         ]
         failing = True  # an error in the callback is not answered 200: Enot may retry
         assert await post(url, payload, sign_webhook(payload, "hook key")) == 500
-    finally:
-        await runner.cleanup()

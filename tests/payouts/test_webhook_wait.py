@@ -10,14 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 
 from payout_async import ConfigurationError, PayoutResult, PayoutStatus, PollPolicy
-from payout_async.enot import PayoffRequest, PayoffWebhook, webhook_handler
+from payout_async.enot import PayoffRequest, PayoffWebhook
 from payout_async.ledger import LedgerState, SQLiteLedger
 from payout_async.sandbox import FaultKind, Sandbox
 
-from .support import CARD, enot_client, fast_config, im_client, payouts
+from .support import CARD, enot_client, fast_config, hook_server, im_client, payouts
 
 #: Polls after about 50 ms: a payout settled by polling shows ``enot.info`` calls.
 POLL = PollPolicy(initial=0.05, multiplier=1.5, maximum=0.1, deadline=10.0)
@@ -33,15 +32,6 @@ HANG = 60.0
 async def ledger(tmp_path: Path) -> AsyncIterator[SQLiteLedger]:
     async with SQLiteLedger(tmp_path / "ledger.db") as opened:
         yield opened
-
-
-async def serve(app: web.Application) -> tuple[web.AppRunner, str]:
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    return runner, f"http://127.0.0.1:{port}/hook"
 
 
 def request(hook_url: str | None = None) -> PayoffRequest:
@@ -79,19 +69,14 @@ async def test_a_webhook_in_time_settles_the_payout_without_a_status_call(
     config = fast_config(enot_final_after=0.2)
     async with Sandbox(config=config) as sandbox, enot_client(sandbox.enot_url) as client:
         flow = payouts(client, ledger, poll=POLL, webhook_wait=LONG_WAIT)
-        app = web.Application()
         key = sandbox.credentials.enot_additional_key
-        app.router.add_post("/hook", webhook_handler(flow.apply_webhook, key))
-        runner, url = await serve(app)
-        try:
+        async with hook_server(flow.apply_webhook, key) as url:
             async with asyncio.timeout(HANG):
                 hooked = await flow.pay("w-hook", request(url))
             assert info_calls(sandbox) == 0
             assert sandbox.stats().requests.get("enot.create") == 1
             polled = await payouts(client, ledger, poll=POLL).pay("w-poll", request())
             assert info_calls(sandbox) > 0
-        finally:
-            await runner.cleanup()
     assert hooked.status is PayoutStatus.SUCCEEDED
     assert outcome(hooked) == outcome(polled)  # exactly what polling gives
     record = await ledger.get("enot", "w-hook")
@@ -110,15 +95,10 @@ async def test_after_a_lost_create_answer_the_payoff_found_waits_for_its_webhook
     async with Sandbox(config=config) as sandbox, enot_client(sandbox.enot_url) as client:
         sandbox.faults.script("enot.create", kind=FaultKind.COMMIT_THEN_CLOSE, nth=1)
         flow = payouts(client, ledger, poll=POLL, webhook_wait=LONG_WAIT)
-        app = web.Application()
         key = sandbox.credentials.enot_additional_key
-        app.router.add_post("/hook", webhook_handler(flow.apply_webhook, key))
-        runner, url = await serve(app)
-        try:
+        async with hook_server(flow.apply_webhook, key) as url:
             async with asyncio.timeout(HANG):
                 result = await flow.pay("w-unknown", request(url))
-        finally:
-            await runner.cleanup()
         assert sandbox.faults.injected.get(FaultKind.COMMIT_THEN_CLOSE.value) == 1
         assert info_calls(sandbox) == 1
         assert [payoff.details.order_id for payoff in sandbox.state.enot] == ["w-unknown"]
