@@ -151,6 +151,15 @@ class Claim:
 
 
 @attrs.frozen
+class Settlement:
+    """What ``Ledger.settle_order`` found: the row, and the state this call moved it
+    from (None when the row was final already and was left as it is)."""
+
+    record: PayoutRecord
+    moved_from: LedgerState | None
+
+
+@attrs.frozen
 class LeaseHolder:
     """Who holds leases on live rows, as ``Ledger.lease_holders`` reports it."""
 
@@ -368,6 +377,23 @@ class Ledger(Protocol):
         """Wake the listeners for ``provider`` (e.g. after rows were handed back)."""
         ...
 
+    async def settle_order(
+        self,
+        provider: str,
+        order_id: str,
+        *,
+        state: LedgerState,
+        provider_status: str,
+        note: str | None = None,
+        reason: str | None = None,
+    ) -> Settlement | None:
+        """Record a final provider status reported out of band (a webhook), whoever
+        holds the lease (the lease ends; the recipient is masked; ``reason``, when
+        given, is recorded with it). A row already final is left as is (repeated and
+        out-of-order deliveries are harmless): its ``moved_from`` is None. None if the
+        order_id is unknown."""
+        ...
+
     async def settle_by_order_id(
         self,
         provider: str,
@@ -377,11 +403,11 @@ class Ledger(Protocol):
         provider_status: str,
         note: str | None = None,
     ) -> PayoutRecord | None:
-        """Record a final provider status reported out of band (a webhook), whoever
-        holds the lease (the lease ends; the recipient is masked). A row already final
-        is left as is (repeated and out-of-order deliveries are harmless). Returns the
-        row, or None if unknown."""
-        ...
+        """``settle_order``'s row, or None if the order_id is unknown."""
+        settled = await self.settle_order(
+            provider, order_id, state=state, provider_status=provider_status, note=note
+        )
+        return None if settled is None else settled.record
 
     async def get(self, provider: str, key: str) -> PayoutRecord | None:
         """The row for (provider, key), if any."""

@@ -26,6 +26,7 @@ from ._base import (
     Ledger,
     LedgerState,
     PayoutRecord,
+    Settlement,
     Transition,
     WorkListener,
 )
@@ -395,7 +396,7 @@ class MemoryLedger(Ledger):
         """See ``Ledger.announce_work``."""
         self._listeners.wake(provider)
 
-    async def settle_by_order_id(
+    async def settle_order(
         self,
         provider: str,
         order_id: str,
@@ -403,18 +404,20 @@ class MemoryLedger(Ledger):
         state: LedgerState,
         provider_status: str,
         note: str | None = None,
-    ) -> PayoutRecord | None:
-        """See ``Ledger.settle_by_order_id``."""
+        reason: str | None = None,
+    ) -> Settlement | None:
+        """See ``Ledger.settle_order``."""
         key = self._by_order_id.get((provider, order_id))
         if key is None:
             return None
         record = self._rows[(provider, key)]
         if record.state.is_final:
-            return self._out(record)
+            return Settlement(self._out(record), None)
         updated = attrs.evolve(
             record,
             state=state,
             provider_status=provider_status,
+            reason=record.reason if reason is None else reason,
             updated_at=time.time(),
             lease_owner=None,
             lease_expires_at=None,
@@ -423,7 +426,7 @@ class MemoryLedger(Ledger):
             updated = self._drop_recipient(updated)
         self._store(updated)
         self._log(updated, record.state, None, note)
-        return self._out(updated)
+        return Settlement(self._out(updated), record.state)
 
     async def get(self, provider: str, key: str) -> PayoutRecord | None:
         """See ``Ledger.get``."""

@@ -38,6 +38,7 @@ from ._base import (
     Ledger,
     LedgerState,
     PayoutRecord,
+    Settlement,
     Transition,
     WorkListener,
 )
@@ -341,6 +342,7 @@ target AS (
 ),
 upd AS (
     UPDATE {t} p SET state = $3, provider_status = $4, updated_at = now.t,
+                     reason = coalesce($6::text, p.reason),
                      lease_owner = NULL, lease_expires_at = NULL{{drop}}
     FROM target, now
     WHERE p.provider = target.provider AND p.key = target.key
@@ -348,7 +350,7 @@ upd AS (
     RETURNING {p_cols}, target.state AS from_state
 ),
 log AS ({log} SELECT provider, key, from_state, state, updated_at, NULL, $5::text FROM upd)
-SELECT {cols} FROM upd"""
+SELECT {cols}, from_state FROM upd"""
         self.history = (
             f"SELECT {', '.join(TRANSITION_COLUMNS)} FROM {h} "
             "WHERE provider = $1 AND key = $2 ORDER BY id"
@@ -801,7 +803,7 @@ class PostgresLedger(Ledger):
         """See ``Ledger.announce_work``: a ``NOTIFY`` every listening process hears."""
         await self._fetch(self._queue.notify, self._queue.channel, provider)
 
-    async def settle_by_order_id(
+    async def settle_order(
         self,
         provider: str,
         order_id: str,
@@ -809,16 +811,19 @@ class PostgresLedger(Ledger):
         state: LedgerState,
         provider_status: str,
         note: str | None = None,
-    ) -> PayoutRecord | None:
-        """See ``Ledger.settle_by_order_id``."""
+        reason: str | None = None,
+    ) -> Settlement | None:
+        """See ``Ledger.settle_order``."""
         to_state = LedgerState(state)
         settle = self._sql.settle.format(drop=_DROP_RECIPIENT if to_state.is_final else "")
         row = await self._fetchrow(
-            settle, provider, order_id, to_state.value, provider_status, note
+            settle, provider, order_id, to_state.value, provider_status, note, reason
         )
-        if row is None:  # unknown, or already final
-            row = await self._fetchrow(self._sql.by_order_id, provider, order_id)
-        return None if row is None else self._record(row)
+        if row is not None:
+            return Settlement(self._record(row), LedgerState(row["from_state"]))
+        # Unknown, or already final.
+        row = await self._fetchrow(self._sql.by_order_id, provider, order_id)
+        return None if row is None else Settlement(self._record(row), None)
 
     def _record(self, row: Any) -> PayoutRecord:
         return record_from_row(row, self._recipients)

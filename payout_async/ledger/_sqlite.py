@@ -45,6 +45,7 @@ from ._base import (
     Ledger,
     LedgerState,
     PayoutRecord,
+    Settlement,
     Transition,
     WorkListener,
 )
@@ -123,8 +124,8 @@ _BY_ORDER_ID = (
     "ORDER BY created_at DESC, rowid DESC LIMIT 1"
 )
 _SETTLE = (
-    "UPDATE payouts SET state = ?, provider_status = ?, updated_at = ?, "
-    "lease_owner = NULL, lease_expires_at = NULL{drop} "
+    "UPDATE payouts SET state = ?, provider_status = ?, reason = coalesce(?, reason), "
+    "updated_at = ?, lease_owner = NULL, lease_expires_at = NULL{drop} "
     f"WHERE provider = ? AND key = ? RETURNING {_COLS}"
 )
 _HISTORY = (
@@ -728,7 +729,7 @@ class SQLiteLedger(Ledger):
         the hand-back's own commits)."""
         self._listeners.wake(provider)
 
-    async def settle_by_order_id(
+    async def settle_order(
         self,
         provider: str,
         order_id: str,
@@ -736,26 +737,27 @@ class SQLiteLedger(Ledger):
         state: LedgerState,
         provider_status: str,
         note: str | None = None,
-    ) -> PayoutRecord | None:
-        """See ``Ledger.settle_by_order_id``."""
+        reason: str | None = None,
+    ) -> Settlement | None:
+        """See ``Ledger.settle_order``."""
         to_state = LedgerState(state)
         settle = _SETTLE.format(drop=_DROP_RECIPIENT if to_state.is_final else "")
 
-        def op(conn: sqlite3.Connection) -> PayoutRecord | None:
+        def op(conn: sqlite3.Connection) -> Settlement | None:
             row = conn.execute(_BY_ORDER_ID, (provider, order_id)).fetchone()
             if row is None:
                 return None
             key, from_state = row[1], LedgerState(row[4])
             if from_state.is_final:
-                return record_from_row(row, self._recipients)
+                return Settlement(record_from_row(row, self._recipients), None)
             if to_state.is_final:  # (the recipient is not read: no key is needed here)
                 self._note_drop(conn, provider, key)
             now = time.time()
             rows = conn.execute(
-                settle, (to_state.value, provider_status, now, provider, key)
+                settle, (to_state.value, provider_status, reason, now, provider, key)
             ).fetchall()
             conn.execute(_LOG, (provider, key, from_state.value, to_state.value, now, None, note))
-            return record_from_row(rows[0], self._recipients)
+            return Settlement(record_from_row(rows[0], self._recipients), from_state)
 
         return await self._write(op)
 

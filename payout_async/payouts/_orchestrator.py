@@ -692,23 +692,31 @@ class Payouts(Generic[Request]):
         """Record a verified Enot payoff webhook's final status (the callback for
         ``enot.webhook_handler(payouts.apply_webhook, additional_key)``). Repeated and
         out-of-order deliveries are harmless: a final row is never changed, and a
-        non-final status is ignored. Returns the row, or None when nothing was recorded
-        (an unknown order, or a status that is not final)."""
+        non-final status is ignored. The delivery that settles the row is logged and
+        reported to ``on_transition`` (note ``"webhook"``) like any other transition; a
+        failure's ``reason`` says the webhook reported it. Returns the row, or None when
+        nothing was recorded (an unknown order, or a status that is not final)."""
         if self.provider != "enot":
             raise ConfigurationError("webhooks are an Enot feature")
         final = {PayoffStatus.SUCCESS: LedgerState.SUCCEEDED, PayoffStatus.FAIL: LedgerState.FAILED}
         state = final.get(webhook.status)
         if webhook.order_id is None or state is None:
             return None
-        record = await self.ledger.settle_by_order_id(
+        status = webhook.raw_status or webhook.status.value
+        settled = await self.ledger.settle_order(
             self.provider,
             webhook.order_id,
             state=state,
-            provider_status=webhook.raw_status or webhook.status.value,
+            provider_status=status,
             note="webhook",
+            # A webhook names no cause; polling would record the provider's status too.
+            reason=f"{status} (reported by webhook)" if state is LedgerState.FAILED else None,
         )
-        if record is None:
+        if settled is None:
             return None
+        record = settled.record
+        if settled.moved_from is not None:  # this delivery settled it: log + on_transition
+            await self._observer.transitioned(settled.moved_from, record, "webhook")
         self._webhook_waits.settled(record)  # a pay() waiting for it (webhook_wait) ends
         return PayoutResult.from_record(record)
 

@@ -773,6 +773,34 @@ async def test_settle_by_order_id_finds_an_order_id_set_by_transition(ledger: Le
     assert record.reason == "?"
 
 
+async def test_settle_order_says_which_call_settled_the_row(ledger: Ledger) -> None:
+    await start(ledger, "k1", order_id="o-1")
+    await move(ledger, "k1", LedgerState.PROCESSING, operation_id="p-1")
+    assert (
+        await ledger.settle_order(P, "o-none", state=LedgerState.FAILED, provider_status="x")
+        is None
+    )
+    settled = await ledger.settle_order(
+        P, "o-1", state=LedgerState.FAILED, provider_status="fail", reason="fail (webhook)"
+    )
+    assert settled is not None and settled.moved_from is LedgerState.PROCESSING
+    assert (settled.record.state, settled.record.reason) == (LedgerState.FAILED, "fail (webhook)")
+    assert await ledger.get(P, "k1") == settled.record
+    again = await ledger.settle_order(
+        P, "o-1", state=LedgerState.SUCCEEDED, provider_status="success", reason="late"
+    )
+    assert again is not None and again.moved_from is None  # repeated: nothing moved
+    assert again.record == settled.record
+
+
+async def test_settle_order_without_a_reason_keeps_the_rows(ledger: Ledger) -> None:
+    await start(ledger, "k1")
+    await move(ledger, "k1", LedgerState.NEEDS_ATTENTION, order_id="o-2", reason="why")
+    settled = await ledger.settle_order(P, "o-2", state=LedgerState.SUCCEEDED, provider_status="ok")
+    assert settled is not None and settled.moved_from is LedgerState.NEEDS_ATTENTION
+    assert settled.record.reason == "why"
+
+
 # -- reads ---------------------------------------------------------------------------
 
 

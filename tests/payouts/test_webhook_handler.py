@@ -20,7 +20,7 @@ from payout_async.enot import (
     PayoffWebhook,
     sign_webhook,
 )
-from payout_async.ledger import LedgerState, SQLiteLedger
+from payout_async.ledger import LedgerState, PayoutRecord, SQLiteLedger, Transition
 from payout_async.sandbox import Sandbox
 
 from .support import CARD, enot_client, fast_config, hook_server, payouts
@@ -115,3 +115,30 @@ async def test_any_callback_gets_each_verified_webhook_and_nothing_else() -> Non
         ]
         failing = True  # an error in the callback is not answered 200: Enot may retry
         assert await post(url, payload, sign_webhook(payload, "hook key")) == 500
+
+
+async def test_the_delivery_that_settles_a_payout_is_reported_once(ledger: SQLiteLedger) -> None:
+    """``on_transition`` sees the webhook's settlement once (not its repeats), and a
+    failure settled by webhook says so in its reason."""
+    steps: list[Transition] = []
+
+    def seen(record: PayoutRecord, transition: Transition) -> None:
+        steps.append(transition)
+
+    config = fast_config(enot_final_after=30.0)  # only the webhook below settles it
+    async with Sandbox(config=config) as sandbox, enot_client(sandbox.enot_url) as client:
+        key = sandbox.credentials.enot_additional_key
+        flow = payouts(client, ledger, poll=SHORT_POLL, on_transition=seen)
+        async with hook_server(flow.apply_webhook, key) as url:
+            pending = await flow.pay("w-4", PayoffRequest("card", CARD, "10.00"))
+            assert pending.status is PayoutStatus.PROCESSING
+            before = len(steps)
+            payload = {"order_id": "w-4", "payoff_id": pending.provider_id, "status": "fail",
+                       "amount": "10.00", "type": 2}  # fmt: skip
+            for _ in range(2):  # delivered twice
+                assert await post(url, payload, sign_webhook(payload, key)) == 200
+    reported = [(step.key, step.from_state, step.to_state, step.note) for step in steps[before:]]
+    assert reported == [("w-4", LedgerState.PROCESSING, LedgerState.FAILED, "webhook")]
+    result = await flow.get("w-4")
+    assert result is not None and result.status is PayoutStatus.FAILED
+    assert result.reason == "fail (reported by webhook)"
