@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
-from contextvars import ContextVar
 from typing import Any, TypeVar
 
 from ._errors import LedgerError, LedgerNotWrittenError, LedgerOutcomeUnknownError
@@ -36,11 +35,6 @@ _RETRY_CONNECT_STATES = frozenset({"53300", "57P01", "57P02", "57P03"})
 # Errors the server may report after a write committed: the connection or the server
 # failed (57014, a cancelled statement, rolled it back).
 _UNKNOWN_CLASSES = frozenset({"08", "57", "58", "XX"})
-#: A batched statement's payouts (``BoundedPool.fetch_for``) and the time (on the loop's
-#: clock) by which it must end, when the call is not one payout's own.
-_FOR: ContextVar[tuple[Sequence[Strain | None], float] | None] = ContextVar(
-    "payout_async_postgres_batch", default=None
-)
 
 
 class _Failure(Exception):
@@ -142,11 +136,7 @@ class BoundedPool:
         """Rows of ``sql``, a statement written for several payouts at once (their
         ``Patience.scope()``\\ s), by ``deadline`` (on the loop's clock) at the latest:
         whether it got through or ran out counts for each of them."""
-        token = _FOR.set((scopes, deadline))
-        try:
-            return list(await self._call("fetch", sql, args))
-        finally:
-            _FOR.reset(token)
+        return list(await self._call("fetch", sql, args, batch=(scopes, deadline)))
 
     async def session(self, work: Callable[[Any], Awaitable[T]], *, deadline: float) -> T:
         """Run ``work(connection)`` (idempotent work, such as creating the schema) by
@@ -172,9 +162,18 @@ class BoundedPool:
         finally:
             await self._release(conn, broken=broken)
 
-    async def _call(self, method: str, sql: str, args: tuple[Any, ...]) -> Any:
+    async def _call(
+        self,
+        method: str,
+        sql: str,
+        args: tuple[Any, ...],
+        *,
+        batch: tuple[Sequence[Strain | None], float] | None = None,
+    ) -> Any:
+        """``method`` with retries of what was certainly not written, within the calling
+        payout's budget -- or, for a ``batch`` (its payouts' scopes and the loop time by
+        which it must end), within that."""
         loop = asyncio.get_running_loop()
-        batch = _FOR.get()
         if batch is None:
             scopes: Sequence[Strain | None] = (self.patience.scope(),)
             budget = self.patience.budget(scopes[0])
