@@ -60,7 +60,7 @@ class PollPolicy:
     A ``multiplier`` of exactly 1 polls every ``initial`` seconds (randomised between
     half and all of it).
 
-    Before 0.1.0's polling change ``multiplier`` grew the pause between polls from
+    Before this release ``multiplier`` grew the pause between polls from
     ``initial`` (defaults 0.5 s and 1.6, each pause randomised between half and all of
     it) and the first poll came at once. A policy written for that keeps working and
     polls at much the same pace once past its first few polls (a pause that grows by
