@@ -47,6 +47,7 @@ from ._observe import Observer, OnTransition
 from ._owner import new_owner, owner_is_dead
 from ._result import PayoutResult, PayoutStatus, Settings
 from ._run import BeforeSend, Run, fence_margin
+from ._tasks import cancel_and_wait
 from ._webhook_wait import WebhookWaits
 from ._worker import Worker, WorkerSummary
 
@@ -58,7 +59,6 @@ Request = TypeVar("Request", OperationRequest, PayoffRequest)
 Item = tuple[str, Any]
 
 _MAX_ORDER_ID = 255
-_CANCEL_AGAIN_AFTER = 0.5  # seconds: see ``_stop``
 
 
 def order_id_for(key: str) -> str:
@@ -786,22 +786,11 @@ def _being_cancelled() -> bool:
 
 
 async def _stop(tasks: list[asyncio.Task[None]]) -> None:
-    """Cancel ``tasks`` and wait until every one has ended, even when cancelled
-    meanwhile (as ``asyncio.TaskGroup`` does); then pass that cancellation on. A task
-    still running after ``_CANCEL_AGAIN_AFTER`` seconds (a library swallowed the
-    cancellation, or a clean-up waits on the ledger) is cancelled again: shielded
-    writes finish on their own, the worker does not wait for them."""
-    for task in tasks:
-        task.cancel()
-    cancelled = False
-    while pending := [task for task in tasks if not task.done()]:
-        try:
-            await asyncio.wait(pending, timeout=_CANCEL_AGAIN_AFTER)
-        except asyncio.CancelledError:
-            cancelled = True
-        for task in pending:
-            if not task.done():
-                task.cancel()
+    """Cancel ``tasks`` and wait until every one has ended (``cancel_and_wait``: a task
+    that swallowed its cancellation, or whose clean-up waits on the ledger, is
+    cancelled again; shielded writes finish on their own); then pass on a
+    cancellation of the caller."""
+    cancelled = await cancel_and_wait(tasks)
     for task in tasks:
         if not task.cancelled():
             task.exception()  # retrieved: a failure was raised by pay_many or is moot

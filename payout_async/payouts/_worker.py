@@ -41,6 +41,7 @@ from .._shield import shielded
 from ..ledger import ACTIVE_STATES, Claim, Ledger, LedgerError, PayoutRecord, WorkListener
 from ._owner import owner_is_dead
 from ._result import PayoutResult, PayoutStatus
+from ._tasks import cancel_and_wait
 
 __all__ = ["Drives", "Worker", "WorkerSummary"]
 
@@ -49,7 +50,6 @@ logger = logging.getLogger("payout_async")
 #: Seconds before a row this worker left unfinished (still processing at the poll
 #: deadline, or its drive failed) is claimed by it again; other workers may sooner.
 RETRY_UNFINISHED = 30.0
-_CANCEL_AGAIN_AFTER = 0.5  # seconds: a drive that ignored its cancellation is cancelled again
 _FIRST_PAUSE = 0.5  # after a ledger failure; doubles up to ``idle_poll``
 
 OnResult = Callable[[PayoutResult], None]
@@ -333,7 +333,7 @@ class Worker:
         released its row itself; a second release is a no-op)."""
         self._view.stopping = True
         drives = list(self._drives.values())
-        interrupted = await _cancel_and_wait([drive.task for drive in drives])
+        interrupted = await cancel_and_wait([drive.task for drive in drives])
         await shielded(self._view.settled())  # a final write under way counts as driven
         stopped = [drive.claim for drive in drives if drive.task.cancelled()]
         self._reap()
@@ -380,20 +380,3 @@ async def _until(stopped: asyncio.Future[Any], waiting: Awaitable[Any]) -> None:
         if not task.done():
             task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-
-
-async def _cancel_and_wait(tasks: list[asyncio.Task[PayoutResult]]) -> bool:
-    """Cancel ``tasks`` and wait until each has ended, cancelling again any that
-    swallowed it. True when the caller was cancelled meanwhile (to pass it on)."""
-    cancelled = False
-    for task in tasks:
-        task.cancel()
-    while pending := [task for task in tasks if not task.done()]:
-        try:
-            await asyncio.wait(pending, timeout=_CANCEL_AGAIN_AFTER)
-        except asyncio.CancelledError:
-            cancelled = True
-        for task in pending:
-            if not task.done():
-                task.cancel()
-    return cancelled
