@@ -59,10 +59,12 @@ async def reconcile_payoff(
     Looks the payoff up by ``order_id`` at once, then on ``policy``'s schedule
     (default: after about 0.5 s, then 1.6 times as long after the first look each
     time, at most 5 s apart). Returns it as soon as Enot has
-    it; returns ``None`` only once "not found" has held for ``grace`` seconds, counted
-    from ``since`` (a ``time.monotonic()`` value of this process, e.g. when the create
-    answer was lost) or from the first "not found" -- never from another host's clock.
-    Only then may the payoff be created again, with the same order_id.
+    it; returns ``None`` only once a lookup *sent* ``grace`` seconds or more after
+    ``since`` has answered "not found" -- evidence is dated by its request, not by
+    when its answer arrived. ``since`` is a ``time.monotonic()`` value of this process
+    (e.g. when the create answer was lost), by default when the first lookup that
+    found nothing was sent -- never another host's clock. Only then may the payoff be
+    created again, with the same order_id.
     Errors that prove nothing (network, 5xx, 429) never count as "not found"; if they
     persist past ``policy.deadline`` the last one is raised.
     """
@@ -71,15 +73,17 @@ async def reconcile_payoff(
     )
     stop_at = policy.expires_at()
     for delay in policy.delays():
+        # "Not found" is only as new as the moment its query was sent: the answer may
+        # have been read from Enot's books long before it arrived (a slow answer).
+        asked = time.monotonic()
         try:
             return await client.get_payoff(order_id=order_id)
         except NotFoundError:
-            now = time.monotonic()
             if since is None:
-                since = now
-            if now - since >= grace:
+                since = asked
+            if asked - since >= grace:
                 return None
-            delay = min(delay, max(0.0, since + grace - now) + 0.01)
+            delay = min(delay, max(0.0, since + grace - time.monotonic()) + 0.01)
         except Exception as error:
             if not is_transient(error) or time.monotonic() >= stop_at:
                 raise

@@ -386,12 +386,27 @@ class Ledger(Protocol):
         provider_status: str,
         note: str | None = None,
         reason: str | None = None,
+        params_hash: str | None = None,
     ) -> Settlement | None:
         """Record a final provider status reported out of band (a webhook), whoever
         holds the lease (the lease ends; the recipient is masked; ``reason``, when
         given, is recorded with it). A row already final is left as is (repeated and
-        out-of-order deliveries are harmless): its ``moved_from`` is None. None if the
-        order_id is unknown."""
+        out-of-order deliveries are harmless): its ``moved_from`` is None. With
+        ``params_hash``, only a row that still has that fingerprint and has sent a
+        money-moving request (``attempts`` > 0) is settled -- the row the caller
+        checked the report against; any other is left as is (``moved_from`` None).
+        None if the order_id is unknown."""
+        ...
+
+    async def find_order(self, provider: str, order_id: str) -> PayoutRecord | None:
+        """The row that holds ``order_id`` (the latest, should there be several), or
+        None."""
+        ...
+
+    async def note(self, provider: str, key: str, note: str) -> None:
+        """Append ``note`` to the row's history without changing the row (a
+        ``Transition`` from its state to its state): what was learnt about it and not
+        acted on, such as a webhook that did not match it. No-op for an unknown row."""
         ...
 
     async def settle_by_order_id(

@@ -405,13 +405,15 @@ class MemoryLedger(Ledger):
         provider_status: str,
         note: str | None = None,
         reason: str | None = None,
+        params_hash: str | None = None,
     ) -> Settlement | None:
         """See ``Ledger.settle_order``."""
         key = self._by_order_id.get((provider, order_id))
         if key is None:
             return None
         record = self._rows[(provider, key)]
-        if record.state.is_final:
+        checked = params_hash is None or (record.params_hash == params_hash and record.attempts > 0)
+        if record.state.is_final or not checked:
             return Settlement(self._out(record), None)
         updated = attrs.evolve(
             record,
@@ -427,6 +429,17 @@ class MemoryLedger(Ledger):
         self._store(updated)
         self._log(updated, record.state, None, note)
         return Settlement(self._out(updated), record.state)
+
+    async def find_order(self, provider: str, order_id: str) -> PayoutRecord | None:
+        """See ``Ledger.find_order``."""
+        key = self._by_order_id.get((provider, order_id))
+        return None if key is None else await self.get(provider, key)
+
+    async def note(self, provider: str, key: str, note: str) -> None:
+        """See ``Ledger.note``."""
+        record = self._rows.get((provider, key))
+        if record is not None:
+            self._log(attrs.evolve(record, updated_at=time.time()), record.state, None, note)
 
     async def get(self, provider: str, key: str) -> PayoutRecord | None:
         """See ``Ledger.get``."""

@@ -335,7 +335,7 @@ GROUP BY lease_owner ORDER BY lease_owner"""
         self.settle = f"""
 WITH {_NOW},
 target AS (
-    SELECT p.provider, p.key, p.state FROM {t} p
+    SELECT p.provider, p.key, p.state, p.params_hash, p.attempts FROM {t} p
     WHERE p.provider = $1 AND p.order_id = $2
     ORDER BY p.created_at DESC LIMIT 1
     FOR UPDATE
@@ -347,10 +347,16 @@ upd AS (
     FROM target, now
     WHERE p.provider = target.provider AND p.key = target.key
       AND target.state NOT IN ({_FINAL})
+      AND ($7::text IS NULL OR (target.params_hash = $7 AND target.attempts > 0))
     RETURNING {p_cols}, target.state AS from_state
 ),
 log AS ({log} SELECT provider, key, from_state, state, updated_at, NULL, $5::text FROM upd)
 SELECT {cols}, from_state FROM upd"""
+        self.note = (
+            f"{log} SELECT provider, key, state, state, extract(epoch FROM clock_timestamp()), "
+            f"NULL, $3::text FROM {t} "
+            "WHERE provider = $1 AND key = $2"
+        )
         self.history = (
             f"SELECT {', '.join(TRANSITION_COLUMNS)} FROM {h} "
             "WHERE provider = $1 AND key = $2 ORDER BY id"
@@ -812,18 +818,28 @@ class PostgresLedger(Ledger):
         provider_status: str,
         note: str | None = None,
         reason: str | None = None,
+        params_hash: str | None = None,
     ) -> Settlement | None:
         """See ``Ledger.settle_order``."""
         to_state = LedgerState(state)
         settle = self._sql.settle.format(drop=_DROP_RECIPIENT if to_state.is_final else "")
         row = await self._fetchrow(
-            settle, provider, order_id, to_state.value, provider_status, note, reason
+            settle, provider, order_id, to_state.value, provider_status, note, reason, params_hash
         )
         if row is not None:
             return Settlement(self._record(row), LedgerState(row["from_state"]))
-        # Unknown, or already final.
+        # Unknown, already final, or not the row the caller checked.
+        record = await self.find_order(provider, order_id)
+        return None if record is None else Settlement(record, None)
+
+    async def find_order(self, provider: str, order_id: str) -> PayoutRecord | None:
+        """See ``Ledger.find_order``."""
         row = await self._fetchrow(self._sql.by_order_id, provider, order_id)
-        return None if row is None else Settlement(self._record(row), None)
+        return None if row is None else self._record(row)
+
+    async def note(self, provider: str, key: str, note: str) -> None:
+        """See ``Ledger.note``."""
+        await self._fetch(self._sql.note, provider, key, note)
 
     def _record(self, row: Any) -> PayoutRecord:
         return record_from_row(row, self._recipients)

@@ -119,6 +119,10 @@ _LEASE_HOLDERS = (
     f"WHERE lease_owner IS NOT NULL AND lease_expires_at > ? AND state NOT IN ({_FINAL})"
     "{by_provider} GROUP BY lease_owner ORDER BY lease_owner"
 )
+_NOTE = (
+    "INSERT INTO payout_transitions (provider, key, from_state, to_state, at, owner, note) "
+    "SELECT provider, key, state, state, ?, NULL, ? FROM payouts WHERE provider = ? AND key = ?"
+)
 _BY_ORDER_ID = (
     f"SELECT {_COLS} FROM payouts WHERE provider = ? AND order_id = ? "
     "ORDER BY created_at DESC, rowid DESC LIMIT 1"
@@ -738,6 +742,7 @@ class SQLiteLedger(Ledger):
         provider_status: str,
         note: str | None = None,
         reason: str | None = None,
+        params_hash: str | None = None,
     ) -> Settlement | None:
         """See ``Ledger.settle_order``."""
         to_state = LedgerState(state)
@@ -748,7 +753,9 @@ class SQLiteLedger(Ledger):
             if row is None:
                 return None
             key, from_state = row[1], LedgerState(row[4])
-            if from_state.is_final:
+            # ``COLUMNS``: 2 is params_hash, 8 attempts.
+            checked = params_hash is None or (row[2] == params_hash and int(row[8]) > 0)
+            if from_state.is_final or not checked:
                 return Settlement(record_from_row(row, self._recipients), None)
             if to_state.is_final:  # (the recipient is not read: no key is needed here)
                 self._note_drop(conn, provider, key)
@@ -760,6 +767,19 @@ class SQLiteLedger(Ledger):
             return Settlement(record_from_row(rows[0], self._recipients), from_state)
 
         return await self._write(op)
+
+    async def find_order(self, provider: str, order_id: str) -> PayoutRecord | None:
+        """See ``Ledger.find_order``."""
+        rows = await self._read(_BY_ORDER_ID, (provider, order_id))
+        return record_from_row(rows[0], self._recipients) if rows else None
+
+    async def note(self, provider: str, key: str, note: str) -> None:
+        """See ``Ledger.note``."""
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(_NOTE, (time.time(), note, provider, key))
+
+        await self._write(op)
 
     async def get(self, provider: str, key: str) -> PayoutRecord | None:
         """See ``Ledger.get``."""

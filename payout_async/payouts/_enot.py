@@ -29,7 +29,7 @@ from decimal import Decimal
 from .._errors import NotFoundError, RequestNotSentError
 from .._fence import guarded
 from .._polling import PollPolicy
-from ..enot import EnotClient, Payoff, PayoffRequest, PayoffStatus
+from ..enot import EnotClient, Payoff, PayoffRequest, PayoffStatus, PayoffWebhook
 from ..enot._poller import reconcile_payoff, wait_for_final
 from ..ledger import LeaseLostError, LedgerError, LedgerState, PayoutRecord
 from ._flow import REFUSED, Flow, Reading, Step
@@ -37,7 +37,7 @@ from ._result import Settings
 from ._run import Run
 from ._webhook_wait import WebhookWaits
 
-__all__ = ["EnotFlow", "payoff_mismatch"]
+__all__ = ["EnotFlow", "payoff_mismatch", "webhook_mismatch"]
 
 logger = logging.getLogger("payout_async")
 
@@ -60,10 +60,10 @@ def _same_recipient(ours: str, reported: str) -> bool:
     return len(ours) >= len(head) + len(tail) and ours.startswith(head) and ours.endswith(tail)
 
 
-def payoff_mismatch(request: PayoffRequest, payoff: Payoff) -> str | None:
-    """Why ``payoff`` (found by order_id) is not this payout, or None when what Enot
-    reports agrees with it: amount, recipient and service. Fields Enot leaves out are
-    not held against it. The reason names no card number."""
+def payoff_mismatch(request: PayoffRequest, payoff: Payoff | PayoffWebhook) -> str | None:
+    """Why ``payoff`` (found by order_id, or reported by a webhook) is not this payout,
+    or None when what Enot reports agrees with it: amount, recipient and service.
+    Fields Enot leaves out are not held against it. The reason names no card number."""
     if payoff.amount is not None and Decimal(payoff.amount) != Decimal(request.amount):
         return f"its amount is {payoff.amount}, this payout's {request.amount}"
     wallet = request.wallet_to
@@ -71,6 +71,27 @@ def payoff_mismatch(request: PayoffRequest, payoff: Payoff) -> str | None:
         return "its recipient is another wallet"
     if payoff.service and payoff.service.lower() != request.service.lower():
         return f"its service is {payoff.service!r}, this payout's {request.service!r}"
+    return None
+
+
+def webhook_mismatch(record: PayoutRecord, webhook: PayoffWebhook) -> str | None:
+    """Why a verified webhook is no evidence about ``record``'s payout, or None when it
+    is. A webhook is signed with the merchant's key, so another system on the same
+    Enot account (or an order_id reused elsewhere) can send one for its own payoff: it
+    counts only once the row has sent a create, when it names this row's payoff id or
+    (before the row knows it) this payout's amount and recipient, and when nothing it
+    says -- amount, recipient, service -- disagrees with the row."""
+    if record.attempts == 0:
+        return "nothing has been sent for this payout"
+    known = record.operation_id
+    if known and webhook.payoff_id and webhook.payoff_id != known:
+        return f"its payoff_id is {webhook.payoff_id}, this payout's {known}"
+    mismatch = payoff_mismatch(PayoffRequest(**record.params), webhook)
+    if mismatch is not None:
+        return mismatch
+    named = bool(known) and webhook.payoff_id == known
+    if not named and (webhook.amount is None or not webhook.wallet):
+        return "it names neither this payout's payoff id nor its amount and recipient"
     return None
 
 

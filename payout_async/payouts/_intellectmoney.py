@@ -7,9 +7,10 @@ flight, and the execute leaves only through the lease's fence.
 After an execute whose answer was lost or refused, ``GetOperationState`` decides --
 but only one way at once: any state after ``Created`` means execute happened. The
 provider may accept an execute ("processing") and still show ``Created`` for a while,
-so ``Created`` is trusted to mean "it did not happen" only once it has held for the
-settle window (``execute_settle``), counted from when the answer was lost (or, for a
-row taken over, from when no earlier request can still be in flight). Only then is the
+so ``Created`` is trusted to mean "it did not happen" only once a query sent after the
+settle window (``execute_settle``) reads it -- the window counted from when the answer
+was lost (or, for a row taken over, from when no earlier request can still be in
+flight), and the evidence dated by when its query was sent, not when it arrived. Only then is the
 operation executed again, or -- after a refusal -- deleted. When the state cannot be
 read for long enough, the row parks in ``needs_attention`` saying so.
 
@@ -152,12 +153,15 @@ class IntellectMoneyFlow(Flow[IntellectMoneyClient, OperationRequest, PayoutOper
         self, run: Run, request: OperationRequest, *, refusal: Exception | None
     ) -> None:
         """Decide from the operation's state whether a lost or refused execute
-        happened; ``Created`` counts only once it has held over the settle window."""
+        happened; ``Created`` counts only once a query *sent* after the settle window
+        has passed still reads it (evidence is dated by its request)."""
         operation_id = self._operation_id(run)
         settle = self.settings.execute_settle
         settled_at = run.unknown_since() + settle
         give_up_at = time.monotonic() + max(self.poll.deadline, settle)
         for delay in self.poll.delays():
+            # ``Created`` is only as new as the moment its query was sent.
+            asked = time.monotonic()
             try:
                 operation = await self.client.get_operation_state(operation_id)
             except Exception as error:
@@ -171,10 +175,9 @@ class IntellectMoneyFlow(Flow[IntellectMoneyClient, OperationRequest, PayoutOper
                 if operation.state is not MassPaymentOperationState.CREATED:
                     await self.adopt(run, request, operation)  # it happened
                     return
-                left = settled_at - time.monotonic()
-                if left <= 0:
+                if asked >= settled_at:
                     break
-                delay = min(delay, left + 0.01)
+                delay = min(delay, max(0.0, settled_at - time.monotonic()) + 0.01)
             await asyncio.sleep(delay)
         held = f"the operation stayed Created for the {settle:g}s settle window"
         if refusal is not None:

@@ -40,13 +40,13 @@ from ..ledger import (
     PayoutRecord,
 )
 from ..ledger._patience import one_payout
-from ._enot import EnotFlow
+from ._enot import EnotFlow, webhook_mismatch
 from ._flow import Flow
 from ._intellectmoney import IntellectMoneyFlow
 from ._observe import Observer, OnTransition
 from ._owner import new_owner, owner_is_dead
 from ._result import PayoutResult, PayoutStatus, Settings
-from ._run import BeforeSend, Run, fence_margin
+from ._run import BeforeSend, Run, in_flight_bound
 from ._tasks import cancel_and_wait
 from ._webhook_wait import WebhookWaits
 from ._worker import Worker, WorkerSummary
@@ -208,6 +208,10 @@ class Payouts(Generic[Request]):
         self._settings = settings
         self._background: set[asyncio.Future[None]] = set()
         self._in_flight: dict[str, _InFlight] = {}
+        #: Rows claimed by resume(), reconcile() or a worker of this Payouts, with the
+        #: result of their drive to come (``_hold``).
+        self._held: dict[str, asyncio.Future[PayoutResult]] = {}
+        self._request_timeout = _request_timeout(client)
         #: Awaited after a money-moving step is recorded, before its fence (tests).
         self._before_send: BeforeSend | None = None
         self._observer = Observer(on_transition)
@@ -250,13 +254,10 @@ class Payouts(Generic[Request]):
         while (joined := self._in_flight.get(key)) is not None:
             if joined.params_hash != digest:
                 raise IdempotencyConflictError(key)
-            try:
-                return await asyncio.shield(joined.result)
-            except asyncio.CancelledError:
-                me = asyncio.current_task()
-                if not joined.result.cancelled() or (me is not None and me.cancelling()):
-                    raise  # this caller was cancelled (perhaps together with the drive)
-                # Only the drive it joined was cancelled (its lease is given back): go on.
+            outcome = await _outcome_of(joined.result)
+            if outcome is not None:
+                return outcome
+            # Only the drive it joined was cancelled (its lease is given back): go on.
         with self._driving(key, digest) as result:
             result.set_result(await self._begin_and_drive(key, digest, params, order_id))
             return result.result()
@@ -284,7 +285,6 @@ class Payouts(Generic[Request]):
     ) -> PayoutResult:
         take_over: tuple[str, ...] = ()
         while True:
-            started = time.monotonic()
             begin = asyncio.ensure_future(
                 self.ledger.begin(
                     self.provider,
@@ -312,15 +312,20 @@ class Payouts(Generic[Request]):
             if claim.created:
                 await self._observer.transitioned(None, claim.record, "intent recorded")
             if claim.claimed:
-                return await self._drive(
-                    claim, started, time.monotonic(), holder_dead=bool(take_over)
-                )
+                return await self._drive(claim, time.monotonic())
             holder = claim.record.lease_owner
+            if holder == self.owner and (held := self._held.get(key)) is not None:
+                # resume(), reconcile() or a worker of this Payouts holds the row: its
+                # drive is this payout's.
+                outcome = await _outcome_of(held)
+                if outcome is not None:
+                    return outcome
+                continue  # that drive was cancelled and gives the row back: begin again
             if take_over or claim.record.state not in ACTIVE_STATES or holder is None:
                 break
             if not owner_is_dead(holder):
                 break
-            take_over = (holder,)  # a process of this host that has ended: take over
+            take_over = (holder,)  # provably ended (this host, boot and PID namespace)
         return PayoutResult.from_record(claim.record, reason=_busy_reason(claim.record))
 
     async def _release_when_begun(self, begin: asyncio.Future[Claim]) -> None:
@@ -332,26 +337,16 @@ class Payouts(Generic[Request]):
             await self._release(claim)
 
     async def _drive(
-        self,
-        claim: Claim,
-        claimed_before: float,
-        claimed_after: float,
-        *,
-        reopen: bool = False,
-        holder_dead: bool = False,
+        self, claim: Claim, claimed_after: float, *, reopen: bool = False
     ) -> PayoutResult:
         """Drive a claimed row until it is final or waits on the provider, then give
-        its lease back. ``reopen``: it is a parked row that ``reconcile()`` retries.
-        ``holder_dead``: the lease taken over belonged to a process of this host that
-        has ended -- it can send nothing more, so its lease's remainder is not waited
-        out."""
-        if holder_dead:
-            claim = attrs.evolve(claim, previous_lease_left=0.0)
+        its lease back. ``claimed_after``: the monotonic time the claim had surely
+        committed by. ``reopen``: it is a parked row that ``reconcile()`` retries."""
         run = Run(
             self.ledger,
             claim,
             lease_seconds=self._settings.lease_seconds,
-            claimed_before=claimed_before,
+            request_timeout=self._request_timeout,
             claimed_after=claimed_after,
             before_send=self._before_send,
             observer=self._observer,
@@ -545,31 +540,52 @@ class Payouts(Generic[Request]):
         )
         return await worker.run(stop)
 
-    async def _drive_claimed(
-        self, claim: Claim, claimed_before: float, claimed_after: float, *, holder_dead: bool
-    ) -> PayoutResult:
-        """Drive one row claimed for this ``Payouts`` (the worker's step; ``resume()``
-        does the same): a failure becomes its result, a cancellation gives it back."""
+    def _hold(self, claim: Claim) -> None:
+        """Register ``claim`` as driven by this ``Payouts`` from now on (``resume()``,
+        ``reconcile()``, a worker), before its drive starts: a ``pay()`` of its key
+        here that finds the row leased to this ``Payouts`` waits for that drive."""
+        future: asyncio.Future[PayoutResult] = asyncio.get_running_loop().create_future()
+        self._held[claim.record.key] = future
+
+    async def _drive_claimed(self, claim: Claim, claimed_after: float) -> PayoutResult:
+        """Drive one row claimed for this ``Payouts`` (registered with ``_hold``): the
+        step of ``resume()``, ``reconcile()`` and the worker. A failure becomes its
+        result; a cancellation gives the row back."""
         key = claim.record.key
-        if key in self._in_flight:  # a pay() here drives it (its lease lapsed)
-            await self._release(claim)
-            return PayoutResult.from_record(claim.record, reason="in progress here")
-        # The digest a pay() of these parameters computes (as ``_drain`` does).
-        digest = self.ledger.params_hash(claim.record.params)
-        with self._driving(key, digest) as result:
-            try:
-                reopen = claim.record.state in PARKED_STATES
-                drove = await self._drive(
-                    claim, claimed_before, claimed_after, reopen=reopen, holder_dead=holder_dead
-                )
-                result.set_result(drove)
-            except Exception as error:
-                if isinstance(error, LedgerError):  # the ledger is down or locked
-                    logger.warning("payout %s: %s", key, error)
-                else:
-                    logger.exception("driving payout %s failed", key)
-                result.set_result(await self._attention(key, error))
-            return result.result()
+        held = self._held.get(key)
+        try:
+            if key in self._in_flight:
+                # A pay() of this key here: it waits for this drive (``_held``), or it
+                # drives on a lease that has lapsed, and the fence stops it.
+                result = await self._drive_or_report(claim, claimed_after)
+            else:
+                # The digest a pay() of these parameters computes, for joiners.
+                digest = self.ledger.params_hash(claim.record.params)
+                with self._driving(key, digest) as registered:
+                    registered.set_result(await self._drive_or_report(claim, claimed_after))
+                    result = registered.result()
+        except BaseException:
+            if held is not None:
+                held.cancel()
+            raise
+        finally:
+            if held is not None and self._held.get(key) is held:
+                del self._held[key]
+        if held is not None:
+            held.set_result(result)
+        return result
+
+    async def _drive_or_report(self, claim: Claim, claimed_after: float) -> PayoutResult:
+        key = claim.record.key
+        try:
+            reopen = claim.record.state in PARKED_STATES
+            return await self._drive(claim, claimed_after, reopen=reopen)
+        except Exception as error:
+            if isinstance(error, LedgerError):  # the ledger is down or locked
+                logger.warning("payout %s: %s", key, error)
+            else:
+                logger.exception("driving payout %s failed", key)
+            return await self._attention(key, error)
 
     async def resume(self, *, concurrency: int = 32, batch: int = 200) -> list[PayoutResult]:
         """Finish every non-final row whose lease is free or expired -- rows stranded
@@ -604,35 +620,11 @@ class Payouts(Generic[Request]):
         seen: set[str] = set()
         gate = asyncio.Semaphore(concurrency)
 
-        async def drive(claim: Claim, claimed_before: float, claimed_after: float) -> PayoutResult:
-            key = claim.record.key
+        async def drive(claim: Claim, claimed_after: float) -> PayoutResult:
             async with gate:
-                if key in self._in_flight:  # a pay() here drives it (its lease lapsed)
-                    await self._release(claim)
-                    return PayoutResult.from_record(claim.record, reason="in progress here")
-                # The digest a pay() of these parameters computes (the row may hold a
-                # plain one from before the ledger had its key).
-                digest = self.ledger.params_hash(claim.record.params)
-                with self._driving(key, digest) as result:
-                    try:
-                        reopen = claim.record.state in PARKED_STATES
-                        result.set_result(
-                            await self._drive(
-                                claim,
-                                claimed_before,
-                                claimed_after,
-                                reopen=reopen,
-                                # Only dead owners' leases are taken before they expire.
-                                holder_dead=bool(dead_owners),
-                            )
-                        )
-                    except Exception as error:
-                        logger.exception("resuming payout %s failed", key)
-                        result.set_result(await self._attention(key, error))
-                    return result.result()
+                return await self._drive_claimed(claim, claimed_after)
 
         while True:
-            claimed_before = time.monotonic()
             claims = await self.ledger.claim_stranded(
                 owner=self.owner,
                 lease_seconds=self._settings.lease_seconds,
@@ -645,12 +637,10 @@ class Payouts(Generic[Request]):
             claimed_after = time.monotonic()
             if not claims:
                 return results
-            seen.update(claim.record.key for claim in claims)
-            results.extend(
-                await asyncio.gather(
-                    *(drive(claim, claimed_before, claimed_after) for claim in claims)
-                )
-            )
+            for claim in claims:
+                self._hold(claim)
+                seen.add(claim.record.key)
+            results.extend(await asyncio.gather(*(drive(claim, claimed_after) for claim in claims)))
 
     async def _release(self, claim: Claim) -> None:
         record = claim.record
@@ -690,19 +680,43 @@ class Payouts(Generic[Request]):
 
     async def apply_webhook(self, webhook: PayoffWebhook) -> PayoutResult | None:
         """Record a verified Enot payoff webhook's final status (the callback for
-        ``enot.webhook_handler(payouts.apply_webhook, additional_key)``). Repeated and
-        out-of-order deliveries are harmless: a final row is never changed, and a
-        non-final status is ignored. The delivery that settles the row is logged and
-        reported to ``on_transition`` (note ``"webhook"``) like any other transition; a
-        failure's ``reason`` says the webhook reported it. Returns the row, or None when
-        nothing was recorded (an unknown order, or a status that is not final)."""
+        ``enot.webhook_handler(payouts.apply_webhook, additional_key)``).
+
+        A webhook is evidence, not a command: it settles a row only if the row has sent
+        a create and the webhook names what it sent -- amount, recipient, service, and
+        the payoff id once the row knows it (``webhook_mismatch``). Any other one (say,
+        another system's payoff under the same order_id on the same Enot account) is
+        logged at WARNING and noted in the row's history, and the row keeps its state.
+        Repeated and out-of-order deliveries are harmless: a final row is never
+        changed, and a non-final status is ignored. The delivery that settles the row
+        is logged and reported to ``on_transition`` (note ``"webhook"``) like any other
+        transition; a failure's ``reason`` says the webhook reported it. Returns the
+        row, or None when nothing was recorded (an unknown order, a status that is not
+        final, or a webhook that does not match the row)."""
         if self.provider != "enot":
             raise ConfigurationError("webhooks are an Enot feature")
         final = {PayoffStatus.SUCCESS: LedgerState.SUCCEEDED, PayoffStatus.FAIL: LedgerState.FAILED}
         state = final.get(webhook.status)
         if webhook.order_id is None or state is None:
             return None
+        row = await self.ledger.find_order(self.provider, webhook.order_id)
+        if row is None:
+            return None
+        if row.state.is_final:
+            return PayoutResult.from_record(row)
         status = webhook.raw_status or webhook.status.value
+        mismatch = webhook_mismatch(row, webhook)
+        if mismatch is not None:
+            logger.warning(
+                "payout %s (%s): a verified %s webhook for order %s was not applied: %s",
+                row.key,
+                row.state.value,
+                status,
+                webhook.order_id,
+                mismatch,
+            )
+            await self.ledger.note(self.provider, row.key, f"webhook ignored: {mismatch}")
+            return None
         settled = await self.ledger.settle_order(
             self.provider,
             webhook.order_id,
@@ -711,6 +725,7 @@ class Payouts(Generic[Request]):
             note="webhook",
             # A webhook names no cause; polling would record the provider's status too.
             reason=f"{status} (reported by webhook)" if state is LedgerState.FAILED else None,
+            params_hash=row.params_hash,  # the row checked above, unchanged since
         )
         if settled is None:
             return None
@@ -733,12 +748,7 @@ def _check_settings(
     ):
         if not math.isfinite(value) or value <= 0:
             raise ConfigurationError(f"{name} must be a positive number of seconds")
-    request_timeout = client.timeouts.total
-    if request_timeout is None:
-        raise ConfigurationError(
-            "the client needs a total timeout: money-moving requests are fenced by it"
-        )
-    needed = request_timeout + fence_margin(lease_seconds)
+    needed = in_flight_bound(_request_timeout(client), lease_seconds)
     if lease_seconds <= needed:
         raise ConfigurationError(
             f"lease_seconds must exceed the client's total timeout plus a margin "
@@ -751,6 +761,27 @@ def _check_webhook_wait(client: object, webhook_wait: float) -> None:
         raise ConfigurationError("webhook_wait must be zero or a positive number of seconds")
     if webhook_wait and not isinstance(client, EnotClient):
         raise ConfigurationError("webhook_wait is for Enot: IntellectMoney sends no webhooks")
+
+
+def _request_timeout(client: IntellectMoneyClient | EnotClient) -> float:
+    total = client.timeouts.total
+    if total is None:
+        raise ConfigurationError(
+            "the client needs a total timeout: money-moving requests are fenced by it"
+        )
+    return total
+
+
+async def _outcome_of(drive: asyncio.Future[PayoutResult]) -> PayoutResult | None:
+    """The result of another drive of the same payout, waited for without cancelling
+    it; None when that drive was cancelled (and gives its row back) but this caller
+    was not."""
+    try:
+        return await asyncio.shield(drive)
+    except asyncio.CancelledError:
+        if not drive.cancelled() or _being_cancelled():
+            raise  # this caller was cancelled (perhaps together with that drive)
+        return None
 
 
 def _busy_reason(record: PayoutRecord) -> str | None:

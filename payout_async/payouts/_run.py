@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -22,7 +21,7 @@ from ..ledger import (
 )
 from ._observe import Observer
 
-__all__ = ["Run", "fence_margin"]
+__all__ = ["FenceNotConfirmedError", "Run", "fence_margin", "in_flight_bound"]
 
 logger = logging.getLogger("payout_async")
 
@@ -33,19 +32,37 @@ BeforeSend = Callable[[PayoutRecord], Awaitable[None]]
 
 def fence_margin(lease_seconds: float) -> float:
     """How much longer than a money-moving request the lease must still run when the
-    request leaves: a tenth of the lease (12 s for the default 120 s)."""
+    request leaves: a tenth of the lease (12 s for the default 120 s). It bounds the
+    pause the protocol assumes between a confirmed fence write and the request's first
+    byte (``docs/protocol.md``, assumption A2)."""
     return lease_seconds / 10
+
+
+def in_flight_bound(request_timeout: float, lease_seconds: float) -> float:
+    """The longest a money-moving request can still be under way after the fence write
+    that let it leave: its total timeout plus ``fence_margin``. A drive that takes a
+    row over waits this long from its claim before any evidence about the row counts."""
+    return request_timeout + fence_margin(lease_seconds)
+
+
+class FenceNotConfirmedError(LeaseLostError):
+    """The fence write before a money-moving request failed or its outcome is unknown:
+    the request was not sent, and this drive stops where it stands (the row keeps its
+    recovery point; whoever drives it next treats its last request as unknown)."""
 
 
 class Run:
     """One drive's view of one row: ``move`` writes the next recovery point under the
     drive's lease (owner and fencing token), ``fence`` guards money-moving requests.
 
-    Times that decide anything are measured on this process's monotonic clock:
-    ``lease_valid_until`` (the lease surely holds until then: it is counted from just
-    before the statement that set it) and ``quiet_from`` (from then on no request of an
-    earlier holder of the row can still be in flight: the claim, plus what the lease it
-    took over still had to run).
+    What this drive believes about its own lease is never evidence: every
+    money-moving request leaves only after ``fence`` has written to the ledger that the
+    lease is still this drive's (a conditional write, on the ledger's clock), and once
+    a renewal or a move has learnt that the lease is gone (``lost``) nothing more
+    leaves. ``quiet_from`` (this process's monotonic clock) is when no request of an
+    earlier holder of the row can still be in flight: the claim plus ``in_flight_bound``
+    -- whatever the lease taken over still had to run, or whether its holder looked
+    dead, since neither a stepped ledger clock nor a wrong verdict may shorten it.
     """
 
     def __init__(
@@ -54,7 +71,7 @@ class Run:
         claim: Claim,
         *,
         lease_seconds: float,
-        claimed_before: float,
+        request_timeout: float,
         claimed_after: float,
         attempts_before: int = 0,
         before_send: BeforeSend | None = None,
@@ -68,8 +85,10 @@ class Run:
         self.token = record.lease_token
         self.lease_seconds = lease_seconds
         self.attempts_before = attempts_before
-        self.lease_valid_until = claimed_before + lease_seconds
-        self.quiet_from = claimed_after + claim.previous_lease_left
+        self.in_flight_bound = in_flight_bound(request_timeout, lease_seconds)
+        # A row this drive recorded itself had nothing sent before; any other may have
+        # a request of its previous holder under way, fenced before this claim.
+        self.quiet_from = claimed_after + (0.0 if claim.created else self.in_flight_bound)
         #: True until the drive's first step ends when this drive recorded the row's
         #: intent itself (``Claim.created``): nothing was sent for it yet.
         self.just_begun = claim.created
@@ -81,6 +100,9 @@ class Run:
         self.frozen = False
         #: True once the last move gave the lease back (a final or releasing move).
         self.released = False
+        #: True once a renewal, a move or a fence learnt that the lease is gone: no
+        #: request may leave from this drive any more.
+        self.lost = False
 
     @property
     def attempts_this_pass(self) -> int:
@@ -110,7 +132,6 @@ class Run:
         A transition the ledger did not write raises (the drive stops at the last
         recovery point); one whose commit is unknown is read back (``_landed``).
         """
-        started = time.monotonic()
         before = self.record.state
         try:
             self.record = await self.ledger.transition(
@@ -125,9 +146,11 @@ class Run:
                 release=release,
                 **changes,
             )
+        except LeaseLostError:
+            self.lost = True
+            raise
         except LedgerOutcomeUnknownError as error:
             self.record = await self._landed(state, error, released=release)
-        self.lease_valid_until = started + self.lease_seconds
         self.released = release or state.is_final
         await self._observer.transitioned(before, self.record, note)  # log + on_transition
         return self.record
@@ -150,6 +173,7 @@ class Run:
         ended = (state.is_final or released) and row.lease_owner is None
         taken = row.lease_token != self.token or (row.lease_owner != self.owner and not ended)
         if taken or (row.state.is_final and row.state is not state):
+            self.lost = True
             raise LeaseLostError(f"{row.key} is not this drive's to move any more") from error
         if row.state is state and row.updated_at != self.record.updated_at:
             return row
@@ -175,23 +199,31 @@ class Run:
             state, reason=f"{reason}: {error}", last_error=str(error), release=True
         )
 
-    async def renew(self) -> None:
-        """Extend the lease by ``lease_seconds`` from now (``LeaseLostError`` when this
-        drive no longer holds it)."""
-        started = time.monotonic()
-        await self.ledger.renew(
-            self.record.provider,
-            self.record.key,
-            owner=self.owner,
-            token=self.token,
-            lease_seconds=self.lease_seconds,
-        )
-        self.lease_valid_until = started + self.lease_seconds
+    async def renew(self, lease_seconds: float | None = None) -> None:
+        """Extend the lease to ``lease_seconds`` (default: the drive's lease) from now
+        on the ledger's clock, if this drive still holds it; ``LeaseLostError`` (and
+        ``lost`` set) when it does not."""
+        if self.lost:
+            raise LeaseLostError(f"{self.record.key}: this drive's lease is gone")
+        try:
+            await self.ledger.renew(
+                self.record.provider,
+                self.record.key,
+                owner=self.owner,
+                token=self.token,
+                lease_seconds=lease_seconds or self.lease_seconds,
+            )
+        except LeaseLostError:
+            self.lost = True
+            raise
 
     async def fence(self, request_timeout: float | None) -> None:
-        """Let a money-moving request leave only if the lease outlives it (its total
-        timeout plus ``fence_margin``); renew the lease first if it would not. Raises
-        ``LeaseLostError`` when the lease is gone: nothing is sent then."""
+        """Let a money-moving request leave only once the ledger has confirmed, in one
+        conditional write on its own clock, that this drive still holds the row and
+        that its lease now outlives the request (its total timeout plus
+        ``fence_margin``). Anything but a confirmed write sends nothing:
+        ``LeaseLostError`` when the lease is gone, ``FenceNotConfirmedError`` when the
+        ledger could not say."""
         if self._before_send is not None:
             self.frozen = True
             try:
@@ -200,14 +232,13 @@ class Run:
                 self.frozen = False
         if request_timeout is None:
             raise ConfigurationError("a money-moving request needs a total timeout")
-        needed = request_timeout + fence_margin(self.lease_seconds)
-        if self.lease_valid_until - time.monotonic() >= needed:
-            return
-        await self.renew()
-        if self.lease_valid_until - time.monotonic() < needed:
-            raise LeaseLostError(
-                f"{self.record.key}: the lease cannot outlive the request; not sending"
-            )
+        needed = in_flight_bound(request_timeout, self.lease_seconds)
+        try:
+            await self.renew(max(self.lease_seconds, needed))
+        except LedgerError as error:
+            raise FenceNotConfirmedError(
+                f"{self.record.key}: the ledger did not confirm the lease ({error}); not sending"
+            ) from error
 
     @contextlib.asynccontextmanager
     async def heartbeat(self) -> AsyncIterator[None]:
@@ -266,7 +297,7 @@ class _Heartbeat:
         try:
             await run.renew()
         except LeaseLostError:
-            return  # the next move() or fence() raises it where it can be handled
+            return  # ``lost`` is set: the next fence() or move() ends the drive
         except Exception as error:  # the ledger is unreachable: try again next time
             logger.warning("could not renew the lease of %s: %s", run.record.key, error)
         self._timer = self._schedule()

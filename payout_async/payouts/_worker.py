@@ -63,9 +63,9 @@ class Drives(Protocol):
     provider: str
     owner: str
 
-    async def _drive_claimed(
-        self, claim: Claim, claimed_before: float, claimed_after: float, *, holder_dead: bool
-    ) -> PayoutResult: ...
+    def _hold(self, claim: Claim) -> None: ...
+
+    async def _drive_claimed(self, claim: Claim, claimed_after: float) -> PayoutResult: ...
 
 
 @attrs.frozen
@@ -186,7 +186,7 @@ class Worker:
         self._later: dict[str, float] = {}  # key -> monotonic time to claim it again
         self._dead: list[str] = []
         self._dead_checked = -math.inf
-        self._claimed_before = self._claimed_after = 0.0  # around the latest claim
+        self._claimed_after = 0.0  # when the latest claim had surely committed
         self._statuses: Counter[PayoutStatus] = Counter()
         self._handed_back = 0
         self._background: set[asyncio.Future[None]] = set()
@@ -246,7 +246,6 @@ class Worker:
             dead = await self._dead_owners()
             now = time.monotonic()
             self._later = {key: at for key, at in self._later.items() if at > now}
-            self._claimed_before = now
             claiming = asyncio.ensure_future(
                 self._ledger.claim_stranded(
                     owner=self._owner,
@@ -280,12 +279,9 @@ class Worker:
         return self._dead
 
     def _start(self, claim: Claim) -> None:
-        # A lease still running is taken only from a dead process (``dead_owners``).
-        holder_dead = claim.previous_lease_left > 0
+        self._driver._hold(claim)
         task = asyncio.create_task(
-            self._driver._drive_claimed(
-                claim, self._claimed_before, self._claimed_after, holder_dead=holder_dead
-            ),
+            self._driver._drive_claimed(claim, self._claimed_after),
             name=f"worker {self._provider} {claim.record.key}",
         )
         task.add_done_callback(self._drive_ended)

@@ -63,6 +63,13 @@ async def wait_for_state(ledger: SQLiteLedger, key: str, state: LedgerState) -> 
     pytest.fail(f"{key} never reached {state.value}")
 
 
+async def webhook(ledger: SQLiteLedger, key: str, status: str) -> PayoffWebhook:
+    """Enot's webhook for the payoff of ``key``: it names the payoff id the row holds."""
+    record = await ledger.get("enot", key)
+    assert record is not None and record.operation_id
+    return PayoffWebhook(order_id=key, payoff_id=record.operation_id, raw_status=status)
+
+
 async def test_a_webhook_in_time_settles_the_payout_without_a_status_call(
     ledger: SQLiteLedger,
 ) -> None:
@@ -129,14 +136,14 @@ async def test_a_webhook_wakes_only_the_payout_of_its_order_id(ledger: SQLiteLed
         await wait_for_state(ledger, "w-a", LedgerState.PROCESSING)
         await wait_for_state(ledger, "w-b", LedgerState.PROCESSING)
         # Not final: wakes nobody.
-        assert await flow.apply_webhook(PayoffWebhook(order_id="w-b", raw_status="wait")) is None
-        await flow.apply_webhook(PayoffWebhook(order_id="w-a", raw_status="success"))
+        assert await flow.apply_webhook(await webhook(ledger, "w-b", "wait")) is None
+        await flow.apply_webhook(await webhook(ledger, "w-a", "success"))
         async with asyncio.timeout(HANG):
             a = await first
         for _ in range(20):
             await asyncio.sleep(0)
         assert not second.done()
-        await flow.apply_webhook(PayoffWebhook(order_id="w-b", raw_status="fail"))
+        await flow.apply_webhook(await webhook(ledger, "w-b", "fail"))
         async with asyncio.timeout(HANG):
             b = await second
         assert info_calls(sandbox) == 0
@@ -156,7 +163,7 @@ async def test_a_webhook_handled_by_another_process_is_read_from_the_ledger(
         elsewhere = payouts(client, ledger, poll=POLL)
         paying = asyncio.create_task(flow.pay("w-x", request(LOST)))
         await wait_for_state(ledger, "w-x", LedgerState.PROCESSING)
-        await elsewhere.apply_webhook(PayoffWebhook(order_id="w-x", raw_status="success"))
+        await elsewhere.apply_webhook(await webhook(ledger, "w-x", "success"))
         result = await paying
         assert info_calls(sandbox) == 0
     assert (result.status, result.provider_status) == (PayoutStatus.SUCCEEDED, "success")
