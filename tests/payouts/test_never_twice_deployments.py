@@ -1,0 +1,261 @@
+""" "Never twice" in the deployments people run: each finding of the exactly-once issue
+(a live worker taken for dead, a stepped ledger clock, slow answers, a signed webhook of
+another system's payoff, resume() racing pay()), attacked directly on every ledger.
+
+Each test ends with the sandbox's books: nobody paid twice, and every payout that can be
+settled is settled -- ``needs_attention`` is not a pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
+
+import asyncpg
+import attrs
+import pytest
+
+from payout_async import PayoutStatus, RetryPolicy, Timeouts
+from payout_async.enot import PayoffRequest, PayoffWebhook
+from payout_async.ledger import Ledger, LedgerState, MemoryLedger
+from payout_async.payouts import _orchestrator
+from payout_async.sandbox import FaultKind, Sandbox
+from payout_async.testing import pause_before_send
+from tests.ledger.support import PG_DSN, Backend
+
+from .support import CARD, POLL, enot_client, enot_request, fast_config, payouts
+
+#: A 429 whose Retry-After (1 s) A honours: the takeover happens during that wait.
+RETRY_AFTER = 1.0
+PATIENT = RetryPolicy(attempts=3, initial=0.01, maximum=0.05, max_retry_after=RETRY_AFTER)
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], *, seconds: float = 20) -> None:
+    """Wait until ``check()`` holds (polled every 10 ms)."""
+    for _ in range(int(seconds * 100)):
+        if await check():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the condition never held")
+
+
+def has_state(ledger: Ledger, key: str, state: LedgerState) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        record = await ledger.get("enot", key)
+        return record is not None and record.state is state
+
+    return check
+
+
+async def step_ledger_clock(backend: Backend, ledger: Ledger, seconds: float) -> None:
+    """What a forward step of the ledger's clock does to the leases it holds: every
+    expiry is ``seconds`` nearer (shifted back on the store, which is what comparing
+    it with a clock that jumped ahead amounts to)."""
+    if isinstance(ledger, MemoryLedger):
+        rows = ledger._rows
+        for where, row in rows.items():
+            if row.lease_expires_at is not None:
+                rows[where] = attrs.evolve(row, lease_expires_at=row.lease_expires_at - seconds)
+        return
+    update = "UPDATE {table} SET lease_expires_at = lease_expires_at - {seconds}"
+    if backend.kind == "sqlite":
+        with sqlite3.connect(backend.path) as conn:
+            conn.execute(update.format(table="payouts", seconds=seconds))
+        conn.close()
+        return
+    conn = await asyncpg.connect(PG_DSN)
+    try:
+        await conn.execute(update.format(table=f'"{backend.schema}".payouts', seconds=seconds))
+    finally:
+        await conn.close()
+
+
+def assert_paid_once(sandbox: Sandbox, key: str) -> None:
+    assert sandbox.duplicates() == []
+    assert sandbox.paid_per_payout()[("enot", key)] == 1
+
+
+# -- 1. a live worker taken for dead --------------------------------------------------
+
+
+async def test_a_live_worker_taken_for_dead_sends_nothing_after_the_takeover(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A's create meets a 429 and waits out its Retry-After; meanwhile B, sharing the
+    ledger, wrongly takes A for dead (same host name, another PID namespace, read as
+    "ended"), takes the row over at once and, after its waits, creates. A's retry must
+    not leave: its fence write finds the row taken. (Before, the fence trusted A's own
+    memory of its lease, and Enot, which takes a repeated order_id, paid twice.)"""
+    config = fast_config(duplicate_order_id="accept", retry_after=RETRY_AFTER)
+    async with Sandbox(config=config) as sandbox:
+        sandbox.faults.script("enot.create", kind=FaultKind.RATE_LIMIT, nth=1)
+        async with (
+            enot_client(sandbox.enot_url) as client_a,
+            enot_client(sandbox.enot_url) as client_b,
+        ):
+            client_a.retry = PATIENT
+            a = payouts(client_a, await backend.new())
+            b = payouts(client_b, await backend.new())
+            monkeypatch.setattr(_orchestrator, "owner_is_dead", lambda owner: owner == a.owner)
+            paying_a = asyncio.create_task(a.pay("k", enot_request()))
+            await eventually(lambda: _one_call(sandbox, "enot.create"))
+            result_b = await b.pay("k", enot_request())
+            result_a = await paying_a
+        assert result_b.status is PayoutStatus.SUCCEEDED
+        assert result_a.key == "k"
+        assert_paid_once(sandbox, "k")
+
+
+async def _one_call(sandbox: Sandbox, route: str) -> bool:
+    return sandbox.faults.calls(route) >= 1
+
+
+# -- 2. a forward step of the ledger's clock -------------------------------------------
+
+
+async def test_a_stepped_ledger_clock_lets_no_retry_of_the_old_holder_leave(
+    backend: Backend,
+) -> None:
+    """The ledger's clock jumps an hour ahead while A waits out a 429: A's lease reads
+    expired, B's resume() claims the row and creates after its waits. A's retry must
+    not leave (its fence write finds another claim), and B must wait for A's request
+    that might still be under way, not for what A's lease "had left"."""
+    config = fast_config(duplicate_order_id="accept", retry_after=RETRY_AFTER)
+    async with Sandbox(config=config) as sandbox:
+        sandbox.faults.script("enot.create", kind=FaultKind.RATE_LIMIT, nth=1)
+        async with (
+            enot_client(sandbox.enot_url) as client_a,
+            enot_client(sandbox.enot_url) as client_b,
+        ):
+            ledger_a, ledger_b = await backend.new(), await backend.new()
+            client_a.retry = PATIENT
+            a = payouts(client_a, ledger_a)
+            b = payouts(client_b, ledger_b)
+            paying_a = asyncio.create_task(a.pay("k", enot_request()))
+            await eventually(lambda: _one_call(sandbox, "enot.create"))
+            await step_ledger_clock(backend, ledger_b, 3600)
+            resumed = await b.resume()
+            result_a = await paying_a
+            if not resumed or resumed[0].status is not PayoutStatus.SUCCEEDED:
+                await b.resume()
+        record = await ledger_b.get("enot", "k")
+        assert record is not None and record.state is LedgerState.SUCCEEDED
+        assert result_a.key == "k"
+        assert_paid_once(sandbox, "k")
+
+
+# -- 4. slow answers inside the timeout --------------------------------------------------
+
+
+# -- 5. a signed webhook of another system's payoff ------------------------------------
+
+
+async def test_a_signed_webhook_of_another_systems_payoff_settles_nothing(
+    backend: Backend,
+) -> None:
+    """Another system on the same Enot account pays 10.00 under order ids w-1001 and
+    w-1002; its success webhooks reach our endpoint. Our w-1001 (150.00, parked: the
+    payoff found by its order_id is not ours) and our w-1002 (enqueued, nothing sent)
+    keep their states, the webhooks are noted in their history, and neither is ever
+    marked paid."""
+    ledger = await backend.new()
+    async with Sandbox(config=fast_config()) as sandbox:
+        async with enot_client(sandbox.enot_url) as ours, enot_client(sandbox.enot_url) as theirs:
+            foreign = {}
+            for order_id in ("w-1001", "w-1002"):
+                foreign[order_id] = await theirs.create_payoff_from(
+                    PayoffRequest(
+                        service="card", wallet_to="5536913000000006", amount=Decimal("10")
+                    ),
+                    order_id=order_id,
+                )
+            flow = payouts(ours, ledger, lookup_before_create=True)
+            parked = await flow.pay("w-1001", enot_request(amount="150.00"))
+            assert parked.status is PayoutStatus.NEEDS_ATTENTION
+            await flow.enqueue([("w-1002", enot_request(amount="150.00"))])
+            for order_id, created in foreign.items():
+                webhook = PayoffWebhook(
+                    payoff_id=created.payoff_id,
+                    order_id=order_id,
+                    raw_status="success",
+                    amount=Decimal("10.00"),
+                    service="card",
+                    wallet="553691******0006",
+                )
+                assert await flow.apply_webhook(webhook) is None
+            first, second = await ledger.get("enot", "w-1001"), await ledger.get("enot", "w-1002")
+            assert first is not None and first.state is LedgerState.NEEDS_ATTENTION
+            assert second is not None and second.state is LedgerState.PENDING
+            for key in ("w-1001", "w-1002"):
+                notes = [step.note or "" for step in await ledger.history("enot", key)]
+                assert any(note.startswith("webhook ignored") for note in notes), notes
+            # Our own webhook (our amount and recipient, our payoff) still settles ours.
+            paid = await flow.pay("w-1003", enot_request(amount="150.00"))
+            assert paid.status is PayoutStatus.SUCCEEDED
+        assert sandbox.paid_per_payout().get(("enot", "w-1001"), 0) == 1  # theirs only
+        assert sandbox.duplicates() == []
+
+
+async def test_a_matching_webhook_settles_a_row_whose_create_answer_was_lost(
+    backend: Backend,
+) -> None:
+    """The other side of the rule: a row whose create answer was lost (no payoff id
+    known yet) is settled by a webhook that names its amount and recipient."""
+    ledger = await backend.new()
+    # Enot hides the payoff from payoff/info for a while: the row stays ``sending``.
+    config = fast_config(enot_final_after=30.0, enot_info_lag=30.0)
+    async with Sandbox(config=config) as sandbox, enot_client(sandbox.enot_url) as client:
+        sandbox.faults.script("enot.create", kind=FaultKind.COMMIT_THEN_CLOSE, nth=1)
+        flow = payouts(client, ledger, grace=30.0)
+        paying = asyncio.create_task(flow.pay("w-7", enot_request()))
+        await eventually(has_state(ledger, "w-7", LedgerState.SENDING))
+        await eventually(lambda: _one_call(sandbox, "enot.info"))
+        webhook = PayoffWebhook(
+            order_id="w-7",
+            raw_status="success",
+            amount=Decimal("10.00"),
+            service="card",
+            wallet=CARD[:6] + "******" + CARD[-4:],
+        )
+        settled = await flow.apply_webhook(webhook)
+        assert settled is not None and settled.status is PayoutStatus.SUCCEEDED
+        result = await paying
+        assert result.status is PayoutStatus.SUCCEEDED
+
+
+# -- 6. resume() racing pay() of a stranded row -----------------------------------------
+
+
+@pytest.mark.parametrize("run", range(3))
+async def test_resume_racing_pay_of_a_stranded_row_drives_it_once(
+    backend: Backend, run: int
+) -> None:
+    """A row left ``sending`` and released (a cancelled pay()); then resume() and
+    pay() of its key race in one Payouts. One of them drives it; the other waits for
+    that drive: the row ends paid once, with no call after the race."""
+    ledger = await backend.new()
+    timeouts = Timeouts(total=0.6, connect=0.3, read=0.3)
+    async with (
+        Sandbox(config=fast_config()) as sandbox,
+        enot_client(sandbox.enot_url, timeouts=timeouts) as client,
+    ):
+        flow = payouts(client, ledger, poll=POLL, lease_seconds=2.0)
+        with pause_before_send(flow, 30):
+            task = asyncio.create_task(flow.pay("k", enot_request()))
+            await eventually(has_state(ledger, "k", LedgerState.SENDING))
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        await flow.aclose()  # its lease is given back
+        if run % 2:
+            resumed, paid = await asyncio.gather(flow.resume(), flow.pay("k", enot_request()))
+        else:
+            paid, resumed = await asyncio.gather(flow.pay("k", enot_request()), flow.resume())
+        assert paid.status is PayoutStatus.SUCCEEDED, paid
+        assert [r.status for r in resumed] in ([], [PayoutStatus.SUCCEEDED])
+        record = await ledger.get("enot", "k")
+        assert record is not None and record.state is LedgerState.SUCCEEDED
+        assert record.lease_owner is None
+        assert_paid_once(sandbox, "k")
