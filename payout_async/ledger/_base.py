@@ -140,8 +140,10 @@ class Claim:
 
     When ``claimed``, ``record.lease_owner`` and ``record.lease_token`` are the lease to
     present to ``transition``/``renew``/``release``. ``previous_lease_left`` is how many
-    seconds the lease taken over still had to run (by the ledger's clock; 0 when it was
-    free or expired): a request of the previous holder may be in flight until then.
+    seconds the lease taken over still had to run by the ledger's clock (0 when it was
+    free or expired): for reports only -- no safety decision rests on it, since a
+    stepped clock or a wrong "dead" verdict can make it 0 while a request of the
+    previous holder is under way (``docs/protocol.md``).
     """
 
     record: PayoutRecord
