@@ -58,6 +58,7 @@ from array import array
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 __all__ = [
     "MUTATIONS",
@@ -107,7 +108,7 @@ IDLE_DRIVE = (0, IDLE, 0, 0, 0, 0, 0, 0, 0, 0)
 # Edge kinds, for the liveness analysis.
 PLAIN, TICK, LIVE_TAKEOVER = 0, 1, 2
 
-State = tuple  # type: ignore[type-arg]  # the flat layout above
+State = tuple[Any, ...]  # the flat layout above: ints, and tuples of ints
 Drive = tuple[int, ...]
 Label = tuple[str, int, int]  # (what happened, who: drive index or -1, an argument)
 Edge = tuple[Label, State, int]
@@ -227,10 +228,10 @@ _FIELD = {
 }
 
 
-def _orphan(s: list[object], d: Drive) -> None:
+def _orphan(s: list[Any], d: Drive) -> None:
     """A create still in flight whose sender stopped waiting for it stays in flight."""
     if d[PC] == WAIT and d[REQ_P] == INFLIGHT:
-        s[ORPHANS] = tuple(sorted((*s[ORPHANS], d[REQ_T])))  # type: ignore[misc]
+        s[ORPHANS] = tuple(sorted((*s[ORPHANS], d[REQ_T])))
 
 
 def _write(
@@ -626,9 +627,12 @@ def _liveness(g: _Graph) -> list[Violation]:
         return []
     k, loop = cycle
     steps, at = g.lift(initial(g.cfg), g.trail(k)[1:])
-    around, _ = g.lift(at, loop)
+    around, end = g.lift(at, loop)
     message = "drives take each other's row forever; it is never settled"
-    return [Violation("L", message, _describe(steps), _describe(steps + around)[len(steps) :])]
+    lines = _describe(steps + around)[len(steps) :]
+    if end != at:
+        lines.append("(back where the loop began, with A and B exchanged)")
+    return [Violation("L", message, _describe(steps), lines)]
 
 
 def _takeover_cycle(g: _Graph, settled: Sequence[bool]) -> tuple[int, list[int]] | None:
@@ -811,26 +815,48 @@ def parse_rules(text: str) -> frozenset[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.protocol.model", description=__doc__)
+    """Check the rules named (default: the new ones); exit 1 on any violation."""
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.protocol.model",
+        description="Exhaustive model check of the abstract payout protocol (issue 23).",
+    )
     parser.add_argument(
         "--rules",
         action="append",
-        default=None,
-        help="'new', or mutations joined by ',' (repeat to run several): "
-        + "; ".join(f"{k}: {v}" for k, v in MUTATIONS.items()),
+        help="'new', or mutations joined by ',' (repeat to check several): "
+        + "; ".join(f"{name}: {what}" for name, what in MUTATIONS.items()),
     )
-    parser.add_argument("--bound", type=int, default=None, help="cut paths at N steps")
-    parser.add_argument("--attempts", type=int, default=2, help="creates per payout")
+    parser.add_argument("--bound", type=int, help="cut paths at N steps (no liveness check)")
+    defaults = Config()
+    for name in ("timeout", "margin", "grace", "lease", "max_attempts", "lookup_time"):
+        flag = "--" + name.replace("_", "-")
+        parser.add_argument(flag, type=int, default=getattr(defaults, name), help="ticks")
+    for name in ("clock_steps", "crashes", "cancels"):
+        flag = "--" + name.replace("_", "-")
+        parser.add_argument(flag, type=int, default=getattr(defaults, name), help="at most")
     args = parser.parse_args(argv)
+    settings = {name: getattr(args, name) for name in _SETTINGS}
     failed = False
     for text in args.rules or ["new"]:
-        cfg = Config(rules=parse_rules(text), bound=args.bound, max_attempts=args.attempts)
-        result = check(cfg)
+        result = check(Config(rules=parse_rules(text), bound=args.bound, **settings))
         print(result.summary())
         for violation in result.violations:
             print(violation.render())
         failed |= bool(result.violations)
     return 1 if failed else 0
+
+
+_SETTINGS = (
+    "timeout",
+    "margin",
+    "grace",
+    "lease",
+    "max_attempts",
+    "lookup_time",
+    "clock_steps",
+    "crashes",
+    "cancels",
+)
 
 
 if __name__ == "__main__":
