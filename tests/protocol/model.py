@@ -125,6 +125,11 @@ class Config:
     grace: int = 2  # Enot: the longest a created payoff stays hidden from lookups
     lease: int = 4  # lease_seconds (the fence extends it to max(lease, timeout + margin))
     lookup_time: int = 1  # the longest a lookup waits to be processed (then: no answer)
+    #: The world's real bounds, to break an assumption on purpose: the longest pause
+    #: after a fence write (A2; None: ``margin``) and the longest a payoff stays hidden
+    #: (A3; None: ``grace``).
+    pause: int | None = None
+    lag: int | None = None
     max_attempts: int = 2
     clock_steps: int = 1
     crashes: int = 1
@@ -133,6 +138,14 @@ class Config:
 
     def has(self, rule: str) -> bool:
         return rule in self.rules
+
+    @property
+    def max_pause(self) -> int:
+        return self.margin if self.pause is None else self.pause
+
+    @property
+    def max_lag(self) -> int:
+        return self.grace if self.lag is None else self.lag
 
 
 @dataclass
@@ -299,7 +312,7 @@ def _environment(cfg: Config, s: State) -> Iterator[Edge]:
         yield ("step", -1, 0), tuple(new), PLAIN
     for i, d in enumerate(drives):
         if d[PC] == WAIT and d[REQ_P] == INFLIGHT:
-            for hidden in range(cfg.grace + 1):
+            for hidden in range(cfg.max_lag + 1):
                 new = list(s)
                 new[PAYOFFS] = tuple(sorted((*s[PAYOFFS], hidden)))
                 new[DRIVES + i] = _drive(cfg, d, req_p=CREATED)
@@ -310,7 +323,7 @@ def _environment(cfg: Config, s: State) -> Iterator[Edge]:
     for j, left in enumerate(s[ORPHANS]):
         if j and s[ORPHANS][j - 1] == left:
             continue  # the same orphan twice: one step suffices
-        for hidden in range(cfg.grace + 1):
+        for hidden in range(cfg.max_lag + 1):
             new = list(s)
             new[ORPHANS] = s[ORPHANS][:j] + s[ORPHANS][j + 1 :]
             new[PAYOFFS] = tuple(sorted((*s[PAYOFFS], hidden)))
@@ -426,10 +439,10 @@ def _program(cfg: Config, s: State, i: int, d: Drive) -> Iterator[Edge]:
             yield ("attempt", i, 0), _write(cfg, s, i, SENDING, attempt=True, pc=FENCE), PLAIN
     elif pc == FENCE:
         if cfg.has("old-fence") and d[LOCAL] >= cfg.timeout + cfg.margin:
-            fenced = _with(s, i, _drive(cfg, d, pc=PAUSE, pause=cfg.margin))
+            fenced = _with(s, i, _drive(cfg, d, pc=PAUSE, pause=cfg.max_pause))
             yield ("fence-local", i, d[LOCAL]), fenced, PLAIN
         else:
-            yield ("fence", i, 0), _write(cfg, s, i, pc=PAUSE, pause=cfg.margin), PLAIN
+            yield ("fence", i, 0), _write(cfg, s, i, pc=PAUSE, pause=cfg.max_pause), PLAIN
     elif pc == PAUSE:
         sent = _with(s, i, _drive(cfg, d, pc=WAIT, req_t=cfg.timeout, req_p=INFLIGHT))
         yield ("send", i, 0), sent, PLAIN
@@ -831,6 +844,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in ("timeout", "margin", "grace", "lease", "max_attempts", "lookup_time"):
         flag = "--" + name.replace("_", "-")
         parser.add_argument(flag, type=int, default=getattr(defaults, name), help="ticks")
+    for name in ("pause", "lag"):
+        parser.add_argument(f"--{name}", type=int, help=f"break A2/A3: the real max {name}")
     for name in ("clock_steps", "crashes", "cancels"):
         flag = "--" + name.replace("_", "-")
         parser.add_argument(flag, type=int, default=getattr(defaults, name), help="at most")
@@ -856,6 +871,8 @@ _SETTINGS = (
     "clock_steps",
     "crashes",
     "cancels",
+    "pause",
+    "lag",
 )
 
 

@@ -59,6 +59,19 @@ def test_each_old_rule_alone_is_caught(rule: str) -> None:
         assert result.liveness_checked and violation.loop, report(result)
 
 
+@pytest.mark.parametrize(
+    ("assumption", "pause", "lag"),
+    [("A2: a pause after the fence of margin + 1", 2, None), ("A3: hidden for grace + 1", None, 3)],
+)
+def test_the_new_rules_pay_twice_one_tick_past_an_assumption(
+    assumption: str, pause: int | None, lag: int | None
+) -> None:
+    # The bounds are tight: safe at the bound (above), paid twice one tick past it.
+    result = check(Config(crashes=0, cancels=0, pause=pause, lag=lag))
+    print(assumption, report(result), sep="\n")
+    assert [v.invariant for v in result.violations] == ["S1"], f"{assumption}\n{report(result)}"
+
+
 def test_a_bounded_run_says_liveness_was_not_checked() -> None:
     result = check(Config(bound=6))
     assert not result.liveness_checked and result.violations == [], report(result)
