@@ -42,6 +42,13 @@ each other's row forever, issue 23 finding 3). A cycle in which a lease merely e
 is not counted: that needs a live holder to skip its heartbeat for a whole lease
 (assumption A6), and a cycle that does nothing is not weakly fair to the drives.
 
+States are stored up to exchanging A and B (the model is symmetric in them); a
+counterexample is replayed on concrete states before it is printed. With the defaults
+(timeout 2, margin 1, grace 2, lease 4 ticks) the new rules' search visits about
+2 x 10^5 states. Each mutation alone yields a counterexample without crash or
+cancellation; ``old-fence`` and ``old-takeover`` need the ledger clock step (an
+environment fault, not another old rule).
+
 Abstracted away: amounts/recipients (a payoff is ours or foreign), payoff failure
 (every payoff of ours succeeds at once: the worst case for S1), 429 retries (a retry is
 the same fence + send as the first create), "not sent" errors (nothing reached Enot),
