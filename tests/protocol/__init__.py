@@ -1,0 +1,1 @@
+"""The abstract payout protocol (``docs/protocol.md``), model-checked exhaustively."""
