@@ -74,10 +74,10 @@ def _patch_backends() -> None:
     _sqlite.commit_batch = commit_batch  # type: ignore[assignment]
     call = _postgres_calls.BoundedPool._call
 
-    async def _call(self: Any, method: str, sql: str, args: tuple[Any, ...]) -> Any:
+    async def _call(self: Any, method: str, sql: str, args: tuple[Any, ...], **options: Any) -> Any:
         if not sql.lstrip().upper().startswith("SELECT"):
             BACKEND["postgres statements"] += 1
-        return await call(self, method, sql, args)
+        return await call(self, method, sql, args, **options)
 
     _postgres_calls.BoundedPool._call = _call  # type: ignore[method-assign]
 

@@ -303,6 +303,25 @@ WITH {_NOW}
 UPDATE {t} p SET lease_expires_at = now.t + $4 FROM now
 WHERE p.provider = $1 AND p.key = $2 AND {held.format(token="$5")}
 RETURNING 1"""
+        # Many renewals in one statement (``PostgresLedger._write_renewals``): the fence
+        # of every money-moving request is one, so they are group-committed.
+        self.renewals = f"""
+WITH {_NOW},
+i AS MATERIALIZED (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[], $5::int8[])
+        WITH ORDINALITY AS i(i_provider, i_key, i_owner, i_lease, i_token, i_ord)
+),
+cur AS (
+    SELECT p.provider, p.key, i.i_lease, i.i_ord FROM {t} p JOIN i
+      ON p.provider = i.i_provider AND p.key = i.i_key
+    WHERE p.lease_owner = i.i_owner AND p.lease_token = i.i_token
+      AND p.state NOT IN ({_FINAL})
+    ORDER BY p.provider, p.key
+    FOR UPDATE OF p
+)
+UPDATE {t} p SET lease_expires_at = now.t + cur.i_lease
+FROM cur, now WHERE p.provider = cur.provider AND p.key = cur.key
+RETURNING cur.i_ord"""
         self.release = (
             f"UPDATE {t} SET lease_owner = NULL, lease_expires_at = NULL "
             "WHERE provider = $1 AND key = $2 AND lease_owner = $3 AND lease_token = $4"
@@ -443,6 +462,7 @@ class PostgresLedger(Ledger):
         self._calls: BoundedPool | None = None
         self._batcher: Batcher[list[Any]] | None = None
         self._inserts: Batcher[list[Any]] | None = None
+        self._renewals: Batcher[list[Any]] | None = None
         self._ready = False
         self._opening = asyncio.Lock()
 
@@ -550,8 +570,8 @@ class PostgresLedger(Ledger):
         wakeups, self._wakeups = self._wakeups, None
         if wakeups is not None:
             await wakeups.aclose()
-        batchers = (self._inserts, self._batcher)
-        self._inserts = self._batcher = None
+        batchers = (self._inserts, self._batcher, self._renewals)
+        self._inserts = self._batcher = self._renewals = None
         for batcher in batchers:  # the writes callers are waiting for, first
             if batcher is not None:
                 await batcher.aclose(self.command_timeout)
@@ -715,12 +735,31 @@ class PostgresLedger(Ledger):
     async def renew(
         self, provider: str, key: str, *, owner: str, token: int, lease_seconds: float
     ) -> None:
-        """See ``Ledger.renew``."""
-        row = await self._fetchrow(
-            self._sql.renew, provider, key, owner, float(lease_seconds), token
+        """See ``Ledger.renew``: queued with the renewals of concurrent payouts (every
+        money-moving request's fence is one) and written with them in one statement."""
+        calls = await self._connection_pool()
+        if self._renewals is None:
+            self._renewals = Batcher(
+                self._write_renewals, calls.patience, is_integrity_error=is_integrity_violation
+            )
+        renewed = await self._renewals.submit(
+            (provider, key), [provider, key, owner, float(lease_seconds), token]
         )
-        if row is None:
+        if not renewed:
             raise LeaseLostError(f"{provider}/{key} is not leased to {owner} (claim {token})")
+
+    async def _write_renewals(self, batch: Sequence[Pending[list[Any]]], until: float) -> list[Any]:
+        """One statement for ``batch``: True for each renewal written, False for each
+        whose lease was lost."""
+        calls = await self._connection_pool()
+        scopes = [p.scope for p in batch]
+        if len(batch) == 1:  # a lone call: the plain statement costs less
+            rows = await calls.fetch_for(scopes, until, self._sql.renew, *batch[0].values)
+            return [bool(rows)]
+        columns = [list(column) for column in zip(*(p.values for p in batch), strict=True)]
+        rows = await calls.fetch_for(scopes, until, self._sql.renewals, *columns)
+        written = {row[0] for row in rows}
+        return [ordinal in written for ordinal in range(1, len(batch) + 1)]
 
     async def release(self, provider: str, key: str, *, owner: str, token: int) -> None:
         """See ``Ledger.release``."""
