@@ -231,7 +231,7 @@ class EnotFlow(Flow[EnotClient, PayoffRequest, Payoff]):
 
     async def _outcome_unknown(self, run: Run, error: BaseException, what: str) -> None:
         # ``unknown_since`` stays set for good: a create of this row may exist.
-        run.unknown_from = time.monotonic()
+        run.answer_lost()
         await run.move(
             LedgerState.SENDING,
             unknown_since=run.record.unknown_since or time.time(),

@@ -136,7 +136,7 @@ class IntellectMoneyFlow(Flow[IntellectMoneyClient, OperationRequest, PayoutOper
             return
         except Exception as error:
             # Whatever happened, the operation's state says whether money moved.
-            run.unknown_from = time.monotonic()
+            run.answer_lost()
             refusal = error if isinstance(error, self.refused) else None
             await self._check_execution(run, request, refusal=refusal)
             return

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -92,8 +93,11 @@ class Run:
         #: True until the drive's first step ends when this drive recorded the row's
         #: intent itself (``Claim.created``): nothing was sent for it yet.
         self.just_begun = claim.created
-        #: When this drive last lost a money-moving answer (monotonic), if it did.
+        #: From when (monotonic) the outcome of this drive's last lost money-moving
+        #: request is waited out, if it lost one (``answer_lost``).
         self.unknown_from: float | None = None
+        #: When this drive's last fence write was confirmed (monotonic), if one was.
+        self.fenced_at: float | None = None
         self._before_send = before_send
         self._observer = observer or Observer()
         #: True while ``before_send`` runs: a frozen process renews no lease either.
@@ -112,8 +116,18 @@ class Run:
 
     def unknown_since(self) -> float:
         """The monotonic time from which an unknown outcome is being waited out: when
-        this drive lost the answer, else when no earlier request can be in flight."""
+        this drive's lost request can no longer be under way, else when no earlier
+        holder's request can."""
         return self.quiet_from if self.unknown_from is None else self.unknown_from
+
+    def answer_lost(self) -> None:
+        """Note that the answer to this drive's money-moving request was lost. The
+        request may still be under way -- a proxy that cut the connection early may
+        pass it on later -- until ``in_flight_bound`` after its fence: the grace or
+        settle window counts from then, or from now if that is later."""
+        now = time.monotonic()
+        sent_by = now if self.fenced_at is None else self.fenced_at + self.in_flight_bound
+        self.unknown_from = max(now, sent_by)
 
     async def move(
         self,
@@ -239,6 +253,7 @@ class Run:
             raise FenceNotConfirmedError(
                 f"{self.record.key}: the ledger did not confirm the lease ({error}); not sending"
             ) from error
+        self.fenced_at = time.monotonic()
 
     @contextlib.asynccontextmanager
     async def heartbeat(self) -> AsyncIterator[None]:
