@@ -25,7 +25,16 @@ from payout_async.sandbox import FaultKind, Sandbox
 from payout_async.testing import pause_before_send
 from tests.ledger.support import PG_DSN, Backend
 
-from .support import CARD, POLL, enot_client, enot_request, fast_config, payouts
+from .support import (
+    CARD,
+    POLL,
+    enot_client,
+    enot_request,
+    fast_config,
+    im_client,
+    im_request,
+    payouts,
+)
 
 #: A 429 whose Retry-After (1 s) A honours: the takeover happens during that wait.
 RETRY_AFTER = 1.0
@@ -106,6 +115,34 @@ async def test_a_live_worker_taken_for_dead_sends_nothing_after_the_takeover(
         assert result_b.status is PayoutStatus.SUCCEEDED
         assert result_a.key == "k"
         assert_paid_once(sandbox, "k")
+
+
+async def test_a_live_intellectmoney_worker_taken_for_dead_executes_nothing_more(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same on IntellectMoney: A's execute meets a 429; B takes A for dead, waits,
+    finds the operation still ``Created`` and executes it. A's retried execute must not
+    reach the operation B executed (a provider that performs a second execute pays
+    twice)."""
+    config = fast_config(im_second_execute="pay_again", retry_after=RETRY_AFTER)
+    async with Sandbox(config=config) as sandbox:
+        sandbox.faults.script("im.execute", kind=FaultKind.RATE_LIMIT, nth=1)
+        async with (
+            im_client(sandbox.intellectmoney_url) as client_a,
+            im_client(sandbox.intellectmoney_url) as client_b,
+        ):
+            client_a.retry = PATIENT
+            a = payouts(client_a, await backend.new())
+            b = payouts(client_b, await backend.new())
+            monkeypatch.setattr(_orchestrator, "owner_is_dead", lambda owner: owner == a.owner)
+            paying_a = asyncio.create_task(a.pay("im-k", im_request("im-k")))
+            await eventually(lambda: _one_call(sandbox, "im.execute"))
+            result_b = await b.pay("im-k", im_request("im-k"))
+            result_a = await paying_a
+        assert result_b.status is PayoutStatus.SUCCEEDED
+        assert result_a.key == "im-k"
+        assert sandbox.duplicates() == []
+        assert sandbox.paid_per_payout()[("intellectmoney", "im-k")] == 1
 
 
 async def _one_call(sandbox: Sandbox, route: str) -> bool:
