@@ -207,6 +207,8 @@ class Payouts(Generic[Request]):
         self.owner = owner or new_owner()
         self._settings = settings
         self._background: set[asyncio.Future[None]] = set()
+        #: Drives ``pay(..., wait=...)`` left going on (``aclose()`` ends them).
+        self._driven: set[asyncio.Task[PayoutResult]] = set()
         self._in_flight: dict[str, _InFlight] = {}
         #: Rows claimed by resume(), reconcile() or a worker of this Payouts, with the
         #: result of their drive to come (``_hold``).
@@ -225,13 +227,19 @@ class Payouts(Generic[Request]):
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
-    async def aclose(self) -> None:
-        """Wait for the lease releases still under way (those of cancelled payouts).
-        The client and the ledger stay open: close them yourself."""
+    async def aclose(self, *, drain: float = 0.0) -> None:
+        """Wait up to ``drain`` seconds for the payouts ``pay(..., wait=...)`` left
+        driving in the background, then hand the rest back (their drives stop where
+        they stand and give their rows back, for ``resume()`` or a worker to finish),
+        and wait for the lease releases still under way. The client and the ledger stay
+        open: close them yourself."""
+        if self._driven and drain > 0:
+            await asyncio.wait(list(self._driven), timeout=drain)
+        await cancel_and_wait(list(self._driven))
         while self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
 
-    async def pay(self, key: str, request: Request) -> PayoutResult:
+    async def pay(self, key: str, request: Request, *, wait: float | None = None) -> PayoutResult:
         """Pay ``request`` under idempotency ``key``, at most once.
 
         The same key returns the same payout and sends nothing new (a call made while
@@ -241,7 +249,26 @@ class Payouts(Generic[Request]):
         refused (``REJECTED``, nothing exists there) is paid anew, also with corrected
         parameters. Returns when the payout is final, needs attention, or is still
         ``processing`` at the poll deadline (``resume()`` finishes it later).
+
+        ``wait`` (seconds; for web handlers): return within that long, with the
+        payout's status so far -- ``processing`` is a normal answer -- while this
+        ``Payouts`` goes on driving it in a task of its own; a later ``pay()`` of the
+        key (it joins that drive), ``get()`` or a webhook gives the outcome.
+        ``aclose()`` waits for such drives, or hands them back.
+
+        Raises:
+            ValidationError: a bad key or request (before anything is recorded).
+            IdempotencyConflictError: the key (or its order_id) has other parameters.
         """
+        key, digest, params, order_id = self._checked(key, request)
+        if wait is None:
+            return await self._pay_checked(key, digest, params, order_id)
+        if not math.isfinite(wait) or wait < 0:
+            raise ValidationError("wait", "must be zero or a finite number of seconds")
+        return await self._pay_within(wait, key, digest, params, order_id)
+
+    def _checked(self, key: str, request: Request) -> tuple[str, str, dict[str, Any], str | None]:
+        """The key, fingerprint, parameters and order_id ``pay()`` records."""
         check_key(key)
         request_type = self._flow.request_type
         if not isinstance(request, request_type):
@@ -249,8 +276,50 @@ class Payouts(Generic[Request]):
                 "request", f"must be a {request_type.__name__} for {self.provider}"
             )
         intent = intent_for(key, request)
-        params, order_id = dict(intent.params), intent.order_id
-        digest = self.ledger.params_hash(params)
+        params = dict(intent.params)
+        return key, self.ledger.params_hash(params), params, intent.order_id
+
+    async def _pay_within(
+        self, wait: float, key: str, digest: str, params: dict[str, Any], order_id: str | None
+    ) -> PayoutResult:
+        """``pay()`` that returns by ``wait`` seconds from now, leaving the drive to go on
+        in a task this ``Payouts`` owns."""
+        deadline = asyncio.get_running_loop().time() + wait
+        drive = asyncio.create_task(
+            self._pay_checked(key, digest, params, order_id), name=f"payout {key}"
+        )
+        self._driven.add(drive)
+        drive.add_done_callback(self._driven_ended)
+        # Leave time to read the row once the wait is over (at most a second).
+        done, _ = await asyncio.wait([drive], timeout=max(0.0, wait - min(1.0, wait / 4)))
+        if done:
+            return drive.result()
+        try:
+            async with asyncio.timeout_at(deadline):
+                record = await self.ledger.get(self.provider, key)
+        except (TimeoutError, LedgerError) as error:
+            return PayoutResult(
+                key=key,
+                status=PayoutStatus.PROCESSING,
+                provider=self.provider,
+                order_id=order_id,
+                reason=f"under way; its row could not be read in time ({type(error).__name__})",
+            )
+        if record is None:  # the intent is still being recorded
+            return PayoutResult(
+                key=key, status=PayoutStatus.PROCESSING, provider=self.provider, order_id=order_id
+            )
+        return PayoutResult.from_record(record, reason=record.reason or "under way")
+
+    def _driven_ended(self, drive: asyncio.Task[PayoutResult]) -> None:
+        self._driven.discard(drive)
+        error = None if drive.cancelled() else drive.exception()
+        if error is not None and not isinstance(error, IdempotencyConflictError):
+            logger.error("payout driven in the background failed: %r", error)
+
+    async def _pay_checked(
+        self, key: str, digest: str, params: dict[str, Any], order_id: str | None
+    ) -> PayoutResult:
         while (joined := self._in_flight.get(key)) is not None:
             if joined.params_hash != digest:
                 raise IdempotencyConflictError(key)
