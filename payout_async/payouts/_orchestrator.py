@@ -43,7 +43,7 @@ from ..ledger._patience import one_payout
 from ._enot import EnotFlow
 from ._flow import Flow
 from ._intellectmoney import IntellectMoneyFlow
-from ._observe import Observer, OnTransition
+from ._observe import HOOK_TIMEOUT, Observer, OnTransition
 from ._owner import new_owner, owner_is_dead
 from ._result import PayoutResult, PayoutStatus, Settings
 from ._run import BeforeSend, Run, fence_margin
@@ -126,7 +126,10 @@ class Payouts(Generic[Request]):
     ``on_transition(record, transition)`` (sync or async) is called after every
     durable transition this ``Payouts`` writes -- a new row's intent included, a
     webhook's settlement (``apply_webhook``) not -- and each is logged once at INFO;
-    an exception it raises is logged, never passed on to the payout.
+    an exception it raises is logged, never passed on to the payout (nor is a
+    ``CancelledError``, unless the payout itself is being cancelled), and a coroutine
+    callback still running after ``on_transition_timeout`` seconds (default 5) is cut
+    short and logged.
 
     Each drive of a row holds its lease with a fencing token of its own, so a second
     ``pay()`` of a key in flight joins the first, and several ``Payouts`` -- in one
@@ -150,6 +153,7 @@ class Payouts(Generic[Request]):
         lookup_before_create: bool = ...,
         on_transition: OnTransition | None = ...,
         webhook_wait: float = ...,
+        on_transition_timeout: float = ...,
     ) -> None: ...
 
     @overload
@@ -167,6 +171,7 @@ class Payouts(Generic[Request]):
         lookup_before_create: bool = ...,
         on_transition: OnTransition | None = ...,
         webhook_wait: float = ...,
+        on_transition_timeout: float = ...,
     ) -> None: ...
 
     def __init__(
@@ -183,6 +188,7 @@ class Payouts(Generic[Request]):
         lookup_before_create: bool = False,
         on_transition: OnTransition | None = None,
         webhook_wait: float = 0.0,
+        on_transition_timeout: float = HOOK_TIMEOUT,
     ) -> None:
         _check_settings(client, grace, lease_seconds, execute_settle)
         _check_webhook_wait(client, webhook_wait)
@@ -210,7 +216,7 @@ class Payouts(Generic[Request]):
         self._in_flight: dict[str, _InFlight] = {}
         #: Awaited after a money-moving step is recorded, before its fence (tests).
         self._before_send: BeforeSend | None = None
-        self._observer = Observer(on_transition)
+        self._observer = Observer(on_transition, timeout=on_transition_timeout)
 
     def __repr__(self) -> str:
         return f"Payouts(provider={self.provider!r}, owner={self.owner!r}, ledger={self.ledger!r})"
