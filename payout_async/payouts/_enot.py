@@ -149,12 +149,15 @@ class EnotFlow(Flow[EnotClient, PayoffRequest, Payoff]):
             provider_id=answer.payoff_id,
         )
 
-    def reopen_at(self, stopped_at: LedgerState, record: PayoutRecord) -> LedgerState:
-        """Where ``reconcile()`` resumes a parked row: a row that had sent creates is
-        looked up by order_id again first (a payoff may have appeared since)."""
-        if stopped_at is LedgerState.PENDING and record.attempts:
-            return LedgerState.SENDING
-        return stopped_at
+    def reopen_at(self, record: PayoutRecord) -> LedgerState:
+        """Where ``reconcile()`` resumes a parked row: ``pending`` when no create was
+        ever sent; polling when the payoff's id is known; else the payoff is looked up
+        by order_id first (a create may have landed, and appeared since)."""
+        if not record.attempts:
+            return LedgerState.PENDING
+        if record.operation_id is not None:
+            return LedgerState.PROCESSING
+        return LedgerState.SENDING
 
     def _order_id(self, run: Run) -> str:
         order_id = run.record.order_id

@@ -37,7 +37,7 @@ from ..intellectmoney import (
     PayoutOperation,
 )
 from ..intellectmoney._poller import wait_for_final
-from ..ledger import LeaseLostError, LedgerState
+from ..ledger import LeaseLostError, LedgerState, PayoutRecord
 from ._flow import REFUSED, Flow, Reading, Step
 from ._run import Run
 
@@ -72,6 +72,17 @@ class IntellectMoneyFlow(Flow[IntellectMoneyClient, OperationRequest, PayoutOper
             LedgerState.EXECUTING: self._execution_lost,
         }
 
+    def reopen_at(self, record: PayoutRecord) -> LedgerState:
+        """Where ``reconcile()`` resumes a parked row, from the row alone: ``pending``
+        while it records no operation (creating moves no money); ``created`` when one
+        is recorded but no execute was ever sent; else ``executing``: the operation's
+        state decides, over the settle window, whether an execute happened."""
+        if record.operation_id is None:
+            return LedgerState.PENDING
+        if not record.attempts:
+            return LedgerState.CREATED
+        return LedgerState.EXECUTING
+
     async def follow(self, run: Run) -> PayoutOperation:
         return await wait_for_final(self.client, self._operation_id(run), policy=self.poll)
 
@@ -85,6 +96,15 @@ class IntellectMoneyFlow(Flow[IntellectMoneyClient, OperationRequest, PayoutOper
     async def _create(self, run: Run, request: OperationRequest) -> None:
         # A create lost earlier left at most an orphan in ``Created``: harmless, as
         # nothing will ever execute it. Creating again is safe.
+        if run.record.operation_id is not None:
+            # A refused row paid anew still names its refused operation: forget it
+            # first, so that nothing (``reopen_at``) can take it for this attempt's.
+            await run.move(
+                LedgerState.PENDING,
+                operation_id=None,
+                provider_status=None,
+                note=f"creating anew; operation {run.record.operation_id} was refused",
+            )
         try:
             operation = await self.client.create_operation_from(request)
         except self.refused as error:

@@ -667,25 +667,15 @@ class Payouts(Generic[Request]):
         )
 
     async def _reopen(self, run: Run) -> None:
-        """Move a parked row back to the step it stopped at (as its flow sees it:
-        ``reopen_at``), with a fresh budget of send attempts. A refused row starts
-        over: nothing exists at the provider."""
+        """Move a parked row back to a step it can go on from, as the row itself says
+        (``Flow.reopen_at``: never the history, which may have been pruned), with a
+        fresh budget of send attempts. A refused row starts over: nothing exists at
+        the provider."""
         record = run.record
         if record.state is LedgerState.REFUSED:
             restart_at = LedgerState.PENDING
         else:
-            history = await self.ledger.history(self.provider, record.key)
-            previous = next(
-                (
-                    step.from_state
-                    for step in reversed(history)
-                    if step.to_state is LedgerState.NEEDS_ATTENTION and step.from_state is not None
-                ),
-                LedgerState.PENDING,
-            )
-            if previous in PARKED_STATES:
-                previous = LedgerState.PENDING
-            restart_at = self._flow.reopen_at(previous, record)
+            restart_at = self._flow.reopen_at(record)
         run.attempts_before = record.attempts
         await run.move(restart_at, note="reconcile: trying again", reason=None)
 

@@ -4,17 +4,20 @@ on a SQLite file and on PostgreSQL."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import asyncpg
 import attrs
 import pytest
 
 from payout_async.ledger import Ledger, LedgerState
+from payout_async.payouts import intent_for
 from payout_async.sandbox import Sandbox
 
 from ..ledger.support import DURABLE, PG_DSN, Backend, require_postgres
-from ..payouts.support import fast_config
+from ..payouts.support import fast_config, im_client, im_request
 from .support import CARD, assert_paid_once, cli, credentials, write_csv
 
 FAST = ["--request-timeout", "1", "--grace", "1.5", "--execute-settle", "1"]
@@ -87,3 +90,55 @@ async def test_6_a_refused_row_is_paid_again_with_corrected_parameters(
     record = await ledger.get("enot", "r6-1")
     assert record is not None and record.state is LedgerState.SUCCEEDED, record
     assert_paid_once(sandbox, ["r6-1"])
+
+
+# 4. IntellectMoney reconcile() decided where to resume from the audit history. ----------
+
+
+async def prune_history(place: Place) -> None:
+    """What a retention job does: delete every ``payout_transitions`` row (the README's
+    SQL)."""
+    if place.backend.kind == "sqlite":
+        with sqlite3.connect(place.backend.path) as conn:
+            conn.execute("DELETE FROM payout_transitions")
+        return
+    conn = await asyncpg.connect(PG_DSN)
+    try:
+        await conn.execute(f'DELETE FROM "{place.backend.schema}".payout_transitions')
+    finally:
+        await conn.close()
+
+
+async def test_4_reconcile_resumes_from_the_row_with_the_history_pruned(
+    sandbox: Sandbox, place: Place, tmp_path: Path
+) -> None:
+    ledger = await place.open()
+    request = im_request("h4-1")
+    async with im_client(sandbox.intellectmoney_url, sandbox.credentials) as im:
+        created = await im.create_operation_from(request)
+        assert created.operation_id is not None
+        await im.execute_operation(created.operation_id)  # performed; its answer "lost"
+    # The row as a drive leaves it when the operation's state could not be read after.
+    intent = intent_for("h4-1", request)
+    digest = ledger.params_hash(intent.params)
+    claim = await ledger.begin(
+        "intellectmoney", "h4-1", digest, intent.params, owner="w", lease_seconds=30
+    )
+    lease = {"owner": "w", "token": claim.record.lease_token, "lease_seconds": 30}
+    await ledger.transition("intellectmoney", "h4-1", state=LedgerState.EXECUTING,
+                            add_attempt=True, operation_id=created.operation_id,
+                            provider_status="Created", **lease)  # fmt: skip
+    await ledger.transition("intellectmoney", "h4-1", state=LedgerState.NEEDS_ATTENTION,
+                            reason="execute may have happened and the operation's state "
+                            "could not be read", release=True, **lease)  # fmt: skip
+    await prune_history(place)
+    assert await ledger.history("intellectmoney", "h4-1") == []
+
+    run = await cli("reconcile", "--ledger", place.url, "--no-progress", *FAST,
+                    env=credentials(sandbox))  # fmt: skip
+    assert run.code == 0, run
+    record = await ledger.get("intellectmoney", "h4-1")
+    assert record is not None and record.state is LedgerState.SUCCEEDED, record
+    assert record.operation_id == created.operation_id
+    assert_paid_once(sandbox, ["h4-1"])
+    assert sandbox.faults.calls("im.create") == 1  # no second operation either
