@@ -113,7 +113,8 @@ class Payouts(Generic[Request]):
     ``execute_settle`` is how long an IntellectMoney operation must keep reading
     ``Created`` after an execute whose answer was lost or refused before that execute
     is taken not to have happened; ``lookup_before_create`` (Enot) looks each
-    order_id up before its first create and adopts a payoff already there.
+    order_id up before its first create and adopts a payoff already there (every
+    later create looks it up anyway).
     ``webhook_wait`` (Enot, seconds, default 0: off) lets a ``pay()`` that creates a
     payoff wait that long, from the create, for its verified webhook instead of
     polling: ``apply_webhook`` of this ``Payouts`` settles the row and wakes that

@@ -14,7 +14,7 @@ import pytest
 
 from payout_async.ledger import Ledger, LedgerState
 from payout_async.payouts import intent_for
-from payout_async.sandbox import Sandbox
+from payout_async.sandbox import FaultKind, Sandbox
 
 from ..ledger.support import DURABLE, PG_DSN, Backend, require_postgres
 from ..payouts.support import fast_config, im_client, im_request
@@ -142,3 +142,37 @@ async def test_4_reconcile_resumes_from_the_row_with_the_history_pruned(
     assert record.operation_id == created.operation_id
     assert_paid_once(sandbox, ["h4-1"])
     assert sandbox.faults.calls("im.create") == 1  # no second operation either
+
+
+# 3. An Enot refusal rested on one immediate lookup, and the next send skipped it. -------
+
+
+@pytest.mark.parametrize(
+    ("kind", "then"),
+    [
+        (FaultKind.COMMIT_THEN_408, "reconcile"),
+        (FaultKind.COMMIT_THEN_408, "batch"),
+        (FaultKind.COMMIT_THEN_422, "reconcile"),
+    ],
+    ids=["408-reconcile", "408-batch", "422-reconcile"],
+)
+async def test_3_a_refusal_after_processing_is_not_paid_again(
+    place: Place, tmp_path: Path, kind: FaultKind, then: str
+) -> None:
+    lagging = ["--request-timeout", "1", "--grace", "3"]  # payoff/info lags 1 s
+    async with Sandbox(config=fast_config(enot_info_lag=1.0)) as sandbox:
+        sandbox.faults.script("enot.create", kind=kind, nth=1)
+        path = write_csv(tmp_path / "batch.csv", [enot_row("e3-1", "10.00")])
+        env = credentials(sandbox)
+        first = await cli("batch", str(path), "--ledger", place.url, "--no-progress", *lagging,
+                          env=env, state=tmp_path)  # fmt: skip
+        again = [str(path)] if then == "batch" else []
+        second = await cli(then, *again, "--ledger", place.url, "--no-progress", *lagging,
+                           env=env, state=tmp_path)  # fmt: skip
+        assert_paid_once(sandbox, ["e3-1"])  # before: refused, then paid a second time
+        assert sandbox.faults.calls("enot.create") == 1
+        assert first.code == 0, first  # the payoff was found and adopted within the grace
+        assert second.code == 0, second
+    ledger = await place.open()
+    record = await ledger.get("enot", "e3-1")
+    assert record is not None and record.state is LedgerState.SUCCEEDED, record
