@@ -176,3 +176,25 @@ async def test_3_a_refusal_after_processing_is_not_paid_again(
     ledger = await place.open()
     record = await ledger.get("enot", "e3-1")
     assert record is not None and record.state is LedgerState.SUCCEEDED, record
+
+
+# 7. resume and reconcile built Payouts without lookup_before_create. --------------------
+
+
+@pytest.mark.parametrize("command", ["resume", "reconcile"])
+async def test_7_resume_and_reconcile_look_an_order_id_up_before_its_first_create(
+    sandbox: Sandbox, place: Place, tmp_path: Path, command: str
+) -> None:
+    path = write_csv(tmp_path / "batch.csv", [enot_row("l7-1", "10.00")])
+    env = credentials(sandbox)
+    run = await cli("enqueue", str(path), "--ledger", place.url, env=env, state=tmp_path)
+    assert run.code == 0, run
+    # The payoff exists already (paid through a ledger since restored, say).
+    async with sandbox.enot_client() as enot:
+        await enot.create_payoff(service="card", wallet_to=CARD, amount=10, order_id="l7-1")
+    run = await cli(command, "--ledger", place.url, "--no-progress", *FAST, env=env)
+    assert run.code == 0, run
+    assert_paid_once(sandbox, ["l7-1"])
+    ledger = await place.open()
+    record = await ledger.get("enot", "l7-1")
+    assert record is not None and record.state is LedgerState.SUCCEEDED, record
