@@ -54,6 +54,10 @@ _FINAL = {
 }
 
 
+#: Recovery points whose step uses the row's recorded operation.
+_USES_OPERATION = frozenset({LedgerState.CREATED, LedgerState.EXECUTING, LedgerState.PROCESSING})
+
+
 class IntellectMoneyFlow(Flow[IntellectMoneyClient, OperationRequest, PayoutOperation]):
     """Drives an IntellectMoney row from its recovery point to a final state, or to
     ``processing`` at the poll deadline. Every recovery point is safe to go on from,
@@ -71,6 +75,23 @@ class IntellectMoneyFlow(Flow[IntellectMoneyClient, OperationRequest, PayoutOper
             LedgerState.CREATED: self._execute,
             LedgerState.EXECUTING: self._execution_lost,
         }
+
+    async def drive(self, run: Run) -> None:
+        """Drive the row -- unless its operation was created through the other API
+        generation (``provider_api``): the documents do not say that one API's execute,
+        state or delete applies to the other's operations, so the row parks saying
+        which worker can drive it."""
+        record = run.record
+        other = record.provider_api
+        uses_operation = record.state in _USES_OPERATION and record.operation_id is not None
+        if uses_operation and other is not None and other != self.client.api:
+            await run.give_up(
+                f"operation {record.operation_id} was created through the {other} "
+                f"IntellectMoney API and this worker uses the {self.client.api} one: "
+                f"drive it with a {other}-API worker (--im-api {other})"
+            )
+            return
+        await super().drive(run)
 
     def reopen_at(self, record: PayoutRecord) -> LedgerState:
         """Where ``reconcile()`` resumes a parked row, from the row alone: ``pending``
@@ -103,6 +124,7 @@ class IntellectMoneyFlow(Flow[IntellectMoneyClient, OperationRequest, PayoutOper
                 LedgerState.PENDING,
                 operation_id=None,
                 provider_status=None,
+                provider_api=None,
                 note=f"creating anew; operation {run.record.operation_id} was refused",
             )
         try:
@@ -125,6 +147,7 @@ class IntellectMoneyFlow(Flow[IntellectMoneyClient, OperationRequest, PayoutOper
                 add_attempt=execute,
                 operation_id=operation.operation_id,
                 provider_status=operation.raw_state,
+                provider_api=self.client.api,
                 note="operation created; executing" if execute else "operation created",
             )
         except LeaseLostError:

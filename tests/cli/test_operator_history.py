@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from pathlib import Path
 
 import asyncpg
 import attrs
 import pytest
 
+from payout_async.intellectmoney import OperationRequest
 from payout_async.ledger import Ledger, LedgerState
 from payout_async.payouts import intent_for
 from payout_async.sandbox import FaultKind, Sandbox
@@ -198,3 +200,44 @@ async def test_7_resume_and_reconcile_look_an_order_id_up_before_its_first_creat
     ledger = await place.open()
     record = await ledger.get("enot", "l7-1")
     assert record is not None and record.state is LedgerState.SUCCEEDED, record
+
+
+async def test_7_an_operation_is_driven_only_through_the_api_that_created_it(
+    sandbox: Sandbox, place: Place, tmp_path: Path
+) -> None:
+    ledger = await place.open()
+    request = OperationRequest(pan=CARD, amount=Decimal("10.00"), recipient_name="Иван Петров")
+    async with sandbox.intellectmoney_client(api="legacy") as legacy:
+        created = await legacy.create_operation_from(request)
+        assert created.operation_id is not None
+        await legacy.execute_operation(created.operation_id)  # sent; its answer "lost"
+    # The row as a legacy-API drive leaves it when it dies with that execute in flight.
+    intent = intent_for("a7-1", request)
+    claim = await ledger.begin(
+        "intellectmoney", "a7-1", ledger.params_hash(intent.params), intent.params,
+        owner="w", lease_seconds=30,
+    )  # fmt: skip
+    await ledger.transition("intellectmoney", "a7-1", owner="w", lease_seconds=30,
+                            token=claim.record.lease_token, state=LedgerState.EXECUTING,
+                            add_attempt=True, operation_id=created.operation_id,
+                            provider_api="legacy")  # fmt: skip
+    await ledger.release("intellectmoney", "a7-1", owner="w", token=claim.record.lease_token)
+    reads = sandbox.faults.calls("im.state")
+
+    env = credentials(sandbox)
+    run = await cli("resume", "--ledger", place.url, "--no-progress", *FAST, env=env)
+    assert run.code != 0, run
+    record = await ledger.get("intellectmoney", "a7-1")
+    assert record is not None and record.state is LedgerState.NEEDS_ATTENTION, record
+    assert "created through the legacy IntellectMoney API" in (record.reason or "")
+    assert "--im-api legacy" in (record.reason or "")
+    assert sandbox.faults.calls("im.state") == reads  # the current API asked nothing
+    assert sandbox.faults.calls("im.execute") == 1
+
+    run = await cli("reconcile", "--ledger", place.url, "--no-progress", *FAST,
+                    "--im-api", "legacy", env=env)  # fmt: skip
+    assert run.code == 0, run
+    record = await ledger.get("intellectmoney", "a7-1")
+    assert record is not None and record.state is LedgerState.SUCCEEDED, record
+    assert sandbox.faults.calls("im.execute") == 1
+    assert sandbox.faults.calls("im.create") == 1
