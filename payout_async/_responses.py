@@ -27,8 +27,10 @@ __all__ = ["AnswerReader", "moves_money"]
 T = TypeVar("T")
 E = TypeVar("E", bound=APIError)
 
-#: Gateway answers that say nothing about whether the provider acted.
-_AMBIGUOUS_GATEWAY = frozenset({502, 504})
+#: Answers that say nothing about whether the provider acted: a timeout (408, often
+#: from a proxy or the provider's edge after the request was handed on) and gateway
+#: errors. On a money-moving call they are *outcome unknown*, never a refusal.
+_SILENT_ON_OUTCOME = frozenset({408, 502, 504})
 #: The longest request id kept from an answer.
 _MAX_REQUEST_ID = 100
 
@@ -170,13 +172,15 @@ class AnswerReader:
         """Decode a JSON object answer, or raise the typed error it stands for.
 
         An HTTP error status raises ``for_status``, except that on a money-moving call
-        a 502/504 gateway page is ``unreadable`` (*outcome unknown*). A 2xx answer
+        a 408 timeout or a 502/504 gateway error is ``unreadable`` (*outcome unknown*). A 2xx answer
         that is not a JSON object within the decoder's bounds (see ``_decode``) is
         ``unreadable``. Money in the JSON is parsed as ``Decimal``.
         """
         status = response.status
-        if moves_money(kind) and status in _AMBIGUOUS_GATEWAY:
-            raise self.unreadable(response, kind, "a gateway error, silent on the outcome")
+        if moves_money(kind) and status in _SILENT_ON_OUTCOME:
+            raise self.unreadable(
+                response, kind, "a timeout or gateway error, silent on the outcome"
+            )
         payload: Any = None
         problem: str | None = None
         try:

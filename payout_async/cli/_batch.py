@@ -72,12 +72,6 @@ def register(subparsers: Any) -> None:
         "--ignore-unknown-columns", action="store_true", help="skip columns batch does not know"
     )
     parser.add_argument(
-        "--no-lookup-before-create",
-        dest="lookup_before_create",
-        action="store_false",
-        help="Enot: do not look each new order_id up before creating its payoff",
-    )
-    parser.add_argument(
         "--allow-partial",
         action="store_true",
         help="Enot: pay even when its balance does not cover the file's Enot rows (the "
@@ -176,11 +170,8 @@ async def _pay(
 ) -> int:
     work: list[Work] = []
     for provider, client in clients.items():
-        options: dict[str, Any] = {}
-        if provider == "enot":
-            options["lookup_before_create"] = args.lookup_before_create
         items = [(row.key, row.request) for row in rows if row.provider == provider]
-        work.append(Work(make_payouts(args, client, ledger, **options), items))
+        work.append(Work(make_payouts(args, client, ledger), items))
     try:
         results = await pay_all(
             work,

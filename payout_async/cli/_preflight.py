@@ -1,7 +1,9 @@
 """Checks ``batch`` makes before anything is sent (the dry run makes the same ones).
 
 - Against the ledger: a key already recorded with other parameters is a bad row (the
-  real run would refuse it, after paying the others).
+  real run would refuse it, after paying the others) -- unless the row is ``refused``:
+  nothing exists at the provider, and the ledger records it again with the new
+  parameters (``Ledger.begin`` / ``enqueue``).
 - Against the per-user key registry: keys noted for another ledger that this one does
   not hold mean the file is being paid through the wrong ledger.
 - Against Enot, for a new ledger: a payoff that already exists for one of the file's
@@ -29,7 +31,7 @@ from .._errors import (
 )
 from ..enot import Balance, EnotClient
 from ..intellectmoney import IntellectMoneyClient
-from ..ledger import Ledger, PayoutRecord
+from ..ledger import Ledger, LedgerState, PayoutRecord
 from ..payouts import intent_for, order_id_for
 from ._args import CLIError
 from ._batch_file import BadRow, BatchRow
@@ -57,7 +59,8 @@ class Known:
 
 async def known_rows(ledger: Ledger | None, rows: Sequence[BatchRow], key_column: str) -> Known:
     """The file's rows the ledger already holds; the ones recorded with other
-    parameters are bad rows (``IdempotencyConflictError`` in the real run)."""
+    parameters are bad rows (``IdempotencyConflictError`` in the real run), bar
+    ``refused`` ones (the real run records them again, corrected)."""
     records: dict[tuple[str, str], PayoutRecord] = {}
     conflicts: list[BadRow] = []
     if ledger is None:
@@ -69,6 +72,8 @@ async def known_rows(ledger: Ledger | None, rows: Sequence[BatchRow], key_column
             if record is None:
                 continue
             records[(row.provider, row.key)] = record
+            if record.state is LedgerState.REFUSED:
+                continue
             if not ledger.params_match(record, intent_params(row)):
                 conflicts.append(
                     BadRow(

@@ -167,6 +167,13 @@ def add_provider_options(parser: argparse.ArgumentParser) -> None:
         help="IntellectMoney: seconds an operation must keep reading 'Created' after an "
         "execute whose answer was lost before it is executed again (default 60)",
     )
+    parser.add_argument(
+        "--no-lookup-before-create",
+        dest="lookup_before_create",
+        action="store_false",
+        help="Enot: do not look each new order_id up before creating its payoff (a "
+        "payoff created before is always looked up before it is created again)",
+    )
     add_rate_options(parser)
 
 
@@ -371,10 +378,14 @@ def make_payouts(
     ledger: Ledger,
     **options: Any,
 ) -> Payouts[Any]:
-    """A ``Payouts`` over ``client`` and ``ledger`` with the command's tuning."""
+    """A ``Payouts`` over ``client`` and ``ledger`` with the command's tuning: the one
+    place the CLI builds them (``batch``, ``worker``, ``resume`` and ``reconcile`` alike),
+    Enot's looking each order_id up before its first create included."""
     options.setdefault("lease_seconds", args.lease_seconds)
     options.setdefault("grace", args.grace)
     options.setdefault("execute_settle", args.execute_settle)
+    if isinstance(client, EnotClient):
+        options.setdefault("lookup_before_create", args.lookup_before_create)
     try:
         return Payouts(client, ledger, **options)
     except ConfigurationError as error:

@@ -80,12 +80,6 @@ def register(subparsers: Any) -> None:
         help="with nothing to do, look for rows whose lease ran out this often; new work "
         "wakes the worker at once (default 5)",
     )
-    parser.add_argument(
-        "--no-lookup-before-create",
-        dest="lookup_before_create",
-        action="store_false",
-        help="Enot: do not look each new order_id up before creating its payoff",
-    )
     parser.add_argument("--no-progress", action="store_true", help="no progress on stderr")
     add_provider_options(parser)
     parser.set_defaults(run=_run)
@@ -175,11 +169,8 @@ async def _work(args: argparse.Namespace) -> int:
             await check_reachable(clients[provider], provider)
         owner = new_owner()
         flows: list[Payouts[Any]] = []
-        for provider, client in clients.items():
-            options: dict[str, Any] = {"owner": owner}
-            if provider == "enot":
-                options["lookup_before_create"] = args.lookup_before_create
-            flows.append(make_payouts(args, client, ledger, **options))
+        for client in clients.values():
+            flows.append(make_payouts(args, client, ledger, owner=owner))
         say(
             f"worker {owner}: paying {' and '.join(providers)} payouts, up to "
             f"{args.concurrency} at a time each; SIGTERM or Ctrl-C stops it cleanly"

@@ -119,6 +119,10 @@ class PayoutRecord:
     last_error: str | None = None
     reason: str | None = None
     unknown_since: float | None = None
+    #: Which API generation of the provider created the row's operation, where the
+    #: provider has two (IntellectMoney: ``"legacy"`` or ``"current"``); None when
+    #: nothing records it (no operation yet, or a row written before it was recorded).
+    provider_api: str | None = None
 
 
 @attrs.frozen
@@ -222,6 +226,7 @@ MUTABLE_FIELDS = frozenset(
         "last_error",
         "reason",
         "unknown_since",
+        "provider_api",
     }
 )
 

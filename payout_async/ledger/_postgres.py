@@ -157,10 +157,12 @@ CREATE TABLE IF NOT EXISTS {t} (
     reason text,
     unknown_since double precision,
     recipient text,
+    provider_api text,
     PRIMARY KEY (provider, key)
 );
 ALTER TABLE {t} ADD COLUMN IF NOT EXISTS lease_token bigint NOT NULL DEFAULT 0;
 ALTER TABLE {t} ADD COLUMN IF NOT EXISTS recipient text;
+ALTER TABLE {t} ADD COLUMN IF NOT EXISTS provider_api text;
 DROP INDEX IF EXISTS {qualify}"{prefix}payouts_order_id";
 CREATE UNIQUE INDEX IF NOT EXISTS "{prefix}payouts_order_id_unique" ON {t} (provider, order_id)
     WHERE order_id IS NOT NULL;

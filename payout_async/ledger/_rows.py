@@ -21,7 +21,8 @@ __all__ = [
 ]
 
 #: ``payouts`` columns, in ``PayoutRecord`` field order (``record_from_row`` relies on
-#: it), then ``recipient`` (the full recipient, kept apart: see ``ledger._recipient``).
+#: it) up to ``unknown_since``, then ``recipient`` (the full recipient, kept apart: see
+#: ``ledger._recipient``), then ``provider_api`` (added later, so last).
 COLUMNS = (
     "provider",
     "key",
@@ -41,6 +42,7 @@ COLUMNS = (
     "reason",
     "unknown_since",
     "recipient",
+    "provider_api",
 )
 #: ``payout_transitions`` columns read back by ``transition_from_row``.
 TRANSITION_COLUMNS = ("provider", "key", "from_state", "to_state", "at", "owner", "note")
@@ -91,6 +93,7 @@ def record_from_row(row: Sequence[Any], recipients: Recipients) -> PayoutRecord:
         last_error=row[14],
         reason=row[15],
         unknown_since=row[16],
+        provider_api=row[18],
     )
 
 

@@ -533,7 +533,7 @@ class SQLiteLedger(Ledger):
             first = LedgerState.SENDING.value if sending else pending
             values: tuple[Any, ...] = (provider, key, params_hash, params_text, first, None)
             values += (order_id, None, int(sending), owner, expires, 1, now, now, None, None, None)
-            rows = conn.execute(_INSERT, (*values, stored.recipient)).fetchall()
+            rows = conn.execute(_INSERT, (*values, stored.recipient, None)).fetchall()
             if rows:
                 conn.execute(_LOG, (provider, key, None, first, now, owner, "intent recorded"))
                 record = record_from_row(rows[0], recipients)
@@ -843,7 +843,7 @@ def _enqueue_one(
     pending = LedgerState.PENDING.value
     values: tuple[Any, ...] = (provider, key, one.digest, params_text, pending, None)
     values += (intent.order_id, None, 0, None, None, 0, now, now, None, None, None)
-    if conn.execute(_INSERT, (*values, stored.recipient)).fetchall():
+    if conn.execute(_INSERT, (*values, stored.recipient, None)).fetchall():
         conn.execute(_LOG, (provider, key, None, pending, now, None, "intent recorded (enqueued)"))
         return Enqueued(key, EnqueueOutcome.NEW, LedgerState.PENDING)
     record = record_from_row(conn.execute(_SELECT, (provider, key)).fetchone(), recipients)

@@ -39,6 +39,7 @@ CREATE TABLE IF NOT EXISTS payouts (
     reason TEXT,
     unknown_since REAL,
     recipient TEXT,
+    provider_api TEXT,
     PRIMARY KEY (provider, key)
 );
 CREATE INDEX IF NOT EXISTS payouts_state_lease ON payouts (state, lease_expires_at);
@@ -82,6 +83,8 @@ def create_schema(conn: sqlite3.Connection, recipients: Recipients) -> int:
             conn.execute("ALTER TABLE payouts ADD COLUMN lease_token INTEGER NOT NULL DEFAULT 0")
         if "recipient" not in columns:
             conn.execute("ALTER TABLE payouts ADD COLUMN recipient TEXT")
+        if "provider_api" not in columns:
+            conn.execute("ALTER TABLE payouts ADD COLUMN provider_api TEXT")
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version < 2:
             try:

@@ -9,7 +9,9 @@ anything but a clean answer the payoff is looked up by ``order_id``: found (with
 payout's amount and recipient), it is adopted; created again, with the same order_id,
 only after "not found" has held for the grace period -- measured on this process's
 monotonic clock from when this drive lost the answer, or, for a row taken over, from
-when no request of the previous holder can still be in flight.
+when no request of the previous holder can still be in flight. A refusal is doubted the
+same way unless the documents place it before processing (``refused_unprocessed``),
+and every create after a row's first looks its order_id up first.
 
 With ``webhook_wait`` (opt-in), the drive that creates a payoff does not poll at first:
 it waits up to that long (from when the create left) for ``Payouts.apply_webhook`` of
@@ -26,7 +28,7 @@ import time
 from collections.abc import Mapping
 from decimal import Decimal
 
-from .._errors import NotFoundError, RequestNotSentError
+from .._errors import APIError, NotFoundError, RequestNotSentError, ValidationError
 from .._fence import guarded
 from .._polling import PollPolicy
 from ..enot import EnotClient, Payoff, PayoffRequest, PayoffStatus, PayoffWebhook
@@ -37,11 +39,13 @@ from ._result import Settings
 from ._run import Run
 from ._webhook_wait import WebhookWaits
 
-__all__ = ["EnotFlow", "payoff_mismatch", "webhook_mismatch"]
+__all__ = ["EnotFlow", "payoff_mismatch", "refused_unprocessed", "webhook_mismatch"]
 
 logger = logging.getLogger("payout_async")
 
 _FINAL = {PayoffStatus.SUCCESS: LedgerState.SUCCEEDED, PayoffStatus.FAIL: LedgerState.FAILED}
+#: Create refusals Enot's documents place before processing (see ``refused_unprocessed``).
+_BEFORE_PROCESSING = frozenset({401, 403, 404})
 
 
 def _plain(wallet: str) -> str:
@@ -58,6 +62,17 @@ def _same_recipient(ours: str, reported: str) -> bool:
         return ours == reported
     head, tail = reported[: reported.index("*")], reported[reported.rindex("*") + 1 :]
     return len(ours) >= len(head) + len(tail) and ours.startswith(head) and ours.endswith(tail)
+
+
+def refused_unprocessed(error: Exception) -> bool:
+    """Whether a refused create is one the documents place before processing, so that
+    it left nothing: a request that never left (``ValidationError``), or Enot's 401
+    (bad user_id or key), 403 (payoffs disabled, inactive user, wrong key, amount off
+    the tariff) or 404 on create (no tariff). A 422 and any other status may come from
+    a proxy or Enot's edge after the payoff was created."""
+    if isinstance(error, ValidationError):
+        return True
+    return isinstance(error, APIError) and error.status in _BEFORE_PROCESSING
 
 
 def payoff_mismatch(request: PayoffRequest, payoff: Payoff | PayoffWebhook) -> str | None:
@@ -170,12 +185,15 @@ class EnotFlow(Flow[EnotClient, PayoffRequest, Payoff]):
             provider_id=answer.payoff_id,
         )
 
-    def reopen_at(self, stopped_at: LedgerState, record: PayoutRecord) -> LedgerState:
-        """Where ``reconcile()`` resumes a parked row: a row that had sent creates is
-        looked up by order_id again first (a payoff may have appeared since)."""
-        if stopped_at is LedgerState.PENDING and record.attempts:
-            return LedgerState.SENDING
-        return stopped_at
+    def reopen_at(self, record: PayoutRecord) -> LedgerState:
+        """Where ``reconcile()`` resumes a parked row: ``pending`` when no create was
+        ever sent; polling when the payoff's id is known; else the payoff is looked up
+        by order_id first (a create may have landed, and appeared since)."""
+        if not record.attempts:
+            return LedgerState.PENDING
+        if record.operation_id is not None:
+            return LedgerState.PROCESSING
+        return LedgerState.SENDING
 
     def _order_id(self, run: Run) -> str:
         order_id = run.record.order_id
@@ -186,8 +204,11 @@ class EnotFlow(Flow[EnotClient, PayoffRequest, Payoff]):
         if run.attempts_this_pass >= self.settings.max_send_attempts:
             await run.give_up(f"payoff not confirmed after {run.record.attempts} create attempts")
             return
-        first = self.settings.lookup_before_create and not run.record.attempts
-        if first and await self._found_before_create(run, request):
+        # Every create after the first looks the order_id up first (whatever ended the
+        # last one: a lost answer waited out, a refusal, a create not sent), and with
+        # ``lookup_before_create`` the first one too.
+        look = self.settings.lookup_before_create or run.record.attempts > 0
+        if look and await self._found_before_create(run, request):
             return
         await run.move(LedgerState.SENDING, add_attempt=True, note="creating payoff")
         await self._send(run, request)
@@ -240,8 +261,8 @@ class EnotFlow(Flow[EnotClient, PayoffRequest, Payoff]):
         )
 
     async def _found_before_create(self, run: Run, request: PayoffRequest) -> bool:
-        """Look the order_id up before its first create (``lookup_before_create``):
-        True when a payoff was found and adopted, or the lookup failed (parked)."""
+        """Look the order_id up before a create: True when a payoff was found and
+        adopted, or the lookup failed (parked)."""
         try:
             payoff = await self.client.get_payoff(order_id=self._order_id(run))
         except NotFoundError:
@@ -253,24 +274,35 @@ class EnotFlow(Flow[EnotClient, PayoffRequest, Payoff]):
         return True
 
     async def _confirm_refusal(self, run: Run, request: PayoffRequest, refusal: Exception) -> None:
-        """A refused create left nothing -- unless an earlier create of this row whose
-        answer was lost did: then the refusal may be Enot's "duplicate order_id", and
-        its info may lag, so the row is reconciled like any unknown outcome. Otherwise
-        one look by order_id makes sure, and the row ends ``refused``."""
-        if run.record.unknown_since is not None:
-            await self._outcome_unknown(run, refusal, f"create refused ({refusal})")
-            return
-        try:
-            payoff = await self.client.get_payoff(order_id=self._order_id(run))
-        except NotFoundError:
-            await run.refused("create refused", refusal)
-            return
-        except Exception as error:
-            await self._outcome_unknown(run, error, f"create refused ({refusal}), lookup failed")
-            return
-        await self.adopt(run, request, payoff, looked_up=True)
+        """A refused create. Only a refusal the documents place before processing
+        (``refused_unprocessed``), of a row no create of which may exist already, is
+        taken at once, after one look by order_id. Any other -- a 422 or other 4xx
+        from a proxy or Enot's edge may come after the payoff was created, and an
+        earlier lost create may be the "duplicate order_id" refused now -- is an
+        unknown outcome: the payoff is looked up by order_id until "not found" has
+        held for the grace period, and only then does the row end ``refused``."""
+        if refused_unprocessed(refusal) and run.record.unknown_since is None:
+            try:
+                payoff = await self.client.get_payoff(order_id=self._order_id(run))
+            except NotFoundError:
+                await run.refused("create refused", refusal)
+                return
+            except Exception as error:
+                logger.warning(
+                    "payout %s: lookup after a refused create failed: %s", run.record.key, error
+                )
+            else:
+                await self.adopt(run, request, payoff, looked_up=True)
+                return
+        await self._outcome_unknown(run, refusal, f"create refused ({refusal}), may be processed")
+        await self._reconcile(run, request, refusal=refusal)
 
-    async def _reconcile(self, run: Run, request: PayoffRequest) -> None:
+    async def _reconcile(
+        self, run: Run, request: PayoffRequest, *, refusal: Exception | None = None
+    ) -> None:
+        """Look the payoff up by order_id until found or "not found" has held for the
+        grace period: then the row goes back to ``pending`` to be created again -- or,
+        after a ``refusal``, ends ``refused``."""
         try:
             payoff = await reconcile_payoff(
                 self.client,
@@ -281,13 +313,14 @@ class EnotFlow(Flow[EnotClient, PayoffRequest, Payoff]):
         except Exception as error:
             await run.give_up("could not learn whether the payoff exists", error)
             return
-        if payoff is None:
-            await run.move(
-                LedgerState.PENDING,
-                note=f"not found for {self.settings.grace:g}s after sending; creating again",
-            )
+        if payoff is not None:
+            await self.adopt(run, request, payoff, looked_up=True)
             return
-        await self.adopt(run, request, payoff, looked_up=True)
+        held = f"not found for {self.settings.grace:g}s after sending"
+        if refusal is not None:
+            await run.refused(f"create refused and {held}", refusal)
+            return
+        await run.move(LedgerState.PENDING, note=f"{held}; creating again")
 
     async def adopt(
         self, run: Run, request: PayoffRequest, answer: Payoff, *, looked_up: bool = False

@@ -116,10 +116,11 @@ class Flow(abc.ABC, Generic[ClientT, RequestT, AnswerT]):
         ``Run.just_begun``."""
         return False
 
-    def reopen_at(self, stopped_at: LedgerState, record: PayoutRecord) -> LedgerState:
-        """Where ``reconcile()`` resumes a parked row: where it stopped, unless the
-        flow knows better."""
-        return stopped_at
+    @abc.abstractmethod
+    def reopen_at(self, record: PayoutRecord) -> LedgerState:
+        """Where ``reconcile()`` resumes a ``needs_attention`` row: a step that is safe
+        whatever the row last did, decided from the row alone (its operation id and
+        attempts), never from its history."""
 
     async def drive(self, run: Run) -> None:
         """Run the state machine until the row is final, parked, or waiting on the

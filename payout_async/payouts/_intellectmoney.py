@@ -38,7 +38,7 @@ from ..intellectmoney import (
     PayoutOperation,
 )
 from ..intellectmoney._poller import wait_for_final
-from ..ledger import LeaseLostError, LedgerState
+from ..ledger import LeaseLostError, LedgerState, PayoutRecord
 from ._flow import REFUSED, Flow, Reading, Step
 from ._run import Run
 
@@ -53,6 +53,10 @@ _FINAL = {
     MassPaymentOperationState.NOT_ENOUGH_MONEY: LedgerState.REFUSED,
     MassPaymentOperationState.DELETED: LedgerState.CANCELLED,
 }
+
+
+#: Recovery points whose step uses the row's recorded operation.
+_USES_OPERATION = frozenset({LedgerState.CREATED, LedgerState.EXECUTING, LedgerState.PROCESSING})
 
 
 class IntellectMoneyFlow(Flow[IntellectMoneyClient, OperationRequest, PayoutOperation]):
@@ -73,6 +77,34 @@ class IntellectMoneyFlow(Flow[IntellectMoneyClient, OperationRequest, PayoutOper
             LedgerState.EXECUTING: self._execution_lost,
         }
 
+    async def drive(self, run: Run) -> None:
+        """Drive the row -- unless its operation was created through the other API
+        generation (``provider_api``): the documents do not say that one API's execute,
+        state or delete applies to the other's operations, so the row parks saying
+        which worker can drive it."""
+        record = run.record
+        other = record.provider_api
+        uses_operation = record.state in _USES_OPERATION and record.operation_id is not None
+        if uses_operation and other is not None and other != self.client.api:
+            await run.give_up(
+                f"operation {record.operation_id} was created through the {other} "
+                f"IntellectMoney API and this worker uses the {self.client.api} one: "
+                f"drive it with a {other}-API worker (--im-api {other})"
+            )
+            return
+        await super().drive(run)
+
+    def reopen_at(self, record: PayoutRecord) -> LedgerState:
+        """Where ``reconcile()`` resumes a parked row, from the row alone: ``pending``
+        while it records no operation (creating moves no money); ``created`` when one
+        is recorded but no execute was ever sent; else ``executing``: the operation's
+        state decides, over the settle window, whether an execute happened."""
+        if record.operation_id is None:
+            return LedgerState.PENDING
+        if not record.attempts:
+            return LedgerState.CREATED
+        return LedgerState.EXECUTING
+
     async def follow(self, run: Run) -> PayoutOperation:
         return await wait_for_final(self.client, self._operation_id(run), policy=self.poll)
 
@@ -86,6 +118,16 @@ class IntellectMoneyFlow(Flow[IntellectMoneyClient, OperationRequest, PayoutOper
     async def _create(self, run: Run, request: OperationRequest) -> None:
         # A create lost earlier left at most an orphan in ``Created``: harmless, as
         # nothing will ever execute it. Creating again is safe.
+        if run.record.operation_id is not None:
+            # A refused row paid anew still names its refused operation: forget it
+            # first, so that nothing (``reopen_at``) can take it for this attempt's.
+            await run.move(
+                LedgerState.PENDING,
+                operation_id=None,
+                provider_status=None,
+                provider_api=None,
+                note=f"creating anew; operation {run.record.operation_id} was refused",
+            )
         try:
             operation = await self.client.create_operation_from(request)
         except self.refused as error:
@@ -106,6 +148,7 @@ class IntellectMoneyFlow(Flow[IntellectMoneyClient, OperationRequest, PayoutOper
                 add_attempt=execute,
                 operation_id=operation.operation_id,
                 provider_status=operation.raw_state,
+                provider_api=self.client.api,
                 note="operation created; executing" if execute else "operation created",
             )
         except LeaseLostError:

@@ -1,18 +1,31 @@
 """What ``Payouts`` says about each durable ledger transition: one INFO log line, and
 the ``on_transition`` callback (metrics, audit) -- whose failures never reach a payout.
+
+A callback's failure is logged and dropped, ``CancelledError`` included unless it is
+the cancellation of the payout's own task (told apart by ``Task.cancelling()``): a
+callback that awaits a cancelled future must not strand a payout half-way. A coroutine
+callback gets ``on_transition_timeout`` seconds (default ``HOOK_TIMEOUT``); one that
+runs longer is cut short and logged, so that it cannot hold a payout, and its lease,
+for ever. (A plain function cannot be interrupted: keep it short.)
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
+import math
 from collections.abc import Awaitable, Callable
 
+from .._errors import ConfigurationError
 from ..ledger import LedgerState, PayoutRecord, Transition
 
-__all__ = ["Observer", "OnTransition"]
+__all__ = ["HOOK_TIMEOUT", "Observer", "OnTransition"]
 
 logger = logging.getLogger("payout_async")
+
+#: How long a coroutine ``on_transition`` may run before it is cut short (seconds).
+HOOK_TIMEOUT = 5.0
 
 #: ``on_transition(record, transition)``: a plain function or a coroutine function.
 OnTransition = Callable[[PayoutRecord, Transition], Awaitable[None] | None]
@@ -26,8 +39,13 @@ class Observer:
     card number or secret can reach it.
     """
 
-    def __init__(self, on_transition: OnTransition | None = None) -> None:
+    def __init__(
+        self, on_transition: OnTransition | None = None, *, timeout: float = HOOK_TIMEOUT
+    ) -> None:
+        if not math.isfinite(timeout) or timeout <= 0:
+            raise ConfigurationError("on_transition_timeout must be a positive number of seconds")
         self.on_transition = on_transition
+        self.timeout = timeout
 
     async def transitioned(
         self, before: LedgerState | None, record: PayoutRecord, note: str | None
@@ -54,16 +72,37 @@ class Observer:
             record.provider_status or "-",
             f" ({note})" if note else "",
         )
-        if self.on_transition is None:
-            return
+        if self.on_transition is not None:
+            await self._call(self.on_transition, record, transition)
+
+    async def _call(self, hook: OnTransition, record: PayoutRecord, transition: Transition) -> None:
+        """Run ``hook``; whatever it raises, bar this task's own cancellation, is
+        logged and dropped, and a coroutine is cut short after ``timeout``."""
+        step = f"{transition.from_state or 'none'} -> {transition.to_state}"
         try:
-            outcome = self.on_transition(record, transition)
+            outcome = hook(record, transition)
             if inspect.isawaitable(outcome):
-                await outcome
+                async with asyncio.timeout(self.timeout):
+                    await outcome
+        except TimeoutError:
+            logger.warning(
+                "on_transition for payout %s (%s) ran over %gs and was cut short; "
+                "the payout goes on",
+                record.key,
+                step,
+                self.timeout,
+            )
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # the payout itself is being cancelled
+            logger.warning(
+                "on_transition for payout %s (%s) raised CancelledError though the payout "
+                "was not cancelled; the payout goes on",
+                record.key,
+                step,
+            )
         except Exception:
             logger.exception(
-                "on_transition failed for payout %s (%s -> %s); the payout goes on",
-                record.key,
-                "none" if before is None else before.value,
-                record.state.value,
+                "on_transition failed for payout %s (%s); the payout goes on", record.key, step
             )

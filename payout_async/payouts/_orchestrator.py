@@ -43,7 +43,7 @@ from ..ledger._patience import one_payout
 from ._enot import EnotFlow, webhook_mismatch
 from ._flow import Flow
 from ._intellectmoney import IntellectMoneyFlow
-from ._observe import Observer, OnTransition
+from ._observe import HOOK_TIMEOUT, Observer, OnTransition
 from ._owner import new_owner, owner_is_dead
 from ._result import PayoutResult, PayoutStatus, Settings
 from ._run import BeforeSend, Run, in_flight_bound
@@ -113,7 +113,8 @@ class Payouts(Generic[Request]):
     ``execute_settle`` is how long an IntellectMoney operation must keep reading
     ``Created`` after an execute whose answer was lost or refused before that execute
     is taken not to have happened; ``lookup_before_create`` (Enot) looks each
-    order_id up before its first create and adopts a payoff already there.
+    order_id up before its first create and adopts a payoff already there (every
+    later create looks it up anyway).
     ``webhook_wait`` (Enot, seconds, default 0: off) lets a ``pay()`` that creates a
     payoff wait that long, from the create, for its verified webhook instead of
     polling: ``apply_webhook`` of this ``Payouts`` settles the row and wakes that
@@ -126,7 +127,10 @@ class Payouts(Generic[Request]):
     ``on_transition(record, transition)`` (sync or async) is called after every
     durable transition this ``Payouts`` writes -- a new row's intent included, a
     webhook's settlement (``apply_webhook``) not -- and each is logged once at INFO;
-    an exception it raises is logged, never passed on to the payout.
+    an exception it raises is logged, never passed on to the payout (nor is a
+    ``CancelledError``, unless the payout itself is being cancelled), and a coroutine
+    callback still running after ``on_transition_timeout`` seconds (default 5) is cut
+    short and logged.
 
     Each drive of a row holds its lease with a fencing token of its own, so a second
     ``pay()`` of a key in flight joins the first, and several ``Payouts`` -- in one
@@ -150,6 +154,7 @@ class Payouts(Generic[Request]):
         lookup_before_create: bool = ...,
         on_transition: OnTransition | None = ...,
         webhook_wait: float = ...,
+        on_transition_timeout: float = ...,
     ) -> None: ...
 
     @overload
@@ -167,6 +172,7 @@ class Payouts(Generic[Request]):
         lookup_before_create: bool = ...,
         on_transition: OnTransition | None = ...,
         webhook_wait: float = ...,
+        on_transition_timeout: float = ...,
     ) -> None: ...
 
     def __init__(
@@ -183,6 +189,7 @@ class Payouts(Generic[Request]):
         lookup_before_create: bool = False,
         on_transition: OnTransition | None = None,
         webhook_wait: float = 0.0,
+        on_transition_timeout: float = HOOK_TIMEOUT,
     ) -> None:
         _check_settings(client, grace, lease_seconds, execute_settle)
         _check_webhook_wait(client, webhook_wait)
@@ -216,7 +223,7 @@ class Payouts(Generic[Request]):
         self._request_timeout = _request_timeout(client)
         #: Awaited after a money-moving step is recorded, before its fence (tests).
         self._before_send: BeforeSend | None = None
-        self._observer = Observer(on_transition)
+        self._observer = Observer(on_transition, timeout=on_transition_timeout)
 
     def __repr__(self) -> str:
         return f"Payouts(provider={self.provider!r}, owner={self.owner!r}, ledger={self.ledger!r})"
@@ -720,25 +727,15 @@ class Payouts(Generic[Request]):
         )
 
     async def _reopen(self, run: Run) -> None:
-        """Move a parked row back to the step it stopped at (as its flow sees it:
-        ``reopen_at``), with a fresh budget of send attempts. A refused row starts
-        over: nothing exists at the provider."""
+        """Move a parked row back to a step it can go on from, as the row itself says
+        (``Flow.reopen_at``: never the history, which may have been pruned), with a
+        fresh budget of send attempts. A refused row starts over: nothing exists at
+        the provider."""
         record = run.record
         if record.state is LedgerState.REFUSED:
             restart_at = LedgerState.PENDING
         else:
-            history = await self.ledger.history(self.provider, record.key)
-            previous = next(
-                (
-                    step.from_state
-                    for step in reversed(history)
-                    if step.to_state is LedgerState.NEEDS_ATTENTION and step.from_state is not None
-                ),
-                LedgerState.PENDING,
-            )
-            if previous in PARKED_STATES:
-                previous = LedgerState.PENDING
-            restart_at = self._flow.reopen_at(previous, record)
+            restart_at = self._flow.reopen_at(record)
         run.attempts_before = record.attempts
         await run.move(restart_at, note="reconcile: trying again", reason=None)
 

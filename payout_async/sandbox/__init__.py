@@ -15,13 +15,15 @@ answer to a second execute, and Enot's ``payoff/info`` lag.
 
 from ._app import build_app
 from ._config import SandboxConfig, SandboxCredentials
-from ._faults import ROUTES, FaultKind, Faults
+from ._faults import DEFAULT_KINDS, MISLEADING, ROUTES, FaultKind, Faults
 from ._server import Sandbox
 from ._state import SandboxState, WebhookDelivery
 from ._stats import Counts, Duplicate, EnotStats, IntellectMoneyStats, SandboxStats
 from ._traffic import peak_rate
 
 __all__ = [
+    "DEFAULT_KINDS",
+    "MISLEADING",
     "ROUTES",
     "Counts",
     "Duplicate",

@@ -9,7 +9,7 @@ from typing import Literal
 
 import attrs
 
-from ._faults import FaultKind, check_route
+from ._faults import DEFAULT_KINDS, FaultKind, check_route
 
 __all__ = ["SandboxConfig", "SandboxCredentials"]
 
@@ -86,7 +86,8 @@ class SandboxConfig:
     default; webhooks and the balance are not delayed).
 
     Faults: each call of a route in ``fault_routes`` (all when ``None``) gets, with
-    probability ``fault_rate``, a kind drawn from ``fault_kinds``. ``stall_seconds``
+    probability ``fault_rate``, a kind drawn from ``fault_kinds`` (by default every kind
+    but the ``MISLEADING`` ones, which only a script or an explicit set gives). ``stall_seconds``
     is how long ``COMMIT_THEN_STALL`` stays silent, ``latency`` the (low, high) range
     of ``LATENCY``, ``retry_after`` the ``Retry-After`` of ``RATE_LIMIT``. ``seed``
     makes outcomes and faults reproducible.
@@ -124,7 +125,7 @@ class SandboxConfig:
     seed: int | None = None
 
     fault_rate: float = attrs.field(default=0.0, validator=_ratio)
-    fault_kinds: frozenset[FaultKind] = attrs.field(default=frozenset(FaultKind), converter=_kinds)
+    fault_kinds: frozenset[FaultKind] = attrs.field(default=DEFAULT_KINDS, converter=_kinds)
     fault_routes: frozenset[str] | None = attrs.field(default=None, converter=_routes)
     stall_seconds: float = attrs.field(default=30.0, validator=_non_negative)
     latency: tuple[float, float] = (0.05, 0.3)

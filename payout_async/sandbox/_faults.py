@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 
 from ._rng import seeded_random
 
-__all__ = ["ROUTES", "FaultKind", "Faults", "check_route"]
+__all__ = ["DEFAULT_KINDS", "MISLEADING", "ROUTES", "FaultKind", "Faults", "check_route"]
 
 #: Every route that can be faulted (and whose calls are counted).
 ROUTES: tuple[str, ...] = (
@@ -51,6 +51,20 @@ class FaultKind(enum.Enum):
     WRONG_CONTENT_TYPE = "wrong_content_type"
     #: Wait a jittered delay, then process and answer normally.
     LATENCY = "latency"
+    #: Process and commit, then answer HTTP 408 in the provider's error envelope (a
+    #: timeout at the provider's edge after the request was handed on). Scripted only.
+    COMMIT_THEN_408 = "commit_then_408"
+    #: Process and commit, then answer HTTP 422 in the provider's error envelope (a
+    #: proxy or edge refusing the answer). Scripted only.
+    COMMIT_THEN_422 = "commit_then_422"
+
+
+#: Kinds that answer as if nothing happened though it did: they are never drawn at
+#: random unless named in ``fault_kinds`` (a refusal is the provider's word, and most
+#: flows rightly believe it); scripted, they test a flow that must not.
+MISLEADING: frozenset[FaultKind] = frozenset({FaultKind.COMMIT_THEN_408, FaultKind.COMMIT_THEN_422})
+#: The kinds drawn at random by default: every kind but the ``MISLEADING`` ones.
+DEFAULT_KINDS: frozenset[FaultKind] = frozenset(FaultKind) - MISLEADING
 
 
 def check_route(route: str) -> str:
@@ -73,7 +87,7 @@ class Faults:
         self,
         *,
         rate: float = 0.0,
-        kinds: Iterable[FaultKind] = tuple(FaultKind),
+        kinds: Iterable[FaultKind] = DEFAULT_KINDS,
         routes: Iterable[str] | None = None,
         seed: int | None = None,
     ) -> None:

@@ -6,6 +6,8 @@ Whether the effect commits, kind by kind (the processor is what commits):
   ``HTTP_503``, ``HTTP_504``;
 * processed, then the answer is lost or spoiled -- ``COMMIT_THEN_CLOSE``,
   ``COMMIT_THEN_STALL``, ``TRUNCATED_JSON``, ``WRONG_CONTENT_TYPE``;
+* processed, then answered with an error as if it had not been -- ``COMMIT_THEN_408``,
+  ``COMMIT_THEN_422``;
 * processed and answered, late -- ``LATENCY``.
 """
 
@@ -92,6 +94,10 @@ async def _misbehave(
         return answer
     if kind is FaultKind.TRUNCATED_JSON:
         return await _truncate(request, answer)
+    if kind is FaultKind.COMMIT_THEN_408:
+        return error_answer(408, "Request Timeout")
+    if kind is FaultKind.COMMIT_THEN_422:
+        return error_answer(422, "Unprocessable Entity")
     assert kind is FaultKind.WRONG_CONTENT_TYPE
     return web.Response(text=_NOT_JSON, content_type="text/html", charset="utf-8")
 

@@ -11,6 +11,7 @@ import pytest
 
 from payout_async import ConfigurationError, IdempotencyConflictError
 from payout_async.ledger import (
+    Ledger,
     LedgerState,
     PostgresLedger,
     SQLiteLedger,
@@ -64,6 +65,7 @@ async def test_sqlite_upgrades_a_version_1_file(tmp_path: Path) -> None:
             await ledger.begin(
                 "enot", "new", HASH, PARAMS, owner="w", lease_seconds=5, order_id="o-old"
             )
+        await _records_the_api(ledger, claim.record.lease_token)
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
     conn.close()
@@ -110,6 +112,20 @@ async def test_postgres_upgrades_a_version_1_table(schema: str) -> None:
             await ledger.begin(
                 "enot", "new", HASH, PARAMS, owner="w", lease_seconds=5, order_id="o-old"
             )
+        await _records_the_api(ledger, claim.record.lease_token)
+
+
+async def _records_the_api(ledger: Ledger, token: int) -> None:
+    """An old row has no ``provider_api`` (the column the upgrade added); it keeps one
+    once written."""
+    old = await ledger.get("enot", "old")
+    assert old is not None and old.provider_api is None
+    moved = await ledger.transition(
+        "enot", "old", owner="w", token=token, lease_seconds=5,
+        state=LedgerState.PROCESSING, provider_api="current",
+    )  # fmt: skip
+    assert moved.provider_api == "current"
+    assert (await ledger.get("enot", "old")) == moved
 
 
 P = "intellectmoney"

@@ -11,11 +11,13 @@ import pytest
 
 from payout_async import PayoutStatus
 from payout_async.ledger import LedgerState, SQLiteLedger
-from payout_async.sandbox import FaultKind, Sandbox
+from payout_async.sandbox import DEFAULT_KINDS, MISLEADING, FaultKind, Sandbox
 
 from .support import books, enot_client, enot_request, fast_config, im_client, im_request, payouts
 
-ALL_KINDS = list(FaultKind)
+ALL_KINDS = sorted(DEFAULT_KINDS, key=lambda kind: kind.value)
+#: Processed, then refused in words: on the calls that move money they must be doubted.
+REFUSED_AFTER = sorted(MISLEADING, key=lambda kind: kind.value)
 
 
 @pytest.fixture
@@ -30,8 +32,14 @@ async def ledger(tmp_path: Path) -> AsyncIterator[SQLiteLedger]:
         yield opened
 
 
-@pytest.mark.parametrize("kind", ALL_KINDS, ids=lambda kind: kind.value)
-@pytest.mark.parametrize("route", ["im.create", "im.execute", "im.state"])
+@pytest.mark.parametrize(
+    ("route", "kind"),
+    [
+        *((route, kind) for route in ("im.create", "im.execute", "im.state") for kind in ALL_KINDS),
+        *(("im.execute", kind) for kind in REFUSED_AFTER),
+    ],
+    ids=lambda value: getattr(value, "value", value),
+)
 async def test_intellectmoney_fault_at_each_step(
     sandbox: Sandbox, ledger: SQLiteLedger, route: str, kind: FaultKind
 ) -> None:
@@ -50,8 +58,14 @@ async def test_intellectmoney_fault_at_each_step(
     assert sandbox.faults.injected.get(kind.value) == 1
 
 
-@pytest.mark.parametrize("kind", ALL_KINDS, ids=lambda kind: kind.value)
-@pytest.mark.parametrize("route", ["enot.create", "enot.info"])
+@pytest.mark.parametrize(
+    ("route", "kind"),
+    [
+        *((route, kind) for route in ("enot.create", "enot.info") for kind in ALL_KINDS),
+        *(("enot.create", kind) for kind in REFUSED_AFTER),
+    ],
+    ids=lambda value: getattr(value, "value", value),
+)
 @pytest.mark.parametrize("duplicates", ["accept", "reject"])
 async def test_enot_fault_at_each_step(
     tmp_path: Path, route: str, kind: FaultKind, duplicates: str

@@ -4,15 +4,17 @@ every transition is logged once at INFO."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 
 import pytest
 
-from payout_async import PayoutStatus
+from payout_async import ConfigurationError, PayoutStatus
 from payout_async.ledger import LedgerState, PayoutRecord, SQLiteLedger, Transition
 from payout_async.sandbox import Sandbox
 
+from ..ledger.support import Backend
 from .support import enot_client, enot_request, fast_config, im_client, im_request, payouts
 
 
@@ -111,3 +113,81 @@ async def test_each_transition_is_logged_once_at_info(
     assert "(intellectmoney)" in lines[-1]
     assert f"provider id {result.provider_id}" in lines[-1]
     assert "attempt 1" in lines[-1]
+
+
+# Issue 27, item 5: a callback's CancelledError, or a callback that never returns. -----
+
+
+@pytest.mark.parametrize("provider", ["intellectmoney", "enot"])
+async def test_a_callback_raising_cancelled_error_never_strands_a_payout(
+    backend: Backend, provider: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def awaits_a_cancelled_future(record: PayoutRecord, transition: Transition) -> None:
+        cancelled = asyncio.get_running_loop().create_future()
+        cancelled.cancel()
+        await cancelled  # what a metrics client whose own task was cancelled may do
+
+    ledger = await backend.new()
+    async with Sandbox(config=fast_config()) as sandbox:
+        if provider == "intellectmoney":
+            async with im_client(sandbox.intellectmoney_url) as im:
+                flow = payouts(im, ledger, on_transition=awaits_a_cancelled_future)
+                result = await flow.pay("c5-1", im_request("c5-1"))
+        else:
+            async with enot_client(sandbox.enot_url) as enot:
+                flow = payouts(enot, ledger, on_transition=awaits_a_cancelled_future)
+                result = await flow.pay("c5-1", enot_request())
+        assert sandbox.duplicates() == []
+    assert result.status is PayoutStatus.SUCCEEDED, result
+    record = await ledger.get(provider, "c5-1")
+    assert record is not None and record.state is LedgerState.SUCCEEDED
+    assert record.lease_owner is None
+    assert result.attempts == 1
+    warned = [r for r in caplog.records if "raised CancelledError" in r.getMessage()]
+    assert len(warned) == len(await ledger.history(provider, "c5-1"))
+
+
+async def test_a_callback_that_never_returns_is_cut_short(
+    backend: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def hangs(record: PayoutRecord, transition: Transition) -> None:
+        await asyncio.Event().wait()
+
+    ledger = await backend.new()
+    async with (
+        Sandbox(config=fast_config()) as sandbox,
+        enot_client(sandbox.enot_url) as enot,
+    ):
+        flow = payouts(enot, ledger, on_transition=hangs, on_transition_timeout=0.05)
+        result = await flow.pay("h5-1", enot_request())
+    assert result.status is PayoutStatus.SUCCEEDED, result
+    cut = [r for r in caplog.records if "was cut short" in r.getMessage()]
+    assert len(cut) == len(await ledger.history("enot", "h5-1"))
+    assert all(r.levelno == logging.WARNING for r in cut)
+    with pytest.raises(ConfigurationError):
+        payouts(enot, ledger, on_transition=hangs, on_transition_timeout=0)
+
+
+async def test_cancelling_a_payout_inside_its_callback_still_cancels_it(backend: Backend) -> None:
+    entered = asyncio.Event()
+
+    async def slow(record: PayoutRecord, transition: Transition) -> None:
+        if transition.to_state is LedgerState.PROCESSING:  # the drive's own move
+            entered.set()
+            await asyncio.Event().wait()
+
+    ledger = await backend.new()
+    async with (
+        Sandbox(config=fast_config()) as sandbox,
+        enot_client(sandbox.enot_url) as enot,
+    ):
+        flow = payouts(enot, ledger, on_transition=slow, on_transition_timeout=60)
+        paying = asyncio.create_task(flow.pay("x5-1", enot_request()))
+        await entered.wait()
+        paying.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await paying
+        await flow.aclose()
+    record = await ledger.get("enot", "x5-1")
+    assert record is not None and record.state is LedgerState.PROCESSING
+    assert record.lease_owner is None  # given back: resume() goes on at once

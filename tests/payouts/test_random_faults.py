@@ -14,14 +14,16 @@ from hypothesis import strategies as st
 
 from payout_async import PayoutStatus
 from payout_async.ledger import LedgerState, SQLiteLedger
-from payout_async.sandbox import ROUTES, FaultKind, Sandbox
+from payout_async.sandbox import DEFAULT_KINDS, ROUTES, FaultKind, Sandbox
 
 from .support import books, enot_client, enot_request, fast_config, im_client, im_request, payouts
 
 PAYOUTS = 16
+#: The kinds drawn here: every one but those that refuse a processed call in words.
+KINDS = sorted(DEFAULT_KINDS, key=lambda kind: kind.value)
 
 scripted_fault = st.tuples(
-    st.sampled_from(ROUTES), st.integers(min_value=1, max_value=12), st.sampled_from(FaultKind)
+    st.sampled_from(ROUTES), st.integers(min_value=1, max_value=12), st.sampled_from(KINDS)
 )
 
 
@@ -82,7 +84,7 @@ async def scenario(
 @given(
     seed=st.integers(min_value=0, max_value=2**16),
     fault_rate=st.sampled_from([0.0, 0.1, 0.25]),
-    kinds=st.frozensets(st.sampled_from(FaultKind), min_size=1),
+    kinds=st.frozensets(st.sampled_from(KINDS), min_size=1),
     script=st.lists(scripted_fault, max_size=6),
     concurrency=st.integers(min_value=1, max_value=16),
 )

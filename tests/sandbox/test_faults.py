@@ -9,6 +9,7 @@ import pytest
 
 from payout_async import (
     NO_RETRY,
+    InvalidRequestError,
     InvalidResponseError,
     OutcomeUnknownError,
     RateLimitError,
@@ -16,7 +17,7 @@ from payout_async import (
     Timeouts,
 )
 from payout_async.intellectmoney import MassPaymentOperationState as State
-from payout_async.sandbox import FaultKind, Faults, Sandbox
+from payout_async.sandbox import DEFAULT_KINDS, MISLEADING, FaultKind, Faults, Sandbox
 
 from .support import CARD, fast_config
 
@@ -33,6 +34,9 @@ CASES = [
     (FaultKind.TRUNCATED_JSON, OutcomeUnknownError, OutcomeUnknownError, True),
     (FaultKind.WRONG_CONTENT_TYPE, OutcomeUnknownError, InvalidResponseError, True),
     (FaultKind.LATENCY, None, None, True),
+    # Processed, then refused in words: a 408 on a call that moves money says nothing.
+    (FaultKind.COMMIT_THEN_408, OutcomeUnknownError, InvalidRequestError, True),
+    (FaultKind.COMMIT_THEN_422, InvalidRequestError, InvalidRequestError, True),
 ]
 DROPS = (FaultKind.CLOSE_BEFORE_READ, FaultKind.COMMIT_THEN_CLOSE)
 SHORT = Timeouts(total=3.0, connect=1.0, read=0.3)
@@ -186,6 +190,14 @@ def test_seeded_faults_are_reproducible() -> None:
     hits = sum(kind is not None for kind in first)
     assert 60 < hits < 140
     assert len({kind for kind in first if kind is not None}) > 5
+
+
+def test_misleading_kinds_are_drawn_only_when_named() -> None:
+    assert {FaultKind.COMMIT_THEN_408, FaultKind.COMMIT_THEN_422} == MISLEADING
+    assert Faults().kinds == tuple(sorted(DEFAULT_KINDS, key=lambda kind: kind.value))
+    assert fast_config().fault_kinds == DEFAULT_KINDS == frozenset(FaultKind) - MISLEADING
+    faults = Faults(rate=1.0, kinds=[FaultKind.COMMIT_THEN_422], seed=1)
+    assert faults.pick("enot.create") is FaultKind.COMMIT_THEN_422
 
 
 def test_fault_routes_and_kinds_limit_the_draw() -> None:
