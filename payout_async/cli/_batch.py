@@ -19,6 +19,7 @@ from ._leases import leased_rows, print_leases
 from ._location import LedgerPlace, locate, open_ledger
 from ._preflight import (
     Known,
+    add_switch_option,
     check_elsewhere,
     check_reachable,
     known_rows,
@@ -68,6 +69,7 @@ def register(subparsers: Any) -> None:
         help="pay keys this user already paid through another ledger (or that Enot already "
         "knows) through this one",
     )
+    add_switch_option(parser)
     parser.add_argument(
         "--ignore-unknown-columns", action="store_true", help="skip columns batch does not know"
     )
@@ -120,7 +122,9 @@ async def _batch(args: argparse.Namespace) -> int:
     ledger = await open_ledger(place) if place.exists else None
     clients: dict[str, IntellectMoneyClient | EnotClient] = {}
     try:
-        known = await known_rows(ledger, batch.rows, key_column="key")
+        known = await known_rows(
+            ledger, batch.rows, key_column="key", switch_provider=args.switch_provider
+        )
         if known.conflicts:
             return _report_bad(args, place, Batch(batch.rows, known.conflicts))
         registry = default_registry()
@@ -176,7 +180,7 @@ async def _pay(
 ) -> int:
     work: list[Work] = []
     for provider, client in clients.items():
-        options: dict[str, Any] = {}
+        options: dict[str, Any] = {"switch_provider": args.switch_provider}
         if provider == "enot":
             options["lookup_before_create"] = args.lookup_before_create
         items = [(row.key, row.request) for row in rows if row.provider == provider]

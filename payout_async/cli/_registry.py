@@ -5,8 +5,9 @@ run from another folder, a typo in ``--ledger``) would be paid again. So ``batch
 notes, in a small SQLite file of the user's own (``$PAYOUT_ASYNC_STATE_DIR``, else
 ``$XDG_STATE_HOME/payout-async``, else ``~/.local/state/payout-async``; mode 0600), a
 digest of every (provider, key) it is about to pay and the ledger it used, and refuses
-keys already noted for another ledger that this one does not hold. Only digests are
-kept, never keys or payout details.
+keys already noted for another ledger that this one does not hold -- under any
+provider: a key is one payout, whatever the provider. Only digests are kept, never
+keys or payout details.
 """
 
 from __future__ import annotations
@@ -64,10 +65,16 @@ class KeyRegistry:
         connection.execute(_SCHEMA)
         return connection
 
-    def elsewhere(self, keys: Iterable[tuple[str, str]], ledger: str) -> dict[tuple[str, str], str]:
-        """The (provider, key) pairs noted for a ledger other than ``ledger``, each with
-        the most recent such ledger's location."""
-        by_digest = {_digest(provider, key): (provider, key) for provider, key in keys}
+    def elsewhere(
+        self, keys: Iterable[tuple[str, str]], ledger: str, *, providers: Sequence[str] = ()
+    ) -> dict[tuple[str, str], str]:
+        """The (provider, key) pairs noted -- under their provider, or any of
+        ``providers`` -- for a ledger other than ``ledger``, each with the most recent
+        such ledger's location."""
+        by_digest: dict[bytes, tuple[str, str]] = {}
+        for provider, key in keys:
+            for noted in {provider, *providers}:
+                by_digest[_digest(noted, key)] = (provider, key)
         found: dict[tuple[str, str], str] = {}
         if not self.path.exists():
             return found

@@ -127,6 +127,10 @@ class Payouts(Generic[Request]):
     durable transition this ``Payouts`` writes -- a new row's intent included, a
     webhook's settlement (``apply_webhook``) not -- and each is logged once at INFO;
     an exception it raises is logged, never passed on to the payout.
+    A key is one payout, whatever the provider: a key the ledger holds under the
+    other provider is refused (``IdempotencyConflictError``) -- unless
+    ``switch_provider`` is set and that payout was refused, failed or cancelled there
+    (the operator moves the key on purpose; a refused row is then cancelled).
 
     Each drive of a row holds its lease with a fencing token of its own, so a second
     ``pay()`` of a key in flight joins the first, and several ``Payouts`` -- in one
@@ -150,6 +154,7 @@ class Payouts(Generic[Request]):
         lookup_before_create: bool = ...,
         on_transition: OnTransition | None = ...,
         webhook_wait: float = ...,
+        switch_provider: bool = ...,
     ) -> None: ...
 
     @overload
@@ -167,6 +172,7 @@ class Payouts(Generic[Request]):
         lookup_before_create: bool = ...,
         on_transition: OnTransition | None = ...,
         webhook_wait: float = ...,
+        switch_provider: bool = ...,
     ) -> None: ...
 
     def __init__(
@@ -183,6 +189,7 @@ class Payouts(Generic[Request]):
         lookup_before_create: bool = False,
         on_transition: OnTransition | None = None,
         webhook_wait: float = 0.0,
+        switch_provider: bool = False,
     ) -> None:
         _check_settings(client, grace, lease_seconds, execute_settle)
         _check_webhook_wait(client, webhook_wait)
@@ -206,6 +213,7 @@ class Payouts(Generic[Request]):
         self.provider = self._flow.provider
         self.owner = owner or new_owner()
         self._settings = settings
+        self._switch_provider = switch_provider
         self._background: set[asyncio.Future[None]] = set()
         self._in_flight: dict[str, _InFlight] = {}
         #: Awaited after a money-moving step is recorded, before its fence (tests).
@@ -232,8 +240,9 @@ class Payouts(Generic[Request]):
 
         The same key returns the same payout and sends nothing new (a call made while
         the key is in flight here waits for that payout and returns its result); the
-        same key with other parameters raises ``IdempotencyConflictError``, and so does
-        an Enot ``order_id`` that already belongs to another key. A key the provider
+        same key with other parameters raises ``IdempotencyConflictError``, and so do
+        an Enot ``order_id`` that already belongs to another key and a key the ledger
+        holds under the other provider (see ``switch_provider``). A key the provider
         refused (``REJECTED``, nothing exists there) is paid anew, also with corrected
         parameters. Returns when the payout is final, needs attention, or is still
         ``processing`` at the poll deadline (``resume()`` finishes it later).
@@ -296,6 +305,7 @@ class Payouts(Generic[Request]):
                     order_id=order_id,
                     take_over=take_over,
                     sending=self._flow.begins_sending(),
+                    switch_provider=self._switch_provider,
                 )
             )
             try:
@@ -499,7 +509,9 @@ class Payouts(Generic[Request]):
         parameters, or its Enot order_id belongs to another key: nothing recorded). A
         bad key or request raises ``ValidationError`` before anything is recorded."""
         intents = [self._intent(*_pair(item)) for item in items]
-        return await self.ledger.enqueue(self.provider, intents)
+        return await self.ledger.enqueue(
+            self.provider, intents, switch_provider=self._switch_provider
+        )
 
     def _intent(self, key: str, request: Request) -> Intent:
         request_type = self._flow.request_type
