@@ -19,6 +19,13 @@ from ..payouts import intent_for
 from ._args import CLIError
 from ._batch_file import PROVIDERS, BadRow, Batch, BatchRow, Rules, read_batch_file
 from ._console import say, show
+from ._history import (
+    add_accept_option,
+    check_history,
+    note_ledger,
+    unknowable_im_rows,
+    unknowable_ledger_rows,
+)
 from ._location import LedgerPlace, locate, open_ledger
 from ._preflight import add_switch_option, check_elsewhere, known_rows, remember
 from ._registry import default_registry
@@ -54,6 +61,7 @@ def register(subparsers: Any) -> None:
         help="record keys this user already paid through another ledger in this one",
     )
     add_switch_option(parser)
+    add_accept_option(parser)
     parser.add_argument(
         "--ignore-unknown-columns", action="store_true", help="skip columns batch does not know"
     )
@@ -88,19 +96,29 @@ async def _enqueue(args: argparse.Namespace) -> int:
     if batch.bad:
         return _report_bad(args, place, batch.bad)
     ledger = await open_ledger(place) if place.exists else None
+    registry = default_registry()
     try:
+        accept = args.accept_restored_ledger
+        history = await check_history(registry, place.location, ledger, batch.rows, accept=accept)
+        bad = await unknowable_im_rows(history, ledger, batch.rows, None, present=False)
+        if bad:
+            return _report_bad(args, place, bad)
+        if ledger is not None:
+            await unknowable_ledger_rows(history, ledger, None)
         known = await known_rows(
             ledger, batch.rows, key_column="key", switch_provider=args.switch_provider
         )
         if known.conflicts:
             return _report_bad(args, place, known.conflicts)
-        registry = default_registry()
         if not args.new_ledger:
             check_elsewhere(registry, batch.rows, known, place.location)
         if ledger is None:
             ledger = await open_ledger(place, create=True)
         remember(registry, batch.rows, place.location)
-        outcomes, conflicts = await _record(ledger, batch, args.switch_provider)
+        try:
+            outcomes, conflicts = await _record(ledger, batch, args.switch_provider)
+        finally:
+            await note_ledger(history, ledger)
     finally:
         if ledger is not None:
             await ledger.aclose()

@@ -29,6 +29,7 @@ __all__ = [
     "LeaseHolder",
     "LeaseLostError",
     "Ledger",
+    "LedgerIdentity",
     "LedgerState",
     "PayoutRecord",
     "Transition",
@@ -157,6 +158,20 @@ class Settlement:
 
     record: PayoutRecord
     moved_from: LedgerState | None
+
+
+@attrs.frozen
+class LedgerIdentity:
+    """Which ledger this is, and how far it has got (``Ledger.identity``).
+
+    ``ledger_id`` is made at random when the ledger is created (or first opened by a
+    version that has identities): a ledger recreated at the same place has another.
+    ``mark`` grows with every row begun and never goes down while the ledger is used:
+    a copy restored from a backup has a lower one than the ledger it was taken from
+    had since."""
+
+    ledger_id: str
+    mark: int
 
 
 @attrs.frozen
@@ -444,6 +459,10 @@ class Ledger(Protocol):
 
     async def counts(self, *, provider: str | None = None) -> dict[LedgerState, int]:
         """How many rows are in each state."""
+        ...
+
+    async def identity(self) -> LedgerIdentity:
+        """This ledger's identity and high-water mark (see ``LedgerIdentity``)."""
         ...
 
     async def shared_keys(self, *, limit: int = 100) -> list[str]:

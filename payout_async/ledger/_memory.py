@@ -8,6 +8,7 @@ the parameters, sealed when there is an ``encryption_key``, dropped once final.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
@@ -24,6 +25,7 @@ from ._base import (
     LeaseHolder,
     LeaseLostError,
     Ledger,
+    LedgerIdentity,
     LedgerState,
     PayoutRecord,
     Settlement,
@@ -51,6 +53,8 @@ class MemoryLedger(Ledger):
         self._history: dict[tuple[str, str], list[Transition]] = {}
         self._by_order_id: dict[tuple[str, str], str] = {}
         self._providers: dict[str, set[str]] = {}  # each key's providers
+        self._id = uuid.uuid4().hex
+        self._begun = 0  # rows inserted
         self._listeners = ListenerHub()
 
     def __repr__(self) -> str:
@@ -114,6 +118,7 @@ class MemoryLedger(Ledger):
     ) -> PayoutRecord:
         """Store a new row, keep its recipient apart and log its first transition."""
         self._kept[(record.provider, record.key)] = recipient
+        self._begun += 1
         stored = self._store(record)
         self._log(stored, None, owner, note)
         return stored
@@ -503,6 +508,10 @@ class MemoryLedger(Ledger):
             if provider is None or record.provider == provider:
                 result[record.state] = result.get(record.state, 0) + 1
         return result
+
+    async def identity(self) -> LedgerIdentity:
+        """See ``Ledger.identity`` (made with this object; the mark counts its rows)."""
+        return LedgerIdentity(self._id, self._begun)
 
     async def shared_keys(self, *, limit: int = 100) -> list[str]:
         """See ``Ledger.shared_keys`` (a ``MemoryLedger`` never holds one)."""

@@ -21,6 +21,7 @@ import asyncio
 import importlib
 import inspect
 import re
+import uuid
 from collections.abc import Collection, Mapping, Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Self
@@ -36,6 +37,7 @@ from ._base import (
     LeaseHolder,
     LeaseLostError,
     Ledger,
+    LedgerIdentity,
     LedgerState,
     PayoutRecord,
     Settlement,
@@ -138,8 +140,14 @@ class _SQL:
         h = f'{qualify}"{prefix}payout_transitions"'
         cols, p_cols = _columns(), _columns("p.")
         log = f"INSERT INTO {h} (provider, key, from_state, to_state, at, owner, note)"
+        # The ledger's identity (``LedgerIdentity``): ``m`` holds its id, and ``seq``
+        # numbers the rows begun (the mark: its last value).
+        m = f'{qualify}"{prefix}payout_ledger"'
+        seq = f'{qualify}"{prefix}payouts_begun"'
+        begun = f"begun bigint NOT NULL DEFAULT nextval('{seq}'::regclass)"
         self.schema = "" if schema is None else f'CREATE SCHEMA IF NOT EXISTS "{schema}";'
         self.schema += f"""
+CREATE SEQUENCE IF NOT EXISTS {seq};
 CREATE TABLE IF NOT EXISTS {t} (
     provider text NOT NULL,
     key text NOT NULL,
@@ -160,11 +168,13 @@ CREATE TABLE IF NOT EXISTS {t} (
     unknown_since double precision,
     recipient text,
     shared_key boolean NOT NULL DEFAULT false,
+    {begun},
     PRIMARY KEY (provider, key)
 );
 ALTER TABLE {t} ADD COLUMN IF NOT EXISTS lease_token bigint NOT NULL DEFAULT 0;
 ALTER TABLE {t} ADD COLUMN IF NOT EXISTS recipient text;
 ALTER TABLE {t} ADD COLUMN IF NOT EXISTS shared_key boolean NOT NULL DEFAULT false;
+ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {begun};
 LOCK TABLE {t} IN SHARE ROW EXCLUSIVE MODE;
 UPDATE {t} SET shared_key = true WHERE NOT shared_key AND state NOT IN ({DEAD}) AND key IN (
     SELECT key FROM {t} WHERE state NOT IN ({DEAD}) GROUP BY key HAVING count(*) > 1);
@@ -187,7 +197,18 @@ CREATE TABLE IF NOT EXISTS {h} (
     note text
 );
 CREATE INDEX IF NOT EXISTS "{prefix}payout_transitions_key" ON {h} (provider, key, id);
+CREATE TABLE IF NOT EXISTS {m} (
+    name text PRIMARY KEY,
+    value text NOT NULL
+);
 """
+        self.identify = (
+            f"INSERT INTO {m} (name, value) VALUES ('ledger_id', $1) ON CONFLICT DO NOTHING"
+        )
+        self.identity = (
+            f"SELECT (SELECT value FROM {m} WHERE name = 'ledger_id'), "
+            f"(SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM {seq})"
+        )
         # A key under another provider (``ledger._postgres_keys``); ``i``: the intents.
         intent = ("i.i_provider", "i.i_key", "i.i_switch", "i.i_owner")
         blocked = key_blocked(t, *intent[:3])
@@ -534,6 +555,7 @@ class PostgresLedger(Ledger):
                 "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", self._sql.lock_key
             )
             await conn.execute(self._sql.schema)
+            await conn.execute(self._sql.identify, uuid.uuid4().hex)
             await self._move_recipients(conn)
 
     async def _move_recipients(self, conn: Any) -> None:
@@ -921,6 +943,13 @@ class PostgresLedger(Ledger):
         where, args = _filters(provider, None)
         rows = await self._fetch(self._sql.counts.format(where=where), *args)
         return {LedgerState(row[0]): int(row[1]) for row in rows}
+
+    async def identity(self) -> LedgerIdentity:
+        """See ``Ledger.identity``: the id in the ``payout_ledger`` table; the mark is
+        the last number the ``payouts_begun`` sequence gave a row (``pg_dump`` keeps
+        both, so a restored dump has the mark of its day)."""
+        row = await self._fetchrow(self._sql.identity)
+        return LedgerIdentity(str(row[0]), int(row[1]))
 
     async def shared_keys(self, *, limit: int = 100) -> list[str]:
         """See ``Ledger.shared_keys``."""

@@ -43,6 +43,7 @@ from ._base import (
     LeaseHolder,
     LeaseLostError,
     Ledger,
+    LedgerIdentity,
     LedgerState,
     PayoutRecord,
     Settlement,
@@ -846,6 +847,13 @@ class SQLiteLedger(Ledger):
         where, args = _filters(provider, None)
         rows = await self._read(f"SELECT state, count(*) FROM payouts{where} GROUP BY state", args)
         return {LedgerState(state): count for state, count in rows}
+
+    async def identity(self) -> LedgerIdentity:
+        """See ``Ledger.identity``: kept in the file's ``payout_ledger`` table (a copy of
+        the file carries the identity of the ledger it was copied from)."""
+        rows = await self._read("SELECT name, value FROM payout_ledger", ())
+        found = {name: value for name, value in rows}
+        return LedgerIdentity(str(found["ledger_id"]), int(found["rows_begun"]))
 
     async def shared_keys(self, *, limit: int = 100) -> list[str]:
         """See ``Ledger.shared_keys``."""

@@ -7,12 +7,16 @@ opening the file has a key), masks it in ``params``, and drops it from final row
 Version 4 gives a key one live row whatever the provider (``ledger._keys``): a unique
 index over the rows that are not failed or cancelled. Rows an older version recorded
 under two providers for one key are marked ``shared_key`` (the index leaves them out;
-``Ledger.shared_keys`` lists them) instead of failing the upgrade.
+``Ledger.shared_keys`` lists them) instead of failing the upgrade. Version 5 gives the
+ledger an identity (``LedgerIdentity``): a random ``ledger_id`` and a count of the rows
+ever begun, kept by a trigger in the same transaction as each insert, in the
+``payout_ledger`` table.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import uuid
 
 import aiosqlite
 
@@ -61,6 +65,10 @@ CREATE TABLE IF NOT EXISTS payout_transitions (
     note TEXT
 );
 CREATE INDEX IF NOT EXISTS payout_transitions_key ON payout_transitions (provider, key, id);
+CREATE TABLE IF NOT EXISTS payout_ledger (
+    name TEXT PRIMARY KEY,
+    value NOT NULL
+);
 """
 # Version 2: a fencing token per claim, and an order_id belongs to one key.
 _UPGRADE_TO_2 = """
@@ -78,7 +86,12 @@ CREATE UNIQUE INDEX IF NOT EXISTS payouts_one_live_key ON payouts (key)
     WHERE state NOT IN ({_DEAD}) AND shared_key = 0;
 CREATE INDEX IF NOT EXISTS payouts_key ON payouts (key);
 """
-_SCHEMA_VERSION = 4
+# Version 5: the ledger's identity (``_identify``).
+_COUNT_BEGUN = """
+CREATE TRIGGER IF NOT EXISTS payouts_begun AFTER INSERT ON payouts BEGIN
+    UPDATE payout_ledger SET value = value + 1 WHERE name = 'rows_begun';
+END"""
+_SCHEMA_VERSION = 5
 
 # What a current file holds: ``open()`` runs ``create_schema`` only when it lacks some.
 _SCHEMA_OBJECTS = schema_objects(_SCHEMA + _UPGRADE_TO_2 + _UPGRADE_TO_4)
@@ -116,6 +129,7 @@ def create_schema(conn: sqlite3.Connection, recipients: Recipients) -> int:
         for statement in _UPGRADE_TO_4.split(";"):
             if statement.strip():
                 conn.execute(statement)
+        _identify(conn)
         if version < _SCHEMA_VERSION:
             conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
         conn.execute("COMMIT")
@@ -124,6 +138,20 @@ def create_schema(conn: sqlite3.Connection, recipients: Recipients) -> int:
             conn.execute("ROLLBACK")
         raise
     return moved
+
+
+def _identify(conn: sqlite3.Connection) -> None:
+    """Version 5: a random ledger id, and the count of rows begun (those already there,
+    then one more with each insert)."""
+    conn.execute(
+        "INSERT OR IGNORE INTO payout_ledger (name, value) VALUES ('ledger_id', ?)",
+        (uuid.uuid4().hex,),
+    )
+    conn.execute(
+        "INSERT OR IGNORE INTO payout_ledger (name, value) "
+        "VALUES ('rows_begun', (SELECT count(*) FROM payouts))"
+    )
+    conn.execute(_COUNT_BEGUN)
 
 
 def _move_recipients(conn: sqlite3.Connection, recipients: Recipients) -> int:

@@ -4,7 +4,11 @@ ledger from a backup -- never pays twice. Each test drives the installed
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import os
+import shutil
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -153,3 +157,106 @@ async def test_status_reports_keys_an_older_ledger_holds_under_both_providers(
     assert "'both'" in run.out
     run = await cli("status", "--ledger", f"sqlite:///{path}", "--json")
     assert json.loads(run.out)["shared_keys"] == ["both"]
+
+
+# -- 2. a ledger restored from a backup, or created anew -------------------------------
+
+
+def _pg_schema(url: str) -> str:
+    return url.rsplit("schema=", 1)[1]
+
+
+async def _run(*command: str) -> None:
+    process = await asyncio.create_subprocess_exec(
+        *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+    )
+    _, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+
+
+async def backup(url: str, to: Path) -> None:
+    """Copy the ledger aside (SQLite: the file; PostgreSQL: ``pg_dump`` of its schema)."""
+    if url.startswith("sqlite:"):
+        shutil.copyfile(url.removeprefix("sqlite:///"), to)
+        return
+    if shutil.which("pg_dump") is None or shutil.which("psql") is None:
+        pytest.skip("pg_dump and psql are needed to back a PostgreSQL ledger up")
+    await _run("pg_dump", "--schema", _pg_schema(url), "--file", str(to), PG_DSN)
+
+
+async def remove(url: str) -> None:
+    """Remove the ledger (SQLite: its files; PostgreSQL: its schema)."""
+    if url.startswith("sqlite:"):
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(url.removeprefix("sqlite:///") + suffix)
+        return
+    await drop_schema(_pg_schema(url))
+
+
+async def restore(url: str, copy: Path) -> None:
+    await remove(url)
+    if url.startswith("sqlite:"):
+        shutil.copyfile(copy, url.removeprefix("sqlite:///"))
+        return
+    await _run("psql", "--quiet", "--file", str(copy), PG_DSN)
+
+
+def lines(run: Run, text: str) -> list[str]:
+    return [line for line in run.err.splitlines() if text in line]
+
+
+async def test_a_ledger_restored_from_a_backup_pays_nothing_again(
+    sandbox: Sandbox, tmp_path: Path, ledger_url: str
+) -> None:
+    first = write_csv(tmp_path / "a.csv", rows(IM, ["10.00", "11.00"], "a"))
+    second = write_csv(tmp_path / "b.csv", rows(IM, ["12.00", "13.00"], "b"))
+    assert (await batch(first, ledger_url, sandbox, tmp_path)).code == 0
+    await backup(ledger_url, tmp_path / "yesterday")
+    assert (await batch(second, ledger_url, sandbox, tmp_path)).code == 0
+    books = paid(sandbox)
+    assert books == {(IM, key): 1 for key in ("a-0", "a-1", "b-0", "b-1")}
+
+    await restore(ledger_url, tmp_path / "yesterday")
+    run = await batch(second, ledger_url, sandbox, tmp_path)
+    assert run.code == 2 and len(run.errors) == 1, run
+    assert "older than the one this user paid through there" in run.errors[0]
+    assert "it lacks 2 key(s) of this file sent through it: 'b-0', 'b-1'" in run.errors[0]
+    assert "--accept-restored-ledger" in run.errors[0]
+
+    # Accepted: the IntellectMoney rows it lacks cannot be looked up, so they are refused.
+    run = await batch(second, ledger_url, sandbox, tmp_path, "--accept-restored-ledger")
+    assert run.code == 2, run
+    refused = lines(run, "the restored ledger lacks it")
+    assert len(refused) == 2 and all("cannot be looked up" in line for line in refused), run
+    assert paid(sandbox) == books
+
+    # New payouts go on through the accepted ledger, which is then the one noted here.
+    third = write_csv(tmp_path / "c.csv", rows(IM, ["14.00"], "c"))
+    run = await batch(third, ledger_url, sandbox, tmp_path, "--accept-restored-ledger")
+    assert run.code == 0, run
+    assert (await batch(third, ledger_url, sandbox, tmp_path)).code == 0
+    assert paid(sandbox) == {**books, (IM, "c-0"): 1}
+
+
+async def test_a_ledger_created_anew_at_the_same_place_is_refused(
+    sandbox: Sandbox, tmp_path: Path, ledger_url: str
+) -> None:
+    file = write_csv(tmp_path / "a.csv", rows(IM, ["10.00"], "n") + rows(ENOT, ["5.00"], "e"))
+    assert (await batch(file, ledger_url, sandbox, tmp_path)).code == 0
+    books = paid(sandbox)
+    await remove(ledger_url)
+    for command in (
+        ["batch", str(file), "--no-progress"],
+        ["enqueue", str(file)],
+        ["batch", str(file), "--no-progress", "--dry-run"],
+    ):
+        run = await cli(
+            *command, "--ledger", ledger_url, env=credentials(sandbox), state=tmp_path
+        )  # fmt: skip
+        assert run.code == 2 and len(run.errors) == 1, run
+        assert "no ledger at" in run.errors[0] and "it was removed or moved" in run.errors[0]
+        assert "it lacks 2 key(s)" in run.errors[0]
+    run = await batch(file, ledger_url, sandbox, tmp_path, "--accept-restored-ledger")
+    assert run.code == 2 and len(lines(run, "the restored ledger lacks it")) == 1, run
+    assert paid(sandbox) == books

@@ -13,6 +13,7 @@ from payout_async.ledger import (
     ACTIVE_STATES,
     PARKED_STATES,
     Claim,
+    Intent,
     LeaseLostError,
     Ledger,
     LedgerState,
@@ -1009,3 +1010,26 @@ async def test_all_active_states_are_resumable(ledger: Ledger) -> None:
         )
     claimed = await stranded(ledger, owner="w2", lease_seconds=LEASE, limit=100)
     assert {r.state for r in claimed} == set(ACTIVE_STATES)
+
+
+# -- identity ---------------------------------------------------------------------------
+
+
+async def test_a_ledger_has_an_identity_and_a_mark_that_grows_with_each_row(
+    backend: Backend,
+) -> None:
+    ledger = await backend.new()
+    first = await ledger.identity()
+    assert first.ledger_id and first.mark == 0
+    await start(ledger, "k1")
+    await ledger.enqueue(P, [Intent("k2", PARAMS), Intent("k3", PARAMS)])
+    await ledger.begin(P, "k1", HASH, PARAMS, owner="w2", lease_seconds=LEASE)  # no new row
+    await ledger.enqueue(P, [Intent("k2", PARAMS)])
+    now = await ledger.identity()
+    assert now.ledger_id == first.ledger_id and now.mark >= 3
+    await move(ledger, "k1", LedgerState.SUCCEEDED)  # a transition begins no row
+    assert await ledger.identity() == now
+    await start(ledger, "k4")
+    assert (await ledger.identity()).mark > now.mark
+    if backend.shared:  # another instance over the same store: the same ledger
+        assert (await (await backend.new()).identity()).ledger_id == first.ledger_id

@@ -11,6 +11,7 @@ import pytest
 
 from payout_async import ConfigurationError, IdempotencyConflictError
 from payout_async.ledger import (
+    LedgerIdentity,
     LedgerState,
     PostgresLedger,
     SQLiteLedger,
@@ -23,7 +24,7 @@ from .support import PG_DSN, drop_schema, require_postgres
 
 PARAMS = {"amount": "1.00"}
 HASH = params_hash(PARAMS)
-CURRENT = 4  # SQLite's schema version
+CURRENT = 5  # SQLite's schema version
 
 # The payouts table as version 0.1 created it.
 V1_TABLE = """
@@ -233,3 +234,33 @@ async def _one_live_row_per_key_from_now_on(ledger: SQLiteLedger | PostgresLedge
     assert (await ledger.begin("enot", "new", HASH, PARAMS, owner="w", lease_seconds=5)).created
     with pytest.raises(IdempotencyConflictError, match="through enot"):
         await ledger.begin(P, "new", HASH, PARAMS, owner="w", lease_seconds=5)
+
+
+async def test_an_upgraded_ledger_gets_an_identity_counting_its_rows(tmp_path: Path) -> None:
+    path = tmp_path / "v3.db"
+    v3_sqlite_with_shared_keys(path)  # four rows
+    async with SQLiteLedger(path) as ledger:
+        identity = await ledger.identity()
+        assert identity.mark == 4
+        await ledger.begin("enot", "new", HASH, PARAMS, owner="w", lease_seconds=5)
+        assert await ledger.identity() == LedgerIdentity(identity.ledger_id, 5)
+    async with SQLiteLedger(path) as ledger:  # kept in the file
+        assert (await ledger.identity()).ledger_id == identity.ledger_id
+    async with SQLiteLedger(tmp_path / "other.db") as ledger:  # another ledger
+        assert (await ledger.identity()).ledger_id != identity.ledger_id
+
+
+async def test_postgres_upgrade_gives_an_identity_counting_its_rows(schema: str) -> None:
+    conn = await asyncpg.connect(PG_DSN)
+    try:
+        table = f'"{schema}".payouts'
+        await conn.execute(f'CREATE SCHEMA "{schema}"')
+        await conn.execute(V1_TABLE.format(table=table, json="jsonb", real="double precision"))
+        await conn.execute(SHARED_ROWS.format(table=table, digest=HASH))
+    finally:
+        await conn.close()
+    async with PostgresLedger(PG_DSN, schema=schema) as ledger:
+        identity = await ledger.identity()
+        assert identity.mark == 4
+        await ledger.begin("enot", "new", HASH, PARAMS, owner="w", lease_seconds=5)
+        assert await ledger.identity() == LedgerIdentity(identity.ledger_id, 5)
