@@ -65,17 +65,37 @@ class ValidationError(PayoutError, ValueError):
 
 
 class IdempotencyConflictError(PayoutError, ValueError):
-    """An idempotency key was reused with different payout parameters, or an Enot
-    ``order_id`` already belongs to another key (``order_id`` is then set)."""
+    """An idempotency key was reused with different payout parameters; or an Enot
+    ``order_id`` already belongs to another key (``order_id`` is then set); or the key
+    already belongs to a payout through another provider (``provider`` and ``state``
+    are then that payout's: a key is one payout, whatever the provider)."""
 
-    def __init__(self, key: str, *, order_id: str | None = None) -> None:
-        if order_id is None:
+    def __init__(
+        self,
+        key: str,
+        *,
+        order_id: str | None = None,
+        provider: str | None = None,
+        state: str | None = None,
+    ) -> None:
+        if provider is not None:
+            message = (
+                f"idempotency key {key!r} already belongs to a payout through {provider} "
+                f"(state {state}): a key is one payout, whatever the provider"
+            )
+            if state in ("refused", "failed", "cancelled"):
+                message += "; to pay it through another provider, say so (switch_provider)"
+            else:
+                message += "; it may move to another provider only once refused or failed there"
+        elif order_id is None:
             message = f"idempotency key {key!r} was already used for a payout with other parameters"
         else:
             message = f"order_id {order_id!r} already belongs to another key than {key!r}"
         super().__init__(message)
         self.key = key
         self.order_id = order_id
+        self.provider = provider
+        self.state = state
 
 
 class SignatureError(PayoutError):

@@ -11,14 +11,23 @@ from ..enot import EnotClient
 from ..intellectmoney import IntellectMoneyClient
 from ..ledger import Ledger
 from ..payouts import PayoutStatus
-from ._args import non_negative_int
+from ._args import CLIError, non_negative_int
 from ._batch_file import PROVIDERS, Batch, BatchRow, Rules, read_batch_file
 from ._console import say, show
 from ._funds import check_enot_balance, funds_notice
+from ._history import (
+    ACCEPT_FLAG,
+    add_accept_option,
+    check_history,
+    note_ledger,
+    unknowable_im_rows,
+    unknowable_ledger_rows,
+)
 from ._leases import leased_rows, print_leases
 from ._location import LedgerPlace, locate, open_ledger
 from ._preflight import (
     Known,
+    add_switch_option,
     check_elsewhere,
     check_reachable,
     known_rows,
@@ -68,6 +77,8 @@ def register(subparsers: Any) -> None:
         help="pay keys this user already paid through another ledger (or that Enot already "
         "knows) through this one",
     )
+    add_switch_option(parser)
+    add_accept_option(parser)
     parser.add_argument(
         "--ignore-unknown-columns", action="store_true", help="skip columns batch does not know"
     )
@@ -113,11 +124,18 @@ async def _batch(args: argparse.Namespace) -> int:
         require_credentials(config, provider)
     ledger = await open_ledger(place) if place.exists else None
     clients: dict[str, IntellectMoneyClient | EnotClient] = {}
+    registry = default_registry()
     try:
-        known = await known_rows(ledger, batch.rows, key_column="key")
+        accept = args.accept_restored_ledger
+        history = await check_history(registry, place.location, ledger, batch.rows, accept=accept)
+        if history.restored and not args.lookup_before_create:
+            raise CLIError(f"{ACCEPT_FLAG} needs Enot's lookup before create: drop "
+                           "--no-lookup-before-create")  # fmt: skip
+        known = await known_rows(
+            ledger, batch.rows, key_column="key", switch_provider=args.switch_provider
+        )
         if known.conflicts:
             return _report_bad(args, place, Batch(batch.rows, known.conflicts))
-        registry = default_registry()
         if not args.new_ledger:
             check_elsewhere(registry, batch.rows, known, place.location)
         if args.dry_run:
@@ -128,13 +146,24 @@ async def _batch(args: argparse.Namespace) -> int:
                 balance = await check_reachable(clients[provider], provider)
                 if provider == "enot":
                     check_enot_balance(balance, batch.rows, known, allow_partial=args.allow_partial)
+        if history.restored:
+            im = clients.get("intellectmoney")
+            im_client = im if isinstance(im, IntellectMoneyClient) else None
+            bad = await unknowable_im_rows(history, ledger, batch.rows, im_client)
+            if bad:
+                return _report_bad(args, place, Batch(batch.rows, bad))
+            if ledger is not None:
+                await unknowable_ledger_rows(history, ledger, im_client)
         enot = clients.get("enot")
         if ledger is None and not args.new_ledger and isinstance(enot, EnotClient):
             await probe_enot(enot, batch.rows)
         if ledger is None:
             ledger = await open_ledger(place, create=True)
         remember(registry, batch.rows, place.location)
-        return await _pay(args, place, ledger, batch.rows, clients)
+        try:
+            return await _pay(args, place, ledger, batch.rows, clients)
+        finally:
+            await note_ledger(history, ledger)
     finally:
         for client in clients.values():
             await client.aclose()
@@ -171,7 +200,9 @@ async def _pay(
     work: list[Work] = []
     for provider, client in clients.items():
         items = [(row.key, row.request) for row in rows if row.provider == provider]
-        work.append(Work(make_payouts(args, client, ledger), items))
+        work.append(
+            Work(make_payouts(args, client, ledger, switch_provider=args.switch_provider), items)
+        )
     try:
         results = await pay_all(
             work,

@@ -14,13 +14,20 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from ..ledger import EnqueueOutcome, Ledger, LedgerError
+from ..ledger import Enqueued, EnqueueOutcome, Ledger, LedgerError
 from ..payouts import intent_for
 from ._args import CLIError
 from ._batch_file import PROVIDERS, BadRow, Batch, BatchRow, Rules, read_batch_file
 from ._console import say, show
+from ._history import (
+    add_accept_option,
+    check_history,
+    note_ledger,
+    unknowable_im_rows,
+    unknowable_ledger_rows,
+)
 from ._location import LedgerPlace, locate, open_ledger
-from ._preflight import check_elsewhere, known_rows, remember
+from ._preflight import add_switch_option, check_elsewhere, known_rows, remember
 from ._registry import default_registry
 from ._report import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 from ._runner import run_async
@@ -53,6 +60,8 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="record keys this user already paid through another ledger in this one",
     )
+    add_switch_option(parser)
+    add_accept_option(parser)
     parser.add_argument(
         "--ignore-unknown-columns", action="store_true", help="skip columns batch does not know"
     )
@@ -87,24 +96,38 @@ async def _enqueue(args: argparse.Namespace) -> int:
     if batch.bad:
         return _report_bad(args, place, batch.bad)
     ledger = await open_ledger(place) if place.exists else None
+    registry = default_registry()
     try:
-        known = await known_rows(ledger, batch.rows, key_column="key")
+        accept = args.accept_restored_ledger
+        history = await check_history(registry, place.location, ledger, batch.rows, accept=accept)
+        bad = await unknowable_im_rows(history, ledger, batch.rows, None, present=False)
+        if bad:
+            return _report_bad(args, place, bad)
+        if ledger is not None:
+            await unknowable_ledger_rows(history, ledger, None)
+        known = await known_rows(
+            ledger, batch.rows, key_column="key", switch_provider=args.switch_provider
+        )
         if known.conflicts:
             return _report_bad(args, place, known.conflicts)
-        registry = default_registry()
         if not args.new_ledger:
             check_elsewhere(registry, batch.rows, known, place.location)
         if ledger is None:
             ledger = await open_ledger(place, create=True)
         remember(registry, batch.rows, place.location)
-        outcomes, conflicts = await _record(ledger, batch)
+        try:
+            outcomes, conflicts = await _record(ledger, batch, args.switch_provider)
+        finally:
+            await note_ledger(history, ledger)
     finally:
         if ledger is not None:
             await ledger.aclose()
     return _report(args, place, outcomes, conflicts)
 
 
-async def _record(ledger: Ledger, batch: Batch) -> tuple[Counter[EnqueueOutcome], list[BadRow]]:
+async def _record(
+    ledger: Ledger, batch: Batch, switch_provider: bool
+) -> tuple[Counter[EnqueueOutcome], list[BadRow]]:
     """Record every row; the outcomes counted, and the rows refused as conflicts (by
     a race: the check before found none)."""
     outcomes: Counter[EnqueueOutcome] = Counter()
@@ -114,7 +137,8 @@ async def _record(ledger: Ledger, batch: Batch) -> tuple[Counter[EnqueueOutcome]
         if not rows:
             continue
         try:
-            results = await ledger.enqueue(provider, [intent_for(r.key, r.request) for r in rows])
+            intents = [intent_for(r.key, r.request) for r in rows]
+            results = await ledger.enqueue(provider, intents, switch_provider=switch_provider)
         except LedgerError as error:
             raise CLIError(
                 f"the ledger failed while recording the payouts ({error}); some may be "
@@ -123,14 +147,24 @@ async def _record(ledger: Ledger, batch: Batch) -> tuple[Counter[EnqueueOutcome]
         for row, result in zip(rows, results, strict=True):
             outcomes[result.outcome] += 1
             if result.outcome is EnqueueOutcome.CONFLICT:
-                why = (
-                    "its Enot order_id belongs to another key in the ledger"
-                    if result.state is None
-                    else f"{row.key!r} is already in the ledger with other parameters "
-                    f"(state {result.state.value}); use a new key for a new payout"
-                )
+                why = _conflict(row, result)
                 conflicts.append(BadRow(row.line, "key", why))
     return outcomes, conflicts
+
+
+def _conflict(row: BatchRow, result: Enqueued) -> str:
+    """Why the ledger refused to record ``row`` (by a race: the check found nothing)."""
+    if result.state is None:
+        return "its Enot order_id belongs to another key in the ledger"
+    if result.provider is not None:
+        return (
+            f"{row.key!r} is already in the ledger under {result.provider} (state "
+            f"{result.state.value}): a key is one payout, whatever the provider"
+        )
+    return (
+        f"{row.key!r} is already in the ledger with other parameters "
+        f"(state {result.state.value}); use a new key for a new payout"
+    )
 
 
 def _report(

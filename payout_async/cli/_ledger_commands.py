@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 import time
 from typing import Any
 
+from ..intellectmoney import IntellectMoneyClient
 from ..ledger import ACTIVE_STATES, PARKED_STATES, Ledger, LedgerState
 from ..payouts import PayoutResult, Payouts
+from ._args import CLIError
 from ._batch_file import PROVIDERS
 from ._console import say, show
 from ._funds import funds_notice
+from ._history import History, add_accept_option, check_history, note_ledger, unknowable_ledger_rows
 from ._leases import describe_wait, leased_rows, print_leases
 from ._location import locate, open_ledger, require_existing
+from ._registry import default_registry
 from ._report import (
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -24,7 +29,15 @@ from ._report import (
     print_results,
 )
 from ._runner import run_async
-from ._setup import Settings, add_output_options, add_provider_options, build_payouts, settings
+from ._setup import (
+    Settings,
+    add_output_options,
+    add_provider_options,
+    build_client,
+    build_payouts,
+    check_credentials,
+    settings,
+)
 from ._views import document, payout_from_record, payout_from_result
 
 __all__ = ["register"]
@@ -53,6 +66,7 @@ def register(subparsers: Any) -> None:
             action="store_true",
             help="wait for leases other workers hold to end, then finish those rows too",
         )
+        add_accept_option(parser)
         add_provider_options(parser)
         add_output_options(parser)
         parser.set_defaults(
@@ -93,6 +107,25 @@ class _Finisher:
             await payouts.client.aclose()
 
 
+async def _restored_rows(
+    history: History, args: argparse.Namespace, config: Settings, ledger: Ledger
+) -> None:
+    """For an accepted restored ledger: refuse IntellectMoney rows that may have been
+    paid since the backup (looking ``created`` ones up, with credentials)."""
+    if not history.restored:
+        return
+    client = None
+    with contextlib.suppress(CLIError):  # no credentials: its created rows are refused
+        check_credentials(config, "intellectmoney")
+        built = build_client(args, config, "intellectmoney")
+        client = built if isinstance(built, IntellectMoneyClient) else None
+    try:
+        await unknowable_ledger_rows(history, ledger, client)
+    finally:
+        if client is not None:
+            await client.aclose()
+
+
 def _progress(line: str, *, last: float, shown: str, quiet: bool) -> tuple[float, str]:
     """Print a progress line when it changes or every few seconds (on a terminal, in
     place)."""
@@ -114,6 +147,14 @@ async def _finish(args: argparse.Namespace, settle: bool) -> int:
     finisher = _Finisher(args, config, ledger)
     by_key: dict[tuple[str, str], PayoutResult] = {}
     try:
+        history = await check_history(
+            default_registry(), place.location, ledger, accept=args.accept_restored_ledger
+        )
+        await _restored_rows(history, args, config, ledger)
+    except BaseException:
+        await ledger.aclose()
+        raise
+    try:
         last, shown = 0.0, ""
         while True:
             for result in await finisher.run(settle):
@@ -133,6 +174,7 @@ async def _finish(args: argparse.Namespace, settle: bool) -> int:
         return EXIT_INTERRUPTED
     finally:
         await finisher.aclose()
+        await note_ledger(history, ledger)
         await ledger.aclose()
     results = list(by_key.values())
     if args.json:

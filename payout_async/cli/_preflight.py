@@ -3,7 +3,9 @@
 - Against the ledger: a key already recorded with other parameters is a bad row (the
   real run would refuse it, after paying the others) -- unless the row is ``refused``:
   nothing exists at the provider, and the ledger records it again with the new
-  parameters (``Ledger.begin`` / ``enqueue``).
+  parameters (``Ledger.begin`` / ``enqueue``); so is a key recorded under the other
+  provider (a key is one payout, whatever the provider), unless that payout was
+  refused, failed or cancelled and the operator passed ``--switch-provider``.
 - Against the per-user key registry: keys noted for another ledger that this one does
   not hold mean the file is being paid through the wrong ledger.
 - Against Enot, for a new ledger: a payoff that already exists for one of the file's
@@ -14,6 +16,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import uuid
 from collections.abc import Sequence
@@ -34,11 +37,19 @@ from ..intellectmoney import IntellectMoneyClient
 from ..ledger import Ledger, LedgerState, PayoutRecord
 from ..payouts import intent_for, order_id_for
 from ._args import CLIError
-from ._batch_file import BadRow, BatchRow
+from ._batch_file import PROVIDERS, BadRow, BatchRow
 from ._console import say
 from ._registry import KeyRegistry
 
-__all__ = ["Known", "check_elsewhere", "check_reachable", "known_rows", "probe_enot", "remember"]
+__all__ = [
+    "Known",
+    "add_switch_option",
+    "check_elsewhere",
+    "check_reachable",
+    "known_rows",
+    "probe_enot",
+    "remember",
+]
 
 _GET_AT_ONCE = 64
 _PROBES = 3
@@ -57,10 +68,32 @@ class Known:
     conflicts: list[BadRow]
 
 
-async def known_rows(ledger: Ledger | None, rows: Sequence[BatchRow], key_column: str) -> Known:
+def add_switch_option(parser: argparse.ArgumentParser) -> None:
+    """``--switch-provider``: the operator moves keys to the other provider on purpose."""
+    parser.add_argument(
+        "--switch-provider",
+        action="store_true",
+        help="pay a key the ledger holds under the other provider through the file's "
+        "provider, when that payout was refused, failed or cancelled (a refused one is "
+        "cancelled); without it such a row is refused: a key is one payout",
+    )
+
+
+#: A key's row under another provider that lets the key move, with ``--switch-provider``.
+_SWITCHABLE = frozenset({LedgerState.REFUSED, LedgerState.FAILED, LedgerState.CANCELLED})
+
+
+async def known_rows(
+    ledger: Ledger | None,
+    rows: Sequence[BatchRow],
+    key_column: str,
+    *,
+    switch_provider: bool = False,
+) -> Known:
     """The file's rows the ledger already holds; the ones recorded with other
-    parameters are bad rows (``IdempotencyConflictError`` in the real run), bar
-    ``refused`` ones (the real run records them again, corrected)."""
+    parameters, or under another provider, are bad rows (``IdempotencyConflictError``
+    in the real run), bar ``refused`` ones under the same provider (the real run
+    records them again, corrected)."""
     records: dict[tuple[str, str], PayoutRecord] = {}
     conflicts: list[BadRow] = []
     if ledger is None:
@@ -68,7 +101,14 @@ async def known_rows(ledger: Ledger | None, rows: Sequence[BatchRow], key_column
     for start in range(0, len(rows), _GET_AT_ONCE):
         chunk = rows[start : start + _GET_AT_ONCE]
         found = await asyncio.gather(*(ledger.get(row.provider, row.key) for row in chunk))
+        elsewhere = await _elsewhere(ledger, chunk, found)
         for row, record in zip(chunk, found, strict=True):
+            other = elsewhere.get(row.key)
+            if record is None and other is not None:
+                problem = _other_provider(row, other, switch_provider)
+                if problem is not None:
+                    conflicts.append(BadRow(row.line, key_column, problem))
+                continue
             if record is None:
                 continue
             records[(row.provider, row.key)] = record
@@ -86,6 +126,42 @@ async def known_rows(ledger: Ledger | None, rows: Sequence[BatchRow], key_column
     return Known(records, conflicts)
 
 
+async def _elsewhere(
+    ledger: Ledger, rows: Sequence[BatchRow], found: Sequence[PayoutRecord | None]
+) -> dict[str, PayoutRecord]:
+    """The rows the ledger holds under another provider for the keys it does not hold
+    under the file's provider (the one that still holds the key first)."""
+    wanted = [
+        (provider, row.key)
+        for row, record in zip(rows, found, strict=True)
+        if record is None
+        for provider in PROVIDERS
+        if provider != row.provider
+    ]
+    held: dict[str, PayoutRecord] = {}
+    for record in await asyncio.gather(*(ledger.get(*pair) for pair in wanted)):
+        if record is not None and (record.key not in held or not record.state.is_final):
+            held[record.key] = record
+    return held
+
+
+def _other_provider(row: BatchRow, other: PayoutRecord, switch_provider: bool) -> str | None:
+    """Why ``row`` may not be paid through its provider, its key being in the ledger
+    under ``other.provider``; None when it may (``--switch-provider``)."""
+    where = (
+        f"{row.key!r} is already in the ledger under {other.provider} (state "
+        f"{other.state.value}): a key is one payout, whatever the provider"
+    )
+    if other.state not in _SWITCHABLE:
+        return f"{where}; use a new key for a new payout"
+    if not switch_provider:
+        return (
+            f"{where}; that payout was {other.state.value}: pass --switch-provider to pay it "
+            f"through {row.provider} instead"
+        )
+    return None
+
+
 def check_elsewhere(
     registry: KeyRegistry, rows: Sequence[BatchRow], known: Known, location: str
 ) -> None:
@@ -94,7 +170,7 @@ def check_elsewhere(
         (row.provider, row.key) for row in rows if (row.provider, row.key) not in known.records
     ]
     try:
-        elsewhere = registry.elsewhere(fresh, location)
+        elsewhere = registry.elsewhere(fresh, location, providers=PROVIDERS)
     except (OSError, Exception) as error:  # the registry is a safety net, never a blocker
         say(f"warning: cannot read the key registry {registry.path}: {error}")
         return

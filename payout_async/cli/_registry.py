@@ -5,8 +5,14 @@ run from another folder, a typo in ``--ledger``) would be paid again. So ``batch
 notes, in a small SQLite file of the user's own (``$PAYOUT_ASYNC_STATE_DIR``, else
 ``$XDG_STATE_HOME/payout-async``, else ``~/.local/state/payout-async``; mode 0600), a
 digest of every (provider, key) it is about to pay and the ledger it used, and refuses
-keys already noted for another ledger that this one does not hold. Only digests are
-kept, never keys or payout details.
+keys already noted for another ledger that this one does not hold -- under any
+provider: a key is one payout, whatever the provider. Only digests are kept, never
+keys or payout details.
+
+It also notes, per ledger location, the identity of the ledger found there after each
+run (its random id and its mark: ``LedgerIdentity``), so that a ledger recreated or
+restored at that location can be told from the one this user paid through
+(``cli._history``).
 """
 
 from __future__ import annotations
@@ -19,7 +25,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import closing
 from pathlib import Path
 
-__all__ = ["KeyRegistry", "default_registry"]
+import attrs
+
+__all__ = ["KeyRegistry", "Seen", "default_registry"]
 
 _CHUNK = 500
 _SCHEMA = """
@@ -28,8 +36,22 @@ CREATE TABLE IF NOT EXISTS seen (
     ledger TEXT NOT NULL,
     at REAL NOT NULL,
     PRIMARY KEY (digest, ledger)
-) WITHOUT ROWID
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS ledgers (
+    location TEXT PRIMARY KEY,
+    ledger_id TEXT NOT NULL,
+    mark INTEGER NOT NULL,
+    at REAL NOT NULL
+)
 """
+
+
+@attrs.frozen
+class Seen:
+    """The ledger noted at a location after this user's last run there."""
+
+    ledger_id: str
+    mark: int
 
 
 def _digest(provider: str, key: str) -> bytes:
@@ -61,13 +83,19 @@ class KeyRegistry:
         if not self.path.exists():
             os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
         connection = sqlite3.connect(self.path, timeout=30)
-        connection.execute(_SCHEMA)
+        connection.executescript(_SCHEMA)
         return connection
 
-    def elsewhere(self, keys: Iterable[tuple[str, str]], ledger: str) -> dict[tuple[str, str], str]:
-        """The (provider, key) pairs noted for a ledger other than ``ledger``, each with
-        the most recent such ledger's location."""
-        by_digest = {_digest(provider, key): (provider, key) for provider, key in keys}
+    def elsewhere(
+        self, keys: Iterable[tuple[str, str]], ledger: str, *, providers: Sequence[str] = ()
+    ) -> dict[tuple[str, str], str]:
+        """The (provider, key) pairs noted -- under their provider, or any of
+        ``providers`` -- for a ledger other than ``ledger``, each with the most recent
+        such ledger's location."""
+        by_digest: dict[bytes, tuple[str, str]] = {}
+        for provider, key in keys:
+            for noted in {provider, *providers}:
+                by_digest[_digest(noted, key)] = (provider, key)
         found: dict[tuple[str, str], str] = {}
         if not self.path.exists():
             return found
@@ -92,6 +120,59 @@ class KeyRegistry:
                 "INSERT INTO seen (digest, ledger, at) VALUES (?, ?, ?) "
                 "ON CONFLICT (digest, ledger) DO UPDATE SET at = excluded.at",
                 rows,
+            )
+
+    def noted(
+        self, keys: Iterable[tuple[str, str]], ledger: str, *, providers: Sequence[str] = ()
+    ) -> set[tuple[str, str]]:
+        """The (provider, key) pairs noted for ``ledger`` -- under their provider, or
+        any of ``providers``."""
+        by_digest: dict[bytes, tuple[str, str]] = {}
+        for provider, key in keys:
+            for noted in {provider, *providers}:
+                by_digest[_digest(noted, key)] = (provider, key)
+        found: set[tuple[str, str]] = set()
+        if not self.path.exists():
+            return found
+        with closing(self._connect()) as connection:
+            for chunk in _chunks(list(by_digest)):
+                marks = ", ".join("?" for _ in chunk)
+                rows = connection.execute(
+                    f"SELECT digest FROM seen WHERE digest IN ({marks}) AND ledger = ?",
+                    (*chunk, ledger),
+                )
+                found.update(by_digest[digest] for (digest,) in rows)
+        return found
+
+    def count_at(self, ledger: str) -> int:
+        """How many keys are noted for ``ledger``."""
+        if not self.path.exists():
+            return 0
+        with closing(self._connect()) as connection:
+            row = connection.execute("SELECT count(*) FROM seen WHERE ledger = ?", (ledger,))
+            return int(row.fetchone()[0])
+
+    def last_seen(self, location: str) -> Seen | None:
+        """The ledger noted at ``location`` after the last run there, if any."""
+        if not self.path.exists():
+            return None
+        with closing(self._connect()) as connection:
+            row = connection.execute(
+                "SELECT ledger_id, mark FROM ledgers WHERE location = ?", (location,)
+            ).fetchone()
+        return None if row is None else Seen(row[0], int(row[1]))
+
+    def saw(self, location: str, ledger_id: str, mark: int, *, accepted: bool = False) -> None:
+        """Note the ledger found at ``location``: the same ledger's mark never goes down
+        here, unless the operator ``accepted`` this (restored) ledger."""
+        with closing(self._connect()) as connection, connection:
+            connection.execute(
+                "INSERT INTO ledgers (location, ledger_id, mark, at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (location) DO UPDATE SET mark = CASE WHEN ? OR "
+                "ledgers.ledger_id != excluded.ledger_id THEN excluded.mark "
+                "ELSE max(ledgers.mark, excluded.mark) END, "
+                "ledger_id = excluded.ledger_id, at = excluded.at",
+                (location, ledger_id, mark, time.time(), accepted),
             )
 
 

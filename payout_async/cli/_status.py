@@ -98,6 +98,7 @@ async def _status(args: argparse.Namespace) -> int:
         leased = await leased_rows(ledger, providers)
         found = await backlog(ledger, providers)  # oldest unfinished, attention reasons
         holders = await lease_holders(ledger, providers)
+        shared = await ledger.shared_keys()
     finally:
         await ledger.aclose()
     if args.json:
@@ -105,7 +106,7 @@ async def _status(args: argparse.Namespace) -> int:
         show(document("status", place.location, counts=table,
                       payouts=[payout_from_record(r) for r in problems],
                       leased=[payout_from_record(r) for r in leased],
-                      workers=worker_views(holders),
+                      workers=worker_views(holders), shared_keys=shared,
                       **found.sections()))  # fmt: skip
         return EXIT_OK
     columns = (Column("state"), *(Column(p) for p in providers))
@@ -122,6 +123,13 @@ async def _status(args: argparse.Namespace) -> int:
         for line in render_table(_PROBLEM_COLUMNS, rows, width=width):
             show(line)
     print_backlog(found)
+    if shared:
+        show()
+        show(
+            f"{len(shared)} key(s) have a live row under both providers (recorded before a "
+            "key was one payout, whatever the provider): each may have been paid twice; "
+            f"check both providers by hand: {', '.join(repr(k) for k in shared)}"
+        )
     if holders:
         show()
         print_workers(holders)

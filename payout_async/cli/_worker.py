@@ -27,8 +27,17 @@ from ..payouts._owner import new_owner
 from ._args import CLIError, seconds
 from ._batch_file import PROVIDERS
 from ._console import say, show
+from ._history import (
+    ACCEPT_FLAG,
+    History,
+    add_accept_option,
+    check_history,
+    note_ledger,
+    unknowable_ledger_rows,
+)
 from ._location import locate, open_ledger, require_existing
 from ._preflight import check_reachable
+from ._registry import default_registry
 from ._report import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, ORDER
 from ._setup import Settings, add_provider_options, build_client, check_credentials, make_payouts
 from ._setup import settings as read_settings
@@ -81,6 +90,7 @@ def register(subparsers: Any) -> None:
         "wakes the worker at once (default 5)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress on stderr")
+    add_accept_option(parser)
     add_provider_options(parser)
     parser.set_defaults(run=_run)
 
@@ -163,10 +173,20 @@ async def _work(args: argparse.Namespace) -> int:
     providers = _providers(args, config)
     ledger = await open_ledger(place)
     clients: dict[str, IntellectMoneyClient | EnotClient] = {}
+    checked: History | None = None
     try:
+        accept = args.accept_restored_ledger
+        history = await check_history(default_registry(), place.location, ledger, accept=accept)
+        if history.restored and not args.lookup_before_create:
+            raise CLIError(f"{ACCEPT_FLAG} needs Enot's lookup before create: drop "
+                           "--no-lookup-before-create")  # fmt: skip
         for provider in providers:
             clients[provider] = build_client(args, config, provider)
             await check_reachable(clients[provider], provider)
+        im = clients.get("intellectmoney")
+        im_client = im if isinstance(im, IntellectMoneyClient) else None
+        await unknowable_ledger_rows(history, ledger, im_client)
+        checked = history  # the ledger is noted only once it passed the checks
         owner = new_owner()
         flows: list[Payouts[Any]] = []
         for client in clients.values():
@@ -187,6 +207,8 @@ async def _work(args: argparse.Namespace) -> int:
     finally:
         for client in clients.values():
             await client.aclose()
+        if checked is not None:
+            await note_ledger(checked, ledger)
         await ledger.aclose()
     _summarise(summaries, stopper)
     return EXIT_OK

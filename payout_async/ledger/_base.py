@@ -29,6 +29,7 @@ __all__ = [
     "LeaseHolder",
     "LeaseLostError",
     "Ledger",
+    "LedgerIdentity",
     "LedgerState",
     "PayoutRecord",
     "Transition",
@@ -166,6 +167,20 @@ class Settlement:
 
 
 @attrs.frozen
+class LedgerIdentity:
+    """Which ledger this is, and how far it has got (``Ledger.identity``).
+
+    ``ledger_id`` is made at random when the ledger is created (or first opened by a
+    version that has identities): a ledger recreated at the same place has another.
+    ``mark`` grows with every row begun and never goes down while the ledger is used:
+    a copy restored from a backup has a lower one than the ledger it was taken from
+    had since."""
+
+    ledger_id: str
+    mark: int
+
+
+@attrs.frozen
 class LeaseHolder:
     """Who holds leases on live rows, as ``Ledger.lease_holders`` reports it."""
 
@@ -196,11 +211,15 @@ class EnqueueOutcome(enum.StrEnum):
 @attrs.frozen
 class Enqueued:
     """One intent's outcome; ``state`` is the row's state after the call (``None``
-    when there is no row under this key: its order_id belongs to another key)."""
+    when there is no row under this key: its order_id belongs to another key), or the
+    state of the key's row under another ``provider``."""
 
     key: str
     outcome: EnqueueOutcome
     state: LedgerState | None
+    #: For a ``CONFLICT`` over the provider: the provider the key already belongs to
+    #: (``state`` is then that row's state).
+    provider: str | None = None
 
 
 class WorkListener(Protocol):
@@ -271,6 +290,7 @@ class Ledger(Protocol):
         order_id: str | None = None,
         take_over: Collection[str] = (),
         sending: bool = False,
+        switch_provider: bool = False,
     ) -> Claim:
         """Record a payout's intent, or find the existing row.
 
@@ -287,6 +307,13 @@ class Ledger(Protocol):
         ``needs_attention`` row, or one whose lease is live -- whoever holds it, this
         ``owner`` included, unless it is one of ``take_over`` (owners known to be dead)
         -- is returned unclaimed.
+
+        A key is one payout, whatever the provider (``ledger._keys``): a key that has
+        a row under another provider raises ``IdempotencyConflictError`` (its
+        ``provider`` and ``state`` are that row's) -- unless ``switch_provider`` and
+        that row is ``failed``, ``cancelled``, or ``refused`` and not leased (it is then
+        cancelled in the same write). Of two concurrent begins of one key under two
+        providers, one records it and the other raises.
         """
         ...
 
@@ -356,7 +383,9 @@ class Ledger(Protocol):
         holds and when the last of them expires."""
         ...
 
-    async def enqueue(self, provider: str, intents: Sequence[Intent]) -> list[Enqueued]:
+    async def enqueue(
+        self, provider: str, intents: Sequence[Intent], *, switch_provider: bool = False
+    ) -> list[Enqueued]:
         """Record intents for workers to claim (``claim_stranded``), one outcome per
         intent, in order; nothing is sent.
 
@@ -365,8 +394,9 @@ class Ledger(Protocol):
         fingerprinted with ``params_hash``) and leased to nobody (``NEW``); a
         ``refused`` row is recorded again with these parameters, unleased, its old
         claim fenced off (``AGAIN``); a row begun with these parameters
-        (``params_match``) is left as it is (``EXISTING``); other parameters, or an
-        ``order_id`` that belongs to another key, record nothing (``CONFLICT``). A key
+        (``params_match``) is left as it is (``EXISTING``); other parameters, an
+        ``order_id`` that belongs to another key, or a key under another provider
+        (``begin``'s rule, with ``switch_provider``) record nothing (``CONFLICT``). A key
         given twice counts as given twice, in order. Intents are written in a few
         transactions (each intent atomic on its own), and listeners
         (``listen_for_work``) are woken once they have committed.
@@ -451,4 +481,15 @@ class Ledger(Protocol):
 
     async def counts(self, *, provider: str | None = None) -> dict[LedgerState, int]:
         """How many rows are in each state."""
+        ...
+
+    async def identity(self) -> LedgerIdentity:
+        """This ledger's identity and high-water mark (see ``LedgerIdentity``)."""
+        ...
+
+    async def shared_keys(self, *, limit: int = 100) -> list[str]:
+        """Up to ``limit`` keys (in order) that more than one provider's row still holds
+        (none is failed or cancelled): only a ledger written before a key was one payout
+        whatever the provider can hold them. Settle them by hand: a key held twice may
+        have been paid twice."""
         ...

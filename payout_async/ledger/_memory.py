@@ -8,6 +8,7 @@ the parameters, sealed when there is an ``encryption_key``, dropped once final.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
@@ -24,12 +25,14 @@ from ._base import (
     LeaseHolder,
     LeaseLostError,
     Ledger,
+    LedgerIdentity,
     LedgerState,
     PayoutRecord,
     Settlement,
     Transition,
     WorkListener,
 )
+from ._keys import Other, live_elsewhere, moved_note, rows_to_cancel
 from ._listen import ListenerHub
 from ._recipient import MASKED_HASH, Recipients
 
@@ -49,6 +52,9 @@ class MemoryLedger(Ledger):
         self._kept: dict[tuple[str, str], str | None] = {}
         self._history: dict[tuple[str, str], list[Transition]] = {}
         self._by_order_id: dict[tuple[str, str], str] = {}
+        self._providers: dict[str, set[str]] = {}  # each key's providers
+        self._id = uuid.uuid4().hex
+        self._begun = 0  # rows inserted
         self._listeners = ListenerHub()
 
     def __repr__(self) -> str:
@@ -112,6 +118,7 @@ class MemoryLedger(Ledger):
     ) -> PayoutRecord:
         """Store a new row, keep its recipient apart and log its first transition."""
         self._kept[(record.provider, record.key)] = recipient
+        self._begun += 1
         stored = self._store(record)
         self._log(stored, None, owner, note)
         return stored
@@ -121,6 +128,7 @@ class MemoryLedger(Ledger):
         if previous is not None and previous.order_id not in (None, record.order_id):
             del self._by_order_id[(previous.provider, previous.order_id)]
         self._rows[(record.provider, record.key)] = record
+        self._providers.setdefault(record.key, set()).add(record.provider)
         if record.order_id is not None:
             self._by_order_id[(record.provider, record.order_id)] = record.key
         return record
@@ -146,6 +154,31 @@ class MemoryLedger(Ledger):
         )
         return Claim(record=self._out(claimed), claimed=True, previous_lease_left=left)
 
+    def _others(self, provider: str, key: str, now: float) -> list[Other]:
+        """The key's rows under other providers (``ledger._keys``)."""
+        rows = [self._rows[(p, key)] for p in self._providers.get(key, ()) if p != provider]
+        return [Other(r.provider, r.state, not self._lease_free(r, now)) for r in rows]
+
+    def _take_key(
+        self, provider: str, key: str, now: float, owner: str | None, switch_provider: bool
+    ) -> None:
+        """Let ``key`` be recorded under ``provider`` (``ledger._keys``): cancel the
+        refused rows it moves from, or raise ``IdempotencyConflictError``."""
+        others = self._others(provider, key, now)
+        for other in rows_to_cancel(key, others, switch_provider=switch_provider):
+            record = self._rows[(other, key)]
+            moved = attrs.evolve(
+                record,
+                state=LedgerState.CANCELLED,
+                reason=moved_note(provider),
+                updated_at=now,
+                lease_owner=None,
+                lease_expires_at=None,
+                lease_token=record.lease_token + 1,
+            )
+            self._store(self._drop_recipient(moved))
+            self._log(moved, record.state, owner, moved_note(provider))
+
     def _check_order_id(self, provider: str, key: str, order_id: str | None) -> None:
         if order_id is None:
             return
@@ -165,6 +198,7 @@ class MemoryLedger(Ledger):
         order_id: str | None = None,
         take_over: Collection[str] = (),
         sending: bool = False,
+        switch_provider: bool = False,
     ) -> Claim:
         """See ``Ledger.begin``."""
         self._recipients.check_digest(params_hash)
@@ -173,6 +207,7 @@ class MemoryLedger(Ledger):
         self._check_order_id(provider, key, order_id)
         record = self._rows.get((provider, key))
         if record is None:
+            self._take_key(provider, key, now, owner, switch_provider)
             record = self._insert(
                 PayoutRecord(
                     provider=provider,
@@ -194,6 +229,7 @@ class MemoryLedger(Ledger):
             )
             return Claim(record=self._out(record), claimed=True, created=True)
         if record.state is LedgerState.REFUSED:
+            live_elsewhere(key, self._others(provider, key, now))
             self._kept[(provider, key)] = stored.recipient
             claim = self._claim(
                 record,
@@ -324,15 +360,19 @@ class MemoryLedger(Ledger):
             for owner, (rows, expires) in sorted(held.items())
         ]
 
-    async def enqueue(self, provider: str, intents: Sequence[Intent]) -> list[Enqueued]:
+    async def enqueue(
+        self, provider: str, intents: Sequence[Intent], *, switch_provider: bool = False
+    ) -> list[Enqueued]:
         """See ``Ledger.enqueue``."""
         now = time.time()
-        results = [self._enqueue_one(provider, intent, now) for intent in intents]
+        results = [self._enqueue_one(provider, i, now, switch_provider) for i in intents]
         if any(r.outcome in (EnqueueOutcome.NEW, EnqueueOutcome.AGAIN) for r in results):
             self._listeners.wake(provider)
         return results
 
-    def _enqueue_one(self, provider: str, intent: Intent, now: float) -> Enqueued:
+    def _enqueue_one(
+        self, provider: str, intent: Intent, now: float, switch_provider: bool
+    ) -> Enqueued:
         """``begin``'s rules for one intent, without a lease."""
         key = intent.key
         digest = self._recipients.params_hash(intent.params)
@@ -345,6 +385,10 @@ class MemoryLedger(Ledger):
             state = None if record is None else record.state
             return Enqueued(key, EnqueueOutcome.CONFLICT, state)
         if record is None:
+            try:
+                self._take_key(provider, key, now, None, switch_provider)
+            except IdempotencyConflictError as error:
+                return _elsewhere(error)
             record = self._insert(
                 PayoutRecord(
                     provider=provider,
@@ -362,6 +406,10 @@ class MemoryLedger(Ledger):
             )
             return Enqueued(key, EnqueueOutcome.NEW, record.state)
         if record.state is LedgerState.REFUSED:
+            try:
+                live_elsewhere(key, self._others(provider, key, now))
+            except IdempotencyConflictError as error:
+                return _elsewhere(error)
             self._kept[(provider, key)] = stored.recipient
             again = self._store(
                 attrs.evolve(
@@ -473,3 +521,17 @@ class MemoryLedger(Ledger):
             if provider is None or record.provider == provider:
                 result[record.state] = result.get(record.state, 0) + 1
         return result
+
+    async def identity(self) -> LedgerIdentity:
+        """See ``Ledger.identity`` (made with this object; the mark counts its rows)."""
+        return LedgerIdentity(self._id, self._begun)
+
+    async def shared_keys(self, *, limit: int = 100) -> list[str]:
+        """See ``Ledger.shared_keys`` (a ``MemoryLedger`` never holds one)."""
+        return []
+
+
+def _elsewhere(error: IdempotencyConflictError) -> Enqueued:
+    """``enqueue``'s outcome for a key that belongs to another provider."""
+    state = None if error.state is None else LedgerState(error.state)
+    return Enqueued(error.key, EnqueueOutcome.CONFLICT, state, provider=error.provider)

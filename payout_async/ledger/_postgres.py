@@ -21,6 +21,7 @@ import asyncio
 import importlib
 import inspect
 import re
+import uuid
 from collections.abc import Collection, Mapping, Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Self
@@ -36,6 +37,7 @@ from ._base import (
     LeaseHolder,
     LeaseLostError,
     Ledger,
+    LedgerIdentity,
     LedgerState,
     PayoutRecord,
     Settlement,
@@ -44,9 +46,11 @@ from ._base import (
 )
 from ._ddl import schema_objects
 from ._errors import LedgerNotWrittenError
+from ._keys import DEAD_STATES
 from ._patience import Strain
 from ._postgres_batch import Batcher, Pending
 from ._postgres_calls import BoundedPool, is_integrity_violation
+from ._postgres_keys import DEAD, LIVE_KEY_INDEX, key_blocked, moved_ctes, others_sql
 from ._postgres_queue import CHUNK, PostgresWakeups, QueueSQL, enqueue_chunk
 from ._recipient import MASKED_HASH, Recipients
 from ._rows import (
@@ -136,8 +140,14 @@ class _SQL:
         h = f'{qualify}"{prefix}payout_transitions"'
         cols, p_cols = _columns(), _columns("p.")
         log = f"INSERT INTO {h} (provider, key, from_state, to_state, at, owner, note)"
+        # The ledger's identity (``LedgerIdentity``): ``m`` holds its id, and ``seq``
+        # numbers the rows begun (the mark: its last value).
+        m = f'{qualify}"{prefix}payout_ledger"'
+        seq = f'{qualify}"{prefix}payouts_begun"'
+        begun = f"begun bigint NOT NULL DEFAULT nextval('{seq}'::regclass)"
         self.schema = "" if schema is None else f'CREATE SCHEMA IF NOT EXISTS "{schema}";'
         self.schema += f"""
+CREATE SEQUENCE IF NOT EXISTS {seq};
 CREATE TABLE IF NOT EXISTS {t} (
     provider text NOT NULL,
     key text NOT NULL,
@@ -158,11 +168,21 @@ CREATE TABLE IF NOT EXISTS {t} (
     unknown_since double precision,
     recipient text,
     provider_api text,
+    shared_key boolean NOT NULL DEFAULT false,
+    {begun},
     PRIMARY KEY (provider, key)
 );
 ALTER TABLE {t} ADD COLUMN IF NOT EXISTS lease_token bigint NOT NULL DEFAULT 0;
 ALTER TABLE {t} ADD COLUMN IF NOT EXISTS recipient text;
 ALTER TABLE {t} ADD COLUMN IF NOT EXISTS provider_api text;
+ALTER TABLE {t} ADD COLUMN IF NOT EXISTS shared_key boolean NOT NULL DEFAULT false;
+ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {begun};
+LOCK TABLE {t} IN SHARE ROW EXCLUSIVE MODE;
+UPDATE {t} SET shared_key = true WHERE NOT shared_key AND state NOT IN ({DEAD}) AND key IN (
+    SELECT key FROM {t} WHERE state NOT IN ({DEAD}) GROUP BY key HAVING count(*) > 1);
+CREATE UNIQUE INDEX IF NOT EXISTS "{prefix}{LIVE_KEY_INDEX}" ON {t} (key)
+    WHERE state NOT IN ({DEAD}) AND NOT shared_key;
+CREATE INDEX IF NOT EXISTS "{prefix}payouts_key" ON {t} (key);
 DROP INDEX IF EXISTS {qualify}"{prefix}payouts_order_id";
 CREATE UNIQUE INDEX IF NOT EXISTS "{prefix}payouts_order_id_unique" ON {t} (provider, order_id)
     WHERE order_id IS NOT NULL;
@@ -179,17 +199,35 @@ CREATE TABLE IF NOT EXISTS {h} (
     note text
 );
 CREATE INDEX IF NOT EXISTS "{prefix}payout_transitions_key" ON {h} (provider, key, id);
+CREATE TABLE IF NOT EXISTS {m} (
+    name text PRIMARY KEY,
+    value text NOT NULL
+);
 """
+        self.identify = (
+            f"INSERT INTO {m} (name, value) VALUES ('ledger_id', $1) ON CONFLICT DO NOTHING"
+        )
+        self.identity = (
+            f"SELECT (SELECT value FROM {m} WHERE name = 'ledger_id'), "
+            f"(SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM {seq})"
+        )
+        # A key under another provider (``ledger._postgres_keys``); ``i``: the intents.
+        intent = ("i.i_provider", "i.i_key", "i.i_switch", "i.i_owner")
+        blocked = key_blocked(t, *intent[:3])
+        moved = moved_ctes(t, log, "i", intent)
         # One intent (a batch of one: ``PostgresLedger._write_inserts``).
         self.insert = f"""
 WITH {_NOW},
+i AS (SELECT $1::text AS i_provider, $2::text AS i_key, $6::text AS i_owner,
+             $11::bool AS i_switch),{moved},
 ins AS (
     INSERT INTO {t} (provider, key, params_hash, params, state, order_id, attempts,
                      lease_owner, lease_expires_at, lease_token, created_at, updated_at,
                      recipient)
     SELECT $1::text, $2::text, $3::text, $4::text::jsonb, $9::text, $5::text, $10::int,
            $6::text, now.t + $7::float8, 1, now.t, now.t, $8::text
-    FROM now
+    FROM now, i
+    WHERE NOT {blocked} AND (SELECT count(*) FROM moved) >= 0
     ON CONFLICT (provider, key) DO NOTHING
     RETURNING {cols}
 ),
@@ -200,19 +238,22 @@ SELECT {cols} FROM ins"""
         # key order (two processes inserting the same keys wait in one order).
         self.inserts = f"""
 WITH {_NOW},
-i AS (
+i AS MATERIALIZED (
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                         $6::text[], $7::float8[], $8::text[], $9::text[], $10::int4[])
+                         $6::text[], $7::float8[], $8::text[], $9::text[], $10::int4[],
+                         $11::bool[])
         AS i(i_provider, i_key, i_hash, i_params, i_order, i_owner, i_lease, i_recipient,
-             i_state, i_attempts)
-),
+             i_state, i_attempts, i_switch)
+),{moved},
 ins AS (
     INSERT INTO {t} (provider, key, params_hash, params, state, order_id, attempts,
                      lease_owner, lease_expires_at, lease_token, created_at, updated_at,
                      recipient)
     SELECT i_provider, i_key, i_hash, i_params::jsonb, i_state, i_order, i_attempts,
            i_owner, now.t + i_lease, 1, now.t, now.t, i_recipient
-    FROM i, now ORDER BY i_provider, i_key
+    FROM i, now
+    WHERE NOT {blocked} AND (SELECT count(*) FROM moved) >= 0
+    ORDER BY i_provider, i_key
     ON CONFLICT (provider, key) DO NOTHING
     RETURNING {cols}
 ),
@@ -240,12 +281,19 @@ upd AS (
                      lease_owner = $3,
                      lease_expires_at = now.t + $4, lease_token = p.lease_token + 1
     FROM now WHERE p.provider = $1 AND p.key = $2 AND p.state = 'refused'
+      AND NOT EXISTS (SELECT 1 FROM {t} o WHERE o.key = $2 AND o.provider <> $1
+                      AND o.state NOT IN ({DEAD}))
     RETURNING {p_cols}
 ),
 log AS ({log} SELECT provider, key, 'refused', state, updated_at, $3::text,
                'intent recorded again after a refusal' FROM upd)
 SELECT {cols} FROM upd"""
         self.get = f"SELECT {cols} FROM {t} WHERE provider = $1 AND key = $2"
+        self.others = others_sql(t)
+        self.shared_keys = (
+            f"SELECT DISTINCT key FROM {t} WHERE shared_key AND state NOT IN ({DEAD}) "
+            "ORDER BY key LIMIT $1"
+        )
         # Held: the drive's claim is still the row's latest (an expired lease nobody
         # has claimed since is still its holder's: another claim raises the token).
         held = f"p.lease_owner = $3 AND p.lease_token = {{token}} AND p.state NOT IN ({_FINAL})"
@@ -535,6 +583,7 @@ class PostgresLedger(Ledger):
                 "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", self._sql.lock_key
             )
             await conn.execute(self._sql.schema)
+            await conn.execute(self._sql.identify, uuid.uuid4().hex)
             await self._move_recipients(conn)
 
     async def _move_recipients(self, conn: Any) -> None:
@@ -607,6 +656,7 @@ class PostgresLedger(Ledger):
         order_id: str | None = None,
         take_over: Collection[str] = (),
         sending: bool = False,
+        switch_provider: bool = False,
     ) -> Claim:
         """See ``Ledger.begin``."""
         recipients = self._recipients
@@ -617,7 +667,7 @@ class PostgresLedger(Ledger):
         accepted = recipients.accepted_hashes(params_hash, params)
         state = (LedgerState.SENDING if sending else LedgerState.PENDING).value
         intent = [provider, key, params_hash, params_text, order_id, owner, lease]
-        intent += [stored.recipient, state, int(sending)]
+        intent += [stored.recipient, state, int(sending), switch_provider]
         try:
             row = await self._insert(intent)
             if row is not None:
@@ -630,17 +680,34 @@ class PostgresLedger(Ledger):
                 return Claim(record=self._record(row), claimed=True, previous_lease_left=left)
             again = (params_hash, params_text, order_id, stored.recipient)
             row = await self._fetchrow(self._sql.rebegin, provider, key, owner, lease, *again)
-        except self._asyncpg.UniqueViolationError as error:  # the order_id index
+        except self._asyncpg.UniqueViolationError as error:
+            if str(getattr(error, "constraint_name", "")).endswith(LIVE_KEY_INDEX):
+                raise await self._elsewhere(provider, key) from error  # a race, lost
             raise IdempotencyConflictError(key, order_id=order_id) from error
         if row is not None:
             return Claim(record=self._record(row), claimed=True)
-        record = self._record(await self._fetchrow(self._sql.get, provider, key))
+        found = await self._fetchrow(self._sql.get, provider, key)
+        if found is None:  # not recorded: another provider's row has the key
+            raise await self._elsewhere(provider, key)
+        if found["state"] == LedgerState.REFUSED.value:  # not recorded again: why?
+            other = await self._fetchrow(self._sql.others, key, provider)
+            if other is not None and LedgerState(other["state"]) not in DEAD_STATES:
+                state = other["state"]
+                raise IdempotencyConflictError(key, provider=other["provider"], state=state)
+        record = self._record(found)
         row_name = f"{provider}/{key}"
         if not recipients.matches(
             record.params_hash, record.params, params, row=row_name, digest=params_hash
         ):
             raise IdempotencyConflictError(key)
         return Claim(record=record, claimed=False)
+
+    async def _elsewhere(self, provider: str, key: str) -> Exception:
+        """The error for ``key``, which a row under another provider holds."""
+        row = await self._fetchrow(self._sql.others, key, provider)
+        if row is None:  # (rows are never deleted: not seen here)
+            return LedgerNotWrittenError(f"{provider}/{key} was not recorded; try again")
+        return IdempotencyConflictError(key, provider=row["provider"], state=row["state"])
 
     async def _insert(self, intent: list[Any]) -> Any:
         """Insert a new row (queued with the inserts of concurrent ``begin``\\ s, and
@@ -804,7 +871,9 @@ class PostgresLedger(Ledger):
             LeaseHolder(owner=row[0], rows=int(row[1]), expires_at=float(row[2])) for row in rows
         ]
 
-    async def enqueue(self, provider: str, intents: Sequence[Intent]) -> list[Enqueued]:
+    async def enqueue(
+        self, provider: str, intents: Sequence[Intent], *, switch_provider: bool = False
+    ) -> list[Enqueued]:
         """See ``Ledger.enqueue``: up to a thousand intents per statement, which also
         sends the ``NOTIFY`` that wakes listening workers when it commits."""
         results: list[Enqueued] = []
@@ -812,7 +881,14 @@ class PostgresLedger(Ledger):
         for start in range(0, len(intents), CHUNK):
             chunk = intents[start : start + CHUNK]
             results += await enqueue_chunk(
-                self._queue, self._fetch, self.get, self._recipients, violation, provider, chunk
+                self._queue,
+                self._fetch,
+                self.get,
+                self._recipients,
+                violation,
+                provider,
+                chunk,
+                switch_provider,
             )
         if any(r.outcome in (EnqueueOutcome.NEW, EnqueueOutcome.AGAIN) for r in results):
             self._listening().hub.wake(provider)  # the NOTIFY reaches other connections
@@ -924,6 +1000,17 @@ class PostgresLedger(Ledger):
         where, args = _filters(provider, None)
         rows = await self._fetch(self._sql.counts.format(where=where), *args)
         return {LedgerState(row[0]): int(row[1]) for row in rows}
+
+    async def identity(self) -> LedgerIdentity:
+        """See ``Ledger.identity``: the id in the ``payout_ledger`` table; the mark is
+        the last number the ``payouts_begun`` sequence gave a row (``pg_dump`` keeps
+        both, so a restored dump has the mark of its day)."""
+        row = await self._fetchrow(self._sql.identity)
+        return LedgerIdentity(str(row[0]), int(row[1]))
+
+    async def shared_keys(self, *, limit: int = 100) -> list[str]:
+        """See ``Ledger.shared_keys``."""
+        return [row[0] for row in await self._fetch(self._sql.shared_keys, max(limit, 0))]
 
 
 async def _keep_session(connection: Any) -> None:

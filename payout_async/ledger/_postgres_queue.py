@@ -19,8 +19,11 @@ from typing import Any
 
 import attrs
 
+from .._errors import IdempotencyConflictError
 from ._base import Enqueued, EnqueueOutcome, Intent, LedgerState, PayoutRecord
+from ._keys import DEAD_STATES, Other, rows_to_cancel
 from ._listen import ListenerHub, LocalListener
+from ._postgres_keys import DEAD, key_blocked, moved_ctes, others_sql
 from ._recipient import Recipients, Stored
 from ._rows import dump_params
 
@@ -48,21 +51,25 @@ class QueueSQL:
         log = f"INSERT INTO {h} (provider, key, from_state, to_state, at, owner, note)"
         # Every statement of a WITH sees the rows as they were before it: ``p`` is
         # what was there already, ``ins`` what this statement added. ON CONFLICT
-        # without a target skips a key already there and an order_id another key holds.
+        # without a target skips a key already there, an order_id another key holds,
+        # and a key another provider's row took meanwhile (``ledger._postgres_keys``).
+        names = ("$1::text", "i.key", "$8::bool", "NULL::text")
         self.enqueue = f"""
 WITH {_NOW},
 input AS (
     SELECT u.key, u.params_hash, u.params, u.order_id, u.recipient, u.n
     FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $7::text[]) WITH ORDINALITY
          AS u(key, params_hash, params, order_id, recipient, n)
-),
+),{moved_ctes(t, log, "input", names)},
 ins AS (
     INSERT INTO {t} (provider, key, params_hash, params, state, order_id, attempts,
                      lease_owner, lease_expires_at, lease_token, created_at, updated_at,
                      recipient)
     SELECT $1::text, i.key, i.params_hash, i.params::jsonb, 'pending', i.order_id, 0,
            NULL, NULL, 0, now.t, now.t, i.recipient
-    FROM input i, now ORDER BY i.n
+    FROM input i, now
+    WHERE NOT {key_blocked(t, *names[:3])} AND (SELECT count(*) FROM moved) >= 0
+    ORDER BY i.n
     ON CONFLICT DO NOTHING
     RETURNING key, created_at
 ),
@@ -83,6 +90,8 @@ upd AS (
                      lease_owner = NULL,
                      lease_expires_at = NULL, lease_token = p.lease_token + 1
     FROM now WHERE p.provider = $1 AND p.key = $2 AND p.state = 'refused'
+      AND NOT EXISTS (SELECT 1 FROM {t} o WHERE o.key = $2 AND o.provider <> $1
+                      AND o.state NOT IN ({DEAD}))
     RETURNING p.provider, p.key, p.updated_at
 ),
 log AS ({log} SELECT provider, key, 'refused', 'pending', updated_at, NULL,
@@ -90,6 +99,7 @@ log AS ({log} SELECT provider, key, 'refused', 'pending', updated_at, NULL,
 woke AS (SELECT pg_notify($6::text, $1::text) FROM upd)
 SELECT (SELECT count(*) FROM woke) FROM upd"""
         self.notify = "SELECT pg_notify($1::text, $2::text)"
+        self.others = others_sql(t)
 
 
 async def enqueue_chunk(
@@ -100,6 +110,7 @@ async def enqueue_chunk(
     unique_violation: type[BaseException],
     provider: str,
     intents: Sequence[Intent],
+    switch_provider: bool = False,
 ) -> list[Enqueued]:
     """``Ledger.enqueue`` for up to ``CHUNK`` intents: one statement, then a read for
     each intent it could not settle at once, and one statement per refused row."""
@@ -116,6 +127,7 @@ async def enqueue_chunk(
         [one.intent.order_id for one in prepared],
         sql.channel,
         [one.stored.recipient for one in prepared],
+        switch_provider,
     )
     results: list[Enqueued | None] = []
     added: set[str] = set()
@@ -130,7 +142,9 @@ async def enqueue_chunk(
             results.append(None)
     settled = iter(
         [
-            await _settle(sql, fetch, get, recipients, unique_violation, provider, one)
+            await _settle(
+                sql, fetch, get, recipients, unique_violation, provider, one, switch_provider
+            )
             for one, result in zip(prepared, results, strict=True)
             if result is None
         ]
@@ -156,11 +170,17 @@ async def _settle(
     unique_violation: type[BaseException],
     provider: str,
     one: _Prepared,
+    switch_provider: bool,
 ) -> Enqueued:
     """The outcome of an intent the insert did not settle (``begin``'s rules)."""
     key = one.intent.key
     record = await get(provider, key)
-    if record is None:  # its order_id belongs to another key
+    if record is None:  # another provider's row has the key, or another key its order_id
+        others = await fetch(sql.others, key, provider)
+        try:
+            rows_to_cancel(key, _others(others), switch_provider=switch_provider)
+        except IdempotencyConflictError as error:
+            return _elsewhere(error)
         return Enqueued(key, EnqueueOutcome.CONFLICT, None)
     if record.state is LedgerState.REFUSED:
         params_text = dump_params(one.stored.params)
@@ -171,15 +191,32 @@ async def _settle(
             return Enqueued(key, EnqueueOutcome.CONFLICT, record.state)
         if again:
             return Enqueued(key, EnqueueOutcome.AGAIN, LedgerState.PENDING)
-        record = await get(provider, key)  # recorded again meanwhile
+        record = await get(provider, key)  # recorded again meanwhile, or held elsewhere
         if record is None:
             return Enqueued(key, EnqueueOutcome.CONFLICT, None)
+        if record.state is LedgerState.REFUSED:
+            for other in _others(await fetch(sql.others, key, provider))[:1]:
+                if other.state not in DEAD_STATES:
+                    held = IdempotencyConflictError(
+                        key, provider=other.provider, state=other.state.value
+                    )
+                    return _elsewhere(held)
     row = f"{provider}/{key}"
     if recipients.matches(
         record.params_hash, record.params, one.intent.params, row=row, digest=one.digest
     ):
         return Enqueued(key, EnqueueOutcome.EXISTING, record.state)
     return Enqueued(key, EnqueueOutcome.CONFLICT, record.state)
+
+
+def _others(rows: Sequence[Any]) -> list[Other]:
+    return [Other(row["provider"], LedgerState(row["state"]), row["leased"]) for row in rows]
+
+
+def _elsewhere(error: IdempotencyConflictError) -> Enqueued:
+    """``enqueue``'s outcome for a key that belongs to another provider."""
+    state = None if error.state is None else LedgerState(error.state)
+    return Enqueued(error.key, EnqueueOutcome.CONFLICT, state, provider=error.provider)
 
 
 Connect = Callable[[], Awaitable[Any]]

@@ -43,6 +43,7 @@ from ._base import (
     LeaseHolder,
     LeaseLostError,
     Ledger,
+    LedgerIdentity,
     LedgerState,
     PayoutRecord,
     Settlement,
@@ -50,6 +51,7 @@ from ._base import (
     WorkListener,
 )
 from ._errors import LedgerError, LedgerNotWrittenError
+from ._keys import DEAD_STATES, Other, live_elsewhere, moved_note, rows_to_cancel
 from ._listen import ListenerHub
 from ._patience import Patience, Strain
 from ._recipient import MASKED_HASH, Recipients, Stored, is_clear
@@ -73,6 +75,7 @@ logger = logging.getLogger("payout_async")
 T = TypeVar("T")
 
 _COLS = ", ".join(COLUMNS)
+_DEAD = ", ".join(f"'{state.value}'" for state in sorted(DEAD_STATES))
 _FINAL = ", ".join(f"'{state}'" for state in FINAL_VALUES)
 # Held: the drive's claim is still the row's latest (an expired lease nobody has
 # claimed since is still its holder's: any other claim would have raised the token).
@@ -144,6 +147,21 @@ _REQUEUE = (
     "lease_expires_at = NULL, lease_token = lease_token + 1 "
     "WHERE provider = ? AND key = ? AND state = 'refused'"
 )
+# A key's rows under other providers (``ledger._keys``), and a refused one cancelled
+# because its key moved (its recipient goes, as with any final write).
+_OTHERS = (
+    "SELECT provider, state, lease_owner, lease_expires_at FROM payouts "
+    "WHERE key = ? AND provider != ?"
+)
+_MOVED = (
+    "UPDATE payouts SET state = 'cancelled', reason = ?, updated_at = ?, lease_owner = NULL, "
+    f"lease_expires_at = NULL, lease_token = lease_token + 1{_DROP_RECIPIENT} "
+    "WHERE provider = ? AND key = ? AND state = 'refused'"
+)
+_SHARED_KEYS = (
+    f"SELECT DISTINCT key FROM payouts WHERE shared_key AND state NOT IN ({_DEAD}) "
+    "ORDER BY key LIMIT ?"
+)
 _ENQUEUE_CHUNK = 500  # intents per transaction
 #: How often an idle listener looks for other processes' commits (``data_version``).
 LISTEN_EVERY = 0.5  # seconds
@@ -155,6 +173,40 @@ def _lease_free(record: PayoutRecord, now: float) -> bool:
 
 def _lease_left(owner: str | None, expires_at: float | None, now: float) -> float:
     return 0.0 if owner is None or expires_at is None else max(0.0, expires_at - now)
+
+
+@attrs.frozen
+class _Take:
+    """How ``enqueue`` takes a key another provider's row has (``_take_key``)."""
+
+    switch_provider: bool
+    note_drop: Callable[[sqlite3.Connection, str, str], None]
+
+
+def _others(conn: sqlite3.Connection, provider: str, key: str, now: float) -> list[Other]:
+    """The key's rows under other providers, and whether a drive holds each."""
+    return [
+        Other(other, LedgerState(state), owner is not None and (expires or 0.0) > now)
+        for other, state, owner, expires in conn.execute(_OTHERS, (key, provider)).fetchall()
+    ]
+
+
+def _take_key(
+    conn: sqlite3.Connection,
+    provider: str,
+    key: str,
+    now: float,
+    owner: str | None,
+    take: _Take,
+) -> None:
+    """Before ``key`` is first recorded under ``provider`` (``ledger._keys``): cancel
+    the refused rows it moves from, or raise ``IdempotencyConflictError``."""
+    others = _others(conn, provider, key, now)
+    for other in rows_to_cancel(key, others, switch_provider=take.switch_provider):
+        take.note_drop(conn, other, key)
+        conn.execute(_MOVED, (moved_note(provider), now, other, key))
+        note = moved_note(provider)
+        conn.execute(_LOG, (other, key, LedgerState.REFUSED.value, "cancelled", now, owner, note))
 
 
 def _abandon(db: aiosqlite.Connection) -> None:
@@ -515,6 +567,7 @@ class SQLiteLedger(Ledger):
         order_id: str | None = None,
         take_over: Collection[str] = (),
         sending: bool = False,
+        switch_provider: bool = False,
     ) -> Claim:
         """See ``Ledger.begin``."""
         recipients = self._recipients
@@ -531,6 +584,8 @@ class SQLiteLedger(Ledger):
                     raise IdempotencyConflictError(key, order_id=order_id)
             pending = LedgerState.PENDING.value
             first = LedgerState.SENDING.value if sending else pending
+            if conn.execute(_STATE, (provider, key)).fetchone() is None:
+                _take_key(conn, provider, key, now, owner, _Take(switch_provider, self._note_drop))
             values: tuple[Any, ...] = (provider, key, params_hash, params_text, first, None)
             values += (order_id, None, int(sending), owner, expires, 1, now, now, None, None, None)
             rows = conn.execute(_INSERT, (*values, stored.recipient, None)).fetchall()
@@ -541,6 +596,7 @@ class SQLiteLedger(Ledger):
             row = conn.execute(_SELECT, (provider, key)).fetchone()
             record = record_from_row(row, recipients)
             if record.state is LedgerState.REFUSED:
+                live_elsewhere(key, _others(conn, provider, key, now))
                 again = (pending, params_hash, params_text, stored.recipient, order_id, now)
                 conn.execute(_REBEGIN, (*again, provider, key))
                 note = "intent recorded again after a refusal"
@@ -682,7 +738,9 @@ class SQLiteLedger(Ledger):
             for owner, rows_held, expires in rows
         ]
 
-    async def enqueue(self, provider: str, intents: Sequence[Intent]) -> list[Enqueued]:
+    async def enqueue(
+        self, provider: str, intents: Sequence[Intent], *, switch_provider: bool = False
+    ) -> list[Enqueued]:
         """See ``Ledger.enqueue``: up to 500 intents per transaction."""
         recipients = self._recipients
         results: list[Enqueued] = []
@@ -696,7 +754,8 @@ class SQLiteLedger(Ledger):
 
             def op(conn: sqlite3.Connection, chunk: list[_Intent] = chunk) -> list[Enqueued]:
                 now = time.time()
-                return [_enqueue_one(conn, provider, one, now, recipients) for one in chunk]
+                take = _Take(switch_provider, self._note_drop)
+                return [_enqueue_one(conn, provider, one, now, recipients, take) for one in chunk]
 
             results += await self._write(op)
         if any(r.outcome in (EnqueueOutcome.NEW, EnqueueOutcome.AGAIN) for r in results):
@@ -809,6 +868,18 @@ class SQLiteLedger(Ledger):
         rows = await self._read(f"SELECT state, count(*) FROM payouts{where} GROUP BY state", args)
         return {LedgerState(state): count for state, count in rows}
 
+    async def identity(self) -> LedgerIdentity:
+        """See ``Ledger.identity``: kept in the file's ``payout_ledger`` table (a copy of
+        the file carries the identity of the ledger it was copied from)."""
+        rows = await self._read("SELECT name, value FROM payout_ledger", ())
+        found = {name: value for name, value in rows}
+        return LedgerIdentity(str(found["ledger_id"]), int(found["rows_begun"]))
+
+    async def shared_keys(self, *, limit: int = 100) -> list[str]:
+        """See ``Ledger.shared_keys``."""
+        rows = await self._read(_SHARED_KEYS, (max(limit, 0),))
+        return [row[0] for row in rows]
+
     def _note_drop(self, conn: sqlite3.Connection, provider: str, key: str) -> None:
         """Before a final write (worker thread): if the row keeps its recipient in
         clear, the WAL must be emptied once the write commits."""
@@ -827,8 +898,19 @@ class _Intent:
     stored: Stored
 
 
+def _elsewhere(error: IdempotencyConflictError) -> Enqueued:
+    """``enqueue``'s outcome for a key that belongs to another provider."""
+    state = None if error.state is None else LedgerState(error.state)
+    return Enqueued(error.key, EnqueueOutcome.CONFLICT, state, provider=error.provider)
+
+
 def _enqueue_one(
-    conn: sqlite3.Connection, provider: str, one: _Intent, now: float, recipients: Recipients
+    conn: sqlite3.Connection,
+    provider: str,
+    one: _Intent,
+    now: float,
+    recipients: Recipients,
+    take: _Take,
 ) -> Enqueued:
     """``enqueue`` for one intent, inside the caller's transaction (``begin``'s rules)."""
     intent, stored = one.intent, one.stored
@@ -841,6 +923,11 @@ def _enqueue_one(
             state = None if row is None else LedgerState(row[0])
             return Enqueued(key, EnqueueOutcome.CONFLICT, state)
     pending = LedgerState.PENDING.value
+    if conn.execute(_STATE, (provider, key)).fetchone() is None:
+        try:
+            _take_key(conn, provider, key, now, None, take)
+        except IdempotencyConflictError as error:
+            return _elsewhere(error)
     values: tuple[Any, ...] = (provider, key, one.digest, params_text, pending, None)
     values += (intent.order_id, None, 0, None, None, 0, now, now, None, None, None)
     if conn.execute(_INSERT, (*values, stored.recipient, None)).fetchall():
@@ -848,6 +935,10 @@ def _enqueue_one(
         return Enqueued(key, EnqueueOutcome.NEW, LedgerState.PENDING)
     record = record_from_row(conn.execute(_SELECT, (provider, key)).fetchone(), recipients)
     if record.state is LedgerState.REFUSED:
+        try:
+            live_elsewhere(key, _others(conn, provider, key, now))
+        except IdempotencyConflictError as error:
+            return _elsewhere(error)
         again = (one.digest, params_text, stored.recipient, intent.order_id, now, provider, key)
         conn.execute(_REQUEUE, again)
         note = "intent recorded again after a refusal (enqueued)"

@@ -4,21 +4,31 @@ Version 2 gave every claim a fencing token and each Enot order_id one key. Versi
 keeps the recipient apart from the parameters (``ledger._recipient``): the upgrade
 moves each live row's recipient into the ``recipient`` column (sealed, when the ledger
 opening the file has a key), masks it in ``params``, and drops it from final rows.
+Version 4 gives a key one live row whatever the provider (``ledger._keys``): a unique
+index over the rows that are not failed or cancelled. Rows an older version recorded
+under two providers for one key are marked ``shared_key`` (the index leaves them out;
+``Ledger.shared_keys`` lists them) instead of failing the upgrade. Version 5 gives the
+ledger an identity (``LedgerIdentity``): a random ``ledger_id`` and a count of the rows
+ever begun, kept by a trigger in the same transaction as each insert, in the
+``payout_ledger`` table.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import uuid
 
 import aiosqlite
 
 from .._errors import ConfigurationError
 from ._ddl import schema_objects
+from ._keys import DEAD_STATES
 from ._recipient import Recipients
 from ._rows import move_recipient
 
 __all__ = ["create_schema", "schema_current"]
 
+_DEAD = ", ".join(f"'{state.value}'" for state in sorted(DEAD_STATES))
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS payouts (
     provider TEXT NOT NULL,
@@ -40,6 +50,7 @@ CREATE TABLE IF NOT EXISTS payouts (
     unknown_since REAL,
     recipient TEXT,
     provider_api TEXT,
+    shared_key INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (provider, key)
 );
 CREATE INDEX IF NOT EXISTS payouts_state_lease ON payouts (state, lease_expires_at);
@@ -55,6 +66,10 @@ CREATE TABLE IF NOT EXISTS payout_transitions (
     note TEXT
 );
 CREATE INDEX IF NOT EXISTS payout_transitions_key ON payout_transitions (provider, key, id);
+CREATE TABLE IF NOT EXISTS payout_ledger (
+    name TEXT PRIMARY KEY,
+    value NOT NULL
+);
 """
 # Version 2: a fencing token per claim, and an order_id belongs to one key.
 _UPGRADE_TO_2 = """
@@ -64,10 +79,23 @@ CREATE UNIQUE INDEX IF NOT EXISTS payouts_order_id_unique ON payouts (provider, 
 PRAGMA user_version = 2;
 """
 # Version 3: the recipient in a column of its own (``_move_recipients``).
-_SCHEMA_VERSION = 3
+# Version 4: one live row per key, whatever the provider; a key's rows found by key.
+_UPGRADE_TO_4 = f"""
+UPDATE payouts SET shared_key = 1 WHERE state NOT IN ({_DEAD}) AND key IN (
+    SELECT key FROM payouts WHERE state NOT IN ({_DEAD}) GROUP BY key HAVING count(*) > 1);
+CREATE UNIQUE INDEX IF NOT EXISTS payouts_one_live_key ON payouts (key)
+    WHERE state NOT IN ({_DEAD}) AND shared_key = 0;
+CREATE INDEX IF NOT EXISTS payouts_key ON payouts (key);
+"""
+# Version 5: the ledger's identity (``_identify``).
+_COUNT_BEGUN = """
+CREATE TRIGGER IF NOT EXISTS payouts_begun AFTER INSERT ON payouts BEGIN
+    UPDATE payout_ledger SET value = value + 1 WHERE name = 'rows_begun';
+END"""
+_SCHEMA_VERSION = 5
 
 # What a current file holds: ``open()`` runs ``create_schema`` only when it lacks some.
-_SCHEMA_OBJECTS = schema_objects(_SCHEMA + _UPGRADE_TO_2)
+_SCHEMA_OBJECTS = schema_objects(_SCHEMA + _UPGRADE_TO_2 + _UPGRADE_TO_4)
 
 
 def create_schema(conn: sqlite3.Connection, recipients: Recipients) -> int:
@@ -85,6 +113,8 @@ def create_schema(conn: sqlite3.Connection, recipients: Recipients) -> int:
             conn.execute("ALTER TABLE payouts ADD COLUMN recipient TEXT")
         if "provider_api" not in columns:
             conn.execute("ALTER TABLE payouts ADD COLUMN provider_api TEXT")
+        if "shared_key" not in columns:
+            conn.execute("ALTER TABLE payouts ADD COLUMN shared_key INTEGER NOT NULL DEFAULT 0")
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version < 2:
             try:
@@ -97,8 +127,13 @@ def create_schema(conn: sqlite3.Connection, recipients: Recipients) -> int:
                     "settle those rows by hand before upgrading"
                 ) from error
         moved = 0
-        if version < _SCHEMA_VERSION:
+        if version < 3:
             moved = _move_recipients(conn, recipients)
+        for statement in _UPGRADE_TO_4.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        _identify(conn)
+        if version < _SCHEMA_VERSION:
             conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except BaseException:
@@ -106,6 +141,20 @@ def create_schema(conn: sqlite3.Connection, recipients: Recipients) -> int:
             conn.execute("ROLLBACK")
         raise
     return moved
+
+
+def _identify(conn: sqlite3.Connection) -> None:
+    """Version 5: a random ledger id, and the count of rows begun (those already there,
+    then one more with each insert)."""
+    conn.execute(
+        "INSERT OR IGNORE INTO payout_ledger (name, value) VALUES ('ledger_id', ?)",
+        (uuid.uuid4().hex,),
+    )
+    conn.execute(
+        "INSERT OR IGNORE INTO payout_ledger (name, value) "
+        "VALUES ('rows_begun', (SELECT count(*) FROM payouts))"
+    )
+    conn.execute(_COUNT_BEGUN)
 
 
 def _move_recipients(conn: sqlite3.Connection, recipients: Recipients) -> int:

@@ -131,6 +131,10 @@ class Payouts(Generic[Request]):
     ``CancelledError``, unless the payout itself is being cancelled), and a coroutine
     callback still running after ``on_transition_timeout`` seconds (default 5) is cut
     short and logged.
+    A key is one payout, whatever the provider: a key the ledger holds under the
+    other provider is refused (``IdempotencyConflictError``) -- unless
+    ``switch_provider`` is set and that payout was refused, failed or cancelled there
+    (the operator moves the key on purpose; a refused row is then cancelled).
 
     Each drive of a row holds its lease with a fencing token of its own, so a second
     ``pay()`` of a key in flight joins the first, and several ``Payouts`` -- in one
@@ -155,6 +159,7 @@ class Payouts(Generic[Request]):
         on_transition: OnTransition | None = ...,
         webhook_wait: float = ...,
         on_transition_timeout: float = ...,
+        switch_provider: bool = ...,
     ) -> None: ...
 
     @overload
@@ -173,6 +178,7 @@ class Payouts(Generic[Request]):
         on_transition: OnTransition | None = ...,
         webhook_wait: float = ...,
         on_transition_timeout: float = ...,
+        switch_provider: bool = ...,
     ) -> None: ...
 
     def __init__(
@@ -190,6 +196,7 @@ class Payouts(Generic[Request]):
         on_transition: OnTransition | None = None,
         webhook_wait: float = 0.0,
         on_transition_timeout: float = HOOK_TIMEOUT,
+        switch_provider: bool = False,
     ) -> None:
         _check_settings(client, grace, lease_seconds, execute_settle)
         _check_webhook_wait(client, webhook_wait)
@@ -213,6 +220,7 @@ class Payouts(Generic[Request]):
         self.provider = self._flow.provider
         self.owner = owner or new_owner()
         self._settings = settings
+        self._switch_provider = switch_provider
         self._background: set[asyncio.Future[None]] = set()
         #: Drives ``pay(..., wait=...)`` left going on (``aclose()`` ends them).
         self._driven: set[asyncio.Task[PayoutResult]] = set()
@@ -251,8 +259,9 @@ class Payouts(Generic[Request]):
 
         The same key returns the same payout and sends nothing new (a call made while
         the key is in flight here waits for that payout and returns its result); the
-        same key with other parameters raises ``IdempotencyConflictError``, and so does
-        an Enot ``order_id`` that already belongs to another key. A key the provider
+        same key with other parameters raises ``IdempotencyConflictError``, and so do
+        an Enot ``order_id`` that already belongs to another key and a key the ledger
+        holds under the other provider (see ``switch_provider``). A key the provider
         refused (``REJECTED``, nothing exists there) is paid anew, also with corrected
         parameters. Returns when the payout is final, needs attention, or is still
         ``processing`` at the poll deadline (``resume()`` finishes it later).
@@ -372,6 +381,7 @@ class Payouts(Generic[Request]):
                     order_id=order_id,
                     take_over=take_over,
                     sending=self._flow.begins_sending(),
+                    switch_provider=self._switch_provider,
                 )
             )
             try:
@@ -570,7 +580,9 @@ class Payouts(Generic[Request]):
         parameters, or its Enot order_id belongs to another key: nothing recorded). A
         bad key or request raises ``ValidationError`` before anything is recorded."""
         intents = [self._intent(*_pair(item)) for item in items]
-        return await self.ledger.enqueue(self.provider, intents)
+        return await self.ledger.enqueue(
+            self.provider, intents, switch_provider=self._switch_provider
+        )
 
     def _intent(self, key: str, request: Request) -> Intent:
         request_type = self._flow.request_type

@@ -11,6 +11,9 @@ import pytest
 from payout_async import IdempotencyConflictError
 from payout_async.ledger import (
     ACTIVE_STATES,
+    PARKED_STATES,
+    Claim,
+    Intent,
     LeaseLostError,
     Ledger,
     LedgerState,
@@ -248,10 +251,141 @@ async def test_begin_with_other_parameters_is_a_conflict(ledger: Ledger) -> None
     assert not ledger.params_match(record, {**PARAMS, "amount": "11.00"})
 
 
-async def test_the_same_key_under_another_provider_is_another_row(ledger: Ledger) -> None:
-    await start(ledger, "k1", provider="enot")
-    await start(ledger, "k1", provider="intellectmoney")
-    assert len(await ledger.records()) == 2
+IM = "intellectmoney"
+
+
+async def begin_im(ledger: Ledger, key: str = "k1", *, switch: bool = False) -> Claim:
+    return await ledger.begin(
+        IM, key, HASH, PARAMS, owner="w9", lease_seconds=LEASE, switch_provider=switch
+    )
+
+
+async def test_a_key_is_one_payout_whatever_the_provider(ledger: Ledger) -> None:
+    await start(ledger, "k1")
+    for switch in (False, True):  # a live payout never moves
+        with pytest.raises(IdempotencyConflictError, match="through enot") as raised:
+            await begin_im(ledger, switch=switch)
+        assert (raised.value.provider, raised.value.state) == (P, "pending")
+    await move(ledger, "k1", LedgerState.SUCCEEDED)
+    with pytest.raises(IdempotencyConflictError, match="succeeded"):
+        await begin_im(ledger, switch=True)
+    assert await ledger.get(IM, "k1") is None
+    assert await ledger.records(provider=IM) == []
+
+
+@pytest.mark.parametrize("final", [LedgerState.FAILED, LedgerState.CANCELLED])
+async def test_a_failed_key_moves_to_another_provider_only_when_asked(
+    ledger: Ledger, final: LedgerState
+) -> None:
+    await start(ledger, "k1")
+    await move(ledger, "k1", final)
+    with pytest.raises(IdempotencyConflictError, match="switch_provider") as raised:
+        await begin_im(ledger)
+    assert (raised.value.provider, raised.value.state) == (P, final.value)
+    claim = await begin_im(ledger, switch=True)
+    assert claim.created and claim.record.provider == IM
+    old = await ledger.get(P, "k1")
+    assert old is not None and old.state is final  # left as it was
+    # Back under the first provider: its row is final, nothing is recorded or sent.
+    again = await ledger.begin(P, "k1", HASH, PARAMS, owner="w1", lease_seconds=LEASE)
+    assert not again.claimed and again.record.state is final
+
+
+async def test_a_refused_key_moves_and_its_row_is_cancelled(ledger: Ledger) -> None:
+    await start(ledger, "k1", order_id="o-1")
+    await move(ledger, "k1", LedgerState.SENDING, add_attempt=True)
+    await move(ledger, "k1", LedgerState.REFUSED, reason="create refused", release=True)
+    refused = await ledger.get(P, "k1")
+    assert refused is not None
+    with pytest.raises(IdempotencyConflictError, match="refused"):
+        await begin_im(ledger)
+    claim = await begin_im(ledger, switch=True)
+    assert claim.created
+    old = await ledger.get(P, "k1")
+    assert old is not None and old.state is LedgerState.CANCELLED
+    assert old.reason == "the key moved to intellectmoney (switch_provider)"
+    assert old.lease_owner is None and old.lease_token > refused.lease_token
+    assert old.params_hash == "masked"
+    step = (await ledger.history(P, "k1"))[-1]
+    assert (step.from_state, step.to_state) == (LedgerState.REFUSED, LedgerState.CANCELLED)
+    # The cancelled row is nobody's to send again: not by reconcile, not by a begin.
+    drivable = ACTIVE_STATES | PARKED_STATES
+    assert await stranded(ledger, owner="w2", lease_seconds=LEASE, limit=5, provider=P) == []
+    assert (
+        await stranded(
+            ledger, owner="w2", lease_seconds=LEASE, limit=5, provider=P, states=drivable
+        )
+        == []
+    )
+    with pytest.raises(IdempotencyConflictError, match="through intellectmoney"):
+        await ledger.begin(
+            "other", "k1", HASH, PARAMS, owner="w1", lease_seconds=LEASE, switch_provider=True
+        )
+
+
+async def test_a_refused_row_being_driven_keeps_its_key(ledger: Ledger) -> None:
+    await start(ledger, "k1")
+    await move(ledger, "k1", LedgerState.REFUSED, reason="create refused", release=True)
+    [claim] = await ledger.claim_stranded(
+        owner="reconciler", lease_seconds=LEASE, limit=1, states=frozenset({LedgerState.REFUSED})
+    )
+    with pytest.raises(IdempotencyConflictError, match="refused"):
+        await begin_im(ledger, switch=True)
+    assert (await ledger.get(P, "k1")) == claim.record
+    assert await ledger.get(IM, "k1") is None
+
+
+@pytest.mark.parametrize("backend", DURABLE, indirect=True)
+async def test_concurrent_begins_of_one_key_under_two_providers_record_it_once(
+    backend: Backend,
+) -> None:
+    ledgers = [await backend.new() for _ in range(2)]
+    for round_ in range(8):
+        key = f"race-{round_}"
+        outcomes = await asyncio.gather(
+            *(
+                ledger.begin(provider, key, HASH, PARAMS, owner=f"w{n}", lease_seconds=LEASE)
+                for n, (ledger, provider) in enumerate(
+                    [(ledgers[0], P), (ledgers[1], IM), (ledgers[1], P), (ledgers[0], IM)]
+                )
+            ),
+            return_exceptions=True,
+        )
+        created = [o for o in outcomes if isinstance(o, Claim) and o.created]
+        assert len(created) == 1, outcomes
+        winner = created[0].record.provider
+        for outcome in outcomes:
+            if isinstance(outcome, Claim):
+                assert outcome.record.provider == winner
+            else:
+                assert isinstance(outcome, IdempotencyConflictError), outcome
+                assert outcome.provider == winner
+        rows = [r for r in await ledgers[0].records() if r.key == key]
+        assert [r.provider for r in rows] == [winner]
+
+
+@pytest.mark.parametrize("backend", DURABLE, indirect=True)
+async def test_a_switch_racing_a_begin_again_leaves_one_live_row(backend: Backend) -> None:
+    ledgers = [await backend.new() for _ in range(2)]
+    for round_ in range(6):
+        key = f"switch-{round_}"
+        await start(ledgers[0], key)
+        await move(ledgers[0], key, LedgerState.REFUSED, reason="refused", release=True)
+        corrected = {**PARAMS, "amount": "12.00"}
+        outcomes = await asyncio.gather(
+            ledgers[0].begin(
+                P, key, params_hash(corrected), corrected, owner="w1", lease_seconds=LEASE
+            ),
+            ledgers[1].begin(
+                IM, key, HASH, PARAMS, owner="w2", lease_seconds=LEASE, switch_provider=True
+            ),
+            return_exceptions=True,
+        )
+        claimed = [o for o in outcomes if isinstance(o, Claim) and o.claimed]
+        assert len(claimed) == 1, outcomes
+        rows = [r for r in await ledgers[0].records() if r.key == key]
+        live = [r for r in rows if r.state not in (LedgerState.FAILED, LedgerState.CANCELLED)]
+        assert [r.provider for r in live] == [claimed[0].record.provider]
 
 
 async def test_begin_leaves_a_live_lease_of_another_worker_alone(ledger: Ledger) -> None:
@@ -876,3 +1010,26 @@ async def test_all_active_states_are_resumable(ledger: Ledger) -> None:
         )
     claimed = await stranded(ledger, owner="w2", lease_seconds=LEASE, limit=100)
     assert {r.state for r in claimed} == set(ACTIVE_STATES)
+
+
+# -- identity ---------------------------------------------------------------------------
+
+
+async def test_a_ledger_has_an_identity_and_a_mark_that_grows_with_each_row(
+    backend: Backend,
+) -> None:
+    ledger = await backend.new()
+    first = await ledger.identity()
+    assert first.ledger_id and first.mark == 0
+    await start(ledger, "k1")
+    await ledger.enqueue(P, [Intent("k2", PARAMS), Intent("k3", PARAMS)])
+    await ledger.begin(P, "k1", HASH, PARAMS, owner="w2", lease_seconds=LEASE)  # no new row
+    await ledger.enqueue(P, [Intent("k2", PARAMS)])
+    now = await ledger.identity()
+    assert now.ledger_id == first.ledger_id and now.mark >= 3
+    await move(ledger, "k1", LedgerState.SUCCEEDED)  # a transition begins no row
+    assert await ledger.identity() == now
+    await start(ledger, "k4")
+    assert (await ledger.identity()).mark > now.mark
+    if backend.shared:  # another instance over the same store: the same ledger
+        assert (await (await backend.new()).identity()).ledger_id == first.ledger_id

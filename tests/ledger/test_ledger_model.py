@@ -65,6 +65,7 @@ def _operation(rng: random.Random) -> tuple[str, dict[str, Any]]:
             owner=owner,
             lease_seconds=rng.choice(LEASES),
             order_id=rng.choice([None, f"o-{key}"]),
+            switch_provider=rng.random() < 0.5,
         )
     if kind == "transition":
         changes: dict[str, Any] = {

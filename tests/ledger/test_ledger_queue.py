@@ -118,6 +118,30 @@ async def test_enqueue_records_a_refused_row_again_and_fences_its_old_claim(
     assert claim.record.key == "k1" and dict(claim.record.params) == OTHER
 
 
+async def test_enqueue_refuses_a_key_another_provider_holds(ledger: Ledger) -> None:
+    im = "intellectmoney"
+    await ledger.enqueue(im, [intent("live"), intent("refused"), intent("failed")])
+    for key, state in (("refused", LedgerState.REFUSED), ("failed", LedgerState.FAILED)):
+        await ledger.begin(im, key, ledger.params_hash(PARAMS), PARAMS, owner="w", lease_seconds=1)
+        await ledger.transition(
+            im, key, owner="w", token=await token_of(ledger, im, key), state=state,
+            lease_seconds=1, release=True,
+        )  # fmt: skip
+    keys = [intent("live"), intent("refused"), intent("failed")]
+    results = await ledger.enqueue(P, keys)
+    assert [(r.outcome, r.state, r.provider) for r in results] == [
+        (CONFLICT, LedgerState.PENDING, im),
+        (CONFLICT, LedgerState.REFUSED, im),
+        (CONFLICT, LedgerState.FAILED, im),
+    ]
+    assert await ledger.records(provider=P) == []
+    results = await ledger.enqueue(P, keys, switch_provider=True)  # the operator says so
+    assert [(r.outcome, r.provider) for r in results] == [(CONFLICT, im), (NEW, None), (NEW, None)]
+    moved = await ledger.get(im, "refused")
+    assert moved is not None and moved.state is LedgerState.CANCELLED
+    assert sorted(r.key for r in await ledger.records(provider=P)) == ["failed", "refused"]
+
+
 async def test_a_key_given_twice_counts_twice_in_order(ledger: Ledger) -> None:
     results = await ledger.enqueue(P, [intent("k1"), intent("k1"), intent("k1", OTHER)])
     assert [r.outcome for r in results] == [NEW, EXISTING, CONFLICT]

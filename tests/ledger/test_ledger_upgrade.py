@@ -12,6 +12,7 @@ import pytest
 from payout_async import ConfigurationError, IdempotencyConflictError
 from payout_async.ledger import (
     Ledger,
+    LedgerIdentity,
     LedgerState,
     PostgresLedger,
     SQLiteLedger,
@@ -24,6 +25,7 @@ from .support import PG_DSN, drop_schema, require_postgres
 
 PARAMS = {"amount": "1.00"}
 HASH = params_hash(PARAMS)
+CURRENT = 5  # SQLite's schema version
 
 # The payouts table as version 0.1 created it.
 V1_TABLE = """
@@ -67,7 +69,7 @@ async def test_sqlite_upgrades_a_version_1_file(tmp_path: Path) -> None:
             )
         await _records_the_api(ledger, claim.record.lease_token)
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == CURRENT
     conn.close()
 
 
@@ -169,7 +171,7 @@ async def test_sqlite_upgrade_moves_card_numbers_out_of_the_parameters(
         )  # fmt: skip
     assert sqlite_hits(path, CARD) == []
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == CURRENT
     conn.close()
 
 
@@ -192,3 +194,89 @@ async def test_postgres_upgrade_moves_card_numbers_out_of_the_parameters(schema:
         assert ledger.params_match(done, params)
         assert live.params_hash == ledger.params_hash(params)
     assert await postgres_hits(schema, CARD) == []
+
+
+# Version 3 let one key have a row under each provider: a key paid twice, perhaps.
+SHARED_ROWS = (
+    "INSERT INTO {table} (provider, key, params_hash, params, state, attempts, created_at, "
+    "updated_at) VALUES ('intellectmoney', 'both', '{digest}', '{{}}', 'succeeded', 1, 1.0, "
+    "1.0), ('enot', 'both', '{digest}', '{{}}', 'pending', 0, 1.0, 1.0), "
+    "('intellectmoney', 'moved', '{digest}', '{{}}', 'failed', 1, 1.0, 1.0), "
+    "('enot', 'moved', '{digest}', '{{}}', 'processing', 1, 1.0, 1.0)"
+)
+
+
+def v3_sqlite_with_shared_keys(path: Path) -> None:
+    """A version 3 file holding keys under both providers (``SHARED_ROWS``)."""
+    _v1_sqlite(path, [])
+    conn = sqlite3.connect(path)
+    conn.execute("ALTER TABLE payouts ADD COLUMN lease_token INTEGER NOT NULL DEFAULT 0")
+    conn.execute("ALTER TABLE payouts ADD COLUMN recipient TEXT")
+    conn.execute(SHARED_ROWS.format(table="payouts", digest=HASH))
+    conn.execute("PRAGMA user_version = 3")
+    conn.commit()
+    conn.close()
+    path.chmod(0o600)
+
+
+async def test_sqlite_upgrade_reports_a_key_held_under_two_providers(tmp_path: Path) -> None:
+    path = tmp_path / "v3.db"
+    v3_sqlite_with_shared_keys(path)
+    async with SQLiteLedger(path) as ledger:  # the upgrade does not fail on it
+        assert await ledger.shared_keys() == ["both"]
+        await _one_live_row_per_key_from_now_on(ledger)
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == CURRENT
+    conn.close()
+
+
+async def test_postgres_upgrade_reports_a_key_held_under_two_providers(schema: str) -> None:
+    conn = await asyncpg.connect(PG_DSN)
+    try:
+        table = f'"{schema}".payouts'
+        await conn.execute(f'CREATE SCHEMA "{schema}"')
+        await conn.execute(V1_TABLE.format(table=table, json="jsonb", real="double precision"))
+        await conn.execute(SHARED_ROWS.format(table=table, digest=HASH))
+    finally:
+        await conn.close()
+    async with PostgresLedger(PG_DSN, schema=schema) as ledger:
+        assert await ledger.shared_keys() == ["both"]
+        await _one_live_row_per_key_from_now_on(ledger)
+
+
+async def _one_live_row_per_key_from_now_on(ledger: SQLiteLedger | PostgresLedger) -> None:
+    again = await ledger.begin(P, "moved", HASH, PARAMS, owner="w", lease_seconds=5)
+    assert not again.claimed and again.record.state is LedgerState.FAILED
+    assert (await ledger.begin("enot", "new", HASH, PARAMS, owner="w", lease_seconds=5)).created
+    with pytest.raises(IdempotencyConflictError, match="through enot"):
+        await ledger.begin(P, "new", HASH, PARAMS, owner="w", lease_seconds=5)
+
+
+async def test_an_upgraded_ledger_gets_an_identity_counting_its_rows(tmp_path: Path) -> None:
+    path = tmp_path / "v3.db"
+    v3_sqlite_with_shared_keys(path)  # four rows
+    async with SQLiteLedger(path) as ledger:
+        identity = await ledger.identity()
+        assert identity.mark == 4
+        await ledger.begin("enot", "new", HASH, PARAMS, owner="w", lease_seconds=5)
+        assert await ledger.identity() == LedgerIdentity(identity.ledger_id, 5)
+    async with SQLiteLedger(path) as ledger:  # kept in the file
+        assert (await ledger.identity()).ledger_id == identity.ledger_id
+    async with SQLiteLedger(tmp_path / "other.db") as ledger:  # another ledger
+        assert (await ledger.identity()).ledger_id != identity.ledger_id
+
+
+async def test_postgres_upgrade_gives_an_identity_counting_its_rows(schema: str) -> None:
+    conn = await asyncpg.connect(PG_DSN)
+    try:
+        table = f'"{schema}".payouts'
+        await conn.execute(f'CREATE SCHEMA "{schema}"')
+        await conn.execute(V1_TABLE.format(table=table, json="jsonb", real="double precision"))
+        await conn.execute(SHARED_ROWS.format(table=table, digest=HASH))
+    finally:
+        await conn.close()
+    async with PostgresLedger(PG_DSN, schema=schema) as ledger:
+        identity = await ledger.identity()
+        assert identity.mark == 4
+        await ledger.begin("enot", "new", HASH, PARAMS, owner="w", lease_seconds=5)
+        assert await ledger.identity() == LedgerIdentity(identity.ledger_id, 5)
