@@ -3,17 +3,16 @@ JSON Lines, without changing the ledger.
 
 Every row has the fields of ``EXPORT_FIELDS``, in that order, in both formats (the
 README's "Export schema" lists them with their types): the recipient masked, amounts
-as strings (never floats), times in ISO 8601 UTC. ``schema`` changes only when a field
-changes meaning or goes away; new fields may be added at the end.
+as strings (never floats), times in ISO 8601 UTC. Text is escaped as ``_escape``
+says: a CSV cell that a spreadsheet would run as a formula starts with ``'``.
+``schema`` changes only when a field changes meaning or goes away; new fields may be
+added at the end.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
-import io
-import json
 import os
 import sys
 from collections.abc import Iterable, Iterator
@@ -25,6 +24,7 @@ from ..payouts import PayoutResult
 from ._args import CLIError
 from ._batch_file import PROVIDERS
 from ._console import say
+from ._escape import csv_line, json_text
 from ._location import locate, open_ledger, require_existing
 from ._report import EXIT_OK
 from ._runner import run_async
@@ -148,20 +148,15 @@ async def _rows(
 
 
 def _lines(records: Iterable[PayoutRecord], form: str) -> Iterator[str]:
-    """The export's text, line by line (each ending in a newline)."""
+    """The export's text, line by line (each ending in a newline); every text from
+    outside escaped (``_escape``: no control character, no live spreadsheet formula)."""
     if form == "jsonl":
         for record in records:
-            yield json.dumps(export_row(record), ensure_ascii=False) + "\n"
+            yield json_text(export_row(record)) + "\n"
         return
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, EXPORT_FIELDS, lineterminator="\n")
-    writer.writeheader()
+    yield csv_line(EXPORT_FIELDS)
     for record in records:
-        writer.writerow(export_row(record))
-        yield buffer.getvalue()
-        buffer.seek(0)
-        buffer.truncate()
-    yield buffer.getvalue()
+        yield csv_line(export_row(record).values())
 
 
 def _write(lines: Iterable[str], handle: TextIO) -> None:
