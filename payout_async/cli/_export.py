@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -21,10 +20,10 @@ from typing import Any, TextIO
 
 from ..ledger import Ledger, LedgerState, PayoutRecord
 from ..payouts import PayoutResult
-from ._args import CLIError
 from ._batch_file import PROVIDERS
 from ._console import say
 from ._escape import csv_line, json_text
+from ._files import write_private
 from ._location import locate, open_ledger, require_existing
 from ._report import EXIT_OK
 from ._runner import run_async
@@ -164,22 +163,6 @@ def _write(lines: Iterable[str], handle: TextIO) -> None:
         handle.write(line)
 
 
-def _write_file(lines: Iterable[str], path: Path) -> None:
-    """Write to ``path`` through a private temporary file, replaced in one step."""
-    partial = path.with_name(f".{path.name}.partial")
-    try:
-        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    except OSError as error:
-        raise CLIError(f"cannot write {path}: {error.strerror}") from None
-    try:
-        with open(descriptor, "w", encoding="utf-8", newline="") as handle:
-            _write(lines, handle)
-        os.replace(partial, path)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-
-
 async def _export(args: argparse.Namespace) -> int:
     config = settings(args)
     place = await locate(config.ledger, key=config.ledger_key)
@@ -197,6 +180,6 @@ async def _export(args: argparse.Namespace) -> int:
         _write(lines, sys.stdout)
         sys.stdout.flush()
     else:
-        _write_file(lines, args.output)
+        write_private(args.output, lines)
         say(f"exported {len(records)} payout(s) to {args.output}")
     return EXIT_OK

@@ -11,6 +11,7 @@ kept, never keys or payout details.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import sqlite3
@@ -18,6 +19,8 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import closing
 from pathlib import Path
+
+from ._files import create_new
 
 __all__ = ["KeyRegistry", "default_registry"]
 
@@ -58,8 +61,8 @@ class KeyRegistry:
 
     def _connect(self) -> sqlite3.Connection:
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if not self.path.exists():
-            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
+        with contextlib.suppress(FileExistsError):
+            os.close(create_new(self.path))
         connection = sqlite3.connect(self.path, timeout=30)
         connection.execute(_SCHEMA)
         return connection
