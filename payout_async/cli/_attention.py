@@ -18,7 +18,7 @@ from typing import Any
 import attrs
 
 from ..ledger import ACTIVE_STATES, Ledger, LedgerState, PayoutRecord
-from ._console import Column, render_table, show, terminal_width
+from ._console import Column, literal, render_table, show, terminal_width
 
 __all__ = ["UNFINISHED_STATES", "Backlog", "backlog", "print_backlog", "reason_group"]
 
@@ -96,7 +96,7 @@ def print_backlog(found: Backlog) -> None:
         row = found.oldest
         show()
         show(
-            f"oldest unfinished payout: {row.key} ({row.provider}, {row.state.value}), "
+            f"oldest unfinished payout: {literal(row.key)} ({row.provider}, {row.state.value}), "
             f"created {_age(found.oldest_age or 0.0)} ago"
         )
     if found.reasons:

@@ -1,14 +1,13 @@
 """Printing for people: every piece of user text literally, tables that fit the terminal.
 
 Nothing here interprets markup: keys, reasons and file names are printed as they are,
-with control characters shown as escapes (``\\x1b``) so that a hostile value can
-neither crash a report nor repaint the terminal.
+with control characters shown as escapes (``\\x1b``, see ``_escape``) so that a hostile
+value can neither crash a report nor repaint the terminal.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import sys
 import textwrap
@@ -18,21 +17,13 @@ from typing import Literal
 import attrs
 from rich.cells import cell_len
 
-__all__ = ["Column", "literal", "render_table", "say", "show", "terminal_width"]
+from ._escape import literal
 
-#: C0 and C1 control characters, DEL, and the format characters that reorder or hide
-#: text (bidi overrides, zero-width joiners...).
-_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
+__all__ = ["Column", "literal", "render_table", "say", "show", "terminal_width"]
 
 Fit = Literal["keep", "shrink", "wrap"]
 #: The narrowest a column of each kind gets before a table overflows the screen.
 _FLOORS: dict[str, int] = {"shrink": 4, "wrap": 16, "keep": 6}
-
-
-def literal(value: object) -> str:
-    """``value`` as text, with control and invisible format characters escaped."""
-    text = "" if value is None else str(value)
-    return _UNPRINTABLE.sub(lambda m: repr(m[0])[1:-1], text)
 
 
 def say(message: str) -> None:

@@ -3,18 +3,16 @@ JSON Lines, without changing the ledger.
 
 Every row has the fields of ``EXPORT_FIELDS``, in that order, in both formats (the
 README's "Export schema" lists them with their types): the recipient masked, amounts
-as strings (never floats), times in ISO 8601 UTC. ``schema`` changes only when a field
-changes meaning or goes away; new fields may be added at the end.
+as strings (never floats), times in ISO 8601 UTC. Text is escaped as ``_escape``
+says: a CSV cell that a spreadsheet would run as a formula starts with ``'``.
+``schema`` changes only when a field changes meaning or goes away; new fields may be
+added at the end.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
-import io
-import json
-import os
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -22,9 +20,10 @@ from typing import Any, TextIO
 
 from ..ledger import Ledger, LedgerState, PayoutRecord
 from ..payouts import PayoutResult
-from ._args import CLIError
 from ._batch_file import PROVIDERS
 from ._console import say
+from ._escape import csv_line, json_text
+from ._files import write_private
 from ._location import locate, open_ledger, require_existing
 from ._report import EXIT_OK
 from ._runner import run_async
@@ -148,41 +147,20 @@ async def _rows(
 
 
 def _lines(records: Iterable[PayoutRecord], form: str) -> Iterator[str]:
-    """The export's text, line by line (each ending in a newline)."""
+    """The export's text, line by line (each ending in a newline); every text from
+    outside escaped (``_escape``: no control character, no live spreadsheet formula)."""
     if form == "jsonl":
         for record in records:
-            yield json.dumps(export_row(record), ensure_ascii=False) + "\n"
+            yield json_text(export_row(record)) + "\n"
         return
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, EXPORT_FIELDS, lineterminator="\n")
-    writer.writeheader()
+    yield csv_line(EXPORT_FIELDS)
     for record in records:
-        writer.writerow(export_row(record))
-        yield buffer.getvalue()
-        buffer.seek(0)
-        buffer.truncate()
-    yield buffer.getvalue()
+        yield csv_line(export_row(record).values())
 
 
 def _write(lines: Iterable[str], handle: TextIO) -> None:
     for line in lines:
         handle.write(line)
-
-
-def _write_file(lines: Iterable[str], path: Path) -> None:
-    """Write to ``path`` through a private temporary file, replaced in one step."""
-    partial = path.with_name(f".{path.name}.partial")
-    try:
-        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    except OSError as error:
-        raise CLIError(f"cannot write {path}: {error.strerror}") from None
-    try:
-        with open(descriptor, "w", encoding="utf-8", newline="") as handle:
-            _write(lines, handle)
-        os.replace(partial, path)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
 
 
 async def _export(args: argparse.Namespace) -> int:
@@ -202,6 +180,6 @@ async def _export(args: argparse.Namespace) -> int:
         _write(lines, sys.stdout)
         sys.stdout.flush()
     else:
-        _write_file(lines, args.output)
+        write_private(args.output, lines)
         say(f"exported {len(records)} payout(s) to {args.output}")
     return EXIT_OK

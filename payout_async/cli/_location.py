@@ -21,6 +21,7 @@ from ..ledger import Ledger
 from ..ledger._url import LedgerURL, parse_ledger_url
 from ._args import CLIError
 from ._console import say
+from ._files import create_new
 
 __all__ = ["LedgerPlace", "locate", "open_ledger", "require_existing"]
 
@@ -147,7 +148,7 @@ def require_existing(place: LedgerPlace, command: str) -> None:
 def _create_private(path: str) -> None:
     """An empty file only its owner may read or write, for SQLite to fill."""
     try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        descriptor = create_new(path)
     except FileExistsError:
         return
     except OSError as error:

@@ -17,6 +17,7 @@ restored at that location can be told from the one this user paid through
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import sqlite3
@@ -26,6 +27,8 @@ from contextlib import closing
 from pathlib import Path
 
 import attrs
+
+from ._files import create_new
 
 __all__ = ["KeyRegistry", "Seen", "default_registry"]
 
@@ -80,8 +83,8 @@ class KeyRegistry:
 
     def _connect(self) -> sqlite3.Connection:
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if not self.path.exists():
-            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
+        with contextlib.suppress(FileExistsError):
+            os.close(create_new(self.path))
         connection = sqlite3.connect(self.path, timeout=30)
         connection.executescript(_SCHEMA)
         return connection

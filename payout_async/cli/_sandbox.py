@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import signal
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
@@ -18,6 +17,7 @@ import attrs
 from ..sandbox import FaultKind, Sandbox, SandboxConfig
 from ._args import EXIT_USAGE, CLIError, port
 from ._console import say
+from ._files import write_private
 
 __all__ = ["register", "run"]
 
@@ -141,7 +141,8 @@ def _toml(value: str) -> str:
 
 
 def write_config(path: Path, sandbox: Sandbox) -> None:
-    """A ``--config`` file for this sandbox, created readable by its owner only."""
+    """A ``--config`` file for this sandbox, created readable by its owner only (a
+    new file renamed over ``path``: a link there is replaced, never written through)."""
     c = sandbox.credentials
     text = "\n".join([
         "[intellectmoney]",
@@ -156,13 +157,7 @@ def write_config(path: Path, sandbox: Sandbox) -> None:
         f"base_url = {_toml(sandbox.enot_url)}",
         "",
     ])  # fmt: skip
-    try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    except OSError as error:
-        raise CLIError(f"cannot write {path}: {error.strerror}") from None
-    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-        os.fchmod(handle.fileno(), 0o600)
-        handle.write(text)
+    write_private(path, [text])
 
 
 async def _serve(config: SandboxConfig, args: argparse.Namespace) -> None:

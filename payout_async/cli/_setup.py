@@ -23,10 +23,13 @@ environment variable, else the TOML file named by ``--config`` (or
     services = ["usdt_erc20"]   # PAYOUT_ASYNC_ENOT_SERVICES (comma-separated)
     rate = 10                   # PAYOUT_ASYNC_ENOT_RATE (and rate_burst, as above)
 
-Flags are visible to every user of the machine (``ps``); the environment, a file or
-the config file (mode 0600) are not. The ledger's encryption key (``payout-async
-ledger-key`` makes one) has no flag of its own for that reason; the ledger URL may
-name its variable too (``?key_env=NAME``).
+A command line is readable by every user of the machine (``ps``,
+``/proc/PID/cmdline``), so no secret is taken there: ``--enot-secret-key VALUE`` (and
+the other secret flags) is refused with an error naming ``--enot-secret-key-file``,
+and a ``--ledger`` URL holding a password gets a warning. A config or secret file
+that group or others may read is refused, as ssh refuses such a private key, with the
+``chmod 600`` that fixes it. The ledger URL may name the key's variable
+(``?key_env=NAME``).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import stat
 import tomllib
 from pathlib import Path
 from typing import Any, cast
+from urllib.parse import parse_qsl, urlsplit
 
 import attrs
 
@@ -82,7 +86,10 @@ _SECRETS = {
 _REQUIRED = {"intellectmoney": ("user_token", "secret_key"), "enot": ("user_id", "secret_key")}
 _ENV_PREFIX = {"intellectmoney": "PAYOUT_ASYNC_IM_", "enot": "PAYOUT_ASYNC_ENOT_"}
 _FLAG_PREFIX = {"intellectmoney": "im_", "enot": "enot_"}
-_VISIBLE = "a flag is visible to other users in `ps`: prefer {env}, {flag}-file or --config"
+_VISIBLE = (
+    "never the secret itself on the command line: every user of this machine can read "
+    "a command line (ps, /proc/PID/cmdline)"
+)
 
 
 def add_ledger_option(parser: argparse.ArgumentParser) -> None:
@@ -110,13 +117,37 @@ def add_output_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress on stderr")
 
 
+class _RefusedSecret(argparse.Action):
+    """A secret flag given its value on the command line: refused, naming the
+    replacement (the value is never repeated)."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        parser.error(
+            f"{self.option_strings[0]} would put the secret on the command line, where every "
+            f"user of this machine can read it (ps, /proc/PID/cmdline): give "
+            f"{self.option_strings[0]}-file FILE (mode 0600), set {self.metavar}, or use "
+            "--config"
+        )
+
+
 def _secret_flag(parser: argparse.ArgumentParser, provider: str, name: str, what: str) -> None:
     flag = f"--{_FLAG_PREFIX[provider][:-1]}-{name.replace('_', '-')}"
     env = _ENV_PREFIX[provider] + name.upper()
-    parser.add_argument(flag, help=f"{what} ({_VISIBLE.format(env=env, flag=flag)})")
     parser.add_argument(
-        f"{flag}-file", type=Path, metavar="FILE", help=f"read the {what} from FILE"
+        f"{flag}-file",
+        type=Path,
+        metavar="FILE",
+        help=f"read the {what} from FILE (mode 0600; or {env}); {_VISIBLE}",
     )
+    # Registered only to refuse it: unknown, it would pass as an abbreviation of
+    # ``{flag}-file`` and the secret would be read as a file name.
+    parser.add_argument(flag, nargs="?", action=_RefusedSecret, metavar=env, help=argparse.SUPPRESS)
 
 
 def add_provider_options(parser: argparse.ArgumentParser) -> None:
@@ -192,15 +223,25 @@ class Settings:
         return cast(Api, self.providers["intellectmoney"].get("api", "current"))
 
 
-def _warn_if_shared(path: Path, what: str) -> None:
+def _private_text(path: Path, what: str) -> str:
+    """The text of a config or secret file; a regular file that group or others may
+    read or write is refused before it is read (a pipe, ``<(...)``, is private)."""
     try:
-        mode = stat.S_IMODE(path.stat().st_mode)
-    except OSError:
-        return
-    if mode & 0o077:
-        say(
-            f"warning: {what} {path} is readable by other users (mode {mode:04o}): chmod 600 {path}"
-        )
+        with open(path, "rb") as handle:
+            info = os.fstat(handle.fileno())
+            mode = stat.S_IMODE(info.st_mode)
+            if stat.S_ISREG(info.st_mode) and mode & 0o077:
+                raise CLIError(
+                    f"{what} {path} is open to other users (mode {mode:04o}): refused, as ssh "
+                    f"refuses such a key; run chmod 600 {path}"
+                )
+            data = handle.read()
+    except OSError as error:
+        raise CLIError(f"cannot read {what} {path}: {error.strerror or error}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise CLIError(f"cannot read {what} {path}: not UTF-8 text") from None
 
 
 def _read_config(args: argparse.Namespace) -> dict[str, Any]:
@@ -210,10 +251,9 @@ def _read_config(args: argparse.Namespace) -> dict[str, Any]:
     if path is None:
         return {}
     try:
-        config = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+        config = tomllib.loads(_private_text(path, "config file"))
+    except tomllib.TOMLDecodeError as error:
         raise CLIError(f"cannot read config file {path}: {error}") from None
-    _warn_if_shared(path, "config file")
     for name, value in config.items():
         if name in _TOP_LEVEL and isinstance(value, str):
             continue
@@ -233,13 +273,9 @@ def _read_config(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _read_secret(path: Path) -> str:
-    try:
-        text = path.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as error:
-        raise CLIError(f"cannot read secret file {path}: {error}") from None
+    text = _private_text(path, "secret file").strip()
     if not text:
         raise CLIError(f"secret file {path} is empty")
-    _warn_if_shared(path, "secret file")
     return text
 
 
@@ -298,6 +334,7 @@ def settings(args: argparse.Namespace) -> Settings:
         or config.get("ledger")
         or DEFAULT_LEDGER
     )
+    _warn_if_password(getattr(args, "ledger", None))
     grace, timeout = getattr(args, "grace", None), getattr(args, "request_timeout", None)
     if grace is not None and timeout is not None and grace <= timeout:
         raise CLIError(
@@ -311,6 +348,23 @@ def settings(args: argparse.Namespace) -> Settings:
         rates=rate_limits(args, providers),
         ledger_key=_ledger_key(args, config),
     )
+
+
+def _warn_if_password(flag: str | None) -> None:
+    """A warning when the ``--ledger`` flag itself holds a database password."""
+    if flag is None:
+        return
+    try:
+        parts = urlsplit(flag)
+        password = parts.password or any(n == "password" for n, _ in parse_qsl(parts.query))
+    except ValueError:
+        return  # a malformed URL: parse_ledger_url says what is wrong
+    if password:
+        say(
+            "warning: --ledger holds a password, which every user of this machine can read "
+            "(ps, /proc/PID/cmdline): put the URL in PAYOUT_ASYNC_LEDGER or the config file, "
+            "or the password in PGPASSWORD or ~/.pgpass"
+        )
 
 
 def _ledger_key(args: argparse.Namespace, config: dict[str, Any]) -> str | None:

@@ -22,7 +22,6 @@ goes away.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
@@ -32,6 +31,7 @@ from ..enot import PayoffRequest
 from ..intellectmoney import OperationRequest
 from ..ledger import PayoutRecord, Transition
 from ..payouts import PayoutResult
+from ._escape import json_text
 
 __all__ = [
     "SCHEMA",
@@ -124,7 +124,8 @@ def payout_from_record(
 
 
 def document(command: str, ledger: str | None, **sections: Any) -> str:
-    """The one JSON document a ``--json`` command prints."""
+    """The one JSON document a ``--json`` command prints (no control or bidi
+    character raw: see ``json_text``)."""
     body: dict[str, Any] = {"schema": SCHEMA, "command": command, "ledger": ledger}
     body.update(sections)
-    return json.dumps(body, ensure_ascii=False)
+    return json_text(body)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Literal
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
@@ -41,6 +41,22 @@ _HINT = "use sqlite:///relative/path.db, sqlite:////absolute/path.db or postgres
 #: asyncpg connection parameters that must not be shown.
 _SECRET_PARAMS = frozenset({"password", "passfile", "sslpassword"})
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+#: A scheme and the slashes after it, however many (a malformed URL may have none).
+_PREFIX = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:/*")
+_SECRET_QUERY = re.compile(r"(?i)\b(password|passfile|sslpassword)=[^&#]*")
+
+
+def redacted(url: str) -> str:
+    """``url`` fit for an error message, however malformed: whatever stands between a
+    user name and the last ``@`` (a password) and the values of ``password``-like
+    query parameters are replaced by ``***``."""
+    prefix = _PREFIX.match(url)
+    start = prefix.end() if prefix else 0
+    at = url.rfind("@", start)
+    if at != -1:
+        user, colon, _ = url[start:at].partition(":")
+        url = url[:start] + user + (":***" if colon else "") + url[at:]
+    return _SECRET_QUERY.sub(r"\1=***", url)
 
 
 @attrs.frozen
@@ -133,22 +149,24 @@ def parse_ledger_url(url: str) -> LedgerURL:
     if not isinstance(url, str) or not url.strip():
         raise ConfigurationError("ledger URL must be a non-empty string")
     if url != url.strip() or not url.isprintable():
-        raise ConfigurationError(f"ledger URL {url!r} holds spaces or control characters")
+        raise ConfigurationError(f"ledger URL {redacted(url)!r} holds spaces or control characters")
     if "://" not in url:
         prefix = _SCHEME_PREFIX.match(url)
         if prefix:
             raise ConfigurationError(
-                f"bad ledger URL {url!r}: {prefix[1]}: must be followed by // ({_HINT})"
+                f"bad ledger URL {redacted(url)!r}: {prefix[1]}: must be followed by // ({_HINT})"
             )
         return LedgerURL("sqlite", path=url, location=os.path.abspath(url))
     scheme = url.split("://", 1)[0].lower()
-    if scheme == "memory":
-        return _parse_memory(url)
-    if scheme == "sqlite":
-        return _parse_sqlite(url)
-    if scheme in ("postgresql", "postgres"):
-        return _parse_postgres(url)
-    raise ConfigurationError(f"unsupported ledger URL scheme {scheme!r}: {_HINT}")
+    parse = _PARSERS.get(scheme)
+    if parse is None:
+        raise ConfigurationError(f"unsupported ledger URL scheme {scheme!r}: {_HINT}")
+    try:
+        return parse(url)
+    except ValueError as error:  # urllib: unbalanced [ ] around an IPv6 address...
+        # urllib's own words may quote a piece of the password: never shown.
+        what = "an IPv6 address needs both [ and ]" if "IPv6" in str(error) else "unreadable"
+        raise ConfigurationError(f"bad ledger URL {redacted(url)!r}: {what}") from None
 
 
 def _split_options(url: str, allowed: frozenset[str]) -> tuple[str, dict[str, str]]:
@@ -168,7 +186,7 @@ def _parse_memory(url: str) -> LedgerURL:
     parts = urlsplit(url)
     if parts.netloc or parts.path or parts.fragment:
         raise ConfigurationError(
-            f"bad ledger URL {url!r}: memory:// takes nothing after // but ?key_env="
+            f"bad ledger URL {redacted(url)!r}: memory:// takes nothing after // but ?key_env="
         )
     _, options = _split_options(url, frozenset({KEY_ENV}))
     unknown = {name for name, _ in parse_qsl(parts.query, keep_blank_values=True)} - {KEY_ENV}
@@ -189,7 +207,8 @@ def _parse_sqlite(url: str) -> LedgerURL:
     path = unquote(parts.path)
     if parts.netloc or len(path) < 2 or parts.fragment:
         raise ConfigurationError(
-            f"bad SQLite ledger URL {url!r}: use sqlite:///relative.db or sqlite:////abs.db"
+            f"bad SQLite ledger URL {redacted(url)!r}: use sqlite:///relative.db or "
+            "sqlite:////abs.db"
         )
     _, options = _split_options(url, _SQLITE_OPTIONS)
     unknown = {name for name, _ in parse_qsl(parts.query, keep_blank_values=True)}
@@ -258,6 +277,14 @@ def _parse_postgres(url: str) -> LedgerURL:
     if query:
         location += "?" + urlencode(query)
     return LedgerURL("postgresql", dsn=dsn, options=options, location=location)
+
+
+_PARSERS: dict[str, Callable[[str], LedgerURL]] = {
+    "memory": _parse_memory,
+    "sqlite": _parse_sqlite,
+    "postgresql": _parse_postgres,
+    "postgres": _parse_postgres,
+}
 
 
 def _postgres_max_connections(options: Mapping[str, str]) -> int:

@@ -339,6 +339,7 @@ async def test_6_every_configuration_error_is_one_line_and_exit_2(
     )
     config = tmp_path / "config.toml"
     config.write_text('[intellectmoney]\nsecret = "x"\n')
+    config.chmod(0o600)  # a config others may read is refused (test_secret_options.py)
     folder = tmp_path / "folder.db"
     folder.mkdir()
     wrong = tmp_path / "wrong.key"
@@ -441,7 +442,8 @@ async def test_8_conventions_version_flags_json_secrets_and_modes(
         env=env,
     )  # fmt: skip
     assert version.code == 0 and version.out.startswith("payout-async ")
-    assert "visible to other users" in help_text.out and "--enot-secret-key-file" in help_text.out
+    assert "/proc/PID/cmdline" in help_text.out and "--enot-secret-key-file" in help_text.out
+    assert "--enot-secret-key " not in help_text.out  # refused: test_secret_options.py
     for run in rest:
         assert run.code == 0, run
         documents.append(json.loads(run.out))

@@ -37,7 +37,8 @@ async def ledger(tmp_path: Path) -> AsyncIterator[SQLiteLedger]:
 async def post(url: str, payload: dict[str, Any], signature: str) -> int:
     async with aiohttp.ClientSession() as session:
         body = json.dumps(payload).encode()
-        async with session.post(url, data=body, headers={SIGNATURE_HEADER: signature}) as resp:
+        headers = {SIGNATURE_HEADER: signature, "Content-Type": "application/json"}
+        async with session.post(url, data=body, headers=headers) as resp:
             return resp.status
 
 

@@ -244,7 +244,7 @@ async def test_webhook_handler_reads_a_body_sent_in_pieces(server: AnswerServer)
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     head = (
         f"POST /hook HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
-        "Connection: close\r\nx-api-sha256-signature: "
+        "Content-Type: application/json\r\nConnection: close\r\nx-api-sha256-signature: "
     ).encode()
     writer.write(head + signature + b"\r\n\r\n")
     for start in range(0, len(body), 8192):

@@ -1,0 +1,119 @@
+"""Issue 24: files the commands write are created anew (``O_EXCL | O_NOFOLLOW``, mode
+0600) and renamed into place: a symbolic link planted at the temporary name or at the
+target never redirects the write nor changes another file's mode; a directory as the
+target is one ``error:`` line, not a traceback."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import stat
+from pathlib import Path
+
+import pytest
+
+from payout_async.cli._files import create_new, write_private
+
+from .support import COMMAND, cli, cli_many
+from .test_hostile_text import _hostile_ledger
+
+VICTIM_TEXT = "do not touch\n"
+
+
+def _victim(path: Path) -> Path:
+    path.write_text(VICTIM_TEXT, encoding="utf-8")
+    path.chmod(0o644)
+    return path
+
+
+def _untouched(path: Path) -> None:
+    assert path.read_text(encoding="utf-8") == VICTIM_TEXT
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def _names(directory: Path) -> set[str]:
+    return {path.name for path in directory.iterdir()}
+
+
+def _private_file(path: Path) -> None:
+    info = path.lstat()
+    assert stat.S_ISREG(info.st_mode), f"{path} is not a regular file"
+    assert stat.S_IMODE(info.st_mode) == 0o600
+
+
+async def test_export_never_writes_through_a_planted_link(tmp_path: Path) -> None:
+    db = tmp_path / "ledger.db"
+    await _hostile_ledger(db)
+    out = tmp_path / "out" / "export.csv"
+    out.parent.mkdir()
+    partial_victim = _victim(tmp_path / "partial-victim.txt")
+    target_victim = _victim(tmp_path / "target-victim.txt")
+    # The temporary name the previous main used, and the target itself.
+    (out.parent / ".export.csv.partial").symlink_to(partial_victim)
+    out.symlink_to(target_victim)
+    run = await cli("export", "--ledger", f"sqlite:///{db}", "--output", str(out))
+    assert run.code == 0, run
+    _untouched(partial_victim)
+    _untouched(target_victim)
+    _private_file(out)
+    assert out.read_text(encoding="utf-8").startswith("schema,key,")
+    assert _names(out.parent) == {"export.csv", ".export.csv.partial"}  # no leftovers
+
+
+async def test_export_to_a_directory_or_a_missing_one_is_one_error_line(tmp_path: Path) -> None:
+    db = tmp_path / "ledger.db"
+    await _hostile_ledger(db)
+    ledger = f"sqlite:///{db}"
+    runs = await cli_many([
+        ["export", "--ledger", ledger, "-o", str(tmp_path)],
+        ["export", "--ledger", ledger, "-o", str(tmp_path / "none" / "x.csv")],
+    ])  # fmt: skip
+    for run in runs:
+        assert run.code == 2 and len(run.errors) == 1, run
+        assert "Traceback" not in run.err
+    assert "is a directory" in runs[0].err
+    assert _names(tmp_path) == {"ledger.db"}
+
+
+async def test_sandbox_write_config_replaces_a_link_and_keeps_its_target(tmp_path: Path) -> None:
+    victim = _victim(tmp_path / "victim.toml")
+    config = tmp_path / "sandbox.toml"
+    config.symlink_to(victim)
+    process = await asyncio.create_subprocess_exec(
+        COMMAND, "sandbox", "--port", "0", "--write-config", str(config),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stdout is not None
+    try:
+        while b"settings written" not in await asyncio.wait_for(process.stdout.readline(), 30):
+            pass
+    finally:
+        process.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(process.wait(), 30)
+    _untouched(victim)
+    _private_file(config)
+    assert "[enot]" in config.read_text(encoding="utf-8")
+
+
+def test_create_new_refuses_an_existing_name_or_a_link(tmp_path: Path) -> None:
+    victim = _victim(tmp_path / "victim")
+    (tmp_path / "link").symlink_to(victim)
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    for name in ("link", "dangling", "victim"):
+        with pytest.raises(FileExistsError):
+            create_new(tmp_path / name)
+    assert not (tmp_path / "nowhere").exists()
+    _untouched(victim)
+    os.close(create_new(tmp_path / "fresh"))
+    _private_file(tmp_path / "fresh")
+
+
+def test_write_private_replaces_a_link_without_following_it(tmp_path: Path) -> None:
+    victim = _victim(tmp_path / "victim")
+    target = tmp_path / "target"
+    target.symlink_to(victim)
+    write_private(target, ["a\n", "b\n"])
+    _untouched(victim)
+    _private_file(target)
+    assert target.read_text(encoding="utf-8") == "a\nb\n"
