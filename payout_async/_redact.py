@@ -7,11 +7,11 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import overload
 
-from ._validation import luhn_ok
+from ._numbers import card_kept, luhn_ok, phone_kept
 
 __all__ = ["Redactor", "mask_card", "mask_phone", "mask_wallet", "masked_repr", "redact_fields"]
 
-_CARD_RUN = re.compile(r"(?<![0-9])([0-9]{6})([0-9]{2,10})([0-9]{4})(?![0-9])")
+_CARD_RUN = re.compile(r"(?<![0-9])[0-9]{12,20}(?![0-9])")
 # A phone as the clients send it (an optional "+" and 10 to 15 digits), not part of a
 # longer number or of an amount ("1234567890.12").
 _PHONE_RUN = re.compile(r"(?<![0-9])\+?[0-9]{10,15}(?![0-9]|\.[0-9])")
@@ -29,12 +29,19 @@ _HIDDEN = "***"
 
 
 def mask_card(value: str | None) -> str | None:
-    """``4111111111111111 -> 411111******1111``; short values are hidden whole."""
+    """``4111111111111111 -> 411111******1111``: the last four characters and as many of
+    the first six as leave at least six hidden (``card_kept``: a 12-digit number keeps
+    two, ``123456789012 -> 12******9012``); values shorter than 12 are hidden whole."""
     if value is None:
         return None
     if len(value) < 12:
         return _HIDDEN
-    return f"{value[:6]}{'*' * (len(value) - 10)}{value[-4:]}"
+    return _keep(value, card_kept(len(value)))
+
+
+def _keep(value: str, kept: tuple[int, int]) -> str:
+    head, tail = kept
+    return f"{value[:head]}{'*' * (len(value) - head - tail)}{value[len(value) - tail :]}"
 
 
 def _is_phone(value: str) -> bool:
@@ -57,7 +64,7 @@ def mask_phone(value: str | None) -> str | None:
     sign, digits = ("+", value[1:]) if value.startswith("+") else ("", value)
     if len(digits) < 10:
         return _HIDDEN
-    return f"{sign}{digits[:4]}{'*' * (len(digits) - 6)}{digits[-2:]}"
+    return sign + _keep(digits, phone_kept(len(digits)))
 
 
 @overload
@@ -85,7 +92,7 @@ def _mask_recipients(text: str) -> str:
     card-number-like runs as cards."""
     text = _RECIPIENT_JSON.sub(lambda m: f'{m[1]}{mask_wallet(m[2])}"', text)
     text = _PHONE_RUN.sub(lambda m: mask_phone(m[0]) if _is_phone(m[0]) else m[0], text)
-    return _CARD_RUN.sub(lambda m: f"{m[1]}{'*' * len(m[2])}{m[3]}", text)
+    return _CARD_RUN.sub(lambda m: mask_card(m[0]) or _HIDDEN, text)
 
 
 def _unescape_json(text: str) -> str:

@@ -7,6 +7,7 @@ import unicodedata
 from decimal import Decimal, InvalidOperation
 
 from ._errors import ValidationError
+from ._numbers import luhn_ok
 
 __all__ = [
     "check_digits",
@@ -126,19 +127,6 @@ def check_length(value: str | None, field: str, *, low: int = 0, high: int) -> N
             else (f"must be {low} to {high} characters")
         )
         raise ValidationError(field, f"{rule} (got {len(value)})")
-
-
-def luhn_ok(digits: str) -> bool:
-    """True when ``digits`` passes the Luhn checksum."""
-    total = 0
-    for index, char in enumerate(reversed(digits)):
-        digit = ord(char) - 48
-        if index % 2:
-            digit *= 2
-            if digit > 9:
-                digit -= 9
-        total += digit
-    return total % 10 == 0
 
 
 def check_pan(pan: str, field: str = "pan") -> None:
