@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 from .._errors import ConfigurationError
+from .._redact import scrub
 from . import _batch, _demo, _enqueue, _export, _key, _ledger_commands, _sandbox, _status, _worker
 from ._args import EXIT_USAGE, CLIError, Parser
 from ._console import say
@@ -37,6 +38,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         status: int = args.run(args)
     except (CLIError, ConfigurationError) as error:
-        say(f"error: {error}")
+        say(f"error: {scrub(str(error))}")  # it may echo a file's cell or header
         return EXIT_USAGE
     return status

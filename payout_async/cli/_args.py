@@ -7,6 +7,8 @@ import math
 import sys
 from typing import NoReturn
 
+from .._redact import scrub
+
 __all__ = [
     "EXIT_USAGE",
     "CLIError",
@@ -29,7 +31,7 @@ class Parser(argparse.ArgumentParser):
     """An ``ArgumentParser`` whose errors are one line (``error: ...``) with exit 2."""
 
     def error(self, message: str) -> NoReturn:
-        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
+        print(f"error: {scrub(message)} (see {self.prog} --help)", file=sys.stderr)
         raise SystemExit(EXIT_USAGE)
 
 
