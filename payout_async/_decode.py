@@ -17,6 +17,8 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
+from ._numbers import clip
+
 __all__ = ["MAX_DEPTH", "MAX_EXPONENT", "MAX_NUMBER_CHARS", "UnreadableError", "loads", "money"]
 
 #: Arrays and objects nested deeper than this make a body unreadable (answers and
@@ -126,7 +128,7 @@ def loads(body: bytes | str, *, numbers: type[Decimal] | type[float] = Decimal) 
     except UnicodeDecodeError:
         raise UnreadableError("not UTF-8") from None
     except ValueError as error:  # json.JSONDecodeError, int() beyond its digit limit
-        raise UnreadableError(f"not JSON ({str(error)[:100]})") from None
+        raise UnreadableError(f"not JSON ({clip(str(error), 100)})") from None
     except (ArithmeticError, RecursionError) as error:  # cannot happen within the bounds
         raise UnreadableError(f"not readable JSON ({type(error).__name__})") from None
     if _SURROGATE_ESCAPE.search(text):
@@ -164,5 +166,5 @@ def _sample(value: object) -> str:
     """A short description of a bad value for an error message."""
     if isinstance(value, str | int | float | Decimal) and not isinstance(value, bool):
         text = repr(value)
-        return text if len(text) <= 40 else text[:37] + "..."
+        return text if len(text) <= 40 else clip(text, 37) + "..."
     return type(value).__name__

@@ -1,5 +1,7 @@
-"""Keeping secrets, card numbers, phones and wallets out of logs, reprs and exception
-messages."""
+"""Keeping secrets, card numbers, phones and wallets out of logs, reprs, exception
+messages and the ledger: ``Redactor`` is the one scrubber every text from a provider
+or a file passes before it is stored, logged or printed (``scrub`` when there are no
+secrets to know)."""
 
 from __future__ import annotations
 
@@ -7,17 +9,33 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import overload
 
-from ._validation import luhn_ok
+from ._numbers import card_kept, luhn_ok, mask_numbers, phone_kept
 
-__all__ = ["Redactor", "mask_card", "mask_phone", "mask_wallet", "masked_repr", "redact_fields"]
+__all__ = [
+    "Redactor",
+    "mask_card",
+    "mask_phone",
+    "mask_wallet",
+    "masked_repr",
+    "redact_fields",
+    "scrub",
+]
 
-_CARD_RUN = re.compile(r"(?<![0-9])([0-9]{6})([0-9]{2,10})([0-9]{4})(?![0-9])")
 # A phone as the clients send it (an optional "+" and 10 to 15 digits), not part of a
 # longer number or of an amount ("1234567890.12").
 _PHONE_RUN = re.compile(r"(?<![0-9])\+?[0-9]{10,15}(?![0-9]|\.[0-9])")
 # JSON string escapes a provider may use when it echoes a value back: "\/" (PHP) and
 # "\uXXXX" (PHP for non-ASCII, .NET for "+", "<", "&"... as well).
 _JSON_ESCAPE = re.compile(r"\\(?:u([0-9a-fA-F]{4})|/)")
+# HTML character references an error page may write digits, spaces and dashes with
+# ("5536&nbsp;9129", "&#8209;"): decoded when they stand for one of those.
+_HTML_ESCAPE = re.compile(r"&(?:#([0-9]{1,7})|#[xX]([0-9a-fA-F]{1,6})|([a-zA-Z]{2,8}));")
+_HTML_NAMED = {
+    "nbsp": "\u00a0", "ensp": "\u2002", "emsp": "\u2003", "thinsp": "\u2009",
+    "numsp": "\u2007", "hyphen": "\u2010", "dash": "\u2010", "ndash": "\u2013",
+    "mdash": "\u2014", "minus": "\u2212", "period": ".", "sol": "/", "lpar": "(",
+    "rpar": ")", "plus": "+", "lowbar": "_",
+}  # fmt: skip
 _SECRET_FIELDS = frozenset({"usertoken", "sign", "authorization", "x-api-signature-sha256"})
 _RECIPIENT_FIELDS = frozenset({"pan", "account", "wallet_to", "wallet"})
 # A recipient field in JSON text (an answer or webhook body): its value is masked
@@ -29,12 +47,19 @@ _HIDDEN = "***"
 
 
 def mask_card(value: str | None) -> str | None:
-    """``4111111111111111 -> 411111******1111``; short values are hidden whole."""
+    """``4111111111111111 -> 411111******1111``: the last four characters and as many of
+    the first six as leave at least six hidden (``card_kept``: a 12-digit number keeps
+    two, ``123456789012 -> 12******9012``); values shorter than 12 are hidden whole."""
     if value is None:
         return None
     if len(value) < 12:
         return _HIDDEN
-    return f"{value[:6]}{'*' * (len(value) - 10)}{value[-4:]}"
+    return _keep(value, card_kept(len(value)))
+
+
+def _keep(value: str, kept: tuple[int, int]) -> str:
+    head, tail = kept
+    return f"{value[:head]}{'*' * (len(value) - head - tail)}{value[len(value) - tail :]}"
 
 
 def _is_phone(value: str) -> bool:
@@ -57,7 +82,7 @@ def mask_phone(value: str | None) -> str | None:
     sign, digits = ("+", value[1:]) if value.startswith("+") else ("", value)
     if len(digits) < 10:
         return _HIDDEN
-    return f"{sign}{digits[:4]}{'*' * (len(digits) - 6)}{digits[-2:]}"
+    return sign + _keep(digits, phone_kept(len(digits)))
 
 
 @overload
@@ -81,11 +106,23 @@ def masked_repr(value: str | None) -> str:
 
 
 def _mask_recipients(text: str) -> str:
-    """Mask recipient fields of JSON text, then phone-like runs as phones, then
-    card-number-like runs as cards."""
+    """Mask recipient fields of JSON text, then card numbers and phones however they
+    are written (``mask_numbers``)."""
     text = _RECIPIENT_JSON.sub(lambda m: f'{m[1]}{mask_wallet(m[2])}"', text)
-    text = _PHONE_RUN.sub(lambda m: mask_phone(m[0]) if _is_phone(m[0]) else m[0], text)
-    return _CARD_RUN.sub(lambda m: f"{m[1]}{'*' * len(m[2])}{m[3]}", text)
+    return mask_numbers(text)
+
+
+def _html_char(match: re.Match[str]) -> str:
+    """The character an HTML reference stands for, if a digit, a space, a dash or other
+    punctuation found inside numbers; else the reference as it was."""
+    if match[3] is not None:
+        return _HTML_NAMED.get(match[3].lower(), match[0])
+    code = int(match[1]) if match[1] is not None else int(match[2], 16)
+    if code > 0x10FFFF or 0xD800 <= code <= 0xDFFF:
+        return match[0]
+    char = chr(code)
+    wanted = char.isdigit() or char.isspace() or char in "+-./()_" or code in range(0x2010, 0x2016)
+    return char if wanted else match[0]
 
 
 def _unescape_json(text: str) -> str:
@@ -104,6 +141,12 @@ def _unescape_json(text: str) -> str:
     return _JSON_ESCAPE.sub(replace, text)
 
 
+def _unescape(text: str) -> str:
+    """JSON escapes, then HTML references of digits and separators, undone."""
+    text = _unescape_json(text)
+    return _HTML_ESCAPE.sub(_html_char, text) if "&" in text else text
+
+
 def redact_fields(fields: Mapping[str, object]) -> dict[str, object]:
     """A copy of a request's fields fit for a log line."""
     clean: dict[str, object] = {}
@@ -120,8 +163,9 @@ def redact_fields(fields: Mapping[str, object]) -> dict[str, object]:
 
 class Redactor:
     """Replaces known secret values, and masks recipient fields of JSON
-    (``pan``, ``account``, ``wallet_to``, ``wallet``) and card-number-like and
-    phone-like digit runs, in free text."""
+    (``pan``, ``account``, ``wallet_to``, ``wallet``) and card numbers and phones
+    however they are written (``_numbers.mask_numbers``), in free text. JSON escapes
+    and HTML references of digits and separators are undone first."""
 
     def __init__(self, secrets: Iterable[str | None] = ()) -> None:
         self._secrets: list[str] = []
@@ -135,7 +179,7 @@ class Redactor:
             self._secrets = sorted([*self._secrets, secret], key=len, reverse=True)
 
     def __call__(self, text: str) -> str:
-        text = _unescape_json(text)
+        text = _unescape(text)
         for secret in self._secrets:
             if secret in text:
                 text = text.replace(secret, _HIDDEN)
@@ -164,7 +208,7 @@ class _Masking(Redactor):
         self._parent.add(secret)
 
     def __call__(self, text: str) -> str:
-        text = _unescape_json(text)
+        text = _unescape(text)
         for value, mask in self._masks:
             if value in text:
                 text = text.replace(value, mask)
@@ -172,3 +216,18 @@ class _Masking(Redactor):
 
     def __repr__(self) -> str:
         return f"{self._parent!r} masking {len(self._masks)} values"
+
+
+_PLAIN = Redactor()
+
+
+@overload
+def scrub(text: str) -> str: ...
+@overload
+def scrub(text: None) -> None: ...
+def scrub(text: str | None) -> str | None:
+    """``text`` with card numbers, phones and JSON recipient fields masked: the
+    scrubber for text with no secret to know (ledger reasons, batch-file errors)."""
+    if not text:
+        return text
+    return _PLAIN(text)

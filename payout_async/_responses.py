@@ -18,6 +18,7 @@ from ._errors import (
     RateLimitError,
     ServerError,
 )
+from ._numbers import clip
 from ._redact import Redactor
 from ._retry import OperationKind
 from ._transport import HTTPResponse
@@ -48,8 +49,9 @@ def moves_money(kind: OperationKind) -> bool:
     return kind is OperationKind.MONEY
 
 
-def _snippet(body: bytes) -> str:
-    return body[:200].decode("utf-8", "replace").strip() or "<empty body>"
+#: How much of an error body is read into a message, and how much of it is kept.
+_READ = 4096
+_KEPT = 200
 
 
 def _no_request_id(payload: Any) -> object:
@@ -57,7 +59,7 @@ def _no_request_id(payload: Any) -> object:
 
 
 def _describe(error: Exception) -> str:
-    text = str(error)[:100]
+    text = str(error)
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
@@ -93,6 +95,15 @@ class AnswerReader:
             error_message=self._error_message,
             request_id=self._request_id,
         )
+
+    def _clipped(self, text: str) -> str:
+        """``text`` redacted, then cut to ``_KEPT`` characters (never inside a number:
+        a card cut in two is no card any scrubber would see)."""
+        return clip(self.redactor(text), _KEPT)
+
+    def _snippet(self, body: bytes) -> str:
+        text = body[:_READ].decode("utf-8", "replace").strip()
+        return self._clipped(text) if text else "<empty body>"
 
     def request_id(self, response: HTTPResponse) -> str | None:
         """The provider's id of this exchange, if the body names one (redacted)."""
@@ -155,8 +166,10 @@ class AnswerReader:
         The message (redacted) names the reason and the provider's own message, or
         the start of the body.
         """
-        said = provider_message if provider_message is not None else _snippet(response.body)
-        message = f"HTTP {response.status} answer cannot be read ({reason}): {said[:200]}"
+        body = response.body
+        said = self._snippet(body) if provider_message is None else self._clipped(provider_message)
+        why = self._clipped(reason)
+        message = f"HTTP {response.status} answer cannot be read ({why}): {said}"
         if not moves_money(kind):
             return self.error(InvalidResponseError, response, message)
         return OutcomeUnknownError(
@@ -189,7 +202,7 @@ class AnswerReader:
             problem = str(error)
         if status >= 300:
             said = self._error_message(payload) if problem is None else None
-            raise self.for_status(response, said or _snippet(response.body))
+            raise self.for_status(response, said or self._snippet(response.body))
         if status < 200:
             raise self.unreadable(response, kind, "not a final HTTP status")
         if problem is not None:
@@ -213,4 +226,4 @@ class AnswerReader:
             raise
         except Exception as error:
             reason = str(error) if isinstance(error, UnreadableError) else _describe(error)
-            raise self.unreadable(response, kind, reason[:200]) from error
+            raise self.unreadable(response, kind, reason) from error

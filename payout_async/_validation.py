@@ -7,6 +7,7 @@ import unicodedata
 from decimal import Decimal, InvalidOperation
 
 from ._errors import ValidationError
+from ._numbers import is_card_number, luhn_ok
 
 __all__ = [
     "check_digits",
@@ -84,7 +85,9 @@ def _amount_from_text(text: str, field: str) -> Decimal:
 def check_key(key: object, field: str = "key") -> str:
     """An idempotency key fit to be recorded: a non-empty string in Unicode NFC form,
     every character printable (no control, format or zero-width characters, no line
-    breaks, no invisible fillers), not starting or ending with a space. Returns the key
+    breaks, no invisible fillers), not starting or ending with a space, and not a card
+    number (``_numbers.is_card_number``: it would be kept and shown in clear, and sent
+    as Enot's ``order_id``). Returns the key
     unchanged; two keys that look alike but differ invisibly are refused rather than
     paid as two payouts."""
     if not isinstance(key, str) or not key:
@@ -104,6 +107,12 @@ def check_key(key: object, field: str = "key") -> str:
     if not unicodedata.is_normalized("NFC", key):
         raise ValidationError(
             field, "must be in Unicode NFC form (it holds decomposed characters; normalise it)"
+        )
+    if is_card_number(key):
+        raise ValidationError(
+            field,
+            "must not be a card number (12 to 19 digits passing the Luhn check, with or "
+            "without separators): a key is stored, shown and sent in clear",
         )
     return key
 
@@ -126,19 +135,6 @@ def check_length(value: str | None, field: str, *, low: int = 0, high: int) -> N
             else (f"must be {low} to {high} characters")
         )
         raise ValidationError(field, f"{rule} (got {len(value)})")
-
-
-def luhn_ok(digits: str) -> bool:
-    """True when ``digits`` passes the Luhn checksum."""
-    total = 0
-    for index, char in enumerate(reversed(digits)):
-        digit = ord(char) - 48
-        if index % 2:
-            digit *= 2
-            if digit > 9:
-                digit -= 9
-        total += digit
-    return total % 10 == 0
 
 
 def check_pan(pan: str, field: str = "pan") -> None:

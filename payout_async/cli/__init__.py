@@ -7,9 +7,11 @@ from collections.abc import Sequence
 
 from .. import __version__
 from .._errors import ConfigurationError
+from .._redact import scrub
 from . import _batch, _demo, _enqueue, _export, _key, _ledger_commands, _sandbox, _status, _worker
 from ._args import EXIT_USAGE, CLIError, Parser
 from ._console import say
+from ._core import LONG_RUNNING, no_core_dumps
 
 __all__ = ["build_parser", "main"]
 
@@ -34,9 +36,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status. A configuration or input error is
     one ``error:`` line on stderr and exit status 2, never a traceback."""
     args = build_parser().parse_args(argv)
+    if args.command in LONG_RUNNING:
+        no_core_dumps()  # a core file would hold card numbers, secrets and the ledger key
     try:
         status: int = args.run(args)
     except (CLIError, ConfigurationError) as error:
-        say(f"error: {error}")
+        say(f"error: {scrub(str(error))}")  # it may echo a file's cell or header
         return EXIT_USAGE
     return status

@@ -7,6 +7,7 @@ import math
 import sys
 from typing import NoReturn
 
+from .._redact import scrub
 from ._escape import literal
 
 __all__ = [
@@ -31,7 +32,7 @@ class Parser(argparse.ArgumentParser):
     """An ``ArgumentParser`` whose errors are one line (``error: ...``) with exit 2."""
 
     def error(self, message: str) -> NoReturn:
-        print(literal(f"error: {message} (see {self.prog} --help)"), file=sys.stderr)
+        print(literal(f"error: {scrub(message)} (see {self.prog} --help)"), file=sys.stderr)
         raise SystemExit(EXIT_USAGE)
 
 

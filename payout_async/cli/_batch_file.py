@@ -16,7 +16,8 @@ Columns (CSV header or JSON keys; case, spaces and ``-``/``_`` do not matter):
 Every row is checked with the same rules the real run applies (the request
 validators, the IntellectMoney API generation's rules, the known Enot services) before
 anything is sent; all bad rows are reported together, each with its line number and
-the column as the file spells it.
+the column as the file spells it. Whatever an error quotes from the file is scrubbed
+first (``_redact.scrub``): a card number in the wrong column is shown masked.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pathlib import Path
 import attrs
 
 from .._errors import ValidationError
+from .._redact import scrub
 from .._validation import check_key, normalize_phone
 from ..enot import PayoffRequest
 from ..enot._request import check_service
@@ -77,8 +79,8 @@ class BadRow:
     """One invalid line: where, which column, what rule."""
 
     line: int
-    column: str
-    problem: str
+    column: str = attrs.field(converter=scrub)
+    problem: str = attrs.field(converter=scrub)  # a rule may quote the cell
 
     def __str__(self) -> str:
         return f"line {self.line}: {self.column}: {self.problem}"
@@ -232,5 +234,5 @@ def read_batch_file(path: Path, rules: Rules, *, ignore_unknown: bool) -> Batch:
         raise CLIError(f"no such file: {path}")
     batch = read_batch(path, rules, ignore_unknown=ignore_unknown)
     if batch.ignored:
-        say(f"warning: ignoring column(s) {', '.join(repr(c) for c in batch.ignored)}")
+        say(scrub(f"warning: ignoring column(s) {', '.join(repr(c) for c in batch.ignored)}"))
     return batch

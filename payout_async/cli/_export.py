@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
+from .._redact import scrub
 from ..ledger import Ledger, LedgerState, PayoutRecord
 from ..payouts import PayoutResult
 from ._batch_file import PROVIDERS
@@ -123,8 +124,8 @@ def export_row(record: PayoutRecord) -> dict[str, Any]:
         "provider_status": record.provider_status,
         "order_id": record.order_id,
         "attempts": record.attempts,
-        "reason": record.reason,
-        "last_error": record.last_error,
+        "reason": scrub(record.reason),
+        "last_error": scrub(record.last_error),
         "created_at": iso_utc(record.created_at),
         "updated_at": iso_utc(record.updated_at),
     }

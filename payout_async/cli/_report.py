@@ -24,6 +24,7 @@ import attrs
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from .._redact import scrub
 from ..ledger import LedgerState
 from ..payouts import PayoutResult, Payouts, PayoutStatus
 from ._console import Column, render_table, show, terminal_width
@@ -199,7 +200,7 @@ def counts(results: Iterable[PayoutResult]) -> dict[str, int]:
 
 def _reason(result: PayoutResult) -> str:
     if result.reason:
-        return result.reason
+        return scrub(result.reason)
     if result.status is not PayoutStatus.SUCCEEDED and result.provider_status:
         return f"provider status {result.provider_status}"
     return ""

@@ -14,7 +14,9 @@ checked). A payout object always has every key below, ``null`` where unknown::
     provider_status, order_id, attempts, reason, last_error, lease_owner,
     lease_expires_at, created_at, updated_at        (+ history for ``status KEY``)
 
-``status`` is what the caller should conclude (``succeeded``, ``failed``,
+``reason``, ``last_error`` and history notes are scrubbed (``_redact.scrub``: card
+numbers and phones masked however they are written). ``status`` is what the caller
+should conclude (``succeeded``, ``failed``,
 ``processing``, ``needs_attention``, ``rejected``...), ``state`` the ledger's recovery
 point; times are UNIX seconds. ``schema`` changes only when a key changes meaning or
 goes away.
@@ -26,7 +28,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from .._redact import mask_wallet
+from .._redact import mask_wallet, scrub
 from ..enot import PayoffRequest
 from ..intellectmoney import OperationRequest
 from ..ledger import PayoutRecord, Transition
@@ -78,7 +80,7 @@ def payout_from_result(
         "provider_status": result.provider_status,
         "order_id": result.order_id,
         "attempts": result.attempts,
-        "reason": result.reason,
+        "reason": scrub(result.reason),
         "last_error": None,
         "lease_owner": None,
         "lease_expires_at": None,
@@ -103,8 +105,8 @@ def payout_from_record(
         "provider_status": record.provider_status,
         "order_id": record.order_id,
         "attempts": record.attempts,
-        "reason": record.reason,
-        "last_error": record.last_error,
+        "reason": scrub(record.reason),
+        "last_error": scrub(record.last_error),
         "lease_owner": record.lease_owner,
         "lease_expires_at": record.lease_expires_at,
         "created_at": record.created_at,
@@ -116,7 +118,7 @@ def payout_from_record(
                 "from": None if step.from_state is None else step.from_state.value,
                 "to": step.to_state.value,
                 "at": step.at,
-                "note": step.note,
+                "note": scrub(step.note),
             }
             for step in history
         ]

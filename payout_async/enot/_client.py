@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import aiohttp
 
 from .._errors import ConfigurationError, ValidationError
+from .._numbers import clip
 from .._rate import RateLimit, limiter_for
 from .._redact import Redactor
 from .._responses import AnswerReader
@@ -27,7 +28,7 @@ T = TypeVar("T")
 
 def _error_text(envelope: Any) -> str | None:
     if isinstance(envelope, dict) and envelope.get("error") not in (None, "", False):
-        return str(envelope["error"])[:500]
+        return clip(str(envelope["error"]), 500)
     return None
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlencode
@@ -18,6 +18,7 @@ from .._errors import (
     ProviderRejectedError,
     ValidationError,
 )
+from .._numbers import clip
 from .._rate import RateLimit, limiter_for
 from .._redact import Redactor
 from .._responses import AnswerReader
@@ -60,7 +61,7 @@ def _desc(envelope: Any) -> str | None:
     if isinstance(envelope, dict):
         state = envelope.get("OperationState")
         if isinstance(state, dict) and state.get("Desc") is not None:
-            return str(state["Desc"])[:500]
+            return clip(str(state["Desc"]), 500)
     return None
 
 
@@ -219,7 +220,8 @@ class IntellectMoneyClient(TransportClient):
                 fields["Description"] = request.description
         else:
             fields["ProviderType"] = request.method.legacy_index
-        return await self._call("create", fields, parse_operation)
+        recipients = (request.pan, request.account)
+        return await self._call("create", fields, parse_operation, recipients=recipients)
 
     async def execute_operation(self, operation_id: str) -> PayoutOperation:
         """Execute a ``Created`` operation: this moves the money.
@@ -267,21 +269,25 @@ class IntellectMoneyClient(TransportClient):
         operation: str,
         fields: Mapping[str, object],
         read: Callable[[dict[str, Any]], T],
+        *,
+        recipients: Sequence[str | None] = (),
     ) -> T:
         """Send, then ``read`` the envelope into a result. Whatever the answer, only a
-        ``PayoutError`` comes out (see ``AnswerReader.read``)."""
+        ``PayoutError`` comes out (see ``AnswerReader.read``). The request's own
+        ``recipients`` are masked wherever the answer echoes them (logs, errors)."""
         kind = _KINDS[operation]
         method = self._methods[operation]
+        answers = self._answers.masking(recipients) if any(recipients) else self._answers
 
         async def attempt() -> T:
             try:
-                return await self._send(method, fields, kind, read)
+                return await self._send(method, fields, kind, read, answers)
             except APIError as error:
                 if isinstance(self._user_token, str) or not _refuses_token(error):
                     raise
                 # The provider refused the token: nothing happened, so a fresh token
                 # may be fetched and the call repeated once.
-                return await self._send(method, fields, kind, read)
+                return await self._send(method, fields, kind, read, answers)
 
         return await call_with_retry(self.retry, kind, attempt)
 
@@ -291,6 +297,7 @@ class IntellectMoneyClient(TransportClient):
         fields: Mapping[str, object],
         kind: OperationKind,
         read: Callable[[dict[str, Any]], T],
+        answers: AnswerReader,
     ) -> T:
         params: dict[str, object] = {"UserToken": await self._current_user_token(), **fields}
         signature = sign(method, params, self._secret_key)
@@ -305,13 +312,20 @@ class IntellectMoneyClient(TransportClient):
             headers["Content-Type"] = "application/json"
             body = json.dumps(body_fields, ensure_ascii=False).encode()
         response = await self._transport.send(
-            "POST", method, headers=headers, body=body, log_fields=body_fields
+            "POST",
+            method,
+            headers=headers,
+            body=body,
+            log_fields=body_fields,
+            redactor=answers.redactor,
         )
-        return self._answers.read(
-            response, kind, lambda answer: read(self._envelope(answer, kind, method))
+        return answers.read(
+            response, kind, lambda answer: read(self._envelope(answer, kind, method, answers))
         )
 
-    def _envelope(self, response: HTTPResponse, kind: OperationKind, method: str) -> dict[str, Any]:
+    def _envelope(
+        self, response: HTTPResponse, kind: OperationKind, method: str, answers: AnswerReader
+    ) -> dict[str, Any]:
         """The decoded envelope once both codes say it succeeded.
 
         ``OperationState.Code`` must be 0 or 1 (any other raises
@@ -320,15 +334,15 @@ class IntellectMoneyClient(TransportClient):
         on the model as ``warning``): 2 (NoAuth) raises ``AuthenticationError``, any
         other value ``ProviderRejectedError``. A non-integer inner code is unreadable.
         """
-        envelope = self._answers.decode(response, kind)
+        envelope = answers.decode(response, kind)
         code = operation_code(envelope)
         if code is None:
-            raise self._answers.unreadable(
+            raise answers.unreadable(
                 response, kind, "no OperationState.Code", provider_message=_desc(envelope)
             )
         if code not in (0, 1):
             raise self._refusal(
-                ProviderRejectedError, response, method, code, _desc(envelope),
+                answers, ProviderRejectedError, response, method, code, _desc(envelope),
                 f"OperationState.Code {code}",
             )  # fmt: skip
         inner, inner_desc = inner_state(envelope)
@@ -338,16 +352,17 @@ class IntellectMoneyClient(TransportClient):
             logger.warning(
                 "IntellectMoney %s answered with a warning (Result.State.Code 1): %s",
                 method,
-                self._redactor(inner_desc or "no Desc"),
+                answers.redactor(inner_desc or "no Desc"),
             )
             return envelope
         error_type = AuthenticationError if inner == _INNER_NO_AUTH else ProviderRejectedError
         raise self._refusal(
-            error_type, response, method, inner, inner_desc, f"Result.State.Code {inner}"
+            answers, error_type, response, method, inner, inner_desc, f"Result.State.Code {inner}"
         )
 
     def _refusal(
         self,
+        answers: AnswerReader,
         error_type: type[APIError],
         response: HTTPResponse,
         method: str,
@@ -364,4 +379,4 @@ class IntellectMoneyClient(TransportClient):
                 "same fields as executeOperation, see ASSUMED_STATE_SIGN_FIELDS and the "
                 "README's known unknowns)"
             )
-        return self._answers.error(error_type, response, message, code=code)
+        return answers.error(error_type, response, message, code=code)

@@ -11,6 +11,7 @@ import cattrs
 from cattrs.gen import make_dict_structure_fn, override
 
 from .._decode import UnreadableError
+from .._numbers import clip
 
 __all__ = [
     "MassPaymentOperationState",
@@ -171,7 +172,7 @@ def inner_state(envelope: Mapping[str, Any]) -> tuple[int | None, str | None]:
         return None, None
     code = state.get("Code")
     desc = state.get("Desc")
-    text = None if desc is None else str(desc)[:500]
+    text = None if desc is None else clip(str(desc), 500)
     if code is None:
         return None, text
     if isinstance(code, str) and code.strip().isascii() and code.strip().isdigit():

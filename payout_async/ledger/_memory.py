@@ -35,6 +35,7 @@ from ._base import (
 from ._keys import Other, live_elsewhere, moved_note, rows_to_cancel
 from ._listen import ListenerHub
 from ._recipient import MASKED_HASH, Recipients
+from ._texts import scrub, scrub_changes
 
 __all__ = ["MemoryLedger"]
 
@@ -273,6 +274,7 @@ class MemoryLedger(Ledger):
         unknown = set(changes) - MUTABLE_FIELDS
         if unknown:
             raise TypeError(f"cannot change {sorted(unknown)}")
+        changes = scrub_changes(changes)
         now = time.time()
         record = self._held(provider, key, owner, token)
         updated = attrs.evolve(
@@ -467,7 +469,7 @@ class MemoryLedger(Ledger):
             record,
             state=state,
             provider_status=provider_status,
-            reason=record.reason if reason is None else reason,
+            reason=record.reason if reason is None else scrub(reason),
             updated_at=time.time(),
             lease_owner=None,
             lease_expires_at=None,

@@ -64,6 +64,7 @@ from ._rows import (
     record_from_row,
     transition_from_row,
 )
+from ._texts import scrub
 
 if TYPE_CHECKING:
     import asyncpg
@@ -941,7 +942,9 @@ class PostgresLedger(Ledger):
         to_state = LedgerState(state)
         settle = self._sql.settle.format(drop=_DROP_RECIPIENT if to_state.is_final else "")
         row = await self._fetchrow(
-            settle, provider, order_id, to_state.value, provider_status, note, reason, params_hash
+            settle,
+            *(provider, order_id, to_state.value, provider_status, note),
+            *(scrub(reason), params_hash),
         )
         if row is not None:
             return Settlement(self._record(row), LedgerState(row["from_state"]))

@@ -8,6 +8,7 @@ from typing import Any
 
 from ._base import FINAL_STATES, MUTABLE_FIELDS, LedgerState, PayoutRecord, Transition
 from ._recipient import MASKED_HASH, Recipients, mask_params, plain_hash
+from ._texts import scrub, scrub_changes
 
 __all__ = [
     "COLUMNS",
@@ -57,10 +58,12 @@ def dump_params(params: Mapping[str, Any]) -> str:
 
 def check_changes(changes: Mapping[str, Any]) -> dict[str, Any]:
     """``transition``'s extra fields, checked against ``MUTABLE_FIELDS`` (``TypeError``
-    like ``MemoryLedger``) and coerced to their column types, in a stable order."""
+    like ``MemoryLedger``), their free text scrubbed (``ledger._texts``) and coerced to
+    their column types, in a stable order."""
     unknown = set(changes) - MUTABLE_FIELDS
     if unknown:
         raise TypeError(f"cannot change {sorted(unknown)}")
+    changes = scrub_changes(changes)
     checked: dict[str, Any] = {}
     for name in sorted(changes):
         value = changes[name]
@@ -72,7 +75,7 @@ def check_changes(changes: Mapping[str, Any]) -> dict[str, Any]:
 
 def record_from_row(row: Sequence[Any], recipients: Recipients) -> PayoutRecord:
     """A ``PayoutRecord`` from a row holding ``COLUMNS`` in order, its recipient put
-    back (``LedgerKeyError`` when ``recipients`` cannot)."""
+    back (``LedgerKeyError`` when ``recipients`` cannot) and its free text scrubbed."""
     params = row[3]
     stored = json.loads(params) if isinstance(params, str | bytes) else dict(params)
     return PayoutRecord(
@@ -90,15 +93,16 @@ def record_from_row(row: Sequence[Any], recipients: Recipients) -> PayoutRecord:
         lease_token=int(row[11]),
         created_at=float(row[12]),
         updated_at=float(row[13]),
-        last_error=row[14],
-        reason=row[15],
+        last_error=scrub(row[14]),
+        reason=scrub(row[15]),
         unknown_since=row[16],
         provider_api=row[18],
     )
 
 
 def transition_from_row(row: Sequence[Any]) -> Transition:
-    """A ``Transition`` from a row holding ``TRANSITION_COLUMNS`` in order."""
+    """A ``Transition`` from a row holding ``TRANSITION_COLUMNS`` in order (its note
+    scrubbed)."""
     return Transition(
         provider=row[0],
         key=row[1],
@@ -106,7 +110,7 @@ def transition_from_row(row: Sequence[Any]) -> Transition:
         to_state=LedgerState(row[3]),
         at=float(row[4]),
         owner=row[5],
-        note=row[6],
+        note=scrub(row[6]),
     )
 
 

@@ -67,6 +67,7 @@ from ._rows import (
 from ._sqlite_batch import BatchOutcome, Op, commit_batch, is_locked, not_written, open_error
 from ._sqlite_schema import create_schema, schema_current
 from ._sqlite_scrub import Scrubber
+from ._texts import scrub
 
 __all__ = ["SQLiteLedger"]
 
@@ -820,7 +821,7 @@ class SQLiteLedger(Ledger):
                 self._note_drop(conn, provider, key)
             now = time.time()
             rows = conn.execute(
-                settle, (to_state.value, provider_status, reason, now, provider, key)
+                settle, (to_state.value, provider_status, scrub(reason), now, provider, key)
             ).fetchall()
             conn.execute(_LOG, (provider, key, from_state.value, to_state.value, now, None, note))
             return Settlement(record_from_row(rows[0], self._recipients), from_state)

@@ -4,7 +4,8 @@
 embedding the application elsewhere), checks signatures and tokens, moves emulated
 money, lets states progress with time, delivers Enot webhooks, misbehaves on demand
 (``FaultKind``, by seeded probability or by script; ``Sandbox.script_inner_code``
-for IntellectMoney's inner ``Result.State.Code``) and reports what it did
+for IntellectMoney's inner ``Result.State.Code``; ``Sandbox.script_error`` for an
+error answer carrying a given message) and reports what it did
 (``Sandbox.stats()``, ``Sandbox.duplicates()``, ``Sandbox.paid_per_payout()``,
 ``GET /_sandbox/stats``), records when each request arrived (``Sandbox.request_times``,
 ``peak_rate``), can enforce a rate limit per provider (answering 429) and be topped up

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from ._faults import FaultKind
+from ._scripted_errors import html_error
 from ._state import SandboxState
 from ._wire import html_page
 
@@ -112,13 +113,19 @@ def with_faults(
     route: str, process: Processor, state: SandboxState, error_answer: ErrorAnswer
 ) -> Processor:
     """A handler that records each request of ``route``, answers 429 beyond the
-    provider's rate limit (``_traffic``), counts the call and applies its fault, if any."""
+    provider's rate limit (``_traffic``), counts the call and answers its scripted
+    error (``_scripted_errors``) or applies its fault, if any."""
 
     async def handle(request: web.Request) -> web.StreamResponse:
         retry_after = state.traffic.arrive(route)
         if retry_after is not None:
             return _rate_limited(retry_after, error_answer)
         kind = state.faults.pick(route)
+        scripted = state.errors.pop(route)
+        if scripted is not None:  # takes the place of any fault
+            if scripted.as_html:
+                return html_error(scripted)
+            return error_answer(scripted.status, scripted.message)
         if kind is None:
             return await process(request)
         return await _misbehave(kind, request, process, state, error_answer)

@@ -134,6 +134,17 @@ class Sandbox:
         ``reset()`` forgets them."""
         self.state.im_inner.script(route, code, desc)
 
+    def script_error(self, route: str, status: int, message: str, *, times: int = 1) -> None:
+        """Answer the next ``times`` calls of ``route`` with the provider's error at HTTP
+        ``status`` carrying ``message`` (502, 503 and 504: a gateway's HTML page with
+        ``message`` in it, as it is); nothing happens for them. Scripts queue up in
+        order; ``clear_scripted_errors()`` and ``reset()`` forget them."""
+        self.state.errors.script(route, status, message, times=times)
+
+    def clear_scripted_errors(self) -> None:
+        """Forget the scripted error answers not given yet."""
+        self.state.errors.clear()
+
     def issue_user_token(self) -> str:
         """A fresh IntellectMoney UserToken, valid for ``config.user_token_lifetime``."""
         return self.state.tokens.issue()

@@ -14,6 +14,7 @@ from ._enot_book import EnotBook
 from ._faults import Faults
 from ._im_book import IntellectMoneyBook
 from ._im_inner import InnerAnswers
+from ._scripted_errors import ErrorScript
 from ._tokens import UserTokens
 from ._traffic import Traffic
 
@@ -73,6 +74,7 @@ class SandboxState:
         )
         self.webhooks: list[WebhookDelivery] = []
         self.im_inner = InnerAnswers()
+        self.errors = ErrorScript()
         self.traffic = Traffic(config, self.clock)
 
     def watch_enot(self, callback: Callable[[], None] | None) -> None:
@@ -82,7 +84,7 @@ class SandboxState:
 
     def reset(self) -> None:
         """Empty the books, restore the balances, forget tokens, faults (scripted inner
-        codes too), webhooks and the requests' arrival times."""
+        codes and error answers too), webhooks and the requests' arrival times."""
         self._build()
         if self._on_enot_change is not None:
             self._on_enot_change()

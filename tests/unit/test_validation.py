@@ -492,3 +492,29 @@ def test_check_service_knows_the_documented_services_and_allows_more() -> None:
     with pytest.raises(ValidationError, match="unknown service 'cardd'"):
         check_service("cardd")
     check_service("usdt_erc20", allowed=["USDT_ERC20"])
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "5536912998877664",
+        "5536 9129 9887 7664",
+        "5536-9129-9887-7664",
+        "553691 299887 7664",
+        "4111111111111111",
+        "123456789015",
+    ],
+)
+def test_check_key_refuses_a_card_number(key: str) -> None:
+    """A key is stored, shown and sent (Enot's order_id) in clear (issue 24)."""
+    with pytest.raises(ValidationError, match="must not be a card number") as caught:
+        check_key(key)
+    assert caught.value.field == "key"
+    assert "Luhn" in caught.value.rule and key not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "key", ["5536912998877665", "order-5536912998877664", "1234567890", "2024-05-01-7"]
+)
+def test_check_key_accepts_numbers_that_are_no_card(key: str) -> None:
+    assert check_key(key) == key

@@ -1,0 +1,24 @@
+"""The free text a ledger keeps -- a row's ``reason`` and ``last_error``, a transition's
+note -- passes the one scrubber (``_redact.scrub``: card numbers and phones however
+they are written) on its way in, whoever the caller, and again on its way out, so that
+a row written in clear by an older version is shown masked too."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .._redact import scrub
+
+__all__ = ["TEXT_FIELDS", "scrub", "scrub_changes"]
+
+#: The fields of ``Ledger.transition`` that hold free text from providers and callers.
+TEXT_FIELDS = frozenset({"reason", "last_error"})
+
+
+def scrub_changes(changes: Mapping[str, Any]) -> dict[str, Any]:
+    """``changes`` with every ``TEXT_FIELDS`` value scrubbed (others as they are)."""
+    return {
+        name: scrub(str(value)) if name in TEXT_FIELDS and value is not None else value
+        for name, value in changes.items()
+    }
