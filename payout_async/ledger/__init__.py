@@ -26,6 +26,7 @@ from ._errors import (
 )
 from ._memory import MemoryLedger
 from ._postgres import PostgresLedger
+from ._recipient import ALTERED as ROW_ALTERED
 from ._recipient import new_encryption_key
 from ._sqlite import SQLiteLedger
 from ._url import ledger_from_url
@@ -34,6 +35,7 @@ __all__ = [
     "ACTIVE_STATES",
     "FINAL_STATES",
     "PARKED_STATES",
+    "ROW_ALTERED",
     "Claim",
     "EnqueueOutcome",
     "Enqueued",

@@ -168,7 +168,7 @@ class MemoryLedger(Ledger):
     ) -> Claim:
         """See ``Ledger.begin``."""
         self._recipients.check_digest(params_hash)
-        stored = self._recipients.store(provider, key, params)
+        stored = self._recipients.store(provider, key, params, order_id=order_id)
         now = time.time()
         self._check_order_id(provider, key, order_id)
         record = self._rows.get((provider, key))
@@ -336,7 +336,7 @@ class MemoryLedger(Ledger):
         """``begin``'s rules for one intent, without a lease."""
         key = intent.key
         digest = self._recipients.params_hash(intent.params)
-        stored = self._recipients.store(provider, key, intent.params)
+        stored = self._recipients.store(provider, key, intent.params, order_id=intent.order_id)
         record = self._rows.get((provider, key))
         holder = None
         if intent.order_id is not None:

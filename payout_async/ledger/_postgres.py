@@ -48,7 +48,7 @@ from ._patience import Strain
 from ._postgres_batch import Batcher, Pending
 from ._postgres_calls import BoundedPool, is_integrity_violation
 from ._postgres_queue import CHUNK, PostgresWakeups, QueueSQL, enqueue_chunk
-from ._recipient import MASKED_HASH, Recipients
+from ._recipient import MASKED_HASH, Recipients, Resealed
 from ._rows import (
     COLUMNS,
     FINAL_VALUES,
@@ -58,6 +58,8 @@ from ._rows import (
     dump_params,
     move_recipient,
     record_from_row,
+    reseal_row,
+    sign_changes,
     transition_from_row,
 )
 
@@ -70,13 +72,14 @@ DEFAULT_COMMAND_TIMEOUT = 10.0  # seconds
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _NOW = "now AS MATERIALIZED (SELECT extract(epoch FROM clock_timestamp())::float8 AS t)"
 _FINAL = ", ".join(f"'{state}'" for state in FINAL_VALUES)
-# What a final write also sets: the recipient goes, and the fingerprint of the full
-# parameters too (``ledger._recipient``).
-_DROP_RECIPIENT = f", recipient = NULL, params_hash = '{MASKED_HASH}'"
+# What a final write also sets: the recipient goes, and the fingerprint and signature
+# of the full parameters too (``ledger._recipient``).
+_DROP_RECIPIENT = f", recipient = NULL, params_hash = '{MASKED_HASH}', signature = NULL"
 _ACTIVE = sorted(state.value for state in ACTIVE_STATES)
-# The changeable fields, in ``check_changes`` order, and the batched transitions'
-# inputs: one array each (a changeable field: whether to set it, and its new value).
-_CHANGEABLE = sorted(MUTABLE_FIELDS)
+# The changeable fields, in ``check_changes`` order (and the operation id's signature,
+# ``sign_changes``), and the batched transitions' inputs: one array each (a changeable
+# field: whether to set it, and its new value).
+_CHANGEABLE = sorted(MUTABLE_FIELDS | {"operation_signature"})
 _BATCH_INPUTS = [
     ("i_provider", "text"),
     ("i_key", "text"),
@@ -157,10 +160,14 @@ CREATE TABLE IF NOT EXISTS {t} (
     reason text,
     unknown_since double precision,
     recipient text,
+    signature text,
+    operation_signature text,
     PRIMARY KEY (provider, key)
 );
 ALTER TABLE {t} ADD COLUMN IF NOT EXISTS lease_token bigint NOT NULL DEFAULT 0;
 ALTER TABLE {t} ADD COLUMN IF NOT EXISTS recipient text;
+ALTER TABLE {t} ADD COLUMN IF NOT EXISTS signature text;
+ALTER TABLE {t} ADD COLUMN IF NOT EXISTS operation_signature text;
 DROP INDEX IF EXISTS {qualify}"{prefix}payouts_order_id";
 CREATE UNIQUE INDEX IF NOT EXISTS "{prefix}payouts_order_id_unique" ON {t} (provider, order_id)
     WHERE order_id IS NOT NULL;
@@ -184,9 +191,9 @@ WITH {_NOW},
 ins AS (
     INSERT INTO {t} (provider, key, params_hash, params, state, order_id, attempts,
                      lease_owner, lease_expires_at, lease_token, created_at, updated_at,
-                     recipient)
+                     recipient, signature)
     SELECT $1::text, $2::text, $3::text, $4::text::jsonb, $9::text, $5::text, $10::int,
-           $6::text, now.t + $7::float8, 1, now.t, now.t, $8::text
+           $6::text, now.t + $7::float8, 1, now.t, now.t, $8::text, $11::text
     FROM now
     ON CONFLICT (provider, key) DO NOTHING
     RETURNING {cols}
@@ -200,16 +207,17 @@ SELECT {cols} FROM ins"""
 WITH {_NOW},
 i AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                         $6::text[], $7::float8[], $8::text[], $9::text[], $10::int4[])
+                         $6::text[], $7::float8[], $8::text[], $9::text[], $10::int4[],
+                         $11::text[])
         AS i(i_provider, i_key, i_hash, i_params, i_order, i_owner, i_lease, i_recipient,
-             i_state, i_attempts)
+             i_state, i_attempts, i_signature)
 ),
 ins AS (
     INSERT INTO {t} (provider, key, params_hash, params, state, order_id, attempts,
                      lease_owner, lease_expires_at, lease_token, created_at, updated_at,
-                     recipient)
+                     recipient, signature)
     SELECT i_provider, i_key, i_hash, i_params::jsonb, i_state, i_order, i_attempts,
-           i_owner, now.t + i_lease, 1, now.t, now.t, i_recipient
+           i_owner, now.t + i_lease, 1, now.t, now.t, i_recipient, i_signature
     FROM i, now ORDER BY i_provider, i_key
     ON CONFLICT (provider, key) DO NOTHING
     RETURNING {cols}
@@ -234,8 +242,8 @@ RETURNING {p_cols}, {_LEFT}"""
 WITH {_NOW},
 upd AS (
     UPDATE {t} p SET state = 'pending', params_hash = $5, params = $6::text::jsonb,
-                     recipient = $8, order_id = $7, reason = NULL, updated_at = now.t,
-                     lease_owner = $3,
+                     recipient = $8, order_id = $7, signature = $9, reason = NULL,
+                     updated_at = now.t, lease_owner = $3,
                      lease_expires_at = now.t + $4, lease_token = p.lease_token + 1
     FROM now WHERE p.provider = $1 AND p.key = $2 AND p.state = 'refused'
     RETURNING {p_cols}
@@ -291,6 +299,7 @@ upd AS (
         lease_owner = CASE WHEN cur.i_lease IS NULL THEN NULL ELSE p.lease_owner END,
         lease_expires_at = now.t + cur.i_lease, updated_at = now.t{changes},
         recipient = CASE WHEN cur.i_final THEN NULL ELSE p.recipient END,
+        signature = CASE WHEN cur.i_final THEN NULL ELSE p.signature END,
         params_hash = CASE WHEN cur.i_final THEN '{MASKED_HASH}' ELSE p.params_hash END
     FROM cur, now WHERE p.provider = cur.provider AND p.key = cur.key
     RETURNING {p_cols}, cur.i_ord, cur.from_state, cur.i_owner, cur.i_note
@@ -391,6 +400,12 @@ SELECT {cols}, from_state FROM upd"""
             "WHERE provider = $1 AND key = $2"
         )
         self.counts = f"SELECT state, count(*) FROM {t}{{where}} GROUP BY state"
+        # Version 4's upgrade (and ``ledger-key rotate``): live rows, to sign.
+        self.live = f"SELECT {cols} FROM {t} WHERE state NOT IN ({_FINAL}) FOR UPDATE"
+        self.reseal = (
+            f"UPDATE {t} SET params_hash = $3, recipient = $4, signature = $5, "
+            "operation_signature = $6 WHERE provider = $1 AND key = $2"
+        )
 
 
 class PostgresLedger(Ledger):
@@ -532,8 +547,11 @@ class PostgresLedger(Ledger):
             await conn.execute(
                 "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", self._sql.lock_key
             )
+            unsigned = not await self._has_signatures(conn)
             await conn.execute(self._sql.schema)
             await self._move_recipients(conn)
+            if unsigned and self._recipients.key_id is not None:
+                await self._sign_rows(conn)
 
     async def _move_recipients(self, conn: Any) -> None:
         """Version 3: recipients out of the parameters (see ``move_recipient``)."""
@@ -541,6 +559,23 @@ class PostgresLedger(Ledger):
             new = move_recipient(self._recipients, *row)
             if new is not None:
                 await conn.execute(self._sql.move, row[0], row[1], *new)
+
+    async def _has_signatures(self, conn: Any) -> bool:
+        """Whether the table has its ``signature`` column (version 4) already."""
+        qualify = "" if self.schema is None else f'"{self.schema}".'
+        rows = await conn.fetch(_CATALOG, [f'{qualify}"{self.table_prefix}payouts"'])
+        return "signature" in (rows[0][1] or ())
+
+    async def _sign_rows(self, conn: Any) -> None:
+        """Version 4, with a key: sign every live row whose fingerprint matches its
+        parameters (sealing a clear recipient); see ``Recipients.reseal``."""
+        for row in await conn.fetch(self._sql.live):
+            new = reseal_row(self._recipients, row)
+            if isinstance(new, Resealed):
+                await conn.execute(
+                    self._sql.reseal, row["provider"], row["key"], new.params_hash,
+                    new.recipient, new.signature, new.operation_signature,
+                )  # fmt: skip
 
     async def _schema_current(self, conn: Any) -> bool:
         wanted = schema_objects(self._sql.schema)
@@ -609,13 +644,13 @@ class PostgresLedger(Ledger):
         """See ``Ledger.begin``."""
         recipients = self._recipients
         recipients.check_digest(params_hash)
-        stored = recipients.store(provider, key, params)
+        stored = recipients.store(provider, key, params, order_id=order_id)
         lease = float(lease_seconds)
         params_text = dump_params(stored.params)
         accepted = recipients.accepted_hashes(params_hash, params)
         state = (LedgerState.SENDING if sending else LedgerState.PENDING).value
         intent = [provider, key, params_hash, params_text, order_id, owner, lease]
-        intent += [stored.recipient, state, int(sending)]
+        intent += [stored.recipient, state, int(sending), stored.signature]
         try:
             row = await self._insert(intent)
             if row is not None:
@@ -626,7 +661,7 @@ class PostgresLedger(Ledger):
             if row is not None:
                 left = float(row[-1])
                 return Claim(record=self._record(row), claimed=True, previous_lease_left=left)
-            again = (params_hash, params_text, order_id, stored.recipient)
+            again = (params_hash, params_text, order_id, stored.recipient, stored.signature)
             row = await self._fetchrow(self._sql.rebegin, provider, key, owner, lease, *again)
         except self._asyncpg.UniqueViolationError as error:  # the order_id index
             raise IdempotencyConflictError(key, order_id=order_id) from error
@@ -678,7 +713,7 @@ class PostgresLedger(Ledger):
     ) -> PayoutRecord:
         """See ``Ledger.transition``: queued with the transitions of concurrent payouts,
         and written with them in one statement (``ledger._postgres_batch``)."""
-        fields = check_changes(changes)
+        fields = sign_changes(self._recipients, provider, key, check_changes(changes))
         to_state = LedgerState(state)
         final = to_state.is_final
         # NULL for a final state (a final row is nobody's) or a release: the lease ends.

@@ -60,6 +60,7 @@ from ._rows import (
     check_changes,
     dump_params,
     record_from_row,
+    sign_changes,
     transition_from_row,
 )
 from ._sqlite_batch import BatchOutcome, Op, commit_batch, is_locked, not_written, open_error
@@ -107,12 +108,12 @@ _RELEASE = (
 )
 _REBEGIN = (
     "UPDATE payouts SET state = ?, params_hash = ?, params = ?, recipient = ?, order_id = ?, "
-    "reason = NULL, updated_at = ? WHERE provider = ? AND key = ?"
+    "signature = ?, reason = NULL, updated_at = ? WHERE provider = ? AND key = ?"
 )
 _RECIPIENT = "SELECT recipient FROM payouts WHERE provider = ? AND key = ?"
-# What a final write also sets: the recipient goes, the fingerprint of the full
-# parameters too (``ledger._recipient``).
-_DROP_RECIPIENT = f", recipient = NULL, params_hash = '{MASKED_HASH}'"
+# What a final write also sets: the recipient goes, the fingerprint and signature of
+# the full parameters too (``ledger._recipient``).
+_DROP_RECIPIENT = f", recipient = NULL, params_hash = '{MASKED_HASH}', signature = NULL"
 _ORDER_ID_HOLDER = "SELECT key FROM payouts WHERE provider = ? AND order_id = ?"
 _LEASE_HOLDERS = (
     "SELECT lease_owner, count(*), max(lease_expires_at) FROM payouts "
@@ -140,7 +141,7 @@ _HISTORY = (
 _STATE = "SELECT state FROM payouts WHERE provider = ? AND key = ?"
 _REQUEUE = (
     "UPDATE payouts SET state = 'pending', params_hash = ?, params = ?, recipient = ?, "
-    "order_id = ?, reason = NULL, updated_at = ?, lease_owner = NULL, "
+    "order_id = ?, signature = ?, reason = NULL, updated_at = ?, lease_owner = NULL, "
     "lease_expires_at = NULL, lease_token = lease_token + 1 "
     "WHERE provider = ? AND key = ? AND state = 'refused'"
 )
@@ -519,7 +520,7 @@ class SQLiteLedger(Ledger):
         """See ``Ledger.begin``."""
         recipients = self._recipients
         recipients.check_digest(params_hash)
-        stored = recipients.store(provider, key, params)
+        stored = recipients.store(provider, key, params, order_id=order_id)
         params_text = dump_params(stored.params)
 
         def op(conn: sqlite3.Connection) -> Claim:
@@ -533,7 +534,8 @@ class SQLiteLedger(Ledger):
             first = LedgerState.SENDING.value if sending else pending
             values: tuple[Any, ...] = (provider, key, params_hash, params_text, first, None)
             values += (order_id, None, int(sending), owner, expires, 1, now, now, None, None, None)
-            rows = conn.execute(_INSERT, (*values, stored.recipient)).fetchall()
+            kept = (stored.recipient, stored.signature, None)
+            rows = conn.execute(_INSERT, (*values, *kept)).fetchall()
             if rows:
                 conn.execute(_LOG, (provider, key, None, first, now, owner, "intent recorded"))
                 record = record_from_row(rows[0], recipients)
@@ -541,8 +543,8 @@ class SQLiteLedger(Ledger):
             row = conn.execute(_SELECT, (provider, key)).fetchone()
             record = record_from_row(row, recipients)
             if record.state is LedgerState.REFUSED:
-                again = (pending, params_hash, params_text, stored.recipient, order_id, now)
-                conn.execute(_REBEGIN, (*again, provider, key))
+                again = (pending, params_hash, params_text, stored.recipient, order_id)
+                conn.execute(_REBEGIN, (*again, stored.signature, now, provider, key))
                 note = "intent recorded again after a refusal"
                 conn.execute(_LOG, (provider, key, record.state.value, pending, now, owner, note))
             elif not recipients.matches(
@@ -579,7 +581,7 @@ class SQLiteLedger(Ledger):
         **changes: Any,
     ) -> PayoutRecord:
         """See ``Ledger.transition``."""
-        fields = check_changes(changes)
+        fields = sign_changes(self._recipients, provider, key, check_changes(changes))
         to_state = LedgerState(state).value
         final = LedgerState(state).is_final  # a final row is nobody's: its lease ends
         sets = "".join(f", {name} = ?" for name in fields) + (_DROP_RECIPIENT if final else "")
@@ -689,7 +691,9 @@ class SQLiteLedger(Ledger):
         for start in range(0, len(intents), _ENQUEUE_CHUNK):
             chunk = [
                 _Intent(
-                    i, recipients.params_hash(i.params), recipients.store(provider, i.key, i.params)
+                    i,
+                    recipients.params_hash(i.params),
+                    recipients.store(provider, i.key, i.params, order_id=i.order_id),
                 )
                 for i in intents[start : start + _ENQUEUE_CHUNK]
             ]
@@ -843,13 +847,13 @@ def _enqueue_one(
     pending = LedgerState.PENDING.value
     values: tuple[Any, ...] = (provider, key, one.digest, params_text, pending, None)
     values += (intent.order_id, None, 0, None, None, 0, now, now, None, None, None)
-    if conn.execute(_INSERT, (*values, stored.recipient)).fetchall():
+    if conn.execute(_INSERT, (*values, stored.recipient, stored.signature, None)).fetchall():
         conn.execute(_LOG, (provider, key, None, pending, now, None, "intent recorded (enqueued)"))
         return Enqueued(key, EnqueueOutcome.NEW, LedgerState.PENDING)
     record = record_from_row(conn.execute(_SELECT, (provider, key)).fetchone(), recipients)
     if record.state is LedgerState.REFUSED:
-        again = (one.digest, params_text, stored.recipient, intent.order_id, now, provider, key)
-        conn.execute(_REQUEUE, again)
+        again = (one.digest, params_text, stored.recipient, intent.order_id, stored.signature)
+        conn.execute(_REQUEUE, (*again, now, provider, key))
         note = "intent recorded again after a refusal (enqueued)"
         conn.execute(_LOG, (provider, key, record.state.value, pending, now, None, note))
         return Enqueued(key, EnqueueOutcome.AGAIN, LedgerState.PENDING)

@@ -4,6 +4,9 @@ Version 2 gave every claim a fencing token and each Enot order_id one key. Versi
 keeps the recipient apart from the parameters (``ledger._recipient``): the upgrade
 moves each live row's recipient into the ``recipient`` column (sealed, when the ledger
 opening the file has a key), masks it in ``params``, and drops it from final rows.
+Version 4 signs rows (``signature``, ``operation_signature``): opened with a key, the
+upgrade signs each live row whose fingerprint matches its parameters (and seals its
+recipient); opened without, rows stay unsigned until ``ledger-key rotate``.
 """
 
 from __future__ import annotations
@@ -14,8 +17,8 @@ import aiosqlite
 
 from .._errors import ConfigurationError
 from ._ddl import schema_objects
-from ._recipient import Recipients
-from ._rows import move_recipient
+from ._recipient import Recipients, Resealed, is_clear
+from ._rows import COLUMNS, FINAL_VALUES, move_recipient, reseal_row
 
 __all__ = ["create_schema", "schema_current"]
 
@@ -39,6 +42,8 @@ CREATE TABLE IF NOT EXISTS payouts (
     reason TEXT,
     unknown_since REAL,
     recipient TEXT,
+    signature TEXT,
+    operation_signature TEXT,
     PRIMARY KEY (provider, key)
 );
 CREATE INDEX IF NOT EXISTS payouts_state_lease ON payouts (state, lease_expires_at);
@@ -62,8 +67,15 @@ CREATE UNIQUE INDEX IF NOT EXISTS payouts_order_id_unique ON payouts (provider, 
     WHERE order_id IS NOT NULL;
 PRAGMA user_version = 2;
 """
-# Version 3: the recipient in a column of its own (``_move_recipients``).
-_SCHEMA_VERSION = 3
+# Version 3: the recipient in a column of its own (``_move_recipients``); version 4:
+# signed rows (``_sign_rows``).
+_SCHEMA_VERSION = 4
+_ADDED_COLUMNS = (
+    ("lease_token", "INTEGER NOT NULL DEFAULT 0"),
+    ("recipient", "TEXT"),
+    ("signature", "TEXT"),
+    ("operation_signature", "TEXT"),
+)
 
 # What a current file holds: ``open()`` runs ``create_schema`` only when it lacks some.
 _SCHEMA_OBJECTS = schema_objects(_SCHEMA + _UPGRADE_TO_2)
@@ -78,10 +90,9 @@ def create_schema(conn: sqlite3.Connection, recipients: Recipients) -> int:
             if statement.strip():
                 conn.execute(statement)
         columns = {row[1] for row in conn.execute("PRAGMA table_info(payouts)")}
-        if "lease_token" not in columns:
-            conn.execute("ALTER TABLE payouts ADD COLUMN lease_token INTEGER NOT NULL DEFAULT 0")
-        if "recipient" not in columns:
-            conn.execute("ALTER TABLE payouts ADD COLUMN recipient TEXT")
+        for name, kind in _ADDED_COLUMNS:
+            if name not in columns:
+                conn.execute(f"ALTER TABLE payouts ADD COLUMN {name} {kind}")
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version < 2:
             try:
@@ -94,8 +105,11 @@ def create_schema(conn: sqlite3.Connection, recipients: Recipients) -> int:
                     "settle those rows by hand before upgrading"
                 ) from error
         moved = 0
-        if version < _SCHEMA_VERSION:
+        if version < 3:
             moved = _move_recipients(conn, recipients)
+        if version < _SCHEMA_VERSION:
+            if recipients.key_id is not None:
+                moved += _sign_rows(conn, recipients)
             conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except BaseException:
@@ -123,6 +137,26 @@ def _move_recipients(conn: sqlite3.Connection, recipients: Recipients) -> int:
             )
             moved += 1
     return moved
+
+
+def _sign_rows(conn: sqlite3.Connection, recipients: Recipients) -> int:
+    """Version 4, with a key: sign every live row whose fingerprint matches its
+    parameters (sealing a clear recipient). Returns how many were clear."""
+    final = ", ".join(f"'{state}'" for state in FINAL_VALUES)
+    rows = conn.execute(
+        f"SELECT rowid, {', '.join(COLUMNS)} FROM payouts WHERE state NOT IN ({final})"
+    ).fetchall()
+    sealed = 0
+    for rowid, *row in rows:
+        new = reseal_row(recipients, row)
+        if isinstance(new, Resealed):
+            sealed += is_clear(row[COLUMNS.index("recipient")])
+            conn.execute(
+                "UPDATE payouts SET params_hash = ?, recipient = ?, signature = ?, "
+                "operation_signature = ? WHERE rowid = ?",
+                (new.params_hash, new.recipient, new.signature, new.operation_signature, rowid),
+            )
+    return sealed
 
 
 async def schema_current(db: aiosqlite.Connection) -> bool:

@@ -65,7 +65,7 @@ async def test_sqlite_upgrades_a_version_1_file(tmp_path: Path) -> None:
                 "enot", "new", HASH, PARAMS, owner="w", lease_seconds=5, order_id="o-old"
             )
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
     conn.close()
 
 
@@ -142,6 +142,7 @@ async def test_sqlite_upgrade_moves_card_numbers_out_of_the_parameters(
     async with SQLiteLedger(path, encryption_key=key) as ledger:
         live, done = await ledger.get(P, "live"), await ledger.get(P, "done")
         assert live is not None and live.params["pan"] == CARD
+        assert live.untrusted is None  # signed by the upgrade (with a key)
         assert done is not None and done.params["pan"] == "427600******5673"
         assert ledger.params_match(live, params) and ledger.params_match(done, params)
         assert live.params_hash == ledger.params_hash(params)
@@ -153,7 +154,7 @@ async def test_sqlite_upgrade_moves_card_numbers_out_of_the_parameters(
         )  # fmt: skip
     assert sqlite_hits(path, CARD) == []
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
     conn.close()
 
 
@@ -172,6 +173,7 @@ async def test_postgres_upgrade_moves_card_numbers_out_of_the_parameters(schema:
     async with PostgresLedger(PG_DSN, schema=schema, encryption_key=key) as ledger:
         live, done = await ledger.get(P, "live"), await ledger.get(P, "done")
         assert live is not None and live.params["pan"] == CARD
+        assert live.untrusted is None  # signed by the upgrade (with a key)
         assert done is not None and done.params["pan"] == "427600******5673"
         assert ledger.params_match(done, params)
         assert live.params_hash == ledger.params_hash(params)
