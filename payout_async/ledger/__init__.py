@@ -28,6 +28,8 @@ from ._memory import MemoryLedger
 from ._postgres import PostgresLedger
 from ._recipient import ALTERED as ROW_ALTERED
 from ._recipient import new_encryption_key
+from ._rotate import KeyUse, RotationReport
+from ._rotate import rotate as rotate_keys
 from ._sqlite import SQLiteLedger
 from ._url import ledger_from_url
 
@@ -40,6 +42,7 @@ __all__ = [
     "EnqueueOutcome",
     "Enqueued",
     "Intent",
+    "KeyUse",
     "LeaseHolder",
     "LeaseLostError",
     "Ledger",
@@ -51,6 +54,7 @@ __all__ = [
     "MemoryLedger",
     "PayoutRecord",
     "PostgresLedger",
+    "RotationReport",
     "SQLiteLedger",
     "Settlement",
     "Transition",
@@ -58,4 +62,5 @@ __all__ = [
     "ledger_from_url",
     "new_encryption_key",
     "params_hash",
+    "rotate_keys",
 ]

@@ -31,7 +31,7 @@ from ._base import (
     WorkListener,
 )
 from ._listen import ListenerHub
-from ._recipient import MASKED_HASH, Recipients
+from ._recipient import MASKED_HASH, EncryptionKey, Recipients
 
 __all__ = ["MemoryLedger"]
 
@@ -42,7 +42,7 @@ class MemoryLedger(Ledger):
     ``encryption_key`` encrypts each row's recipient and keys its fingerprint, as
     ``SQLiteLedger``'s does."""
 
-    def __init__(self, *, encryption_key: str | bytes | None = None) -> None:
+    def __init__(self, *, encryption_key: EncryptionKey | None = None) -> None:
         self._recipients = Recipients(encryption_key)
         #: Rows as kept: the recipient masked in ``params``, the full one in ``_kept``.
         self._rows: dict[tuple[str, str], PayoutRecord] = {}

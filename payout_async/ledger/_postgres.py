@@ -48,7 +48,8 @@ from ._patience import Strain
 from ._postgres_batch import Batcher, Pending
 from ._postgres_calls import BoundedPool, is_integrity_violation
 from ._postgres_queue import CHUNK, PostgresWakeups, QueueSQL, enqueue_chunk
-from ._recipient import MASKED_HASH, Recipients, Resealed
+from ._recipient import MASKED_HASH, EncryptionKey, Recipients, Resealed
+from ._rotate import KEY_USE, RESEAL, TO_ROTATE, KeyUse, RotationBatch, plan
 from ._rows import (
     COLUMNS,
     FINAL_VALUES,
@@ -400,7 +401,14 @@ SELECT {cols}, from_state FROM upd"""
             "WHERE provider = $1 AND key = $2"
         )
         self.counts = f"SELECT state, count(*) FROM {t}{{where}} GROUP BY state"
-        # Version 4's upgrade (and ``ledger-key rotate``): live rows, to sign.
+        # ``ledger._rotate``.
+        self.key_use = KEY_USE.format(table=t)
+        self.to_rotate = (
+            TO_ROTATE.format(table=t, p_after="$1", k_after="$2", current="$3", limit="$4")
+            + " FOR UPDATE"
+        )
+        self.rotated = RESEAL.format("$3", "$4", "$5", "$6", "$1", "$2", table=t)
+        # Version 4's upgrade: live rows, to sign.
         self.live = f"SELECT {cols} FROM {t} WHERE state NOT IN ({_FINAL}) FOR UPDATE"
         self.reseal = (
             f"UPDATE {t} SET params_hash = $3, recipient = $4, signature = $5, "
@@ -440,7 +448,7 @@ class PostgresLedger(Ledger):
         command_timeout: float = DEFAULT_COMMAND_TIMEOUT,
         statement_timeout: float | None = None,
         lock_timeout: float | None = None,
-        encryption_key: str | bytes | None = None,
+        encryption_key: EncryptionKey | None = None,
     ) -> None:
         if dsn is not None and pool is not None:
             raise ConfigurationError("give PostgresLedger a dsn or a pool, not both")
@@ -576,6 +584,38 @@ class PostgresLedger(Ledger):
                     self._sql.reseal, row["provider"], row["key"], new.params_hash,
                     new.recipient, new.signature, new.operation_signature,
                 )  # fmt: skip
+
+    async def key_use(self) -> KeyUse:
+        """Live rows by the key they are signed with (``ledger._rotate``); no key needed."""
+        return KeyUse.from_rows(await self._fetch(self._sql.key_use))
+
+    async def rotate_batch(self, *, after: tuple[str, str], limit: int) -> RotationBatch:
+        """Move up to ``limit`` live rows after ``after`` to the current key, in one
+        transaction (``ledger._rotate``)."""
+        current = self._recipients.key_id
+        if current is None:
+            raise ConfigurationError("rotating keys needs the ledger's encryption_key")
+        calls = await self._connection_pool()
+
+        async def work(conn: Any) -> RotationBatch:
+            async with conn.transaction():
+                rows = await conn.fetch(self._sql.to_rotate, *after, current, limit)
+                rotated, left = 0, []
+                for row in rows:
+                    new = plan(self._recipients, row)
+                    if isinstance(new, str):
+                        left.append((row["provider"], row["key"], new))
+                        continue
+                    await conn.execute(
+                        self._sql.rotated, row["provider"], row["key"], new.params_hash,
+                        new.recipient, new.signature, new.operation_signature,
+                    )  # fmt: skip
+                    rotated += 1
+            last = (rows[-1]["provider"], rows[-1]["key"]) if rows else None
+            return RotationBatch(rotated, left, last)
+
+        deadline = asyncio.get_running_loop().time() + self.command_timeout
+        return await calls.session(work, deadline=deadline)
 
     async def _schema_current(self, conn: Any) -> bool:
         wanted = schema_objects(self._sql.schema)

@@ -36,8 +36,9 @@ import hashlib
 import hmac
 import json
 import os
-from collections.abc import Mapping
-from typing import Any
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeAlias
 
 import attrs
 from cryptography.exceptions import InvalidTag
@@ -53,6 +54,7 @@ __all__ = [
     "ALTERED",
     "MASKED_HASH",
     "RECIPIENT_FIELDS",
+    "EncryptionKey",
     "Recipients",
     "Stored",
     "is_clear",
@@ -75,6 +77,14 @@ _KEY_HINT = (
     "an encryption key is 32 random bytes, URL-safe base64: make one with "
     "payout_async.ledger.new_encryption_key() or `payout-async ledger-key`"
 )
+#: Fewer distinct byte values than this in 32 bytes is not a random key (32 random
+#: bytes have fewer than 16 distinct values with a probability below 1e-9).
+_MIN_DISTINCT = 16
+_SEPARATORS = re.compile(r"[\s,]+")
+
+#: A ledger's ``encryption_key``: one key, or a key ring -- a list, or a string of keys
+#: separated by commas -- whose first key seals and signs, the others still read.
+EncryptionKey: TypeAlias = str | bytes | Sequence[str | bytes]
 
 
 def new_encryption_key() -> str:
@@ -115,7 +125,7 @@ def _derive(secret: bytes, purpose: str, length: int = 32) -> bytes:
 
 def _decode_key(key: str | bytes) -> bytes:
     if isinstance(key, bytes) and len(key) == 32:
-        return key
+        return _random(key)
     if not isinstance(key, str | bytes):
         raise ConfigurationError(f"encryption_key must be a string or bytes; {_KEY_HINT}")
     text = key.strip() if isinstance(key, str) else key.strip().decode("ascii", "replace")
@@ -125,7 +135,38 @@ def _decode_key(key: str | bytes) -> bytes:
         raw = b""
     if len(raw) != 32:
         raise ConfigurationError(f"encryption_key is not a valid key; {_KEY_HINT}")
+    return _random(raw)
+
+
+def _random(raw: bytes) -> bytes:
+    """``raw``, unless it is plainly not random (all zeros, one byte, a pattern)."""
+    distinct = len(set(raw))
+    if distinct < _MIN_DISTINCT:
+        raise ConfigurationError(
+            f"encryption_key is not random ({distinct} distinct byte values in 32: all "
+            f"zeros, one repeated byte or a pattern); {_KEY_HINT}"
+        )
     return raw
+
+
+def _key_ring(given: EncryptionKey | None) -> list[_Key]:
+    """The keys of ``encryption_key``, the current one first (duplicates dropped)."""
+    if given is None:
+        return []
+    parts: list[str | bytes]
+    if isinstance(given, str):
+        parts = [part for part in _SEPARATORS.split(given.strip()) if part] or [given]
+    elif isinstance(given, bytes):
+        parts = [given]
+    else:
+        parts = list(given)
+        if not parts:
+            raise ConfigurationError(f"encryption_key is an empty list; {_KEY_HINT}")
+    ring: dict[str, _Key] = {}
+    for part in parts:
+        key = _Key(part)
+        ring.setdefault(key.id, key)
+    return list(ring.values())
 
 
 class _Key:
@@ -222,18 +263,24 @@ class Resealed:
 class Recipients:
     """One ledger's rules for recipients and fingerprints, with its key or without."""
 
-    def __init__(self, encryption_key: str | bytes | None = None) -> None:
-        self._key = None if encryption_key is None else _Key(encryption_key)
-        #: Every key this ledger can read with, by id (the first one writes).
-        self._ring = {} if self._key is None else {self._key.id: self._key}
+    def __init__(self, encryption_key: EncryptionKey | None = None) -> None:
+        ring = _key_ring(encryption_key)
+        #: The key that seals and signs (the ring's first), and every key that reads.
+        self._key = ring[0] if ring else None
+        self._ring = {key.id: key for key in ring}
 
     def __repr__(self) -> str:
         return f"Recipients({'key ' + self._key.id if self._key else 'no key'})"
 
     @property
     def key_id(self) -> str | None:
-        """The key's id (4 bytes, hex), or None without a key."""
+        """The current key's id (4 bytes, hex), or None without a key."""
         return None if self._key is None else self._key.id
+
+    @property
+    def key_ids(self) -> list[str]:
+        """The ids of every key of the ring, the current one first."""
+        return list(self._ring)
 
     # -- fingerprints ---------------------------------------------------------------
 
@@ -242,10 +289,12 @@ class Recipients:
         return plain_hash(params) if self._key is None else self._key.digest(params)
 
     def accepted_hashes(self, digest: str, params: Mapping[str, Any]) -> list[str]:
-        """The fingerprints a live row begun with ``params`` may hold: ``digest``, and a
-        plain one written before this ledger had its key."""
-        plain = plain_hash(params)
-        return [digest] if plain == digest else [digest, plain]
+        """The fingerprints a live row begun with ``params`` may hold: ``digest``, one
+        keyed by any key of the ring (not yet rotated), and a plain one written before
+        this ledger had its key."""
+        found = [digest, *(key.digest(params) for key in self._ring.values())]
+        found.append(plain_hash(params))
+        return list(dict.fromkeys(found))
 
     def check_digest(self, digest: str) -> None:
         """A keyed ledger records keyed fingerprints only (a plain one could be brute-

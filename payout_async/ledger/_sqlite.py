@@ -52,7 +52,8 @@ from ._base import (
 from ._errors import LedgerError, LedgerNotWrittenError
 from ._listen import ListenerHub
 from ._patience import Patience, Strain
-from ._recipient import MASKED_HASH, Recipients, Stored, is_clear
+from ._recipient import MASKED_HASH, EncryptionKey, Recipients, Stored, is_clear
+from ._rotate import KEY_USE, RESEAL, TO_ROTATE, KeyUse, RotationBatch, plan
 from ._rows import (
     COLUMNS,
     FINAL_VALUES,
@@ -238,7 +239,7 @@ class SQLiteLedger(Ledger):
         busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
         read_only: bool = False,
         create: bool = True,
-        encryption_key: str | bytes | None = None,
+        encryption_key: EncryptionKey | None = None,
         checkpoint_interval: float = DEFAULT_CHECKPOINT_INTERVAL,
     ) -> None:
         if synchronous not in ("FULL", "NORMAL"):
@@ -812,6 +813,40 @@ class SQLiteLedger(Ledger):
         where, args = _filters(provider, None)
         rows = await self._read(f"SELECT state, count(*) FROM payouts{where} GROUP BY state", args)
         return {LedgerState(state): count for state, count in rows}
+
+    # -- keys ---------------------------------------------------------------------
+
+    async def key_use(self) -> KeyUse:
+        """Live rows by the key they are signed with (``ledger._rotate``); no key needed."""
+        return KeyUse.from_rows(await self._read(KEY_USE.format(table="payouts"), ()))
+
+    async def rotate_batch(self, *, after: tuple[str, str], limit: int) -> RotationBatch:
+        """Move up to ``limit`` live rows after ``after`` to the current key, in one
+        transaction (``ledger._rotate``)."""
+        current = self._recipients.key_id
+        if current is None:
+            raise ConfigurationError("rotating keys needs the ledger's encryption_key")
+        select = TO_ROTATE.format(table="payouts", p_after="?", k_after="?", current="?", limit="?")
+        update = RESEAL.format(*"??????", table="payouts")
+        recipient = COLUMNS.index("recipient")
+
+        def op(conn: sqlite3.Connection) -> RotationBatch:
+            rows = conn.execute(select, (*after, current, limit)).fetchall()
+            rotated, left = 0, []
+            for row in rows:
+                new = plan(self._recipients, row)
+                if isinstance(new, str):
+                    left.append((row[0], row[1], new))
+                    continue
+                if is_clear(row[recipient]):
+                    self._dropped_clear = True  # the WAL is emptied once this commits
+                fields = (new.params_hash, new.recipient, new.signature, new.operation_signature)
+                conn.execute(update, (*fields, row[0], row[1]))
+                rotated += 1
+            last = (rows[-1][0], rows[-1][1]) if rows else None
+            return RotationBatch(rotated, left, last)
+
+        return await self._write(op)
 
     def _note_drop(self, conn: sqlite3.Connection, provider: str, key: str) -> None:
         """Before a final write (worker thread): if the row keeps its recipient in

@@ -28,6 +28,7 @@ from payout_async.ledger import (
     ledger_from_url,
     new_encryption_key,
     params_hash,
+    rotate_keys,
 )
 from payout_async.ledger._url import parse_ledger_url
 from payout_async.sandbox import Sandbox
@@ -254,8 +255,8 @@ async def test_a_ledger_given_a_key_later_sends_nothing_for_its_unsigned_rows(
 ) -> None:
     """Rows written without a key keep their plain fingerprint and clear recipient; the
     keyed ledger reads them and compares them (no conflict), but a row clear and
-    unsigned in a keyed ledger is never sent: it is set aside (``ledger-key rotate``
-    signs such rows, see test_ledger_rotate.py)."""
+    unsigned in a keyed ledger is never sent: it is set aside, until ``rotate_keys``
+    (``ledger-key rotate``) seals and signs it; then ``reconcile()`` pays it."""
     plain = await durable.open()
     request = OperationRequest(pan=CARD, amount=Decimal("10.00"), description="old")
     async with (
@@ -289,6 +290,14 @@ async def test_a_ledger_given_a_key_later_sends_nothing_for_its_unsigned_rows(
         fresh = await flow.pay("new", request)
         assert fresh.status is PayoutStatus.SUCCEEDED
         assert len(sandbox.state.intellectmoney) == 1
+        report = await rotate_keys(keyed)  # type: ignore[arg-type]
+        assert report.rotated == 2 and report.use.clear == report.use.unsigned == 0
+        settled = await flow.reconcile()
+        assert {r.key: r.status for r in settled} == dict.fromkeys(
+            ("old", "older"), PayoutStatus.SUCCEEDED
+        )
+        assert len(sandbox.state.intellectmoney) == 3
+    assert (await durable.raw("old"))[1:] == (None, "masked")
 
 
 async def test_the_key_comes_from_the_urls_environment_variable(
