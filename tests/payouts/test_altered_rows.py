@@ -200,3 +200,27 @@ async def test_status_counts_the_altered_rows_without_the_key(tmp_path: Path) ->
     assert ATTACKER not in shown.out + shown.err
     as_json = await cli("status", "--json", "--ledger", f"sqlite:///{store.path}")
     assert json.loads(as_json.out)["altered"] == 2
+
+
+async def test_a_row_altered_while_it_is_driven_is_set_aside_at_its_next_step(
+    tmp_path: Path,
+) -> None:
+    """The row read back by a step is checked too: an order_id changed while the create
+    was in flight parks the row at its next step; nothing more is sent for it."""
+    store = Store("sqlite", tmp_path / "ledger.db")
+    async with Sandbox(config=fast_config()) as sandbox:
+        ledger = store.ledger()
+        async with ledger, client_for("enot", sandbox) as client:
+            flow = payouts(client, ledger)
+
+            async def alter(record: Any) -> None:
+                await store.sql("UPDATE payouts SET order_id = 'theirs' WHERE key = ?", record.key)
+
+            flow._before_send = alter
+            result = await flow.pay("k", request_for("enot"))
+        _check_set_aside(result)
+        assert paid(sandbox, "enot") == [(CARD, Decimal("100.00"))]  # the create before it
+        async with store.ledger() as reread:
+            row = await reread.get("enot", "k")
+        assert row is not None and row.state is LedgerState.NEEDS_ATTENTION
+        assert row.lease_owner is None
