@@ -373,6 +373,8 @@ def _ledger_key(args: argparse.Namespace, config: dict[str, Any]) -> str | None:
     path = getattr(args, "ledger_key_file", None)
     key = _read_secret(path) if path is not None else None
     key = key or os.environ.get(LEDGER_KEY_ENV, "").strip() or config.get("ledger_key")
+    if isinstance(key, list):  # a key ring in the config file: the current key first
+        key = ",".join(str(one) for one in key)
     return key or None
 
 

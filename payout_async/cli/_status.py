@@ -6,7 +6,7 @@ import argparse
 import datetime
 from typing import Any
 
-from ..ledger import Ledger, LedgerState, PayoutRecord
+from ..ledger import ROW_ALTERED, Ledger, LedgerState, PayoutRecord
 from ._args import CLIError, seconds
 from ._attention import backlog, print_backlog
 from ._batch_file import PROVIDERS
@@ -101,9 +101,10 @@ async def _status(args: argparse.Namespace) -> int:
         shared = await ledger.shared_keys()
     finally:
         await ledger.aclose()
+    altered = sum(1 for r in problems if (r.reason or "").startswith(ROW_ALTERED))
     if args.json:
         table = {p: {s.value: tallies[p].get(s, 0) for s in LedgerState} for p in providers}
-        show(document("status", place.location, counts=table,
+        show(document("status", place.location, counts=table, altered=altered,
                       payouts=[payout_from_record(r) for r in problems],
                       leased=[payout_from_record(r) for r in leased],
                       workers=worker_views(holders), shared_keys=shared,
@@ -114,6 +115,9 @@ async def _status(args: argparse.Namespace) -> int:
     width = terminal_width()
     for line in render_table(columns, rows, width=width):
         show(line)
+    if altered:
+        show()
+        show(f"{altered} rows altered outside payout-async: set aside, never sent")
     if problems:
         show()
         show(f"{len(problems)} payout(s) failed, were refused or need attention:")

@@ -27,7 +27,10 @@ from ._errors import (
 )
 from ._memory import MemoryLedger
 from ._postgres import PostgresLedger
+from ._recipient import ALTERED as ROW_ALTERED
 from ._recipient import new_encryption_key
+from ._rotate import KeyUse, RotationReport
+from ._rotate import rotate as rotate_keys
 from ._sqlite import SQLiteLedger
 from ._url import ledger_from_url
 
@@ -35,10 +38,12 @@ __all__ = [
     "ACTIVE_STATES",
     "FINAL_STATES",
     "PARKED_STATES",
+    "ROW_ALTERED",
     "Claim",
     "EnqueueOutcome",
     "Enqueued",
     "Intent",
+    "KeyUse",
     "LeaseHolder",
     "LeaseLostError",
     "Ledger",
@@ -51,6 +56,7 @@ __all__ = [
     "MemoryLedger",
     "PayoutRecord",
     "PostgresLedger",
+    "RotationReport",
     "SQLiteLedger",
     "Settlement",
     "Transition",
@@ -58,4 +64,5 @@ __all__ = [
     "ledger_from_url",
     "new_encryption_key",
     "params_hash",
+    "rotate_keys",
 ]

@@ -101,6 +101,12 @@ class PayoutRecord:
     six and last four characters of a card) and ``params_hash`` is ``"masked"``: a
     finished payout keeps nothing its full recipient can be recovered from. Compare
     parameters with ``Ledger.params_match``.
+
+    ``untrusted`` says why a live row must not move money, or is None: the row was
+    altered outside payout-async (it fails its signature or fingerprint, or is clear or
+    unsigned in a ledger with a key), or its recipient cannot be read with this
+    ledger's keys -- then ``params`` hold the recipient masked. ``Payouts`` sets such a
+    row aside (``needs_attention``) instead of sending anything for it.
     """
 
     provider: str
@@ -124,6 +130,7 @@ class PayoutRecord:
     #: provider has two (IntellectMoney: ``"legacy"`` or ``"current"``); None when
     #: nothing records it (no operation yet, or a row written before it was recorded).
     provider_api: str | None = None
+    untrusted: str | None = None
 
 
 @attrs.frozen

@@ -34,7 +34,7 @@ from ._base import (
 )
 from ._keys import Other, live_elsewhere, moved_note, rows_to_cancel
 from ._listen import ListenerHub
-from ._recipient import MASKED_HASH, Recipients
+from ._recipient import MASKED_HASH, EncryptionKey, Recipients
 from ._texts import scrub, scrub_changes
 
 __all__ = ["MemoryLedger"]
@@ -46,7 +46,7 @@ class MemoryLedger(Ledger):
     ``encryption_key`` encrypts each row's recipient and keys its fingerprint, as
     ``SQLiteLedger``'s does."""
 
-    def __init__(self, *, encryption_key: str | bytes | None = None) -> None:
+    def __init__(self, *, encryption_key: EncryptionKey | None = None) -> None:
         self._recipients = Recipients(encryption_key)
         #: Rows as kept: the recipient masked in ``params``, the full one in ``_kept``.
         self._rows: dict[tuple[str, str], PayoutRecord] = {}
@@ -203,7 +203,7 @@ class MemoryLedger(Ledger):
     ) -> Claim:
         """See ``Ledger.begin``."""
         self._recipients.check_digest(params_hash)
-        stored = self._recipients.store(provider, key, params)
+        stored = self._recipients.store(provider, key, params, order_id=order_id)
         now = time.time()
         self._check_order_id(provider, key, order_id)
         record = self._rows.get((provider, key))
@@ -378,7 +378,7 @@ class MemoryLedger(Ledger):
         """``begin``'s rules for one intent, without a lease."""
         key = intent.key
         digest = self._recipients.params_hash(intent.params)
-        stored = self._recipients.store(provider, key, intent.params)
+        stored = self._recipients.store(provider, key, intent.params, order_id=intent.order_id)
         record = self._rows.get((provider, key))
         holder = None
         if intent.order_id is not None:

@@ -52,7 +52,8 @@ from ._postgres_batch import Batcher, Pending
 from ._postgres_calls import BoundedPool, is_integrity_violation
 from ._postgres_keys import DEAD, LIVE_KEY_INDEX, key_blocked, moved_ctes, others_sql
 from ._postgres_queue import CHUNK, PostgresWakeups, QueueSQL, enqueue_chunk
-from ._recipient import MASKED_HASH, Recipients
+from ._recipient import MASKED_HASH, EncryptionKey, Recipients, Resealed
+from ._rotate import KEY_USE, RESEAL, TO_ROTATE, KeyUse, RotationBatch, plan
 from ._rows import (
     COLUMNS,
     FINAL_VALUES,
@@ -62,6 +63,8 @@ from ._rows import (
     dump_params,
     move_recipient,
     record_from_row,
+    reseal_row,
+    sign_changes,
     transition_from_row,
 )
 from ._texts import scrub
@@ -75,13 +78,14 @@ DEFAULT_COMMAND_TIMEOUT = 10.0  # seconds
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _NOW = "now AS MATERIALIZED (SELECT extract(epoch FROM clock_timestamp())::float8 AS t)"
 _FINAL = ", ".join(f"'{state}'" for state in FINAL_VALUES)
-# What a final write also sets: the recipient goes, and the fingerprint of the full
-# parameters too (``ledger._recipient``).
-_DROP_RECIPIENT = f", recipient = NULL, params_hash = '{MASKED_HASH}'"
+# What a final write also sets: the recipient goes, and the fingerprint and signature
+# of the full parameters too (``ledger._recipient``).
+_DROP_RECIPIENT = f", recipient = NULL, params_hash = '{MASKED_HASH}', signature = NULL"
 _ACTIVE = sorted(state.value for state in ACTIVE_STATES)
-# The changeable fields, in ``check_changes`` order, and the batched transitions'
-# inputs: one array each (a changeable field: whether to set it, and its new value).
-_CHANGEABLE = sorted(MUTABLE_FIELDS)
+# The changeable fields, in ``check_changes`` order (and the operation id's signature,
+# ``sign_changes``), and the batched transitions' inputs: one array each (a changeable
+# field: whether to set it, and its new value).
+_CHANGEABLE = sorted(MUTABLE_FIELDS | {"operation_signature"})
 _BATCH_INPUTS = [
     ("i_provider", "text"),
     ("i_key", "text"),
@@ -171,6 +175,8 @@ CREATE TABLE IF NOT EXISTS {t} (
     provider_api text,
     shared_key boolean NOT NULL DEFAULT false,
     {begun},
+    signature text,
+    operation_signature text,
     PRIMARY KEY (provider, key)
 );
 ALTER TABLE {t} ADD COLUMN IF NOT EXISTS lease_token bigint NOT NULL DEFAULT 0;
@@ -184,6 +190,8 @@ UPDATE {t} SET shared_key = true WHERE NOT shared_key AND state NOT IN ({DEAD}) 
 CREATE UNIQUE INDEX IF NOT EXISTS "{prefix}{LIVE_KEY_INDEX}" ON {t} (key)
     WHERE state NOT IN ({DEAD}) AND NOT shared_key;
 CREATE INDEX IF NOT EXISTS "{prefix}payouts_key" ON {t} (key);
+ALTER TABLE {t} ADD COLUMN IF NOT EXISTS signature text;
+ALTER TABLE {t} ADD COLUMN IF NOT EXISTS operation_signature text;
 DROP INDEX IF EXISTS {qualify}"{prefix}payouts_order_id";
 CREATE UNIQUE INDEX IF NOT EXISTS "{prefix}payouts_order_id_unique" ON {t} (provider, order_id)
     WHERE order_id IS NOT NULL;
@@ -224,9 +232,9 @@ i AS (SELECT $1::text AS i_provider, $2::text AS i_key, $6::text AS i_owner,
 ins AS (
     INSERT INTO {t} (provider, key, params_hash, params, state, order_id, attempts,
                      lease_owner, lease_expires_at, lease_token, created_at, updated_at,
-                     recipient)
+                     recipient, signature)
     SELECT $1::text, $2::text, $3::text, $4::text::jsonb, $9::text, $5::text, $10::int,
-           $6::text, now.t + $7::float8, 1, now.t, now.t, $8::text
+           $6::text, now.t + $7::float8, 1, now.t, now.t, $8::text, $12::text
     FROM now, i
     WHERE NOT {blocked} AND (SELECT count(*) FROM moved) >= 0
     ON CONFLICT (provider, key) DO NOTHING
@@ -242,16 +250,16 @@ WITH {_NOW},
 i AS MATERIALIZED (
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
                          $6::text[], $7::float8[], $8::text[], $9::text[], $10::int4[],
-                         $11::bool[])
+                         $11::bool[], $12::text[])
         AS i(i_provider, i_key, i_hash, i_params, i_order, i_owner, i_lease, i_recipient,
-             i_state, i_attempts, i_switch)
+             i_state, i_attempts, i_switch, i_signature)
 ),{moved},
 ins AS (
     INSERT INTO {t} (provider, key, params_hash, params, state, order_id, attempts,
                      lease_owner, lease_expires_at, lease_token, created_at, updated_at,
-                     recipient)
+                     recipient, signature)
     SELECT i_provider, i_key, i_hash, i_params::jsonb, i_state, i_order, i_attempts,
-           i_owner, now.t + i_lease, 1, now.t, now.t, i_recipient
+           i_owner, now.t + i_lease, 1, now.t, now.t, i_recipient, i_signature
     FROM i, now
     WHERE NOT {blocked} AND (SELECT count(*) FROM moved) >= 0
     ORDER BY i_provider, i_key
@@ -278,8 +286,8 @@ RETURNING {p_cols}, {_LEFT}"""
 WITH {_NOW},
 upd AS (
     UPDATE {t} p SET state = 'pending', params_hash = $5, params = $6::text::jsonb,
-                     recipient = $8, order_id = $7, reason = NULL, updated_at = now.t,
-                     lease_owner = $3,
+                     recipient = $8, order_id = $7, signature = $9, reason = NULL,
+                     updated_at = now.t, lease_owner = $3,
                      lease_expires_at = now.t + $4, lease_token = p.lease_token + 1
     FROM now WHERE p.provider = $1 AND p.key = $2 AND p.state = 'refused'
       AND NOT EXISTS (SELECT 1 FROM {t} o WHERE o.key = $2 AND o.provider <> $1
@@ -342,6 +350,7 @@ upd AS (
         lease_owner = CASE WHEN cur.i_lease IS NULL THEN NULL ELSE p.lease_owner END,
         lease_expires_at = now.t + cur.i_lease, updated_at = now.t{changes},
         recipient = CASE WHEN cur.i_final THEN NULL ELSE p.recipient END,
+        signature = CASE WHEN cur.i_final THEN NULL ELSE p.signature END,
         params_hash = CASE WHEN cur.i_final THEN '{MASKED_HASH}' ELSE p.params_hash END
     FROM cur, now WHERE p.provider = cur.provider AND p.key = cur.key
     RETURNING {p_cols}, cur.i_ord, cur.from_state, cur.i_owner, cur.i_note
@@ -442,6 +451,19 @@ SELECT {cols}, from_state FROM upd"""
             "WHERE provider = $1 AND key = $2"
         )
         self.counts = f"SELECT state, count(*) FROM {t}{{where}} GROUP BY state"
+        # ``ledger._rotate``.
+        self.key_use = KEY_USE.format(table=t)
+        self.to_rotate = (
+            TO_ROTATE.format(table=t, p_after="$1", k_after="$2", current="$3", limit="$4")
+            + " FOR UPDATE"
+        )
+        self.rotated = RESEAL.format("$3", "$4", "$5", "$6", "$1", "$2", table=t)
+        # Version 4's upgrade: live rows, to sign.
+        self.live = f"SELECT {cols} FROM {t} WHERE state NOT IN ({_FINAL}) FOR UPDATE"
+        self.reseal = (
+            f"UPDATE {t} SET params_hash = $3, recipient = $4, signature = $5, "
+            "operation_signature = $6 WHERE provider = $1 AND key = $2"
+        )
 
 
 class PostgresLedger(Ledger):
@@ -476,7 +498,7 @@ class PostgresLedger(Ledger):
         command_timeout: float = DEFAULT_COMMAND_TIMEOUT,
         statement_timeout: float | None = None,
         lock_timeout: float | None = None,
-        encryption_key: str | bytes | None = None,
+        encryption_key: EncryptionKey | None = None,
     ) -> None:
         if dsn is not None and pool is not None:
             raise ConfigurationError("give PostgresLedger a dsn or a pool, not both")
@@ -583,9 +605,12 @@ class PostgresLedger(Ledger):
             await conn.execute(
                 "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", self._sql.lock_key
             )
+            unsigned = not await self._has_signatures(conn)
             await conn.execute(self._sql.schema)
             await conn.execute(self._sql.identify, uuid.uuid4().hex)
             await self._move_recipients(conn)
+            if unsigned and self._recipients.key_id is not None:
+                await self._sign_rows(conn)
 
     async def _move_recipients(self, conn: Any) -> None:
         """Version 3: recipients out of the parameters (see ``move_recipient``)."""
@@ -593,6 +618,55 @@ class PostgresLedger(Ledger):
             new = move_recipient(self._recipients, *row)
             if new is not None:
                 await conn.execute(self._sql.move, row[0], row[1], *new)
+
+    async def _has_signatures(self, conn: Any) -> bool:
+        """Whether the table has its ``signature`` column (version 4) already."""
+        qualify = "" if self.schema is None else f'"{self.schema}".'
+        rows = await conn.fetch(_CATALOG, [f'{qualify}"{self.table_prefix}payouts"'])
+        return "signature" in (rows[0][1] or ())
+
+    async def _sign_rows(self, conn: Any) -> None:
+        """Version 4, with a key: sign every live row whose fingerprint matches its
+        parameters (sealing a clear recipient); see ``Recipients.reseal``."""
+        for row in await conn.fetch(self._sql.live):
+            new = reseal_row(self._recipients, row)
+            if isinstance(new, Resealed):
+                await conn.execute(
+                    self._sql.reseal, row["provider"], row["key"], new.params_hash,
+                    new.recipient, new.signature, new.operation_signature,
+                )  # fmt: skip
+
+    async def key_use(self) -> KeyUse:
+        """Live rows by the key they are signed with (``ledger._rotate``); no key needed."""
+        return KeyUse.from_rows(await self._fetch(self._sql.key_use))
+
+    async def rotate_batch(self, *, after: tuple[str, str], limit: int) -> RotationBatch:
+        """Move up to ``limit`` live rows after ``after`` to the current key, in one
+        transaction (``ledger._rotate``)."""
+        current = self._recipients.key_id
+        if current is None:
+            raise ConfigurationError("rotating keys needs the ledger's encryption_key")
+        calls = await self._connection_pool()
+
+        async def work(conn: Any) -> RotationBatch:
+            async with conn.transaction():
+                rows = await conn.fetch(self._sql.to_rotate, *after, current, limit)
+                rotated, left = 0, []
+                for row in rows:
+                    new = plan(self._recipients, row)
+                    if isinstance(new, str):
+                        left.append((row["provider"], row["key"], new))
+                        continue
+                    await conn.execute(
+                        self._sql.rotated, row["provider"], row["key"], new.params_hash,
+                        new.recipient, new.signature, new.operation_signature,
+                    )  # fmt: skip
+                    rotated += 1
+            last = (rows[-1]["provider"], rows[-1]["key"]) if rows else None
+            return RotationBatch(rotated, left, last)
+
+        deadline = asyncio.get_running_loop().time() + self.command_timeout
+        return await calls.session(work, deadline=deadline)
 
     async def _schema_current(self, conn: Any) -> bool:
         wanted = schema_objects(self._sql.schema)
@@ -662,13 +736,13 @@ class PostgresLedger(Ledger):
         """See ``Ledger.begin``."""
         recipients = self._recipients
         recipients.check_digest(params_hash)
-        stored = recipients.store(provider, key, params)
+        stored = recipients.store(provider, key, params, order_id=order_id)
         lease = float(lease_seconds)
         params_text = dump_params(stored.params)
         accepted = recipients.accepted_hashes(params_hash, params)
         state = (LedgerState.SENDING if sending else LedgerState.PENDING).value
         intent = [provider, key, params_hash, params_text, order_id, owner, lease]
-        intent += [stored.recipient, state, int(sending), switch_provider]
+        intent += [stored.recipient, state, int(sending), switch_provider, stored.signature]
         try:
             row = await self._insert(intent)
             if row is not None:
@@ -679,7 +753,7 @@ class PostgresLedger(Ledger):
             if row is not None:
                 left = float(row[-1])
                 return Claim(record=self._record(row), claimed=True, previous_lease_left=left)
-            again = (params_hash, params_text, order_id, stored.recipient)
+            again = (params_hash, params_text, order_id, stored.recipient, stored.signature)
             row = await self._fetchrow(self._sql.rebegin, provider, key, owner, lease, *again)
         except self._asyncpg.UniqueViolationError as error:
             if str(getattr(error, "constraint_name", "")).endswith(LIVE_KEY_INDEX):
@@ -748,7 +822,7 @@ class PostgresLedger(Ledger):
     ) -> PayoutRecord:
         """See ``Ledger.transition``: queued with the transitions of concurrent payouts,
         and written with them in one statement (``ledger._postgres_batch``)."""
-        fields = check_changes(changes)
+        fields = sign_changes(self._recipients, provider, key, check_changes(changes))
         to_state = LedgerState(state)
         final = to_state.is_final
         # NULL for a final state (a final row is nobody's) or a release: the lease ends.

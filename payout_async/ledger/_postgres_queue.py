@@ -57,16 +57,16 @@ class QueueSQL:
         self.enqueue = f"""
 WITH {_NOW},
 input AS (
-    SELECT u.key, u.params_hash, u.params, u.order_id, u.recipient, u.n
-    FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $7::text[]) WITH ORDINALITY
-         AS u(key, params_hash, params, order_id, recipient, n)
+    SELECT u.key, u.params_hash, u.params, u.order_id, u.recipient, u.signature, u.n
+    FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $7::text[], $9::text[])
+         WITH ORDINALITY AS u(key, params_hash, params, order_id, recipient, signature, n)
 ),{moved_ctes(t, log, "input", names)},
 ins AS (
     INSERT INTO {t} (provider, key, params_hash, params, state, order_id, attempts,
                      lease_owner, lease_expires_at, lease_token, created_at, updated_at,
-                     recipient)
+                     recipient, signature)
     SELECT $1::text, i.key, i.params_hash, i.params::jsonb, 'pending', i.order_id, 0,
-           NULL, NULL, 0, now.t, now.t, i.recipient
+           NULL, NULL, 0, now.t, now.t, i.recipient, i.signature
     FROM input i, now
     WHERE NOT {key_blocked(t, *names[:3])} AND (SELECT count(*) FROM moved) >= 0
     ORDER BY i.n
@@ -86,8 +86,8 @@ ORDER BY i.n"""
 WITH {_NOW},
 upd AS (
     UPDATE {t} p SET state = 'pending', params_hash = $3, params = $4::text::jsonb,
-                     recipient = $7, order_id = $5, reason = NULL, updated_at = now.t,
-                     lease_owner = NULL,
+                     recipient = $7, order_id = $5, signature = $8, reason = NULL,
+                     updated_at = now.t, lease_owner = NULL,
                      lease_expires_at = NULL, lease_token = p.lease_token + 1
     FROM now WHERE p.provider = $1 AND p.key = $2 AND p.state = 'refused'
       AND NOT EXISTS (SELECT 1 FROM {t} o WHERE o.key = $2 AND o.provider <> $1
@@ -115,7 +115,11 @@ async def enqueue_chunk(
     """``Ledger.enqueue`` for up to ``CHUNK`` intents: one statement, then a read for
     each intent it could not settle at once, and one statement per refused row."""
     prepared = [
-        _Prepared(i, recipients.params_hash(i.params), recipients.store(provider, i.key, i.params))
+        _Prepared(
+            i,
+            recipients.params_hash(i.params),
+            recipients.store(provider, i.key, i.params, order_id=i.order_id),
+        )
         for i in intents
     ]
     rows = await fetch(
@@ -128,6 +132,7 @@ async def enqueue_chunk(
         sql.channel,
         [one.stored.recipient for one in prepared],
         switch_provider,
+        [one.stored.signature for one in prepared],
     )
     results: list[Enqueued | None] = []
     added: set[str] = set()
@@ -184,9 +189,10 @@ async def _settle(
         return Enqueued(key, EnqueueOutcome.CONFLICT, None)
     if record.state is LedgerState.REFUSED:
         params_text = dump_params(one.stored.params)
-        args = (one.digest, params_text, one.intent.order_id, sql.channel, one.stored.recipient)
+        args = (one.digest, params_text, one.intent.order_id, sql.channel)
+        kept = (one.stored.recipient, one.stored.signature)
         try:
-            again = await fetch(sql.requeue, provider, key, *args)
+            again = await fetch(sql.requeue, provider, key, *args, *kept)
         except unique_violation:  # the new order_id belongs to another key
             return Enqueued(key, EnqueueOutcome.CONFLICT, record.state)
         if again:

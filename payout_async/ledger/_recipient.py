@@ -14,9 +14,18 @@ The fingerprint (``params_hash``) of a ledger with a key is an HMAC-SHA256 keyed
 (``hmac-sha256:<key id>:<hex>``); without one, a plain SHA-256 (``<hex>``, as before
 keys existed, so rows written then still compare). A final row is compared by its
 masked parameters. The key is 32 random bytes, URL-safe base64 (``new_encryption_key``;
-the format of ``cryptography``'s Fernet keys): HKDF-SHA256 derives from it the
-encryption key, the HMAC key and a key id (4 bytes, hex) that rows carry, so that a
+the format of ``cryptography``'s Fernet keys): HKDF-SHA256 derives from it one key per
+purpose -- the encryption key, the fingerprint's HMAC key, the row signature's HMAC key
+-- and a key id (4 bytes, hex) that every sealed or signed value carries, so that a
 wrong or missing key is named as such instead of passing for a conflict.
+
+A ledger with a key also signs each row (``sign_row``, ``sign_operation``; DESIGN rule
+14): an HMAC over everything that decides where money goes and how much -- provider,
+key, order_id, the full parameters (recipient and amount included) -- and one over the
+operation id once it is known. ``authenticate`` checks them on every load of a live
+row; a row that fails, or is clear or unsigned in a keyed ledger, is never sent.
+Without a key, the plain fingerprint is checked the same way: it catches accidents,
+not someone who can write to the database.
 """
 
 from __future__ import annotations
@@ -27,8 +36,9 @@ import hashlib
 import hmac
 import json
 import os
-from collections.abc import Mapping
-from typing import Any
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeAlias
 
 import attrs
 from cryptography.exceptions import InvalidTag
@@ -41,8 +51,10 @@ from .._redact import mask_wallet
 from ._errors import LedgerKeyError
 
 __all__ = [
+    "ALTERED",
     "MASKED_HASH",
     "RECIPIENT_FIELDS",
+    "EncryptionKey",
     "Recipients",
     "Stored",
     "is_clear",
@@ -57,11 +69,22 @@ RECIPIENT_FIELDS = ("pan", "account", "wallet_to")
 MASKED_HASH = "masked"
 _HMAC = "hmac-sha256:"
 _SEALED = "enc:v1:"
+_SIGNED = "v1:"
+#: The reason a row that fails its checks is set aside with (``authenticate``).
+ALTERED = "the row was altered outside payout-async"
 _NONCE = 12
 _KEY_HINT = (
     "an encryption key is 32 random bytes, URL-safe base64: make one with "
     "payout_async.ledger.new_encryption_key() or `payout-async ledger-key`"
 )
+#: Fewer distinct byte values than this in 32 bytes is not a random key (32 random
+#: bytes have fewer than 16 distinct values with a probability below 1e-9).
+_MIN_DISTINCT = 16
+_SEPARATORS = re.compile(r"[\s,]+")
+
+#: A ledger's ``encryption_key``: one key, or a key ring -- a list, or a string of keys
+#: separated by commas -- whose first key seals and signs, the others still read.
+EncryptionKey: TypeAlias = str | bytes | Sequence[str | bytes]
 
 
 def new_encryption_key() -> str:
@@ -102,7 +125,7 @@ def _derive(secret: bytes, purpose: str, length: int = 32) -> bytes:
 
 def _decode_key(key: str | bytes) -> bytes:
     if isinstance(key, bytes) and len(key) == 32:
-        return key
+        return _random(key)
     if not isinstance(key, str | bytes):
         raise ConfigurationError(f"encryption_key must be a string or bytes; {_KEY_HINT}")
     text = key.strip() if isinstance(key, str) else key.strip().decode("ascii", "replace")
@@ -112,7 +135,38 @@ def _decode_key(key: str | bytes) -> bytes:
         raw = b""
     if len(raw) != 32:
         raise ConfigurationError(f"encryption_key is not a valid key; {_KEY_HINT}")
+    return _random(raw)
+
+
+def _random(raw: bytes) -> bytes:
+    """``raw``, unless it is plainly not random (all zeros, one byte, a pattern)."""
+    distinct = len(set(raw))
+    if distinct < _MIN_DISTINCT:
+        raise ConfigurationError(
+            f"encryption_key is not random ({distinct} distinct byte values in 32: all "
+            f"zeros, one repeated byte or a pattern); {_KEY_HINT}"
+        )
     return raw
+
+
+def _key_ring(given: EncryptionKey | None) -> list[_Key]:
+    """The keys of ``encryption_key``, the current one first (duplicates dropped)."""
+    if given is None:
+        return []
+    parts: list[str | bytes]
+    if isinstance(given, str):
+        parts = [part for part in _SEPARATORS.split(given.strip()) if part] or [given]
+    elif isinstance(given, bytes):
+        parts = [given]
+    else:
+        parts = list(given)
+        if not parts:
+            raise ConfigurationError(f"encryption_key is an empty list; {_KEY_HINT}")
+    ring: dict[str, _Key] = {}
+    for part in parts:
+        key = _Key(part)
+        ring.setdefault(key.id, key)
+    return list(ring.values())
 
 
 class _Key:
@@ -123,6 +177,7 @@ class _Key:
         self.id = _derive(secret, "payout-async ledger key id", 4).hex()
         self._aead = AESGCM(_derive(secret, "payout-async ledger recipient v1"))
         self._mac = _derive(secret, "payout-async ledger params hash v1")
+        self._sign = _derive(secret, "payout-async ledger row signature v1")
 
     def __repr__(self) -> str:
         return f"<ledger key {self.id}>"
@@ -130,6 +185,12 @@ class _Key:
     def digest(self, params: Mapping[str, Any]) -> str:
         mac = hmac.new(self._mac, _canonical(params), hashlib.sha256).hexdigest()
         return f"{_HMAC}{self.id}:{mac}"
+
+    def sign(self, facts: list[Any]) -> str:
+        """``v1:<key id>:<hex>``: an HMAC of ``facts`` (as canonical JSON)."""
+        text = json.dumps(facts, sort_keys=True, separators=(",", ":"), default=str)
+        mac = hmac.new(self._sign, text.encode(), hashlib.sha256).hexdigest()
+        return f"{_SIGNED}{self.id}:{mac}"
 
     def seal(self, text: str, context: bytes) -> str:
         nonce = os.urandom(_NONCE)
@@ -150,6 +211,8 @@ class Stored:
 
     params: dict[str, Any]
     recipient: str | None = attrs.field(repr=False)
+    #: The row's signature (``Recipients.sign_row``); None without a key.
+    signature: str | None = attrs.field(default=None, repr=False)
 
 
 def _context(provider: str, key: str) -> bytes:
@@ -161,19 +224,63 @@ def _row(provider: str, key: str) -> str:
     return f"{provider}/{key}"
 
 
+def _row_facts(
+    provider: str, key: str, order_id: str | None, params: Mapping[str, Any]
+) -> list[Any]:
+    """What a row's signature covers: everything that decides where money goes."""
+    return ["row", provider, key, order_id, dict(params)]
+
+
+def _operation_facts(provider: str, key: str, operation_id: str) -> list[Any]:
+    return ["operation", provider, key, operation_id]
+
+
+@attrs.frozen
+class RowFacts:
+    """What a live row says about its payout, as read back (its recipient put back)."""
+
+    provider: str
+    key: str
+    order_id: str | None
+    params_hash: str
+    params: Mapping[str, Any] = attrs.field(repr=False)
+    recipient: str | None = attrs.field(repr=False)
+    signature: str | None
+    operation_id: str | None
+    operation_signature: str | None
+
+
+@attrs.frozen
+class Resealed:
+    """A live row's values under the ledger's current key (``Recipients.reseal``)."""
+
+    params_hash: str
+    recipient: str | None = attrs.field(repr=False)
+    signature: str | None
+    operation_signature: str | None
+
+
 class Recipients:
     """One ledger's rules for recipients and fingerprints, with its key or without."""
 
-    def __init__(self, encryption_key: str | bytes | None = None) -> None:
-        self._key = None if encryption_key is None else _Key(encryption_key)
+    def __init__(self, encryption_key: EncryptionKey | None = None) -> None:
+        ring = _key_ring(encryption_key)
+        #: The key that seals and signs (the ring's first), and every key that reads.
+        self._key = ring[0] if ring else None
+        self._ring = {key.id: key for key in ring}
 
     def __repr__(self) -> str:
         return f"Recipients({'key ' + self._key.id if self._key else 'no key'})"
 
     @property
     def key_id(self) -> str | None:
-        """The key's id (4 bytes, hex), or None without a key."""
+        """The current key's id (4 bytes, hex), or None without a key."""
         return None if self._key is None else self._key.id
+
+    @property
+    def key_ids(self) -> list[str]:
+        """The ids of every key of the ring, the current one first."""
+        return list(self._ring)
 
     # -- fingerprints ---------------------------------------------------------------
 
@@ -182,10 +289,12 @@ class Recipients:
         return plain_hash(params) if self._key is None else self._key.digest(params)
 
     def accepted_hashes(self, digest: str, params: Mapping[str, Any]) -> list[str]:
-        """The fingerprints a live row begun with ``params`` may hold: ``digest``, and a
-        plain one written before this ledger had its key."""
-        plain = plain_hash(params)
-        return [digest] if plain == digest else [digest, plain]
+        """The fingerprints a live row begun with ``params`` may hold: ``digest``, one
+        keyed by any key of the ring (not yet rotated), and a plain one written before
+        this ledger had its key."""
+        found = [digest, *(key.digest(params) for key in self._ring.values())]
+        found.append(plain_hash(params))
+        return list(dict.fromkeys(found))
 
     def check_digest(self, digest: str) -> None:
         """A keyed ledger records keyed fingerprints only (a plain one could be brute-
@@ -218,18 +327,112 @@ class Recipients:
 
     # -- the recipient ------------------------------------------------------------------
 
-    def store(self, provider: str, key: str, params: Mapping[str, Any]) -> Stored:
-        """How a row keeps ``params``: masked, and the recipient apart (sealed when
-        there is a key)."""
+    def store(
+        self, provider: str, key: str, params: Mapping[str, Any], *, order_id: str | None
+    ) -> Stored:
+        """How a row keeps ``params``: masked, the recipient apart (sealed when there
+        is a key), and the row's signature (with a key)."""
+        signature = self.sign_row(provider, key, order_id, params)
         values = {
             name: params[name] for name in RECIPIENT_FIELDS if isinstance(params.get(name), str)
         }
         if not values:
-            return Stored(dict(params), None)
+            return Stored(dict(params), None, signature)
         text = json.dumps(values, sort_keys=True, separators=(",", ":"))
         if self._key is not None:
             text = self._key.seal(text, _context(provider, key))
-        return Stored(mask_params(params), text)
+        return Stored(mask_params(params), text, signature)
+
+    # -- row signatures (DESIGN rule 14) -------------------------------------------------
+
+    def sign_row(
+        self, provider: str, key: str, order_id: str | None, params: Mapping[str, Any]
+    ) -> str | None:
+        """The signature of a row begun with ``params`` (full, recipient included), or
+        None without a key."""
+        if self._key is None:
+            return None
+        return self._key.sign(_row_facts(provider, key, order_id, params))
+
+    def sign_operation(self, provider: str, key: str, operation_id: str | None) -> str | None:
+        """The signature of a row's operation id (None without a key or an id)."""
+        if self._key is None or operation_id is None:
+            return None
+        return self._key.sign(_operation_facts(provider, key, operation_id))
+
+    def authenticate(self, row: RowFacts) -> str | None:
+        """Why the live ``row`` must not move money -- altered outside payout-async, or
+        signed with a key this ledger lacks -- or None when it may."""
+        if self._key is None:
+            return self._check_plain(row)
+        if is_clear(row.recipient):
+            return f"{ALTERED}: its recipient is in clear in a ledger with a key"
+        if row.signature is None:
+            return (
+                f"{ALTERED}: it carries no signature (rows written before the ledger had "
+                "its key are signed by `payout-async ledger-key rotate`)"
+            )
+        facts = _row_facts(row.provider, row.key, row.order_id, row.params)
+        problem = self._check_signature(row.signature, facts)
+        if problem is None and row.operation_id is not None:
+            if row.operation_signature is None:
+                return f"{ALTERED}: its operation id is not signed"
+            operation = _operation_facts(row.provider, row.key, row.operation_id)
+            problem = self._check_signature(row.operation_signature, operation)
+        if problem is None and not self._hash_matches(row.params_hash, row.params):
+            return f"{ALTERED}: its fingerprint does not match its parameters"
+        return problem
+
+    def reseal(self, row: RowFacts) -> Resealed | str:
+        """``row``'s values under the current key -- recipient sealed, fingerprint keyed,
+        signatures made -- or why not. A signed row must pass ``authenticate``; an
+        unsigned one (clear, or written before rows were signed) its fingerprint."""
+        assert self._key is not None, "resealing needs a key"
+        if row.signature is not None:
+            problem = self.authenticate(row)
+            if problem is not None:
+                return problem
+        elif not self._hash_matches(row.params_hash, row.params):
+            return f"{ALTERED}: its fingerprint does not match its parameters"
+        stored = self.store(row.provider, row.key, row.params, order_id=row.order_id)
+        return Resealed(
+            params_hash=self.params_hash(row.params),
+            recipient=stored.recipient,
+            signature=stored.signature,
+            operation_signature=self.sign_operation(row.provider, row.key, row.operation_id),
+        )
+
+    def _check_plain(self, row: RowFacts) -> str | None:
+        if row.params_hash.startswith(_HMAC) or row.signature is not None:
+            return (
+                f"{_row(row.provider, row.key)} was written with an encryption key, and this "
+                "ledger has none: give it that key"
+            )
+        if not hmac.compare_digest(row.params_hash, plain_hash(row.params)):
+            return f"{ALTERED}: its fingerprint does not match its parameters"
+        return None
+
+    def _check_signature(self, signature: str, facts: list[Any]) -> str | None:
+        key_id = signature[len(_SIGNED) :].split(":", 1)[0]
+        if not signature.startswith(_SIGNED):
+            return f"{ALTERED}: its signature is malformed"
+        key = self._ring.get(key_id)
+        if key is None:
+            return (
+                f"the row is signed with encryption key {key_id}, which this ledger does not "
+                "have: give it that key"
+            )
+        if not hmac.compare_digest(signature, key.sign(facts)):
+            return f"{ALTERED}: its signature does not match"
+        return None
+
+    def _hash_matches(self, stored: str, params: Mapping[str, Any]) -> bool:
+        """Whether ``stored`` is the fingerprint of the full ``params`` (keyed by a key
+        of the ring, or plain)."""
+        if stored.startswith(_HMAC):
+            key = self._ring.get(stored[len(_HMAC) :].split(":", 1)[0])
+            return key is not None and hmac.compare_digest(stored, key.digest(params))
+        return hmac.compare_digest(stored, plain_hash(params))
 
     def load(
         self, provider: str, key: str, params: Mapping[str, Any], recipient: str | None
@@ -264,15 +467,15 @@ class Recipients:
             ) from None
 
     def _own_key(self, key_id: str, row: str, what: str) -> _Key:
+        if key_id in self._ring:
+            return self._ring[key_id]
         if self._key is None:
             raise LedgerKeyError(
                 f"the {what} of {row} was written with an encryption key (key id {key_id}), "
                 "and this ledger has none: give it that key (encryption_key=, the ledger "
                 "URL's key_env, or PAYOUT_ASYNC_LEDGER_KEY)"
             )
-        if key_id != self._key.id:
-            raise LedgerKeyError(
-                f"the {what} of {row} was written with encryption key {key_id}, not with "
-                f"this ledger's key {self._key.id}: give the ledger the key it was written with"
-            )
-        return self._key
+        raise LedgerKeyError(
+            f"the {what} of {row} was written with encryption key {key_id}, not with "
+            f"this ledger's key {self._key.id}: give the ledger the key it was written with"
+        )

@@ -7,7 +7,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ._base import FINAL_STATES, MUTABLE_FIELDS, LedgerState, PayoutRecord, Transition
-from ._recipient import MASKED_HASH, Recipients, mask_params, plain_hash
+from ._errors import LedgerKeyError
+from ._recipient import MASKED_HASH, Recipients, Resealed, RowFacts, mask_params, plain_hash
 from ._texts import scrub, scrub_changes
 
 __all__ = [
@@ -18,12 +19,15 @@ __all__ = [
     "dump_params",
     "move_recipient",
     "record_from_row",
+    "reseal_row",
+    "row_facts",
+    "sign_changes",
     "transition_from_row",
 ]
 
-#: ``payouts`` columns, in ``PayoutRecord`` field order (``record_from_row`` relies on
-#: it) up to ``unknown_since``, then ``recipient`` (the full recipient, kept apart: see
-#: ``ledger._recipient``), then ``provider_api`` (added later, so last).
+#: ``payouts`` columns, read by name (``record_from_row``): ``PayoutRecord``'s fields,
+#: then ``recipient`` (the full recipient, kept apart), ``provider_api``, and the row's
+#: signatures (``ledger._recipient``).
 COLUMNS = (
     "provider",
     "key",
@@ -44,6 +48,8 @@ COLUMNS = (
     "unknown_since",
     "recipient",
     "provider_api",
+    "signature",
+    "operation_signature",
 )
 #: ``payout_transitions`` columns read back by ``transition_from_row``.
 TRANSITION_COLUMNS = ("provider", "key", "from_state", "to_state", "at", "owner", "note")
@@ -73,30 +79,72 @@ def check_changes(changes: Mapping[str, Any]) -> dict[str, Any]:
     return checked
 
 
+def sign_changes(
+    recipients: Recipients, provider: str, key: str, fields: Mapping[str, Any]
+) -> dict[str, Any]:
+    """``transition``'s checked fields, with the operation id's signature when they
+    set one (``operation_signature``: a column, not a ``MUTABLE_FIELDS`` name)."""
+    signed = dict(fields)
+    if "operation_id" in fields:
+        signed["operation_signature"] = recipients.sign_operation(
+            provider, key, fields["operation_id"]
+        )
+    return signed
+
+
+def row_facts(values: Mapping[str, Any], params: Mapping[str, Any]) -> RowFacts:
+    """What ``Recipients.authenticate`` checks, from a row's ``COLUMNS`` by name and
+    its full ``params``."""
+    return RowFacts(
+        provider=values["provider"],
+        key=values["key"],
+        order_id=values["order_id"],
+        params_hash=values["params_hash"],
+        params=params,
+        recipient=values["recipient"],
+        signature=values["signature"],
+        operation_id=values["operation_id"],
+        operation_signature=values["operation_signature"],
+    )
+
+
 def record_from_row(row: Sequence[Any], recipients: Recipients) -> PayoutRecord:
-    """A ``PayoutRecord`` from a row holding ``COLUMNS`` in order, its recipient put
-    back (``LedgerKeyError`` when ``recipients`` cannot) and its free text scrubbed."""
-    params = row[3]
+    """A ``PayoutRecord`` from a row holding ``COLUMNS`` in order (more may follow),
+    its recipient put back, a live row checked (``PayoutRecord.untrusted``) and its free
+    text scrubbed. Never raises for what the row holds: a recipient these keys cannot
+    read stays masked."""
+    values = dict(zip(COLUMNS, row, strict=False))
+    params = values["params"]
     stored = json.loads(params) if isinstance(params, str | bytes) else dict(params)
+    state = LedgerState(values["state"])
+    untrusted: str | None = None
+    try:
+        full = recipients.load(values["provider"], values["key"], stored, values["recipient"])
+    except LedgerKeyError as error:
+        full, untrusted = stored, str(error)
+    else:
+        if not state.is_final:
+            untrusted = recipients.authenticate(row_facts(values, full))
     return PayoutRecord(
-        provider=row[0],
-        key=row[1],
-        params_hash=row[2],
-        params=recipients.load(row[0], row[1], stored, row[17]),
-        state=LedgerState(row[4]),
-        operation_id=row[5],
-        order_id=row[6],
-        provider_status=row[7],
-        attempts=int(row[8]),
-        lease_owner=row[9],
-        lease_expires_at=row[10],
-        lease_token=int(row[11]),
-        created_at=float(row[12]),
-        updated_at=float(row[13]),
-        last_error=scrub(row[14]),
-        reason=scrub(row[15]),
-        unknown_since=row[16],
-        provider_api=row[18],
+        provider=values["provider"],
+        key=values["key"],
+        params_hash=values["params_hash"],
+        params=full,
+        state=state,
+        operation_id=values["operation_id"],
+        order_id=values["order_id"],
+        provider_status=values["provider_status"],
+        attempts=int(values["attempts"]),
+        lease_owner=values["lease_owner"],
+        lease_expires_at=values["lease_expires_at"],
+        lease_token=int(values["lease_token"]),
+        created_at=float(values["created_at"]),
+        updated_at=float(values["updated_at"]),
+        last_error=scrub(values["last_error"]),
+        reason=scrub(values["reason"]),
+        unknown_since=values["unknown_since"],
+        provider_api=values["provider_api"],
+        untrusted=untrusted,
     )
 
 
@@ -125,10 +173,24 @@ def move_recipient(
     params = json.loads(params_text)
     if not isinstance(params, dict) or mask_params(params) == params:
         return None
-    stored = recipients.store(provider, key, params)
+    stored = recipients.store(provider, key, params, order_id=None)  # (not signed here)
     recipient = stored.recipient
     if LedgerState(state).is_final:
         recipient, digest = None, MASKED_HASH
     elif digest == plain_hash(params):
         digest = recipients.params_hash(params)
     return dump_params(stored.params), recipient, digest
+
+
+def reseal_row(recipients: Recipients, row: Sequence[Any]) -> Resealed | str:
+    """A live row (``COLUMNS`` in order) under the ledger's current key -- its
+    recipient sealed, its fingerprint keyed, its signatures made -- or why it cannot be
+    (``Recipients.reseal``: altered, or unreadable with these keys)."""
+    values = dict(zip(COLUMNS, row, strict=False))
+    params = values["params"]
+    stored = json.loads(params) if isinstance(params, str | bytes) else dict(params)
+    try:
+        full = recipients.load(values["provider"], values["key"], stored, values["recipient"])
+    except LedgerKeyError as error:
+        return str(error)
+    return recipients.reseal(row_facts(values, full))

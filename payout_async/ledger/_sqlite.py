@@ -54,7 +54,8 @@ from ._errors import LedgerError, LedgerNotWrittenError
 from ._keys import DEAD_STATES, Other, live_elsewhere, moved_note, rows_to_cancel
 from ._listen import ListenerHub
 from ._patience import Patience, Strain
-from ._recipient import MASKED_HASH, Recipients, Stored, is_clear
+from ._recipient import MASKED_HASH, EncryptionKey, Recipients, Stored, is_clear
+from ._rotate import KEY_USE, RESEAL, TO_ROTATE, KeyUse, RotationBatch, plan
 from ._rows import (
     COLUMNS,
     FINAL_VALUES,
@@ -62,6 +63,7 @@ from ._rows import (
     check_changes,
     dump_params,
     record_from_row,
+    sign_changes,
     transition_from_row,
 )
 from ._sqlite_batch import BatchOutcome, Op, commit_batch, is_locked, not_written, open_error
@@ -111,12 +113,12 @@ _RELEASE = (
 )
 _REBEGIN = (
     "UPDATE payouts SET state = ?, params_hash = ?, params = ?, recipient = ?, order_id = ?, "
-    "reason = NULL, updated_at = ? WHERE provider = ? AND key = ?"
+    "signature = ?, reason = NULL, updated_at = ? WHERE provider = ? AND key = ?"
 )
 _RECIPIENT = "SELECT recipient FROM payouts WHERE provider = ? AND key = ?"
-# What a final write also sets: the recipient goes, the fingerprint of the full
-# parameters too (``ledger._recipient``).
-_DROP_RECIPIENT = f", recipient = NULL, params_hash = '{MASKED_HASH}'"
+# What a final write also sets: the recipient goes, the fingerprint and signature of
+# the full parameters too (``ledger._recipient``).
+_DROP_RECIPIENT = f", recipient = NULL, params_hash = '{MASKED_HASH}', signature = NULL"
 _ORDER_ID_HOLDER = "SELECT key FROM payouts WHERE provider = ? AND order_id = ?"
 _LEASE_HOLDERS = (
     "SELECT lease_owner, count(*), max(lease_expires_at) FROM payouts "
@@ -144,7 +146,7 @@ _HISTORY = (
 _STATE = "SELECT state FROM payouts WHERE provider = ? AND key = ?"
 _REQUEUE = (
     "UPDATE payouts SET state = 'pending', params_hash = ?, params = ?, recipient = ?, "
-    "order_id = ?, reason = NULL, updated_at = ?, lease_owner = NULL, "
+    "order_id = ?, signature = ?, reason = NULL, updated_at = ?, lease_owner = NULL, "
     "lease_expires_at = NULL, lease_token = lease_token + 1 "
     "WHERE provider = ? AND key = ? AND state = 'refused'"
 )
@@ -290,7 +292,7 @@ class SQLiteLedger(Ledger):
         busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
         read_only: bool = False,
         create: bool = True,
-        encryption_key: str | bytes | None = None,
+        encryption_key: EncryptionKey | None = None,
         checkpoint_interval: float = DEFAULT_CHECKPOINT_INTERVAL,
     ) -> None:
         if synchronous not in ("FULL", "NORMAL"):
@@ -573,7 +575,7 @@ class SQLiteLedger(Ledger):
         """See ``Ledger.begin``."""
         recipients = self._recipients
         recipients.check_digest(params_hash)
-        stored = recipients.store(provider, key, params)
+        stored = recipients.store(provider, key, params, order_id=order_id)
         params_text = dump_params(stored.params)
 
         def op(conn: sqlite3.Connection) -> Claim:
@@ -589,7 +591,9 @@ class SQLiteLedger(Ledger):
                 _take_key(conn, provider, key, now, owner, _Take(switch_provider, self._note_drop))
             values: tuple[Any, ...] = (provider, key, params_hash, params_text, first, None)
             values += (order_id, None, int(sending), owner, expires, 1, now, now, None, None, None)
-            rows = conn.execute(_INSERT, (*values, stored.recipient, None)).fetchall()
+            # recipient, provider_api, signature, operation_signature (``COLUMNS``)
+            kept = (stored.recipient, None, stored.signature, None)
+            rows = conn.execute(_INSERT, (*values, *kept)).fetchall()
             if rows:
                 conn.execute(_LOG, (provider, key, None, first, now, owner, "intent recorded"))
                 record = record_from_row(rows[0], recipients)
@@ -598,8 +602,8 @@ class SQLiteLedger(Ledger):
             record = record_from_row(row, recipients)
             if record.state is LedgerState.REFUSED:
                 live_elsewhere(key, _others(conn, provider, key, now))
-                again = (pending, params_hash, params_text, stored.recipient, order_id, now)
-                conn.execute(_REBEGIN, (*again, provider, key))
+                again = (pending, params_hash, params_text, stored.recipient, order_id)
+                conn.execute(_REBEGIN, (*again, stored.signature, now, provider, key))
                 note = "intent recorded again after a refusal"
                 conn.execute(_LOG, (provider, key, record.state.value, pending, now, owner, note))
             elif not recipients.matches(
@@ -636,7 +640,7 @@ class SQLiteLedger(Ledger):
         **changes: Any,
     ) -> PayoutRecord:
         """See ``Ledger.transition``."""
-        fields = check_changes(changes)
+        fields = sign_changes(self._recipients, provider, key, check_changes(changes))
         to_state = LedgerState(state).value
         final = LedgerState(state).is_final  # a final row is nobody's: its lease ends
         sets = "".join(f", {name} = ?" for name in fields) + (_DROP_RECIPIENT if final else "")
@@ -748,7 +752,9 @@ class SQLiteLedger(Ledger):
         for start in range(0, len(intents), _ENQUEUE_CHUNK):
             chunk = [
                 _Intent(
-                    i, recipients.params_hash(i.params), recipients.store(provider, i.key, i.params)
+                    i,
+                    recipients.params_hash(i.params),
+                    recipients.store(provider, i.key, i.params, order_id=i.order_id),
                 )
                 for i in intents[start : start + _ENQUEUE_CHUNK]
             ]
@@ -881,6 +887,40 @@ class SQLiteLedger(Ledger):
         rows = await self._read(_SHARED_KEYS, (max(limit, 0),))
         return [row[0] for row in rows]
 
+    # -- keys ---------------------------------------------------------------------
+
+    async def key_use(self) -> KeyUse:
+        """Live rows by the key they are signed with (``ledger._rotate``); no key needed."""
+        return KeyUse.from_rows(await self._read(KEY_USE.format(table="payouts"), ()))
+
+    async def rotate_batch(self, *, after: tuple[str, str], limit: int) -> RotationBatch:
+        """Move up to ``limit`` live rows after ``after`` to the current key, in one
+        transaction (``ledger._rotate``)."""
+        current = self._recipients.key_id
+        if current is None:
+            raise ConfigurationError("rotating keys needs the ledger's encryption_key")
+        select = TO_ROTATE.format(table="payouts", p_after="?", k_after="?", current="?", limit="?")
+        update = RESEAL.format(*"??????", table="payouts")
+        recipient = COLUMNS.index("recipient")
+
+        def op(conn: sqlite3.Connection) -> RotationBatch:
+            rows = conn.execute(select, (*after, current, limit)).fetchall()
+            rotated, left = 0, []
+            for row in rows:
+                new = plan(self._recipients, row)
+                if isinstance(new, str):
+                    left.append((row[0], row[1], new))
+                    continue
+                if is_clear(row[recipient]):
+                    self._dropped_clear = True  # the WAL is emptied once this commits
+                fields = (new.params_hash, new.recipient, new.signature, new.operation_signature)
+                conn.execute(update, (*fields, row[0], row[1]))
+                rotated += 1
+            last = (rows[-1][0], rows[-1][1]) if rows else None
+            return RotationBatch(rotated, left, last)
+
+        return await self._write(op)
+
     def _note_drop(self, conn: sqlite3.Connection, provider: str, key: str) -> None:
         """Before a final write (worker thread): if the row keeps its recipient in
         clear, the WAL must be emptied once the write commits."""
@@ -931,7 +971,8 @@ def _enqueue_one(
             return _elsewhere(error)
     values: tuple[Any, ...] = (provider, key, one.digest, params_text, pending, None)
     values += (intent.order_id, None, 0, None, None, 0, now, now, None, None, None)
-    if conn.execute(_INSERT, (*values, stored.recipient, None)).fetchall():
+    kept = (stored.recipient, None, stored.signature, None)  # as ``COLUMNS`` end
+    if conn.execute(_INSERT, (*values, *kept)).fetchall():
         conn.execute(_LOG, (provider, key, None, pending, now, None, "intent recorded (enqueued)"))
         return Enqueued(key, EnqueueOutcome.NEW, LedgerState.PENDING)
     record = record_from_row(conn.execute(_SELECT, (provider, key)).fetchone(), recipients)
@@ -940,8 +981,8 @@ def _enqueue_one(
             live_elsewhere(key, _others(conn, provider, key, now))
         except IdempotencyConflictError as error:
             return _elsewhere(error)
-        again = (one.digest, params_text, stored.recipient, intent.order_id, now, provider, key)
-        conn.execute(_REQUEUE, again)
+        again = (one.digest, params_text, stored.recipient, intent.order_id, stored.signature)
+        conn.execute(_REQUEUE, (*again, now, provider, key))
         note = "intent recorded again after a refusal (enqueued)"
         conn.execute(_LOG, (provider, key, record.state.value, pending, now, None, note))
         return Enqueued(key, EnqueueOutcome.AGAIN, LedgerState.PENDING)

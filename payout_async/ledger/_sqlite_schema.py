@@ -10,7 +10,10 @@ under two providers for one key are marked ``shared_key`` (the index leaves them
 ``Ledger.shared_keys`` lists them) instead of failing the upgrade. Version 5 gives the
 ledger an identity (``LedgerIdentity``): a random ``ledger_id`` and a count of the rows
 ever begun, kept by a trigger in the same transaction as each insert, in the
-``payout_ledger`` table.
+``payout_ledger`` table. Version 6 signs rows (``signature``, ``operation_signature``):
+opened with a key, the upgrade signs each live row whose fingerprint matches its
+parameters (and seals its recipient); opened without, rows stay unsigned until
+``ledger-key rotate``.
 """
 
 from __future__ import annotations
@@ -23,8 +26,8 @@ import aiosqlite
 from .._errors import ConfigurationError
 from ._ddl import schema_objects
 from ._keys import DEAD_STATES
-from ._recipient import Recipients
-from ._rows import move_recipient
+from ._recipient import Recipients, Resealed, is_clear
+from ._rows import COLUMNS, FINAL_VALUES, move_recipient, reseal_row
 
 __all__ = ["create_schema", "schema_current"]
 
@@ -51,6 +54,8 @@ CREATE TABLE IF NOT EXISTS payouts (
     recipient TEXT,
     provider_api TEXT,
     shared_key INTEGER NOT NULL DEFAULT 0,
+    signature TEXT,
+    operation_signature TEXT,
     PRIMARY KEY (provider, key)
 );
 CREATE INDEX IF NOT EXISTS payouts_state_lease ON payouts (state, lease_expires_at);
@@ -92,7 +97,16 @@ _COUNT_BEGUN = """
 CREATE TRIGGER IF NOT EXISTS payouts_begun AFTER INSERT ON payouts BEGIN
     UPDATE payout_ledger SET value = value + 1 WHERE name = 'rows_begun';
 END"""
-_SCHEMA_VERSION = 5
+# Version 6: signed rows (``_sign_rows``).
+_SCHEMA_VERSION = 6
+_ADDED_COLUMNS = (
+    ("lease_token", "INTEGER NOT NULL DEFAULT 0"),
+    ("recipient", "TEXT"),
+    ("provider_api", "TEXT"),
+    ("shared_key", "INTEGER NOT NULL DEFAULT 0"),
+    ("signature", "TEXT"),
+    ("operation_signature", "TEXT"),
+)
 
 # What a current file holds: ``open()`` runs ``create_schema`` only when it lacks some.
 _SCHEMA_OBJECTS = schema_objects(_SCHEMA + _UPGRADE_TO_2 + _UPGRADE_TO_4)
@@ -107,14 +121,9 @@ def create_schema(conn: sqlite3.Connection, recipients: Recipients) -> int:
             if statement.strip():
                 conn.execute(statement)
         columns = {row[1] for row in conn.execute("PRAGMA table_info(payouts)")}
-        if "lease_token" not in columns:
-            conn.execute("ALTER TABLE payouts ADD COLUMN lease_token INTEGER NOT NULL DEFAULT 0")
-        if "recipient" not in columns:
-            conn.execute("ALTER TABLE payouts ADD COLUMN recipient TEXT")
-        if "provider_api" not in columns:
-            conn.execute("ALTER TABLE payouts ADD COLUMN provider_api TEXT")
-        if "shared_key" not in columns:
-            conn.execute("ALTER TABLE payouts ADD COLUMN shared_key INTEGER NOT NULL DEFAULT 0")
+        for name, kind in _ADDED_COLUMNS:
+            if name not in columns:
+                conn.execute(f"ALTER TABLE payouts ADD COLUMN {name} {kind}")
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version < 2:
             try:
@@ -134,6 +143,8 @@ def create_schema(conn: sqlite3.Connection, recipients: Recipients) -> int:
                 conn.execute(statement)
         _identify(conn)
         if version < _SCHEMA_VERSION:
+            if recipients.key_id is not None:
+                moved += _sign_rows(conn, recipients)
             conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except BaseException:
@@ -175,6 +186,26 @@ def _move_recipients(conn: sqlite3.Connection, recipients: Recipients) -> int:
             )
             moved += 1
     return moved
+
+
+def _sign_rows(conn: sqlite3.Connection, recipients: Recipients) -> int:
+    """Version 6, with a key: sign every live row whose fingerprint matches its
+    parameters (sealing a clear recipient). Returns how many were clear."""
+    final = ", ".join(f"'{state}'" for state in FINAL_VALUES)
+    rows = conn.execute(
+        f"SELECT rowid, {', '.join(COLUMNS)} FROM payouts WHERE state NOT IN ({final})"
+    ).fetchall()
+    sealed = 0
+    for rowid, *row in rows:
+        new = reseal_row(recipients, row)
+        if isinstance(new, Resealed):
+            sealed += is_clear(row[COLUMNS.index("recipient")])
+            conn.execute(
+                "UPDATE payouts SET params_hash = ?, recipient = ?, signature = ?, "
+                "operation_signature = ? WHERE rowid = ?",
+                (new.params_hash, new.recipient, new.signature, new.operation_signature, rowid),
+            )
+    return sealed
 
 
 async def schema_current(db: aiosqlite.Connection) -> bool:

@@ -15,6 +15,7 @@ from .._errors import ConfigurationError
 from ._base import Ledger
 from ._memory import MemoryLedger
 from ._postgres import DEFAULT_COMMAND_TIMEOUT, PostgresLedger
+from ._recipient import EncryptionKey
 from ._sqlite import DEFAULT_BUSY_TIMEOUT, DEFAULT_CHECKPOINT_INTERVAL, SQLiteLedger
 
 __all__ = ["LedgerURL", "ledger_from_url", "parse_ledger_url"]
@@ -82,7 +83,7 @@ class LedgerURL:
         """The environment variable the URL takes the encryption key from, if any."""
         return self.options.get(KEY_ENV)
 
-    def encryption_key(self, given: str | bytes | None = None) -> str | bytes | None:
+    def encryption_key(self, given: EncryptionKey | None = None) -> EncryptionKey | None:
         """The key: ``given``, or the one in the URL's ``key_env`` variable
         (``ConfigurationError`` when that is unset, or differs from ``given``)."""
         name = self.key_env
@@ -100,7 +101,7 @@ class LedgerURL:
             )
         return value
 
-    def ledger(self, *, encryption_key: str | bytes | None = None) -> Ledger:
+    def ledger(self, *, encryption_key: EncryptionKey | None = None) -> Ledger:
         """A new, unopened ledger for this URL, with ``encryption_key`` or the one its
         ``key_env`` names."""
         key = self.encryption_key(encryption_key)
@@ -112,11 +113,15 @@ class LedgerURL:
         return _postgres_ledger(self.dsn or "", self.options, key)
 
 
-def _text(key: str | bytes) -> str:
-    return key.strip() if isinstance(key, str) else key.decode("ascii", "replace").strip()
+def _text(key: EncryptionKey) -> str:
+    if isinstance(key, str):
+        return key.strip()
+    if isinstance(key, bytes):
+        return key.decode("ascii", "replace").strip()
+    return ",".join(_text(one) for one in key)
 
 
-def ledger_from_url(url: str, *, encryption_key: str | bytes | None = None) -> Ledger:
+def ledger_from_url(url: str, *, encryption_key: EncryptionKey | None = None) -> Ledger:
     """The ledger ``url`` names.
 
     - ``memory://`` -- a ``MemoryLedger`` (nothing survives the process);
@@ -241,7 +246,9 @@ def _seconds(options: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
-def _sqlite_ledger(path: str, options: Mapping[str, str], key: str | bytes | None) -> SQLiteLedger:
+def _sqlite_ledger(
+    path: str, options: Mapping[str, str], key: EncryptionKey | None
+) -> SQLiteLedger:
     synchronous, busy_timeout, interval = _sqlite_settings(options)
     return SQLiteLedger(
         path,
@@ -305,7 +312,7 @@ def _postgres_timeouts(options: Mapping[str, str]) -> dict[str, float]:
 
 
 def _postgres_ledger(
-    dsn: str, options: Mapping[str, str], key: str | bytes | None
+    dsn: str, options: Mapping[str, str], key: EncryptionKey | None
 ) -> PostgresLedger:
     timeouts = _postgres_timeouts(options)
     return PostgresLedger(

@@ -439,6 +439,10 @@ class Payouts(Generic[Request]):
         )
         try:
             async with run.heartbeat():
+                if claim.record.untrusted is not None:
+                    # Altered outside payout-async, or unreadable: never sent (DESIGN 14).
+                    await run.give_up(claim.record.untrusted)
+                    return PayoutResult.from_record(run.record)
                 if reopen:
                     await self._reopen(run)
                 await self._flow.drive(run)

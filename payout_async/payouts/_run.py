@@ -22,7 +22,13 @@ from ..ledger import (
 )
 from ._observe import Observer
 
-__all__ = ["FenceNotConfirmedError", "Run", "fence_margin", "in_flight_bound"]
+__all__ = [
+    "FenceNotConfirmedError",
+    "Run",
+    "UntrustedRowError",
+    "fence_margin",
+    "in_flight_bound",
+]
 
 logger = logging.getLogger("payout_async")
 
@@ -50,6 +56,11 @@ class FenceNotConfirmedError(LeaseLostError):
     """The fence write before a money-moving request failed or its outcome is unknown:
     the request was not sent, and this drive stops where it stands (the row keeps its
     recovery point; whoever drives it next treats its last request as unknown)."""
+
+
+class UntrustedRowError(LeaseLostError):
+    """The row was altered outside payout-async while this drive held it: it is set
+    aside (``needs_attention``) and this drive sends nothing more."""
 
 
 class Run:
@@ -167,7 +178,22 @@ class Run:
             self.record = await self._landed(state, error, released=release)
         self.released = release or state.is_final
         await self._observer.transitioned(before, self.record, note)  # log + on_transition
+        if self.record.untrusted is not None and not self.released:
+            await self._set_aside()
         return self.record
+
+    async def _set_aside(self) -> None:
+        """The row read back from a move fails its checks (altered outside payout-async
+        while this drive held it): park it, and send nothing more (DESIGN rule 14)."""
+        reason = self.record.untrusted
+        self.lost = True
+        await self.ledger.transition(
+            self.record.provider, self.record.key, owner=self.owner, token=self.token,
+            state=LedgerState.NEEDS_ATTENTION, lease_seconds=self.lease_seconds,
+            reason=reason, release=True,
+        )  # fmt: skip
+        self.released = True
+        raise UntrustedRowError(f"{self.record.key}: {reason}")
 
     async def _landed(
         self, state: LedgerState, error: LedgerOutcomeUnknownError, *, released: bool

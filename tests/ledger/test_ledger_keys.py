@@ -28,6 +28,7 @@ from payout_async.ledger import (
     ledger_from_url,
     new_encryption_key,
     params_hash,
+    rotate_keys,
 )
 from payout_async.ledger._url import parse_ledger_url
 from payout_async.sandbox import Sandbox
@@ -214,17 +215,20 @@ async def test_another_key_is_named_and_nothing_is_written(durable: Store) -> No
     await begin(await durable.open(KEY), "k")
     before = await durable.raw("k")
     wrong = await durable.open(OTHER_KEY)
-    with pytest.raises(LedgerKeyError, match="not with this ledger's key") as caught:
-        await wrong.get(P, "k")
-    assert isinstance(caught.value, ConfigurationError) and CARD not in str(caught.value)
-    with pytest.raises(LedgerKeyError):
-        await wrong.records()
-    with pytest.raises(LedgerKeyError):  # not an IdempotencyConflictError
+    # Read: the row as kept (recipient masked), and why it cannot move money.
+    record = await wrong.get(P, "k")
+    assert record is not None and record.params["pan"] == "427600******5673"
+    assert record.untrusted is not None and "not with this ledger's key" in record.untrusted
+    assert CARD not in record.untrusted
+    assert [r.untrusted for r in await wrong.records()] == [record.untrusted]
+    with pytest.raises(LedgerKeyError) as caught:  # not an IdempotencyConflictError
         await begin(wrong, "k")
+    assert isinstance(caught.value, ConfigurationError) and CARD not in str(caught.value)
     assert await durable.raw("k") == before
     right = await durable.open(KEY)
     record = await right.get(P, "k")
     assert record is not None and record.params == PARAMS and record.lease_token == 1
+    assert record.untrusted is None
 
 
 async def test_a_missing_key_is_named(durable: Store) -> None:
@@ -234,10 +238,11 @@ async def test_a_missing_key_is_named(durable: Store) -> None:
     await finish(keyed, "done")
     await begin(keyed, "plain", {"amount": "2.00"})  # no recipient: nothing sealed
     plain = await durable.open()
-    with pytest.raises(LedgerKeyError, match="this ledger has none"):
-        await plain.get(P, "live")
+    live = await plain.get(P, "live")
+    assert live is not None and live.untrusted is not None
+    assert "this ledger has none" in live.untrusted and live.params["pan"] != CARD
     live_plain = await plain.get(P, "plain")
-    assert live_plain is not None
+    assert live_plain is not None and live_plain.untrusted is not None
     with pytest.raises(LedgerKeyError, match="this ledger has none"):  # its fingerprint
         plain.params_match(live_plain, {"amount": "2.00"})
     # A final row needs no key: its recipient is masked, compared as such.
@@ -245,12 +250,13 @@ async def test_a_missing_key_is_named(durable: Store) -> None:
     assert done is not None and plain.params_match(done, {**PARAMS, "amount": "1.00"})
 
 
-async def test_a_ledger_given_a_key_later_still_knows_its_rows(
+async def test_a_ledger_given_a_key_later_sends_nothing_for_its_unsigned_rows(
     durable: Store, tmp_path: Path
 ) -> None:
-    """Rows written without a key keep their plain fingerprint and clear recipient until
-    they are final; the keyed ledger reads them, compares them (no conflict), and
-    finishes them."""
+    """Rows written without a key keep their plain fingerprint and clear recipient; the
+    keyed ledger reads them and compares them (no conflict), but a row clear and
+    unsigned in a keyed ledger is never sent: it is set aside, until ``rotate_keys``
+    (``ledger-key rotate``) seals and signs it; then ``reconcile()`` pays it."""
     plain = await durable.open()
     request = OperationRequest(pan=CARD, amount=Decimal("10.00"), description="old")
     async with (
@@ -270,20 +276,27 @@ async def test_a_ledger_given_a_key_later_still_knows_its_rows(
         keyed = await durable.open(KEY)
         old = await keyed.get(P, "old")
         assert old is not None and old.params["pan"] == CARD
+        assert old.untrusted is not None and "in clear" in old.untrusted
         assert keyed.params_match(old, params)  # a plain fingerprint still compares
         flow = payouts(client, keyed)
         older = await flow.pay("older", request)  # claimed by its plain fingerprint
-        assert older.status is PayoutStatus.SUCCEEDED
+        assert older.status is PayoutStatus.NEEDS_ATTENTION
+        assert older.reason is not None
+        assert older.reason.startswith("the row was altered outside payout-async")
         [result] = await flow.resume()
-        assert result.status is PayoutStatus.SUCCEEDED
-        again = await flow.pay("old", request)  # the same payout, recognised
-        assert again.status is PayoutStatus.SUCCEEDED
-        assert again.provider_id == result.provider_id
-        assert len(sandbox.state.intellectmoney) == 2
+        assert result.status is PayoutStatus.NEEDS_ATTENTION
         with pytest.raises(IdempotencyConflictError):
             await flow.pay("old", attrs.evolve(request, amount=Decimal("10.01")))
         fresh = await flow.pay("new", request)
         assert fresh.status is PayoutStatus.SUCCEEDED
+        assert len(sandbox.state.intellectmoney) == 1
+        report = await rotate_keys(keyed)  # type: ignore[arg-type]
+        assert report.rotated == 2 and report.use.clear == report.use.unsigned == 0
+        settled = await flow.reconcile()
+        assert {r.key: r.status for r in settled} == dict.fromkeys(
+            ("old", "older"), PayoutStatus.SUCCEEDED
+        )
+        assert len(sandbox.state.intellectmoney) == 3
     assert (await durable.raw("old"))[1:] == (None, "masked")
 
 

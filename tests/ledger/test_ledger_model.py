@@ -9,7 +9,14 @@ from typing import Any
 import attrs
 import pytest
 
-from payout_async.ledger import Ledger, LedgerState, MemoryLedger, PayoutRecord, Transition
+from payout_async.ledger import (
+    Ledger,
+    LedgerState,
+    MemoryLedger,
+    PayoutRecord,
+    Transition,
+    params_hash,
+)
 
 from .support import DURABLE, Backend
 
@@ -17,7 +24,8 @@ PROVIDERS = ["enot", "intellectmoney"]
 KEYS = ["a", "b", "c", "d"]
 OWNERS = ["w1", "w2"]
 LEASES = [60.0, -1.0]  # live, or already expired when written
-HASHES = {"h1": {"amount": "1.00"}, "h2": {"amount": "2.00"}}
+# Real fingerprints: a row whose fingerprint does not match its parameters is untrusted.
+HASHES = {params_hash(p): p for p in ({"amount": "1.00"}, {"amount": "2.00"})}
 STATES = list(LedgerState)
 
 

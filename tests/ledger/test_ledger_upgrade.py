@@ -25,7 +25,7 @@ from .support import PG_DSN, drop_schema, require_postgres
 
 PARAMS = {"amount": "1.00"}
 HASH = params_hash(PARAMS)
-CURRENT = 5  # SQLite's schema version
+CURRENT = 6  # SQLite's schema version
 
 # The payouts table as version 0.1 created it.
 V1_TABLE = """
@@ -160,6 +160,7 @@ async def test_sqlite_upgrade_moves_card_numbers_out_of_the_parameters(
     async with SQLiteLedger(path, encryption_key=key) as ledger:
         live, done = await ledger.get(P, "live"), await ledger.get(P, "done")
         assert live is not None and live.params["pan"] == CARD
+        assert live.untrusted is None  # signed by the upgrade (with a key)
         assert done is not None and done.params["pan"] == "427600******5673"
         assert ledger.params_match(live, params) and ledger.params_match(done, params)
         assert live.params_hash == ledger.params_hash(params)
@@ -190,6 +191,7 @@ async def test_postgres_upgrade_moves_card_numbers_out_of_the_parameters(schema:
     async with PostgresLedger(PG_DSN, schema=schema, encryption_key=key) as ledger:
         live, done = await ledger.get(P, "live"), await ledger.get(P, "done")
         assert live is not None and live.params["pan"] == CARD
+        assert live.untrusted is None  # signed by the upgrade (with a key)
         assert done is not None and done.params["pan"] == "427600******5673"
         assert ledger.params_match(done, params)
         assert live.params_hash == ledger.params_hash(params)
