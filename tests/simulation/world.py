@@ -1,0 +1,671 @@
+"""One simulated deployment, drawn from a seed, and its run.
+
+A run has three phases on the virtual clock:
+
+1. **active**: several simulated processes (each its own ``Payouts``, owner and
+   client; some with the same host name in another PID namespace) pay the same keys at
+   once, cancel ``pay()``s, run workers, ``resume()`` and ``reconcile()``, while the
+   network and providers misbehave, the ledger server's clock steps forward, processes
+   freeze (at any await, before a fence, between a fence and its request) or die, a
+   foreign system's webhooks arrive, and -- in the issue-27 families -- the history is
+   pruned or the ledger restored from an older copy;
+2. **quiet**: faults stop, workers are told to stop, every call of a live process
+   returns;
+3. **settle**: an operator process waits out every lease, then runs ``resume()`` and
+   ``reconcile()`` and pays every key again, as a re-run batch would.
+
+Everything random comes from one seed: the plan, the network, the providers, the
+ledger's latencies and the library's own jitter each draw from a generator derived
+from it (``random.Random(f"{seed}:{stream}")``), so the same seed gives the same run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, cast
+
+import aiohttp
+import attrs
+
+from payout_async import PollPolicy, Timeouts
+from payout_async.enot import EnotClient, PayoffRequest, PayoffWebhook
+from payout_async.intellectmoney import IntellectMoneyClient, OperationRequest
+from payout_async.ledger import Ledger, LedgerState, MemoryLedger, PayoutRecord, SQLiteLedger
+from payout_async.payouts import Payouts, PayoutResult
+from payout_async.payouts._run import fence_margin
+
+from .clocks import Clocks
+from .invariants import Checker, Violation
+from .ledgers import SimLedger, prune_history, restore, snapshot
+from .loop import PROCESS, VirtualLoop, neutral_context
+from .mutations import old_owner_is_dead
+from .network import NO_FAULTS, Faults, Network, SimSession
+from .providers import ProviderRules, SimEnot, SimIntellectMoney
+
+__all__ = ["FAMILIES", "Family", "Outcome", "SimProcess", "Tuning", "World"]
+
+
+@attrs.frozen
+class Tuning:
+    """The settings every ``Payouts`` of a run uses."""
+
+    name: str
+    lease_seconds: float
+    timeouts: Timeouts
+    grace: float
+    execute_settle: float
+
+    @property
+    def margin(self) -> float:
+        return fence_margin(self.lease_seconds)
+
+    @property
+    def timeout(self) -> float:
+        assert self.timeouts.total is not None
+        return self.timeouts.total
+
+
+TUNINGS = (
+    Tuning("defaults", 120.0, Timeouts(total=30.0, connect=10.0, read=30.0), 60.0, 60.0),
+    # issue 23: "lease 60 / timeout 5 / grace 6"
+    Tuning("tight", 60.0, Timeouts(total=5.0, connect=2.0, read=5.0), 6.0, 6.0),
+)
+
+
+@attrs.frozen
+class Family:
+    """Which faults a run may draw."""
+
+    name: str
+    faults: Faults
+    foreign_webhooks: bool = True
+    prune_history: bool = False
+    restore: bool = False
+
+
+FAMILIES = {
+    # issue 23: workers, clocks, namespaces, pauses, slow answers, foreign webhooks
+    "core": Family("core", Faults()),
+    # issue 27: refusals (some of them processed) and pruned history, on top
+    "history": Family(
+        "history", Faults(refused=0.02, refused_processed=0.05), prune_history=True
+    ),
+    # issue 27: a ledger restored from an older copy, on top
+    "restore": Family("restore", Faults(), restore=True),
+}
+
+
+@attrs.define(eq=False)
+class SimProcess:
+    """One simulated OS process running one ``Payouts``."""
+
+    name: str
+    host: str
+    pidns: str
+    boot: str
+    pid: int
+    start: int
+    mono_offset: float
+    killed: bool = False
+    frozen_until: float = 0.0
+    payouts: Payouts[Any] | None = None
+
+    @property
+    def owner(self) -> str:
+        """Today's owner format, ``host:pid:start:nonce``."""
+        return f"{self.host}:{self.pid}:{self.start}:{self.name}"
+
+
+@attrs.define
+class Outcome:
+    """What one run did and found."""
+
+    seed: int
+    family: str
+    ledger: str
+    mutations: tuple[str, ...]
+    violations: list[Violation]
+    log: list[str]
+    stats: dict[str, Any]
+
+    @property
+    def failures(self) -> list[Violation]:
+        return [violation for violation in self.violations if violation.excused is None]
+
+    @property
+    def replay(self) -> str:
+        """The one-line command that replays this run."""
+        command = (
+            f"python benchmarks/simulate.py --replay {self.seed} --family {self.family} "
+            f"--ledger {self.ledger}"
+        )
+        return command + "".join(f" --mutation {name}" for name in self.mutations)
+
+
+def _pan(index: int) -> str:
+    """A Luhn-valid card number, one per key (the IntellectMoney books tell keys apart
+    by it)."""
+    body = f"4000001234{index:05d}"
+    total = 0
+    for position, char in enumerate(reversed(body)):
+        digit = int(char)
+        if position % 2 == 0:
+            digit *= 2
+            digit -= 9 if digit > 9 else 0
+        total += digit
+    return body + str((10 - total % 10) % 10)
+
+
+Action = Callable[[], Awaitable[None]]
+
+
+class World:
+    """One run: see the module docstring."""
+
+    def __init__(
+        self,
+        seed: int,
+        family: Family,
+        ledger_kind: str,
+        loop: VirtualLoop,
+        directory: Path | None = None,
+    ) -> None:
+        self.seed = seed
+        self.family = family
+        self.ledger_kind = ledger_kind
+        self.loop = loop
+        self.directory = directory
+        self.clocks = Clocks(loop)
+        self.lines: list[str] = []
+        self.jitter_rng = self._rng("jitter")
+        self._plan_rng = self._rng("plan")
+        self._runtime_rng = self._rng("runtime")
+        #: Set by the ``old-liveness`` mutation: today's fail-open rule.
+        self.old_liveness = False
+        self.quiet = False
+        self.processes: list[SimProcess] = []
+        self.tasks: list[tuple[SimProcess | None, asyncio.Task[None]]] = []
+        self.disrupted: dict[str, float] = {}
+        self.stops: list[asyncio.Event] = []
+        self.stats: dict[str, Any] = {"freezes": 0, "clock_steps": 0, "kills": 0}
+        self._draw_deployment()
+
+    def _rng(self, stream: str) -> random.Random:
+        return random.Random(f"{self.seed}:{stream}")
+
+    def log(self, text: str) -> None:
+        self.lines.append(f"{self.loop.time():12.6f} {text}")
+
+    # -- the drawn deployment ---------------------------------------------------------
+
+    def _draw_deployment(self) -> None:
+        rng = self._plan_rng
+        self.provider_name = rng.choice(("enot", "intellectmoney"))
+        self.tuning = rng.choice(TUNINGS)
+        self.lookup_before_create = rng.random() < 0.5
+        count = rng.randint(1, 3)
+        self.keys = [f"w-{1001 + index}" for index in range(count)]
+        self.amounts = {key: Decimal(150 + 10 * index) for index, key in enumerate(self.keys)}
+        self.pans = {key: _pan(index) for index, key in enumerate(self.keys)}
+        self.rules = ProviderRules(
+            grace=self.tuning.grace,
+            execute_settle=self.tuning.execute_settle,
+            enot_duplicate=rng.choice(("accept", "accept", "reject")),
+            im_second_execute=rng.choice(("pay_again", "pay_again", "accept", "refuse")),
+        )
+        self.deployment = rng.choice(("one-host", "containers", "hosts"))
+        for index in range(rng.randint(2, 4)):
+            self.processes.append(self._new_process(f"p{index}", index, rng))
+        self.active_for = 4 * self.tuning.lease_seconds
+        self.log(
+            f"seed {self.seed} family {self.family.name} ledger {self.ledger_kind}: "
+            f"{self.provider_name}, {self.tuning.name}, {self.deployment}, keys {self.keys}, "
+            f"lookup_before_create={self.lookup_before_create}, {self.rules}"
+        )
+
+    def _new_process(self, name: str, index: int, rng: random.Random) -> SimProcess:
+        if self.deployment == "one-host":
+            host, pidns, boot, pid = "h1", "ns0", "b0", 100 + index
+        elif self.deployment == "containers":  # one host name, a PID namespace each
+            host, pidns, boot, pid = "h1", f"ns{index}", "b0", rng.choice((1, 7, 7 + index))
+        else:
+            host, pidns, boot, pid = f"h{index}", "ns0", f"b{index}", 100
+        return SimProcess(
+            name=name,
+            host=host,
+            pidns=pidns,
+            boot=boot,
+            pid=pid,
+            start=rng.randint(1000, 9999),
+            mono_offset=rng.uniform(0, 1e6),
+        )
+
+    def request(self, key: str) -> PayoffRequest | OperationRequest:
+        if self.provider_name == "enot":
+            return PayoffRequest(service="card", wallet_to=self.pans[key], amount=self.amounts[key])
+        return OperationRequest(amount=self.amounts[key], pan=self.pans[key])
+
+    # -- liveness -------------------------------------------------------------------
+
+    def owner_is_dead(self, owner: str) -> bool:
+        """What ``owner_is_dead`` answers in the calling process: the new rule (dead
+        only when provably this boot and PID namespace, and gone), or today's."""
+        caller = PROCESS.get()
+        if not isinstance(caller, SimProcess):
+            return False
+        if self.old_liveness:
+            view = {
+                p.pid: str(p.start)
+                for p in self._all_processes()
+                if p.pidns == caller.pidns and p.boot == caller.boot and not p.killed
+            }
+            return old_owner_is_dead(owner, caller.host, view.get)
+        held_by = next((p for p in self._all_processes() if p.owner == owner), None)
+        if held_by is None:
+            return False
+        same = (held_by.host, held_by.boot, held_by.pidns) == (caller.host, caller.boot, caller.pidns)
+        return same and held_by.killed
+
+    def _all_processes(self) -> list[SimProcess]:
+        return self.processes + ([self.operator] if hasattr(self, "operator") else [])
+
+    # -- building -------------------------------------------------------------------
+
+    async def _open(self) -> None:
+        inner: Ledger
+        if self.ledger_kind == "sqlite":
+            assert self.directory is not None
+            inner = SQLiteLedger(self.directory / f"sim-{self.seed}.db", checkpoint_interval=0)
+            await inner.open()
+        else:
+            inner = MemoryLedger()
+        self.inner = inner
+        provider_rng = self._rng("provider")
+        self.provider: SimEnot | SimIntellectMoney
+        if self.provider_name == "enot":
+            self.provider = SimEnot(self.rules, provider_rng, self.log)
+        else:
+            by_pan = {pan: key for key, pan in self.pans.items()}
+            self.provider = SimIntellectMoney(self.rules, provider_rng, self.log, by_pan)
+        self.network = Network(
+            self.provider,
+            self._rng("network"),
+            self.family.faults,
+            self.log,
+            pause=self._pause_running,
+            margin=self.tuning.margin,
+            after_handle=lambda: self.checker.after_provider(),
+        )
+        self.checker = Checker(
+            self.provider,
+            self.amounts,
+            self.network.departures,
+            self.tuning.margin,
+            self.loop.time,
+            self.log,
+        )
+        self.ledger = SimLedger(inner, self._rng("ledger"), self._ledger_answer)
+        for process in self.processes:
+            self._give_payouts(process)
+
+    def _give_payouts(self, process: SimProcess) -> None:
+        session = cast(aiohttp.ClientSession, SimSession(self.network))
+        tuning = self.tuning
+        client: EnotClient | IntellectMoneyClient
+        if self.provider_name == "enot":
+            client = EnotClient("sim-user", "sim-secret", session=session, timeouts=tuning.timeouts)
+        else:
+            client = IntellectMoneyClient(
+                "sim-token",
+                "sim-sign",
+                bearer_token="sim-bearer",
+                session=session,
+                timeouts=tuning.timeouts,
+            )
+        payouts = Payouts(
+            client,  # type: ignore[arg-type]
+            cast(Ledger, self.ledger),
+            poll=PollPolicy(deadline=2 * tuning.lease_seconds),
+            grace=tuning.grace,
+            lease_seconds=tuning.lease_seconds,
+            execute_settle=tuning.execute_settle,
+            owner=process.owner,
+            lookup_before_create=self.lookup_before_create,
+        )
+        payouts._before_send = self._before_send(process)
+        process.payouts = payouts
+
+    def _ledger_answer(self, caller: str, name: str, args: tuple[Any, ...], kwargs: Any, answer: Any) -> None:
+        key = args[1] if len(args) > 1 and isinstance(args[1], str) else ""
+        if isinstance(answer, PayoutRecord):
+            said = f"{answer.state} a={answer.attempts} lease={answer.lease_owner}/{answer.lease_token}"
+        elif isinstance(answer, BaseException):
+            said = f"raised {type(answer).__name__}"
+        elif isinstance(answer, list):
+            said = f"{len(answer)} items"
+        else:
+            said = type(answer).__name__
+        if name not in ("get", "history", "records", "lease_holders"):
+            self.log(f"{caller} ledger.{name} {key} {kwargs.get('state', '')} -> {said}")
+        self.checker.after_ledger(caller, name, answer)
+
+    # -- pauses -------------------------------------------------------------------
+
+    def _freeze(self, process: SimProcess, seconds: float, why: str) -> None:
+        process.frozen_until = max(process.frozen_until, self.loop.time() + seconds)
+        self.stats["freezes"] += 1
+        self.log(f"{process.name} frozen {seconds:.3f}s ({why})")
+
+    def _pause_length(self, rng: random.Random) -> float:
+        margin, lease = self.tuning.margin, self.tuning.lease_seconds
+        if rng.random() < 0.6:
+            return rng.uniform(0.0, 0.8 * margin)
+        return rng.uniform(1.2 * margin, 1.5 * lease)
+
+    def _pause_running(self, roll: float) -> float:
+        """Freeze the running process (the network's pause after a fence)."""
+        process = PROCESS.get()
+        assert isinstance(process, SimProcess)
+        seconds = self._pause_length(self._runtime_rng)
+        self._freeze(process, seconds, "between fence and request")
+        return seconds
+
+    def _before_send(self, process: SimProcess) -> Callable[[PayoutRecord], Awaitable[None]]:
+        async def pause(record: PayoutRecord) -> None:
+            if self.quiet or self._runtime_rng.random() >= 0.08:
+                return
+            self._freeze(process, self._pause_length(self._runtime_rng), "before its fence")
+            await asyncio.sleep(0)  # resumes when the process thaws
+
+        return pause
+
+    # -- the plan -------------------------------------------------------------------
+
+    def _spawn(self, process: SimProcess | None, at: float, label: str, action: Action) -> asyncio.Task[None]:
+        context = neutral_context()
+        if process is not None:
+            context.run(PROCESS.set, process)
+        task = self.loop.create_task(self._at(at, label, action), context=context)
+        self.tasks.append((process, task))
+        return task
+
+    async def _at(self, at: float, label: str, action: Action) -> None:
+        await asyncio.sleep(max(0.0, at - self.loop.time()))
+        try:
+            await action()
+        except asyncio.CancelledError:
+            self.log(f"{label}: cancelled")
+        except Exception as error:  # a call raised what it should not
+            self.checker.add("error", label, f"{type(error).__name__}: {error}")
+
+    def _plan(self) -> None:
+        rng = self._plan_rng
+        active, lease = self.active_for, self.tuning.lease_seconds
+        procs = self.processes
+        mode = rng.choice(("pay", "worker", "both"))
+        if mode != "pay":
+            enqueuer = rng.choice(procs)
+            self._spawn(enqueuer, 0.0, f"{enqueuer.name} enqueue", self._enqueue(enqueuer))
+            for process in rng.sample(procs, rng.randint(1, len(procs))):
+                stop = asyncio.Event()
+                self.stops.append(stop)
+                at = rng.uniform(0, 5)
+                self._spawn(process, at, f"{process.name} worker", self._worker(process, stop))
+        if mode != "worker":
+            for key in self.keys:
+                for _ in range(rng.randint(1, 3)):
+                    process, at = rng.choice(procs), rng.uniform(0, 20)
+                    task = self._spawn(process, at, f"{process.name} pay {key}", self._pay(process, key))
+                    if rng.random() < 0.2:
+                        self._cancel_later(task, key, at + rng.uniform(0.0, 20.0))
+        for _ in range(rng.randint(0, 3)):
+            process = rng.choice(procs)
+            self._spawn(process, rng.uniform(0, active), f"{process.name} resume", self._drain(process, "resume"))
+        for _ in range(rng.randint(0, 2)):
+            process = rng.choice(procs)
+            self._spawn(process, rng.uniform(0, active), f"{process.name} reconcile", self._drain(process, "reconcile"))
+        if self.family.foreign_webhooks and self.provider_name == "enot":
+            for key in self.keys:
+                if rng.random() < 0.2:
+                    process, with_payoff = rng.choice(procs), rng.random() < 0.5
+                    self._spawn(process, rng.uniform(0, active), f"{process.name} webhook {key}", self._webhook(process, key, with_payoff))
+        for _ in range(rng.randint(0, 2)):
+            self._at_time(rng.uniform(0, active), self._step_clock(rng.uniform(0.5 * lease, 3 * lease)))
+        for _ in range(rng.randint(0, 3)):
+            process = rng.choice(procs)
+            self._at_time(rng.uniform(0, active), self._freeze_later(process, self._pause_length(rng)))
+        if rng.random() < 0.15:
+            self._at_time(rng.uniform(0, active), self._kill(rng.choice(procs)))
+        if self.family.prune_history:
+            for _ in range(rng.randint(1, 2)):
+                self._spawn(None, rng.uniform(0, active), "prune", self._prune)
+        if self.family.restore:
+            taken = rng.uniform(0, active / 2)
+            self._spawn(None, taken, "backup", self._restore(taken, rng.uniform(taken, active)))
+
+    def _at_time(self, at: float, callback: Callable[[], None]) -> None:
+        self.loop.call_at(max(at, self.loop.time()), callback, context=neutral_context())
+
+    def _cancel_later(self, task: asyncio.Task[None], key: str, at: float) -> None:
+        def cancel() -> None:
+            if not task.done():
+                self.disrupted[key] = self.loop.time()
+                self.log(f"cancelling a pay of {key}")
+                task.cancel()
+
+        self._at_time(at, cancel)
+
+    # -- actions --------------------------------------------------------------------
+
+    def _payouts(self, process: SimProcess) -> Payouts[Any]:
+        assert process.payouts is not None
+        return process.payouts
+
+    def _pay(self, process: SimProcess, key: str) -> Action:
+        async def pay() -> None:
+            started = self.loop.time()
+            result = await self._payouts(process).pay(key, self.request(key))
+            await self._report(process, "pay", result, started)
+
+        return pay
+
+    async def _report(self, process: SimProcess, what: str, result: PayoutResult, started: float) -> None:
+        self.log(f"{process.name} {what} {result.key} -> {result.status} ({result.reason})")
+        await self.checker.after_deferral(
+            self.inner, result, started, self._driven_somewhere, self._disrupted_since
+        )
+
+    def _driven_somewhere(self, key: str) -> bool:
+        return any(
+            p.payouts is not None and key in p.payouts._in_flight and not p.killed
+            for p in self._all_processes()
+        )
+
+    def _disrupted_since(self, key: str, started: float) -> bool:
+        return max(self.disrupted.get(key, -math.inf), self.disrupted.get("*", -math.inf)) >= started
+
+    def _drain(self, process: SimProcess, how: str) -> Action:
+        async def drain() -> None:
+            started = self.loop.time()
+            payouts = self._payouts(process)
+            results = await (payouts.resume() if how == "resume" else payouts.reconcile())
+            for result in results:
+                await self._report(process, how, result, started)
+
+        return drain
+
+    def _enqueue(self, process: SimProcess) -> Action:
+        async def enqueue() -> None:
+            items = [(key, self.request(key)) for key in self.keys]
+            done = await self._payouts(process).enqueue(items)
+            self.log(f"{process.name} enqueued {[str(item.outcome) for item in done]}")
+
+        return enqueue
+
+    def _worker(self, process: SimProcess, stop: asyncio.Event) -> Action:
+        async def work() -> None:
+            started = self.loop.time()
+
+            def on_result(result: PayoutResult) -> None:
+                self.log(f"{process.name} worker {result.key} -> {result.status} ({result.reason})")
+
+            summary = await self._payouts(process).run_worker(
+                stop=stop, concurrency=4, idle_poll=5.0, on_result=on_result
+            )
+            self.log(f"{process.name} worker stopped: {dict(summary.statuses)} handed back {summary.handed_back}")
+            del started
+
+        return work
+
+    def _webhook(self, process: SimProcess, key: str, with_payoff: bool) -> Action:
+        async def deliver() -> None:
+            now = self.loop.time()
+            payoff_id = "foreign"
+            if with_payoff:
+                assert isinstance(self.provider, SimEnot)
+                payoff_id = self.provider.create_foreign(key, Decimal("10.00"), now).id
+            webhook = PayoffWebhook(
+                payoff_id=payoff_id,
+                order_id=key,
+                raw_status="success",
+                amount=Decimal("10.00"),
+                service="card",
+                wallet="2200000000000004",
+            )
+            result = await self._payouts(process).apply_webhook(webhook)
+            self.log(f"{process.name} foreign webhook {key} -> {None if result is None else result.status}")
+
+        return deliver
+
+    def _step_clock(self, seconds: float) -> Callable[[], None]:
+        def step() -> None:
+            self.clocks.step_server(seconds)
+            self.stats["clock_steps"] += 1
+            self.log(f"ledger server clock stepped forward {seconds:.3f}s")
+
+        return step
+
+    def _freeze_later(self, process: SimProcess, seconds: float) -> Callable[[], None]:
+        def freeze() -> None:
+            if not self.quiet and not process.killed:
+                self._freeze(process, seconds, "anywhere")
+
+        return freeze
+
+    def _kill(self, process: SimProcess) -> Callable[[], None]:
+        def kill() -> None:
+            if not self.quiet:
+                process.killed = True
+                self.disrupted["*"] = self.loop.time()
+                self.stats["kills"] += 1
+                self.log(f"{process.name} killed (SIGKILL)")
+
+        return kill
+
+    async def _prune(self) -> None:
+        await prune_history(self.inner)
+        self.log("history pruned")
+
+    def _restore(self, taken: float, restored: float) -> Action:
+        async def backup_and_restore() -> None:
+            copy = await snapshot(self.inner)
+            self.log("ledger backed up")
+            await asyncio.sleep(restored - taken)
+            await restore(self.inner, copy)
+            self.disrupted["*"] = self.loop.time()
+            self.stats["restored"] = True
+            self.log("ledger restored from the backup")
+
+        return backup_and_restore
+
+    # -- the run --------------------------------------------------------------------
+
+    async def main(self) -> None:
+        await self._open()
+        self._plan()
+        await asyncio.sleep(self.active_for)
+        await self._quiet_down()
+        operator = SimProcess("operator", "ops", "opsns", "opsboot", 1, 1, 0.0)
+        self.operator = operator
+        self._give_payouts(operator)
+        context = neutral_context()
+        context.run(PROCESS.set, operator)
+        await self.loop.create_task(self._settle(operator), context=context)
+        await self.checker.at_end(self.inner)
+        await self._tear_down()
+
+    async def _quiet_down(self) -> None:
+        self.quiet = True
+        self.network.faults = NO_FAULTS
+        self.log("faults stop")
+        for stop in self.stops:
+            stop.set()
+        live = [task for process, task in self.tasks if process is None or not process.killed]
+        if live:
+            _, pending = await asyncio.wait(live, timeout=6 * 3600.0)
+            for task in pending:
+                self.checker.add("L", task.get_name(), "a call did not return within 6 hours")
+                task.cancel()
+
+    async def _settle(self, operator: SimProcess) -> None:
+        tuning = self.tuning
+        payouts = self._payouts(operator)
+        wait = max(tuning.grace, tuning.execute_settle) + tuning.timeout + tuning.margin
+        await asyncio.sleep(tuning.lease_seconds + tuning.timeout + tuning.margin + 1.0)
+        for round_ in range(8):
+            for result in await payouts.resume():
+                self.log(f"operator resume {result.key} -> {result.status} ({result.reason})")
+            for result in await payouts.reconcile():
+                self.log(f"operator reconcile {result.key} -> {result.status} ({result.reason})")
+            if round_ == 2:
+                for key in self.keys:
+                    result = await payouts.pay(key, self.request(key))
+                    self.log(f"operator pay {key} -> {result.status} ({result.reason})")
+            if round_ >= 2 and await self._settled():
+                return
+            await asyncio.sleep(wait)
+
+    async def _settled(self) -> bool:
+        for record in await self.inner.records():
+            final = record.state.is_final or record.state is LedgerState.REFUSED
+            if not final and not (
+                record.state is LedgerState.NEEDS_ATTENTION and self.provider.has_foreign(record.key)
+            ):
+                return False
+        return True
+
+    async def _tear_down(self) -> None:
+        for process, task in self.tasks:
+            if not task.done():
+                task._log_destroy_pending = False  # type: ignore[attr-defined]
+        await self.inner.aclose()
+
+    def outcome(self, mutations: tuple[str, ...]) -> Outcome:
+        stats = dict(self.stats)
+        departures = self.network.departures
+        stats.update(
+            virtual_seconds=round(self.loop.time(), 3),
+            requests=self.network.requests,
+            money_requests=len(departures),
+            late_departures=sum(
+                1 for d in departures if d.after_fence is not None and d.after_fence > self.tuning.margin
+            ),
+            ledger_calls=self.ledger.calls,
+            provider=self.provider_name,
+            tuning=self.tuning.name,
+            deployment=self.deployment,
+        )
+        return Outcome(
+            seed=self.seed,
+            family=self.family.name,
+            ledger=self.ledger_kind,
+            mutations=mutations,
+            violations=list(self.checker.violations),
+            log=self.lines,
+            stats=stats,
+        )
