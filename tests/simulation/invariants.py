@@ -76,6 +76,7 @@ class Checker:
         self.log = log
         self.violations: list[Violation] = []
         self._s1_seen: set[str] = set()
+        self._s2_seen: set[str] = set()
 
     def add(self, rule: str, key: str, detail: str, excused: str | None = None) -> None:
         violation = Violation(rule, key, self.clock(), detail, excused)
@@ -118,10 +119,13 @@ class Checker:
             record = answer
         elif isinstance(answer, Settlement) and answer.moved_from is not None:
             record = answer.record
-        if record is None or record.state is not LedgerState.SUCCEEDED:
+        if name not in ("transition", "settle_order") or record is None:
+            return
+        if record.state is not LedgerState.SUCCEEDED or record.key in self._s2_seen:
             return
         amount = self.amounts.get(record.key)
         if amount is None or not self.provider.succeeded(record.key, amount, self.clock()):
+            self._s2_seen.add(record.key)
             self.add("S2", record.key, f"{caller} {name}: succeeded with no payment of ours")
 
     # -- L --------------------------------------------------------------------------

@@ -21,22 +21,34 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any
 
-from payout_async.ledger import Ledger, MemoryLedger, SQLiteLedger
+from payout_async.ledger import Claim, Ledger, MemoryLedger, SQLiteLedger
 
 from .loop import PROCESS, neutral_context
 
 __all__ = ["SimLedger", "prune_history", "restore", "snapshot"]
 
 OnAnswer = Callable[[str, str, tuple[Any, ...], dict[str, Any], Any], None]
+#: Told of each row a call took over from a holder it declared dead, while that
+#: holder's lease was still running: (caller, key, holder).
+OnTakeover = Callable[[str, str, str], None]
 
 
 class SimLedger:
     """See the module docstring."""
 
-    def __init__(self, inner: Ledger, rng: random.Random, on_answer: OnAnswer) -> None:
+    def __init__(
+        self,
+        inner: Ledger,
+        rng: random.Random,
+        on_answer: OnAnswer,
+        on_takeover: OnTakeover,
+        clock: Callable[[], float],
+    ) -> None:
         self.inner = inner
         self._rng = rng
         self._on_answer = on_answer
+        self._on_takeover = on_takeover
+        self._clock = clock  # the ledger server's
         self.calls = 0
 
     def __repr__(self) -> str:
@@ -87,13 +99,36 @@ class SimLedger:
         there: float,
     ) -> Any:
         await asyncio.sleep(there)
+        dead = tuple(kwargs.get("take_over", ())) + tuple(kwargs.get("dead_owners", ()))
+        leases = await self._leases() if dead else {}
         try:
             result = await method(*args, **kwargs)
         except Exception as error:
             self._on_answer(caller, name, args, kwargs, error)
             raise
         self._on_answer(caller, name, args, kwargs, result)
+        if dead:
+            self._taken_over(caller, result, leases, dead)
         return result
+
+    async def _leases(self) -> dict[str, tuple[str | None, float | None]]:
+        records = await self.inner.records()
+        return {r.key: (r.lease_owner, r.lease_expires_at) for r in records}
+
+    def _taken_over(
+        self,
+        caller: str,
+        result: Any,
+        leases: dict[str, tuple[str | None, float | None]],
+        dead: tuple[str, ...],
+    ) -> None:
+        now = self._clock()
+        for claim in result if isinstance(result, list) else [result]:
+            if not isinstance(claim, Claim) or not claim.claimed:
+                continue
+            holder, expires = leases.get(claim.record.key, (None, None))
+            if holder in dead and expires is not None and expires > now:
+                self._on_takeover(caller, claim.record.key, holder)
 
 
 def _retrieve(task: asyncio.Task[Any]) -> None:

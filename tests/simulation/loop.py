@@ -33,6 +33,9 @@ class Frozen(Protocol):
 
     killed: bool
     frozen_until: float
+    #: Callbacks of a killed process, kept (never run) so that it can be revived for
+    #: the clean-up after the run.
+    parked: list[asyncio.Handle]
 
 
 #: The simulated process whose code is running (None: the network, the providers,
@@ -134,11 +137,20 @@ class VirtualLoop(asyncio.SelectorEventLoop):
         until = self._held_until(context)
         if until is None:
             return super().call_soon(callback, *args, context=context)
-        if math.isinf(until):  # killed: the callback never runs
+        if math.isinf(until):  # killed: the callback does not run
             handle = asyncio.Handle(callback, args, self, context)
-            handle.cancel()
+            process = PROCESS.get() if context is None else context.get(PROCESS)
+            assert process is not None
+            process.parked.append(handle)
             return handle
         return self.call_at(until, callback, *args, context=context)
+
+    def revive(self, process: Frozen) -> None:
+        """Let a killed process run again (for the clean-up after a run): its parked
+        callbacks become ready, in the order they were parked."""
+        process.killed = False
+        parked, process.parked = process.parked, []
+        self._ready.extend(parked)  # type: ignore[attr-defined]
 
     def _held_until(self, context: contextvars.Context | None) -> float | None:
         process = PROCESS.get() if context is None else context.get(PROCESS)

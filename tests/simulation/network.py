@@ -67,17 +67,22 @@ FATES = (
 
 @attrs.frozen
 class Faults:
-    """How often each fate befalls a request, and the pause before money leaves."""
+    """How often each fate befalls a request (``money``: a money-moving one, which
+    also risks a pause of its sender between its fence and its departure)."""
 
     connect_fail: float = 0.03
     lost_request: float = 0.03
-    lost_answer: float = 0.08
-    slow: float = 0.06
+    lost_answer: float = 0.06
+    slow: float = 0.12
     throttled: float = 0.04
     refused: float = 0.0  # money-moving requests only
     refused_processed: float = 0.0  # money-moving requests only
     #: Chance that the sender freezes between its fence and the request leaving.
-    post_fence_pause: float = 0.04
+    post_fence_pause: float = 0.0
+    money: Faults | None = None
+
+    def for_request(self, money: bool) -> Faults:
+        return self.money if money and self.money is not None else self
 
     def draw(self, rng: random.Random, money: bool) -> str:
         roll = rng.random()
@@ -91,9 +96,9 @@ class Faults:
         return "ok"
 
 
-NO_FAULTS = Faults(
-    connect_fail=0, lost_request=0, lost_answer=0, slow=0, throttled=0, post_fence_pause=0
-)
+#: The faults of a money-moving request by default: more of them.
+MONEY_FAULTS = Faults(lost_answer=0.15, slow=0.06, throttled=0.12, post_fence_pause=0.06)
+NO_FAULTS = Faults(connect_fail=0, lost_request=0, lost_answer=0, slow=0, throttled=0)
 
 
 @attrs.frozen
@@ -155,15 +160,17 @@ class Network:
         faults: Faults,
         log: Callable[[str], None],
         *,
-        pause: Callable[[float], float],
+        pause: Callable[[str], None],
         margin: float,
         after_handle: Callable[[], None],
+        on_money_fault: Callable[[str], None],
     ) -> None:
         self.provider = provider
         self.faults = faults
         self._rng = rng
         self._log = log
-        self._pause = pause  # freezes the running process; returns the pause drawn
+        self._pause = pause  # freezes the running process
+        self._on_money_fault = on_money_fault  # may make things worse (a clock step)
         self.margin = margin
         self._after_handle = after_handle  # the books changed: check them
         self.departures: list[Departure] = []
@@ -178,9 +185,9 @@ class Network:
         process = PROCESS.get()
         name = getattr(process, "name", "?")
         subject = _subject(url, kwargs.get("data"))
-        if money and self._rng.random() < self.faults.post_fence_pause:
-            paused = self._pause(self._rng.random())
-            self._log(f"{name} frozen {paused:.3f}s after its fence, before {subject} leaves")
+        faults = self.faults.for_request(money)
+        if money and self._rng.random() < faults.post_fence_pause:
+            self._pause("between its fence and the request")
             await asyncio.sleep(0)  # the process is frozen: this resumes when it thaws
         now = loop.time()
         self.requests += 1
@@ -188,7 +195,9 @@ class Network:
             fenced = FENCE_STARTED.get()
             after = None if fenced is None else now - fenced
             self.departures.append(Departure(name, route, subject, now, after))
-        fate = self.faults.draw(self._rng, money)
+        fate = faults.draw(self._rng, money)
+        if money and fate != "ok":
+            self._on_money_fault(fate)
         timeout = kwargs.get("timeout")
         total = timeout.total if timeout is not None and timeout.total else 30.0
         self._log(f"{name} {method} {route.rsplit('/', 1)[-1]} {subject} fate={fate}")

@@ -70,13 +70,19 @@ class ProviderRules:
 
     def info_lag(self, rng: random.Random) -> float:
         """How long a new payoff stays hidden from ``payoff/info``: under ``grace``."""
-        return rng.uniform(0, 0.98 * self.grace) if rng.random() < self.lag_chance else 0.0
+        return self._lag(rng, self.grace)
 
     def settle_lag(self, rng: random.Random) -> float:
         """How long an executed operation still reads ``Created``: under the window."""
-        if rng.random() < self.lag_chance:
-            return rng.uniform(0, 0.98 * self.execute_settle)
-        return 0.0
+        return self._lag(rng, self.execute_settle)
+
+    def _lag(self, rng: random.Random, bound: float) -> float:
+        """None, some, or nearly all of ``bound`` (where a wrong count shows)."""
+        roll = rng.random()
+        if roll >= self.lag_chance:
+            return 0.0
+        low = 0.0 if roll < self.lag_chance / 2 else 0.7
+        return rng.uniform(low, 0.98) * bound
 
 
 # -- Enot ---------------------------------------------------------------------------

@@ -44,7 +44,7 @@ from .invariants import Checker, Violation
 from .ledgers import SimLedger, prune_history, restore, snapshot
 from .loop import PROCESS, VirtualLoop, neutral_context
 from .mutations import old_owner_is_dead
-from .network import NO_FAULTS, Faults, Network, SimSession
+from .network import MONEY_FAULTS, NO_FAULTS, Faults, Network, SimSession
 from .providers import ProviderRules, SimEnot, SimIntellectMoney
 
 __all__ = ["FAMILIES", "Family", "Outcome", "SimProcess", "Tuning", "World"]
@@ -90,13 +90,15 @@ class Family:
 
 FAMILIES = {
     # issue 23: workers, clocks, namespaces, pauses, slow answers, foreign webhooks
-    "core": Family("core", Faults()),
+    "core": Family("core", Faults(money=MONEY_FAULTS)),
     # issue 27: refusals (some of them processed) and pruned history, on top
     "history": Family(
-        "history", Faults(refused=0.02, refused_processed=0.05), prune_history=True
+        "history",
+        Faults(money=attrs.evolve(MONEY_FAULTS, refused=0.03, refused_processed=0.06)),
+        prune_history=True,
     ),
     # issue 27: a ledger restored from an older copy, on top
-    "restore": Family("restore", Faults(), restore=True),
+    "restore": Family("restore", Faults(money=MONEY_FAULTS), restore=True),
 }
 
 
@@ -113,6 +115,7 @@ class SimProcess:
     mono_offset: float
     killed: bool = False
     frozen_until: float = 0.0
+    parked: list[asyncio.Handle] = attrs.field(factory=list)
     payouts: Payouts[Any] | None = None
 
     @property
@@ -300,6 +303,7 @@ class World:
             pause=self._pause_running,
             margin=self.tuning.margin,
             after_handle=lambda: self.checker.after_provider(),
+            on_money_fault=self._worsen,
         )
         self.checker = Checker(
             self.provider,
@@ -309,7 +313,9 @@ class World:
             self.loop.time,
             self.log,
         )
-        self.ledger = SimLedger(inner, self._rng("ledger"), self._ledger_answer)
+        self.ledger = SimLedger(
+            inner, self._rng("ledger"), self._ledger_answer, self._took_over, self.clocks.server_wall
+        )
         for process in self.processes:
             self._give_payouts(process)
 
@@ -354,6 +360,13 @@ class World:
             self.log(f"{caller} ledger.{name} {key} {kwargs.get('state', '')} -> {said}")
         self.checker.after_ledger(caller, name, answer)
 
+    def _took_over(self, caller: str, key: str, holder: str) -> None:
+        """``caller`` took ``key`` from ``holder``, whose lease had not run out,
+        declaring it dead: that must be true (liveness fails closed)."""
+        held_by = next((p for p in self._all_processes() if p.owner == holder), None)
+        if held_by is None or not held_by.killed:
+            self.checker.add("L", key, f"{caller} took over the running lease of live {holder}")
+
     # -- pauses -------------------------------------------------------------------
 
     def _freeze(self, process: SimProcess, seconds: float, why: str) -> None:
@@ -367,17 +380,28 @@ class World:
             return rng.uniform(0.0, 0.8 * margin)
         return rng.uniform(1.2 * margin, 1.5 * lease)
 
-    def _pause_running(self, roll: float) -> float:
-        """Freeze the running process (the network's pause after a fence)."""
+    def _pause_running(self, why: str) -> None:
+        """Freeze the running process (the network's pause after a fence), and now
+        and then step the ledger's clock meanwhile, so that another drive may take
+        the row while the request is about to leave."""
         process = PROCESS.get()
         assert isinstance(process, SimProcess)
-        seconds = self._pause_length(self._runtime_rng)
-        self._freeze(process, seconds, "between fence and request")
-        return seconds
+        self._freeze(process, self._pause_length(self._runtime_rng), why)
+        self._worsen("pause")
+
+    def _worsen(self, fault: str) -> None:
+        """A money-moving request met ``fault``: sometimes step the ledger's clock
+        soon (adversarial timing, as FoundationDB's BUGGIFY: rare faults made likely
+        where they matter)."""
+        rng = self._runtime_rng
+        if self.quiet or self.stats["clock_steps"] >= 3 or rng.random() >= 0.3:
+            return
+        lease = self.tuning.lease_seconds
+        self._at_time(self.loop.time() + rng.uniform(0, 5), self._step_clock(rng.uniform(lease, 3 * lease)))
 
     def _before_send(self, process: SimProcess) -> Callable[[PayoutRecord], Awaitable[None]]:
         async def pause(record: PayoutRecord) -> None:
-            if self.quiet or self._runtime_rng.random() >= 0.08:
+            if self.quiet or self._runtime_rng.random() >= 0.2:
                 return
             self._freeze(process, self._pause_length(self._runtime_rng), "before its fence")
             await asyncio.sleep(0)  # resumes when the process thaws
@@ -404,49 +428,63 @@ class World:
             self.checker.add("error", label, f"{type(error).__name__}: {error}")
 
     def _plan(self) -> None:
+        """Draw what happens when. Each key starts at a time of its own; everything
+        else happens while some key is under way (a little after its start)."""
         rng = self._plan_rng
-        active, lease = self.active_for, self.tuning.lease_seconds
-        procs = self.processes
+        lease, procs = self.tuning.lease_seconds, self.processes
+        starts = {key: rng.uniform(0, 0.5 * self.active_for) for key in self.keys}
+        busy = 3 * self.tuning.timeout + 2 * self.tuning.grace
+
+        def soon() -> float:  # a moment while some key is under way
+            return starts[rng.choice(self.keys)] + rng.uniform(0, busy)
+
         mode = rng.choice(("pay", "worker", "both"))
         if mode != "pay":
-            enqueuer = rng.choice(procs)
-            self._spawn(enqueuer, 0.0, f"{enqueuer.name} enqueue", self._enqueue(enqueuer))
             for process in rng.sample(procs, rng.randint(1, len(procs))):
                 stop = asyncio.Event()
                 self.stops.append(stop)
-                at = rng.uniform(0, 5)
-                self._spawn(process, at, f"{process.name} worker", self._worker(process, stop))
-        if mode != "worker":
+                self._spawn(process, rng.uniform(0, 5), f"{process.name} worker", self._worker(process, stop))
             for key in self.keys:
-                for _ in range(rng.randint(1, 3)):
-                    process, at = rng.choice(procs), rng.uniform(0, 20)
-                    task = self._spawn(process, at, f"{process.name} pay {key}", self._pay(process, key))
-                    if rng.random() < 0.2:
-                        self._cancel_later(task, key, at + rng.uniform(0.0, 20.0))
-        for _ in range(rng.randint(0, 3)):
-            process = rng.choice(procs)
-            self._spawn(process, rng.uniform(0, active), f"{process.name} resume", self._drain(process, "resume"))
-        for _ in range(rng.randint(0, 2)):
-            process = rng.choice(procs)
-            self._spawn(process, rng.uniform(0, active), f"{process.name} reconcile", self._drain(process, "reconcile"))
+                enqueuer = rng.choice(procs)
+                self._spawn(enqueuer, starts[key], f"{enqueuer.name} enqueue {key}", self._enqueue(enqueuer, key))
+        for key in self.keys:
+            if mode == "worker":
+                break
+            for _ in range(rng.randint(1, 3)):
+                process, at = rng.choice(procs), starts[key] + rng.uniform(0, 5)
+                task = self._spawn(process, at, f"{process.name} pay {key}", self._pay(process, key))
+                if rng.random() < 0.2:
+                    self._cancel_later(task, key, at + rng.uniform(0.0, 15.0))
+            if rng.random() < 0.25:  # strand the row, then resume() and pay() it at once
+                process = rng.choice(procs)
+                task = self._spawn(process, starts[key], f"{process.name} pay {key}", self._pay(process, key))
+                self._cancel_later(task, key, starts[key] + rng.uniform(0.0, 2.0))
+                at = starts[key] + rng.uniform(5.0, 20.0)
+                self._spawn(process, at, f"{process.name} resume", self._drain(process, "resume"))
+                self._spawn(process, at, f"{process.name} pay {key}", self._pay(process, key))
+        for how, most in (("resume", 3), ("reconcile", 2)):
+            for _ in range(rng.randint(0, most)):
+                process = rng.choice(procs)
+                self._spawn(process, soon(), f"{process.name} {how}", self._drain(process, how))
         if self.family.foreign_webhooks and self.provider_name == "enot":
             for key in self.keys:
                 if rng.random() < 0.2:
                     process, with_payoff = rng.choice(procs), rng.random() < 0.5
-                    self._spawn(process, rng.uniform(0, active), f"{process.name} webhook {key}", self._webhook(process, key, with_payoff))
+                    hook = self._webhook(process, key, with_payoff)
+                    self._spawn(process, soon(), f"{process.name} webhook {key}", hook)
         for _ in range(rng.randint(0, 2)):
-            self._at_time(rng.uniform(0, active), self._step_clock(rng.uniform(0.5 * lease, 3 * lease)))
-        for _ in range(rng.randint(0, 3)):
+            self._at_time(soon(), self._step_clock(rng.uniform(0.5 * lease, 3 * lease)))
+        for _ in range(rng.randint(0, 4)):
             process = rng.choice(procs)
-            self._at_time(rng.uniform(0, active), self._freeze_later(process, self._pause_length(rng)))
+            self._at_time(soon(), self._freeze_later(process, self._pause_length(rng)))
         if rng.random() < 0.15:
-            self._at_time(rng.uniform(0, active), self._kill(rng.choice(procs)))
+            self._at_time(soon(), self._kill(rng.choice(procs)))
         if self.family.prune_history:
-            for _ in range(rng.randint(1, 2)):
-                self._spawn(None, rng.uniform(0, active), "prune", self._prune)
+            for _ in range(rng.randint(1, 3)):
+                self._spawn(None, soon(), "prune", self._prune)
         if self.family.restore:
-            taken = rng.uniform(0, active / 2)
-            self._spawn(None, taken, "backup", self._restore(taken, rng.uniform(taken, active)))
+            taken = rng.uniform(0, self.active_for / 2)
+            self._spawn(None, taken, "backup", self._restore(taken, soon() + taken))
 
     def _at_time(self, at: float, callback: Callable[[], None]) -> None:
         self.loop.call_at(max(at, self.loop.time()), callback, context=neutral_context())
@@ -499,9 +537,9 @@ class World:
 
         return drain
 
-    def _enqueue(self, process: SimProcess) -> Action:
+    def _enqueue(self, process: SimProcess, key: str) -> Action:
         async def enqueue() -> None:
-            items = [(key, self.request(key)) for key in self.keys]
+            items = [(key, self.request(key))]
             done = await self._payouts(process).enqueue(items)
             self.log(f"{process.name} enqueued {[str(item.outcome) for item in done]}")
 
@@ -640,9 +678,17 @@ class World:
         return True
 
     async def _tear_down(self) -> None:
-        for process, task in self.tasks:
-            if not task.done():
-                task._log_destroy_pending = False  # type: ignore[attr-defined]
+        """Revive the killed processes and stop whatever they left running, so that
+        nothing is left pending when the loop closes (their clean-up writes land after
+        the checks, and change nothing that was checked)."""
+        for process in self.processes:
+            if process.killed:
+                self.loop.revive(process)
+        pending = [task for _, task in self.tasks if not task.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=3600.0)
         await self.inner.aclose()
 
     def outcome(self, mutations: tuple[str, ...]) -> Outcome:
