@@ -58,6 +58,9 @@ def neutral_context() -> contextvars.Context:
     return contextvars.Context()
 
 
+_NEUTRAL = neutral_context()
+
+
 class _VirtualSelector:
     """The loop's selector, with ``select`` turned into "advance virtual time"."""
 
@@ -143,7 +146,13 @@ class VirtualLoop(asyncio.SelectorEventLoop):
             assert process is not None
             process.parked.append(handle)
             return handle
-        return self.call_at(until, callback, *args, context=context)
+        # Asked again when it thaws: it may have been frozen longer, or killed, since.
+        return self.call_at(until, self._thawed, callback, args, context, context=_NEUTRAL)
+
+    def _thawed(
+        self, callback: Callable[..., object], args: tuple[Any, ...], context: contextvars.Context | None
+    ) -> None:
+        self.call_soon(callback, *args, context=context)
 
     def revive(self, process: Frozen) -> None:
         """Let a killed process run again (for the clean-up after a run): its parked
