@@ -165,8 +165,12 @@ class Patches:
                 replacement = _replacement(value, fake, rng)
                 if replacement is not None:
                     self.set(module, attr, replacement)
-        self.set(aiosqlite.core, "SimpleQueue", _CountingQueue)
+        self.count_thread_jobs()
         self.set(_listen.ListenerHub, "__init__", _hub_init)
+
+    def count_thread_jobs(self) -> None:
+        """Make aiosqlite tell the loop about every job it hands its thread."""
+        self.set(aiosqlite.core, "SimpleQueue", _CountingQueue)
 
 
 def _replacement(value: Any, fake: _TimeModule, rng: random.Random) -> Any:

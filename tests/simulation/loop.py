@@ -73,14 +73,17 @@ class _VirtualSelector:
 
     def select(self, timeout: float | None = None) -> list[Any]:
         loop = self._loop
-        if loop._collect_threaded() or timeout == 0:
-            return self._selector.select(0)
-        scheduled = loop._scheduled  # type: ignore[attr-defined]
-        if not scheduled:
-            raise SimulationStuck("nothing is ready and no timer is set: every task waits forever")
-        loop._now = max(loop._now, scheduled[0]._when)
-        if loop._now > loop.horizon:
-            raise SimulationStuck(f"virtual time passed the horizon ({loop.horizon:g}s)")
+        ready = loop._collect_threaded()
+        if not ready and timeout != 0:
+            scheduled = loop._scheduled  # type: ignore[attr-defined]
+            if not scheduled:
+                raise SimulationStuck("nothing is ready and no timer is set: all wait forever")
+            loop._now = max(loop._now, scheduled[0]._when)
+            if loop._now > loop.horizon:
+                raise SimulationStuck(f"virtual time passed the horizon ({loop.horizon:g}s)")
+        if not loop._woken:  # no socket but the loop's own wake-up pipe: nothing to read
+            return []
+        loop._woken = False
         return self._selector.select(0)
 
 
@@ -96,6 +99,7 @@ class VirtualLoop(asyncio.SelectorEventLoop):
         self._thread_lock = threading.Condition()
         self._thread_jobs: set[asyncio.Future[Any]] = set()
         self._threaded: deque[asyncio.Handle] = deque()
+        self._woken = True  # a thread wrote to the wake-up pipe
 
     def time(self) -> float:
         return self._now
@@ -116,6 +120,7 @@ class VirtualLoop(asyncio.SelectorEventLoop):
             if args and isinstance(args[0], asyncio.Future):
                 self._thread_jobs.discard(args[0])
             self._thread_lock.notify_all()
+            self._woken = True
         self._write_to_self()  # type: ignore[attr-defined]
         return handle
 

@@ -47,7 +47,7 @@ from .mutations import old_owner_is_dead
 from .network import MONEY_FAULTS, NO_FAULTS, Faults, Network, SimSession
 from .providers import ProviderRules, SimEnot, SimIntellectMoney
 
-__all__ = ["FAMILIES", "Family", "Outcome", "SimProcess", "Tuning", "World"]
+__all__ = ["FAMILIES", "FOCUS", "Family", "Outcome", "SimProcess", "Tuning", "World"]
 
 
 @attrs.frozen
@@ -79,18 +79,30 @@ TUNINGS = (
 
 @attrs.frozen
 class Family:
-    """Which faults a run may draw."""
+    """Which faults a run may draw, and how often."""
 
     name: str
-    faults: Faults
-    foreign_webhooks: bool = True
+    faults: Faults = Faults(money=MONEY_FAULTS)
+    providers: tuple[str, ...] = ("enot", "intellectmoney")
+    deployments: tuple[str, ...] = ("one-host", "containers", "hosts")
+    modes: tuple[str, ...] = ("pay", "worker", "both")
+    #: Per key: a foreign system's webhook (Enot) arrives.
+    webhooks: float = 0.2
+    #: Per money-moving step: the process freezes before its fence.
+    pause_before_fence: float = 0.2
+    #: Per money-moving fault: the ledger's clock steps forward soon after.
+    worsen: float = 0.3
+    #: Chance that a payoff / execute is hidden / reads ``Created`` for a while.
+    lag_chance: float = 0.5
     prune_history: bool = False
     restore: bool = False
 
 
+_SLOW_READS = Faults(slow=0.35, money=attrs.evolve(MONEY_FAULTS, lost_answer=0.4))
+
 FAMILIES = {
     # issue 23: workers, clocks, namespaces, pauses, slow answers, foreign webhooks
-    "core": Family("core", Faults(money=MONEY_FAULTS)),
+    "core": Family("core"),
     # issue 27: refusals (some of them processed) and pruned history, on top
     "history": Family(
         "history",
@@ -98,7 +110,32 @@ FAMILIES = {
         prune_history=True,
     ),
     # issue 27: a ledger restored from an older copy, on top
-    "restore": Family("restore", Faults(money=MONEY_FAULTS), restore=True),
+    "restore": Family("restore", restore=True),
+    # One per old rule: the core faults, with what that rule mishandles made common.
+    "fence": Family(
+        "fence",
+        Faults(money=attrs.evolve(MONEY_FAULTS, throttled=0.35)),
+        modes=("worker", "both"),
+        worsen=0.9,
+    ),
+    "takeover": Family(
+        "takeover",
+        Faults(money=attrs.evolve(MONEY_FAULTS, post_fence_pause=0.3)),
+        modes=("worker", "both"),
+        worsen=0.9,
+    ),
+    "evidence": Family("evidence", _SLOW_READS, webhooks=0.0, lag_chance=1.0),
+    "liveness": Family("liveness", deployments=("containers",), modes=("worker", "both")),
+    "webhook": Family("webhook", providers=("enot",), webhooks=1.0),
+}
+
+#: The family that makes each mutation's mistake likely.
+FOCUS = {
+    "old-fence": "fence",
+    "old-takeover": "takeover",
+    "old-evidence": "evidence",
+    "old-liveness": "liveness",
+    "old-webhook": "webhook",
 }
 
 
@@ -208,7 +245,8 @@ class World:
 
     def _draw_deployment(self) -> None:
         rng = self._plan_rng
-        self.provider_name = rng.choice(("enot", "intellectmoney"))
+        family = self.family
+        self.provider_name = rng.choice(family.providers)
         self.tuning = rng.choice(TUNINGS)
         self.lookup_before_create = rng.random() < 0.5
         count = rng.randint(1, 3)
@@ -220,8 +258,9 @@ class World:
             execute_settle=self.tuning.execute_settle,
             enot_duplicate=rng.choice(("accept", "accept", "reject")),
             im_second_execute=rng.choice(("pay_again", "pay_again", "accept", "refuse")),
+            lag_chance=family.lag_chance,
         )
-        self.deployment = rng.choice(("one-host", "containers", "hosts"))
+        self.deployment = rng.choice(family.deployments)
         for index in range(rng.randint(2, 4)):
             self.processes.append(self._new_process(f"p{index}", index, rng))
         self.active_for = 4 * self.tuning.lease_seconds
@@ -283,6 +322,7 @@ class World:
         inner: Ledger
         if self.ledger_kind == "sqlite":
             assert self.directory is not None
+            self.directory.mkdir(parents=True, exist_ok=True)
             inner = SQLiteLedger(self.directory / f"sim-{self.seed}.db", checkpoint_interval=0)
             await inner.open()
         else:
@@ -394,14 +434,14 @@ class World:
         soon (adversarial timing, as FoundationDB's BUGGIFY: rare faults made likely
         where they matter)."""
         rng = self._runtime_rng
-        if self.quiet or self.stats["clock_steps"] >= 3 or rng.random() >= 0.3:
+        if self.quiet or self.stats["clock_steps"] >= 3 or rng.random() >= self.family.worsen:
             return
         lease = self.tuning.lease_seconds
         self._at_time(self.loop.time() + rng.uniform(0, 5), self._step_clock(rng.uniform(lease, 3 * lease)))
 
     def _before_send(self, process: SimProcess) -> Callable[[PayoutRecord], Awaitable[None]]:
         async def pause(record: PayoutRecord) -> None:
-            if self.quiet or self._runtime_rng.random() >= 0.2:
+            if self.quiet or self._runtime_rng.random() >= self.family.pause_before_fence:
                 return
             self._freeze(process, self._pause_length(self._runtime_rng), "before its fence")
             await asyncio.sleep(0)  # resumes when the process thaws
@@ -438,7 +478,7 @@ class World:
         def soon() -> float:  # a moment while some key is under way
             return starts[rng.choice(self.keys)] + rng.uniform(0, busy)
 
-        mode = rng.choice(("pay", "worker", "both"))
+        mode = rng.choice(self.family.modes)
         if mode != "pay":
             for process in rng.sample(procs, rng.randint(1, len(procs))):
                 stop = asyncio.Event()
@@ -466,9 +506,9 @@ class World:
             for _ in range(rng.randint(0, most)):
                 process = rng.choice(procs)
                 self._spawn(process, soon(), f"{process.name} {how}", self._drain(process, how))
-        if self.family.foreign_webhooks and self.provider_name == "enot":
+        if self.provider_name == "enot":
             for key in self.keys:
-                if rng.random() < 0.2:
+                if rng.random() < self.family.webhooks:
                     process, with_payoff = rng.choice(procs), rng.random() < 0.5
                     hook = self._webhook(process, key, with_payoff)
                     self._spawn(process, soon(), f"{process.name} webhook {key}", hook)
@@ -690,6 +730,14 @@ class World:
         if pending:
             await asyncio.wait(pending, timeout=3600.0)
         await self.inner.aclose()
+        rest = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in rest:
+            task.cancel()
+        if rest:
+            await asyncio.wait(rest, timeout=3600.0)
+        for task in rest:
+            if not task.done():  # waits on a callback of a process still frozen: let it go
+                task._log_destroy_pending = False  # type: ignore[attr-defined]
 
     def outcome(self, mutations: tuple[str, ...]) -> Outcome:
         stats = dict(self.stats)
