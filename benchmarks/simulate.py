@@ -30,9 +30,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.simulation.mutations import MUTATIONS  # noqa: E402
-from tests.simulation.runner import run_seed  # noqa: E402
-from tests.simulation.world import FAMILIES, Outcome  # noqa: E402
+from tests.simulation.mutations import MUTATIONS
+from tests.simulation.runner import run_seed
+from tests.simulation.world import FAMILIES, Outcome
 
 
 def _arguments() -> argparse.Namespace:

@@ -183,6 +183,6 @@ def _replacement(value: Any, fake: _TimeModule, rng: random.Random) -> Any:
     if value is random:
         return _RandomModule(rng)
     bound = getattr(value, "__self__", None)
-    if bound is random._inst and callable(value):  # type: ignore[attr-defined]
+    if bound is random._inst and callable(value):
         return getattr(rng, value.__name__)
     return None

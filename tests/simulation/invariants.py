@@ -147,7 +147,9 @@ class Checker:
             return
         if driven_somewhere(key) or disrupted_since(key, started):
             return
-        self.add("L", key, f"deferred ({result.reason}); the row is {row.state} and nobody drives it")
+        self.add(
+            "L", key, f"deferred ({result.reason}); the row is {row.state} and nobody drives it"
+        )
 
     # -- the end --------------------------------------------------------------------
 

@@ -18,8 +18,8 @@ import asyncio
 import inspect
 import random
 import sqlite3
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
 
 from payout_async.ledger import Claim, Ledger, MemoryLedger, SQLiteLedger
 
@@ -149,8 +149,7 @@ async def snapshot(ledger: Ledger) -> Any:
             dict(ledger._by_order_id),
         )
     assert isinstance(ledger, SQLiteLedger)
-    db = await ledger._connection()
-    return await db._execute(_copy_tables, db._conn)
+    return await _on_thread(ledger, _copy_tables)
 
 
 async def restore(ledger: Ledger, copy: Any) -> None:
@@ -163,8 +162,7 @@ async def restore(ledger: Ledger, copy: Any) -> None:
         ledger._by_order_id = dict(by_order)
         return
     assert isinstance(ledger, SQLiteLedger)
-    db = await ledger._connection()
-    await db._execute(_put_tables, db._conn, copy)
+    await _on_thread(ledger, _put_tables, copy)
 
 
 async def prune_history(ledger: Ledger) -> None:
@@ -173,8 +171,14 @@ async def prune_history(ledger: Ledger) -> None:
         ledger._history = {key: [] for key in ledger._history}
         return
     assert isinstance(ledger, SQLiteLedger)
+    await _on_thread(ledger, _delete_history)
+
+
+async def _on_thread(ledger: SQLiteLedger, job: Callable[..., Any], *args: Any) -> Any:
+    """Run ``job(connection, *args)`` on the ledger's own thread, between its writes."""
     db = await ledger._connection()
-    await db._execute(_delete_history, db._conn)
+    execute = cast(Callable[..., Awaitable[Any]], db._execute)
+    return await execute(job, db._conn, *args)
 
 
 _TABLES = ("payouts", "payout_transitions")
@@ -183,7 +187,7 @@ _TABLES = ("payouts", "payout_transitions")
 def _copy_tables(conn: sqlite3.Connection) -> dict[str, tuple[list[str], list[tuple[Any, ...]]]]:
     copy = {}
     for table in _TABLES:
-        cursor = conn.execute(f"SELECT * FROM {table}")  # noqa: S608 - fixed names
+        cursor = conn.execute(f"SELECT * FROM {table}")
         names = [column[0] for column in cursor.description]
         copy[table] = (names, [tuple(row) for row in cursor.fetchall()])
     return copy
@@ -195,9 +199,9 @@ def _put_tables(
     conn.execute("BEGIN IMMEDIATE")
     for table in _TABLES:
         names, rows = copy[table]
-        conn.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed names
+        conn.execute(f"DELETE FROM {table}")
         marks = ", ".join("?" for _ in names)
-        conn.executemany(f"INSERT INTO {table} ({', '.join(names)}) VALUES ({marks})", rows)  # noqa: S608
+        conn.executemany(f"INSERT INTO {table} ({', '.join(names)}) VALUES ({marks})", rows)
     conn.execute("COMMIT")
 
 

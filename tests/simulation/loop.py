@@ -23,7 +23,7 @@ import selectors
 import threading
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVarTuple, Unpack
 
 __all__ = ["PROCESS", "Frozen", "SimulationStuck", "VirtualLoop", "neutral_context"]
 
@@ -37,6 +37,8 @@ class Frozen(Protocol):
     #: the clean-up after the run.
     parked: list[asyncio.Handle]
 
+
+_Ts = TypeVarTuple("_Ts")
 
 #: The simulated process whose code is running (None: the network, the providers,
 #: the ledger server, the scenario itself).
@@ -95,7 +97,7 @@ class VirtualLoop(asyncio.SelectorEventLoop):
         super().__init__()
         self.horizon = horizon
         self._now = 0.0
-        self._selector = _VirtualSelector(self, self._selector)  # type: ignore[has-type]
+        self._selector = _VirtualSelector(self, self._selector)  # type: ignore[has-type,arg-type]
         self._thread_lock = threading.Condition()
         self._thread_jobs: set[asyncio.Future[Any]] = set()
         self._threaded: deque[asyncio.Handle] = deque()
@@ -112,7 +114,10 @@ class VirtualLoop(asyncio.SelectorEventLoop):
             self._thread_jobs.add(future)
 
     def call_soon_threadsafe(
-        self, callback: Callable[..., object], *args: Any, context: contextvars.Context | None = None
+        self,
+        callback: Callable[[Unpack[_Ts]], object],
+        *args: *_Ts,
+        context: contextvars.Context | None = None,
     ) -> asyncio.Handle:
         handle = asyncio.Handle(callback, args, self, context)
         with self._thread_lock:
@@ -140,7 +145,10 @@ class VirtualLoop(asyncio.SelectorEventLoop):
     # -- frozen and killed processes --------------------------------------------------
 
     def call_soon(
-        self, callback: Callable[..., object], *args: Any, context: contextvars.Context | None = None
+        self,
+        callback: Callable[[Unpack[_Ts]], object],
+        *args: *_Ts,
+        context: contextvars.Context | None = None,
     ) -> asyncio.Handle:
         until = self._held_until(context)
         if until is None:
@@ -155,7 +163,10 @@ class VirtualLoop(asyncio.SelectorEventLoop):
         return self.call_at(until, self._thawed, callback, args, context, context=_NEUTRAL)
 
     def _thawed(
-        self, callback: Callable[..., object], args: tuple[Any, ...], context: contextvars.Context | None
+        self,
+        callback: Callable[..., object],
+        args: tuple[Any, ...],
+        context: contextvars.Context | None,
     ) -> None:
         self.call_soon(callback, *args, context=context)
 

@@ -26,8 +26,7 @@ import attrs
 
 from payout_async._errors import ConfigurationError, NotFoundError
 from payout_async._polling import PollPolicy, is_transient
-from payout_async.enot import EnotClient, Payoff, PayoffStatus, PayoffWebhook
-from payout_async.enot import _poller
+from payout_async.enot import EnotClient, Payoff, PayoffStatus, PayoffWebhook, _poller
 from payout_async.intellectmoney import MassPaymentOperationState
 from payout_async.ledger import LeaseLostError, LedgerState
 from payout_async.payouts import _enot, _run
@@ -44,7 +43,8 @@ __all__ = ["MUTATIONS", "install", "old_owner_is_dead"]
 
 
 def _now() -> float:
-    return _run.time.monotonic()  # the (patched) process clock, read at call time
+    clock: float = vars(_run)["time"].monotonic()  # the (patched) process clock, read now
+    return clock
 
 
 # -- old-fence ------------------------------------------------------------------------
@@ -248,6 +248,7 @@ MUTATIONS: dict[str, Callable[[Patches, World], None]] = {
     "old-liveness": _old_liveness,
     "old-webhook": _old_webhook,
 }
+
 
 def install(names: tuple[str, ...], patches: Patches, world: World) -> None:
     """Install the named mutations for one run."""

@@ -283,7 +283,7 @@ def _subject(url: str, data: Any) -> str:
 
 def install_fence_clock(patches: Any, clock: Callable[[], float]) -> None:
     """Record when each money-moving request's fence began (``FENCE_STARTED``)."""
-    original = _transport.check_before_send
+    original = _fence.check_before_send
 
     async def check_before_send(total_timeout: float | None) -> None:
         if _fence._guard.get() is not None:

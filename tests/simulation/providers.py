@@ -187,7 +187,9 @@ class SimEnot:
             {"payoff_id": payoff.id, "amount_withdraw_rub": f"{payoff.amount:.2f}", "balance": 1}
         )
 
-    def create(self, order_id: str, amount: Decimal, body: dict[str, Any], now: float) -> EnotPayoff:
+    def create(
+        self, order_id: str, amount: Decimal, body: dict[str, Any], now: float
+    ) -> EnotPayoff:
         """Record a payoff of ours (also for a refusal that was processed)."""
         rng = self._rng
         payoff = EnotPayoff(

@@ -91,10 +91,11 @@ def test_a_frozen_process_resumes_when_it_thaws_and_a_killed_one_never() -> None
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
+        tasks = []
         for process in (frozen, killed, None):
             context = contextvars.Context()
             context.run(PROCESS.set, process)
-            loop.create_task(step(getattr(process, "name", "free")), context=context)
+            tasks.append(loop.create_task(step(getattr(process, "name", "free")), context=context))
         await asyncio.sleep(200)
         assert killed.parked  # kept, never run
         assert isinstance(loop, VirtualLoop)
@@ -141,9 +142,7 @@ def test_time_stands_still_while_sqlite_works(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("ledger", ["memory", "sqlite"])
 def test_a_seed_replays_exactly(ledger: str, tmp_path: Path) -> None:
-    runs = [
-        run_seed(56, ledger=ledger, directory=tmp_path / name) for name in ("first", "second")
-    ]
+    runs = [run_seed(56, ledger=ledger, directory=tmp_path / name) for name in ("first", "second")]
     for run in runs:
         assert len(run.log) > 100
     assert runs[0].log == runs[1].log
@@ -189,9 +188,7 @@ def test_the_code_passes_every_seed_of_each_focus(family: str) -> None:
 
 @pytest.mark.xfail(strict=False, reason=NEW_RULES)
 def test_the_code_passes_every_seed_on_sqlite(tmp_path: Path) -> None:
-    failing = _failing(
-        run_seed(seed, ledger="sqlite", directory=tmp_path) for seed in range(10)
-    )
+    failing = _failing(run_seed(seed, ledger="sqlite", directory=tmp_path) for seed in range(10))
     assert not failing, "\n".join(failing[:20])
 
 

@@ -36,7 +36,7 @@ from payout_async import PollPolicy, Timeouts
 from payout_async.enot import EnotClient, PayoffRequest, PayoffWebhook
 from payout_async.intellectmoney import IntellectMoneyClient, OperationRequest
 from payout_async.ledger import Ledger, LedgerState, MemoryLedger, PayoutRecord, SQLiteLedger
-from payout_async.payouts import Payouts, PayoutResult
+from payout_async.payouts import PayoutResult, Payouts
 from payout_async.payouts._run import fence_margin
 
 from .clocks import Clocks
@@ -82,7 +82,7 @@ class Family:
     """Which faults a run may draw, and how often."""
 
     name: str
-    faults: Faults = Faults(money=MONEY_FAULTS)
+    faults: Faults = attrs.field(factory=lambda: Faults(money=MONEY_FAULTS))
     providers: tuple[str, ...] = ("enot", "intellectmoney")
     deployments: tuple[str, ...] = ("one-host", "containers", "hosts")
     modes: tuple[str, ...] = ("pay", "worker", "both")
@@ -310,7 +310,11 @@ class World:
         held_by = next((p for p in self._all_processes() if p.owner == owner), None)
         if held_by is None:
             return False
-        same = (held_by.host, held_by.boot, held_by.pidns) == (caller.host, caller.boot, caller.pidns)
+        same = (held_by.host, held_by.boot, held_by.pidns) == (
+            caller.host,
+            caller.boot,
+            caller.pidns,
+        )
         return same and held_by.killed
 
     def _all_processes(self) -> list[SimProcess]:
@@ -354,7 +358,11 @@ class World:
             self.log,
         )
         self.ledger = SimLedger(
-            inner, self._rng("ledger"), self._ledger_answer, self._took_over, self.clocks.server_wall
+            inner,
+            self._rng("ledger"),
+            self._ledger_answer,
+            self._took_over,
+            self.clocks.server_wall,
         )
         for process in self.processes:
             self._give_payouts(process)
@@ -374,7 +382,7 @@ class World:
                 timeouts=tuning.timeouts,
             )
         payouts = Payouts(
-            client,  # type: ignore[arg-type]
+            client,
             cast(Ledger, self.ledger),
             poll=PollPolicy(deadline=2 * tuning.lease_seconds),
             grace=tuning.grace,
@@ -386,10 +394,13 @@ class World:
         payouts._before_send = self._before_send(process)
         process.payouts = payouts
 
-    def _ledger_answer(self, caller: str, name: str, args: tuple[Any, ...], kwargs: Any, answer: Any) -> None:
+    def _ledger_answer(
+        self, caller: str, name: str, args: tuple[Any, ...], kwargs: Any, answer: Any
+    ) -> None:
         key = args[1] if len(args) > 1 and isinstance(args[1], str) else ""
         if isinstance(answer, PayoutRecord):
-            said = f"{answer.state} a={answer.attempts} lease={answer.lease_owner}/{answer.lease_token}"
+            lease = f"{answer.lease_owner}/{answer.lease_token}"
+            said = f"{answer.state} a={answer.attempts} lease={lease}"
         elif isinstance(answer, BaseException):
             said = f"raised {type(answer).__name__}"
         elif isinstance(answer, list):
@@ -437,7 +448,9 @@ class World:
         if self.quiet or self.stats["clock_steps"] >= 3 or rng.random() >= self.family.worsen:
             return
         lease = self.tuning.lease_seconds
-        self._at_time(self.loop.time() + rng.uniform(0, 5), self._step_clock(rng.uniform(lease, 3 * lease)))
+        self._at_time(
+            self.loop.time() + rng.uniform(0, 5), self._step_clock(rng.uniform(lease, 3 * lease))
+        )
 
     def _before_send(self, process: SimProcess) -> Callable[[PayoutRecord], Awaitable[None]]:
         async def pause(record: PayoutRecord) -> None:
@@ -450,7 +463,9 @@ class World:
 
     # -- the plan -------------------------------------------------------------------
 
-    def _spawn(self, process: SimProcess | None, at: float, label: str, action: Action) -> asyncio.Task[None]:
+    def _spawn(
+        self, process: SimProcess | None, at: float, label: str, action: Action
+    ) -> asyncio.Task[None]:
         context = neutral_context()
         if process is not None:
             context.run(PROCESS.set, process)
@@ -483,21 +498,35 @@ class World:
             for process in rng.sample(procs, rng.randint(1, len(procs))):
                 stop = asyncio.Event()
                 self.stops.append(stop)
-                self._spawn(process, rng.uniform(0, 5), f"{process.name} worker", self._worker(process, stop))
+                self._spawn(
+                    process,
+                    rng.uniform(0, 5),
+                    f"{process.name} worker",
+                    self._worker(process, stop),
+                )
             for key in self.keys:
                 enqueuer = rng.choice(procs)
-                self._spawn(enqueuer, starts[key], f"{enqueuer.name} enqueue {key}", self._enqueue(enqueuer, key))
+                self._spawn(
+                    enqueuer,
+                    starts[key],
+                    f"{enqueuer.name} enqueue {key}",
+                    self._enqueue(enqueuer, key),
+                )
         for key in self.keys:
             if mode == "worker":
                 break
             for _ in range(rng.randint(1, 3)):
                 process, at = rng.choice(procs), starts[key] + rng.uniform(0, 5)
-                task = self._spawn(process, at, f"{process.name} pay {key}", self._pay(process, key))
+                task = self._spawn(
+                    process, at, f"{process.name} pay {key}", self._pay(process, key)
+                )
                 if rng.random() < 0.2:
                     self._cancel_later(task, key, at + rng.uniform(0.0, 15.0))
             if rng.random() < 0.25:  # strand the row, then resume() and pay() it at once
                 process = rng.choice(procs)
-                task = self._spawn(process, starts[key], f"{process.name} pay {key}", self._pay(process, key))
+                task = self._spawn(
+                    process, starts[key], f"{process.name} pay {key}", self._pay(process, key)
+                )
                 self._cancel_later(task, key, starts[key] + rng.uniform(0.0, 2.0))
                 at = starts[key] + rng.uniform(5.0, 20.0)
                 self._spawn(process, at, f"{process.name} resume", self._drain(process, "resume"))
@@ -552,7 +581,9 @@ class World:
 
         return pay
 
-    async def _report(self, process: SimProcess, what: str, result: PayoutResult, started: float) -> None:
+    async def _report(
+        self, process: SimProcess, what: str, result: PayoutResult, started: float
+    ) -> None:
         self.log(f"{process.name} {what} {result.key} -> {result.status} ({result.reason})")
         await self.checker.after_deferral(
             self.inner, result, started, self._driven_somewhere, self._disrupted_since
@@ -565,7 +596,9 @@ class World:
         )
 
     def _disrupted_since(self, key: str, started: float) -> bool:
-        return max(self.disrupted.get(key, -math.inf), self.disrupted.get("*", -math.inf)) >= started
+        return (
+            max(self.disrupted.get(key, -math.inf), self.disrupted.get("*", -math.inf)) >= started
+        )
 
     def _drain(self, process: SimProcess, how: str) -> Action:
         async def drain() -> None:
@@ -587,16 +620,14 @@ class World:
 
     def _worker(self, process: SimProcess, stop: asyncio.Event) -> Action:
         async def work() -> None:
-            started = self.loop.time()
-
             def on_result(result: PayoutResult) -> None:
                 self.log(f"{process.name} worker {result.key} -> {result.status} ({result.reason})")
 
             summary = await self._payouts(process).run_worker(
                 stop=stop, concurrency=4, idle_poll=5.0, on_result=on_result
             )
-            self.log(f"{process.name} worker stopped: {dict(summary.statuses)} handed back {summary.handed_back}")
-            del started
+            statuses, back = dict(summary.statuses), summary.handed_back
+            self.log(f"{process.name} worker stopped: {statuses} handed back {back}")
 
         return work
 
@@ -616,7 +647,8 @@ class World:
                 wallet="2200000000000004",
             )
             result = await self._payouts(process).apply_webhook(webhook)
-            self.log(f"{process.name} foreign webhook {key} -> {None if result is None else result.status}")
+            status = None if result is None else result.status
+            self.log(f"{process.name} foreign webhook {key} -> {status}")
 
         return deliver
 
@@ -712,7 +744,8 @@ class World:
         for record in await self.inner.records():
             final = record.state.is_final or record.state is LedgerState.REFUSED
             if not final and not (
-                record.state is LedgerState.NEEDS_ATTENTION and self.provider.has_foreign(record.key)
+                record.state is LedgerState.NEEDS_ATTENTION
+                and self.provider.has_foreign(record.key)
             ):
                 return False
         return True
@@ -747,7 +780,9 @@ class World:
             requests=self.network.requests,
             money_requests=len(departures),
             late_departures=sum(
-                1 for d in departures if d.after_fence is not None and d.after_fence > self.tuning.margin
+                1
+                for d in departures
+                if d.after_fence is not None and d.after_fence > self.tuning.margin
             ),
             ledger_calls=self.ledger.calls,
             provider=self.provider_name,
