@@ -236,7 +236,7 @@ class Network:
         now = loop.time()
         provider = self.provider
         if fate == "throttled":
-            answer = provider.throttled(self._rng.randint(1, 20))
+            answer = provider.throttled(self._rng.choice((1, 2, 5, 10, 20, 30, 60)))
         elif fate == "refused":
             answer = provider.refusal(422)
         else:

@@ -94,6 +94,8 @@ class Family:
     worsen: float = 0.3
     #: Chance that a payoff / execute is hidden / reads ``Created`` for a while.
     lag_chance: float = 0.5
+    #: How often workers look for stranded rows (``run_worker(idle_poll=...)``).
+    idle_polls: tuple[float, ...] = (5.0,)
     prune_history: bool = False
     restore: bool = False
 
@@ -123,6 +125,8 @@ FAMILIES = {
         Faults(money=attrs.evolve(MONEY_FAULTS, post_fence_pause=0.3)),
         modes=("worker", "both"),
         worsen=0.9,
+        lag_chance=1.0,
+        idle_polls=(1.0,),
     ),
     "evidence": Family("evidence", _SLOW_READS, webhooks=0.0, lag_chance=1.0),
     "liveness": Family("liveness", deployments=("containers",), modes=("worker", "both")),
@@ -445,11 +449,11 @@ class World:
         soon (adversarial timing, as FoundationDB's BUGGIFY: rare faults made likely
         where they matter)."""
         rng = self._runtime_rng
-        if self.quiet or self.stats["clock_steps"] >= 3 or rng.random() >= self.family.worsen:
+        if self.quiet or self.stats["clock_steps"] >= 6 or rng.random() >= self.family.worsen:
             return
         lease = self.tuning.lease_seconds
         self._at_time(
-            self.loop.time() + rng.uniform(0, 5), self._step_clock(rng.uniform(lease, 3 * lease))
+            self.loop.time() + rng.uniform(0, 1), self._step_clock(rng.uniform(lease, 3 * lease))
         )
 
     def _before_send(self, process: SimProcess) -> Callable[[PayoutRecord], Awaitable[None]]:
@@ -457,6 +461,7 @@ class World:
             if self.quiet or self._runtime_rng.random() >= self.family.pause_before_fence:
                 return
             self._freeze(process, self._pause_length(self._runtime_rng), "before its fence")
+            self._worsen("pause")
             await asyncio.sleep(0)  # resumes when the process thaws
 
         return pause
@@ -498,12 +503,8 @@ class World:
             for process in rng.sample(procs, rng.randint(1, len(procs))):
                 stop = asyncio.Event()
                 self.stops.append(stop)
-                self._spawn(
-                    process,
-                    rng.uniform(0, 5),
-                    f"{process.name} worker",
-                    self._worker(process, stop),
-                )
+                work = self._worker(process, stop, rng.choice(self.family.idle_polls))
+                self._spawn(process, rng.uniform(0, 5), f"{process.name} worker", work)
             for key in self.keys:
                 enqueuer = rng.choice(procs)
                 self._spawn(
@@ -618,13 +619,13 @@ class World:
 
         return enqueue
 
-    def _worker(self, process: SimProcess, stop: asyncio.Event) -> Action:
+    def _worker(self, process: SimProcess, stop: asyncio.Event, idle_poll: float) -> Action:
         async def work() -> None:
             def on_result(result: PayoutResult) -> None:
                 self.log(f"{process.name} worker {result.key} -> {result.status} ({result.reason})")
 
             summary = await self._payouts(process).run_worker(
-                stop=stop, concurrency=4, idle_poll=5.0, on_result=on_result
+                stop=stop, concurrency=4, idle_poll=idle_poll, on_result=on_result
             )
             statuses, back = dict(summary.statuses), summary.handed_back
             self.log(f"{process.name} worker stopped: {statuses} handed back {back}")
