@@ -6,7 +6,7 @@ simulated providers without a socket.
 ``await .read()``. ``SimSession`` implements just that. Every request draws its fate
 from the run's network generator (``Faults``):
 
-* ``ok``: it arrives after an uplink latency, the provider handles it then, and the
+* ``ok``: it arrives after an uplink latency (now and then most of the total timeout), the provider handles it then, and the
   answer comes back after a downlink latency (two requests in flight may overtake
   each other either way);
 * ``connect_fail``: nothing is sent (``aiohttp.ConnectionTimeoutError``: *not sent*);
@@ -79,6 +79,8 @@ class Faults:
     refused_processed: float = 0.0  # money-moving requests only
     #: Chance that the sender freezes between its fence and the request leaving.
     post_fence_pause: float = 0.0
+    #: Chance that a request takes most of its total timeout to arrive.
+    slow_uplink: float = 0.0
     money: Faults | None = None
 
     def for_request(self, money: bool) -> Faults:
@@ -97,7 +99,9 @@ class Faults:
 
 
 #: The faults of a money-moving request by default: more of them.
-MONEY_FAULTS = Faults(lost_answer=0.15, slow=0.06, throttled=0.12, post_fence_pause=0.06)
+MONEY_FAULTS = Faults(
+    lost_answer=0.15, slow=0.06, throttled=0.12, post_fence_pause=0.06, slow_uplink=0.1
+)
 NO_FAULTS = Faults(connect_fail=0, lost_request=0, lost_answer=0, slow=0, throttled=0)
 
 
@@ -170,7 +174,7 @@ class Network:
         self._rng = rng
         self._log = log
         self._pause = pause  # freezes the running process
-        self._on_money_fault = on_money_fault  # may make things worse (a clock step)
+        self._on_money_fault = on_money_fault  # may make it worse (a clock step), "ok" too
         self.margin = margin
         self._after_handle = after_handle  # the books changed: check them
         self.departures: list[Departure] = []
@@ -196,7 +200,7 @@ class Network:
             after = None if fenced is None else now - fenced
             self.departures.append(Departure(name, route, subject, now, after))
         fate = faults.draw(self._rng, money)
-        if money and fate != "ok":
+        if money:
             self._on_money_fault(fate)
         timeout = kwargs.get("timeout")
         total = timeout.total if timeout is not None and timeout.total else 30.0
@@ -207,6 +211,8 @@ class Network:
         answered: asyncio.Future[Answer] = loop.create_future()
         deadline = now + total
         uplink = self._rng.uniform(0.001, 0.2 * total)
+        if self._rng.random() < faults.slow_uplink:  # still on its way long after it left
+            uplink = self._rng.uniform(0.2, 0.9) * total
         downlink = self._rng.uniform(0.001, 0.2 * total)
         if fate == "slow":
             downlink = self._rng.uniform(0.5, 0.95) * total - uplink

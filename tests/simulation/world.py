@@ -92,6 +92,8 @@ class Family:
     pause_before_fence: float = 0.2
     #: Per money-moving fault: the ledger's clock steps forward soon after.
     worsen: float = 0.3
+    #: Per money-moving request that met no fault: the same.
+    worsen_on_send: float = 0.0
     #: Chance that a payoff / execute is hidden / reads ``Created`` for a while.
     lag_chance: float = 0.5
     #: How often workers look for stranded rows (``run_worker(idle_poll=...)``).
@@ -108,7 +110,8 @@ FAMILIES = {
     # issue 27: refusals (some of them processed) and pruned history, on top
     "history": Family(
         "history",
-        Faults(money=attrs.evolve(MONEY_FAULTS, refused=0.03, refused_processed=0.06)),
+        Faults(money=attrs.evolve(MONEY_FAULTS, refused=0.05, refused_processed=0.2)),
+        providers=("enot", "enot", "intellectmoney"),
         prune_history=True,
     ),
     # issue 27: a ledger restored from an older copy, on top
@@ -122,9 +125,10 @@ FAMILIES = {
     ),
     "takeover": Family(
         "takeover",
-        Faults(money=attrs.evolve(MONEY_FAULTS, post_fence_pause=0.3)),
+        Faults(money=attrs.evolve(MONEY_FAULTS, post_fence_pause=0.3, slow_uplink=0.4)),
         modes=("worker", "both"),
         worsen=0.9,
+        worsen_on_send=0.5,
         lag_chance=1.0,
         idle_polls=(1.0,),
     ),
@@ -449,7 +453,8 @@ class World:
         soon (adversarial timing, as FoundationDB's BUGGIFY: rare faults made likely
         where they matter)."""
         rng = self._runtime_rng
-        if self.quiet or self.stats["clock_steps"] >= 6 or rng.random() >= self.family.worsen:
+        chance = self.family.worsen_on_send if fault == "ok" else self.family.worsen
+        if self.quiet or self.stats["clock_steps"] >= 6 or rng.random() >= chance:
             return
         lease = self.tuning.lease_seconds
         self._at_time(
@@ -713,6 +718,7 @@ class World:
     async def _quiet_down(self) -> None:
         self.quiet = True
         self.network.faults = NO_FAULTS
+        self.disrupted["*"] = self.loop.time()  # stopping workers give their rows back
         self.log("faults stop")
         for stop in self.stops:
             stop.set()
