@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.simulation.mutations import MUTATIONS
 from tests.simulation.runner import run_seed
-from tests.simulation.world import FAMILIES, Outcome
+from tests.simulation.scenario import FAMILIES, Outcome
 
 
 def _arguments() -> argparse.Namespace:

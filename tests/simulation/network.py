@@ -6,9 +6,9 @@ simulated providers without a socket.
 ``await .read()``. ``SimSession`` implements just that. Every request draws its fate
 from the run's network generator (``Faults``):
 
-* ``ok``: it arrives after an uplink latency (now and then most of the total timeout), the provider handles it then, and the
-  answer comes back after a downlink latency (two requests in flight may overtake
-  each other either way);
+* ``ok``: it arrives after an uplink latency (now and then most of the total
+  timeout), the provider handles it then, and the answer comes back after a downlink
+  latency (two requests in flight may overtake each other either way);
 * ``connect_fail``: nothing is sent (``aiohttp.ConnectionTimeoutError``: *not sent*);
 * ``lost_request``: it never arrives; the client times out (*outcome unknown*);
 * ``lost_answer``: handled, the answer lost: a disconnect or the total timeout;
@@ -81,6 +81,8 @@ class Faults:
     post_fence_pause: float = 0.0
     #: Chance that a request takes most of its total timeout to arrive.
     slow_uplink: float = 0.0
+    #: The ``Retry-After`` seconds a 429 may carry.
+    retry_after: tuple[int, ...] = (1, 2, 5, 10, 20, 30, 60)
     money: Faults | None = None
 
     def for_request(self, money: bool) -> Faults:
@@ -242,7 +244,7 @@ class Network:
         now = loop.time()
         provider = self.provider
         if fate == "throttled":
-            answer = provider.throttled(self._rng.choice((1, 2, 5, 10, 20, 30, 60)))
+            answer = provider.throttled(self._rng.choice(self.faults.for_request(True).retry_after))
         elif fate == "refused":
             answer = provider.refusal(422)
         else:

@@ -10,7 +10,8 @@ from .clocks import Patches
 from .loop import VirtualLoop
 from .mutations import install
 from .network import install_fence_clock
-from .world import FAMILIES, Outcome, World
+from .scenario import FAMILIES, Outcome
+from .world import World
 
 __all__ = ["run_seed"]
 

@@ -21,7 +21,7 @@ from .ledgers import prune_history, restore, snapshot
 from .loop import PROCESS, SimulationStuck, VirtualLoop
 from .mutations import MUTATIONS
 from .runner import run_seed
-from .world import FOCUS, Outcome, SimProcess
+from .scenario import FOCUS, Outcome, SimProcess
 
 #: Seeds per family in CI (a run costs about 0.05-0.2 s of CPU).
 CORE_SEEDS = 300

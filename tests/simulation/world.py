@@ -22,7 +22,6 @@ from it (``random.Random(f"{seed}:{stream}")``), so the same seed gives the same
 from __future__ import annotations
 
 import asyncio
-import math
 import random
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
@@ -30,186 +29,24 @@ from pathlib import Path
 from typing import Any, cast
 
 import aiohttp
-import attrs
 
-from payout_async import PollPolicy, Timeouts
-from payout_async.enot import EnotClient, PayoffRequest, PayoffWebhook
+from payout_async import PollPolicy
+from payout_async.enot import EnotClient, PayoffRequest
 from payout_async.intellectmoney import IntellectMoneyClient, OperationRequest
 from payout_async.ledger import Ledger, LedgerState, MemoryLedger, PayoutRecord, SQLiteLedger
-from payout_async.payouts import PayoutResult, Payouts
-from payout_async.payouts._run import fence_margin
+from payout_async.payouts import Payouts
 
 from .clocks import Clocks
-from .invariants import Checker, Violation
-from .ledgers import SimLedger, prune_history, restore, snapshot
+from .invariants import Checker
+from .ledgers import SimLedger
 from .loop import PROCESS, VirtualLoop, neutral_context
 from .mutations import old_owner_is_dead
-from .network import MONEY_FAULTS, NO_FAULTS, Faults, Network, SimSession
+from .network import NO_FAULTS, Network, SimSession
+from .plan import Action, Planner
 from .providers import ProviderRules, SimEnot, SimIntellectMoney
+from .scenario import TUNINGS, Family, Outcome, SimProcess, pan
 
-__all__ = ["FAMILIES", "FOCUS", "Family", "Outcome", "SimProcess", "Tuning", "World"]
-
-
-@attrs.frozen
-class Tuning:
-    """The settings every ``Payouts`` of a run uses."""
-
-    name: str
-    lease_seconds: float
-    timeouts: Timeouts
-    grace: float
-    execute_settle: float
-
-    @property
-    def margin(self) -> float:
-        return fence_margin(self.lease_seconds)
-
-    @property
-    def timeout(self) -> float:
-        assert self.timeouts.total is not None
-        return self.timeouts.total
-
-
-TUNINGS = (
-    Tuning("defaults", 120.0, Timeouts(total=30.0, connect=10.0, read=30.0), 60.0, 60.0),
-    # issue 23: "lease 60 / timeout 5 / grace 6"
-    Tuning("tight", 60.0, Timeouts(total=5.0, connect=2.0, read=5.0), 6.0, 6.0),
-)
-
-
-@attrs.frozen
-class Family:
-    """Which faults a run may draw, and how often."""
-
-    name: str
-    faults: Faults = attrs.field(factory=lambda: Faults(money=MONEY_FAULTS))
-    providers: tuple[str, ...] = ("enot", "intellectmoney")
-    deployments: tuple[str, ...] = ("one-host", "containers", "hosts")
-    modes: tuple[str, ...] = ("pay", "worker", "both")
-    #: Per key: a foreign system's webhook (Enot) arrives.
-    webhooks: float = 0.2
-    #: Per money-moving step: the process freezes before its fence.
-    pause_before_fence: float = 0.2
-    #: Per money-moving fault: the ledger's clock steps forward soon after.
-    worsen: float = 0.3
-    #: Per money-moving request that met no fault: the same.
-    worsen_on_send: float = 0.0
-    #: Chance that a payoff / execute is hidden / reads ``Created`` for a while.
-    lag_chance: float = 0.5
-    #: How often workers look for stranded rows (``run_worker(idle_poll=...)``).
-    idle_polls: tuple[float, ...] = (5.0,)
-    prune_history: bool = False
-    restore: bool = False
-
-
-_SLOW_READS = Faults(slow=0.35, money=attrs.evolve(MONEY_FAULTS, lost_answer=0.4))
-
-FAMILIES = {
-    # issue 23: workers, clocks, namespaces, pauses, slow answers, foreign webhooks
-    "core": Family("core"),
-    # issue 27: refusals (some of them processed) and pruned history, on top
-    "history": Family(
-        "history",
-        Faults(money=attrs.evolve(MONEY_FAULTS, refused=0.05, refused_processed=0.2)),
-        providers=("enot", "enot", "intellectmoney"),
-        prune_history=True,
-    ),
-    # issue 27: a ledger restored from an older copy, on top
-    "restore": Family("restore", restore=True),
-    # One per old rule: the core faults, with what that rule mishandles made common.
-    "fence": Family(
-        "fence",
-        Faults(money=attrs.evolve(MONEY_FAULTS, throttled=0.35)),
-        modes=("worker", "both"),
-        worsen=0.9,
-    ),
-    "takeover": Family(
-        "takeover",
-        Faults(money=attrs.evolve(MONEY_FAULTS, post_fence_pause=0.3, slow_uplink=0.4)),
-        modes=("worker", "both"),
-        worsen=0.9,
-        worsen_on_send=0.5,
-        lag_chance=1.0,
-        idle_polls=(1.0,),
-    ),
-    "evidence": Family("evidence", _SLOW_READS, webhooks=0.0, lag_chance=1.0),
-    "liveness": Family("liveness", deployments=("containers",), modes=("worker", "both")),
-    "webhook": Family("webhook", providers=("enot",), webhooks=1.0),
-}
-
-#: The family that makes each mutation's mistake likely.
-FOCUS = {
-    "old-fence": "fence",
-    "old-takeover": "takeover",
-    "old-evidence": "evidence",
-    "old-liveness": "liveness",
-    "old-webhook": "webhook",
-}
-
-
-@attrs.define(eq=False)
-class SimProcess:
-    """One simulated OS process running one ``Payouts``."""
-
-    name: str
-    host: str
-    pidns: str
-    boot: str
-    pid: int
-    start: int
-    mono_offset: float
-    killed: bool = False
-    frozen_until: float = 0.0
-    parked: list[asyncio.Handle] = attrs.field(factory=list)
-    payouts: Payouts[Any] | None = None
-
-    @property
-    def owner(self) -> str:
-        """Today's owner format, ``host:pid:start:nonce``."""
-        return f"{self.host}:{self.pid}:{self.start}:{self.name}"
-
-
-@attrs.define
-class Outcome:
-    """What one run did and found."""
-
-    seed: int
-    family: str
-    ledger: str
-    mutations: tuple[str, ...]
-    violations: list[Violation]
-    log: list[str]
-    stats: dict[str, Any]
-
-    @property
-    def failures(self) -> list[Violation]:
-        return [violation for violation in self.violations if violation.excused is None]
-
-    @property
-    def replay(self) -> str:
-        """The one-line command that replays this run."""
-        command = (
-            f"python benchmarks/simulate.py --replay {self.seed} --family {self.family} "
-            f"--ledger {self.ledger}"
-        )
-        return command + "".join(f" --mutation {name}" for name in self.mutations)
-
-
-def _pan(index: int) -> str:
-    """A Luhn-valid card number, one per key (the IntellectMoney books tell keys apart
-    by it)."""
-    body = f"4000001234{index:05d}"
-    total = 0
-    for position, char in enumerate(reversed(body)):
-        digit = int(char)
-        if position % 2 == 0:
-            digit *= 2
-            digit -= 9 if digit > 9 else 0
-        total += digit
-    return body + str((10 - total % 10) % 10)
-
-
-Action = Callable[[], Awaitable[None]]
+__all__ = ["World"]
 
 
 class World:
@@ -255,17 +92,17 @@ class World:
         rng = self._plan_rng
         family = self.family
         self.provider_name = rng.choice(family.providers)
-        self.tuning = rng.choice(TUNINGS)
+        self.tuning = rng.choice([t for t in TUNINGS if t.name in family.tunings])
         self.lookup_before_create = rng.random() < 0.5
         count = rng.randint(1, 3)
         self.keys = [f"w-{1001 + index}" for index in range(count)]
         self.amounts = {key: Decimal(150 + 10 * index) for index, key in enumerate(self.keys)}
-        self.pans = {key: _pan(index) for index, key in enumerate(self.keys)}
+        self.pans = {key: pan(index) for index, key in enumerate(self.keys)}
         self.rules = ProviderRules(
             grace=self.tuning.grace,
             execute_settle=self.tuning.execute_settle,
-            enot_duplicate=rng.choice(("accept", "accept", "reject")),
-            im_second_execute=rng.choice(("pay_again", "pay_again", "accept", "refuse")),
+            enot_duplicate=rng.choice(family.enot_duplicates),
+            im_second_execute=rng.choice(family.im_second_executes),
             lag_chance=family.lag_chance,
         )
         self.deployment = rng.choice(family.deployments)
@@ -311,11 +148,11 @@ class World:
         if self.old_liveness:
             view = {
                 p.pid: str(p.start)
-                for p in self._all_processes()
+                for p in self.all_processes()
                 if p.pidns == caller.pidns and p.boot == caller.boot and not p.killed
             }
             return old_owner_is_dead(owner, caller.host, view.get)
-        held_by = next((p for p in self._all_processes() if p.owner == owner), None)
+        held_by = next((p for p in self.all_processes() if p.owner == owner), None)
         if held_by is None:
             return False
         same = (held_by.host, held_by.boot, held_by.pidns) == (
@@ -325,7 +162,7 @@ class World:
         )
         return same and held_by.killed
 
-    def _all_processes(self) -> list[SimProcess]:
+    def all_processes(self) -> list[SimProcess]:
         return self.processes + ([self.operator] if hasattr(self, "operator") else [])
 
     # -- building -------------------------------------------------------------------
@@ -422,18 +259,18 @@ class World:
     def _took_over(self, caller: str, key: str, holder: str) -> None:
         """``caller`` took ``key`` from ``holder``, whose lease had not run out,
         declaring it dead: that must be true (liveness fails closed)."""
-        held_by = next((p for p in self._all_processes() if p.owner == holder), None)
+        held_by = next((p for p in self.all_processes() if p.owner == holder), None)
         if held_by is None or not held_by.killed:
             self.checker.add("L", key, f"{caller} took over the running lease of live {holder}")
 
     # -- pauses -------------------------------------------------------------------
 
-    def _freeze(self, process: SimProcess, seconds: float, why: str) -> None:
+    def freeze(self, process: SimProcess, seconds: float, why: str) -> None:
         process.frozen_until = max(process.frozen_until, self.loop.time() + seconds)
         self.stats["freezes"] += 1
         self.log(f"{process.name} frozen {seconds:.3f}s ({why})")
 
-    def _pause_length(self, rng: random.Random) -> float:
+    def pause_length(self, rng: random.Random) -> float:
         margin, lease = self.tuning.margin, self.tuning.lease_seconds
         if rng.random() < 0.6:
             return rng.uniform(0.0, 0.8 * margin)
@@ -445,7 +282,7 @@ class World:
         the row while the request is about to leave."""
         process = PROCESS.get()
         assert isinstance(process, SimProcess)
-        self._freeze(process, self._pause_length(self._runtime_rng), why)
+        self.freeze(process, self.pause_length(self._runtime_rng), why)
         self._worsen("pause")
 
     def _worsen(self, fault: str) -> None:
@@ -454,26 +291,26 @@ class World:
         where they matter)."""
         rng = self._runtime_rng
         chance = self.family.worsen_on_send if fault == "ok" else self.family.worsen
-        if self.quiet or self.stats["clock_steps"] >= 6 or rng.random() >= chance:
+        if self.quiet or self.stats["clock_steps"] >= self.family.max_steps or rng.random() >= chance:
             return
         lease = self.tuning.lease_seconds
-        self._at_time(
-            self.loop.time() + rng.uniform(0, 1), self._step_clock(rng.uniform(lease, 3 * lease))
+        self.at_time(
+            self.loop.time() + rng.uniform(0, 1), self.step_clock(rng.uniform(lease, 3 * lease))
         )
 
     def _before_send(self, process: SimProcess) -> Callable[[PayoutRecord], Awaitable[None]]:
         async def pause(record: PayoutRecord) -> None:
             if self.quiet or self._runtime_rng.random() >= self.family.pause_before_fence:
                 return
-            self._freeze(process, self._pause_length(self._runtime_rng), "before its fence")
+            self.freeze(process, self.pause_length(self._runtime_rng), "before its fence")
             self._worsen("pause")
             await asyncio.sleep(0)  # resumes when the process thaws
 
         return pause
 
-    # -- the plan -------------------------------------------------------------------
+    # -- scheduling ---------------------------------------------------------------
 
-    def _spawn(
+    def spawn(
         self, process: SimProcess | None, at: float, label: str, action: Action
     ) -> asyncio.Task[None]:
         context = neutral_context()
@@ -492,173 +329,14 @@ class World:
         except Exception as error:  # a call raised what it should not
             self.checker.add("error", label, f"{type(error).__name__}: {error}")
 
-    def _plan(self) -> None:
-        """Draw what happens when. Each key starts at a time of its own; everything
-        else happens while some key is under way (a little after its start)."""
-        rng = self._plan_rng
-        lease, procs = self.tuning.lease_seconds, self.processes
-        starts = {key: rng.uniform(0, 0.5 * self.active_for) for key in self.keys}
-        busy = 3 * self.tuning.timeout + 2 * self.tuning.grace
-
-        def soon() -> float:  # a moment while some key is under way
-            return starts[rng.choice(self.keys)] + rng.uniform(0, busy)
-
-        mode = rng.choice(self.family.modes)
-        if mode != "pay":
-            for process in rng.sample(procs, rng.randint(1, len(procs))):
-                stop = asyncio.Event()
-                self.stops.append(stop)
-                work = self._worker(process, stop, rng.choice(self.family.idle_polls))
-                self._spawn(process, rng.uniform(0, 5), f"{process.name} worker", work)
-            for key in self.keys:
-                enqueuer = rng.choice(procs)
-                self._spawn(
-                    enqueuer,
-                    starts[key],
-                    f"{enqueuer.name} enqueue {key}",
-                    self._enqueue(enqueuer, key),
-                )
-        for key in self.keys:
-            if mode == "worker":
-                break
-            for _ in range(rng.randint(1, 3)):
-                process, at = rng.choice(procs), starts[key] + rng.uniform(0, 5)
-                task = self._spawn(
-                    process, at, f"{process.name} pay {key}", self._pay(process, key)
-                )
-                if rng.random() < 0.2:
-                    self._cancel_later(task, key, at + rng.uniform(0.0, 15.0))
-            if rng.random() < 0.25:  # strand the row, then resume() and pay() it at once
-                process = rng.choice(procs)
-                task = self._spawn(
-                    process, starts[key], f"{process.name} pay {key}", self._pay(process, key)
-                )
-                self._cancel_later(task, key, starts[key] + rng.uniform(0.0, 2.0))
-                at = starts[key] + rng.uniform(5.0, 20.0)
-                self._spawn(process, at, f"{process.name} resume", self._drain(process, "resume"))
-                self._spawn(process, at, f"{process.name} pay {key}", self._pay(process, key))
-        for how, most in (("resume", 3), ("reconcile", 2)):
-            for _ in range(rng.randint(0, most)):
-                process = rng.choice(procs)
-                self._spawn(process, soon(), f"{process.name} {how}", self._drain(process, how))
-        if self.provider_name == "enot":
-            for key in self.keys:
-                if rng.random() < self.family.webhooks:
-                    process, with_payoff = rng.choice(procs), rng.random() < 0.5
-                    hook = self._webhook(process, key, with_payoff)
-                    self._spawn(process, soon(), f"{process.name} webhook {key}", hook)
-        for _ in range(rng.randint(0, 2)):
-            self._at_time(soon(), self._step_clock(rng.uniform(0.5 * lease, 3 * lease)))
-        for _ in range(rng.randint(0, 4)):
-            process = rng.choice(procs)
-            self._at_time(soon(), self._freeze_later(process, self._pause_length(rng)))
-        if rng.random() < 0.15:
-            self._at_time(soon(), self._kill(rng.choice(procs)))
-        if self.family.prune_history:
-            for _ in range(rng.randint(1, 3)):
-                self._spawn(None, soon(), "prune", self._prune)
-        if self.family.restore:
-            taken = rng.uniform(0, self.active_for / 2)
-            self._spawn(None, taken, "backup", self._restore(taken, soon() + taken))
-
-    def _at_time(self, at: float, callback: Callable[[], None]) -> None:
+    def at_time(self, at: float, callback: Callable[[], None]) -> None:
         self.loop.call_at(max(at, self.loop.time()), callback, context=neutral_context())
 
-    def _cancel_later(self, task: asyncio.Task[None], key: str, at: float) -> None:
-        def cancel() -> None:
-            if not task.done():
-                self.disrupted[key] = self.loop.time()
-                self.log(f"cancelling a pay of {key}")
-                task.cancel()
-
-        self._at_time(at, cancel)
-
-    # -- actions --------------------------------------------------------------------
-
-    def _payouts(self, process: SimProcess) -> Payouts[Any]:
+    def payouts_of(self, process: SimProcess) -> Payouts[Any]:
         assert process.payouts is not None
         return process.payouts
 
-    def _pay(self, process: SimProcess, key: str) -> Action:
-        async def pay() -> None:
-            started = self.loop.time()
-            result = await self._payouts(process).pay(key, self.request(key))
-            await self._report(process, "pay", result, started)
-
-        return pay
-
-    async def _report(
-        self, process: SimProcess, what: str, result: PayoutResult, started: float
-    ) -> None:
-        self.log(f"{process.name} {what} {result.key} -> {result.status} ({result.reason})")
-        await self.checker.after_deferral(
-            self.inner, result, started, self._driven_somewhere, self._disrupted_since
-        )
-
-    def _driven_somewhere(self, key: str) -> bool:
-        return any(
-            p.payouts is not None and key in p.payouts._in_flight and not p.killed
-            for p in self._all_processes()
-        )
-
-    def _disrupted_since(self, key: str, started: float) -> bool:
-        return (
-            max(self.disrupted.get(key, -math.inf), self.disrupted.get("*", -math.inf)) >= started
-        )
-
-    def _drain(self, process: SimProcess, how: str) -> Action:
-        async def drain() -> None:
-            started = self.loop.time()
-            payouts = self._payouts(process)
-            results = await (payouts.resume() if how == "resume" else payouts.reconcile())
-            for result in results:
-                await self._report(process, how, result, started)
-
-        return drain
-
-    def _enqueue(self, process: SimProcess, key: str) -> Action:
-        async def enqueue() -> None:
-            items = [(key, self.request(key))]
-            done = await self._payouts(process).enqueue(items)
-            self.log(f"{process.name} enqueued {[str(item.outcome) for item in done]}")
-
-        return enqueue
-
-    def _worker(self, process: SimProcess, stop: asyncio.Event, idle_poll: float) -> Action:
-        async def work() -> None:
-            def on_result(result: PayoutResult) -> None:
-                self.log(f"{process.name} worker {result.key} -> {result.status} ({result.reason})")
-
-            summary = await self._payouts(process).run_worker(
-                stop=stop, concurrency=4, idle_poll=idle_poll, on_result=on_result
-            )
-            statuses, back = dict(summary.statuses), summary.handed_back
-            self.log(f"{process.name} worker stopped: {statuses} handed back {back}")
-
-        return work
-
-    def _webhook(self, process: SimProcess, key: str, with_payoff: bool) -> Action:
-        async def deliver() -> None:
-            now = self.loop.time()
-            payoff_id = "foreign"
-            if with_payoff:
-                assert isinstance(self.provider, SimEnot)
-                payoff_id = self.provider.create_foreign(key, Decimal("10.00"), now).id
-            webhook = PayoffWebhook(
-                payoff_id=payoff_id,
-                order_id=key,
-                raw_status="success",
-                amount=Decimal("10.00"),
-                service="card",
-                wallet="2200000000000004",
-            )
-            result = await self._payouts(process).apply_webhook(webhook)
-            status = None if result is None else result.status
-            self.log(f"{process.name} foreign webhook {key} -> {status}")
-
-        return deliver
-
-    def _step_clock(self, seconds: float) -> Callable[[], None]:
+    def step_clock(self, seconds: float) -> Callable[[], None]:
         def step() -> None:
             self.clocks.step_server(seconds)
             self.stats["clock_steps"] += 1
@@ -666,44 +344,11 @@ class World:
 
         return step
 
-    def _freeze_later(self, process: SimProcess, seconds: float) -> Callable[[], None]:
-        def freeze() -> None:
-            if not self.quiet and not process.killed:
-                self._freeze(process, seconds, "anywhere")
-
-        return freeze
-
-    def _kill(self, process: SimProcess) -> Callable[[], None]:
-        def kill() -> None:
-            if not self.quiet:
-                process.killed = True
-                self.disrupted["*"] = self.loop.time()
-                self.stats["kills"] += 1
-                self.log(f"{process.name} killed (SIGKILL)")
-
-        return kill
-
-    async def _prune(self) -> None:
-        await prune_history(self.inner)
-        self.log("history pruned")
-
-    def _restore(self, taken: float, restored: float) -> Action:
-        async def backup_and_restore() -> None:
-            copy = await snapshot(self.inner)
-            self.log("ledger backed up")
-            await asyncio.sleep(restored - taken)
-            await restore(self.inner, copy)
-            self.disrupted["*"] = self.loop.time()
-            self.stats["restored"] = True
-            self.log("ledger restored from the backup")
-
-        return backup_and_restore
-
     # -- the run --------------------------------------------------------------------
 
     async def main(self) -> None:
         await self._open()
-        self._plan()
+        Planner(self).draw()
         await asyncio.sleep(self.active_for)
         await self._quiet_down()
         operator = SimProcess("operator", "ops", "opsns", "opsboot", 1, 1, 0.0)
@@ -731,7 +376,7 @@ class World:
 
     async def _settle(self, operator: SimProcess) -> None:
         tuning = self.tuning
-        payouts = self._payouts(operator)
+        payouts = self.payouts_of(operator)
         wait = max(tuning.grace, tuning.execute_settle) + tuning.timeout + tuning.margin
         await asyncio.sleep(tuning.lease_seconds + tuning.timeout + tuning.margin + 1.0)
         for round_ in range(8):
