@@ -37,77 +37,94 @@ class Planner:
         self.world = world
 
     def draw(self) -> None:
-        """Draw what happens when. Each key starts at a time of its own; everything
-        else happens while some key is under way (a little after its start)."""
-        rng = self.world._plan_rng
-        lease, procs = self.world.tuning.lease_seconds, self.world.processes
-        starts = {key: rng.uniform(0, 0.5 * self.world.active_for) for key in self.world.keys}
-        busy = 3 * self.world.tuning.timeout + 2 * self.world.tuning.grace
-
-        def soon() -> float:  # a moment while some key is under way
-            return starts[rng.choice(self.world.keys)] + rng.uniform(0, busy)
-
-        mode = rng.choice(self.world.family.modes)
+        """Draw what happens when, and schedule it."""
+        world = self.world
+        rng = world.plan_rng
+        self.starts = {key: rng.uniform(0, 0.5 * world.active_for) for key in world.keys}
+        mode = rng.choice(world.family.modes)
         if mode != "pay":
-            for process in rng.sample(procs, rng.randint(min(self.world.family.min_workers, len(procs)), len(procs))):
-                stop = asyncio.Event()
-                self.world.stops.append(stop)
-                work = self._worker(process, stop, rng.choice(self.world.family.idle_polls))
-                self.world.spawn(process, rng.uniform(0, 5), f"{process.name} worker", work)
-            for key in self.world.keys:
-                enqueuer = rng.choice(procs)
-                self.world.spawn(
-                    enqueuer,
-                    starts[key],
-                    f"{enqueuer.name} enqueue {key}",
-                    self._enqueue(enqueuer, key),
-                )
-        for key in self.world.keys:
-            if mode == "worker":
-                break
+            self._workers()
+        if mode != "worker":
+            self._pays()
+        self._drains()
+        self._faults()
+
+    def _soon(self) -> float:
+        """A moment while some key is under way (a little after its start)."""
+        world, rng = self.world, self.world.plan_rng
+        busy = 3 * world.tuning.timeout + 2 * world.tuning.grace
+        return self.starts[rng.choice(world.keys)] + rng.uniform(0, busy)
+
+    def _workers(self) -> None:
+        world, rng = self.world, self.world.plan_rng
+        procs = world.processes
+        fewest = min(world.family.min_workers, len(procs))
+        for process in rng.sample(procs, rng.randint(fewest, len(procs))):
+            stop = asyncio.Event()
+            world.stops.append(stop)
+            work = self._worker(process, stop, rng.choice(world.family.idle_polls))
+            world.spawn(process, rng.uniform(0, 5), f"{process.name} worker", work)
+        for key in world.keys:
+            process = rng.choice(procs)
+            enqueue = self._enqueue(process, key)
+            world.spawn(process, self.starts[key], f"{process.name} enqueue {key}", enqueue)
+
+    def _pays(self) -> None:
+        """Each key paid one to three times, from any process (some of them cancelled);
+        now and then a row stranded by a cancelled pay(), then resumed and paid at once
+        in one process."""
+        world, rng = self.world, self.world.plan_rng
+        for key in world.keys:
+            start = self.starts[key]
             for _ in range(rng.randint(1, 3)):
-                process, at = rng.choice(procs), starts[key] + rng.uniform(0, 5)
-                task = self.world.spawn(
+                process, at = rng.choice(world.processes), start + rng.uniform(0, 5)
+                task = world.spawn(
                     process, at, f"{process.name} pay {key}", self._pay(process, key)
                 )
                 if rng.random() < 0.2:
                     self._cancel_later(task, key, at + rng.uniform(0.0, 15.0))
-            if rng.random() < 0.25:  # strand the row, then resume() and pay() it at once
-                process = rng.choice(procs)
-                task = self.world.spawn(
-                    process, starts[key], f"{process.name} pay {key}", self._pay(process, key)
+            if rng.random() < 0.25:
+                process = rng.choice(world.processes)
+                task = world.spawn(
+                    process, start, f"{process.name} pay {key}", self._pay(process, key)
                 )
-                self._cancel_later(task, key, starts[key] + rng.uniform(0.0, 2.0))
-                at = starts[key] + rng.uniform(5.0, 20.0)
-                self.world.spawn(
-                    process, at, f"{process.name} resume", self._drain(process, "resume")
-                )
-                self.world.spawn(process, at, f"{process.name} pay {key}", self._pay(process, key))
+                self._cancel_later(task, key, start + rng.uniform(0.0, 2.0))
+                at = start + rng.uniform(5.0, 20.0)
+                world.spawn(process, at, f"{process.name} resume", self._drain(process, "resume"))
+                world.spawn(process, at, f"{process.name} pay {key}", self._pay(process, key))
+
+    def _drains(self) -> None:
+        world, rng = self.world, self.world.plan_rng
         for how, most in (("resume", 3), ("reconcile", 2)):
             for _ in range(rng.randint(0, most)):
-                process = rng.choice(procs)
-                self.world.spawn(
-                    process, soon(), f"{process.name} {how}", self._drain(process, how)
-                )
-        if self.world.provider_name == "enot":
-            for key in self.world.keys:
-                if rng.random() < self.world.family.webhooks:
+                process = rng.choice(world.processes)
+                drain = self._drain(process, how)
+                world.spawn(process, self._soon(), f"{process.name} {how}", drain)
+
+    def _faults(self) -> None:
+        """Foreign webhooks, clock steps, freezes, a kill; pruned history and a
+        restored ledger in the families that have them."""
+        world, rng = self.world, self.world.plan_rng
+        family, procs, lease = world.family, world.processes, world.tuning.lease_seconds
+        if world.provider_name == "enot":
+            for key in world.keys:
+                if rng.random() < family.webhooks:
                     process, with_payoff = rng.choice(procs), rng.random() < 0.5
                     hook = self._webhook(process, key, with_payoff)
-                    self.world.spawn(process, soon(), f"{process.name} webhook {key}", hook)
-        for _ in range(rng.randint(0, self.world.family.plan_steps)):
-            self.world.at_time(soon(), self.world.step_clock(rng.uniform(0.5 * lease, 3 * lease)))
+                    world.spawn(process, self._soon(), f"{process.name} webhook {key}", hook)
+        for _ in range(rng.randint(0, family.plan_steps)):
+            world.at_time(self._soon(), world.step_clock(rng.uniform(0.5 * lease, 3 * lease)))
         for _ in range(rng.randint(0, 4)):
             process = rng.choice(procs)
-            self.world.at_time(soon(), self._freeze_later(process, self.world.pause_length(rng)))
+            world.at_time(self._soon(), self._freeze_later(process, world.pause_length(rng)))
         if rng.random() < 0.15:
-            self.world.at_time(soon(), self._kill(rng.choice(procs)))
-        if self.world.family.prune_history:
+            world.at_time(self._soon(), self._kill(rng.choice(procs)))
+        if family.prune_history:
             for _ in range(rng.randint(1, 3)):
-                self.world.spawn(None, soon(), "prune", self._prune)
-        if self.world.family.restore:
-            taken = rng.uniform(0, self.world.active_for / 2)
-            self.world.spawn(None, taken, "backup", self._restore(taken, soon() + taken))
+                world.spawn(None, self._soon(), "prune", self._prune)
+        if family.restore:
+            taken = rng.uniform(0, world.active_for / 2)
+            world.spawn(None, taken, "backup", self._restore(taken, self._soon() + taken))
 
     def _cancel_later(self, task: asyncio.Task[None], key: str, at: float) -> None:
         def cancel() -> None:

@@ -68,7 +68,7 @@ class World:
         self.clocks = Clocks(loop)
         self.lines: list[str] = []
         self.jitter_rng = self._rng("jitter")
-        self._plan_rng = self._rng("plan")
+        self.plan_rng = self._rng("plan")
         self._runtime_rng = self._rng("runtime")
         #: Set by the ``old-liveness`` mutation: today's fail-open rule.
         self.old_liveness = False
@@ -89,7 +89,7 @@ class World:
     # -- the drawn deployment ---------------------------------------------------------
 
     def _draw_deployment(self) -> None:
-        rng = self._plan_rng
+        rng = self.plan_rng
         family = self.family
         self.provider_name = rng.choice(family.providers)
         self.tuning = rng.choice([t for t in TUNINGS if t.name in family.tunings])
@@ -291,7 +291,11 @@ class World:
         where they matter)."""
         rng = self._runtime_rng
         chance = self.family.worsen_on_send if fault == "ok" else self.family.worsen
-        if self.quiet or self.stats["clock_steps"] >= self.family.max_steps or rng.random() >= chance:
+        if (
+            self.quiet
+            or self.stats["clock_steps"] >= self.family.max_steps
+            or rng.random() >= chance
+        ):
             return
         lease = self.tuning.lease_seconds
         self.at_time(
