@@ -28,7 +28,9 @@ CORE_SEEDS = 300
 OTHER_SEEDS = 40
 #: A failing sweep stops after this many failing seeds.
 SHOW_FAILURES = 5
-#: Within how many seeds of its focus family each old rule must be caught.
+#: Within how many seeds of its focus family each old rule must be caught. Measured
+#: against a sketch of the new rules (not the merged code): old-fence first at seed 24,
+#: old-takeover 28, old-evidence 35, old-liveness and old-webhook 0.
 CATCH_WITHIN = 150
 
 NEW_RULES = "needs the new rules of issue 23 (the lead flips this after merging them)"
@@ -246,7 +248,7 @@ def test_restore_and_prune_act_on_the_real_ledger(kind: str, tmp_path: Path) -> 
 def test_the_admitted_limit_is_counted_not_hidden() -> None:
     """Pauses longer than the fence margin between a fence and its request happen,
     are counted, and excuse only a double payment of a key they touched."""
-    outcomes = [run_seed(seed, family="takeover") for seed in range(40)]
+    outcomes = [run_seed(seed, family="takeover") for seed in range(20)]
     assert sum(outcome.stats["late_departures"] for outcome in outcomes) > 0
     for outcome in outcomes:
         for violation in outcome.violations:
