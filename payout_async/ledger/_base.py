@@ -179,9 +179,11 @@ class LedgerIdentity:
 
     ``ledger_id`` is made at random when the ledger is created (or first opened by a
     version that has identities): a ledger recreated at the same place has another.
-    ``mark`` grows with every row begun and never goes down while the ledger is used:
-    a copy restored from a backup has a lower one than the ledger it was taken from
-    had since."""
+    ``mark`` grows with every row begun and every change of a row's state, and never
+    goes down while the ledger is used: a copy restored from a backup has a lower one
+    than the ledger it was taken from had since -- also when the backup lacks only
+    steps of rows it holds (an IntellectMoney row restored to ``pending`` after it was
+    executed would be paid again)."""
 
     ledger_id: str
     mark: int

@@ -55,7 +55,7 @@ class MemoryLedger(Ledger):
         self._by_order_id: dict[tuple[str, str], str] = {}
         self._providers: dict[str, set[str]] = {}  # each key's providers
         self._id = uuid.uuid4().hex
-        self._begun = 0  # rows inserted
+        self._begun = 0  # rows inserted and changes of state (the identity's mark)
         self._listeners = ListenerHub()
 
     def __repr__(self) -> str:
@@ -102,6 +102,8 @@ class MemoryLedger(Ledger):
         owner: str | None,
         note: str | None,
     ) -> None:
+        if from_state is not None and from_state is not record.state:
+            self._begun += 1
         self._history.setdefault((record.provider, record.key), []).append(
             Transition(
                 provider=record.provider,

@@ -146,13 +146,16 @@ class _SQL:
         cols, p_cols = _columns(), _columns("p.")
         log = f"INSERT INTO {h} (provider, key, from_state, to_state, at, owner, note)"
         # The ledger's identity (``LedgerIdentity``): ``m`` holds its id, and ``seq``
-        # numbers the rows begun (the mark: its last value).
+        # numbers the rows begun and, through a trigger, every change of a row's state
+        # (the mark: its last value).
         m = f'{qualify}"{prefix}payout_ledger"'
         seq = f'{qualify}"{prefix}payouts_begun"'
         begun = f"begun bigint NOT NULL DEFAULT nextval('{seq}'::regclass)"
         self.schema = "" if schema is None else f'CREATE SCHEMA IF NOT EXISTS "{schema}";'
         self.schema += f"""
 CREATE SEQUENCE IF NOT EXISTS {seq};
+CREATE OR REPLACE FUNCTION {qualify}"{prefix}payouts_moved"() RETURNS trigger
+    LANGUAGE plpgsql AS $moved$ BEGIN PERFORM nextval('{seq}'::regclass); RETURN NULL; END $moved$;
 CREATE TABLE IF NOT EXISTS {t} (
     provider text NOT NULL,
     key text NOT NULL,
@@ -197,6 +200,9 @@ CREATE UNIQUE INDEX IF NOT EXISTS "{prefix}payouts_order_id_unique" ON {t} (prov
     WHERE order_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS "{prefix}payouts_state_lease" ON {t} (state, lease_expires_at);
 CREATE INDEX IF NOT EXISTS "{prefix}payouts_created_at" ON {t} (created_at);
+CREATE OR REPLACE TRIGGER "{prefix}payouts_moved" AFTER UPDATE OF state ON {t}
+    FOR EACH ROW WHEN (OLD.state IS DISTINCT FROM NEW.state)
+    EXECUTE FUNCTION {qualify}"{prefix}payouts_moved"();
 CREATE TABLE IF NOT EXISTS {h} (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     provider text NOT NULL,

@@ -97,6 +97,13 @@ _COUNT_BEGUN = """
 CREATE TRIGGER IF NOT EXISTS payouts_begun AFTER INSERT ON payouts BEGIN
     UPDATE payout_ledger SET value = value + 1 WHERE name = 'rows_begun';
 END"""
+# ... and every change of a row's state counts too (the mark sees a backup that lacks
+# only some rows' later steps).
+_COUNT_MOVED = """
+CREATE TRIGGER IF NOT EXISTS payouts_moved AFTER UPDATE OF state ON payouts
+WHEN OLD.state IS NOT NEW.state BEGIN
+    UPDATE payout_ledger SET value = value + 1 WHERE name = 'rows_begun';
+END"""
 # Version 6: signed rows (``_sign_rows``).
 _SCHEMA_VERSION = 6
 _ADDED_COLUMNS = (
@@ -155,8 +162,8 @@ def create_schema(conn: sqlite3.Connection, recipients: Recipients) -> int:
 
 
 def _identify(conn: sqlite3.Connection) -> None:
-    """Version 5: a random ledger id, and the count of rows begun (those already there,
-    then one more with each insert)."""
+    """Version 5: a random ledger id, and the mark: the count of rows begun (those
+    already there, then one more with each insert) and of changes of state since."""
     conn.execute(
         "INSERT OR IGNORE INTO payout_ledger (name, value) VALUES ('ledger_id', ?)",
         (uuid.uuid4().hex,),
@@ -166,6 +173,7 @@ def _identify(conn: sqlite3.Connection) -> None:
         "VALUES ('rows_begun', (SELECT count(*) FROM payouts))"
     )
     conn.execute(_COUNT_BEGUN)
+    conn.execute(_COUNT_MOVED)
 
 
 def _move_recipients(conn: sqlite3.Connection, recipients: Recipients) -> int:

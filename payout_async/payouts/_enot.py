@@ -34,7 +34,7 @@ from .._polling import PollPolicy
 from ..enot import EnotClient, Payoff, PayoffRequest, PayoffStatus, PayoffWebhook
 from ..enot._poller import reconcile_payoff, wait_for_final
 from ..ledger import LeaseLostError, LedgerError, LedgerState, PayoutRecord
-from ._flow import REFUSED, Flow, Reading, Step
+from ._flow import REFUSED, Flow, IncompleteRowError, Reading, Step
 from ._result import Settings
 from ._run import Run
 from ._webhook_wait import WebhookWaits
@@ -197,7 +197,10 @@ class EnotFlow(Flow[EnotClient, PayoffRequest, Payoff]):
 
     def _order_id(self, run: Run) -> str:
         order_id = run.record.order_id
-        assert order_id is not None, "an Enot row always carries its order_id"
+        if order_id is None:
+            raise IncompleteRowError(
+                "the row holds no order_id (was the ledger restored or edited?); nothing was sent"
+            )
         return order_id
 
     async def _create(self, run: Run, request: PayoffRequest) -> None:

@@ -29,7 +29,7 @@ from ..ledger import PARKED_STATES, LedgerState, PayoutRecord
 from ._result import Settings
 from ._run import Run
 
-__all__ = ["REFUSED", "Flow", "Reading", "UnknownRecoveryPointError"]
+__all__ = ["REFUSED", "Flow", "IncompleteRowError", "Reading", "UnknownRecoveryPointError"]
 
 ClientT = TypeVar("ClientT")
 RequestT = TypeVar("RequestT")
@@ -59,6 +59,13 @@ class UnknownRecoveryPointError(PayoutError):
         self.provider = provider
         self.key = key
         self.state = state
+
+
+class IncompleteRowError(PayoutError):
+    """A row lacks what its recovery point implies it holds (an IntellectMoney row past
+    ``pending`` without its operation id, an Enot row without its order_id): it was
+    written or restored outside this library's steps. The drive parks it, sending
+    nothing."""
 
 
 @attrs.frozen
@@ -134,7 +141,11 @@ class Flow(abc.ABC, Generic[ClientT, RequestT, AnswerT]):
             step = self._steps.get(state)
             if step is None:
                 raise UnknownRecoveryPointError(self.provider, run.record.key, state)
-            await step(run, request)
+            try:
+                await step(run, request)
+            except IncompleteRowError as error:
+                await run.give_up(str(error))
+                return
             run.just_begun = False
 
     async def settled_elsewhere(self, run: Run) -> PayoutRecord | None:

@@ -39,7 +39,7 @@ from ..intellectmoney import (
 )
 from ..intellectmoney._poller import wait_for_final
 from ..ledger import LeaseLostError, LedgerState, PayoutRecord
-from ._flow import REFUSED, Flow, Reading, Step
+from ._flow import REFUSED, Flow, IncompleteRowError, Reading, Step
 from ._run import Run
 
 __all__ = ["IntellectMoneyFlow"]
@@ -235,7 +235,11 @@ class IntellectMoneyFlow(Flow[IntellectMoneyClient, OperationRequest, PayoutOper
 
     def _operation_id(self, run: Run) -> str:
         operation_id = run.record.operation_id
-        assert operation_id is not None, "a created operation always has its id recorded"
+        if operation_id is None:
+            raise IncompleteRowError(
+                f"the row is at {run.record.state.value} but holds no operation id "
+                "(was the ledger restored or edited?); nothing was sent"
+            )
         return operation_id
 
     async def _delete_quietly(self, operation_id: str) -> None:

@@ -1015,7 +1015,7 @@ async def test_all_active_states_are_resumable(ledger: Ledger) -> None:
 # -- identity ---------------------------------------------------------------------------
 
 
-async def test_a_ledger_has_an_identity_and_a_mark_that_grows_with_each_row(
+async def test_a_ledger_has_an_identity_and_a_mark_that_grows_with_each_row_and_step(
     backend: Backend,
 ) -> None:
     ledger = await backend.new()
@@ -1027,9 +1027,14 @@ async def test_a_ledger_has_an_identity_and_a_mark_that_grows_with_each_row(
     await ledger.enqueue(P, [Intent("k2", PARAMS)])
     now = await ledger.identity()
     assert now.ledger_id == first.ledger_id and now.mark >= 3
-    await move(ledger, "k1", LedgerState.SUCCEEDED)  # a transition begins no row
-    assert await ledger.identity() == now
+    # A change of state counts too: a backup lacking only later steps of its rows (an
+    # IntellectMoney row back at ``pending`` after it was executed) has a lower mark.
+    await move(ledger, "k1", LedgerState.SUCCEEDED)
+    moved = await ledger.identity()
+    assert moved.ledger_id == now.ledger_id and moved.mark > now.mark
+    await ledger.note(P, "k1", "a note changes no state")
+    assert await ledger.identity() == moved
     await start(ledger, "k4")
-    assert (await ledger.identity()).mark > now.mark
+    assert (await ledger.identity()).mark > moved.mark
     if backend.shared:  # another instance over the same store: the same ledger
         assert (await (await backend.new()).identity()).ledger_id == first.ledger_id

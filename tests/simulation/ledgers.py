@@ -140,13 +140,15 @@ def _retrieve(task: asyncio.Task[Any]) -> None:
 
 
 async def snapshot(ledger: Ledger) -> Any:
-    """A copy of every row and history entry."""
+    """A copy of every row and history entry, and of the ledger's identity (a backup
+    of the file or the database carries them all)."""
     if isinstance(ledger, MemoryLedger):
         return (
             dict(ledger._rows),
             dict(ledger._kept),
             {key: list(steps) for key, steps in ledger._history.items()},
             dict(ledger._by_order_id),
+            ledger._begun,
         )
     assert isinstance(ledger, SQLiteLedger)
     return await _on_thread(ledger, _copy_tables)
@@ -155,11 +157,12 @@ async def snapshot(ledger: Ledger) -> Any:
 async def restore(ledger: Ledger, copy: Any) -> None:
     """Put ``copy`` (``snapshot``) back in place of everything the ledger holds."""
     if isinstance(ledger, MemoryLedger):
-        rows, kept, history, by_order = copy
+        rows, kept, history, by_order, begun = copy
         ledger._rows = dict(rows)
         ledger._kept = dict(kept)
         ledger._history = {key: list(steps) for key, steps in history.items()}
         ledger._by_order_id = dict(by_order)
+        ledger._begun = begun
         return
     assert isinstance(ledger, SQLiteLedger)
     await _on_thread(ledger, _put_tables, copy)
@@ -181,7 +184,8 @@ async def _on_thread(ledger: SQLiteLedger, job: Callable[..., Any], *args: Any) 
     return await execute(job, db._conn, *args)
 
 
-_TABLES = ("payouts", "payout_transitions")
+#: The identity last: restoring ``payouts`` fires its row counter.
+_TABLES = ("payouts", "payout_transitions", "payout_ledger")
 
 
 def _copy_tables(conn: sqlite3.Connection) -> dict[str, tuple[list[str], list[tuple[Any, ...]]]]:

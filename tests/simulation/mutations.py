@@ -55,7 +55,9 @@ def _old_fence(patches: Patches, world: World) -> None:
 
     def __init__(self: Run, ledger: Any, claim: Any, *args: Any, **kwargs: Any) -> None:
         init(self, ledger, claim, *args, **kwargs)
-        self._old_valid_until = kwargs["claimed_before"] + kwargs["lease_seconds"]  # type: ignore[attr-defined]
+        # (It counted from just before the claim; the claim's end is as near as the
+        # new ``Run`` is told.)
+        self._old_valid_until = kwargs["claimed_after"] + kwargs["lease_seconds"]  # type: ignore[attr-defined]
 
     async def move_(self: Run, *args: Any, **kwargs: Any) -> Any:
         started = _now()
@@ -97,19 +99,16 @@ def _old_fence(patches: Patches, world: World) -> None:
 
 
 def _old_takeover(patches: Patches, world: World) -> None:
-    init, drive = Run.__init__, Payouts._drive
+    init = Run.__init__
 
     def __init__(self: Run, ledger: Any, claim: Any, *args: Any, **kwargs: Any) -> None:
         init(self, ledger, claim, *args, **kwargs)
-        self.quiet_from = kwargs["claimed_after"] + claim.previous_lease_left
-
-    async def _drive(self: Payouts[Any], claim: Any, *args: Any, **kwargs: Any) -> Any:
-        if kwargs.get("holder_dead"):  # its lease's remainder is not waited out
-            claim = attrs.evolve(claim, previous_lease_left=0.0)
-        return await drive(self, claim, *args, **kwargs)
+        # What the lease taken over still had to run -- on the ledger's clock, and
+        # nothing at all when its holder looked dead (a lease is taken before it ends
+        # only from a holder taken for dead).
+        self.quiet_from = kwargs["claimed_after"]
 
     patches.set(Run, "__init__", __init__)
-    patches.set(Payouts, "_drive", _drive)
 
 
 # -- old-evidence ---------------------------------------------------------------------

@@ -243,11 +243,21 @@ class Planner:
     def _restore(self, taken: float, restored: float) -> Action:
         async def backup_and_restore() -> None:
             copy = await snapshot(self.world.inner)
+            backed_up = await self.world.inner.identity()
             self.world.log("ledger backed up")
             await asyncio.sleep(restored - taken)
+            before = await self.world.inner.identity()
             await restore(self.world.inner, copy)
+            after = await self.world.inner.identity()
             self.world.disrupted["*"] = self.world.loop.time()
             self.world.stats["restored"] = True
-            self.world.log("ledger restored from the backup")
+            # Whether anything the mark counts happened between backup and restore.
+            self.world.stats["restore_changed"] = before.mark != backed_up.mark
+            # What the CLI compares with what it noted at that location (issue 27
+            # item 2): another ledger, or one that has begun fewer rows, is refused.
+            self.world.stats["restore_seen"] = (
+                after.ledger_id != before.ledger_id or after.mark < before.mark
+            )
+            self.world.log(f"ledger restored from the backup (mark {before.mark} -> {after.mark})")
 
         return backup_and_restore
