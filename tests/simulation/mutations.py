@@ -22,8 +22,6 @@ import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import attrs
-
 from payout_async._errors import ConfigurationError, NotFoundError
 from payout_async._polling import PollPolicy, is_transient
 from payout_async.enot import EnotClient, Payoff, PayoffStatus, PayoffWebhook, _poller
