@@ -9,13 +9,12 @@ host: ``Payouts.resume`` checks), so the commands list them instead of saying
 from __future__ import annotations
 
 import datetime
-import socket
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ..ledger import ACTIVE_STATES, LeaseHolder, Ledger, PayoutRecord
-from ..payouts._owner import owner_is_dead
+from ..payouts._owner import host_name, owner_is_dead
 from ._console import Column, render_table, show, terminal_width
 
 __all__ = [
@@ -51,8 +50,7 @@ def _owner(owner: str | None) -> str:
     """The lease owner as recorded, marked when it is a process of this host."""
     if not owner:
         return ""
-    host = owner.split(":", 1)[0]
-    if host != socket.gethostname():
+    if owner.split(":", 1)[0] != host_name():
         return owner
     return f"{owner} (this host, process ended)" if owner_is_dead(owner) else f"{owner} (this host)"
 

@@ -1,7 +1,7 @@
 """``payout-async ARGS`` as if it ran on another host.
 
 The lease owners it writes name the host ``elsewhere``, so workers on this host cannot
-tell when it has died (``owner_is_dead`` only knows this host's processes) and must
+tell when it has died (``owner_is_dead`` only judges this host's processes) and must
 wait for its leases to run out, as they would for a worker on another machine.
 """
 
@@ -20,7 +20,7 @@ def _elsewhere() -> str:
     return "elsewhere"
 
 
-_owner._host = _elsewhere  # type: ignore[assignment]
+_owner.host_name = _elsewhere  # type: ignore[assignment]
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -469,9 +468,12 @@ async def test_rows_of_a_dead_local_process_are_taken_over_at_once(backend: Back
     # A process of this host died mid-create holding two-minute leases: resume() and a
     # re-run pay() take its rows at once, and -- as it can send nothing more -- wait only
     # the grace period, not the rest of its lease.
-    finished = await asyncio.create_subprocess_exec(sys.executable, "-c", "pass")
-    await finished.wait()
-    owner = f"{socket.gethostname()}:{finished.pid}:1:deadbeef"
+    code = "from payout_async.payouts._owner import new_owner; print(new_owner())"
+    finished = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await finished.communicate()
+    owner = out.decode().strip()  # the owner name that process gave itself
     ledger = await backend.new()
     async with Sandbox(config=fast_config()) as sandbox, enot_client(sandbox.enot_url) as enot:
         for key in ("by-resume", "by-pay"):

@@ -5,7 +5,6 @@ back when stopped without letting anything be paid twice."""
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, cast
@@ -21,6 +20,7 @@ from payout_async.ledger import (
     PayoutRecord,
 )
 from payout_async.payouts import Payouts, WorkerSummary
+from payout_async.payouts._owner import owner_for
 from payout_async.payouts._worker import _StoppingLedger
 from payout_async.sandbox import Sandbox
 from tests.ledger.support import Backend
@@ -286,7 +286,7 @@ async def test_rows_of_a_dead_process_of_this_host_are_taken_over_at_once(
     backend: Backend, sandbox: Sandbox
 ) -> None:
     ledger = await backend.new()
-    dead = f"{socket.gethostname()}:999999999:1:gone"  # no such process
+    dead = owner_for(999_999_999, "1")  # a process of this host, boot and namespace: gone
     request = enot_request()
     async with enot_client(sandbox.enot_url) as enot:
         flow = payouts(enot, ledger, lease_seconds=600)
