@@ -23,9 +23,9 @@ from typing import Any
 
 import pytest
 
-from payout_async import IdempotencyConflictError, PayoutStatus, PollPolicy
+from payout_async import IdempotencyConflictError, PayoutStatus, PollPolicy, Timeouts
 from payout_async.enot import PayoffRequest
-from payout_async.ledger import Ledger, LedgerState, MemoryLedger, params_hash
+from payout_async.ledger import Ledger, LedgerState, MemoryLedger, PayoutRecord, params_hash
 from payout_async.payouts import order_id_for
 from payout_async.payouts._orchestrator import _request_params
 from payout_async.sandbox import FaultKind, Sandbox
@@ -260,19 +260,47 @@ async def test_a_worker_paused_past_its_lease_does_not_send_after_a_takeover(
         assert_paid_at_most_once(sandbox)
 
 
+#: Request timeouts a loaded machine does not reach: a create that times out is looked
+#: up and may be sent again (a second attempt, still one payment), which is not what
+#: the paused-worker test is about.
+PATIENT = Timeouts(total=2.5, connect=2.5, read=2.5)
+
+
 async def test_a_paused_worker_whose_lease_nobody_took_renews_and_sends(
     backend: Backend,
 ) -> None:
+    # The worker pauses between recording its create and sending it; meanwhile its
+    # lease runs out on the ledger (ended there at once rather than waited out) and
+    # nobody takes the row. The fence renews the lease -- the token still holds it --
+    # and the create leaves, once. The pause also outlasts what the worker's memory of
+    # its lease allows (0.9 * 5 s lease - 2.5 s timeout = 2 s), so a fence that trusts
+    # that memory renews too; those 2 s are the renewal's room on a loaded machine.
     ledger = await backend.new()
+    ended: list[float] = []
+
+    async def lease_runs_out(record: PayoutRecord) -> None:
+        assert record.lease_owner is not None
+        await ledger.renew(
+            "enot", record.key, owner=record.lease_owner, token=record.lease_token,
+            lease_seconds=0.0,
+        )  # fmt: skip
+        expired = await ledger.get("enot", record.key)
+        assert expired is not None and expired.lease_expires_at is not None
+        ended.append(expired.lease_expires_at)
+        await asyncio.sleep(2.1)
+
     async with (
         Sandbox(config=fast_config()) as sandbox,
-        enot_client(sandbox.enot_url, timeouts=SHORT_TIMEOUTS) as enot,
+        enot_client(sandbox.enot_url, timeouts=PATIENT) as enot,
     ):
-        worker = payouts(enot, ledger, lease_seconds=1.0)
-        with pause_before_send(worker, 1.5):
-            result = await worker.pay("k", enot_request())
+        worker = payouts(enot, ledger, lease_seconds=5.0)
+        worker._before_send = lease_runs_out
+        result = await worker.pay("k", enot_request())
+        assert len(ended) == 1  # paused once, with its lease over
         assert result.status is PayoutStatus.SUCCEEDED and result.attempts == 1
         assert sandbox.paid_per_payout() == {("enot", "k"): 1}
+        row = await ledger.get("enot", "k")
+        assert row is not None and row.lease_token == 1  # nobody else ever claimed it
 
 
 # -- 5. order_id belongs to one key ------------------------------------------------------
