@@ -11,7 +11,9 @@ error answer carrying a given message) and reports what it did
 ``peak_rate``), can enforce a rate limit per provider (answering 429) and be topped up
 (``Sandbox.top_up``). ``SandboxConfig`` can also model what the providers'
 documents leave open: IntellectMoney's state lag after an accepted execute and its
-answer to a second execute, and Enot's ``payoff/info`` lag.
+answer to a second execute, Enot's ``payoff/info`` lag, and answers that leave long
+after the state they carry was read (``answer_delay``). ``Sandbox.foreign_payoff``
+books a payoff another system made on the same Enot account, with its signed webhook.
 """
 
 from ._app import build_app

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Literal
 
@@ -45,6 +45,21 @@ def _ratio(_: object, attribute: attrs.Attribute[float], value: float) -> None:
 
 def _kinds(value: Iterable[FaultKind]) -> frozenset[FaultKind]:
     return frozenset(value)
+
+
+def _delays(
+    value: Mapping[str, float] | Iterable[tuple[str, float]],
+) -> tuple[tuple[str, float], ...]:
+    """``answer_delay`` as sorted ``(route, seconds)`` pairs (a frozen config stays hashable)."""
+    pairs = value.items() if isinstance(value, Mapping) else value
+    checked = {}
+    for route, seconds in pairs:
+        if not (math.isfinite(seconds) and seconds >= 0):
+            raise ValueError(
+                f"answer_delay[{route!r}] must be a finite number of seconds, 0 or more"
+            )
+        checked[check_route(route)] = float(seconds)
+    return tuple(sorted(checked.items()))
 
 
 def _routes(value: Iterable[str] | None) -> frozenset[str] | None:
@@ -92,6 +107,17 @@ class SandboxConfig:
     of ``LATENCY``, ``retry_after`` the ``Retry-After`` of ``RATE_LIMIT``. ``seed``
     makes outcomes and faults reproducible.
 
+    Slow answers (off by default): ``answer_delay`` maps a route to seconds, e.g.
+    ``{"enot.info": 20.0, "im.state": 20.0}``. A request of that route is processed
+    when it arrives -- the state is read, a create or execute commits -- and its answer
+    leaves that many seconds later, carrying the state as it was when read: "the
+    provider answered 20 s after it read its state". (``LATENCY`` is the opposite: it
+    waits first, then reads.) Routes: ``im.create`` (CreatePayoutOperation),
+    ``im.execute`` (ExecutePayoutOperation), ``im.state`` (GetOperationState),
+    ``im.delete`` (DeleteOperation), ``enot.create`` (payoff/create), ``enot.info``
+    (payoff/info), ``enot.banks`` (the SBP bank list), ``enot.balance`` (the balance).
+    ``Sandbox.delay_answers`` changes it while the sandbox runs.
+
     Rate limit (off by default): with ``rate_limit_per_second`` set, each provider
     accepts that many requests a second, with bursts of ``rate_limit_burst``, and
     answers the others 429 with a ``Retry-After`` saying when the next would be
@@ -130,6 +156,8 @@ class SandboxConfig:
     stall_seconds: float = attrs.field(default=30.0, validator=_non_negative)
     latency: tuple[float, float] = (0.05, 0.3)
     retry_after: float = attrs.field(default=1.0, validator=_non_negative)
+
+    answer_delay: tuple[tuple[str, float], ...] = attrs.field(default=(), converter=_delays)
 
     rate_limit_per_second: float | None = attrs.field(default=None, validator=_positive_or_none)
     rate_limit_burst: int = attrs.field(default=1, validator=attrs.validators.ge(1))

@@ -7,6 +7,11 @@ dispatcher at each due time: create moves the withdrawal from the active balance
 the frozen one; at the due time it leaves the frozen balance, and a failed payoff's
 withdrawal returns to the active balance.
 
+Payoffs of another system on the same account (``create(..., foreign=True)``) are kept
+apart: ``payoff/info`` finds them by id and by order_id, their webhooks go out, they
+draw on the same balance -- but iterating the book (what ``stats``, ``duplicates`` and
+``paid_per_payout`` count) yields ours only; ``foreign()`` yields theirs.
+
 Fees follow ``subtract``: 1 takes the fee from the balance (the withdrawal is amount
 plus fee, the recipient gets the amount), 2 (the default) takes it from the amount (the
 withdrawal is the amount, the recipient gets amount minus fee).
@@ -68,6 +73,7 @@ class EnotPayoff:
     created_wall: float
     due_at: float
     outcome: str
+    foreign: bool = False  # created by another system on the same account, not by us
 
     @property
     def receive(self) -> Decimal:
@@ -95,24 +101,42 @@ class EnotBook:
         self._by_order: dict[str, list[EnotPayoff]] = {}
         self._pending: list[tuple[float, int, EnotPayoff]] = []
         self._seq = 0
+        self._foreign = 0  # how many of ``_payoffs`` are another system's
         self.outbox: list[EnotPayoff] = []
 
     def __iter__(self) -> Iterator[EnotPayoff]:
-        return iter(self._payoffs.values())
+        """Our payoffs (not another system's: see ``foreign``)."""
+        return (payoff for payoff in self._payoffs.values() if not payoff.foreign)
 
     def __len__(self) -> int:
-        return len(self._payoffs)
+        return len(self._payoffs) - self._foreign
+
+    def foreign(self) -> Iterator[EnotPayoff]:
+        """The payoffs another system created on the same account."""
+        return (payoff for payoff in self._payoffs.values() if payoff.foreign)
 
     def fee(self, amount: Decimal) -> Decimal:
         """The commission on ``amount``."""
         fee = amount * self._config.enot_fee_percent / 100 + self._config.enot_fee_fixed
         return fee.quantize(_CENT, ROUND_HALF_UP)
 
-    def create(self, details: PayoffDetails) -> EnotPayoff:
-        """Check the tariff, the balance and the order_id, then record a payoff."""
+    def create(
+        self,
+        details: PayoffDetails,
+        *,
+        foreign: bool = False,
+        outcome: str | None = None,
+        final_after: float | None = None,
+    ) -> EnotPayoff:
+        """Check the tariff, the balance and the order_id, then record a payoff.
+
+        ``foreign``: another system's payoff (no order_id check: Enot accepted it from
+        them), ending with ``outcome`` (``success``/``fail``; drawn as usual when None)
+        after ``final_after`` seconds (``enot_final_after`` when None)."""
         config = self._config
         amount, order_id = details.amount, details.order_id
-        if config.duplicate_order_id == "reject" and order_id in self._by_order:
+        duplicate = order_id in self._by_order
+        if config.duplicate_order_id == "reject" and duplicate and not foreign:
             raise PayoffRefused(422, "Вывод с таким order_id уже существует.")
         if not config.enot_min_amount <= amount <= config.enot_max_amount:
             raise PayoffRefused(403, "Сумма вывода меньше или больше доступной по тарифу.")
@@ -123,7 +147,9 @@ class EnotBook:
         self.settle()
         if withdraw > self.active:
             raise PayoffRefused(403, "Недостаточно средств на балансе.")
-        failed = config.failure_ratio > 0 and self._rng.random() < config.failure_ratio
+        if outcome is None:
+            failed = config.failure_ratio > 0 and self._rng.random() < config.failure_ratio
+            outcome = FAIL if failed else SUCCESS
         now = self._clock()
         payoff = EnotPayoff(
             id=str(uuid.uuid4()),
@@ -132,12 +158,14 @@ class EnotBook:
             withdraw=withdraw,
             created_at=now,
             created_wall=time.time(),
-            due_at=now + config.enot_final_after,
-            outcome=FAIL if failed else SUCCESS,
+            due_at=now + (config.enot_final_after if final_after is None else final_after),
+            outcome=outcome,
+            foreign=foreign,
         )
         self.active -= withdraw
         self.frozen += withdraw
         self._payoffs[payoff.id] = payoff
+        self._foreign += foreign
         if order_id is not None:
             self._by_order.setdefault(order_id, []).append(payoff)
         self._seq += 1

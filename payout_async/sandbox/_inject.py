@@ -9,6 +9,10 @@ Whether the effect commits, kind by kind (the processor is what commits):
 * processed, then answered with an error as if it had not been -- ``COMMIT_THEN_408``,
   ``COMMIT_THEN_422``;
 * processed and answered, late -- ``LATENCY``.
+
+Apart from faults, a route's answers may be held after processing
+(``SandboxConfig.answer_delay``): the state is read when the request arrives, the
+answer leaves later.
 """
 
 from __future__ import annotations
@@ -57,9 +61,12 @@ async def _truncate(request: web.Request, answer: web.StreamResponse) -> web.Str
     return _drop(request)
 
 
-async def _stall(state: SandboxState) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(state.closing.wait(), state.config.stall_seconds)
+async def _stall(state: SandboxState, seconds: float | None = None) -> None:
+    """Say nothing for ``seconds`` (``stall_seconds``), or until the sandbox closes."""
+    seconds = state.config.stall_seconds if seconds is None else seconds
+    with contextlib.suppress(TimeoutError):  # not ``wait_for``: see ``_webhooks._run``
+        async with asyncio.timeout(seconds):
+            await state.closing.wait()
 
 
 async def _misbehave(
@@ -113,10 +120,11 @@ def with_faults(
     route: str, process: Processor, state: SandboxState, error_answer: ErrorAnswer
 ) -> Processor:
     """A handler that records each request of ``route``, answers 429 beyond the
-    provider's rate limit (``_traffic``), counts the call and answers its scripted
-    error (``_scripted_errors``) or applies its fault, if any."""
+    provider's rate limit (``_traffic``), counts the call, answers its scripted error
+    (``_scripted_errors``) or applies its fault, if any, and holds the answer for the
+    route's ``answer_delay``."""
 
-    async def handle(request: web.Request) -> web.StreamResponse:
+    async def answer(request: web.Request) -> web.StreamResponse:
         retry_after = state.traffic.arrive(route)
         if retry_after is not None:
             return _rate_limited(retry_after, error_answer)
@@ -129,5 +137,12 @@ def with_faults(
         if kind is None:
             return await process(request)
         return await _misbehave(kind, request, process, state, error_answer)
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        response = await answer(request)  # the state is read (and committed) now
+        delay = state.answer_delays.get(route, 0.0)
+        if delay > 0:
+            await _stall(state, delay)
+        return response
 
     return handle

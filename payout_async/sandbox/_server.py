@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import socket
 import time
 from collections import Counter
 from collections.abc import Callable
 from decimal import Decimal
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
 
@@ -16,7 +17,8 @@ from ..enot import EnotClient
 from ..intellectmoney import Api, IntellectMoneyClient
 from ._app import build_app
 from ._config import SandboxConfig, SandboxCredentials
-from ._faults import Faults
+from ._enot_book import FAIL, SUCCESS, PayoffDetails, PayoffRefused
+from ._faults import Faults, check_route
 from ._im_routes import IM_PREFIX
 from ._state import SandboxState, WebhookDelivery
 from ._stats import Duplicate, SandboxStats, collect_stats, find_duplicates, paid_per_payout
@@ -32,8 +34,9 @@ class Sandbox:
     Use as ``async with Sandbox() as sandbox:``; pass ``sandbox.intellectmoney_url``
     and ``sandbox.enot_url`` with ``sandbox.credentials`` to the clients, or let
     ``intellectmoney_client()`` / ``enot_client()`` build them. ``faults`` scripts
-    misbehaviour; ``stats()``, ``duplicates()`` and ``paid_per_payout()`` say what
-    the books hold.
+    misbehaviour; ``delay_answers`` holds a route's answers after reading the state;
+    ``foreign_payoff`` books a payoff of another system on the same Enot account;
+    ``stats()``, ``duplicates()`` and ``paid_per_payout()`` say what the books hold.
     """
 
     def __init__(
@@ -144,6 +147,56 @@ class Sandbox:
     def clear_scripted_errors(self) -> None:
         """Forget the scripted error answers not given yet."""
         self.state.errors.clear()
+
+    def delay_answers(self, route: str, seconds: float) -> None:
+        """Hold each answer of ``route`` (``"enot.info"``, ``"im.state"``... see
+        ``SandboxConfig.answer_delay``) ``seconds`` after its request was processed,
+        from the next request on (0: at once again). ``reset()`` restores the config's."""
+        if not (math.isfinite(seconds) and seconds >= 0):
+            raise ValueError("seconds must be a finite number, 0 or more")
+        self.state.answer_delays[check_route(route)] = float(seconds)
+
+    def foreign_payoff(
+        self,
+        *,
+        order_id: str,
+        amount: Decimal | str,
+        service: str = "card",
+        wallet_to: str | None = None,
+        status: Literal["success", "fail"] = "success",
+        hook_url: str | None = None,
+        final_after: float = 0.0,
+        comment: str | None = None,
+    ) -> str:
+        """Book a payoff that *another system* on the same Enot account created under
+        ``order_id`` (not our library): ``payoff/info`` shows it by id and by
+        ``order_id`` as Enot would, it draws on the balance, and it ends ``status``
+        after ``final_after`` seconds, when its webhook -- signed with the additional
+        key, as the sandbox signs every webhook -- is POSTed to ``hook_url`` (loopback
+        only). It is kept apart from ours: ``stats()``, ``duplicates()`` and
+        ``paid_per_payout()`` count only our payouts (``state.enot.foreign()`` lists
+        theirs). Its order_id counts as used: a create of ours with it is accepted or
+        refused by ``duplicate_order_id``. Returns its payoff id.
+        Raises ``ValueError`` when the tariff or the balance refuses it."""
+        if status not in (SUCCESS, FAIL):
+            raise ValueError("status must be 'success' or 'fail'")
+        if not (math.isfinite(final_after) and final_after >= 0):
+            raise ValueError("final_after must be a finite number of seconds, 0 or more")
+        details = PayoffDetails(
+            service=service,
+            wallet=wallet_to,
+            amount=Decimal(amount),
+            order_id=order_id,
+            comment=comment,
+            hook_url=hook_url,
+        )
+        try:
+            payoff = self.state.enot.create(
+                details, foreign=True, outcome=status, final_after=final_after
+            )
+        except PayoffRefused as refused:
+            raise ValueError(f"Enot would refuse it: {refused.message}") from None
+        return payoff.id
 
     def issue_user_token(self) -> str:
         """A fresh IntellectMoney UserToken, valid for ``config.user_token_lifetime``."""

@@ -76,6 +76,8 @@ class SandboxState:
         self.im_inner = InnerAnswers()
         self.errors = ErrorScript()
         self.traffic = Traffic(config, self.clock)
+        #: Seconds each route's answer is held after its request was processed.
+        self.answer_delays: dict[str, float] = dict(config.answer_delay)
 
     def watch_enot(self, callback: Callable[[], None] | None) -> None:
         """Call ``callback`` whenever Enot payoffs are created or webhooks fall due."""

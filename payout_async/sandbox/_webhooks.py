@@ -105,8 +105,11 @@ class WebhookDispatcher:
             due = enot.next_due()
             nap = _MAX_SLEEP if due is None else min(_MAX_SLEEP, max(0.0, due - state.clock()))
             self._wake.clear()
+            # Not ``wait_for``: Python 3.11's swallows a cancellation that arrives as
+            # the wake-up does (a ``reset`` then ``close``), and ``stop`` never ended.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), nap)
+                async with asyncio.timeout(nap):
+                    await self._wake.wait()
 
     async def _deliver(self, payoff: EnotPayoff) -> None:
         state = self._state
