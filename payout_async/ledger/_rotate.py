@@ -20,11 +20,12 @@ counts them).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
 from ._base import LedgerState
+from ._errors import LedgerKeyError
 from ._recipient import ALTERED, Recipients, Resealed
 from ._rows import COLUMNS, FINAL_VALUES, reseal_row
 
@@ -93,6 +94,7 @@ class RotationReport:
     use: KeyUse
 
 
+@runtime_checkable
 class Rotatable(Protocol):
     """A ledger whose keys can rotate (``SQLiteLedger``, ``PostgresLedger``)."""
 
@@ -137,3 +139,20 @@ async def rotate(
         if done.last is None:
             return RotationReport(rotated, left, await ledger.key_use())
         after = done.last
+
+
+async def check_keys(ledger: object) -> None:
+    """Raise ``LedgerKeyError`` when live rows of ``ledger`` are signed with keys it
+    does not hold (a worker started with another key would set them all aside):
+    before a worker claims anything. A ledger that keeps no signatures passes."""
+    recipients = getattr(ledger, "_recipients", None)
+    if not isinstance(ledger, Rotatable) or not isinstance(recipients, Recipients):
+        return
+    use = await ledger.key_use()
+    missing = {kid: rows for kid, rows in use.by_key.items() if kid not in recipients.key_ids}
+    if missing:
+        named = ", ".join(f"{kid} ({rows} live rows)" for kid, rows in missing.items())
+        raise LedgerKeyError(
+            f"this ledger's live rows use key id(s) {named} that the given "
+            "encryption_key does not hold: give the key (ring) they were written with"
+        )

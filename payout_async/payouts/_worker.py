@@ -39,6 +39,7 @@ import attrs
 from .._errors import ValidationError
 from .._shield import shielded
 from ..ledger import ACTIVE_STATES, Claim, Ledger, LedgerError, PayoutRecord, WorkListener
+from ..ledger._rotate import check_keys
 from ._owner import owner_is_dead
 from ._result import PayoutResult, PayoutStatus
 from ._tasks import cancel_and_wait
@@ -193,7 +194,10 @@ class Worker:
         self._ended = asyncio.Event()  # a drive has ended since the loop last looked
 
     async def run(self, stop: asyncio.Event) -> WorkerSummary:
-        """Work until ``stop`` is set, then stop cleanly (see the module docstring)."""
+        """Work until ``stop`` is set, then stop cleanly (see the module docstring).
+        ``LedgerKeyError`` before anything is claimed when live rows use ledger keys
+        this worker lacks."""
+        await check_keys(self._ledger)
         listener = await self._ledger.listen_for_work(self._provider)
         stopped = asyncio.ensure_future(stop.wait())
         try:
