@@ -185,6 +185,55 @@ async def test_a_stepped_ledger_clock_lets_no_retry_of_the_old_holder_leave(
 
 # -- 4. slow answers inside the timeout --------------------------------------------------
 
+#: Answers may take 1.2 s (inside the 2 s total timeout); the provider hides what it did
+#: for 0.8 s, less than the 1 s grace / settle window: within every documented bound.
+SLOW = Timeouts(total=2.0, connect=1.0, read=1.8)
+SLOW_ANSWER, HIDDEN, WINDOW = 1.2, 0.8, 1.0
+
+
+async def test_a_slow_not_found_does_not_shorten_the_enot_grace(backend: Backend) -> None:
+    """The create's answer is lost; Enot hides the new payoff for 0.8 s and answers
+    ``payoff/info`` 1.2 s after it read its books. The first "not found" arrives after
+    the 1 s grace but says how things stood when it was asked: it must not count as
+    "not found for the grace" (which created a second payoff)."""
+    config = fast_config(
+        duplicate_order_id="accept",
+        enot_info_lag=HIDDEN,
+        answer_delay={"enot.info": SLOW_ANSWER},
+    )
+    ledger = await backend.new()
+    async with (
+        Sandbox(config=config) as sandbox,
+        enot_client(sandbox.enot_url, timeouts=SLOW) as client,
+    ):
+        sandbox.faults.script("enot.create", kind=FaultKind.COMMIT_THEN_CLOSE, nth=1)
+        result = await payouts(client, ledger, grace=WINDOW).pay("k", enot_request())
+        assert result.status is PayoutStatus.SUCCEEDED
+        assert_paid_once(sandbox, "k")
+
+
+async def test_a_slow_created_does_not_shorten_the_settle_window(backend: Backend) -> None:
+    """The execute's answer is lost; IntellectMoney reads ``Created`` for 0.8 s after
+    accepting it and answers ``GetOperationState`` 1.2 s after it read the state. That
+    ``Created`` arrives after the 1 s settle window but is as old as its question: it
+    must not count as "the execute did not happen" (which executed again)."""
+    config = fast_config(
+        im_second_execute="pay_again",
+        im_execute_lag=HIDDEN,
+        answer_delay={"im.state": SLOW_ANSWER},
+    )
+    ledger = await backend.new()
+    async with (
+        Sandbox(config=config) as sandbox,
+        im_client(sandbox.intellectmoney_url, timeouts=SLOW) as client,
+    ):
+        sandbox.faults.script("im.execute", kind=FaultKind.COMMIT_THEN_CLOSE, nth=1)
+        flow = payouts(client, ledger, execute_settle=WINDOW)
+        result = await flow.pay("im-k", im_request("im-k"))
+        assert result.status is PayoutStatus.SUCCEEDED
+        assert sandbox.duplicates() == []
+        assert sandbox.paid_per_payout()[("intellectmoney", "im-k")] == 1
+
 
 # -- 5. a signed webhook of another system's payoff ------------------------------------
 
