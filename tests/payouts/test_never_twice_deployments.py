@@ -21,6 +21,7 @@ from payout_async import PayoutStatus, RetryPolicy, Timeouts
 from payout_async.enot import PayoffRequest, PayoffWebhook
 from payout_async.ledger import Ledger, LedgerState, MemoryLedger
 from payout_async.payouts import _orchestrator
+from payout_async.payouts._owner import new_owner
 from payout_async.sandbox import FaultKind, Sandbox
 from payout_async.testing import pause_before_send
 from tests.ledger.support import PG_DSN, Backend
@@ -180,6 +181,50 @@ async def test_a_stepped_ledger_clock_lets_no_retry_of_the_old_holder_leave(
         record = await ledger_b.get("enot", "k")
         assert record is not None and record.state is LedgerState.SUCCEEDED
         assert result_a.key == "k"
+        assert_paid_once(sandbox, "k")
+
+
+# -- 3. two live workers that take each other for dead ----------------------------------
+
+
+def in_another_namespace(pid: int) -> str:
+    """The owner a worker of this host name gets in another PID namespace, whose pid
+    there is ``pid`` (here: another process, or none at all)."""
+    parts = new_owner().split(":")
+    if len(parts) == 6:  # host:boot:pid-namespace:pid:start:nonce
+        parts[2], parts[3] = "4026530001", str(pid)
+    else:  # host:pid:start:nonce (before owners named their namespace)
+        parts[1] = str(pid)
+    return ":".join(parts)
+
+
+async def test_two_workers_in_other_namespaces_finish_a_payout_without_taking_turns(
+    backend: Backend,
+) -> None:
+    """Two workers with this host's name, each in a PID namespace of its own (docker
+    compose ``hostname:``, Kubernetes ``hostNetwork``). Each sees the other's pid in its
+    own ``/proc`` as another process, or none; neither may take the other for dead. A
+    row whose create answer was lost is finished by one of them, without the two taking
+    it from each other (each takeover raises the row's token)."""
+    config = fast_config(duplicate_order_id="accept", enot_info_lag=0.3)
+    async with Sandbox(config=config) as sandbox, enot_client(sandbox.enot_url) as client:
+        sandbox.faults.script("enot.create", kind=FaultKind.COMMIT_THEN_CLOSE, nth=1)
+        workers = [
+            payouts(client, await backend.new(), owner=in_another_namespace(pid)) for pid in (1, 2)
+        ]
+        await workers[0].enqueue([("k", enot_request())])
+        stop = asyncio.Event()
+        running = [
+            asyncio.create_task(worker.run_worker(stop=stop, idle_poll=0.1)) for worker in workers
+        ]
+        ledger = workers[0].ledger
+        try:
+            await eventually(has_state(ledger, "k", LedgerState.SUCCEEDED), seconds=30)
+        finally:
+            stop.set()
+            await asyncio.gather(*running)
+        record = await ledger.get("enot", "k")
+        assert record is not None and record.lease_token <= 3, record  # taking turns: 5+
         assert_paid_once(sandbox, "k")
 
 
