@@ -39,30 +39,38 @@ async def test_the_web_handler_example_pays_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)  # the example's SQLite ledger lands here
-    monkeypatch.setenv("PAYOUT_ASYNC_LEDGER_KEY", new_encryption_key())
     credentials = SandboxCredentials()
+    for name, value in (
+        ("PAYOUT_ASYNC_LEDGER_KEY", new_encryption_key()),
+        ("IM_USER_TOKEN", credentials.im_user_token),
+        ("IM_SIGN_SECRET_KEY", credentials.im_secret_key),
+        ("IM_BEARER_TOKEN", credentials.im_bearer_token),
+    ):
+        monkeypatch.setenv(name, value)
     async with Sandbox(config=fast_config()) as sandbox:
         code = example(
             "One payout from a web handler",
-            "bearer_token=bearer)",
-            "bearer_token=bearer, base_url=base_url)",
+            'bearer_token=os.environ["IM_BEARER_TOKEN"],',
+            'bearer_token=os.environ["IM_BEARER_TOKEN"], base_url=base_url,',
         )
         namespace: dict[str, Any] = {
             "__name__": "readme_example",  # as a module of the reader's would have
-            "user_token": credentials.im_user_token,
-            "sign_secret_key": credentials.im_secret_key,
-            "bearer": credentials.im_bearer_token,
             "base_url": sandbox.intellectmoney_url,
         }
         exec(compile(code, str(README), "exec"), namespace)
-        form = {"withdrawal_id": "42", "card": "4111111111111111", "amount": "150.00"}
+        form = {"card": "4111111111111111", "amount": "150.00"}
         async with TestClient(TestServer(namespace["app"])) as http:
             # A double click: two requests at once, then one more.
-            clicks = [http.post("/withdraw", data=form) for _ in range(2)]
-            first, second = [await r.json() for r in await asyncio.gather(*clicks)]
-            again = await (await http.post("/withdraw", data=form)).json()
+            clicks = [http.post("/withdrawals/42", data=form) for _ in range(2)]
+            answers = await asyncio.gather(*clicks)
+            first, second = [await r.json() for r in answers]
+            again = await (await http.post("/withdrawals/42", data=form)).json()
+            other = await http.post("/withdrawals/42", data={**form, "amount": "99.00"})
+            bad = await http.post("/withdrawals/43", data={**form, "card": "1234"})
+            assert (other.status, bad.status) == (409, 422)
 
-        assert first["paid"] is True and first["operation"]
+        assert [r.status for r in answers] == [200, 200]
+        assert first["status"] == "succeeded" and first["operation"]
         assert second == first and again == first
         assert len([op for op in sandbox.state.intellectmoney if op.executed_at]) == 1
         assert sandbox.duplicates() == []
