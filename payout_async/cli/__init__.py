@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from collections.abc import Sequence
 
 from .. import __version__
@@ -12,6 +14,7 @@ from . import _batch, _demo, _enqueue, _export, _key, _ledger_commands, _sandbox
 from ._args import EXIT_USAGE, CLIError, Parser
 from ._console import say
 from ._core import LONG_RUNNING, no_core_dumps
+from ._logging import add_logging_options, configure_logging
 
 __all__ = ["build_parser", "main"]
 
@@ -29,18 +32,32 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command in _COMMANDS:
         command.register(subparsers)
+    for command_parser in subparsers.choices.values():
+        add_logging_options(command_parser)
     return parser
+
+
+#: The exit status of a command whose output was cut off (``| head``): as a Unix tool
+#: killed by SIGPIPE.
+EXIT_PIPE_CLOSED = 128 + 13
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status. A configuration or input error is
-    one ``error:`` line on stderr and exit status 2, never a traceback."""
+    one ``error:`` line on stderr and exit status 2, never a traceback; a reader that
+    closes the output early (``| head``) ends the command quietly."""
     args = build_parser().parse_args(argv)
+    configure_logging(args)
     if args.command in LONG_RUNNING:
         no_core_dumps()  # a core file would hold card numbers, secrets and the ledger key
     try:
         status: int = args.run(args)
+        sys.stdout.flush()
     except (CLIError, ConfigurationError) as error:
         say(f"error: {scrub(str(error))}")  # it may echo a file's cell or header
         return EXIT_USAGE
+    except BrokenPipeError:
+        # Nothing more can be written there; keep the interpreter from trying again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_PIPE_CLOSED
     return status

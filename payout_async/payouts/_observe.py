@@ -31,6 +31,22 @@ HOOK_TIMEOUT = 5.0
 OnTransition = Callable[[PayoutRecord, Transition], Awaitable[None] | None]
 
 
+def _fields(
+    before: LedgerState | None, record: PayoutRecord, note: str | None
+) -> dict[str, object]:
+    """A transition's fields for structured logs (``--log-format json``): never the
+    parameters, so no recipient."""
+    return {
+        "key": record.key,
+        "provider": record.provider,
+        "from": None if before is None else before.value,
+        "to": record.state.value,
+        "attempt": record.attempts,
+        "provider_id": record.operation_id,
+        "note": note,
+    }
+
+
 class Observer:
     """Logs every transition once at INFO and hands it to ``on_transition``.
 
@@ -71,6 +87,7 @@ class Observer:
             record.operation_id or "-",
             record.provider_status or "-",
             f" ({note})" if note else "",
+            extra={"transition": _fields(before, record, note)},
         )
         if self.on_transition is not None:
             await self._call(self.on_transition, record, transition)
