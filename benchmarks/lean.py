@@ -195,6 +195,7 @@ class Unreadable(CallError):
 MAX_DEPTH, MAX_DIGITS, MAX_EXPONENT = 32, 64, 64
 _TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def _depth_ok(body: bytes) -> bool:
@@ -216,18 +217,18 @@ def _bounded(value: Any, surrogates: bool) -> None:
     stack = [value]
     while stack:
         item = stack.pop()
-        if isinstance(item, dict):
+        kind = type(item)
+        if kind is dict:
             stack.extend(item.values())
-            if surrogates:
-                stack.extend(item.keys())
-        elif isinstance(item, list):
+            stack.extend(item.keys() if surrogates else ())
+        elif kind is list:
             stack.extend(item)
-        elif isinstance(item, Decimal):
+        elif kind is Decimal:
             if not item.is_finite() or abs(item.adjusted()) > MAX_EXPONENT:
                 raise Unreadable("a number beyond the bounds")
-        elif isinstance(item, int) and item.bit_length() > 3 * MAX_DIGITS:
+        elif kind is int and item.bit_length() > 3 * MAX_DIGITS:
             raise Unreadable("a number beyond the bounds")
-        elif surrogates and isinstance(item, str) and _SURROGATE.search(item):
+        elif kind is str and surrogates and _SURROGATE.search(item):
             raise Unreadable("a lone surrogate")
 
 
@@ -241,7 +242,7 @@ def decode(body: bytes) -> dict[str, Any]:
         value = _DECODER.decode(body if msgspec is not None else body.decode())
     except (*_DECODE_ERRORS, UnicodeDecodeError):
         raise Unreadable("not JSON") from None
-    _bounded(value, b"\\u" in body and b"\\ud" in body.lower())
+    _bounded(value, _SURROGATE_ESCAPE.search(body) is not None)
     if not isinstance(value, dict):
         raise Unreadable("not a JSON object")
     return value
