@@ -1044,6 +1044,8 @@ def main() -> int:
         calls_per_payout(args)
         return 0
     print(f"payout-async overhead benchmark on {machine()}")
+    parser_name = "msgspec" if lean.msgspec is not None else "json (pip install msgspec)"
+    print(f"lean.py parses answers with {parser_name}")
     options: dict[str, object] = {
         "seed": 1,
         "im_in_process_after": 0,
