@@ -1,45 +1,42 @@
-"""What payout-async costs over hand-written aiohttp calls.
+"""What payout-async costs over hand-written aiohttp calls, and over a lean
+implementation of the same guarantees (``lean.py``).
 
-One sandbox, in a process of its own with faults off, and the same workload done six
-ways: N IntellectMoney create+execute+get-state sequences and N Enot create+info pairs,
+One sandbox, in a process of its own with faults off, and the same workload, N
+IntellectMoney create+execute+get-state sequences and N Enot create+info pairs, done
+by each *way* three times over, back to back in this process:
 
-* ``raw aiohttp``      -- hand-written requests and minimal signing (the baseline);
-* ``clients``          -- ``IntellectMoneyClient`` and ``EnotClient``;
-* ``Payouts+Memory``   -- ``Payouts.pay_many`` with ``MemoryLedger``;
-* ``Payouts+SQLite``   -- the same with ``SQLiteLedger`` (its default, synchronous=FULL);
-* ``Payouts+SQLite+key`` -- the same with an ``encryption_key`` (recipients sealed);
-* ``Payouts+Postgres`` -- the same with ``PostgresLedger`` (skipped if unreachable).
+* ``raw``     -- hand-written aiohttp requests and minimal signing (the baseline);
+* ``project`` -- payout-async doing it that way;
+* ``lean``    -- ``lean.py`` doing it that way: the same guarantees, the least code.
 
-plus one diagnostic row, ``raw+timeouts``: the baseline with the read and connect
-timeouts the clients set by default (aiohttp re-arms a read timer on every chunk).
+The ways: ``clients`` (typed, signed, validated calls: ``IntellectMoneyClient`` and
+``EnotClient``), ``Payouts+Memory`` (``Payouts.pay_many`` with ``MemoryLedger``),
+``Payouts+SQLite`` (``SQLiteLedger``, ``synchronous=FULL``), ``Payouts+SQLite+key``
+(with an ``encryption_key``) and ``Payouts+Postgres`` (``PostgresLedger``; skipped if
+unreachable). Each round runs every way's three back to back, in alternating order
+(raw, project, lean; then lean, project, raw), so that each *pair* shares the load of
+its moment. The figures are medians over the rounds of the per-pair ratios, with their
+spread (min-max): payouts/s over the baseline's, the baseline's CPU per call over the
+way's, and project / lean of both. A ratio of medians would swing with the machine's
+load between rounds; a median of paired ratios does not.
 
 The sandbox settles payouts at once (an IntellectMoney operation is ``SentToBank`` in
 the execute answer and final half a millisecond later; an Enot payoff is final as soon
-as it exists), so ``Payouts`` makes the same calls as the others and never sleeps: its
-first poll is the get-state / info call. The sandbox counts the calls it serves; the
-table shows calls per payout, so an extra poll would show.
+as it exists), so every way makes the same calls (2.50 per payout, counted by the
+sandbox) and never sleeps. CPU is the benchmark process's (``time.process_time()``:
+event loop, the ledger's thread and the asyncpg driver; not the sandbox's or the
+PostgreSQL server's). ``--concurrency 8,64,256`` repeats the table at each number of
+payouts in flight.
 
-``--calls-per-payout`` instead prints provider calls per settled payout against
-sandboxes that settle in 1, 3 and 5 s with 10% faults of every kind, ``Payouts`` polling
-with its default ``PollPolicy``, beside the minimum (3 for IntellectMoney, 2 for Enot)
-and the median and worst time to a settled result over the settle time; and a row for
-Enot with ``webhook_wait``, the sandbox's webhooks settling the payouts (minimum 1: the
-create).
-
-Printed per way: payouts/s (wall), the benchmark process's CPU microseconds per call
-(``time.process_time()``: the client, its ledger thread and the asyncpg driver, not
-the sandbox or the PostgreSQL server, whose CPU is shown beside), and both as ratios to
-the baseline (payouts/s over raw payouts/s; raw CPU per call over CPU per call). The
-set is run ``--repeat`` times, interleaved; best and median are printed, and targets
-are judged on the medians.
-
-For scale, the Enot workload the way the provider's Python sample does it
-(``requests``, one call after another) at ``--sample-n`` payouts, beside raw aiohttp and
-``EnotClient`` one call after another. ``--provider-latency`` adds a run in which the
-sandbox delays every answer by 50-300 ms, as a remote provider would.
+``--profile WAYS`` runs ways once under cProfile instead (``Payouts+Memory``, ``lean
+Payouts+Memory``...). ``--sample-n`` adds, for scale, the Enot workload the way the
+provider's Python sample does it (``requests``, one call after another);
+``--provider-latency`` a run in which the sandbox delays every answer by 50-300 ms;
+``--calls-per-payout`` only prints provider calls per settled payout against sandboxes
+that settle in 1, 3 and 5 s with 10% faults.
 
 Exit status 1 only when the books disagree with what was asked (a payout paid twice or
-unaccounted for); a missed performance target is reported, never fatal.
+unaccounted for); a quotient below the goal is reported, never fatal.
 """
 
 from __future__ import annotations
@@ -57,13 +54,14 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import attrs
+import lean
 from _common import (
     PAN,
     SandboxProcess,
@@ -91,15 +89,10 @@ AMOUNT = "1.00"
 POSTGRES_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 #: Payouts polls at once, and would wait at most a few milliseconds if it ever had to.
 POLL = PollPolicy(initial=0.001, multiplier=2.0, maximum=0.01, deadline=60.0)
-BASELINE = "raw aiohttp"
-#: Issue 13's targets, judged on the medians (payouts/s and CPU ratios both).
-TARGETS = {
-    "clients": 0.95,
-    "Payouts+Memory": 0.90,
-    "Payouts+SQLite": 0.70,
-    "Payouts+SQLite+key": 0.70,
-    "Payouts+Postgres": 0.60,
-}
+LEAN_POLL = (0.001, 2.0, 0.01, 60.0)
+#: Issue 26: the project within 0.90 of the lean version on every way.
+GOAL = 0.90
+WAYS = ("clients", "Payouts+Memory", "Payouts+SQLite", "Payouts+SQLite+key", "Payouts+Postgres")
 
 Job = Callable[[int], Awaitable[None]]
 LedgerFactory = Callable[[], contextlib.AbstractAsyncContextManager[Ledger]]
@@ -209,6 +202,7 @@ class Way:
     outcomes by status (a raw or client call that fails raises instead)."""
 
     name = ""
+    uses_postgres = False
 
     def __init__(self, sandbox: SandboxProcess, concurrency: int) -> None:
         self.sandbox = sandbox
@@ -228,21 +222,11 @@ class Way:
 
 
 class RawWay(Way):
-    name = BASELINE
-
-    def __init__(
-        self, sandbox: SandboxProcess, concurrency: int, *, timeouts: bool = False
-    ) -> None:
-        super().__init__(sandbox, concurrency)
-        self.timeouts = timeouts
-        if timeouts:
-            self.name = "raw+timeouts"
+    name = "raw"
 
     async def start(self) -> None:
-        # ``raw+timeouts`` uses the clients' default Timeouts (total, connect, read).
-        timeout = Timeouts().to_aiohttp() if self.timeouts else aiohttp.client.DEFAULT_TIMEOUT
         connector = aiohttp.TCPConnector(limit=100)
-        self.session = aiohttp.ClientSession(connector=connector, timeout=timeout)
+        self.session = aiohttp.ClientSession(connector=connector)
         self.raw = Raw(self.session, self.sandbox)
 
     async def stop(self) -> None:
@@ -329,6 +313,106 @@ class PayoutsWay(ClientsWay):
         return await self._pay(self.enot_payouts, items)
 
 
+class LeanClientsWay(Way):
+    """``lean.py``'s typed, signed, validated calls over one session."""
+
+    name = "lean clients"
+
+    async def start(self) -> None:
+        creds = self.sandbox.credentials
+        self.http = lean.Http()
+        self.im_client = lean.Intellect(
+            self.http,
+            self.sandbox.intellectmoney_url,
+            creds.im_user_token,
+            creds.im_secret_key,
+            creds.im_bearer_token,
+        )
+        self.enot_client = lean.Enot(
+            self.http, self.sandbox.enot_url, creds.enot_user_id, creds.enot_secret_key
+        )
+
+    async def stop(self) -> None:
+        await self.http.aclose()
+
+    async def im(self, count: int, prefix: str) -> Counter[str]:
+        client = self.im_client
+
+        async def job(n: int) -> None:
+            created = await client.create(lean.ImPayout(PAN, Decimal(AMOUNT), f"{prefix}-{n}"))
+            await client.execute(created.operation_id, _no_fence)
+            await client.state(created.operation_id)
+
+        await run_jobs(count, self.concurrency, job)
+        return Counter(succeeded=count)
+
+    async def enot(self, count: int, prefix: str) -> Counter[str]:
+        client = self.enot_client
+
+        async def job(n: int) -> None:
+            payoff = lean.EnotPayoff("card", PAN, Decimal(AMOUNT))
+            payoff_id = await client.create(payoff, f"{prefix}-{n}", _no_fence)
+            await client.info(payoff_id=payoff_id)
+
+        await run_jobs(count, self.concurrency, job)
+        return Counter(succeeded=count)
+
+
+async def _no_fence(seconds: float) -> None:
+    """The clients way sends money-moving calls without a ledger, as ``clients`` does."""
+
+
+class LeanPayoutsWay(LeanClientsWay):
+    """``lean.Payouts.pay_many`` over a lean ledger made by ``make_ledger``."""
+
+    def __init__(
+        self,
+        sandbox: SandboxProcess,
+        concurrency: int,
+        name: str,
+        make_ledger: Callable[[], lean.Ledger],
+        key: str | None = None,
+    ) -> None:
+        super().__init__(sandbox, concurrency)
+        self.name = name
+        self.make_ledger = make_ledger
+        self.recipients = lean.Recipients(key)
+        self.uses_postgres = "Postgres" in name
+
+    async def start(self) -> None:
+        await super().start()
+        self.ledger = self.make_ledger()
+        await self.ledger.open()
+        self.im_payouts = lean.Payouts(self.im_client, self.ledger, self.recipients, poll=LEAN_POLL)
+        self.enot_payouts = lean.Payouts(
+            self.enot_client, self.ledger, self.recipients, poll=LEAN_POLL
+        )
+
+    async def stop(self) -> None:
+        if isinstance(self.ledger, lean.PostgresLedger):
+            await self.ledger.drop()
+        await self.ledger.aclose()
+        await super().stop()
+
+    async def _pay(self, payouts: lean.Payouts, items: Iterator[Any]) -> Counter[str]:
+        outcomes: Counter[str] = Counter()
+        async for _, state in payouts.pay_many(items, concurrency=self.concurrency):
+            outcomes[state] += 1
+        return outcomes
+
+    async def im(self, count: int, prefix: str) -> Counter[str]:
+        amount = Decimal(AMOUNT)
+        items = (
+            (f"{prefix}-{n}", lean.ImPayout(PAN, amount, f"{prefix}-{n}")) for n in range(count)
+        )
+        return await self._pay(self.im_payouts, items)
+
+    async def enot(self, count: int, prefix: str) -> Counter[str]:
+        amount = Decimal(AMOUNT)
+        items = ((f"{prefix}-{n}", lean.EnotPayoff("card", PAN, amount)) for n in range(count))
+        return await self._pay(self.enot_payouts, items)
+
+
 @contextlib.asynccontextmanager
 async def memory_ledger() -> AsyncIterator[Ledger]:
     yield MemoryLedger()
@@ -382,30 +466,51 @@ async def postgres_reachable(dsn: str) -> str | None:
     return None
 
 
-def make_ways(args: argparse.Namespace, sandbox: SandboxProcess, directory: Path) -> list[Way]:
-    ways: list[Way] = [
-        RawWay(sandbox, args.concurrency),
-        RawWay(sandbox, args.concurrency, timeouts=True),
-        ClientsWay(sandbox, args.concurrency),
-        PayoutsWay(sandbox, args.concurrency, "Payouts+Memory", memory_ledger),
-        PayoutsWay(sandbox, args.concurrency, "Payouts+SQLite", sqlite_ledger(directory)),
-        PayoutsWay(
-            sandbox,
-            args.concurrency,
-            "Payouts+SQLite+key",
-            sqlite_ledger(directory, new_encryption_key()),
+@attrs.frozen
+class Pair:
+    """One way as the project does it and as ``lean.py`` does it."""
+
+    name: str
+    project: Callable[[int], Way]
+    lean: Callable[[int], Way]
+
+
+def make_pairs(args: argparse.Namespace, sandbox: SandboxProcess, directory: Path) -> list[Pair]:
+    key = new_encryption_key()
+
+    def lean_sqlite() -> lean.Ledger:
+        return lean.SQLiteLedger(directory / f"lean-{uuid.uuid4().hex[:8]}.db")
+
+    def lean_postgres() -> lean.Ledger:
+        return lean.PostgresLedger(args.postgres, f"lean_{uuid.uuid4().hex[:10]}_")
+
+    def payouts(name: str, make: LedgerFactory) -> Callable[[int], Way]:
+        return lambda c: PayoutsWay(sandbox, c, name, make)
+
+    def lean_payouts(
+        name: str, make: Callable[[], lean.Ledger], with_key: str | None = None
+    ) -> Callable[[int], Way]:
+        return lambda c: LeanPayoutsWay(sandbox, c, "lean " + name, make, with_key)
+
+    memory, sqlite, sqlite_key, pg = WAYS[1:]
+    pairs = [
+        Pair("clients", lambda c: ClientsWay(sandbox, c), lambda c: LeanClientsWay(sandbox, c)),
+        Pair(memory, payouts(memory, memory_ledger), lean_payouts(memory, lean.MemoryLedger)),
+        Pair(sqlite, payouts(sqlite, sqlite_ledger(directory)), lean_payouts(sqlite, lean_sqlite)),
+        Pair(
+            sqlite_key,
+            payouts(sqlite_key, sqlite_ledger(directory, key)),
+            lean_payouts(sqlite_key, lean_sqlite, key),
         ),
     ]
     if args.postgres:
-        ways.append(
-            PayoutsWay(
-                sandbox, args.concurrency, "Payouts+Postgres", postgres_ledger(args.postgres)
-            )
+        pairs.append(
+            Pair(pg, payouts(pg, postgres_ledger(args.postgres)), lean_payouts(pg, lean_postgres))
         )
     if args.only:
         wanted = {name.strip().lower() for name in args.only.split(",")}
-        ways = [way for way in ways if way.name == BASELINE or way.name.lower() in wanted]
-    return ways
+        pairs = [pair for pair in pairs if pair.name.lower() in wanted]
+    return pairs
 
 
 # -- measuring -------------------------------------------------------------------------
@@ -435,7 +540,7 @@ class Measurement:
     def line(self) -> str:
         db = "" if self.db_cpu != self.db_cpu else f", PostgreSQL {self.db_cpu / self.wall:.0%}"
         return (
-            f"  {self.name:<17} {self.wall:6.2f} s {self.rate:6.0f} payouts/s "
+            f"  {self.name:<23} {self.wall:6.2f} s {self.rate:6.0f} payouts/s "
             f"{self.cpu_per_call:5.0f} us CPU/call  {self.calls / self.payouts:.2f} calls/payout"
             f"  CPU used: bench {self.cpu / self.wall:.0%}, sandbox "
             f"{self.sandbox_cpu / self.wall:.0%}{db}"
@@ -466,7 +571,7 @@ async def measure(
     way: Way, count: int, warmup: int, label: str, profile: cProfile.Profile | None = None
 ) -> Measurement:
     sandbox = way.sandbox
-    db = isinstance(way, PayoutsWay) and way.uses_postgres
+    db = way.uses_postgres
     await way.start()
     try:
         tag = uuid.uuid4().hex[:6]
@@ -498,62 +603,89 @@ async def measure(
         await asyncio.to_thread(sandbox.reset)
 
 
-def summary(runs: dict[str, list[Measurement]], args: argparse.Namespace) -> None:
-    raw = runs[BASELINE]
-    raw_rate = (max(m.rate for m in raw), median([m.rate for m in raw]))
-    raw_cpu = (min(m.cpu_per_call for m in raw), median([m.cpu_per_call for m in raw]))
-    rows = []
-    verdicts = []
-    for name, measurements in runs.items():
-        rate = (max(m.rate for m in measurements), median([m.rate for m in measurements]))
-        cpu = (
-            min(m.cpu_per_call for m in measurements),
-            median([m.cpu_per_call for m in measurements]),
-        )
-        rate_ratio = (rate[0] / raw_rate[0], rate[1] / raw_rate[1])
-        cpu_ratio = (raw_cpu[0] / cpu[0], raw_cpu[1] / cpu[1])
-        calls = median([m.calls / m.payouts for m in measurements])
-        target = TARGETS.get(name)
+@attrs.frozen
+class Triple:
+    """One round of one way: raw, project and lean, run back to back."""
+
+    raw: Measurement
+    project: Measurement
+    lean: Measurement
+
+    def ratios(self) -> dict[str, tuple[float, float]]:
+        """(payouts/s ratio, CPU ratio) of project to raw, lean to raw, project to lean."""
+        raw, project, lean_ = self.raw, self.project, self.lean
+        return {
+            "project/raw": (project.rate / raw.rate, raw.cpu_per_call / project.cpu_per_call),
+            "lean/raw": (lean_.rate / raw.rate, raw.cpu_per_call / lean_.cpu_per_call),
+            "project/lean": (project.rate / lean_.rate, lean_.cpu_per_call / project.cpu_per_call),
+        }
+
+
+def spread(values: Sequence[float]) -> str:
+    """The median and the min-max of ``values``: ``0.52 (0.47-0.58)``."""
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
+
+
+async def run_triple(pair: Pair, concurrency: int, args: argparse.Namespace, label: str,
+                     sandbox: SandboxProcess, flip: bool) -> Triple:  # fmt: skip
+    """Raw, project and lean of one way back to back (``flip``: lean first)."""
+    ways = [RawWay(sandbox, concurrency), pair.project(concurrency), pair.lean(concurrency)]
+    results: dict[str, Measurement] = {}
+    for way in reversed(ways) if flip else ways:
+        results[way.name] = result = await measure(way, args.n, args.warmup, label)
+        print(result.line(), flush=True)
+    raw, project, lean_ = (results[way.name] for way in ways)
+    return Triple(raw, project, lean_)
+
+
+def summary(pairs: dict[str, list[Triple]], concurrency: int, args: argparse.Namespace) -> None:
+    rows, verdicts = [], []
+    for name, triples in pairs.items():
+        ratios = [triple.ratios() for triple in triples]
+
+        def column(which: str, index: int, ratios: list[Any] = ratios) -> list[float]:
+            return [ratio[which][index] for ratio in ratios]
+
+        quotient = median(column("project/lean", 1))
         rows.append(
             [
                 name,
-                f"{rate[0]:.0f}",
-                f"{rate[1]:.0f}",
-                f"{cpu[0]:.0f}",
-                f"{cpu[1]:.0f}",
-                f"{calls:.2f}",
-                f"{rate_ratio[0]:.2f}",
-                f"{rate_ratio[1]:.2f}",
-                f"{cpu_ratio[0]:.2f}",
-                f"{cpu_ratio[1]:.2f}",
-                "" if target is None else f">= {target:.2f}",
+                f"{median([t.raw.rate for t in triples]):.0f}",
+                f"{median([t.project.rate for t in triples]):.0f}",
+                f"{median([t.lean.rate for t in triples]):.0f}",
+                f"{median([t.raw.cpu_per_call for t in triples]):.0f}",
+                f"{median([t.project.cpu_per_call for t in triples]):.0f}",
+                f"{median([t.lean.cpu_per_call for t in triples]):.0f}",
+                spread(column("project/raw", 1)),
+                spread(column("lean/raw", 1)),
+                spread(column("project/lean", 1)),
+                spread(column("project/lean", 0)),
             ]
         )
-        if target is not None:
-            met = min(rate_ratio[1], cpu_ratio[1]) >= target
-            verdicts.append(
-                f"  {name:<17} target >= {target:.2f}: payouts/s ratio {rate_ratio[1]:.2f}, "
-                f"CPU ratio {cpu_ratio[1]:.2f} -> {'met' if met else 'MISSED'}"
-            )
+        met = "met" if min(quotient, median(column("project/lean", 0))) >= GOAL else "MISSED"
+        verdicts.append(f"  {name:<19} project / lean >= {GOAL:.2f}: {met}")
+    rounds = len(next(iter(pairs.values()), []))
     print(
-        f"\n{args.n} IntellectMoney create+execute+get-state and {args.n} Enot create+info "
-        f"per way, concurrency {args.concurrency}; best and median of {args.repeat}:"
+        f"\n{args.n} IntellectMoney create+execute+get-state and {args.n} Enot create+info per "
+        f"way and run, {concurrency} in flight; medians (and min-max) of {rounds} rounds' "
+        "per-pair ratios:"
     )
     headers = [
         "way",
-        "payouts/s best",
-        "median",
-        "CPU us/call best",
-        "median",
-        "calls/payout",
-        "vs raw: payouts/s best",
-        "median",
-        "CPU best",
-        "median",
-        "target",
+        "payouts/s raw",
+        "project",
+        "lean",
+        "CPU us/call raw",
+        "project",
+        "lean",
+        "CPU vs raw: project",
+        "lean",
+        "project / lean: CPU",
+        "payouts/s",
     ]
     print(table(headers, rows))
-    print("\nTargets, on the medians (payouts/s and CPU per call must both reach them):")
     print("\n".join(verdicts))
 
 
@@ -565,7 +697,7 @@ async def profile_ways(args: argparse.Namespace, ways: list[Way]) -> None:
         print(
             f"\n=== {way.name}: {result.calls} calls, {result.cpu_per_call:.0f} us CPU/call "
             "under cProfile (inflated: compare shares, not absolutes; this thread only, "
-            "not the SQLite ledger's worker thread)"
+            "not a SQLite ledger's thread)"
         )
         stats = pstats.Stats(profile)
         stats.sort_stats("tottime").print_stats(args.profile_lines)
@@ -667,32 +799,37 @@ async def benchmark(args: argparse.Namespace, sandbox: SandboxProcess, directory
         if why_not is not None:
             print(f"Payouts+Postgres skipped: PostgreSQL not reachable ({why_not})")
             args.postgres = ""
-    ways = make_ways(args, sandbox, directory)
+    pairs = make_pairs(args, sandbox, directory)
     if args.profile:
         wanted = {name.strip().lower() for name in args.profile.split(",")}
+        ways = [RawWay(sandbox, args.levels[0])]
+        ways += [make(args.levels[0]) for pair in pairs for make in (pair.project, pair.lean)]
         await profile_ways(args, [way for way in ways if way.name.lower() in wanted])
         return
-    runs: dict[str, list[Measurement]] = {way.name: [] for way in ways}
-    started = time.perf_counter()
-    for repeat in range(1, args.repeat + 1):
-        elapsed = time.perf_counter() - started
-        if repeat > 1 and elapsed * repeat / (repeat - 1) > args.budget:
-            print(f"\nstopping after {repeat - 1} rounds: another would pass --budget")
-            args.repeat = repeat - 1
-            break
-        print(f"\nround {repeat}/{args.repeat}")
-        for way in ways:
-            result = await measure(way, args.n, args.warmup, f"r{repeat}")
-            runs[way.name].append(result)
-            print(result.line(), flush=True)
-    summary(runs, args)
+    for concurrency in args.levels:
+        triples: dict[str, list[Triple]] = {pair.name: [] for pair in pairs}
+        started = time.perf_counter()
+        for repeat in range(1, args.repeat + 1):
+            elapsed = time.perf_counter() - started
+            if repeat > 2 and elapsed * repeat / (repeat - 1) > args.budget:
+                print(f"\nstopping after {repeat - 1} rounds: another would pass --budget")
+                break
+            print(f"\n{concurrency} in flight, round {repeat}/{args.repeat}")
+            for pair in pairs:
+                flip = repeat % 2 == 0
+                triple = await run_triple(pair, concurrency, args, f"r{repeat}", sandbox, flip)
+                triples[pair.name].append(triple)
+        summary(triples, concurrency, args)
     if args.sample_n:
         await sample(args, sandbox)
 
 
 async def with_latency(args: argparse.Namespace, sandbox: SandboxProcess, directory: Path) -> None:
     """Every way once against a sandbox that answers in 50-300 ms."""
-    ways = make_ways(args, sandbox, directory)
+    concurrency = args.levels[0]
+    ways = [RawWay(sandbox, concurrency)]
+    ways += [make(concurrency) for pair in make_pairs(args, sandbox, directory)
+             for make in (pair.project, pair.lean)]  # fmt: skip
     rows = []
     raw_rate = 0.0
     for way in ways:
@@ -709,7 +846,7 @@ async def with_latency(args: argparse.Namespace, sandbox: SandboxProcess, direct
         )
     print(
         f"\nWith provider latency (every answer 50-300 ms late), {args.latency_n} + "
-        f"{args.latency_n} payouts per way, concurrency {args.concurrency}:"
+        f"{args.latency_n} payouts per way, concurrency {concurrency}:"
     )
     print(table(["way", "payouts/s", "vs raw", "CPU us/call", "bench CPU"], rows))
 
@@ -857,24 +994,30 @@ def calls_per_payout(args: argparse.Namespace) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--n", type=int, default=5000, help="payouts per provider (default 5000)")
-    parser.add_argument("--concurrency", type=int, default=64, help="in flight (default 64)")
-    parser.add_argument("--repeat", type=int, default=3, help="rounds of all ways (default 3)")
+    parser.add_argument(
+        "--n", type=int, default=1000, help="payouts per provider and run (default 1000)"
+    )
+    parser.add_argument(
+        "--concurrency",
+        default="64",
+        help="payouts in flight; several, comma-separated, give a table each (default 64)",
+    )
+    parser.add_argument("--repeat", type=int, default=5, help="rounds per table (default 5)")
     parser.add_argument(
         "--budget",
         type=float,
-        default=250.0,
-        help="seconds for the timed rounds: no round starts that would end past it "
-        "(default 250, so that the whole script stays within 5 minutes)",
+        default=200.0,
+        help="seconds per table: no round past the second starts that would end past it "
+        "(default 200, so that the default run stays within about four minutes)",
     )
-    parser.add_argument("--warmup", type=int, default=200, help="untimed payouts per way")
+    parser.add_argument("--warmup", type=int, default=100, help="untimed payouts per run")
     parser.add_argument(
-        "--sample-n", type=int, default=500, help="size of the requests sample (0: skip)"
+        "--sample-n", type=int, default=0, help="size of the requests sample (default 0: skip)"
     )
     parser.add_argument(
         "--postgres", default=POSTGRES_DSN, help="PostgreSQL DSN ('' skips that way)"
     )
-    parser.add_argument("--only", help="comma-separated ways to run besides the baseline")
+    parser.add_argument("--only", help="comma-separated ways to run (default: all)")
     parser.add_argument(
         "--provider-latency",
         action="store_true",
@@ -884,7 +1027,8 @@ def main() -> int:
     parser.add_argument(
         "--profile",
         metavar="WAYS",
-        help="instead of timing, run these ways (comma-separated names) once under cProfile",
+        help="instead of timing, run these ways once under cProfile (comma-separated: raw, "
+        "clients, Payouts+Memory, lean clients, lean Payouts+Memory...)",
     )
     parser.add_argument("--profile-lines", type=int, default=40, help="rows per profile listing")
     parser.add_argument(
@@ -895,10 +1039,13 @@ def main() -> int:
     )
     parser.add_argument("--calls-n", type=int, default=100, help="payouts per provider then")
     args = parser.parse_args()
+    args.levels = [int(level) for level in str(args.concurrency).split(",") if level.strip()]
     if args.calls_per_payout:
         calls_per_payout(args)
         return 0
     print(f"payout-async overhead benchmark on {machine()}")
+    parser_name = "msgspec" if lean.msgspec is not None else "json (pip install msgspec)"
+    print(f"lean.py parses answers with {parser_name}")
     options: dict[str, object] = {
         "seed": 1,
         "im_in_process_after": 0,

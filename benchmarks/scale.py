@@ -1,5 +1,5 @@
-"""How payout-async scales: 20,000 payouts through ``Payouts.pay_many(concurrency=1000)``
-with the SQLite ledger.
+"""How payout-async scales: 20,000 payouts (``--n 100000`` for 100,000) through
+``Payouts.pay_many(concurrency=1000)``, on the SQLite ledger and on PostgreSQL.
 
 The sandbox runs in a process of its own with faults off and short but non-zero
 settling delays (so that a payout really waits on the provider while others run).
@@ -7,7 +7,10 @@ Each size of the growth table runs in a fresh child process, so that its peak RS
 (``ru_maxrss``) is its own: wall time, payouts/s, the child's CPU time and peak RSS,
 and how they grow from 1,000 to 20,000 payouts. By default half the payouts go
 through IntellectMoney and half through Enot: two ``pay_many(concurrency=1000)`` calls
-run side by side on one SQLite ledger, so up to 2,000 payouts are in flight.
+run side by side on one ledger, so up to 2,000 payouts are in flight. ``--ledger``
+chooses the ledgers (default ``sqlite,postgres``; PostgreSQL is skipped when
+unreachable). The default sizes take about a minute per ledger on two quiet cores;
+``--n 100000 --sizes 100000`` took 4.5-5 minutes per ledger on two loaded ones.
 
 Exit status 1 only when the books and the ledger disagree with what was asked (a
 payout missing, unfinished or paid twice); a missed target is reported, never fatal.
@@ -22,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -29,6 +33,7 @@ from typing import Any
 from _common import SandboxProcess, clients, enot_request, im_request, machine, peak_rss_mb, table
 
 RSS_TARGET_MB = 250.0
+POSTGRES_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 # -- the child: pays ``size`` payouts and reports -----------------------------------------
@@ -36,7 +41,7 @@ RSS_TARGET_MB = 250.0
 
 async def pay(args: argparse.Namespace) -> dict[str, Any]:
     from payout_async import Payouts, PollPolicy
-    from payout_async.ledger import LedgerState, SQLiteLedger
+    from payout_async.ledger import LedgerState, PostgresLedger, SQLiteLedger
 
     poll = PollPolicy(initial=args.poll, multiplier=1.5, maximum=1.0, deadline=120.0)
     providers = ["intellectmoney", "enot"] if args.provider == "both" else [args.provider]
@@ -44,7 +49,11 @@ async def pay(args: argparse.Namespace) -> dict[str, Any]:
     shares[providers[0]] += args.child - sum(shares.values())
     started_rss = peak_rss_mb()
     im_client, enot_client = clients(args.im_url, args.enot_url)
-    async with SQLiteLedger(args.ledger) as ledger, im_client as im, enot_client as enot:
+    if args.child_ledger.startswith("postgresql://"):
+        opened: Any = PostgresLedger(args.child_ledger, table_prefix=args.prefix)
+    else:
+        opened = SQLiteLedger(args.child_ledger)
+    async with opened as ledger, im_client as im, enot_client as enot:
         flows: dict[str, Payouts[Any]] = {
             "intellectmoney": Payouts(im, ledger, poll=poll),
             "enot": Payouts(enot, ledger, poll=poll),
@@ -69,6 +78,11 @@ async def pay(args: argparse.Namespace) -> dict[str, Any]:
         wall = time.perf_counter() - wall
         cpu = time.process_time() - cpu
         counts = await ledger.counts()
+        if isinstance(ledger, PostgresLedger):
+            pool = await ledger._connection_pool()
+            await pool.execute(
+                f'DROP TABLE "{args.prefix}payouts", "{args.prefix}payout_transitions"'
+            )
     return {
         "payouts": args.child,
         "shares": shares,
@@ -85,15 +99,17 @@ async def pay(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_size(
-    args: argparse.Namespace, sandbox: SandboxProcess, size: int, directory: Path
+    args: argparse.Namespace, sandbox: SandboxProcess, size: int, ledger: str
 ) -> dict[str, Any]:
     command = [
         sys.executable,
         str(Path(__file__).resolve()),
         "--child",
         str(size),
-        "--ledger",
-        str(directory / f"ledger-{size}.db"),
+        "--child-ledger",
+        ledger,
+        "--prefix",
+        f"scale_{uuid.uuid4().hex[:10]}_",
         "--im-url",
         sandbox.intellectmoney_url,
         "--enot-url",
@@ -106,7 +122,8 @@ def run_size(
         str(args.poll),
     ]
     sandbox_cpu = sandbox.cpu_seconds()
-    done = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout)
+    limit = max(args.timeout, size / 100)  # 100,000 payouts get 1,000 s
+    done = subprocess.run(command, capture_output=True, text=True, timeout=limit)
     if done.returncode != 0:
         raise RuntimeError(f"the child for {size} payouts failed:\n{done.stderr[-3000:]}")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
@@ -154,9 +171,18 @@ def main() -> int:
         "--settle", type=float, default=0.1, help="sandbox seconds until a payout is final"
     )
     parser.add_argument("--poll", type=float, default=0.05, help="first poll interval, s")
-    parser.add_argument("--timeout", type=float, default=240, help="limit per size, s")
+    parser.add_argument(
+        "--timeout", type=float, default=240, help="limit per size, s (at least size/100)"
+    )
+    parser.add_argument(
+        "--ledger",
+        default="sqlite,postgres",
+        help="ledgers to run, comma-separated: sqlite, postgres (default both)",
+    )
+    parser.add_argument("--postgres", default=POSTGRES_DSN, help="PostgreSQL DSN")
+    parser.add_argument("--prefix", help=argparse.SUPPRESS)
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--ledger", help=argparse.SUPPRESS)
+    parser.add_argument("--child-ledger", help=argparse.SUPPRESS)
     parser.add_argument("--im-url", help=argparse.SUPPRESS)
     parser.add_argument("--enot-url", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -168,8 +194,8 @@ def main() -> int:
     sizes = [size for size in sizes if 0 < size <= args.n]
     print(f"payout-async scale benchmark on {machine()}")
     print(
-        f"pay_many(concurrency={args.concurrency}) per provider ({args.provider}), SQLite "
-        f"ledger (synchronous=FULL); payouts settle {args.settle:g} s after execute/create"
+        f"pay_many(concurrency={args.concurrency}) per provider ({args.provider}); "
+        f"payouts settle {args.settle:g} s after execute/create"
     )
     options = {
         "seed": 1,
@@ -179,21 +205,57 @@ def main() -> int:
         "im_balance": Decimal(10**9),
         "enot_balance": Decimal(10**9),
     }
-    results = []
     failures: list[str] = []
+    wanted = [name.strip() for name in args.ledger.split(",") if name.strip()]
     with tempfile.TemporaryDirectory() as directory, SandboxProcess(**options) as sandbox:
-        for size in sizes:
-            result = run_size(args, sandbox, size, Path(directory))
-            results.append(result)
-            found = problems(result)
-            failures += [f"{size}: {problem}" for problem in found]
-            print(
-                f"  {size:>6} payouts: {result['wall']:6.2f} s, "
-                f"{size / result['wall']:6.0f} payouts/s, peak RSS {result['rss_peak']:5.1f} MB"
-                + (f"  PROBLEMS: {found}" if found else ""),
-                flush=True,
-            )
+        for name in wanted:
+            if name == "postgres" and not postgres_reachable(args.postgres):
+                print(f"\npostgres: skipped, {args.postgres} not reachable")
+                continue
+            print(f"\n{LEDGERS[name]}:")
+            results = []
+            for size in sizes:
+                where = args.postgres if name == "postgres" else f"{directory}/{size}.db"
+                result = run_size(args, sandbox, size, where)
+                results.append(result)
+                found = problems(result)
+                failures += [f"{name} {size}: {problem}" for problem in found]
+                print(
+                    f"  {size:>6} payouts: {result['wall']:7.2f} s, "
+                    f"{size / result['wall']:6.0f} payouts/s, peak RSS "
+                    f"{result['rss_peak']:5.1f} MB" + (f"  PROBLEMS: {found}" if found else ""),
+                    flush=True,
+                )
+            report(results)
+    if failures:
+        print("\nCORRECTNESS FAILURE:\n  " + "\n  ".join(failures))
+        return 1
+    print("\nevery payout paid exactly once and final in the ledger (duplicates=0 lost=0)")
+    return 0
 
+
+LEDGERS = {
+    "sqlite": "SQLiteLedger (synchronous=FULL)",
+    "postgres": "PostgresLedger (synchronous_commit as the server has it)",
+}
+
+
+def postgres_reachable(dsn: str) -> bool:
+    async def connect() -> None:
+        import asyncpg
+
+        conn = await asyncio.wait_for(asyncpg.connect(dsn), 5)
+        await conn.close()
+
+    try:
+        asyncio.run(connect())
+    except Exception:
+        return False
+    return True
+
+
+def report(results: list[dict[str, Any]]) -> None:
+    """The growth table of one ledger, and the verdict on the largest size."""
     first = results[0]
     rows = []
     for result in results:
@@ -213,40 +275,27 @@ def main() -> int:
                 f"{(result['wall'] / size) / (first['wall'] / first['payouts']):.2f}",
             ]
         )
-    print()
-    print(
-        table(
-            [
-                "payouts",
-                "wall s",
-                "payouts/s",
-                "wall us/payout",
-                "CPU us/payout",
-                "calls/payout",
-                "sandbox CPU",
-                "RSS start MB",
-                "RSS peak MB",
-                "growth MB",
-                "time/payout vs first",
-            ],
-            rows,
-        )
-    )
+    headers = [
+        "payouts",
+        "wall s",
+        "payouts/s",
+        "wall us/payout",
+        "CPU us/payout",
+        "calls/payout",
+        "sandbox CPU",
+        "RSS start MB",
+        "RSS peak MB",
+        "growth MB",
+        "time/payout vs first",
+    ]
+    print(table(headers, rows))
     last = results[-1]
     verdict = "met" if last["rss_peak"] < RSS_TARGET_MB else "MISSED"
     print(
-        f"\n{last['payouts']} payouts: {last['wall']:.1f} s wall, "
+        f"{last['payouts']} payouts: {last['wall']:.1f} s wall, "
         f"{last['payouts'] / last['wall']:.0f} payouts/s, peak RSS {last['rss_peak']:.1f} MB "
-        f"(target < {RSS_TARGET_MB:.0f} MB: {verdict})"
+        f"(target < {RSS_TARGET_MB:.0f} MB: {verdict}); statuses {last['statuses']}"
     )
-    print(
-        f"statuses: {last['statuses']}; ledger: { {k: v for k, v in last['ledger'].items() if v} }"
-    )
-    if failures:
-        print("\nCORRECTNESS FAILURE:\n  " + "\n  ".join(failures))
-        return 1
-    print("every payout paid exactly once and final in the ledger (duplicates=0 lost=0)")
-    return 0
 
 
 if __name__ == "__main__":

@@ -92,7 +92,7 @@ def check_key(key: object, field: str = "key") -> str:
     paid as two payouts."""
     if not isinstance(key, str) or not key:
         raise ValidationError(field, "must be a non-empty string")
-    bad = next((char for char in key if not char.isprintable()), None)
+    bad = None if key.isprintable() else next(char for char in key if not char.isprintable())
     if bad is None:
         found = _INVISIBLE.search(key)
         bad = found[0] if found else None

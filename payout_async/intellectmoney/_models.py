@@ -134,20 +134,20 @@ converter.register_structure_hook(PayoutOperation, make_dict_structure_fn(
 def parse_operation(
     envelope: Mapping[str, Any], *, fallback_id: str | None = None
 ) -> PayoutOperation:
-    """Build a ``PayoutOperation`` from a successful envelope (Code 0 or 1)."""
+    """Build a ``PayoutOperation`` from a successful envelope (Code 0 or 1).
+
+    Every field is a string, None or a bool once read here, so the model is built
+    directly (what ``converter`` would do with them, without its per-call cost)."""
     result = envelope.get("Result")
     fields = result if isinstance(result, dict) else {}
-    return converter.structure(
-        {
-            "PayoutOperationId": _str_or_none(fields.get("PayoutOperationId")) or fallback_id,
-            "PayoutOperationState": _str_or_none(fields.get("PayoutOperationState")),
-            "ErrorMessage": _str_or_none(fields.get("ErrorMessage")),
-            "OperationId": _str_or_none(envelope.get("OperationId")),
-            "accepted": operation_code(envelope) == 1,
-            "warning": _warning(envelope),
-            "raw": envelope,
-        },
-        PayoutOperation,
+    return PayoutOperation(
+        operation_id=_str_or_none(fields.get("PayoutOperationId")) or fallback_id,
+        raw_state=_str_or_none(fields.get("PayoutOperationState")),
+        error_message=_str_or_none(fields.get("ErrorMessage")),
+        api_operation_id=_str_or_none(envelope.get("OperationId")),
+        accepted=operation_code(envelope) == 1,
+        warning=_warning(envelope),
+        raw=envelope,
     )
 
 
