@@ -22,7 +22,9 @@ from ..ledger.support import DURABLE, PG_DSN, Backend, require_postgres
 from ..payouts.support import fast_config, im_client, im_request
 from .support import CARD, assert_paid_once, cli, credentials, write_csv
 
-FAST = ["--request-timeout", "1", "--grace", "1.5", "--execute-settle", "1"]
+FAST = [
+    "--request-timeout", "1", "--lease-seconds", "5", "--grace", "1.5", "--execute-settle", "1",
+]  # fmt: skip
 
 
 @attrs.frozen
@@ -161,7 +163,7 @@ async def test_4_reconcile_resumes_from_the_row_with_the_history_pruned(
 async def test_3_a_refusal_after_processing_is_not_paid_again(
     place: Place, tmp_path: Path, kind: FaultKind, then: str
 ) -> None:
-    lagging = ["--request-timeout", "1", "--grace", "3"]  # payoff/info lags 1 s
+    lagging = ["--request-timeout", "1", "--lease-seconds", "5", "--grace", "3"]  # payoff/info lags 1 s
     async with Sandbox(config=fast_config(enot_info_lag=1.0)) as sandbox:
         sandbox.faults.script("enot.create", kind=kind, nth=1)
         path = write_csv(tmp_path / "batch.csv", [enot_row("e3-1", "10.00")])

@@ -27,7 +27,9 @@ from .support import (
     write_csv,
 )
 
-FAST = ["--request-timeout", "1", "--grace", "1.5", "--execute-settle", "1"]
+FAST = [
+    "--request-timeout", "1", "--lease-seconds", "5", "--grace", "1.5", "--execute-settle", "1",
+]  # fmt: skip
 
 
 @pytest.fixture

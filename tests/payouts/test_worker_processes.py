@@ -31,7 +31,9 @@ pytestmark = pytest.mark.postgres
 
 ELSEWHERE = Path(__file__).with_name("elsewhere.py")
 # Short enough to keep lost answers cheap, long enough for a loaded two-core machine.
-FAST = ["--request-timeout", "3", "--grace", "4", "--execute-settle", "2"]
+FAST = [
+    "--request-timeout", "3", "--lease-seconds", "10", "--grace", "4", "--execute-settle", "2",
+]  # fmt: skip
 FAST += ["--no-lookup-before-create"]  # one call fewer per Enot payout
 
 
