@@ -38,6 +38,9 @@ _TIMEOUTS = Timeouts(total=5.0, connect=2.0, read=1.0)
 # Enot grace period and the IntellectMoney settle window can be short here.
 _GRACE = 2.0
 _SETTLE = 1.0
+# A short lease keeps the fence margin (a tenth of it) and so the wait after a lost
+# answer (the request timeout plus that margin) short too.
+_LEASE = 10.0
 _RETRY = RetryPolicy(attempts=4, initial=0.05, maximum=0.5, max_retry_after=1.0)
 _POLL = PollPolicy(initial=0.1, multiplier=1.6, maximum=0.5, deadline=30.0)  # its old pace
 
@@ -144,8 +147,10 @@ async def _run(args: argparse.Namespace, sandbox: Sandbox, path: Path) -> int:
         banks = await enot.list_sbp_banks()
         im_items, enot_items = _requests(args.count, rng, banks[0].id)
         flows: dict[str, Payouts[Any]] = {
-            "intellectmoney": Payouts(im, ledger, poll=_POLL, execute_settle=_SETTLE),
-            "enot": Payouts(enot, ledger, poll=_POLL, grace=_GRACE),
+            "intellectmoney": Payouts(
+                im, ledger, poll=_POLL, execute_settle=_SETTLE, lease_seconds=_LEASE
+            ),
+            "enot": Payouts(enot, ledger, poll=_POLL, grace=_GRACE, lease_seconds=_LEASE),
         }
         results = await pay_all(
             [Work(flows["intellectmoney"], im_items), Work(flows["enot"], enot_items)],

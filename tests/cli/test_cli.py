@@ -85,8 +85,8 @@ async def test_interrupted_batch_reruns_without_paying_twice(
         path = write_csv(tmp_path / "batch.csv", good_rows(count))
         ledger = f"sqlite:///{tmp_path / 'ledger.db'}"
         args = ["batch", str(path), "--ledger", ledger, "--concurrency", "5",
-                "--request-timeout", "1", "--lease-seconds", "5", "--grace", "1.5", "--execute-settle", "1",
-                "--no-progress"]  # fmt: skip
+                "--request-timeout", "1", "--lease-seconds", "5", "--grace", "1.5",
+                "--execute-settle", "1", "--no-progress"]  # fmt: skip
         env = {**os.environ, **credentials(sandbox), "PAYOUT_ASYNC_STATE_DIR": str(tmp_path)}
         process = await asyncio.create_subprocess_exec(
             COMMAND, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env

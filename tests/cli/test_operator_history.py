@@ -163,7 +163,8 @@ async def test_4_reconcile_resumes_from_the_row_with_the_history_pruned(
 async def test_3_a_refusal_after_processing_is_not_paid_again(
     place: Place, tmp_path: Path, kind: FaultKind, then: str
 ) -> None:
-    lagging = ["--request-timeout", "1", "--lease-seconds", "5", "--grace", "3"]  # payoff/info lags 1 s
+    # payoff/info lags 1 s
+    lagging = ["--request-timeout", "1", "--lease-seconds", "5", "--grace", "3"]
     async with Sandbox(config=fast_config(enot_info_lag=1.0)) as sandbox:
         sandbox.faults.script("enot.create", kind=kind, nth=1)
         path = write_csv(tmp_path / "batch.csv", [enot_row("e3-1", "10.00")])

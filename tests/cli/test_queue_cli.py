@@ -29,6 +29,8 @@ from .support import (
 
 FAST = [
     "--request-timeout", "1", "--lease-seconds", "5", "--grace", "1.5", "--execute-settle", "1",
+    # Workers log at INFO by default; these pipes are read only at the end.
+    "--log-level", "WARNING",
 ]  # fmt: skip
 
 

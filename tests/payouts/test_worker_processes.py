@@ -33,6 +33,8 @@ ELSEWHERE = Path(__file__).with_name("elsewhere.py")
 # Short enough to keep lost answers cheap, long enough for a loaded two-core machine.
 FAST = [
     "--request-timeout", "3", "--lease-seconds", "10", "--grace", "4", "--execute-settle", "2",
+    # Workers log at INFO by default; these pipes are read only at the end.
+    "--log-level", "WARNING",
 ]  # fmt: skip
 FAST += ["--no-lookup-before-create"]  # one call fewer per Enot payout
 
