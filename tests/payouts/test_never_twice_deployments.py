@@ -336,10 +336,10 @@ async def test_a_matching_webhook_settles_a_row_whose_create_answer_was_lost(
     known yet) is settled by a webhook that names its amount and recipient."""
     ledger = await backend.new()
     # Enot hides the payoff from payoff/info for a while: the row stays ``sending``.
-    config = fast_config(enot_final_after=30.0, enot_info_lag=30.0)
+    config = fast_config(enot_final_after=30.0, enot_info_lag=2.0)
     async with Sandbox(config=config) as sandbox, enot_client(sandbox.enot_url) as client:
         sandbox.faults.script("enot.create", kind=FaultKind.COMMIT_THEN_CLOSE, nth=1)
-        flow = payouts(client, ledger, grace=30.0)
+        flow = payouts(client, ledger, grace=3.0)
         paying = asyncio.create_task(flow.pay("w-7", enot_request()))
         await eventually(has_state(ledger, "w-7", LedgerState.SENDING))
         await eventually(lambda: _one_call(sandbox, "enot.info"))
