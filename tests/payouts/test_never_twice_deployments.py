@@ -12,6 +12,7 @@ import asyncio
 import sqlite3
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
+from typing import Any
 
 import asyncpg
 import attrs
@@ -90,60 +91,48 @@ def assert_paid_once(sandbox: Sandbox, key: str) -> None:
 # -- 1. a live worker taken for dead --------------------------------------------------
 
 
+#: Per provider: the money-moving route, what the sandbox does with a second such request,
+#: a client, and the key and request of one payout.
+MONEY_MOVES: dict[str, tuple[str, dict[str, str], Any, str, Any]] = {
+    "enot": ("enot.create", {"duplicate_order_id": "accept"}, enot_client, "k", enot_request()),
+    "intellectmoney": (
+        "im.execute",
+        {"im_second_execute": "pay_again"},
+        im_client,
+        "im-k",
+        im_request("im-k"),
+    ),
+}
+
+
+@pytest.mark.parametrize("provider", sorted(MONEY_MOVES))
 async def test_a_live_worker_taken_for_dead_sends_nothing_after_the_takeover(
-    backend: Backend, monkeypatch: pytest.MonkeyPatch
+    backend: Backend, monkeypatch: pytest.MonkeyPatch, provider: str
 ) -> None:
-    """A's create meets a 429 and waits out its Retry-After; meanwhile B, sharing the
-    ledger, wrongly takes A for dead (same host name, another PID namespace, read as
-    "ended"), takes the row over at once and, after its waits, creates. A's retry must
-    not leave: its fence write finds the row taken. (Before, the fence trusted A's own
-    memory of its lease, and Enot, which takes a repeated order_id, paid twice.)"""
-    config = fast_config(duplicate_order_id="accept", retry_after=RETRY_AFTER)
+    """A's create (Enot) or execute (IntellectMoney) meets a 429 and waits out its
+    Retry-After; meanwhile B, sharing the ledger, wrongly takes A for dead (same host
+    name, another PID namespace, read as "ended"), takes the row over at once and, after
+    its waits, creates / executes. A's retry must not leave: its fence write finds the
+    row taken. (Before, the fence trusted A's own memory of its lease, and a provider
+    that takes a repeated order_id or performs a second execute paid twice.)"""
+    route, worst, client_for, key, request = MONEY_MOVES[provider]
+    config = fast_config(retry_after=RETRY_AFTER, **worst)
     async with Sandbox(config=config) as sandbox:
-        sandbox.faults.script("enot.create", kind=FaultKind.RATE_LIMIT, nth=1)
-        async with (
-            enot_client(sandbox.enot_url) as client_a,
-            enot_client(sandbox.enot_url) as client_b,
-        ):
+        sandbox.faults.script(route, kind=FaultKind.RATE_LIMIT, nth=1)
+        url = sandbox.enot_url if provider == "enot" else sandbox.intellectmoney_url
+        async with client_for(url) as client_a, client_for(url) as client_b:
             client_a.retry = PATIENT
             a = payouts(client_a, await backend.new())
             b = payouts(client_b, await backend.new())
             monkeypatch.setattr(_orchestrator, "owner_is_dead", lambda owner: owner == a.owner)
-            paying_a = asyncio.create_task(a.pay("k", enot_request()))
-            await eventually(lambda: _one_call(sandbox, "enot.create"))
-            result_b = await b.pay("k", enot_request())
+            paying_a = asyncio.create_task(a.pay(key, request))
+            await eventually(lambda: _one_call(sandbox, route))
+            result_b = await b.pay(key, request)
             result_a = await paying_a
         assert result_b.status is PayoutStatus.SUCCEEDED
-        assert result_a.key == "k"
-        assert_paid_once(sandbox, "k")
-
-
-async def test_a_live_intellectmoney_worker_taken_for_dead_executes_nothing_more(
-    backend: Backend, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The same on IntellectMoney: A's execute meets a 429; B takes A for dead, waits,
-    finds the operation still ``Created`` and executes it. A's retried execute must not
-    reach the operation B executed (a provider that performs a second execute pays
-    twice)."""
-    config = fast_config(im_second_execute="pay_again", retry_after=RETRY_AFTER)
-    async with Sandbox(config=config) as sandbox:
-        sandbox.faults.script("im.execute", kind=FaultKind.RATE_LIMIT, nth=1)
-        async with (
-            im_client(sandbox.intellectmoney_url) as client_a,
-            im_client(sandbox.intellectmoney_url) as client_b,
-        ):
-            client_a.retry = PATIENT
-            a = payouts(client_a, await backend.new())
-            b = payouts(client_b, await backend.new())
-            monkeypatch.setattr(_orchestrator, "owner_is_dead", lambda owner: owner == a.owner)
-            paying_a = asyncio.create_task(a.pay("im-k", im_request("im-k")))
-            await eventually(lambda: _one_call(sandbox, "im.execute"))
-            result_b = await b.pay("im-k", im_request("im-k"))
-            result_a = await paying_a
-        assert result_b.status is PayoutStatus.SUCCEEDED
-        assert result_a.key == "im-k"
+        assert result_a.key == key
         assert sandbox.duplicates() == []
-        assert sandbox.paid_per_payout()[("intellectmoney", "im-k")] == 1
+        assert sandbox.paid_per_payout()[(provider, key)] == 1
 
 
 async def _one_call(sandbox: Sandbox, route: str) -> bool:
