@@ -113,6 +113,34 @@ def mask_params(params: Mapping[str, Any]) -> dict[str, Any]:
     return masked
 
 
+def _masked_match(stored: Mapping[str, Any], params: Mapping[str, Any]) -> bool:
+    """Whether a final row's masked ``stored`` parameters are ``params``: masked alike,
+    or -- a mask written by an older rule, which kept more digits in clear -- the same
+    fields with each recipient a mask of ``params``' (same length, same digits where
+    the mask shows any)."""
+    masked = mask_params(params)
+    if _canonical(masked) == _canonical(stored):
+        return True
+    if set(stored) != set(masked):
+        return False
+    for name, value in masked.items():
+        if name in RECIPIENT_FIELDS and isinstance(value, str):
+            if not _mask_of(stored[name], params[name]):
+                return False
+        elif _canonical({name: value}) != _canonical({name: stored[name]}):
+            return False
+    return True
+
+
+def _mask_of(mask: Any, full: str) -> bool:
+    """Whether ``mask`` shows ``full`` with some middle characters as ``*``."""
+    if not isinstance(mask, str) or "*" not in mask or len(mask) != len(full):
+        return False
+    head, tail = mask[: mask.index("*")], mask[mask.rindex("*") + 1 :]
+    middle = mask[len(head) : len(mask) - len(tail)]
+    return set(middle) == {"*"} and full.startswith(head) and full.endswith(tail)
+
+
 def is_clear(recipient: str | None) -> bool:
     """True when a stored recipient is readable as it stands (not sealed)."""
     return recipient is not None and not recipient.startswith(_SEALED)
@@ -318,7 +346,7 @@ class Recipients:
         if digest is not None and stored_hash == digest:
             return True
         if stored_hash == MASKED_HASH:
-            return _canonical(mask_params(params)) == _canonical(stored_params)
+            return _masked_match(stored_params, params)
         if stored_hash.startswith(_HMAC):
             key_id = stored_hash[len(_HMAC) :].split(":", 1)[0]
             key = self._own_key(key_id, row, "fingerprint")

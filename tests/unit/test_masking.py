@@ -108,3 +108,26 @@ def test_is_card_number() -> None:
         assert is_card_number(written), written
     for written in ("5536912998877665", "card 5536912998877664", "12345", "order-42", ""):
         assert not is_card_number(written), written
+
+
+def test_a_final_row_masked_by_the_older_rule_still_matches_its_payout() -> None:
+    """Rows made final before masks hid six digits kept the first six and last four of
+    a 12-15 digit card: a repeated ``pay()`` of that key must still match (and return the
+    stored result), not raise a conflict -- while another card, or another amount, does
+    not match."""
+    from payout_async.ledger._recipient import MASKED_HASH, Recipients
+
+    card = "123456789015"  # 12 digits, Luhn-valid
+    assert luhn_ok(card)
+    older = {"pan": card[:6] + "**" + card[-4:], "amount": "10.00"}
+    recipients = Recipients()
+    assert recipients.matches(MASKED_HASH, older, {"pan": card, "amount": "10.00"}, row="r")
+    assert recipients.matches(
+        MASKED_HASH,
+        mask_params({"pan": card, "amount": "10.00"}),
+        {"pan": card, "amount": "10.00"},
+        row="r",
+    )
+    other = "123457789014"
+    assert not recipients.matches(MASKED_HASH, older, {"pan": other, "amount": "10.00"}, row="r")
+    assert not recipients.matches(MASKED_HASH, older, {"pan": card, "amount": "11.00"}, row="r")
