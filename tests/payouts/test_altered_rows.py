@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -28,25 +27,12 @@ from payout_async.payouts._orchestrator import intent_for
 from payout_async.sandbox import Sandbox
 
 from ..cli.support import cli
-from ..ledger.support import DURABLE, drop_schema, require_postgres
 from .altering import CARD, Store, client_for, paid, queue, request_for
 from .support import fast_config, im_client, payouts
 
 ATTACKER = "4000006666666663"
 ALTERED = "the row was altered outside payout-async"
 PROVIDERS = ["intellectmoney", "enot"]
-
-
-@pytest.fixture(params=DURABLE)
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    if request.param == "postgres":
-        require_postgres()
-    made = Store(request.param, tmp_path / "ledger.db")
-    try:
-        yield made
-    finally:
-        if request.param == "postgres":
-            await drop_schema(made.schema)
 
 
 async def _resume(store: Store, provider: str, sandbox: Sandbox) -> dict[str, Any]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -24,7 +23,6 @@ from payout_async.ledger._rotate import RotationBatch
 from payout_async.sandbox import Sandbox
 
 from ..cli.support import cli
-from ..ledger.support import DURABLE, drop_schema, require_postgres
 from .altering import CARD, Store, paid, queue
 from .support import fast_config, im_client, payouts
 
@@ -35,18 +33,6 @@ RING = f"{NEW},{OLD}"
 
 def _key_id(key: str) -> str:
     return MemoryLedger(encryption_key=key).params_hash({}).split(":")[1]
-
-
-@pytest.fixture(params=DURABLE)
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    if request.param == "postgres":
-        require_postgres()
-    made = Store(request.param, tmp_path / "ledger.db")
-    try:
-        yield made
-    finally:
-        if request.param == "postgres":
-            await drop_schema(made.schema)
 
 
 class _Interrupted:
