@@ -232,7 +232,9 @@ async def test_sqlite_upgrade_reports_a_key_held_under_two_providers(tmp_path: P
     conn.close()
 
 
-async def test_postgres_upgrade_reports_a_key_held_under_two_providers(schema: str) -> None:
+async def v1_postgres_with_shared_keys(schema: str) -> None:
+    """A version-1 PostgreSQL table in ``schema`` holding four rows, one key under both
+    providers."""
     conn = await asyncpg.connect(PG_DSN)
     try:
         table = f'"{schema}".payouts'
@@ -241,6 +243,10 @@ async def test_postgres_upgrade_reports_a_key_held_under_two_providers(schema: s
         await conn.execute(SHARED_ROWS.format(table=table, digest=HASH))
     finally:
         await conn.close()
+
+
+async def test_postgres_upgrade_reports_a_key_held_under_two_providers(schema: str) -> None:
+    await v1_postgres_with_shared_keys(schema)
     async with PostgresLedger(PG_DSN, schema=schema) as ledger:
         assert await ledger.shared_keys() == ["both"]
         await _one_live_row_per_key_from_now_on(ledger)
@@ -269,14 +275,7 @@ async def test_an_upgraded_ledger_gets_an_identity_counting_its_rows(tmp_path: P
 
 
 async def test_postgres_upgrade_gives_an_identity_counting_its_rows(schema: str) -> None:
-    conn = await asyncpg.connect(PG_DSN)
-    try:
-        table = f'"{schema}".payouts'
-        await conn.execute(f'CREATE SCHEMA "{schema}"')
-        await conn.execute(V1_TABLE.format(table=table, json="jsonb", real="double precision"))
-        await conn.execute(SHARED_ROWS.format(table=table, digest=HASH))
-    finally:
-        await conn.close()
+    await v1_postgres_with_shared_keys(schema)
     async with PostgresLedger(PG_DSN, schema=schema) as ledger:
         identity = await ledger.identity()
         assert identity.mark == 4
