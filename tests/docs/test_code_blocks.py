@@ -1,0 +1,40 @@
+"""Every fenced code block of README.md and docs/ runs as written, against the sandbox
+(see tests/docs/runner.py for what "runs" means for each kind of block)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from .blocks import ROOT, blocks, pages
+from .runner import ThreadedSandbox, run_page, sandbox_environment
+from ..payouts.support import fast_config
+
+PAGES = [page for page in pages() if blocks(page)]
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(ROOT)) for p in PAGES])
+def test_every_block_of_the_page_runs(
+    page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PAYOUT_ASYNC_STATE_DIR", str(tmp_path / ".state"))
+    for name in ("PAYOUT_ASYNC_LEDGER", "PAYOUT_ASYNC_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    with ThreadedSandbox(fast_config()) as sandbox:
+        provided = sandbox_environment(sandbox)
+        for name, value in provided.items():
+            monkeypatch.setenv(name, value)
+        run_page(blocks(page), tmp_path, provided)
+        assert sandbox.duplicates() == []
+
+
+def test_a_block_without_a_runner_or_a_reason_fails(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text("```text\nhello\n```\n\n<!-- docs-test: skip -->\n```text\nx\n```\n")
+    found = blocks(page)
+    with pytest.raises(AssertionError, match="cannot run"):
+        run_page(found[:1], tmp_path, {})
+    with pytest.raises(AssertionError, match="must say why"):
+        run_page(found[1:], tmp_path, {})
