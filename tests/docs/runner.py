@@ -109,8 +109,9 @@ class ThreadedSandbox:
         self.loop.close()
 
 
-def sandbox_environment(sandbox: Sandbox) -> dict[str, str]:
-    """What ``payout-async sandbox`` tells a reader to export, and a ledger key."""
+def sandbox_environment(sandbox: Sandbox, ledger: str) -> dict[str, str]:
+    """What ``payout-async sandbox`` tells a reader to export, a ledger key, and the
+    ledger URL ``export PAYOUT_ASYNC_LEDGER=...`` stands for."""
     c = sandbox.credentials
     return {
         "PAYOUT_ASYNC_IM_USER_TOKEN": c.im_user_token,
@@ -122,6 +123,7 @@ def sandbox_environment(sandbox: Sandbox) -> dict[str, str]:
         "PAYOUT_ASYNC_ENOT_BASE_URL": sandbox.enot_url,
         "PAYOUT_ASYNC_ENOT_ADDITIONAL_KEY": c.enot_additional_key,
         "PAYOUT_ASYNC_LEDGER_KEY": new_encryption_key(),
+        "PAYOUT_ASYNC_LEDGER": ledger,
     }
 
 
@@ -192,6 +194,11 @@ class PageRun:
         json.loads(block.code)
 
     def _sql(self, block: Block) -> None:
+        """Run on a ledger's tables: ``title="SQLite"`` or ``title="PostgreSQL"``."""
+        assert block.title in ("SQLite", "PostgreSQL"), f"{block.where}: title the database"
+        if block.title == "PostgreSQL":
+            asyncio.run(_run_on_postgres(block.code))
+            return
         database = self.folder / "sql-example.db"
 
         async def create() -> None:
@@ -297,6 +304,27 @@ class PageRun:
                 if process.poll() is None:
                     process.kill()
             assert process.returncode == 0, f"{where}: exit {process.returncode}\n{errors}"
+
+
+async def _run_on_postgres(code: str) -> None:
+    """``code`` on a PostgreSQL ledger's tables, in a schema made for it and dropped."""
+    import asyncpg
+
+    from payout_async.ledger import PostgresLedger
+
+    from ..ledger.support import drop_schema, require_postgres
+
+    dsn, schema = require_postgres(), f"docs_sql_{os.getpid()}_{threading.get_ident()}"
+    try:
+        async with PostgresLedger(dsn, schema=schema):
+            pass
+        connection = await asyncpg.connect(dsn, server_settings={"search_path": schema})
+        try:
+            await connection.execute(code)
+        finally:
+            await connection.close()
+    finally:
+        await drop_schema(schema)
 
 
 def logical_lines(code: str) -> Iterator[str]:
