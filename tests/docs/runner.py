@@ -282,7 +282,8 @@ class PageRun:
                 command, cwd=self.folder, capture_output=True, text=True,
                 timeout=COMMAND_TIMEOUT, check=False,
             )  # fmt: skip
-            assert finished.returncode == 0, f"{where}: exit {finished.returncode}\n{finished.stderr}"
+            status = finished.returncode
+            assert status == 0, f"{where}: exit {status}\n{finished.stderr}"
             return
         if args[0] == "sandbox":
             command += ["--port", "0"]

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from .blocks import ROOT, blocks, pages
-from .runner import ThreadedSandbox, run_page, sandbox_environment
 from ..ledger.support import drop_schema, require_postgres
 from ..payouts.support import fast_config
+from .blocks import ROOT, blocks, pages
+from .runner import ThreadedSandbox, run_page, sandbox_environment
 
 PAGES = [page for page in pages() if blocks(page)]
 
