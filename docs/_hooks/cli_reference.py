@@ -41,14 +41,16 @@ def _command(name: str, parser: argparse.ArgumentParser, summary: str) -> str:
     if summary:
         lines += [_plain(summary), ""]
     lines += ["```text", parser.format_usage().strip(), "```", ""]
-    if parser.description:
-        lines += [_plain(parser.description), ""]
+    for paragraph in re.split(r"\n\s*\n", parser.description or ""):
+        if paragraph.strip():
+            lines += [_plain(paragraph), ""]
     for group in parser._action_groups:
         actions = [a for a in group._group_actions if a.help != argparse.SUPPRESS]
         if not actions:
             continue
         title = group.title or "options"
-        lines += [f"**{title}**", "", "| option | what it does |", "|---|---|"]
+        column = "option" if any(a.option_strings for a in actions) else "argument"
+        lines += [f"**{title}**", "", f"| {column} | what it does |", "|---|---|"]
         for action in actions:
             lines.append(f"| {_names(action)} | {_help(parser, action)} |")
         lines.append("")
