@@ -2,7 +2,7 @@
 own, with a sandbox running and its settings in the environment -- the ``export`` lines
 ``payout-async sandbox`` prints -- and ``PAYOUT_ASYNC_LEDGER_KEY`` set.
 
-What each kind of block must do (docs/index.md, "About the examples", says the same):
+What each kind of block must do (docs/getting-started.md, "About the examples", says it in short):
 
 - ``python`` without a title: executed as a script (``__name__ == "__main__"``), in one
   namespace per page, so a block may use what an earlier block of the page defined.
@@ -19,7 +19,8 @@ What each kind of block must do (docs/index.md, "About the examples", says the s
   exit 0 then.
 - ``toml`` and ``csv``: a title, the file written there (a ``"..."`` TOML value is
   filled in with the sandbox's value of that setting), and a later shell block that
-  uses it. ``json``: parsed. ``sql``: executed on a SQLite ledger's database.
+  uses it. ``json``: parsed. ``sql``: executed on a ledger's tables (``title="SQLite"``
+  or ``title="PostgreSQL"``).
   ``ini`` (systemd units): parsed; ``ExecStart`` must be a valid payout-async command.
   ``yaml`` (compose files): parsed; each ``payout-async`` command valid, each
   ``depends_on`` a service of the file.
@@ -249,7 +250,7 @@ class PageRun:
             for assignment in args:
                 variable, _, value = assignment.partition("=")
                 if value == "...":
-                    assert variable in self.provided, f"{where}: the sandbox provides no {variable}"
+                    assert self.provided.get(variable), f"{where}: the tests provide no {variable}"
                     os.environ[variable] = self.provided[variable]
                 else:
                     os.environ[variable] = value
