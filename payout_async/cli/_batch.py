@@ -12,8 +12,8 @@ from ..intellectmoney import IntellectMoneyClient
 from ..ledger import Ledger
 from ..payouts import PayoutStatus
 from ._args import CLIError, non_negative_int
-from ._batch_file import PROVIDERS, Batch, BatchRow, Rules, read_batch_file
-from ._console import say, show
+from ._batch_file import PROVIDERS, Batch, BatchRow, Rules, bad_rows, read_batch_file
+from ._console import literal, say, show
 from ._funds import check_enot_balance, funds_notice
 from ._history import (
     ACCEPT_FLAG,
@@ -105,7 +105,7 @@ def register(subparsers: Any) -> None:
 def _report_bad(args: argparse.Namespace, place: LedgerPlace, batch: Batch) -> int:
     for problem in batch.bad:
         say(f"{args.file}: {problem}")
-    say(f"{len(batch.bad)} bad row(s); nothing was sent.")
+    say(f"{bad_rows(batch.bad)} bad row(s); nothing was sent.")
     if args.json:
         bad = [{"line": b.line, "column": b.column, "problem": b.problem} for b in batch.bad]
         show(document("batch", place.location, dry_run=args.dry_run, bad_rows=bad, payouts=[]))
@@ -178,15 +178,19 @@ def _to_send(row: BatchRow, known: Known) -> bool:
 
 
 def _dry_run(args: argparse.Namespace, place: LedgerPlace, batch: Batch, known: int) -> int:
+    """The dry run's verdict: a result, so on stdout (as one JSON document with ``--json``)."""
     fresh = len(batch.rows) - known
-    where = "" if place.exists else f"; a new ledger would be created at {place.location}"
-    say(
-        f"{len(batch.rows)} row(s) are valid: {fresh} would be sent, {known} are already in "
-        f"the ledger{where}; nothing was sent (--dry-run)."
-    )
     if args.json:
         show(document("batch", place.location, dry_run=True, valid=len(batch.rows),
                       to_send=fresh, bad_rows=[], payouts=[]))  # fmt: skip
+        return EXIT_OK
+    where = "" if place.exists else f"; a new ledger would be created at {place.location}"
+    show(
+        literal(
+            f"{len(batch.rows)} row(s) are valid: {fresh} would be sent, {known} are already "
+            f"in the ledger{where}; nothing was sent (--dry-run)."
+        )
+    )
     return EXIT_OK
 
 

@@ -27,6 +27,7 @@ from ..payouts._owner import new_owner
 from ._args import CLIError, seconds
 from ._batch_file import PROVIDERS
 from ._console import say, show
+from ._escape import json_text
 from ._history import (
     ACCEPT_FLAG,
     History,
@@ -41,6 +42,7 @@ from ._registry import default_registry
 from ._report import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, ORDER
 from ._setup import Settings, add_provider_options, build_client, check_credentials, make_payouts
 from ._setup import settings as read_settings
+from ._views import SCHEMA, payout_from_result
 
 __all__ = ["register"]
 
@@ -90,6 +92,12 @@ def register(subparsers: Any) -> None:
         "wakes the worker at once (default 5)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress on stderr")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help='JSON lines on stdout: one object when it starts (event "started"), one '
+        'per payout driven ("payout"), one when it stops ("stopped", the summary)',
+    )
     add_accept_option(parser)
     add_provider_options(parser)
     parser.set_defaults(run=_run)
@@ -143,16 +151,25 @@ class _Stopper:
             self._task.cancel()
 
 
-class _Progress:
-    """Counts of the payouts driven, said every few seconds when they change."""
+def _event(event: str, **fields: Any) -> None:
+    """One ``--json`` line on stdout."""
+    show(json_text({"schema": SCHEMA, "command": "worker", "event": event, **fields}))
 
-    def __init__(self, quiet: bool) -> None:
+
+class _Progress:
+    """Counts of the payouts driven, said every few seconds when they change; with
+    ``--json``, each payout as a line on stdout too."""
+
+    def __init__(self, quiet: bool, json_lines: bool = False) -> None:
         self.quiet = quiet
+        self.json_lines = json_lines
         self.counts: Counter[str] = Counter()
         self._said = time.monotonic()
 
     def add(self, result: PayoutResult) -> None:
         self.counts[result.status.value] += 1
+        if self.json_lines:
+            _event("payout", payout=payout_from_result(result))
         now = time.monotonic()
         if not self.quiet and now - self._said >= _PROGRESS_EVERY:
             self._said = now
@@ -195,7 +212,10 @@ async def _work(args: argparse.Namespace) -> int:
             f"worker {owner}: paying {' and '.join(providers)} payouts, up to "
             f"{args.concurrency} at a time each; SIGTERM or Ctrl-C stops it cleanly"
         )
-        progress = _Progress(args.no_progress)
+        if args.json:
+            _event("started", ledger=place.location, owner=owner, providers=providers,
+                   concurrency=args.concurrency)  # fmt: skip
+        progress = _Progress(args.no_progress, args.json)
         try:
             summaries = await _run_all(flows, stopper.event, args, progress)
         except asyncio.CancelledError:
@@ -210,7 +230,7 @@ async def _work(args: argparse.Namespace) -> int:
         if checked is not None:
             await note_ledger(checked, ledger)
         await ledger.aclose()
-    _summarise(summaries, stopper)
+    _summarise(summaries, stopper, json_lines=args.json)
     return EXIT_OK
 
 
@@ -238,7 +258,7 @@ async def _run_all(
     return [task.result() for task in tasks]
 
 
-def _summarise(summaries: list[WorkerSummary], stopper: _Stopper) -> None:
+def _summarise(summaries: list[WorkerSummary], stopper: _Stopper, *, json_lines: bool) -> None:
     counts: Counter[str] = Counter()
     for summary in summaries:
         for status, count in summary.statuses.items():
@@ -247,6 +267,10 @@ def _summarise(summaries: list[WorkerSummary], stopper: _Stopper) -> None:
     took = ""
     if stopper.signalled_at is not None:
         took = f" {time.monotonic() - stopper.signalled_at:.2f} s after the signal"
+    if json_lines:
+        counted = {name: counts[name] for name in ORDER if counts.get(name)}
+        _event("stopped", counts=counted, handed_back=handed_back)
+        return
     show(
         f"stopped{took}: drove {_tally(counts)}; gave {handed_back} unfinished payout(s) back "
         "to the other workers."
