@@ -55,6 +55,7 @@ from ._setup import (
 )
 from ._setup import check_credentials as require_credentials
 from ._views import document, payout_from_record, payout_from_result
+from ._waits import WaitBoard
 
 __all__ = ["register"]
 
@@ -202,17 +203,20 @@ async def _pay(
     clients: dict[str, IntellectMoneyClient | EnotClient],
 ) -> int:
     work: list[Work] = []
+    waits = WaitBoard()
     for provider, client in clients.items():
         items = [(row.key, row.request) for row in rows if row.provider == provider]
-        work.append(
-            Work(make_payouts(args, client, ledger, switch_provider=args.switch_provider), items)
+        payouts = make_payouts(
+            args, client, ledger, switch_provider=args.switch_provider, on_wait=waits.on_wait
         )
+        work.append(Work(payouts, items))
     try:
         results = await pay_all(
             work,
             concurrency=args.concurrency,
             show_progress=not args.no_progress,
             max_refusals=args.max_refusals,
+            waits=waits,
         )
     except asyncio.CancelledError:
         say(

@@ -36,6 +36,7 @@ from ._files import write_private
 from ._report import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, ORDER, Work, pay_all
 from ._runner import run_async
 from ._views import document
+from ._waits import WaitBoard
 
 __all__ = ["register"]
 
@@ -191,16 +192,17 @@ async def _run(args: argparse.Namespace, sandbox: Sandbox, path: Path) -> int:
     ):
         banks = await enot.list_sbp_banks()
         im_items, enot_items = _requests(args.count, rng, banks[0].id)
+        waits = WaitBoard()
+        common: dict[str, Any] = {"poll": _POLL, "lease_seconds": _LEASE, "on_wait": waits.on_wait}
         flows: dict[str, Payouts[Any]] = {
-            "intellectmoney": Payouts(
-                im, ledger, poll=_POLL, execute_settle=_SETTLE, lease_seconds=_LEASE
-            ),
-            "enot": Payouts(enot, ledger, poll=_POLL, grace=_GRACE, lease_seconds=_LEASE),
+            "intellectmoney": Payouts(im, ledger, execute_settle=_SETTLE, **common),
+            "enot": Payouts(enot, ledger, grace=_GRACE, **common),
         }
         results = await pay_all(
             [Work(flows["intellectmoney"], im_items), Work(flows["enot"], enot_items)],
             concurrency=args.concurrency,
             show_progress=not args.no_progress,
+            waits=waits,
         )
         if any(r.status is PayoutStatus.PROCESSING for r in results):
             # Left at the poll deadline: finish them the way a later run would.

@@ -39,6 +39,7 @@ from ._setup import (
     settings,
 )
 from ._views import document, payout_from_record, payout_from_result
+from ._waits import WaitBoard
 
 __all__ = ["register"]
 
@@ -86,6 +87,9 @@ class _Finisher:
         self.config = config
         self.ledger = ledger
         self.payouts: dict[str, Payouts[Any]] = {}
+        #: What the payouts wait out (Enot's grace, IntellectMoney's settle window),
+        #: said on stderr unless --no-progress.
+        self.waits = WaitBoard(None if args.no_progress else say)
 
     async def run(self, settle: bool) -> list[PayoutResult]:
         results: list[PayoutResult] = []
@@ -95,7 +99,9 @@ class _Finisher:
                 continue
             payouts = self.payouts.get(provider)
             if payouts is None:
-                payouts = build_payouts(self.args, self.config, provider, self.ledger)
+                payouts = build_payouts(
+                    self.args, self.config, provider, self.ledger, on_wait=self.waits.on_wait
+                )
                 self.payouts[provider] = payouts
             results += await payouts.resume(concurrency=self.args.concurrency)
             if settle:
@@ -103,6 +109,7 @@ class _Finisher:
         return results
 
     async def aclose(self) -> None:
+        self.waits.close()
         for payouts in self.payouts.values():
             await payouts.client.aclose()
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import math
 import signal
 import time
@@ -43,9 +44,11 @@ from ._report import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, ORDER
 from ._setup import Settings, add_provider_options, build_client, check_credentials, make_payouts
 from ._setup import settings as read_settings
 from ._views import SCHEMA, payout_from_result
+from ._waits import WaitBoard
 
 __all__ = ["register"]
 
+_log = logging.getLogger("payout_async.cli")
 _PROGRESS_EVERY = 10.0  # seconds between progress lines, when something happened
 
 
@@ -206,8 +209,9 @@ async def _work(args: argparse.Namespace) -> int:
         checked = history  # the ledger is noted only once it passed the checks
         owner = new_owner()
         flows: list[Payouts[Any]] = []
+        waits = WaitBoard(_log.info)  # at INFO, the worker's default level
         for client in clients.values():
-            flows.append(make_payouts(args, client, ledger, owner=owner))
+            flows.append(make_payouts(args, client, ledger, owner=owner, on_wait=waits.on_wait))
         say(
             f"worker {owner}: paying {' and '.join(providers)} payouts, up to "
             f"{args.concurrency} at a time each; SIGTERM or Ctrl-C stops it cleanly"
@@ -224,6 +228,8 @@ async def _work(args: argparse.Namespace) -> int:
         except LedgerError as error:
             say(f"error: the ledger failed: {error}")
             return EXIT_FAILED
+        finally:
+            waits.close()
     finally:
         for client in clients.values():
             await client.aclose()

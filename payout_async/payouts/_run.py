@@ -7,6 +7,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 from .._errors import ConfigurationError
@@ -21,6 +22,7 @@ from ..ledger import (
     PayoutRecord,
 )
 from ._observe import Observer
+from ._waiting import GRACE, TAKEN_OVER
 
 __all__ = [
     "FenceNotConfirmedError",
@@ -130,6 +132,15 @@ class Run:
         this drive's lost request can no longer be under way, else when no earlier
         holder's request can."""
         return self.quiet_from if self.unknown_from is None else self.unknown_from
+
+    def waiting(self, reason: str, window: float) -> AbstractContextManager[None]:
+        """While the body runs this drive waits out ``window`` seconds counted from
+        ``unknown_since`` (Enot's grace, IntellectMoney's settle window): told to the
+        ``on_wait`` hook, if any. An Enot ``GRACE`` counted from a takeover's quiet
+        period is told as ``TAKEN_OVER``."""
+        if reason == GRACE and self.unknown_from is None:
+            reason = TAKEN_OVER
+        return self._observer.waiting(self.record, reason, window, self.unknown_since() + window)
 
     def answer_lost(self) -> None:
         """Note that the answer to this drive's money-moving request was lost. The
