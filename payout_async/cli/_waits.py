@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 
 from ..payouts import Waiting
-from ..payouts._waiting import GRACE, SETTLE, TAKEN_OVER
+from ..payouts._waiting import GRACE, RETRY_AFTER, SETTLE, TAKEN_OVER
 
 __all__ = ["WaitBoard", "describe"]
 
@@ -24,6 +24,7 @@ _WHAT = {
     GRACE: "Enot grace after a lost answer",
     TAKEN_OVER: "Enot grace for payouts taken over from another worker",
     SETTLE: "IntellectMoney settle window after a lost execute answer",
+    RETRY_AFTER: "provider's Retry-After hold",
 }
 
 
@@ -36,12 +37,15 @@ def describe(waits: list[Waiting]) -> str:
     groups: dict[tuple[str, float], list[float]] = {}
     for wait in waits:
         if wait.until is not None:
-            groups.setdefault((wait.reason, wait.window), []).append(wait.until)
+            # Retry-After holds differ in length: one group, said by its longest.
+            window = 0.0 if wait.reason == RETRY_AFTER else wait.window
+            groups.setdefault((wait.reason, window), []).append(wait.until)
     parts = []
     for (reason, window), ends in sorted(groups.items()):
         what = _WHAT.get(reason, reason)
         count = f"{len(ends)} payout{'s' if len(ends) != 1 else ''}"
-        parts.append(f"the {window:g} s {what} for {count}, until {_clock(max(ends))}")
+        length = f"the {window:g} s " if window else "the "
+        parts.append(f"{length}{what} for {count}, until {_clock(max(ends))}")
     return ("waiting out " + "; ".join(parts)) if parts else ""
 
 
@@ -82,7 +86,9 @@ class WaitBoard:
     def _flush(self) -> None:
         self._timer = None
         line = self.line()
-        kinds = frozenset((w.reason, w.window) for w in self._waits.values())
+        kinds = frozenset(
+            (w.reason, 0.0 if w.reason == RETRY_AFTER else w.window) for w in self._waits.values()
+        )
         if not line or line == self._said or self.sink is None:
             self._said, self._kinds = line, kinds
             return

@@ -11,6 +11,7 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from .._errors import ConfigurationError
+from .._holds import ON_HOLD
 from .._shield import shielded
 from ..ledger import (
     Claim,
@@ -22,7 +23,7 @@ from ..ledger import (
     PayoutRecord,
 )
 from ._observe import Observer
-from ._waiting import GRACE, TAKEN_OVER
+from ._waiting import GRACE, RETRY_AFTER, TAKEN_OVER
 
 __all__ = [
     "FenceNotConfirmedError",
@@ -298,10 +299,18 @@ class Run:
         long poll or reconciliation keeps the row. A lost lease is noticed by the next
         ``move`` or ``fence`` (``LeaseLostError``), which guard every step."""
         beat = _Heartbeat(self)
+        # Whoever listens to waits hears of this payout's Retry-After holds too.
+        holds = ON_HOLD.set(self._held) if self._observer.on_wait is not None else None
         try:
             yield
         finally:
+            if holds is not None:
+                ON_HOLD.reset(holds)
             await beat.stop()
+
+    def _held(self, seconds: float) -> AbstractContextManager[None]:
+        """A provider's ``Retry-After`` hold of this payout, told as a wait."""
+        return self._observer.waiting(self.record, RETRY_AFTER, seconds, time.monotonic() + seconds)
 
     async def release(self) -> None:
         """Give the row back (shielded: it must happen even when cancelled), unless

@@ -4,7 +4,8 @@ A payout whose money-moving answer was lost cannot be sent again at once: Enot's
 order_id must stay "not found" for the grace period (``grace``), counted from the lost
 answer -- or, for a row taken over from another worker, from when no request of that
 worker can still be in flight -- and an IntellectMoney operation must keep reading
-``Created`` for the settle window (``execute_settle``). Such a wait can last a minute
+``Created`` for the settle window (``execute_settle``); a provider's ``Retry-After``
+holds a request back (``RETRY_AFTER``). Such a wait can last a minute
 with nothing to show for it, so ``Payouts(on_wait=...)`` hears of each one twice: a
 ``Waiting`` with ``until`` (wall-clock UNIX seconds) when it begins, and the same
 ``Waiting`` with ``until=None`` when it is over (found, settled, or given up).
@@ -24,7 +25,7 @@ from typing import Final
 
 import attrs
 
-__all__ = ["GRACE", "SETTLE", "TAKEN_OVER", "OnWait", "Waiting", "announce"]
+__all__ = ["GRACE", "RETRY_AFTER", "SETTLE", "TAKEN_OVER", "OnWait", "Waiting", "announce"]
 
 logger = logging.getLogger("payout_async")
 
@@ -35,6 +36,9 @@ GRACE: Final = "grace"
 TAKEN_OVER: Final = "taken_over"
 #: IntellectMoney: ``Created`` must hold for the settle window after a lost execute.
 SETTLE: Final = "settle"
+#: The provider answered with ``Retry-After`` (429, 503): the request is sent again
+#: after that long (a second or more; see ``_holds``).
+RETRY_AFTER: Final = "retry_after"
 
 
 @attrs.frozen

@@ -81,3 +81,16 @@ async def test_a_worker_logs_what_it_waits_for(tmp_path: Path) -> None:
     logged = json.loads(line)
     assert logged["level"] == "INFO", logged
     assert re.search(f"({GRACE})|({SETTLE})", logged["message"]), logged
+
+
+async def test_a_retry_after_hold_is_said(tmp_path: Path) -> None:
+    ledger = f"sqlite:///{tmp_path / 'ledger.db'}"
+    path = write_csv(tmp_path / "batch.csv", good_rows(2)[1:])  # one Enot payout
+    async with Sandbox(config=fast_config(retry_after=2)) as sandbox:
+        sandbox.faults.script("enot.create", kind=FaultKind.RATE_LIMIT, nth=1)
+        run = await cli("batch", str(path), "--ledger", ledger, *SHORT,
+                        env=credentials(sandbox), state=tmp_path)  # fmt: skip
+        assert run.code == 0, run
+        assert_paid_once(sandbox, ["b-1"])
+    assert re.search("waiting out the provider's Retry-After hold for 1 payout, " + CLOCK,
+                     run.err), run  # fmt: skip
