@@ -204,10 +204,11 @@ async def _pay(
 ) -> int:
     work: list[Work] = []
     waits = WaitBoard()
+    on_wait = None if args.no_progress else waits.on_wait  # nobody listens: no hook
     for provider, client in clients.items():
         items = [(row.key, row.request) for row in rows if row.provider == provider]
         payouts = make_payouts(
-            args, client, ledger, switch_provider=args.switch_provider, on_wait=waits.on_wait
+            args, client, ledger, switch_provider=args.switch_provider, on_wait=on_wait
         )
         work.append(Work(payouts, items))
     try:

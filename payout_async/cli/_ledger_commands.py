@@ -99,8 +99,9 @@ class _Finisher:
                 continue
             payouts = self.payouts.get(provider)
             if payouts is None:
+                on_wait = None if self.waits.sink is None else self.waits.on_wait
                 payouts = build_payouts(
-                    self.args, self.config, provider, self.ledger, on_wait=self.waits.on_wait
+                    self.args, self.config, provider, self.ledger, on_wait=on_wait
                 )
                 self.payouts[provider] = payouts
             results += await payouts.resume(concurrency=self.args.concurrency)

@@ -210,8 +210,9 @@ async def _work(args: argparse.Namespace) -> int:
         owner = new_owner()
         flows: list[Payouts[Any]] = []
         waits = WaitBoard(_log.info)  # at INFO, the worker's default level
+        on_wait = waits.on_wait if _log.isEnabledFor(logging.INFO) else None
         for client in clients.values():
-            flows.append(make_payouts(args, client, ledger, owner=owner, on_wait=waits.on_wait))
+            flows.append(make_payouts(args, client, ledger, owner=owner, on_wait=on_wait))
         say(
             f"worker {owner}: paying {' and '.join(providers)} payouts, up to "
             f"{args.concurrency} at a time each; SIGTERM or Ctrl-C stops it cleanly"
