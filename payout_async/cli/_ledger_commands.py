@@ -90,13 +90,18 @@ class _Finisher:
         #: What the payouts wait out (Enot's grace, IntellectMoney's settle window),
         #: said on stderr unless --no-progress.
         self.waits = WaitBoard(None if args.no_progress else say)
+        self._announced: dict[str, int] = {}
 
     async def run(self, settle: bool) -> list[PayoutResult]:
         results: list[PayoutResult] = []
         for provider in PROVIDERS:
             tally = await self.ledger.counts(provider=provider)
-            if not any(tally.get(state, 0) for state in _waiting_states(settle)):
+            waiting = sum(tally.get(state, 0) for state in _waiting_states(settle))
+            if not waiting:
                 continue
+            if self.waits.sink is not None and self._announced.get(provider) != waiting:
+                self._announced[provider] = waiting  # (--wait comes back here each second)
+                say(f"{provider}: finishing up to {waiting} payout(s)...")
             payouts = self.payouts.get(provider)
             if payouts is None:
                 on_wait = None if self.waits.sink is None else self.waits.on_wait

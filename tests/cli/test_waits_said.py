@@ -51,6 +51,8 @@ async def test_batch_and_resume_say_what_they_wait_for(tmp_path: Path, command: 
         assert re.search("waiting out .*" + GRACE, run.err), run
         assert re.search("waiting out .*" + SETTLE, run.err), run
         assert "waiting out" not in run.out  # progress, not a result
+        if command == "resume":
+            assert "enot: finishing up to 1 payout(s)..." in run.err, run
         assert_paid_once(sandbox, ["b-0", "b-1"])
 
 
