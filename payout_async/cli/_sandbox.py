@@ -20,7 +20,7 @@ from ._console import say, show
 from ._files import write_private
 from ._views import document
 
-__all__ = ["register", "run"]
+__all__ = ["environment", "register", "run"]
 
 
 def _money(text: str) -> Decimal:
@@ -135,7 +135,7 @@ def _config(args: argparse.Namespace) -> SandboxConfig:
     return SandboxConfig(**given)
 
 
-def _environment(sandbox: Sandbox) -> dict[str, str]:
+def environment(sandbox: Sandbox) -> dict[str, str]:
     """The environment settings that point the other commands at this sandbox."""
     c = sandbox.credentials
     return {
@@ -175,7 +175,7 @@ def _banner(sandbox: Sandbox) -> str:
     for name, value in attrs.asdict(sandbox.credentials).items():
         lines.append(f"  {name:<20} {value}")
     lines.append("for `payout-async batch`, in another shell:")
-    lines += [f"  export {name}='{value}'" for name, value in _environment(sandbox).items()]
+    lines += [f"  export {name}='{value}'" for name, value in environment(sandbox).items()]
     lines.append("Press Ctrl-C to stop.")
     return "\n".join(lines)
 
@@ -191,7 +191,7 @@ def _json(sandbox: Sandbox, config_file: Path | None) -> str:
         enot_url=sandbox.enot_url,
         endpoints=_endpoints(sandbox),
         credentials=attrs.asdict(sandbox.credentials),
-        environment=_environment(sandbox),
+        environment=environment(sandbox),
         config_file=None if config_file is None else str(config_file),
     )
 
