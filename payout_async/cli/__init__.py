@@ -14,6 +14,7 @@ from . import _batch, _demo, _enqueue, _export, _key, _ledger_commands, _sandbox
 from ._args import EXIT_USAGE, CLIError, Parser
 from ._console import say
 from ._core import LONG_RUNNING, no_core_dumps
+from ._help import show_defaults
 from ._logging import add_logging_options, configure_logging
 
 __all__ = ["build_parser", "main"]
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         command.register(subparsers)
     for command_parser in subparsers.choices.values():
         add_logging_options(command_parser)
+    show_defaults(parser)
     return parser
 
 

@@ -12,8 +12,8 @@ from ..intellectmoney import IntellectMoneyClient
 from ..ledger import Ledger
 from ..payouts import PayoutStatus
 from ._args import CLIError, non_negative_int
-from ._batch_file import PROVIDERS, Batch, BatchRow, Rules, read_batch_file
-from ._console import say, show
+from ._batch_file import PROVIDERS, Batch, BatchRow, Rules, bad_rows, read_batch_file
+from ._console import literal, say, show
 from ._funds import check_enot_balance, funds_notice
 from ._history import (
     ACCEPT_FLAG,
@@ -55,6 +55,7 @@ from ._setup import (
 )
 from ._setup import check_credentials as require_credentials
 from ._views import document, payout_from_record, payout_from_result
+from ._waits import WaitBoard
 
 __all__ = ["register"]
 
@@ -105,7 +106,7 @@ def register(subparsers: Any) -> None:
 def _report_bad(args: argparse.Namespace, place: LedgerPlace, batch: Batch) -> int:
     for problem in batch.bad:
         say(f"{args.file}: {problem}")
-    say(f"{len(batch.bad)} bad row(s); nothing was sent.")
+    say(f"{bad_rows(batch.bad)} bad row(s); nothing was sent.")
     if args.json:
         bad = [{"line": b.line, "column": b.column, "problem": b.problem} for b in batch.bad]
         show(document("batch", place.location, dry_run=args.dry_run, bad_rows=bad, payouts=[]))
@@ -178,15 +179,19 @@ def _to_send(row: BatchRow, known: Known) -> bool:
 
 
 def _dry_run(args: argparse.Namespace, place: LedgerPlace, batch: Batch, known: int) -> int:
+    """The dry run's verdict: a result, so on stdout (as one JSON document with ``--json``)."""
     fresh = len(batch.rows) - known
-    where = "" if place.exists else f"; a new ledger would be created at {place.location}"
-    say(
-        f"{len(batch.rows)} row(s) are valid: {fresh} would be sent, {known} are already in "
-        f"the ledger{where}; nothing was sent (--dry-run)."
-    )
     if args.json:
         show(document("batch", place.location, dry_run=True, valid=len(batch.rows),
                       to_send=fresh, bad_rows=[], payouts=[]))  # fmt: skip
+        return EXIT_OK
+    where = "" if place.exists else f"; a new ledger would be created at {place.location}"
+    show(
+        literal(
+            f"{len(batch.rows)} row(s) are valid: {fresh} would be sent, {known} are already "
+            f"in the ledger{where}; nothing was sent (--dry-run)."
+        )
+    )
     return EXIT_OK
 
 
@@ -198,17 +203,21 @@ async def _pay(
     clients: dict[str, IntellectMoneyClient | EnotClient],
 ) -> int:
     work: list[Work] = []
+    waits = WaitBoard()
+    on_wait = None if args.no_progress else waits.on_wait  # nobody listens: no hook
     for provider, client in clients.items():
         items = [(row.key, row.request) for row in rows if row.provider == provider]
-        work.append(
-            Work(make_payouts(args, client, ledger, switch_provider=args.switch_provider), items)
+        payouts = make_payouts(
+            args, client, ledger, switch_provider=args.switch_provider, on_wait=on_wait
         )
+        work.append(Work(payouts, items))
     try:
         results = await pay_all(
             work,
             concurrency=args.concurrency,
             show_progress=not args.no_progress,
             max_refusals=args.max_refusals,
+            waits=waits,
         )
     except asyncio.CancelledError:
         say(

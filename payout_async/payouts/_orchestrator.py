@@ -48,6 +48,7 @@ from ._owner import new_owner, owner_is_dead
 from ._result import PayoutResult, PayoutStatus, Settings
 from ._run import BeforeSend, Run, in_flight_bound
 from ._tasks import cancel_and_wait
+from ._waiting import OnWait
 from ._webhook_wait import WebhookWaits
 from ._worker import Worker, WorkerSummary
 
@@ -131,6 +132,10 @@ class Payouts(Generic[Request]):
     ``CancelledError``, unless the payout itself is being cancelled), and a coroutine
     callback still running after ``on_transition_timeout`` seconds (default 5) is cut
     short and logged.
+    ``on_wait(waiting)`` (a quick plain function) hears when a payout begins and ends
+    a long wait -- Enot's grace after a lost answer or a takeover, IntellectMoney's
+    settle window -- with the reason and until when (``Waiting``), so that a caller
+    can say what is being waited for.
     A key is one payout, whatever the provider: a key the ledger holds under the
     other provider is refused (``IdempotencyConflictError``) -- unless
     ``switch_provider`` is set and that payout was refused, failed or cancelled there
@@ -160,6 +165,7 @@ class Payouts(Generic[Request]):
         webhook_wait: float = ...,
         on_transition_timeout: float = ...,
         switch_provider: bool = ...,
+        on_wait: OnWait | None = ...,
     ) -> None: ...
 
     @overload
@@ -179,6 +185,7 @@ class Payouts(Generic[Request]):
         webhook_wait: float = ...,
         on_transition_timeout: float = ...,
         switch_provider: bool = ...,
+        on_wait: OnWait | None = ...,
     ) -> None: ...
 
     def __init__(
@@ -197,6 +204,7 @@ class Payouts(Generic[Request]):
         webhook_wait: float = 0.0,
         on_transition_timeout: float = HOOK_TIMEOUT,
         switch_provider: bool = False,
+        on_wait: OnWait | None = None,
     ) -> None:
         _check_settings(client, grace, lease_seconds, execute_settle)
         _check_webhook_wait(client, webhook_wait)
@@ -231,7 +239,7 @@ class Payouts(Generic[Request]):
         self._request_timeout = _request_timeout(client)
         #: Awaited after a money-moving step is recorded, before its fence (tests).
         self._before_send: BeforeSend | None = None
-        self._observer = Observer(on_transition, timeout=on_transition_timeout)
+        self._observer = Observer(on_transition, timeout=on_transition_timeout, on_wait=on_wait)
 
     def __repr__(self) -> str:
         return f"Payouts(provider={self.provider!r}, owner={self.owner!r}, ledger={self.ledger!r})"
