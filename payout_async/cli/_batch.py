@@ -11,6 +11,7 @@ from ..enot import EnotClient
 from ..intellectmoney import IntellectMoneyClient
 from ..ledger import Ledger
 from ..payouts import PayoutStatus
+from ..payouts._owner import BATCH, new_owner
 from ._args import CLIError, non_negative_int
 from ._batch_file import PROVIDERS, Batch, BatchRow, Rules, read_batch_file
 from ._console import say, show
@@ -47,6 +48,7 @@ from ._report import (
 )
 from ._runner import run_async
 from ._setup import (
+    Settings,
     add_output_options,
     add_provider_options,
     build_client,
@@ -139,6 +141,7 @@ async def _batch(args: argparse.Namespace) -> int:
         if not args.new_ledger:
             check_elsewhere(registry, batch.rows, known, place.location)
         if args.dry_run:
+            await _dry_run_balance(args, config, batch, known)
             return _dry_run(args, place, batch, len(known.records))
         for provider in providers:
             clients[provider] = build_client(args, config, provider)
@@ -177,6 +180,29 @@ def _to_send(row: BatchRow, known: Known) -> bool:
     return record is None or not record.state.is_final
 
 
+async def _dry_run_balance(
+    args: argparse.Namespace, config: Settings, batch: Batch, known: Known
+) -> None:
+    """The real run's money check, in a dry run: Enot's balance against the file's
+    Enot rows still to pay (``check_enot_balance``; a shortfall ends the dry run as it
+    would end the real one). A balance that cannot be read is a warning here."""
+    if not any(row.provider == "enot" and _to_send(row, known) for row in batch.rows):
+        return
+    client = build_client(args, config, "enot")
+    try:
+        try:
+            balance = await check_reachable(client, "enot")
+        except CLIError as error:
+            say(f"warning: {error}; the Enot balance was not checked (--dry-run)")
+            return
+        try:
+            check_enot_balance(balance, batch.rows, known, allow_partial=args.allow_partial)
+        except CLIError as error:
+            raise CLIError(f"{error} (--dry-run: the real run would stop here)") from None
+    finally:
+        await client.aclose()
+
+
 def _dry_run(args: argparse.Namespace, place: LedgerPlace, batch: Batch, known: int) -> int:
     fresh = len(batch.rows) - known
     where = "" if place.exists else f"; a new ledger would be created at {place.location}"
@@ -200,9 +226,11 @@ async def _pay(
     work: list[Work] = []
     for provider, client in clients.items():
         items = [(row.key, row.request) for row in rows if row.provider == provider]
-        work.append(
-            Work(make_payouts(args, client, ledger, switch_provider=args.switch_provider), items)
+        owner = new_owner(BATCH)  # ``status`` names the holder of its leases "batch"
+        payouts = make_payouts(
+            args, client, ledger, switch_provider=args.switch_provider, owner=owner
         )
+        work.append(Work(payouts, items))
     try:
         results = await pay_all(
             work,
