@@ -120,6 +120,12 @@ async def _funds(args: argparse.Namespace) -> int:
 
 
 async def _resume(ledger: Ledger, location: str, args: argparse.Namespace) -> int:
+    unreadable = [r for r in await funds_refused_rows(ledger, args.provider) if r.untrusted]
+    if unreadable:
+        raise CLIError(
+            f"{len(unreadable)} {args.provider} payout(s) refused for want of money cannot "
+            f"be paid again from here: {unreadable[0].untrusted}; nothing was changed"
+        )
     lifted, requeued = await resume_provider(ledger, args.provider)
     if args.json:
         lifts = pause_views([lifted] if lifted else [])

@@ -82,7 +82,13 @@ async def requeue_refused_for_funds(ledger: Ledger, provider: str) -> int:
     """Record ``provider``'s rows refused for want of money ``pending`` again, for the
     workers, and wake them; returns how many were. A row whose recipient cannot be
     read (``untrusted``) stays as it is (``reconcile`` sets it aside)."""
-    rows = [row for row in await funds_refused_rows(ledger, provider) if row.untrusted is None]
+    found = await funds_refused_rows(ledger, provider)
+    rows = [row for row in found if row.untrusted is None]
+    if len(rows) < len(found):
+        logger.warning(
+            "%d %s payout(s) refused for want of money stay refused: %s",
+            len(found) - len(rows), provider, next(r.untrusted for r in found if r.untrusted),
+        )  # fmt: skip
     requeued = 0
     for start in range(0, len(rows), _CHUNK):
         intents = [

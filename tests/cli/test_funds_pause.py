@@ -24,7 +24,13 @@ from pathlib import Path
 
 import pytest
 
-from payout_async.ledger import ACTIVE_STATES, LedgerState, PostgresLedger, SQLiteLedger
+from payout_async.ledger import (
+    ACTIVE_STATES,
+    LedgerState,
+    PostgresLedger,
+    SQLiteLedger,
+    new_encryption_key,
+)
 from payout_async.ledger._pauses import pauses
 from payout_async.payouts._owner import BATCH, new_owner
 from payout_async.sandbox import Sandbox
@@ -193,3 +199,39 @@ async def test_status_names_a_batchs_leases_as_that_batch(tmp_path: Path) -> Non
     views = json.loads(run.out)["workers"]
     assert [v["command"] for v in views] == ["batch", "batch"]
     assert len({v["process"] for v in views}) == 1
+
+
+async def test_funds_commands_pause_list_and_resume(tmp_path: Path) -> None:
+    """``funds pause`` by hand, ``funds`` lists it, ``funds resume`` queues the rows
+    refused for want of money again -- refusing, with nothing changed, when they cannot
+    be read without the ledger's key."""
+    key = new_encryption_key()
+    db = tmp_path / "l.db"
+    params = {"service": "card", "wallet_to": CARD, "amount": "10.00"}
+    async with SQLiteLedger(db, encryption_key=key) as book:
+        claim = await book.begin("enot", "r1", book.params_hash(params), params, owner="w",
+                                 lease_seconds=60, order_id="r1")  # fmt: skip
+        await book.transition(
+            "enot", "r1", owner="w", token=claim.record.lease_token, release=True,
+            state=LedgerState.REFUSED, lease_seconds=60, reason="HTTP 403: Insufficient funds",
+        )  # fmt: skip
+    db.chmod(0o600)
+    ledger = ["--ledger", f"sqlite:///{db}"]
+    keyed = {"PAYOUT_ASYNC_LEDGER_KEY": key}
+    run = await cli("funds", "pause", "enot", "--reason", "top-up due", *ledger, env=keyed)
+    assert run.code == 0 and "enot is paused." in run.out, run
+    run = await cli("funds", *ledger, env=keyed)
+    assert "enot is PAUSED since" in run.out and "by operator: top-up due" in run.out, run
+    assert "1 enot payout(s) were refused for want of money." in run.out, run
+    run = await cli("funds", "resume", "enot", *ledger)  # without the key
+    assert run.code == 2 and "nothing was changed" in run.err, run
+    run = await cli("funds", "resume", *ledger, env=keyed)
+    assert run.code == 2 and "funds resume needs a PROVIDER" in run.err, run
+    run = await cli("funds", "resume", "enot", *ledger, "--json", env=keyed)
+    assert run.code == 0, run
+    report = json.loads(run.out)
+    assert (report["requeued"], [p["by"] for p in report["lifted"]]) == (1, ["operator"])
+    async with SQLiteLedger(db, encryption_key=key) as book:
+        record = await book.get("enot", "r1")
+        assert record is not None and record.state is LedgerState.PENDING
+        assert await pauses(book) == []
