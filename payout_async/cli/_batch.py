@@ -15,7 +15,7 @@ from ..payouts._owner import BATCH, new_owner
 from ._args import CLIError, non_negative_int
 from ._batch_file import PROVIDERS, Batch, BatchRow, Rules, read_batch_file
 from ._console import say, show
-from ._funds import check_enot_balance, funds_notice
+from ._funds import check_enot_balance, funds_notice, warn_of_pauses
 from ._history import (
     ACCEPT_FLAG,
     add_accept_option,
@@ -163,6 +163,7 @@ async def _batch(args: argparse.Namespace) -> int:
         if ledger is None:
             ledger = await open_ledger(place, create=True)
         remember(registry, batch.rows, place.location)
+        await warn_of_pauses(ledger, providers)
         try:
             return await _pay(args, place, ledger, batch.rows, clients)
         finally:

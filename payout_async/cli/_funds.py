@@ -16,7 +16,8 @@ from collections.abc import Iterable, Sequence
 from decimal import Decimal
 
 from ..enot import Balance, PayoffRequest
-from ..ledger import LedgerState
+from ..ledger import Ledger, LedgerState
+from ..ledger._pauses import pauses
 from ..payouts import PayoutResult
 from ..payouts._funds import available_balance, count_refused_for_funds, refused_for_funds
 from ._args import CLIError
@@ -24,7 +25,7 @@ from ._batch_file import BatchRow
 from ._console import say
 from ._preflight import Known
 
-__all__ = ["check_enot_balance", "funds_notice", "out_of_funds"]
+__all__ = ["check_enot_balance", "funds_notice", "out_of_funds", "warn_of_pauses"]
 
 #: Ledger states of an Enot row whose money has surely not left the balance.
 _UNPAID = frozenset({LedgerState.PENDING, LedgerState.REFUSED})
@@ -91,3 +92,16 @@ def funds_notice(results: Iterable[PayoutResult]) -> str | None:
         "refusal. Top up and re-run the same command: it pays the refused and unsent "
         "payouts, and nothing twice."
     )
+
+
+async def warn_of_pauses(ledger: Ledger, providers: Sequence[str]) -> None:
+    """Say which of ``providers`` the workers have paused for want of money: this batch
+    pays them all the same (its own money check ran), but the workers stay paused until
+    ``payout-async funds resume``."""
+    for pause in await pauses(ledger):
+        if pause.provider in providers:
+            say(
+                f"warning: workers have paused {pause.provider} for want of money "
+                f"({pause.reason}); this batch pays it all the same. After a top-up, "
+                f"`payout-async funds resume {pause.provider}` lets the workers go on"
+            )

@@ -195,7 +195,10 @@ class PauseGate:
             logger.info("%s balance %s covers no refused payout yet (the smallest is %s)",
                         self._provider, available, min(amounts))  # fmt: skip
             return False
-        if not self._shared:
+        if not self._shared:  # this worker's own pause: lift it here only
+            requeued = await requeue_refused_for_funds(self._ledger, self._provider)
+            logger.warning("%s balance is %s: resuming its payouts; %d queued again",
+                           self._provider, available, requeued)  # fmt: skip
             self._seen(None)
             return True
         lifted, requeued = await resume_provider(self._ledger, self._provider)

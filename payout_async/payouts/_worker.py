@@ -19,6 +19,13 @@ other workers take its row up at once, and from where it stopped: a row whose la
 request's outcome is unknown (``sending``, ``executing``) is looked up before anything
 is sent again, with the Enot grace period and the IntellectMoney settle window counted
 from the takeover (the stopped drive can send nothing more).
+
+Money running out pauses the provider for every worker of the ledger
+(``payouts._pause_gate``): a drive whose payout the provider refused for want of money
+records the pause; from then on no worker claims the provider's rows, and a drive about
+to start a money-moving request reads the pause first and, paused, stops there as it
+does when stopping (nothing written, nothing sent; its row given back). A paused worker
+resumes when the pause is lifted -- by its balance read (Enot) or the operator.
 """
 
 from __future__ import annotations

@@ -235,3 +235,19 @@ async def test_funds_commands_pause_list_and_resume(tmp_path: Path) -> None:
         record = await book.get("enot", "r1")
         assert record is not None and record.state is LedgerState.PENDING
         assert await pauses(book) == []
+
+
+async def test_a_batch_says_the_workers_have_paused_its_provider(tmp_path: Path) -> None:
+    async with Sandbox(config=fast_config()) as sandbox:
+        env = credentials(sandbox)
+        ledger = ["--ledger", f"sqlite:///{tmp_path / 'l.db'}"]
+        path = write_csv(tmp_path / "b.csv", rows("enot", ["5.00"], "bp"))
+        run = await cli("enqueue", str(path), *ledger, state=tmp_path)
+        assert run.code == 0, run
+        run = await cli("funds", "pause", "enot", *ledger, state=tmp_path)
+        assert run.code == 0, run
+        run = await cli("batch", str(path), *ledger, "--no-progress", env=env, state=tmp_path)
+        assert run.code == 0, run
+        assert "warning: workers have paused enot for want of money" in run.err, run
+        assert "payout-async funds resume enot" in run.err
+        paid_once(sandbox, ["bp-0"])
