@@ -129,7 +129,7 @@ class _StoppingLedger:
     ) -> PayoutRecord:
         """``Ledger.transition``, refused or followed by a stop once stopping."""
         if add_attempt:
-            if self.stopping or await self._paused():
+            if self.stopping or await self._paused() or self.stopping:
                 raise asyncio.CancelledError  # nothing written, nothing will be sent
             self.sending.add(key)
         write = asyncio.ensure_future(
