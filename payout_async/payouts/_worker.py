@@ -370,7 +370,9 @@ class Worker:
             final = self._view.final.pop(key, None)
             if task.cancelled():
                 if final is None:
-                    self._handed_back += 1
+                    # Stopped by a stop (handed back), or by a pause (given back to
+                    # be paid once the money is back: not a stop's hand-back).
+                    self._handed_back += self._view.stopping
                     continue
                 result = PayoutResult.from_record(final)  # stopped on its way out
             else:
