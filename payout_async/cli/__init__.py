@@ -10,7 +10,18 @@ from collections.abc import Sequence
 from .. import __version__
 from .._errors import ConfigurationError
 from .._redact import scrub
-from . import _batch, _demo, _enqueue, _export, _key, _ledger_commands, _sandbox, _status, _worker
+from . import (
+    _batch,
+    _demo,
+    _enqueue,
+    _export,
+    _funds_commands,
+    _key,
+    _ledger_commands,
+    _sandbox,
+    _status,
+    _worker,
+)
 from ._args import EXIT_USAGE, CLIError, Parser
 from ._console import say
 from ._core import LONG_RUNNING, no_core_dumps
@@ -20,7 +31,10 @@ from ._logging import add_logging_options, configure_logging
 __all__ = ["build_parser", "main"]
 
 #: Each module adds its subcommand with ``register(subparsers)``.
-_COMMANDS = (_demo, _batch, _enqueue, _worker, _ledger_commands, _status, _export, _key, _sandbox)
+_COMMANDS = (
+    _demo, _batch, _enqueue, _worker, _ledger_commands, _status, _funds_commands, _export, _key,
+    _sandbox,
+)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

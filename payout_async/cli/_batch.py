@@ -11,10 +11,11 @@ from ..enot import EnotClient
 from ..intellectmoney import IntellectMoneyClient
 from ..ledger import Ledger
 from ..payouts import PayoutStatus
+from ..payouts._owner import BATCH, new_owner
 from ._args import CLIError, non_negative_int
 from ._batch_file import PROVIDERS, Batch, BatchRow, Rules, bad_rows, read_batch_file
 from ._console import literal, say, show
-from ._funds import check_enot_balance, funds_notice
+from ._funds import check_enot_balance, funds_notice, warn_of_pauses
 from ._history import (
     ACCEPT_FLAG,
     add_accept_option,
@@ -47,6 +48,7 @@ from ._report import (
 )
 from ._runner import run_async
 from ._setup import (
+    Settings,
     add_output_options,
     add_provider_options,
     build_client,
@@ -140,6 +142,7 @@ async def _batch(args: argparse.Namespace) -> int:
         if not args.new_ledger:
             check_elsewhere(registry, batch.rows, known, place.location)
         if args.dry_run:
+            await _dry_run_balance(args, config, batch, known)
             return _dry_run(args, place, batch, len(known.records))
         for provider in providers:
             clients[provider] = build_client(args, config, provider)
@@ -161,6 +164,7 @@ async def _batch(args: argparse.Namespace) -> int:
         if ledger is None:
             ledger = await open_ledger(place, create=True)
         remember(registry, batch.rows, place.location)
+        await warn_of_pauses(ledger, providers)
         try:
             return await _pay(args, place, ledger, batch.rows, clients)
         finally:
@@ -176,6 +180,29 @@ def _to_send(row: BatchRow, known: Known) -> bool:
     """Whether paying ``row`` may send something (it is not final in the ledger)."""
     record = known.records.get((row.provider, row.key))
     return record is None or not record.state.is_final
+
+
+async def _dry_run_balance(
+    args: argparse.Namespace, config: Settings, batch: Batch, known: Known
+) -> None:
+    """The real run's money check, in a dry run: Enot's balance against the file's
+    Enot rows still to pay (``check_enot_balance``; a shortfall ends the dry run as it
+    would end the real one). A balance that cannot be read is a warning here."""
+    if not any(row.provider == "enot" and _to_send(row, known) for row in batch.rows):
+        return
+    client = build_client(args, config, "enot")
+    try:
+        try:
+            balance = await check_reachable(client, "enot")
+        except CLIError as error:
+            say(f"warning: {error}; the Enot balance was not checked (--dry-run)")
+            return
+        try:
+            check_enot_balance(balance, batch.rows, known, allow_partial=args.allow_partial)
+        except CLIError as error:
+            raise CLIError(f"{error} (--dry-run: the real run would stop here)") from None
+    finally:
+        await client.aclose()
 
 
 def _dry_run(args: argparse.Namespace, place: LedgerPlace, batch: Batch, known: int) -> int:
@@ -207,8 +234,14 @@ async def _pay(
     on_wait = None if args.no_progress else waits.on_wait  # nobody listens: no hook
     for provider, client in clients.items():
         items = [(row.key, row.request) for row in rows if row.provider == provider]
+        owner = new_owner(BATCH)  # ``status`` names the holder of its leases "batch"
         payouts = make_payouts(
-            args, client, ledger, switch_provider=args.switch_provider, on_wait=on_wait
+            args,
+            client,
+            ledger,
+            switch_provider=args.switch_provider,
+            owner=owner,
+            on_wait=on_wait,
         )
         work.append(Work(payouts, items))
     try:

@@ -6,6 +6,12 @@ A worker pays the pending rows ``enqueue`` recorded and finishes stranded ones
 Ctrl-C stops it cleanly: it claims nothing more, lets requests in flight record their
 outcome (``--shutdown-grace``), gives every row back for other workers, says what it
 did and exits 0. A second one stops it at once (exit 130; rows are still given back).
+
+When a provider refuses a payout for want of money, the worker pauses that provider
+for every worker of the ledger and says so at ERROR: none sends it anything more until
+a balance read (Enot, every ``--balance-poll`` seconds) shows money, or the operator
+runs ``payout-async funds resume PROVIDER``; the payouts so refused are then paid,
+once each (``payouts._pause_gate``).
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from ..enot import EnotClient
 from ..intellectmoney import IntellectMoneyClient
 from ..ledger import LedgerError
 from ..payouts import PayoutResult, Payouts, PayoutStatus, WorkerSummary
-from ..payouts._owner import new_owner
+from ..payouts._owner import WORKER, new_owner
 from ._args import CLIError, seconds
 from ._batch_file import PROVIDERS
 from ._console import say, show
@@ -93,6 +99,15 @@ def register(subparsers: Any) -> None:
         metavar="SECONDS",
         help="with nothing to do, look for rows whose lease ran out this often; new work "
         "wakes the worker at once (default 5)",
+    )
+    parser.add_argument(
+        "--balance-poll",
+        type=seconds,
+        default=60.0,
+        metavar="SECONDS",
+        help="while enot is paused for want of money, read its balance this often and "
+        "resume once it covers a refused payout (default 60); intellectmoney has no "
+        "balance call: `payout-async funds resume intellectmoney` after a top-up",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress on stderr")
     parser.add_argument(
@@ -207,7 +222,7 @@ async def _work(args: argparse.Namespace) -> int:
         im_client = im if isinstance(im, IntellectMoneyClient) else None
         await unknowable_ledger_rows(history, ledger, im_client)
         checked = history  # the ledger is noted only once it passed the checks
-        owner = new_owner()
+        owner = new_owner(WORKER)
         flows: list[Payouts[Any]] = []
         waits = WaitBoard(_log.info)  # at INFO, the worker's default level
         on_wait = waits.on_wait if _log.isEnabledFor(logging.INFO) else None
@@ -256,6 +271,7 @@ async def _run_all(
                         shutdown_grace=args.shutdown_grace,
                         idle_poll=args.idle_poll,
                         on_result=progress.add,
+                        balance_poll=args.balance_poll,
                     )
                 )
                 for flow in flows

@@ -612,6 +612,7 @@ class Payouts(Generic[Request]):
         shutdown_grace: float = 10.0,
         idle_poll: float = 5.0,
         on_result: Callable[[PayoutResult], None] | None = None,
+        balance_poll: float = 60.0,
     ) -> WorkerSummary:
         """Pay this provider's payouts from the ledger until ``stop`` is set: pending
         rows (``enqueue``) and stranded ones, at most ``concurrency`` at a time, each
@@ -629,6 +630,13 @@ class Payouts(Generic[Request]):
         once (looking up first any whose last request's outcome is unknown), and the
         call returns a ``WorkerSummary``. ``on_result`` is called with each payout
         whose drive ended. Cancelling the call stops every drive at once.
+
+        A refusal for want of money (IntellectMoney's ``NotEnoughMoney``, Enot's
+        "insufficient funds") pauses this provider in the ledger, for every worker
+        sharing it (``payouts._pause_gate``): none claims its rows or sends it anything
+        until the pause is lifted -- by a worker whose balance read (Enot, every
+        ``balance_poll`` seconds) covers a refused payout, or by the operator
+        (``payout-async funds resume``); the rows so refused are then paid again, once.
         """
         worker = Worker(
             self,
@@ -637,6 +645,7 @@ class Payouts(Generic[Request]):
             shutdown_grace=shutdown_grace,
             idle_poll=idle_poll,
             on_result=on_result,
+            balance_poll=balance_poll,
         )
         return await worker.run(stop)
 
