@@ -21,6 +21,7 @@ from ._errors import (
 from ._numbers import clip
 from ._redact import Redactor
 from ._retry import OperationKind
+from ._summary import html_summary
 from ._transport import HTTPResponse
 
 __all__ = ["AnswerReader", "moves_money"]
@@ -102,8 +103,13 @@ class AnswerReader:
         return clip(self.redactor(text), _KEPT)
 
     def _snippet(self, body: bytes) -> str:
+        """The start of an error body, on one line: an HTML page (a gateway's error) as
+        its title and size (``html_summary``)."""
         text = body[:_READ].decode("utf-8", "replace").strip()
-        return self._clipped(text) if text else "<empty body>"
+        page = html_summary(body, text)
+        if page is not None:
+            return self.redactor(page)
+        return self._clipped(" ".join(text.split())) if text else "<empty body>"
 
     def request_id(self, response: HTTPResponse) -> str | None:
         """The provider's id of this exchange, if the body names one (redacted)."""

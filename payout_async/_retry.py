@@ -32,6 +32,7 @@ from ._errors import (
     ServerError,
     TransportError,
 )
+from ._holds import on_hold
 
 __all__ = [
     "NO_RETRY",
@@ -121,14 +122,24 @@ async def call_with_retry(
         if policy.attempts == 1 or not retry_on(error):
             raise
         first_error = error
-    await asyncio.sleep(policy.wait_seconds(1, first_error))
+    delay = policy.wait_seconds(1, first_error)
+    with on_hold(delay, first_error):  # a Retry-After is told to whoever listens
+        await asyncio.sleep(delay)
+    last: list[BaseException | None] = [None]
+
+    def wait(state: tenacity.RetryCallState) -> float:
+        last[0] = state.outcome.exception() if state.outcome else None
+        return policy.wait_seconds(state.attempt_number + 1, last[0])
+
+    async def sleep(seconds: float) -> None:
+        with on_hold(seconds, last[0]):
+            await asyncio.sleep(seconds)
+
     retrying = tenacity.AsyncRetrying(
         stop=tenacity.stop_after_attempt(policy.attempts - 1),
-        wait=lambda state: policy.wait_seconds(
-            state.attempt_number + 1, state.outcome.exception() if state.outcome else None
-        ),
+        wait=wait,
         retry=tenacity.retry_if_exception(retry_on),
-        sleep=asyncio.sleep,
+        sleep=sleep,
         reraise=True,
     )
     return await retrying(attempt)

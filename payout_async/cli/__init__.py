@@ -10,16 +10,31 @@ from collections.abc import Sequence
 from .. import __version__
 from .._errors import ConfigurationError
 from .._redact import scrub
-from . import _batch, _demo, _enqueue, _export, _key, _ledger_commands, _sandbox, _status, _worker
+from . import (
+    _batch,
+    _demo,
+    _enqueue,
+    _export,
+    _funds_commands,
+    _key,
+    _ledger_commands,
+    _sandbox,
+    _status,
+    _worker,
+)
 from ._args import EXIT_USAGE, CLIError, Parser
 from ._console import say
 from ._core import LONG_RUNNING, no_core_dumps
+from ._help import show_defaults
 from ._logging import add_logging_options, configure_logging
 
 __all__ = ["build_parser", "main"]
 
 #: Each module adds its subcommand with ``register(subparsers)``.
-_COMMANDS = (_demo, _batch, _enqueue, _worker, _ledger_commands, _status, _export, _key, _sandbox)
+_COMMANDS = (
+    _demo, _batch, _enqueue, _worker, _ledger_commands, _status, _funds_commands, _export, _key,
+    _sandbox,
+)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         command.register(subparsers)
     for command_parser in subparsers.choices.values():
         add_logging_options(command_parser)
+    show_defaults(parser)
     return parser
 
 

@@ -11,10 +11,11 @@ from ..enot import EnotClient
 from ..intellectmoney import IntellectMoneyClient
 from ..ledger import Ledger
 from ..payouts import PayoutStatus
+from ..payouts._owner import BATCH, new_owner
 from ._args import CLIError, non_negative_int
-from ._batch_file import PROVIDERS, Batch, BatchRow, Rules, read_batch_file
-from ._console import say, show
-from ._funds import check_enot_balance, funds_notice
+from ._batch_file import PROVIDERS, Batch, BatchRow, Rules, bad_rows, read_batch_file
+from ._console import literal, say, show
+from ._funds import check_enot_balance, funds_notice, warn_of_pauses
 from ._history import (
     ACCEPT_FLAG,
     add_accept_option,
@@ -47,6 +48,7 @@ from ._report import (
 )
 from ._runner import run_async
 from ._setup import (
+    Settings,
     add_output_options,
     add_provider_options,
     build_client,
@@ -55,6 +57,7 @@ from ._setup import (
 )
 from ._setup import check_credentials as require_credentials
 from ._views import document, payout_from_record, payout_from_result
+from ._waits import WaitBoard
 
 __all__ = ["register"]
 
@@ -105,7 +108,7 @@ def register(subparsers: Any) -> None:
 def _report_bad(args: argparse.Namespace, place: LedgerPlace, batch: Batch) -> int:
     for problem in batch.bad:
         say(f"{args.file}: {problem}")
-    say(f"{len(batch.bad)} bad row(s); nothing was sent.")
+    say(f"{bad_rows(batch.bad)} bad row(s); nothing was sent.")
     if args.json:
         bad = [{"line": b.line, "column": b.column, "problem": b.problem} for b in batch.bad]
         show(document("batch", place.location, dry_run=args.dry_run, bad_rows=bad, payouts=[]))
@@ -139,6 +142,7 @@ async def _batch(args: argparse.Namespace) -> int:
         if not args.new_ledger:
             check_elsewhere(registry, batch.rows, known, place.location)
         if args.dry_run:
+            await _dry_run_balance(args, config, batch, known)
             return _dry_run(args, place, batch, len(known.records))
         for provider in providers:
             clients[provider] = build_client(args, config, provider)
@@ -160,6 +164,7 @@ async def _batch(args: argparse.Namespace) -> int:
         if ledger is None:
             ledger = await open_ledger(place, create=True)
         remember(registry, batch.rows, place.location)
+        await warn_of_pauses(ledger, providers)
         try:
             return await _pay(args, place, ledger, batch.rows, clients)
         finally:
@@ -177,16 +182,43 @@ def _to_send(row: BatchRow, known: Known) -> bool:
     return record is None or not record.state.is_final
 
 
+async def _dry_run_balance(
+    args: argparse.Namespace, config: Settings, batch: Batch, known: Known
+) -> None:
+    """The real run's money check, in a dry run: Enot's balance against the file's
+    Enot rows still to pay (``check_enot_balance``; a shortfall ends the dry run as it
+    would end the real one). A balance that cannot be read is a warning here."""
+    if not any(row.provider == "enot" and _to_send(row, known) for row in batch.rows):
+        return
+    client = build_client(args, config, "enot")
+    try:
+        try:
+            balance = await check_reachable(client, "enot")
+        except CLIError as error:
+            say(f"warning: {error}; the Enot balance was not checked (--dry-run)")
+            return
+        try:
+            check_enot_balance(balance, batch.rows, known, allow_partial=args.allow_partial)
+        except CLIError as error:
+            raise CLIError(f"{error} (--dry-run: the real run would stop here)") from None
+    finally:
+        await client.aclose()
+
+
 def _dry_run(args: argparse.Namespace, place: LedgerPlace, batch: Batch, known: int) -> int:
+    """The dry run's verdict: a result, so on stdout (as one JSON document with ``--json``)."""
     fresh = len(batch.rows) - known
-    where = "" if place.exists else f"; a new ledger would be created at {place.location}"
-    say(
-        f"{len(batch.rows)} row(s) are valid: {fresh} would be sent, {known} are already in "
-        f"the ledger{where}; nothing was sent (--dry-run)."
-    )
     if args.json:
         show(document("batch", place.location, dry_run=True, valid=len(batch.rows),
                       to_send=fresh, bad_rows=[], payouts=[]))  # fmt: skip
+        return EXIT_OK
+    where = "" if place.exists else f"; a new ledger would be created at {place.location}"
+    show(
+        literal(
+            f"{len(batch.rows)} row(s) are valid: {fresh} would be sent, {known} are already "
+            f"in the ledger{where}; nothing was sent (--dry-run)."
+        )
+    )
     return EXIT_OK
 
 
@@ -198,17 +230,27 @@ async def _pay(
     clients: dict[str, IntellectMoneyClient | EnotClient],
 ) -> int:
     work: list[Work] = []
+    waits = WaitBoard()
+    on_wait = None if args.no_progress else waits.on_wait  # nobody listens: no hook
     for provider, client in clients.items():
         items = [(row.key, row.request) for row in rows if row.provider == provider]
-        work.append(
-            Work(make_payouts(args, client, ledger, switch_provider=args.switch_provider), items)
+        owner = new_owner(BATCH)  # ``status`` names the holder of its leases "batch"
+        payouts = make_payouts(
+            args,
+            client,
+            ledger,
+            switch_provider=args.switch_provider,
+            owner=owner,
+            on_wait=on_wait,
         )
+        work.append(Work(payouts, items))
     try:
         results = await pay_all(
             work,
             concurrency=args.concurrency,
             show_progress=not args.no_progress,
             max_refusals=args.max_refusals,
+            waits=waits,
         )
     except asyncio.CancelledError:
         say(

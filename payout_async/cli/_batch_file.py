@@ -44,6 +44,7 @@ __all__ = [
     "Batch",
     "BatchRow",
     "Rules",
+    "bad_rows",
     "parse_row",
     "read_batch",
     "read_batch_file",
@@ -53,7 +54,11 @@ PROVIDERS = ("intellectmoney", "enot")
 _IM_METHODS = ("card", "sbp", "qiwi")
 _PHONE_METHODS = frozenset({"sbp", "qiwi"})
 _CARD_SEPARATORS = re.compile(r"[\s\-]+")
-_DECIMAL_COMMA = re.compile(r"[0-9]+,[0-9]{1,2}")
+#: An amount written with a decimal comma, as Excel writes it in a Russian locale
+#: (``150,00``; ``1 500,00`` with a space, no-break space or narrow no-break space).
+_DECIMAL_COMMA = re.compile(r"[0-9]{1,3}(?:[ \u00a0\u202f][0-9]{3})+,[0-9]{1,2}|[0-9]+,[0-9]{1,2}")
+#: How many decimal-comma rows are listed one by one; beyond that, one line says it.
+_COMMA_ROWS_LISTED = 2
 #: Request fields -> the file's column that carries them.
 _COLUMN_OF = {
     "pan": "recipient",
@@ -81,6 +86,8 @@ class BadRow:
     line: int
     column: str = attrs.field(converter=scrub)
     problem: str = attrs.field(converter=scrub)  # a rule may quote the cell
+    #: How many rows this one report stands for (several decimal-comma amounts: one).
+    rows: int = 1
 
     def __str__(self) -> str:
         return f"line {self.line}: {self.column}: {self.problem}"
@@ -124,11 +131,34 @@ def _recipient(cells: Mapping[str, str], method: str) -> str:
     return recipient
 
 
+class _DecimalComma(ValidationError):
+    """An amount written with a decimal comma (``150,00``)."""
+
+
 def _amount(cells: Mapping[str, str]) -> str:
     amount = _required(cells, "amount")
     if _DECIMAL_COMMA.fullmatch(amount):
-        raise ValidationError("amount", f"write the decimal point as '.', not ',' (got {amount!r})")
+        raise _DecimalComma("amount", f"write the decimal point as '.', not ',' (got {amount!r})")
     return amount
+
+
+def _comma_summary(commas: list[BadRow], amounts: int, name: str) -> BadRow:
+    """One line for many decimal-comma amounts: the column, how many, and the fix."""
+    first, last = commas[0].line, commas[-1].line
+    which = (
+        f"the whole {name} column uses ',' as the decimal point"
+        if len(commas) == amounts
+        else f"{len(commas)} of {amounts} amounts use ',' as the decimal point"
+    )
+    return BadRow(
+        first,
+        name,
+        f"{which} (lines {first}-{last}; e.g. 150,00), as Excel writes numbers in a Russian "
+        "locale: write them with '.' (150.00) -- in Excel, set File > Options > Advanced > "
+        "decimal separator to '.' (untick 'Use system separators') and save as CSV again, "
+        f"or replace ',' with '.' in the {name} column",
+        rows=len(commas),
+    )
 
 
 def _im_request(cells: Mapping[str, str], method: str, rules: Rules) -> OperationRequest:
@@ -195,6 +225,11 @@ def parse_row(record: Record, rules: Rules) -> BatchRow:
     return BatchRow(line=record.line, key=key, provider=provider, request=request)
 
 
+def bad_rows(bad: Sequence[BadRow]) -> int:
+    """How many rows ``bad`` reports on (a summary line may stand for several)."""
+    return sum(problem.rows for problem in bad)
+
+
 def _parse(found: FileRecords, rules: Rules) -> Batch:
     spelling = found.spelling
 
@@ -204,6 +239,7 @@ def _parse(found: FileRecords, rules: Rules) -> Batch:
 
     rows: list[BatchRow] = []
     bad: list[BadRow] = []
+    commas: list[BadRow] = []
     seen: dict[str, int] = {}
     for record in found.records:
         if record.problems:
@@ -212,13 +248,18 @@ def _parse(found: FileRecords, rules: Rules) -> Batch:
         try:
             row = parse_row(record, rules)
         except ValidationError as error:
-            bad.append(BadRow(record.line, column(error.field), error.rule))
+            problem = BadRow(record.line, column(error.field), error.rule)
+            (commas if isinstance(error, _DecimalComma) else bad).append(problem)
             continue
         first = seen.setdefault(row.key, record.line)
         if first != record.line:
             bad.append(BadRow(record.line, column("key"), f"repeats the key of line {first}"))
             continue
         rows.append(row)
+    if len(commas) > _COMMA_ROWS_LISTED:
+        amounts = sum(1 for record in found.records if record.cells.get("amount"))
+        commas = [_comma_summary(commas, amounts, column("amount"))]
+    bad = sorted(bad + commas, key=lambda problem: problem.line)
     return Batch(rows, bad, found.ignored)
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from ..ledger import Enqueued, EnqueueOutcome, Ledger, LedgerError
 from ..payouts import intent_for
 from ._args import CLIError
-from ._batch_file import PROVIDERS, BadRow, Batch, BatchRow, Rules, read_batch_file
+from ._batch_file import PROVIDERS, BadRow, Batch, BatchRow, Rules, bad_rows, read_batch_file
 from ._console import say, show
 from ._history import (
     add_accept_option,
@@ -81,7 +81,7 @@ def register(subparsers: Any) -> None:
 def _report_bad(args: argparse.Namespace, place: LedgerPlace, bad: list[BadRow]) -> int:
     for problem in bad:
         say(f"{args.file}: {problem}")
-    say(f"{len(bad)} bad row(s); nothing was recorded.")
+    say(f"{bad_rows(bad)} bad row(s); nothing was recorded.")
     if args.json:
         rows = [{"line": b.line, "column": b.column, "problem": b.problem} for b in bad]
         show(document("enqueue", place.location, bad_rows=rows))

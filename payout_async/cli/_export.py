@@ -22,14 +22,14 @@ from .._redact import scrub
 from ..ledger import Ledger, LedgerState, PayoutRecord
 from ..payouts import PayoutResult
 from ._batch_file import PROVIDERS
-from ._console import say
+from ._console import literal, show
 from ._escape import csv_line, json_text
 from ._files import write_private
 from ._location import locate, open_ledger, require_existing
 from ._report import EXIT_OK
 from ._runner import run_async
 from ._setup import add_ledger_option, settings
-from ._views import request_summary
+from ._views import document, request_summary
 
 __all__ = ["EXPORT_FIELDS", "EXPORT_SCHEMA", "export_row", "iso_utc", "parse_since", "register"]
 
@@ -80,7 +80,18 @@ def register(subparsers: Any) -> None:
         help="only rows in this state (repeat for several)",
     )
     parser.add_argument("--provider", choices=PROVIDERS, help="only this provider")
-    parser.add_argument("--format", choices=FORMATS, default="csv", help="default: csv")
+    parser.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="csv",
+        help="csv: a header and a line per row; jsonl: a JSON object per line (default: csv)",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON document instead: the ledger, the field names and every row as a "
+        '"payouts" list (overrides --format)',
+    )
     parser.add_argument(
         "--output", "-o", type=Path, metavar="FILE", help="write to FILE (default: stdout)"
     )
@@ -159,6 +170,12 @@ def _lines(records: Iterable[PayoutRecord], form: str) -> Iterator[str]:
         yield csv_line(export_row(record).values())
 
 
+def _document(location: str, records: list[PayoutRecord]) -> Iterator[str]:
+    """The ``--json`` document, as one line."""
+    rows = [export_row(record) for record in records]
+    yield document("export", location, fields=list(EXPORT_FIELDS), payouts=rows) + "\n"
+
+
 def _write(lines: Iterable[str], handle: TextIO) -> None:
     for line in lines:
         handle.write(line)
@@ -176,11 +193,11 @@ async def _export(args: argparse.Namespace) -> int:
         records = await _rows(ledger, providers, states, args.since)
     finally:
         await ledger.aclose()
-    lines = _lines(records, args.format)
+    lines = _document(place.location, records) if args.json else _lines(records, args.format)
     if args.output is None:
         _write(lines, sys.stdout)
         sys.stdout.flush()
     else:
         write_private(args.output, lines)
-        say(f"exported {len(records)} payout(s) to {args.output}")
+        show(literal(f"exported {len(records)} payout(s) to {args.output}"))
     return EXIT_OK

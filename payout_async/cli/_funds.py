@@ -16,32 +16,26 @@ from collections.abc import Iterable, Sequence
 from decimal import Decimal
 
 from ..enot import Balance, PayoffRequest
-from ..intellectmoney import MassPaymentOperationState
-from ..ledger import LedgerState
+from ..ledger import Ledger, LedgerState
+from ..ledger._pauses import pauses
 from ..payouts import PayoutResult
+from ..payouts._funds import available_balance, count_refused_for_funds, refused_for_funds
 from ._args import CLIError
 from ._batch_file import BatchRow
 from ._console import say
 from ._preflight import Known
 
-__all__ = ["check_enot_balance", "funds_notice", "out_of_funds"]
+__all__ = ["check_enot_balance", "funds_notice", "out_of_funds", "warn_of_pauses"]
 
-#: Words by which Enot's refusal of a create says the balance is short (the sandbox's
-#: "Недостаточно средств на балансе."; the provider documents no code for it).
-_NO_MONEY_WORDS = ("недостаточно средств", "insufficient", "not enough money", "not enough funds")
 #: Ledger states of an Enot row whose money has surely not left the balance.
 _UNPAID = frozenset({LedgerState.PENDING, LedgerState.REFUSED})
 
 
 def out_of_funds(result: PayoutResult) -> bool:
     """True when the provider refused the payout for want of money (the row is
-    ``refused``: a re-run pays it once the balance is topped up)."""
-    if result.state is not LedgerState.REFUSED:
-        return False
-    if result.provider == "intellectmoney":
-        return result.provider_status == MassPaymentOperationState.NOT_ENOUGH_MONEY.value
-    reason = (result.reason or "").casefold()
-    return any(word in reason for word in _NO_MONEY_WORDS)
+    ``refused``: a re-run pays it once the balance is topped up); the rule the workers
+    pause a provider by (``payouts._funds``)."""
+    return refused_for_funds(result)
 
 
 def _still_to_pay(rows: Sequence[BatchRow], known: Known) -> list[BatchRow]:
@@ -61,9 +55,7 @@ def check_enot_balance(
     unpaid = _still_to_pay(rows, known)
     if not unpaid:
         return
-    available = None if balance is None else balance.active_balance
-    if available is None and balance is not None:
-        available = balance.balance
+    available = available_balance(balance)
     if available is None:
         say("warning: could not read the Enot balance; the file's total was not checked")
         return
@@ -91,10 +83,7 @@ def _amount(row: BatchRow) -> Decimal:
 
 def funds_notice(results: Iterable[PayoutResult]) -> str | None:
     """What to tell the operator when a provider ran out of money, else None."""
-    short: dict[str, int] = {}
-    for result in results:
-        if out_of_funds(result):
-            short[result.provider] = short.get(result.provider, 0) + 1
+    short = count_refused_for_funds(results)
     if not short:
         return None
     which = ", ".join(f"{provider} ({n} refused)" for provider, n in sorted(short.items()))
@@ -103,3 +92,16 @@ def funds_notice(results: Iterable[PayoutResult]) -> str | None:
         "refusal. Top up and re-run the same command: it pays the refused and unsent "
         "payouts, and nothing twice."
     )
+
+
+async def warn_of_pauses(ledger: Ledger, providers: Sequence[str]) -> None:
+    """Say which of ``providers`` the workers have paused for want of money: this batch
+    pays them all the same (its own money check ran), but the workers stay paused until
+    ``payout-async funds resume``."""
+    for pause in await pauses(ledger):
+        if pause.provider in providers:
+            say(
+                f"warning: workers have paused {pause.provider} for want of money "
+                f"({pause.reason}); this batch pays it all the same. After a top-up, "
+                f"`payout-async funds resume {pause.provider}` lets the workers go on"
+            )

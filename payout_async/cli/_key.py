@@ -13,6 +13,7 @@ import argparse
 from typing import Any
 
 from ..ledger import PostgresLedger, SQLiteLedger, new_encryption_key
+from ..ledger._recipient import Recipients
 from ..ledger._rotate import KeyUse, Rotatable, RotationBatch, rotate
 from ._args import CLIError
 from ._console import say, show
@@ -41,14 +42,24 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--batch", type=int, default=200, help="rows per transaction for rotate (default 200)"
     )
-    parser.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON document on stdout (new: the key and its id; status, rotate: the "
+        "rows by key id -- never a configured key)",
+    )
     add_ledger_option(parser)
     parser.set_defaults(run=_ledger_key)
 
 
 def _ledger_key(args: argparse.Namespace) -> int:
     if args.action == "new":
-        show(new_encryption_key())
+        key = new_encryption_key()
+        if args.json:  # the new key is this command's result; no configured key is shown
+            key_id = Recipients(key).key_id
+            show(document("ledger-key new", None, key=key, key_id=key_id, env=LEDGER_KEY_ENV))
+        else:
+            show(key)
         say(
             f"a new ledger key: give it as {LEDGER_KEY_ENV} (or --ledger-key-file, or "
             "ledger_key in a 0600 config file) to every command using the ledger, and keep "

@@ -1,5 +1,9 @@
 """Rows other workers hold: who holds them and until when, and waiting them out.
 
+A holder is named by its process and, when its owner name says it (``payouts._owner``),
+the command running there: "batch pid 4242 on this host", not "2 workers" for the two
+owners (one per provider) of one batch.
+
 After a crash or beside a running batch, some rows are leased to another process.
 ``resume`` cannot take them until the lease ends (at once, for a dead process of this
 host: ``Payouts.resume`` checks), so the commands list them instead of saying
@@ -10,15 +14,17 @@ from __future__ import annotations
 
 import datetime
 import time
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ..ledger import ACTIVE_STATES, LeaseHolder, Ledger, PayoutRecord
-from ..payouts._owner import host_name, owner_is_dead
+from ..payouts._owner import host_name, owner_is_dead, owner_process, owner_role
 from ._console import Column, render_table, show, terminal_width
 
 __all__ = [
     "describe_wait",
+    "holder_name",
     "lease_holders",
     "leased_rows",
     "print_leases",
@@ -27,6 +33,7 @@ __all__ = [
     "worker_views",
 ]
 
+_PLURALS = {"batch": "batches", "worker": "workers", "other process": "other processes"}
 _COLUMNS = (
     Column("key"),
     Column("provider"),
@@ -47,12 +54,39 @@ def until(timestamp: float | None, now: float | None = None) -> str:
 
 
 def _owner(owner: str | None) -> str:
-    """The lease owner as recorded, marked when it is a process of this host."""
+    """The lease owner as recorded, with the holder it names."""
     if not owner:
         return ""
-    if owner.split(":", 1)[0] != host_name():
+    name = holder_name(owner)
+    return owner if name == owner else f"{owner} ({name})"
+
+
+def holder_name(owner: str) -> str:
+    """The process holding a lease, as people name it: ``batch pid 4242 on this host``
+    (``worker``, or ``process`` when the owner names no command; ``, ended`` once it
+    has provably ended), or the owner itself when it is of another form."""
+    parts = owner.split(":")
+    if len(parts) != 6:
         return owner
-    return f"{owner} (this host, process ended)" if owner_is_dead(owner) else f"{owner} (this host)"
+    host, pid = parts[0], parts[3]
+    where = "this host" if host == host_name() else f"host {host}"
+    ended = ", ended" if owner_is_dead(owner) else ""
+    return f"{owner_role(owner) or 'process'} pid {pid} on {where}{ended}"
+
+
+def _holders(owners: Iterable[str | None]) -> str:
+    """Who holds leases, by process: ``the batch pid 4242 on this host``, ``2 workers``;
+    ``other workers`` when no owner names its command."""
+    named = [owner for owner in owners if owner]
+    processes = {owner_process(owner): owner_role(owner) for owner in named}
+    if not any(processes.values()):
+        return "other workers"
+    if len(processes) == 1:
+        return f"the {holder_name(named[0])}"
+    roles = Counter(role or "other process" for role in processes.values())
+    return ", ".join(
+        f"1 {role}" if n == 1 else f"{n} {_PLURALS[role]}" for role, n in sorted(roles.items())
+    )
 
 
 async def leased_rows(
@@ -77,8 +111,9 @@ def print_leases(records: Sequence[PayoutRecord]) -> None:
     if not records:
         return
     show(
-        f"{len(records)} payout(s) are leased to other workers (resume takes them when "
-        "the lease ends, or at once if its process has died on this host):"
+        f"{len(records)} payout(s) are leased to {_holders(r.lease_owner for r in records)} "
+        "(resume takes them when the lease ends, or at once if its process has died on "
+        "this host):"
     )
     now = time.time()
     rows = [
@@ -92,18 +127,19 @@ def print_leases(records: Sequence[PayoutRecord]) -> None:
 def describe_wait(records: Sequence[PayoutRecord]) -> str:
     """One progress line while waiting for leases to end."""
     ends = [r.lease_expires_at for r in records if r.lease_expires_at is not None]
-    owners = {r.lease_owner for r in records}
+    owners = {owner_process(r.lease_owner or "") for r in records}
+    holders = _holders(r.lease_owner for r in records)
+    if holders == "other workers":
+        holders = f"{len(owners)} other worker(s)"
     next_end = until(min(ends)) if ends else "unknown"
-    return (
-        f"waiting for {len(records)} payout(s) leased to {len(owners)} other worker(s); "
-        f"next lease ends {next_end}"
-    )
+    return f"waiting for {len(records)} payout(s) leased to {holders}; next lease ends {next_end}"
 
 
 _WORKER_COLUMNS = (
     Column("payouts held"),
     Column("until"),
-    Column("worker (lease owner)", "wrap", minimum=20),
+    Column("holder"),
+    Column("lease owner(s)", "wrap", minimum=20),
 )
 
 
@@ -121,12 +157,20 @@ async def lease_holders(ledger: Ledger, providers: Iterable[str]) -> list[LeaseH
 
 
 def print_workers(holders: Sequence[LeaseHolder]) -> None:
-    """A table of the workers holding payouts, on stdout."""
+    """A table of the processes holding payouts (one row per process, naming the
+    command it runs where its owner says), on stdout."""
     if not holders:
         return
-    show(f"{len(holders)} worker(s) hold payouts now:")
+    by_process: dict[str, list[LeaseHolder]] = {}
+    for holder in holders:
+        by_process.setdefault(owner_process(holder.owner), []).append(holder)
+    show(f"holding payouts now: {_holders(h.owner for h in holders)}:")
     now = time.time()
-    rows = [(str(h.rows), until(h.expires_at, now), _owner(h.owner)) for h in holders]
+    rows = [
+        (str(sum(h.rows for h in group)), until(max(h.expires_at for h in group), now),
+         holder_name(group[0].owner), " ".join(h.owner for h in group))
+        for group in by_process.values()
+    ]  # fmt: skip
     for line in render_table(_WORKER_COLUMNS, rows, width=terminal_width()):
         show(line)
 
@@ -136,6 +180,8 @@ def worker_views(holders: Sequence[LeaseHolder]) -> list[dict[str, Any]]:
     return [
         {
             "owner": h.owner,
+            "process": owner_process(h.owner),
+            "command": owner_role(h.owner),
             "rows": h.rows,
             "expires_at": h.expires_at,
             "ended": owner_is_dead(h.owner),

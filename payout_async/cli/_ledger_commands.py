@@ -39,6 +39,7 @@ from ._setup import (
     settings,
 )
 from ._views import document, payout_from_record, payout_from_result
+from ._waits import WaitBoard
 
 __all__ = ["register"]
 
@@ -86,16 +87,27 @@ class _Finisher:
         self.config = config
         self.ledger = ledger
         self.payouts: dict[str, Payouts[Any]] = {}
+        #: What the payouts wait out (Enot's grace, IntellectMoney's settle window),
+        #: said on stderr unless --no-progress.
+        self.waits = WaitBoard(None if args.no_progress else say)
+        self._announced: dict[str, int] = {}
 
     async def run(self, settle: bool) -> list[PayoutResult]:
         results: list[PayoutResult] = []
         for provider in PROVIDERS:
             tally = await self.ledger.counts(provider=provider)
-            if not any(tally.get(state, 0) for state in _waiting_states(settle)):
+            waiting = sum(tally.get(state, 0) for state in _waiting_states(settle))
+            if not waiting:
                 continue
+            if self.waits.sink is not None and self._announced.get(provider) != waiting:
+                self._announced[provider] = waiting  # (--wait comes back here each second)
+                say(f"{provider}: finishing up to {waiting} payout(s)...")
             payouts = self.payouts.get(provider)
             if payouts is None:
-                payouts = build_payouts(self.args, self.config, provider, self.ledger)
+                on_wait = None if self.waits.sink is None else self.waits.on_wait
+                payouts = build_payouts(
+                    self.args, self.config, provider, self.ledger, on_wait=on_wait
+                )
                 self.payouts[provider] = payouts
             results += await payouts.resume(concurrency=self.args.concurrency)
             if settle:
@@ -103,6 +115,7 @@ class _Finisher:
         return results
 
     async def aclose(self) -> None:
+        self.waits.close()
         for payouts in self.payouts.values():
             await payouts.client.aclose()
 

@@ -27,8 +27,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from .._redact import scrub
 from ..ledger import LedgerState
 from ..payouts import PayoutResult, Payouts, PayoutStatus
-from ._console import Column, render_table, show, terminal_width
+from ._console import Column, literal, render_table, show, terminal_width
 from ._funds import out_of_funds
+from ._waits import WaitBoard
 
 __all__ = [
     "EXIT_ATTENTION",
@@ -142,8 +143,10 @@ async def pay_all(
     concurrency: int,
     show_progress: bool = True,
     max_refusals: int = 0,
+    waits: WaitBoard | None = None,
 ) -> list[PayoutResult]:
-    """Pay every provider's items at once, with a live bar on stderr. After
+    """Pay every provider's items at once, with a live bar on stderr -- and above it,
+    what ``waits`` (the payouts' ``on_wait`` hook) says is being waited out. After
     ``max_refusals`` refusals in a row from one provider (0: no limit), or its first
     refusal for want of money, no new payout is started for it (those already under
     way, at most ``concurrency``, finish): the items it was not given come back
@@ -161,6 +164,8 @@ async def pay_all(
         transient=False,
     ) as progress:
         task = progress.add_task("paying", total=total, summary="")
+        if waits is not None and show_progress:
+            waits.sink = lambda line: progress.console.print(literal(line), soft_wrap=True)
         tally: Counter[str] = Counter()
 
         def record(result: PayoutResult) -> None:
@@ -188,7 +193,11 @@ async def pay_all(
             for key, _ in share.items[given:]:
                 record(breaker.not_sent(key))
 
-        await asyncio.gather(*(drain(share) for share in work if share.items))
+        try:
+            await asyncio.gather(*(drain(share) for share in work if share.items))
+        finally:
+            if waits is not None:
+                waits.close()
     return results
 
 

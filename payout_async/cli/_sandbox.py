@@ -16,10 +16,11 @@ import attrs
 
 from ..sandbox import FaultKind, Sandbox, SandboxConfig
 from ._args import EXIT_USAGE, CLIError, port
-from ._console import say
+from ._console import say, show
 from ._files import write_private
+from ._views import document
 
-__all__ = ["register", "run"]
+__all__ = ["environment", "register", "run"]
 
 
 def _money(text: str) -> Decimal:
@@ -31,21 +32,40 @@ def _money(text: str) -> Decimal:
 
 #: Command-line options that map one to one onto ``SandboxConfig`` fields.
 _NUMBERS: tuple[tuple[str, Callable[[str], Any], str], ...] = (
-    ("fault_rate", float, "probability that a request gets a fault (default 0)"),
-    ("seed", int, "seed for faults and outcomes (reproducible runs)"),
-    ("failure_ratio", float, "share of payouts that end Failed / fail (default 0)"),
+    ("fault_rate", float, "probability that a request gets a fault"),
+    ("seed", int, "seed for faults and outcomes, for reproducible runs (default: random)"),
+    ("failure_ratio", float, "share of payouts that end Failed / fail"),
     ("stall_seconds", float, "silence of COMMIT_THEN_STALL, seconds"),
     ("im_in_process_after", float, "IntellectMoney: seconds after execute until InProcess"),
     ("im_final_after", float, "IntellectMoney: seconds after execute until final"),
     ("im_execute_lag", float, "IntellectMoney: seconds an accepted execute still reads Created"),
     ("enot_final_after", float, "Enot: seconds after create until success/fail"),
     ("enot_info_lag", float, "Enot: seconds after create that payoff/info answers 404"),
-    ("user_token_lifetime", float, "IntellectMoney UserToken lifetime, seconds"),
+    (
+        "user_token_lifetime",
+        float,
+        "IntellectMoney UserToken lifetime, seconds (default: never expires)",
+    ),
     ("im_balance", _money, "IntellectMoney starting balance, rubles"),
     ("enot_balance", _money, "Enot starting balance, rubles"),
-    ("rate_limit_per_second", float, "requests a second each provider accepts (429 beyond)"),
-    ("rate_limit_burst", int, "requests each provider accepts back to back (default 1)"),
+    (
+        "rate_limit_per_second",
+        float,
+        "requests a second each provider accepts, 429 beyond (default: no limit)",
+    ),
+    ("rate_limit_burst", int, "requests each provider accepts back to back"),
 )
+#: ``SandboxConfig``'s defaults, shown by ``--help`` (the options themselves default to
+#: None: only what is given overrides the config).
+_DEFAULTS = {field.name: field.default for field in attrs.fields(SandboxConfig)}
+
+
+def _with_default(name: str, text: str) -> str:
+    if "default" in text:
+        return text
+    value = _DEFAULTS[name]
+    shown = f"{value:g}" if isinstance(value, float) else str(value)
+    return f"{text} (default: {shown})"
 
 
 def _names(text: str) -> list[str]:
@@ -75,26 +95,35 @@ def register(subparsers: Any) -> None:
         help="write the sandbox's ledger-free settings (credentials, base URLs) to FILE as a "
         "TOML config for --config, readable by you only (0600)",
     )
-    parser.add_argument("--no-progress", action="store_true", help="accepted; no effect")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print the addresses, credentials and environment settings as one JSON "
+        "document on stdout instead of the banner",
+    )
     for name, kind, text in _NUMBERS:
-        parser.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, help=text)
+        parser.add_argument(
+            "--" + name.replace("_", "-"), dest=name, type=kind, help=_with_default(name, text)
+        )
     parser.add_argument(
         "--fault-kinds",
         type=_fault_kinds,
         help="comma-separated fault kinds to draw from (default: all)",
     )
     parser.add_argument(
-        "--fault-routes", type=_names, help="comma-separated routes to fault, e.g. enot.create"
+        "--fault-routes",
+        type=_names,
+        help="comma-separated routes to fault, e.g. enot.create (default: every route)",
     )
     parser.add_argument(
         "--duplicate-order-id",
         choices=("accept", "reject"),
-        help="Enot: what a second payoff with a used order_id gets (default accept)",
+        help="Enot: what a second payoff with a used order_id gets (default: accept)",
     )
     parser.add_argument(
         "--im-second-execute",
         choices=("refuse", "accept", "pay_again"),
-        help="IntellectMoney: what a second execute of an operation gets (default refuse)",
+        help="IntellectMoney: what a second execute of an operation gets (default: refuse)",
     )
     parser.set_defaults(run=run)
 
@@ -106,34 +135,65 @@ def _config(args: argparse.Namespace) -> SandboxConfig:
     return SandboxConfig(**given)
 
 
+def environment(sandbox: Sandbox) -> dict[str, str]:
+    """The environment settings that point the other commands at this sandbox."""
+    c = sandbox.credentials
+    return {
+        "PAYOUT_ASYNC_IM_USER_TOKEN": c.im_user_token,
+        "PAYOUT_ASYNC_IM_SECRET_KEY": c.im_secret_key,
+        "PAYOUT_ASYNC_IM_BEARER_TOKEN": c.im_bearer_token,
+        "PAYOUT_ASYNC_IM_BASE_URL": sandbox.intellectmoney_url,
+        "PAYOUT_ASYNC_ENOT_USER_ID": c.enot_user_id,
+        "PAYOUT_ASYNC_ENOT_SECRET_KEY": c.enot_secret_key,
+        "PAYOUT_ASYNC_ENOT_BASE_URL": sandbox.enot_url,
+    }
+
+
+def _endpoints(sandbox: Sandbox) -> dict[str, str]:
+    return {
+        "stats": f"GET {sandbox.url}/_sandbox/stats",
+        "reset": f"POST {sandbox.url}/_sandbox/reset",
+        "top_up": f"POST {sandbox.url}/_sandbox/top-up",
+        "traffic": f"GET {sandbox.url}/_sandbox/traffic",
+        "user_token": f"POST {sandbox.url}/_sandbox/user-token",
+    }
+
+
 def _banner(sandbox: Sandbox) -> str:
+    ends = _endpoints(sandbox)
     lines = [
         f"payout-async sandbox listening on {sandbox.url}",
         f"  IntellectMoney base URL  {sandbox.intellectmoney_url}",
         f"  Enot base URL            {sandbox.enot_url}",
-        f"  stats                    GET {sandbox.url}/_sandbox/stats",
-        f"  reset                    POST {sandbox.url}/_sandbox/reset",
-        f"  top up a balance         POST {sandbox.url}/_sandbox/top-up "
-        '{"provider": "enot", "amount": "100.00"}',
-        f"  request arrival times    GET {sandbox.url}/_sandbox/traffic",
-        f"  fresh UserToken          POST {sandbox.url}/_sandbox/user-token",
+        f"  stats                    {ends['stats']}",
+        f"  reset                    {ends['reset']}",
+        f'  top up a balance         {ends["top_up"]} {{"provider": "enot", "amount": "100.00"}}',
+        f"  request arrival times    {ends['traffic']}",
+        f"  fresh UserToken          {ends['user_token']}",
         "credentials (test values):",
     ]
     for name, value in attrs.asdict(sandbox.credentials).items():
         lines.append(f"  {name:<20} {value}")
-    c = sandbox.credentials
-    lines += [
-        "for `payout-async batch`, in another shell:",
-        f"  export PAYOUT_ASYNC_IM_USER_TOKEN='{c.im_user_token}'",
-        f"  export PAYOUT_ASYNC_IM_SECRET_KEY='{c.im_secret_key}'",
-        f"  export PAYOUT_ASYNC_IM_BEARER_TOKEN='{c.im_bearer_token}'",
-        f"  export PAYOUT_ASYNC_IM_BASE_URL='{sandbox.intellectmoney_url}'",
-        f"  export PAYOUT_ASYNC_ENOT_USER_ID='{c.enot_user_id}'",
-        f"  export PAYOUT_ASYNC_ENOT_SECRET_KEY='{c.enot_secret_key}'",
-        f"  export PAYOUT_ASYNC_ENOT_BASE_URL='{sandbox.enot_url}'",
-        "Press Ctrl-C to stop.",
-    ]
+    lines.append("for `payout-async batch`, in another shell:")
+    lines += [f"  export {name}='{value}'" for name, value in environment(sandbox).items()]
+    lines.append("Press Ctrl-C to stop.")
     return "\n".join(lines)
+
+
+def _json(sandbox: Sandbox, config_file: Path | None) -> str:
+    """The ``--json`` document: where the sandbox listens, its test credentials and the
+    environment settings for the other commands."""
+    return document(
+        "sandbox",
+        None,
+        url=sandbox.url,
+        intellectmoney_url=sandbox.intellectmoney_url,
+        enot_url=sandbox.enot_url,
+        endpoints=_endpoints(sandbox),
+        credentials=attrs.asdict(sandbox.credentials),
+        environment=environment(sandbox),
+        config_file=None if config_file is None else str(config_file),
+    )
 
 
 def _toml(value: str) -> str:
@@ -174,10 +234,14 @@ async def _serve(config: SandboxConfig, args: argparse.Namespace) -> None:
     try:
         if args.write_config is not None:
             write_config(args.write_config, sandbox)
-        print(_banner(sandbox), flush=True)
-        if args.write_config is not None:
-            print(f"settings written to {args.write_config} (mode 0600): "
-                  f"payout-async batch FILE --config {args.write_config}", flush=True)  # fmt: skip
+        if args.json:
+            show(_json(sandbox, args.write_config))
+            say("sandbox running; Ctrl-C (or SIGTERM) stops it")
+        else:
+            show(_banner(sandbox))
+            if args.write_config is not None:
+                show(f"settings written to {args.write_config} (mode 0600): "
+                     f"payout-async batch FILE --config {args.write_config}")  # fmt: skip
         await stop.wait()
     finally:
         await sandbox.close()

@@ -7,10 +7,12 @@ import datetime
 from typing import Any
 
 from ..ledger import ROW_ALTERED, Ledger, LedgerState, PayoutRecord
+from ..ledger._pauses import pauses
 from ._args import CLIError, seconds
 from ._attention import backlog, print_backlog
 from ._batch_file import PROVIDERS
 from ._console import Column, literal, render_table, show, terminal_width
+from ._funds_commands import pause_lines, pause_views
 from ._leases import lease_holders, leased_rows, print_leases, print_workers, until, worker_views
 from ._location import locate, open_ledger, require_existing
 from ._report import EXIT_OK
@@ -48,7 +50,8 @@ def register(subparsers: Any) -> None:
     """Add the ``status`` subcommand."""
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "status",
-        help="rows by state, failed and refused rows with reasons, leases; or one key",
+        help="rows by state, paused providers, failed and refused rows with reasons, "
+        "leases; or one key",
         description="Show how many payouts are in each state, every failed, refused or "
         "needs_attention row with its reason, and the rows other workers hold; or one "
         "key's row (amount, masked recipient) and its history. Never changes the ledger.",
@@ -99,6 +102,7 @@ async def _status(args: argparse.Namespace) -> int:
         found = await backlog(ledger, providers)  # oldest unfinished, attention reasons
         holders = await lease_holders(ledger, providers)
         shared = await ledger.shared_keys()
+        paused = [p for p in await pauses(ledger) if p.provider in providers]
     finally:
         await ledger.aclose()
     altered = sum(1 for r in problems if (r.reason or "").startswith(ROW_ALTERED))
@@ -108,12 +112,16 @@ async def _status(args: argparse.Namespace) -> int:
                       payouts=[payout_from_record(r) for r in problems],
                       leased=[payout_from_record(r) for r in leased],
                       workers=worker_views(holders), shared_keys=shared,
+                      paused=pause_views(paused),
                       **found.sections()))  # fmt: skip
         return EXIT_OK
     columns = (Column("state"), *(Column(p) for p in providers))
     rows = [(s.value, *(str(tallies[p].get(s, 0)) for p in providers)) for s in LedgerState]
     width = terminal_width()
     for line in render_table(columns, rows, width=width):
+        show(line)
+    for line in pause_lines(paused):
+        show()
         show(line)
     if altered:
         show()

@@ -6,6 +6,12 @@ A worker pays the pending rows ``enqueue`` recorded and finishes stranded ones
 Ctrl-C stops it cleanly: it claims nothing more, lets requests in flight record their
 outcome (``--shutdown-grace``), gives every row back for other workers, says what it
 did and exits 0. A second one stops it at once (exit 130; rows are still given back).
+
+When a provider refuses a payout for want of money, the worker pauses that provider
+for every worker of the ledger and says so at ERROR: none sends it anything more until
+a balance read (Enot, every ``--balance-poll`` seconds) shows money, or the operator
+runs ``payout-async funds resume PROVIDER``; the payouts so refused are then paid,
+once each (``payouts._pause_gate``).
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import math
 import signal
 import time
@@ -23,10 +30,11 @@ from ..enot import EnotClient
 from ..intellectmoney import IntellectMoneyClient
 from ..ledger import LedgerError
 from ..payouts import PayoutResult, Payouts, PayoutStatus, WorkerSummary
-from ..payouts._owner import new_owner
+from ..payouts._owner import WORKER, new_owner
 from ._args import CLIError, seconds
 from ._batch_file import PROVIDERS
 from ._console import say, show
+from ._escape import json_text
 from ._history import (
     ACCEPT_FLAG,
     History,
@@ -41,9 +49,12 @@ from ._registry import default_registry
 from ._report import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, ORDER
 from ._setup import Settings, add_provider_options, build_client, check_credentials, make_payouts
 from ._setup import settings as read_settings
+from ._views import SCHEMA, payout_from_result
+from ._waits import WaitBoard
 
 __all__ = ["register"]
 
+_log = logging.getLogger("payout_async.cli")
 _PROGRESS_EVERY = 10.0  # seconds between progress lines, when something happened
 
 
@@ -89,7 +100,22 @@ def register(subparsers: Any) -> None:
         help="with nothing to do, look for rows whose lease ran out this often; new work "
         "wakes the worker at once (default 5)",
     )
+    parser.add_argument(
+        "--balance-poll",
+        type=seconds,
+        default=60.0,
+        metavar="SECONDS",
+        help="while enot is paused for want of money, read its balance this often and "
+        "resume once it covers a refused payout (default 60); intellectmoney has no "
+        "balance call: `payout-async funds resume intellectmoney` after a top-up",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress on stderr")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help='JSON lines on stdout: one object when it starts (event "started"), one '
+        'per payout driven ("payout"), one when it stops ("stopped", the summary)',
+    )
     add_accept_option(parser)
     add_provider_options(parser)
     parser.set_defaults(run=_run)
@@ -143,16 +169,25 @@ class _Stopper:
             self._task.cancel()
 
 
-class _Progress:
-    """Counts of the payouts driven, said every few seconds when they change."""
+def _event(event: str, **fields: Any) -> None:
+    """One ``--json`` line on stdout."""
+    show(json_text({"schema": SCHEMA, "command": "worker", "event": event, **fields}))
 
-    def __init__(self, quiet: bool) -> None:
+
+class _Progress:
+    """Counts of the payouts driven, said every few seconds when they change; with
+    ``--json``, each payout as a line on stdout too."""
+
+    def __init__(self, quiet: bool, json_lines: bool = False) -> None:
         self.quiet = quiet
+        self.json_lines = json_lines
         self.counts: Counter[str] = Counter()
         self._said = time.monotonic()
 
     def add(self, result: PayoutResult) -> None:
         self.counts[result.status.value] += 1
+        if self.json_lines:
+            _event("payout", payout=payout_from_result(result))
         now = time.monotonic()
         if not self.quiet and now - self._said >= _PROGRESS_EVERY:
             self._said = now
@@ -187,15 +222,20 @@ async def _work(args: argparse.Namespace) -> int:
         im_client = im if isinstance(im, IntellectMoneyClient) else None
         await unknowable_ledger_rows(history, ledger, im_client)
         checked = history  # the ledger is noted only once it passed the checks
-        owner = new_owner()
+        owner = new_owner(WORKER)
         flows: list[Payouts[Any]] = []
+        waits = WaitBoard(_log.info)  # at INFO, the worker's default level
+        on_wait = waits.on_wait if _log.isEnabledFor(logging.INFO) else None
         for client in clients.values():
-            flows.append(make_payouts(args, client, ledger, owner=owner))
+            flows.append(make_payouts(args, client, ledger, owner=owner, on_wait=on_wait))
         say(
             f"worker {owner}: paying {' and '.join(providers)} payouts, up to "
             f"{args.concurrency} at a time each; SIGTERM or Ctrl-C stops it cleanly"
         )
-        progress = _Progress(args.no_progress)
+        if args.json:
+            _event("started", ledger=place.location, owner=owner, providers=providers,
+                   concurrency=args.concurrency)  # fmt: skip
+        progress = _Progress(args.no_progress, args.json)
         try:
             summaries = await _run_all(flows, stopper.event, args, progress)
         except asyncio.CancelledError:
@@ -204,13 +244,15 @@ async def _work(args: argparse.Namespace) -> int:
         except LedgerError as error:
             say(f"error: the ledger failed: {error}")
             return EXIT_FAILED
+        finally:
+            waits.close()
     finally:
         for client in clients.values():
             await client.aclose()
         if checked is not None:
             await note_ledger(checked, ledger)
         await ledger.aclose()
-    _summarise(summaries, stopper)
+    _summarise(summaries, stopper, json_lines=args.json)
     return EXIT_OK
 
 
@@ -229,6 +271,7 @@ async def _run_all(
                         shutdown_grace=args.shutdown_grace,
                         idle_poll=args.idle_poll,
                         on_result=progress.add,
+                        balance_poll=args.balance_poll,
                     )
                 )
                 for flow in flows
@@ -238,7 +281,7 @@ async def _run_all(
     return [task.result() for task in tasks]
 
 
-def _summarise(summaries: list[WorkerSummary], stopper: _Stopper) -> None:
+def _summarise(summaries: list[WorkerSummary], stopper: _Stopper, *, json_lines: bool) -> None:
     counts: Counter[str] = Counter()
     for summary in summaries:
         for status, count in summary.statuses.items():
@@ -247,6 +290,10 @@ def _summarise(summaries: list[WorkerSummary], stopper: _Stopper) -> None:
     took = ""
     if stopper.signalled_at is not None:
         took = f" {time.monotonic() - stopper.signalled_at:.2f} s after the signal"
+    if json_lines:
+        counted = {name: counts[name] for name in ORDER if counts.get(name)}
+        _event("stopped", counts=counted, handed_back=handed_back)
+        return
     show(
         f"stopped{took}: drove {_tally(counts)}; gave {handed_back} unfinished payout(s) back "
         "to the other workers."

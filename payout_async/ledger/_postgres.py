@@ -48,6 +48,7 @@ from ._ddl import schema_objects
 from ._errors import LedgerNotWrittenError
 from ._keys import DEAD_STATES
 from ._patience import Strain
+from ._pause_tables import pg_pauses_table_sql
 from ._postgres_batch import Batcher, Pending
 from ._postgres_calls import BoundedPool, is_integrity_violation
 from ._postgres_keys import DEAD, LIVE_KEY_INDEX, key_blocked, moved_ctes, others_sql
@@ -218,7 +219,7 @@ CREATE TABLE IF NOT EXISTS {m} (
     name text PRIMARY KEY,
     value text NOT NULL
 );
-"""
+""" + pg_pauses_table_sql(schema, prefix)
         self.identify = (
             f"INSERT INTO {m} (name, value) VALUES ('ledger_id', $1) ON CONFLICT DO NOTHING"
         )

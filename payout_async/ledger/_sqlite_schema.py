@@ -13,7 +13,8 @@ ever begun, kept by a trigger in the same transaction as each insert, in the
 ``payout_ledger`` table. Version 6 signs rows (``signature``, ``operation_signature``):
 opened with a key, the upgrade signs each live row whose fingerprint matches its
 parameters (and seals its recipient); opened without, rows stay unsigned until
-``ledger-key rotate``.
+``ledger-key rotate``. Version 7 adds the ``payout_pauses`` table (``ledger._pauses``):
+a provider paused for want of money, shared by every worker of the file.
 """
 
 from __future__ import annotations
@@ -26,13 +27,15 @@ import aiosqlite
 from .._errors import ConfigurationError
 from ._ddl import schema_objects
 from ._keys import DEAD_STATES
+from ._pause_tables import SQLITE_PAUSES
 from ._recipient import Recipients, Resealed, is_clear
 from ._rows import COLUMNS, FINAL_VALUES, move_recipient, reseal_row
 
 __all__ = ["create_schema", "schema_current"]
 
 _DEAD = ", ".join(f"'{state.value}'" for state in sorted(DEAD_STATES))
-_SCHEMA = """
+_SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS payouts (
     provider TEXT NOT NULL,
     key TEXT NOT NULL,
@@ -76,6 +79,8 @@ CREATE TABLE IF NOT EXISTS payout_ledger (
     value NOT NULL
 );
 """
+    + SQLITE_PAUSES
+)  # version 7
 # Version 2: a fencing token per claim, and an order_id belongs to one key.
 _UPGRADE_TO_2 = """
 DROP INDEX IF EXISTS payouts_order_id;
@@ -104,8 +109,8 @@ CREATE TRIGGER IF NOT EXISTS payouts_moved AFTER UPDATE OF state ON payouts
 WHEN OLD.state IS NOT NEW.state BEGIN
     UPDATE payout_ledger SET value = value + 1 WHERE name = 'rows_begun';
 END"""
-# Version 6: signed rows (``_sign_rows``).
-_SCHEMA_VERSION = 6
+# Version 6: signed rows (``_sign_rows``). Version 7: provider pauses (``_SCHEMA``).
+_SCHEMA_VERSION = 7
 _ADDED_COLUMNS = (
     ("lease_token", "INTEGER NOT NULL DEFAULT 0"),
     ("recipient", "TEXT"),
@@ -150,7 +155,7 @@ def create_schema(conn: sqlite3.Connection, recipients: Recipients) -> int:
                 conn.execute(statement)
         _identify(conn)
         if version < _SCHEMA_VERSION:
-            if recipients.key_id is not None:
+            if version < 6 and recipients.key_id is not None:
                 moved += _sign_rows(conn, recipients)
             conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
         conn.execute("COMMIT")

@@ -1,7 +1,10 @@
 """The free text a ledger keeps -- a row's ``reason`` and ``last_error``, a transition's
 note -- passes the one scrubber (``_redact.scrub``: card numbers and phones however
 they are written) on its way in, whoever the caller, and again on its way out, so that
-a row written in clear by an older version is shown masked too."""
+a row written in clear by an older version is shown masked too. On its way in a
+``reason`` or ``last_error`` is also made one line of at most ``_summary.LIMIT``
+characters (``_summary.one_line``: an HTML page as its title and size), so that an
+export holds one line per row."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .._redact import scrub
+from .._summary import one_line
 
 __all__ = ["TEXT_FIELDS", "scrub", "scrub_changes"]
 
@@ -19,6 +23,8 @@ TEXT_FIELDS = frozenset({"reason", "last_error"})
 def scrub_changes(changes: Mapping[str, Any]) -> dict[str, Any]:
     """``changes`` with every ``TEXT_FIELDS`` value scrubbed (others as they are)."""
     return {
-        name: scrub(str(value)) if name in TEXT_FIELDS and value is not None else value
+        name: scrub(one_line(scrub(str(value))))
+        if name in TEXT_FIELDS and value is not None
+        else value
         for name, value in changes.items()
     }

@@ -37,6 +37,7 @@ from ..ledger import LeaseLostError, LedgerError, LedgerState, PayoutRecord
 from ._flow import REFUSED, Flow, IncompleteRowError, Reading, Step
 from ._result import Settings
 from ._run import Run
+from ._waiting import GRACE
 from ._webhook_wait import WebhookWaits
 
 __all__ = ["EnotFlow", "payoff_mismatch", "refused_unprocessed", "webhook_mismatch"]
@@ -307,12 +308,13 @@ class EnotFlow(Flow[EnotClient, PayoffRequest, Payoff]):
         grace period: then the row goes back to ``pending`` to be created again -- or,
         after a ``refusal``, ends ``refused``."""
         try:
-            payoff = await reconcile_payoff(
-                self.client,
-                self._order_id(run),
-                grace=self.settings.grace,
-                since=run.unknown_since(),
-            )
+            with run.waiting(GRACE, self.settings.grace):
+                payoff = await reconcile_payoff(
+                    self.client,
+                    self._order_id(run),
+                    grace=self.settings.grace,
+                    since=run.unknown_since(),
+                )
         except Exception as error:
             await run.give_up("could not learn whether the payoff exists", error)
             return

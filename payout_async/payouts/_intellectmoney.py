@@ -41,6 +41,7 @@ from ..intellectmoney._poller import wait_for_final
 from ..ledger import LeaseLostError, LedgerState, PayoutRecord
 from ._flow import REFUSED, Flow, IncompleteRowError, Reading, Step
 from ._run import Run
+from ._waiting import SETTLE
 
 __all__ = ["IntellectMoneyFlow"]
 
@@ -199,6 +200,14 @@ class IntellectMoneyFlow(Flow[IntellectMoneyClient, OperationRequest, PayoutOper
         happened; ``Created`` counts only once a query *sent* after the settle window
         has passed still reads it (evidence is dated by its request)."""
         operation_id = self._operation_id(run)
+        settle = self.settings.execute_settle
+        with run.waiting(SETTLE, settle):
+            await self._settle(run, request, operation_id, refusal=refusal)
+
+    async def _settle(
+        self, run: Run, request: OperationRequest, operation_id: str, *, refusal: Exception | None
+    ) -> None:
+        """``_check_execution`` over the settle window."""
         settle = self.settings.execute_settle
         settled_at = run.unknown_since() + settle
         give_up_at = time.monotonic() + max(self.poll.deadline, settle)

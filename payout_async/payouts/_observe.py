@@ -7,22 +7,29 @@ callback that awaits a cancelled future must not strand a payout half-way. A cor
 callback gets ``on_transition_timeout`` seconds (default ``HOOK_TIMEOUT``); one that
 runs longer is cut short and logged, so that it cannot hold a payout, and its lease,
 for ever. (A plain function cannot be interrupted: keep it short.)
+
+``on_wait`` hears of the long waits a payout sits out (``_waiting``); without it,
+``waiting`` hands out one shared context that does nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import math
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 
 from .._errors import ConfigurationError
 from ..ledger import LedgerState, PayoutRecord, Transition
+from ._waiting import OnWait, announce
 
 __all__ = ["HOOK_TIMEOUT", "Observer", "OnTransition"]
 
 logger = logging.getLogger("payout_async")
+_NOTHING: AbstractContextManager[None] = contextlib.nullcontext()
 
 #: How long a coroutine ``on_transition`` may run before it is cut short (seconds).
 HOOK_TIMEOUT = 5.0
@@ -56,12 +63,27 @@ class Observer:
     """
 
     def __init__(
-        self, on_transition: OnTransition | None = None, *, timeout: float = HOOK_TIMEOUT
+        self,
+        on_transition: OnTransition | None = None,
+        *,
+        timeout: float = HOOK_TIMEOUT,
+        on_wait: OnWait | None = None,
     ) -> None:
         if not math.isfinite(timeout) or timeout <= 0:
             raise ConfigurationError("on_transition_timeout must be a positive number of seconds")
         self.on_transition = on_transition
         self.timeout = timeout
+        self.on_wait = on_wait
+
+    def waiting(
+        self, record: PayoutRecord, reason: str, window: float, until: float
+    ) -> AbstractContextManager[None]:
+        """While the body runs, ``record``'s payout waits out ``reason`` (a window of
+        ``window`` seconds) until ``until`` (``time.monotonic()``): said to
+        ``on_wait`` as it begins and ends (see ``_waiting``)."""
+        if self.on_wait is None and not logger.isEnabledFor(logging.DEBUG):
+            return _NOTHING
+        return announce(self.on_wait, record.key, record.provider, reason, window, until)
 
     async def transitioned(
         self, before: LedgerState | None, record: PayoutRecord, note: str | None

@@ -48,6 +48,7 @@ from ._owner import new_owner, owner_is_dead
 from ._result import PayoutResult, PayoutStatus, Settings
 from ._run import BeforeSend, Run, in_flight_bound
 from ._tasks import cancel_and_wait
+from ._waiting import OnWait
 from ._webhook_wait import WebhookWaits
 from ._worker import Worker, WorkerSummary
 
@@ -131,6 +132,10 @@ class Payouts(Generic[Request]):
     ``CancelledError``, unless the payout itself is being cancelled), and a coroutine
     callback still running after ``on_transition_timeout`` seconds (default 5) is cut
     short and logged.
+    ``on_wait(waiting)`` (a quick plain function) hears when a payout begins and ends
+    a long wait -- Enot's grace after a lost answer or a takeover, IntellectMoney's
+    settle window -- with the reason and until when (``Waiting``), so that a caller
+    can say what is being waited for.
     A key is one payout, whatever the provider: a key the ledger holds under the
     other provider is refused (``IdempotencyConflictError``) -- unless
     ``switch_provider`` is set and that payout was refused, failed or cancelled there
@@ -160,6 +165,7 @@ class Payouts(Generic[Request]):
         webhook_wait: float = ...,
         on_transition_timeout: float = ...,
         switch_provider: bool = ...,
+        on_wait: OnWait | None = ...,
     ) -> None: ...
 
     @overload
@@ -179,6 +185,7 @@ class Payouts(Generic[Request]):
         webhook_wait: float = ...,
         on_transition_timeout: float = ...,
         switch_provider: bool = ...,
+        on_wait: OnWait | None = ...,
     ) -> None: ...
 
     def __init__(
@@ -197,6 +204,7 @@ class Payouts(Generic[Request]):
         webhook_wait: float = 0.0,
         on_transition_timeout: float = HOOK_TIMEOUT,
         switch_provider: bool = False,
+        on_wait: OnWait | None = None,
     ) -> None:
         _check_settings(client, grace, lease_seconds, execute_settle)
         _check_webhook_wait(client, webhook_wait)
@@ -231,7 +239,7 @@ class Payouts(Generic[Request]):
         self._request_timeout = _request_timeout(client)
         #: Awaited after a money-moving step is recorded, before its fence (tests).
         self._before_send: BeforeSend | None = None
-        self._observer = Observer(on_transition, timeout=on_transition_timeout)
+        self._observer = Observer(on_transition, timeout=on_transition_timeout, on_wait=on_wait)
 
     def __repr__(self) -> str:
         return f"Payouts(provider={self.provider!r}, owner={self.owner!r}, ledger={self.ledger!r})"
@@ -604,6 +612,7 @@ class Payouts(Generic[Request]):
         shutdown_grace: float = 10.0,
         idle_poll: float = 5.0,
         on_result: Callable[[PayoutResult], None] | None = None,
+        balance_poll: float = 60.0,
     ) -> WorkerSummary:
         """Pay this provider's payouts from the ledger until ``stop`` is set: pending
         rows (``enqueue``) and stranded ones, at most ``concurrency`` at a time, each
@@ -621,6 +630,13 @@ class Payouts(Generic[Request]):
         once (looking up first any whose last request's outcome is unknown), and the
         call returns a ``WorkerSummary``. ``on_result`` is called with each payout
         whose drive ended. Cancelling the call stops every drive at once.
+
+        A refusal for want of money (IntellectMoney's ``NotEnoughMoney``, Enot's
+        "insufficient funds") pauses this provider in the ledger, for every worker
+        sharing it (``payouts._pause_gate``): none claims its rows or sends it anything
+        until the pause is lifted -- by a worker whose balance read (Enot, every
+        ``balance_poll`` seconds) covers a refused payout, or by the operator
+        (``payout-async funds resume``); the rows so refused are then paid again, once.
         """
         worker = Worker(
             self,
@@ -629,6 +645,7 @@ class Payouts(Generic[Request]):
             shutdown_grace=shutdown_grace,
             idle_poll=idle_poll,
             on_result=on_result,
+            balance_poll=balance_poll,
         )
         return await worker.run(stop)
 

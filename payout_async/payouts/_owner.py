@@ -9,7 +9,9 @@ An owner reads ``host:boot:pidns:pid:start:nonce``:
   host that share a host name but each number their own processes;
 - ``pid`` and ``start``: the process id and its start time in clock ticks since boot
   (``/proc/PID/stat``), so that a recycled pid is not mistaken for the owner;
-- ``nonce``: random, one per ``Payouts``.
+- ``nonce``: random, one per ``Payouts`` -- prefixed with the command that made it
+  (``batch-``, ``worker-``) when one did, so that ``status`` can name the holder; no
+  liveness rule reads it.
 
 A part this process cannot read is written ``?``. Liveness fails closed: an owner is
 dead only when it is provably this host, this boot and this PID namespace *and* the
@@ -31,17 +33,25 @@ import socket
 import uuid
 
 __all__ = [
+    "BATCH",
+    "WORKER",
     "boot_id",
     "host_name",
     "new_owner",
     "owner_for",
     "owner_is_dead",
+    "owner_process",
+    "owner_role",
     "pid_exists",
     "pid_namespace",
     "start_time",
 ]
 
 _UNKNOWN = "?"
+#: Roles an owner's nonce may name: the command whose process holds the lease.
+BATCH = "batch"
+WORKER = "worker"
+_ROLES = (BATCH, WORKER)
 _BOOT_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
@@ -103,22 +113,44 @@ def pid_exists(pid: int) -> bool:
     return True
 
 
-def owner_for(pid: int, start: str | None) -> str:
+def owner_for(pid: int, start: str | None, role: str | None = None) -> str:
     """An owner name for process ``pid`` of this host, boot and PID namespace, started
-    at ``start`` (None: unknown), with a fresh nonce."""
+    at ``start`` (None: unknown), with a fresh nonce (naming ``role``, one of
+    ``BATCH`` and ``WORKER``, when given)."""
+    if role is not None and role not in _ROLES:
+        raise ValueError(f"role must be one of {', '.join(_ROLES)}, not {role!r}")
     identity = (host_name(), boot_id(), pid_namespace(), str(pid), start)
     parts = [_UNKNOWN if part is None else part for part in identity]
-    return ":".join([*parts, uuid.uuid4().hex[:8]])
+    nonce = uuid.uuid4().hex[:8]
+    return ":".join([*parts, nonce if role is None else f"{role}-{nonce}"])
 
 
-def new_owner() -> str:
-    """A fresh owner name for a ``Payouts`` of this process."""
+def new_owner(role: str | None = None) -> str:
+    """A fresh owner name for a ``Payouts`` of this process (run by the command
+    ``role``, when given: ``BATCH`` or ``WORKER``)."""
     pid = os.getpid()
     try:
         start: str | None = start_time(pid)
     except (OSError, ValueError):
         start = None
-    return owner_for(pid, start)
+    return owner_for(pid, start, role)
+
+
+def owner_role(owner: str) -> str | None:
+    """The command an owner's nonce names (``BATCH``, ``WORKER``), or None."""
+    parts = owner.split(":")
+    if len(parts) != 6:
+        return None
+    role = parts[5].split("-", 1)[0]
+    return role if role in _ROLES and "-" in parts[5] else None
+
+
+def owner_process(owner: str) -> str:
+    """The process an owner belongs to: the owner without its nonce (every
+    ``Payouts`` of one process has the same), or the whole name when it is another
+    form."""
+    parts = owner.split(":")
+    return ":".join(parts[:5]) if len(parts) == 6 else owner
 
 
 def owner_is_dead(owner: str) -> bool:

@@ -7,9 +7,11 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 from .._errors import ConfigurationError
+from .._holds import ON_HOLD
 from .._shield import shielded
 from ..ledger import (
     Claim,
@@ -21,6 +23,7 @@ from ..ledger import (
     PayoutRecord,
 )
 from ._observe import Observer
+from ._waiting import GRACE, RETRY_AFTER, TAKEN_OVER
 
 __all__ = [
     "FenceNotConfirmedError",
@@ -130,6 +133,15 @@ class Run:
         this drive's lost request can no longer be under way, else when no earlier
         holder's request can."""
         return self.quiet_from if self.unknown_from is None else self.unknown_from
+
+    def waiting(self, reason: str, window: float) -> AbstractContextManager[None]:
+        """While the body runs this drive waits out ``window`` seconds counted from
+        ``unknown_since`` (Enot's grace, IntellectMoney's settle window): told to the
+        ``on_wait`` hook, if any. An Enot ``GRACE`` counted from a takeover's quiet
+        period is told as ``TAKEN_OVER``."""
+        if reason == GRACE and self.unknown_from is None:
+            reason = TAKEN_OVER
+        return self._observer.waiting(self.record, reason, window, self.unknown_since() + window)
 
     def answer_lost(self) -> None:
         """Note that the answer to this drive's money-moving request was lost. The
@@ -287,10 +299,18 @@ class Run:
         long poll or reconciliation keeps the row. A lost lease is noticed by the next
         ``move`` or ``fence`` (``LeaseLostError``), which guard every step."""
         beat = _Heartbeat(self)
+        # Whoever listens to waits hears of this payout's Retry-After holds too.
+        holds = ON_HOLD.set(self._held) if self._observer.on_wait is not None else None
         try:
             yield
         finally:
+            if holds is not None:
+                ON_HOLD.reset(holds)
             await beat.stop()
+
+    def _held(self, seconds: float) -> AbstractContextManager[None]:
+        """A provider's ``Retry-After`` hold of this payout, told as a wait."""
+        return self._observer.waiting(self.record, RETRY_AFTER, seconds, time.monotonic() + seconds)
 
     async def release(self) -> None:
         """Give the row back (shielded: it must happen even when cancelled), unless

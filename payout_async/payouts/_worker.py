@@ -19,6 +19,13 @@ other workers take its row up at once, and from where it stopped: a row whose la
 request's outcome is unknown (``sending``, ``executing``) is looked up before anything
 is sent again, with the Enot grace period and the IntellectMoney settle window counted
 from the takeover (the stopped drive can send nothing more).
+
+Money running out pauses the provider for every worker of the ledger
+(``payouts._pause_gate``): a drive whose payout the provider refused for want of money
+records the pause; from then on no worker claims the provider's rows, and a drive about
+to start a money-moving request reads the pause first and, paused, stops there as it
+does when stopping (nothing written, nothing sent; its row given back). A paused worker
+resumes when the pause is lifted -- by its balance read (Enot) or the operator.
 """
 
 from __future__ import annotations
@@ -32,15 +39,19 @@ import math
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
+from decimal import Decimal
 from typing import Any, Protocol, cast
 
 import attrs
 
 from .._errors import ValidationError
 from .._shield import shielded
+from ..enot import EnotClient
 from ..ledger import ACTIVE_STATES, Claim, Ledger, LedgerError, PayoutRecord, WorkListener
 from ..ledger._rotate import check_keys
+from ._funds import available_balance, refused_for_funds
 from ._owner import owner_is_dead
+from ._pause_gate import BalanceProbe, PauseGate
 from ._result import PayoutResult, PayoutStatus
 from ._tasks import cancel_and_wait
 
@@ -97,8 +108,9 @@ class _StoppingLedger:
     row stands at a recovery point). ``sending`` holds the keys whose money-moving
     request may be in flight: recorded, and no outcome recorded since."""
 
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: Ledger, gate: PauseGate | None = None) -> None:
         self.ledger = ledger
+        self.gate = gate
         self.stopping = False
         self.sending: set[str] = set()
         #: Rows a drive has made final (its task may still be on its way out).
@@ -117,7 +129,7 @@ class _StoppingLedger:
     ) -> PayoutRecord:
         """``Ledger.transition``, refused or followed by a stop once stopping."""
         if add_attempt:
-            if self.stopping:
+            if self.stopping or await self._paused() or self.stopping:
                 raise asyncio.CancelledError  # nothing written, nothing will be sent
             self.sending.add(key)
         write = asyncio.ensure_future(
@@ -128,11 +140,24 @@ class _StoppingLedger:
         # Every ledger finishes a transition it has started, even when its caller is
         # cancelled; a final one that lands after its drive was stopped still counts.
         record = await asyncio.shield(write)
+        if self.gate is not None and refused_for_funds(record):
+            self.gate.refused(record)
         if not add_attempt:
             self.sending.discard(key)
             if self.stopping and not record.state.is_final:
                 raise asyncio.CancelledError  # a recovery point: stop here
         return record
+
+    async def _paused(self) -> bool:
+        """Whether the provider is paused now (``payouts._pause_gate``); a ledger that
+        cannot tell counts as paused: the drive stops, nothing sent."""
+        if self.gate is None:
+            return False
+        try:
+            return await self.gate.paused()
+        except LedgerError as error:
+            logger.warning("could not read whether %s is paused: %s", self.ledger, error)
+            return True
 
     def _written(self, key: str, write: asyncio.Future[PayoutRecord]) -> None:
         self.writing.discard(write)
@@ -163,6 +188,7 @@ class Worker:
         shutdown_grace: float,
         idle_poll: float,
         on_result: OnResult | None,
+        balance_poll: float = 60.0,
     ) -> None:
         if concurrency < 1:
             raise ValidationError("concurrency", "must be at least 1")
@@ -170,6 +196,8 @@ class Worker:
             raise ValidationError("shutdown_grace", "must be a number of seconds, 0 or more")
         if not (math.isfinite(idle_poll) and idle_poll > 0):
             raise ValidationError("idle_poll", "must be a positive number of seconds")
+        if not (math.isfinite(balance_poll) and balance_poll > 0):
+            raise ValidationError("balance_poll", "must be a positive number of seconds")
         self._ledger = payouts.ledger
         self._provider = payouts.provider
         self._owner = payouts.owner
@@ -180,7 +208,14 @@ class Worker:
         self._on_result = on_result
         # The drives run on a twin of ``payouts`` (the same client, owner and in-flight
         # table) that sees the ledger through ``_StoppingLedger``.
-        self._view = _StoppingLedger(payouts.ledger)
+        self._gate = PauseGate(
+            payouts.ledger,
+            payouts.provider,
+            payouts.owner,
+            balance=_balance_probe(payouts),
+            balance_poll=balance_poll,
+        )
+        self._view = _StoppingLedger(payouts.ledger, self._gate)
         self._driver: Drives = copy.copy(payouts)
         self._driver.ledger = cast(Ledger, self._view)
         self._drives: dict[asyncio.Task[PayoutResult], _Drive] = {}
@@ -208,6 +243,7 @@ class Worker:
             raise
         finally:
             stopped.cancel()
+            await shielded(self._gate.settled())
             await listener.aclose()
         return WorkerSummary(
             provider=self._provider,
@@ -223,6 +259,14 @@ class Worker:
         while not stopped.done():
             self._ended.clear()  # before reaping: a drive ending from now on sets it
             self._reap()
+            paused = await self._paused()
+            if paused is None:  # the ledger failed: look again later, not in a loop
+                pause = min(max(pause * 2, _FIRST_PAUSE), self._idle_poll)
+                await _until(stopped, asyncio.sleep(pause))
+                continue
+            if paused:  # the money ran out: claim nothing until it is back
+                await self._wait_for_money(stopped, listener)
+                continue
             free = self._concurrency - len(self._drives)
             if free == 0:  # busy: claim again when a drive ends
                 await _until(stopped, self._ended.wait())
@@ -243,6 +287,29 @@ class Worker:
                 if self._later:  # a row put off comes due
                     look_at = min(look_at, min(self._later.values()))
                 await _until(stopped, listener.wait(max(look_at - time.monotonic(), 0.0)))
+
+    async def _paused(self) -> bool | None:
+        """Whether the provider is paused (None: the ledger could not say)."""
+        try:
+            return await self._gate.paused()
+        except LedgerError as error:
+            logger.warning("worker %s could not read the pauses: %s", self._owner, error)
+            return None
+
+    async def _wait_for_money(self, stopped: asyncio.Future[Any], listener: WorkListener) -> None:
+        """While paused: read the balance when due (it may lift the pause), else sleep
+        until woken (``funds resume`` announces work), a drive ends, or ``idle_poll``."""
+        try:
+            if await self._gate.try_resume():
+                return
+        except LedgerError as error:
+            logger.warning("worker %s could not resume %s: %s", self._owner, self._provider, error)
+        due = self._gate.balance_due()
+        wait = self._idle_poll if due is None else min(self._idle_poll, due)
+        waits: list[Awaitable[Any]] = [listener.wait(wait)]
+        if self._drives:  # its drives' ends are to be accounted for
+            waits.append(self._ended.wait())
+        await _until(stopped, _first(waits))
 
     async def _claim(self, limit: int) -> list[Claim] | None:
         """Up to ``limit`` rows for this worker, or None when the ledger failed."""
@@ -303,7 +370,9 @@ class Worker:
             final = self._view.final.pop(key, None)
             if task.cancelled():
                 if final is None:
-                    self._handed_back += 1
+                    # Stopped by a stop (handed back), or by a pause (given back to
+                    # be paid once the money is back: not a stop's hand-back).
+                    self._handed_back += self._view.stopping
                     continue
                 result = PayoutResult.from_record(final)  # stopped on its way out
             else:
@@ -369,6 +438,29 @@ class Worker:
         task = asyncio.ensure_future(release())
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+
+def _balance_probe(payouts: Drives) -> BalanceProbe | None:
+    """Reading the balance available, where the provider has a call for it (Enot)."""
+    client = getattr(payouts, "client", None)
+    if not isinstance(client, EnotClient):
+        return None  # IntellectMoney documents no balance call: the operator resumes it
+
+    async def probe() -> Decimal | None:
+        return available_balance(await client.get_balance())
+
+    return probe
+
+
+async def _first(waits: list[Awaitable[Any]]) -> None:
+    """Wait until one of ``waits`` is done; cancel the others."""
+    tasks = [asyncio.ensure_future(wait) for wait in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def _until(stopped: asyncio.Future[Any], waiting: Awaitable[Any]) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import attrs
 
+from payout_async.cli._sandbox import environment
 from payout_async.sandbox import Sandbox
 
 from ..payouts.support import books
@@ -84,17 +85,9 @@ async def cli_many(runs: Sequence[Sequence[str]], **kwargs: Any) -> list[Run]:
 
 
 def credentials(sandbox: Sandbox) -> dict[str, str]:
-    """The sandbox's credentials and base URLs as environment variables."""
-    c = sandbox.credentials
-    return {
-        "PAYOUT_ASYNC_IM_USER_TOKEN": c.im_user_token,
-        "PAYOUT_ASYNC_IM_SECRET_KEY": c.im_secret_key,
-        "PAYOUT_ASYNC_IM_BEARER_TOKEN": c.im_bearer_token,
-        "PAYOUT_ASYNC_IM_BASE_URL": sandbox.intellectmoney_url,
-        "PAYOUT_ASYNC_ENOT_USER_ID": c.enot_user_id,
-        "PAYOUT_ASYNC_ENOT_SECRET_KEY": c.enot_secret_key,
-        "PAYOUT_ASYNC_ENOT_BASE_URL": sandbox.enot_url,
-    }
+    """The sandbox's credentials and base URLs as environment variables (as
+    ``payout-async sandbox`` prints them)."""
+    return environment(sandbox)
 
 
 def write_csv(path: Path, rows: list[dict[str, str]], header: Sequence[str] = HEADER) -> Path:

@@ -13,8 +13,11 @@ CARD = "5536912998877664"  # passes the Luhn check
 SPACED = "5536 9129 9887 7664"
 NEEDLES = (CARD, SPACED, "5536-9129-9887-7664", "9129 9887", "912998877664")
 SBP_BANK = "100000000004"
-#: Credentials for a dry run, which sends nothing.
+#: Credentials for a dry run, which sends nothing (it reads the Enot balance: at a
+#: closed loopback port here, a warning).
 ENV = {
+    "PAYOUT_ASYNC_ENOT_BASE_URL": "http://127.0.0.1:9/",
+    "PAYOUT_ASYNC_IM_BASE_URL": "http://127.0.0.1:9/",
     "PAYOUT_ASYNC_IM_USER_TOKEN": "token",
     "PAYOUT_ASYNC_IM_SECRET_KEY": "secret",
     "PAYOUT_ASYNC_IM_BEARER_TOKEN": "bearer",

@@ -38,11 +38,18 @@ async def sandbox() -> AsyncIterator[Sandbox]:
         yield running
 
 
-async def test_demo_exits_zero_with_no_duplicates() -> None:
-    run = await cli("demo", "--count", "60", "--no-progress")
+async def test_demo_exits_zero_with_no_duplicates(tmp_path: Path) -> None:
+    db = tmp_path / "demo.db"
+    run = await cli("demo", "--count", "60", "--no-progress", "--ledger", str(db))
     assert run.code == 0, run
     assert "duplicates in the sandbox's books: 0" in run.out
     assert "succeeded" in run.out
+    # Its failures are explained (the sandbox's failure_ratio), and its ledger kept.
+    for line in run.out.splitlines():
+        if line.startswith("failed "):
+            assert "by design" in line and "failure_ratio" in line, run
+    assert db.exists() and f"the ledger is kept at {db}" in run.out
+    assert f"payout-async status --ledger sqlite:///{db}" in run.out
 
 
 async def test_batch_then_rerun_pays_nothing_twice_and_status_json(

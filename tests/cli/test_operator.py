@@ -176,14 +176,15 @@ async def test_3_columns_match_loosely_and_unknown_ones_are_refused(
          ["batch", str(twice), "--ledger", ledger]],
         env=env, state=tmp_path,
     )  # fmt: skip
-    assert dry.code == 0 and "2 row(s) are valid" in dry.err, dry
+    assert dry.code == 0 and "2 row(s) are valid" in dry.out, dry
     one_error(unknown)
     assert "unknown column(s) 'descripton' (did you mean description?)" in unknown.err
     assert ignored.code == 0 and "ignoring column(s) 'descripton'" in ignored.err, ignored
     assert excel_number.code == 2 and "line 2: Recipient: '4.11111E+15'" in excel_number.err
     assert "scientific notation" in excel_number.err
     one_error(same)
-    assert calls(sandbox) == 0
+    # The two dry runs read the Enot balance (the real run's money check); nothing else.
+    assert dict(sandbox.faults.call_counts) == {"enot.balance": 2}
 
     run = await cli("batch", str(excel), "--ledger", ledger, "--no-progress",
                     env=env, state=tmp_path)  # fmt: skip
@@ -316,11 +317,12 @@ async def test_5_money_relevant_input_is_refused_unless_exact(
     for line, what in ((1, "U+200B"), (2, "U+0000"), (3, "U+000A"), (4, "NFC")):
         assert f"line {line}: key: " in runs[2].err and what in runs[2].err, runs[2]
     assert runs[3].code == 2 and "unknown service 'usdt_erc20'" in runs[3].err, runs[3]
-    assert runs[4].code == 0 and "1 row(s) are valid" in runs[4].err, runs[4]
+    assert runs[4].code == 0 and "1 row(s) are valid" in runs[4].out, runs[4]
     for run in runs[5:]:
         one_error(run)
         assert "--grace" in run.err
-    assert calls(sandbox) == 0
+    # The valid dry run read the Enot balance (the real run's money check); nothing else.
+    assert dict(sandbox.faults.call_counts) == {"enot.balance": 1}
 
 
 # 6. Bad configuration shows a Python traceback and exit 1. -----------------------------

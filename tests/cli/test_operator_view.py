@@ -189,7 +189,7 @@ async def test_export_writes_paid_rows_as_csv_and_jsonl(sandbox: Sandbox, tmp_pa
     ])  # fmt: skip
     for run in (as_csv, as_jsonl, enot_only, future, failed):
         assert run.code == 0, run
-    assert "exported 6 payout(s)" in as_csv.err
+    assert "exported 6 payout(s)" in as_csv.out  # a result: on stdout
     assert oct(out_csv.stat().st_mode & 0o777) == "0o600"
 
     rows = [json.loads(line) for line in as_jsonl.out.splitlines()]

@@ -151,7 +151,8 @@ async def test_status_shows_the_workers_and_watch_refreshes(tmp_path: Path) -> N
         [view] = json.loads(run.out)["workers"]
         assert (view["owner"], view["rows"], view["ended"]) == (owner, 6, False)
         run = await cli("status", "--ledger", ledger)
-        assert "1 worker(s) hold payouts now:" in run.out, run
+        assert "holding payouts now: the worker pid " in run.out, run  # named by its command
+        assert view["command"] == "worker" and view["process"] == owner.rsplit(":", 1)[0]
         assert owner in "".join(run.out.split()), run  # the table may wrap a long owner
 
         watching = await spawn("status", "--ledger", ledger, "--watch", "--interval", "0.2",
