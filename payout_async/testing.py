@@ -1,17 +1,24 @@
 """A pytest plugin: a running payout sandbox and clients pointed at it.
 
-Installed with payout-async (entry point ``pytest11``), so in any test suite::
+Installed with payout-async (entry point ``pytest11``); its async fixtures need
+pytest-asyncio (``pip install 'payout-async[pytest]'``). In any test suite::
 
+    import pytest
+
+    @pytest.mark.asyncio  # or asyncio_mode = "auto" in the suite's pytest settings
     async def test_payout(payout_sandbox, payout_enot_client):
         await payout_enot_client.create_payoff(
             service="card", wallet_to="4111111111111111", amount="100.00", order_id="o-1"
         )
         assert payout_sandbox.stats().enot.created == 1
 
-Fixtures (function scope): ``payout_sandbox_config`` (override it to configure the
-sandbox), ``payout_sandbox`` (a started ``Sandbox``), ``payout_intellectmoney_client``
-(current API, JSON bodies) and ``payout_enot_client``. The async fixtures need
-pytest-asyncio; without it they fail when used, and pytest itself keeps working.
+Fixtures (function scope): ``payout_sandbox_config`` (override it, in a
+``conftest.py`` or the test module, to configure the sandbox), ``payout_sandbox`` (a
+started ``Sandbox``), ``payout_intellectmoney_client`` (current API, JSON bodies) and
+``payout_enot_client``. They are declared with ``pytest_asyncio.fixture``, so they work
+in pytest-asyncio's strict mode (its default) as in auto mode; the tests using them are
+coroutines, marked ``@pytest.mark.asyncio`` in strict mode. Without pytest-asyncio the
+fixtures fail when used, and pytest itself keeps working.
 
 ``pause_before_send`` freezes a ``Payouts`` between recording a money-moving step and
 sending it, to test what a paused worker does to a payout.

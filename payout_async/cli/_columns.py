@@ -27,7 +27,7 @@ from ._args import CLIError
 
 __all__ = ["COLUMNS", "FileRecords", "Record", "read_records"]
 
-#: Every column a batch file may have, in the order the README lists them.
+#: Every column a batch file may have, in the order docs/batches.md lists them.
 COLUMNS = (
     "key",
     "provider",

@@ -2,7 +2,7 @@
 JSON Lines, without changing the ledger.
 
 Every row has the fields of ``EXPORT_FIELDS``, in that order, in both formats (the
-README's "Export schema" lists them with their types): the recipient masked, amounts
+table "export" of docs/batches.md lists them with their types): the recipient masked, amounts
 as strings (never floats), times in ISO 8601 UTC. Text is escaped as ``_escape``
 says: a CSV cell that a spreadsheet would run as a formula starts with ``'``.
 ``schema`` changes only when a field changes meaning or goes away; new fields may be

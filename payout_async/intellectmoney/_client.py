@@ -377,6 +377,6 @@ class IntellectMoneyClient(TransportClient):
             message += (
                 f" (the Sign pattern of {method} is not published; payout-async assumes the "
                 "same fields as executeOperation, see ASSUMED_STATE_SIGN_FIELDS and the "
-                "README's known unknowns)"
+                "the documentation's known unknowns, docs/getting-started.md)"
             )
         return answers.error(error_type, response, message, code=code)

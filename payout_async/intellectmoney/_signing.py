@@ -28,8 +28,8 @@ _ID = ("UserToken", "PayoutOperationId")
 
 #: The current API's ``getOperationState`` Sign pattern is NOT published; payout-async
 #: assumes ``UserToken::PayoutOperationId::key`` like its documented siblings
-#: (execute, delete). This is the one place the assumption lives (README: known
-#: unknowns); a "bad signature" answer to that call says so in its message.
+#: (execute, delete). This is the one place the assumption lives (docs/getting-started.md:
+#: known unknowns); a "bad signature" answer to that call says so in its message.
 ASSUMED_STATE_SIGN_FIELDS: tuple[str, ...] = _ID
 
 #: Wire methods whose Sign field order is assumed rather than documented.

@@ -1,6 +1,6 @@
 """Issue 14, "the operator's view": ``status`` shows the oldest unfinished row and the
 ``needs_attention`` reasons grouped; ``export`` writes ledger rows as CSV or JSON Lines;
-``status --json`` and ``export --format jsonl`` match the schema the README documents."""
+``status --json`` and ``export --format jsonl`` match the schema docs/batches.md documents."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from payout_async.sandbox import Sandbox
 from ..payouts.support import fast_config
 from .support import CARD, cli, cli_many, credentials, good_rows, write_csv
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+README = Path(__file__).resolve().parents[2] / "docs" / "batches.md"
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 _JSON_TYPES: dict[str, tuple[type, ...]] = {
     "string": (str,),
@@ -38,10 +38,10 @@ _JSON_TYPES: dict[str, tuple[type, ...]] = {
 
 
 def documented(heading: str) -> dict[str, str]:
-    """The ``| `field` | type | ... |`` table under the README heading ``heading``:
+    """The ``| `field` | type | ... |`` table under the docs/batches.md heading ``heading``:
     field name -> type, in the table's order."""
     text = README.read_text(encoding="utf-8")
-    start = text.index(f"\n#### {heading}\n")
+    start = text.index(f"\n### {heading}\n")
     fields: dict[str, str] = {}
     for line in text[start:].splitlines()[2:]:
         if not line.strip() and fields:
