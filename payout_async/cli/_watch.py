@@ -17,7 +17,9 @@ from collections.abc import Sequence
 import attrs
 
 from ..ledger import ACTIVE_STATES, FINAL_STATES, PARKED_STATES, LeaseHolder, Ledger, LedgerState
+from ..ledger._pauses import ProviderPause, pauses
 from ._console import Column, literal, render_table, show, terminal_width
+from ._funds_commands import pause_lines, pause_views
 from ._leases import lease_holders, print_workers, worker_views
 from ._report import EXIT_OK
 from ._views import document
@@ -35,6 +37,7 @@ class Snapshot:
     at: float  # monotonic
     counts: dict[str, dict[LedgerState, int]]
     holders: list[LeaseHolder]
+    paused: list[ProviderPause]
 
     def total(self, states: frozenset[LedgerState] | None = None) -> int:
         """Rows in ``states`` (all rows when None), over every provider."""
@@ -54,7 +57,8 @@ class Snapshot:
 async def _snapshot(ledger: Ledger, providers: Sequence[str]) -> Snapshot:
     counts = {provider: await ledger.counts(provider=provider) for provider in providers}
     holders = await lease_holders(ledger, providers)
-    return Snapshot(time.monotonic(), counts, holders)
+    paused = [pause for pause in await pauses(ledger) if pause.provider in providers]
+    return Snapshot(time.monotonic(), counts, holders, paused)
 
 
 def _rate(history: collections.deque[Snapshot]) -> float | None:
@@ -77,6 +81,8 @@ def _summary(snap: Snapshot, rate: float | None) -> str:
         f"{snap.in_flight} in flight ({len(snap.holders)} worker(s))",
     ]
     line = ", ".join(parts)
+    if snap.paused:
+        line += f"; PAUSED for want of money: {', '.join(p.provider for p in snap.paused)}"
     if rate is not None:
         line += f"; {rate:.1f} ended/s"
         if rate > 0 and active:
@@ -96,6 +102,9 @@ def _redraw(location: str, snap: Snapshot, rate: float | None, interval: float) 
     rows = [(s.value, *(str(snap.counts[p].get(s, 0)) for p in providers)) for s in LedgerState]
     for line in render_table(columns, rows, width=terminal_width()):
         show(line)
+    for line in pause_lines(snap.paused):
+        show()
+        show(literal(line))
     if snap.holders:
         show()
         print_workers(snap.holders)
@@ -119,7 +128,8 @@ async def watch(
                     p: {s.value: snap.counts[p].get(s, 0) for s in LedgerState} for p in providers
                 }
                 show(document("status", location, watch=True, at=time.time(), counts=counts,
-                              workers=worker_views(snap.holders), rate=rate))  # fmt: skip
+                              workers=worker_views(snap.holders), paused=pause_views(snap.paused),
+                              rate=rate))  # fmt: skip
             elif redraw:
                 _redraw(location, snap, rate, interval)
             else:

@@ -39,7 +39,7 @@ from ..ledger.support import PG_DSN, drop_schema, require_postgres
 from ..payouts.support import fast_config
 from .support import CARD, cli, credentials, write_csv
 from .test_production_batches import paid_once, rows
-from .test_queue_cli import FAST, spawn
+from .test_queue_cli import FAST, line_with, spawn
 
 #: Money-moving requests, by sandbox route.
 SENDS = ("im.create", "im.execute", "enot.create")
@@ -251,3 +251,25 @@ async def test_a_batch_says_the_workers_have_paused_its_provider(tmp_path: Path)
         assert "warning: workers have paused enot for want of money" in run.err, run
         assert "payout-async funds resume enot" in run.err
         paid_once(sandbox, ["bp-0"])
+
+
+async def test_status_watch_shows_a_paused_provider(tmp_path: Path) -> None:
+    db = tmp_path / "l.db"
+    ledger = ["--ledger", f"sqlite:///{db}"]
+    path = write_csv(tmp_path / "b.csv", rows("enot", ["5.00"], "sw"))
+    run = await cli("enqueue", str(path), *ledger, state=tmp_path)
+    assert run.code == 0, run
+    run = await cli("funds", "pause", "enot", "--reason", "top-up due", *ledger, state=tmp_path)
+    assert run.code == 0, run
+    for as_json in (False, True):
+        extra = ["--json"] if as_json else []
+        watching = await spawn("status", *ledger, "--watch", "--interval", "0.2", *extra, env={})
+        line = await line_with(watching.stdout, "paused" if as_json else "payouts")
+        watching.send_signal(signal.SIGINT)
+        _, err = await asyncio.wait_for(watching.communicate(), 60)
+        assert watching.returncode == 0, err.decode()
+        if as_json:
+            [pause] = json.loads(line)["paused"]
+            assert (pause["provider"], pause["reason"]) == ("enot", "top-up due")
+        else:
+            assert "PAUSED for want of money: enot" in line, line
