@@ -59,10 +59,10 @@ from ._rows import (
     FINAL_VALUES,
     FLOAT_FIELDS,
     TRANSITION_COLUMNS,
+    Records,
     check_changes,
     dump_params,
     move_recipient,
-    record_from_row,
     reseal_row,
     sign_changes,
     transition_from_row,
@@ -104,11 +104,6 @@ _BATCH_INPUTS = [
         (f"new_{name}", "float8" if name in FLOAT_FIELDS else "text"),
     )
 ]
-# What the lease a claim took over still had to run (``c``: the row as it was).
-_LEFT = (
-    "CASE WHEN c.lease_owner IS NULL THEN 0::float8 "
-    "ELSE GREATEST(0, COALESCE(c.lease_expires_at, 0) - now.t) END"
-)
 # Each wanted relation, and its columns if it exists (NULL if it does not).
 _CATALOG = """
 SELECT r.name, (SELECT array_agg(a.attname::text) FROM pg_attribute a
@@ -278,7 +273,7 @@ SELECT {cols} FROM ins"""
         self.claim = f"""
 WITH {_NOW},
 c AS (
-    SELECT p.provider, p.key, p.lease_owner, p.lease_expires_at FROM {t} p, now
+    SELECT p.provider, p.key FROM {t} p, now
     WHERE p.provider = $1 AND p.key = $2 AND p.params_hash = ANY($5::text[])
       AND p.state = ANY($6::text[])
       AND (p.lease_owner IS NULL OR COALESCE(p.lease_expires_at, 0) <= now.t
@@ -287,7 +282,7 @@ c AS (
 )
 UPDATE {t} p SET lease_owner = $3, lease_expires_at = now.t + $4, lease_token = p.lease_token + 1
 FROM c, now WHERE p.provider = c.provider AND p.key = c.key
-RETURNING {p_cols}, {_LEFT}"""
+RETURNING {p_cols}"""
         self.rebegin = f"""
 WITH {_NOW},
 upd AS (
@@ -395,7 +390,7 @@ RETURNING cur.i_ord"""
         self.claim_stranded = f"""
 WITH {_NOW},
 c AS (
-    SELECT p.provider, p.key, p.lease_owner, p.lease_expires_at FROM {t} p, now
+    SELECT p.provider, p.key FROM {t} p, now
     WHERE p.state = ANY($3::text[])
       AND (p.lease_owner IS NULL OR COALESCE(p.lease_expires_at, 0) <= now.t
            OR p.lease_owner = ANY($5::text[]))
@@ -407,7 +402,7 @@ UPDATE {t} p SET lease_owner = $1, lease_expires_at = now.t + $2,
                  lease_token = p.lease_token + 1
 FROM c, now
 WHERE p.provider = c.provider AND p.key = c.key
-RETURNING {p_cols}, {_LEFT}"""
+RETURNING {p_cols}"""
         self.lease_holders = f"""
 SELECT lease_owner, count(*), max(lease_expires_at) FROM {t}
 WHERE lease_owner IS NOT NULL AND state NOT IN ({_FINAL})
@@ -521,6 +516,7 @@ class PostgresLedger(Ledger):
             if value is not None and not value >= 0:
                 raise ConfigurationError(f"{name} must be a number of seconds (0: off)")
         self._recipients = Recipients(encryption_key)
+        self._records = Records(self._recipients)
         self._asyncpg = _asyncpg()
         self._dsn = dsn
         self._pool: Any = pool
@@ -757,8 +753,7 @@ class PostgresLedger(Ledger):
                 self._sql.claim, provider, key, owner, lease, accepted, _ACTIVE, list(take_over)
             )
             if row is not None:
-                left = float(row[-1])
-                return Claim(record=self._record(row), claimed=True, previous_lease_left=left)
+                return Claim(record=self._record(row), claimed=True)
             again = (params_hash, params_text, order_id, stored.recipient, stored.signature)
             row = await self._fetchrow(self._sql.rebegin, provider, key, owner, lease, *again)
         except self._asyncpg.UniqueViolationError as error:
@@ -937,10 +932,7 @@ class PostgresLedger(Ledger):
             by_provider = " AND p.provider = $7"
             args.append(provider)
         rows = await self._fetch(self._sql.claim_stranded.format(by_provider=by_provider), *args)
-        claims = [
-            Claim(record=self._record(row), claimed=True, previous_lease_left=float(row[-1]))
-            for row in rows
-        ]
+        claims = [Claim(record=self._record(row), claimed=True) for row in rows]
         return sorted(claims, key=lambda c: (c.record.created_at, c.record.provider, c.record.key))
 
     async def lease_holders(self, *, provider: str | None = None) -> list[LeaseHolder]:
@@ -1042,7 +1034,7 @@ class PostgresLedger(Ledger):
         await self._fetch(self._sql.note, provider, key, note)
 
     def _record(self, row: Any) -> PayoutRecord:
-        return record_from_row(row, self._recipients)
+        return self._records.read(row)
 
     def params_hash(self, params: Mapping[str, Any]) -> str:
         """See ``Ledger.params_hash``."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -15,17 +17,17 @@ __all__ = [
     "COLUMNS",
     "FINAL_VALUES",
     "FLOAT_FIELDS",
+    "Records",
     "check_changes",
     "dump_params",
     "move_recipient",
-    "record_from_row",
     "reseal_row",
     "row_facts",
     "sign_changes",
     "transition_from_row",
 ]
 
-#: ``payouts`` columns, read by name (``record_from_row``): ``PayoutRecord``'s fields,
+#: ``payouts`` columns, read by name (``Records``): ``PayoutRecord``'s fields,
 #: then ``recipient`` (the full recipient, kept apart), ``provider_api``, and the row's
 #: signatures (``ledger._recipient``).
 COLUMNS = (
@@ -108,44 +110,96 @@ def row_facts(values: Mapping[str, Any], params: Mapping[str, Any]) -> RowFacts:
     )
 
 
-def record_from_row(row: Sequence[Any], recipients: Recipients) -> PayoutRecord:
-    """A ``PayoutRecord`` from a row holding ``COLUMNS`` in order (more may follow),
-    its recipient put back, a live row checked (``PayoutRecord.untrusted``) and its free
-    text scrubbed. Never raises for what the row holds: a recipient these keys cannot
-    read stays masked."""
-    values = dict(zip(COLUMNS, row, strict=False))
-    params = values["params"]
-    stored = json.loads(params) if isinstance(params, str | bytes) else dict(params)
-    state = LedgerState(values["state"])
-    untrusted: str | None = None
-    try:
-        full = recipients.load(values["provider"], values["key"], stored, values["recipient"])
-    except LedgerKeyError as error:
-        full, untrusted = stored, str(error)
-    else:
-        if not state.is_final:
-            untrusted = recipients.authenticate(row_facts(values, full))
-    return PayoutRecord(
-        provider=values["provider"],
-        key=values["key"],
-        params_hash=values["params_hash"],
-        params=full,
-        state=state,
-        operation_id=values["operation_id"],
-        order_id=values["order_id"],
-        provider_status=values["provider_status"],
-        attempts=int(values["attempts"]),
-        lease_owner=values["lease_owner"],
-        lease_expires_at=values["lease_expires_at"],
-        lease_token=int(values["lease_token"]),
-        created_at=float(values["created_at"]),
-        updated_at=float(values["updated_at"]),
-        last_error=scrub(values["last_error"]),
-        reason=scrub(values["reason"]),
-        unknown_since=values["unknown_since"],
-        provider_api=values["provider_api"],
-        untrusted=untrusted,
-    )
+#: The columns a live row's parameters and checks depend on (``Records``): read again
+#: with the same values, a row is neither decoded, decrypted nor authenticated again.
+_CHECKED = (
+    "params",
+    "recipient",
+    "params_hash",
+    "order_id",
+    "signature",
+    "operation_id",
+    "operation_signature",
+)
+
+
+class Records:
+    """``PayoutRecord``\\ s from rows holding ``COLUMNS`` in order (more may follow):
+    each record's recipient put back, a live row checked (``PayoutRecord.untrusted``)
+    and its free text scrubbed. Never raises for what a row holds: a recipient these
+    keys cannot read stays masked.
+
+    What a live row's ``_CHECKED`` columns came to -- its full parameters and its
+    verdict -- is remembered for the row, so that the next write of a payout, which
+    changes none of them, costs no JSON, decryption or HMAC. The values read are
+    compared with the ones remembered, so a row altered outside payout-async is
+    checked again. A row read final is forgotten (so is the oldest row beyond
+    ``size``): nothing of a finished payout's recipient stays here.
+    """
+
+    def __init__(self, recipients: Recipients, *, size: int = 4096) -> None:
+        self.recipients = recipients
+        self._size = size
+        self._seen: dict[tuple[str, str], tuple[tuple[Any, ...], dict[str, Any], str | None]] = {}
+        # Rows are read on the event loop and on SQLite's thread.
+        self._evicting = threading.Lock()
+
+    def read(self, row: Sequence[Any]) -> PayoutRecord:
+        """The record of ``row``."""
+        values = dict(zip(COLUMNS, row, strict=False))
+        state = LedgerState(values["state"])
+        full, untrusted = self._parameters(values, state.is_final)
+        return PayoutRecord(
+            provider=values["provider"],
+            key=values["key"],
+            params_hash=values["params_hash"],
+            params=dict(full),
+            state=state,
+            operation_id=values["operation_id"],
+            order_id=values["order_id"],
+            provider_status=values["provider_status"],
+            attempts=int(values["attempts"]),
+            lease_owner=values["lease_owner"],
+            lease_expires_at=values["lease_expires_at"],
+            lease_token=int(values["lease_token"]),
+            created_at=float(values["created_at"]),
+            updated_at=float(values["updated_at"]),
+            last_error=scrub(values["last_error"]),
+            reason=scrub(values["reason"]),
+            unknown_since=values["unknown_since"],
+            provider_api=values["provider_api"],
+            untrusted=untrusted,
+        )
+
+    def _parameters(
+        self, values: Mapping[str, Any], final: bool
+    ) -> tuple[dict[str, Any], str | None]:
+        """The row's full parameters and why it must not move money (or None)."""
+        row = (values["provider"], values["key"])
+        if final:
+            self._seen.pop(row, None)
+            return self._load(values, final=True)
+        facts = tuple(values[name] for name in _CHECKED)
+        seen = self._seen.get(row)
+        if seen is not None and seen[0] == facts:
+            return seen[1], seen[2]
+        full, untrusted = self._load(values, final=False)
+        self._seen[row] = (facts, full, untrusted)
+        if len(self._seen) > self._size:
+            with self._evicting, contextlib.suppress(KeyError, RuntimeError, StopIteration):
+                del self._seen[next(iter(self._seen))]
+        return full, untrusted
+
+    def _load(self, values: Mapping[str, Any], *, final: bool) -> tuple[dict[str, Any], str | None]:
+        params = values["params"]
+        stored = json.loads(params) if isinstance(params, str | bytes) else dict(params)
+        try:
+            full = self.recipients.load(
+                values["provider"], values["key"], stored, values["recipient"]
+            )
+        except LedgerKeyError as error:
+            return stored, str(error)
+        return full, None if final else self.recipients.authenticate(row_facts(values, full))
 
 
 def transition_from_row(row: Sequence[Any]) -> Transition:
