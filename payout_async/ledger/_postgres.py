@@ -51,7 +51,7 @@ from ._postgres_batch import Batcher, Pending
 from ._postgres_calls import BoundedPool, is_integrity_violation
 from ._postgres_keys import DEAD, LIVE_KEY_INDEX, others_sql
 from ._postgres_queue import CHUNK, PostgresWakeups, QueueSQL, enqueue_chunk
-from ._postgres_writes import Insert, Move, Write, WritesSQL, columns
+from ._postgres_writes import Insert, Move, Write, WritesSQL, arguments
 from ._recipient import MASKED_HASH, EncryptionKey, Recipients, Resealed
 from ._rotate import KEY_USE, RESEAL, TO_ROTATE, KeyUse, RotationBatch, plan
 from ._rows import (
@@ -587,7 +587,6 @@ class PostgresLedger(Ledger):
         stored = recipients.store(provider, key, params, order_id=order_id)
         lease = float(lease_seconds)
         params_text = dump_params(stored.params)
-        accepted = recipients.accepted_hashes(params_hash, params)
         state = (LedgerState.SENDING if sending else LedgerState.PENDING).value
         intent = Insert(
             provider=provider,
@@ -608,7 +607,10 @@ class PostgresLedger(Ledger):
             if row is not None:
                 return Claim(record=self._record(row), claimed=True, created=True)
             row = await self._fetchrow(
-                self._sql.claim, provider, key, owner, lease, accepted, _ACTIVE, list(take_over)
+                self._sql.claim,
+                *(provider, key, owner, lease),
+                recipients.accepted_hashes(params_hash, params),
+                *(_ACTIVE, list(take_over)),
             )
             if row is not None:
                 return Claim(record=self._record(row), claimed=True)
@@ -660,8 +662,8 @@ class PostgresLedger(Ledger):
         """One statement for ``batch``: each write's row, or None."""
         calls = await self._connection_pool()
         scopes = [p.scope for p in batch]
-        laid = columns([p.values for p in batch])
-        rows = await calls.fetch_for(scopes, until, self._sql.writes.batch, *laid)
+        inserts, moves = arguments([p.values for p in batch])
+        rows = await calls.fetch_for(scopes, until, self._sql.writes.batch, inserts, moves)
         found: list[Any] = [None] * len(batch)
         for row in rows:
             found[row["n"]] = row

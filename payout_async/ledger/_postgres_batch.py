@@ -36,7 +36,6 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Any, Generic, TypeVar
 
-from .._shield import shielded
 from ._errors import LedgerError, LedgerNotWrittenError, LedgerOutcomeUnknownError
 from ._patience import Patience, Strain
 
@@ -123,7 +122,9 @@ class Batcher(Generic[V]):
             if self._timer is not None:
                 self._timer.cancel()
             self._timer = loop.call_at(deadline, self._expire, loop)
-        return await shielded(pending.future)
+        # Cancelling the caller cancels only its future: the write stays queued or in
+        # flight and lands all the same (nothing answers a future that is done).
+        return await pending.future
 
     async def aclose(self, wait: float) -> None:
         """Wait up to ``wait`` seconds for the queued writes to be written."""

@@ -4,8 +4,10 @@ A ``begin``'s insert (``Insert``), a ``transition`` and a ``renew`` -- every mon
 request's fence is one -- (``Move``) queue up in one ``Batcher``
 (``ledger._postgres_batch``), which writes whatever is queued with ``WritesSQL.batch``:
 one statement for inserts, transitions and renewals together, a lone write included.
-Each write is a small record whose fields name the statement's inputs: ``columns``
-lays a batch out as one array per input, by name.
+Each write is a small record whose fields name the statement's inputs: ``arguments``
+lays a batch out as JSON objects keyed by those names (one document for the inserts,
+one for the moves: the server reads them with ``jsonb_to_recordset``), which costs
+the driver far less than an array per input.
 
 In the statement, inserts go in key order (two processes inserting the same keys wait
 in one order) after ``moved`` (the refused rows of other providers a key moves from:
@@ -19,6 +21,8 @@ numbered ``n`` by the write's place in the batch: a write without one was not wr
 
 from __future__ import annotations
 
+import json
+import operator
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeAlias
 
@@ -29,7 +33,7 @@ from ._postgres_keys import key_blocked, moved_ctes
 from ._recipient import MASKED_HASH
 from ._rows import COLUMNS, FINAL_VALUES, FLOAT_FIELDS
 
-__all__ = ["CHANGEABLE", "Insert", "Move", "Write", "WritesSQL", "columns"]
+__all__ = ["CHANGEABLE", "Insert", "Move", "Write", "WritesSQL", "arguments"]
 
 #: The fields a transition may set (``check_changes``), and the operation id's
 #: signature (``sign_changes``).
@@ -73,21 +77,10 @@ class Move:
     final: bool = False
     changes: Mapping[str, Any] = attrs.field(factory=dict, repr=False)
 
-    def value(self, name: str) -> Any:
-        """The value of input ``name`` (``_MOVE_INPUTS``): a field, or for a changeable
-        field whether to set it (``set_``) and its new value (``new_``)."""
-        kind, _, field = name.partition("_")
-        if kind == "set":
-            return field in self.changes
-        if kind == "new":
-            return self.changes.get(field)
-        return getattr(self, name)
-
 
 Write: TypeAlias = Insert | Move
 
-# Each input of the statement: its name and SQL type. An insert's are its fields; a
-# move's its fields, then for each changeable field whether to set it and its value.
+# Each input of the statement: its name and SQL type, an insert's fields and a move's.
 _INSERT_INPUTS = [
     ("provider", "text"),
     ("key", "text"),
@@ -113,35 +106,39 @@ _MOVE_INPUTS = [
     ("attempt", "int4"),
     ("note", "text"),
     ("final", "bool"),
-] + [
-    pair
-    for name in CHANGEABLE
-    for pair in (
-        (f"set_{name}", "bool"),
-        (f"new_{name}", "float8" if name in FLOAT_FIELDS else "text"),
-    )
+    ("changes", "jsonb"),
 ]
-assert [name for name, _ in _INSERT_INPUTS] == [f.name for f in attrs.fields(Insert)]
-assert {name for name, _ in _MOVE_INPUTS[:10]} == {f.name for f in attrs.fields(Move)} - {"changes"}
+_INSERT_NAMES = tuple(name for name, _ in _INSERT_INPUTS)
+_MOVE_NAMES = tuple(name for name, _ in _MOVE_INPUTS)
+assert list(_INSERT_NAMES) == [f.name for f in attrs.fields(Insert)]
+assert list(_MOVE_NAMES) == [f.name for f in attrs.fields(Move)]
+_insert_values = operator.attrgetter(*_INSERT_NAMES)
+_move_values = operator.attrgetter(*_MOVE_NAMES)
 
 
-def columns(writes: Sequence[Write]) -> list[list[Any]]:
-    """``WritesSQL.batch``'s arguments for ``writes``: each insert's place in the
-    batch and one array per insert input, then the same for the moves."""
-    inserts = [(n, w) for n, w in enumerate(writes) if isinstance(w, Insert)]
-    moves = [(n, w) for n, w in enumerate(writes) if isinstance(w, Move)]
-    laid = [[n for n, _ in inserts]]
-    laid += [[getattr(w, name) for _, w in inserts] for name, _ in _INSERT_INPUTS]
-    laid.append([n for n, _ in moves])
-    laid += [[w.value(name) for _, w in moves] for name, _ in _MOVE_INPUTS]
-    return laid
+def arguments(writes: Sequence[Write]) -> tuple[str, str]:
+    """``WritesSQL.batch``'s arguments for ``writes``: the inserts, then the moves, as
+    JSON arrays of objects keyed by input name, each with its place in the batch
+    (``n``)."""
+    inserts: list[dict[str, Any]] = []
+    moves: list[dict[str, Any]] = []
+    for n, write in enumerate(writes):
+        if isinstance(write, Insert):
+            laid = dict(zip(_INSERT_NAMES, _insert_values(write), strict=True))
+            inserts.append(laid)
+        else:
+            laid = dict(zip(_MOVE_NAMES, _move_values(write), strict=True))
+            moves.append(laid)
+        laid["n"] = n
+    return json.dumps(inserts), json.dumps(moves)
 
 
-def _unnest(first: int, inputs: list[tuple[str, str]]) -> str:
-    """``unnest`` of the statement's arrays from ``$first`` on: the write's place in
-    the batch, then ``inputs``."""
-    kinds = [("n", "int4"), *inputs]
-    return ", ".join(f"${first + index}::{kind}[]" for index, (_, kind) in enumerate(kinds))
+def _rows(document: str, prefix: str, inputs: list[tuple[str, str]]) -> str:
+    """A ``FROM`` item: the objects of JSON parameter ``document`` as rows -- ``n``, and
+    each input named with ``prefix``."""
+    typed = ", ".join(f"{name} {kind}" for name, kind in [("n", "int4"), *inputs])
+    named = ", ".join(f"r.{name} AS {prefix}{name}" for name, _ in inputs)
+    return f"(SELECT r.n, {named} FROM jsonb_to_recordset({document}::jsonb) AS r({typed}))"
 
 
 def _select(alias: str = "") -> str:
@@ -160,25 +157,20 @@ class WritesSQL:
     def __init__(self, table: str, history: str, now: str) -> None:
         t = table
         log = f"INSERT INTO {history} (provider, key, from_state, to_state, at, owner, note)"
-        i_names = ", ".join(f"i_{name}" for name, _ in _INSERT_INPUTS)
-        m_names = ", ".join(
-            name if name[:4] in ("set_", "new_") else f"m_{name}" for name, _ in _MOVE_INPUTS
-        )
         intent = ("i.i_provider", "i.i_key", "i.i_switch", "i.i_owner")
         blocked = key_blocked(t, *intent[:3])
         moved = moved_ctes(t, log, "i", intent)
-        m_first = 2 + len(_INSERT_INPUTS)
         changes = "".join(
-            f",\n        {name} = CASE WHEN cur.set_{name} THEN cur.new_{name} ELSE p.{name} END"
+            f",\n        {name} = CASE WHEN cur.m_changes ? '{name}' "
+            f"THEN (cur.m_changes ->> '{name}')::{'float8' if name in FLOAT_FIELDS else 'text'} "
+            f"ELSE p.{name} END"
             for name in CHANGEABLE
         )
         cols = ", ".join(COLUMNS)
         nothing = ", ".join("NULL" for _ in COLUMNS)
         self.batch = f"""
 WITH {now},
-i AS MATERIALIZED (
-    SELECT * FROM unnest({_unnest(1, _INSERT_INPUTS)}) AS i(n, {i_names})
-),{moved},
+i AS MATERIALIZED (SELECT * FROM {_rows("$1", "i_", _INSERT_INPUTS)} AS i),{moved},
 ins AS (
     INSERT INTO {t} (provider, key, params_hash, params, state, order_id, attempts,
                      lease_owner, lease_expires_at, lease_token, created_at, updated_at,
@@ -193,9 +185,7 @@ ins AS (
 ),
 ins_log AS ({log} SELECT provider, key, NULL, state, created_at, lease_owner,
                    'intent recorded' FROM ins),
-m AS MATERIALIZED (
-    SELECT * FROM unnest({_unnest(m_first, _MOVE_INPUTS)}) AS m(n, {m_names})
-),
+m AS MATERIALIZED (SELECT * FROM {_rows("$2", "m_", _MOVE_INPUTS)} AS m),
 cur AS (
     SELECT p.provider, p.key, p.state AS from_state, m.* FROM {t} p JOIN m
       ON p.provider = m.m_provider AND p.key = m.m_key
