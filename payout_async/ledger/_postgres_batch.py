@@ -1,10 +1,11 @@
-"""Group commit for ``PostgresLedger.transition`` (and ``begin``'s insert): the writes
-that concurrent payouts queue are written together, in one statement on one connection.
+"""Group commit for ``PostgresLedger``'s hot writes -- ``begin``'s insert, ``transition``
+and ``renew`` (``ledger._postgres_writes``): the writes that concurrent payouts queue
+are written together, in one statement on one connection.
 
 One writer task at a time takes whatever is queued when it is free (up to ``cap``
-writes, never two for one row: a later write for a row already in the batch waits for
+writes, never two for one key: a later write for a key already in the batch waits for
 the next one), writes them with one statement, and hands every caller its own row (or
-None: its lease was lost). Nothing waits for a timer: a lone write is taken at once,
+None: nothing was written for it). Nothing waits for a timer: a lone write is taken at once,
 and writes queue up only while a batch is in flight.
 
 A failure of the statement is every caller's: ``LedgerOutcomeUnknownError`` for each

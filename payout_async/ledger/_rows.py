@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import hmac
 import json
+import operator
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+import attrs
 
 from ._base import FINAL_STATES, MUTABLE_FIELDS, LedgerState, PayoutRecord, Transition
 from ._errors import LedgerKeyError
@@ -112,15 +116,22 @@ def row_facts(values: Mapping[str, Any], params: Mapping[str, Any]) -> RowFacts:
 
 #: The columns a live row's parameters and checks depend on (``Records``): read again
 #: with the same values, a row is neither decoded, decrypted nor authenticated again.
-_CHECKED = (
-    "params",
-    "recipient",
-    "params_hash",
-    "order_id",
-    "signature",
-    "operation_id",
-    "operation_signature",
-)
+#: The row's own (what ``Recipients.sign_row`` covers, its recipient and fingerprint)...
+_ROW_CHECKED = ("params", "recipient", "params_hash", "order_id", "signature")
+#: ... and its operation id's (``Recipients.sign_operation``).
+_OPERATION_CHECKED = ("operation_id", "operation_signature")
+_row_checked = operator.itemgetter(*_ROW_CHECKED)
+_operation_checked = operator.itemgetter(*_OPERATION_CHECKED)
+
+
+@attrs.frozen
+class _Seen:
+    """What a live row's checked columns came to."""
+
+    row: tuple[Any, ...]  # the values of ``_ROW_CHECKED``
+    operation: tuple[Any, ...]  # the values of ``_OPERATION_CHECKED``
+    full: dict[str, Any] = attrs.field(repr=False)
+    untrusted: str | None
 
 
 class Records:
@@ -129,18 +140,21 @@ class Records:
     and its free text scrubbed. Never raises for what a row holds: a recipient these
     keys cannot read stays masked.
 
-    What a live row's ``_CHECKED`` columns came to -- its full parameters and its
+    What a live row's checked columns came to -- its full parameters and its
     verdict -- is remembered for the row, so that the next write of a payout, which
-    changes none of them, costs no JSON, decryption or HMAC. The values read are
-    compared with the ones remembered, so a row altered outside payout-async is
-    checked again. A row read final is forgotten (so is the oldest row beyond
-    ``size``): nothing of a finished payout's recipient stays here.
+    changes none of them, costs no JSON, decryption or HMAC; one that records an
+    operation id costs the id's signature only (a trusted row whose own columns are
+    unchanged stays trusted if its operation id carries this ledger's signature, the
+    one check that reads it). The values read are compared with the ones remembered,
+    so a row altered outside payout-async is checked again in full. A row read final
+    is forgotten (so is the oldest row beyond ``size``): nothing of a finished
+    payout's recipient stays here.
     """
 
     def __init__(self, recipients: Recipients, *, size: int = 4096) -> None:
         self.recipients = recipients
         self._size = size
-        self._seen: dict[tuple[str, str], tuple[tuple[Any, ...], dict[str, Any], str | None]] = {}
+        self._seen: dict[tuple[str, str], _Seen] = {}
         # Rows are read on the event loop and on SQLite's thread.
         self._evicting = threading.Lock()
 
@@ -179,16 +193,31 @@ class Records:
         if final:
             self._seen.pop(row, None)
             return self._load(values, final=True)
-        facts = tuple(values[name] for name in _CHECKED)
+        own, operation = _row_checked(values), _operation_checked(values)
         seen = self._seen.get(row)
-        if seen is not None and seen[0] == facts:
-            return seen[1], seen[2]
+        if seen is not None and seen.row == own:
+            if seen.operation == operation:
+                return seen.full, seen.untrusted
+            if seen.untrusted is None and self._signed_operation(values):
+                self._seen[row] = _Seen(own, operation, seen.full, None)
+                return seen.full, None
         full, untrusted = self._load(values, final=False)
-        self._seen[row] = (facts, full, untrusted)
+        self._seen[row] = _Seen(own, operation, full, untrusted)
         if len(self._seen) > self._size:
             with self._evicting, contextlib.suppress(KeyError, RuntimeError, StopIteration):
                 del self._seen[next(iter(self._seen))]
         return full, untrusted
+
+    def _signed_operation(self, values: Mapping[str, Any]) -> bool:
+        """Whether the row's operation signature is the one this ledger makes for its
+        operation id (both None without a key)."""
+        made = self.recipients.sign_operation(
+            values["provider"], values["key"], values["operation_id"]
+        )
+        found = values["operation_signature"]
+        if made is None or found is None:
+            return made is found
+        return hmac.compare_digest(made, found)
 
     def _load(self, values: Mapping[str, Any], *, final: bool) -> tuple[dict[str, Any], str | None]:
         params = values["params"]

@@ -89,6 +89,7 @@ logger = logging.getLogger("payout_async")
 T = TypeVar("T")
 
 _COLS = ", ".join(COLUMNS)
+_COLUMN_SET = frozenset(COLUMNS)
 _DEAD = ", ".join(f"'{state.value}'" for state in sorted(DEAD_STATES))
 _FINAL = ", ".join(f"'{state}'" for state in FINAL_VALUES)
 # Held: the drive's claim is still the row's latest (an expired lease nobody has
@@ -190,9 +191,10 @@ def _lease_free(record: PayoutRecord, now: float) -> bool:
 
 def _new_row(**values: Any) -> dict[str, Any]:
     """A new ``payouts`` row for ``_INSERT``, by column name (the others NULL)."""
-    unknown = values.keys() - set(COLUMNS)
-    assert not unknown, f"no such columns: {sorted(unknown)}"
-    return {name: values.get(name) for name in COLUMNS}
+    assert values.keys() <= _COLUMN_SET, f"no such columns: {sorted(values.keys() - _COLUMN_SET)}"
+    row = dict.fromkeys(COLUMNS)
+    row.update(values)
+    return row
 
 
 @attrs.frozen
