@@ -51,7 +51,7 @@ from ._postgres_batch import Batcher, Pending
 from ._postgres_calls import BoundedPool, is_integrity_violation
 from ._postgres_keys import DEAD, LIVE_KEY_INDEX, others_sql
 from ._postgres_queue import CHUNK, PostgresWakeups, QueueSQL, enqueue_chunk
-from ._postgres_writes import Insert, Move, Write, WritesSQL, arguments
+from ._postgres_writes import Insert, Move, Write, WritesSQL, arguments, check
 from ._recipient import MASKED_HASH, EncryptionKey, Recipients, Resealed
 from ._rotate import KEY_USE, RESEAL, TO_ROTATE, KeyUse, RotationBatch, plan
 from ._rows import (
@@ -649,6 +649,7 @@ class PostgresLedger(Ledger):
         """Queue ``write`` with the writes of concurrent payouts, written together in
         one statement (``ledger._postgres_writes``): its row, or None (its key had a
         row, or its lease was lost). Never two writes of one key in a batch."""
+        check(write)  # (one that would fail the statement fails alone, before it)
         calls = await self._connection_pool()
         if self._writes is None:
             self._writes = Batcher(

@@ -22,6 +22,7 @@ numbered ``n`` by the write's place in the batch: a write without one was not wr
 from __future__ import annotations
 
 import json
+import math
 import operator
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeAlias
@@ -33,7 +34,7 @@ from ._postgres_keys import key_blocked, moved_ctes
 from ._recipient import MASKED_HASH
 from ._rows import COLUMNS, FINAL_VALUES, FLOAT_FIELDS
 
-__all__ = ["CHANGEABLE", "Insert", "Move", "Write", "WritesSQL", "arguments"]
+__all__ = ["CHANGEABLE", "Insert", "Move", "Write", "WritesSQL", "arguments", "check"]
 
 #: The fields a transition may set (``check_changes``), and the operation id's
 #: signature (``sign_changes``).
@@ -116,6 +117,14 @@ _insert_values = operator.attrgetter(*_INSERT_NAMES)
 _move_values = operator.attrgetter(*_MOVE_NAMES)
 
 
+def check(write: Write) -> None:
+    """``ValueError`` for a write JSON cannot carry (a lease or a time that is not a
+    finite number): its caller's error, before it joins a batch it would fail."""
+    numbers = [write.lease, *(write.changes.values() if isinstance(write, Move) else ())]
+    if any(isinstance(value, float) and not math.isfinite(value) for value in numbers):
+        raise ValueError(f"{write.provider}/{write.key}: times must be finite numbers")
+
+
 def arguments(writes: Sequence[Write]) -> tuple[str, str]:
     """``WritesSQL.batch``'s arguments for ``writes``: the inserts, then the moves, as
     JSON arrays of objects keyed by input name, each with its place in the batch
@@ -130,7 +139,7 @@ def arguments(writes: Sequence[Write]) -> tuple[str, str]:
             laid = dict(zip(_MOVE_NAMES, _move_values(write), strict=True))
             moves.append(laid)
         laid["n"] = n
-    return json.dumps(inserts), json.dumps(moves)
+    return json.dumps(inserts, allow_nan=False), json.dumps(moves, allow_nan=False)
 
 
 def _rows(document: str, prefix: str, inputs: list[tuple[str, str]]) -> str:

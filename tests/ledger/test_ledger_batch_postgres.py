@@ -368,6 +368,22 @@ async def test_inserts_transitions_and_renewals_share_one_statement(
     assert len(await ledger.history("enot", "new")) == 1
 
 
+@pytest.mark.postgres
+async def test_a_write_the_statement_cannot_carry_fails_alone(ledger: PostgresLedger) -> None:
+    tokens = {key: await begin(ledger, key) for key in ("a", "b")}
+    before = batches(ledger)
+    bad, good = await asyncio.gather(
+        move(ledger, "a", tokens["a"], unknown_since=float("nan")),
+        move(ledger, "b", tokens["b"]),
+        return_exceptions=True,
+    )
+    assert isinstance(bad, ValueError)
+    assert not isinstance(good, BaseException) and good.state is SENDING
+    assert batches(ledger) - before == 1
+    row = await ledger.get("enot", "a")
+    assert row is not None and row.state is LedgerState.PENDING
+
+
 # The batcher alone, with a fake statement.
 
 
