@@ -151,17 +151,13 @@ class Claim:
     """What a claim found: the row, and whether this drive now holds it.
 
     When ``claimed``, ``record.lease_owner`` and ``record.lease_token`` are the lease to
-    present to ``transition``/``renew``/``release``. ``previous_lease_left`` is how many
-    seconds the lease taken over still had to run by the ledger's clock (0 when it was
-    free or expired): for reports only -- no safety decision rests on it, since a
-    stepped clock or a wrong "dead" verdict can make it 0 while a request of the
-    previous holder is under way (``docs/protocol.md``).
+    present to ``transition``/``renew``/``release``. ``created``: this call recorded
+    the row (nothing was sent for it before).
     """
 
     record: PayoutRecord
     claimed: bool
     created: bool = False
-    previous_lease_left: float = 0.0
 
 
 @attrs.frozen

@@ -143,9 +143,6 @@ class MemoryLedger(Ledger):
     def _claim(
         self, record: PayoutRecord, owner: str, lease_seconds: float, now: float, **changes: Any
     ) -> Claim:
-        left = 0.0
-        if record.lease_owner is not None and record.lease_expires_at is not None:
-            left = max(0.0, record.lease_expires_at - now)
         claimed = self._store(
             attrs.evolve(
                 record,
@@ -155,7 +152,7 @@ class MemoryLedger(Ledger):
                 **changes,
             )
         )
-        return Claim(record=self._out(claimed), claimed=True, previous_lease_left=left)
+        return Claim(record=self._out(claimed), claimed=True)
 
     def _others(self, provider: str, key: str, now: float) -> list[Other]:
         """The key's rows under other providers (``ledger._keys``)."""

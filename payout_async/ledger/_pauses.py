@@ -28,6 +28,7 @@ from ._memory import MemoryLedger
 from ._pause_tables import pg_pauses_table
 from ._postgres import PostgresLedger
 from ._sqlite import SQLiteLedger
+from ._sqlite_batch import HistoryRow
 
 __all__ = [
     "ProviderPause",
@@ -123,7 +124,7 @@ async def pause_provider(
         return wanted, True
     if isinstance(ledger, SQLiteLedger):
 
-        def op(conn: sqlite3.Connection) -> tuple[ProviderPause, bool]:
+        def op(conn: sqlite3.Connection, history: list[HistoryRow]) -> tuple[ProviderPause, bool]:
             made = conn.execute(
                 "INSERT INTO payout_pauses (provider, since, reason, paused_by) "
                 "VALUES (?, ?, ?, ?) ON CONFLICT (provider) DO NOTHING",
@@ -167,7 +168,7 @@ async def lift_pause(ledger: Ledger, provider: str) -> ProviderPause | None:
         return _MEMORY.get(ledger, {}).pop(provider, None)
     if isinstance(ledger, SQLiteLedger):
 
-        def op(conn: sqlite3.Connection) -> ProviderPause | None:
+        def op(conn: sqlite3.Connection, history: list[HistoryRow]) -> ProviderPause | None:
             row = conn.execute(
                 "DELETE FROM payout_pauses WHERE provider = ? "
                 "RETURNING provider, since, reason, paused_by",
@@ -175,7 +176,7 @@ async def lift_pause(ledger: Ledger, provider: str) -> ProviderPause | None:
             ).fetchone()
             return None if row is None else _pause(row)
 
-        return await ledger._write(op)
+        return await ledger._write(op, atomic=True)
     if isinstance(ledger, PostgresLedger):
         table = pg_pauses_table(ledger.schema, ledger.table_prefix)
         row = await ledger._fetchrow(

@@ -3,8 +3,9 @@
 Every method is one SQL statement (writable CTEs append the history in the same
 statement), so each is atomic without an explicit transaction; ``begin`` and
 ``settle_by_order_id`` add a plain read when their write matched nothing. ``begin``'s
-insert and ``transition`` are queued: the calls of concurrent payouts are written
-together, one statement per batch (``ledger._postgres_batch``). Leases are
+insert, ``transition`` and ``renew`` are queued: the calls of concurrent payouts are
+written together, one statement per batch (``ledger._postgres_batch``,
+``ledger._postgres_writes``). Leases are
 timed by the server's clock (``clock_timestamp()``), so hosts whose clocks disagree
 still agree on who holds a row. ``claim_stranded`` locks its rows with
 ``FOR UPDATE SKIP LOCKED``: concurrent claimers take disjoint rows and never wait.
@@ -29,7 +30,6 @@ from typing import TYPE_CHECKING, Any, Self
 from .._errors import ConfigurationError, IdempotencyConflictError
 from ._base import (
     ACTIVE_STATES,
-    MUTABLE_FIELDS,
     Claim,
     Enqueued,
     EnqueueOutcome,
@@ -47,23 +47,22 @@ from ._base import (
 from ._ddl import schema_objects
 from ._errors import LedgerNotWrittenError
 from ._keys import DEAD_STATES
-from ._patience import Strain
 from ._pause_tables import pg_pauses_table_sql
 from ._postgres_batch import Batcher, Pending
 from ._postgres_calls import BoundedPool, is_integrity_violation
-from ._postgres_keys import DEAD, LIVE_KEY_INDEX, key_blocked, moved_ctes, others_sql
+from ._postgres_keys import DEAD, LIVE_KEY_INDEX, others_sql
 from ._postgres_queue import CHUNK, PostgresWakeups, QueueSQL, enqueue_chunk
+from ._postgres_writes import Insert, Move, Write, WritesSQL, arguments, check
 from ._recipient import MASKED_HASH, EncryptionKey, Recipients, Resealed
 from ._rotate import KEY_USE, RESEAL, TO_ROTATE, KeyUse, RotationBatch, plan
 from ._rows import (
     COLUMNS,
     FINAL_VALUES,
-    FLOAT_FIELDS,
     TRANSITION_COLUMNS,
+    Records,
     check_changes,
     dump_params,
     move_recipient,
-    record_from_row,
     reseal_row,
     sign_changes,
     transition_from_row,
@@ -83,33 +82,6 @@ _FINAL = ", ".join(f"'{state}'" for state in FINAL_VALUES)
 # of the full parameters too (``ledger._recipient``).
 _DROP_RECIPIENT = f", recipient = NULL, params_hash = '{MASKED_HASH}', signature = NULL"
 _ACTIVE = sorted(state.value for state in ACTIVE_STATES)
-# The changeable fields, in ``check_changes`` order (and the operation id's signature,
-# ``sign_changes``), and the batched transitions' inputs: one array each (a changeable
-# field: whether to set it, and its new value).
-_CHANGEABLE = sorted(MUTABLE_FIELDS | {"operation_signature"})
-_BATCH_INPUTS = [
-    ("i_provider", "text"),
-    ("i_key", "text"),
-    ("i_owner", "text"),
-    ("i_token", "int8"),
-    ("i_state", "text"),
-    ("i_attempt", "int4"),
-    ("i_lease", "float8"),  # NULL: the lease ends
-    ("i_note", "text"),
-    ("i_final", "bool"),  # the recipient goes
-] + [
-    pair
-    for name in _CHANGEABLE
-    for pair in (
-        (f"set_{name}", "bool"),
-        (f"new_{name}", "float8" if name in FLOAT_FIELDS else "text"),
-    )
-]
-# What the lease a claim took over still had to run (``c``: the row as it was).
-_LEFT = (
-    "CASE WHEN c.lease_owner IS NULL THEN 0::float8 "
-    "ELSE GREATEST(0, COALESCE(c.lease_expires_at, 0) - now.t) END"
-)
 # Each wanted relation, and its columns if it exists (NULL if it does not).
 _CATALOG = """
 SELECT r.name, (SELECT array_agg(a.attname::text) FROM pg_attribute a
@@ -227,59 +199,11 @@ CREATE TABLE IF NOT EXISTS {m} (
             f"SELECT (SELECT value FROM {m} WHERE name = 'ledger_id'), "
             f"(SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM {seq})"
         )
-        # A key under another provider (``ledger._postgres_keys``); ``i``: the intents.
-        intent = ("i.i_provider", "i.i_key", "i.i_switch", "i.i_owner")
-        blocked = key_blocked(t, *intent[:3])
-        moved = moved_ctes(t, log, "i", intent)
-        # One intent (a batch of one: ``PostgresLedger._write_inserts``).
-        self.insert = f"""
-WITH {_NOW},
-i AS (SELECT $1::text AS i_provider, $2::text AS i_key, $6::text AS i_owner,
-             $11::bool AS i_switch),{moved},
-ins AS (
-    INSERT INTO {t} (provider, key, params_hash, params, state, order_id, attempts,
-                     lease_owner, lease_expires_at, lease_token, created_at, updated_at,
-                     recipient, signature)
-    SELECT $1::text, $2::text, $3::text, $4::text::jsonb, $9::text, $5::text, $10::int,
-           $6::text, now.t + $7::float8, 1, now.t, now.t, $8::text, $12::text
-    FROM now, i
-    WHERE NOT {blocked} AND (SELECT count(*) FROM moved) >= 0
-    ON CONFLICT (provider, key) DO NOTHING
-    RETURNING {cols}
-),
-log AS ({log} SELECT provider, key, NULL, state, created_at, lease_owner, 'intent recorded'
-        FROM ins)
-SELECT {cols} FROM ins"""
-        # Many intents in one statement (``PostgresLedger._write_inserts``), inserted in
-        # key order (two processes inserting the same keys wait in one order).
-        self.inserts = f"""
-WITH {_NOW},
-i AS MATERIALIZED (
-    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                         $6::text[], $7::float8[], $8::text[], $9::text[], $10::int4[],
-                         $11::bool[], $12::text[])
-        AS i(i_provider, i_key, i_hash, i_params, i_order, i_owner, i_lease, i_recipient,
-             i_state, i_attempts, i_switch, i_signature)
-),{moved},
-ins AS (
-    INSERT INTO {t} (provider, key, params_hash, params, state, order_id, attempts,
-                     lease_owner, lease_expires_at, lease_token, created_at, updated_at,
-                     recipient, signature)
-    SELECT i_provider, i_key, i_hash, i_params::jsonb, i_state, i_order, i_attempts,
-           i_owner, now.t + i_lease, 1, now.t, now.t, i_recipient, i_signature
-    FROM i, now
-    WHERE NOT {blocked} AND (SELECT count(*) FROM moved) >= 0
-    ORDER BY i_provider, i_key
-    ON CONFLICT (provider, key) DO NOTHING
-    RETURNING {cols}
-),
-log AS ({log} SELECT provider, key, NULL, state, created_at, lease_owner, 'intent recorded'
-        FROM ins)
-SELECT {cols} FROM ins"""
+        self.writes = WritesSQL(t, h, _NOW)
         self.claim = f"""
 WITH {_NOW},
 c AS (
-    SELECT p.provider, p.key, p.lease_owner, p.lease_expires_at FROM {t} p, now
+    SELECT p.provider, p.key FROM {t} p, now
     WHERE p.provider = $1 AND p.key = $2 AND p.params_hash = ANY($5::text[])
       AND p.state = ANY($6::text[])
       AND (p.lease_owner IS NULL OR COALESCE(p.lease_expires_at, 0) <= now.t
@@ -288,7 +212,7 @@ c AS (
 )
 UPDATE {t} p SET lease_owner = $3, lease_expires_at = now.t + $4, lease_token = p.lease_token + 1
 FROM c, now WHERE p.provider = c.provider AND p.key = c.key
-RETURNING {p_cols}, {_LEFT}"""
+RETURNING {p_cols}"""
         self.rebegin = f"""
 WITH {_NOW},
 upd AS (
@@ -310,85 +234,6 @@ SELECT {cols} FROM upd"""
             f"SELECT DISTINCT key FROM {t} WHERE shared_key AND state NOT IN ({DEAD}) "
             "ORDER BY key LIMIT $1"
         )
-        # Held: the drive's claim is still the row's latest (an expired lease nobody
-        # has claimed since is still its holder's: another claim raises the token).
-        held = f"p.lease_owner = $3 AND p.lease_token = {{token}} AND p.state NOT IN ({_FINAL})"
-        # One transition (a batch of one: ``PostgresLedger._write_transitions``).
-        self.transition = f"""
-WITH {_NOW},
-cur AS (
-    SELECT p.provider, p.key, p.state FROM {t} p, now
-    WHERE p.provider = $1 AND p.key = $2 AND {held.format(token="$8")}
-    FOR UPDATE OF p
-),
-upd AS (
-    UPDATE {t} p SET state = $4, attempts = p.attempts + $5,
-                     lease_owner = CASE WHEN $6::float8 IS NULL THEN NULL ELSE p.lease_owner END,
-                     lease_expires_at = now.t + $6::float8, updated_at = now.t{{sets}}
-    FROM cur, now WHERE p.provider = cur.provider AND p.key = cur.key
-    RETURNING {p_cols}, cur.state AS from_state
-),
-log AS ({log} SELECT provider, key, from_state, state, updated_at, $3::text, $7::text FROM upd)
-SELECT {cols} FROM upd"""
-        # Many transitions in one statement (``PostgresLedger._write_transitions``):
-        # ``i`` is one row per write, numbered; its rows are locked in key order, so
-        # that batches of several processes cannot deadlock.
-        inputs = ", ".join(f"${n}::{kind}[]" for n, (_, kind) in enumerate(_BATCH_INPUTS, 1))
-        names = ", ".join(name for name, _ in _BATCH_INPUTS)
-        changes = "".join(
-            f",\n        {name} = CASE WHEN cur.set_{name} THEN cur.new_{name} ELSE p.{name} END"
-            for name in _CHANGEABLE
-        )
-        self.transitions = f"""
-WITH {_NOW},
-i AS MATERIALIZED (
-    SELECT * FROM unnest({inputs}) WITH ORDINALITY AS i({names}, i_ord)
-),
-cur AS (
-    SELECT p.provider, p.key, p.state AS from_state, i.* FROM {t} p JOIN i
-      ON p.provider = i.i_provider AND p.key = i.i_key
-    WHERE p.lease_owner = i.i_owner AND p.lease_token = i.i_token
-      AND p.state NOT IN ({_FINAL})
-    ORDER BY p.provider, p.key
-    FOR UPDATE OF p
-),
-upd AS (
-    UPDATE {t} p SET state = cur.i_state, attempts = p.attempts + cur.i_attempt,
-        lease_owner = CASE WHEN cur.i_lease IS NULL THEN NULL ELSE p.lease_owner END,
-        lease_expires_at = now.t + cur.i_lease, updated_at = now.t{changes},
-        recipient = CASE WHEN cur.i_final THEN NULL ELSE p.recipient END,
-        signature = CASE WHEN cur.i_final THEN NULL ELSE p.signature END,
-        params_hash = CASE WHEN cur.i_final THEN '{MASKED_HASH}' ELSE p.params_hash END
-    FROM cur, now WHERE p.provider = cur.provider AND p.key = cur.key
-    RETURNING {p_cols}, cur.i_ord, cur.from_state, cur.i_owner, cur.i_note
-),
-log AS ({log} SELECT provider, key, from_state, state, updated_at, i_owner, i_note
-        FROM upd ORDER BY i_ord)
-SELECT {cols}, i_ord FROM upd"""
-        self.renew = f"""
-WITH {_NOW}
-UPDATE {t} p SET lease_expires_at = now.t + $4 FROM now
-WHERE p.provider = $1 AND p.key = $2 AND {held.format(token="$5")}
-RETURNING 1"""
-        # Many renewals in one statement (``PostgresLedger._write_renewals``): the fence
-        # of every money-moving request is one, so they are group-committed.
-        self.renewals = f"""
-WITH {_NOW},
-i AS MATERIALIZED (
-    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[], $5::int8[])
-        WITH ORDINALITY AS i(i_provider, i_key, i_owner, i_lease, i_token, i_ord)
-),
-cur AS (
-    SELECT p.provider, p.key, i.i_lease, i.i_ord FROM {t} p JOIN i
-      ON p.provider = i.i_provider AND p.key = i.i_key
-    WHERE p.lease_owner = i.i_owner AND p.lease_token = i.i_token
-      AND p.state NOT IN ({_FINAL})
-    ORDER BY p.provider, p.key
-    FOR UPDATE OF p
-)
-UPDATE {t} p SET lease_expires_at = now.t + cur.i_lease
-FROM cur, now WHERE p.provider = cur.provider AND p.key = cur.key
-RETURNING cur.i_ord"""
         self.release = (
             f"UPDATE {t} SET lease_owner = NULL, lease_expires_at = NULL "
             "WHERE provider = $1 AND key = $2 AND lease_owner = $3 AND lease_token = $4"
@@ -396,7 +241,7 @@ RETURNING cur.i_ord"""
         self.claim_stranded = f"""
 WITH {_NOW},
 c AS (
-    SELECT p.provider, p.key, p.lease_owner, p.lease_expires_at FROM {t} p, now
+    SELECT p.provider, p.key FROM {t} p, now
     WHERE p.state = ANY($3::text[])
       AND (p.lease_owner IS NULL OR COALESCE(p.lease_expires_at, 0) <= now.t
            OR p.lease_owner = ANY($5::text[]))
@@ -408,7 +253,7 @@ UPDATE {t} p SET lease_owner = $1, lease_expires_at = now.t + $2,
                  lease_token = p.lease_token + 1
 FROM c, now
 WHERE p.provider = c.provider AND p.key = c.key
-RETURNING {p_cols}, {_LEFT}"""
+RETURNING {p_cols}"""
         self.lease_holders = f"""
 SELECT lease_owner, count(*), max(lease_expires_at) FROM {t}
 WHERE lease_owner IS NOT NULL AND state NOT IN ({_FINAL})
@@ -522,6 +367,7 @@ class PostgresLedger(Ledger):
             if value is not None and not value >= 0:
                 raise ConfigurationError(f"{name} must be a number of seconds (0: off)")
         self._recipients = Recipients(encryption_key)
+        self._records = Records(self._recipients)
         self._asyncpg = _asyncpg()
         self._dsn = dsn
         self._pool: Any = pool
@@ -540,9 +386,7 @@ class PostgresLedger(Ledger):
         self._queue = QueueSQL(schema, table_prefix)
         self._wakeups: PostgresWakeups | None = None
         self._calls: BoundedPool | None = None
-        self._batcher: Batcher[list[Any]] | None = None
-        self._inserts: Batcher[list[Any]] | None = None
-        self._renewals: Batcher[list[Any]] | None = None
+        self._writes: Batcher[Write] | None = None
         self._ready = False
         self._opening = asyncio.Lock()
 
@@ -703,11 +547,9 @@ class PostgresLedger(Ledger):
         wakeups, self._wakeups = self._wakeups, None
         if wakeups is not None:
             await wakeups.aclose()
-        batchers = (self._inserts, self._batcher, self._renewals)
-        self._inserts = self._batcher = self._renewals = None
-        for batcher in batchers:  # the writes callers are waiting for, first
-            if batcher is not None:
-                await batcher.aclose(self.command_timeout)
+        writes, self._writes = self._writes, None
+        if writes is not None:  # the writes callers are waiting for, first
+            await writes.aclose(self.command_timeout)
         pool = self._pool
         self._ready = False
         self._calls = None
@@ -746,20 +588,33 @@ class PostgresLedger(Ledger):
         stored = recipients.store(provider, key, params, order_id=order_id)
         lease = float(lease_seconds)
         params_text = dump_params(stored.params)
-        accepted = recipients.accepted_hashes(params_hash, params)
         state = (LedgerState.SENDING if sending else LedgerState.PENDING).value
-        intent = [provider, key, params_hash, params_text, order_id, owner, lease]
-        intent += [stored.recipient, state, int(sending), switch_provider, stored.signature]
+        intent = Insert(
+            provider=provider,
+            key=key,
+            params_hash=params_hash,
+            params=params_text,
+            order_id=order_id,
+            owner=owner,
+            lease=lease,
+            recipient=stored.recipient,
+            state=state,
+            attempts=int(sending),
+            switch=switch_provider,
+            signature=stored.signature,
+        )
         try:
-            row = await self._insert(intent)
+            row = await self._submit(intent)
             if row is not None:
                 return Claim(record=self._record(row), claimed=True, created=True)
             row = await self._fetchrow(
-                self._sql.claim, provider, key, owner, lease, accepted, _ACTIVE, list(take_over)
+                self._sql.claim,
+                *(provider, key, owner, lease),
+                recipients.accepted_hashes(params_hash, params),
+                *(_ACTIVE, list(take_over)),
             )
             if row is not None:
-                left = float(row[-1])
-                return Claim(record=self._record(row), claimed=True, previous_lease_left=left)
+                return Claim(record=self._record(row), claimed=True)
             again = (params_hash, params_text, order_id, stored.recipient, stored.signature)
             row = await self._fetchrow(self._sql.rebegin, provider, key, owner, lease, *again)
         except self._asyncpg.UniqueViolationError as error:
@@ -791,27 +646,30 @@ class PostgresLedger(Ledger):
             return LedgerNotWrittenError(f"{provider}/{key} was not recorded; try again")
         return IdempotencyConflictError(key, provider=row["provider"], state=row["state"])
 
-    async def _insert(self, intent: list[Any]) -> Any:
-        """Insert a new row (queued with the inserts of concurrent ``begin``\\ s, and
-        written with them in one statement); None if the key has a row already."""
+    async def _submit(self, write: Write) -> Any:
+        """Queue ``write`` with the writes of concurrent payouts, written together in
+        one statement (``ledger._postgres_writes``): its row, or None (its key had a
+        row, or its lease was lost). Never two writes of one key in a batch."""
+        check(write)  # (one that would fail the statement fails alone, before it)
         calls = await self._connection_pool()
-        if self._inserts is None:
-            self._inserts = Batcher(
-                self._write_inserts, calls.patience, is_integrity_error=is_integrity_violation
+        if self._writes is None:
+            self._writes = Batcher(
+                self._write_batch, calls.patience, is_integrity_error=is_integrity_violation
             )
-        return await self._inserts.submit((intent[0], intent[1]), intent)
+        # A cancelled caller does not take its write back: a recovery point is written
+        # anyway (the batch is not cancelled with it).
+        return await self._writes.submit(write.key, write)
 
-    async def _write_inserts(self, batch: Sequence[Pending[list[Any]]], until: float) -> list[Any]:
-        """One statement for ``batch``: each new row, or None (the key has one)."""
+    async def _write_batch(self, batch: Sequence[Pending[Write]], until: float) -> list[Any]:
+        """One statement for ``batch``: each write's row, or None."""
         calls = await self._connection_pool()
         scopes = [p.scope for p in batch]
-        if len(batch) == 1:  # a lone call: the plain statement costs less
-            row = await calls.fetch_for(scopes, until, self._sql.insert, *batch[0].values)
-            return [row[0] if row else None]
-        columns = [list(column) for column in zip(*(p.values for p in batch), strict=True)]
-        rows = await calls.fetch_for(scopes, until, self._sql.inserts, *columns)
-        by_key = {(row[0], row[1]): row for row in rows}
-        return [by_key.get((p.values[0], p.values[1])) for p in batch]
+        inserts, moves = arguments([p.values for p in batch])
+        rows = await calls.fetch_for(scopes, until, self._sql.writes.batch, inserts, moves)
+        found: list[Any] = [None] * len(batch)
+        for row in rows:
+            found[row["n"]] = row
+        return found
 
     async def transition(
         self,
@@ -827,90 +685,37 @@ class PostgresLedger(Ledger):
         release: bool = False,
         **changes: Any,
     ) -> PayoutRecord:
-        """See ``Ledger.transition``: queued with the transitions of concurrent payouts,
-        and written with them in one statement (``ledger._postgres_batch``)."""
+        """See ``Ledger.transition``: queued with the writes of concurrent payouts, and
+        written with them in one statement (``ledger._postgres_writes``)."""
         fields = sign_changes(self._recipients, provider, key, check_changes(changes))
         to_state = LedgerState(state)
         final = to_state.is_final
-        # NULL for a final state (a final row is nobody's) or a release: the lease ends.
-        lease = None if final or release else float(lease_seconds)
-        write = [provider, key, owner, token, to_state.value, int(add_attempt), lease, note]
-        write.append(final)
-        for name in _CHANGEABLE:  # whether to set it, and its new value
-            write += (True, fields[name]) if name in fields else (False, None)
-        calls = await self._connection_pool()
-        if self._batcher is None:
-            self._batcher = Batcher(
-                self._write_transitions, calls.patience, is_integrity_error=is_integrity_violation
-            )
-        # A cancelled caller does not take its write back: the recovery point is
-        # written anyway (the batch is not cancelled with it).
-        row = await self._batcher.submit((provider, key), write)
+        move = Move(
+            provider=provider,
+            key=key,
+            owner=owner,
+            token=token,
+            # None for a final state (a final row is nobody's) or a release: it ends.
+            lease=None if final or release else float(lease_seconds),
+            state=to_state.value,
+            attempt=int(add_attempt),
+            note=note,
+            final=final,
+            changes=fields,
+        )
+        row = await self._submit(move)
         if row is None:
             raise LeaseLostError(f"{provider}/{key} is not leased to {owner} (claim {token})")
         return self._record(row)
 
-    async def _write_transitions(
-        self, batch: Sequence[Pending[list[Any]]], until: float
-    ) -> list[Any]:
-        """One statement for ``batch``: each write's row, or None (its lease was lost)."""
-        calls = await self._connection_pool()
-        scopes = [p.scope for p in batch]
-        if len(batch) == 1:  # a lone call: the plain statement costs less
-            return [await self._write_transition(calls, scopes, until, batch[0].values)]
-        columns = [list(column) for column in zip(*(p.values for p in batch), strict=True)]
-        rows = await calls.fetch_for(scopes, until, self._sql.transitions, *columns)
-        found: list[Any] = [None] * len(batch)
-        for row in rows:
-            found[row[-1] - 1] = row
-        return found
-
-    async def _write_transition(
-        self, calls: BoundedPool, scopes: list[Strain | None], until: float, write: list[Any]
-    ) -> Any:
-        """One transition alone (``write`` as a row of the batched statement's
-        inputs): its row, or None."""
-        provider, key, owner, token, state, attempt, lease, note, final = write[:9]
-        sets, values = "", []
-        for index, name in enumerate(_CHANGEABLE):
-            if write[9 + 2 * index]:
-                values.append(write[10 + 2 * index])
-                sets += f", {name} = ${8 + len(values)}"
-        if final:
-            sets += _DROP_RECIPIENT
-        sql = self._sql.transition.format(sets=sets)
-        args = (provider, key, owner, state, attempt, lease, note, token, *values)
-        rows = await calls.fetch_for(scopes, until, sql, *args)
-        return rows[0] if rows else None
-
     async def renew(
         self, provider: str, key: str, *, owner: str, token: int, lease_seconds: float
     ) -> None:
-        """See ``Ledger.renew``: queued with the renewals of concurrent payouts (every
+        """See ``Ledger.renew``: queued with the writes of concurrent payouts (every
         money-moving request's fence is one) and written with them in one statement."""
-        calls = await self._connection_pool()
-        if self._renewals is None:
-            self._renewals = Batcher(
-                self._write_renewals, calls.patience, is_integrity_error=is_integrity_violation
-            )
-        renewed = await self._renewals.submit(
-            (provider, key), [provider, key, owner, float(lease_seconds), token]
-        )
-        if not renewed:
+        move = Move(provider, key, owner, token, float(lease_seconds), renew=True)
+        if await self._submit(move) is None:
             raise LeaseLostError(f"{provider}/{key} is not leased to {owner} (claim {token})")
-
-    async def _write_renewals(self, batch: Sequence[Pending[list[Any]]], until: float) -> list[Any]:
-        """One statement for ``batch``: True for each renewal written, False for each
-        whose lease was lost."""
-        calls = await self._connection_pool()
-        scopes = [p.scope for p in batch]
-        if len(batch) == 1:  # a lone call: the plain statement costs less
-            rows = await calls.fetch_for(scopes, until, self._sql.renew, *batch[0].values)
-            return [bool(rows)]
-        columns = [list(column) for column in zip(*(p.values for p in batch), strict=True)]
-        rows = await calls.fetch_for(scopes, until, self._sql.renewals, *columns)
-        written = {row[0] for row in rows}
-        return [ordinal in written for ordinal in range(1, len(batch) + 1)]
 
     async def release(self, provider: str, key: str, *, owner: str, token: int) -> None:
         """See ``Ledger.release``."""
@@ -938,10 +743,7 @@ class PostgresLedger(Ledger):
             by_provider = " AND p.provider = $7"
             args.append(provider)
         rows = await self._fetch(self._sql.claim_stranded.format(by_provider=by_provider), *args)
-        claims = [
-            Claim(record=self._record(row), claimed=True, previous_lease_left=float(row[-1]))
-            for row in rows
-        ]
+        claims = [Claim(record=self._record(row), claimed=True) for row in rows]
         return sorted(claims, key=lambda c: (c.record.created_at, c.record.provider, c.record.key))
 
     async def lease_holders(self, *, provider: str | None = None) -> list[LeaseHolder]:
@@ -1043,7 +845,7 @@ class PostgresLedger(Ledger):
         await self._fetch(self._sql.note, provider, key, note)
 
     def _record(self, row: Any) -> PayoutRecord:
-        return record_from_row(row, self._recipients)
+        return self._records.read(row)
 
     def params_hash(self, params: Mapping[str, Any]) -> str:
         """See ``Ledger.params_hash``."""

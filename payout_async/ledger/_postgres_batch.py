@@ -1,10 +1,11 @@
-"""Group commit for ``PostgresLedger.transition`` (and ``begin``'s insert): the writes
-that concurrent payouts queue are written together, in one statement on one connection.
+"""Group commit for ``PostgresLedger``'s hot writes -- ``begin``'s insert, ``transition``
+and ``renew`` (``ledger._postgres_writes``): the writes that concurrent payouts queue
+are written together, in one statement on one connection.
 
 One writer task at a time takes whatever is queued when it is free (up to ``cap``
-writes, never two for one row: a later write for a row already in the batch waits for
+writes, never two for one key: a later write for a key already in the batch waits for
 the next one), writes them with one statement, and hands every caller its own row (or
-None: its lease was lost). Nothing waits for a timer: a lone write is taken at once,
+None: nothing was written for it). Nothing waits for a timer: a lone write is taken at once,
 and writes queue up only while a batch is in flight.
 
 A failure of the statement is every caller's: ``LedgerOutcomeUnknownError`` for each
@@ -36,7 +37,6 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Any, Generic, TypeVar
 
-from .._shield import shielded
 from ._errors import LedgerError, LedgerNotWrittenError, LedgerOutcomeUnknownError
 from ._patience import Patience, Strain
 
@@ -123,7 +123,9 @@ class Batcher(Generic[V]):
             if self._timer is not None:
                 self._timer.cancel()
             self._timer = loop.call_at(deadline, self._expire, loop)
-        return await shielded(pending.future)
+        # Cancelling the caller cancels only its future: the write stays queued or in
+        # flight and lands all the same (nothing answers a future that is done).
+        return await pending.future
 
     async def aclose(self, wait: float) -> None:
         """Wait up to ``wait`` seconds for the queued writes to be written."""

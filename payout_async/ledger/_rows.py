@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import hmac
 import json
+import operator
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+import attrs
 
 from ._base import FINAL_STATES, MUTABLE_FIELDS, LedgerState, PayoutRecord, Transition
 from ._errors import LedgerKeyError
@@ -15,17 +21,17 @@ __all__ = [
     "COLUMNS",
     "FINAL_VALUES",
     "FLOAT_FIELDS",
+    "Records",
     "check_changes",
     "dump_params",
     "move_recipient",
-    "record_from_row",
     "reseal_row",
     "row_facts",
     "sign_changes",
     "transition_from_row",
 ]
 
-#: ``payouts`` columns, read by name (``record_from_row``): ``PayoutRecord``'s fields,
+#: ``payouts`` columns, read by name (``Records``): ``PayoutRecord``'s fields,
 #: then ``recipient`` (the full recipient, kept apart), ``provider_api``, and the row's
 #: signatures (``ledger._recipient``).
 COLUMNS = (
@@ -108,44 +114,121 @@ def row_facts(values: Mapping[str, Any], params: Mapping[str, Any]) -> RowFacts:
     )
 
 
-def record_from_row(row: Sequence[Any], recipients: Recipients) -> PayoutRecord:
-    """A ``PayoutRecord`` from a row holding ``COLUMNS`` in order (more may follow),
-    its recipient put back, a live row checked (``PayoutRecord.untrusted``) and its free
-    text scrubbed. Never raises for what the row holds: a recipient these keys cannot
-    read stays masked."""
-    values = dict(zip(COLUMNS, row, strict=False))
-    params = values["params"]
-    stored = json.loads(params) if isinstance(params, str | bytes) else dict(params)
-    state = LedgerState(values["state"])
-    untrusted: str | None = None
-    try:
-        full = recipients.load(values["provider"], values["key"], stored, values["recipient"])
-    except LedgerKeyError as error:
-        full, untrusted = stored, str(error)
-    else:
-        if not state.is_final:
-            untrusted = recipients.authenticate(row_facts(values, full))
-    return PayoutRecord(
-        provider=values["provider"],
-        key=values["key"],
-        params_hash=values["params_hash"],
-        params=full,
-        state=state,
-        operation_id=values["operation_id"],
-        order_id=values["order_id"],
-        provider_status=values["provider_status"],
-        attempts=int(values["attempts"]),
-        lease_owner=values["lease_owner"],
-        lease_expires_at=values["lease_expires_at"],
-        lease_token=int(values["lease_token"]),
-        created_at=float(values["created_at"]),
-        updated_at=float(values["updated_at"]),
-        last_error=scrub(values["last_error"]),
-        reason=scrub(values["reason"]),
-        unknown_since=values["unknown_since"],
-        provider_api=values["provider_api"],
-        untrusted=untrusted,
-    )
+#: The columns a live row's parameters and checks depend on (``Records``): read again
+#: with the same values, a row is neither decoded, decrypted nor authenticated again.
+#: The row's own (what ``Recipients.sign_row`` covers, its recipient and fingerprint)...
+_ROW_CHECKED = ("params", "recipient", "params_hash", "order_id", "signature")
+#: ... and its operation id's (``Recipients.sign_operation``).
+_OPERATION_CHECKED = ("operation_id", "operation_signature")
+_row_checked = operator.itemgetter(*_ROW_CHECKED)
+_operation_checked = operator.itemgetter(*_OPERATION_CHECKED)
+
+
+@attrs.frozen
+class _Seen:
+    """What a live row's checked columns came to."""
+
+    row: tuple[Any, ...]  # the values of ``_ROW_CHECKED``
+    operation: tuple[Any, ...]  # the values of ``_OPERATION_CHECKED``
+    full: dict[str, Any] = attrs.field(repr=False)
+    untrusted: str | None
+
+
+class Records:
+    """``PayoutRecord``\\ s from rows holding ``COLUMNS`` in order (more may follow):
+    each record's recipient put back, a live row checked (``PayoutRecord.untrusted``)
+    and its free text scrubbed. Never raises for what a row holds: a recipient these
+    keys cannot read stays masked.
+
+    What a live row's checked columns came to -- its full parameters and its
+    verdict -- is remembered for the row, so that the next write of a payout, which
+    changes none of them, costs no JSON, decryption or HMAC; one that records an
+    operation id costs the id's signature only (a trusted row whose own columns are
+    unchanged stays trusted if its operation id carries this ledger's signature, the
+    one check that reads it). The values read are compared with the ones remembered,
+    so a row altered outside payout-async is checked again in full. A row read final
+    is forgotten (so is the oldest row beyond ``size``): nothing of a finished
+    payout's recipient stays here.
+    """
+
+    def __init__(self, recipients: Recipients, *, size: int = 4096) -> None:
+        self.recipients = recipients
+        self._size = size
+        self._seen: dict[tuple[str, str], _Seen] = {}
+        # Rows are read on the event loop and on SQLite's thread.
+        self._evicting = threading.Lock()
+
+    def read(self, row: Sequence[Any]) -> PayoutRecord:
+        """The record of ``row``."""
+        values = dict(zip(COLUMNS, row, strict=False))
+        state = LedgerState(values["state"])
+        full, untrusted = self._parameters(values, state.is_final)
+        return PayoutRecord(
+            provider=values["provider"],
+            key=values["key"],
+            params_hash=values["params_hash"],
+            params=dict(full),
+            state=state,
+            operation_id=values["operation_id"],
+            order_id=values["order_id"],
+            provider_status=values["provider_status"],
+            attempts=int(values["attempts"]),
+            lease_owner=values["lease_owner"],
+            lease_expires_at=values["lease_expires_at"],
+            lease_token=int(values["lease_token"]),
+            created_at=float(values["created_at"]),
+            updated_at=float(values["updated_at"]),
+            last_error=scrub(values["last_error"]),
+            reason=scrub(values["reason"]),
+            unknown_since=values["unknown_since"],
+            provider_api=values["provider_api"],
+            untrusted=untrusted,
+        )
+
+    def _parameters(
+        self, values: Mapping[str, Any], final: bool
+    ) -> tuple[dict[str, Any], str | None]:
+        """The row's full parameters and why it must not move money (or None)."""
+        row = (values["provider"], values["key"])
+        if final:
+            self._seen.pop(row, None)
+            return self._load(values, final=True)
+        own, operation = _row_checked(values), _operation_checked(values)
+        seen = self._seen.get(row)
+        if seen is not None and seen.row == own:
+            if seen.operation == operation:
+                return seen.full, seen.untrusted
+            if seen.untrusted is None and self._signed_operation(values):
+                self._seen[row] = _Seen(own, operation, seen.full, None)
+                return seen.full, None
+        full, untrusted = self._load(values, final=False)
+        self._seen[row] = _Seen(own, operation, full, untrusted)
+        if len(self._seen) > self._size:
+            with self._evicting, contextlib.suppress(KeyError, RuntimeError, StopIteration):
+                del self._seen[next(iter(self._seen))]
+        return full, untrusted
+
+    def _signed_operation(self, values: Mapping[str, Any]) -> bool:
+        """Whether the row's operation signature is the one this ledger makes for its
+        operation id (both None without a key)."""
+        made = self.recipients.sign_operation(
+            values["provider"], values["key"], values["operation_id"]
+        )
+        found = values["operation_signature"]
+        if made is None or found is None:
+            return made is found
+        return hmac.compare_digest(made, found)
+
+    def _load(self, values: Mapping[str, Any], *, final: bool) -> tuple[dict[str, Any], str | None]:
+        params = values["params"]
+        stored = json.loads(params) if isinstance(params, str | bytes) else dict(params)
+        try:
+            full = self.recipients.load(
+                values["provider"], values["key"], stored, values["recipient"]
+            )
+        except LedgerKeyError as error:
+            return stored, str(error)
+        return full, None if final else self.recipients.authenticate(row_facts(values, full))
 
 
 def transition_from_row(row: Sequence[Any]) -> Transition:

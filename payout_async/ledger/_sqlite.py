@@ -6,8 +6,10 @@ Several processes on one host may share the file: every write runs in a
 ``PostgresLedger``: SQLite's locking is not safe over network file systems.)
 
 Writes are group-committed: the ones that arrive while a transaction is being written
-go into the next transaction together, each in its own savepoint, so each stays atomic
-on its own, and its caller hears back only once that transaction has committed.
+go into the next transaction together, each atomic on its own (``ledger._sqlite_batch``),
+and its caller hears back only once that transaction has committed. The hot writes are
+one statement each -- a payout's insert, each fenced transition (after a read of the
+row's state), each renewal -- and the history rows of a batch are one ``executemany``.
 
 The connection runs with ``secure_delete`` on, and the WAL is checkpointed and emptied
 after a write drops a recipient kept in clear (``ledger._sqlite_scrub``), so that no
@@ -60,13 +62,22 @@ from ._rows import (
     COLUMNS,
     FINAL_VALUES,
     TRANSITION_COLUMNS,
+    Records,
     check_changes,
     dump_params,
-    record_from_row,
     sign_changes,
     transition_from_row,
 )
-from ._sqlite_batch import BatchOutcome, Op, commit_batch, is_locked, not_written, open_error
+from ._sqlite_batch import (
+    BatchOutcome,
+    HistoryRow,
+    Op,
+    commit_batch,
+    is_locked,
+    not_written,
+    open_error,
+    savepoint,
+)
 from ._sqlite_schema import create_schema, schema_current
 from ._sqlite_scrub import Scrubber
 from ._texts import scrub
@@ -78,6 +89,7 @@ logger = logging.getLogger("payout_async")
 T = TypeVar("T")
 
 _COLS = ", ".join(COLUMNS)
+_COLUMN_SET = frozenset(COLUMNS)
 _DEAD = ", ".join(f"'{state.value}'" for state in sorted(DEAD_STATES))
 _FINAL = ", ".join(f"'{state}'" for state in FINAL_VALUES)
 # Held: the drive's claim is still the row's latest (an expired lease nobody has
@@ -88,20 +100,22 @@ DEFAULT_BUSY_TIMEOUT = 10.0  # seconds
 DEFAULT_CHECKPOINT_INTERVAL = 1.0  # seconds
 _LOCKED_PAUSE = 0.005  # after a BEGIN that found the file locked, before trying again
 
+_VALUES = ", ".join(f":{name}" for name in COLUMNS)
 _INSERT = (
-    f"INSERT INTO payouts ({_COLS}) VALUES ({', '.join('?' for _ in COLUMNS)}) "
+    f"INSERT INTO payouts ({_COLS}) VALUES ({_VALUES}) "
+    f"ON CONFLICT (provider, key) DO NOTHING RETURNING {_COLS}"
+)
+# ``begin``'s first try: a key with no row under any provider is recorded at once
+# (anything else -- a row there already, its order_id another key's -- is decided by
+# the rules in full).
+_INSERT_NEW = (
+    f"INSERT INTO payouts ({_COLS}) SELECT {_VALUES} WHERE NOT EXISTS "
+    "(SELECT 1 FROM payouts WHERE key = :key AND provider != :provider) "
     f"ON CONFLICT (provider, key) DO NOTHING RETURNING {_COLS}"
 )
 _SELECT = f"SELECT {_COLS} FROM payouts WHERE provider = ? AND key = ?"
-_LOG = (
-    "INSERT INTO payout_transitions (provider, key, from_state, to_state, at, owner, note) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?)"
-)
-_LOG_HELD = (
-    "INSERT INTO payout_transitions (provider, key, from_state, to_state, at, owner, note) "
-    f"SELECT provider, key, state, ?, ?, ?, ? FROM payouts WHERE provider = ? AND key = ? "
-    f"AND {_HELD}"
-)
+# ``transition``: the row's state (for its history) and recipient, if the lease is held.
+_HELD_ROW = f"SELECT state, recipient FROM payouts WHERE provider = ? AND key = ? AND {_HELD}"
 _LEASE = (
     "UPDATE payouts SET lease_owner = ?, lease_expires_at = ?, lease_token = lease_token + 1 "
     f"WHERE provider = ? AND key = ? RETURNING {_COLS}"
@@ -166,6 +180,7 @@ _SHARED_KEYS = (
     "ORDER BY key LIMIT ?"
 )
 _ENQUEUE_CHUNK = 500  # intents per transaction
+_BEGUN = "intent recorded"  # the note of a row's first history row
 #: How often an idle listener looks for other processes' commits (``data_version``).
 LISTEN_EVERY = 0.5  # seconds
 
@@ -174,16 +189,22 @@ def _lease_free(record: PayoutRecord, now: float) -> bool:
     return record.lease_owner is None or (record.lease_expires_at or 0.0) <= now
 
 
-def _lease_left(owner: str | None, expires_at: float | None, now: float) -> float:
-    return 0.0 if owner is None or expires_at is None else max(0.0, expires_at - now)
+def _new_row(**values: Any) -> dict[str, Any]:
+    """A new ``payouts`` row for ``_INSERT``, by column name (the others NULL)."""
+    assert values.keys() <= _COLUMN_SET, f"no such columns: {sorted(values.keys() - _COLUMN_SET)}"
+    row = dict.fromkeys(COLUMNS)
+    row.update(values)
+    return row
 
 
 @attrs.frozen
 class _Take:
-    """How ``enqueue`` takes a key another provider's row has (``_take_key``)."""
+    """How ``begin`` and ``enqueue`` take a key another provider's row has
+    (``_take_key``)."""
 
     switch_provider: bool
     note_drop: Callable[[sqlite3.Connection, str, str], None]
+    history: list[HistoryRow]
 
 
 def _others(conn: sqlite3.Connection, provider: str, key: str, now: float) -> list[Other]:
@@ -207,9 +228,11 @@ def _take_key(
     others = _others(conn, provider, key, now)
     for other in rows_to_cancel(key, others, switch_provider=take.switch_provider):
         take.note_drop(conn, other, key)
-        conn.execute(_MOVED, (moved_note(provider), now, other, key))
         note = moved_note(provider)
-        conn.execute(_LOG, (other, key, LedgerState.REFUSED.value, "cancelled", now, owner, note))
+        conn.execute(_MOVED, (note, now, other, key))
+        cancelled = LedgerState.CANCELLED.value
+        refused = LedgerState.REFUSED.value
+        take.history.append(HistoryRow(other, key, refused, cancelled, now, owner, note))
 
 
 def _abandon(db: aiosqlite.Connection) -> None:
@@ -302,6 +325,7 @@ class SQLiteLedger(Ledger):
         if not 0 <= checkpoint_interval < math.inf:
             raise ConfigurationError("checkpoint_interval must be a finite number of seconds")
         self._recipients = Recipients(encryption_key)
+        self._records = Records(self._recipients)
         self._scrubber = Scrubber(float(checkpoint_interval), float(busy_timeout))
         #: Set (on the worker thread) by a write that drops a recipient kept in clear.
         self._dropped_clear = False
@@ -458,9 +482,16 @@ class SQLiteLedger(Ledger):
         except sqlite3.Error as error:
             raise not_written(error, f"could not read the SQLite ledger {self.path!r}") from error
 
-    async def _write(self, op: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``op`` inside the next write transaction; return once it committed.
-        The wait for the write lock counts from here, once, up to ``busy_timeout``."""
+    async def _write(
+        self,
+        run: Callable[[sqlite3.Connection, list[HistoryRow]], T],
+        *,
+        atomic: bool = False,
+    ) -> T:
+        """Run ``run`` inside the next write transaction (an ``Op``: ``atomic`` when it
+        writes with one statement at most, or in a savepoint of its own); return once it
+        committed. The wait for the write lock counts from here, once, up to
+        ``busy_timeout``."""
         if self.read_only:
             raise LedgerNotWrittenError(f"{self!r} is opened read-only")
         started = time.monotonic()
@@ -468,7 +499,7 @@ class SQLiteLedger(Ledger):
         deadline = started + self._patience.budget(scope)
         db = await self._connection()
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(op, future, started, deadline, scope))
+        self._queue.append(_Pending(Op(run, atomic), future, started, deadline, scope))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush(db))
         return cast(T, await future)
@@ -577,35 +608,60 @@ class SQLiteLedger(Ledger):
         recipients.check_digest(params_hash)
         stored = recipients.store(provider, key, params, order_id=order_id)
         params_text = dump_params(stored.params)
+        first = (LedgerState.SENDING if sending else LedgerState.PENDING).value
 
-        def op(conn: sqlite3.Connection) -> Claim:
+        def op(conn: sqlite3.Connection, history: list[HistoryRow]) -> Claim:
             now = time.time()
-            expires = now + lease_seconds
+            row = _new_row(
+                provider=provider,
+                key=key,
+                params_hash=params_hash,
+                params=params_text,
+                state=first,
+                order_id=order_id,
+                attempts=int(sending),
+                lease_owner=owner,
+                lease_expires_at=now + lease_seconds,
+                lease_token=1,
+                created_at=now,
+                updated_at=now,
+                recipient=stored.recipient,
+                signature=stored.signature,
+            )
+            # One statement for a key seen nowhere yet; its order_id another key's
+            # fails it (and leaves no trace): the rules in full then say so.
+            with contextlib.suppress(sqlite3.IntegrityError):
+                inserted = conn.execute(_INSERT_NEW, row).fetchall()
+                if inserted:
+                    history.append(HistoryRow(provider, key, None, first, now, owner, _BEGUN))
+                    return Claim(record=self._records.read(inserted[0]), claimed=True, created=True)
+            with savepoint(conn):
+                return decide(conn, history, now, row)
+
+        def decide(
+            conn: sqlite3.Connection, history: list[HistoryRow], now: float, row: dict[str, Any]
+        ) -> Claim:
             if order_id is not None:
                 holder = conn.execute(_ORDER_ID_HOLDER, (provider, order_id)).fetchone()
                 if holder is not None and holder[0] != key:
                     raise IdempotencyConflictError(key, order_id=order_id)
             pending = LedgerState.PENDING.value
-            first = LedgerState.SENDING.value if sending else pending
             if conn.execute(_STATE, (provider, key)).fetchone() is None:
-                _take_key(conn, provider, key, now, owner, _Take(switch_provider, self._note_drop))
-            values: tuple[Any, ...] = (provider, key, params_hash, params_text, first, None)
-            values += (order_id, None, int(sending), owner, expires, 1, now, now, None, None, None)
-            # recipient, provider_api, signature, operation_signature (``COLUMNS``)
-            kept = (stored.recipient, None, stored.signature, None)
-            rows = conn.execute(_INSERT, (*values, *kept)).fetchall()
-            if rows:
-                conn.execute(_LOG, (provider, key, None, first, now, owner, "intent recorded"))
-                record = record_from_row(rows[0], recipients)
-                return Claim(record=record, claimed=True, created=True)
-            row = conn.execute(_SELECT, (provider, key)).fetchone()
-            record = record_from_row(row, recipients)
+                take = _Take(switch_provider, self._note_drop, history)
+                _take_key(conn, provider, key, now, owner, take)
+            inserted = conn.execute(_INSERT, row).fetchall()
+            if inserted:
+                history.append(HistoryRow(provider, key, None, first, now, owner, _BEGUN))
+                return Claim(record=self._records.read(inserted[0]), claimed=True, created=True)
+            record = self._records.read(conn.execute(_SELECT, (provider, key)).fetchone())
             if record.state is LedgerState.REFUSED:
                 live_elsewhere(key, _others(conn, provider, key, now))
                 again = (pending, params_hash, params_text, stored.recipient, order_id)
                 conn.execute(_REBEGIN, (*again, stored.signature, now, provider, key))
                 note = "intent recorded again after a refusal"
-                conn.execute(_LOG, (provider, key, record.state.value, pending, now, owner, note))
+                history.append(
+                    HistoryRow(provider, key, record.state.value, pending, now, owner, note)
+                )
             elif not recipients.matches(
                 record.params_hash,
                 record.params,
@@ -618,12 +674,12 @@ class SQLiteLedger(Ledger):
                 _lease_free(record, now) or record.lease_owner in take_over
             ):
                 return Claim(record=record, claimed=False)
-            left = _lease_left(record.lease_owner, record.lease_expires_at, now)
-            row = conn.execute(_LEASE, (owner, expires, provider, key)).fetchone()
-            record = record_from_row(row, recipients)
-            return Claim(record=record, claimed=True, previous_lease_left=left)
+            lease = (owner, now + lease_seconds, provider, key)
+            return Claim(
+                record=self._records.read(conn.execute(_LEASE, lease).fetchone()), claimed=True
+            )
 
-        return await self._write(op)
+        return await self._write(op, atomic=True)
 
     async def transition(
         self,
@@ -639,53 +695,63 @@ class SQLiteLedger(Ledger):
         release: bool = False,
         **changes: Any,
     ) -> PayoutRecord:
-        """See ``Ledger.transition``."""
+        """See ``Ledger.transition``: one read of the held row, and one update."""
         fields = sign_changes(self._recipients, provider, key, check_changes(changes))
         to_state = LedgerState(state).value
         final = LedgerState(state).is_final  # a final row is nobody's: its lease ends
-        sets = "".join(f", {name} = ?" for name in fields) + (_DROP_RECIPIENT if final else "")
+        ends = final or release
+        sets = "".join(f", {name} = :{name}" for name in fields)
         update = (
-            "UPDATE payouts SET state = ?, attempts = attempts + ?, lease_owner = ?, "
-            f"lease_expires_at = ?, updated_at = ?{sets} WHERE provider = ? AND key = ? "
-            f"RETURNING {_COLS}"
+            "UPDATE payouts SET state = :state, attempts = attempts + :attempt, "
+            "lease_owner = :lease_owner, lease_expires_at = :lease_expires_at, "
+            f"updated_at = :updated_at{sets}{_DROP_RECIPIENT if final else ''} "
+            f"WHERE provider = :provider AND key = :key RETURNING {_COLS}"
         )
 
-        def op(conn: sqlite3.Connection) -> PayoutRecord:
+        def op(conn: sqlite3.Connection, history: list[HistoryRow]) -> PayoutRecord:
             now = time.time()
-            logged = conn.execute(
-                _LOG_HELD, (to_state, now, owner, note, provider, key, owner, token)
-            )
-            if logged.rowcount != 1:
+            held = conn.execute(_HELD_ROW, (provider, key, owner, token)).fetchone()
+            if held is None:
                 raise LeaseLostError(f"{provider}/{key} is not leased to {owner} (claim {token})")
-            if final:
-                self._note_drop(conn, provider, key)
-            lease = (None, None) if final or release else (owner, now + lease_seconds)
-            values = (to_state, int(add_attempt), *lease, now, *fields.values())
-            rows = conn.execute(update, (*values, provider, key)).fetchall()
-            return record_from_row(rows[0], self._recipients)
+            from_state, recipient = held
+            if final and is_clear(recipient):
+                self._dropped_clear = True  # the WAL is emptied once this commits
+            values = {
+                **fields,
+                "state": to_state,
+                "attempt": int(add_attempt),
+                "lease_owner": None if ends else owner,
+                "lease_expires_at": None if ends else now + lease_seconds,
+                "updated_at": now,
+                "provider": provider,
+                "key": key,
+            }
+            row = conn.execute(update, values).fetchall()[0]
+            history.append(HistoryRow(provider, key, from_state, to_state, now, owner, note))
+            return self._records.read(row)
 
-        return await self._write(op)
+        return await self._write(op, atomic=True)
 
     async def renew(
         self, provider: str, key: str, *, owner: str, token: int, lease_seconds: float
     ) -> None:
         """See ``Ledger.renew``."""
 
-        def op(conn: sqlite3.Connection) -> None:
+        def op(conn: sqlite3.Connection, history: list[HistoryRow]) -> None:
             now = time.time()
             renewed = conn.execute(_RENEW, (now + lease_seconds, provider, key, owner, token))
             if renewed.rowcount != 1:
                 raise LeaseLostError(f"{provider}/{key} is not leased to {owner} (claim {token})")
 
-        await self._write(op)
+        await self._write(op, atomic=True)
 
     async def release(self, provider: str, key: str, *, owner: str, token: int) -> None:
         """See ``Ledger.release``."""
 
-        def op(conn: sqlite3.Connection) -> None:
+        def op(conn: sqlite3.Connection, history: list[HistoryRow]) -> None:
             conn.execute(_RELEASE, (provider, key, owner, token))
 
-        await self._write(op)
+        await self._write(op, atomic=True)
 
     async def claim_stranded(
         self,
@@ -704,7 +770,7 @@ class SQLiteLedger(Ledger):
         wanted = sorted(LedgerState(state).value for state in states)
         by_provider = "" if provider is None else " AND provider = ?"
         select = (
-            f"SELECT rowid, lease_owner, lease_expires_at FROM payouts "
+            f"SELECT rowid FROM payouts "
             f"WHERE state IN ({_placeholders(len(wanted))}) "
             "AND (lease_owner IS NULL OR COALESCE(lease_expires_at, 0) <= ? "
             "OR lease_owner IN (SELECT value FROM json_each(?))) "
@@ -717,18 +783,16 @@ class SQLiteLedger(Ledger):
         )
         dead_json, exclude_json = json.dumps(list(dead_owners)), json.dumps(list(exclude))
 
-        def op(conn: sqlite3.Connection) -> list[Claim]:
+        def op(conn: sqlite3.Connection, history: list[HistoryRow]) -> list[Claim]:
             now = time.time()
             args: list[Any] = [*wanted, now, dead_json, exclude_json]
             if provider is not None:
                 args.append(provider)
             args.append(limit)
             claims = []
-            for rowid, old_owner, old_expiry in conn.execute(select, args).fetchall():
+            for (rowid,) in conn.execute(select, args).fetchall():
                 row = conn.execute(update, (owner, now + lease_seconds, rowid)).fetchone()
-                left = _lease_left(old_owner, old_expiry, now)
-                record = record_from_row(row, self._recipients)
-                claims.append(Claim(record=record, claimed=True, previous_lease_left=left))
+                claims.append(Claim(record=self._records.read(row), claimed=True))
             return claims
 
         return await self._write(op)
@@ -759,10 +823,15 @@ class SQLiteLedger(Ledger):
                 for i in intents[start : start + _ENQUEUE_CHUNK]
             ]
 
-            def op(conn: sqlite3.Connection, chunk: list[_Intent] = chunk) -> list[Enqueued]:
+            def op(
+                conn: sqlite3.Connection,
+                history: list[HistoryRow],
+                chunk: list[_Intent] = chunk,
+            ) -> list[Enqueued]:
                 now = time.time()
-                take = _Take(switch_provider, self._note_drop)
-                return [_enqueue_one(conn, provider, one, now, recipients, take) for one in chunk]
+                take = _Take(switch_provider, self._note_drop, history)
+                records = self._records
+                return [_enqueue_one(conn, provider, one, now, records, take) for one in chunk]
 
             results += await self._write(op)
         if any(r.outcome in (EnqueueOutcome.NEW, EnqueueOutcome.AGAIN) for r in results):
@@ -814,43 +883,46 @@ class SQLiteLedger(Ledger):
         to_state = LedgerState(state)
         settle = _SETTLE.format(drop=_DROP_RECIPIENT if to_state.is_final else "")
 
-        def op(conn: sqlite3.Connection) -> Settlement | None:
+        def op(conn: sqlite3.Connection, history: list[HistoryRow]) -> Settlement | None:
             row = conn.execute(_BY_ORDER_ID, (provider, order_id)).fetchone()
             if row is None:
                 return None
-            key, from_state = row[1], LedgerState(row[4])
-            # ``COLUMNS``: 2 is params_hash, 8 attempts.
-            checked = params_hash is None or (row[2] == params_hash and int(row[8]) > 0)
+            found = dict(zip(COLUMNS, row, strict=True))
+            key, from_state = found["key"], LedgerState(found["state"])
+            checked = params_hash is None or (
+                found["params_hash"] == params_hash and int(found["attempts"]) > 0
+            )
             if from_state.is_final or not checked:
-                return Settlement(record_from_row(row, self._recipients), None)
-            if to_state.is_final:  # (the recipient is not read: no key is needed here)
-                self._note_drop(conn, provider, key)
+                return Settlement(self._records.read(row), None)
+            if to_state.is_final and is_clear(found["recipient"]):  # (not read: no key needed)
+                self._dropped_clear = True  # the WAL is emptied once this commits
             now = time.time()
             rows = conn.execute(
                 settle, (to_state.value, provider_status, scrub(reason), now, provider, key)
             ).fetchall()
-            conn.execute(_LOG, (provider, key, from_state.value, to_state.value, now, None, note))
-            return Settlement(record_from_row(rows[0], self._recipients), from_state)
+            moved = HistoryRow(provider, key, from_state.value, to_state.value, now, None, note)
+            history.append(moved)
+            return Settlement(self._records.read(rows[0]), from_state)
 
-        return await self._write(op)
+        return await self._write(op, atomic=True)
 
     async def find_order(self, provider: str, order_id: str) -> PayoutRecord | None:
         """See ``Ledger.find_order``."""
         rows = await self._read(_BY_ORDER_ID, (provider, order_id))
-        return record_from_row(rows[0], self._recipients) if rows else None
+        return self._records.read(rows[0]) if rows else None
 
     async def note(self, provider: str, key: str, note: str) -> None:
         """See ``Ledger.note``."""
 
-        def op(conn: sqlite3.Connection) -> None:
+        def op(conn: sqlite3.Connection, history: list[HistoryRow]) -> None:
             conn.execute(_NOTE, (time.time(), note, provider, key))
 
-        await self._write(op)
+        await self._write(op, atomic=True)
 
     async def get(self, provider: str, key: str) -> PayoutRecord | None:
         """See ``Ledger.get``."""
         rows = await self._read(_SELECT, (provider, key))
-        return record_from_row(rows[0], self._recipients) if rows else None
+        return self._records.read(rows[0]) if rows else None
 
     async def history(self, provider: str, key: str) -> list[Transition]:
         """See ``Ledger.history``."""
@@ -867,7 +939,7 @@ class SQLiteLedger(Ledger):
         where, args = _filters(provider, state)
         sql = f"SELECT {_COLS} FROM payouts{where} ORDER BY created_at, rowid LIMIT ?"
         args += (-1 if limit is None else max(limit, 0),)
-        return [record_from_row(row, self._recipients) for row in await self._read(sql, args)]
+        return [self._records.read(row) for row in await self._read(sql, args)]
 
     async def counts(self, *, provider: str | None = None) -> dict[LedgerState, int]:
         """See ``Ledger.counts``."""
@@ -903,7 +975,7 @@ class SQLiteLedger(Ledger):
         update = RESEAL.format(*"??????", table="payouts")
         recipient = COLUMNS.index("recipient")
 
-        def op(conn: sqlite3.Connection) -> RotationBatch:
+        def op(conn: sqlite3.Connection, history: list[HistoryRow]) -> RotationBatch:
             rows = conn.execute(select, (*after, current, limit)).fetchall()
             rotated, left = 0, []
             for row in rows:
@@ -950,7 +1022,7 @@ def _enqueue_one(
     provider: str,
     one: _Intent,
     now: float,
-    recipients: Recipients,
+    records: Records,
     take: _Take,
 ) -> Enqueued:
     """``enqueue`` for one intent, inside the caller's transaction (``begin``'s rules)."""
@@ -969,13 +1041,25 @@ def _enqueue_one(
             _take_key(conn, provider, key, now, None, take)
         except IdempotencyConflictError as error:
             return _elsewhere(error)
-    values: tuple[Any, ...] = (provider, key, one.digest, params_text, pending, None)
-    values += (intent.order_id, None, 0, None, None, 0, now, now, None, None, None)
-    kept = (stored.recipient, None, stored.signature, None)  # as ``COLUMNS`` end
-    if conn.execute(_INSERT, (*values, *kept)).fetchall():
-        conn.execute(_LOG, (provider, key, None, pending, now, None, "intent recorded (enqueued)"))
+    new = _new_row(
+        provider=provider,
+        key=key,
+        params_hash=one.digest,
+        params=params_text,
+        state=pending,
+        order_id=intent.order_id,
+        attempts=0,
+        lease_token=0,
+        created_at=now,
+        updated_at=now,
+        recipient=stored.recipient,
+        signature=stored.signature,
+    )
+    if conn.execute(_INSERT, new).fetchall():
+        note = "intent recorded (enqueued)"
+        take.history.append(HistoryRow(provider, key, None, pending, now, None, note))
         return Enqueued(key, EnqueueOutcome.NEW, LedgerState.PENDING)
-    record = record_from_row(conn.execute(_SELECT, (provider, key)).fetchone(), recipients)
+    record = records.read(conn.execute(_SELECT, (provider, key)).fetchone())
     if record.state is LedgerState.REFUSED:
         try:
             live_elsewhere(key, _others(conn, provider, key, now))
@@ -984,10 +1068,10 @@ def _enqueue_one(
         again = (one.digest, params_text, stored.recipient, intent.order_id, stored.signature)
         conn.execute(_REQUEUE, (*again, now, provider, key))
         note = "intent recorded again after a refusal (enqueued)"
-        conn.execute(_LOG, (provider, key, record.state.value, pending, now, None, note))
+        take.history.append(HistoryRow(provider, key, record.state.value, pending, now, None, note))
         return Enqueued(key, EnqueueOutcome.AGAIN, LedgerState.PENDING)
     row_name = f"{provider}/{key}"
-    if recipients.matches(
+    if records.recipients.matches(
         record.params_hash, record.params, intent.params, row=row_name, digest=one.digest
     ):
         return Enqueued(key, EnqueueOutcome.EXISTING, record.state)

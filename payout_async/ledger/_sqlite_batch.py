@@ -1,5 +1,11 @@
 """One group-commit transaction of ``SQLiteLedger``, and what its failures mean.
 
+Each write of the batch (an ``Op``) stays atomic on its own: one that fails leaves no
+trace and does not undo the others. A write that is one statement gets that from
+SQLite (a failed statement is undone, or the whole transaction is: then the batch
+fails); one that may write more runs in a savepoint of its own. The history rows the
+writes append (``HistoryRow``) are inserted together, in order, before the commit.
+
 ``commit_batch`` runs on aiosqlite's thread and reports every failure as data, saying
 where it happened: a ``BEGIN IMMEDIATE`` that found the file locked changed nothing
 (the writes go back in the queue while their callers still have time to wait); a
@@ -11,8 +17,9 @@ otherwise (an I/O error may strike after the commit frame reached the WAL).
 from __future__ import annotations
 
 import contextlib
+import operator
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import attrs
@@ -22,15 +29,50 @@ from ._errors import LedgerError, LedgerNotWrittenError, LedgerOutcomeUnknownErr
 
 __all__ = [
     "BatchOutcome",
+    "HistoryRow",
     "Op",
     "commit_batch",
     "is_locked",
     "not_written",
     "open_error",
     "outcome_unknown",
+    "savepoint",
 ]
 
-Op = Callable[[sqlite3.Connection], Any]
+
+@attrs.frozen
+class HistoryRow:
+    """One row of ``payout_transitions`` (``ledger._base.Transition``), as a write of
+    the batch appends it; states as their values."""
+
+    provider: str
+    key: str
+    from_state: str | None
+    to_state: str
+    at: float
+    owner: str | None
+    note: str | None
+
+
+_HISTORY_COLUMNS = tuple(field.name for field in attrs.fields(HistoryRow))
+_HISTORY = (
+    f"INSERT INTO payout_transitions ({', '.join(_HISTORY_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in _HISTORY_COLUMNS)})"
+)
+#: A history row's values in ``_HISTORY_COLUMNS`` order.
+_history_values = operator.attrgetter(*_HISTORY_COLUMNS)
+
+
+@attrs.frozen
+class Op:
+    """One write of a batch: ``run(conn, history)`` returns what its caller hears, or
+    raises, and appends the history rows it writes to ``history``. ``atomic``: it
+    leaves no trace when it raises -- it writes with one statement at most, or in a
+    ``savepoint`` of its own; else the batch runs it in one."""
+
+    run: Callable[[sqlite3.Connection, list[HistoryRow]], Any]
+    atomic: bool = False
+
 
 _BUSY, _LOCKED, _FULL = sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_FULL
 # Opening failures that no retry fixes: a wrong path, not a database, no permission.
@@ -104,19 +146,24 @@ def commit_batch(
     conn: sqlite3.Connection, ops: list[Op], wait: float, busy_timeout: float
 ) -> BatchOutcome:
     """Run ``ops`` in one ``BEGIN IMMEDIATE`` transaction, waiting at most ``wait``
-    seconds for the write lock, each write in a savepoint so that one that fails leaves
-    no trace and does not undo the others (on aiosqlite's thread)."""
+    seconds for the write lock, each atomic on its own (see the module docstring), and
+    their history rows before the commit (on aiosqlite's thread)."""
     conn.execute(f"PRAGMA busy_timeout = {max(1, round(wait * 1000))}")
     try:
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as error:
             return BatchOutcome(locked=is_locked(error), error=error)
+        outcomes: list[tuple[bool, Any]] = []
         try:
-            outcomes = _run_ops(conn, ops)
+            history = _run_ops(conn, ops, outcomes)
+            if history:
+                conn.executemany(_HISTORY, map(_history_values, history))
         except sqlite3.Error as error:
             _rollback(conn)
-            return BatchOutcome(error=error)
+            # Every write ran (the history failed): each keeps its own outcome's fate.
+            ran = outcomes if len(outcomes) == len(ops) else []
+            return BatchOutcome(ran, error=error)
         except BaseException:
             _rollback(conn)
             raise
@@ -131,21 +178,44 @@ def commit_batch(
         conn.execute(f"PRAGMA busy_timeout = {max(1, round(busy_timeout * 1000))}")
 
 
-def _run_ops(conn: sqlite3.Connection, ops: list[Op]) -> list[tuple[bool, Any]]:
-    outcomes: list[tuple[bool, Any]] = []
+def _run_ops(
+    conn: sqlite3.Connection, ops: list[Op], outcomes: list[tuple[bool, Any]]
+) -> list[HistoryRow]:
+    """Run each write, its outcome appended to ``outcomes``; the history rows of those
+    that succeeded. Raises when a failure took the whole transaction down."""
+    history: list[HistoryRow] = []
     for op in ops:
-        conn.execute("SAVEPOINT op")
+        written = len(history)
         try:
-            outcomes.append((True, op(conn)))
+            if op.atomic:
+                value = op.run(conn, history)
+            else:
+                with savepoint(conn):
+                    value = op.run(conn, history)
         except Exception as error:
+            del history[written:]
             if not conn.in_transaction:  # SQLite rolled the whole transaction back
                 raise
-            conn.execute("ROLLBACK TO op")
             if isinstance(error, sqlite3.Error) and not isinstance(error, sqlite3.IntegrityError):
                 error = not_written(error, "the ledger write was rolled back")
             outcomes.append((False, error))
-        conn.execute("RELEASE op")
-    return outcomes
+        else:
+            outcomes.append((True, value))
+    return history
+
+
+@contextlib.contextmanager
+def savepoint(conn: sqlite3.Connection) -> Iterator[None]:
+    """Run the body's statements so that they are undone together if it raises."""
+    conn.execute("SAVEPOINT op")
+    try:
+        yield
+    except BaseException:
+        if conn.in_transaction:  # (else SQLite rolled the whole transaction back)
+            conn.execute("ROLLBACK TO op")
+            conn.execute("RELEASE op")
+        raise
+    conn.execute("RELEASE op")
 
 
 def _rollback(conn: sqlite3.Connection) -> None:

@@ -1,7 +1,8 @@
-"""PostgresLedger's batched transitions (``ledger._postgres_batch``): concurrent
-transitions share one statement, and yet each caller gets its own outcome -- its row,
-``LeaseLostError``, a broken constraint -- while a failure of the statement itself is
-every caller's, classified as exactly as a single statement's."""
+"""PostgresLedger's batched writes (``ledger._postgres_batch``, ``ledger._postgres_writes``):
+concurrent inserts, transitions and renewals share one statement, and yet each caller
+gets its own outcome -- its row, ``LeaseLostError``, a broken constraint -- while a
+failure of the statement itself is every caller's, classified as exactly as a single
+statement's."""
 
 from __future__ import annotations
 
@@ -66,7 +67,7 @@ def move(
 
 
 def batches(ledger: PostgresLedger) -> int:
-    return 0 if ledger._batcher is None else ledger._batcher.batches
+    return 0 if ledger._writes is None else ledger._writes.batches
 
 
 @pytest.mark.postgres
@@ -206,6 +207,7 @@ async def test_a_caller_cancelled_in_flight_does_not_take_its_write_back(
     ledger: PostgresLedger, schema: str
 ) -> None:
     tokens = {key: await begin(ledger, key) for key in ("a", "b")}
+    before = batches(ledger)
     blocker = await asyncpg.connect(PG_DSN)
     try:
         async with blocker.transaction():
@@ -219,7 +221,7 @@ async def test_a_caller_cancelled_in_flight_does_not_take_its_write_back(
         assert (await a).state is SENDING
     finally:
         await blocker.close()
-    assert batches(ledger) == 1
+    assert batches(ledger) - before == 1
     row = await ledger.get("enot", "b")
     assert row is not None and row.state is SENDING  # b's write landed all the same
     assert len(await ledger.history("enot", "b")) == 2
@@ -237,8 +239,8 @@ async def test_a_row_locked_elsewhere_all_along_fails_only_its_own_write(schema:
                 )
                 moves = [move(ledger, key, tokens[key]) for key in ("a", "b", "c")]
                 a, b, c = await asyncio.gather(*moves, return_exceptions=True)
-                assert ledger._batcher is not None
-                await ledger._batcher.aclose(5.0)  # b's last try has ended too
+                assert ledger._writes is not None
+                await ledger._writes.aclose(5.0)  # b's last try has ended too
         finally:
             await blocker.close()
         # The lock timeout, or b's last try still waiting when b's time ran out.
@@ -261,6 +263,7 @@ async def test_a_connection_cut_under_a_batch_leaves_every_caller_unknown(
     ):
         keys = [f"k{n}" for n in range(5)]
         tokens = {key: await begin(ledger, key) for key in keys}
+        before = batches(ledger)
         blocker = await asyncpg.connect(PG_DSN)
         try:
             async with blocker.transaction():
@@ -273,7 +276,7 @@ async def test_a_connection_cut_under_a_batch_leaves_every_caller_unknown(
                 results = await asyncio.gather(*moves, return_exceptions=True)
         finally:
             await blocker.close()
-        assert batches(ledger) == 1
+        assert batches(ledger) - before == 1
         assert all(isinstance(result, LedgerOutcomeUnknownError) for result in results)
         assert len({id(result) for result in results}) == len(results)  # one each
         # The ledger writes again (on a new connection) once the proxy lets it.
@@ -306,10 +309,9 @@ async def test_concurrent_begins_share_statements_and_each_gets_its_own_answer(
 
     calls = [start(key, f"o-{key}") for key in keys]
     calls += [start("k00", "o-k00"), start("old", "o-old")]
-    before = ledger._inserts.batches if ledger._inserts is not None else 0
+    before = batches(ledger)
     results = await asyncio.gather(*calls, return_exceptions=True)
-    assert ledger._inserts is not None
-    assert ledger._inserts.batches - before == 2  # k00's second begin waits for the next
+    assert batches(ledger) - before == 2  # k00's second begin waits for the next
     for key, claim in zip(keys, results, strict=False):
         assert not isinstance(claim, BaseException)
         assert (claim.record.key, claim.created, claim.claimed) == (key, True, True)
@@ -325,6 +327,61 @@ async def test_concurrent_begins_share_statements_and_each_gets_its_own_answer(
     assert not isinstance(new1, BaseException) and not isinstance(new2, BaseException)
     assert new1.created and new2.created
     assert len(await ledger.history("enot", "k00")) == 1
+
+
+@pytest.mark.postgres
+async def test_inserts_transitions_and_renewals_share_one_statement(
+    ledger: PostgresLedger,
+) -> None:
+    moving, renewing, lost = await begin(ledger, "moving"), await begin(ledger, "renewing"), 0
+    await begin(ledger, "lost")
+    before = batches(ledger)
+    calls = [
+        asyncio.create_task(
+            ledger.begin("enot", "new", "h", {"amount": "1.00"}, owner="w", lease_seconds=30)
+        ),
+        move(ledger, "moving", moving, LedgerState.SUCCEEDED, provider_status="success"),
+        asyncio.create_task(
+            ledger.renew("enot", "renewing", owner="w", token=renewing, lease_seconds=600)
+        ),
+        asyncio.create_task(ledger.renew("enot", "lost", owner="w", token=lost, lease_seconds=600)),
+    ]
+    new, moved, renewed, refused = await asyncio.gather(*calls, return_exceptions=True)
+    assert batches(ledger) - before == 1
+    assert not isinstance(new, BaseException) and new.created
+    assert not isinstance(moved, BaseException)
+    assert (moved.state, moved.lease_owner, moved.params_hash) == (
+        LedgerState.SUCCEEDED,
+        None,
+        "masked",
+    )
+    assert renewed is None
+    assert isinstance(refused, LeaseLostError)
+    row = await ledger.get("enot", "renewing")
+    assert row is not None and row.lease_expires_at is not None
+    assert row.lease_expires_at > row.updated_at + 500 and row.state is LedgerState.PENDING
+    assert [t.to_state for t in await ledger.history("enot", "moving")] == [
+        LedgerState.PENDING,
+        LedgerState.SUCCEEDED,
+    ]
+    assert len(await ledger.history("enot", "renewing")) == 1
+    assert len(await ledger.history("enot", "new")) == 1
+
+
+@pytest.mark.postgres
+async def test_a_write_the_statement_cannot_carry_fails_alone(ledger: PostgresLedger) -> None:
+    tokens = {key: await begin(ledger, key) for key in ("a", "b")}
+    before = batches(ledger)
+    bad, good = await asyncio.gather(
+        move(ledger, "a", tokens["a"], unknown_since=float("nan")),
+        move(ledger, "b", tokens["b"]),
+        return_exceptions=True,
+    )
+    assert isinstance(bad, ValueError)
+    assert not isinstance(good, BaseException) and good.state is SENDING
+    assert batches(ledger) - before == 1
+    row = await ledger.get("enot", "a")
+    assert row is not None and row.state is LedgerState.PENDING
 
 
 # The batcher alone, with a fake statement.
