@@ -603,24 +603,32 @@ class PostgresLedger(Ledger):
             switch=switch_provider,
             signature=stored.signature,
         )
-        try:
-            row = await self._submit(intent)
-            if row is not None:
-                return Claim(record=self._record(row), claimed=True, created=True)
-            row = await self._fetchrow(
-                self._sql.claim,
-                *(provider, key, owner, lease),
-                recipients.accepted_hashes(params_hash, params),
-                *(_ACTIVE, list(take_over)),
-            )
-            if row is not None:
-                return Claim(record=self._record(row), claimed=True)
-            again = (params_hash, params_text, order_id, stored.recipient, stored.signature)
-            row = await self._fetchrow(self._sql.rebegin, provider, key, owner, lease, *again)
-        except self._asyncpg.UniqueViolationError as error:
-            if str(getattr(error, "constraint_name", "")).endswith(LIVE_KEY_INDEX):
-                raise await self._elsewhere(provider, key) from error  # a race, lost
-            raise IdempotencyConflictError(key, order_id=order_id) from error
+        for tries_left in (1, 0):
+            try:
+                row = await self._submit(intent)
+                if row is not None:
+                    return Claim(record=self._record(row), claimed=True, created=True)
+                row = await self._fetchrow(
+                    self._sql.claim,
+                    *(provider, key, owner, lease),
+                    recipients.accepted_hashes(params_hash, params),
+                    *(_ACTIVE, list(take_over)),
+                )
+                if row is not None:
+                    return Claim(record=self._record(row), claimed=True)
+                again = (params_hash, params_text, order_id, stored.recipient, stored.signature)
+                row = await self._fetchrow(self._sql.rebegin, provider, key, owner, lease, *again)
+                break
+            except self._asyncpg.UniqueViolationError as error:
+                if not str(getattr(error, "constraint_name", "")).endswith(LIVE_KEY_INDEX):
+                    raise IdempotencyConflictError(key, order_id=order_id) from error
+                # A race, lost: to another provider's row of the key (the conflict), or
+                # to a begin of this very row that inserted it first (no other row:
+                # its insert passed ON CONFLICT's check before that row was there), which
+                # the next try sees as any later begin does.
+                elsewhere = await self._elsewhere(provider, key)
+                if not tries_left or not isinstance(elsewhere, LedgerNotWrittenError):
+                    raise elsewhere from error
         if row is not None:
             return Claim(record=self._record(row), claimed=True)
         found = await self._fetchrow(self._sql.get, provider, key)
