@@ -14,7 +14,7 @@ import contextlib
 from collections.abc import Awaitable, Callable, Iterator
 from contextvars import ContextVar
 
-__all__ = ["Guard", "check_before_send", "guarded"]
+__all__ = ["Guard", "check_before_send", "current_guard", "guarded"]
 
 #: Awaited with the request's total timeout in seconds (``None``: unbounded).
 Guard = Callable[[float | None], Awaitable[None]]
@@ -32,8 +32,14 @@ def guarded(guard: Guard) -> Iterator[None]:
         _guard.reset(token)
 
 
+def current_guard() -> Guard | None:
+    """The guard installed for the current task, if any: the transport awaits it with
+    the request's total timeout right before the request leaves."""
+    return _guard.get()
+
+
 async def check_before_send(total_timeout: float | None) -> None:
-    """Await the current task's guard, if one is installed (the transport calls this)."""
+    """Await the current task's guard, if one is installed."""
     guard = _guard.get()
     if guard is not None:
         await guard(total_timeout)

@@ -82,6 +82,11 @@ def intent_for(key: str, request: OperationRequest | PayoffRequest) -> Intent:
     payoff's with its order_id) and the order_id; the ledger fingerprints them.
     ``ValidationError`` for a key ``pay()`` would refuse."""
     check_key(key)
+    return _intent(key, request)
+
+
+def _intent(key: str, request: OperationRequest | PayoffRequest) -> Intent:
+    """``intent_for`` of a key already checked."""
     params = _request_params(request)
     order_id = None
     if isinstance(request, PayoffRequest):
@@ -277,11 +282,13 @@ class Payouts(Generic[Request]):
             IdempotencyConflictError: the key (or its order_id) has other parameters.
         """
         key, digest, params, order_id = self._checked(key, request)
+        # Its parameters are the row's unless the row's order_id was made for it.
+        ready = request if getattr(request, "order_id", None) == order_id else None
         if wait is None:
-            return await self._pay_checked(key, digest, params, order_id)
+            return await self._pay_checked(key, digest, params, order_id, ready)
         if not math.isfinite(wait) or wait < 0:
             raise ValidationError("wait", "must be zero or a finite number of seconds")
-        return await self._pay_within(wait, key, digest, params, order_id)
+        return await self._pay_within(wait, key, digest, params, order_id, ready)
 
     def _checked(self, key: str, request: Request) -> tuple[str, str, dict[str, Any], str | None]:
         """The key, fingerprint, parameters and order_id ``pay()`` records."""
@@ -291,18 +298,24 @@ class Payouts(Generic[Request]):
             raise ValidationError(
                 "request", f"must be a {request_type.__name__} for {self.provider}"
             )
-        intent = intent_for(key, request)
+        intent = _intent(key, request)  # the key is checked above
         params = dict(intent.params)
         return key, self.ledger.params_hash(params), params, intent.order_id
 
     async def _pay_within(
-        self, wait: float, key: str, digest: str, params: dict[str, Any], order_id: str | None
+        self,
+        wait: float,
+        key: str,
+        digest: str,
+        params: dict[str, Any],
+        order_id: str | None,
+        request: Request | None,
     ) -> PayoutResult:
         """``pay()`` that returns by ``wait`` seconds from now, leaving the drive to go on
         in a task this ``Payouts`` owns."""
         deadline = asyncio.get_running_loop().time() + wait
         drive = asyncio.create_task(
-            self._pay_checked(key, digest, params, order_id), name=f"payout {key}"
+            self._pay_checked(key, digest, params, order_id, request), name=f"payout {key}"
         )
         self._driven.add(drive)
         drive.add_done_callback(self._driven_ended)
@@ -334,7 +347,12 @@ class Payouts(Generic[Request]):
             logger.error("payout driven in the background failed: %r", error)
 
     async def _pay_checked(
-        self, key: str, digest: str, params: dict[str, Any], order_id: str | None
+        self,
+        key: str,
+        digest: str,
+        params: dict[str, Any],
+        order_id: str | None,
+        request: Request | None = None,
     ) -> PayoutResult:
         while (joined := self._in_flight.get(key)) is not None:
             if joined.params_hash != digest:
@@ -344,7 +362,7 @@ class Payouts(Generic[Request]):
                 return outcome
             # Only the drive it joined was cancelled (its lease is given back): go on.
         with self._driving(key, digest) as result:
-            result.set_result(await self._begin_and_drive(key, digest, params, order_id))
+            result.set_result(await self._begin_and_drive(key, digest, params, order_id, request))
             return result.result()
 
     @contextlib.contextmanager
@@ -366,7 +384,12 @@ class Payouts(Generic[Request]):
             del self._in_flight[key]
 
     async def _begin_and_drive(
-        self, key: str, digest: str, params: dict[str, Any], order_id: str | None
+        self,
+        key: str,
+        digest: str,
+        params: dict[str, Any],
+        order_id: str | None,
+        request: Request | None = None,
     ) -> PayoutResult:
         take_over: tuple[str, ...] = ()
         while True:
@@ -398,7 +421,7 @@ class Payouts(Generic[Request]):
             if claim.created:
                 await self._observer.transitioned(None, claim.record, "intent recorded")
             if claim.claimed:
-                return await self._drive(claim, time.monotonic())
+                return await self._drive(claim, time.monotonic(), request=request)
             holder = claim.record.lease_owner
             if holder == self.owner and (held := self._held.get(key)) is not None:
                 # resume(), reconcile() or a worker of this Payouts holds the row: its
@@ -423,11 +446,17 @@ class Payouts(Generic[Request]):
             await self._release(claim)
 
     async def _drive(
-        self, claim: Claim, claimed_after: float, *, reopen: bool = False
+        self,
+        claim: Claim,
+        claimed_after: float,
+        *,
+        reopen: bool = False,
+        request: Request | None = None,
     ) -> PayoutResult:
         """Drive a claimed row until it is final or waits on the provider, then give
         its lease back. ``claimed_after``: the monotonic time the claim had surely
-        committed by. ``reopen``: it is a parked row that ``reconcile()`` retries."""
+        committed by. ``reopen``: it is a parked row that ``reconcile()`` retries.
+        ``request``: the row's request, when ``pay()`` has it (see ``Flow.drive``)."""
         run = Run(
             self.ledger,
             claim,
@@ -445,7 +474,7 @@ class Payouts(Generic[Request]):
                     return PayoutResult.from_record(run.record)
                 if reopen:
                     await self._reopen(run)
-                await self._flow.drive(run)
+                await self._flow.drive(run, request)
         except LeaseLostError:
             # Another drive has the row now (or a webhook settled it): report the row.
             latest = await self.ledger.get(self.provider, run.record.key)
