@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import math
@@ -14,7 +13,6 @@ from collections.abc import (
     Callable,
     Collection,
     Iterable,
-    Iterator,
 )
 from decimal import Decimal
 from typing import Any, Generic, Self, TypeVar, overload
@@ -95,12 +93,36 @@ def _intent(key: str, request: OperationRequest | PayoffRequest) -> Intent:
     return Intent(key=key, params=params, order_id=order_id)
 
 
-@attrs.frozen
 class _InFlight:
-    """A payout being driven by this ``Payouts``: later ``pay()`` calls join it."""
+    """A payout being driven by this ``Payouts``: later ``pay()`` calls join it.
 
-    params_hash: str
-    result: asyncio.Future[PayoutResult]
+    ``with _InFlight(registry, key, digest) as result:`` registers this task as the one
+    drive of ``key`` while the body runs; joiners see its ``result``, or its
+    cancellation. (A class, not a generator: it is entered once per payout.)"""
+
+    __slots__ = ("_key", "_registry", "params_hash", "result")
+
+    def __init__(self, registry: dict[str, _InFlight], key: str, params_hash: str) -> None:
+        self._registry = registry
+        self._key = key
+        self.params_hash = params_hash
+        self.result: asyncio.Future[PayoutResult] = asyncio.get_running_loop().create_future()
+
+    def __enter__(self) -> asyncio.Future[PayoutResult]:
+        self._registry[self._key] = self
+        return self.result
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, error: BaseException | None, tb: object
+    ) -> None:
+        del self._registry[self._key]
+        if error is None:
+            return
+        if isinstance(error, asyncio.CancelledError):
+            self.result.cancel()
+        elif not self.result.done():
+            self.result.set_exception(error)
+            self.result.exception()  # retrieved: joiners may not exist
 
 
 class Payouts(Generic[Request]):
@@ -365,23 +387,10 @@ class Payouts(Generic[Request]):
             result.set_result(await self._begin_and_drive(key, digest, params, order_id, request))
             return result.result()
 
-    @contextlib.contextmanager
-    def _driving(self, key: str, digest: str) -> Iterator[asyncio.Future[PayoutResult]]:
+    def _driving(self, key: str, digest: str) -> _InFlight:
         """Register this task as the one drive of ``key`` here while the body runs;
         joiners see its result, or its cancellation."""
-        result: asyncio.Future[PayoutResult] = asyncio.get_running_loop().create_future()
-        self._in_flight[key] = _InFlight(digest, result)
-        try:
-            yield result
-        except BaseException as error:
-            if isinstance(error, asyncio.CancelledError):
-                result.cancel()
-            elif not result.done():
-                result.set_exception(error)
-                result.exception()  # retrieved: joiners may not exist
-            raise
-        finally:
-            del self._in_flight[key]
+        return _InFlight(self._in_flight, key, digest)
 
     async def _begin_and_drive(
         self,

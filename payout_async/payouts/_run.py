@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .._errors import ConfigurationError
@@ -281,16 +280,12 @@ class Run:
             ) from error
         self.fenced_at = time.monotonic()
 
-    @contextlib.asynccontextmanager
-    async def heartbeat(self) -> AsyncIterator[None]:
-        """Renew the lease every third of its length while the body runs, so that a
-        long poll or reconciliation keeps the row. A lost lease is noticed by the next
-        ``move`` or ``fence`` (``LeaseLostError``), which guard every step."""
-        beat = _Heartbeat(self)
-        try:
-            yield
-        finally:
-            await beat.stop()
+    def heartbeat(self) -> _Heartbeat:
+        """``async with run.heartbeat():`` renews the lease every third of its length
+        while the body runs, so that a long poll or reconciliation keeps the row. A
+        lost lease is noticed by the next ``move`` or ``fence`` (``LeaseLostError``),
+        which guard every step."""
+        return _Heartbeat(self)
 
     async def release(self) -> None:
         """Give the row back (shielded: it must happen even when cancelled), unless
@@ -315,7 +310,8 @@ class Run:
 
 class _Heartbeat:
     """Lease renewal on a timer: no task exists until a renewal is due, so that a
-    payout that finishes within a third of its lease costs one timer handle."""
+    payout that finishes within a third of its lease costs one timer handle. Its own
+    async context manager (entered once per drive: no generator)."""
 
     def __init__(self, run: Run) -> None:
         self._run = run
@@ -342,6 +338,12 @@ class _Heartbeat:
         except Exception as error:  # the ledger is unreachable: try again next time
             logger.warning("could not renew the lease of %s: %s", run.record.key, error)
         self._timer = self._schedule()
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
 
     async def stop(self) -> None:
         if self._timer is not None:
