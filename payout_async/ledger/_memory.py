@@ -68,6 +68,10 @@ class MemoryLedger(Ledger):
         #: Rows as kept: the recipient masked in ``params``, the full one in ``_kept``.
         self._rows: dict[tuple[str, str], PayoutRecord] = {}
         self._kept: dict[tuple[str, str], str | None] = {}
+        #: The last parameters read back per row, with the masked params and kept text
+        #: they were read from (``_out``: reading the recipient again for every call
+        #: of a drive costs a ``json.loads``, or an unsealing, each time).
+        self._read: dict[tuple[str, str], tuple[object, str, dict[str, Any]]] = {}
         self._history: dict[tuple[str, str], list[Transition]] = {}
         self._by_order_id: dict[tuple[str, str], str] = {}
         self._providers: dict[str, set[str]] = {}  # each key's providers
@@ -101,11 +105,16 @@ class MemoryLedger(Ledger):
 
     def _out(self, record: PayoutRecord) -> PayoutRecord:
         """The row as callers see it: its recipient put back while it has one."""
-        kept = self._kept.get((record.provider, record.key))
+        row = (record.provider, record.key)
+        kept = self._kept.get(row)
         if kept is None:
+            self._read.pop(row, None)
             return record
-        params = self._recipients.load(record.provider, record.key, record.params, kept)
-        return _replace(record, {"params": params})
+        read = self._read.get(row)
+        if read is None or read[0] is not record.params or read[1] is not kept:
+            params = self._recipients.load(record.provider, record.key, record.params, kept)
+            read = self._read[row] = (record.params, kept, params)
+        return _replace(record, {"params": dict(read[2])})
 
     def _drop_recipient(self, record: PayoutRecord) -> PayoutRecord:
         """A final row keeps only its masked recipient."""
