@@ -13,6 +13,7 @@ from collections.abc import (
     Callable,
     Collection,
     Iterable,
+    Iterator,
 )
 from decimal import Decimal
 from typing import Any, Generic, Self, TypeVar, overload
@@ -516,8 +517,7 @@ class Payouts(Generic[Request]):
         """
         if concurrency < 1:
             raise ValidationError("concurrency", "must be at least 1")
-        source = _aiter(items)
-        take = asyncio.Lock()
+        source = _Items(items)
         # Results, and None each time a worker ends.
         results: asyncio.Queue[PayoutResult | None] = asyncio.Queue()
         room = asyncio.Semaphore(concurrency * 2)  # results not yet taken by the caller
@@ -526,8 +526,7 @@ class Payouts(Generic[Request]):
 
         async def worker() -> None:
             while True:
-                async with take:
-                    item = None if stopping else await anext(source, None)
+                item = None if stopping else await source.take()
                 if item is None:  # the source is exhausted (its own error ends the batch)
                     return
                 key, request = _pair(item)
@@ -914,13 +913,27 @@ def _busy_reason(record: PayoutRecord) -> str | None:
     return f"in progress in another drive (leased to {record.lease_owner}{until})"
 
 
-async def _aiter(items: Iterable[Item] | AsyncIterable[Item]) -> AsyncIterator[Item]:
-    if isinstance(items, AsyncIterable):
-        async for item in items:
-            yield item
-    else:
-        for item in items:
-            yield item
+class _Items:
+    """``pay_many``'s items, taken one at a time by its workers: a plain iterable
+    straight from its iterator (nothing awaits in between, so no lock), an async one
+    under a lock (an async generator must not be advanced twice at once)."""
+
+    def __init__(self, items: Iterable[Item] | AsyncIterable[Item]) -> None:
+        self._lock = asyncio.Lock()
+        self._async: AsyncIterator[Item] | None = None
+        self._sync: Iterator[Item] | None = None
+        if isinstance(items, AsyncIterable):
+            self._async = aiter(items)
+        else:
+            self._sync = iter(items)
+
+    async def take(self) -> Item | None:
+        """The next item; None once there is none."""
+        if self._sync is not None:
+            return next(self._sync, None)
+        assert self._async is not None
+        async with self._lock:
+            return await anext(self._async, None)
 
 
 def _pair(item: Any) -> tuple[str, Any]:
