@@ -36,6 +36,7 @@ from ..ledger import (
     Ledger,
     LedgerError,
     LedgerState,
+    MemoryLedger,
     PayoutRecord,
 )
 from ..ledger._patience import one_payout
@@ -403,31 +404,10 @@ class Payouts(Generic[Request]):
     ) -> PayoutResult:
         take_over: tuple[str, ...] = ()
         while True:
-            begin = asyncio.ensure_future(
-                self.ledger.begin(
-                    self.provider,
-                    key,
-                    digest,
-                    params,
-                    owner=self.owner,
-                    lease_seconds=self._settings.lease_seconds,
-                    order_id=order_id,
-                    take_over=take_over,
-                    sending=self._flow.begins_sending(),
-                    switch_provider=self._switch_provider,
-                )
-            )
             try:
-                claim = await asyncio.shield(begin)
+                claim = await self._begin(key, digest, params, order_id, take_over)
             except LedgerError as error:  # nothing sent; the intent not (surely) recorded
                 return PayoutResult.not_started(key, self.provider, error)
-            except asyncio.CancelledError:
-                # The intent is being recorded anyway; hand its lease back once it is, so
-                # that resume() (here or in another worker) can finish the payout at once.
-                releasing = asyncio.ensure_future(self._release_when_begun(begin))
-                self._background.add(releasing)
-                releasing.add_done_callback(self._background.discard)
-                raise
             if claim.created:
                 await self._observer.transitioned(None, claim.record, "intent recorded")
             if claim.claimed:
@@ -446,6 +426,43 @@ class Payouts(Generic[Request]):
                 break
             take_over = (holder,)  # provably ended (this host, boot and PID namespace)
         return PayoutResult.from_record(claim.record, reason=_busy_reason(claim.record))
+
+    async def _begin(
+        self,
+        key: str,
+        digest: str,
+        params: dict[str, Any],
+        order_id: str | None,
+        take_over: tuple[str, ...],
+    ) -> Claim:
+        """The ledger's ``begin``, which finishes once started: in a task of its own
+        (shielded; should this task be cancelled meanwhile, the claim's lease is handed
+        back once it is made) -- unless nothing in it awaits, so that no cancellation
+        can cut it short (``MemoryLedger``'s own: then no task is needed)."""
+        begin = self.ledger.begin(
+            self.provider,
+            key,
+            digest,
+            params,
+            owner=self.owner,
+            lease_seconds=self._settings.lease_seconds,
+            order_id=order_id,
+            take_over=take_over,
+            sending=self._flow.begins_sending(),
+            switch_provider=self._switch_provider,
+        )
+        if type(self.ledger).begin is MemoryLedger.begin:
+            return await begin
+        begun = asyncio.ensure_future(begin)
+        try:
+            return await asyncio.shield(begun)
+        except asyncio.CancelledError:
+            # The intent is being recorded anyway; hand its lease back once it is, so
+            # that resume() (here or in another worker) can finish the payout at once.
+            releasing = asyncio.ensure_future(self._release_when_begun(begun))
+            self._background.add(releasing)
+            releasing.add_done_callback(self._background.discard)
+            raise
 
     async def _release_when_begun(self, begin: asyncio.Future[Claim]) -> None:
         try:
