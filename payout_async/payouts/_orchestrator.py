@@ -536,7 +536,8 @@ class Payouts(Generic[Request]):
             raise ValidationError("concurrency", "must be at least 1")
         source = _Items(items)
         # Results, and None each time a worker ends.
-        results: asyncio.Queue[PayoutResult | None] = asyncio.Queue()
+        # Results, and each worker once it has ended.
+        results: asyncio.Queue[PayoutResult | asyncio.Task[None]] = asyncio.Queue()
         room = asyncio.Semaphore(concurrency * 2)  # results not yet taken by the caller
 
         stopping = False
@@ -557,20 +558,19 @@ class Payouts(Generic[Request]):
             asyncio.create_task(worker(), name=f"pay_many worker {n}") for n in range(concurrency)
         ]
         for task in workers:
-            task.add_done_callback(lambda _: results.put_nowait(None))
+            task.add_done_callback(results.put_nowait)
         running = len(workers)
         try:
             while running:
                 result = await results.get()
-                if result is not None:
+                if isinstance(result, PayoutResult):
                     room.release()
                     yield result
                     continue
-                running -= 1
-                for task in workers:
-                    failure = task.exception() if task.done() and not task.cancelled() else None
-                    if failure is not None:
-                        raise failure
+                running -= 1  # that worker ended: look at it alone (not at all of them)
+                failure = None if result.cancelled() else result.exception()
+                if failure is not None:
+                    raise failure
         finally:
             stopping = True
             await _stop(workers)
