@@ -10,11 +10,10 @@ again, since each is a request of its own.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Awaitable, Callable, Iterator
-from contextvars import ContextVar
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar, Token
 
-__all__ = ["Guard", "check_before_send", "guarded"]
+__all__ = ["Guard", "check_before_send", "current_guard", "guarded"]
 
 #: Awaited with the request's total timeout in seconds (``None``: unbounded).
 Guard = Callable[[float | None], Awaitable[None]]
@@ -22,18 +21,33 @@ Guard = Callable[[float | None], Awaitable[None]]
 _guard: ContextVar[Guard | None] = ContextVar("payout_async_send_guard", default=None)
 
 
-@contextlib.contextmanager
-def guarded(guard: Guard) -> Iterator[None]:
-    """Run the body with ``guard`` awaited before every request it sends."""
-    token = _guard.set(guard)
-    try:
-        yield
-    finally:
-        _guard.reset(token)
+class guarded:  # lower case: used as a function, ``with guarded(run.fence):``
+    """Run the body with ``guard`` awaited before every request it sends.
+
+    (A class, not a generator: it is entered once per money-moving call.)"""
+
+    __slots__ = ("_guard", "_token")
+
+    def __init__(self, guard: Guard) -> None:
+        self._guard = guard
+        self._token: Token[Guard | None] | None = None
+
+    def __enter__(self) -> None:
+        self._token = _guard.set(self._guard)
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._token is not None:
+            _guard.reset(self._token)
+
+
+def current_guard() -> Guard | None:
+    """The guard installed for the current task, if any: the transport awaits it with
+    the request's total timeout right before the request leaves."""
+    return _guard.get()
 
 
 async def check_before_send(total_timeout: float | None) -> None:
-    """Await the current task's guard, if one is installed (the transport calls this)."""
+    """Await the current task's guard, if one is installed."""
     guard = _guard.get()
     if guard is not None:
         await guard(total_timeout)

@@ -196,13 +196,22 @@ class Redactor:
 
 
 class _Masking(Redactor):
-    """A ``Redactor`` that masks some known values, then applies its parent."""
+    """A ``Redactor`` that masks some known values, then applies its parent. The
+    masks are worked out when first needed: most calls redact nothing (their answer
+    is read, no error or debug line is written)."""
 
     def __init__(self, parent: Redactor, values: Iterable[str | None]) -> None:
         super().__init__()
         self._parent = parent
-        known = {value for value in values if value and len(value) >= 4}
-        self._masks = [(value, mask_wallet(value)) for value in sorted(known, key=len)[::-1]]
+        self._values = tuple(values)
+        self._known: list[tuple[str, str]] | None = None
+
+    @property
+    def _masks(self) -> list[tuple[str, str]]:
+        if self._known is None:
+            known = {value for value in self._values if value and len(value) >= 4}
+            self._known = [(value, mask_wallet(value)) for value in sorted(known, key=len)[::-1]]
+        return self._known
 
     def add(self, secret: str | None) -> None:
         self._parent.add(secret)

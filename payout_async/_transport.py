@@ -22,7 +22,7 @@ import aiohttp
 import attrs
 
 from ._errors import OutcomeUnknownError, RequestNotSentError, TransportError
-from ._fence import check_before_send
+from ._fence import check_before_send, current_guard
 from ._rate import RateLimiter
 from ._redact import Redactor, redact_fields
 from ._version import __version__
@@ -172,6 +172,11 @@ class Transport:
         self._session = session
         self._owns_session = session is None
         self._limit = limit
+        #: A session made here carries our timeouts already; a given one gets them with
+        #: each request (one object made once, never one per request).
+        self._per_request: dict[str, Any] = (
+            {} if self._owns_session else {"timeout": self._client_timeout}
+        )
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or (self._owns_session and self._session.closed):
@@ -208,7 +213,8 @@ class Transport:
         redact = redactor or self.redactor
         limiter = self.limiter
         granted_at = await limiter.acquire() if limiter is not None else 0.0
-        await check_before_send(self.timeouts.total)  # after the limiter's wait
+        if current_guard() is not None:  # after the limiter's wait; no coroutine without
+            await check_before_send(self.timeouts.total)
         url = self.base_url + path
         debug = logger.isEnabledFor(logging.DEBUG)
         if debug:
@@ -219,16 +225,16 @@ class Transport:
                 redact(repr(redact_fields(log_fields or params or {}))),
             )
         started = time.perf_counter()
-        request_kwargs: dict[str, Any] = {
-            "headers": {**headers, "User-Agent": USER_AGENT},
-            "data": body,
-            "params": params,
-            "allow_redirects": False,
-        }
-        if not self._owns_session:  # a session we made already carries our timeouts
-            request_kwargs["timeout"] = self._client_timeout
         try:
-            async with self._get_session().request(method, url, **request_kwargs) as resp:
+            async with self._get_session().request(
+                method,
+                url,
+                headers={**headers, "User-Agent": USER_AGENT},
+                data=body,
+                params=params,
+                allow_redirects=False,
+                **self._per_request,
+            ) as resp:
                 payload = await resp.read()
                 status = resp.status
                 resp_headers = resp.headers

@@ -255,9 +255,8 @@ class IntellectMoneyClient(TransportClient):
             _deleted,
         )
 
-    async def _current_user_token(self) -> str:
-        if isinstance(self._user_token, str):
-            return self._user_token
+    async def _fresh_user_token(self) -> str:
+        assert not isinstance(self._user_token, str)
         token = await self._user_token()
         if not token:
             raise ConfigurationError("the user_token callable returned an empty token")
@@ -299,7 +298,9 @@ class IntellectMoneyClient(TransportClient):
         read: Callable[[dict[str, Any]], T],
         answers: AnswerReader,
     ) -> T:
-        params: dict[str, object] = {"UserToken": await self._current_user_token(), **fields}
+        source = self._user_token
+        token = source if isinstance(source, str) else await self._fresh_user_token()
+        params: dict[str, object] = {"UserToken": token, **fields}
         signature = sign(method, params, self._secret_key)
         headers = {"Accept": "application/json", "Sign": signature}
         if self._bearer_token:

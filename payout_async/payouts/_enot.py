@@ -140,9 +140,9 @@ class EnotFlow(Flow[EnotClient, PayoffRequest, Payoff]):
         already ``sending``: the create is the next thing that happens."""
         return not self.settings.lookup_before_create
 
-    async def drive(self, run: Run) -> None:
+    async def drive(self, run: Run, request: PayoffRequest | None = None) -> None:
         try:
-            await super().drive(run)
+            await super().drive(run, request)
         finally:
             if self.settings.webhook_wait:
                 self.webhooks.forget(self._order_id(run))

@@ -129,10 +129,14 @@ class Flow(abc.ABC, Generic[ClientT, RequestT, AnswerT]):
         whatever the row last did, decided from the row alone (its operation id and
         attempts), never from its history."""
 
-    async def drive(self, run: Run) -> None:
+    async def drive(self, run: Run, request: RequestT | None = None) -> None:
         """Run the state machine until the row is final, parked, or waiting on the
-        provider. Raises ``UnknownRecoveryPointError`` at a state with no step."""
-        request = self.request_type(**run.record.params)
+        provider. Raises ``UnknownRecoveryPointError`` at a state with no step.
+
+        ``request``: the row's request as ``pay()`` was given it, when its parameters
+        are the row's (it was checked then); else it is built from the row."""
+        if request is None:
+            request = self.request_type(**run.record.params)
         while not (state := run.record.state).is_final and state not in PARKED_STATES:
             if state is LedgerState.PROCESSING:
                 if not await self._poll(run, request):

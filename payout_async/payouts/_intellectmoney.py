@@ -78,7 +78,7 @@ class IntellectMoneyFlow(Flow[IntellectMoneyClient, OperationRequest, PayoutOper
             LedgerState.EXECUTING: self._execution_lost,
         }
 
-    async def drive(self, run: Run) -> None:
+    async def drive(self, run: Run, request: OperationRequest | None = None) -> None:
         """Drive the row -- unless its operation was created through the other API
         generation (``provider_api``): the documents do not say that one API's execute,
         state or delete applies to the other's operations, so the row parks saying
@@ -93,7 +93,7 @@ class IntellectMoneyFlow(Flow[IntellectMoneyClient, OperationRequest, PayoutOper
                 f"drive it with a {other}-API worker (--im-api {other})"
             )
             return
-        await super().drive(run)
+        await super().drive(run, request)
 
     def reopen_at(self, record: PayoutRecord) -> LedgerState:
         """Where ``reconcile()`` resumes a parked row, from the row alone: ``pending``

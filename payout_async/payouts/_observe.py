@@ -90,28 +90,29 @@ class Observer:
     ) -> None:
         """Report that ``record`` durably moved from ``before`` (None: it was just
         created) to its current state. Never raises (bar cancellation)."""
-        transition = Transition(
-            provider=record.provider,
-            key=record.key,
-            from_state=before,
-            to_state=record.state,
-            at=record.updated_at,
-            owner=record.lease_owner,
-            note=note,
-        )
-        logger.info(
-            "payout %s (%s): %s -> %s, attempt %d, provider id %s, provider status %s%s",
-            record.key,
-            record.provider,
-            "none" if before is None else before.value,
-            record.state.value,
-            record.attempts,
-            record.operation_id or "-",
-            record.provider_status or "-",
-            f" ({note})" if note else "",
-            extra={"transition": _fields(before, record, note)},
-        )
+        if logger.isEnabledFor(logging.INFO):  # the line's fields cost more than the check
+            logger.info(
+                "payout %s (%s): %s -> %s, attempt %d, provider id %s, provider status %s%s",
+                record.key,
+                record.provider,
+                "none" if before is None else before.value,
+                record.state.value,
+                record.attempts,
+                record.operation_id or "-",
+                record.provider_status or "-",
+                f" ({note})" if note else "",
+                extra={"transition": _fields(before, record, note)},
+            )
         if self.on_transition is not None:
+            transition = Transition(
+                provider=record.provider,
+                key=record.key,
+                from_state=before,
+                to_state=record.state,
+                at=record.updated_at,
+                owner=record.lease_owner,
+                note=note,
+            )
             await self._call(self.on_transition, record, transition)
 
     async def _call(self, hook: OnTransition, record: PayoutRecord, transition: Transition) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import math
@@ -37,6 +36,7 @@ from ..ledger import (
     Ledger,
     LedgerError,
     LedgerState,
+    MemoryLedger,
     PayoutRecord,
 )
 from ..ledger._patience import one_payout
@@ -83,6 +83,11 @@ def intent_for(key: str, request: OperationRequest | PayoffRequest) -> Intent:
     payoff's with its order_id) and the order_id; the ledger fingerprints them.
     ``ValidationError`` for a key ``pay()`` would refuse."""
     check_key(key)
+    return _intent(key, request)
+
+
+def _intent(key: str, request: OperationRequest | PayoffRequest) -> Intent:
+    """``intent_for`` of a key already checked."""
     params = _request_params(request)
     order_id = None
     if isinstance(request, PayoffRequest):
@@ -91,12 +96,36 @@ def intent_for(key: str, request: OperationRequest | PayoffRequest) -> Intent:
     return Intent(key=key, params=params, order_id=order_id)
 
 
-@attrs.frozen
 class _InFlight:
-    """A payout being driven by this ``Payouts``: later ``pay()`` calls join it."""
+    """A payout being driven by this ``Payouts``: later ``pay()`` calls join it.
 
-    params_hash: str
-    result: asyncio.Future[PayoutResult]
+    ``with _InFlight(registry, key, digest) as result:`` registers this task as the one
+    drive of ``key`` while the body runs; joiners see its ``result``, or its
+    cancellation. (A class, not a generator: it is entered once per payout.)"""
+
+    __slots__ = ("_key", "_registry", "params_hash", "result")
+
+    def __init__(self, registry: dict[str, _InFlight], key: str, params_hash: str) -> None:
+        self._registry = registry
+        self._key = key
+        self.params_hash = params_hash
+        self.result: asyncio.Future[PayoutResult] = asyncio.get_running_loop().create_future()
+
+    def __enter__(self) -> asyncio.Future[PayoutResult]:
+        self._registry[self._key] = self
+        return self.result
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, error: BaseException | None, tb: object
+    ) -> None:
+        del self._registry[self._key]
+        if error is None:
+            return
+        if isinstance(error, asyncio.CancelledError):
+            self.result.cancel()
+        elif not self.result.done():
+            self.result.set_exception(error)
+            self.result.exception()  # retrieved: joiners may not exist
 
 
 class Payouts(Generic[Request]):
@@ -285,11 +314,13 @@ class Payouts(Generic[Request]):
             IdempotencyConflictError: the key (or its order_id) has other parameters.
         """
         key, digest, params, order_id = self._checked(key, request)
+        # Its parameters are the row's unless the row's order_id was made for it.
+        ready = request if getattr(request, "order_id", None) == order_id else None
         if wait is None:
-            return await self._pay_checked(key, digest, params, order_id)
+            return await self._pay_checked(key, digest, params, order_id, ready)
         if not math.isfinite(wait) or wait < 0:
             raise ValidationError("wait", "must be zero or a finite number of seconds")
-        return await self._pay_within(wait, key, digest, params, order_id)
+        return await self._pay_within(wait, key, digest, params, order_id, ready)
 
     def _checked(self, key: str, request: Request) -> tuple[str, str, dict[str, Any], str | None]:
         """The key, fingerprint, parameters and order_id ``pay()`` records."""
@@ -299,18 +330,24 @@ class Payouts(Generic[Request]):
             raise ValidationError(
                 "request", f"must be a {request_type.__name__} for {self.provider}"
             )
-        intent = intent_for(key, request)
+        intent = _intent(key, request)  # the key is checked above
         params = dict(intent.params)
         return key, self.ledger.params_hash(params), params, intent.order_id
 
     async def _pay_within(
-        self, wait: float, key: str, digest: str, params: dict[str, Any], order_id: str | None
+        self,
+        wait: float,
+        key: str,
+        digest: str,
+        params: dict[str, Any],
+        order_id: str | None,
+        request: Request | None,
     ) -> PayoutResult:
         """``pay()`` that returns by ``wait`` seconds from now, leaving the drive to go on
         in a task this ``Payouts`` owns."""
         deadline = asyncio.get_running_loop().time() + wait
         drive = asyncio.create_task(
-            self._pay_checked(key, digest, params, order_id), name=f"payout {key}"
+            self._pay_checked(key, digest, params, order_id, request), name=f"payout {key}"
         )
         self._driven.add(drive)
         drive.add_done_callback(self._driven_ended)
@@ -342,7 +379,12 @@ class Payouts(Generic[Request]):
             logger.error("payout driven in the background failed: %r", error)
 
     async def _pay_checked(
-        self, key: str, digest: str, params: dict[str, Any], order_id: str | None
+        self,
+        key: str,
+        digest: str,
+        params: dict[str, Any],
+        order_id: str | None,
+        request: Request | None = None,
     ) -> PayoutResult:
         while (joined := self._in_flight.get(key)) is not None:
             if joined.params_hash != digest:
@@ -352,61 +394,32 @@ class Payouts(Generic[Request]):
                 return outcome
             # Only the drive it joined was cancelled (its lease is given back): go on.
         with self._driving(key, digest) as result:
-            result.set_result(await self._begin_and_drive(key, digest, params, order_id))
+            result.set_result(await self._begin_and_drive(key, digest, params, order_id, request))
             return result.result()
 
-    @contextlib.contextmanager
-    def _driving(self, key: str, digest: str) -> Iterator[asyncio.Future[PayoutResult]]:
+    def _driving(self, key: str, digest: str) -> _InFlight:
         """Register this task as the one drive of ``key`` here while the body runs;
         joiners see its result, or its cancellation."""
-        result: asyncio.Future[PayoutResult] = asyncio.get_running_loop().create_future()
-        self._in_flight[key] = _InFlight(digest, result)
-        try:
-            yield result
-        except BaseException as error:
-            if isinstance(error, asyncio.CancelledError):
-                result.cancel()
-            elif not result.done():
-                result.set_exception(error)
-                result.exception()  # retrieved: joiners may not exist
-            raise
-        finally:
-            del self._in_flight[key]
+        return _InFlight(self._in_flight, key, digest)
 
     async def _begin_and_drive(
-        self, key: str, digest: str, params: dict[str, Any], order_id: str | None
+        self,
+        key: str,
+        digest: str,
+        params: dict[str, Any],
+        order_id: str | None,
+        request: Request | None = None,
     ) -> PayoutResult:
         take_over: tuple[str, ...] = ()
         while True:
-            begin = asyncio.ensure_future(
-                self.ledger.begin(
-                    self.provider,
-                    key,
-                    digest,
-                    params,
-                    owner=self.owner,
-                    lease_seconds=self._settings.lease_seconds,
-                    order_id=order_id,
-                    take_over=take_over,
-                    sending=self._flow.begins_sending(),
-                    switch_provider=self._switch_provider,
-                )
-            )
             try:
-                claim = await asyncio.shield(begin)
+                claim = await self._begin(key, digest, params, order_id, take_over)
             except LedgerError as error:  # nothing sent; the intent not (surely) recorded
                 return PayoutResult.not_started(key, self.provider, error)
-            except asyncio.CancelledError:
-                # The intent is being recorded anyway; hand its lease back once it is, so
-                # that resume() (here or in another worker) can finish the payout at once.
-                releasing = asyncio.ensure_future(self._release_when_begun(begin))
-                self._background.add(releasing)
-                releasing.add_done_callback(self._background.discard)
-                raise
             if claim.created:
                 await self._observer.transitioned(None, claim.record, "intent recorded")
             if claim.claimed:
-                return await self._drive(claim, time.monotonic())
+                return await self._drive(claim, time.monotonic(), request=request)
             holder = claim.record.lease_owner
             if holder == self.owner and (held := self._held.get(key)) is not None:
                 # resume(), reconcile() or a worker of this Payouts holds the row: its
@@ -422,6 +435,43 @@ class Payouts(Generic[Request]):
             take_over = (holder,)  # provably ended (this host, boot and PID namespace)
         return PayoutResult.from_record(claim.record, reason=_busy_reason(claim.record))
 
+    async def _begin(
+        self,
+        key: str,
+        digest: str,
+        params: dict[str, Any],
+        order_id: str | None,
+        take_over: tuple[str, ...],
+    ) -> Claim:
+        """The ledger's ``begin``, which finishes once started: in a task of its own
+        (shielded; should this task be cancelled meanwhile, the claim's lease is handed
+        back once it is made) -- unless nothing in it awaits, so that no cancellation
+        can cut it short (``MemoryLedger``'s own: then no task is needed)."""
+        begin = self.ledger.begin(
+            self.provider,
+            key,
+            digest,
+            params,
+            owner=self.owner,
+            lease_seconds=self._settings.lease_seconds,
+            order_id=order_id,
+            take_over=take_over,
+            sending=self._flow.begins_sending(),
+            switch_provider=self._switch_provider,
+        )
+        if getattr(type(self.ledger), "begin", None) is MemoryLedger.begin:
+            return await begin  # (read off the class: a proxy's __getattr__ is no MemoryLedger)
+        begun = asyncio.ensure_future(begin)
+        try:
+            return await asyncio.shield(begun)
+        except asyncio.CancelledError:
+            # The intent is being recorded anyway; hand its lease back once it is, so
+            # that resume() (here or in another worker) can finish the payout at once.
+            releasing = asyncio.ensure_future(self._release_when_begun(begun))
+            self._background.add(releasing)
+            releasing.add_done_callback(self._background.discard)
+            raise
+
     async def _release_when_begun(self, begin: asyncio.Future[Claim]) -> None:
         try:
             claim = await begin
@@ -431,11 +481,17 @@ class Payouts(Generic[Request]):
             await self._release(claim)
 
     async def _drive(
-        self, claim: Claim, claimed_after: float, *, reopen: bool = False
+        self,
+        claim: Claim,
+        claimed_after: float,
+        *,
+        reopen: bool = False,
+        request: Request | None = None,
     ) -> PayoutResult:
         """Drive a claimed row until it is final or waits on the provider, then give
         its lease back. ``claimed_after``: the monotonic time the claim had surely
-        committed by. ``reopen``: it is a parked row that ``reconcile()`` retries."""
+        committed by. ``reopen``: it is a parked row that ``reconcile()`` retries.
+        ``request``: the row's request, when ``pay()`` has it (see ``Flow.drive``)."""
         run = Run(
             self.ledger,
             claim,
@@ -453,7 +509,7 @@ class Payouts(Generic[Request]):
                     return PayoutResult.from_record(run.record)
                 if reopen:
                     await self._reopen(run)
-                await self._flow.drive(run)
+                await self._flow.drive(run, request)
         except LeaseLostError:
             # Another drive has the row now (or a webhook settled it): report the row.
             latest = await self.ledger.get(self.provider, run.record.key)
@@ -486,18 +542,17 @@ class Payouts(Generic[Request]):
         """
         if concurrency < 1:
             raise ValidationError("concurrency", "must be at least 1")
-        source = _aiter(items)
-        take = asyncio.Lock()
+        source = _Items(items)
         # Results, and None each time a worker ends.
-        results: asyncio.Queue[PayoutResult | None] = asyncio.Queue()
+        # Results, and each worker once it has ended.
+        results: asyncio.Queue[PayoutResult | asyncio.Task[None]] = asyncio.Queue()
         room = asyncio.Semaphore(concurrency * 2)  # results not yet taken by the caller
 
         stopping = False
 
         async def worker() -> None:
             while True:
-                async with take:
-                    item = None if stopping else await anext(source, None)
+                item = None if stopping else await source.take()
                 if item is None:  # the source is exhausted (its own error ends the batch)
                     return
                 key, request = _pair(item)
@@ -511,20 +566,19 @@ class Payouts(Generic[Request]):
             asyncio.create_task(worker(), name=f"pay_many worker {n}") for n in range(concurrency)
         ]
         for task in workers:
-            task.add_done_callback(lambda _: results.put_nowait(None))
+            task.add_done_callback(results.put_nowait)
         running = len(workers)
         try:
             while running:
                 result = await results.get()
-                if result is not None:
+                if isinstance(result, PayoutResult):
                     room.release()
                     yield result
                     continue
-                running -= 1
-                for task in workers:
-                    failure = task.exception() if task.done() and not task.cancelled() else None
-                    if failure is not None:
-                        raise failure
+                running -= 1  # that worker ended: look at it alone (not at all of them)
+                failure = None if result.cancelled() else result.exception()
+                if failure is not None:
+                    raise failure
         finally:
             stopping = True
             await _stop(workers)
@@ -893,13 +947,27 @@ def _busy_reason(record: PayoutRecord) -> str | None:
     return f"in progress in another drive (leased to {record.lease_owner}{until})"
 
 
-async def _aiter(items: Iterable[Item] | AsyncIterable[Item]) -> AsyncIterator[Item]:
-    if isinstance(items, AsyncIterable):
-        async for item in items:
-            yield item
-    else:
-        for item in items:
-            yield item
+class _Items:
+    """``pay_many``'s items, taken one at a time by its workers: a plain iterable
+    straight from its iterator (nothing awaits in between, so no lock), an async one
+    under a lock (an async generator must not be advanced twice at once)."""
+
+    def __init__(self, items: Iterable[Item] | AsyncIterable[Item]) -> None:
+        self._lock = asyncio.Lock()
+        self._async: AsyncIterator[Item] | None = None
+        self._sync: Iterator[Item] | None = None
+        if isinstance(items, AsyncIterable):
+            self._async = aiter(items)
+        else:
+            self._sync = iter(items)
+
+    async def take(self) -> Item | None:
+        """The next item; None once there is none."""
+        if self._sync is not None:
+            return next(self._sync, None)
+        assert self._async is not None
+        async with self._lock:
+            return await anext(self._async, None)
 
 
 def _pair(item: Any) -> tuple[str, Any]:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
+from contextvars import Token
 from typing import Any
 
 from .._errors import ConfigurationError
@@ -293,20 +293,12 @@ class Run:
             ) from error
         self.fenced_at = time.monotonic()
 
-    @contextlib.asynccontextmanager
-    async def heartbeat(self) -> AsyncIterator[None]:
-        """Renew the lease every third of its length while the body runs, so that a
-        long poll or reconciliation keeps the row. A lost lease is noticed by the next
-        ``move`` or ``fence`` (``LeaseLostError``), which guard every step."""
-        beat = _Heartbeat(self)
-        # Whoever listens to waits hears of this payout's Retry-After holds too.
-        holds = ON_HOLD.set(self._held) if self._observer.on_wait is not None else None
-        try:
-            yield
-        finally:
-            if holds is not None:
-                ON_HOLD.reset(holds)
-            await beat.stop()
+    def heartbeat(self) -> _Heartbeat:
+        """``async with run.heartbeat():`` renews the lease every third of its length
+        while the body runs, so that a long poll or reconciliation keeps the row. A
+        lost lease is noticed by the next ``move`` or ``fence`` (``LeaseLostError``),
+        which guard every step."""
+        return _Heartbeat(self)
 
     def _held(self, seconds: float) -> AbstractContextManager[None]:
         """A provider's ``Retry-After`` hold of this payout, told as a wait."""
@@ -335,13 +327,15 @@ class Run:
 
 class _Heartbeat:
     """Lease renewal on a timer: no task exists until a renewal is due, so that a
-    payout that finishes within a third of its lease costs one timer handle."""
+    payout that finishes within a third of its lease costs one timer handle. Its own
+    async context manager (entered once per drive: no generator)."""
 
     def __init__(self, run: Run) -> None:
         self._run = run
         self._loop = asyncio.get_running_loop()
         self._renewing: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = self._schedule()
+        self._holds: Token[Callable[[float], AbstractContextManager[None]] | None] | None = None
 
     def _schedule(self) -> asyncio.TimerHandle:
         return self._loop.call_later(self._run.lease_seconds / 3, self._due)
@@ -362,6 +356,17 @@ class _Heartbeat:
         except Exception as error:  # the ledger is unreachable: try again next time
             logger.warning("could not renew the lease of %s: %s", run.record.key, error)
         self._timer = self._schedule()
+
+    async def __aenter__(self) -> None:
+        # Whoever listens to waits hears of this payout's Retry-After holds too.
+        run = self._run
+        if run._observer.on_wait is not None:
+            self._holds = ON_HOLD.set(run._held)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._holds is not None:
+            ON_HOLD.reset(self._holds)
+        await self.stop()
 
     async def stop(self) -> None:
         if self._timer is not None:
