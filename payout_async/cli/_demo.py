@@ -223,8 +223,8 @@ def _why(status: str) -> str:
     """What a status other than ``succeeded`` means in the demo."""
     if status == PayoutStatus.FAILED.value:
         return (
-            f"the provider's own refusals, by design: the sandbox fails {FAILURE_RATIO:.0%} "
-            "of payouts (failure_ratio), as a real provider may; nothing to fix"
+            "the provider's own refusals, by design: the sandbox refuses each payout with a "
+            f"{FAILURE_RATIO:.0%} chance (failure_ratio), as a real provider may; nothing to fix"
         )
     if status == PayoutStatus.NEEDS_ATTENTION.value:
         return "set aside for an operator: see the reasons below"
