@@ -53,6 +53,7 @@ import attrs
 import yaml
 
 from payout_async.cli import build_parser
+from payout_async.cli._sandbox import environment
 from payout_async.ledger import SQLiteLedger, new_encryption_key
 from payout_async.sandbox import Sandbox, SandboxConfig
 
@@ -113,16 +114,9 @@ class ThreadedSandbox:
 def sandbox_environment(sandbox: Sandbox, ledger: str) -> dict[str, str]:
     """What ``payout-async sandbox`` tells a reader to export, a ledger key, and the
     ledger URL ``export PAYOUT_ASYNC_LEDGER=...`` stands for."""
-    c = sandbox.credentials
     return {
-        "PAYOUT_ASYNC_IM_USER_TOKEN": c.im_user_token,
-        "PAYOUT_ASYNC_IM_SECRET_KEY": c.im_secret_key,
-        "PAYOUT_ASYNC_IM_BEARER_TOKEN": c.im_bearer_token,
-        "PAYOUT_ASYNC_IM_BASE_URL": sandbox.intellectmoney_url,
-        "PAYOUT_ASYNC_ENOT_USER_ID": c.enot_user_id,
-        "PAYOUT_ASYNC_ENOT_SECRET_KEY": c.enot_secret_key,
-        "PAYOUT_ASYNC_ENOT_BASE_URL": sandbox.enot_url,
-        "PAYOUT_ASYNC_ENOT_ADDITIONAL_KEY": c.enot_additional_key,
+        **environment(sandbox),
+        "PAYOUT_ASYNC_ENOT_ADDITIONAL_KEY": sandbox.credentials.enot_additional_key,
         "PAYOUT_ASYNC_LEDGER_KEY": new_encryption_key(),
         "PAYOUT_ASYNC_LEDGER": ledger,
     }
