@@ -383,8 +383,9 @@ async def test_resume_drives_each_row_once_however_slow(backend: Backend) -> Non
         Sandbox(config=fast_config(enot_final_after=600)) as sandbox,
         enot_client(sandbox.enot_url, timeouts=SHORT_TIMEOUTS) as enot,
     ):
-        # Each batch of three, driven one at a time, takes longer than the lease.
-        slow = PollPolicy(initial=0.05, maximum=0.1, deadline=0.6)
+        # Each batch of three, driven one at a time, takes longer than the lease (each
+        # row polls until its deadline: 1.2 s a batch at least).
+        slow = PollPolicy(initial=0.05, maximum=0.1, deadline=0.4)
         flow = payouts(enot, ledger, lease_seconds=1.0, poll=slow)
         keys = [f"k{n}" for n in range(6)]
         first = [r async for r in flow.pay_many([(k, enot_request()) for k in keys])]
