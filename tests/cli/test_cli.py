@@ -22,6 +22,7 @@ from ..payouts.support import books, fast_config
 from .support import (
     CARD,
     COMMAND,
+    Run,
     assert_paid_once,
     calls,
     cli,
@@ -167,13 +168,28 @@ async def test_rows_leased_elsewhere_are_shown_and_waited_for(
     assert batch.code == 4 and resume.code == 4, (batch, resume)
     assert calls(sandbox) <= 2  # batch's reads; nothing created
 
-    # The lease now outlives resume's start-up only -- also with the suite running twice
-    # on this machine (6 s was seen to run out before a loaded start-up looked).
+    # resume --wait starts while the lease has minutes left and says it waits; only then
+    # is the lease cut short, so its wait is seen however slowly a loaded machine
+    # starts it (a lease of a fixed few seconds was seen to run out first), and costs
+    # no more than its next look (within a second).
+    waiting = await asyncio.create_subprocess_exec(
+        COMMAND, "resume", "--ledger", ledger, "--wait",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("PAYOUT_ASYNC_")},
+             "COLUMNS": "80", **env},
+    )  # fmt: skip
+    assert waiting.stderr is not None
+    said = b""
+    while b"waiting for 1 payout(s) leased to 1 other worker(s)" not in said:
+        line = await asyncio.wait_for(waiting.stderr.readline(), 60)
+        assert line, said.decode()
+        said += line
     with sqlite3.connect(db) as connection:
-        connection.execute("UPDATE payouts SET lease_expires_at = ?", (time.time() + 15,))
+        connection.execute("UPDATE payouts SET lease_expires_at = ?", (time.time(),))
     connection.close()
-    run = await cli("resume", "--ledger", ledger, "--wait", env=env)
+    out, err = await asyncio.wait_for(waiting.communicate(), 60)
+    run = Run(waiting.returncode if waiting.returncode is not None else -1,
+              out.decode(), (said + err).decode())  # fmt: skip
     assert run.code == 0, run
-    assert "waiting for 1 payout(s) leased to 1 other worker(s)" in run.err
     assert "held-1" in run.out and "succeeded" in run.out
     assert books(sandbox.state)[1]["held-1"] == 1

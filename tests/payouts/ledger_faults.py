@@ -258,6 +258,8 @@ def disk_full(path: Path, *, after: float = 0.15, hold: float = 0.6) -> Fault:
 _HOLD_LOCK = """
 import sqlite3, sys, time
 conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+print("ready", flush=True)
+sys.stdin.readline()
 conn.execute("BEGIN IMMEDIATE")
 print("locked", flush=True)
 time.sleep(float(sys.argv[2]))
@@ -265,25 +267,42 @@ conn.execute("COMMIT")
 """
 
 
-def locked_by_another_process(path: Path, *, after: float = 0.15, hold: float = 1.5) -> Fault:
-    """After ``after`` seconds another process holds the ledger's write lock for
-    ``hold`` seconds."""
+class LockHolder:
+    """Another process that holds the ledger's write lock for ``hold`` seconds, from
+    ``after`` seconds into the fault. ``start()`` it before the batch: a start-up that
+    a loaded machine makes slow must not let the batch finish before the lock."""
 
-    async def fault() -> None:
-        await asyncio.sleep(after)
-        process = await asyncio.create_subprocess_exec(
+    def __init__(self, path: Path, *, after: float = 0.15, hold: float = 1.5) -> None:
+        self.path, self.after, self.hold = path, after, hold
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        self.process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-c",
             _HOLD_LOCK,
-            str(path),
-            str(hold),
+            str(self.path),
+            str(self.hold),
+            stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
         )
-        assert process.stdout is not None
+        assert self.process.stdout is not None
+        assert await self.process.stdout.readline() == b"ready\n"
+
+    async def __call__(self) -> None:
+        process = self.process
+        assert process is not None and process.stdin is not None and process.stdout is not None
+        await asyncio.sleep(self.after)
+        process.stdin.write(b"go\n")
+        await process.stdin.drain()
         assert await process.stdout.readline() == b"locked\n"
         assert await process.wait() == 0
 
-    return fault
+
+def locked_by_another_process(path: Path, *, after: float = 0.15, hold: float = 1.5) -> LockHolder:
+    """After ``after`` seconds another process holds the ledger's write lock for
+    ``hold`` seconds (``start()`` the holder first)."""
+    return LockHolder(path, after=after, hold=hold)
 
 
 @asynccontextmanager
@@ -317,7 +336,10 @@ async def _main(fault_name: str, options: argparse.Namespace) -> Report:
         path = Path(directory) / "ledger.db"
         faults = {"sqlite-disk-full": disk_full, "sqlite-lock": locked_by_another_process}
         async with sqlite_ledger(path, options.timeout) as ledger:
-            return await run(fault_name, ledger, faults[fault_name](path, **timing), **size)
+            fault = faults[fault_name](path, **timing)
+            if isinstance(fault, LockHolder):
+                await fault.start()
+            return await run(fault_name, ledger, fault, **size)
 
 
 FAULT_NAMES = [f"postgres-{name}" for name in POSTGRES_FAULTS] + [

@@ -13,7 +13,20 @@ from payout_async import PayoutStatus
 from payout_async.sandbox import Sandbox
 from tests.ledger.support import BACKENDS, Backend, require_postgres
 
-from .support import books, enot_client, enot_request, fast_config, im_client, im_request, payouts
+from .support import (
+    SHORT_TIMEOUTS,
+    books,
+    enot_client,
+    enot_request,
+    fast_config,
+    im_client,
+    im_request,
+    payouts,
+)
+
+#: Short requests and lease: a row cancelled with its request in flight is waited out
+#: for the request timeout plus a tenth of the lease before resume() settles it.
+LEASE = 1.5
 
 
 class Checkpoints:
@@ -64,9 +77,9 @@ async def test_cancel_at_every_await_point_then_resume(
 async def _cancel_at_every_await_point_then_resume(ledger: Any, provider: str) -> None:
     async with Sandbox(config=fast_config()) as sandbox:
         if provider == "intellectmoney":
-            client: Any = im_client(sandbox.intellectmoney_url)
+            client: Any = im_client(sandbox.intellectmoney_url, timeouts=SHORT_TIMEOUTS)
         else:
-            client = enot_client(sandbox.enot_url)
+            client = enot_client(sandbox.enot_url, timeouts=SHORT_TIMEOUTS)
         keys: list[str] = []
         cancelled = 0
         async with client:
@@ -76,7 +89,7 @@ async def _cancel_at_every_await_point_then_resume(ledger: Any, provider: str) -
                 checkpoints = Checkpoints(cancel_at)
                 checkpoints.wrap(ledger, LEDGER_CALLS)
                 checkpoints.wrap(client._transport, ["send"])
-                flow = payouts(client, ledger)
+                flow = payouts(client, ledger, lease_seconds=LEASE)
                 request = im_request(key) if provider == "intellectmoney" else enot_request()
                 task = asyncio.create_task(flow.pay(key, request))
                 checkpoints.target = task
@@ -94,9 +107,9 @@ async def _cancel_at_every_await_point_then_resume(ledger: Any, provider: str) -
             else:
                 pytest.fail("pay() never ran to completion")
 
-            resumed = await payouts(client, ledger).resume()
+            resumed = await payouts(client, ledger, lease_seconds=LEASE).resume()
             # A row may still be processing once; a second pass finishes it.
-            resumed += await payouts(client, ledger).resume()
+            resumed += await payouts(client, ledger, lease_seconds=LEASE).resume()
 
         assert cancelled >= 10, "the flow should have many await points"
         for key in keys:

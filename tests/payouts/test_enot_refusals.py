@@ -13,9 +13,12 @@ from payout_async.ledger import LedgerState
 from payout_async.sandbox import FaultKind, Sandbox
 
 from ..ledger.support import Backend
-from .support import CARD, books, enot_client, enot_request, fast_config, payouts
+from .support import CARD, SHORT_TIMEOUTS, books, enot_client, enot_request, fast_config, payouts
 
 PHONE = "+79001234567"
+#: With ``SHORT_TIMEOUTS``: a 422 that may come after processing is waited out for
+#: 0.6 s + a tenth of this lease before the grace starts, not 2 s + 0.5 s.
+LEASE = 1.5
 
 
 def sbp(bank: str) -> PayoffRequest:
@@ -49,9 +52,9 @@ async def test_a_refusal_that_may_come_after_processing_holds_for_the_grace(
     ledger = await backend.new()
     async with (
         Sandbox(config=fast_config()) as sandbox,
-        enot_client(sandbox.enot_url) as enot,
+        enot_client(sandbox.enot_url, timeouts=SHORT_TIMEOUTS) as enot,
     ):
-        result = await payouts(enot, ledger).pay("p3-2", sbp("999999999999"))
+        result = await payouts(enot, ledger, lease_seconds=LEASE).pay("p3-2", sbp("999999999999"))
         assert result.status is PayoutStatus.REJECTED, result
         assert "Банк СБП не найден" in (result.reason or "")
         assert "not found for 0.4s" in (result.reason or "")
@@ -82,9 +85,10 @@ async def test_every_create_after_the_first_looks_the_order_id_up_first(
     ledger = await backend.new()
     async with (
         Sandbox(config=fast_config()) as sandbox,
-        enot_client(sandbox.enot_url) as enot,
+        enot_client(sandbox.enot_url, timeouts=SHORT_TIMEOUTS) as enot,
     ):
-        flow = payouts(enot, ledger)  # lookup_before_create off: only a first create skips it
+        # lookup_before_create off: only a first create skips it
+        flow = payouts(enot, ledger, lease_seconds=LEASE)
         first = await flow.pay("p3-4", sbp("999999999999"))
         assert first.status is PayoutStatus.REJECTED, first
         fixed = sbp("100000000004")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -42,6 +43,10 @@ from .support import (
     im_request,
     payouts,
 )
+
+#: With ``SHORT_TIMEOUTS``: a drive that takes over a row whose request may be in flight
+#: waits 0.6 s + a tenth of this lease (+ the grace), not the 2.5 s of the defaults.
+QUICK_LEASE = 1.5
 
 
 def assert_paid_at_most_once(sandbox: Sandbox) -> None:
@@ -109,10 +114,13 @@ async def test_a_repeated_key_in_pay_many_is_paid_once_and_reported_twice(
 
 async def test_two_payouts_objects_and_resume_racing_one_key_pay_once(backend: Backend) -> None:
     ledger = await backend.new()
-    async with Sandbox(config=fast_config()) as sandbox, enot_client(sandbox.enot_url) as enot:
+    async with (
+        Sandbox(config=fast_config()) as sandbox,
+        enot_client(sandbox.enot_url, timeouts=SHORT_TIMEOUTS) as enot,
+    ):
         # Strand a row mid-create: its create was recorded, then the drive was cancelled
         # before the request left.
-        stranded = payouts(enot, ledger)
+        stranded = payouts(enot, ledger, lease_seconds=QUICK_LEASE)
         with pause_before_send(stranded, 30):
             task = asyncio.create_task(stranded.pay("k", enot_request()))
             await eventually(lambda: _is(state_of(ledger, "k"), LedgerState.SENDING))
@@ -120,7 +128,8 @@ async def test_two_payouts_objects_and_resume_racing_one_key_pay_once(backend: B
             with pytest.raises(asyncio.CancelledError):
                 await task
         await stranded.aclose()  # its lease is given back
-        one, other = payouts(enot, ledger), payouts(enot, ledger)
+        one = payouts(enot, ledger, lease_seconds=QUICK_LEASE)
+        other = payouts(enot, ledger, lease_seconds=QUICK_LEASE)
         results = await asyncio.gather(
             one.pay("k", enot_request()),
             one.resume(),
@@ -240,9 +249,9 @@ async def test_a_worker_paused_past_its_lease_does_not_send_after_a_takeover(
         enot_client(sandbox.enot_url, timeouts=SHORT_TIMEOUTS) as enot,
         im_client(sandbox.intellectmoney_url, timeouts=SHORT_TIMEOUTS) as im,
     ):
-        for client, key, request in (
-            (enot, "en-1", enot_request()),
-            (im, "im-1", im_request("im-1")),
+        for client, provider, key, request in (
+            (enot, "enot", "en-1", enot_request()),
+            (im, "intellectmoney", "im-1", im_request("im-1")),
         ):
             worker_a = payouts(client, ledger_a, lease_seconds=1.0)
             # A freezes (a GC pause, SIGSTOP...) until B has taken the row over and
@@ -250,7 +259,9 @@ async def test_a_worker_paused_past_its_lease_does_not_send_after_a_takeover(
             with pause_until(worker_a) as (paused, thaw):
                 frozen = asyncio.create_task(worker_a.pay(key, request))
                 await eventually(lambda: _true(bool(paused)))
-                await asyncio.sleep(1.1)  # A's lease has run out; B takes the row over
+                # A's lease runs out -- ended on the ledger rather than waited out, so
+                # only the ledger knows: A's own memory still gives it most of a second.
+                await end_lease(ledger_a, provider, key)
                 [taken] = await payouts(client, ledger_b, lease_seconds=1.0).resume()
                 thaw.set()
                 thawed = await frozen  # A wakes up, and its fence stops the request
@@ -372,8 +383,9 @@ async def test_resume_drives_each_row_once_however_slow(backend: Backend) -> Non
         Sandbox(config=fast_config(enot_final_after=600)) as sandbox,
         enot_client(sandbox.enot_url, timeouts=SHORT_TIMEOUTS) as enot,
     ):
-        # Each batch of three, driven one at a time, takes longer than the lease.
-        slow = PollPolicy(initial=0.05, maximum=0.1, deadline=0.6)
+        # Each batch of three, driven one at a time, takes longer than the lease (each
+        # row polls until its deadline: 1.2 s a batch at least).
+        slow = PollPolicy(initial=0.05, maximum=0.1, deadline=0.4)
         flow = payouts(enot, ledger, lease_seconds=1.0, poll=slow)
         keys = [f"k{n}" for n in range(6)]
         first = [r async for r in flow.pay_many([(k, enot_request()) for k in keys])]
@@ -386,13 +398,18 @@ async def test_resume_drives_each_row_once_however_slow(backend: Backend) -> Non
 
 async def test_reconcile_reports_a_row_a_webhook_settled_meanwhile(backend: Backend) -> None:
     ledger = await backend.new()
-    async with Sandbox(config=fast_config()) as sandbox, enot_client(sandbox.enot_url) as enot:
+    async with (
+        Sandbox(config=fast_config()) as sandbox,
+        enot_client(sandbox.enot_url, timeouts=SHORT_TIMEOUTS) as enot,
+    ):
         sandbox.faults.script("enot.create", kind=FaultKind.HTTP_500, nth=1)
-        flow = payouts(enot, ledger, max_send_attempts=1)
+        flow = payouts(enot, ledger, max_send_attempts=1, lease_seconds=QUICK_LEASE)
         parked = await flow.pay("k", enot_request())
         assert parked.status is PayoutStatus.NEEDS_ATTENTION
         settle = SettleOnHistory(ledger)
-        results = await payouts(enot, settle).reconcile()  # type: ignore[arg-type]
+        results = await payouts(  # type: ignore[arg-type]
+            enot, settle, lease_seconds=QUICK_LEASE
+        ).reconcile()
         assert [(r.key, r.status) for r in results] == [("k", PayoutStatus.SUCCEEDED)]
 
 
@@ -412,6 +429,15 @@ def pause_until(flow: Any) -> Iterator[tuple[list[str], asyncio.Event]]:
         yield paused, thaw
     finally:
         flow._before_send = previous
+
+
+async def end_lease(ledger: Ledger, provider: str, key: str) -> None:
+    """End the lease of the row's holder now, on the ledger's clock."""
+    record = await ledger.get(provider, key)
+    assert record is not None and record.lease_owner is not None
+    await ledger.renew(
+        provider, key, owner=record.lease_owner, token=record.lease_token, lease_seconds=0.0
+    )
 
 
 async def _is(value: Awaitable[object], expected: object) -> bool:
@@ -460,8 +486,11 @@ async def test_a_joiner_cancelled_with_the_drive_it_joined_stops_too() -> None:
 
 
 async def test_a_joiner_whose_drive_alone_was_cancelled_pays_it() -> None:
-    async with Sandbox(config=fast_config()) as sandbox, enot_client(sandbox.enot_url) as enot:
-        flow = payouts(enot, MemoryLedger())
+    async with (
+        Sandbox(config=fast_config()) as sandbox,
+        enot_client(sandbox.enot_url, timeouts=SHORT_TIMEOUTS) as enot,
+    ):
+        flow = payouts(enot, MemoryLedger(), lease_seconds=QUICK_LEASE)
         with pause_before_send(flow, 30, times=1):
             driver = asyncio.create_task(flow.pay("k", enot_request()))
             await asyncio.sleep(0.2)
@@ -492,18 +521,28 @@ async def test_a_failing_lease_release_does_not_hide_a_cancellation() -> None:
         assert len(sandbox.state.enot) == 0
 
 
-async def test_rows_of_a_dead_local_process_are_taken_over_at_once(backend: Backend) -> None:
+@pytest.fixture(scope="module")
+def dead_owner() -> str:
+    """The owner name a process of this host gave itself before it ended."""
+    code = "from payout_async.payouts._owner import new_owner; print(new_owner())"
+    finished = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    return finished.stdout.strip()
+
+
+async def test_rows_of_a_dead_local_process_are_taken_over_at_once(
+    backend: Backend, dead_owner: str
+) -> None:
     # A process of this host died mid-create holding two-minute leases: resume() and a
     # re-run pay() take its rows at once, and -- as it can send nothing more -- wait only
     # the grace period, not the rest of its lease.
-    code = "from payout_async.payouts._owner import new_owner; print(new_owner())"
-    finished = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", code, stdout=asyncio.subprocess.PIPE
-    )
-    out, _ = await finished.communicate()
-    owner = out.decode().strip()  # the owner name that process gave itself
+    owner = dead_owner
     ledger = await backend.new()
-    async with Sandbox(config=fast_config()) as sandbox, enot_client(sandbox.enot_url) as enot:
+    async with (
+        Sandbox(config=fast_config()) as sandbox,
+        enot_client(sandbox.enot_url, timeouts=SHORT_TIMEOUTS) as enot,
+    ):
         for key in ("by-resume", "by-pay"):
             params = {**_request_params(enot_request()), "order_id": order_id_for(key)}
             claim = await ledger.begin(
@@ -514,7 +553,7 @@ async def test_rows_of_a_dead_local_process_are_taken_over_at_once(backend: Back
                 "enot", key, owner=owner, token=claim.record.lease_token,
                 state=LedgerState.SENDING, lease_seconds=120, add_attempt=True,
             )  # fmt: skip
-        flow = payouts(enot, ledger)
+        flow = payouts(enot, ledger, lease_seconds=QUICK_LEASE)
         started = time.monotonic()
         paid = await flow.pay("by-pay", enot_request())
         [resumed] = await flow.resume()

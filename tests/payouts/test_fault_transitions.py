@@ -13,11 +13,23 @@ from payout_async import PayoutStatus
 from payout_async.ledger import LedgerState, SQLiteLedger
 from payout_async.sandbox import DEFAULT_KINDS, MISLEADING, FaultKind, Sandbox
 
-from .support import books, enot_client, enot_request, fast_config, im_client, im_request, payouts
+from .support import (
+    SHORT_TIMEOUTS,
+    books,
+    enot_client,
+    enot_request,
+    fast_config,
+    im_client,
+    im_request,
+    payouts,
+)
 
 ALL_KINDS = sorted(DEFAULT_KINDS, key=lambda kind: kind.value)
 #: Processed, then refused in words: on the calls that move money they must be doubted.
 REFUSED_AFTER = sorted(MISLEADING, key=lambda kind: kind.value)
+#: With ``SHORT_TIMEOUTS``: a money-moving request whose answer was lost is waited out
+#: for 0.6 s + a tenth of this lease before the evidence counts (not 2 s + 0.5 s).
+LEASE = 1.5
 
 
 @pytest.fixture
@@ -44,8 +56,8 @@ async def test_intellectmoney_fault_at_each_step(
     sandbox: Sandbox, ledger: SQLiteLedger, route: str, kind: FaultKind
 ) -> None:
     sandbox.faults.script(route, kind=kind, nth=1)
-    async with im_client(sandbox.intellectmoney_url) as client:
-        result = await payouts(client, ledger).pay("im-1", im_request("im-1"))
+    async with im_client(sandbox.intellectmoney_url, timeouts=SHORT_TIMEOUTS) as client:
+        result = await payouts(client, ledger, lease_seconds=LEASE).pay("im-1", im_request("im-1"))
 
     assert result.status is PayoutStatus.SUCCEEDED, result
     executed, _ = books(sandbox.state)
@@ -75,8 +87,10 @@ async def test_enot_fault_at_each_step(
         SQLiteLedger(tmp_path / "ledger.db") as ledger,
     ):
         sandbox.faults.script(route, kind=kind, nth=1)
-        async with enot_client(sandbox.enot_url) as client:
-            result = await payouts(client, ledger).pay("enot-1", enot_request())
+        async with enot_client(sandbox.enot_url, timeouts=SHORT_TIMEOUTS) as client:
+            result = await payouts(client, ledger, lease_seconds=LEASE).pay(
+                "enot-1", enot_request()
+            )
 
         assert result.status is PayoutStatus.SUCCEEDED, result
         _, created = books(sandbox.state)
@@ -187,13 +201,16 @@ async def test_unreachable_provider_needs_attention_then_reconcile_pays(
         # Nothing listens on the sandbox's port until it starts: every call is "not sent".
         async with Sandbox(config=fast_config()) as sandbox:
             url = sandbox.enot_url
-        async with enot_client(url) as client:
-            result = await payouts(client, ledger).pay("later", enot_request())
+        async with enot_client(url, timeouts=SHORT_TIMEOUTS) as client:
+            result = await payouts(client, ledger, lease_seconds=LEASE).pay("later", enot_request())
         assert result.status is PayoutStatus.NEEDS_ATTENTION
         assert result.reason
 
         port = int(url.rsplit(":", 1)[1])
-        async with Sandbox(config=fast_config(), port=port) as sandbox, enot_client(url) as client:
-            settled = await payouts(client, ledger).reconcile()
+        async with (
+            Sandbox(config=fast_config(), port=port) as sandbox,
+            enot_client(url, timeouts=SHORT_TIMEOUTS) as client,
+        ):
+            settled = await payouts(client, ledger, lease_seconds=LEASE).reconcile()
             assert [r.status for r in settled] == [PayoutStatus.SUCCEEDED]
             assert books(sandbox.state)[1]["later"] == 1

@@ -29,6 +29,11 @@ from .support import SHORT_TIMEOUTS, books, fast_config, im_client, im_request, 
 
 ROOT = Path(__file__).resolve().parents[2]
 PG_TIMEOUT = 0.25
+#: How long a stall or a lock lasts in the tests that check ``pay_many`` keeps yielding
+#: through it (each ledger call gives up within 0.3 s): a gap of four fifths of it means
+#: the batch waited the fault out. Long enough that a loaded machine's pauses (a gap of
+#: 1.28 s was seen under a 1.5 s lock) are not taken for that.
+HOLD = 3.0
 
 
 @pytest.fixture
@@ -53,10 +58,11 @@ async def test_postgres_faults_pay_each_payout_once(
     name: str, proxied: tuple[FaultyProxy, PostgresLedger]
 ) -> None:
     proxy, ledger = proxied
-    report = await run(f"postgres-{name}", ledger, POSTGRES_FAULTS[name](proxy))
+    fault = POSTGRES_FAULTS[name](proxy, hold=HOLD) if name == "stall" else None
+    report = await run(f"postgres-{name}", ledger, fault or POSTGRES_FAULTS[name](proxy))
     print(report.line())
-    if name == "stall":  # 2 s without an answer: pay_many kept yielding meanwhile
-        assert report.longest_freeze < 1.6
+    if name == "stall":  # HOLD s without an answer: pay_many kept yielding meanwhile
+        assert report.longest_freeze < 0.8 * HOLD
         assert report.first_pass.get("succeeded", 0) < report.payouts
 
 
@@ -106,7 +112,8 @@ async def test_cancelling_pay_many_during_a_stall_returns_within_the_bound(
 def test_sqlite_faults_pay_each_payout_once(fault: str) -> None:
     """Run in a process of its own: ``RLIMIT_FSIZE`` limits every file of a process."""
     done = subprocess.run(
-        [sys.executable, "-m", "tests.payouts.ledger_faults", fault],
+        [sys.executable, "-m", "tests.payouts.ledger_faults", fault]
+        + (["--hold", str(HOLD)] if fault == "sqlite-lock" else []),
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -117,8 +124,8 @@ def test_sqlite_faults_pay_each_payout_once(fault: str) -> None:
     report = Report(**json.loads(done.stdout.strip().splitlines()[-1]))
     print(report.line())
     assert report.first_pass.get("succeeded", 0) < report.payouts, "the fault hit nothing"
-    if fault == "sqlite-lock":  # held 1.5 s; each call waits 0.3 s at most
-        assert report.longest_freeze < 1.2
+    if fault == "sqlite-lock":  # held HOLD s; each call waits 0.3 s at most
+        assert report.longest_freeze < 0.8 * HOLD
 
 
 async def test_a_write_protected_sqlite_ledger_starts_nothing(tmp_path: Path) -> None:

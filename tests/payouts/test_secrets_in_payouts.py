@@ -13,7 +13,7 @@ from payout_async.intellectmoney import OperationRequest
 from payout_async.ledger import SQLiteLedger
 from payout_async.sandbox import FaultKind, Sandbox, SandboxCredentials
 
-from .support import enot_client, fast_config, im_client, payouts
+from .support import SHORT_TIMEOUTS, enot_client, fast_config, im_client, payouts
 
 MARKERS = SandboxCredentials(
     im_user_token="CANARY-USER-TOKEN-7f3a",
@@ -31,8 +31,9 @@ async def test_no_secret_in_logs_results_or_ledger(
     async with (
         Sandbox(config=fast_config(failure_ratio=0.5), credentials=MARKERS) as sandbox,
         SQLiteLedger(tmp_path / "ledger.db") as ledger,
-        im_client(sandbox.intellectmoney_url, MARKERS) as im,
-        enot_client(sandbox.enot_url, MARKERS) as enot,
+        # Lost answers are waited out for 0.6 s + a tenth of the 1.5 s lease, not 2.5 s.
+        im_client(sandbox.intellectmoney_url, MARKERS, timeouts=SHORT_TIMEOUTS) as im,
+        enot_client(sandbox.enot_url, MARKERS, timeouts=SHORT_TIMEOUTS) as enot,
     ):
         for route in ("im.create", "im.execute", "im.state", "enot.create", "enot.info"):
             sandbox.faults.script(route, nth=1, kind=FaultKind.COMMIT_THEN_CLOSE)
@@ -40,12 +41,14 @@ async def test_no_secret_in_logs_results_or_ledger(
         results = []
         for n in range(4):
             results.append(
-                await payouts(im, ledger).pay(
+                await payouts(im, ledger, lease_seconds=1.5).pay(
                     f"im-{n}", OperationRequest(pan=PAN, amount="10.00", description=f"im-{n}")
                 )
             )
             results.append(
-                await payouts(enot, ledger).pay(f"en-{n}", PayoffRequest("card", PAN, "10.00"))
+                await payouts(enot, ledger, lease_seconds=1.5).pay(
+                    f"en-{n}", PayoffRequest("card", PAN, "10.00")
+                )
             )
         records = await ledger.records()
 

@@ -88,11 +88,12 @@ class Queue:
         await worker.ready()
         return worker
 
-    async def enqueue_here(self, count: int) -> None:
-        """``count`` payouts recorded by this process (``Payouts.enqueue`` would do the
-        same): IntellectMoney on even keys, Enot on odd ones."""
+    async def enqueue_here(self, count: int, *, start: int = 0) -> None:
+        """Payouts ``q-{start}`` .. ``q-{count - 1}`` recorded by this process
+        (``Payouts.enqueue`` would do the same): IntellectMoney on even keys, Enot on
+        odd ones."""
         for provider, parity in (("intellectmoney", 0), ("enot", 1)):
-            keys = [f"q-{n}" for n in range(parity, count, 2)]
+            keys = [f"q-{n}" for n in range(start + (start + parity) % 2, count, 2)]
             requests = [im_request(k) if parity == 0 else enot_request() for k in keys]
             intents = [intent_for(k, r) for k, r in zip(keys, requests, strict=True)]
             results = await self.ledger.enqueue(provider, intents)
@@ -169,19 +170,21 @@ async def test_workers_share_a_queue_and_a_stopped_one_hands_its_rows_back(
     queue: tuple[Queue, Sandbox],
 ) -> None:
     q, sandbox = queue
-    # Long enough for a fifth worker to start mid-run on a loaded machine: with 2000 it
-    # was seen ready only after 1553 had been paid, past the three quarters below.
-    count = 3000
+    count = 1000
     # Four workers, idle; the first holds its rows for two minutes, so that only a
     # hand-back can let the others finish them in time.
     first, *others = await asyncio.gather(
         q.worker("--concurrency", "24", "--lease-seconds", "120"),
         *(q.worker("--concurrency", "24") for _ in range(3)),
     )
-    await q.enqueue_here(count)  # wakes them all
+    # Half the queue now, the rest once a fifth worker has joined the running ones: it
+    # joins mid-run however slowly a loaded machine starts it (a queue long enough to
+    # outlast its start-up cost thousands of payouts, and once still did not).
+    await q.enqueue_here(count // 2)  # wakes them all
     await q.until_succeeded(count // 20)
     fifth = await q.worker("--concurrency", "24")  # joins mid-run
     assert await q.succeeded() < count * 3 // 4
+    await q.enqueue_here(count, start=count // 2)
 
     await q.until_succeeded(count * 3 // 4)
     signalled = time.monotonic()
@@ -234,9 +237,12 @@ async def test_a_killed_workers_rows_are_finished_once_its_leases_run_out(
     q, sandbox = queue
     count = 300
     # The one to be killed "runs on another host": nobody here can tell it has died.
+    # Both wait out a lost answer for 1 s + a tenth of the lease + 1.5 s (the killed
+    # one's rows: its 5 s lease first), not 3 s + 1 s + 4 s.
+    quick = ["--request-timeout", "1", "--grace", "1.5", "--execute-settle", "1"]
     doomed, survivor = await asyncio.gather(
-        q.worker("--concurrency", "16", "--lease-seconds", "5", elsewhere=True),
-        q.worker("--concurrency", "16", "--idle-poll", "1"),
+        q.worker("--concurrency", "16", "--lease-seconds", "5", *quick, elsewhere=True),
+        q.worker("--concurrency", "16", "--idle-poll", "1", "--lease-seconds", "5", *quick),
     )
     assert doomed.owner.startswith("elsewhere:")
     await q.enqueue_here(count)
