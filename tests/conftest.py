@@ -5,6 +5,7 @@ after the run (the fuzz's HTTP call count), gathered from pytest-xdist's workers
 from __future__ import annotations
 
 import inspect
+import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,12 @@ import pytest
 
 from tests.ledger.support import BACKENDS, Backend, require_postgres
 from tests.unit.answers import REPORT
+
+# A suite started in the background by a non-interactive shell (``pytest ... &``)
+# inherits SIGINT ignored, and so would every command it starts: the tests that stop a
+# command with Ctrl-C (SIGINT) would see it ignored, as such a shell means it to be.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _patch_aioresponses_for_aiohttp_314() -> None:
