@@ -505,13 +505,11 @@ async def test_begins_racing_for_one_new_key_all_claim_or_see_it(schema: str) ->
     try:
         for round_ in range(25):
             key = f"race-{round_}"
-            claims = await asyncio.gather(
-                *(
-                    ledger.begin("enot", key, "h", {"amount": "1.00"}, owner=f"w{i}",
-                                 lease_seconds=30)  # fmt: skip
-                    for i, ledger in enumerate(ledgers * 2)
-                )
+            begins = (
+                ledger.begin("enot", key, "h", {"amount": "1.00"}, owner=f"w{i}", lease_seconds=30)
+                for i, ledger in enumerate(ledgers * 2)
             )
+            claims = await asyncio.gather(*begins)
             assert sum(claim.created for claim in claims) == 1
             assert sum(claim.claimed for claim in claims) == 1
     finally:
