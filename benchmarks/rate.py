@@ -30,6 +30,7 @@ from typing import Any
 
 from _common import PAN, SandboxProcess, machine, table
 
+from payout_async.cli._sandbox import environment as sandbox_environment
 from payout_async.sandbox import peak_rate
 
 PROVIDERS = ("intellectmoney", "enot")
@@ -51,16 +52,9 @@ def write_batch(path: Path, count: int) -> list[tuple[str, str]]:
 
 
 def environment(sandbox: SandboxProcess, state: Path) -> dict[str, str]:
-    c = sandbox.credentials
     return {
         **{k: v for k, v in os.environ.items() if not k.startswith("PAYOUT_ASYNC_")},
-        "PAYOUT_ASYNC_IM_USER_TOKEN": c.im_user_token,
-        "PAYOUT_ASYNC_IM_SECRET_KEY": c.im_secret_key,
-        "PAYOUT_ASYNC_IM_BEARER_TOKEN": c.im_bearer_token,
-        "PAYOUT_ASYNC_IM_BASE_URL": sandbox.intellectmoney_url,
-        "PAYOUT_ASYNC_ENOT_USER_ID": c.enot_user_id,
-        "PAYOUT_ASYNC_ENOT_SECRET_KEY": c.enot_secret_key,
-        "PAYOUT_ASYNC_ENOT_BASE_URL": sandbox.enot_url,
+        **sandbox_environment(sandbox),
         "PAYOUT_ASYNC_STATE_DIR": str(state),  # keep the key registry out of $HOME
     }
 

@@ -40,6 +40,7 @@ from _common import (
     table,
 )
 
+from payout_async.cli._sandbox import environment as sandbox_environment
 from payout_async.ledger import EnqueueOutcome, LedgerState, PostgresLedger
 from payout_async.payouts import intent_for
 
@@ -130,19 +131,12 @@ class Round:
 
 
 def environment(sandbox: SandboxProcess) -> dict[str, str]:
-    c = sandbox.credentials
     base = {k: v for k, v in os.environ.items() if not k.startswith("PAYOUT_ASYNC_")}
     paths = [str(ROOT), os.environ.get("PYTHONPATH", "")]
     return {
         **base,
         "PYTHONPATH": os.pathsep.join(p for p in paths if p),
-        "PAYOUT_ASYNC_IM_USER_TOKEN": c.im_user_token,
-        "PAYOUT_ASYNC_IM_SECRET_KEY": c.im_secret_key,
-        "PAYOUT_ASYNC_IM_BEARER_TOKEN": c.im_bearer_token,
-        "PAYOUT_ASYNC_IM_BASE_URL": sandbox.intellectmoney_url,
-        "PAYOUT_ASYNC_ENOT_USER_ID": c.enot_user_id,
-        "PAYOUT_ASYNC_ENOT_SECRET_KEY": c.enot_secret_key,
-        "PAYOUT_ASYNC_ENOT_BASE_URL": sandbox.enot_url,
+        **sandbox_environment(sandbox),
     }
 
 

@@ -10,11 +10,11 @@ import signal
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 
-from ..sandbox import FaultKind, Sandbox, SandboxConfig
+from ..sandbox import FaultKind, Sandbox, SandboxConfig, SandboxCredentials
 from ._args import EXIT_USAGE, CLIError, port
 from ._console import say, show
 from ._files import write_private
@@ -135,7 +135,20 @@ def _config(args: argparse.Namespace) -> SandboxConfig:
     return SandboxConfig(**given)
 
 
-def environment(sandbox: Sandbox) -> dict[str, str]:
+class Served(Protocol):
+    """A running sandbox, in this process (``Sandbox``) or another."""
+
+    @property
+    def credentials(self) -> SandboxCredentials: ...
+
+    @property
+    def intellectmoney_url(self) -> str: ...
+
+    @property
+    def enot_url(self) -> str: ...
+
+
+def environment(sandbox: Served) -> dict[str, str]:
     """The environment settings that point the other commands at this sandbox."""
     c = sandbox.credentials
     return {
