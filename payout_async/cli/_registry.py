@@ -25,6 +25,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import closing
 from pathlib import Path
+from typing import Literal
 
 import attrs
 
@@ -95,24 +96,7 @@ class KeyRegistry:
         """The (provider, key) pairs noted -- under their provider, or any of
         ``providers`` -- for a ledger other than ``ledger``, each with the most recent
         such ledger's location."""
-        by_digest: dict[bytes, tuple[str, str]] = {}
-        for provider, key in keys:
-            for noted in {provider, *providers}:
-                by_digest[_digest(noted, key)] = (provider, key)
-        found: dict[tuple[str, str], str] = {}
-        if not self.path.exists():
-            return found
-        with closing(self._connect()) as connection:
-            for chunk in _chunks(list(by_digest)):
-                marks = ", ".join("?" for _ in chunk)
-                rows = connection.execute(
-                    f"SELECT digest, ledger FROM seen WHERE digest IN ({marks}) AND ledger != ? "
-                    "ORDER BY at",
-                    (*chunk, ledger),
-                )
-                for digest, other in rows:
-                    found[by_digest[digest]] = other
-        return found
+        return dict(self._lookup(keys, providers, "!=", ledger))
 
     def remember(self, keys: Iterable[tuple[str, str]], ledger: str) -> None:
         """Note that these keys are being paid through ``ledger``."""
@@ -130,22 +114,34 @@ class KeyRegistry:
     ) -> set[tuple[str, str]]:
         """The (provider, key) pairs noted for ``ledger`` -- under their provider, or
         any of ``providers``."""
+        return {pair for pair, _ in self._lookup(keys, providers, "=", ledger)}
+
+    def _lookup(
+        self,
+        keys: Iterable[tuple[str, str]],
+        providers: Sequence[str],
+        compare: Literal["=", "!="],
+        ledger: str,
+    ) -> Iterator[tuple[tuple[str, str], str]]:
+        """Each (provider, key) pair noted -- under its provider, or any of
+        ``providers`` -- for a ledger that is (``=``) or is not (``!=``) ``ledger``,
+        with that ledger's location, oldest first."""
         by_digest: dict[bytes, tuple[str, str]] = {}
         for provider, key in keys:
             for noted in {provider, *providers}:
                 by_digest[_digest(noted, key)] = (provider, key)
-        found: set[tuple[str, str]] = set()
         if not self.path.exists():
-            return found
+            return
         with closing(self._connect()) as connection:
             for chunk in _chunks(list(by_digest)):
                 marks = ", ".join("?" for _ in chunk)
                 rows = connection.execute(
-                    f"SELECT digest FROM seen WHERE digest IN ({marks}) AND ledger = ?",
+                    f"SELECT digest, ledger FROM seen WHERE digest IN ({marks}) "
+                    f"AND ledger {compare} ? ORDER BY at",
                     (*chunk, ledger),
                 )
-                found.update(by_digest[digest] for (digest,) in rows)
-        return found
+                for digest, noted_for in rows:
+                    yield by_digest[digest], noted_for
 
     def count_at(self, ledger: str) -> int:
         """How many keys are noted for ``ledger``."""
