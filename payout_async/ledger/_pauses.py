@@ -89,23 +89,7 @@ async def pauses(ledger: Ledger) -> list[ProviderPause]:
 
 async def pause_of(ledger: Ledger, provider: str) -> ProviderPause | None:
     """``provider``'s pause, or None when it is not paused."""
-    ledger = _plain(ledger)
-    if isinstance(ledger, MemoryLedger):
-        return _MEMORY.get(ledger, {}).get(provider)
-    if isinstance(ledger, SQLiteLedger):
-        rows = await ledger._read(
-            "SELECT provider, since, reason, paused_by FROM payout_pauses WHERE provider = ?",
-            (provider,),
-        )
-        return _pause(rows[0]) if rows else None
-    if isinstance(ledger, PostgresLedger):
-        table = pg_pauses_table(ledger.schema, ledger.table_prefix)
-        row = await ledger._fetchrow(
-            f"SELECT provider, since, reason, paused_by FROM {table} WHERE provider = $1",
-            provider,
-        )
-        return None if row is None else _pause(row)
-    raise _unsupported(ledger)
+    return next((pause for pause in await pauses(ledger) if pause.provider == provider), None)
 
 
 async def pause_provider(

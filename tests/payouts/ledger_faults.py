@@ -35,6 +35,7 @@ from payout_async.sandbox import Sandbox
 from tests.ledger.proxy import FaultyProxy
 from tests.ledger.support import PG_DSN, drop_schema, require_postgres
 from tests.payouts.support import (
+    SHORT_LEASE,
     SHORT_TIMEOUTS,
     books,
     enot_client,
@@ -45,7 +46,6 @@ from tests.payouts.support import (
     payouts,
 )
 
-LEASE_SECONDS = 1.5
 Fault = Callable[[], Awaitable[None]]
 
 
@@ -132,7 +132,7 @@ async def run(
         im_items = [(f"im-{n}", im_request(f"im-{n}")) for n in range(count)]
         enot_items = [(f"en-{n}", enot_request()) for n in range(count)]
         clients = [(im, im_items), (enot, enot_items)]
-        flows = [(payouts(c, ledger, lease_seconds=LEASE_SECONDS), items) for c, items in clients]
+        flows = [(payouts(c, ledger, lease_seconds=SHORT_LEASE), items) for c, items in clients]
 
         started = time.monotonic()
         faulting = asyncio.create_task(fault())

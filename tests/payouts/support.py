@@ -31,6 +31,10 @@ CARD = "4111111111111111"
 TIMEOUTS = Timeouts(total=2.0, connect=1.0, read=0.3)
 #: For tests with leases of about a second (a lease must outlive a request).
 SHORT_TIMEOUTS = Timeouts(total=0.6, connect=0.3, read=0.3)
+#: The lease that goes with ``SHORT_TIMEOUTS``: a money-moving request whose answer may be
+#: lost (or a row taken over with one in flight) is waited out for 0.6 s + a tenth of it
+#: (``in_flight_bound``), not the 2 s + 0.5 s of ``TIMEOUTS`` and a 5 s lease.
+SHORT_LEASE = 1.5
 RETRY = RetryPolicy(attempts=4, initial=0.01, maximum=0.05, max_retry_after=0.05)
 POLL = PollPolicy(initial=0.02, multiplier=1.5, maximum=0.1, deadline=10.0)
 GRACE = 0.4  # longer than TIMEOUTS.read: a stalled create is visible by then

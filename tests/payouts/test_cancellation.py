@@ -14,6 +14,7 @@ from payout_async.sandbox import Sandbox
 from tests.ledger.support import BACKENDS, Backend, require_postgres
 
 from .support import (
+    SHORT_LEASE,
     SHORT_TIMEOUTS,
     books,
     enot_client,
@@ -23,10 +24,6 @@ from .support import (
     im_request,
     payouts,
 )
-
-#: Short requests and lease: a row cancelled with its request in flight is waited out
-#: for the request timeout plus a tenth of the lease before resume() settles it.
-LEASE = 1.5
 
 
 class Checkpoints:
@@ -89,7 +86,7 @@ async def _cancel_at_every_await_point_then_resume(ledger: Any, provider: str) -
                 checkpoints = Checkpoints(cancel_at)
                 checkpoints.wrap(ledger, LEDGER_CALLS)
                 checkpoints.wrap(client._transport, ["send"])
-                flow = payouts(client, ledger, lease_seconds=LEASE)
+                flow = payouts(client, ledger, lease_seconds=SHORT_LEASE)
                 request = im_request(key) if provider == "intellectmoney" else enot_request()
                 task = asyncio.create_task(flow.pay(key, request))
                 checkpoints.target = task
@@ -107,9 +104,9 @@ async def _cancel_at_every_await_point_then_resume(ledger: Any, provider: str) -
             else:
                 pytest.fail("pay() never ran to completion")
 
-            resumed = await payouts(client, ledger, lease_seconds=LEASE).resume()
+            resumed = await payouts(client, ledger, lease_seconds=SHORT_LEASE).resume()
             # A row may still be processing once; a second pass finishes it.
-            resumed += await payouts(client, ledger, lease_seconds=LEASE).resume()
+            resumed += await payouts(client, ledger, lease_seconds=SHORT_LEASE).resume()
 
         assert cancelled >= 10, "the flow should have many await points"
         for key in keys:

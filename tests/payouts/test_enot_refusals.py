@@ -13,12 +13,18 @@ from payout_async.ledger import LedgerState
 from payout_async.sandbox import FaultKind, Sandbox
 
 from ..ledger.support import Backend
-from .support import CARD, SHORT_TIMEOUTS, books, enot_client, enot_request, fast_config, payouts
+from .support import (
+    CARD,
+    SHORT_LEASE,
+    SHORT_TIMEOUTS,
+    books,
+    enot_client,
+    enot_request,
+    fast_config,
+    payouts,
+)
 
 PHONE = "+79001234567"
-#: With ``SHORT_TIMEOUTS``: a 422 that may come after processing is waited out for
-#: 0.6 s + a tenth of this lease before the grace starts, not 2 s + 0.5 s.
-LEASE = 1.5
 
 
 def sbp(bank: str) -> PayoffRequest:
@@ -54,7 +60,9 @@ async def test_a_refusal_that_may_come_after_processing_holds_for_the_grace(
         Sandbox(config=fast_config()) as sandbox,
         enot_client(sandbox.enot_url, timeouts=SHORT_TIMEOUTS) as enot,
     ):
-        result = await payouts(enot, ledger, lease_seconds=LEASE).pay("p3-2", sbp("999999999999"))
+        result = await payouts(enot, ledger, lease_seconds=SHORT_LEASE).pay(
+            "p3-2", sbp("999999999999")
+        )
         assert result.status is PayoutStatus.REJECTED, result
         assert "Банк СБП не найден" in (result.reason or "")
         assert "not found for 0.4s" in (result.reason or "")
@@ -88,7 +96,7 @@ async def test_every_create_after_the_first_looks_the_order_id_up_first(
         enot_client(sandbox.enot_url, timeouts=SHORT_TIMEOUTS) as enot,
     ):
         # lookup_before_create off: only a first create skips it
-        flow = payouts(enot, ledger, lease_seconds=LEASE)
+        flow = payouts(enot, ledger, lease_seconds=SHORT_LEASE)
         first = await flow.pay("p3-4", sbp("999999999999"))
         assert first.status is PayoutStatus.REJECTED, first
         fixed = sbp("100000000004")

@@ -35,6 +35,7 @@ from tests.ledger.support import Backend
 
 from .support import (
     CARD,
+    SHORT_LEASE,
     SHORT_TIMEOUTS,
     enot_client,
     enot_request,
@@ -43,10 +44,6 @@ from .support import (
     im_request,
     payouts,
 )
-
-#: With ``SHORT_TIMEOUTS``: a drive that takes over a row whose request may be in flight
-#: waits 0.6 s + a tenth of this lease (+ the grace), not the 2.5 s of the defaults.
-QUICK_LEASE = 1.5
 
 
 def assert_paid_at_most_once(sandbox: Sandbox) -> None:
@@ -120,7 +117,7 @@ async def test_two_payouts_objects_and_resume_racing_one_key_pay_once(backend: B
     ):
         # Strand a row mid-create: its create was recorded, then the drive was cancelled
         # before the request left.
-        stranded = payouts(enot, ledger, lease_seconds=QUICK_LEASE)
+        stranded = payouts(enot, ledger, lease_seconds=SHORT_LEASE)
         with pause_before_send(stranded, 30):
             task = asyncio.create_task(stranded.pay("k", enot_request()))
             await eventually(lambda: _is(state_of(ledger, "k"), LedgerState.SENDING))
@@ -128,8 +125,8 @@ async def test_two_payouts_objects_and_resume_racing_one_key_pay_once(backend: B
             with pytest.raises(asyncio.CancelledError):
                 await task
         await stranded.aclose()  # its lease is given back
-        one = payouts(enot, ledger, lease_seconds=QUICK_LEASE)
-        other = payouts(enot, ledger, lease_seconds=QUICK_LEASE)
+        one = payouts(enot, ledger, lease_seconds=SHORT_LEASE)
+        other = payouts(enot, ledger, lease_seconds=SHORT_LEASE)
         results = await asyncio.gather(
             one.pay("k", enot_request()),
             one.resume(),
@@ -403,12 +400,12 @@ async def test_reconcile_reports_a_row_a_webhook_settled_meanwhile(backend: Back
         enot_client(sandbox.enot_url, timeouts=SHORT_TIMEOUTS) as enot,
     ):
         sandbox.faults.script("enot.create", kind=FaultKind.HTTP_500, nth=1)
-        flow = payouts(enot, ledger, max_send_attempts=1, lease_seconds=QUICK_LEASE)
+        flow = payouts(enot, ledger, max_send_attempts=1, lease_seconds=SHORT_LEASE)
         parked = await flow.pay("k", enot_request())
         assert parked.status is PayoutStatus.NEEDS_ATTENTION
         settle = SettleOnHistory(ledger)
         results = await payouts(  # type: ignore[arg-type]
-            enot, settle, lease_seconds=QUICK_LEASE
+            enot, settle, lease_seconds=SHORT_LEASE
         ).reconcile()
         assert [(r.key, r.status) for r in results] == [("k", PayoutStatus.SUCCEEDED)]
 
@@ -490,7 +487,7 @@ async def test_a_joiner_whose_drive_alone_was_cancelled_pays_it() -> None:
         Sandbox(config=fast_config()) as sandbox,
         enot_client(sandbox.enot_url, timeouts=SHORT_TIMEOUTS) as enot,
     ):
-        flow = payouts(enot, MemoryLedger(), lease_seconds=QUICK_LEASE)
+        flow = payouts(enot, MemoryLedger(), lease_seconds=SHORT_LEASE)
         with pause_before_send(flow, 30, times=1):
             driver = asyncio.create_task(flow.pay("k", enot_request()))
             await asyncio.sleep(0.2)
@@ -553,7 +550,7 @@ async def test_rows_of_a_dead_local_process_are_taken_over_at_once(
                 "enot", key, owner=owner, token=claim.record.lease_token,
                 state=LedgerState.SENDING, lease_seconds=120, add_attempt=True,
             )  # fmt: skip
-        flow = payouts(enot, ledger, lease_seconds=QUICK_LEASE)
+        flow = payouts(enot, ledger, lease_seconds=SHORT_LEASE)
         started = time.monotonic()
         paid = await flow.pay("by-pay", enot_request())
         [resumed] = await flow.resume()

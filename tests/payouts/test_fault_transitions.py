@@ -14,6 +14,7 @@ from payout_async.ledger import LedgerState, SQLiteLedger
 from payout_async.sandbox import DEFAULT_KINDS, MISLEADING, FaultKind, Sandbox
 
 from .support import (
+    SHORT_LEASE,
     SHORT_TIMEOUTS,
     books,
     enot_client,
@@ -27,9 +28,6 @@ from .support import (
 ALL_KINDS = sorted(DEFAULT_KINDS, key=lambda kind: kind.value)
 #: Processed, then refused in words: on the calls that move money they must be doubted.
 REFUSED_AFTER = sorted(MISLEADING, key=lambda kind: kind.value)
-#: With ``SHORT_TIMEOUTS``: a money-moving request whose answer was lost is waited out
-#: for 0.6 s + a tenth of this lease before the evidence counts (not 2 s + 0.5 s).
-LEASE = 1.5
 
 
 @pytest.fixture
@@ -57,7 +55,9 @@ async def test_intellectmoney_fault_at_each_step(
 ) -> None:
     sandbox.faults.script(route, kind=kind, nth=1)
     async with im_client(sandbox.intellectmoney_url, timeouts=SHORT_TIMEOUTS) as client:
-        result = await payouts(client, ledger, lease_seconds=LEASE).pay("im-1", im_request("im-1"))
+        result = await payouts(client, ledger, lease_seconds=SHORT_LEASE).pay(
+            "im-1", im_request("im-1")
+        )
 
     assert result.status is PayoutStatus.SUCCEEDED, result
     executed, _ = books(sandbox.state)
@@ -88,7 +88,7 @@ async def test_enot_fault_at_each_step(
     ):
         sandbox.faults.script(route, kind=kind, nth=1)
         async with enot_client(sandbox.enot_url, timeouts=SHORT_TIMEOUTS) as client:
-            result = await payouts(client, ledger, lease_seconds=LEASE).pay(
+            result = await payouts(client, ledger, lease_seconds=SHORT_LEASE).pay(
                 "enot-1", enot_request()
             )
 
@@ -202,7 +202,9 @@ async def test_unreachable_provider_needs_attention_then_reconcile_pays(
         async with Sandbox(config=fast_config()) as sandbox:
             url = sandbox.enot_url
         async with enot_client(url, timeouts=SHORT_TIMEOUTS) as client:
-            result = await payouts(client, ledger, lease_seconds=LEASE).pay("later", enot_request())
+            result = await payouts(client, ledger, lease_seconds=SHORT_LEASE).pay(
+                "later", enot_request()
+            )
         assert result.status is PayoutStatus.NEEDS_ATTENTION
         assert result.reason
 
@@ -211,6 +213,6 @@ async def test_unreachable_provider_needs_attention_then_reconcile_pays(
             Sandbox(config=fast_config(), port=port) as sandbox,
             enot_client(url, timeouts=SHORT_TIMEOUTS) as client,
         ):
-            settled = await payouts(client, ledger, lease_seconds=LEASE).reconcile()
+            settled = await payouts(client, ledger, lease_seconds=SHORT_LEASE).reconcile()
             assert [r.status for r in settled] == [PayoutStatus.SUCCEEDED]
             assert books(sandbox.state)[1]["later"] == 1

@@ -30,6 +30,7 @@ from tests.ledger.support import PG_DSN, Backend
 from .support import (
     CARD,
     POLL,
+    SHORT_LEASE,
     SHORT_TIMEOUTS,
     enot_client,
     enot_request,
@@ -42,9 +43,6 @@ from .support import (
 #: A 429 whose Retry-After (1 s) A honours: the takeover happens during that wait.
 RETRY_AFTER = 1.0
 PATIENT = RetryPolicy(attempts=3, initial=0.01, maximum=0.05, max_retry_after=RETRY_AFTER)
-#: With ``SHORT_TIMEOUTS``: a drive that takes a row over waits out the previous
-#: holder's request for 0.6 s + a tenth of this lease (+ the grace), not 2 s + 0.5 s.
-LEASE = 1.5
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], *, seconds: float = 20) -> None:
@@ -129,8 +127,8 @@ async def test_a_live_worker_taken_for_dead_sends_nothing_after_the_takeover(
             client_for(url, timeouts=SHORT_TIMEOUTS) as client_b,
         ):
             client_a.retry = PATIENT
-            a = payouts(client_a, await backend.new(), lease_seconds=LEASE)
-            b = payouts(client_b, await backend.new(), lease_seconds=LEASE)
+            a = payouts(client_a, await backend.new(), lease_seconds=SHORT_LEASE)
+            b = payouts(client_b, await backend.new(), lease_seconds=SHORT_LEASE)
             monkeypatch.setattr(_orchestrator, "owner_is_dead", lambda owner: owner == a.owner)
             paying_a = asyncio.create_task(a.pay(key, request))
             await eventually(lambda: _one_call(sandbox, route))
@@ -165,8 +163,8 @@ async def test_a_stepped_ledger_clock_lets_no_retry_of_the_old_holder_leave(
         ):
             ledger_a, ledger_b = await backend.new(), await backend.new()
             client_a.retry = PATIENT
-            a = payouts(client_a, ledger_a, lease_seconds=LEASE)
-            b = payouts(client_b, ledger_b, lease_seconds=LEASE)
+            a = payouts(client_a, ledger_a, lease_seconds=SHORT_LEASE)
+            b = payouts(client_b, ledger_b, lease_seconds=SHORT_LEASE)
             paying_a = asyncio.create_task(a.pay("k", enot_request()))
             await eventually(lambda: _one_call(sandbox, "enot.create"))
             await step_ledger_clock(backend, ledger_b, 3600)

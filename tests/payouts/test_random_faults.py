@@ -17,6 +17,7 @@ from payout_async.ledger import LedgerState, SQLiteLedger
 from payout_async.sandbox import DEFAULT_KINDS, ROUTES, FaultKind, Sandbox
 
 from .support import (
+    SHORT_LEASE,
     SHORT_TIMEOUTS,
     books,
     enot_client,
@@ -28,9 +29,6 @@ from .support import (
 )
 
 PAYOUTS = 16
-#: With ``SHORT_TIMEOUTS``: each lost answer is waited out for 0.6 s + a tenth of this
-#: lease (+ the grace or settle window), not 2 s + 0.5 s.
-LEASE = 1.5
 #: The kinds drawn here: every one but those that refuse a processed call in words.
 KINDS = sorted(DEFAULT_KINDS, key=lambda kind: kind.value)
 
@@ -60,8 +58,8 @@ async def scenario(
             sandbox.faults.script(route, nth=nth, kind=kind)
         im_items = [(f"im-{n}", im_request(f"im-{n}")) for n in range(PAYOUTS // 2)]
         enot_items = [(f"en-{n}", enot_request()) for n in range(PAYOUTS // 2)]
-        im_flow = payouts(im, ledger, lease_seconds=LEASE)
-        enot_flow = payouts(enot, ledger, lease_seconds=LEASE)
+        im_flow = payouts(im, ledger, lease_seconds=SHORT_LEASE)
+        enot_flow = payouts(enot, ledger, lease_seconds=SHORT_LEASE)
 
         async def run(flow: Any, items: list[tuple[str, Any]]) -> list[Any]:
             results = [result async for result in flow.pay_many(items, concurrency=concurrency)]

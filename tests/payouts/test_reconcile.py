@@ -12,6 +12,7 @@ from payout_async.ledger import LedgerState, SQLiteLedger
 from payout_async.sandbox import FaultKind, Sandbox
 
 from .support import (
+    SHORT_LEASE,
     SHORT_TIMEOUTS,
     books,
     enot_client,
@@ -21,10 +22,6 @@ from .support import (
     im_request,
     payouts,
 )
-
-#: With ``SHORT_TIMEOUTS``: each gateway error on a money-moving call is waited out for
-#: 0.6 s + a tenth of this lease (+ the settle window or grace), not 2 s + 0.5 s.
-LEASE = 1.5
 
 
 async def test_reconcile_grants_a_fresh_budget_to_an_execute_that_never_took(
@@ -37,12 +34,14 @@ async def test_reconcile_grants_a_fresh_budget_to_an_execute_that_never_took(
     ):
         for nth in (1, 2, 3):  # a gateway error that the provider never acted on
             sandbox.faults.script("im.execute", kind=FaultKind.HTTP_504, nth=nth)
-        parked = await payouts(client, ledger, lease_seconds=LEASE).pay("im-1", im_request("im-1"))
+        parked = await payouts(client, ledger, lease_seconds=SHORT_LEASE).pay(
+            "im-1", im_request("im-1")
+        )
         assert parked.status is PayoutStatus.NEEDS_ATTENTION
         assert parked.reason == "execute did not take after 3 attempts"
         assert books(sandbox.state)[0]["im-1"] == 0
 
-        settled = await payouts(client, ledger, lease_seconds=LEASE).reconcile()
+        settled = await payouts(client, ledger, lease_seconds=SHORT_LEASE).reconcile()
 
         assert [(r.key, r.status, r.attempts) for r in settled] == [
             ("im-1", PayoutStatus.SUCCEEDED, 4)
@@ -62,14 +61,16 @@ async def test_reconcile_looks_an_enot_payoff_up_before_creating_it_again(
     ):
         for nth in (1, 2, 3):
             sandbox.faults.script("enot.create", kind=FaultKind.HTTP_504, nth=nth)
-        parked = await payouts(client, ledger, lease_seconds=LEASE).pay("enot-1", enot_request())
+        parked = await payouts(client, ledger, lease_seconds=SHORT_LEASE).pay(
+            "enot-1", enot_request()
+        )
         assert parked.status is PayoutStatus.NEEDS_ATTENTION
         assert parked.reason == "payoff not confirmed after 3 create attempts"
         assert books(sandbox.state)[1] == {}
         if paid_while_parked:  # by hand, with the same order_id
             await client.create_payoff_from(enot_request(), order_id=parked.order_id)
 
-        settled = await payouts(client, ledger, lease_seconds=LEASE).reconcile()
+        settled = await payouts(client, ledger, lease_seconds=SHORT_LEASE).reconcile()
 
         sent = 3 if paid_while_parked else 4
         assert [(r.key, r.status, r.attempts) for r in settled] == [
