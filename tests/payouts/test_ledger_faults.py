@@ -24,8 +24,8 @@ from tests.ledger.proxy import FaultyProxy
 from tests.ledger.support import PG_DSN, drop_schema, require_postgres
 from tests.ledger.test_ledger_faults_sqlite import write_protected
 
-from .ledger_faults import LEASE_SECONDS, POSTGRES_FAULTS, Report, pay_many_tasks, run, settle
-from .support import SHORT_TIMEOUTS, books, fast_config, im_client, im_request, payouts
+from .ledger_faults import POSTGRES_FAULTS, Report, pay_many_tasks, run, settle
+from .support import SHORT_LEASE, SHORT_TIMEOUTS, books, fast_config, im_client, im_request, payouts
 
 ROOT = Path(__file__).resolve().parents[2]
 PG_TIMEOUT = 0.25
@@ -75,7 +75,7 @@ async def test_cancelling_pay_many_during_a_stall_returns_within_the_bound(
         Sandbox(config=fast_config()) as sandbox,
         im_client(sandbox.intellectmoney_url, timeouts=SHORT_TIMEOUTS) as client,
     ):
-        flow = payouts(client, ledger, lease_seconds=LEASE_SECONDS)
+        flow = payouts(client, ledger, lease_seconds=SHORT_LEASE)
         items = [(f"im-{n}", im_request(f"im-{n}")) for n in range(30)]
         first = asyncio.Event()
 
