@@ -26,7 +26,7 @@ from ._args import EXIT_USAGE, CLIError, Parser
 from ._console import say
 from ._core import LONG_RUNNING, no_core_dumps
 from ._help import show_defaults
-from ._logging import add_logging_options, configure_logging
+from ._logging import add_logging_options, logging_configured
 
 __all__ = ["build_parser", "main"]
 
@@ -63,12 +63,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     one ``error:`` line on stderr and exit status 2, never a traceback; a reader that
     closes the output early (``| head``) ends the command quietly."""
     args = build_parser().parse_args(argv)
-    configure_logging(args)
     if args.command in LONG_RUNNING:
         no_core_dumps()  # a core file would hold card numbers, secrets and the ledger key
     try:
-        status: int = args.run(args)
-        sys.stdout.flush()
+        with logging_configured(args):
+            status: int = args.run(args)
+            sys.stdout.flush()
     except (CLIError, ConfigurationError) as error:
         say(f"error: {scrub(str(error))}")  # it may echo a file's cell or header
         return EXIT_USAGE

@@ -14,11 +14,13 @@ import argparse
 import logging
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from ._escape import json_text, literal
 
-__all__ = ["add_logging_options", "configure_logging"]
+__all__ = ["add_logging_options", "logging_configured"]
 
 _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 #: Commands that log at INFO unless told otherwise.
@@ -60,15 +62,24 @@ def _level(args: argparse.Namespace) -> int:
     return max(logging.DEBUG, base - 10 * int(getattr(args, "verbose", 0) or 0))
 
 
-def configure_logging(args: argparse.Namespace) -> None:
-    """Send the library's log to stderr at the level and in the format asked for."""
+@contextmanager
+def logging_configured(args: argparse.Namespace) -> Iterator[None]:
+    """Send the library's log to stderr at the level and in the format asked for, for
+    as long as the command runs; then give the ``payout_async`` logger back as it was
+    (``main()`` may be called inside a host program or a test session)."""
     handler = logging.StreamHandler(sys.stderr)
     json_lines = getattr(args, "log_format", "text") == "json"
     handler.setFormatter(_JSONLines() if json_lines else _TextLines())
     logger = logging.getLogger("payout_async")
+    saved = (logger.handlers[:], logger.level, logger.propagate)
     logger.handlers[:] = [handler]
     logger.setLevel(_level(args))
     logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.handlers[:], level, logger.propagate = saved
+        logger.setLevel(level)
 
 
 def _plain(value: Any) -> Any:

@@ -85,3 +85,19 @@ async def test_a_closed_pipe_ends_the_command_quietly(sandbox: Sandbox, tmp_path
         _, err = await asyncio.wait_for(process.communicate(), 60)
         assert b"Traceback" not in err and b"BrokenPipe" not in err, (command, err)
         assert process.returncode == 141, (command, process.returncode, err)
+
+
+def test_main_in_process_gives_the_logger_back(tmp_path: Path) -> None:
+    """``main()`` called inside a host program (or a test session) leaves the
+    ``payout_async`` logger as it found it: handlers, level and propagation."""
+    import logging
+
+    from payout_async.cli import main
+
+    logger = logging.getLogger("payout_async")
+    before = (logger.handlers[:], logger.level, logger.propagate)
+    assert main(["ledger-key", "-v"]) == 0
+    assert (logger.handlers[:], logger.level, logger.propagate) == before
+    missing = f"sqlite:///{tmp_path / 'ledger.db'}"
+    assert main(["status", "--ledger", missing, "-v"]) == 2  # an error exit gives it back too
+    assert (logger.handlers[:], logger.level, logger.propagate) == before
