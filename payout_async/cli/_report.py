@@ -52,7 +52,6 @@ EXIT_FUNDS = 5
 EXIT_INTERRUPTED = 130
 
 ORDER = [status.value for status in PayoutStatus]
-stderr = Console(stderr=True, markup=False, highlight=False, emoji=False)
 
 NOT_STARTED = PayoutStatus.NOT_STARTED  # nothing recorded or sent: a re-run pays it
 
@@ -159,7 +158,8 @@ async def pay_all(
         MofNCompleteColumn(),
         TextColumn("{task.fields[summary]}", markup=False),
         TimeElapsedColumn(),
-        console=stderr,
+        # Made per run: a console reads the terminal's size and colours when it is made.
+        console=Console(stderr=True, markup=False, highlight=False, emoji=False),
         disable=not show_progress,
         transient=False,
     ) as progress:

@@ -16,6 +16,7 @@ from payout_async.cli._sandbox import environment
 from payout_async.sandbox import Sandbox
 
 from ..payouts.support import books
+from . import forkserver
 
 __all__ = [
     "CARD",
@@ -68,7 +69,14 @@ async def cli(
     state: Path | None = None,
     wait: float = 120,
 ) -> Run:
-    """Run ``payout-async ARGS`` (``state``: the key registry's directory)."""
+    """Run ``payout-async ARGS`` (``state``: the key registry's directory): a child of
+    this test process's fork server (``forkserver.py``), or the console script itself
+    with ``PAYOUT_ASYNC_TEST_FORKSERVER=0``."""
+    if forkserver.enabled():
+        code, out_bytes, err_bytes = await asyncio.wait_for(
+            forkserver.run([COMMAND, *args], _environment(env, state), cwd), wait
+        )
+        return Run(code, out_bytes.decode(), err_bytes.decode())
     process = await asyncio.create_subprocess_exec(
         COMMAND, *args,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,

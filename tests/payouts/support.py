@@ -6,6 +6,7 @@ that every fault costs well under a second.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -141,3 +142,16 @@ async def hook_server(
         yield f"http://127.0.0.1:{port}/hook"
     finally:
         await runner.cleanup()
+
+
+async def side_by_side(cases: dict[str, Awaitable[None]]) -> None:
+    """Run independent cases at once -- each spends most of its time waiting out its
+    own timeouts and windows -- and fail naming every case that failed."""
+    names = list(cases)
+    outcomes = await asyncio.gather(*cases.values(), return_exceptions=True)
+    failed = {
+        name: f"{type(outcome).__name__}: {outcome}"
+        for name, outcome in zip(names, outcomes, strict=True)
+        if isinstance(outcome, BaseException)
+    }
+    assert not failed, failed
