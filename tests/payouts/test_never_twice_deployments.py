@@ -12,6 +12,7 @@ import asyncio
 import sqlite3
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -38,6 +39,7 @@ from .support import (
     im_client,
     im_request,
     payouts,
+    side_by_side,
 )
 
 #: A 429 whose Retry-After (1 s) A honours: the takeover happens during that wait.
@@ -353,14 +355,26 @@ async def test_a_matching_webhook_settles_a_row_whose_create_answer_was_lost(
 # -- 6. resume() racing pay() of a stranded row -----------------------------------------
 
 
-@pytest.mark.parametrize("run", range(3))
 async def test_resume_racing_pay_of_a_stranded_row_drives_it_once(
-    backend: Backend, run: int
+    backend: Backend, tmp_path: Path
 ) -> None:
     """A row left ``sending`` and released (a cancelled pay()); then resume() and
     pay() of its key race in one Payouts. One of them drives it; the other waits for
-    that drive: the row ends paid once, with no call after the race."""
-    ledger = await backend.new()
+    that drive: the row ends paid once, with no call after the race. Four races side by
+    side, each on its own store, two with each of the two started first."""
+
+    async def race(run: int) -> None:
+        store = Backend(backend.kind, tmp_path / f"race-{run}")
+        store.path.parent.mkdir()
+        try:
+            await _race_resume_and_pay(await store.new(), resume_first=bool(run % 2))
+        finally:
+            await store.close()
+
+    await side_by_side({f"race {run}": race(run) for run in range(4)})
+
+
+async def _race_resume_and_pay(ledger: Ledger, *, resume_first: bool) -> None:
     timeouts = Timeouts(total=0.6, connect=0.3, read=0.3)
     async with (
         Sandbox(config=fast_config()) as sandbox,
@@ -374,7 +388,7 @@ async def test_resume_racing_pay_of_a_stranded_row_drives_it_once(
             with pytest.raises(asyncio.CancelledError):
                 await task
         await flow.aclose()  # its lease is given back
-        if run % 2:
+        if resume_first:
             resumed, paid = await asyncio.gather(flow.resume(), flow.pay("k", enot_request()))
         else:
             paid, resumed = await asyncio.gather(flow.pay("k", enot_request()), flow.resume())

@@ -107,7 +107,7 @@ worlds = st.fixed_dictionaries(
 SIDE_BY_SIDE = 4
 
 
-@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=7, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(drawn=st.lists(worlds, min_size=SIDE_BY_SIDE, max_size=SIDE_BY_SIDE))
 def test_random_faults_never_pay_twice(drawn: list[dict[str, Any]]) -> None:
     async def side_by_side(directory: Path) -> None:
