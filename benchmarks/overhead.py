@@ -702,6 +702,8 @@ async def profile_ways(args: argparse.Namespace, ways: list[Way]) -> None:
         stats = pstats.Stats(profile)
         stats.sort_stats("tottime").print_stats(args.profile_lines)
         stats.sort_stats("cumulative").print_stats(args.profile_lines)
+        for function in args.profile_callers:
+            stats.print_callers(function)
 
 
 # -- the provider's own sample, for scale -------------------------------------------------
@@ -1031,6 +1033,13 @@ def main() -> int:
         "clients, Payouts+Memory, lean clients, lean Payouts+Memory...)",
     )
     parser.add_argument("--profile-lines", type=int, default=40, help="rows per profile listing")
+    parser.add_argument(
+        "--profile-callers",
+        action="append",
+        default=[],
+        metavar="FUNCTION",
+        help="with --profile: also list who calls FUNCTION (a pstats pattern; repeatable)",
+    )
     parser.add_argument(
         "--calls-per-payout",
         action="store_true",
