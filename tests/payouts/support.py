@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import inspect
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import web
 
 from payout_async import (
@@ -27,6 +31,7 @@ from payout_async.enot import PayoffRequest, PayoffWebhook, webhook_handler
 from payout_async.intellectmoney import OperationRequest
 from payout_async.ledger import Ledger
 from payout_async.sandbox import SandboxConfig, SandboxCredentials
+from tests.ledger.support import Backend, require_postgres
 
 CARD = "4111111111111111"
 TIMEOUTS = Timeouts(total=2.0, connect=1.0, read=0.3)
@@ -155,3 +160,40 @@ async def side_by_side(cases: dict[str, Awaitable[None]]) -> None:
         if isinstance(outcome, BaseException)
     }
     assert not failed, failed
+
+
+def on_every_ledger_at_once(test: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+    """Run ``test(backend, ...)`` on every ledger backend side by side, as one test:
+    each run has its own store, its own ``tmp_path`` folder and whatever the body makes
+    (sandbox, clients); a failure names the backends that failed. For tests that spend
+    their time waiting out leases and windows and patch nothing global."""
+    signature = inspect.signature(test)
+    wants_folder = "tmp_path" in signature.parameters
+    shown = [p for p in signature.parameters.values() if p.name != "backend"]
+    if not wants_folder:
+        shown.append(inspect.Parameter("tmp_path", inspect.Parameter.KEYWORD_ONLY))
+
+    @functools.wraps(test)
+    async def on_every_ledger(**arguments: Any) -> None:
+        folder: Path = arguments.pop("tmp_path")
+        require_postgres()
+        stores = {kind: Backend(kind, folder / kind) for kind in ("memory", "sqlite", "postgres")}
+        for store in stores.values():
+            store.path.parent.mkdir()
+        try:
+            await side_by_side(
+                {
+                    kind: test(
+                        backend=store,
+                        **arguments,
+                        **({"tmp_path": store.path.parent} if wants_folder else {}),
+                    )
+                    for kind, store in stores.items()
+                }
+            )
+        finally:
+            for store in stores.values():
+                await store.close()
+
+    on_every_ledger.__signature__ = signature.replace(parameters=shown)  # type: ignore[attr-defined]
+    return pytest.mark.postgres(on_every_ledger)

@@ -21,6 +21,7 @@ from .support import (
     enot_client,
     enot_request,
     fast_config,
+    on_every_ledger_at_once,
     payouts,
 )
 
@@ -32,6 +33,7 @@ def sbp(bank: str) -> PayoffRequest:
 
 
 @pytest.mark.parametrize("kind", [FaultKind.COMMIT_THEN_408, FaultKind.COMMIT_THEN_422])
+@on_every_ledger_at_once
 async def test_a_create_refused_after_processing_is_found_despite_the_info_lag(
     backend: Backend, kind: FaultKind
 ) -> None:
@@ -50,6 +52,7 @@ async def test_a_create_refused_after_processing_is_found_despite_the_info_lag(
         assert sandbox.duplicates() == []
 
 
+@on_every_ledger_at_once
 async def test_a_refusal_that_may_come_after_processing_holds_for_the_grace(
     backend: Backend,
 ) -> None:
@@ -73,6 +76,7 @@ async def test_a_refusal_that_may_come_after_processing_holds_for_the_grace(
         assert [t.to_state for t in history][-2:] == [LedgerState.SENDING, LedgerState.REFUSED]
 
 
+@on_every_ledger_at_once
 async def test_a_documented_refusal_is_taken_after_one_lookup(backend: Backend) -> None:
     ledger = await backend.new()
     async with (
@@ -85,6 +89,7 @@ async def test_a_documented_refusal_is_taken_after_one_lookup(backend: Backend) 
         assert sandbox.faults.calls("enot.info") == 1
 
 
+@on_every_ledger_at_once
 async def test_every_create_after_the_first_looks_the_order_id_up_first(
     backend: Backend,
 ) -> None:

@@ -42,6 +42,7 @@ from .support import (
     fast_config,
     im_client,
     im_request,
+    on_every_ledger_at_once,
     payouts,
 )
 
@@ -72,6 +73,7 @@ async def paid(sandbox: Sandbox, provider: str, name: str) -> int:
 # -- 1. the same key twice at once -------------------------------------------------------
 
 
+@on_every_ledger_at_once
 async def test_the_same_key_paid_concurrently_in_one_process_pays_once(backend: Backend) -> None:
     ledger = await backend.new()
     async with (
@@ -97,6 +99,7 @@ async def test_the_same_key_paid_concurrently_in_one_process_pays_once(backend: 
         assert await paid(sandbox, "enot", "en-42") == 1
 
 
+@on_every_ledger_at_once
 async def test_a_repeated_key_in_pay_many_is_paid_once_and_reported_twice(
     backend: Backend,
 ) -> None:
@@ -109,6 +112,7 @@ async def test_a_repeated_key_in_pay_many_is_paid_once_and_reported_twice(
         assert sandbox.paid_per_payout() == {("enot", f"k{n}"): 1 for n in range(3)}
 
 
+@on_every_ledger_at_once
 async def test_two_payouts_objects_and_resume_racing_one_key_pay_once(backend: Backend) -> None:
     ledger = await backend.new()
     async with (
@@ -144,6 +148,7 @@ async def test_two_payouts_objects_and_resume_racing_one_key_pay_once(backend: B
 
 
 @pytest.mark.parametrize("second_execute", ["refuse", "pay_again", "accept"])
+@on_every_ledger_at_once
 async def test_a_lost_execute_answer_while_created_lags_is_never_repeated(
     backend: Backend, second_execute: str
 ) -> None:
@@ -162,6 +167,7 @@ async def test_a_lost_execute_answer_while_created_lags_is_never_repeated(
         assert sandbox.paid_per_payout() == {("intellectmoney", "im-1"): 1}
 
 
+@on_every_ledger_at_once
 async def test_a_refused_execute_is_not_failed_on_one_created_read(backend: Backend) -> None:
     # The first execute is accepted but its answer lost; while the operation still
     # reads Created, a second drive's execute is refused. 0.1 deleted the operation and
@@ -180,6 +186,7 @@ async def test_a_refused_execute_is_not_failed_on_one_created_read(backend: Back
         assert not any(op.deleted for op in sandbox.state.intellectmoney)
 
 
+@on_every_ledger_at_once
 async def test_created_that_holds_over_the_settle_window_is_executed_again(
     backend: Backend,
 ) -> None:
@@ -236,6 +243,7 @@ async def test_a_worker_with_a_skewed_wall_clock_waits_the_whole_grace(
 # -- 4. a paused worker ------------------------------------------------------------------
 
 
+@on_every_ledger_at_once
 async def test_a_worker_paused_past_its_lease_does_not_send_after_a_takeover(
     backend: Backend,
 ) -> None:
@@ -274,6 +282,7 @@ async def test_a_worker_paused_past_its_lease_does_not_send_after_a_takeover(
 PATIENT = Timeouts(total=2.5, connect=2.5, read=2.5)
 
 
+@on_every_ledger_at_once
 async def test_a_paused_worker_whose_lease_nobody_took_renews_and_sends(
     backend: Backend,
 ) -> None:
@@ -314,6 +323,7 @@ async def test_a_paused_worker_whose_lease_nobody_took_renews_and_sends(
 # -- 5. order_id belongs to one key ------------------------------------------------------
 
 
+@on_every_ledger_at_once
 async def test_one_explicit_order_id_under_two_keys_is_a_conflict(backend: Backend) -> None:
     ledger = await backend.new()
     async with Sandbox(config=fast_config()) as sandbox, enot_client(sandbox.enot_url) as enot:
@@ -333,6 +343,7 @@ async def test_one_explicit_order_id_under_two_keys_is_a_conflict(backend: Backe
 
 
 @pytest.mark.parametrize("lookup_before_create", [False, True])
+@on_every_ledger_at_once
 async def test_a_payoff_found_by_order_id_that_is_not_this_payout_is_not_adopted(
     backend: Backend, lookup_before_create: bool
 ) -> None:
@@ -356,6 +367,7 @@ async def test_a_payoff_found_by_order_id_that_is_not_this_payout_is_not_adopted
         assert len(sandbox.state.enot) == 1  # nothing of ours was created
 
 
+@on_every_ledger_at_once
 async def test_lookup_before_create_adopts_a_matching_payoff(backend: Backend) -> None:
     ledger = await backend.new()
     async with Sandbox(config=fast_config()) as sandbox, enot_client(sandbox.enot_url) as enot:
@@ -372,6 +384,7 @@ async def test_lookup_before_create_adopts_a_matching_payoff(backend: Backend) -
 # -- 6. resume() and reconcile() end -----------------------------------------------------
 
 
+@on_every_ledger_at_once
 async def test_resume_drives_each_row_once_however_slow(backend: Backend) -> None:
     # Payoffs that stay "wait" for minutes, a lease of one second and polls that take
     # longer than that: 0.1 claimed the same rows again and again, forever.
@@ -393,6 +406,7 @@ async def test_resume_drives_each_row_once_however_slow(backend: Backend) -> Non
         assert len(sandbox.state.enot) == len(keys)
 
 
+@on_every_ledger_at_once
 async def test_reconcile_reports_a_row_a_webhook_settled_meanwhile(backend: Backend) -> None:
     ledger = await backend.new()
     async with (
@@ -528,6 +542,7 @@ def dead_owner() -> str:
     return finished.stdout.strip()
 
 
+@on_every_ledger_at_once
 async def test_rows_of_a_dead_local_process_are_taken_over_at_once(
     backend: Backend, dead_owner: str
 ) -> None:

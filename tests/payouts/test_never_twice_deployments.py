@@ -38,6 +38,7 @@ from .support import (
     fast_config,
     im_client,
     im_request,
+    on_every_ledger_at_once,
     payouts,
     side_by_side,
 )
@@ -149,6 +150,7 @@ async def _one_call(sandbox: Sandbox, route: str) -> bool:
 # -- 2. a forward step of the ledger's clock -------------------------------------------
 
 
+@on_every_ledger_at_once
 async def test_a_stepped_ledger_clock_lets_no_retry_of_the_old_holder_leave(
     backend: Backend,
 ) -> None:
@@ -194,6 +196,7 @@ def in_another_namespace(pid: int) -> str:
     return ":".join(parts)
 
 
+@on_every_ledger_at_once
 async def test_two_workers_in_other_namespaces_finish_a_payout_without_taking_turns(
     backend: Backend,
 ) -> None:
@@ -232,6 +235,7 @@ SLOW = Timeouts(total=2.0, connect=1.0, read=1.8)
 SLOW_ANSWER, HIDDEN, WINDOW = 1.2, 0.8, 1.0
 
 
+@on_every_ledger_at_once
 async def test_a_slow_not_found_does_not_shorten_the_enot_grace(backend: Backend) -> None:
     """The create's answer is lost; Enot hides the new payoff for 0.8 s and answers
     ``payoff/info`` 1.2 s after it read its books. The first "not found" arrives after
@@ -253,6 +257,7 @@ async def test_a_slow_not_found_does_not_shorten_the_enot_grace(backend: Backend
         assert_paid_once(sandbox, "k")
 
 
+@on_every_ledger_at_once
 async def test_a_slow_created_does_not_shorten_the_settle_window(backend: Backend) -> None:
     """The execute's answer is lost; IntellectMoney reads ``Created`` for 0.8 s after
     accepting it and answers ``GetOperationState`` 1.2 s after it read the state. That
@@ -279,6 +284,7 @@ async def test_a_slow_created_does_not_shorten_the_settle_window(backend: Backen
 # -- 5. a signed webhook of another system's payoff ------------------------------------
 
 
+@on_every_ledger_at_once
 async def test_a_signed_webhook_of_another_systems_payoff_settles_nothing(
     backend: Backend,
 ) -> None:
@@ -325,6 +331,7 @@ async def test_a_signed_webhook_of_another_systems_payoff_settles_nothing(
         assert sandbox.duplicates() == []
 
 
+@on_every_ledger_at_once
 async def test_a_matching_webhook_settles_a_row_whose_create_answer_was_lost(
     backend: Backend,
 ) -> None:
@@ -355,6 +362,7 @@ async def test_a_matching_webhook_settles_a_row_whose_create_answer_was_lost(
 # -- 6. resume() racing pay() of a stranded row -----------------------------------------
 
 
+@on_every_ledger_at_once
 async def test_resume_racing_pay_of_a_stranded_row_drives_it_once(
     backend: Backend, tmp_path: Path
 ) -> None:
