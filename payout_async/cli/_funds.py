@@ -17,7 +17,6 @@ from decimal import Decimal
 
 from ..enot import Balance, PayoffRequest
 from ..ledger import Ledger, LedgerState
-from ..ledger._pauses import pauses
 from ..payouts import PayoutResult
 from ..payouts._funds import available_balance, count_refused_for_funds, refused_for_funds
 from ._args import CLIError
@@ -98,7 +97,7 @@ async def warn_of_pauses(ledger: Ledger, providers: Sequence[str]) -> None:
     """Say which of ``providers`` the workers have paused for want of money: this batch
     pays them all the same (its own money check ran), but the workers stay paused until
     ``payout-async funds resume``."""
-    for pause in await pauses(ledger):
+    for pause in await ledger.pauses():
         if pause.provider in providers:
             say(
                 f"warning: workers have paused {pause.provider} for want of money "

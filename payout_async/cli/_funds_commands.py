@@ -16,7 +16,7 @@ import datetime
 from typing import Any
 
 from ..ledger import Ledger
-from ..ledger._pauses import ProviderPause, pause_provider, pauses
+from ..ledger._pauses import ProviderPause
 from ..payouts._funds import funds_refused_rows
 from ..payouts._pause_gate import resume_provider
 from ._args import CLIError
@@ -95,15 +95,15 @@ async def _funds(args: argparse.Namespace) -> int:
         if args.action == "resume":
             return await _resume(ledger, place.location, args)
         if args.action == "pause":
-            pause, made = await pause_provider(
-                ledger, args.provider, reason=args.reason, by=OPERATOR
+            pause, made = await ledger.pause_provider(
+                args.provider, reason=args.reason, by=OPERATOR
             )
             if args.json:
                 show(document("funds", place.location, paused=pause_views([pause]), made=made))
             else:
                 show(f"{args.provider} is paused" + ("" if made else " already") + ".")
             return EXIT_OK
-        found = await pauses(ledger)
+        found = await ledger.pauses()
         refused = {p: len(await funds_refused_rows(ledger, p)) for p in PROVIDERS}
     finally:
         await ledger.aclose()

@@ -7,7 +7,6 @@ import datetime
 from typing import Any
 
 from ..ledger import ROW_ALTERED, Ledger, LedgerState, PayoutRecord
-from ..ledger._pauses import pauses
 from ._args import CLIError, seconds
 from ._attention import backlog, print_backlog
 from ._batch_file import PROVIDERS
@@ -102,7 +101,7 @@ async def _status(args: argparse.Namespace) -> int:
         found = await backlog(ledger, providers)  # oldest unfinished, attention reasons
         holders = await lease_holders(ledger, providers)
         shared = await ledger.shared_keys()
-        paused = [p for p in await pauses(ledger) if p.provider in providers]
+        paused = [p for p in await ledger.pauses() if p.provider in providers]
     finally:
         await ledger.aclose()
     altered = sum(1 for r in problems if (r.reason or "").startswith(ROW_ALTERED))

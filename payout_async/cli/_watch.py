@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import attrs
 
 from ..ledger import ACTIVE_STATES, FINAL_STATES, PARKED_STATES, LeaseHolder, Ledger, LedgerState
-from ..ledger._pauses import ProviderPause, pauses
+from ..ledger._pauses import ProviderPause
 from ._console import Column, literal, render_table, show, terminal_width
 from ._funds_commands import pause_lines, pause_views
 from ._leases import lease_holders, print_workers, worker_views
@@ -57,7 +57,7 @@ class Snapshot:
 async def _snapshot(ledger: Ledger, providers: Sequence[str]) -> Snapshot:
     counts = {provider: await ledger.counts(provider=provider) for provider in providers}
     holders = await lease_holders(ledger, providers)
-    paused = [pause for pause in await pauses(ledger) if pause.provider in providers]
+    paused = [pause for pause in await ledger.pauses() if pause.provider in providers]
     return Snapshot(time.monotonic(), counts, holders, paused)
 
 

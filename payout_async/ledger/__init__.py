@@ -26,6 +26,7 @@ from ._errors import (
     LedgerOutcomeUnknownError,
 )
 from ._memory import MemoryLedger
+from ._pauses import ProviderPause
 from ._postgres import PostgresLedger
 from ._recipient import ALTERED as ROW_ALTERED
 from ._recipient import new_encryption_key
@@ -56,6 +57,7 @@ __all__ = [
     "MemoryLedger",
     "PayoutRecord",
     "PostgresLedger",
+    "ProviderPause",
     "RotationReport",
     "SQLiteLedger",
     "Settlement",

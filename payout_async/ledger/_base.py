@@ -15,7 +15,8 @@ from typing import Any, Protocol
 
 import attrs
 
-from .._errors import PayoutError
+from .._errors import ConfigurationError, PayoutError
+from ._pauses import ProviderPause
 from ._recipient import plain_hash
 
 __all__ = [
@@ -253,6 +254,11 @@ MUTABLE_FIELDS = frozenset(
         "provider_api",
     }
 )
+
+
+def _no_pauses(ledger: object) -> ConfigurationError:
+    """What a ledger without provider pauses raises when asked to keep one."""
+    return ConfigurationError(f"{ledger!r} cannot keep provider pauses")
 
 
 class Ledger(Protocol):
@@ -498,3 +504,24 @@ class Ledger(Protocol):
         whatever the provider can hold them. Settle them by hand: a key held twice may
         have been paid twice."""
         ...
+
+    async def pauses(self) -> list[ProviderPause]:
+        """Every provider paused now (see ``ledger._pauses``), by provider."""
+        raise _no_pauses(self)
+
+    async def pause_of(self, provider: str) -> ProviderPause | None:
+        """``provider``'s pause, or None when it is not paused."""
+        return next((pause for pause in await self.pauses() if pause.provider == provider), None)
+
+    async def pause_provider(
+        self, provider: str, *, reason: str, by: str
+    ) -> tuple[ProviderPause, bool]:
+        """Pause ``provider`` unless it is paused already: every worker sharing this
+        ledger stops sending to it. Returns the pause in force and whether this call
+        made it (False: an earlier pause is kept as it was). ``reason`` is kept as one
+        line of at most 500 characters."""
+        raise _no_pauses(self)
+
+    async def lift_pause(self, provider: str) -> ProviderPause | None:
+        """End ``provider``'s pause; returns the pause it ended (None: it was not paused)."""
+        raise _no_pauses(self)

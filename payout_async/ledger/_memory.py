@@ -34,6 +34,7 @@ from ._base import (
 )
 from ._keys import Other, live_elsewhere, moved_note, rows_to_cancel
 from ._listen import ListenerHub
+from ._pauses import ProviderPause, reason_line
 from ._recipient import MASKED_HASH, EncryptionKey, Recipients
 from ._texts import scrub, scrub_changes
 
@@ -78,6 +79,7 @@ class MemoryLedger(Ledger):
         self._id = uuid.uuid4().hex
         self._begun = 0  # rows inserted and changes of state (the identity's mark)
         self._listeners = ListenerHub()
+        self._pauses: dict[str, ProviderPause] = {}
 
     def __repr__(self) -> str:
         return f"MemoryLedger({len(self._rows)} rows)"
@@ -97,6 +99,24 @@ class MemoryLedger(Ledger):
     def params_hash(self, params: Mapping[str, Any]) -> str:
         """See ``Ledger.params_hash``."""
         return self._recipients.params_hash(params)
+
+    async def pauses(self) -> list[ProviderPause]:
+        """See ``Ledger.pauses``."""
+        return sorted(self._pauses.values(), key=lambda pause: pause.provider)
+
+    async def pause_provider(
+        self, provider: str, *, reason: str, by: str
+    ) -> tuple[ProviderPause, bool]:
+        """See ``Ledger.pause_provider``."""
+        if (held := self._pauses.get(provider)) is not None:
+            return held, False
+        made = ProviderPause(provider, time.time(), reason_line(reason), by)
+        self._pauses[provider] = made
+        return made, True
+
+    async def lift_pause(self, provider: str) -> ProviderPause | None:
+        """See ``Ledger.lift_pause``."""
+        return self._pauses.pop(provider, None)
 
     def params_match(self, record: PayoutRecord, params: Mapping[str, Any]) -> bool:
         """See ``Ledger.params_match``."""

@@ -47,7 +47,8 @@ from ._base import (
 from ._ddl import schema_objects
 from ._errors import LedgerNotWrittenError
 from ._keys import DEAD_STATES
-from ._pause_tables import pg_pauses_table_sql
+from ._pause_tables import PgPauseSQL, pg_pauses_table_sql
+from ._pauses import ProviderPause, pause_from_row, reason_line
 from ._postgres_batch import Batcher, Pending
 from ._postgres_calls import BoundedPool, is_integrity_violation
 from ._postgres_keys import DEAD, LIVE_KEY_INDEX, others_sql
@@ -384,6 +385,7 @@ class PostgresLedger(Ledger):
         self.table_prefix = table_prefix
         self._sql = _SQL(schema, table_prefix)
         self._queue = QueueSQL(schema, table_prefix)
+        self._pause_sql = PgPauseSQL(schema, table_prefix)
         self._wakeups: PostgresWakeups | None = None
         self._calls: BoundedPool | None = None
         self._writes: Batcher[Write] | None = None
@@ -559,6 +561,24 @@ class PostgresLedger(Ledger):
                 await asyncio.wait_for(pool.close(), self.command_timeout)
             except Exception:
                 pool.terminate()
+
+    async def pauses(self) -> list[ProviderPause]:
+        """See ``Ledger.pauses``."""
+        return [pause_from_row(row) for row in await self._fetch(self._pause_sql.every)]
+
+    async def pause_provider(
+        self, provider: str, *, reason: str, by: str
+    ) -> tuple[ProviderPause, bool]:
+        """See ``Ledger.pause_provider``."""
+        row = await self._fetchrow(self._pause_sql.insert, provider, reason_line(reason), by)
+        if row is None:  # lifted between the insert's check and the read: try once more
+            return await self.pause_provider(provider, reason=reason, by=by)
+        return pause_from_row(row), bool(row[4])
+
+    async def lift_pause(self, provider: str) -> ProviderPause | None:
+        """See ``Ledger.lift_pause``."""
+        row = await self._fetchrow(self._pause_sql.delete, provider)
+        return None if row is None else pause_from_row(row)
 
     async def _fetch(self, sql: str, *args: Any) -> list[Any]:
         calls = await self._connection_pool()

@@ -56,6 +56,8 @@ from ._errors import LedgerError, LedgerNotWrittenError
 from ._keys import DEAD_STATES, Other, live_elsewhere, moved_note, rows_to_cancel
 from ._listen import ListenerHub
 from ._patience import Patience, Strain
+from ._pause_tables import SQLitePauseSQL
+from ._pauses import ProviderPause, pause_from_row, reason_line
 from ._recipient import MASKED_HASH, EncryptionKey, Recipients, Stored, is_clear
 from ._rotate import KEY_USE, RESEAL, TO_ROTATE, KeyUse, RotationBatch, plan
 from ._rows import (
@@ -474,6 +476,32 @@ class SQLiteLedger(Ledger):
         """See ``Ledger.params_match``."""
         row = f"{record.provider}/{record.key}"
         return self._recipients.matches(record.params_hash, record.params, params, row=row)
+
+    async def pauses(self) -> list[ProviderPause]:
+        """See ``Ledger.pauses``."""
+        return [pause_from_row(row) for row in await self._read(SQLitePauseSQL.every, ())]
+
+    async def pause_provider(
+        self, provider: str, *, reason: str, by: str
+    ) -> tuple[ProviderPause, bool]:
+        """See ``Ledger.pause_provider``."""
+        wanted = (provider, time.time(), reason_line(reason), by)
+
+        def op(conn: sqlite3.Connection, history: list[HistoryRow]) -> tuple[ProviderPause, bool]:
+            made = conn.execute(SQLitePauseSQL.insert, wanted).rowcount
+            row = conn.execute(SQLitePauseSQL.one, (provider,)).fetchone()
+            return pause_from_row(row), bool(made)
+
+        return await self._write(op)
+
+    async def lift_pause(self, provider: str) -> ProviderPause | None:
+        """See ``Ledger.lift_pause``."""
+
+        def op(conn: sqlite3.Connection, history: list[HistoryRow]) -> ProviderPause | None:
+            row = conn.execute(SQLitePauseSQL.delete, (provider,)).fetchone()
+            return None if row is None else pause_from_row(row)
+
+        return await self._write(op, atomic=True)
 
     async def _read(self, sql: str, params: tuple[Any, ...]) -> list[sqlite3.Row]:
         db = await self._connection()

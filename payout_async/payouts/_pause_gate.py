@@ -25,7 +25,7 @@ from decimal import Decimal, InvalidOperation
 
 from .._errors import ConfigurationError
 from ..ledger import Ledger, LedgerError, PayoutRecord
-from ..ledger._pauses import ProviderPause, lift_pause, pause_of, pause_provider
+from ..ledger._pauses import ProviderPause
 from ._funds import funds_refused_rows, requeue_refused_for_funds
 
 __all__ = ["BalanceProbe", "PauseGate", "resume_provider"]
@@ -42,7 +42,7 @@ async def resume_provider(ledger: Ledger, provider: str) -> tuple[ProviderPause 
     and wakes the workers. Returns the pause lifted (None: there was none) and how
     many rows were queued again."""
     requeued = await requeue_refused_for_funds(ledger, provider)
-    lifted = await lift_pause(ledger, provider)
+    lifted = await ledger.lift_pause(provider)
     await ledger.announce_work(provider)
     return lifted, requeued
 
@@ -108,7 +108,7 @@ class PauseGate:
         if not self._shared:
             return self.pause is not None
         try:
-            pause = await pause_of(self._ledger, self._provider)
+            pause = await self._ledger.pause_of(self._provider)
         except ConfigurationError:
             self._shared = False
             return self.pause is not None
@@ -148,8 +148,8 @@ class PauseGate:
         if not self._shared:
             return
         try:
-            pause, made = await pause_provider(
-                self._ledger, self._provider, reason=reason, by=self._owner
+            pause, made = await self._ledger.pause_provider(
+                self._provider, reason=reason, by=self._owner
             )
         except ConfigurationError:
             self._shared = False

@@ -31,7 +31,6 @@ from payout_async.ledger import (
     SQLiteLedger,
     new_encryption_key,
 )
-from payout_async.ledger._pauses import pauses
 from payout_async.payouts._owner import BATCH, new_owner
 from payout_async.sandbox import Sandbox
 
@@ -83,7 +82,7 @@ async def test_two_workers_pause_a_provider_out_of_money_and_resume_it(
         try:
 
             async def both_paused() -> bool:
-                return {p.provider for p in await pauses(book)} == {"intellectmoney", "enot"}
+                return {p.provider for p in await book.pauses()} == {"intellectmoney", "enot"}
 
             await eventually(both_paused, "both providers paused")
 
@@ -129,7 +128,7 @@ async def test_two_workers_pause_a_provider_out_of_money_and_resume_it(
                 return (await book.counts(provider="enot")) == {LedgerState.SUCCEEDED: 12}
 
             await eventually(enot_done, "every Enot payout paid after the top-up")
-            assert [p.provider for p in await pauses(book)] == ["intellectmoney"]
+            assert [p.provider for p in await book.pauses()] == ["intellectmoney"]
             now = sends(sandbox)
             assert (now["im.create"], now["im.execute"]) == (spent["im.create"],
                                                              spent["im.execute"])  # fmt: skip
@@ -144,7 +143,7 @@ async def test_two_workers_pause_a_provider_out_of_money_and_resume_it(
                 return counts == {LedgerState.SUCCEEDED: 12}
 
             await eventually(im_done, "every IntellectMoney payout paid after resume")
-            assert await pauses(book) == []
+            assert await book.pauses() == []
         finally:
             outputs = []
             for worker in workers:
@@ -234,7 +233,7 @@ async def test_funds_commands_pause_list_and_resume(tmp_path: Path) -> None:
     async with SQLiteLedger(db, encryption_key=key) as book:
         record = await book.get("enot", "r1")
         assert record is not None and record.state is LedgerState.PENDING
-        assert await pauses(book) == []
+        assert await book.pauses() == []
 
 
 async def test_a_batch_says_the_workers_have_paused_its_provider(tmp_path: Path) -> None:

@@ -14,7 +14,6 @@ import asyncpg
 import pytest
 
 from payout_async.ledger import Ledger, LedgerState, PostgresLedger, SQLiteLedger
-from payout_async.ledger._pauses import lift_pause, pause_of, pause_provider, pauses
 from payout_async.payouts._funds import requeue_refused_for_funds
 from payout_async.payouts._pause_gate import PauseGate, resume_provider
 from payout_async.payouts._worker import _StoppingLedger
@@ -26,17 +25,17 @@ PARAMS = {"amount": "10.00", "wallet_to": "4111111111111111", "service": "card"}
 
 async def test_a_pause_is_shared_and_the_first_one_kept(backend: Backend) -> None:
     a, b = await backend.new(), await backend.new()
-    assert await pauses(a) == [] and await pause_of(b, "enot") is None
-    first, made = await pause_provider(a, "enot", reason="no money\nat all", by="w1")
+    assert await a.pauses() == [] and await b.pause_of("enot") is None
+    first, made = await a.pause_provider("enot", reason="no money\nat all", by="w1")
     assert made and first.reason == "no money at all"  # one line
-    again, made = await pause_provider(b, "enot", reason="other", by="w2")
+    again, made = await b.pause_provider("enot", reason="other", by="w2")
     assert not made and again == first  # the first pause stands
-    await pause_provider(b, "intellectmoney", reason="by hand", by="operator")
-    assert [p.provider for p in await pauses(a)] == ["enot", "intellectmoney"]
-    assert await pause_of(a, "enot") == first
-    assert await lift_pause(b, "enot") == first
-    assert await pause_of(a, "enot") is None and await lift_pause(a, "enot") is None
-    assert [p.provider for p in await pauses(b)] == ["intellectmoney"]
+    await b.pause_provider("intellectmoney", reason="by hand", by="operator")
+    assert [p.provider for p in await a.pauses()] == ["enot", "intellectmoney"]
+    assert await a.pause_of("enot") == first
+    assert await b.lift_pause("enot") == first
+    assert await a.pause_of("enot") is None and await a.lift_pause("enot") is None
+    assert [p.provider for p in await b.pauses()] == ["intellectmoney"]
 
 
 async def _refused(ledger: Ledger, key: str, reason: str, status: str | None = None) -> None:
@@ -55,7 +54,7 @@ async def test_rows_refused_for_want_of_money_are_queued_again_once(backend: Bac
     await _refused(ledger, "poor-1", "create refused: HTTP 403: Недостаточно средств на балансе.")
     await _refused(ledger, "poor-2", "create refused: HTTP 403: Insufficient funds")
     await _refused(ledger, "wrong", "create refused: HTTP 403: Сумма вывода больше доступной")
-    await pause_provider(ledger, "enot", reason="no money", by="w")
+    await ledger.pause_provider("enot", reason="no money", by="w")
     other = await backend.new()
     results = await asyncio.gather(*(requeue_refused_for_funds(x, "enot") for x in (ledger, other)))
     assert sum(results) == 2  # each row once, whichever instance queued it
@@ -65,7 +64,7 @@ async def test_rows_refused_for_want_of_money_are_queued_again_once(backend: Bac
         "wrong": LedgerState.REFUSED,  # refused for another reason: left for the operator
     }  # fmt: skip
     lifted, requeued = await resume_provider(other, "enot")
-    assert lifted is not None and requeued == 0 and await pauses(ledger) == []
+    assert lifted is not None and requeued == 0 and await ledger.pauses() == []
 
 
 async def test_a_paused_provider_gets_no_money_moving_step(backend: Backend) -> None:
@@ -76,7 +75,7 @@ async def test_a_paused_provider_gets_no_money_moving_step(backend: Backend) -> 
         "enot", "k", ledger.params_hash(PARAMS), PARAMS, owner="w", lease_seconds=60
     )
     view = _StoppingLedger(ledger, PauseGate(ledger, "enot", "w"))
-    await pause_provider(elsewhere, "enot", reason="no money", by="other worker")
+    await elsewhere.pause_provider("enot", reason="no money", by="other worker")
     with pytest.raises(asyncio.CancelledError):
         await view.transition(
             "enot", "k", owner="w", token=claim.record.lease_token, state=LedgerState.SENDING,
@@ -84,7 +83,7 @@ async def test_a_paused_provider_gets_no_money_moving_step(backend: Backend) -> 
         )  # fmt: skip
     record = await ledger.get("enot", "k")
     assert record is not None and (record.state, record.attempts) == (LedgerState.PENDING, 0)
-    await lift_pause(elsewhere, "enot")
+    await elsewhere.lift_pause("enot")
     moved = await view.transition(
         "enot", "k", owner="w", token=claim.record.lease_token, state=LedgerState.SENDING,
         lease_seconds=60, add_attempt=True,
@@ -101,15 +100,15 @@ async def test_sqlite_upgrades_a_version_6_file(tmp_path: Path) -> None:
         conn.execute("PRAGMA user_version = 6")
     conn.close()
     async with SQLiteLedger(path) as ledger:
-        made = await pause_provider(ledger, "enot", reason="no money", by="w")
-        assert made[1] and [p.provider for p in await pauses(ledger)] == ["enot"]
+        made = await ledger.pause_provider("enot", reason="no money", by="w")
+        assert made[1] and [p.provider for p in await ledger.pauses()] == ["enot"]
         record = await ledger.get("enot", "old")
         assert record is not None and record.state is LedgerState.REFUSED
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == 7
     conn.close()
     async with SQLiteLedger(path, read_only=True) as ledger:  # current: no write needed
-        assert [p.provider for p in await pauses(ledger)] == ["enot"]
+        assert [p.provider for p in await ledger.pauses()] == ["enot"]
 
 
 @pytest.mark.postgres
@@ -126,9 +125,9 @@ async def test_postgres_creates_the_pause_table_when_missing() -> None:
         finally:
             await conn.close()
         async with PostgresLedger(PG_DSN, schema=schema) as ledger:
-            assert await pauses(ledger) == []
-            await pause_provider(ledger, "intellectmoney", reason="NotEnoughMoney", by="w")
-            assert [p.by for p in await pauses(ledger)] == ["w"]
+            assert await ledger.pauses() == []
+            await ledger.pause_provider("intellectmoney", reason="NotEnoughMoney", by="w")
+            assert [p.by for p in await ledger.pauses()] == ["w"]
             record = await ledger.get("enot", "old")
             assert record is not None and record.state is LedgerState.REFUSED
     finally:

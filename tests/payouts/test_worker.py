@@ -143,12 +143,14 @@ async def test_an_idle_worker_asks_the_ledger_little(backend: Backend, sandbox: 
         workers.start(payouts(enot, cast(Ledger, counting)), idle_poll=0.5)
         await asyncio.sleep(2.6)
         await workers.finish()
-    # About one look (a claim, and the dead-owner check) per idle_poll, not a loop:
-    # six looks in 2.6 s at most (the first at once), and one listener.
+    # About one look (a claim, the dead-owner check, and -- on a ledger other workers
+    # share -- the provider's pause) per idle_poll, not a loop: six looks in 2.6 s at
+    # most (the first at once), and one listener.
     calls = dict(counting.calls)
     assert calls.pop("listen_for_work") == 1
     assert 3 <= calls.pop("claim_stranded") <= 7
     assert calls.pop("lease_holders") <= 7
+    assert calls.pop("pause_of", 0) <= 7
     assert calls == {}
 
 
