@@ -2,7 +2,8 @@
 
 The first payout a provider refuses for want of money (``payouts._funds``) pauses that
 provider in the ledger, for every worker sharing it. From then on no worker claims the
-provider's rows, and no drive starts a money-moving request for it: before each one
+provider's rows but those whose money has moved (``processing``, polled to the end), and
+no drive starts a money-moving request for it: before each one
 (``_StoppingLedger``) the gate reads the pause afresh -- one read serves every drive
 that asked while it was under way, and each read starts after its askers asked, so a
 pause committed before a request was to be recorded always stops it. A paused worker

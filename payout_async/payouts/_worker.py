@@ -22,9 +22,10 @@ from the takeover (the stopped drive can send nothing more).
 
 Money running out pauses the provider for every worker of the ledger
 (``payouts._pause_gate``): a drive whose payout the provider refused for want of money
-records the pause; from then on no worker claims the provider's rows, and a drive about
-to start a money-moving request reads the pause first and, paused, stops there as it
-does when stopping (nothing written, nothing sent; its row given back). A paused worker
+records the pause; from then on no worker claims the provider's rows but those whose
+money has moved (``processing``: they are polled to their final state), and a drive
+about to start a money-moving request reads the pause first and, paused, stops there as
+it does when stopping (nothing written, nothing sent; its row given back). A paused worker
 resumes when the pause is lifted -- by its balance read (Enot) or the operator.
 """
 
@@ -47,7 +48,15 @@ import attrs
 from .._errors import ValidationError
 from .._shield import shielded
 from ..enot import EnotClient
-from ..ledger import ACTIVE_STATES, Claim, Ledger, LedgerError, PayoutRecord, WorkListener
+from ..ledger import (
+    ACTIVE_STATES,
+    Claim,
+    Ledger,
+    LedgerError,
+    LedgerState,
+    PayoutRecord,
+    WorkListener,
+)
 from ..ledger._rotate import check_keys
 from ._funds import available_balance, refused_for_funds
 from ._owner import owner_is_dead
@@ -63,6 +72,8 @@ logger = logging.getLogger("payout_async")
 #: deadline, or its drive failed) is claimed by it again; other workers may sooner.
 RETRY_UNFINISHED = 30.0
 _FIRST_PAUSE = 0.5  # after a ledger failure; doubles up to ``idle_poll``
+#: Rows whose money has moved: a paused provider's workers still follow them.
+_PAID = frozenset({LedgerState.PROCESSING})
 
 OnResult = Callable[[PayoutResult], None]
 
@@ -264,7 +275,8 @@ class Worker:
                 pause = min(max(pause * 2, _FIRST_PAUSE), self._idle_poll)
                 await _until(stopped, asyncio.sleep(pause))
                 continue
-            if paused:  # the money ran out: claim nothing until it is back
+            if paused:  # the money ran out: send nothing until it is back
+                await self._follow_paid(stopped)
                 await self._wait_for_money(stopped, listener)
                 continue
             free = self._concurrency - len(self._drives)
@@ -296,6 +308,20 @@ class Worker:
             logger.warning("worker %s could not read the pauses: %s", self._owner, error)
             return None
 
+    async def _follow_paid(self, stopped: asyncio.Future[Any]) -> None:
+        """While paused: drive the rows whose money has moved (``processing``) to their
+        final state -- polling sends no money. A drive that would move money again (an
+        execute repeated after the settle window) reads the pause and stops there."""
+        free = self._concurrency - len(self._drives)
+        if free == 0 or stopped.done():
+            return
+        claims = await self._claim(free, states=_PAID)
+        if claims and stopped.done():
+            await self._release_all(claims)
+            return
+        for claim in claims or ():
+            self._start(claim)
+
     async def _wait_for_money(self, stopped: asyncio.Future[Any], listener: WorkListener) -> None:
         """While paused: read the balance when due (it may lift the pause), else sleep
         until woken (``funds resume`` announces work), a drive ends, or ``idle_poll``."""
@@ -311,8 +337,11 @@ class Worker:
             waits.append(self._ended.wait())
         await _until(stopped, _first(waits))
 
-    async def _claim(self, limit: int) -> list[Claim] | None:
-        """Up to ``limit`` rows for this worker, or None when the ledger failed."""
+    async def _claim(
+        self, limit: int, *, states: frozenset[LedgerState] = ACTIVE_STATES
+    ) -> list[Claim] | None:
+        """Up to ``limit`` rows in ``states`` for this worker, or None when the ledger
+        failed."""
         try:
             dead = await self._dead_owners()
             now = time.monotonic()
@@ -323,7 +352,7 @@ class Worker:
                     lease_seconds=self._lease_seconds,
                     limit=limit,
                     provider=self._provider,
-                    states=ACTIVE_STATES,
+                    states=states,
                     exclude=list(self._later),
                     dead_owners=dead,
                 )

@@ -352,3 +352,32 @@ async def test_a_payout_made_final_as_the_worker_stops_counts_as_driven(
     assert (summary.driven, summary.handed_back) == (1, 0)
     assert summary.statuses == {PayoutStatus.SUCCEEDED: 1}
     assert_paid_once(sandbox, ["k"])
+
+
+async def test_a_paused_providers_paid_rows_are_still_followed_to_the_end(
+    backend: Backend,
+) -> None:
+    """While IntellectMoney is paused for want of money a worker sends it nothing, but
+    a payout whose money has moved (``processing``) is polled to its final state."""
+    slow = fast_config(im_in_process_after=0.2, im_final_after=0.8)
+    ledger = await backend.new()
+    async with Sandbox(config=slow) as sandbox, im_client(sandbox.intellectmoney_url) as client:
+        short = PollPolicy(initial=0.02, maximum=0.05, deadline=0.05)
+        paid = await payouts(client, ledger, poll=short).pay("paid", im_request("paid"))
+        assert paid.state is LedgerState.PROCESSING, paid
+        flow = payouts(client, ledger, poll=SLOW_POLL)
+        await flow.enqueue([("waiting", im_request("waiting"))])
+        await ledger.pause_provider("intellectmoney", reason="NotEnoughMoney", by="test")
+        workers = Workers()
+        workers.start(flow, idle_poll=0.2)
+
+        async def settled() -> bool:
+            record = await ledger.get("intellectmoney", "paid")
+            return record is not None and record.state is LedgerState.SUCCEEDED
+
+        await eventually(settled, seconds=10)
+        await workers.finish()
+        waiting = await ledger.get("intellectmoney", "waiting")
+        assert waiting is not None and waiting.state is LedgerState.PENDING
+        assert len(sandbox.state.intellectmoney) == 1  # nothing made for "waiting"
+        assert sandbox.paid_per_payout() == {("intellectmoney", "paid"): 1}
