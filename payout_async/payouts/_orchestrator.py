@@ -543,7 +543,6 @@ class Payouts(Generic[Request]):
         if concurrency < 1:
             raise ValidationError("concurrency", "must be at least 1")
         source = _Items(items)
-        # Results, and None each time a worker ends.
         # Results, and each worker once it has ended.
         results: asyncio.Queue[PayoutResult | asyncio.Task[None]] = asyncio.Queue()
         room = asyncio.Semaphore(concurrency * 2)  # results not yet taken by the caller
