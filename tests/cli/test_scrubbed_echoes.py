@@ -17,10 +17,10 @@ import random
 import re
 import sqlite3
 import unicodedata
-import uuid
 from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import attrs
@@ -34,7 +34,7 @@ from payout_async.ledger import Ledger, PostgresLedger, SQLiteLedger, new_encryp
 from payout_async.sandbox import Sandbox
 
 from ..ledger.at_rest import sqlite_files
-from ..ledger.support import DURABLE, PG_DSN, drop_schema, require_postgres
+from ..ledger.support import DURABLE, PG_DSN, DurablePlace, durable_place
 from ..payouts.support import RETRY, enot_client, fast_config, im_client, payouts
 from .support import cli_many
 
@@ -222,22 +222,11 @@ async def pay(ledger: Ledger) -> dict[str, str]:
     return {echo.key: outcome for echo, outcome in zip(ECHOES, outcomes, strict=True)}
 
 
-@attrs.define
-class Place:
-    kind: str
-    path: Path
-    schema: str = attrs.field(factory=lambda: f"echo_{uuid.uuid4().hex[:12]}")
+class Place(DurablePlace):
+    """A keyed ledger's store, and what it keeps."""
 
-    def ledger(self) -> SQLiteLedger | PostgresLedger:
-        if self.kind == "sqlite":
-            return SQLiteLedger(self.path, encryption_key=KEY)
-        return PostgresLedger(PG_DSN, schema=self.schema, max_connections=4, encryption_key=KEY)
-
-    @property
-    def url(self) -> str:
-        if self.kind == "sqlite":
-            return f"sqlite:///{self.path}"
-        return f"{PG_DSN}?schema={self.schema}"
+    def ledger(self, **options: Any) -> SQLiteLedger | PostgresLedger:
+        return super().ledger(encryption_key=KEY, **options)
 
     async def stored(self) -> dict[str, str]:
         """What the ledger keeps: its files' bytes, or its tables' rows as text."""
@@ -257,14 +246,8 @@ class Place:
 
 @pytest.fixture(params=DURABLE)
 async def place(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Place]:
-    if request.param == "postgres":
-        require_postgres()
-    made = Place(request.param, tmp_path / "ledger.db")
-    try:
+    async for made in durable_place(request.param, tmp_path, Place):
         yield made
-    finally:
-        if made.kind == "postgres":
-            await drop_schema(made.schema)
 
 
 async def test_echoed_cards_and_phones_reach_no_output(

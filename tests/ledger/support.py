@@ -10,10 +10,13 @@ import asyncio
 import functools
 import os
 import uuid
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, TypeVar
 
 import asyncpg
+import attrs
 import pytest
 
 from payout_async.ledger import Ledger, MemoryLedger, PostgresLedger, SQLiteLedger
@@ -96,3 +99,43 @@ async def token_of(ledger: Ledger, provider: str, key: str) -> int:
     that act as the drive holding the row's latest claim."""
     record = await ledger.get(provider, key)
     return 0 if record is None else record.lease_token
+
+
+@attrs.define
+class DurablePlace:
+    """Where one test's durable ledger keeps its rows -- a SQLite file or a PostgreSQL
+    schema of its own -- and how to open it (``ledger``) or name it (``url``). Test
+    modules subclass it with their own ways of looking at the store."""
+
+    kind: str
+    path: Path
+    schema: str = attrs.field(factory=lambda: f"place_{uuid.uuid4().hex[:12]}")
+
+    def ledger(self, **options: Any) -> SQLiteLedger | PostgresLedger:
+        if self.kind == "sqlite":
+            return SQLiteLedger(self.path, **options)
+        options.pop("checkpoint_interval", None)  # SQLite's alone
+        options.setdefault("max_connections", 4)
+        return PostgresLedger(PG_DSN, schema=self.schema, **options)
+
+    @property
+    def url(self) -> str:
+        if self.kind == "sqlite":
+            return f"sqlite:///{self.path}"
+        return f"{PG_DSN}?schema={self.schema}"
+
+
+P = TypeVar("P", bound=DurablePlace)
+
+
+async def durable_place(kind: str, tmp_path: Path, made: type[P]) -> AsyncIterator[P]:
+    """A fixture's body: a ``made`` place of ``kind`` for one test, its PostgreSQL
+    schema dropped afterwards (``yield from``-style: ``async for place in ...``)."""
+    if kind == "postgres":
+        require_postgres()
+    place = made(kind, tmp_path / "ledger.db")
+    try:
+        yield place
+    finally:
+        if kind == "postgres":
+            await drop_schema(place.schema)

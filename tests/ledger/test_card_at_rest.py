@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import logging
 import random
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import attrs
 import pytest
 
 from payout_async import PayoutStatus
@@ -29,7 +27,6 @@ from payout_async.ledger import (
     Ledger,
     LedgerState,
     PayoutRecord,
-    PostgresLedger,
     SQLiteLedger,
     new_encryption_key,
     params_hash,
@@ -38,7 +35,7 @@ from payout_async.sandbox import Sandbox
 
 from ..payouts.support import enot_client, fast_config, im_client, payouts
 from .at_rest import luhn_card, postgres_hits, sqlite_files, sqlite_hits
-from .support import DURABLE, PG_DSN, drop_schema, require_postgres
+from .support import DURABLE, DurablePlace, durable_place
 
 RNG = random.Random(12)
 IM_CARD = luhn_card(RNG, "2200")
@@ -48,19 +45,8 @@ KEY = new_encryption_key()
 Look = Callable[[PayoutRecord], Awaitable[None]]
 
 
-@attrs.define
-class Place:
-    """Where one test's ledger keeps its rows, and how to look there."""
-
-    kind: str
-    path: Path
-    schema: str = attrs.field(factory=lambda: f"at_rest_{uuid.uuid4().hex[:12]}")
-
-    def ledger(self, **options: Any) -> SQLiteLedger | PostgresLedger:
-        if self.kind == "sqlite":
-            return SQLiteLedger(self.path, **options)
-        options.pop("checkpoint_interval", None)
-        return PostgresLedger(PG_DSN, schema=self.schema, max_connections=4, **options)
+class Place(DurablePlace):
+    """Where one test's ledger keeps its rows, and how to look there for a card."""
 
     async def hits(self, card: str) -> list[str]:
         if self.kind == "sqlite":
@@ -70,14 +56,8 @@ class Place:
 
 @pytest.fixture(params=DURABLE)
 async def place(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Place]:
-    if request.param == "postgres":
-        require_postgres()
-    made = Place(request.param, tmp_path / "ledger.db")
-    try:
+    async for made in durable_place(request.param, tmp_path, Place):
         yield made
-    finally:
-        if made.kind == "postgres":
-            await drop_schema(made.schema)
 
 
 @pytest.fixture

@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import uuid
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import asyncpg
-import attrs
 
 from payout_async.enot import PayoffRequest
 from payout_async.intellectmoney import OperationRequest
@@ -19,25 +16,18 @@ from payout_async.ledger import Ledger, PostgresLedger, SQLiteLedger, new_encryp
 from payout_async.payouts._orchestrator import intent_for
 from payout_async.sandbox import Sandbox
 
-from ..ledger.support import PG_DSN
+from ..ledger.support import PG_DSN, DurablePlace
 from .support import enot_client, im_client
 
 CARD = "4111111111111111"
 KEY = new_encryption_key()
 
 
-@attrs.define
-class Store:
+class Store(DurablePlace):
     """A keyed ledger, and the same database opened with plain SQL."""
 
-    kind: str
-    path: Path
-    schema: str = attrs.field(factory=lambda: f"alter_{uuid.uuid4().hex[:12]}")
-
-    def ledger(self, key: Any = KEY) -> Ledger:
-        if self.kind == "sqlite":
-            return SQLiteLedger(self.path, encryption_key=key)
-        return PostgresLedger(PG_DSN, schema=self.schema, encryption_key=key)
+    def ledger(self, key: Any = KEY, **options: Any) -> SQLiteLedger | PostgresLedger:
+        return super().ledger(encryption_key=key, **options)
 
     async def sql(self, statement: str, *args: Any) -> list[Any]:
         """Run ``statement`` (``?`` placeholders, table ``payouts``) outside the library."""

@@ -8,17 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from ..ledger.support import DURABLE, drop_schema, require_postgres
+from ..ledger.support import DURABLE, durable_place
 from .altering import Store
 
 
 @pytest.fixture(params=DURABLE)
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    if request.param == "postgres":
-        require_postgres()
-    made = Store(request.param, tmp_path / "ledger.db")
-    try:
+    async for made in durable_place(request.param, tmp_path, Store):
         yield made
-    finally:
-        if request.param == "postgres":
-            await drop_schema(made.schema)
