@@ -127,11 +127,18 @@ class Planner:
             world.spawn(None, taken, "backup", self._restore(taken, self._soon() + taken))
 
     def _cancel_later(self, task: asyncio.Task[None], key: str, at: float) -> None:
+        def disrupted(_: object = None) -> None:
+            self.world.disrupted[key] = self.world.loop.time()
+
         def cancel() -> None:
             if not task.done():
-                self.world.disrupted[key] = self.world.loop.time()
+                disrupted()
                 self.world.log(f"cancelling a pay of {key}")
                 task.cancel()
+                # The drive gives its lease back as it unwinds: a call that read the
+                # row before that, and deferred to it, deferred to a drive being
+                # cancelled -- disrupted until the task has ended.
+                task.add_done_callback(disrupted)
 
         self.world.at_time(at, cancel)
 
