@@ -124,6 +124,9 @@ class DurablePlace:
             return f"sqlite:///{self.path}"
         return f"{PG_DSN}?schema={self.schema}"
 
+    async def close(self) -> None:
+        """Close what the test opened here (before the schema is dropped)."""
+
 
 P = TypeVar("P", bound=DurablePlace)
 
@@ -137,5 +140,6 @@ async def durable_place(kind: str, tmp_path: Path, made: type[P]) -> AsyncIterat
     try:
         yield place
     finally:
+        await place.close()
         if kind == "postgres":
             await drop_schema(place.schema)

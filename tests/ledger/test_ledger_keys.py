@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import sqlite3
-import uuid
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
@@ -23,8 +22,6 @@ from payout_async.ledger import (
     LedgerKeyError,
     LedgerState,
     MemoryLedger,
-    PostgresLedger,
-    SQLiteLedger,
     ledger_from_url,
     new_encryption_key,
     params_hash,
@@ -34,7 +31,13 @@ from payout_async.ledger._url import parse_ledger_url
 from payout_async.sandbox import Sandbox
 
 from ..payouts.support import fast_config, im_client, payouts
-from .support import BACKENDS, DURABLE, PG_DSN, drop_schema, require_postgres
+from .support import (
+    BACKENDS,
+    DURABLE,
+    PG_DSN,
+    DurablePlace,
+    durable_place,
+)
 
 P = "intellectmoney"
 CARD = "4276000012345673"
@@ -44,12 +47,9 @@ LEASE = 30.0
 
 
 @attrs.define
-class Store:
-    """One store, opened as often as a test likes, with whatever key."""
+class Store(DurablePlace):
+    """One store (in memory too), opened as often as a test likes, with whatever key."""
 
-    kind: str
-    path: Path
-    schema: str = attrs.field(factory=lambda: f"keys_{uuid.uuid4().hex[:12]}")
     made: list[Ledger] = attrs.Factory(list)
     memory: MemoryLedger | None = None
 
@@ -59,10 +59,8 @@ class Store:
             if self.memory is None:
                 self.memory = MemoryLedger(encryption_key=key)
             ledger = self.memory
-        elif self.kind == "sqlite":
-            ledger = SQLiteLedger(self.path, encryption_key=key)
         else:
-            ledger = PostgresLedger(PG_DSN, schema=self.schema, encryption_key=key)
+            ledger = self.ledger(encryption_key=key)
         await ledger.open()
         self.made.append(ledger)
         return ledger
@@ -89,18 +87,13 @@ class Store:
             await conn.close()
         return row[0], row[1], row[2]
 
-
-async def _store(kind: str, tmp_path: Path) -> AsyncIterator[Store]:
-    if kind == "postgres":
-        require_postgres()
-    store = Store(kind, tmp_path / "ledger.db")
-    try:
-        yield store
-    finally:
-        for ledger in store.made:
+    async def close(self) -> None:
+        for ledger in self.made:
             await ledger.aclose()
-        if kind == "postgres":
-            await drop_schema(store.schema)
+
+
+def _store(kind: str, tmp_path: Path) -> AsyncIterator[Store]:
+    return durable_place(kind, tmp_path, Store)
 
 
 @pytest.fixture(params=BACKENDS)
