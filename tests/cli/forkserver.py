@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import selectors
 import signal
 import socket
@@ -32,8 +33,9 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 __all__ = ["enabled", "run"]
 
@@ -110,45 +112,47 @@ def _answer(client: socket.socket, value: int) -> None:
         client.sendall(f"{value}\n".encode())
 
 
-def _child(client: socket.socket, request: dict[str, Any], fds: list[int]) -> None:
-    """In the forked child: become the command the request names, run it, exit."""
-    client.close()
-    for target, fd in enumerate(fds):
-        os.dup2(fd, target)
-        os.close(fd)
-    os.chdir(request["cwd"])
-    os.environ.clear()
-    os.environ.update(request["env"])
-    time.tzset()
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    import random
+def _child(client: socket.socket, request: dict[str, Any], fds: list[int]) -> NoReturn:
+    """In the forked child: become the command the request names, run it, exit --
+    never returning into the server's loop, whatever happens."""
+    code = 1
+    try:
+        client.close()
+        for target, fd in enumerate(fds):
+            os.dup2(fd, target)
+            os.close(fd)
+        os.chdir(request["cwd"])
+        os.environ.clear()
+        os.environ.update(request["env"])
+        time.tzset()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        random.seed()
+        sys.argv = list(request["argv"])
+        code = _run_command(sys.argv[1:])
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        _flush()
+        os._exit(code)
 
-    random.seed()
-    sys.argv = list(request["argv"])
+
+def _run_command(arguments: list[str]) -> int:
+    """The console script's ``sys.exit(main())``, as an exit code."""
     from payout_async.cli import main
 
-    code: int
     try:
-        code = main(sys.argv[1:])
-    except SystemExit as stop:  # argparse, as the console script's sys.exit(main()) would
+        return main(arguments)
+    except SystemExit as stop:  # argparse
         if stop.code is None or isinstance(stop.code, int):
-            code = stop.code or 0
-        else:
-            print(stop.code, file=sys.stderr)
-            code = 1
-    except KeyboardInterrupt:
+            return stop.code or 0
+        print(stop.code, file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # as an interpreter does: end by the signal itself
         _flush()
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGINT)
-        code = 130
-    except BaseException:
-        import traceback
-
-        traceback.print_exc()
-        code = 1
-    _flush()
-    os._exit(code)
+        return 130
 
 
 def _flush() -> None:
@@ -227,4 +231,8 @@ async def _exit_code(loop: asyncio.AbstractEventLoop, connection: socket.socket)
 
 
 if __name__ == "__main__":
-    _serve(sys.argv[1])
+    try:
+        _serve(sys.argv[1])
+    finally:  # the test process is gone: leave no socket and no folder behind
+        os.unlink(sys.argv[1])
+        os.rmdir(os.path.dirname(sys.argv[1]))

@@ -54,3 +54,13 @@ async def test_a_forked_run_answers_as_the_console_script(tmp_path: Path) -> Non
         assert forked[0] == real.returncode, args
         if args != ["ledger-key"]:  # a new random key each time
             assert (forked[1], forked[2]) == (out, err), args
+
+
+async def test_a_child_that_cannot_start_leaves_the_server_serving(tmp_path: Path) -> None:
+    """A run whose folder is gone fails alone (exit 1, the reason on stderr); the
+    server, its socket and the next run are untouched."""
+    env = _environment(None, tmp_path)
+    code, _, err = await forkserver.run([COMMAND, "--version"], env, tmp_path / "gone")
+    assert code == 1 and b"FileNotFoundError" in err
+    code, out, _ = await forkserver.run([COMMAND, "--version"], env, tmp_path)
+    assert code == 0 and out.startswith(b"payout-async ")
