@@ -283,18 +283,13 @@ class Worker:
             if free == 0:  # busy: claim again when a drive ends
                 await _until(stopped, self._ended.wait())
                 continue
-            claims = await self._claim(free)
-            if claims is None:  # the ledger failed: look again later, not in a loop
+            claimed = await self._claim_and_drive(stopped, free, ACTIVE_STATES)
+            if claimed is None:  # the ledger failed: look again later, not in a loop
                 pause = min(max(pause * 2, _FIRST_PAUSE), self._idle_poll)
                 await _until(stopped, asyncio.sleep(pause))
                 continue
             pause = 0.0
-            if stopped.done():
-                await self._release_all(claims)
-                return
-            for claim in claims:
-                self._start(claim)
-            if len(claims) < free:  # nothing more to claim now: wait for work
+            if claimed < free:  # nothing more to claim now: wait for work
                 look_at = time.monotonic() + self._idle_poll
                 if self._later:  # a row put off comes due
                     look_at = min(look_at, min(self._later.values()))
@@ -313,14 +308,23 @@ class Worker:
         final state -- polling sends no money. A drive that would move money again (an
         execute repeated after the settle window) reads the pause and stops there."""
         free = self._concurrency - len(self._drives)
-        if free == 0 or stopped.done():
-            return
-        claims = await self._claim(free, states=_PAID)
-        if claims and stopped.done():
+        if free and not stopped.done():
+            await self._claim_and_drive(stopped, free, _PAID)
+
+    async def _claim_and_drive(
+        self, stopped: asyncio.Future[Any], limit: int, states: frozenset[LedgerState]
+    ) -> int | None:
+        """Claim up to ``limit`` rows in ``states`` and drive each -- or, stopped
+        meanwhile, give them back. How many were claimed; None when the ledger failed."""
+        claims = await self._claim(limit, states)
+        if claims is None:
+            return None
+        if stopped.done():
             await self._release_all(claims)
-            return
-        for claim in claims or ():
-            self._start(claim)
+        else:
+            for claim in claims:
+                self._start(claim)
+        return len(claims)
 
     async def _wait_for_money(self, stopped: asyncio.Future[Any], listener: WorkListener) -> None:
         """While paused: read the balance when due (it may lift the pause), else sleep
@@ -337,9 +341,7 @@ class Worker:
             waits.append(self._ended.wait())
         await _until(stopped, _first(waits))
 
-    async def _claim(
-        self, limit: int, *, states: frozenset[LedgerState] = ACTIVE_STATES
-    ) -> list[Claim] | None:
+    async def _claim(self, limit: int, states: frozenset[LedgerState]) -> list[Claim] | None:
         """Up to ``limit`` rows in ``states`` for this worker, or None when the ledger
         failed."""
         try:
