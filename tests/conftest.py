@@ -15,7 +15,7 @@ import aiohttp
 import aioresponses.core
 import pytest
 
-from tests.ledger.support import BACKENDS, Backend, require_postgres
+from tests.ledger.support import BACKENDS, Backend, backend_of
 from tests.unit.answers import REPORT
 
 # A suite started in the background by a non-interactive shell (``pytest ... &``)
@@ -47,13 +47,8 @@ _patch_aioresponses_for_aiohttp_314()
 async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
     """Each ledger backend in turn; ``backend.new()`` opens another instance over the
     same store, as another process would."""
-    if request.param == "postgres":
-        require_postgres()
-    made = Backend(request.param, tmp_path)
-    try:
+    async for made in backend_of(request.param, tmp_path, Backend):
         yield made
-    finally:
-        await made.close()
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

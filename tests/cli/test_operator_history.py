@@ -10,15 +10,14 @@ from decimal import Decimal
 from pathlib import Path
 
 import asyncpg
-import attrs
 import pytest
 
 from payout_async.intellectmoney import OperationRequest
-from payout_async.ledger import Ledger, LedgerState
+from payout_async.ledger import LedgerState
 from payout_async.payouts import intent_for
 from payout_async.sandbox import FaultKind, Sandbox
 
-from ..ledger.support import DURABLE, PG_DSN, Backend, require_postgres
+from ..ledger.support import DURABLE, PG_DSN, Backend, backend_of
 from ..payouts.support import fast_config, im_client, im_request
 from .support import CARD, assert_paid_once, cli, credentials, write_csv
 
@@ -27,29 +26,11 @@ FAST = [
 ]  # fmt: skip
 
 
-@attrs.frozen
-class Place:
-    """A ledger the command is pointed at (``url``) and the same store for the test."""
-
-    url: str
-    backend: Backend
-
-    async def open(self) -> Ledger:
-        return await self.backend.new()
-
-
 @pytest.fixture(params=DURABLE)
-async def place(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Place]:
-    backend = Backend(request.param, tmp_path)
-    if request.param == "postgres":
-        require_postgres()
-        url = f"{PG_DSN}?schema={backend.schema}"
-    else:
-        url = f"sqlite:///{backend.path}"
-    try:
-        yield Place(url, backend)
-    finally:
-        await backend.close()
+async def place(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
+    """A durable store the command is pointed at (``place.url``) and the test opens."""
+    async for backend in backend_of(request.param, tmp_path, Backend):
+        yield backend
 
 
 @pytest.fixture
@@ -68,13 +49,13 @@ def enot_row(key: str, amount: str) -> dict[str, str]:
 
 @pytest.mark.parametrize("command", ["batch", "enqueue"])
 async def test_6_a_refused_row_is_paid_again_with_corrected_parameters(
-    sandbox: Sandbox, place: Place, tmp_path: Path, command: str
+    sandbox: Sandbox, place: Backend, tmp_path: Path, command: str
 ) -> None:
     over = write_csv(tmp_path / "over.csv", [enot_row("r6-1", "700000.00")])  # off the tariff
     run = await cli("batch", str(over), "--ledger", place.url, "--no-progress", *FAST,
                     env=credentials(sandbox), state=tmp_path)  # fmt: skip
     assert run.code == 1, run
-    ledger = await place.open()
+    ledger = await place.new()
     record = await ledger.get("enot", "r6-1")
     assert record is not None and record.state is LedgerState.REFUSED, record
 
@@ -99,24 +80,24 @@ async def test_6_a_refused_row_is_paid_again_with_corrected_parameters(
 # 4. IntellectMoney reconcile() decided where to resume from the audit history. ----------
 
 
-async def prune_history(place: Place) -> None:
+async def prune_history(place: Backend) -> None:
     """What a retention job does: delete every ``payout_transitions`` row (the README's
     SQL)."""
-    if place.backend.kind == "sqlite":
-        with sqlite3.connect(place.backend.path) as conn:
+    if place.kind == "sqlite":
+        with sqlite3.connect(place.path) as conn:
             conn.execute("DELETE FROM payout_transitions")
         return
     conn = await asyncpg.connect(PG_DSN)
     try:
-        await conn.execute(f'DELETE FROM "{place.backend.schema}".payout_transitions')
+        await conn.execute(f'DELETE FROM "{place.schema}".payout_transitions')
     finally:
         await conn.close()
 
 
 async def test_4_reconcile_resumes_from_the_row_with_the_history_pruned(
-    sandbox: Sandbox, place: Place, tmp_path: Path
+    sandbox: Sandbox, place: Backend, tmp_path: Path
 ) -> None:
-    ledger = await place.open()
+    ledger = await place.new()
     request = im_request("h4-1")
     async with im_client(sandbox.intellectmoney_url, sandbox.credentials) as im:
         created = await im.create_operation_from(request)
@@ -161,7 +142,7 @@ async def test_4_reconcile_resumes_from_the_row_with_the_history_pruned(
     ids=["408-reconcile", "408-batch", "422-reconcile"],
 )
 async def test_3_a_refusal_after_processing_is_not_paid_again(
-    place: Place, tmp_path: Path, kind: FaultKind, then: str
+    place: Backend, tmp_path: Path, kind: FaultKind, then: str
 ) -> None:
     # payoff/info lags 1 s
     lagging = ["--request-timeout", "1", "--lease-seconds", "5", "--grace", "3"]
@@ -178,7 +159,7 @@ async def test_3_a_refusal_after_processing_is_not_paid_again(
         assert sandbox.faults.calls("enot.create") == 1
         assert first.code == 0, first  # the payoff was found and adopted within the grace
         assert second.code == 0, second
-    ledger = await place.open()
+    ledger = await place.new()
     record = await ledger.get("enot", "e3-1")
     assert record is not None and record.state is LedgerState.SUCCEEDED, record
 
@@ -188,7 +169,7 @@ async def test_3_a_refusal_after_processing_is_not_paid_again(
 
 @pytest.mark.parametrize("command", ["resume", "reconcile"])
 async def test_7_resume_and_reconcile_look_an_order_id_up_before_its_first_create(
-    sandbox: Sandbox, place: Place, tmp_path: Path, command: str
+    sandbox: Sandbox, place: Backend, tmp_path: Path, command: str
 ) -> None:
     path = write_csv(tmp_path / "batch.csv", [enot_row("l7-1", "10.00")])
     env = credentials(sandbox)
@@ -200,15 +181,15 @@ async def test_7_resume_and_reconcile_look_an_order_id_up_before_its_first_creat
     run = await cli(command, "--ledger", place.url, "--no-progress", *FAST, env=env)
     assert run.code == 0, run
     assert_paid_once(sandbox, ["l7-1"])
-    ledger = await place.open()
+    ledger = await place.new()
     record = await ledger.get("enot", "l7-1")
     assert record is not None and record.state is LedgerState.SUCCEEDED, record
 
 
 async def test_7_an_operation_is_driven_only_through_the_api_that_created_it(
-    sandbox: Sandbox, place: Place, tmp_path: Path
+    sandbox: Sandbox, place: Backend, tmp_path: Path
 ) -> None:
-    ledger = await place.open()
+    ledger = await place.new()
     request = OperationRequest(pan=CARD, amount=Decimal("10.00"), recipient_name="Иван Петров")
     async with sandbox.intellectmoney_client(api="legacy") as legacy:
         created = await legacy.create_operation_from(request)

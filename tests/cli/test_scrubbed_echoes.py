@@ -34,7 +34,7 @@ from payout_async.ledger import Ledger, PostgresLedger, SQLiteLedger, new_encryp
 from payout_async.sandbox import Sandbox
 
 from ..ledger.at_rest import sqlite_files
-from ..ledger.support import DURABLE, PG_DSN, DurablePlace, durable_place
+from ..ledger.support import DURABLE, PG_DSN, Backend, backend_of
 from ..payouts.support import RETRY, enot_client, fast_config, im_client, payouts
 from .support import cli_many
 
@@ -222,7 +222,7 @@ async def pay(ledger: Ledger) -> dict[str, str]:
     return {echo.key: outcome for echo, outcome in zip(ECHOES, outcomes, strict=True)}
 
 
-class Place(DurablePlace):
+class Place(Backend):
     """A keyed ledger's store, and what it keeps."""
 
     def ledger(self, **options: Any) -> SQLiteLedger | PostgresLedger:
@@ -246,7 +246,7 @@ class Place(DurablePlace):
 
 @pytest.fixture(params=DURABLE)
 async def place(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Place]:
-    async for made in durable_place(request.param, tmp_path, Place):
+    async for made in backend_of(request.param, tmp_path, Place):
         yield made
 
 

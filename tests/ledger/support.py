@@ -22,8 +22,12 @@ import pytest
 from payout_async.ledger import Ledger, MemoryLedger, PostgresLedger, SQLiteLedger
 
 PG_DSN = os.environ.get("PAYOUT_ASYNC_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
-DURABLE = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
-BACKENDS = ["memory", *DURABLE]
+#: Every ledger backend, by name; as pytest parameters (PostgreSQL's marked).
+KINDS = ("memory", "sqlite", "postgres")
+BACKENDS = [
+    pytest.param(kind, marks=pytest.mark.postgres) if kind == "postgres" else kind for kind in KINDS
+]
+DURABLE = BACKENDS[1:]
 
 
 @functools.cache
@@ -59,41 +63,6 @@ async def drop_schema(schema: str) -> None:
         await conn.close()
 
 
-class Backend:
-    """Makes ledgers over one store: each ``new()`` is another instance (another
-    connection, as another process would have) over the same rows."""
-
-    def __init__(self, kind: str, tmp_path: Path) -> None:
-        self.kind = kind
-        self.path = tmp_path / "ledger.db"
-        self.schema = f"ledger_test_{uuid.uuid4().hex[:12]}"
-        self._memory = MemoryLedger()
-        self._made: list[Ledger] = []
-
-    @property
-    def shared(self) -> bool:
-        """True when ``new()`` gives separate instances (not one in-process dict)."""
-        return self.kind != "memory"
-
-    async def new(self) -> Ledger:
-        ledger: Ledger
-        if self.kind == "memory":
-            ledger = self._memory
-        elif self.kind == "sqlite":
-            ledger = SQLiteLedger(self.path)
-        else:
-            ledger = PostgresLedger(PG_DSN, schema=self.schema, max_connections=4)
-        await ledger.open()
-        self._made.append(ledger)
-        return ledger
-
-    async def close(self) -> None:
-        for ledger in self._made:
-            await ledger.aclose()
-        if self.kind == "postgres":
-            await drop_schema(self.schema)
-
-
 async def token_of(ledger: Ledger, provider: str, key: str) -> int:
     """The row's current fencing token (0 for a row that does not exist): for tests
     that act as the drive holding the row's latest claim."""
@@ -102,44 +71,75 @@ async def token_of(ledger: Ledger, provider: str, key: str) -> int:
 
 
 @attrs.define
-class DurablePlace:
-    """Where one test's durable ledger keeps its rows -- a SQLite file or a PostgreSQL
-    schema of its own -- and how to open it (``ledger``) or name it (``url``). Test
-    modules subclass it with their own ways of looking at the store."""
+class Backend:
+    """One test's ledger store -- one ``MemoryLedger``, a SQLite file in ``folder`` or
+    a PostgreSQL schema of its own -- and the ledgers opened over it: each ``new()`` is
+    another instance (another connection, as another process would have) over the same
+    rows. Test modules subclass it with their own ways of looking at the store."""
 
     kind: str
-    path: Path
-    schema: str = attrs.field(factory=lambda: f"place_{uuid.uuid4().hex[:12]}")
+    folder: Path
+    schema: str = attrs.field(factory=lambda: f"ledger_test_{uuid.uuid4().hex[:12]}")
+    _made: list[Ledger] = attrs.field(factory=list, init=False)
+    _memory: MemoryLedger | None = attrs.field(default=None, init=False)
+
+    @property
+    def path(self) -> Path:
+        """The SQLite file."""
+        return self.folder / "ledger.db"
+
+    @property
+    def shared(self) -> bool:
+        """True when ``new()`` gives separate instances (not one in-process dict)."""
+        return self.kind != "memory"
+
+    @property
+    def url(self) -> str:
+        """The durable store as the command line's ``--ledger`` names it."""
+        if self.kind == "sqlite":
+            return f"sqlite:///{self.path}"
+        return f"{PG_DSN}?schema={self.schema}"
 
     def ledger(self, **options: Any) -> SQLiteLedger | PostgresLedger:
+        """A durable ledger over the store, not yet opened (nor closed by ``close``)."""
         if self.kind == "sqlite":
             return SQLiteLedger(self.path, **options)
         options.pop("checkpoint_interval", None)  # SQLite's alone
         options.setdefault("max_connections", 4)
         return PostgresLedger(PG_DSN, schema=self.schema, **options)
 
-    @property
-    def url(self) -> str:
-        if self.kind == "sqlite":
-            return f"sqlite:///{self.path}"
-        return f"{PG_DSN}?schema={self.schema}"
+    async def new(self, **options: Any) -> Ledger:
+        """Another opened instance over the store (memory: the one ledger, made with
+        ``options`` the first time), closed by ``close``."""
+        ledger: Ledger
+        if self.kind == "memory":
+            if self._memory is None:
+                self._memory = MemoryLedger(**options)
+            ledger = self._memory
+        else:
+            ledger = self.ledger(**options)
+        await ledger.open()
+        self._made.append(ledger)
+        return ledger
 
     async def close(self) -> None:
-        """Close what the test opened here (before the schema is dropped)."""
+        """Close what ``new()`` opened, and drop the PostgreSQL schema."""
+        for ledger in self._made:
+            await ledger.aclose()
+        if self.kind == "postgres":
+            await drop_schema(self.schema)
 
 
-P = TypeVar("P", bound=DurablePlace)
+B = TypeVar("B", bound=Backend)
 
 
-async def durable_place(kind: str, tmp_path: Path, made: type[P]) -> AsyncIterator[P]:
-    """A fixture's body: a ``made`` place of ``kind`` for one test, its PostgreSQL
-    schema dropped afterwards (``yield from``-style: ``async for place in ...``)."""
+async def backend_of(kind: str, folder: Path, made: type[B]) -> AsyncIterator[B]:
+    """A fixture's body: a ``made`` store of ``kind`` for one test (PostgreSQL
+    required when asked for), closed afterwards -- ``async for store in ...: yield``."""
     if kind == "postgres":
         require_postgres()
-    place = made(kind, tmp_path / "ledger.db")
+    store = made(kind, folder)
     try:
-        yield place
+        yield store
     finally:
-        await place.close()
-        if kind == "postgres":
-            await drop_schema(place.schema)
+        await store.close()

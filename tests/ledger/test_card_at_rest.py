@@ -35,7 +35,7 @@ from payout_async.sandbox import Sandbox
 
 from ..payouts.support import enot_client, fast_config, im_client, payouts
 from .at_rest import luhn_card, postgres_hits, sqlite_files, sqlite_hits
-from .support import DURABLE, DurablePlace, durable_place
+from .support import DURABLE, Backend, backend_of
 
 RNG = random.Random(12)
 IM_CARD = luhn_card(RNG, "2200")
@@ -45,7 +45,7 @@ KEY = new_encryption_key()
 Look = Callable[[PayoutRecord], Awaitable[None]]
 
 
-class Place(DurablePlace):
+class Place(Backend):
     """Where one test's ledger keeps its rows, and how to look there for a card."""
 
     async def hits(self, card: str) -> list[str]:
@@ -56,7 +56,7 @@ class Place(DurablePlace):
 
 @pytest.fixture(params=DURABLE)
 async def place(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Place]:
-    async for made in durable_place(request.param, tmp_path, Place):
+    async for made in backend_of(request.param, tmp_path, Place):
         yield made
 
 

@@ -35,8 +35,8 @@ from .support import (
     BACKENDS,
     DURABLE,
     PG_DSN,
-    DurablePlace,
-    durable_place,
+    Backend,
+    backend_of,
 )
 
 P = "intellectmoney"
@@ -46,24 +46,9 @@ KEY, OTHER_KEY = new_encryption_key(), new_encryption_key()
 LEASE = 30.0
 
 
-@attrs.define
-class Store(DurablePlace):
-    """One store (in memory too), opened as often as a test likes, with whatever key."""
-
-    made: list[Ledger] = attrs.Factory(list)
-    memory: MemoryLedger | None = None
-
-    async def open(self, key: str | None = None) -> Ledger:
-        ledger: Ledger
-        if self.kind == "memory":
-            if self.memory is None:
-                self.memory = MemoryLedger(encryption_key=key)
-            ledger = self.memory
-        else:
-            ledger = self.ledger(encryption_key=key)
-        await ledger.open()
-        self.made.append(ledger)
-        return ledger
+class Store(Backend):
+    """One store (in memory too), opened as often as a test likes, with whatever key
+    (``new(encryption_key=...)``), and its rows as stored."""
 
     async def raw(self, key: str) -> tuple[str, str | None, str]:
         """The row's stored (params, recipient, params_hash)."""
@@ -87,13 +72,9 @@ class Store(DurablePlace):
             await conn.close()
         return row[0], row[1], row[2]
 
-    async def close(self) -> None:
-        for ledger in self.made:
-            await ledger.aclose()
-
 
 def _store(kind: str, tmp_path: Path) -> AsyncIterator[Store]:
-    return durable_place(kind, tmp_path, Store)
+    return backend_of(kind, tmp_path, Store)
 
 
 @pytest.fixture(params=BACKENDS)
@@ -147,13 +128,13 @@ def test_the_keyed_fingerprint_is_an_hmac_of_the_ledgers_key() -> None:
 
 
 async def test_a_keyed_ledger_refuses_a_plain_fingerprint(store: Store) -> None:
-    ledger = await store.open(KEY)
+    ledger = await store.new(encryption_key=KEY)
     with pytest.raises(ValueError, match="params_hash"):
         await ledger.begin(P, "k", params_hash(PARAMS), PARAMS, owner="w", lease_seconds=1)
 
 
 async def test_the_recipient_is_sealed_and_reads_back_whole(store: Store) -> None:
-    ledger = await store.open(KEY)
+    ledger = await store.new(encryption_key=KEY)
     claim = await begin(ledger, "k")
     assert claim.record.params == PARAMS
     record = await ledger.get(P, "k")
@@ -169,7 +150,7 @@ async def test_the_recipient_is_sealed_and_reads_back_whole(store: Store) -> Non
 
 
 async def test_a_final_row_keeps_only_the_masked_recipient(store: Store) -> None:
-    ledger = await store.open(KEY)
+    ledger = await store.new(encryption_key=KEY)
     phone = {"amount": "5.00", "account": "79001234567", "bank_id": "100000000004"}
     await begin(ledger, "card")
     await begin(ledger, "phone", phone)
@@ -193,9 +174,9 @@ async def test_a_final_row_keeps_only_the_masked_recipient(store: Store) -> None
 
 
 async def test_a_webhook_settles_a_sealed_row_without_the_key(durable: Store) -> None:
-    keyed = await durable.open(KEY)
+    keyed = await durable.new(encryption_key=KEY)
     await begin(keyed, "k", order_id="o-1")
-    plain = await durable.open()
+    plain = await durable.new()
     record = await plain.settle_by_order_id(
         P, "o-1", state=LedgerState.SUCCEEDED, provider_status="success"
     )
@@ -205,9 +186,9 @@ async def test_a_webhook_settles_a_sealed_row_without_the_key(durable: Store) ->
 
 
 async def test_another_key_is_named_and_nothing_is_written(durable: Store) -> None:
-    await begin(await durable.open(KEY), "k")
+    await begin(await durable.new(encryption_key=KEY), "k")
     before = await durable.raw("k")
-    wrong = await durable.open(OTHER_KEY)
+    wrong = await durable.new(encryption_key=OTHER_KEY)
     # Read: the row as kept (recipient masked), and why it cannot move money.
     record = await wrong.get(P, "k")
     assert record is not None and record.params["pan"] == "427600******5673"
@@ -218,19 +199,19 @@ async def test_another_key_is_named_and_nothing_is_written(durable: Store) -> No
         await begin(wrong, "k")
     assert isinstance(caught.value, ConfigurationError) and CARD not in str(caught.value)
     assert await durable.raw("k") == before
-    right = await durable.open(KEY)
+    right = await durable.new(encryption_key=KEY)
     record = await right.get(P, "k")
     assert record is not None and record.params == PARAMS and record.lease_token == 1
     assert record.untrusted is None
 
 
 async def test_a_missing_key_is_named(durable: Store) -> None:
-    keyed = await durable.open(KEY)
+    keyed = await durable.new(encryption_key=KEY)
     await begin(keyed, "live")
     await begin(keyed, "done", {**PARAMS, "amount": "1.00"})
     await finish(keyed, "done")
     await begin(keyed, "plain", {"amount": "2.00"})  # no recipient: nothing sealed
-    plain = await durable.open()
+    plain = await durable.new()
     live = await plain.get(P, "live")
     assert live is not None and live.untrusted is not None
     assert "this ledger has none" in live.untrusted and live.params["pan"] != CARD
@@ -250,7 +231,7 @@ async def test_a_ledger_given_a_key_later_sends_nothing_for_its_unsigned_rows(
     keyed ledger reads them and compares them (no conflict), but a row clear and
     unsigned in a keyed ledger is never sent: it is set aside, until ``rotate_keys``
     (``ledger-key rotate``) seals and signs it; then ``reconcile()`` pays it."""
-    plain = await durable.open()
+    plain = await durable.new()
     request = OperationRequest(pan=CARD, amount=Decimal("10.00"), description="old")
     async with (
         Sandbox(config=fast_config()) as sandbox,
@@ -266,7 +247,7 @@ async def test_a_ledger_given_a_key_later_sends_nothing_for_its_unsigned_rows(
             await plain.release(P, key, owner="dead", token=claim.record.lease_token)
         assert (await durable.raw("old"))[2] == params_hash(params)
 
-        keyed = await durable.open(KEY)
+        keyed = await durable.new(encryption_key=KEY)
         old = await keyed.get(P, "old")
         assert old is not None and old.params["pan"] == CARD
         assert old.untrusted is not None and "in clear" in old.untrusted

@@ -13,14 +13,11 @@ from payout_async.ledger import (
     Ledger,
     LedgerKeyError,
     LedgerState,
-    MemoryLedger,
-    PostgresLedger,
-    SQLiteLedger,
     new_encryption_key,
     params_hash,
 )
 
-from .support import DURABLE, PG_DSN, Backend, token_of
+from .support import DURABLE, Backend, token_of
 
 P = "enot"
 PARAMS = {"amount": "10.00", "service": "card", "wallet_to": "4111111111111111"}
@@ -237,23 +234,9 @@ async def test_listeners_of_another_provider_are_left_asleep(ledger: Ledger) -> 
 CARD_PARAMS = {"amount": "10.00", "currency": "RUB", "pan": "4276000012345673"}
 
 
-async def keyed_ledger(backend: Backend, key: str | None) -> Ledger:
-    """A ledger over ``backend``'s store with ``key`` (memory: one per test)."""
-    ledger: Ledger
-    if backend.kind == "memory":
-        ledger = MemoryLedger(encryption_key=key)
-    elif backend.kind == "sqlite":
-        ledger = SQLiteLedger(backend.path, encryption_key=key)
-    else:
-        ledger = PostgresLedger(PG_DSN, schema=backend.schema, encryption_key=key)
-    await ledger.open()
-    backend._made.append(ledger)
-    return ledger
-
-
 async def test_enqueue_keeps_the_recipient_as_begin_does(backend: Backend) -> None:
     key = new_encryption_key()
-    ledger = await keyed_ledger(backend, key)
+    ledger = await backend.new(encryption_key=key)
     im = "intellectmoney"
     [new] = await ledger.enqueue(im, [Intent("c1", CARD_PARAMS)])
     assert new.outcome is NEW
@@ -285,8 +268,8 @@ async def test_enqueue_keeps_the_recipient_as_begin_does(backend: Backend) -> No
 
 @pytest.mark.parametrize("backend", DURABLE, indirect=True)
 async def test_enqueue_without_the_key_says_so(backend: Backend) -> None:
-    keyed = await keyed_ledger(backend, new_encryption_key())
+    keyed = await backend.new(encryption_key=new_encryption_key())
     await keyed.enqueue("intellectmoney", [Intent("c1", CARD_PARAMS)])
-    plain = await keyed_ledger(backend, None)
+    plain = await backend.new()
     with pytest.raises(LedgerKeyError):
         await plain.enqueue("intellectmoney", [Intent("c1", CARD_PARAMS)])

@@ -16,14 +16,14 @@ from payout_async.ledger import Ledger, PostgresLedger, SQLiteLedger, new_encryp
 from payout_async.payouts._orchestrator import intent_for
 from payout_async.sandbox import Sandbox
 
-from ..ledger.support import PG_DSN, DurablePlace
+from ..ledger.support import PG_DSN, Backend
 from .support import enot_client, im_client
 
 CARD = "4111111111111111"
 KEY = new_encryption_key()
 
 
-class Store(DurablePlace):
+class Store(Backend):
     """A keyed ledger, and the same database opened with plain SQL."""
 
     def ledger(self, key: Any = KEY, **options: Any) -> SQLiteLedger | PostgresLedger:

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from ..ledger.support import DURABLE, durable_place
+from ..ledger.support import DURABLE, backend_of
 from .altering import Store
 
 
 @pytest.fixture(params=DURABLE)
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    async for made in durable_place(request.param, tmp_path, Store):
+    async for made in backend_of(request.param, tmp_path, Store):
         yield made

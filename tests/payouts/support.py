@@ -31,7 +31,7 @@ from payout_async.enot import PayoffRequest, PayoffWebhook, webhook_handler
 from payout_async.intellectmoney import OperationRequest
 from payout_async.ledger import Ledger
 from payout_async.sandbox import SandboxConfig, SandboxCredentials
-from tests.ledger.support import Backend, require_postgres
+from tests.ledger.support import KINDS, Backend, require_postgres
 
 CARD = "4111111111111111"
 TIMEOUTS = Timeouts(total=2.0, connect=1.0, read=0.3)
@@ -177,16 +177,16 @@ def on_every_ledger_at_once(test: Callable[..., Awaitable[None]]) -> Callable[..
     async def on_every_ledger(**arguments: Any) -> None:
         folder: Path = arguments.pop("tmp_path")
         require_postgres()
-        stores = {kind: Backend(kind, folder / kind) for kind in ("memory", "sqlite", "postgres")}
+        stores = {kind: Backend(kind, folder / kind) for kind in KINDS}
         for store in stores.values():
-            store.path.parent.mkdir()
+            store.folder.mkdir()
         try:
             await side_by_side(
                 {
                     kind: test(
                         backend=store,
                         **arguments,
-                        **({"tmp_path": store.path.parent} if wants_folder else {}),
+                        **({"tmp_path": store.folder} if wants_folder else {}),
                     )
                     for kind, store in stores.items()
                 }

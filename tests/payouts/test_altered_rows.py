@@ -174,7 +174,7 @@ async def test_without_a_key_the_fingerprint_catches_an_accident(
 
 
 async def test_status_counts_the_altered_rows_without_the_key(tmp_path: Path) -> None:
-    store = Store("sqlite", tmp_path / "ledger.db")
+    store = Store("sqlite", tmp_path)
     async with store.ledger() as ledger:
         await queue(ledger, "enot", "a", "b", "c")
     await store.sql("UPDATE payouts SET recipient = ? WHERE key != 'c'", _clear_recipient("enot"))
@@ -193,7 +193,7 @@ async def test_a_row_altered_while_it_is_driven_is_set_aside_at_its_next_step(
 ) -> None:
     """The row read back by a step is checked too: an order_id changed while the create
     was in flight parks the row at its next step; nothing more is sent for it."""
-    store = Store("sqlite", tmp_path / "ledger.db")
+    store = Store("sqlite", tmp_path)
     async with Sandbox(config=fast_config()) as sandbox:
         ledger = store.ledger()
         async with ledger, client_for("enot", sandbox) as client:

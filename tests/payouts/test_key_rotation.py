@@ -141,7 +141,7 @@ async def test_one_row_that_cannot_be_read_is_set_aside_and_the_others_paid(
 
 
 async def test_the_commands_count_and_rotate_keys(tmp_path: Path) -> None:
-    store = Store("sqlite", tmp_path / "ledger.db")
+    store = Store("sqlite", tmp_path)
     async with store.ledger(None) as plain:
         await queue(plain, IM, "clear")
     async with store.ledger(OLD) as ledger:

@@ -373,7 +373,7 @@ async def test_resume_racing_pay_of_a_stranded_row_drives_it_once(
 
     async def race(run: int) -> None:
         store = Backend(backend.kind, tmp_path / f"race-{run}")
-        store.path.parent.mkdir()
+        store.folder.mkdir()
         try:
             await _race_resume_and_pay(await store.new(), resume_first=bool(run % 2))
         finally:

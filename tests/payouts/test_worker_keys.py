@@ -12,20 +12,12 @@ import pytest
 from payout_async.ledger import (
     LedgerKeyError,
     LedgerState,
-    PostgresLedger,
-    SQLiteLedger,
     new_encryption_key,
 )
 from payout_async.sandbox import Sandbox
-from tests.ledger.support import PG_DSN, Backend
+from tests.ledger.support import Backend
 
 from .support import enot_client, enot_request, fast_config, payouts
-
-
-def keyed(backend: Backend, key: str | list[str]) -> SQLiteLedger | PostgresLedger:
-    if backend.kind == "sqlite":
-        return SQLiteLedger(backend.path, encryption_key=key)
-    return PostgresLedger(PG_DSN, schema=backend.schema, encryption_key=key)
 
 
 @pytest.mark.parametrize(
@@ -34,17 +26,17 @@ def keyed(backend: Backend, key: str | list[str]) -> SQLiteLedger | PostgresLedg
 async def test_a_worker_with_another_key_claims_nothing(backend: Backend) -> None:
     ours, theirs = new_encryption_key(), new_encryption_key()
     async with Sandbox(config=fast_config()) as sandbox, enot_client(sandbox.enot_url) as client:
-        async with keyed(backend, ours) as ledger:
+        async with backend.ledger(encryption_key=ours) as ledger:
             await payouts(client, ledger).enqueue([(f"k{n}", enot_request()) for n in range(3)])
-        async with keyed(backend, theirs) as wrong:
+        async with backend.ledger(encryption_key=theirs) as wrong:
             with pytest.raises(LedgerKeyError, match="key id"):
                 await payouts(client, wrong).run_worker(stop=asyncio.Event())
-        async with keyed(backend, ours) as ledger:
+        async with backend.ledger(encryption_key=ours) as ledger:
             rows = await ledger.records()
             assert {r.state for r in rows} == {LedgerState.PENDING}
             assert {r.lease_owner for r in rows} == {None}  # nothing was claimed
         # The ring that holds the key the rows were written with pays them.
-        async with keyed(backend, [theirs, ours]) as ring:
+        async with backend.ledger(encryption_key=[theirs, ours]) as ring:
             stop = asyncio.Event()
             worker = asyncio.create_task(payouts(client, ring).run_worker(stop=stop, idle_poll=0.1))
             for _ in range(500):
