@@ -34,9 +34,9 @@ from ._base import (
 )
 from ._keys import Other, live_elsewhere, moved_note, rows_to_cancel
 from ._listen import ListenerHub
-from ._pauses import ProviderPause, reason_line
+from ._pauses import ProviderPause
 from ._recipient import MASKED_HASH, EncryptionKey, Recipients
-from ._texts import scrub, scrub_changes
+from ._texts import kept_text, scrub, scrub_changes
 
 __all__ = ["MemoryLedger"]
 
@@ -110,7 +110,7 @@ class MemoryLedger(Ledger):
         """See ``Ledger.pause_provider``."""
         if (held := self._pauses.get(provider)) is not None:
             return held, False
-        made = ProviderPause(provider, time.time(), reason_line(reason), by)
+        made = ProviderPause(provider, time.time(), kept_text(reason), by)
         self._pauses[provider] = made
         return made, True
 

@@ -20,9 +20,7 @@ from typing import Any
 
 import attrs
 
-__all__ = ["ProviderPause", "pause_from_row", "reason_line"]
-
-_REASON_LIMIT = 500  # characters of a reason kept (a provider's answer may be long)
+__all__ = ["ProviderPause", "pause_from_row"]
 
 
 @attrs.frozen
@@ -33,11 +31,6 @@ class ProviderPause:
     since: float
     reason: str
     by: str
-
-
-def reason_line(reason: str) -> str:
-    """A pause's reason as recorded: one line of at most 500 characters."""
-    return " ".join(reason.split())[:_REASON_LIMIT]
 
 
 def pause_from_row(row: Any) -> ProviderPause:

@@ -48,7 +48,7 @@ from ._ddl import schema_objects
 from ._errors import LedgerNotWrittenError
 from ._keys import DEAD_STATES
 from ._pause_tables import PgPauseSQL, pg_pauses_table_sql
-from ._pauses import ProviderPause, pause_from_row, reason_line
+from ._pauses import ProviderPause, pause_from_row
 from ._postgres_batch import Batcher, Pending
 from ._postgres_calls import BoundedPool, is_integrity_violation
 from ._postgres_keys import DEAD, LIVE_KEY_INDEX, others_sql
@@ -68,7 +68,7 @@ from ._rows import (
     sign_changes,
     transition_from_row,
 )
-from ._texts import scrub
+from ._texts import kept_text, scrub
 
 if TYPE_CHECKING:
     import asyncpg
@@ -570,7 +570,7 @@ class PostgresLedger(Ledger):
         self, provider: str, *, reason: str, by: str
     ) -> tuple[ProviderPause, bool]:
         """See ``Ledger.pause_provider``."""
-        row = await self._fetchrow(self._pause_sql.insert, provider, reason_line(reason), by)
+        row = await self._fetchrow(self._pause_sql.insert, provider, kept_text(reason), by)
         if row is None:  # lifted between the insert's check and the read: try once more
             return await self.pause_provider(provider, reason=reason, by=by)
         return pause_from_row(row), bool(row[4])

@@ -57,7 +57,7 @@ from ._keys import DEAD_STATES, Other, live_elsewhere, moved_note, rows_to_cance
 from ._listen import ListenerHub
 from ._patience import Patience, Strain
 from ._pause_tables import SQLitePauseSQL
-from ._pauses import ProviderPause, pause_from_row, reason_line
+from ._pauses import ProviderPause, pause_from_row
 from ._recipient import MASKED_HASH, EncryptionKey, Recipients, Stored, is_clear
 from ._rotate import KEY_USE, RESEAL, TO_ROTATE, KeyUse, RotationBatch, plan
 from ._rows import (
@@ -82,7 +82,7 @@ from ._sqlite_batch import (
 )
 from ._sqlite_schema import create_schema, schema_current
 from ._sqlite_scrub import Scrubber
-from ._texts import scrub
+from ._texts import kept_text, scrub
 
 __all__ = ["SQLiteLedger"]
 
@@ -485,7 +485,7 @@ class SQLiteLedger(Ledger):
         self, provider: str, *, reason: str, by: str
     ) -> tuple[ProviderPause, bool]:
         """See ``Ledger.pause_provider``."""
-        wanted = (provider, time.time(), reason_line(reason), by)
+        wanted = (provider, time.time(), kept_text(reason), by)
 
         def op(conn: sqlite3.Connection, history: list[HistoryRow]) -> tuple[ProviderPause, bool]:
             made = conn.execute(SQLitePauseSQL.insert, wanted).rowcount

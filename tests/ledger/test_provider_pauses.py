@@ -38,6 +38,19 @@ async def test_a_pause_is_shared_and_the_first_one_kept(backend: Backend) -> Non
     assert [p.provider for p in await b.pauses()] == ["intellectmoney"]
 
 
+async def test_a_pause_reason_is_kept_as_any_text_the_ledger_keeps(backend: Backend) -> None:
+    """Scrubbed of card numbers and on one line of at most 500 characters, whoever
+    writes it (a worker quoting a provider, an operator's ``--reason``)."""
+    ledger = await backend.new()
+    reason = "refused card 4111 1111 1111 1111:\n" + "no money " * 100
+    pause, _ = await ledger.pause_provider("enot", reason=reason, by="operator")
+    [kept] = await ledger.pauses()
+    assert kept == pause
+    assert "4111 1111 1111 1111" not in kept.reason and "\n" not in kept.reason
+    assert kept.reason.startswith("refused card 4111 11** **** 1111: no money")
+    assert len(kept.reason) <= 500
+
+
 async def _refused(ledger: Ledger, key: str, reason: str, status: str | None = None) -> None:
     claim = await ledger.begin(
         "enot", key, ledger.params_hash(PARAMS), PARAMS, owner="w", lease_seconds=60,
