@@ -26,6 +26,7 @@ from .support import (
     im_client,
     im_request,
     payouts,
+    side_by_side,
 )
 
 PAYOUTS = 16
@@ -110,12 +111,12 @@ SIDE_BY_SIDE = 4
 @settings(max_examples=7, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(drawn=st.lists(worlds, min_size=SIDE_BY_SIDE, max_size=SIDE_BY_SIDE))
 def test_random_faults_never_pay_twice(drawn: list[dict[str, Any]]) -> None:
-    async def side_by_side(directory: Path) -> None:
+    async def worlds_at_once(directory: Path) -> None:
         for n in range(len(drawn)):
             (directory / str(n)).mkdir()
-        await asyncio.gather(
-            *(scenario(directory / str(n), **world) for n, world in enumerate(drawn))
+        await side_by_side(
+            {f"world {n}": scenario(directory / str(n), **world) for n, world in enumerate(drawn)}
         )
 
     with tempfile.TemporaryDirectory() as directory:
-        asyncio.run(side_by_side(Path(directory)))
+        asyncio.run(worlds_at_once(Path(directory)))
