@@ -14,9 +14,9 @@ console script itself, as do the documentation's shell blocks; and
 ``PAYOUT_ASYNC_TEST_FORKSERVER=0`` sends every run through the console script.
 
 Protocol, over a Unix socket: the client sends one JSON line (``argv``, ``env``,
-``cwd``) with three file descriptors (stdin, stdout, stderr); the server answers the
-child's pid on one line and, when the child has ended, its exit code on another
-(negative: the signal that ended it, as ``asyncio.subprocess`` reports it).
+``cwd``) with three file descriptors (stdin, stdout, stderr); when the child has
+ended, the server answers its exit code on one line (negative: the signal that ended
+it, as ``asyncio.subprocess`` reports it).
 """
 
 from __future__ import annotations
@@ -82,7 +82,6 @@ def _serve(path: str) -> None:
                     _child(client, request, fds)
                 for fd in fds:
                     os.close(fd)
-                _answer(client, pid)
                 pidfd = os.pidfd_open(pid)
                 waiting[pidfd] = (pid, client)
                 selector.register(pidfd, selectors.EVENT_READ)
@@ -222,12 +221,12 @@ async def _read_all(loop: asyncio.AbstractEventLoop, fd: int) -> bytes:
 
 async def _exit_code(loop: asyncio.AbstractEventLoop, connection: socket.socket) -> int:
     data = b""
-    while data.count(b"\n") < 2:
+    while not data.endswith(b"\n"):
         chunk = await loop.sock_recv(connection, 64)
         if not chunk:
             raise RuntimeError(f"the fork server hung up: {data!r}")
         data += chunk
-    return int(data.split(b"\n")[1])
+    return int(data)
 
 
 if __name__ == "__main__":
