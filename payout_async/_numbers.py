@@ -168,6 +168,8 @@ def mask_numbers(text: str) -> str:
 def is_card_number(text: str) -> bool:
     """Whether ``text`` as a whole is a card number: 12 to 19 digits passing the Luhn
     check, with or without separators between them."""
+    if not (text[:1].isdigit() and text[-1:].isdigit()):
+        return False  # a number that is the whole text begins and ends with a digit
     chains = list(_chains(text))
     if len(chains) != 1:
         return False

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from decimal import Decimal
+from functools import partial
 from typing import Any, TypeVar
 
 import aiohttp
@@ -185,23 +186,43 @@ class EnotClient(TransportClient):
         ``recipient`` is masked wherever the answer echoes it (logs, errors)."""
         headers = self._json_headers if body is not None else self._headers
         answers = self._answers if recipient is None else self._answers.masking([recipient])
-
-        def data(response: HTTPResponse) -> T:
-            return read(self._data(response, kind, answers))
-
-        async def attempt() -> T:
-            response = await self._transport.send(
-                method,
-                path,
-                headers=headers,
-                body=body,
-                params=params,
-                log_fields=log_fields,
-                redactor=answers.redactor,
-            )
-            return answers.read(response, kind, data)
-
+        attempt = partial(
+            self._attempt, method, path, headers, body, params, log_fields, kind, read, answers
+        )
         return await call_with_retry(self.retry, kind, attempt)
+
+    async def _attempt(
+        self,
+        method: str,
+        path: str,
+        headers: Mapping[str, str],
+        body: bytes | None,
+        params: Mapping[str, str] | None,
+        log_fields: Mapping[str, object] | None,
+        kind: OperationKind,
+        read: Callable[[dict[str, Any]], T],
+        answers: AnswerReader,
+    ) -> T:
+        """One try of ``_call`` (a method and a ``partial``, not a closure per call)."""
+        response = await self._transport.send(
+            method,
+            path,
+            headers=headers,
+            body=body,
+            params=params,
+            log_fields=log_fields,
+            redactor=answers.redactor,
+        )
+        return answers.read(response, kind, partial(self._read, kind, answers, read))
+
+    def _read(
+        self,
+        kind: OperationKind,
+        answers: AnswerReader,
+        read: Callable[[dict[str, Any]], T],
+        response: HTTPResponse,
+    ) -> T:
+        return read(self._data(response, kind, answers))
 
     def _data(
         self, response: HTTPResponse, kind: OperationKind, answers: AnswerReader

@@ -6,6 +6,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from decimal import Decimal
+from functools import partial
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlencode
 
@@ -277,18 +278,26 @@ class IntellectMoneyClient(TransportClient):
         kind = _KINDS[operation]
         method = self._methods[operation]
         answers = self._answers.masking(recipients) if any(recipients) else self._answers
-
-        async def attempt() -> T:
-            try:
-                return await self._send(method, fields, kind, read, answers)
-            except APIError as error:
-                if isinstance(self._user_token, str) or not _refuses_token(error):
-                    raise
-                # The provider refused the token: nothing happened, so a fresh token
-                # may be fetched and the call repeated once.
-                return await self._send(method, fields, kind, read, answers)
-
+        attempt = partial(self._attempt, method, fields, kind, read, answers)
         return await call_with_retry(self.retry, kind, attempt)
+
+    async def _attempt(
+        self,
+        method: str,
+        fields: Mapping[str, object],
+        kind: OperationKind,
+        read: Callable[[dict[str, Any]], T],
+        answers: AnswerReader,
+    ) -> T:
+        """One try of ``_call`` (a method and a ``partial``, not a closure per call)."""
+        try:
+            return await self._send(method, fields, kind, read, answers)
+        except APIError as error:
+            if isinstance(self._user_token, str) or not _refuses_token(error):
+                raise
+            # The provider refused the token: nothing happened, so a fresh token may be
+            # fetched and the call repeated once.
+            return await self._send(method, fields, kind, read, answers)
 
     async def _send(
         self,
@@ -320,9 +329,17 @@ class IntellectMoneyClient(TransportClient):
             log_fields=body_fields,
             redactor=answers.redactor,
         )
-        return answers.read(
-            response, kind, lambda answer: read(self._envelope(answer, kind, method, answers))
-        )
+        return answers.read(response, kind, partial(self._read, kind, method, answers, read))
+
+    def _read(
+        self,
+        kind: OperationKind,
+        method: str,
+        answers: AnswerReader,
+        read: Callable[[dict[str, Any]], T],
+        response: HTTPResponse,
+    ) -> T:
+        return read(self._envelope(response, kind, method, answers))
 
     def _envelope(
         self, response: HTTPResponse, kind: OperationKind, method: str, answers: AnswerReader

@@ -12,8 +12,6 @@ rather than giving up at once.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from contextvars import ContextVar
 
 __all__ = ["STRAINED", "Patience", "Strain", "one_payout"]
@@ -27,14 +25,17 @@ Strain = set[int]
 _STRAIN: ContextVar[Strain | None] = ContextVar("payout_async_ledger_strain", default=None)
 
 
-@contextlib.contextmanager
-def one_payout() -> Iterator[None]:
-    """Scope the shortened waits to one payout (see the module docstring)."""
-    token = _STRAIN.set(set())
-    try:
-        yield
-    finally:
-        _STRAIN.reset(token)
+class one_payout:  # lower case: used as ``with one_payout():``, a function before
+    """Scope the shortened waits to one payout (see the module docstring). A class,
+    not a generator: it is entered once per payout."""
+
+    __slots__ = ("_token",)
+
+    def __enter__(self) -> None:
+        self._token = _STRAIN.set(set())
+
+    def __exit__(self, *exc_info: object) -> None:
+        _STRAIN.reset(self._token)
 
 
 class Patience:

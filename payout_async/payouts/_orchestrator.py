@@ -71,11 +71,23 @@ def order_id_for(key: str) -> str:
     return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
 
 
+_FIELD_NAMES: dict[type[Any], tuple[str, ...]] = {}
+
+
+def _field_names(request_type: type[Any]) -> tuple[str, ...]:
+    """A request class's field names, read once (``attrs.asdict`` reads them per call)."""
+    names = _FIELD_NAMES.get(request_type)
+    if names is None:
+        names = _FIELD_NAMES[request_type] = tuple(f.name for f in attrs.fields(request_type))
+    return names
+
+
 def _request_params(request: OperationRequest | PayoffRequest) -> dict[str, Any]:
-    params: dict[str, Any] = attrs.asdict(request, recurse=False)
-    return {
-        name: str(value) if isinstance(value, Decimal) else value for name, value in params.items()
-    }
+    params = {}
+    for name in _field_names(type(request)):
+        value = getattr(request, name)
+        params[name] = str(value) if isinstance(value, Decimal) else value
+    return params
 
 
 def intent_for(key: str, request: OperationRequest | PayoffRequest) -> Intent:
