@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import email.utils
+import json
 import logging
 import math
 import re
@@ -35,6 +36,7 @@ __all__ = [
     "Transport",
     "TransportClient",
     "classify_failure",
+    "json_body",
     "logger",
     "parse_retry_after",
 ]
@@ -43,6 +45,14 @@ logger = logging.getLogger("payout_async")
 
 #: Sent with every request of every client.
 USER_AGENT = f"payout-async/{__version__}"
+
+#: ``json.dumps(..., ensure_ascii=False)`` builds an encoder per call; one serves all.
+_JSON = json.JSONEncoder(ensure_ascii=False)
+
+
+def json_body(value: object) -> bytes:
+    """``value`` as a UTF-8 JSON request body (non-ASCII text written as is)."""
+    return _JSON.encode(value).encode()
 
 
 @attrs.frozen
@@ -224,12 +234,14 @@ class Transport:
                 url,
                 redact(repr(redact_fields(log_fields or params or {}))),
             )
-        started = time.perf_counter()
+            started = time.perf_counter()
+        if "User-Agent" not in headers:  # the clients' own headers carry it already
+            headers = {**headers, "User-Agent": USER_AGENT}
         try:
             async with self._get_session().request(
                 method,
                 url,
-                headers={**headers, "User-Agent": USER_AGENT},
+                headers=headers,
                 data=body,
                 params=params,
                 allow_redirects=False,

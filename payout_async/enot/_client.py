@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 from functools import partial
@@ -16,7 +15,14 @@ from .._rate import RateLimit, limiter_for
 from .._redact import Redactor
 from .._responses import AnswerReader
 from .._retry import OperationKind, RetryPolicy, call_with_retry
-from .._transport import HTTPResponse, Timeouts, Transport, TransportClient
+from .._transport import (
+    USER_AGENT,
+    HTTPResponse,
+    Timeouts,
+    Transport,
+    TransportClient,
+    json_body,
+)
 from ._models import Balance, CreatedPayoff, Payoff, SbpBank, parse_banks, structure
 from ._request import PayoffRequest
 
@@ -70,6 +76,7 @@ class EnotClient(TransportClient):
         self._answers = AnswerReader(Redactor([secret_key]), error_message=_error_text)
         self._headers = {
             "Accept": "application/json",
+            "User-Agent": USER_AGENT,
             "x-api-signature-sha256": secret_key,
         }
         self._json_headers = {**self._headers, "Content-Type": "application/json"}
@@ -125,7 +132,7 @@ class EnotClient(TransportClient):
         if len(order_id) > 255:
             raise ValidationError("order_id", "must be at most 255 characters")
         wire = request.to_wire(self.user_id, order_id)
-        body = json.dumps(wire, ensure_ascii=False).encode()
+        body = json_body(wire)
         return await self._call(
             OperationKind.MONEY,
             "POST",

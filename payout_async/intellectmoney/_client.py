@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from decimal import Decimal
@@ -24,7 +23,14 @@ from .._rate import RateLimit, limiter_for
 from .._redact import Redactor
 from .._responses import AnswerReader
 from .._retry import OperationKind, RetryPolicy, call_with_retry
-from .._transport import HTTPResponse, Timeouts, Transport, TransportClient
+from .._transport import (
+    USER_AGENT,
+    HTTPResponse,
+    Timeouts,
+    Transport,
+    TransportClient,
+    json_body,
+)
 from .._validation import format_amount
 from ._models import PayoutOperation, inner_state, operation_code, parse_operation
 from ._request import Api, OperationRequest
@@ -148,9 +154,15 @@ class IntellectMoneyClient(TransportClient):
         self._methods = CURRENT_METHODS if api == "current" else LEGACY_METHODS
         self._user_token = user_token
         self._secret_key = secret_key
-        self._bearer_token = bearer_token
         self._form = body_format == "form"
         self._sign_in_body = api == "legacy" if sign_in_body is None else sign_in_body
+        #: Every request's headers but its ``Sign``.
+        self._headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
+        if bearer_token:
+            self._headers["Authorization"] = f"Bearer {bearer_token}"
+        self._headers["Content-Type"] = (
+            "application/x-www-form-urlencoded" if self._form else "application/json"
+        )
         self.retry = retry or RetryPolicy()
         redactor = Redactor([secret_key, bearer_token])
         if isinstance(user_token, str):
@@ -311,16 +323,9 @@ class IntellectMoneyClient(TransportClient):
         token = source if isinstance(source, str) else await self._fresh_user_token()
         params: dict[str, object] = {"UserToken": token, **fields}
         signature = sign(method, params, self._secret_key)
-        headers = {"Accept": "application/json", "Sign": signature}
-        if self._bearer_token:
-            headers["Authorization"] = f"Bearer {self._bearer_token}"
+        headers = {**self._headers, "Sign": signature}
         body_fields = {**params, "Sign": signature} if self._sign_in_body else params
-        if self._form:
-            headers["Content-Type"] = "application/x-www-form-urlencoded"
-            body = urlencode(body_fields).encode()
-        else:
-            headers["Content-Type"] = "application/json"
-            body = json.dumps(body_fields, ensure_ascii=False).encode()
+        body = urlencode(body_fields).encode() if self._form else json_body(body_fields)
         response = await self._transport.send(
             "POST",
             method,
