@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -283,6 +284,19 @@ def _create_private(path: str) -> None:
             f"cannot create the SQLite ledger {path!r}: {error.strerror}"
         ) from error
     os.close(fd)
+
+
+@functools.lru_cache(maxsize=256)
+def _transition_sql(fields: tuple[str, ...], final: bool) -> str:
+    """``transition``'s UPDATE for these extra ``fields`` (``MUTABLE_FIELDS`` names and
+    ``operation_signature``, never a value), built once per shape."""
+    sets = "".join(f", {name} = :{name}" for name in fields)
+    return (
+        "UPDATE payouts SET state = :state, attempts = attempts + :attempt, "
+        "lease_owner = :lease_owner, lease_expires_at = :lease_expires_at, "
+        f"updated_at = :updated_at{sets}{_DROP_RECIPIENT if final else ''} "
+        f"WHERE provider = :provider AND key = :key RETURNING {_COLS}"
+    )
 
 
 class SQLiteLedger(Ledger):
@@ -728,13 +742,7 @@ class SQLiteLedger(Ledger):
         to_state = LedgerState(state).value
         final = LedgerState(state).is_final  # a final row is nobody's: its lease ends
         ends = final or release
-        sets = "".join(f", {name} = :{name}" for name in fields)
-        update = (
-            "UPDATE payouts SET state = :state, attempts = attempts + :attempt, "
-            "lease_owner = :lease_owner, lease_expires_at = :lease_expires_at, "
-            f"updated_at = :updated_at{sets}{_DROP_RECIPIENT if final else ''} "
-            f"WHERE provider = :provider AND key = :key RETURNING {_COLS}"
-        )
+        update = _transition_sql(tuple(fields), final)
 
         def op(conn: sqlite3.Connection, history: list[HistoryRow]) -> PayoutRecord:
             now = time.time()
