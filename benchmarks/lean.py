@@ -30,7 +30,9 @@ IntellectMoney execute by the operation's state, an Enot create by its ``order_i
 (a matching payoff is adopted), anything still undecided parked in
 ``needs_attention``. A row taken over waits out the previous holder's request. The
 library's settle windows, heartbeats, webhooks, workers and reports are left out:
-none of them costs anything on the path ``overhead.py`` measures.
+none of them costs anything on the path ``overhead.py`` measures. Polls follow the
+library's ``PollPolicy`` schedule (the first after a randomised first pause), so that
+both send the same requests at the same times.
 
 ``python benchmarks/lean.py`` pays payouts on each ledger against a sandbox and checks
 the sandbox's books: each key paid once.
@@ -1106,6 +1108,8 @@ class Payouts:
         await run.move("processing", status=status or None, operation_id=payoff_id)
         pause, factor, longest, deadline = self.poll
         give_up = time.monotonic() + deadline
+        # The library's schedule: the first look after a randomised first pause.
+        await asyncio.sleep(random.uniform(pause / factor, pause))
         while True:
             try:
                 final, status, found = await self._look(run, request, payoff_id)
