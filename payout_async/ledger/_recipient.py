@@ -41,6 +41,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, TypeAlias
 
 import attrs
+import msgspec
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -57,6 +58,7 @@ __all__ = [
     "EncryptionKey",
     "Recipients",
     "Stored",
+    "canonical_json",
     "is_clear",
     "mask_params",
     "new_encryption_key",
@@ -93,14 +95,30 @@ def new_encryption_key() -> str:
     return base64.urlsafe_b64encode(os.urandom(32)).decode("ascii")
 
 
-def _canonical(params: Mapping[str, Any]) -> bytes:
-    """The JSON every fingerprint is taken over (``dump_params`` writes the same)."""
-    return json.dumps(dict(params), sort_keys=True, separators=(",", ":"), default=str).encode()
+def canonical_json(params: Mapping[str, Any]) -> bytes:
+    """The JSON every fingerprint is taken over (``dump_params`` writes the same):
+    ``json.dumps`` with sorted keys, no spaces and ASCII escapes. Flat text, integer
+    and flag values go through msgspec's C encoder when what it writes is plain
+    printable ASCII, where the two write the same bytes; anything else through
+    ``json`` itself."""
+    flat = dict(params)
+    if all(type(name) is str and type(value) in _PLAIN for name, value in flat.items()):
+        try:
+            fast = msgspec.json.encode(flat, order="sorted")
+        except (TypeError, OverflowError, UnicodeEncodeError):
+            fast = b"\x80"  # not plain: json decides
+        if fast.isascii() and b"\x7f" not in fast:
+            return fast
+    return json.dumps(flat, sort_keys=True, separators=(",", ":"), default=str).encode()
+
+
+#: Value types msgspec writes exactly as ``json.dumps`` does (text as ASCII aside).
+_PLAIN = frozenset({str, int, bool, type(None)})
 
 
 def plain_hash(params: Mapping[str, Any]) -> str:
     """A stable SHA-256 of a payout's parameters (JSON, sorted keys), in hex."""
-    return hashlib.sha256(_canonical(params)).hexdigest()
+    return hashlib.sha256(canonical_json(params)).hexdigest()
 
 
 def mask_params(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -119,7 +137,7 @@ def _masked_match(stored: Mapping[str, Any], params: Mapping[str, Any]) -> bool:
     fields with each recipient a mask of ``params``' (same length, same digits where
     the mask shows any)."""
     masked = mask_params(params)
-    if _canonical(masked) == _canonical(stored):
+    if canonical_json(masked) == canonical_json(stored):
         return True
     if set(stored) != set(masked):
         return False
@@ -127,7 +145,7 @@ def _masked_match(stored: Mapping[str, Any], params: Mapping[str, Any]) -> bool:
         if name in RECIPIENT_FIELDS and isinstance(value, str):
             if not _mask_of(stored[name], params[name]):
                 return False
-        elif _canonical({name: value}) != _canonical({name: stored[name]}):
+        elif canonical_json({name: value}) != canonical_json({name: stored[name]}):
             return False
     return True
 
@@ -211,7 +229,7 @@ class _Key:
         return f"<ledger key {self.id}>"
 
     def digest(self, params: Mapping[str, Any]) -> str:
-        mac = hmac.new(self._mac, _canonical(params), hashlib.sha256).hexdigest()
+        mac = hmac.new(self._mac, canonical_json(params), hashlib.sha256).hexdigest()
         return f"{_HMAC}{self.id}:{mac}"
 
     def sign(self, facts: list[Any]) -> str:

@@ -14,7 +14,15 @@ import attrs
 
 from ._base import FINAL_STATES, MUTABLE_FIELDS, LedgerState, PayoutRecord, Transition
 from ._errors import LedgerKeyError
-from ._recipient import MASKED_HASH, Recipients, Resealed, RowFacts, mask_params, plain_hash
+from ._recipient import (
+    MASKED_HASH,
+    Recipients,
+    Resealed,
+    RowFacts,
+    canonical_json,
+    mask_params,
+    plain_hash,
+)
 from ._texts import scrub, scrub_changes
 
 __all__ = [
@@ -64,8 +72,8 @@ FLOAT_FIELDS = frozenset({"unknown_since"})
 
 
 def dump_params(params: Mapping[str, Any]) -> str:
-    """A payout's parameters as JSON text (``params_hash`` serialises them alike)."""
-    return json.dumps(dict(params), sort_keys=True, separators=(",", ":"), default=str)
+    """A payout's parameters as JSON text, as ``params_hash`` serialises them."""
+    return canonical_json(params).decode()
 
 
 def check_changes(changes: Mapping[str, Any]) -> dict[str, Any]:

@@ -150,7 +150,7 @@ async def test_create_payoff_amount_is_a_json_number(amount: str, wire: str) -> 
                 service="card", wallet_to=CARD, amount=amount, order_id="o-1"
             )
         data = only_call(m, "POST", CREATE)["data"]
-    assert f'"amount": {wire},'.encode() in data
+    assert f'"amount":{wire},'.encode() in data
     body = json.loads(data, parse_float=Decimal)
     assert body["amount"] == Decimal(amount)
     assert "comment" not in body and "payoff_data" not in body and "subtract" not in body
