@@ -111,33 +111,49 @@ def _intent(key: str, request: OperationRequest | PayoffRequest) -> Intent:
 class _InFlight:
     """A payout being driven by this ``Payouts``: later ``pay()`` calls join it.
 
-    ``with _InFlight(registry, key, digest) as result:`` registers this task as the one
-    drive of ``key`` while the body runs; joiners see its ``result``, or its
-    cancellation. (A class, not a generator: it is entered once per payout.)"""
+    ``with _InFlight(registry, key, digest) as drive:`` registers this task as the one
+    drive of ``key`` while the body runs, which ends with ``drive.finish(result)``;
+    joiners await ``drive.result`` (made when the first one asks), and see the drive's
+    result or its cancellation. (A class, not a generator: it is entered once per
+    payout.)"""
 
-    __slots__ = ("_key", "_registry", "params_hash", "result")
+    __slots__ = ("_future", "_key", "_registry", "params_hash")
 
     def __init__(self, registry: dict[str, _InFlight], key: str, params_hash: str) -> None:
         self._registry = registry
         self._key = key
         self.params_hash = params_hash
-        self.result: asyncio.Future[PayoutResult] = asyncio.get_running_loop().create_future()
+        self._future: asyncio.Future[PayoutResult] | None = None
 
-    def __enter__(self) -> asyncio.Future[PayoutResult]:
+    @property
+    def result(self) -> asyncio.Future[PayoutResult]:
+        """What joiners await: the drive's result, or its cancellation."""
+        if self._future is None:
+            self._future = asyncio.get_running_loop().create_future()
+        return self._future
+
+    def finish(self, result: PayoutResult) -> PayoutResult:
+        """The drive's result, handed to its joiners (if any)."""
+        if self._future is not None:
+            self._future.set_result(result)
+        return result
+
+    def __enter__(self) -> _InFlight:
         self._registry[self._key] = self
-        return self.result
+        return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, error: BaseException | None, tb: object
     ) -> None:
         del self._registry[self._key]
-        if error is None:
+        joined = self._future
+        if error is None or joined is None:  # nobody to tell
             return
         if isinstance(error, asyncio.CancelledError):
-            self.result.cancel()
-        elif not self.result.done():
-            self.result.set_exception(error)
-            self.result.exception()  # retrieved: joiners may not exist
+            joined.cancel()
+        elif not joined.done():
+            joined.set_exception(error)
+            joined.exception()  # retrieved: joiners may have gone
 
 
 class Payouts(Generic[Request]):
@@ -405,9 +421,8 @@ class Payouts(Generic[Request]):
             if outcome is not None:
                 return outcome
             # Only the drive it joined was cancelled (its lease is given back): go on.
-        with self._driving(key, digest) as result:
-            result.set_result(await self._begin_and_drive(key, digest, params, order_id, request))
-            return result.result()
+        with self._driving(key, digest) as drive:
+            return drive.finish(await self._begin_and_drive(key, digest, params, order_id, request))
 
     def _driving(self, key: str, digest: str) -> _InFlight:
         """Register this task as the one drive of ``key`` here while the body runs;
@@ -735,9 +750,8 @@ class Payouts(Generic[Request]):
             else:
                 # The digest a pay() of these parameters computes, for joiners.
                 digest = self.ledger.params_hash(claim.record.params)
-                with self._driving(key, digest) as registered:
-                    registered.set_result(await self._drive_or_report(claim, claimed_after))
-                    result = registered.result()
+                with self._driving(key, digest) as drive:
+                    result = drive.finish(await self._drive_or_report(claim, claimed_after))
         except BaseException:
             if held is not None:
                 held.cancel()
