@@ -95,25 +95,43 @@ def new_encryption_key() -> str:
     return base64.urlsafe_b64encode(os.urandom(32)).decode("ascii")
 
 
-def canonical_json(params: Mapping[str, Any]) -> bytes:
-    """The JSON every fingerprint is taken over (``dump_params`` writes the same):
-    ``json.dumps`` with sorted keys, no spaces and ASCII escapes. Flat text, integer
-    and flag values go through msgspec's C encoder when what it writes is plain
-    printable ASCII, where the two write the same bytes; anything else through
-    ``json`` itself."""
-    flat = dict(params)
-    if all(type(name) is str and type(value) in _PLAIN for name, value in flat.items()):
+def canonical_json(value: Any) -> bytes:
+    """The JSON every fingerprint and signature is taken over (``dump_params`` writes
+    the same): ``json.dumps`` with sorted keys, no spaces and ASCII escapes. Text,
+    integers, flags and None, in lists and string-keyed objects, go through msgspec's
+    C encoder when what it writes is printable ASCII, where the two write the same
+    bytes; anything else through ``json`` itself."""
+    if isinstance(value, Mapping):
+        value = dict(value)
+    if _plain(value):
         try:
-            fast = msgspec.json.encode(flat, order="sorted")
+            fast = msgspec.json.encode(value, order="sorted")
         except (TypeError, OverflowError, UnicodeEncodeError):
-            fast = b"\x80"  # not plain: json decides
+            fast = b"\x80"  # not plain after all: json decides
         if fast.isascii() and b"\x7f" not in fast:
             return fast
-    return json.dumps(flat, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str).encode()
 
 
 #: Value types msgspec writes exactly as ``json.dumps`` does (text as ASCII aside).
 _PLAIN = frozenset({str, int, bool, type(None)})
+
+
+def _plain(value: Any, depth: int = 0) -> bool:
+    """Whether ``value`` holds only ``_PLAIN`` values, in lists and objects with text
+    keys (a payout's parameters, a signature's facts)."""
+    kind = type(value)
+    if kind in _PLAIN:
+        return True
+    if depth > 2:
+        return False
+    if kind is dict:
+        return all(
+            type(k) is str and (type(v) in _PLAIN or _plain(v, depth + 1)) for k, v in value.items()
+        )
+    if kind is list:
+        return all(type(item) in _PLAIN or _plain(item, depth + 1) for item in value)
+    return False
 
 
 def plain_hash(params: Mapping[str, Any]) -> str:
@@ -234,8 +252,7 @@ class _Key:
 
     def sign(self, facts: list[Any]) -> str:
         """``v1:<key id>:<hex>``: an HMAC of ``facts`` (as canonical JSON)."""
-        text = json.dumps(facts, sort_keys=True, separators=(",", ":"), default=str)
-        mac = hmac.new(self._sign, text.encode(), hashlib.sha256).hexdigest()
+        mac = hmac.new(self._sign, canonical_json(facts), hashlib.sha256).hexdigest()
         return f"{_SIGNED}{self.id}:{mac}"
 
     def seal(self, text: str, context: bytes) -> str:
@@ -384,7 +401,7 @@ class Recipients:
         }
         if not values:
             return Stored(dict(params), None, signature)
-        text = json.dumps(values, sort_keys=True, separators=(",", ":"))
+        text = canonical_json(values).decode()
         if self._key is not None:
             text = self._key.seal(text, _context(provider, key))
         return Stored(mask_params(params), text, signature)

@@ -26,7 +26,7 @@ _VALUES = st.one_of(
 _PARAMS = st.dictionaries(st.text(max_size=8), _VALUES, max_size=8)
 
 
-def _reference(params: dict[str, Any]) -> bytes:
+def _reference(params: Any) -> bytes:
     return json.dumps(params, sort_keys=True, separators=(",", ":"), default=str).encode()
 
 
@@ -34,6 +34,15 @@ def _reference(params: dict[str, Any]) -> bytes:
 @given(_PARAMS)
 def test_the_fingerprinted_json_is_what_json_dumps_writes(params: dict[str, Any]) -> None:
     assert canonical_json(params) == _reference(params)
+
+
+@settings(max_examples=200)
+@given(st.text(), st.one_of(st.none(), st.text()), _PARAMS)
+def test_a_signatures_facts_are_written_as_json_dumps_writes(
+    key: str, order_id: str | None, params: dict[str, Any]
+) -> None:
+    facts = ["row", "enot", key, order_id, params]  # what a row's signature covers
+    assert canonical_json(facts) == _reference(facts)
 
 
 def test_every_ascii_character_and_text_beyond_it_are_written_as_json_does() -> None:
