@@ -128,8 +128,24 @@ def row_facts(values: Mapping[str, Any], params: Mapping[str, Any]) -> RowFacts:
 _ROW_CHECKED = ("params", "recipient", "params_hash", "order_id", "signature")
 #: ... and its operation id's (``Recipients.sign_operation``).
 _OPERATION_CHECKED = ("operation_id", "operation_signature")
-_row_checked = operator.itemgetter(*_ROW_CHECKED)
-_operation_checked = operator.itemgetter(*_OPERATION_CHECKED)
+#: The order ``Records.read`` unpacks a row in.
+_READ = (
+    "provider", "key", "params_hash", "params", "state", "operation_id", "order_id",
+    "provider_status", "attempts", "lease_owner", "lease_expires_at", "lease_token",
+    "created_at", "updated_at", "last_error", "reason", "unknown_since", "recipient",
+    "provider_api",
+)  # fmt: skip
+assert COLUMNS[: len(_READ)] == _READ
+
+
+def _named(row: Sequence[Any]) -> dict[str, Any]:
+    """A row's ``COLUMNS`` by name."""
+    return dict(zip(COLUMNS, row, strict=False))
+
+
+# Read by position from a row (a tuple, or an asyncpg ``Record``).
+_row_checked = operator.itemgetter(*(COLUMNS.index(name) for name in _ROW_CHECKED))
+_operation_checked = operator.itemgetter(*(COLUMNS.index(name) for name in _OPERATION_CHECKED))
 
 
 @attrs.frozen
@@ -168,49 +184,51 @@ class Records:
 
     def read(self, row: Sequence[Any]) -> PayoutRecord:
         """The record of ``row``."""
-        values = dict(zip(COLUMNS, row, strict=False))
-        state = LedgerState(values["state"])
-        full, untrusted = self._parameters(values, state.is_final)
+        (
+            provider, key, params_hash, _, state, operation_id, order_id, provider_status,
+            attempts, lease_owner, lease_expires_at, lease_token, created_at, updated_at,
+            last_error, reason, unknown_since, _, provider_api, *_,
+        ) = row  # fmt: skip  # COLUMNS, in order (_READ checks it)
+        state = LedgerState(state)
+        full, untrusted = self._parameters(row, state.is_final)
         return PayoutRecord(
-            provider=values["provider"],
-            key=values["key"],
-            params_hash=values["params_hash"],
+            provider=provider,
+            key=key,
+            params_hash=params_hash,
             params=dict(full),
             state=state,
-            operation_id=values["operation_id"],
-            order_id=values["order_id"],
-            provider_status=values["provider_status"],
-            attempts=int(values["attempts"]),
-            lease_owner=values["lease_owner"],
-            lease_expires_at=values["lease_expires_at"],
-            lease_token=int(values["lease_token"]),
-            created_at=float(values["created_at"]),
-            updated_at=float(values["updated_at"]),
-            last_error=scrub(values["last_error"]),
-            reason=scrub(values["reason"]),
-            unknown_since=values["unknown_since"],
-            provider_api=values["provider_api"],
+            operation_id=operation_id,
+            order_id=order_id,
+            provider_status=provider_status,
+            attempts=int(attempts),
+            lease_owner=lease_owner,
+            lease_expires_at=lease_expires_at,
+            lease_token=int(lease_token),
+            created_at=float(created_at),
+            updated_at=float(updated_at),
+            last_error=scrub(last_error),
+            reason=scrub(reason),
+            unknown_since=unknown_since,
+            provider_api=provider_api,
             untrusted=untrusted,
         )
 
-    def _parameters(
-        self, values: Mapping[str, Any], final: bool
-    ) -> tuple[dict[str, Any], str | None]:
+    def _parameters(self, row: Sequence[Any], final: bool) -> tuple[dict[str, Any], str | None]:
         """The row's full parameters and why it must not move money (or None)."""
-        row = (values["provider"], values["key"])
+        at = (row[0], row[1])  # provider, key
         if final:
-            self._seen.pop(row, None)
-            return self._load(values, final=True)
-        own, operation = _row_checked(values), _operation_checked(values)
-        seen = self._seen.get(row)
+            self._seen.pop(at, None)
+            return self._load(_named(row), final=True)
+        own, operation = _row_checked(row), _operation_checked(row)
+        seen = self._seen.get(at)
         if seen is not None and seen.row == own:
             if seen.operation == operation:
                 return seen.full, seen.untrusted
-            if seen.untrusted is None and self._signed_operation(values):
-                self._seen[row] = _Seen(own, operation, seen.full, None)
+            if seen.untrusted is None and self._signed_operation(_named(row)):
+                self._seen[at] = _Seen(own, operation, seen.full, None)
                 return seen.full, None
-        full, untrusted = self._load(values, final=False)
-        self._seen[row] = _Seen(own, operation, full, untrusted)
+        full, untrusted = self._load(_named(row), final=False)
+        self._seen[at] = _Seen(own, operation, full, untrusted)
         if len(self._seen) > self._size:
             with self._evicting, contextlib.suppress(KeyError, RuntimeError, StopIteration):
                 del self._seen[next(iter(self._seen))]
