@@ -236,7 +236,7 @@ class Transport:
         if "User-Agent" not in headers:  # the clients' own headers carry it already
             headers = {**headers, "User-Agent": USER_AGENT}
         try:
-            async with self._get_session().request(
+            resp = await self._get_session().request(
                 method,
                 url,
                 headers=headers,
@@ -244,10 +244,14 @@ class Transport:
                 params=params,
                 allow_redirects=False,
                 **self._per_request,
-            ) as resp:
+            )
+            try:  # what ``async with`` on the response does, without its three frames
                 payload = await resp.read()
-                status = resp.status
-                resp_headers = resp.headers
+            finally:
+                resp.release()
+                await resp.wait_for_close()
+            status = resp.status
+            resp_headers = resp.headers
         except asyncio.CancelledError:
             raise
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
