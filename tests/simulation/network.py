@@ -1,9 +1,10 @@
 """The simulated network: a stand-in for ``aiohttp.ClientSession`` that reaches the
 simulated providers without a socket.
 
-``Transport.send`` awaits the lease fence (``check_before_send``), then enters
-``session.request(method, url, **kw)`` and reads ``.status``, ``.headers`` and
-``await .read()``. ``SimSession`` implements just that. Every request draws its fate
+``Transport.send`` awaits the lease fence (``check_before_send``), then awaits
+``session.request(method, url, **kw)``, reads ``.status``, ``.headers`` and
+``await .read()``, and gives the answer back (``release()``, ``await
+.wait_for_close()``). ``SimSession`` implements just that. Every request draws its fate
 from the run's network generator (``Faults``):
 
 * ``ok``: it arrives after an uplink latency (now and then most of the total
@@ -128,16 +129,10 @@ class _Response:
     async def read(self) -> bytes:
         return self._body
 
+    def release(self) -> None:
+        return None
 
-class _Exchange:
-    def __init__(self, network: Network, method: str, url: str, kwargs: Mapping[str, Any]) -> None:
-        self._network = network
-        self._args = (method, url, kwargs)
-
-    async def __aenter__(self) -> _Response:
-        return await self._network.exchange(*self._args)
-
-    async def __aexit__(self, *exc_info: object) -> None:
+    async def wait_for_close(self) -> None:
         return None
 
 
@@ -149,8 +144,8 @@ class SimSession:
     def __init__(self, network: Network) -> None:
         self._network = network
 
-    def request(self, method: str, url: str, **kwargs: Any) -> _Exchange:
-        return _Exchange(self._network, method, url, kwargs)
+    async def request(self, method: str, url: str, **kwargs: Any) -> _Response:
+        return await self._network.exchange(method, url, kwargs)
 
     async def close(self) -> None:
         return None
