@@ -3,7 +3,10 @@
 ``cut()`` aborts every open connection; ``refuse()`` stops listening (connections are
 refused) until ``accept()``; ``stall()`` stops moving bytes either way (connections
 stay open, new ones are accepted but hang) until ``unstall()``; ``flap(up, down)``
-alternates refusing-and-cutting with working until ``steady()``.
+alternates refusing-and-cutting with working until ``steady()``. ``quiet()`` waits
+until nothing sent through the proxy can still reach the server: a statement held by
+a stall is delivered when it ends, even when its client gave up meanwhile, and the
+server runs it.
 """
 
 from __future__ import annotations
@@ -12,6 +15,9 @@ import asyncio
 import contextlib
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
+
+#: The longest ``FaultyProxy.quiet`` waits for the server to run what a stall held.
+QUIET_BOUND = 10.0
 
 
 class FaultyProxy:
@@ -30,6 +36,9 @@ class FaultyProxy:
         self._handlers: set[asyncio.Task[Any]] = set()
         self._flapper: asyncio.Task[None] | None = None
         self.connections = 0
+        self._held = 0  # chunks read but not yet passed on (a stall holds them)
+        self._ended: set[int] = set()  # local ports of upstream connections closed
+        self._clients: set[asyncio.StreamReader] = set()  # of the links still open
 
     @property
     def dsn(self) -> str:
@@ -98,6 +107,31 @@ class FaultyProxy:
         self.unstall()
         await self.accept()
 
+    async def quiet(self) -> None:
+        """Wait (at most ``QUIET_BOUND`` seconds) until no chunk is held and the server
+        has ended the session of every upstream connection the proxy closed: it ends a
+        session only once it has run what it read (asked over a connection of its own,
+        not through the proxy). What a client that gave up sent during a stall has
+        landed by then."""
+        import asyncpg  # (the proxy serves the PostgreSQL tests only)
+
+        async with asyncio.timeout(QUIET_BOUND):
+            while True:  # every chunk passed on, and every link whose client went closed
+                if not self._held and not any(client.at_eof() for client in self._clients):
+                    break
+                await asyncio.sleep(0.01)
+            admin = await asyncpg.connect(self._target_dsn)
+            try:
+                while True:
+                    if not await admin.fetchval(
+                        "SELECT count(*) FROM pg_stat_activity WHERE client_port = ANY($1)",
+                        sorted(self._ended),
+                    ):
+                        break
+                    await asyncio.sleep(0.02)
+            finally:
+                await admin.close()
+
     async def close(self) -> None:
         """Stop listening, cut every connection and wait for its handler to end."""
         await self.steady()
@@ -119,6 +153,8 @@ class FaultyProxy:
             return
         link = (writer, up_writer)
         self._links.add(link)
+        upstream_port = up_writer.get_extra_info("sockname")[1]
+        self._clients.add(reader)
         pumps = [self._pump(reader, up_writer), self._pump(up_reader, writer)]
         tasks = [asyncio.create_task(pump) for pump in pumps]
         try:
@@ -130,13 +166,19 @@ class FaultyProxy:
             for task in tasks:
                 task.cancel()
             await asyncio.wait(tasks)
+            self._ended.add(upstream_port)
+            self._clients.discard(reader)
             self._handlers.discard(handler)
 
     async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(OSError, ConnectionError):
             while chunk := await reader.read(65536):
-                await self._flowing.wait()
-                if writer.transport.is_closing():
-                    return
-                writer.write(chunk)
-                await writer.drain()
+                self._held += 1
+                try:
+                    await self._flowing.wait()
+                    if writer.transport.is_closing():
+                        return
+                    writer.write(chunk)
+                    await writer.drain()
+                finally:
+                    self._held -= 1

@@ -218,6 +218,7 @@ def stall(proxy: FaultyProxy, *, after: float = 0.15, hold: float = 2.0) -> Faul
         proxy.stall()
         await asyncio.sleep(hold)
         proxy.unstall()
+        await proxy.quiet()  # what was sent into the stall lands before anything is checked
 
     return fault
 
