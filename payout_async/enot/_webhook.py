@@ -30,7 +30,7 @@ SIGNATURE_HEADER = "x-api-sha256-signature"
 _REDACT = Redactor()  # no secrets to know here; masks card-number-like runs
 
 
-def canonical_json(payload: Mapping[str, Any], *, ascii_only: bool, escape_slashes: bool) -> bytes:
+def _canonical(payload: Mapping[str, Any], *, ascii_only: bool, escape_slashes: bool) -> bytes:
     text = json.dumps(dict(sorted(payload.items())), separators=(",", ":"), ensure_ascii=ascii_only)
     if escape_slashes:
         text = text.replace("/", "\\/")
@@ -43,7 +43,7 @@ def _digest(message: bytes, key: str) -> str:
 
 def sign_webhook(payload: Mapping[str, Any], additional_key: str, *, php: bool = True) -> str:
     """The signature Enot would send for ``payload`` (PHP flavour by default)."""
-    return _digest(canonical_json(payload, ascii_only=php, escape_slashes=php), additional_key)
+    return _digest(_canonical(payload, ascii_only=php, escape_slashes=php), additional_key)
 
 
 def verify_webhook(raw_body: bytes, signature: str, additional_key: str) -> bool:
@@ -75,7 +75,7 @@ def verified_payload(raw_body: bytes, signature: str, additional_key: str) -> di
     seen: set[bytes] = set()
     for ascii_only in (True, False):
         for escape_slashes in (True, False):
-            message = canonical_json(payload, ascii_only=ascii_only, escape_slashes=escape_slashes)
+            message = _canonical(payload, ascii_only=ascii_only, escape_slashes=escape_slashes)
             if message in seen:
                 continue
             seen.add(message)
