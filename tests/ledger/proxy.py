@@ -39,6 +39,7 @@ class FaultyProxy:
         self._held = 0  # chunks read but not yet passed on (a stall holds them)
         self._ended: set[int] = set()  # local ports of upstream connections closed
         self._clients: set[asyncio.StreamReader] = set()  # of the links still open
+        self._open: set[int] = set()  # local ports of upstream connections open
 
     @property
     def dsn(self) -> str:
@@ -125,7 +126,8 @@ class FaultyProxy:
                 while True:
                     if not await admin.fetchval(
                         "SELECT count(*) FROM pg_stat_activity WHERE client_port = ANY($1)",
-                        sorted(self._ended),
+                        # (a port a closed link had may serve a live one again)
+                        sorted(self._ended - self._open),
                     ):
                         break
                     await asyncio.sleep(0.02)
@@ -155,6 +157,7 @@ class FaultyProxy:
         self._links.add(link)
         upstream_port = up_writer.get_extra_info("sockname")[1]
         self._clients.add(reader)
+        self._open.add(upstream_port)
         pumps = [self._pump(reader, up_writer), self._pump(up_reader, writer)]
         tasks = [asyncio.create_task(pump) for pump in pumps]
         try:
@@ -167,6 +170,7 @@ class FaultyProxy:
                 task.cancel()
             await asyncio.wait(tasks)
             self._ended.add(upstream_port)
+            self._open.discard(upstream_port)
             self._clients.discard(reader)
             self._handlers.discard(handler)
 
