@@ -15,8 +15,7 @@ import argparse
 import datetime
 from typing import Any
 
-from ..ledger import Ledger
-from ..ledger._pauses import ProviderPause
+from ..ledger import Ledger, ProviderPause
 from ..payouts._funds import funds_refused_rows
 from ..payouts._pause_gate import resume_provider
 from ._args import CLIError

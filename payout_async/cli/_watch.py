@@ -16,8 +16,15 @@ from collections.abc import Sequence
 
 import attrs
 
-from ..ledger import ACTIVE_STATES, FINAL_STATES, PARKED_STATES, LeaseHolder, Ledger, LedgerState
-from ..ledger._pauses import ProviderPause
+from ..ledger import (
+    ACTIVE_STATES,
+    FINAL_STATES,
+    PARKED_STATES,
+    LeaseHolder,
+    Ledger,
+    LedgerState,
+    ProviderPause,
+)
 from ._console import Column, literal, render_table, show, terminal_width
 from ._funds_commands import pause_lines, pause_views
 from ._leases import lease_holders, print_workers, worker_views

@@ -2,7 +2,8 @@
 
 A worker whose payout a provider refused for want of money records a pause of that
 provider (``Ledger.pause_provider``), so that every worker sharing the ledger stops
-claiming its rows (and starts no money-moving request for it) until the pause is lifted
+claiming its rows -- but those whose money has moved (``processing``), which are polled
+to their end -- and starts no money-moving request for it until the pause is lifted
 (``Ledger.lift_pause``) -- by a worker whose balance check shows money again, or by the
 operator (``payout-async funds resume``). One record per provider: who paused it
 (``by``: a lease owner, or ``operator``), when (``since``, UNIX seconds) and why

@@ -25,8 +25,7 @@ from collections.abc import Awaitable, Callable
 from decimal import Decimal, InvalidOperation
 
 from .._errors import ConfigurationError
-from ..ledger import Ledger, LedgerError, PayoutRecord
-from ..ledger._pauses import ProviderPause
+from ..ledger import Ledger, LedgerError, PayoutRecord, ProviderPause
 from ._funds import funds_refused_rows, requeue_refused_for_funds
 
 __all__ = ["BalanceProbe", "PauseGate", "resume_provider"]
