@@ -35,27 +35,85 @@ from ._base import (
 from ._keys import Other, live_elsewhere, moved_note, rows_to_cancel
 from ._listen import ListenerHub
 from ._pauses import ProviderPause
-from ._recipient import MASKED_HASH, EncryptionKey, Recipients
+from ._recipient import MASKED_HASH, EncryptionKey, Recipients, Stored
 from ._texts import kept_text, scrub, scrub_changes
 
 __all__ = ["MemoryLedger"]
 
 
-def _replacer() -> Callable[[PayoutRecord, dict[str, Any]], PayoutRecord]:
-    """``attrs.evolve`` for ``PayoutRecord`` without its per-call look at the class:
-    ``replace(record, changes)`` calls ``PayoutRecord(...)`` (so whatever ``__init__``
-    checks is checked) with each field taken from ``changes`` or else from ``record``.
-    Half the instructions of ``attrs.evolve``; the ledger makes one or two per call."""
-    names = [field.name for field in attrs.fields(PayoutRecord)]
-    fields = ", ".join(f"{name}=get({name!r}, record.{name})" for name in names)
-    source = f"def replace(record, changes):\n    get = changes.get\n    return Record({fields})\n"
+#: ``PayoutRecord``'s fields, in order; a row keeps them all but ``untrusted`` (nothing
+#: outside this object can alter a row of it).
+_FIELDS = tuple(field.name for field in attrs.fields(PayoutRecord))
+_KEPT = tuple(name for name in _FIELDS if name != "untrusted")
+_DEFAULTS = {
+    field.name: field.default
+    for field in attrs.fields(PayoutRecord)
+    if field.default is not attrs.NOTHING and field.name in _KEPT
+}
+
+
+class _Row:
+    """One row as kept: ``PayoutRecord``'s fields, changed in place by each write --
+    ``params`` with the recipient masked, the recipient apart in ``recipient`` (None
+    once final) -- and ``full``, the parameters last read back with the recipient
+    (None until read, and again whenever ``params`` or ``recipient`` change)."""
+
+    __slots__ = (*_KEPT, "recipient", "full")
+
+    provider: str
+    key: str
+    params_hash: str
+    params: dict[str, Any]
+    state: LedgerState
+    operation_id: str | None
+    order_id: str | None
+    provider_status: str | None
+    attempts: int
+    lease_owner: str | None
+    lease_expires_at: float | None
+    lease_token: int
+    created_at: float
+    updated_at: float
+    last_error: str | None
+    reason: str | None
+    unknown_since: float | None
+    provider_api: str | None
+    recipient: str | None
+    full: dict[str, Any] | None
+
+    def __init__(self, recipient: str | None, **values: Any) -> None:
+        for name in _KEPT:
+            setattr(self, name, values[name] if name in values else _DEFAULTS[name])
+        self.recipient = recipient
+        self.full = None
+
+    def copy(self) -> _Row:
+        """A copy that later writes of this row leave as it is (a snapshot's)."""
+        copied = _Row(self.recipient, **{name: getattr(self, name) for name in _KEPT})
+        copied.params = dict(self.params)
+        return copied
+
+    def keep(self, params: dict[str, Any], recipient: str | None) -> None:
+        """Keep ``params`` (the recipient masked) and ``recipient`` apart."""
+        self.params, self.recipient, self.full = params, recipient, None
+
+    def drop_recipient(self) -> None:
+        """A final row keeps only its masked recipient."""
+        self.recipient, self.full, self.params_hash = None, None, MASKED_HASH
+
+
+def _record_maker() -> Callable[[_Row, dict[str, Any]], PayoutRecord]:
+    """``record(row, params)``: the ``PayoutRecord`` of ``row`` with ``params``, its
+    fields passed in order (the class's own ``__init__`` checks them)."""
+    values = ", ".join("params" if name == "params" else f"row.{name}" for name in _KEPT)
+    source = f"def record(row, params):\n    return Record({values})\n"
     namespace: dict[str, Any] = {"Record": PayoutRecord}
     exec(source, namespace)  # built from the class's own field names, nothing else
-    replace: Callable[[PayoutRecord, dict[str, Any]], PayoutRecord] = namespace["replace"]
-    return replace
+    record: Callable[[_Row, dict[str, Any]], PayoutRecord] = namespace["record"]
+    return record
 
 
-_replace = _replacer()
+_record = _record_maker()
 
 
 class MemoryLedger(Ledger):
@@ -66,13 +124,7 @@ class MemoryLedger(Ledger):
 
     def __init__(self, *, encryption_key: EncryptionKey | None = None) -> None:
         self._recipients = Recipients(encryption_key)
-        #: Rows as kept: the recipient masked in ``params``, the full one in ``_kept``.
-        self._rows: dict[tuple[str, str], PayoutRecord] = {}
-        self._kept: dict[tuple[str, str], str | None] = {}
-        #: The last parameters read back per row, with the masked params and kept text
-        #: they were read from (``_out``: reading the recipient again for every call
-        #: of a drive costs a ``json.loads``, or an unsealing, each time).
-        self._read: dict[tuple[str, str], tuple[object, str, dict[str, Any]]] = {}
+        self._rows: dict[tuple[str, str], _Row] = {}
         self._history: dict[tuple[str, str], list[Transition]] = {}
         self._by_order_id: dict[tuple[str, str], str] = {}
         self._providers: dict[str, set[str]] = {}  # each key's providers
@@ -123,84 +175,69 @@ class MemoryLedger(Ledger):
         row = f"{record.provider}/{record.key}"
         return self._recipients.matches(record.params_hash, record.params, params, row=row)
 
-    def _out(self, record: PayoutRecord) -> PayoutRecord:
-        """The row as callers see it: its recipient put back while it has one."""
-        row = (record.provider, record.key)
-        kept = self._kept.get(row)
-        if kept is None:
-            self._read.pop(row, None)
-            return record
-        read = self._read.get(row)
-        if read is None or read[0] is not record.params or read[1] is not kept:
-            params = self._recipients.load(record.provider, record.key, record.params, kept)
-            read = self._read[row] = (record.params, kept, params)
-        return _replace(record, {"params": dict(read[2])})
-
-    def _drop_recipient(self, record: PayoutRecord) -> PayoutRecord:
-        """A final row keeps only its masked recipient."""
-        self._kept.pop((record.provider, record.key), None)
-        return _replace(record, {"params_hash": MASKED_HASH})
+    def _out(self, row: _Row) -> PayoutRecord:
+        """The row as callers see it: its recipient put back while it has one (read
+        once per change of its parameters), in a record of its own."""
+        if row.recipient is None:
+            return _record(row, dict(row.params))
+        if row.full is None:
+            row.full = self._recipients.load(row.provider, row.key, row.params, row.recipient)
+        return _record(row, dict(row.full))
 
     def _log(
         self,
-        record: PayoutRecord,
+        row: _Row,
         from_state: LedgerState | None,
         owner: str | None,
         note: str | None,
+        at: float | None = None,
     ) -> None:
-        if from_state is not None and from_state is not record.state:
+        """Append the row's move from ``from_state`` to its state now (``at``: when,
+        its ``updated_at`` unless given)."""
+        if from_state is not None and from_state is not row.state:
             self._begun += 1
-        self._history.setdefault((record.provider, record.key), []).append(
+        self._history.setdefault((row.provider, row.key), []).append(
             Transition(
-                provider=record.provider,
-                key=record.key,
+                provider=row.provider,
+                key=row.key,
                 from_state=from_state,
-                to_state=record.state,
-                at=record.updated_at,
+                to_state=row.state,
+                at=row.updated_at if at is None else at,
                 owner=owner,
                 note=note,
             )
         )
 
-    def _insert(
-        self, record: PayoutRecord, recipient: str | None, owner: str | None, note: str
-    ) -> PayoutRecord:
-        """Store a new row, keep its recipient apart and log its first transition."""
-        self._kept[(record.provider, record.key)] = recipient
+    def _insert(self, row: _Row, owner: str | None, note: str) -> None:
+        """Store a new row and log its first transition."""
         self._begun += 1
-        stored = self._store(record)
-        self._log(stored, None, owner, note)
-        return stored
+        self._rows[(row.provider, row.key)] = row
+        self._providers.setdefault(row.key, set()).add(row.provider)
+        self._set_order_id(row, row.order_id)
+        self._log(row, None, owner, note)
 
-    def _store(self, record: PayoutRecord) -> PayoutRecord:
-        previous = self._rows.get((record.provider, record.key))
-        if previous is not None and previous.order_id not in (None, record.order_id):
-            del self._by_order_id[(previous.provider, previous.order_id)]
-        self._rows[(record.provider, record.key)] = record
-        self._providers.setdefault(record.key, set()).add(record.provider)
-        if record.order_id is not None:
-            self._by_order_id[(record.provider, record.order_id)] = record.key
-        return record
+    def _set_order_id(self, row: _Row, order_id: str | None) -> None:
+        """Give the row ``order_id``, and the index its new holder."""
+        if row.order_id is not None and row.order_id != order_id:
+            self._by_order_id.pop((row.provider, row.order_id), None)
+        row.order_id = order_id
+        if order_id is not None:
+            self._by_order_id[(row.provider, order_id)] = row.key
 
     @staticmethod
-    def _lease_free(record: PayoutRecord, now: float) -> bool:
-        return record.lease_owner is None or (record.lease_expires_at or 0.0) <= now
+    def _lease_free(row: _Row, now: float) -> bool:
+        return row.lease_owner is None or (row.lease_expires_at or 0.0) <= now
 
-    def _claim(
-        self, record: PayoutRecord, owner: str, lease_seconds: float, now: float, **changes: Any
-    ) -> Claim:
-        changes.update(
-            lease_owner=owner,
-            lease_expires_at=now + lease_seconds,
-            lease_token=record.lease_token + 1,
-        )
-        claimed = self._store(_replace(record, changes))
-        return Claim(record=self._out(claimed), claimed=True)
+    def _claim(self, row: _Row, owner: str, lease_seconds: float, now: float) -> Claim:
+        row.lease_owner = owner
+        row.lease_expires_at = now + lease_seconds
+        row.lease_token += 1
+        return Claim(record=self._out(row), claimed=True)
 
     def _others(self, provider: str, key: str, now: float) -> list[Other]:
         """The key's rows under other providers (``ledger._keys``)."""
-        rows = [self._rows[(p, key)] for p in self._providers.get(key, ()) if p != provider]
-        return [Other(r.provider, r.state, not self._lease_free(r, now)) for r in rows]
+        rows = [self._rows.get((p, key)) for p in self._providers.get(key, ()) if p != provider]
+        return [Other(r.provider, r.state, not self._lease_free(r, now)) for r in rows if r]
 
     def _take_key(
         self, provider: str, key: str, now: float, owner: str | None, switch_provider: bool
@@ -209,18 +246,15 @@ class MemoryLedger(Ledger):
         refused rows it moves from, or raise ``IdempotencyConflictError``."""
         others = self._others(provider, key, now)
         for other in rows_to_cancel(key, others, switch_provider=switch_provider):
-            record = self._rows[(other, key)]
-            moved = attrs.evolve(
-                record,
-                state=LedgerState.CANCELLED,
-                reason=moved_note(provider),
-                updated_at=now,
-                lease_owner=None,
-                lease_expires_at=None,
-                lease_token=record.lease_token + 1,
-            )
-            self._store(self._drop_recipient(moved))
-            self._log(moved, record.state, owner, moved_note(provider))
+            row = self._rows[(other, key)]
+            from_state = row.state
+            row.state = LedgerState.CANCELLED
+            row.reason = moved_note(provider)
+            row.updated_at = now
+            row.lease_owner = row.lease_expires_at = None
+            row.lease_token += 1
+            row.drop_recipient()
+            self._log(row, from_state, owner, moved_note(provider))
 
     def _check_order_id(self, provider: str, key: str, order_id: str | None) -> None:
         if order_id is None:
@@ -228,6 +262,25 @@ class MemoryLedger(Ledger):
         holder = self._by_order_id.get((provider, order_id))
         if holder is not None and holder != key:
             raise IdempotencyConflictError(key, order_id=order_id)
+
+    def _begin_again(
+        self,
+        row: _Row,
+        params_hash: str,
+        stored: Stored,
+        order_id: str | None,
+        now: float,
+    ) -> LedgerState:
+        """A refused row recorded again with ``stored``, pending (its caller claims it,
+        or leaves it to a worker). Returns the state it left."""
+        from_state = row.state
+        row.keep(stored.params, stored.recipient)
+        row.state = LedgerState.PENDING
+        row.params_hash = params_hash
+        self._set_order_id(row, order_id)
+        row.reason = None
+        row.updated_at = now
+        return from_state
 
     async def begin(
         self,
@@ -248,55 +301,41 @@ class MemoryLedger(Ledger):
         stored = self._recipients.store(provider, key, params, order_id=order_id)
         now = time.time()
         self._check_order_id(provider, key, order_id)
-        record = self._rows.get((provider, key))
-        if record is None:
+        row = self._rows.get((provider, key))
+        if row is None:
             self._take_key(provider, key, now, owner, switch_provider)
-            record = self._insert(
-                PayoutRecord(
-                    provider=provider,
-                    key=key,
-                    params_hash=params_hash,
-                    params=stored.params,
-                    state=LedgerState.SENDING if sending else LedgerState.PENDING,
-                    order_id=order_id,
-                    attempts=int(sending),
-                    lease_owner=owner,
-                    lease_expires_at=now + lease_seconds,
-                    lease_token=1,
-                    created_at=now,
-                    updated_at=now,
-                ),
+            row = _Row(
                 stored.recipient,
-                owner,
-                "intent recorded",
-            )
-            return Claim(record=self._out(record), claimed=True, created=True)
-        if record.state is LedgerState.REFUSED:
-            live_elsewhere(key, self._others(provider, key, now))
-            self._kept[(provider, key)] = stored.recipient
-            claim = self._claim(
-                record,
-                owner,
-                lease_seconds,
-                now,
-                state=LedgerState.PENDING,
+                provider=provider,
+                key=key,
                 params_hash=params_hash,
                 params=stored.params,
+                state=LedgerState.SENDING if sending else LedgerState.PENDING,
                 order_id=order_id,
-                reason=None,
+                attempts=int(sending),
+                lease_owner=owner,
+                lease_expires_at=now + lease_seconds,
+                lease_token=1,
+                created_at=now,
                 updated_at=now,
             )
-            self._log(claim.record, record.state, owner, "intent recorded again after a refusal")
+            self._insert(row, owner, "intent recorded")
+            return Claim(record=self._out(row), claimed=True, created=True)
+        if row.state is LedgerState.REFUSED:
+            live_elsewhere(key, self._others(provider, key, now))
+            from_state = self._begin_again(row, params_hash, stored, order_id, now)
+            claim = self._claim(row, owner, lease_seconds, now)
+            self._log(row, from_state, owner, "intent recorded again after a refusal")
             return claim
-        found = self._out(record)
+        found = self._out(row)
         if not self._recipients.matches(
             found.params_hash, found.params, params, row=f"{provider}/{key}", digest=params_hash
         ):
             raise IdempotencyConflictError(key)
-        free = self._lease_free(record, now) or record.lease_owner in take_over
-        if record.state not in ACTIVE_STATES or not free:
+        free = self._lease_free(row, now) or row.lease_owner in take_over
+        if row.state not in ACTIVE_STATES or not free:
             return Claim(record=found, claimed=False)
-        return self._claim(record, owner, lease_seconds, now)
+        return self._claim(row, owner, lease_seconds, now)
 
     async def transition(
         self,
@@ -318,48 +357,44 @@ class MemoryLedger(Ledger):
             raise TypeError(f"cannot change {sorted(unknown)}")
         changes = scrub_changes(changes)
         now = time.time()
-        record = self._held(provider, key, owner, token)
-        final = state.is_final
-        ends = final or release  # a final row is nobody's: its lease ends with it
-        changes.update(
-            state=state,
-            attempts=record.attempts + 1 if add_attempt else record.attempts,
-            lease_owner=None if ends else owner,
-            lease_expires_at=None if ends else now + lease_seconds,
-            updated_at=now,
-        )
-        if final:  # it keeps only its masked recipient
-            self._kept.pop((provider, key), None)
-            changes["params_hash"] = MASKED_HASH
-        updated = _replace(record, changes)
-        self._store(updated)
-        self._log(updated, record.state, owner, note)
-        return self._out(updated)
+        row = self._held(provider, key, owner, token)
+        from_state = row.state
+        state = LedgerState(state)
+        ends = state.is_final or release  # a final row is nobody's: its lease ends with it
+        if "order_id" in changes:
+            self._set_order_id(row, changes.pop("order_id"))
+        for name, value in changes.items():
+            setattr(row, name, value)
+        row.state = state
+        if add_attempt:
+            row.attempts += 1
+        row.lease_owner = None if ends else owner
+        row.lease_expires_at = None if ends else now + lease_seconds
+        row.updated_at = now
+        if state.is_final:  # it keeps only its masked recipient
+            row.drop_recipient()
+        self._log(row, from_state, owner, note)
+        return self._out(row)
 
-    def _held(self, provider: str, key: str, owner: str, token: int) -> PayoutRecord:
-        record = self._rows.get((provider, key))
-        if (
-            record is None
-            or record.state.is_final
-            or record.lease_owner != owner
-            or record.lease_token != token
-        ):
+    def _held(self, provider: str, key: str, owner: str, token: int) -> _Row:
+        row = self._rows.get((provider, key))
+        held = row is not None and (row.lease_owner, row.lease_token) == (owner, token)
+        if row is None or not held or row.state.is_final:
             raise LeaseLostError(f"{provider}/{key} is not leased to {owner} (claim {token})")
-        return record
+        return row
 
     async def renew(
         self, provider: str, key: str, *, owner: str, token: int, lease_seconds: float
     ) -> None:
         """See ``Ledger.renew``."""
         now = time.time()
-        record = self._held(provider, key, owner, token)
-        self._store(_replace(record, {"lease_expires_at": now + lease_seconds}))
+        self._held(provider, key, owner, token).lease_expires_at = now + lease_seconds
 
     async def release(self, provider: str, key: str, *, owner: str, token: int) -> None:
         """See ``Ledger.release``."""
-        record = self._rows.get((provider, key))
-        if record is not None and (record.lease_owner, record.lease_token) == (owner, token):
-            self._store(_replace(record, {"lease_owner": None, "lease_expires_at": None}))
+        row = self._rows.get((provider, key))
+        if row is not None and (row.lease_owner, row.lease_token) == (owner, token):
+            row.lease_owner = row.lease_expires_at = None
 
     async def claim_stranded(
         self,
@@ -376,30 +411,30 @@ class MemoryLedger(Ledger):
         now = time.time()
         excluded, dead = frozenset(exclude), frozenset(dead_owners)
         claims: list[Claim] = []
-        for record in sorted(self._rows.values(), key=lambda r: r.created_at):
+        for row in sorted(self._rows.values(), key=lambda r: r.created_at):
             if len(claims) >= limit:
                 break
-            if provider is not None and record.provider != provider:
+            if provider is not None and row.provider != provider:
                 continue
-            if record.state not in states or record.key in excluded:
+            if row.state not in states or row.key in excluded:
                 continue
-            if not self._lease_free(record, now) and record.lease_owner not in dead:
+            if not self._lease_free(row, now) and row.lease_owner not in dead:
                 continue
-            claims.append(self._claim(record, owner, lease_seconds, now))
+            claims.append(self._claim(row, owner, lease_seconds, now))
         return claims
 
     async def lease_holders(self, *, provider: str | None = None) -> list[LeaseHolder]:
         """See ``Ledger.lease_holders``."""
         now = time.time()
         held: dict[str, tuple[int, float]] = {}
-        for record in self._rows.values():
-            if provider is not None and record.provider != provider:
+        for row in self._rows.values():
+            if provider is not None and row.provider != provider:
                 continue
-            if record.state.is_final or self._lease_free(record, now):
+            if row.state.is_final or self._lease_free(row, now):
                 continue
-            assert record.lease_owner is not None and record.lease_expires_at is not None
-            rows, latest = held.get(record.lease_owner, (0, 0.0))
-            held[record.lease_owner] = (rows + 1, max(latest, record.lease_expires_at))
+            assert row.lease_owner is not None and row.lease_expires_at is not None
+            rows, latest = held.get(row.lease_owner, (0, 0.0))
+            held[row.lease_owner] = (rows + 1, max(latest, row.lease_expires_at))
         return [
             LeaseHolder(owner=owner, rows=rows, expires_at=expires)
             for owner, (rows, expires) in sorted(held.items())
@@ -422,63 +457,48 @@ class MemoryLedger(Ledger):
         key = intent.key
         digest = self._recipients.params_hash(intent.params)
         stored = self._recipients.store(provider, key, intent.params, order_id=intent.order_id)
-        record = self._rows.get((provider, key))
+        row = self._rows.get((provider, key))
         holder = None
         if intent.order_id is not None:
             holder = self._by_order_id.get((provider, intent.order_id))
         if holder is not None and holder != key:
-            state = None if record is None else record.state
+            state = None if row is None else row.state
             return Enqueued(key, EnqueueOutcome.CONFLICT, state)
-        if record is None:
+        if row is None:
             try:
                 self._take_key(provider, key, now, None, switch_provider)
             except IdempotencyConflictError as error:
                 return _elsewhere(error)
-            record = self._insert(
-                PayoutRecord(
-                    provider=provider,
-                    key=key,
-                    params_hash=digest,
-                    params=stored.params,
-                    state=LedgerState.PENDING,
-                    order_id=intent.order_id,
-                    created_at=now,
-                    updated_at=now,
-                ),
+            row = _Row(
                 stored.recipient,
-                None,
-                "intent recorded (enqueued)",
+                provider=provider,
+                key=key,
+                params_hash=digest,
+                params=stored.params,
+                state=LedgerState.PENDING,
+                order_id=intent.order_id,
+                created_at=now,
+                updated_at=now,
             )
-            return Enqueued(key, EnqueueOutcome.NEW, record.state)
-        if record.state is LedgerState.REFUSED:
+            self._insert(row, None, "intent recorded (enqueued)")
+            return Enqueued(key, EnqueueOutcome.NEW, row.state)
+        if row.state is LedgerState.REFUSED:
             try:
                 live_elsewhere(key, self._others(provider, key, now))
             except IdempotencyConflictError as error:
                 return _elsewhere(error)
-            self._kept[(provider, key)] = stored.recipient
-            again = self._store(
-                attrs.evolve(
-                    record,
-                    state=LedgerState.PENDING,
-                    params_hash=digest,
-                    params=stored.params,
-                    order_id=intent.order_id,
-                    reason=None,
-                    updated_at=now,
-                    lease_owner=None,
-                    lease_expires_at=None,
-                    lease_token=record.lease_token + 1,
-                )
-            )
+            from_state = self._begin_again(row, digest, stored, intent.order_id, now)
+            row.lease_owner = row.lease_expires_at = None
+            row.lease_token += 1
             note = "intent recorded again after a refusal (enqueued)"
-            self._log(again, record.state, None, note)
-            return Enqueued(key, EnqueueOutcome.AGAIN, again.state)
-        found = self._out(record)
+            self._log(row, from_state, None, note)
+            return Enqueued(key, EnqueueOutcome.AGAIN, row.state)
+        found = self._out(row)
         if not self._recipients.matches(
             found.params_hash, found.params, intent.params, row=f"{provider}/{key}", digest=digest
         ):
-            return Enqueued(key, EnqueueOutcome.CONFLICT, record.state)
-        return Enqueued(key, EnqueueOutcome.EXISTING, record.state)
+            return Enqueued(key, EnqueueOutcome.CONFLICT, row.state)
+        return Enqueued(key, EnqueueOutcome.EXISTING, row.state)
 
     async def listen_for_work(self, provider: str | None = None) -> WorkListener:
         """See ``Ledger.listen_for_work`` (this object's ``enqueue`` and
@@ -504,24 +524,21 @@ class MemoryLedger(Ledger):
         key = self._by_order_id.get((provider, order_id))
         if key is None:
             return None
-        record = self._rows[(provider, key)]
-        checked = params_hash is None or (record.params_hash == params_hash and record.attempts > 0)
-        if record.state.is_final or not checked:
-            return Settlement(self._out(record), None)
-        updated = attrs.evolve(
-            record,
-            state=state,
-            provider_status=provider_status,
-            reason=record.reason if reason is None else scrub(reason),
-            updated_at=time.time(),
-            lease_owner=None,
-            lease_expires_at=None,
-        )
-        if LedgerState(state).is_final:
-            updated = self._drop_recipient(updated)
-        self._store(updated)
-        self._log(updated, record.state, None, note)
-        return Settlement(self._out(updated), record.state)
+        row = self._rows[(provider, key)]
+        checked = params_hash is None or (row.params_hash == params_hash and row.attempts > 0)
+        if row.state.is_final or not checked:
+            return Settlement(self._out(row), None)
+        from_state = row.state
+        row.state = LedgerState(state)
+        row.provider_status = provider_status
+        if reason is not None:
+            row.reason = scrub(reason)
+        row.updated_at = time.time()
+        row.lease_owner = row.lease_expires_at = None
+        if row.state.is_final:
+            row.drop_recipient()
+        self._log(row, from_state, None, note)
+        return Settlement(self._out(row), from_state)
 
     async def find_order(self, provider: str, order_id: str) -> PayoutRecord | None:
         """See ``Ledger.find_order``."""
@@ -530,14 +547,14 @@ class MemoryLedger(Ledger):
 
     async def note(self, provider: str, key: str, note: str) -> None:
         """See ``Ledger.note``."""
-        record = self._rows.get((provider, key))
-        if record is not None:
-            self._log(attrs.evolve(record, updated_at=time.time()), record.state, None, note)
+        row = self._rows.get((provider, key))
+        if row is not None:
+            self._log(row, row.state, None, note, at=time.time())
 
     async def get(self, provider: str, key: str) -> PayoutRecord | None:
         """See ``Ledger.get``."""
-        record = self._rows.get((provider, key))
-        return None if record is None else self._out(record)
+        row = self._rows.get((provider, key))
+        return None if row is None else self._out(row)
 
     async def history(self, provider: str, key: str) -> list[Transition]:
         """See ``Ledger.history``."""
@@ -552,19 +569,19 @@ class MemoryLedger(Ledger):
     ) -> list[PayoutRecord]:
         """See ``Ledger.records``."""
         rows = [
-            self._out(record)
-            for record in sorted(self._rows.values(), key=lambda r: r.created_at)
-            if (provider is None or record.provider == provider)
-            and (state is None or record.state == state)
+            self._out(row)
+            for row in sorted(self._rows.values(), key=lambda r: r.created_at)
+            if (provider is None or row.provider == provider)
+            and (state is None or row.state == state)
         ]
         return rows if limit is None else rows[:limit]
 
     async def counts(self, *, provider: str | None = None) -> dict[LedgerState, int]:
         """See ``Ledger.counts``."""
         result: dict[LedgerState, int] = {}
-        for record in self._rows.values():
-            if provider is None or record.provider == provider:
-                result[record.state] = result.get(record.state, 0) + 1
+        for row in self._rows.values():
+            if provider is None or row.provider == provider:
+                result[row.state] = result.get(row.state, 0) + 1
         return result
 
     async def identity(self) -> LedgerIdentity:

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import attrs
 import pytest
 
 from payout_async import PayoutStatus, RetryPolicy, Timeouts
@@ -70,10 +69,9 @@ async def step_ledger_clock(backend: Backend, ledger: Ledger, seconds: float) ->
     expiry is ``seconds`` nearer (shifted back on the store, which is what comparing
     it with a clock that jumped ahead amounts to)."""
     if isinstance(ledger, MemoryLedger):
-        rows = ledger._rows
-        for where, row in rows.items():
+        for row in ledger._rows.values():
             if row.lease_expires_at is not None:
-                rows[where] = attrs.evolve(row, lease_expires_at=row.lease_expires_at - seconds)
+                row.lease_expires_at -= seconds
         return
     update = "UPDATE {table} SET lease_expires_at = lease_expires_at - {seconds}"
     if backend.kind == "sqlite":

@@ -144,8 +144,7 @@ async def snapshot(ledger: Ledger) -> Any:
     of the file or the database carries them all)."""
     if isinstance(ledger, MemoryLedger):
         return (
-            dict(ledger._rows),
-            dict(ledger._kept),
+            {where: row.copy() for where, row in ledger._rows.items()},
             {key: list(steps) for key, steps in ledger._history.items()},
             dict(ledger._by_order_id),
             ledger._begun,
@@ -157,9 +156,8 @@ async def snapshot(ledger: Ledger) -> Any:
 async def restore(ledger: Ledger, copy: Any) -> None:
     """Put ``copy`` (``snapshot``) back in place of everything the ledger holds."""
     if isinstance(ledger, MemoryLedger):
-        rows, kept, history, by_order, begun = copy
-        ledger._rows = dict(rows)
-        ledger._kept = dict(kept)
+        rows, history, by_order, begun = copy
+        ledger._rows = {where: row.copy() for where, row in rows.items()}
         ledger._history = {key: list(steps) for key, steps in history.items()}
         ledger._by_order_id = dict(by_order)
         ledger._begun = begun
