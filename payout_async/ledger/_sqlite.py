@@ -39,6 +39,7 @@ import attrs
 from .._errors import ConfigurationError, IdempotencyConflictError, PayoutError
 from ._base import (
     ACTIVE_STATES,
+    MUTABLE_FIELDS,
     Claim,
     Enqueued,
     EnqueueOutcome,
@@ -111,14 +112,15 @@ _INSERT = (
 # ``begin``'s first try: a key with no row under any provider is recorded at once
 # (anything else -- a row there already, its order_id another key's -- is decided by
 # the rules in full).
+# Its row is the values given (``rowcount`` says whether it was inserted).
 _INSERT_NEW = (
     f"INSERT INTO payouts ({_COLS}) SELECT {_VALUES} WHERE NOT EXISTS "
     "(SELECT 1 FROM payouts WHERE key = :key AND provider != :provider) "
-    f"ON CONFLICT (provider, key) DO NOTHING RETURNING {_COLS}"
+    "ON CONFLICT (provider, key) DO NOTHING"
 )
 _SELECT = f"SELECT {_COLS} FROM payouts WHERE provider = ? AND key = ?"
-# ``transition``: the row's state (for its history) and recipient, if the lease is held.
-_HELD_ROW = f"SELECT state, recipient FROM payouts WHERE provider = ? AND key = ? AND {_HELD}"
+# ``transition``: the row, if the lease is held (its state goes in the history).
+_HELD_ROW = f"SELECT {_COLS} FROM payouts WHERE provider = ? AND key = ? AND {_HELD}"
 _LEASE = (
     "UPDATE payouts SET lease_owner = ?, lease_expires_at = ?, lease_token = lease_token + 1 "
     f"WHERE provider = ? AND key = ? RETURNING {_COLS}"
@@ -289,14 +291,38 @@ def _create_private(path: str) -> None:
 @functools.lru_cache(maxsize=256)
 def _transition_sql(fields: tuple[str, ...], final: bool) -> str:
     """``transition``'s UPDATE for these extra ``fields`` (``MUTABLE_FIELDS`` names and
-    ``operation_signature``, never a value), built once per shape."""
+    ``operation_signature``, never a value), built once per shape. It sets exactly
+    what ``_moved`` applies to the row read before it."""
     sets = "".join(f", {name} = :{name}" for name in fields)
     return (
         "UPDATE payouts SET state = :state, attempts = attempts + :attempt, "
         "lease_owner = :lease_owner, lease_expires_at = :lease_expires_at, "
         f"updated_at = :updated_at{sets}{_DROP_RECIPIENT if final else ''} "
-        f"WHERE provider = :provider AND key = :key RETURNING {_COLS}"
+        "WHERE provider = :provider AND key = :key"
     )
+
+
+_AT = {name: COLUMNS.index(name) for name in COLUMNS}
+_SET_BY_TRANSITION = ("state", "lease_owner", "lease_expires_at", "updated_at")
+#: The extra fields a transition may set (``check_changes``, ``sign_changes``).
+_MOVED_FIELDS = (MUTABLE_FIELDS | {"operation_signature"}) & _COLUMN_SET
+
+
+def _moved(held: Sequence[Any], values: Mapping[str, Any], final: bool) -> list[Any]:
+    """The row ``held`` (``COLUMNS``, read in the transaction that updates it) as
+    ``_transition_sql``'s UPDATE with ``values`` leaves it: the same columns, set to
+    the same values (each bound in its column's type, so read back as given)."""
+    row = list(held)
+    row[_AT["attempts"]] += values["attempt"]
+    for name in _SET_BY_TRANSITION:
+        row[_AT[name]] = values[name]
+    for name, value in values.items():
+        if name in _MOVED_FIELDS:
+            row[_AT[name]] = value
+    if final:  # _DROP_RECIPIENT
+        row[_AT["recipient"]] = row[_AT["signature"]] = None
+        row[_AT["params_hash"]] = MASKED_HASH
+    return row
 
 
 class SQLiteLedger(Ledger):
@@ -673,10 +699,10 @@ class SQLiteLedger(Ledger):
             # One statement for a key seen nowhere yet; its order_id another key's
             # fails it (and leaves no trace): the rules in full then say so.
             with contextlib.suppress(sqlite3.IntegrityError):
-                inserted = conn.execute(_INSERT_NEW, row).fetchall()
-                if inserted:
+                if conn.execute(_INSERT_NEW, row).rowcount == 1:
                     history.append(HistoryRow(provider, key, None, first, now, owner, _BEGUN))
-                    return Claim(record=self._records.read(inserted[0]), claimed=True, created=True)
+                    inserted = [row[name] for name in COLUMNS]
+                    return Claim(record=self._records.read(inserted), claimed=True, created=True)
             with savepoint(conn):
                 return decide(conn, history, now, row)
 
@@ -749,7 +775,7 @@ class SQLiteLedger(Ledger):
             held = conn.execute(_HELD_ROW, (provider, key, owner, token)).fetchone()
             if held is None:
                 raise LeaseLostError(f"{provider}/{key} is not leased to {owner} (claim {token})")
-            from_state, recipient = held
+            from_state, recipient = held[_AT["state"]], held[_AT["recipient"]]
             if final and is_clear(recipient):
                 self._dropped_clear = True  # the WAL is emptied once this commits
             values = {
@@ -762,9 +788,9 @@ class SQLiteLedger(Ledger):
                 "provider": provider,
                 "key": key,
             }
-            row = conn.execute(update, values).fetchall()[0]
+            conn.execute(update, values)
             history.append(HistoryRow(provider, key, from_state, to_state, now, owner, note))
-            return self._records.read(row)
+            return self._records.read(_moved(held, values, final))
 
         return await self._write(op, atomic=True)
 

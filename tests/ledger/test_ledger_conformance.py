@@ -18,6 +18,7 @@ from payout_async.ledger import (
     Ledger,
     LedgerState,
     PayoutRecord,
+    new_encryption_key,
     params_hash,
 )
 
@@ -27,6 +28,7 @@ P = "enot"
 PARAMS = {"amount": "10.00", "service": "card", "wallet_to": "4111111111111111"}
 HASH = params_hash(PARAMS)
 LEASE = 60.0
+KEY = new_encryption_key()
 EXPIRED = -1.0  # a lease that has already run out when it is written
 
 
@@ -494,6 +496,40 @@ async def test_transition_sets_fields_extends_the_lease_and_logs(ledger: Ledger)
     assert [s.note for s in steps[1:]] == ["creating", None]
     assert [s.owner for s in steps] == ["w1", "w1", "w1"]
     assert steps[-1].at == record.updated_at
+
+
+@pytest.mark.parametrize("keyed", [False, True], ids=["plain", "keyed"])
+async def test_each_record_a_write_returns_is_the_row_as_read_afresh(
+    backend: Backend, keyed: bool
+) -> None:
+    """``begin`` and ``transition`` hand back the row they wrote; the durable ledgers
+    build it from the row read in the same transaction and the values they set, so
+    every field must equal what another instance (no cache) reads back."""
+    options = {"encryption_key": KEY} if keyed else {}
+    ledger = await backend.new(**options)
+    fresh = await backend.new(**options)
+    digest = ledger.params_hash(PARAMS)
+    claim = await ledger.begin(
+        P, "k1", digest, PARAMS, owner="w1", lease_seconds=LEASE, order_id="o-1"
+    )
+    assert claim.created and claim.record == await fresh.get(P, "k1")
+    steps: list[tuple[LedgerState, dict[str, Any]]] = [
+        (LedgerState.SENDING, {"add_attempt": True, "last_error": "x", "unknown_since": 7}),
+        (
+            LedgerState.PROCESSING,
+            {"operation_id": 42, "provider_status": "Accepted", "provider_api": "current"},
+        ),
+        (LedgerState.PROCESSING, {"order_id": "o-2", "unknown_since": None, "reason": "r"}),
+        (LedgerState.SUCCEEDED, {"provider_status": "Completed", "reason": None}),
+    ]
+    for state, changes in steps:
+        record = await ledger.transition(
+            P, "k1", owner="w1", token=claim.record.lease_token, state=state,
+            lease_seconds=LEASE, **changes,
+        )  # fmt: skip
+        assert record == await fresh.get(P, "k1"), (state, changes)
+    assert record.params_hash == "masked" and record.lease_owner is None
+    assert (record.operation_id, record.order_id, record.unknown_since) == ("42", "o-2", None)
 
 
 async def test_transition_may_repeat_a_state_and_leave_needs_attention(ledger: Ledger) -> None:
