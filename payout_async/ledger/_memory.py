@@ -7,6 +7,7 @@ the parameters, sealed when there is an ``encryption_key``, dropped once final.
 
 from __future__ import annotations
 
+import inspect
 import time
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -78,18 +79,44 @@ class _Row:
     reason: str | None
     unknown_since: float | None
     provider_api: str | None
-    recipient: str | None
-    full: dict[str, Any] | None
 
-    def __init__(self, recipient: str | None, **values: Any) -> None:
-        for name in _KEPT:
-            setattr(self, name, values[name] if name in values else _DEFAULTS[name])
-        self.recipient = recipient
-        self.full = None
+    def __init__(  # PayoutRecord's fields and defaults (checked below the class)
+        self,
+        recipient: str | None,
+        *,
+        provider: str,
+        key: str,
+        params_hash: str,
+        params: dict[str, Any],
+        state: LedgerState,
+        operation_id: str | None = None,
+        order_id: str | None = None,
+        provider_status: str | None = None,
+        attempts: int = 0,
+        lease_owner: str | None = None,
+        lease_expires_at: float | None = None,
+        lease_token: int = 0,
+        created_at: float = 0.0,
+        updated_at: float = 0.0,
+        last_error: str | None = None,
+        reason: str | None = None,
+        unknown_since: float | None = None,
+        provider_api: str | None = None,
+    ) -> None:
+        self.provider, self.key, self.params_hash = provider, key, params_hash
+        self.params, self.state, self.operation_id = params, state, operation_id
+        self.order_id, self.provider_status, self.attempts = order_id, provider_status, attempts
+        self.lease_owner, self.lease_expires_at = lease_owner, lease_expires_at
+        self.lease_token, self.created_at, self.updated_at = lease_token, created_at, updated_at
+        self.last_error, self.reason = last_error, reason
+        self.unknown_since, self.provider_api = unknown_since, provider_api
+        self.recipient: str | None = recipient
+        self.full: dict[str, Any] | None = None
 
     def copy(self) -> _Row:
         """A copy that later writes of this row leave as it is (a snapshot's)."""
         copied = _Row(self.recipient, **{name: getattr(self, name) for name in _KEPT})
+        copied.full = self.full
         copied.params = dict(self.params)
         return copied
 
@@ -100,6 +127,14 @@ class _Row:
     def drop_recipient(self) -> None:
         """A final row keeps only its masked recipient."""
         self.recipient, self.full, self.params_hash = None, None, MASKED_HASH
+
+
+assert {
+    name: parameter.default
+    for name, parameter in inspect.signature(_Row.__init__).parameters.items()
+    if parameter.default is not inspect.Parameter.empty
+} == _DEFAULTS, "_Row's fields and defaults are PayoutRecord's"
+assert list(inspect.signature(_Row.__init__).parameters)[2:] == list(_KEPT)
 
 
 def _record_maker() -> Callable[[_Row, dict[str, Any]], PayoutRecord]:
@@ -114,6 +149,7 @@ def _record_maker() -> Callable[[_Row, dict[str, Any]], PayoutRecord]:
 
 
 _record = _record_maker()
+_Step = tuple[LedgerState | None, LedgerState, float, str | None, str | None]
 
 
 class MemoryLedger(Ledger):
@@ -125,7 +161,8 @@ class MemoryLedger(Ledger):
     def __init__(self, *, encryption_key: EncryptionKey | None = None) -> None:
         self._recipients = Recipients(encryption_key)
         self._rows: dict[tuple[str, str], _Row] = {}
-        self._history: dict[tuple[str, str], list[Transition]] = {}
+        #: Each row's history: (from_state, to_state, at, owner, note), oldest first.
+        self._history: dict[tuple[str, str], list[_Step]] = {}
         self._by_order_id: dict[tuple[str, str], str] = {}
         self._providers: dict[str, set[str]] = {}  # each key's providers
         self._id = uuid.uuid4().hex
@@ -193,19 +230,12 @@ class MemoryLedger(Ledger):
         at: float | None = None,
     ) -> None:
         """Append the row's move from ``from_state`` to its state now (``at``: when,
-        its ``updated_at`` unless given)."""
+        its ``updated_at`` unless given), as ``history`` gives it back."""
         if from_state is not None and from_state is not row.state:
             self._begun += 1
+        at = row.updated_at if at is None else at
         self._history.setdefault((row.provider, row.key), []).append(
-            Transition(
-                provider=row.provider,
-                key=row.key,
-                from_state=from_state,
-                to_state=row.state,
-                at=row.updated_at if at is None else at,
-                owner=owner,
-                note=note,
-            )
+            (from_state, row.state, at, owner, note)
         )
 
     def _insert(self, row: _Row, owner: str | None, note: str) -> None:
@@ -319,6 +349,7 @@ class MemoryLedger(Ledger):
                 created_at=now,
                 updated_at=now,
             )
+            row.full = dict(params)  # what load() would put back: the params given
             self._insert(row, owner, "intent recorded")
             return Claim(record=self._out(row), claimed=True, created=True)
         if row.state is LedgerState.REFUSED:
@@ -356,7 +387,8 @@ class MemoryLedger(Ledger):
         now = time.time()
         row = self._held(provider, key, owner, token)
         from_state = row.state
-        state = LedgerState(state)
+        if type(state) is not LedgerState:
+            state = LedgerState(state)
         ends = state.is_final or release  # a final row is nobody's: its lease ends with it
         if "order_id" in changes:
             self._set_order_id(row, changes.pop("order_id"))
@@ -555,7 +587,10 @@ class MemoryLedger(Ledger):
 
     async def history(self, provider: str, key: str) -> list[Transition]:
         """See ``Ledger.history``."""
-        return list(self._history.get((provider, key), []))
+        return [
+            Transition(provider, key, from_state, to_state, at, owner, note)
+            for from_state, to_state, at, owner, note in self._history.get((provider, key), [])
+        ]
 
     async def records(
         self,

@@ -126,9 +126,10 @@ def _plain(value: Any, depth: int = 0) -> bool:
     if depth > 2:
         return False
     if kind is dict:
-        return all(
-            type(k) is str and (type(v) in _PLAIN or _plain(v, depth + 1)) for k, v in value.items()
-        )
+        for name, item in value.items():  # (a loop: no generator per call)
+            if type(name) is not str or (type(item) not in _PLAIN and not _plain(item, depth + 1)):
+                return False
+        return True
     if kind is list:
         return all(type(item) in _PLAIN or _plain(item, depth + 1) for item in value)
     return False
