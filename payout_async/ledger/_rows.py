@@ -145,6 +145,12 @@ def _named(row: Sequence[Any]) -> dict[str, Any]:
 
 # Read by position from a row (a tuple, or an asyncpg ``Record``).
 _row_checked = operator.itemgetter(*(COLUMNS.index(name) for name in _ROW_CHECKED))
+_PARAMS, _RECIPIENT, _OPERATION_ID, _OPERATION_SIGNATURE = (
+    COLUMNS.index(name) for name in ("params", "recipient", "operation_id", "operation_signature")
+)
+assert _ROW_CHECKED[0] == "params"  # (what a final read compares)
+#: A state's value to the state (a dict lookup: ``LedgerState(value)`` costs a call).
+_STATES = {state.value: state for state in LedgerState}
 _operation_checked = operator.itemgetter(*(COLUMNS.index(name) for name in _OPERATION_CHECKED))
 
 
@@ -156,6 +162,8 @@ class _Seen:
     operation: tuple[Any, ...]  # the values of ``_OPERATION_CHECKED``
     full: dict[str, Any] = attrs.field(repr=False)
     untrusted: str | None
+    #: ``params`` as stored (the recipient masked), read from ``row[0]``'s text.
+    stored: dict[str, Any] = attrs.field(repr=False)
 
 
 class Records:
@@ -189,7 +197,7 @@ class Records:
             attempts, lease_owner, lease_expires_at, lease_token, created_at, updated_at,
             last_error, reason, unknown_since, _, provider_api, *_,
         ) = row  # fmt: skip  # COLUMNS, in order (_READ checks it)
-        state = LedgerState(state)
+        state = _STATES.get(state) or LedgerState(state)
         full, untrusted = self._parameters(row, state.is_final)
         return PayoutRecord(
             provider=provider,
@@ -217,35 +225,42 @@ class Records:
         """The row's full parameters and why it must not move money (or None)."""
         at = (row[0], row[1])  # provider, key
         if final:
-            self._seen.pop(at, None)
-            return self._load(_named(row), final=True)
+            # A final row's params are its masked ones, as they were while it was live
+            # (a final write changes no params): those already read need no decoding.
+            seen = self._seen.pop(at, None)
+            if seen is not None and seen.row[0] == row[_PARAMS] and row[_RECIPIENT] is None:
+                return dict(seen.stored), None
+            full, _, _ = self._load(_named(row), final=True)
+            return full, None
         own, operation = _row_checked(row), _operation_checked(row)
         seen = self._seen.get(at)
         if seen is not None and seen.row == own:
             if seen.operation == operation:
                 return seen.full, seen.untrusted
-            if seen.untrusted is None and self._signed_operation(_named(row)):
-                self._seen[at] = _Seen(own, operation, seen.full, None)
+            if seen.untrusted is None and self._signed_operation(row):
+                self._seen[at] = attrs.evolve(seen, operation=operation)
                 return seen.full, None
-        full, untrusted = self._load(_named(row), final=False)
-        self._seen[at] = _Seen(own, operation, full, untrusted)
+        full, untrusted, stored = self._load(_named(row), final=False)
+        self._seen[at] = _Seen(own, operation, full, untrusted, stored)
         if len(self._seen) > self._size:
             with self._evicting, contextlib.suppress(KeyError, RuntimeError, StopIteration):
                 del self._seen[next(iter(self._seen))]
         return full, untrusted
 
-    def _signed_operation(self, values: Mapping[str, Any]) -> bool:
+    def _signed_operation(self, row: Sequence[Any]) -> bool:
         """Whether the row's operation signature is the one this ledger makes for its
         operation id (both None without a key)."""
-        made = self.recipients.sign_operation(
-            values["provider"], values["key"], values["operation_id"]
-        )
-        found = values["operation_signature"]
+        made = self.recipients.sign_operation(row[0], row[1], row[_OPERATION_ID])
+        found = row[_OPERATION_SIGNATURE]
         if made is None or found is None:
             return made is found
         return hmac.compare_digest(made, found)
 
-    def _load(self, values: Mapping[str, Any], *, final: bool) -> tuple[dict[str, Any], str | None]:
+    def _load(
+        self, values: Mapping[str, Any], *, final: bool
+    ) -> tuple[dict[str, Any], str | None, dict[str, Any]]:
+        """The row's full parameters, why it must not move money (or None), and its
+        parameters as stored."""
         params = values["params"]
         stored = json.loads(params) if isinstance(params, str | bytes) else dict(params)
         try:
@@ -253,8 +268,9 @@ class Records:
                 values["provider"], values["key"], stored, values["recipient"]
             )
         except LedgerKeyError as error:
-            return stored, str(error)
-        return full, None if final else self.recipients.authenticate(row_facts(values, full))
+            return stored, str(error), stored
+        untrusted = None if final else self.recipients.authenticate(row_facts(values, full))
+        return full, untrusted, stored
 
 
 def transition_from_row(row: Sequence[Any]) -> Transition:
