@@ -111,8 +111,7 @@ _INSERT = (
 )
 # ``begin``'s first try: a key with no row under any provider is recorded at once
 # (anything else -- a row there already, its order_id another key's -- is decided by
-# the rules in full).
-# Its row is the values given (``rowcount`` says whether it was inserted).
+# the rules in full). Its row is the values given (``rowcount`` says whether it was).
 _INSERT_NEW = (
     f"INSERT INTO payouts ({_COLS}) SELECT {_VALUES} WHERE NOT EXISTS "
     "(SELECT 1 FROM payouts WHERE key = :key AND provider != :provider) "
