@@ -304,30 +304,37 @@ class IntellectMoneyClient(TransportClient):
         """One try of ``_call`` (a method bound with ``partial``, not a closure per
         call). Should the provider refuse a token the ``user_token`` callable gave,
         nothing happened: a fresh token is fetched and the request sent once more."""
+        try:
+            return await self._send(method, fields, kind, read, answers)
+        except APIError as error:
+            if isinstance(self._user_token, str) or not _refuses_token(error):
+                raise
+            return await self._send(method, fields, kind, read, answers)
+
+    async def _send(
+        self,
+        method: str,
+        fields: Mapping[str, object],
+        kind: OperationKind,
+        read: Callable[[dict[str, Any]], T],
+        answers: AnswerReader,
+    ) -> T:
         source = self._user_token
-        for last in (isinstance(source, str), True):
-            token = source if isinstance(source, str) else await self._fresh_user_token()
-            params: dict[str, object] = {"UserToken": token, **fields}
-            signature = sign(method, params, self._secret_key)
-            headers = {**self._headers, "Sign": signature}
-            body_fields = {**params, "Sign": signature} if self._sign_in_body else params
-            body = urlencode(body_fields).encode() if self._form else json_body(body_fields)
-            response = await self._transport.send(
-                "POST",
-                method,
-                headers=headers,
-                body=body,
-                log_fields=body_fields,
-                redactor=answers.redactor,
-            )
-            try:
-                return answers.read(
-                    response, kind, partial(self._read, kind, method, answers, read)
-                )
-            except APIError as error:
-                if last or not _refuses_token(error):
-                    raise
-        raise AssertionError("unreachable: the second try returns or raises")
+        token = source if isinstance(source, str) else await self._fresh_user_token()
+        params: dict[str, object] = {"UserToken": token, **fields}
+        signature = sign(method, params, self._secret_key)
+        headers = {**self._headers, "Sign": signature}
+        body_fields = {**params, "Sign": signature} if self._sign_in_body else params
+        body = urlencode(body_fields).encode() if self._form else json_body(body_fields)
+        response = await self._transport.send(
+            "POST",
+            method,
+            headers=headers,
+            body=body,
+            log_fields=body_fields,
+            redactor=answers.redactor,
+        )
+        return answers.read(response, kind, partial(self._read, kind, method, answers, read))
 
     def _read(
         self,
