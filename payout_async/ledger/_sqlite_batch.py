@@ -37,6 +37,7 @@ __all__ = [
     "open_error",
     "outcome_unknown",
     "savepoint",
+    "set_busy_timeout",
 ]
 
 
@@ -146,6 +147,12 @@ class BatchOutcome:
 _CLOSE_ENOUGH = 0.98
 
 
+def set_busy_timeout(conn: sqlite3.Connection, seconds: float) -> None:
+    """Let ``conn``'s statements wait up to ``seconds`` for a lock (a millisecond at
+    least: zero would mean not at all)."""
+    conn.execute(f"PRAGMA busy_timeout = {max(1, round(seconds * 1000))}")
+
+
 def commit_batch(
     conn: sqlite3.Connection, ops: list[Op], wait: float, busy_timeout: float
 ) -> BatchOutcome:
@@ -156,7 +163,7 @@ def commit_batch(
     # callers may wait noticeably less (two statements per batch otherwise spent).
     shorter = wait < busy_timeout * _CLOSE_ENOUGH
     if shorter:
-        conn.execute(f"PRAGMA busy_timeout = {max(1, round(wait * 1000))}")
+        set_busy_timeout(conn, wait)
     try:
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -184,7 +191,7 @@ def commit_batch(
         return BatchOutcome(outcomes)
     finally:
         if shorter:
-            conn.execute(f"PRAGMA busy_timeout = {max(1, round(busy_timeout * 1000))}")
+            set_busy_timeout(conn, busy_timeout)
 
 
 def _run_ops(

@@ -28,6 +28,8 @@ from typing import Any, cast
 
 import aiosqlite
 
+from ._sqlite_batch import set_busy_timeout
+
 __all__ = ["WAIT", "Scrubber", "truncate_wal"]
 
 logger = logging.getLogger("payout_async")
@@ -38,14 +40,14 @@ WAIT = 0.05  # seconds a checkpoint waits for other connections' readers and wri
 def truncate_wal(conn: sqlite3.Connection, wait: float, busy_timeout: float) -> bool:
     """``PRAGMA wal_checkpoint(TRUNCATE)`` waiting at most ``wait`` seconds (worker
     thread); True when the WAL was copied into the database file and emptied."""
-    conn.execute(f"PRAGMA busy_timeout = {max(1, round(wait * 1000))}")
+    set_busy_timeout(conn, wait)
     try:
         busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
     except sqlite3.Error as error:
         logger.warning("could not checkpoint the SQLite ledger: %s", error)
         return False
     finally:
-        conn.execute(f"PRAGMA busy_timeout = {max(1, round(busy_timeout * 1000))}")
+        set_busy_timeout(conn, busy_timeout)
     return bool(busy == 0)
 
 
