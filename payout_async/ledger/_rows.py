@@ -26,6 +26,7 @@ from ._recipient import (
 from ._texts import scrub, scrub_changes
 
 __all__ = [
+    "AT",
     "COLUMNS",
     "FINAL_VALUES",
     "FLOAT_FIELDS",
@@ -65,6 +66,8 @@ COLUMNS = (
     "signature",
     "operation_signature",
 )
+#: Each of ``COLUMNS``' position in a row.
+AT = {name: position for position, name in enumerate(COLUMNS)}
 #: ``payout_transitions`` columns read back by ``transition_from_row``.
 TRANSITION_COLUMNS = ("provider", "key", "from_state", "to_state", "at", "owner", "note")
 FINAL_VALUES = tuple(sorted(state.value for state in FINAL_STATES))
@@ -144,14 +147,13 @@ def _named(row: Sequence[Any]) -> dict[str, Any]:
 
 
 # Read by position from a row (a tuple, or an asyncpg ``Record``).
-_row_checked = operator.itemgetter(*(COLUMNS.index(name) for name in _ROW_CHECKED))
-_PARAMS, _RECIPIENT, _OPERATION_ID, _OPERATION_SIGNATURE = (
-    COLUMNS.index(name) for name in ("params", "recipient", "operation_id", "operation_signature")
-)
+_row_checked = operator.itemgetter(*(AT[name] for name in _ROW_CHECKED))
+_operation_checked = operator.itemgetter(*(AT[name] for name in _OPERATION_CHECKED))
+_PARAMS, _RECIPIENT = AT["params"], AT["recipient"]
+_OPERATION_ID, _OPERATION_SIGNATURE = AT["operation_id"], AT["operation_signature"]
 assert _ROW_CHECKED[0] == "params"  # (what a final read compares)
 #: A state's value to the state (a dict lookup: ``LedgerState(value)`` costs a call).
 _STATES = {state.value: state for state in LedgerState}
-_operation_checked = operator.itemgetter(*(COLUMNS.index(name) for name in _OPERATION_CHECKED))
 
 
 @attrs.frozen

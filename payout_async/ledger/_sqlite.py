@@ -63,6 +63,7 @@ from ._pauses import ProviderPause, pause_from_row
 from ._recipient import MASKED_HASH, EncryptionKey, Recipients, Stored, is_clear
 from ._rotate import KEY_USE, RESEAL, TO_ROTATE, KeyUse, RotationBatch, plan
 from ._rows import (
+    AT,
     COLUMNS,
     FINAL_VALUES,
     TRANSITION_COLUMNS,
@@ -301,7 +302,6 @@ def _transition_sql(fields: tuple[str, ...], final: bool) -> str:
     )
 
 
-_AT = {name: COLUMNS.index(name) for name in COLUMNS}
 _SET_BY_TRANSITION = ("state", "lease_owner", "lease_expires_at", "updated_at")
 #: The extra fields a transition may set (``check_changes``, ``sign_changes``).
 _MOVED_FIELDS = (MUTABLE_FIELDS | {"operation_signature"}) & _COLUMN_SET
@@ -312,15 +312,15 @@ def _moved(held: Sequence[Any], values: Mapping[str, Any], final: bool) -> list[
     ``_transition_sql``'s UPDATE with ``values`` leaves it: the same columns, set to
     the same values (each bound in its column's type, so read back as given)."""
     row = list(held)
-    row[_AT["attempts"]] += values["attempt"]
+    row[AT["attempts"]] += values["attempt"]
     for name in _SET_BY_TRANSITION:
-        row[_AT[name]] = values[name]
+        row[AT[name]] = values[name]
     for name, value in values.items():
         if name in _MOVED_FIELDS:
-            row[_AT[name]] = value
+            row[AT[name]] = value
     if final:  # _DROP_RECIPIENT
-        row[_AT["recipient"]] = row[_AT["signature"]] = None
-        row[_AT["params_hash"]] = MASKED_HASH
+        row[AT["recipient"]] = row[AT["signature"]] = None
+        row[AT["params_hash"]] = MASKED_HASH
     return row
 
 
@@ -774,7 +774,7 @@ class SQLiteLedger(Ledger):
             held = conn.execute(_HELD_ROW, (provider, key, owner, token)).fetchone()
             if held is None:
                 raise LeaseLostError(f"{provider}/{key} is not leased to {owner} (claim {token})")
-            from_state, recipient = held[_AT["state"]], held[_AT["recipient"]]
+            from_state, recipient = held[AT["state"]], held[AT["recipient"]]
             if final and is_clear(recipient):
                 self._dropped_clear = True  # the WAL is emptied once this commits
             values = {
@@ -1034,7 +1034,7 @@ class SQLiteLedger(Ledger):
             raise ConfigurationError("rotating keys needs the ledger's encryption_key")
         select = TO_ROTATE.format(table="payouts", p_after="?", k_after="?", current="?", limit="?")
         update = RESEAL.format(*"??????", table="payouts")
-        recipient = COLUMNS.index("recipient")
+        recipient = AT["recipient"]
 
         def op(conn: sqlite3.Connection, history: list[HistoryRow]) -> RotationBatch:
             rows = conn.execute(select, (*after, current, limit)).fetchall()

@@ -29,7 +29,7 @@ from ._ddl import schema_objects
 from ._keys import DEAD_STATES
 from ._pause_tables import SQLITE_PAUSES
 from ._recipient import Recipients, Resealed, is_clear
-from ._rows import COLUMNS, FINAL_VALUES, move_recipient, reseal_row
+from ._rows import AT, COLUMNS, FINAL_VALUES, move_recipient, reseal_row
 
 __all__ = ["create_schema", "schema_current"]
 
@@ -212,7 +212,7 @@ def _sign_rows(conn: sqlite3.Connection, recipients: Recipients) -> int:
     for rowid, *row in rows:
         new = reseal_row(recipients, row)
         if isinstance(new, Resealed):
-            sealed += is_clear(row[COLUMNS.index("recipient")])
+            sealed += is_clear(row[AT["recipient"]])
             conn.execute(
                 "UPDATE payouts SET params_hash = ?, recipient = ?, signature = ?, "
                 "operation_signature = ? WHERE rowid = ?",
