@@ -266,8 +266,8 @@ class MemoryLedger(Ledger):
 
     def _others(self, provider: str, key: str, now: float) -> list[Other]:
         """The key's rows under other providers (``ledger._keys``)."""
-        rows = [self._rows.get((p, key)) for p in self._providers.get(key, ()) if p != provider]
-        return [Other(r.provider, r.state, not self._lease_free(r, now)) for r in rows if r]
+        rows = [self._rows[(p, key)] for p in self._providers.get(key, ()) if p != provider]
+        return [Other(r.provider, r.state, not self._lease_free(r, now)) for r in rows]
 
     def _take_key(
         self, provider: str, key: str, now: float, owner: str | None, switch_provider: bool
