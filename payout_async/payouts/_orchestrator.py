@@ -42,6 +42,7 @@ from ..ledger import (
 from ..ledger._patience import one_payout
 from ._enot import EnotFlow, webhook_mismatch
 from ._flow import Flow
+from ._heartbeat import Heartbeats
 from ._intellectmoney import IntellectMoneyFlow
 from ._observe import HOOK_TIMEOUT, Observer, OnTransition
 from ._owner import new_owner, owner_is_dead
@@ -297,6 +298,8 @@ class Payouts(Generic[Request]):
         #: Awaited after a money-moving step is recorded, before its fence (tests).
         self._before_send: BeforeSend | None = None
         self._observer = Observer(on_transition, timeout=on_transition_timeout, on_wait=on_wait)
+        #: Renews the leases of this Payouts' drives (every third of a lease).
+        self._heartbeats = Heartbeats(lease_seconds / 3)
 
     def __repr__(self) -> str:
         return f"Payouts(provider={self.provider!r}, owner={self.owner!r}, ledger={self.ledger!r})"
@@ -525,6 +528,7 @@ class Payouts(Generic[Request]):
             lease_seconds=self._settings.lease_seconds,
             request_timeout=self._request_timeout,
             claimed_after=claimed_after,
+            heartbeats=self._heartbeats,
             before_send=self._before_send,
             observer=self._observer,
         )

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from contextlib import AbstractContextManager
-from contextvars import Token
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from typing import Any
 
 from .._errors import ConfigurationError
-from .._holds import ON_HOLD
 from .._shield import shielded
 from ..ledger import (
     Claim,
@@ -22,6 +19,7 @@ from ..ledger import (
     LedgerState,
     PayoutRecord,
 )
+from ._heartbeat import Heartbeats
 from ._observe import Observer
 from ._waiting import GRACE, RETRY_AFTER, TAKEN_OVER
 
@@ -89,6 +87,7 @@ class Run:
         request_timeout: float,
         claimed_after: float,
         attempts_before: int = 0,
+        heartbeats: Heartbeats,
         before_send: BeforeSend | None = None,
         observer: Observer | None = None,
     ) -> None:
@@ -112,6 +111,7 @@ class Run:
         self.unknown_from: float | None = None
         #: When this drive's last fence write was confirmed (monotonic), if one was.
         self.fenced_at: float | None = None
+        self._heartbeats = heartbeats
         self._before_send = before_send
         self._observer = observer or Observer()
         #: True while ``before_send`` runs: a frozen process renews no lease either.
@@ -293,14 +293,19 @@ class Run:
             ) from error
         self.fenced_at = time.monotonic()
 
-    def heartbeat(self) -> _Heartbeat:
+    def heartbeat(self) -> AbstractAsyncContextManager[None]:
         """``async with run.heartbeat():`` renews the lease every third of its length
-        while the body runs, so that a long poll or reconciliation keeps the row. A
-        lost lease is noticed by the next ``move`` or ``fence`` (``LeaseLostError``),
-        which guard every step."""
-        return _Heartbeat(self)
+        while the body runs (``Heartbeats``), so that a long poll or reconciliation
+        keeps the row. A lost lease is noticed by the next ``move`` or ``fence``
+        (``LeaseLostError``), which guard every step."""
+        return self._heartbeats.beating(self)
 
-    def _held(self, seconds: float) -> AbstractContextManager[None]:
+    @property
+    def hears_holds(self) -> bool:
+        """Whether someone listens to this drive's waits (``held`` tells them)."""
+        return self._observer.on_wait is not None
+
+    def held(self, seconds: float) -> AbstractContextManager[None]:
         """A provider's ``Retry-After`` hold of this payout, told as a wait."""
         return self._observer.waiting(self.record, RETRY_AFTER, seconds, time.monotonic() + seconds)
 
@@ -323,54 +328,3 @@ class Run:
             await self.release()
         except Exception as error:
             logger.warning("could not give back the lease of %s: %s", self.record.key, error)
-
-
-class _Heartbeat:
-    """Lease renewal on a timer: no task exists until a renewal is due, so that a
-    payout that finishes within a third of its lease costs one timer handle. Its own
-    async context manager (entered once per drive: no generator)."""
-
-    def __init__(self, run: Run) -> None:
-        self._run = run
-        self._loop = asyncio.get_running_loop()
-        self._renewing: asyncio.Task[None] | None = None
-        self._timer: asyncio.TimerHandle | None = self._schedule()
-        self._holds: Token[Callable[[float], AbstractContextManager[None]] | None] | None = None
-
-    def _schedule(self) -> asyncio.TimerHandle:
-        return self._loop.call_later(self._run.lease_seconds / 3, self._due)
-
-    def _due(self) -> None:
-        if self._run.frozen:
-            self._timer = self._schedule()
-            return
-        self._timer = None
-        self._renewing = self._loop.create_task(self._renew())
-
-    async def _renew(self) -> None:
-        run = self._run
-        try:
-            await run.renew()
-        except LeaseLostError:
-            return  # ``lost`` is set: the next fence() or move() ends the drive
-        except Exception as error:  # the ledger is unreachable: try again next time
-            logger.warning("could not renew the lease of %s: %s", run.record.key, error)
-        self._timer = self._schedule()
-
-    async def __aenter__(self) -> None:
-        # Whoever listens to waits hears of this payout's Retry-After holds too.
-        run = self._run
-        if run._observer.on_wait is not None:
-            self._holds = ON_HOLD.set(run._held)
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        if self._holds is not None:
-            ON_HOLD.reset(self._holds)
-        await self.stop()
-
-    async def stop(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        if self._renewing is not None and not self._renewing.done():
-            self._renewing.cancel()
-            await asyncio.gather(self._renewing, return_exceptions=True)
