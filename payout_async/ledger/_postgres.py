@@ -627,7 +627,8 @@ class PostgresLedger(Ledger):
             try:
                 row = await self._submit(intent)
                 if row is not None:
-                    return Claim(record=self._record(row), claimed=True, created=True)
+                    record = self._records.begun(row, params, stored.params)
+                    return Claim(record=record, claimed=True, created=True)
                 row = await self._fetchrow(
                     self._sql.claim,
                     *(provider, key, owner, lease),

@@ -428,7 +428,9 @@ class Recipients:
         """Why the live ``row`` must not move money -- altered outside payout-async, or
         signed with a key this ledger lacks -- or None when it may."""
         if self._key is None:
-            return self._check_plain(row)
+            return self._check_plain(
+                _row(row.provider, row.key), row.params_hash, row.signature, row.params
+            )
         if is_clear(row.recipient):
             return f"{ALTERED}: its recipient is in clear in a ledger with a key"
         if row.signature is None:
@@ -466,13 +468,32 @@ class Recipients:
             operation_signature=self.sign_operation(row.provider, row.key, row.operation_id),
         )
 
-    def _check_plain(self, row: RowFacts) -> str | None:
-        if row.params_hash.startswith(_HMAC) or row.signature is not None:
+    def check_begun(
+        self,
+        provider: str,
+        key: str,
+        params_hash: str,
+        signature: str | None,
+        params: Mapping[str, Any],
+    ) -> str | None:
+        """``authenticate`` of a live row this ledger has just written from ``params``
+        (``store`` sealed its recipient and made its ``signature`` from them), where
+        only the fingerprint ``params_hash``, given by the caller, is left to check."""
+        if self._key is None:
+            return self._check_plain(_row(provider, key), params_hash, signature, params)
+        if not self._hash_matches(params_hash, params):
+            return f"{ALTERED}: its fingerprint does not match its parameters"
+        return None
+
+    def _check_plain(
+        self, row: str, params_hash: str, signature: str | None, params: Mapping[str, Any]
+    ) -> str | None:
+        if params_hash.startswith(_HMAC) or signature is not None:
             return (
-                f"{_row(row.provider, row.key)} was written with an encryption key, and this "
-                "ledger has none: give it that key"
+                f"{row} was written with an encryption key, and this ledger has none: "
+                "give it that key"
             )
-        if not hmac.compare_digest(row.params_hash, plain_hash(row.params)):
+        if not hmac.compare_digest(params_hash, plain_hash(params)):
             return f"{ALTERED}: its fingerprint does not match its parameters"
         return None
 

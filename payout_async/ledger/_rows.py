@@ -149,7 +149,8 @@ def _named(row: Sequence[Any]) -> dict[str, Any]:
 # Read by position from a row (a tuple, or an asyncpg ``Record``).
 _row_checked = operator.itemgetter(*(AT[name] for name in _ROW_CHECKED))
 _operation_checked = operator.itemgetter(*(AT[name] for name in _OPERATION_CHECKED))
-_PARAMS, _RECIPIENT = AT["params"], AT["recipient"]
+_PARAMS, _RECIPIENT, _STATE = AT["params"], AT["recipient"], AT["state"]
+_HASH, _SIGNATURE = AT["params_hash"], AT["signature"]
 _OPERATION_ID, _OPERATION_SIGNATURE = AT["operation_id"], AT["operation_signature"]
 assert _ROW_CHECKED[0] == "params"  # (what a final read compares)
 #: A state's value to the state (a dict lookup: ``LedgerState(value)`` costs a call).
@@ -194,34 +195,23 @@ class Records:
 
     def read(self, row: Sequence[Any]) -> PayoutRecord:
         """The record of ``row``."""
-        (
-            provider, key, params_hash, _, state, operation_id, order_id, provider_status,
-            attempts, lease_owner, lease_expires_at, lease_token, created_at, updated_at,
-            last_error, reason, unknown_since, _, provider_api, *_,
-        ) = row  # fmt: skip  # COLUMNS, in order (_READ checks it)
-        state = _STATES.get(state) or LedgerState(state)
+        state = _STATES.get(row[_STATE]) or LedgerState(row[_STATE])
         full, untrusted = self._parameters(row, state.is_final)
-        return PayoutRecord(
-            provider=provider,
-            key=key,
-            params_hash=params_hash,
-            params=dict(full),
-            state=state,
-            operation_id=operation_id,
-            order_id=order_id,
-            provider_status=provider_status,
-            attempts=int(attempts),
-            lease_owner=lease_owner,
-            lease_expires_at=lease_expires_at,
-            lease_token=int(lease_token),
-            created_at=float(created_at),
-            updated_at=float(updated_at),
-            last_error=scrub(last_error),
-            reason=scrub(reason),
-            unknown_since=unknown_since,
-            provider_api=provider_api,
-            untrusted=untrusted,
-        )
+        return _record(row, state, full, untrusted)
+
+    def begun(
+        self, row: Sequence[Any], full: Mapping[str, Any], stored: Mapping[str, Any]
+    ) -> PayoutRecord:
+        """The record of a live ``row`` this ledger has just inserted, in the
+        transaction that hands it back, from the parameters ``full`` (kept as
+        ``stored``): what this ledger sealed and signed from them needs neither
+        decoding nor checking, so only the fingerprint its caller gave is checked."""
+        full = dict(full)
+        untrusted = self.recipients.check_begun(row[0], row[1], row[_HASH], row[_SIGNATURE], full)
+        self._remember((row[0], row[1]), _Seen(
+            _row_checked(row), _operation_checked(row), full, untrusted, dict(stored)
+        ))  # fmt: skip
+        return _record(row, _STATES[row[_STATE]], full, untrusted)
 
     def _parameters(self, row: Sequence[Any], final: bool) -> tuple[dict[str, Any], str | None]:
         """The row's full parameters and why it must not move money (or None)."""
@@ -243,11 +233,14 @@ class Records:
                 self._seen[at] = attrs.evolve(seen, operation=operation)
                 return seen.full, None
         full, untrusted, stored = self._load(_named(row), final=False)
-        self._seen[at] = _Seen(own, operation, full, untrusted, stored)
+        self._remember(at, _Seen(own, operation, full, untrusted, stored))
+        return full, untrusted
+
+    def _remember(self, at: tuple[str, str], seen: _Seen) -> None:
+        self._seen[at] = seen
         if len(self._seen) > self._size:
             with self._evicting, contextlib.suppress(KeyError, RuntimeError, StopIteration):
                 del self._seen[next(iter(self._seen))]
-        return full, untrusted
 
     def _signed_operation(self, row: Sequence[Any]) -> bool:
         """Whether the row's operation signature is the one this ledger makes for its
@@ -273,6 +266,38 @@ class Records:
             return stored, str(error), stored
         untrusted = None if final else self.recipients.authenticate(row_facts(values, full))
         return full, untrusted, stored
+
+
+def _record(
+    row: Sequence[Any], state: LedgerState, full: dict[str, Any], untrusted: str | None
+) -> PayoutRecord:
+    """The ``PayoutRecord`` of ``row`` at ``state``, with its full parameters."""
+    (
+        provider, key, params_hash, _, _, operation_id, order_id, provider_status,
+        attempts, lease_owner, lease_expires_at, lease_token, created_at, updated_at,
+        last_error, reason, unknown_since, _, provider_api, *_,
+    ) = row  # fmt: skip  # COLUMNS, in order (_READ checks it)
+    return PayoutRecord(
+        provider=provider,
+        key=key,
+        params_hash=params_hash,
+        params=dict(full),
+        state=state,
+        operation_id=operation_id,
+        order_id=order_id,
+        provider_status=provider_status,
+        attempts=int(attempts),
+        lease_owner=lease_owner,
+        lease_expires_at=lease_expires_at,
+        lease_token=int(lease_token),
+        created_at=float(created_at),
+        updated_at=float(updated_at),
+        last_error=scrub(last_error),
+        reason=scrub(reason),
+        unknown_since=unknown_since,
+        provider_api=provider_api,
+        untrusted=untrusted,
+    )
 
 
 def transition_from_row(row: Sequence[Any]) -> Transition:

@@ -701,7 +701,8 @@ class SQLiteLedger(Ledger):
                 if conn.execute(_INSERT_NEW, row).rowcount == 1:
                     history.append(HistoryRow(provider, key, None, first, now, owner, _BEGUN))
                     inserted = [row[name] for name in COLUMNS]
-                    return Claim(record=self._records.read(inserted), claimed=True, created=True)
+                    record = self._records.begun(inserted, params, stored.params)
+                    return Claim(record=record, claimed=True, created=True)
             with savepoint(conn):
                 return decide(conn, history, now, row)
 
@@ -719,7 +720,8 @@ class SQLiteLedger(Ledger):
             inserted = conn.execute(_INSERT, row).fetchall()
             if inserted:
                 history.append(HistoryRow(provider, key, None, first, now, owner, _BEGUN))
-                return Claim(record=self._records.read(inserted[0]), claimed=True, created=True)
+                record = self._records.begun(inserted[0], params, stored.params)
+                return Claim(record=record, claimed=True, created=True)
             record = self._records.read(conn.execute(_SELECT, (provider, key)).fetchone())
             if record.state is LedgerState.REFUSED:
                 live_elsewhere(key, _others(conn, provider, key, now))

@@ -531,6 +531,15 @@ async def test_each_record_a_write_returns_is_the_row_as_read_afresh(
     assert record.params_hash == "masked" and record.lease_owner is None
     assert (record.operation_id, record.order_id, record.unknown_since) == ("42", "o-2", None)
 
+    # A row begun with a fingerprint of other parameters: the ledger checks the one
+    # thing of a new row it did not make itself, as any later read does.
+    other = ledger.params_hash({**PARAMS, "amount": "999.00"})
+    claim = await ledger.begin(P, "k2", other, PARAMS, owner="w1", lease_seconds=LEASE)
+    assert claim.record == await fresh.get(P, "k2")
+    if backend.kind != "memory":  # (a MemoryLedger's rows cannot be altered outside it)
+        assert claim.record.untrusted is not None
+        assert "fingerprint does not match" in claim.record.untrusted
+
 
 async def test_transition_may_repeat_a_state_and_leave_needs_attention(ledger: Ledger) -> None:
     await start(ledger, "k1")
