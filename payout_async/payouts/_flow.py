@@ -133,8 +133,9 @@ class Flow(abc.ABC, Generic[ClientT, RequestT, AnswerT]):
         """Run the state machine until the row is final, parked, or waiting on the
         provider. Raises ``UnknownRecoveryPointError`` at a state with no step.
 
-        ``request``: the row's request as ``pay()`` was given it, when its parameters
-        are the row's (it was checked then); else it is built from the row."""
+        ``request``: the row's request as ``pay()`` was given it (checked then; an
+        Enot request's ``order_id`` may be unset: the row's is the one sent); else it
+        is built from the row."""
         if request is None:
             request = self.request_type(**run.record.params)
         while not (state := run.record.state).is_final and state not in PARKED_STATES:

@@ -101,12 +101,20 @@ def intent_for(key: str, request: OperationRequest | PayoffRequest) -> Intent:
 
 def _intent(key: str, request: OperationRequest | PayoffRequest) -> Intent:
     """``intent_for`` of a key already checked."""
+    params, order_id = _recorded(key, request)
+    return Intent(key=key, params=params, order_id=order_id)
+
+
+def _recorded(
+    key: str, request: OperationRequest | PayoffRequest
+) -> tuple[dict[str, Any], str | None]:
+    """The parameters and order_id ``pay(key, request)`` records (the key checked)."""
     params = _request_params(request)
     order_id = None
     if isinstance(request, PayoffRequest):
         order_id = request.order_id or order_id_for(key)
         params["order_id"] = order_id
-    return Intent(key=key, params=params, order_id=order_id)
+    return params, order_id
 
 
 class _InFlight:
@@ -345,13 +353,13 @@ class Payouts(Generic[Request]):
             IdempotencyConflictError: the key (or its order_id) has other parameters.
         """
         key, digest, params, order_id = self._checked(key, request)
-        # Its parameters are the row's unless the row's order_id was made for it.
-        ready = request if getattr(request, "order_id", None) == order_id else None
+        # The request is the row's (an Enot order_id made for the key aside: the flow
+        # sends the row's), so the drive takes it as it is, checked once.
         if wait is None:
-            return await self._pay_checked(key, digest, params, order_id, ready)
+            return await self._pay_checked(key, digest, params, order_id, request)
         if not math.isfinite(wait) or wait < 0:
             raise ValidationError("wait", "must be zero or a finite number of seconds")
-        return await self._pay_within(wait, key, digest, params, order_id, ready)
+        return await self._pay_within(wait, key, digest, params, order_id, request)
 
     def _checked(self, key: str, request: Request) -> tuple[str, str, dict[str, Any], str | None]:
         """The key, fingerprint, parameters and order_id ``pay()`` records."""
@@ -361,9 +369,8 @@ class Payouts(Generic[Request]):
             raise ValidationError(
                 "request", f"must be a {request_type.__name__} for {self.provider}"
             )
-        intent = _intent(key, request)  # the key is checked above
-        params = dict(intent.params)
-        return key, self.ledger.params_hash(params), params, intent.order_id
+        params, order_id = _recorded(key, request)  # the key is checked above
+        return key, self.ledger.params_hash(params), params, order_id
 
     async def _pay_within(
         self,
