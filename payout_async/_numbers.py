@@ -40,6 +40,7 @@ __all__ = [
 MIN_HIDDEN = 6
 _CARD_DIGITS = range(12, 20)
 _GROUP = re.compile(r"\d+")
+_LETTER = re.compile(r"[^\W\d_]")  # a letter of any script
 _MAX_GAP = 3
 _SEPARATOR_CHARS = frozenset("./\\_()\u2212\u00b7\u2022")
 _PLUS = frozenset("+\uff0b")
@@ -170,6 +171,8 @@ def is_card_number(text: str) -> bool:
     check, with or without separators between them."""
     if not (text[:1].isdigit() and text[-1:].isdigit()):
         return False  # a number that is the whole text begins and ends with a digit
+    if _LETTER.search(text):
+        return False  # a letter is no separator: the digits around it are two numbers
     chains = list(_chains(text))
     if len(chains) != 1:
         return False

@@ -23,7 +23,7 @@ from ._recipient import (
     mask_params,
     plain_hash,
 )
-from ._texts import scrub, scrub_changes
+from ._texts import TEXT_FIELDS, kept_text, scrub
 
 __all__ = [
     "AT",
@@ -83,15 +83,16 @@ def check_changes(changes: Mapping[str, Any]) -> dict[str, Any]:
     """``transition``'s extra fields, checked against ``MUTABLE_FIELDS`` (``TypeError``
     like ``MemoryLedger``), their free text scrubbed (``ledger._texts``) and coerced to
     their column types, in a stable order."""
-    unknown = set(changes) - MUTABLE_FIELDS
-    if unknown:
-        raise TypeError(f"cannot change {sorted(unknown)}")
-    changes = scrub_changes(changes)
+    if not changes.keys() <= MUTABLE_FIELDS:
+        raise TypeError(f"cannot change {sorted(set(changes) - MUTABLE_FIELDS)}")
     checked: dict[str, Any] = {}
     for name in sorted(changes):
         value = changes[name]
         if value is not None:
-            value = float(value) if name in FLOAT_FIELDS else str(value)
+            if name in TEXT_FIELDS:
+                value = kept_text(str(value))
+            else:
+                value = float(value) if name in FLOAT_FIELDS else str(value)
         checked[name] = value
     return checked
 

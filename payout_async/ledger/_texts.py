@@ -8,13 +8,10 @@ size), so that an export holds one line per row."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 from .._redact import scrub
 from .._summary import one_line
 
-__all__ = ["TEXT_FIELDS", "kept_text", "scrub", "scrub_changes"]
+__all__ = ["TEXT_FIELDS", "kept_text", "scrub"]
 
 #: The fields of ``Ledger.transition`` that hold free text from providers and callers.
 TEXT_FIELDS = frozenset({"reason", "last_error"})
@@ -24,11 +21,3 @@ def kept_text(value: str) -> str:
     """Free text as the ledger keeps it: scrubbed, on one line of at most
     ``_summary.LIMIT`` characters (a row's reason, a provider pause's reason)."""
     return scrub(one_line(scrub(value)))
-
-
-def scrub_changes(changes: Mapping[str, Any]) -> dict[str, Any]:
-    """``changes`` with every ``TEXT_FIELDS`` value scrubbed (others as they are)."""
-    return {
-        name: kept_text(str(value)) if name in TEXT_FIELDS and value is not None else value
-        for name, value in changes.items()
-    }

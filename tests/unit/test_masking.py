@@ -106,8 +106,15 @@ def test_a_cut_never_splits_a_number() -> None:
 def test_is_card_number() -> None:
     for written in (CARD, "5536 9129 9887 7664", "5536-9129-9887-7664", "553691 299887 7664"):
         assert is_card_number(written), written
+    for written in (
+        "\u0665\u0665\u0663\u0666 9129 9887 7664",  # Arabic-Indic digits: still a card
+        "5536\u00a09129\u20139887\u200b7664",  # no-break space, en dash, zero-width space
+    ):
+        assert is_card_number(written), written
     for written in ("5536912998877665", "card 5536912998877664", "12345", "order-42", ""):
         assert not is_card_number(written), written
+    for written in ("5536 9129a9887 7664", "5536 9129\u00e99887 7664", "5536\u00b29129988777664"):
+        assert not is_card_number(written), written  # a letter or sign in it splits it
 
 
 def test_a_final_row_masked_by_the_older_rule_still_matches_its_payout() -> None:
