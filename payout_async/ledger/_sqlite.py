@@ -96,10 +96,13 @@ T = TypeVar("T")
 _COLS = ", ".join(COLUMNS)
 _COLUMN_SET = frozenset(COLUMNS)
 _DEAD = ", ".join(f"'{state.value}'" for state in sorted(DEAD_STATES))
-_FINAL = ", ".join(f"'{state}'" for state in FINAL_VALUES)
+# Not final. (Not ``state NOT IN (...)``: for a list of three or more values SQLite
+# builds a temporary b-tree each time the statement runs -- ~2.4 us, and an
+# allocation whose release can send memory back to the kernel and fault it in again.)
+_LIVE = " AND ".join(f"state != '{state}'" for state in FINAL_VALUES)
 # Held: the drive's claim is still the row's latest (an expired lease nobody has
 # claimed since is still its holder's: any other claim would have raised the token).
-_HELD = f"lease_owner = ? AND lease_token = ? AND state NOT IN ({_FINAL})"
+_HELD = f"lease_owner = ? AND lease_token = ? AND {_LIVE}"
 _MAX_BATCH = 256
 DEFAULT_BUSY_TIMEOUT = 10.0  # seconds
 DEFAULT_CHECKPOINT_INTERVAL = 1.0  # seconds
@@ -141,7 +144,7 @@ _DROP_RECIPIENT = f", recipient = NULL, params_hash = '{MASKED_HASH}', signature
 _ORDER_ID_HOLDER = "SELECT key FROM payouts WHERE provider = ? AND order_id = ?"
 _LEASE_HOLDERS = (
     "SELECT lease_owner, count(*), max(lease_expires_at) FROM payouts "
-    f"WHERE lease_owner IS NOT NULL AND lease_expires_at > ? AND state NOT IN ({_FINAL})"
+    f"WHERE lease_owner IS NOT NULL AND lease_expires_at > ? AND {_LIVE}"
     "{by_provider} GROUP BY lease_owner ORDER BY lease_owner"
 )
 _NOTE = (
