@@ -11,7 +11,7 @@ sandbox. Each round runs the project and the lean version of a way back to back,
 alternating order; the table gives medians, over the rounds, of the per-pair ratios.
 
     python benchmarks/layer.py                # 2,000 + 2,000 payouts, 5 rounds, 64 in flight
-    python benchmarks/layer.py --only memory  # one way (memory, sqlite, postgres, sqlite+key)
+    python benchmarks/layer.py --only memory  # one way (memory, sqlite, sqlite+key, postgres)
 """
 
 from __future__ import annotations
@@ -41,11 +41,7 @@ from payout_async.ledger import Ledger, new_encryption_key
 
 POLL = PollPolicy(initial=0.0002, multiplier=2.0, maximum=0.01, deadline=60.0)
 LEAN_POLL = (0.0002, 2.0, 0.01, 60.0)
-#: ``sqlite+key`` is left out of the default: without HTTP pacing, ``lean.py``'s keyed
-#: SQLite ledger spends about four times its unkeyed CPU in SQLite's own statements (not
-#: found why yet), so that pair measures the yardstick, not the project.
-WAYS = ("memory", "sqlite", "postgres")
-CHOICES = (*WAYS, "sqlite+key")
+WAYS = ("memory", "sqlite", "sqlite+key", "postgres")
 
 
 class InstantIntellectMoney(IntellectMoneyClient):
@@ -231,7 +227,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--n", type=int, default=2000, help="payouts per provider and run")
     parser.add_argument("--repeat", type=int, default=5, help="rounds per way")
     parser.add_argument("--concurrency", type=int, default=64, help="payouts in flight")
-    parser.add_argument("--only", default="", help=f"comma-separated ways ({', '.join(CHOICES)})")
+    parser.add_argument("--only", default="", help=f"comma-separated ways ({', '.join(WAYS)})")
     return parser.parse_args(argv)
 
 

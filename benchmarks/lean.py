@@ -23,7 +23,22 @@ same work per payout, against the same sandbox:
 * three ledgers: in memory; SQLite (``synchronous=FULL``, ``secure_delete``, WAL,
   one fenced UPDATE per write, one ``executemany`` of history rows and one commit per
   batch, the WAL checkpointed and truncated at most once a second after a clear
-  recipient was dropped, and at close); PostgreSQL (asyncpg, one statement per batch).
+  recipient was dropped, and at close); PostgreSQL (asyncpg, one statement per batch);
+* what later issues added, folded into the statements above: one live row per key
+  across providers (issue 23: the insert records a key only if no other provider's row
+  has it, a unique index on ``key`` over the rows not failed, refused or cancelled, the
+  primary key led by ``key`` for the lookup; in memory a key -> provider map); a count
+  of the rows begun and of every change of state, kept by the database in the same
+  transaction (issue 25, to notice a ledger restored from a backup: a ``rows_begun``
+  row bumped by triggers in SQLite, a sequence in PostgreSQL, an int in memory); the
+  live rows indexed by ``state`` (a partial index of the rows not final: crash
+  anywhere, resume everywhere, stranded rows found without a scan); and the trust
+  boundary (DESIGN rule 14): with a ledger key each row carries an HMAC of its
+  provider, key, order_id and full parameters, and one of its operation id once
+  recorded; the fence UPDATE returns the row's fingerprint, recipient, order_id,
+  operation id and signatures, and unless they are what this drive wrote (with or
+  without a key) the row is parked ``needs_attention`` and nothing is sent (rows in
+  memory cannot be altered from outside: not checked).
 
 What a lost answer leaves is resolved on the safe side and never paid again here: an
 IntellectMoney execute by the operation's state, an Enot create by its ``order_id``
@@ -34,8 +49,10 @@ none of them costs anything on the path ``overhead.py`` measures. Polls follow t
 library's ``PollPolicy`` schedule (the first after a randomised first pause), so that
 both send the same requests at the same times.
 
-``python benchmarks/lean.py`` pays payouts on each ledger against a sandbox and checks
-the sandbox's books: each key paid once.
+``python benchmarks/lean.py`` shows each guarantee the later issues added holding on
+each ledger (clients answering at once, rows altered between begin and send), then
+pays payouts on each ledger against a sandbox and checks the sandbox's books: each
+key paid once.
 """
 
 from __future__ import annotations
@@ -44,6 +61,7 @@ import abc
 import asyncio
 import base64
 import concurrent.futures
+import contextlib
 import hashlib
 import hmac
 import json
@@ -493,7 +511,8 @@ class Enot:
 
 
 class Recipients:
-    """Fingerprints and the stored recipient: plain, or keyed (HMAC, AES-GCM)."""
+    """Fingerprints and the stored recipient: plain, or keyed (HMAC, AES-GCM); with a
+    key, row signatures (HMAC)."""
 
     def __init__(self, key: str | None = None) -> None:
         self.key = None if key is None else base64.urlsafe_b64decode(key)
@@ -503,6 +522,7 @@ class Recipients:
 
             self._aead = AESGCM(hashlib.sha256(b"aead" + self.key).digest())
             self._mac = hashlib.sha256(b"mac" + self.key).digest()
+            self._sign = hashlib.sha256(b"sign" + self.key).digest()
 
     def digest(self, params: dict[str, Any]) -> str:
         text = json.dumps(params, sort_keys=True, separators=(",", ":")).encode()
@@ -516,6 +536,25 @@ class Recipients:
         nonce = os.urandom(12)
         sealed = nonce + self._aead.encrypt(nonce, recipient.encode(), None)
         return "enc:" + base64.b64encode(sealed).decode()
+
+    def sign(self, *facts: Any) -> str | None:
+        """An HMAC of ``facts`` (canonical JSON); None without a key."""
+        if self.key is None:
+            return None
+        text = json.dumps(facts, sort_keys=True, separators=(",", ":")).encode()
+        return hmac.new(self._sign, text, hashlib.sha256).hexdigest()
+
+    def opens(self, stored: str | None, recipient: str) -> bool:
+        """Whether a row's stored recipient is ``recipient`` (a row taken over)."""
+        if self._aead is None:
+            return stored == json.dumps(recipient)
+        if stored is None or not stored.startswith("enc:"):
+            return False
+        try:
+            sealed = base64.b64decode(stored[4:])
+            return self._aead.decrypt(sealed[:12], sealed[12:], None) == recipient.encode()
+        except Exception:  # not base64, or InvalidTag: not sealed with this key
+            return False
 
     @staticmethod
     def masked(params: dict[str, Any], field: str) -> str:
@@ -547,6 +586,7 @@ class Write:
     params: str = ""
     recipient: str | None = None
     order_id: str | None = None
+    signature: str | None = None  # begin: the row's; move: its new operation id's
 
 
 @dataclass(slots=True)
@@ -556,15 +596,17 @@ class Claim:
     state: str
     operation_id: str | None
     attempts: int
+    recipient: str | None = None  # as stored, for a row taken over
 
 
 class Conflict(Exception):
-    """The key (or its order_id) is recorded with other parameters."""
+    """The key (or its order_id) is recorded with other parameters or provider."""
 
 
 class Ledger(abc.ABC):
     """Writes queue up; one commit takes every write queued meanwhile (group commit).
-    ``begin`` gives a ``Claim``, ``None`` when another drive holds the row."""
+    ``begin`` gives a ``Claim``, ``None`` when another drive holds the row; ``renew``
+    the row's checked columns (``SIGNED``; True in memory), falsy without the lease."""
 
     def __init__(self) -> None:
         self._queue: list[tuple[Write, asyncio.Future[Any]]] = []
@@ -579,7 +621,8 @@ class Ledger(abc.ABC):
 
     @abc.abstractmethod
     async def _commit(self, writes: list[Write]) -> list[Any]:
-        """Each write's outcome: a ``Claim``/None/``Conflict`` for begin, bool else."""
+        """Each write's outcome: a ``Claim``/None/``Conflict`` for begin, the checked
+        columns or a falsy value for renew, bool for move."""
 
     async def submit(self, write: Write) -> Any:
         future = asyncio.get_running_loop().create_future()
@@ -612,7 +655,9 @@ class MemoryLedger(Ledger):
         super().__init__()
         self.rows: dict[tuple[str, str], list[Any]] = {}
         self.orders: dict[tuple[str, str], str] = {}
+        self.keys: dict[str, str] = {}  # each key's provider
         self.history: list[tuple[Any, ...]] = []
+        self.begun = 0  # rows begun and changes of state
 
     async def submit(self, write: Write) -> Any:
         return self.apply(write, time.time())
@@ -627,10 +672,13 @@ class MemoryLedger(Ledger):
         row = self.rows.get((w.provider, w.key))
         if w.kind == "begin":
             if row is None:
+                if self.keys.get(w.key, w.provider) != w.provider:
+                    return Conflict("key recorded under another provider")
                 if w.order_id is not None:
                     if (w.provider, w.order_id) in self.orders:
                         return Conflict("order_id taken")
                     self.orders[w.provider, w.order_id] = w.key
+                self.keys[w.key], self.begun = w.provider, self.begun + 1
                 self.rows[w.provider, w.key] = [
                     w.state, w.digest, w.owner, 1, now + w.lease, w.attempt, None, None,
                     w.params, w.recipient, w.order_id,
@@ -642,7 +690,7 @@ class MemoryLedger(Ledger):
             if row[0] in FINAL or (row[2] is not None and row[4] > now):
                 return None if row[0] not in FINAL else Claim(0, False, row[0], row[6], row[5])
             row[2], row[3], row[4] = w.owner, row[3] + 1, now + w.lease
-            return Claim(row[3], False, row[0], row[6], row[5])
+            return Claim(row[3], False, row[0], row[6], row[5], row[9])
         if row is None or row[2] != w.owner or row[3] != w.token or row[0] in FINAL:
             return False
         if w.kind == "renew":
@@ -650,6 +698,7 @@ class MemoryLedger(Ledger):
                 return False
             row[4] = max(row[4], now + w.lease)
             return True
+        self.begun += row[0] != w.state
         row[0], row[5] = w.state, row[5] + w.attempt
         row[6] = w.operation_id or row[6]
         row[7] = w.status or row[7]
@@ -661,28 +710,63 @@ class MemoryLedger(Ledger):
         return True
 
 
+# The primary key leads with ``key``: it also finds a key's rows under any provider.
 _COLUMNS = """provider TEXT NOT NULL, key TEXT NOT NULL, params_hash TEXT NOT NULL,
     params TEXT NOT NULL, recipient TEXT, state TEXT NOT NULL, operation_id TEXT,
     order_id TEXT, provider_status TEXT, attempts INTEGER NOT NULL DEFAULT 0,
     lease_owner TEXT, lease_token INTEGER NOT NULL, lease_expires_at {real},
-    created_at {real} NOT NULL, updated_at {real} NOT NULL, PRIMARY KEY (provider, key)"""
-_FINAL_SQL = "('" + "','".join(sorted(FINAL)) + "')"
+    created_at {real} NOT NULL, updated_at {real} NOT NULL, signature TEXT,
+    operation_signature TEXT{begun}, PRIMARY KEY (key, provider)"""
+_FINAL_SQL = "('" + "','".join(sorted(FINAL)) + "')"  # (PostgreSQL)
+# SQLite's statements (partial index predicates included) test states with ``!=``, and
+# a write's finality comes as a parameter: SQLite builds an ``IN`` list of three or more
+# values into a temporary B-tree on each run of a statement, and freeing its page cache
+# could make glibc trim the SQLite thread's heap, faulted back in by the next statement
+# (madvise, page faults: most of the keyed SQLite ledger's CPU without HTTP pacing).
+_LIVE = " AND ".join(f"state != '{state}'" for state in sorted(FINAL))
+# A row holds its key unless it ended with nothing paid: failed, cancelled, refused.
+_HOLDS_KEY = "state != 'cancelled' AND state != 'failed' AND state != 'refused'"
+# One live row per key (what two concurrent begins under two providers run into), an
+# order_id per key, and the live rows by state: stranded ones found without a scan.
+_INDEXES = f"""CREATE UNIQUE INDEX IF NOT EXISTS {{p}}payouts_live_key ON {{p}}payouts (key)
+    WHERE {_HOLDS_KEY};
+CREATE UNIQUE INDEX IF NOT EXISTS {{p}}payouts_order ON {{p}}payouts (provider, order_id)
+    WHERE order_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS {{p}}payouts_live ON {{p}}payouts (state) WHERE {_LIVE};"""
+# What the fence checks: the columns that decide money, as this drive wrote them.
+SIGNED = "params_hash, recipient, order_id, operation_id, signature, operation_signature"
+_SQLITE_SCHEMA = f"""PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;
+PRAGMA secure_delete = ON; PRAGMA busy_timeout = 5000;
+CREATE TABLE IF NOT EXISTS payouts ({_COLUMNS.format(real="REAL", begun="")});
+{_INDEXES.format(p="")}
+CREATE TABLE IF NOT EXISTS payout_transitions (id INTEGER PRIMARY KEY, provider TEXT,
+    key TEXT, from_state TEXT, to_state TEXT, at REAL, owner TEXT, note TEXT);
+CREATE INDEX IF NOT EXISTS transitions_key ON payout_transitions (provider, key, id);
+CREATE TABLE IF NOT EXISTS payout_ledger (name TEXT PRIMARY KEY, value NOT NULL);
+INSERT OR IGNORE INTO payout_ledger VALUES ('rows_begun', (SELECT count(*) FROM payouts));
+CREATE TRIGGER IF NOT EXISTS payouts_begun AFTER INSERT ON payouts BEGIN
+    UPDATE payout_ledger SET value = value + 1 WHERE name = 'rows_begun'; END;
+CREATE TRIGGER IF NOT EXISTS payouts_moved AFTER UPDATE OF state ON payouts
+    WHEN OLD.state IS NOT NEW.state BEGIN
+    UPDATE payout_ledger SET value = value + 1 WHERE name = 'rows_begun'; END;"""
 _SQLITE_MOVE = f"""UPDATE payouts SET state = ?1, attempts = attempts + ?2,
     operation_id = coalesce(?3, operation_id), provider_status = coalesce(?4, provider_status),
-    updated_at = ?5,
-    lease_owner = CASE WHEN ?1 IN {_FINAL_SQL} THEN NULL ELSE lease_owner END,
-    lease_expires_at = CASE WHEN ?1 IN {_FINAL_SQL} THEN NULL ELSE
-        max(lease_expires_at, ?5 + ?6) END,
-    recipient = CASE WHEN ?1 IN {_FINAL_SQL} THEN NULL ELSE recipient END,
-    params_hash = CASE WHEN ?1 IN {_FINAL_SQL} THEN 'masked' ELSE params_hash END
-    WHERE provider = ?7 AND key = ?8 AND lease_owner = ?9 AND lease_token = ?10
-    AND state NOT IN {_FINAL_SQL}"""
+    operation_signature = coalesce(?11, operation_signature), updated_at = ?5,
+    lease_owner = CASE WHEN ?12 THEN NULL ELSE lease_owner END,
+    lease_expires_at = CASE WHEN ?12 THEN NULL ELSE max(lease_expires_at, ?5 + ?6) END,
+    recipient = CASE WHEN ?12 THEN NULL ELSE recipient END,
+    signature = CASE WHEN ?12 THEN NULL ELSE signature END,
+    params_hash = CASE WHEN ?12 THEN 'masked' ELSE params_hash END
+    WHERE provider = ?7 AND key = ?8 AND lease_owner = ?9 AND lease_token = ?10 AND {_LIVE}"""
 _SQLITE_RENEW = f"""UPDATE payouts SET lease_expires_at = max(lease_expires_at, ?1 + ?2)
     WHERE provider = ?3 AND key = ?4 AND lease_owner = ?5 AND lease_token = ?6
-    AND state NOT IN {_FINAL_SQL} AND lease_expires_at > ?1"""
+    AND {_LIVE} AND lease_expires_at > ?1 RETURNING {SIGNED}"""
+# Recorded unless the key is another provider's (or this provider's already).
 _SQLITE_INSERT = """INSERT INTO payouts (provider, key, params_hash, params, recipient, state,
-    order_id, attempts, lease_owner, lease_token, lease_expires_at, created_at, updated_at)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?) ON CONFLICT (provider, key) DO NOTHING"""
+    order_id, attempts, lease_owner, lease_token, lease_expires_at, created_at, updated_at,
+    signature) SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 1, ?10, ?11, ?11, ?12
+    WHERE NOT EXISTS (SELECT 1 FROM payouts WHERE key = ?2 AND provider != ?1)
+    ON CONFLICT (provider, key) DO NOTHING"""
 _HISTORY = """INSERT INTO payout_transitions (provider, key, from_state, to_state, at, owner,
     note) VALUES (?, ?, ?, ?, ?, ?, ?)"""
 
@@ -706,22 +790,7 @@ class SQLiteLedger(Ledger):
 
     def _open(self) -> None:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = FULL")
-        conn.execute("PRAGMA secure_delete = ON")
-        conn.execute("PRAGMA busy_timeout = 5000")
-        conn.execute(f"CREATE TABLE IF NOT EXISTS payouts ({_COLUMNS.format(real='REAL')})")
-        conn.execute(
-            "CREATE UNIQUE INDEX IF NOT EXISTS payouts_order ON payouts (provider, order_id)"
-            " WHERE order_id IS NOT NULL"
-        )
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS payout_transitions (id INTEGER PRIMARY KEY, provider"
-            " TEXT, key TEXT, from_state TEXT, to_state TEXT, at REAL, owner TEXT, note TEXT)"
-        )
-        conn.execute(
-            "CREATE INDEX IF NOT EXISTS transitions_key ON payout_transitions (provider, key, id)"
-        )
+        conn.executescript(_SQLITE_SCHEMA)
         self._conn = conn
 
     async def aclose(self) -> None:
@@ -751,10 +820,12 @@ class SQLiteLedger(Ledger):
                     continue
                 if w.kind == "renew":
                     args: tuple[Any, ...] = (now, w.lease, w.provider, w.key, w.owner, w.token)
-                    outcomes.append(conn.execute(_SQLITE_RENEW, args).rowcount == 1)
+                    found = conn.execute(_SQLITE_RENEW, args).fetchall()
+                    outcomes.append(found[0] if found else None)
                     continue
-                args = (w.state, w.attempt, w.operation_id, w.status, now, w.lease)
-                landed = conn.execute(_SQLITE_MOVE, (*args, w.provider, w.key, w.owner, w.token))
+                args = (w.state, w.attempt, w.operation_id, w.status, now, w.lease, w.provider)
+                args += (w.key, w.owner, w.token, w.signature, w.state in FINAL)
+                landed = conn.execute(_SQLITE_MOVE, args)
                 outcomes.append(landed.rowcount == 1)
                 if landed.rowcount == 1:
                     history.append((w.provider, w.key, w.before, w.state, now, w.owner, w.note))
@@ -775,19 +846,21 @@ class SQLiteLedger(Ledger):
         row = (w.provider, w.key, w.digest, w.params, w.recipient, w.state, w.order_id)
         try:
             inserted = conn.execute(
-                _SQLITE_INSERT, (*row, w.attempt, w.owner, now + w.lease, now, now)
+                _SQLITE_INSERT, (*row, w.attempt, w.owner, now + w.lease, now, w.signature)
             )
-        except sqlite3.IntegrityError:
+        except sqlite3.IntegrityError:  # the order_id's, or a race to the key (not here)
             return Conflict("order_id taken")
         if inserted.rowcount == 1:
             history.append((w.provider, w.key, None, w.state, now, w.owner, w.note))
             return Claim(1, True, w.state, None, w.attempt)
         found = conn.execute(
             "SELECT state, params_hash, params, lease_owner, lease_expires_at, lease_token,"
-            " operation_id, attempts FROM payouts WHERE provider = ? AND key = ?",
+            " operation_id, attempts, recipient FROM payouts WHERE provider = ? AND key = ?",
             (w.provider, w.key),
         ).fetchone()
-        state, digest, params, owner, until, token, operation_id, attempts = found
+        if found is None:
+            return Conflict("key recorded under another provider")
+        state, digest, params, owner, until, token, operation_id, attempts, recipient = found
         if digest != w.digest and not (state in FINAL and params == w.params):
             return Conflict("recorded with other parameters")
         if state in FINAL:
@@ -799,7 +872,7 @@ class SQLiteLedger(Ledger):
             " WHERE provider = ? AND key = ? AND lease_token = ?",
             (w.owner, token + 1, now + w.lease, w.provider, w.key, token),
         )
-        return Claim(token + 1, False, state, operation_id, attempts)
+        return Claim(token + 1, False, state, operation_id, attempts, recipient)
 
 
 class PostgresLedger(Ledger):
@@ -815,10 +888,17 @@ class PostgresLedger(Ledger):
 
         self._conn = await asyncpg.connect(self.dsn)
         p = self.p
+        # Rows begun and changes of state counted by a sequence: a new row's default,
+        # and a trigger on each change of state.
+        begun = f", begun int8 NOT NULL DEFAULT nextval('{p}begun')"
+        columns = _COLUMNS.format(real="float8", begun=begun)
         await self._conn.execute(
-            f"CREATE TABLE IF NOT EXISTS {p}payouts ({_COLUMNS.format(real='float8')});"
-            f"CREATE UNIQUE INDEX IF NOT EXISTS {p}order ON {p}payouts (provider, order_id)"
-            " WHERE order_id IS NOT NULL;"
+            f"CREATE SEQUENCE IF NOT EXISTS {p}begun; CREATE OR REPLACE FUNCTION {p}moved()"
+            f" RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM nextval('{p}begun');"
+            f" RETURN NULL; END $$; CREATE TABLE IF NOT EXISTS {p}payouts ({columns});"
+            f"{_INDEXES.format(p=p)} CREATE OR REPLACE TRIGGER {p}moved AFTER UPDATE OF state"
+            f" ON {p}payouts FOR EACH ROW WHEN (OLD.state IS DISTINCT FROM NEW.state)"
+            f" EXECUTE FUNCTION {p}moved();"
             f"CREATE TABLE IF NOT EXISTS {p}payout_transitions (id bigserial PRIMARY KEY,"
             " provider text, key text, from_state text, to_state text, at float8, owner text,"
             f" note text); CREATE INDEX IF NOT EXISTS {p}tkey ON {p}payout_transitions"
@@ -831,23 +911,28 @@ class PostgresLedger(Ledger):
             await self._conn.close()
 
     async def drop(self) -> None:
+        p = self.p
         await self._conn.execute(
-            f"DROP TABLE IF EXISTS {self.p}payouts, {self.p}payout_transitions"
+            f"DROP TABLE IF EXISTS {p}payouts, {p}payout_transitions;"
+            f"DROP SEQUENCE IF EXISTS {p}begun; DROP FUNCTION IF EXISTS {p}moved()"
         )
 
     async def _commit(self, writes: list[Write]) -> list[Any]:
-        columns: list[list[Any]] = [[] for _ in range(16)]
+        columns: list[list[Any]] = [[] for _ in range(18)]
         for n, w in enumerate(writes):
             for column, value in zip(columns, (
                 n, w.kind, w.provider, w.key, w.owner, w.token, w.state, w.before, w.note,
                 w.attempt, w.operation_id, w.status, w.lease, w.digest, w.params, w.recipient,
+                w.order_id, w.signature,
             ), strict=True):  # fmt: skip
                 column.append(value)
-        orders = [w.order_id for w in writes]
-        landed = {row[0] for row in await self._conn.fetch(self._batch_sql, *columns, orders)}
+        rows = await self._conn.fetch(self._batch_sql, *columns)
+        landed = {row[0]: row[1] for row in rows}
         outcomes: list[Any] = []
         for n, w in enumerate(writes):
-            if w.kind != "begin":
+            if w.kind == "renew":
+                outcomes.append(n in landed and tuple(landed[n]))
+            elif w.kind == "move":
                 outcomes.append(n in landed)
             elif n in landed:
                 outcomes.append(Claim(1, True, w.state, None, w.attempt))
@@ -861,12 +946,12 @@ class PostgresLedger(Ledger):
         async with self._conn.transaction():
             row = await self._conn.fetchrow(
                 f"SELECT state, params_hash, params, lease_owner, lease_token, operation_id,"
-                f" attempts, lease_expires_at > extract(epoch from now()) AS held"
+                f" attempts, recipient, lease_expires_at > extract(epoch from now()) AS held"
                 f" FROM {p}payouts WHERE provider = $1 AND key = $2 FOR UPDATE",
                 w.provider, w.key,
             )  # fmt: skip
             if row is None:
-                return Conflict("order_id taken")
+                return Conflict("key recorded under another provider, or order_id taken")
             state = row["state"]
             if row["params_hash"] != w.digest and not (
                 state in FINAL and row["params"] == w.params
@@ -882,7 +967,8 @@ class PostgresLedger(Ledger):
                 f" WHERE provider = $3 AND key = $4",
                 w.owner, w.lease, w.provider, w.key,
             )  # fmt: skip
-            return Claim(row["lease_token"] + 1, False, state, row["operation_id"], row["attempts"])
+            token, operation_id = row["lease_token"] + 1, row["operation_id"]
+            return Claim(token, False, state, operation_id, row["attempts"], row["recipient"])
 
 
 def _postgres_batch(p: str) -> str:
@@ -891,15 +977,16 @@ def _postgres_batch(p: str) -> str:
 WITH w AS (
   SELECT * FROM unnest($1::int[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[],
     $7::text[], $8::text[], $9::text[], $10::int[], $11::text[], $12::text[], $13::float8[],
-    $14::text[], $15::text[], $16::text[], $17::text[])
+    $14::text[], $15::text[], $16::text[], $17::text[], $18::text[])
     AS w(n, kind, provider, key, owner, token, state, before, note, attempt, operation_id,
-         status, lease, digest, params, recipient, order_id)),
+         status, lease, digest, params, recipient, order_id, signature)),
 t AS (SELECT extract(epoch from now())::float8 AS now),
 ins AS (
   INSERT INTO {p}payouts (provider, key, params_hash, params, recipient, state, order_id,
-    attempts, lease_owner, lease_token, lease_expires_at, created_at, updated_at)
+    attempts, lease_owner, lease_token, lease_expires_at, created_at, updated_at, signature)
   SELECT w.provider, w.key, w.digest, w.params, w.recipient, w.state, w.order_id, w.attempt,
-    w.owner, 1, t.now + w.lease, t.now, t.now FROM w, t WHERE w.kind = 'begin'
+    w.owner, 1, t.now + w.lease, t.now, t.now, w.signature FROM w, t WHERE w.kind = 'begin'
+    AND NOT EXISTS (SELECT 1 FROM {p}payouts o WHERE o.key = w.key AND o.provider <> w.provider)
   ON CONFLICT DO NOTHING RETURNING provider, key),
 upd AS (
   UPDATE {p}payouts AS r SET
@@ -907,60 +994,79 @@ upd AS (
     attempts = r.attempts + w.attempt,
     operation_id = coalesce(w.operation_id, r.operation_id),
     provider_status = coalesce(w.status, r.provider_status),
+    operation_signature = coalesce(w.signature, r.operation_signature),
     updated_at = t.now,
     lease_owner = CASE WHEN w.state IN {final} THEN NULL ELSE r.lease_owner END,
     lease_expires_at = CASE WHEN w.state IN {final} THEN NULL
       ELSE greatest(r.lease_expires_at, t.now + w.lease) END,
     recipient = CASE WHEN w.state IN {final} THEN NULL ELSE r.recipient END,
+    signature = CASE WHEN w.state IN {final} THEN NULL ELSE r.signature END,
     params_hash = CASE WHEN w.state IN {final} THEN 'masked' ELSE r.params_hash END
   FROM w, t
   WHERE w.kind IN ('move', 'renew') AND r.provider = w.provider AND r.key = w.key
     AND r.lease_owner = w.owner AND r.lease_token = w.token AND r.state NOT IN {final}
     AND (w.kind = 'move' OR r.lease_expires_at > t.now)
-  RETURNING w.n),
+  RETURNING w.n, CASE WHEN w.kind = 'renew' THEN ARRAY[r.params_hash, r.recipient,
+    r.order_id, r.operation_id, r.signature, r.operation_signature] END),
 landed AS (
-  SELECT w.n FROM w JOIN ins ON ins.provider = w.provider AND ins.key = w.key
-  WHERE w.kind = 'begin' UNION ALL SELECT n FROM upd),
+  SELECT w.n, NULL::text[] FROM w JOIN ins ON ins.provider = w.provider AND ins.key = w.key
+  WHERE w.kind = 'begin' UNION ALL SELECT * FROM upd),
 hist AS (
   INSERT INTO {p}payout_transitions (provider, key, from_state, to_state, at, owner, note)
   SELECT w.provider, w.key, w.before, w.state, t.now, w.owner, w.note
   FROM w JOIN landed ON landed.n = w.n, t WHERE w.kind <> 'renew')
-SELECT n FROM landed"""
+SELECT * FROM landed"""
 
 
 # -- the orchestration: one drive per key, recovery points, the fence ----------------------
 
 
+class SetAside(Exception):
+    """The row is not as this drive wrote it: parked, nothing sent."""
+
+
 class Run:
-    """One claimed row being driven under (owner, token)."""
+    """One claimed row being driven under (owner, token); ``signed``: its ``SIGNED``
+    columns as this drive wrote them."""
 
     __slots__ = ("key", "lease", "ledger", "lost", "margin", "operation_id", "owner")
-    __slots__ += ("provider", "recipient", "state", "token")
+    __slots__ += ("provider", "recipients", "signed", "state", "token")
 
-    def __init__(self, payouts: Payouts, key: str, claim: Claim, recipient: str) -> None:
+    def __init__(self, payouts: Payouts, key: str, claim: Claim, signed: list[Any]) -> None:
         self.ledger, self.provider, self.key = payouts.ledger, payouts.provider, key
         self.owner, self.token, self.state = payouts.owner, claim.token, claim.state
         self.operation_id, self.lease = claim.operation_id, payouts.lease
-        self.margin, self.recipient, self.lost = payouts.lease / 10, recipient, False
+        self.margin, self.signed, self.lost = payouts.lease / 10, signed, False
+        self.recipients = payouts.recipients
 
     async def move(self, state: str, note: str | None = None, **changes: Any) -> None:
+        operation_id = changes.get("operation_id")
+        if operation_id is not None and operation_id != self.operation_id:
+            changes["signature"] = self.recipients.sign(self.provider, self.key, operation_id)
         write = Write(
             "move", self.provider, self.key, self.owner, self.token, state, self.state, note,
-            lease=self.lease, recipient=self.recipient, **changes,
+            lease=self.lease, recipient=self.signed[1], **changes,
         )  # fmt: skip
         if not await self.ledger.submit(write):
             self.lost = True
             raise LeaseLost(self.key)
         self.state = state
-        self.operation_id = changes.get("operation_id") or self.operation_id
+        if operation_id is not None and operation_id != self.operation_id:
+            self.signed[3], self.signed[5] = operation_id, changes["signature"]
+            self.operation_id = operation_id
 
     async def fence(self, seconds: float) -> None:
-        """The lease outlives the request, on the ledger's clock, or nothing leaves."""
+        """The lease outlives the request, on the ledger's clock, and the row is as this
+        drive wrote it, or nothing leaves."""
         lease = max(self.lease, seconds + self.margin)
         write = Write("renew", self.provider, self.key, self.owner, self.token, lease=lease)
-        if self.lost or not await self.ledger.submit(write):
+        found = None if self.lost else await self.ledger.submit(write)
+        if not found:
             self.lost = True
             raise LeaseLost(self.key)
+        if found is not True and list(found) != self.signed:
+            await self.move("needs_attention", "altered outside the ledger: nothing sent")
+            raise SetAside(self.key)
 
 
 class Payouts:
@@ -1041,29 +1147,41 @@ class Payouts:
         self, key: str, request: ImPayout | EnotPayoff, params: dict[str, Any], digest: str
     ) -> str:
         enot = isinstance(request, EnotPayoff)
-        field = "wallet_to" if enot else "pan"
+        field, order_id = "wallet_to" if enot else "pan", params.get("order_id")
         recipient = self.recipients.store(str(params[field]))
+        signature = self.recipients.sign(self.provider, key, order_id, params)
         write = Write(
             "begin", self.provider, key, self.owner, state="sending" if enot else "pending",
             note="intent recorded", attempt=int(enot), lease=self.lease, digest=digest,
             params=Recipients.masked(params, field), recipient=recipient,
-            order_id=params.get("order_id"),
+            order_id=order_id, signature=signature,
         )  # fmt: skip
         claim = await self.ledger.submit(write)
         if isinstance(claim, Conflict):
             raise claim
         if claim is None or claim.state in FINAL:
             return "busy" if claim is None else claim.state  # busy: another drive has it
-        run = Run(self, key, claim, recipient)
-        if not claim.created and claim.state in ("sending", "executing"):
-            await asyncio.sleep(self.in_flight)  # the previous holder's request may land
-            await self._reconcile(run, request)
-        elif run.state == "processing":
-            await self._poll(run, request, "", None)
-        elif isinstance(request, EnotPayoff):
-            await self._enot(run, request, params["order_id"])
-        else:
-            await self._intellect(run, request)
+        operation_id = claim.operation_id
+        signed = [digest, recipient, order_id, operation_id, signature, None]
+        run = Run(self, key, claim, signed)
+        try:
+            if not claim.created:  # taken over: the row's recipient must be this payout's
+                if not self.recipients.opens(claim.recipient, str(params[field])):
+                    await run.move("needs_attention", "the row's recipient is not the payout's")
+                    return run.state
+                signed[1] = claim.recipient
+                signed[5] = operation_id and self.recipients.sign(self.provider, key, operation_id)
+            if not claim.created and claim.state in ("sending", "executing"):
+                await asyncio.sleep(self.in_flight)  # the previous holder's request may land
+                await self._reconcile(run, request)
+            elif run.state == "processing":
+                await self._poll(run, request, "", None)
+            elif isinstance(request, EnotPayoff):
+                await self._enot(run, request, params["order_id"])
+            else:
+                await self._intellect(run, request)
+        except SetAside:
+            pass  # parked by the fence
         return run.state
 
     async def _intellect(self, run: Run, request: ImPayout) -> None:
@@ -1158,6 +1276,186 @@ class Payouts:
 # -- the standalone check: payouts settle, each key once -------------------------------------
 
 
+class _Crash(Exception):
+    """A drive that stops half-way (its row left live: stranded)."""
+
+
+class _InstantIntellect(Intellect):
+    """Answers at once; ``before_fence`` runs between the recorded step and the fence."""
+
+    def __init__(self, before_fence: Callable[[str], Awaitable[None]], sent: list[str]) -> None:
+        self.before_fence, self.sent, self.crash = before_fence, sent, False
+
+    async def create(self, payout: ImPayout) -> Operation:
+        if self.crash:
+            raise _Crash
+        return Operation(f"op-{uuid.uuid4().hex[:8]}", "Created", False)
+
+    async def execute(self, operation_id: str, fence: Fence) -> Operation:
+        await self.before_fence(operation_id)
+        await fence(30.0)
+        self.sent.append(operation_id)
+        return Operation(operation_id, "InProcess", True)
+
+    async def state(self, operation_id: str) -> Operation:
+        return Operation(operation_id, "Completed", False)
+
+
+class _InstantEnot(Enot):
+    def __init__(self, before_fence: Callable[[str], Awaitable[None]], sent: list[str]) -> None:
+        self.before_fence, self.sent = before_fence, sent
+
+    async def create(self, payoff: EnotPayoff, order_id: str, fence: Fence) -> str:
+        await self.before_fence(order_id)
+        await fence(30.0)
+        self.sent.append(order_id)
+        return f"po-{order_id}"
+
+    async def info(self, *, payoff_id: str | None = None, order_id: str | None = None) -> Payoff:
+        return Payoff(payoff_id or "po", "success", None, None, None)
+
+
+async def _sql(ledger: Ledger, text: str) -> list[Any]:
+    """A statement on the ledger's own connection, between its batches."""
+    if isinstance(ledger, SQLiteLedger):
+        conn = ledger._conn
+        assert conn is not None
+        return await ledger._run(lambda: conn.execute(text).fetchall())
+    assert isinstance(ledger, PostgresLedger)
+    return list(await ledger._conn.fetch(text.replace("payouts", f"{ledger.p}payouts")))
+
+
+async def _begun(ledger: Ledger) -> int:
+    """The count of rows begun and changes of state (issue 25)."""
+    if isinstance(ledger, MemoryLedger):
+        return ledger.begun
+    if isinstance(ledger, SQLiteLedger):
+        return (await _sql(ledger, "SELECT value FROM payout_ledger"))[0][0]
+    assert isinstance(ledger, PostgresLedger)
+    seq = f"SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM {ledger.p}begun"
+    return int(await ledger._conn.fetchval(seq))
+
+
+async def _guarantees(ledger: Ledger, recipients: Recipients) -> str:
+    """Without a sandbox: what issues 23 and 25 and the trust boundary added, each
+    shown to hold; a failed check raises ``AssertionError``."""
+    from _common import PAN
+
+    tag, durable = uuid.uuid4().hex[:6], not isinstance(ledger, MemoryLedger)
+    sent: list[str] = []
+    alter: dict[str, str] = {}  # key: the UPDATE run on its row right before the fence
+
+    async def before_fence(operation_id: str) -> None:
+        for key, change in list(alter.items()):
+            await _sql(ledger, change.format(key=key, operation_id=operation_id))
+
+    im_client, poll = _InstantIntellect(before_fence, sent), (0.001, 2.0, 0.01, 5.0)
+    im = Payouts(im_client, ledger, recipients, poll=poll)
+    enot = Payouts(_InstantEnot(before_fence, sent), ledger, recipients, poll=poll)
+    card, payoff = ImPayout(PAN, Decimal(1)), EnotPayoff("card", PAN, Decimal(1))
+
+    async def strand(key: str) -> None:
+        """A drive of ``key`` stops after its intent is recorded; its lease lapses."""
+        im_client.crash, im.lease = True, 0.05
+        with contextlib.suppress(_Crash):
+            await im.pay(key, card)
+        im_client.crash, im.lease = False, 120.0
+        await asyncio.sleep(0.06)
+
+    await ledger.open()
+    try:
+        # Issue 23: a key live under one provider is refused under the other -- in one
+        # batch (PostgreSQL: one statement, the unique index decides), in the next, by
+        # the live-key index itself -- and so is a key paid, or failed, under another.
+        key = f"{tag}-live"
+        begin = Write("begin", "intellectmoney", key, "o", state="pending", params="{}")
+        rival = Write("begin", "enot", key, "o", state="sending", params="{}")
+        first, second = await ledger._commit([begin, rival])
+        assert isinstance(first, Claim) and isinstance(second, Conflict), (first, second)
+        assert isinstance(await ledger.submit(rival), Conflict)
+        if durable:
+            insert = "INSERT INTO payouts (provider, key, params_hash, params, state,"
+            insert += f" lease_token, created_at, updated_at) VALUES ('enot', '{key}', '',"
+            try:
+                await _sql(ledger, insert + " '{}', 'sending', 1, 0, 0)")
+                error: Exception | None = None
+            except Exception as refused:  # sqlite3's or asyncpg's unique violation
+                error = refused
+            assert "unique" in str(error).lower(), f"a second live row of a key: {error}"
+        assert await im.pay(f"{tag}-paid", card) == "succeeded" and len(sent) == 1
+        try:
+            await enot.pay(f"{tag}-paid", payoff)
+            raise AssertionError("a paid key was begun under another provider")
+        except Conflict:
+            pass
+        key = f"{tag}-failed"
+        claim = await ledger.submit(Write("begin", "intellectmoney", key, "o", state="pending"))
+        failed = Write("move", "intellectmoney", key, "o", claim.token, "failed", "pending")
+        assert await ledger.submit(failed)
+        assert isinstance(await ledger.submit(Write("begin", "enot", key, "o")), Conflict)
+        # Issue 25: one more on each insert and each change of state, not on a renewal.
+        count, key = await _begun(ledger), f"{tag}-count"
+        claim = await ledger.submit(Write("begin", "enot", key, "o", state="sending"))
+        steps = [await _begun(ledger)]
+        for write in (
+            Write("renew", "enot", key, "o", claim.token),
+            Write("move", "enot", key, "o", claim.token, "processing", "sending"),
+            Write("move", "enot", key, "o", claim.token, "succeeded", "processing"),
+        ):
+            assert await ledger.submit(write)
+            steps.append(await _begun(ledger))
+        assert steps == [count + 1, count + 1, count + 2, count + 3], (count, steps)
+        # Stranded rows: the live ones, found through the index on state.
+        stranded = f"SELECT key FROM payouts WHERE {_LIVE} AND lease_expires_at < "
+        if isinstance(ledger, SQLiteLedger):
+            plan = await _sql(ledger, f"EXPLAIN QUERY PLAN {stranded} 1e12")
+            assert "payouts_live" in str(plan), plan
+        elif isinstance(ledger, PostgresLedger):
+            async with ledger._conn.transaction():
+                await ledger._conn.execute("SET LOCAL enable_seqscan = off")
+                plan = await _sql(ledger, f"EXPLAIN {stranded} 1e12")
+            assert "payouts_live" in str(plan), plan
+        # A drive that stopped half-way is taken over once its lease lapses, and pays.
+        await strand(f"{tag}-stranded")
+        if durable:
+            found = await _sql(ledger, f"{stranded} {time.time()}")
+            assert (f"{tag}-stranded",) in [tuple(row) for row in found], found
+        again = Payouts(im_client, ledger, recipients, poll=poll)
+        assert await again.pay(f"{tag}-stranded", card) == "succeeded" and len(sent) == 2
+        if not durable:
+            return f"ok: one live row per key, {steps[-1]} counted, a stranded row taken over"
+        # The trust boundary: a row altered between its begin and the money-moving
+        # request is parked and nothing is sent (taken over too).
+        sealed = recipients.store("5555555555554444")  # another card
+        changes = [
+            (im, card, f"recipient = '{sealed}'"),
+            (im, card, "operation_id = 'op-other'"),
+            (enot, payoff, f"recipient = '{sealed}'"),
+            (enot, payoff, "order_id = 'other'"),
+            (im, card, "signature = 'forged'"),
+        ]
+        for number, (payouts, request, change) in enumerate(changes):
+            key = f"{tag}-altered-{number}"
+            alter.clear()
+            alter[key] = f"UPDATE payouts SET {change} WHERE key = '{{key}}'"
+            assert await payouts.pay(key, request) == "needs_attention", change
+        alter.clear()
+        await strand(key := f"{tag}-stranded-altered")
+        await _sql(ledger, f"UPDATE payouts SET recipient = '{sealed}' WHERE key = '{key}'")
+        assert await again.pay(key, card) == "needs_attention"
+        assert len(sent) == 2, sent
+        assert await enot.pay(f"{tag}-untouched", payoff) == "succeeded"
+        assert len(sent) == 3
+        return (
+            f"ok: one live row per key, {steps[-1]} counted, stranded rows by index and taken"
+            f" over, {len(changes) + 1} altered rows parked unsent"
+        )
+    finally:
+        if isinstance(ledger, PostgresLedger):
+            await ledger.drop()
+        await ledger.aclose()
+
+
 async def _check(sandbox: Any, ledger: Ledger, n: int, recipients: Recipients) -> str:
     from _common import PAN
 
@@ -1214,10 +1512,21 @@ def main() -> int:
             ("sqlite+key", lambda: SQLiteLedger(Path(directory) / "key.db"), Recipients(key)),
             ("postgres", lambda: PostgresLedger(args.postgres, prefix), Recipients()),
         ]
-        for name, make, recipients in ledgers[: 4 if args.postgres else 3]:
+        ledgers = ledgers[: 4 if args.postgres else 3]
+        if args.postgres:
+            with_key = ("postgres+key", lambda: PostgresLedger(args.postgres, prefix + "k_"))
+            ledgers.append((*with_key, Recipients(key)))
+        for name, make, recipients in ledgers:
+            try:
+                verdict = asyncio.run(_guarantees(make(), recipients))
+            except AssertionError as error:
+                verdict = f"FAILED: {error!r}"
+            failed |= not verdict.startswith("ok")
+            print(f"{name:<12} {verdict}", flush=True)
+        for name, make, recipients in ledgers:
             verdict = asyncio.run(_check(sandbox, make(), args.n, recipients))
             failed |= not verdict.startswith("ok")
-            print(f"{name:<11} {verdict}", flush=True)
+            print(f"{name:<12} {verdict}", flush=True)
     return 1 if failed else 0
 
 
