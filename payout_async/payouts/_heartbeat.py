@@ -21,17 +21,28 @@ import logging
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from contextvars import Token
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from .._holds import ON_HOLD
-from ..ledger import LeaseLostError
+from ..ledger import LeaseLostError, PayoutRecord
 
-if TYPE_CHECKING:
-    from ._run import Run
-
-__all__ = ["Heartbeats"]
+__all__ = ["Heartbeats", "Leased"]
 
 logger = logging.getLogger("payout_async")
+
+#: Tells a provider's ``Retry-After`` hold of ``seconds`` as a wait (``_holds``).
+Holds = Callable[[float], AbstractContextManager[None]]
+
+
+class Leased(Protocol):
+    """A drive whose lease ``Heartbeats`` renews (``payouts._run.Run``)."""
+
+    #: True while the drive must renew nothing (a paused process would not).
+    frozen: bool
+    record: PayoutRecord
+
+    async def renew(self) -> None:
+        """Extend the lease; ``LeaseLostError`` when it is gone."""
 
 
 class Heartbeats:
@@ -42,22 +53,23 @@ class Heartbeats:
     def __init__(self, period: float) -> None:
         self.period = period
         #: Drives waiting for their next renewal, first due first, with when (loop time).
-        self._due: dict[Run, float] = {}
+        self._due: dict[Leased, float] = {}
         #: Drives whose renewal is under way.
-        self._renewing: dict[Run, asyncio.Task[None]] = {}
+        self._renewing: dict[Leased, asyncio.Task[None]] = {}
         self._timer: asyncio.TimerHandle | None = None
 
-    def beating(self, run: Run) -> _Beating:
-        """The context in which ``run``'s lease is renewed."""
-        return _Beating(self, run)
+    def beating(self, run: Leased, holds: Holds | None = None) -> _Beating:
+        """The context in which ``run``'s lease is renewed (and, given ``holds``, the
+        ``Retry-After`` holds of its requests are told as waits)."""
+        return _Beating(self, run, holds)
 
-    def _enter(self, run: Run) -> None:
+    def _enter(self, run: Leased) -> None:
         loop = asyncio.get_running_loop()
         self._due[run] = loop.time() + self.period
         if self._timer is None:
             self._timer = loop.call_at(self._due[run], self._tick)
 
-    async def _leave(self, run: Run) -> None:
+    async def _leave(self, run: Leased) -> None:
         self._due.pop(run, None)
         renewing = self._renewing.pop(run, None)
         if not self._due and self._timer is not None:
@@ -86,7 +98,7 @@ class Heartbeats:
         if self._timer is None and self._due:
             self._timer = loop.call_at(next(iter(self._due.values())), self._tick)
 
-    async def _renew(self, run: Run) -> None:
+    async def _renew(self, run: Leased) -> None:
         try:
             await run.renew()
         except LeaseLostError:
@@ -102,23 +114,22 @@ class Heartbeats:
 
 class _Beating:
     """One drive under ``Heartbeats`` (an async context manager entered once per
-    drive: no generator). Whoever listens to waits hears of the drive's ``Retry-After``
-    holds too, while it runs."""
+    drive: no generator), its ``Retry-After`` holds told by ``holds`` while it runs."""
 
-    __slots__ = ("_heartbeats", "_holds", "_run")
+    __slots__ = ("_heartbeats", "_holds", "_run", "_token")
 
-    def __init__(self, heartbeats: Heartbeats, run: Run) -> None:
+    def __init__(self, heartbeats: Heartbeats, run: Leased, holds: Holds | None) -> None:
         self._heartbeats = heartbeats
         self._run = run
-        self._holds: Token[Callable[[float], AbstractContextManager[None]] | None] | None = None
+        self._holds = holds
+        self._token: Token[Holds | None] | None = None
 
     async def __aenter__(self) -> None:
-        run = self._run
-        if run.hears_holds:
-            self._holds = ON_HOLD.set(run.held)
-        self._heartbeats._enter(run)
+        if self._holds is not None:
+            self._token = ON_HOLD.set(self._holds)
+        self._heartbeats._enter(self._run)
 
     async def __aexit__(self, *exc_info: object) -> None:
-        if self._holds is not None:
-            ON_HOLD.reset(self._holds)
+        if self._token is not None:
+            ON_HOLD.reset(self._token)
         await self._heartbeats._leave(self._run)

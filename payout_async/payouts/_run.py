@@ -298,14 +298,11 @@ class Run:
         while the body runs (``Heartbeats``), so that a long poll or reconciliation
         keeps the row. A lost lease is noticed by the next ``move`` or ``fence``
         (``LeaseLostError``), which guard every step."""
-        return self._heartbeats.beating(self)
+        # Whoever listens to waits hears of this payout's Retry-After holds too.
+        holds = None if self._observer.on_wait is None else self._held
+        return self._heartbeats.beating(self, holds)
 
-    @property
-    def hears_holds(self) -> bool:
-        """Whether someone listens to this drive's waits (``held`` tells them)."""
-        return self._observer.on_wait is not None
-
-    def held(self, seconds: float) -> AbstractContextManager[None]:
+    def _held(self, seconds: float) -> AbstractContextManager[None]:
         """A provider's ``Retry-After`` hold of this payout, told as a wait."""
         return self._observer.waiting(self.record, RETRY_AFTER, seconds, time.monotonic() + seconds)
 
