@@ -445,9 +445,7 @@ class Recipients:
                 return f"{ALTERED}: its operation id is not signed"
             operation = _operation_facts(row.provider, row.key, row.operation_id)
             problem = self._check_signature(row.operation_signature, operation)
-        if problem is None and not self._hash_matches(row.params_hash, row.params):
-            return f"{ALTERED}: its fingerprint does not match its parameters"
-        return problem
+        return problem or self._fingerprint_problem(row.params_hash, row.params)
 
     def reseal(self, row: RowFacts) -> Resealed | str:
         """``row``'s values under the current key -- recipient sealed, fingerprint keyed,
@@ -458,8 +456,8 @@ class Recipients:
             problem = self.authenticate(row)
             if problem is not None:
                 return problem
-        elif not self._hash_matches(row.params_hash, row.params):
-            return f"{ALTERED}: its fingerprint does not match its parameters"
+        elif (problem := self._fingerprint_problem(row.params_hash, row.params)) is not None:
+            return problem
         stored = self.store(row.provider, row.key, row.params, order_id=row.order_id)
         return Resealed(
             params_hash=self.params_hash(row.params),
@@ -481,9 +479,7 @@ class Recipients:
         only the fingerprint ``params_hash``, given by the caller, is left to check."""
         if self._key is None:
             return self._check_plain(_row(provider, key), params_hash, signature, params)
-        if not self._hash_matches(params_hash, params):
-            return f"{ALTERED}: its fingerprint does not match its parameters"
-        return None
+        return self._fingerprint_problem(params_hash, params)
 
     def _check_plain(
         self, row: str, params_hash: str, signature: str | None, params: Mapping[str, Any]
@@ -493,9 +489,7 @@ class Recipients:
                 f"{row} was written with an encryption key, and this ledger has none: "
                 "give it that key"
             )
-        if not hmac.compare_digest(params_hash, plain_hash(params)):
-            return f"{ALTERED}: its fingerprint does not match its parameters"
-        return None
+        return self._fingerprint_problem(params_hash, params)
 
     def _check_signature(self, signature: str, facts: list[Any]) -> str | None:
         key_id = signature[len(_SIGNED) :].split(":", 1)[0]
@@ -511,13 +505,15 @@ class Recipients:
             return f"{ALTERED}: its signature does not match"
         return None
 
-    def _hash_matches(self, stored: str, params: Mapping[str, Any]) -> bool:
-        """Whether ``stored`` is the fingerprint of the full ``params`` (keyed by a key
-        of the ring, or plain)."""
+    def _fingerprint_problem(self, stored: str, params: Mapping[str, Any]) -> str | None:
+        """Why ``stored`` is not the fingerprint of the full ``params`` (keyed by a key
+        of the ring, or plain), or None when it is."""
         if stored.startswith(_HMAC):
             key = self._ring.get(stored[len(_HMAC) :].split(":", 1)[0])
-            return key is not None and hmac.compare_digest(stored, key.digest(params))
-        return hmac.compare_digest(stored, plain_hash(params))
+            matches = key is not None and hmac.compare_digest(stored, key.digest(params))
+        else:
+            matches = hmac.compare_digest(stored, plain_hash(params))
+        return None if matches else f"{ALTERED}: its fingerprint does not match its parameters"
 
     def load(
         self, provider: str, key: str, params: Mapping[str, Any], recipient: str | None

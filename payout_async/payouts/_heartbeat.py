@@ -66,8 +66,7 @@ class Heartbeats:
     def _enter(self, run: Leased) -> None:
         loop = asyncio.get_running_loop()
         self._due[run] = loop.time() + self.period
-        if self._timer is None:
-            self._timer = loop.call_at(self._due[run], self._tick)
+        self._schedule(loop)
 
     async def _leave(self, run: Leased) -> None:
         self._due.pop(run, None)
