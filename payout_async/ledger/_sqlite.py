@@ -108,7 +108,9 @@ DEFAULT_BUSY_TIMEOUT = 10.0  # seconds
 DEFAULT_CHECKPOINT_INTERVAL = 1.0  # seconds
 _LOCKED_PAUSE = 0.005  # after a BEGIN that found the file locked, before trying again
 
-_VALUES = ", ".join(f":{name}" for name in COLUMNS)
+# A new row's values by position (``?N``: SQLite binds a sequence with no name lookup,
+# which costs a third of an insert when bound by name).
+_VALUES = ", ".join(f"?{position + 1}" for position in range(len(COLUMNS)))
 _INSERT = (
     f"INSERT INTO payouts ({_COLS}) VALUES ({_VALUES}) "
     f"ON CONFLICT (provider, key) DO NOTHING RETURNING {_COLS}"
@@ -118,7 +120,7 @@ _INSERT = (
 # the rules in full). Its row is the values given (``rowcount`` says whether it was).
 _INSERT_NEW = (
     f"INSERT INTO payouts ({_COLS}) SELECT {_VALUES} WHERE NOT EXISTS "
-    "(SELECT 1 FROM payouts WHERE key = :key AND provider != :provider) "
+    f"(SELECT 1 FROM payouts WHERE key = ?{AT['key'] + 1} AND provider != ?{AT['provider'] + 1}) "
     "ON CONFLICT (provider, key) DO NOTHING"
 )
 _SELECT = f"SELECT {_COLS} FROM payouts WHERE provider = ? AND key = ?"
@@ -197,11 +199,12 @@ def _lease_free(record: PayoutRecord, now: float) -> bool:
     return record.lease_owner is None or (record.lease_expires_at or 0.0) <= now
 
 
-def _new_row(**values: Any) -> dict[str, Any]:
-    """A new ``payouts`` row for ``_INSERT``, by column name (the others NULL)."""
-    assert values.keys() <= _COLUMN_SET, f"no such columns: {sorted(values.keys() - _COLUMN_SET)}"
-    row = dict.fromkeys(COLUMNS)
-    row.update(values)
+def _new_row(**values: Any) -> list[Any]:
+    """A new ``payouts`` row for ``_INSERT``, its values in ``COLUMNS`` order (the
+    columns not named NULL)."""
+    row: list[Any] = [None] * len(COLUMNS)
+    for name, value in values.items():
+        row[AT[name]] = value  # (a KeyError names a column that does not exist)
     return row
 
 
@@ -294,37 +297,194 @@ def _create_private(path: str) -> None:
 @functools.lru_cache(maxsize=256)
 def _transition_sql(fields: tuple[str, ...], final: bool) -> str:
     """``transition``'s UPDATE for these extra ``fields`` (``MUTABLE_FIELDS`` names and
-    ``operation_signature``, never a value), built once per shape. It sets exactly
-    what ``_moved`` applies to the row read before it."""
-    sets = "".join(f", {name} = :{name}" for name in fields)
+    ``operation_signature``, never a value), built once per shape: it binds ``_Transition.run``'s
+    values by position, and sets exactly what that sets in the row read before it."""
+    assert set(fields) <= _MOVED_FIELDS, f"not a transition's field: {fields}"
+    sets = "".join(f", {name} = ?" for name in fields)
     return (
-        "UPDATE payouts SET state = :state, attempts = attempts + :attempt, "
-        "lease_owner = :lease_owner, lease_expires_at = :lease_expires_at, "
-        f"updated_at = :updated_at{sets}{_DROP_RECIPIENT if final else ''} "
-        "WHERE provider = :provider AND key = :key"
+        "UPDATE payouts SET state = ?, attempts = attempts + ?, lease_owner = ?, "
+        f"lease_expires_at = ?, updated_at = ?{sets}{_DROP_RECIPIENT if final else ''} "
+        "WHERE provider = ? AND key = ?"
     )
 
 
-_SET_BY_TRANSITION = ("state", "lease_owner", "lease_expires_at", "updated_at")
 #: The extra fields a transition may set (``check_changes``, ``sign_changes``).
 _MOVED_FIELDS = (MUTABLE_FIELDS | {"operation_signature"}) & _COLUMN_SET
 
 
-def _moved(held: Sequence[Any], values: Mapping[str, Any], final: bool) -> list[Any]:
-    """The row ``held`` (``COLUMNS``, read in the transaction that updates it) as
-    ``_transition_sql``'s UPDATE with ``values`` leaves it: the same columns, set to
-    the same values (each bound in its column's type, so read back as given)."""
-    row = list(held)
-    row[AT["attempts"]] += values["attempt"]
-    for name in _SET_BY_TRANSITION:
-        row[AT[name]] = values[name]
-    for name, value in values.items():
-        if name in _MOVED_FIELDS:
+def _renew(
+    provider: str,
+    key: str,
+    owner: str,
+    token: int,
+    lease_seconds: float,
+    conn: sqlite3.Connection,
+    history: list[HistoryRow],
+) -> None:
+    """``renew``'s write (an ``Op``, its inputs bound by ``functools.partial``)."""
+    renewed = conn.execute(_RENEW, (time.time() + lease_seconds, provider, key, owner, token))
+    if renewed.rowcount != 1:
+        raise LeaseLostError(f"{provider}/{key} is not leased to {owner} (claim {token})")
+
+
+def _release(
+    held: tuple[str, str, str, int], conn: sqlite3.Connection, history: list[HistoryRow]
+) -> None:
+    """``release``'s write (an ``Op``): ``held`` is (provider, key, owner, token)."""
+    conn.execute(_RELEASE, held)
+
+
+# No repr of their fields (aiosqlite logs its calls at DEBUG): they hold a recipient.
+@attrs.define(repr=False)
+class _Begin:
+    """One ``begin``: its ``run`` is the write's ``Op`` (an object with its inputs
+    named, rather than a closure per call over a dozen of them: one object for the
+    collector to follow while the write waits for its transaction, not fifteen)."""
+
+    ledger: SQLiteLedger
+    provider: str
+    key: str
+    params_hash: str
+    params: Mapping[str, Any]
+    stored: Stored
+    params_text: str
+    sending: bool  # the row is recorded ``sending``, its first attempt counted
+    owner: str
+    lease_seconds: float
+    order_id: str | None
+    take_over: Collection[str]
+    switch_provider: bool
+
+    def run(self, conn: sqlite3.Connection, history: list[HistoryRow]) -> Claim:
+        now = time.time()
+        stored, provider, key = self.stored, self.provider, self.key
+        row = _new_row(
+            provider=provider,
+            key=key,
+            params_hash=self.params_hash,
+            params=self.params_text,
+            state=self._first(),
+            order_id=self.order_id,
+            attempts=int(self.sending),
+            lease_owner=self.owner,
+            lease_expires_at=now + self.lease_seconds,
+            lease_token=1,
+            created_at=now,
+            updated_at=now,
+            recipient=stored.recipient,
+            signature=stored.signature,
+        )
+        # One statement for a key seen nowhere yet; its order_id another key's
+        # fails it (and leaves no trace): the rules in full then say so.
+        with contextlib.suppress(sqlite3.IntegrityError):
+            if conn.execute(_INSERT_NEW, row).rowcount == 1:
+                return self._created(row, history, now)
+        with savepoint(conn):
+            return self._decide(conn, history, now, row)
+
+    def _first(self) -> str:
+        return (LedgerState.SENDING if self.sending else LedgerState.PENDING).value
+
+    def _created(self, row: Sequence[Any], history: list[HistoryRow], now: float) -> Claim:
+        history.append(
+            HistoryRow(self.provider, self.key, None, self._first(), now, self.owner, _BEGUN)
+        )
+        record = self.ledger._records.begun(row, self.params, self.stored.params)
+        return Claim(record=record, claimed=True, created=True)
+
+    def _decide(
+        self, conn: sqlite3.Connection, history: list[HistoryRow], now: float, row: list[Any]
+    ) -> Claim:
+        provider, key, order_id, owner = self.provider, self.key, self.order_id, self.owner
+        ledger, stored = self.ledger, self.stored
+        if order_id is not None:
+            holder = conn.execute(_ORDER_ID_HOLDER, (provider, order_id)).fetchone()
+            if holder is not None and holder[0] != key:
+                raise IdempotencyConflictError(key, order_id=order_id)
+        pending = LedgerState.PENDING.value
+        if conn.execute(_STATE, (provider, key)).fetchone() is None:
+            take = _Take(self.switch_provider, ledger._note_drop, history)
+            _take_key(conn, provider, key, now, owner, take)
+        inserted = conn.execute(_INSERT, row).fetchall()
+        if inserted:
+            return self._created(inserted[0], history, now)
+        record = ledger._records.read(conn.execute(_SELECT, (provider, key)).fetchone())
+        if record.state is LedgerState.REFUSED:
+            live_elsewhere(key, _others(conn, provider, key, now))
+            again = (pending, self.params_hash, self.params_text, stored.recipient, order_id)
+            conn.execute(_REBEGIN, (*again, stored.signature, now, provider, key))
+            note = "intent recorded again after a refusal"
+            history.append(HistoryRow(provider, key, record.state.value, pending, now, owner, note))
+        elif not ledger._recipients.matches(
+            record.params_hash,
+            record.params,
+            self.params,
+            row=f"{provider}/{key}",
+            digest=self.params_hash,
+        ):
+            raise IdempotencyConflictError(key)
+        elif record.state not in ACTIVE_STATES or not (
+            _lease_free(record, now) or record.lease_owner in self.take_over
+        ):
+            return Claim(record=record, claimed=False)
+        lease = (owner, now + self.lease_seconds, provider, key)
+        return Claim(
+            record=ledger._records.read(conn.execute(_LEASE, lease).fetchone()), claimed=True
+        )
+
+
+_STATE_AT, _ATTEMPTS_AT, _OWNER_AT = AT["state"], AT["attempts"], AT["lease_owner"]
+_EXPIRES_AT, _UPDATED_AT = AT["lease_expires_at"], AT["updated_at"]
+_RECIPIENT_AT, _SIGNATURE_AT, _HASH_AT = AT["recipient"], AT["signature"], AT["params_hash"]
+
+
+@attrs.define(repr=False)
+class _Transition:
+    """One ``transition``: its ``run`` is the write's ``Op``: one read of the held row,
+    and ``update`` (``_transition_sql``)."""
+
+    ledger: SQLiteLedger
+    provider: str
+    key: str
+    owner: str
+    token: int
+    state: str
+    final: bool
+    ends: bool
+    attempt: int
+    lease_seconds: float
+    fields: Mapping[str, Any]
+    update: str
+    note: str | None
+
+    def run(self, conn: sqlite3.Connection, history: list[HistoryRow]) -> PayoutRecord:
+        now = time.time()
+        provider, key, owner, state = self.provider, self.key, self.owner, self.state
+        held = conn.execute(_HELD_ROW, (provider, key, owner, self.token)).fetchone()
+        if held is None:
+            raise LeaseLostError(f"{provider}/{key} is not leased to {owner} (claim {self.token})")
+        if self.final and is_clear(held[_RECIPIENT_AT]):
+            self.ledger._dropped_clear = True  # the WAL is emptied once this commits
+        lease_owner, expires = (None, None) if self.ends else (owner, now + self.lease_seconds)
+        fields = self.fields
+        conn.execute(
+            self.update,
+            (state, self.attempt, lease_owner, expires, now, *fields.values(), provider, key),
+        )
+        history.append(HistoryRow(provider, key, held[_STATE_AT], state, now, owner, self.note))
+        # The row as the UPDATE leaves it: the same columns, set to the same values
+        # (each bound in its column's type, so read back as given).
+        row = list(held)
+        row[_STATE_AT], row[_OWNER_AT], row[_EXPIRES_AT], row[_UPDATED_AT] = (
+            state, lease_owner, expires, now,
+        )  # fmt: skip
+        row[_ATTEMPTS_AT] += self.attempt
+        for name, value in fields.items():
             row[AT[name]] = value
-    if final:  # _DROP_RECIPIENT
-        row[AT["recipient"]] = row[AT["signature"]] = None
-        row[AT["params_hash"]] = MASKED_HASH
-    return row
+        if self.final:  # _DROP_RECIPIENT
+            row[_RECIPIENT_AT] = row[_SIGNATURE_AT] = None
+            row[_HASH_AT] = MASKED_HASH
+        return self.ledger._records.read(row)
 
 
 class SQLiteLedger(Ledger):
@@ -677,81 +837,22 @@ class SQLiteLedger(Ledger):
         recipients = self._recipients
         recipients.check_digest(params_hash)
         stored = recipients.store(provider, key, params, order_id=order_id)
-        params_text = dump_params(stored.params)
-        first = (LedgerState.SENDING if sending else LedgerState.PENDING).value
-
-        def op(conn: sqlite3.Connection, history: list[HistoryRow]) -> Claim:
-            now = time.time()
-            row = _new_row(
-                provider=provider,
-                key=key,
-                params_hash=params_hash,
-                params=params_text,
-                state=first,
-                order_id=order_id,
-                attempts=int(sending),
-                lease_owner=owner,
-                lease_expires_at=now + lease_seconds,
-                lease_token=1,
-                created_at=now,
-                updated_at=now,
-                recipient=stored.recipient,
-                signature=stored.signature,
-            )
-            # One statement for a key seen nowhere yet; its order_id another key's
-            # fails it (and leaves no trace): the rules in full then say so.
-            with contextlib.suppress(sqlite3.IntegrityError):
-                if conn.execute(_INSERT_NEW, row).rowcount == 1:
-                    history.append(HistoryRow(provider, key, None, first, now, owner, _BEGUN))
-                    inserted = [row[name] for name in COLUMNS]
-                    record = self._records.begun(inserted, params, stored.params)
-                    return Claim(record=record, claimed=True, created=True)
-            with savepoint(conn):
-                return decide(conn, history, now, row)
-
-        def decide(
-            conn: sqlite3.Connection, history: list[HistoryRow], now: float, row: dict[str, Any]
-        ) -> Claim:
-            if order_id is not None:
-                holder = conn.execute(_ORDER_ID_HOLDER, (provider, order_id)).fetchone()
-                if holder is not None and holder[0] != key:
-                    raise IdempotencyConflictError(key, order_id=order_id)
-            pending = LedgerState.PENDING.value
-            if conn.execute(_STATE, (provider, key)).fetchone() is None:
-                take = _Take(switch_provider, self._note_drop, history)
-                _take_key(conn, provider, key, now, owner, take)
-            inserted = conn.execute(_INSERT, row).fetchall()
-            if inserted:
-                history.append(HistoryRow(provider, key, None, first, now, owner, _BEGUN))
-                record = self._records.begun(inserted[0], params, stored.params)
-                return Claim(record=record, claimed=True, created=True)
-            record = self._records.read(conn.execute(_SELECT, (provider, key)).fetchone())
-            if record.state is LedgerState.REFUSED:
-                live_elsewhere(key, _others(conn, provider, key, now))
-                again = (pending, params_hash, params_text, stored.recipient, order_id)
-                conn.execute(_REBEGIN, (*again, stored.signature, now, provider, key))
-                note = "intent recorded again after a refusal"
-                history.append(
-                    HistoryRow(provider, key, record.state.value, pending, now, owner, note)
-                )
-            elif not recipients.matches(
-                record.params_hash,
-                record.params,
-                params,
-                row=f"{provider}/{key}",
-                digest=params_hash,
-            ):
-                raise IdempotencyConflictError(key)
-            elif record.state not in ACTIVE_STATES or not (
-                _lease_free(record, now) or record.lease_owner in take_over
-            ):
-                return Claim(record=record, claimed=False)
-            lease = (owner, now + lease_seconds, provider, key)
-            return Claim(
-                record=self._records.read(conn.execute(_LEASE, lease).fetchone()), claimed=True
-            )
-
-        return await self._write(op, atomic=True)
+        begin = _Begin(
+            ledger=self,
+            provider=provider,
+            key=key,
+            params_hash=params_hash,
+            params=params,
+            stored=stored,
+            params_text=dump_params(stored.params),
+            sending=sending,
+            owner=owner,
+            lease_seconds=lease_seconds,
+            order_id=order_id,
+            take_over=take_over,
+            switch_provider=switch_provider,
+        )
+        return await self._write(begin.run, atomic=True)
 
     async def transition(
         self,
@@ -769,55 +870,35 @@ class SQLiteLedger(Ledger):
     ) -> PayoutRecord:
         """See ``Ledger.transition``: one read of the held row, and one update."""
         fields = sign_changes(self._recipients, provider, key, check_changes(changes))
-        to_state = LedgerState(state).value
         final = LedgerState(state).is_final  # a final row is nobody's: its lease ends
-        ends = final or release
-        update = _transition_sql(tuple(fields), final)
-
-        def op(conn: sqlite3.Connection, history: list[HistoryRow]) -> PayoutRecord:
-            now = time.time()
-            held = conn.execute(_HELD_ROW, (provider, key, owner, token)).fetchone()
-            if held is None:
-                raise LeaseLostError(f"{provider}/{key} is not leased to {owner} (claim {token})")
-            from_state, recipient = held[AT["state"]], held[AT["recipient"]]
-            if final and is_clear(recipient):
-                self._dropped_clear = True  # the WAL is emptied once this commits
-            values = {
-                **fields,
-                "state": to_state,
-                "attempt": int(add_attempt),
-                "lease_owner": None if ends else owner,
-                "lease_expires_at": None if ends else now + lease_seconds,
-                "updated_at": now,
-                "provider": provider,
-                "key": key,
-            }
-            conn.execute(update, values)
-            history.append(HistoryRow(provider, key, from_state, to_state, now, owner, note))
-            return self._records.read(_moved(held, values, final))
-
-        return await self._write(op, atomic=True)
+        move = _Transition(
+            ledger=self,
+            provider=provider,
+            key=key,
+            owner=owner,
+            token=token,
+            state=LedgerState(state).value,
+            final=final,
+            ends=final or release,
+            attempt=int(add_attempt),
+            lease_seconds=lease_seconds,
+            fields=fields,
+            update=_transition_sql(tuple(fields), final),
+            note=note,
+        )
+        return await self._write(move.run, atomic=True)
 
     async def renew(
         self, provider: str, key: str, *, owner: str, token: int, lease_seconds: float
     ) -> None:
         """See ``Ledger.renew``."""
-
-        def op(conn: sqlite3.Connection, history: list[HistoryRow]) -> None:
-            now = time.time()
-            renewed = conn.execute(_RENEW, (now + lease_seconds, provider, key, owner, token))
-            if renewed.rowcount != 1:
-                raise LeaseLostError(f"{provider}/{key} is not leased to {owner} (claim {token})")
-
-        await self._write(op, atomic=True)
+        await self._write(
+            functools.partial(_renew, provider, key, owner, token, lease_seconds), atomic=True
+        )
 
     async def release(self, provider: str, key: str, *, owner: str, token: int) -> None:
         """See ``Ledger.release``."""
-
-        def op(conn: sqlite3.Connection, history: list[HistoryRow]) -> None:
-            conn.execute(_RELEASE, (provider, key, owner, token))
-
-        await self._write(op, atomic=True)
+        await self._write(functools.partial(_release, (provider, key, owner, token)), atomic=True)
 
     async def claim_stranded(
         self,
