@@ -274,6 +274,8 @@ class MemoryLedger(Ledger):
     ) -> None:
         """Let ``key`` be recorded under ``provider`` (``ledger._keys``): cancel the
         refused rows it moves from, or raise ``IdempotencyConflictError``."""
+        if key not in self._providers:  # a key seen under no provider yet
+            return
         others = self._others(provider, key, now)
         for other in rows_to_cancel(key, others, switch_provider=switch_provider):
             row = self._rows[(other, key)]

@@ -19,7 +19,7 @@ import contextlib
 import inspect
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AbstractContextManager
 
 from .._errors import ConfigurationError
@@ -85,11 +85,13 @@ class Observer:
             return _NOTHING
         return announce(self.on_wait, record.key, record.provider, reason, window, until)
 
-    async def transitioned(
+    def transitioned(
         self, before: LedgerState | None, record: PayoutRecord, note: str | None
-    ) -> None:
+    ) -> Coroutine[None, None, None] | None:
         """Report that ``record`` durably moved from ``before`` (None: it was just
-        created) to its current state. Never raises (bar cancellation)."""
+        created) to its current state: the log line now, and the ``on_transition``
+        call as a coroutine to await, if there is a hook (no coroutine made per
+        transition without one). Never raises (bar cancellation)."""
         if logger.isEnabledFor(logging.INFO):  # the line's fields cost more than the check
             logger.info(
                 "payout %s (%s): %s -> %s, attempt %d, provider id %s, provider status %s%s",
@@ -103,17 +105,18 @@ class Observer:
                 f" ({note})" if note else "",
                 extra={"transition": _fields(before, record, note)},
             )
-        if self.on_transition is not None:
-            transition = Transition(
-                provider=record.provider,
-                key=record.key,
-                from_state=before,
-                to_state=record.state,
-                at=record.updated_at,
-                owner=record.lease_owner,
-                note=note,
-            )
-            await self._call(self.on_transition, record, transition)
+        if self.on_transition is None:
+            return None
+        transition = Transition(
+            provider=record.provider,
+            key=record.key,
+            from_state=before,
+            to_state=record.state,
+            at=record.updated_at,
+            owner=record.lease_owner,
+            note=note,
+        )
+        return self._call(self.on_transition, record, transition)
 
     async def _call(self, hook: OnTransition, record: PayoutRecord, transition: Transition) -> None:
         """Run ``hook``; whatever it raises, bar this task's own cancellation, is

@@ -454,7 +454,9 @@ class Payouts(Generic[Request]):
             except LedgerError as error:  # nothing sent; the intent not (surely) recorded
                 return PayoutResult.not_started(key, self.provider, error)
             if claim.created:
-                await self._observer.transitioned(None, claim.record, "intent recorded")
+                told = self._observer.transitioned(None, claim.record, "intent recorded")
+                if told is not None:
+                    await told  # on_transition
             if claim.claimed:
                 return await self._drive(claim, time.monotonic(), request=request)
             holder = claim.record.lease_owner
@@ -920,7 +922,9 @@ class Payouts(Generic[Request]):
             return None
         record = settled.record
         if settled.moved_from is not None:  # this delivery settled it: log + on_transition
-            await self._observer.transitioned(settled.moved_from, record, "webhook")
+            told = self._observer.transitioned(settled.moved_from, record, "webhook")
+            if told is not None:
+                await told  # on_transition
         self._webhook_waits.settled(record)  # a pay() waiting for it (webhook_wait) ends
         return PayoutResult.from_record(record)
 

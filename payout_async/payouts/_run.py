@@ -189,7 +189,9 @@ class Run:
         except LedgerOutcomeUnknownError as error:
             self.record = await self._landed(state, error, released=release)
         self.released = release or state.is_final
-        await self._observer.transitioned(before, self.record, note)  # log + on_transition
+        told = self._observer.transitioned(before, self.record, note)  # the log line
+        if told is not None:
+            await told  # on_transition
         if self.record.untrusted is not None and not self.released:
             await self._set_aside()
         return self.record

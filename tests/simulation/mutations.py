@@ -229,7 +229,9 @@ async def _old_apply_webhook(self: Payouts[Any], webhook: PayoffWebhook) -> Payo
         return None
     record = settled.record
     if settled.moved_from is not None:
-        await self._observer.transitioned(settled.moved_from, record, "webhook")
+        told = self._observer.transitioned(settled.moved_from, record, "webhook")
+        if told is not None:
+            await told
     self._webhook_waits.settled(record)
     return PayoutResult.from_record(record)
 
