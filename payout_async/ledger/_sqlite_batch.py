@@ -17,10 +17,9 @@ otherwise (an I/O error may strike after the commit frame reached the WAL).
 from __future__ import annotations
 
 import contextlib
-import operator
 import sqlite3
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import attrs
 
@@ -41,10 +40,10 @@ __all__ = [
 ]
 
 
-@attrs.frozen
-class HistoryRow:
+class HistoryRow(NamedTuple):
     """One row of ``payout_transitions`` (``ledger._base.Transition``), as a write of
-    the batch appends it; states as their values."""
+    the batch appends it; states as their values. (A named tuple: ``executemany``
+    binds it as it is, and one is made per write.)"""
 
     provider: str
     key: str
@@ -55,13 +54,10 @@ class HistoryRow:
     note: str | None
 
 
-_HISTORY_COLUMNS = tuple(field.name for field in attrs.fields(HistoryRow))
 _HISTORY = (
-    f"INSERT INTO payout_transitions ({', '.join(_HISTORY_COLUMNS)}) "
-    f"VALUES ({', '.join('?' for _ in _HISTORY_COLUMNS)})"
+    f"INSERT INTO payout_transitions ({', '.join(HistoryRow._fields)}) "
+    f"VALUES ({', '.join('?' for _ in HistoryRow._fields)})"
 )
-#: A history row's values in ``_HISTORY_COLUMNS`` order.
-_history_values = operator.attrgetter(*_HISTORY_COLUMNS)
 
 
 @attrs.frozen
@@ -173,7 +169,7 @@ def commit_batch(
         try:
             history = _run_ops(conn, ops, outcomes)
             if history:
-                conn.executemany(_HISTORY, map(_history_values, history))
+                conn.executemany(_HISTORY, history)
         except sqlite3.Error as error:
             _rollback(conn)
             # Every write ran (the history failed): each keeps its own outcome's fate.
