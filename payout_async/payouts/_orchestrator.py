@@ -624,28 +624,27 @@ class Payouts(Generic[Request]):
 
     async def _pay_one(self, key: str, request: Request) -> PayoutResult:
         """``pay()`` for ``pay_many``: whatever goes wrong becomes this payout's result
-        (and once one of its ledger calls has waited in vain, its next ones wait less)."""
+        (and once one of its ledger calls has waited in vain, its next ones wait less).
+        One coroutine, not three: one lives for each payout in flight."""
         with one_payout():
-            return await self._pay_or_report(key, request)
-
-    async def _pay_or_report(self, key: str, request: Request) -> PayoutResult:
-        try:
-            return await self.pay(key, request)
-        except (ValidationError, IdempotencyConflictError) as error:
-            return PayoutResult(
-                key=str(key),
-                status=PayoutStatus.REJECTED,
-                provider=self.provider,
-                reason=str(error),
-            )
-        except Exception as error:
-            if _being_cancelled():  # a failed clean-up hid the cancellation: end here
-                raise asyncio.CancelledError from error
-            if isinstance(error, LedgerError):  # the ledger is down or locked
-                logger.warning("payout %s: %s", key, error)
-            else:
-                logger.exception("payout %s failed unexpectedly", key)
-            return await self._attention(str(key), error)
+            try:
+                checked = self._checked(key, request)
+                return await self._pay_checked(*checked, request)
+            except (ValidationError, IdempotencyConflictError) as error:
+                return PayoutResult(
+                    key=str(key),
+                    status=PayoutStatus.REJECTED,
+                    provider=self.provider,
+                    reason=str(error),
+                )
+            except Exception as error:
+                if _being_cancelled():  # a failed clean-up hid the cancellation: end here
+                    raise asyncio.CancelledError from error
+                if isinstance(error, LedgerError):  # the ledger is down or locked
+                    logger.warning("payout %s: %s", key, error)
+                else:
+                    logger.exception("payout %s failed unexpectedly", key)
+                return await self._attention(str(key), error)
 
     async def _attention(self, key: str, error: BaseException) -> PayoutResult:
         """The result of a payout that failed with ``error``, as the ledger holds it
