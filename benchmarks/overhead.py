@@ -444,29 +444,14 @@ def postgres_ledger(dsn: str) -> LedgerFactory:
 
 
 async def drop_postgres_tables(dsn: str, prefix: str) -> None:
-    """Drop every table, sequence and trigger function whose name starts with
-    ``prefix`` (a ledger's tables, its identity counter and its trigger)."""
+    """Drop what a ``PostgresLedger`` with this table prefix made (``drop_statement``)."""
     import asyncpg
+
+    from payout_async.ledger._postgres import drop_statement
 
     conn = await asyncpg.connect(dsn)
     try:
-        relations = await conn.fetch(
-            "SELECT c.relname, c.relkind::text AS kind FROM pg_class c JOIN pg_namespace n "
-            "ON n.oid = c.relnamespace WHERE n.nspname = current_schema() "
-            "AND c.relkind IN ('r', 'S') AND starts_with(c.relname, $1) "
-            "ORDER BY c.relkind = 'S'",
-            prefix,
-        )
-        for row in relations:  # the tables first: they own some of the sequences
-            kind = "TABLE" if row["kind"] == "r" else "SEQUENCE"
-            await conn.execute(f'DROP {kind} IF EXISTS "{row["relname"]}" CASCADE')
-        functions = await conn.fetch(
-            "SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
-            "WHERE n.nspname = current_schema() AND starts_with(p.proname, $1)",
-            prefix,
-        )
-        for row in functions:
-            await conn.execute(f'DROP FUNCTION IF EXISTS "{row["proname"]}"() CASCADE')
+        await conn.execute(drop_statement(prefix))
     finally:
         await conn.close()
 

@@ -42,6 +42,7 @@ POSTGRES_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 async def pay(args: argparse.Namespace) -> dict[str, Any]:
     from payout_async import Payouts, PollPolicy
     from payout_async.ledger import LedgerState, PostgresLedger, SQLiteLedger
+    from payout_async.ledger._postgres import drop_statement
 
     poll = PollPolicy(initial=args.poll, multiplier=1.5, maximum=1.0, deadline=120.0)
     providers = ["intellectmoney", "enot"] if args.provider == "both" else [args.provider]
@@ -80,9 +81,7 @@ async def pay(args: argparse.Namespace) -> dict[str, Any]:
         counts = await ledger.counts()
         if isinstance(ledger, PostgresLedger):
             pool = await ledger._connection_pool()
-            await pool.execute(
-                f'DROP TABLE "{args.prefix}payouts", "{args.prefix}payout_transitions"'
-            )
+            await pool.execute(drop_statement(args.prefix))
     return {
         "payouts": args.child,
         "shares": shares,

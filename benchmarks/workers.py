@@ -42,6 +42,7 @@ from _common import (
 
 from payout_async.cli._sandbox import environment as sandbox_environment
 from payout_async.ledger import EnqueueOutcome, LedgerState, PostgresLedger
+from payout_async.ledger._postgres import drop_statement
 from payout_async.payouts import intent_for
 
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
@@ -124,8 +125,7 @@ class Round:
         await self.ledger.aclose()
         conn = await asyncpg.connect(self.dsn)
         try:
-            for name in ("payouts", "payout_transitions"):
-                await conn.execute(f'DROP TABLE IF EXISTS "{self.prefix}{name}"')
+            await conn.execute(drop_statement(self.prefix))
         finally:
             await conn.close()
 

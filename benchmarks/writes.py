@@ -35,6 +35,7 @@ from payout_async.ledger import (
     _postgres_calls,
     _sqlite,
 )
+from payout_async.ledger._postgres import drop_statement
 
 POSTGRES_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 POLL = PollPolicy(initial=0.001, multiplier=2.0, maximum=0.01, deadline=60.0)
@@ -105,9 +106,7 @@ def postgres(dsn: str) -> Callable[[], contextlib.AbstractAsyncContextManager[Le
                 yield ledger
             finally:
                 pool = await ledger._connection_pool()
-                await pool.execute(
-                    f'DROP TABLE IF EXISTS "{prefix}payouts", "{prefix}payout_transitions"'
-                )
+                await pool.execute(drop_statement(prefix))
 
     return make
 

@@ -4,7 +4,13 @@ pause methods. Each statement returns ``(provider, since, reason, paused_by)`` r
 
 from __future__ import annotations
 
-__all__ = ["SQLITE_PAUSES", "PgPauseSQL", "SQLitePauseSQL", "pg_pauses_table_sql"]
+__all__ = [
+    "SQLITE_PAUSES",
+    "PgPauseSQL",
+    "SQLitePauseSQL",
+    "pg_pauses_table",
+    "pg_pauses_table_sql",
+]
 
 #: ``CREATE TABLE`` of the pauses in a SQLite file (schema version 7).
 SQLITE_PAUSES = """
@@ -32,7 +38,8 @@ class SQLitePauseSQL:
     delete = f"DELETE FROM payout_pauses WHERE provider = ? RETURNING {_COLUMNS}"
 
 
-def _pg_table(schema: str | None, prefix: str) -> str:
+def pg_pauses_table(schema: str | None, prefix: str) -> str:
+    """The pauses table's qualified name in PostgreSQL."""
     qualify = "" if schema is None else f'"{schema}".'
     return f'{qualify}"{prefix}payout_pauses"'
 
@@ -40,7 +47,7 @@ def _pg_table(schema: str | None, prefix: str) -> str:
 def pg_pauses_table_sql(schema: str | None, prefix: str) -> str:
     """PostgreSQL's ``CREATE TABLE`` of the pauses, part of ``PostgresLedger``'s schema."""
     return f"""
-CREATE TABLE IF NOT EXISTS {_pg_table(schema, prefix)} (
+CREATE TABLE IF NOT EXISTS {pg_pauses_table(schema, prefix)} (
     provider text PRIMARY KEY,
     since double precision NOT NULL,
     reason text NOT NULL,
@@ -53,7 +60,7 @@ class PgPauseSQL:
     """The pause statements in PostgreSQL, for one schema and table prefix."""
 
     def __init__(self, schema: str | None, prefix: str) -> None:
-        table = _pg_table(schema, prefix)
+        table = pg_pauses_table(schema, prefix)
         self.every = f"SELECT {_COLUMNS} FROM {table} ORDER BY provider"
         #: ($1 provider, $2 reason, $3 paused_by) -> the row this statement inserted
         #: (``made``), or -- none inserted -- the one there; no row: lifted meanwhile.

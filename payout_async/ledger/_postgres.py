@@ -47,7 +47,7 @@ from ._base import (
 from ._ddl import schema_objects
 from ._errors import LedgerNotWrittenError
 from ._keys import DEAD_STATES
-from ._pause_tables import PgPauseSQL, pg_pauses_table_sql
+from ._pause_tables import PgPauseSQL, pg_pauses_table, pg_pauses_table_sql
 from ._pauses import ProviderPause, pause_from_row
 from ._postgres_batch import Batcher, Pending
 from ._postgres_calls import BoundedPool, is_integrity_violation
@@ -73,7 +73,7 @@ from ._texts import kept_text, scrub
 if TYPE_CHECKING:
     import asyncpg
 
-__all__ = ["PostgresLedger"]
+__all__ = ["PostgresLedger", "drop_statement"]
 
 DEFAULT_COMMAND_TIMEOUT = 10.0  # seconds
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -107,6 +107,13 @@ def _columns(alias: str = "") -> str:
         f"{alias}params::text AS params" if name == "params" else f"{alias}{name}"
         for name in COLUMNS
     )
+
+
+def drop_statement(prefix: str, schema: str | None = None) -> str:
+    """The statement that drops every table, function and sequence a ``PostgresLedger``
+    with ``table_prefix=prefix`` (and ``schema``) makes: what tests and benchmarks
+    clean up with. Destroys the ledger's records; never run by the library itself."""
+    return _SQL(schema, prefix).drop
 
 
 class _SQL:
@@ -193,6 +200,13 @@ CREATE TABLE IF NOT EXISTS {m} (
     value text NOT NULL
 );
 """ + pg_pauses_table_sql(schema, prefix)
+        #: Drops every object ``schema`` makes (the tables first: the trigger goes
+        #: with its table, then the function and the sequence the tables used).
+        self.drop = (
+            f"DROP TABLE IF EXISTS {t}, {h}, {m}, {pg_pauses_table(schema, prefix)} CASCADE; "
+            f'DROP FUNCTION IF EXISTS {qualify}"{prefix}payouts_moved"() CASCADE; '
+            f"DROP SEQUENCE IF EXISTS {seq} CASCADE;"
+        )
         self.identify = (
             f"INSERT INTO {m} (name, value) VALUES ('ledger_id', $1) ON CONFLICT DO NOTHING"
         )

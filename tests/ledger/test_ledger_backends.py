@@ -20,6 +20,7 @@ from payout_async.ledger import (
     ledger_from_url,
     params_hash,
 )
+from payout_async.ledger._postgres import drop_statement
 
 from .support import PG_DSN, drop_schema, require_postgres, token_of
 
@@ -167,6 +168,51 @@ async def test_postgres_table_prefixes_keep_ledgers_apart(schema: str) -> None:
     finally:
         await one.aclose()
         await two.aclose()
+
+
+@pytest.mark.postgres
+async def test_drop_statement_leaves_nothing_of_a_prefixed_ledger(schema: str) -> None:
+    # What tests and benchmarks clean up with: a schema object added without it would
+    # be left behind by every run (the tables of pauses and of the ledger's identity
+    # were, before it existed).
+    ledger = PostgresLedger(PG_DSN, schema=schema, table_prefix="gone_")
+    other = PostgresLedger(PG_DSN, schema=schema, table_prefix="kept_")
+    try:
+        for one in (ledger, other):
+            claim = await one.begin("enot", "k", HASH, PARAMS, owner="w", lease_seconds=5)
+            await one.transition(
+                "enot", "k", owner="w", token=claim.record.lease_token,
+                state=LedgerState.SUCCEEDED, lease_seconds=5,
+            )  # fmt: skip
+            await one.pause_provider("enot", reason="funds", by="w")
+            await one.identity()
+    finally:
+        await ledger.aclose()
+        await other.aclose()
+
+    async def names(conn: asyncpg.Connection, prefix: str) -> set[str]:
+        rows = await conn.fetch(
+            "SELECT c.relname AS name FROM pg_class c JOIN pg_namespace n "
+            "ON n.oid = c.relnamespace WHERE n.nspname = $1 AND starts_with(c.relname, $2) "
+            "UNION SELECT p.proname FROM pg_proc p JOIN pg_namespace n "
+            "ON n.oid = p.pronamespace WHERE n.nspname = $1 AND starts_with(p.proname, $2) "
+            "UNION SELECT t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = $1 AND starts_with(t.tgname, $2)",
+            schema,
+            prefix,
+        )
+        return {row["name"] for row in rows}
+
+    conn = await asyncpg.connect(PG_DSN)
+    try:
+        made = await names(conn, "gone_")
+        assert {"gone_payouts", "gone_payout_pauses", "gone_payouts_moved"} <= made
+        await conn.execute(drop_statement("gone_", schema))
+        assert await names(conn, "gone_") == set()
+        assert await names(conn, "kept_") == {name.replace("gone_", "kept_") for name in made}
+    finally:
+        await conn.close()
 
 
 @pytest.mark.parametrize(

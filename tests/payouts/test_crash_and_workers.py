@@ -15,6 +15,7 @@ import asyncpg
 import pytest
 
 from payout_async.ledger import LedgerState, ledger_from_url
+from payout_async.ledger._postgres import drop_statement
 from payout_async.sandbox import Sandbox
 from tests.ledger.support import require_postgres
 
@@ -127,8 +128,7 @@ async def test_four_workers_share_one_postgres_ledger() -> None:
     finally:
         conn = await asyncpg.connect(dsn)
         try:
-            for table in ("payouts", "payout_transitions"):
-                await conn.execute(f'DROP TABLE IF EXISTS "{prefix}{table}"')
+            await conn.execute(drop_statement(prefix))
         finally:
             await conn.close()
 

@@ -20,6 +20,7 @@ import attrs
 import pytest
 
 from payout_async.ledger import EnqueueOutcome, LedgerState, PostgresLedger
+from payout_async.ledger._postgres import drop_statement
 from payout_async.payouts import intent_for
 from payout_async.sandbox import Sandbox
 from tests.cli.support import COMMAND, credentials
@@ -153,8 +154,7 @@ async def queue(tmp_path: Path) -> AsyncIterator[tuple[Queue, Sandbox]]:
         await ledger.aclose()
         conn = await asyncpg.connect(dsn)
         try:
-            for table in ("payouts", "payout_transitions"):
-                await conn.execute(f'DROP TABLE IF EXISTS "{prefix}{table}"')
+            await conn.execute(drop_statement(prefix))
         finally:
             await conn.close()
 
