@@ -78,6 +78,12 @@ class LeaseLostError(PayoutError):
     """The row is no longer leased to this drive (another claim took it, the lease
     expired, or the row is already final)."""
 
+    @classmethod
+    def not_held(cls, provider: str, key: str, owner: str, token: int) -> LeaseLostError:
+        """The error of a write refused because ``provider/key`` is not held by
+        ``owner`` under claim ``token``."""
+        return cls(f"{provider}/{key} is not leased to {owner} (claim {token})")
+
 
 def params_hash(params: Mapping[str, Any]) -> str:
     """A stable SHA-256 of a payout's parameters (JSON, sorted keys), in hex: the

@@ -411,7 +411,7 @@ class MemoryLedger(Ledger):
         row = self._rows.get((provider, key))
         held = row is not None and (row.lease_owner, row.lease_token) == (owner, token)
         if row is None or not held or row.state.is_final:
-            raise LeaseLostError(f"{provider}/{key} is not leased to {owner} (claim {token})")
+            raise LeaseLostError.not_held(provider, key, owner, token)
         return row
 
     async def renew(

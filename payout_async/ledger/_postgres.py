@@ -748,7 +748,7 @@ class PostgresLedger(Ledger):
         )
         row = await self._submit(move)
         if row is None:
-            raise LeaseLostError(f"{provider}/{key} is not leased to {owner} (claim {token})")
+            raise LeaseLostError.not_held(provider, key, owner, token)
         return self._record(row)
 
     async def renew(
@@ -758,7 +758,7 @@ class PostgresLedger(Ledger):
         money-moving request's fence is one) and written with them in one statement."""
         move = Move(provider, key, owner, token, float(lease_seconds), renew=True)
         if await self._submit(move) is None:
-            raise LeaseLostError(f"{provider}/{key} is not leased to {owner} (claim {token})")
+            raise LeaseLostError.not_held(provider, key, owner, token)
 
     async def release(self, provider: str, key: str, *, owner: str, token: int) -> None:
         """See ``Ledger.release``."""

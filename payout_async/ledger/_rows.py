@@ -339,7 +339,7 @@ def reseal_row(recipients: Recipients, row: Sequence[Any]) -> Resealed | str:
     """A live row (``COLUMNS`` in order) under the ledger's current key -- its
     recipient sealed, its fingerprint keyed, its signatures made -- or why it cannot be
     (``Recipients.reseal``: altered, or unreadable with these keys)."""
-    values = dict(zip(COLUMNS, row, strict=False))
+    values = _named(row)
     params = values["params"]
     stored = json.loads(params) if isinstance(params, str | bytes) else dict(params)
     try:

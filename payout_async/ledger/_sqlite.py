@@ -324,7 +324,7 @@ def _renew(
     """``renew``'s write (an ``Op``, its inputs bound by ``functools.partial``)."""
     renewed = conn.execute(_RENEW, (time.time() + lease_seconds, provider, key, owner, token))
     if renewed.rowcount != 1:
-        raise LeaseLostError(f"{provider}/{key} is not leased to {owner} (claim {token})")
+        raise LeaseLostError.not_held(provider, key, owner, token)
 
 
 def _release(
@@ -462,7 +462,7 @@ class _Transition:
         provider, key, owner, state = self.provider, self.key, self.owner, self.state
         held = conn.execute(_HELD_ROW, (provider, key, owner, self.token)).fetchone()
         if held is None:
-            raise LeaseLostError(f"{provider}/{key} is not leased to {owner} (claim {self.token})")
+            raise LeaseLostError.not_held(provider, key, owner, self.token)
         if self.final and is_clear(held[_RECIPIENT_AT]):
             self.ledger._dropped_clear = True  # the WAL is emptied once this commits
         lease_owner, expires = (None, None) if self.ends else (owner, now + self.lease_seconds)
@@ -870,14 +870,15 @@ class SQLiteLedger(Ledger):
     ) -> PayoutRecord:
         """See ``Ledger.transition``: one read of the held row, and one update."""
         fields = sign_changes(self._recipients, provider, key, check_changes(changes))
-        final = LedgerState(state).is_final  # a final row is nobody's: its lease ends
+        to_state = LedgerState(state)
+        final = to_state.is_final  # a final row is nobody's: its lease ends
         move = _Transition(
             ledger=self,
             provider=provider,
             key=key,
             owner=owner,
             token=token,
-            state=LedgerState(state).value,
+            state=to_state.value,
             final=final,
             ends=final or release,
             attempt=int(add_attempt),

@@ -64,6 +64,7 @@ class Heartbeats:
         return _Beating(self, run, holds)
 
     def _enter(self, run: Leased) -> None:
+        """``run`` is due a period from now (as it enters, and after each renewal)."""
         loop = asyncio.get_running_loop()
         self._due[run] = loop.time() + self.period
         self._schedule(loop)
@@ -106,9 +107,7 @@ class Heartbeats:
             logger.warning("could not renew the lease of %s: %s", run.record.key, error)
         finally:
             self._renewing.pop(run, None)
-        loop = asyncio.get_running_loop()
-        self._due[run] = loop.time() + self.period
-        self._schedule(loop)
+        self._enter(run)
 
 
 class _Beating:
