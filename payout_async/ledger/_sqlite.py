@@ -8,8 +8,9 @@ Several processes on one host may share the file: every write runs in a
 Writes are group-committed: the ones that arrive while a transaction is being written
 go into the next transaction together, each atomic on its own (``ledger._sqlite_batch``),
 and its caller hears back only once that transaction has committed. The hot writes are
-one statement each -- a payout's insert, each fenced transition (after a read of the
-row's state), each renewal -- and the history rows of a batch are one ``executemany``.
+one statement each -- a payout's insert, each fenced transition (matching the row as
+this ledger last left it: ``ledger._sqlite_held``), each renewal -- and the history
+rows of a batch are one ``executemany``.
 
 The connection runs with ``secure_delete`` on, and the WAL is checkpointed and emptied
 after a write drops a recipient kept in clear (``ledger._sqlite_scrub``), so that no
@@ -83,6 +84,7 @@ from ._sqlite_batch import (
     open_error,
     savepoint,
 )
+from ._sqlite_held import HeldRows, matching
 from ._sqlite_schema import create_schema, schema_current
 from ._sqlite_scrub import Scrubber
 from ._texts import kept_text, scrub
@@ -328,9 +330,13 @@ def _renew(
 
 
 def _release(
-    held: tuple[str, str, str, int], conn: sqlite3.Connection, history: list[HistoryRow]
+    held_rows: HeldRows,
+    held: tuple[str, str, str, int],
+    conn: sqlite3.Connection,
+    history: list[HistoryRow],
 ) -> None:
     """``release``'s write (an ``Op``): ``held`` is (provider, key, owner, token)."""
+    held_rows.forget(held[0], held[1])
     conn.execute(_RELEASE, held)
 
 
@@ -389,6 +395,7 @@ class _Begin:
         history.append(
             HistoryRow(self.provider, self.key, None, self._first(), now, self.owner, _BEGUN)
         )
+        self.ledger._held_rows.remember(row)
         record = self.ledger._records.begun(row, self.params, self.stored.params)
         return Claim(record=record, claimed=True, created=True)
 
@@ -427,10 +434,9 @@ class _Begin:
             _lease_free(record, now) or record.lease_owner in self.take_over
         ):
             return Claim(record=record, claimed=False)
-        lease = (owner, now + self.lease_seconds, provider, key)
-        return Claim(
-            record=ledger._records.read(conn.execute(_LEASE, lease).fetchone()), claimed=True
-        )
+        leased = conn.execute(_LEASE, (owner, now + self.lease_seconds, provider, key)).fetchone()
+        ledger._held_rows.remember(leased)
+        return Claim(record=ledger._records.read(leased), claimed=True)
 
 
 _STATE_AT, _ATTEMPTS_AT, _OWNER_AT = AT["state"], AT["attempts"], AT["lease_owner"]
@@ -440,8 +446,9 @@ _RECIPIENT_AT, _SIGNATURE_AT, _HASH_AT = AT["recipient"], AT["signature"], AT["p
 
 @attrs.define(repr=False)
 class _Transition:
-    """One ``transition``: its ``run`` is the write's ``Op``: one read of the held row,
-    and ``update`` (``_transition_sql``)."""
+    """One ``transition``: its ``run`` is the write's ``Op``: ``update``
+    (``_transition_sql``) matching the row as this ledger last left it
+    (``ledger._sqlite_held``), or else one read of the held row and ``update``."""
 
     ledger: SQLiteLedger
     provider: str
@@ -460,17 +467,23 @@ class _Transition:
     def run(self, conn: sqlite3.Connection, history: list[HistoryRow]) -> PayoutRecord:
         now = time.time()
         provider, key, owner, state = self.provider, self.key, self.owner, self.state
-        held = conn.execute(_HELD_ROW, (provider, key, owner, self.token)).fetchone()
-        if held is None:
-            raise LeaseLostError.not_held(provider, key, owner, self.token)
-        if self.final and is_clear(held[_RECIPIENT_AT]):
-            self.ledger._dropped_clear = True  # the WAL is emptied once this commits
         lease_owner, expires = (None, None) if self.ends else (owner, now + self.lease_seconds)
         fields = self.fields
-        conn.execute(
-            self.update,
-            (state, self.attempt, lease_owner, expires, now, *fields.values(), provider, key),
-        )
+        values = (state, self.attempt, lease_owner, expires, now, *fields.values(), provider, key)
+        held_rows = self.ledger._held_rows
+        held = held_rows.held(provider, key, owner, self.token)
+        # One statement when the row is still as this ledger last left it; else read it.
+        if (
+            held is None
+            or not conn.execute(matching(self.update), values + held_rows.values(held)).rowcount
+        ):
+            held = conn.execute(_HELD_ROW, (provider, key, owner, self.token)).fetchone()
+            if held is None:
+                held_rows.forget(provider, key)
+                raise LeaseLostError.not_held(provider, key, owner, self.token)
+            conn.execute(self.update, values)
+        if self.final and is_clear(held[_RECIPIENT_AT]):
+            self.ledger._dropped_clear = True  # the WAL is emptied once this commits
         history.append(HistoryRow(provider, key, held[_STATE_AT], state, now, owner, self.note))
         # The row as the UPDATE leaves it: the same columns, set to the same values
         # (each bound in its column's type, so read back as given).
@@ -484,6 +497,7 @@ class _Transition:
         if self.final:  # _DROP_RECIPIENT
             row[_RECIPIENT_AT] = row[_SIGNATURE_AT] = None
             row[_HASH_AT] = MASKED_HASH
+        held_rows.remember(row)
         return self.ledger._records.read(row)
 
 
@@ -530,6 +544,8 @@ class SQLiteLedger(Ledger):
             raise ConfigurationError("checkpoint_interval must be a finite number of seconds")
         self._recipients = Recipients(encryption_key)
         self._records = Records(self._recipients)
+        #: Held rows as this ledger last left them (SQLite's thread only).
+        self._held_rows = HeldRows()
         self._scrubber = Scrubber(float(checkpoint_interval), float(busy_timeout))
         #: Set (on the worker thread) by a write that drops a recipient kept in clear.
         self._dropped_clear = False
@@ -899,7 +915,8 @@ class SQLiteLedger(Ledger):
 
     async def release(self, provider: str, key: str, *, owner: str, token: int) -> None:
         """See ``Ledger.release``."""
-        await self._write(functools.partial(_release, (provider, key, owner, token)), atomic=True)
+        held = (provider, key, owner, token)
+        await self._write(functools.partial(_release, self._held_rows, held), atomic=True)
 
     async def claim_stranded(
         self,
@@ -940,6 +957,7 @@ class SQLiteLedger(Ledger):
             claims = []
             for (rowid,) in conn.execute(select, args).fetchall():
                 row = conn.execute(update, (owner, now + lease_seconds, rowid)).fetchone()
+                self._held_rows.remember(row)
                 claims.append(Claim(record=self._records.read(row), claimed=True))
             return claims
 
