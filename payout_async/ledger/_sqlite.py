@@ -884,7 +884,7 @@ class SQLiteLedger(Ledger):
         release: bool = False,
         **changes: Any,
     ) -> PayoutRecord:
-        """See ``Ledger.transition``: one read of the held row, and one update."""
+        """See ``Ledger.transition``: one update (``_Transition``)."""
         fields = sign_changes(self._recipients, provider, key, check_changes(changes))
         to_state = LedgerState(state)
         final = to_state.is_final  # a final row is nobody's: its lease ends
