@@ -3,9 +3,10 @@
 Counts, independent of machine load: the ``Ledger`` write calls ``Payouts`` makes
 (``begin``, ``transition``, ``renew``, ``release``), history rows appended, and what
 they cost the backend -- SQLite transactions committed (group commit: one per batch
-of queued writes) and PostgreSQL statements sent. The sandbox settles at once with
-faults off, so every payout takes its shortest path: IntellectMoney create, execute,
-get-state; Enot create, info.
+of queued writes) and the statements run in them (an ``executemany`` of a batch's
+history rows counts once; BEGIN and COMMIT do not), PostgreSQL statements sent. The
+sandbox settles at once with faults off, so every payout takes its shortest path:
+IntellectMoney create, execute, get-state; Enot create, info.
 
 Exit status 1 when a payout does not end ``succeeded``.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import sqlite3
 import sys
 import tempfile
 import uuid
@@ -65,12 +67,34 @@ class CountingLedger:
         return counted
 
 
+class _CountingConnection:
+    """An ``sqlite3.Connection`` that counts the statements run through it."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+    def _counted(self, sql: str) -> None:
+        if sql not in ("BEGIN IMMEDIATE", "COMMIT", "ROLLBACK"):
+            BACKEND["sqlite statements"] += 1
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        self._counted(sql)
+        return self._conn.execute(sql, *args)
+
+    def executemany(self, sql: str, rows: Any) -> sqlite3.Cursor:
+        self._counted(sql)
+        return self._conn.executemany(sql, rows)
+
+
 def _patch_backends() -> None:
     batch = _sqlite.commit_batch
 
     def commit_batch(conn: Any, ops: list[Any], wait: float, busy: float) -> Any:
         BACKEND["sqlite transactions"] += 1
-        return batch(conn, ops, wait, busy)
+        return batch(_CountingConnection(conn), ops, wait, busy)
 
     _sqlite.commit_batch = commit_batch  # type: ignore[assignment]
     call = _postgres_calls.BoundedPool._call
@@ -153,6 +177,7 @@ async def main_async(args: argparse.Namespace, sandbox: SandboxProcess, director
             per = {what: counts[what] / args.n for what in counts}
             calls = sum(per.get(what, 0.0) for what in WRITES)
             backend = per.get("sqlite transactions", per.get("postgres statements", float("nan")))
+            statements = per.get("sqlite statements", float("nan"))
             rows.append(
                 [
                     name,
@@ -161,15 +186,17 @@ async def main_async(args: argparse.Namespace, sandbox: SandboxProcess, director
                     " ".join(f"{what}={per[what]:.2f}" for what in WRITES if what in per),
                     f"{history / args.n:.2f}",
                     "-" if backend != backend else f"{backend:.3f}",
+                    "-" if statements != statements else f"{statements:.2f}",
                 ]
             )
     print(
         f"\nLedger writes per settled payout ({args.n} payouts per provider, "
         f"concurrency {args.concurrency}, faults off):"
     )
-    headers = ["ledger", "provider", "writes", "by call", "history rows", "txns/stmts"]
+    headers = ["ledger", "provider", "writes", "by call", "history rows", "txns/stmts", "SQL"]
     print(table(headers, rows))
     print("txns/stmts: SQLite transactions committed, PostgreSQL write statements sent")
+    print("SQL: statements the SQLite ledger ran in them (BEGIN and COMMIT aside)")
 
 
 def main() -> int:
