@@ -70,7 +70,7 @@ class Timeouts:
         return aiohttp.ClientTimeout(total=self.total, connect=self.connect, sock_read=self.read)
 
 
-@attrs.frozen
+@attrs.frozen(slots=False)
 class HTTPResponse:
     """An answer as it arrived: status, headers and the whole body."""
 

@@ -87,7 +87,7 @@ def _passthrough(value: Any, _: Any) -> Any:
 _raw: Any = attrs.field(factory=dict, repr=False, eq=False)
 
 
-@attrs.frozen
+@attrs.frozen(slots=False)
 class CreatedPayoff:
     """The answer to ``payoff/create``: the new payoff's id and the money moved."""
 
@@ -97,7 +97,7 @@ class CreatedPayoff:
     raw: Mapping[str, Any] = _raw
 
 
-@attrs.frozen
+@attrs.frozen(slots=False)
 class Payoff:
     """A payoff as ``payoff/info`` describes it. ``wallet`` is masked in ``repr``."""
 

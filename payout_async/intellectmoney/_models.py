@@ -79,7 +79,7 @@ class PayoutMethod(enum.Enum):
 _LEGACY_INDEX = {PayoutMethod.BANK_CARD: 0, PayoutMethod.QIWI: 1, PayoutMethod.SBP: 2}
 
 
-@attrs.frozen
+@attrs.frozen(slots=False)
 class PayoutOperation:
     """A payout operation as IntellectMoney last described it.
 

@@ -92,7 +92,11 @@ def params_hash(params: Mapping[str, Any]) -> str:
     return plain_hash(params)
 
 
-@attrs.frozen
+# Not slotted, as the other classes made per payout (a write's record, a result, an
+# answer): a frozen slotted class's ``__init__`` sets each field through
+# ``object.__setattr__``, a frozen one with a ``__dict__`` stores them straight into it
+# (2.4 against 1.0 us for this class's 19 fields).
+@attrs.frozen(slots=False)
 class PayoutRecord:
     """One payout's row. Times are UNIX seconds.
 
@@ -153,7 +157,7 @@ class Transition:
     note: str | None = None
 
 
-@attrs.frozen
+@attrs.frozen(slots=False)
 class Claim:
     """What a claim found: the row, and whether this drive now holds it.
 

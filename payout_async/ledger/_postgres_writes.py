@@ -42,7 +42,7 @@ CHANGEABLE = tuple(sorted(MUTABLE_FIELDS | {"operation_signature"}))
 _FINAL = ", ".join(f"'{state}'" for state in FINAL_VALUES)
 
 
-@attrs.frozen
+@attrs.frozen(slots=False)
 class Insert:
     """A ``begin``'s new row: recorded, leased to ``owner``, unless the key has one."""
 
@@ -60,7 +60,7 @@ class Insert:
     signature: str | None
 
 
-@attrs.frozen
+@attrs.frozen(slots=False)
 class Move:
     """A ``transition`` -- or, with ``renew``, a ``renew`` -- under the lease (``owner``,
     ``token``). ``lease``: seconds from now; None ends it. ``final``: the recipient

@@ -268,7 +268,7 @@ class _Key:
         return self._aead.decrypt(sealed[:_NONCE], sealed[_NONCE:], context).decode()
 
 
-@attrs.frozen
+@attrs.frozen(slots=False)
 class Stored:
     """A payout's parameters as a row keeps them: ``params`` with the recipient
     masked, and ``recipient`` (None when the parameters name none)."""

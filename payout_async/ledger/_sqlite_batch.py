@@ -60,7 +60,7 @@ _HISTORY = (
 )
 
 
-@attrs.frozen
+@attrs.frozen(slots=False)
 class Op:
     """One write of a batch: ``run(conn, history)`` returns what its caller hears, or
     raises, and appends the history rows it writes to ``history``. ``atomic``: it

@@ -68,7 +68,7 @@ class IncompleteRowError(PayoutError):
     nothing."""
 
 
-@attrs.frozen
+@attrs.frozen(slots=False)
 class Reading:
     """A provider's answer about one payout, in the ledger's terms."""
 

@@ -32,7 +32,7 @@ _BY_STATE = {
 }
 
 
-@attrs.frozen
+@attrs.frozen(slots=False)
 class PayoutResult:
     """The outcome of ``pay()`` (or a snapshot from ``get()``).
 
