@@ -63,18 +63,17 @@ class HeldRows:
     @staticmethod
     def values(row: Sequence[Any]) -> tuple[Any, ...]:
         """What ``matching`` binds after the key for ``row``."""
-        return tuple(_matched_values(row))
+        values: tuple[Any, ...] = _matched_values(row)
+        return values
 
     def remember(self, row: Sequence[Any]) -> None:
         """``row`` as a write just left it: kept while a lease holds it."""
         at = (row[0], row[1])
-        if row[_OWNER_AT] is None:
-            self._rows.pop(at, None)
-            return
-        self._rows.pop(at, None)  # (re-inserted: the newest last)
-        self._rows[at] = tuple(row)
-        if len(self._rows) > self._size:
-            del self._rows[next(iter(self._rows))]
+        self._rows.pop(at, None)  # (kept again below, as the newest)
+        if row[_OWNER_AT] is not None:
+            self._rows[at] = tuple(row)
+            if len(self._rows) > self._size:
+                del self._rows[next(iter(self._rows))]
 
     def forget(self, provider: str, key: str) -> None:
         """The row's lease ended (or is no longer this ledger's to know)."""

@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 
 from payout_async.ledger import Claim, LeaseLostError, LedgerState, SQLiteLedger, new_encryption_key
+from payout_async.ledger._rows import AT, COLUMNS
+from payout_async.ledger._sqlite_held import HeldRows
 
 PROVIDER = "intellectmoney"
 PARAMS = {"amount": "1.00", "pan": "4111111111111111", "n": "x"}
@@ -128,3 +130,23 @@ async def test_a_keyed_row_altered_while_held_is_untrusted_at_its_next_move(
         outside(ledger, "UPDATE payouts SET operation_id = 'op-attacker' WHERE key = 'a'")
         record = await move(ledger, "a", claim.record.lease_token, LedgerState.CREATED)
         assert record.untrusted is not None
+
+
+def test_held_rows_keep_the_newest_leased_rows_only() -> None:
+    def row(key: str, owner: str | None, token: int = 1) -> tuple[Any, ...]:
+        values: list[Any] = [None] * len(COLUMNS)
+        values[AT["provider"]], values[AT["key"]] = PROVIDER, key
+        values[AT["lease_owner"]], values[AT["lease_token"]] = owner, token
+        return tuple(values)
+
+    rows = HeldRows(size=2)
+    for key in ("a", "b", "c"):
+        rows.remember(row(key, "w"))
+    assert rows.held(PROVIDER, "a", "w", 1) is None  # the oldest went
+    assert rows.held(PROVIDER, "b", "w", 1) == row("b", "w")
+    assert rows.held(PROVIDER, "b", "w", 2) is None  # another claim's token
+    assert rows.held(PROVIDER, "b", "other", 1) is None
+    rows.remember(row("b", None))  # its lease ended with that write
+    assert rows.held(PROVIDER, "b", "w", 1) is None
+    rows.forget(PROVIDER, "c")
+    assert rows.held(PROVIDER, "c", "w", 1) is None
