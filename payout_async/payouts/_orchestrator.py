@@ -120,19 +120,32 @@ def _recorded(
 class _InFlight:
     """A payout being driven by this ``Payouts``: later ``pay()`` calls join it.
 
-    ``with _InFlight(registry, key, digest) as drive:`` registers this task as the one
-    drive of ``key`` while the body runs, which ends with ``drive.finish(result)``;
-    joiners await ``drive.result`` (made when the first one asks), and see the drive's
-    result or its cancellation. (A class, not a generator: it is entered once per
-    payout.)"""
+    ``with _InFlight(registry, key, digest, serial) as drive:`` registers this task as
+    the one drive of ``key`` while the body runs, which ends with
+    ``drive.finish(result)``; joiners await ``drive.result`` (made when the first one
+    asks), and see the drive's result or its cancellation. ``serial`` orders the
+    drives registered by one ``Payouts`` (see ``answers``). (A class, not a generator:
+    it is entered once per payout.)"""
 
-    __slots__ = ("_future", "_key", "_registry", "params_hash")
+    __slots__ = ("_future", "_key", "_registry", "deferred", "params_hash", "serial")
 
-    def __init__(self, registry: dict[str, _InFlight], key: str, params_hash: str) -> None:
+    def __init__(
+        self, registry: dict[str, _InFlight], key: str, params_hash: str, serial: int
+    ) -> None:
         self._registry = registry
         self._key = key
         self.params_hash = params_hash
+        self.serial = serial
+        #: It found the row leased to a drive elsewhere and did not drive it.
+        self.deferred = False
         self._future: asyncio.Future[PayoutResult] | None = None
+
+    def answers(self, since: int) -> bool:
+        """Whether its result answers a call made when ``since`` drives had been
+        registered: always when it drove the row; when it deferred to a drive
+        elsewhere, only if it read the row after that call began (a drive elsewhere
+        seen before may have given the row back since, and nobody would drive it)."""
+        return not self.deferred or self.serial > since
 
     @property
     def result(self) -> asyncio.Future[PayoutResult]:
@@ -299,6 +312,8 @@ class Payouts(Generic[Request]):
         #: Drives ``pay(..., wait=...)`` left going on (``aclose()`` ends them).
         self._driven: set[asyncio.Task[PayoutResult]] = set()
         self._in_flight: dict[str, _InFlight] = {}
+        #: How many drives ``_in_flight`` has registered (``_InFlight.answers``).
+        self._registered = 0
         #: Rows claimed by resume(), reconcile() or a worker of this Payouts, with the
         #: result of their drive to come (``_hold``).
         self._held: dict[str, asyncio.Future[PayoutResult]] = {}
@@ -424,23 +439,29 @@ class Payouts(Generic[Request]):
         order_id: str | None,
         request: Request | None = None,
     ) -> PayoutResult:
+        since = self._registered
         while (joined := self._in_flight.get(key)) is not None:
             if joined.params_hash != digest:
                 raise IdempotencyConflictError(key)
             outcome = await _outcome_of(joined.result)
-            if outcome is not None:
+            if outcome is not None and joined.answers(since):
                 return outcome
-            # Only the drive it joined was cancelled (its lease is given back): go on.
+            # The drive it joined was cancelled (its lease is given back), or it
+            # deferred on a reading older than this call: go on, and begin anew.
         with self._driving(key, digest) as drive:
-            return drive.finish(await self._begin_and_drive(key, digest, params, order_id, request))
+            return drive.finish(
+                await self._begin_and_drive(drive, key, digest, params, order_id, request)
+            )
 
     def _driving(self, key: str, digest: str) -> _InFlight:
         """Register this task as the one drive of ``key`` here while the body runs;
         joiners see its result, or its cancellation."""
-        return _InFlight(self._in_flight, key, digest)
+        self._registered += 1
+        return _InFlight(self._in_flight, key, digest, self._registered)
 
     async def _begin_and_drive(
         self,
+        drive: _InFlight,
         key: str,
         digest: str,
         params: dict[str, Any],
@@ -472,7 +493,9 @@ class Payouts(Generic[Request]):
             if not owner_is_dead(holder):
                 break
             take_over = (holder,)  # provably ended (this host, boot and PID namespace)
-        return PayoutResult.from_record(claim.record, reason=_busy_reason(claim.record))
+        reason = _busy_reason(claim.record)
+        drive.deferred = reason is not None
+        return PayoutResult.from_record(claim.record, reason=reason)
 
     async def _begin(
         self,

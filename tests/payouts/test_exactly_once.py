@@ -516,6 +516,57 @@ async def test_a_joiner_whose_drive_alone_was_cancelled_pays_it() -> None:
         assert sandbox.paid_per_payout() == {("enot", "k"): 1}
 
 
+class AnswerBegins:
+    """A ledger whose first ``begin`` answers only when ``answer`` is set: the read is
+    made, its answer slow to come back."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+        self.read = asyncio.Event()
+        self.answer = asyncio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ledger, name)
+
+    async def begin(self, *args: Any, **kwargs: Any) -> Any:
+        claim = await self._ledger.begin(*args, **kwargs)
+        if not self.read.is_set():
+            self.read.set()
+            await self.answer.wait()
+        return claim
+
+
+async def test_a_joiner_does_not_take_a_deferral_read_before_it_began() -> None:
+    # Seed 5533 of the simulation: a pay() here reads the row leased to a drive
+    # elsewhere; that drive is cancelled and gives the row back; a second pay() here,
+    # made after that, joins the first -- and must not return its stale deferral, or
+    # the row stays pending with nobody driving it.
+    ledger = MemoryLedger()
+    async with Sandbox(config=fast_config()) as sandbox, enot_client(sandbox.enot_url) as enot:
+        elsewhere, slow = payouts(enot, ledger), AnswerBegins(ledger)
+        here = payouts(enot, slow)  # type: ignore[arg-type]
+        with pause_before_send(elsewhere, 30):
+            holder = asyncio.create_task(elsewhere.pay("k", enot_request()))
+            await eventually(lambda: _is(state_of(ledger, "k"), LedgerState.SENDING))
+            first = asyncio.create_task(here.pay("k", enot_request()))
+            await slow.read.wait()
+            holder.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await holder
+            row = await ledger.get("enot", "k")
+            assert row is not None and row.lease_owner is None  # given back
+            second = asyncio.create_task(here.pay("k", enot_request()))
+            await asyncio.sleep(0.05)
+            slow.answer.set()
+            deferred, result = await first, await second
+        assert deferred.status is PayoutStatus.PROCESSING
+        assert (deferred.reason or "").startswith("in progress in another drive")
+        assert result.status is PayoutStatus.SUCCEEDED
+        assert sandbox.paid_per_payout() == {("enot", "k"): 1}
+        await here.aclose()
+        await elsewhere.aclose()
+
+
 async def test_a_failing_lease_release_does_not_hide_a_cancellation() -> None:
     class NoRelease(MemoryLedger):
         async def release(self, provider: str, key: str, *, owner: str, token: int) -> None:
