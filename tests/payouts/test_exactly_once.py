@@ -26,7 +26,14 @@ import pytest
 
 from payout_async import IdempotencyConflictError, PayoutStatus, PollPolicy, Timeouts
 from payout_async.enot import PayoffRequest
-from payout_async.ledger import Ledger, LedgerState, MemoryLedger, PayoutRecord, params_hash
+from payout_async.ledger import (
+    Ledger,
+    LedgerOutcomeUnknownError,
+    LedgerState,
+    MemoryLedger,
+    PayoutRecord,
+    params_hash,
+)
 from payout_async.payouts import order_id_for
 from payout_async.payouts._orchestrator import _request_params
 from payout_async.sandbox import FaultKind, Sandbox
@@ -202,6 +209,81 @@ async def test_created_that_holds_over_the_settle_window_is_executed_again(
         notes = [step.note for step in await ledger.history("intellectmoney", "im-1")]
         assert any(note and "settle window" in note for note in notes)
         assert sandbox.paid_per_payout() == {("intellectmoney", "im-1"): 1}
+
+
+@on_every_ledger_at_once
+async def test_a_refused_execute_is_deleted_only_by_the_drive_holding_the_row(
+    backend: Backend,
+) -> None:
+    # Simulation seed 10227: drive A's execute is refused (nothing happened) and A
+    # waits out the settle window before deleting the operation. Meanwhile its lease
+    # ends and B takes the row over, executes the operation -- accepted, still
+    # reading Created in the provider's lag -- and A's delete, unfenced, landed in that
+    # lag: the execute paid and the row ended cancelled. The delete leaves through the
+    # fence now: A, no longer holding the row, sends nothing.
+    ledger = await backend.new()
+    config = fast_config(im_execute_lag=3.0)
+    async with (
+        Sandbox(config=config) as sandbox,
+        im_client(sandbox.intellectmoney_url, timeouts=SHORT_TIMEOUTS) as im,
+    ):
+        sandbox.script_error("im.execute", 400, "refused before anything happened")
+        a = payouts(im, ledger, lease_seconds=SHORT_LEASE, execute_settle=2.0)
+        paying = asyncio.create_task(a.pay("im-1", im_request("im-1")))
+        await eventually(lambda: _true(len(sandbox.request_times("im.execute")) == 1))
+        await end_lease(ledger, "intellectmoney", "im-1")
+        b = payouts(im, ledger, lease_seconds=SHORT_LEASE, execute_settle=0.3)
+        [taken_over] = await b.resume()
+        await paying
+        assert taken_over.status is PayoutStatus.SUCCEEDED, taken_over.reason
+        assert sandbox.request_times("im.delete") == []
+        assert not any(op.deleted for op in sandbox.state.intellectmoney)
+        assert sandbox.paid_per_payout() == {("intellectmoney", "im-1"): 1}
+        record = await ledger.get("intellectmoney", "im-1")
+        assert record is not None and record.state is LedgerState.SUCCEEDED
+
+
+class LandsThenTakenOver:
+    """A ledger whose first move to ``executing`` commits, then -- before its caller
+    hears of it -- the lease runs out and another worker claims the row; the caller is
+    told the outcome is unknown."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+        self.claims: list[Any] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ledger, name)
+
+    async def transition(self, provider: str, key: str, **kwargs: Any) -> Any:
+        record = await self._ledger.transition(provider, key, **kwargs)
+        if kwargs["state"] is LedgerState.EXECUTING and not self.claims:
+            await end_lease(self._ledger, provider, key)
+            self.claims = await self._ledger.claim_stranded(
+                owner="another-worker", lease_seconds=60.0, limit=1
+            )
+            raise LedgerOutcomeUnknownError("the commit was not confirmed")
+        return record
+
+
+@on_every_ledger_at_once
+async def test_an_operation_the_row_names_is_not_deleted_as_an_orphan(backend: Backend) -> None:
+    # The write naming a new operation landed, but its drive heard "unknown" and then
+    # found the row claimed by another worker -- which may execute that operation. The
+    # drive must not delete it as an orphan of its own.
+    ledger = LandsThenTakenOver(await backend.new())
+    async with (
+        Sandbox(config=fast_config()) as sandbox,
+        im_client(sandbox.intellectmoney_url) as im,
+    ):
+        flow = payouts(im, ledger)  # type: ignore[arg-type]
+        result = await flow.pay("im-1", im_request("im-1"))
+        [claim] = ledger.claims
+        assert claim.record.operation_id is not None
+        assert result.state is LedgerState.EXECUTING
+        assert result.provider_id == claim.record.operation_id
+        assert sandbox.request_times("im.delete") == []
+        assert sandbox.request_times("im.execute") == []
 
 
 # -- 3. the grace period on a skewed clock ------------------------------------------------

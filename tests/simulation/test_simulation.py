@@ -187,6 +187,19 @@ def test_the_code_passes_every_seed_on_sqlite(tmp_path: Path) -> None:
     assert not failing, "\n".join(failing[:20])
 
 
+#: Seeds that failed in longer runs than CI's (``simulate.py --seeds 2000 --start
+#: 5000`` and beyond), by family, kept as regressions: 5533, a pay() that joined a
+#: drive and took its stale deferral (a row left with nobody driving it); 10227, a
+#: delete of a refused execute's operation sent by a drive that had lost the row.
+FOUND_LATER = (("core", 5533), ("history", 10227))
+
+
+@pytest.mark.parametrize(("family", "seed"), FOUND_LATER)
+def test_the_seeds_found_by_longer_runs_pass(family: str, seed: int) -> None:
+    outcome = run_seed(seed, family=family)
+    assert not outcome.failures, f"{outcome.replay}: " + "; ".join(map(str, outcome.failures))
+
+
 # -- issue 27 -----------------------------------------------------------------------------
 
 
