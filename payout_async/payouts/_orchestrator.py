@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import math
@@ -309,6 +310,8 @@ class Payouts(Generic[Request]):
         self._settings = settings
         self._switch_provider = switch_provider
         self._background: set[asyncio.Future[None]] = set()
+        #: The claims of cancelled ``pay()`` calls, given back once made (``_begin``).
+        self._handing_back: dict[str, asyncio.Future[None]] = {}
         #: Drives ``pay(..., wait=...)`` left going on (``aclose()`` ends them).
         self._driven: set[asyncio.Task[PayoutResult]] = set()
         self._in_flight: dict[str, _InFlight] = {}
@@ -488,6 +491,11 @@ class Payouts(Generic[Request]):
                 if outcome is not None:
                     return outcome
                 continue  # that drive was cancelled and gives the row back: begin again
+            if holder == self.owner and (handing_back := self._handing_back.get(key)):
+                # A pay() of this key here, cancelled while its claim was being made,
+                # gives it back once made: nobody drives the row until then.
+                await asyncio.wait([handing_back])
+                continue
             if take_over or claim.record.state not in ACTIVE_STATES or holder is None:
                 break
             if not owner_is_dead(holder):
@@ -531,8 +539,14 @@ class Payouts(Generic[Request]):
             # that resume() (here or in another worker) can finish the payout at once.
             releasing = asyncio.ensure_future(self._release_when_begun(begun))
             self._background.add(releasing)
-            releasing.add_done_callback(self._background.discard)
+            self._handing_back[key] = releasing
+            releasing.add_done_callback(functools.partial(self._handed_back, key))
             raise
+
+    def _handed_back(self, key: str, releasing: asyncio.Future[None]) -> None:
+        self._background.discard(releasing)
+        if self._handing_back.get(key) is releasing:
+            del self._handing_back[key]
 
     async def _release_when_begun(self, begin: asyncio.Future[Claim]) -> None:
         try:

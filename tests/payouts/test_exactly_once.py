@@ -649,6 +649,29 @@ async def test_a_joiner_does_not_take_a_deferral_read_before_it_began() -> None:
         await elsewhere.aclose()
 
 
+async def test_a_pay_after_one_cancelled_while_its_claim_was_made_drives_the_row() -> None:
+    # Simulation seed 21361: a pay() cancelled while the ledger records its claim gives
+    # the claim back once it is made; a pay() of the key here meanwhile found the row
+    # leased to this very Payouts, deferred to "another drive" -- there was none --
+    # and the row was left with nobody driving it. It waits for the claim to be given
+    # back, and drives.
+    async with Sandbox(config=fast_config()) as sandbox, enot_client(sandbox.enot_url) as enot:
+        slow = AnswerBegins(MemoryLedger())
+        here = payouts(enot, slow)  # type: ignore[arg-type]
+        first = asyncio.create_task(here.pay("k", enot_request()))
+        await slow.read.wait()
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        second = asyncio.create_task(here.pay("k", enot_request()))
+        await asyncio.sleep(0.05)
+        slow.answer.set()
+        result = await second
+        assert result.status is PayoutStatus.SUCCEEDED, result.reason
+        assert sandbox.paid_per_payout() == {("enot", "k"): 1}
+        await here.aclose()
+
+
 async def test_a_failing_lease_release_does_not_hide_a_cancellation() -> None:
     class NoRelease(MemoryLedger):
         async def release(self, provider: str, key: str, *, owner: str, token: int) -> None:

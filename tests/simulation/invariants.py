@@ -170,7 +170,10 @@ class Checker:
                 continue  # S1 and S2 cover it
             if state in (LedgerState.FAILED, LedgerState.CANCELLED, LedgerState.REFUSED):
                 if succeeded:
-                    self.add("end", key, f"{state} although a payment of ours succeeded")
+                    # A request that left after the fence margin (the admitted
+                    # assumption broken) may have paid beside the one the row follows.
+                    excuse = self._late_departure(key)
+                    self.add("end", key, f"{state} although a payment of ours succeeded", excuse)
                 continue
             if state is LedgerState.NEEDS_ATTENTION:
                 excuse = None

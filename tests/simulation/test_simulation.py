@@ -190,8 +190,11 @@ def test_the_code_passes_every_seed_on_sqlite(tmp_path: Path) -> None:
 #: Seeds that failed in longer runs than CI's (``simulate.py --seeds 2000 --start
 #: 5000`` and beyond), by family, kept as regressions: 5533, a pay() that joined a
 #: drive and took its stale deferral (a row left with nobody driving it); 10227, a
-#: delete of a refused execute's operation sent by a drive that had lost the row.
-FOUND_LATER = (("core", 5533), ("history", 10227))
+#: delete of a refused execute's operation sent by a drive that had lost the row;
+#: 21361, a pay() that deferred to its own Payouts' claim, which a cancelled pay()
+#: was giving back; 21450, an Enot create sent 80 s after its fence (beyond the
+#: margin, so excused) paid beside a failed payoff the row ended with.
+FOUND_LATER = (("core", 5533), ("history", 10227), ("core", 21361), ("history", 21450))
 
 
 @pytest.mark.parametrize(("family", "seed"), FOUND_LATER)
