@@ -85,6 +85,7 @@ from ._sqlite_batch import (
     savepoint,
 )
 from ._sqlite_held import HeldRows, matching
+from ._sqlite_none import bind_none_directly
 from ._sqlite_schema import create_schema, schema_current
 from ._sqlite_scrub import Scrubber
 from ._texts import kept_text, scrub
@@ -594,6 +595,7 @@ class SQLiteLedger(Ledger):
 
     async def _open(self) -> aiosqlite.Connection:
         target, uri = self._target()
+        bind_none_directly()
         connecting = aiosqlite.connect(
             target, uri=uri, isolation_level=None, timeout=self._busy_timeout
         )
