@@ -5,9 +5,9 @@ hands any other value -- ``None`` among them -- to its adaptation protocol, whic
 the value's type up among the registered adapters and, finding none, tries
 ``__adapt__`` and ``__conform__`` (raising and clearing an ``AttributeError`` inside):
 about 3,300 machine instructions per ``None`` (CPython 3.11), twelve times what binding
-an ``int`` costs. A ledger row has many NULL columns, and ``SQLiteLedger`` binds some
-thirty ``None`` per payout -- a sixteenth of its instructions
-(``benchmarks/instructions.py``).
+an ``int`` costs. A ledger row has many NULL columns, and ``SQLiteLedger`` bound some
+thirty ``None`` per payout: 4-5% of its instructions (``benchmarks/instructions.py``,
+docs/performance.md).
 
 ``bind_none_directly`` registers an adapter for ``None`` that returns ``None`` (the
 C-level ``get`` of an empty dict): the adapter is found at the first look, and SQLite

@@ -491,7 +491,7 @@ class Payouts(Generic[Request]):
                 if outcome is not None:
                     return outcome
                 continue  # that drive was cancelled and gives the row back: begin again
-            if holder == self.owner and (handing_back := self._handing_back.get(key)):
+            if holder == self.owner and (handing_back := self._handing_back.get(key)) is not None:
                 # A pay() of this key here, cancelled while its claim was being made,
                 # gives it back once made: nobody drives the row until then.
                 await asyncio.wait([handing_back])
