@@ -186,14 +186,18 @@ def test_the_echoes_are_what_they_claim() -> None:
     )
 
 
-QUICK = Timeouts(total=1.0, connect=0.5, read=0.8)
+#: Long enough that a scripted answer reaches its payout on a loaded machine: a
+#: refusal whose answer timed out would be retried (a create moves no money) and the
+#: echo never seen; short enough that an Enot 503's unknown outcome is waited out
+#: soon (the request timeout, the lease's tenth and the grace).
+QUICK = Timeouts(total=3.0, connect=1.0, read=2.5)
 
 
 async def pay_one(echo: Echo, ledger: Ledger) -> str:
     """The echo's payout through a sandbox of its own (its scripted answers reach this
     payout and no other), its provider answering with the echo; the outcome."""
-    # Short requests and lease: an Enot 503 is an unknown outcome, waited out for the
-    # request timeout plus the lease's tenth and the grace before the payoff is made.
+    # A short lease: an Enot 503 is an unknown outcome, waited out for the request
+    # timeout plus the lease's tenth and the grace before the payoff is made.
     async with (
         Sandbox(config=fast_config()) as sandbox,
         im_client(sandbox.intellectmoney_url, timeouts=QUICK) as im,
@@ -208,16 +212,16 @@ async def pay_one(echo: Echo, ledger: Ledger) -> str:
             sandbox.script_error("enot.create", status, echo.message)
         if echo.route.startswith("im"):
             request = OperationRequest(pan=echo.card, amount=Decimal("10.00"))
-            result = await payouts(im, ledger, lease_seconds=2.0).pay(echo.key, request)
+            result = await payouts(im, ledger, lease_seconds=4.0).pay(echo.key, request)
         else:
             wallet = PayoffRequest(service="card", wallet_to=echo.card, amount="11.00")
-            result = await payouts(enot, ledger, lease_seconds=2.0).pay(echo.key, wallet)
+            result = await payouts(enot, ledger, lease_seconds=4.0).pay(echo.key, wallet)
         return f"{result.status.value}: {result.reason}"
 
 
 async def pay(ledger: Ledger) -> dict[str, str]:
     """Every echo's payout, all at once (each Enot one waits out its unknown outcome or
-    its refusal's look-up: 1.6 s each, 26 s one after another); the outcomes."""
+    its refusal's look-up: about 4 s each, a minute one after another); the outcomes."""
     outcomes = await asyncio.gather(*(pay_one(echo, ledger) for echo in ECHOES))
     return {echo.key: outcome for echo, outcome in zip(ECHOES, outcomes, strict=True)}
 
