@@ -28,6 +28,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
+from contextlib import nullcontext
 
 from .._errors import ProviderRejectedError, RequestNotSentError
 from .._fence import guarded
@@ -157,7 +158,7 @@ class IntellectMoneyFlow(Flow[IntellectMoneyClient, OperationRequest, PayoutOper
             # orphan whose id only this drive knows, so delete it -- unless the row
             # names it (a write whose outcome was unknown landed after all, and the
             # drive that has the row now may execute it).
-            if not await self._recorded(run, operation.operation_id):
+            if not await self._row_names(run, operation.operation_id):
                 await self._delete_quietly(operation.operation_id)
             raise
         if execute:
@@ -236,7 +237,7 @@ class IntellectMoneyFlow(Flow[IntellectMoneyClient, OperationRequest, PayoutOper
             await asyncio.sleep(delay)
         held = f"the operation stayed Created for the {settle:g}s settle window"
         if refusal is not None:
-            await self._delete_fenced(run, operation_id)
+            await self._delete_quietly(operation_id, fenced_by=run)
             await run.refused(f"execute refused and {held}", refusal)
             return
         await run.move(
@@ -254,24 +255,8 @@ class IntellectMoneyFlow(Flow[IntellectMoneyClient, OperationRequest, PayoutOper
             )
         return operation_id
 
-    async def _delete_fenced(self, run: Run, operation_id: str) -> None:
-        """Delete the row's operation after a refused execute, through the fence: a
-        delete decides the money as an execute does -- one that lands on an execute
-        accepted but still reading ``Created`` (another drive's, should this drive
-        have lost the row while it waited out the settle window) ends the row
-        ``cancelled`` with the money sent. So it leaves only while this drive holds
-        the lease (``LeaseLostError`` otherwise); a delete that fails is logged, and
-        the operation stays ``Created``, never executed (simulation seed 10227)."""
-        try:
-            with guarded(run.fence):
-                await self.client.delete_operation(operation_id)
-        except LeaseLostError:
-            raise
-        except Exception as error:
-            logger.warning("could not delete unused operation %s: %s", operation_id, error)
-
     @staticmethod
-    async def _recorded(run: Run, operation_id: str) -> bool:
+    async def _row_names(run: Run, operation_id: str) -> bool:
         """Whether the row names ``operation_id`` (True too when it cannot be read)."""
         try:
             row = await run.ledger.get(run.record.provider, run.record.key)
@@ -279,8 +264,20 @@ class IntellectMoneyFlow(Flow[IntellectMoneyClient, OperationRequest, PayoutOper
             return True
         return row is not None and row.operation_id == operation_id
 
-    async def _delete_quietly(self, operation_id: str) -> None:
+    async def _delete_quietly(self, operation_id: str, *, fenced_by: Run | None = None) -> None:
+        """Delete an unused operation; a delete that fails is logged (the operation
+        stays ``Created``, never executed). ``fenced_by``: the operation is the row's,
+        so the delete decides the money as an execute does -- one that lands on an
+        execute accepted but still reading ``Created`` (another drive's, should this
+        drive have lost the row while it waited out the settle window) ends the row
+        ``cancelled`` with the money sent -- and it leaves only through that drive's
+        fence (``LeaseLostError`` otherwise; simulation seed 10227). Without it: an
+        orphan whose id the row does not name."""
+        fence = nullcontext() if fenced_by is None else guarded(fenced_by.fence)
         try:
-            await self.client.delete_operation(operation_id)
+            with fence:
+                await self.client.delete_operation(operation_id)
+        except LeaseLostError:
+            raise
         except Exception as error:
             logger.warning("could not delete unused operation %s: %s", operation_id, error)
