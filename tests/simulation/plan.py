@@ -10,6 +10,7 @@ restored from an older copy.
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
@@ -35,6 +36,10 @@ class Planner:
 
     def __init__(self, world: World) -> None:
         self.world = world
+        #: Keys whose claim a cancelled pay is handing back, and by which process.
+        self._handing_back: dict[str, SimProcess] = {}
+        #: When each process last finished handing a key's claim back.
+        self._handed_back: dict[tuple[str, SimProcess], float] = {}
 
     def draw(self) -> None:
         """Draw what happens when, and schedule it."""
@@ -82,13 +87,13 @@ class Planner:
                     process, at, f"{process.name} pay {key}", self._pay(process, key)
                 )
                 if rng.random() < 0.2:
-                    self._cancel_later(task, key, at + rng.uniform(0.0, 15.0))
+                    self._cancel_later(process, task, key, at + rng.uniform(0.0, 15.0))
             if rng.random() < 0.25:
                 process = rng.choice(world.processes)
                 task = world.spawn(
                     process, start, f"{process.name} pay {key}", self._pay(process, key)
                 )
-                self._cancel_later(task, key, start + rng.uniform(0.0, 2.0))
+                self._cancel_later(process, task, key, start + rng.uniform(0.0, 2.0))
                 at = start + rng.uniform(5.0, 20.0)
                 world.spawn(process, at, f"{process.name} resume", self._drain(process, "resume"))
                 world.spawn(process, at, f"{process.name} pay {key}", self._pay(process, key))
@@ -126,9 +131,26 @@ class Planner:
             taken = rng.uniform(0, world.active_for / 2)
             world.spawn(None, taken, "backup", self._restore(taken, self._soon() + taken))
 
-    def _cancel_later(self, task: asyncio.Task[None], key: str, at: float) -> None:
+    def _cancel_later(
+        self, process: SimProcess, task: asyncio.Task[None], key: str, at: float
+    ) -> None:
         def disrupted(_: object = None) -> None:
             self.world.disrupted[key] = self.world.loop.time()
+
+        def ended(_: object = None) -> None:
+            # Cancelled while its claim was being recorded, the pay gives the claim
+            # back in the background once it is made (``Payouts._handing_back``).
+            # Another process cannot know of that; this one does, and waits for it
+            # (simulation seed 21361): only a call elsewhere is excused meanwhile.
+            disrupted()
+            handing_back = self.world.payouts_of(process)._handing_back.get(key)
+            if handing_back is not None:
+                self._handing_back[key] = process
+                handing_back.add_done_callback(handed_back)
+
+        def handed_back(_: object) -> None:
+            del self._handing_back[key]
+            self._handed_back[key, process] = self.world.loop.time()
 
         def cancel() -> None:
             if not task.done():
@@ -137,8 +159,9 @@ class Planner:
                 task.cancel()
                 # The drive gives its lease back as it unwinds: a call that read the
                 # row before that, and deferred to it, deferred to a drive being
-                # cancelled -- disrupted until the task has ended.
-                task.add_done_callback(disrupted)
+                # cancelled -- disrupted until the lease is given back (simulation
+                # seed 60559: a pay elsewhere read it while the claim was handed back).
+                task.add_done_callback(ended)
 
         self.world.at_time(at, cancel)
 
@@ -157,7 +180,11 @@ class Planner:
     ) -> None:
         self.world.log(f"{process.name} {what} {result.key} -> {result.status} ({result.reason})")
         await self.world.checker.after_deferral(
-            self.world.inner, result, started, self._driven_somewhere, self._disrupted_since
+            self.world.inner,
+            result,
+            started,
+            self._driven_somewhere,
+            functools.partial(self._disrupted_since, process),
         )
 
     def _driven_somewhere(self, key: str) -> bool:
@@ -166,11 +193,18 @@ class Planner:
             for p in self.world.all_processes()
         )
 
-    def _disrupted_since(self, key: str, started: float) -> bool:
-        return (
-            max(self.world.disrupted.get(key, -math.inf), self.world.disrupted.get("*", -math.inf))
-            >= started
+    def _disrupted_since(self, process: SimProcess, key: str, started: float) -> bool:
+        """Whether something disrupted ``key`` since ``started`` that ``process`` could
+        not see: a cancellation or kill anywhere, or a claim handed back elsewhere."""
+        if self._handing_back.get(key, process) is not process:
+            return True
+        handed_back = max(
+            (at for (k, by), at in self._handed_back.items() if k == key and by is not process),
+            default=-math.inf,
         )
+        anywhere = self.world.disrupted
+        disrupted = max(anywhere.get(key, -math.inf), anywhere.get("*", -math.inf))
+        return max(disrupted, handed_back) >= started
 
     def _drain(self, process: SimProcess, how: str) -> Action:
         async def drain() -> None:
