@@ -23,7 +23,7 @@ import attrs
 import msgspec
 
 from ._errors import OutcomeUnknownError, RequestNotSentError, TransportError
-from ._fence import check_before_send, current_guard
+from ._fence import current_guard
 from ._rate import RateLimiter
 from ._redact import Redactor, redact_fields
 from ._version import __version__
@@ -221,8 +221,9 @@ class Transport:
         redact = redactor or self.redactor
         limiter = self.limiter
         granted_at = await limiter.acquire() if limiter is not None else 0.0
-        if current_guard() is not None:  # after the limiter's wait; no coroutine without
-            await check_before_send(self.timeouts.total)
+        guard = current_guard()
+        if guard is not None:  # after the limiter's wait
+            await guard(self.timeouts.total)
         url = self.base_url + path
         debug = logger.isEnabledFor(logging.DEBUG)
         if debug:

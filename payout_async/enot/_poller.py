@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
+from operator import attrgetter
 
 from .._errors import NotFoundError, ValidationError
 from .._polling import PollPolicy, is_transient, poll_until_final
@@ -13,6 +15,13 @@ from ._client import EnotClient
 from ._models import Payoff
 
 __all__ = ["reconcile_payoff", "wait_for_final"]
+
+_is_final: Callable[[Payoff], bool] = attrgetter("is_final")
+
+
+def _transient_or_not_found(error: BaseException) -> bool:
+    """Poll on: a hiccup, or a payoff not found yet (shortly after its create)."""
+    return is_transient(error) or isinstance(error, NotFoundError)
 
 
 async def wait_for_final(
@@ -37,11 +46,11 @@ async def wait_for_final(
     if (payoff_id is None) == (order_id is None):
         raise ValidationError("payoff_id", "give exactly one of payoff_id or order_id")
     return await poll_until_final(
-        lambda: client.get_payoff(payoff_id=payoff_id, order_id=order_id),
-        lambda payoff: payoff.is_final,
+        partial(client.get_payoff, payoff_id=payoff_id, order_id=order_id),
+        _is_final,
         policy=policy or PollPolicy(),
         on_poll=on_poll,
-        keep_going=lambda error: is_transient(error) or isinstance(error, NotFoundError),
+        keep_going=_transient_or_not_found,
         started=started,
     )
 

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from functools import partial
+from operator import attrgetter
 
 from .._polling import PollPolicy, poll_until_final
 from ._client import IntellectMoneyClient
 from ._models import PayoutOperation
 
 __all__ = ["wait_for_final"]
+
+_is_final: Callable[[PayoutOperation], bool] = attrgetter("is_final")
 
 
 async def wait_for_final(
@@ -32,8 +36,8 @@ async def wait_for_final(
     raised. Unknown states are kept and polled on. ``on_poll`` sees every answer.
     """
     return await poll_until_final(
-        lambda: client.get_operation_state(operation_id),
-        lambda operation: operation.is_final,
+        partial(client.get_operation_state, operation_id),
+        _is_final,
         policy=policy or PollPolicy(),
         on_poll=on_poll,
         started=started,

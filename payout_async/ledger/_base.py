@@ -10,6 +10,7 @@ change of state also appends a ``Transition`` to the row's history.
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -53,7 +54,7 @@ class LedgerState(enum.StrEnum):
     NEEDS_ATTENTION = "needs_attention"  # no rule can settle it; ``reason`` says why
     REFUSED = "refused"  # the provider refused it and nothing exists: the key may pay again
 
-    @property
+    @functools.cached_property  # (read on every write: an attribute once read)
     def is_final(self) -> bool:
         """True for succeeded, failed and cancelled: nothing will change them."""
         return self in FINAL_STATES

@@ -83,9 +83,11 @@ def check_changes(changes: Mapping[str, Any]) -> dict[str, Any]:
     """``transition``'s extra fields, checked against ``MUTABLE_FIELDS`` (``TypeError``
     like ``MemoryLedger``), their free text scrubbed (``ledger._texts``) and coerced to
     their column types, in a stable order."""
-    if not changes.keys() <= MUTABLE_FIELDS:
-        raise TypeError(f"cannot change {sorted(set(changes) - MUTABLE_FIELDS)}")
     checked: dict[str, Any] = {}
+    if not changes:
+        return checked
+    if not MUTABLE_FIELDS.issuperset(changes):
+        raise TypeError(f"cannot change {sorted(set(changes) - MUTABLE_FIELDS)}")
     for name in sorted(changes):
         value = changes[name]
         if value is not None:

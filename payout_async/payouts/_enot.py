@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from decimal import Decimal
 
 from .._errors import APIError, NotFoundError, RequestNotSentError, ValidationError
@@ -147,15 +147,17 @@ class EnotFlow(Flow[EnotClient, PayoffRequest, Payoff]):
             if self.settings.webhook_wait:
                 self.webhooks.forget(self._order_id(run))
 
-    async def settled_elsewhere(self, run: Run) -> PayoutRecord | None:
-        """After this drive's create (``webhook_wait``): the row a webhook settled
-        within the wait, here or in another process; None to poll."""
+    def settled_elsewhere(self, run: Run) -> Awaitable[PayoutRecord | None] | None:
+        """After this drive's create (``webhook_wait``): the wait for a webhook, which
+        gives the row it settled, here or in another process; None to poll."""
         order_id = self._order_id(run)
         since = self.webhooks.since(order_id)
         if since is None:
             return None
-        left = since + self.settings.webhook_wait - time.monotonic()
-        settled = await self.webhooks.wait(order_id, left)
+        return self._settled_within(run, order_id, since + self.settings.webhook_wait)
+
+    async def _settled_within(self, run: Run, order_id: str, until: float) -> PayoutRecord | None:
+        settled = await self.webhooks.wait(order_id, until - time.monotonic())
         if settled is not None:
             return settled
         try:  # another process may have had the webhook
@@ -165,12 +167,12 @@ class EnotFlow(Flow[EnotClient, PayoffRequest, Payoff]):
             return None
         return row if row is not None and row.state.is_final else None
 
-    async def follow(self, run: Run) -> Payoff:
+    def follow(self, run: Run) -> Awaitable[Payoff]:
         payoff_id = run.record.operation_id
         order_id = None if payoff_id else self._order_id(run)
         # After a webhook waited for in vain, the schedule counts from the create.
         started = self.webhooks.forget(self._order_id(run))
-        return await wait_for_final(
+        return wait_for_final(
             self.client,
             payoff_id=payoff_id,
             order_id=order_id,

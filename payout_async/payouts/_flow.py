@@ -109,8 +109,9 @@ class Flow(abc.ABC, Generic[ClientT, RequestT, AnswerT]):
         aside (every flow polls there)."""
 
     @abc.abstractmethod
-    async def follow(self, run: Run) -> AnswerT:
-        """Poll the row's payout until it is final or the poll deadline passes."""
+    def follow(self, run: Run) -> Awaitable[AnswerT]:
+        """Poll the row's payout until it is final or the poll deadline passes (the
+        poller's coroutine, awaited by the caller)."""
 
     @abc.abstractmethod
     def read(self, answer: AnswerT) -> Reading:
@@ -153,15 +154,17 @@ class Flow(abc.ABC, Generic[ClientT, RequestT, AnswerT]):
                 return
             run.just_begun = False
 
-    async def settled_elsewhere(self, run: Run) -> PayoutRecord | None:
-        """The row, when something other than this drive (an Enot webhook) has
-        settled it while it waited instead of polling; None to poll."""
+    def settled_elsewhere(self, run: Run) -> Awaitable[PayoutRecord | None] | None:
+        """None to poll at once; else a wait instead of polling (an Enot webhook's),
+        which gives the row when something other than this drive has settled it, or
+        None to poll then."""
         return None
 
     async def _poll(self, run: Run, request: RequestT) -> bool:
         """Follow a ``processing`` row: False when it is still under way at the poll
         deadline (the drive ends there), True when it moved on."""
-        settled = await self.settled_elsewhere(run)
+        waiting = self.settled_elsewhere(run)
+        settled = None if waiting is None else await waiting
         if settled is not None:
             # Final, written by whoever settled it, and its lease ended with that write:
             # this drive writes nothing more (as when a move finds the lease gone).

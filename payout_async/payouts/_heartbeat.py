@@ -69,15 +69,18 @@ class Heartbeats:
         self._due[run] = loop.time() + self.period
         self._schedule(loop)
 
-    async def _leave(self, run: Leased) -> None:
+    def _leave(self, run: Leased) -> asyncio.Task[None] | None:
+        """Stop renewing ``run``'s lease: the renewal under way, if any, is cancelled
+        and returned (to be awaited)."""
         self._due.pop(run, None)
         renewing = self._renewing.pop(run, None)
         if not self._due and self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if renewing is not None and not renewing.done():
-            renewing.cancel()
-            await asyncio.gather(renewing, return_exceptions=True)
+        if renewing is None or renewing.done():
+            return None
+        renewing.cancel()
+        return renewing
 
     def _tick(self) -> None:
         self._timer = None
@@ -130,4 +133,6 @@ class _Beating:
     async def __aexit__(self, *exc_info: object) -> None:
         if self._token is not None:
             ON_HOLD.reset(self._token)
-        await self._heartbeats._leave(self._run)
+        renewing = self._heartbeats._leave(self._run)
+        if renewing is not None:
+            await asyncio.gather(renewing, return_exceptions=True)

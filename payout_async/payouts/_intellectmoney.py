@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from contextlib import nullcontext
 
 from .._errors import ProviderRejectedError, RequestNotSentError
@@ -107,8 +107,8 @@ class IntellectMoneyFlow(Flow[IntellectMoneyClient, OperationRequest, PayoutOper
             return LedgerState.CREATED
         return LedgerState.EXECUTING
 
-    async def follow(self, run: Run) -> PayoutOperation:
-        return await wait_for_final(self.client, self._operation_id(run), policy=self.poll)
+    def follow(self, run: Run) -> Awaitable[PayoutOperation]:
+        return wait_for_final(self.client, self._operation_id(run), policy=self.poll)
 
     def read(self, answer: PayoutOperation) -> Reading:
         return Reading(

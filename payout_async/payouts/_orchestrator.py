@@ -11,8 +11,10 @@ import time
 from collections.abc import (
     AsyncIterable,
     AsyncIterator,
+    Awaitable,
     Callable,
     Collection,
+    Coroutine,
     Iterable,
     Iterator,
 )
@@ -505,14 +507,14 @@ class Payouts(Generic[Request]):
         drive.deferred = reason is not None
         return PayoutResult.from_record(claim.record, reason=reason)
 
-    async def _begin(
+    def _begin(
         self,
         key: str,
         digest: str,
         params: dict[str, Any],
         order_id: str | None,
         take_over: tuple[str, ...],
-    ) -> Claim:
+    ) -> Awaitable[Claim]:
         """The ledger's ``begin``, which finishes once started: in a task of its own
         (shielded; should this task be cancelled meanwhile, the claim's lease is handed
         back once it is made) -- unless nothing in it awaits, so that no cancellation
@@ -530,7 +532,10 @@ class Payouts(Generic[Request]):
             switch_provider=self._switch_provider,
         )
         if getattr(type(self.ledger), "begin", None) is MemoryLedger.begin:
-            return await begin  # (read off the class: a proxy's __getattr__ is no MemoryLedger)
+            return begin  # (read off the class: a proxy's __getattr__ is no MemoryLedger)
+        return self._begin_shielded(key, begin)
+
+    async def _begin_shielded(self, key: str, begin: Coroutine[Any, Any, Claim]) -> Claim:
         begun = asyncio.ensure_future(begin)
         try:
             return await asyncio.shield(begun)
@@ -594,7 +599,8 @@ class Payouts(Generic[Request]):
         except BaseException:
             await run.release_quietly()  # the error (or cancellation) is what matters
             raise
-        await run.release()  # unless its last move gave the lease back already
+        if not run.released:  # (its last move gives the lease back, as a rule)
+            await run.release()
         return PayoutResult.from_record(run.record)
 
     async def pay_many(

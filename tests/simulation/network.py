@@ -1,7 +1,7 @@
 """The simulated network: a stand-in for ``aiohttp.ClientSession`` that reaches the
 simulated providers without a socket.
 
-``Transport.send`` awaits the lease fence (``check_before_send``), then awaits
+``Transport.send`` awaits the lease fence (``current_guard()``), then awaits
 ``session.request(method, url, **kw)``, reads ``.status``, ``.headers`` and
 ``await .read()``, and gives the answer back (``release()``, ``await
 .wait_for_close()``). ``SimSession`` implements just that. Every request draws its fate
@@ -286,11 +286,17 @@ def _subject(url: str, data: Any) -> str:
 
 def install_fence_clock(patches: Any, clock: Callable[[], float]) -> None:
     """Record when each money-moving request's fence began (``FENCE_STARTED``)."""
-    original = _fence.check_before_send
+    original = _fence.current_guard
 
-    async def check_before_send(total_timeout: float | None) -> None:
-        if _fence._guard.get() is not None:
+    def current_guard() -> _fence.Guard | None:
+        guard = original()
+        if guard is None:
+            return None
+
+        async def timed(total_timeout: float | None) -> None:
             FENCE_STARTED.set(clock())
-        await original(total_timeout)
+            await guard(total_timeout)
 
-    patches.set(_transport, "check_before_send", check_before_send)
+        return timed
+
+    patches.set(_transport, "current_guard", current_guard)
