@@ -290,7 +290,9 @@ class IntellectMoneyClient(TransportClient):
         kind = _KINDS[operation]
         method = self._methods[operation]
         answers = self._answers.masking(recipients) if any(recipients) else self._answers
-        attempt = partial(self._attempt, method, fields, kind, read, answers)
+        # A token given as text is never fetched anew: each try is one request.
+        once = self._send if isinstance(self._user_token, str) else self._attempt
+        attempt = partial(once, method, fields, kind, read, answers)
         return await call_with_retry(self.retry, kind, attempt)
 
     async def _attempt(
@@ -301,13 +303,14 @@ class IntellectMoneyClient(TransportClient):
         read: Callable[[dict[str, Any]], T],
         answers: AnswerReader,
     ) -> T:
-        """One try of ``_call`` (a method bound with ``partial``, not a closure per
-        call). Should the provider refuse a token the ``user_token`` callable gave,
-        nothing happened: a fresh token is fetched and the request sent once more."""
+        """One try of ``_call`` with a ``user_token`` callable (a method bound with
+        ``partial``, not a closure per call). Should the provider refuse a token the
+        callable gave, nothing happened: a fresh token is fetched and the request sent
+        once more."""
         try:
             return await self._send(method, fields, kind, read, answers)
         except APIError as error:
-            if isinstance(self._user_token, str) or not _refuses_token(error):
+            if not _refuses_token(error):
                 raise
             return await self._send(method, fields, kind, read, answers)
 
