@@ -101,9 +101,9 @@ def canonical_json(value: Any) -> bytes:
     integers, flags and None, in lists and string-keyed objects, go through msgspec's
     C encoder when what it writes is printable ASCII, where the two write the same
     bytes; anything else through ``json`` itself."""
-    if isinstance(value, Mapping):
+    if type(value) is not dict and isinstance(value, Mapping):
         value = dict(value)
-    if _plain(value):
+    if _flat_plain(value) or _plain(value):
         try:
             fast = msgspec.json.encode(value, order="sorted")
         except (TypeError, OverflowError, UnicodeEncodeError):
@@ -115,6 +115,19 @@ def canonical_json(value: Any) -> bytes:
 
 #: Value types msgspec writes exactly as ``json.dumps`` does (text as ASCII aside).
 _PLAIN = frozenset({str, int, bool, type(None)})
+
+
+_TEXT = frozenset({str})
+
+
+def _flat_plain(value: Any) -> bool:
+    """``_plain`` for the common case, in C: an object of ``_PLAIN`` values under text
+    keys (a payout's parameters)."""
+    return (
+        type(value) is dict
+        and _TEXT.issuperset(map(type, value))
+        and _PLAIN.issuperset(map(type, value.values()))
+    )
 
 
 def _plain(value: Any, depth: int = 0) -> bool:
