@@ -32,6 +32,7 @@ from contextlib import nullcontext
 
 from .._errors import ProviderRejectedError, RequestNotSentError
 from .._fence import guarded
+from .._retry import is_transient
 from ..intellectmoney import (
     IntellectMoneyClient,
     MassPaymentOperationState,
@@ -130,13 +131,8 @@ class IntellectMoneyFlow(Flow[IntellectMoneyClient, OperationRequest, PayoutOper
                 provider_api=None,
                 note=f"creating anew; operation {run.record.operation_id} was refused",
             )
-        try:
-            operation = await self.client.create_operation_from(request)
-        except self.refused as error:
-            await run.refused("create refused", error)
-            return
-        except Exception as error:
-            await run.give_up("create failed, nothing was paid", error)
+        operation = await self._created(run, request)
+        if operation is None:
             return
         if operation.operation_id is None:
             await run.give_up("create answer carried no PayoutOperationId")
@@ -163,6 +159,30 @@ class IntellectMoneyFlow(Flow[IntellectMoneyClient, OperationRequest, PayoutOper
             raise
         if execute:
             await self._send_execute(run, request)
+
+    async def _created(self, run: Run, request: OperationRequest) -> PayoutOperation | None:
+        """The operation a create made; None once the row is refused or parked. A
+        create whose failures are transient (the network, 5xx, 429, an unreadable
+        answer) through all of the client's retries is made again, up to
+        ``max_send_attempts`` rounds: it moves no money, so a lost one leaves at most an
+        orphan that nothing will execute."""
+        rounds = self.settings.max_send_attempts
+        for done in range(1, rounds + 1):
+            try:
+                return await self.client.create_operation_from(request)
+            except self.refused as error:
+                await run.refused("create refused", error)
+                return None
+            except Exception as error:
+                if done == rounds or not is_transient(error):
+                    await run.give_up("create failed, nothing was paid", error)
+                    return None
+                await run.move(
+                    LedgerState.PENDING,
+                    last_error=str(error),
+                    note=f"create failed ({done} of {rounds}); creating again",
+                )
+        return None
 
     async def _execute(self, run: Run, request: OperationRequest) -> None:
         if run.attempts_this_pass >= self.settings.max_send_attempts:

@@ -206,7 +206,9 @@ async def pay_one(echo: Echo, ledger: Ledger) -> str:
         if echo.route == "im-desc":
             sandbox.script_inner_code("im.create", 7, echo.message)
         elif echo.route == "im-500":
-            sandbox.script_error("im.create", 500, echo.message, times=RETRY.attempts)
+            # Every try of every round of creates (3: max_send_attempts), so that the
+            # row parks with the echo as its reason (and its last_error before that).
+            sandbox.script_error("im.create", 500, echo.message, times=RETRY.attempts * 3)
         else:
             status = 422 if echo.route == "enot-422" else 503
             sandbox.script_error("enot.create", status, echo.message)

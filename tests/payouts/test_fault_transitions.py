@@ -219,3 +219,22 @@ async def test_unreachable_provider_needs_attention_then_reconcile_pays(
             settled = await payouts(client, ledger, lease_seconds=SHORT_LEASE).reconcile()
             assert [r.status for r in settled] == [PayoutStatus.SUCCEEDED]
             assert books(sandbox.state)[1]["later"] == 1
+
+
+async def test_an_intellectmoney_create_failing_through_every_retry_is_made_again(
+    sandbox: Sandbox, ledger: SQLiteLedger
+) -> None:
+    # Every try of the client's first round (RETRY: 4) meets a transient fault: a
+    # create moves no money, so the drive makes it again instead of parking the row.
+    for nth in range(1, 5):
+        sandbox.faults.script("im.create", kind=FaultKind.HTTP_503, nth=nth)
+    async with im_client(sandbox.intellectmoney_url, timeouts=SHORT_TIMEOUTS) as client:
+        result = await payouts(client, ledger, lease_seconds=SHORT_LEASE).pay(
+            "again", im_request("again")
+        )
+
+    assert result.status is PayoutStatus.SUCCEEDED, result
+    assert books(sandbox.state)[0]["again"] == 1
+    assert sandbox.faults.calls("im.create") == 5
+    notes = [step.note for step in await ledger.history("intellectmoney", "again")]
+    assert "create failed (1 of 3); creating again" in notes
