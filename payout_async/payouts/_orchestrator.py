@@ -288,7 +288,7 @@ class Payouts(Generic[Request]):
         switch_provider: bool = False,
         on_wait: OnWait | None = None,
     ) -> None:
-        _check_settings(client, grace, lease_seconds, execute_settle)
+        _check_settings(client, grace, lease_seconds, execute_settle, max_send_attempts)
         _check_webhook_wait(client, webhook_wait)
         settings = Settings(
             lease_seconds=lease_seconds,
@@ -972,10 +972,16 @@ class Payouts(Generic[Request]):
 
 
 def _check_settings(
-    client: object, grace: float, lease_seconds: float, execute_settle: float
+    client: object,
+    grace: float,
+    lease_seconds: float,
+    execute_settle: float,
+    max_send_attempts: int,
 ) -> None:
     if not isinstance(client, IntellectMoneyClient | EnotClient):
         raise ConfigurationError("client must be an IntellectMoneyClient or an EnotClient")
+    if type(max_send_attempts) is not int or max_send_attempts < 1:
+        raise ConfigurationError("max_send_attempts must be a whole number of at least 1")
     for name, value in (
         ("grace", grace),
         ("lease_seconds", lease_seconds),

@@ -5,8 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from payout_async import PayoutStatus, PollPolicy
-from payout_async.ledger import ACTIVE_STATES, PARKED_STATES, Ledger, LedgerState
+from payout_async import ConfigurationError, PayoutStatus, PollPolicy
+from payout_async.ledger import (
+    ACTIVE_STATES,
+    PARKED_STATES,
+    Ledger,
+    LedgerState,
+    MemoryLedger,
+)
 from payout_async.payouts import UnknownRecoveryPointError
 from payout_async.payouts._enot import EnotFlow
 from payout_async.payouts._intellectmoney import IntellectMoneyFlow
@@ -80,3 +86,11 @@ def test_intellectmoney_rows_have_a_step_at_every_active_recovery_point() -> Non
         LedgerState.CREATED,
         LedgerState.EXECUTING,
     }
+
+
+@pytest.mark.parametrize("attempts", [0, -1, True, 1.5])
+def test_max_send_attempts_below_one_is_refused_before_anything_runs(attempts: object) -> None:
+    """With none allowed, a flow could neither send nor park: a create of an
+    IntellectMoney row would never be made, and its drive would go round forever."""
+    with pytest.raises(ConfigurationError, match="max_send_attempts must be"):
+        payouts(im_client("http://127.0.0.1:9"), MemoryLedger(), max_send_attempts=attempts)
