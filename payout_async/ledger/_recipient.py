@@ -103,7 +103,7 @@ def canonical_json(value: Any) -> bytes:
     bytes; anything else through ``json`` itself."""
     if type(value) is not dict and isinstance(value, Mapping):
         value = dict(value)
-    if _flat_plain(value) or _plain(value):
+    if _plain(value):
         try:
             fast = msgspec.json.encode(value, order="sorted")
         except (TypeError, OverflowError, UnicodeEncodeError):
@@ -115,19 +115,7 @@ def canonical_json(value: Any) -> bytes:
 
 #: Value types msgspec writes exactly as ``json.dumps`` does (text as ASCII aside).
 _PLAIN = frozenset({str, int, bool, type(None)})
-
-
 _TEXT = frozenset({str})
-
-
-def _flat_plain(value: Any) -> bool:
-    """``_plain`` for the common case, in C: an object of ``_PLAIN`` values under text
-    keys (a payout's parameters)."""
-    return (
-        type(value) is dict
-        and _TEXT.issuperset(map(type, value))
-        and _PLAIN.issuperset(map(type, value.values()))
-    )
 
 
 def _plain(value: Any, depth: int = 0) -> bool:
@@ -139,6 +127,8 @@ def _plain(value: Any, depth: int = 0) -> bool:
     if depth > 2:
         return False
     if kind is dict:
+        if _TEXT.issuperset(map(type, value)) and _PLAIN.issuperset(map(type, value.values())):
+            return True  # plain values under text keys, checked in C (the common case)
         for name, item in value.items():  # (a loop: no generator per call)
             if type(name) is not str or (type(item) not in _PLAIN and not _plain(item, depth + 1)):
                 return False
