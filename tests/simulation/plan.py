@@ -36,10 +36,9 @@ class Planner:
 
     def __init__(self, world: World) -> None:
         self.world = world
-        #: Keys whose claim a cancelled pay is handing back, and by which process.
-        self._handing_back: dict[str, SimProcess] = {}
-        #: When each process last finished handing a key's claim back.
-        self._handed_back: dict[tuple[str, SimProcess], float] = {}
+        #: Claims cancelled pays hand back, by key and process: when the last one
+        #: ended (``math.inf`` while one is under way).
+        self._hand_backs: dict[tuple[str, SimProcess], float] = {}
 
     def draw(self) -> None:
         """Draw what happens when, and schedule it."""
@@ -145,12 +144,11 @@ class Planner:
             disrupted()
             handing_back = self.world.payouts_of(process)._handing_back.get(key)
             if handing_back is not None:
-                self._handing_back[key] = process
+                self._hand_backs[key, process] = math.inf
                 handing_back.add_done_callback(handed_back)
 
         def handed_back(_: object) -> None:
-            del self._handing_back[key]
-            self._handed_back[key, process] = self.world.loop.time()
+            self._hand_backs[key, process] = self.world.loop.time()
 
         def cancel() -> None:
             if not task.done():
@@ -196,10 +194,8 @@ class Planner:
     def _disrupted_since(self, process: SimProcess, key: str, started: float) -> bool:
         """Whether something disrupted ``key`` since ``started`` that ``process`` could
         not see: a cancellation or kill anywhere, or a claim handed back elsewhere."""
-        if self._handing_back.get(key, process) is not process:
-            return True
         handed_back = max(
-            (at for (k, by), at in self._handed_back.items() if k == key and by is not process),
+            (at for (k, by), at in self._hand_backs.items() if k == key and by is not process),
             default=-math.inf,
         )
         anywhere = self.world.disrupted
