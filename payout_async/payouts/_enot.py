@@ -27,6 +27,7 @@ import logging
 import time
 from collections.abc import Awaitable, Mapping
 from decimal import Decimal
+from functools import partial
 
 from .._errors import APIError, NotFoundError, RequestNotSentError, ValidationError
 from .._fence import guarded
@@ -267,16 +268,17 @@ class EnotFlow(Flow[EnotClient, PayoffRequest, Payoff]):
         )
 
     async def _found_before_create(self, run: Run, request: PayoffRequest) -> bool:
-        """Look the order_id up before a create: True when a payoff was found and
+        """Look the order_id up before a create (again, while the lookup fails for a
+        transient reason: ``before_sending``): True when a payoff was found and
         adopted, or the lookup failed (parked)."""
-        try:
-            payoff = await self.client.get_payoff(order_id=self._order_id(run))
-        except NotFoundError:
+        lookup = partial(self.client.get_payoff, order_id=self._order_id(run))
+        answer = await self.before_sending(run, lookup, "order_id lookup before creating")
+        if isinstance(answer, NotFoundError):
             return False
-        except Exception as error:
-            await run.give_up("could not look the order_id up before creating", error)
+        if isinstance(answer, Exception):
+            await run.give_up("could not look the order_id up before creating", answer)
             return True
-        await self.adopt(run, request, payoff, looked_up=True)
+        await self.adopt(run, request, answer, looked_up=True)
         return True
 
     async def _confirm_refusal(self, run: Run, request: PayoffRequest, refusal: Exception) -> None:

@@ -24,13 +24,14 @@ from .._errors import (
     PermissionDeniedError,
     ValidationError,
 )
-from .._polling import PollPolicy
+from .._polling import PollPolicy, is_transient
 from ..ledger import PARKED_STATES, LedgerState, PayoutRecord
 from ._result import Settings
 from ._run import Run
 
 __all__ = ["REFUSED", "Flow", "IncompleteRowError", "Reading", "UnknownRecoveryPointError"]
 
+T = TypeVar("T")
 ClientT = TypeVar("ClientT")
 RequestT = TypeVar("RequestT")
 AnswerT = TypeVar("AnswerT")
@@ -153,6 +154,29 @@ class Flow(abc.ABC, Generic[ClientT, RequestT, AnswerT]):
                 await run.give_up(str(error))
                 return
             run.just_begun = False
+
+    async def before_sending(
+        self, run: Run, call: Callable[[], Awaitable[T]], what: str
+    ) -> T | Exception:
+        """The answer of ``call`` -- a request that moves no money, made from a
+        ``pending`` row -- or the failure that ends it. A failure that is transient
+        (the network, 5xx, 429, an unreadable answer) through all of the client's
+        retries is tried again, up to ``max_send_attempts`` rounds; between rounds one
+        write records it on the row, still ``pending``. A payout that can still be
+        settled is not parked for a provider's bad minute."""
+        rounds = self.settings.max_send_attempts
+        for done in range(1, rounds + 1):
+            try:
+                return await call()
+            except Exception as error:
+                if done == rounds or not is_transient(error):
+                    return error
+                await run.move(
+                    LedgerState.PENDING,
+                    last_error=str(error),
+                    note=f"{what} failed ({done} of {rounds}); trying again",
+                )
+        raise AssertionError("max_send_attempts is at least 1")
 
     def settled_elsewhere(self, run: Run) -> Awaitable[PayoutRecord | None] | None:
         """None to poll at once; else a wait instead of polling (an Enot webhook's),

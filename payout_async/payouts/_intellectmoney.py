@@ -29,10 +29,10 @@ import logging
 import time
 from collections.abc import Awaitable, Mapping
 from contextlib import nullcontext
+from functools import partial
 
 from .._errors import ProviderRejectedError, RequestNotSentError
 from .._fence import guarded
-from .._retry import is_transient
 from ..intellectmoney import (
     IntellectMoneyClient,
     MassPaymentOperationState,
@@ -162,27 +162,17 @@ class IntellectMoneyFlow(Flow[IntellectMoneyClient, OperationRequest, PayoutOper
 
     async def _created(self, run: Run, request: OperationRequest) -> PayoutOperation | None:
         """The operation a create made; None once the row is refused or parked. A
-        create whose failures are transient (the network, 5xx, 429, an unreadable
-        answer) through all of the client's retries is made again, up to
-        ``max_send_attempts`` rounds: it moves no money, so a lost one leaves at most an
-        orphan that nothing will execute."""
-        rounds = self.settings.max_send_attempts
-        for done in range(1, rounds + 1):
-            try:
-                return await self.client.create_operation_from(request)
-            except self.refused as error:
-                await run.refused("create refused", error)
-                return None
-            except Exception as error:
-                if done == rounds or not is_transient(error):
-                    await run.give_up("create failed, nothing was paid", error)
-                    return None
-                await run.move(
-                    LedgerState.PENDING,
-                    last_error=str(error),
-                    note=f"create failed ({done} of {rounds}); creating again",
-                )
-        return None
+        create moves no money, so one failing for a transient reason is made again
+        (``before_sending``): a lost one leaves at most an orphan nothing executes."""
+        create = partial(self.client.create_operation_from, request)
+        answer = await self.before_sending(run, create, "create")
+        if isinstance(answer, self.refused):
+            await run.refused("create refused", answer)
+            return None
+        if isinstance(answer, Exception):
+            await run.give_up("create failed, nothing was paid", answer)
+            return None
+        return answer
 
     async def _execute(self, run: Run, request: OperationRequest) -> None:
         if run.attempts_this_pass >= self.settings.max_send_attempts:

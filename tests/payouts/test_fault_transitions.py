@@ -237,4 +237,23 @@ async def test_an_intellectmoney_create_failing_through_every_retry_is_made_agai
     assert books(sandbox.state)[0]["again"] == 1
     assert sandbox.faults.calls("im.create") == 5
     notes = [step.note for step in await ledger.history("intellectmoney", "again")]
-    assert "create failed (1 of 3); creating again" in notes
+    assert "create failed (1 of 3); trying again" in notes
+
+
+async def test_an_enot_lookup_before_create_failing_through_every_retry_is_made_again(
+    sandbox: Sandbox, ledger: SQLiteLedger
+) -> None:
+    # With lookup_before_create, every try of the client's first round of the lookup
+    # meets a transient fault: a lookup moves nothing, so the drive looks again
+    # instead of parking the row, then creates once.
+    for nth in range(1, 5):
+        sandbox.faults.script("enot.info", kind=FaultKind.HTTP_503, nth=nth)
+    async with enot_client(sandbox.enot_url, timeouts=SHORT_TIMEOUTS) as client:
+        flow = payouts(client, ledger, lease_seconds=SHORT_LEASE, lookup_before_create=True)
+        result = await flow.pay("looked", enot_request())
+
+    assert result.status is PayoutStatus.SUCCEEDED, result
+    assert books(sandbox.state)[1]["looked"] == 1
+    assert sandbox.faults.calls("enot.create") == 1
+    notes = [step.note for step in await ledger.history("enot", "looked")]
+    assert "order_id lookup before creating failed (1 of 3); trying again" in notes
