@@ -27,7 +27,6 @@ import logging
 import time
 from collections.abc import Awaitable, Mapping
 from decimal import Decimal
-from functools import partial
 
 from .._errors import APIError, NotFoundError, RequestNotSentError, ValidationError
 from .._fence import guarded
@@ -271,8 +270,8 @@ class EnotFlow(Flow[EnotClient, PayoffRequest, Payoff]):
         """Look the order_id up before a create (again, while the lookup fails for a
         transient reason: ``before_sending``): True when a payoff was found and
         adopted, or the lookup failed (parked)."""
-        lookup = partial(self.client.get_payoff, order_id=self._order_id(run))
-        answer = await self.before_sending(run, lookup, "order_id lookup before creating")
+        what, order_id = "order_id lookup before creating", self._order_id(run)
+        answer = await self.before_sending(run, what, self.client.get_payoff, order_id=order_id)
         if isinstance(answer, NotFoundError):
             return False
         if isinstance(answer, Exception):
