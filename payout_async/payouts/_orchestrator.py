@@ -198,6 +198,13 @@ class Payouts(Generic[Request]):
     is taken not to have happened; ``lookup_before_create`` (Enot) looks each
     order_id up before its first create and adopts a payoff already there (every
     later create looks it up anyway).
+    ``max_send_attempts`` (default 3) bounds the money-moving requests (an Enot
+    create, an IntellectMoney execute) one pass of a payout sends: once that many
+    were found not to have happened, the row parks ``needs_attention`` for an
+    operator (``reconcile()`` gives it the same budget again). A request that moves
+    nothing (an IntellectMoney create, an order_id lookup before a create) failing
+    for a transient reason through all of the client's retries is made again, in up
+    to that many rounds.
     ``webhook_wait`` (Enot, seconds, default 0: off) lets a ``pay()`` that creates a
     payoff wait that long, from the create, for its verified webhook instead of
     polling: ``apply_webhook`` of this ``Payouts`` settles the row and wakes that
