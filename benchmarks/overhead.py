@@ -666,8 +666,12 @@ def summary(pairs: dict[str, list[Triple]], concurrency: int, args: argparse.Nam
                 spread(column("project/lean", 0)),
             ]
         )
-        met = "met" if min(quotient, median(column("project/lean", 0))) >= GOAL else "MISSED"
-        verdicts.append(f"  {name:<19} project / lean >= {GOAL:.2f}: {met}")
+        rate_quotient = median(column("project/lean", 0))
+        met = "met" if min(quotient, rate_quotient) >= GOAL else "MISSED"
+        verdicts.append(
+            f"  {name:<19} project / lean >= {GOAL:.2f} on CPU ({quotient:.3f}) and "
+            f"payouts/s ({rate_quotient:.3f}): {met}"
+        )
     rounds = len(next(iter(pairs.values()), []))
     print(
         f"\n{args.n} IntellectMoney create+execute+get-state and {args.n} Enot create+info per "
