@@ -24,9 +24,9 @@ from typing import TypeVar
 
 import attrs
 
-from ._retry import is_transient
+from ._retry import is_inconclusive, is_transient
 
-__all__ = ["PollPolicy", "is_transient", "poll_until_final"]
+__all__ = ["PollPolicy", "is_inconclusive", "is_transient", "poll_until_final"]
 
 T = TypeVar("T")
 
@@ -112,7 +112,7 @@ async def poll_until_final(
     *,
     policy: PollPolicy,
     on_poll: Callable[[T], Awaitable[None]] | None = None,
-    keep_going: Callable[[BaseException], bool] = is_transient,
+    keep_going: Callable[[BaseException], bool] = is_inconclusive,
     started: float | None = None,
 ) -> T:
     """Call ``fetch`` on ``policy``'s schedule until ``is_final`` holds; return that answer.
@@ -123,8 +123,8 @@ async def poll_until_final(
     last one was actually made, so a slow answer never shortens the bound.
 
     At ``policy.deadline`` after ``started`` the last answer is returned as it is.
-    Errors for which ``keep_going`` holds (default: ``is_transient``, the rule reads
-    are retried on) do not stop the polling; if no answer at all arrived by the
+    Errors for which ``keep_going`` holds (default: ``is_inconclusive``: any failed
+    read but "not found") do not stop the polling; if no answer at all arrived by the
     deadline (one poll is made at it), the last error is raised. ``on_poll`` sees
     every answer.
     """

@@ -7,6 +7,9 @@
   request was *not sent* or the provider said 429. An unknown outcome is never retried
   blindly: it goes to reconciliation.
 
+The pollers and lookups that follow a payout go on, within their deadline, through
+more than the client retries: any failed read but "not found" (``is_inconclusive``).
+
 Backoff is jittered and exponential; the ``Retry-After`` of an answer that is retried
 (429, 503, any retried status) wins when present.
 A fresh tenacity ``AsyncRetrying`` is built for every call; cancellation is never
@@ -27,6 +30,7 @@ import tenacity
 from ._errors import (
     APIError,
     InvalidResponseError,
+    NotFoundError,
     RateLimitError,
     RequestNotSentError,
     ServerError,
@@ -39,6 +43,7 @@ __all__ = [
     "OperationKind",
     "RetryPolicy",
     "call_with_retry",
+    "is_inconclusive",
     "is_retryable",
     "is_transient",
 ]
@@ -62,6 +67,18 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, TransportError | ServerError | RateLimitError | InvalidResponseError):
         return True
     return isinstance(exc, APIError) and exc.status == 408
+
+
+def is_inconclusive(exc: BaseException) -> bool:
+    """A failed read that says nothing about the payout: a transient failure, or the
+    provider's (or a proxy's) error answer to the read itself -- a 422, a 401, a
+    provider code saying no -- anything but "not found", which is an answer. The
+    pollers and the lookups by order_id go on through it until their deadline (the
+    client does not retry a 4xx: it may not pass); a check of our own input
+    (``ValidationError``) or a bug stops them."""
+    if isinstance(exc, NotFoundError):
+        return False
+    return isinstance(exc, TransportError | APIError)
 
 
 def _retry_money(exc: BaseException) -> bool:

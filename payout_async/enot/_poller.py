@@ -10,7 +10,7 @@ from functools import partial
 from operator import attrgetter
 
 from .._errors import NotFoundError, ValidationError
-from .._polling import PollPolicy, is_transient, poll_until_final
+from .._polling import PollPolicy, is_inconclusive, poll_until_final
 from ._client import EnotClient
 from ._models import Payoff
 
@@ -19,9 +19,10 @@ __all__ = ["reconcile_payoff", "wait_for_final"]
 _is_final: Callable[[Payoff], bool] = attrgetter("is_final")
 
 
-def _transient_or_not_found(error: BaseException) -> bool:
-    """Poll on: a hiccup, or a payoff not found yet (shortly after its create)."""
-    return is_transient(error) or isinstance(error, NotFoundError)
+def _inconclusive_or_not_found(error: BaseException) -> bool:
+    """Poll on: a failed read that says nothing (``is_inconclusive``), or a payoff not
+    found yet (shortly after its create)."""
+    return is_inconclusive(error) or isinstance(error, NotFoundError)
 
 
 async def wait_for_final(
@@ -39,8 +40,9 @@ async def wait_for_final(
     within 20% of the time it took), counted from ``started`` (a ``time.monotonic()``
     value, e.g. when the create was sent; default: now).
     At ``policy.deadline`` the last payoff seen is returned (``is_final`` False).
-    Network and provider hiccups, and a "not found" shortly after creation, do not
-    stop the polling; if nothing could be read by the deadline the last error is
+    Network and provider hiccups, an error answer to the read itself (a 4xx a proxy or
+    Enot's edge may send; ``is_inconclusive``) and a "not found" shortly after
+    creation do not stop the polling; if nothing could be read by the deadline the last error is
     raised. ``on_poll`` sees every answer.
     """
     if (payoff_id is None) == (order_id is None):
@@ -50,7 +52,7 @@ async def wait_for_final(
         _is_final,
         policy=policy or PollPolicy(),
         on_poll=on_poll,
-        keep_going=_transient_or_not_found,
+        keep_going=_inconclusive_or_not_found,
         started=started,
     )
 
@@ -74,8 +76,9 @@ async def reconcile_payoff(
     (e.g. when the create answer was lost), by default when the first lookup that
     found nothing was sent -- never another host's clock. Only then may the payoff be
     created again, with the same order_id.
-    Errors that prove nothing (network, 5xx, 429) never count as "not found"; if they
-    persist past ``policy.deadline`` the last one is raised.
+    Errors that prove nothing (network, 5xx, 429, any error answer but "not found":
+    ``is_inconclusive``) never count as "not found"; if they persist past
+    ``policy.deadline`` the last one is raised.
     """
     policy = policy or PollPolicy(
         initial=0.5, multiplier=1.6, maximum=5.0, deadline=max(3 * grace, 30.0)
@@ -94,7 +97,7 @@ async def reconcile_payoff(
                 return None
             delay = min(delay, max(0.0, since + grace - time.monotonic()) + 0.01)
         except Exception as error:
-            if not is_transient(error) or time.monotonic() >= stop_at:
+            if not is_inconclusive(error) or time.monotonic() >= stop_at:
                 raise
         await asyncio.sleep(delay)
     raise AssertionError("unreachable")  # pragma: no cover - delays() never ends

@@ -27,10 +27,11 @@ import logging
 import time
 from collections.abc import Awaitable, Mapping
 from decimal import Decimal
+from functools import partial
 
 from .._errors import APIError, NotFoundError, RequestNotSentError, ValidationError
 from .._fence import guarded
-from .._polling import PollPolicy
+from .._polling import PollPolicy, is_inconclusive
 from ..enot import EnotClient, Payoff, PayoffRequest, PayoffStatus, PayoffWebhook
 from ..enot._poller import reconcile_payoff, wait_for_final
 from ..ledger import LeaseLostError, LedgerError, LedgerState, PayoutRecord
@@ -267,11 +268,12 @@ class EnotFlow(Flow[EnotClient, PayoffRequest, Payoff]):
         )
 
     async def _found_before_create(self, run: Run, request: PayoffRequest) -> bool:
-        """Look the order_id up before a create (again, while the lookup fails for a
-        transient reason: ``before_sending``): True when a payoff was found and
-        adopted, or the lookup failed (parked)."""
-        what, order_id = "order_id lookup before creating", self._order_id(run)
-        answer = await self.before_sending(run, what, self.client.get_payoff, order_id=order_id)
+        """Look the order_id up before a create (again, while the lookup fails saying
+        nothing: ``before_sending``, ``is_inconclusive``): True when a payoff was found
+        and adopted, or the lookup failed (parked)."""
+        lookup = partial(self.client.get_payoff, order_id=self._order_id(run))
+        what = "order_id lookup before creating"
+        answer = await self.before_sending(run, what, lookup, again=is_inconclusive)
         if isinstance(answer, NotFoundError):
             return False
         if isinstance(answer, Exception):

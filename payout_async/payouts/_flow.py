@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Generic, ParamSpec, TypeVar
+from typing import Any, Generic, TypeVar
 
 import attrs
 
@@ -31,7 +31,6 @@ from ._run import Run
 
 __all__ = ["REFUSED", "Flow", "IncompleteRowError", "Reading", "UnknownRecoveryPointError"]
 
-P = ParamSpec("P")
 T = TypeVar("T")
 ClientT = TypeVar("ClientT")
 RequestT = TypeVar("RequestT")
@@ -160,22 +159,23 @@ class Flow(abc.ABC, Generic[ClientT, RequestT, AnswerT]):
         self,
         run: Run,
         what: str,
-        call: Callable[P, Awaitable[T]],
-        *args: P.args,
-        **kwargs: P.kwargs,
+        call: Callable[[], Awaitable[T]],
+        *,
+        again: Callable[[BaseException], bool] = is_transient,
     ) -> T | Exception:
-        """The answer of ``call(*args, **kwargs)`` -- a request that moves no money,
-        made from a ``pending`` row -- or the failure that ends it. A failure that is transient
-        (the network, 5xx, 429, an unreadable answer) through all of the client's
-        retries is tried again, up to ``max_send_attempts`` rounds; between rounds one
-        write records it on the row, still ``pending``. A payout that can still be
-        settled is not parked for a provider's bad minute."""
+        """The answer of ``call()`` -- a request that moves no money, made from a
+        ``pending`` row -- or the failure that ends it. A failure for which ``again``
+        holds (default ``is_transient``: the network, 5xx, 429, an unreadable answer)
+        through all of the client's retries is tried again, up to
+        ``max_send_attempts`` rounds; between rounds one write records it on the row,
+        still ``pending``. A payout that can still be settled is not parked for a
+        provider's bad minute."""
         rounds = self.settings.max_send_attempts
         for done in range(1, rounds + 1):
             try:
-                return await call(*args, **kwargs)
+                return await call()
             except Exception as error:
-                if done == rounds or not is_transient(error):
+                if done == rounds or not again(error):
                     return error
                 await run.move(
                     LedgerState.PENDING,

@@ -29,6 +29,7 @@ import logging
 import time
 from collections.abc import Awaitable, Mapping
 from contextlib import nullcontext
+from functools import partial
 
 from .._errors import ProviderRejectedError, RequestNotSentError
 from .._fence import guarded
@@ -163,8 +164,8 @@ class IntellectMoneyFlow(Flow[IntellectMoneyClient, OperationRequest, PayoutOper
         """The operation a create made; None once the row is refused or parked. A
         create moves no money, so one failing for a transient reason is made again
         (``before_sending``): a lost one leaves at most an orphan nothing executes."""
-        create = self.client.create_operation_from
-        answer = await self.before_sending(run, "create", create, request)
+        create = partial(self.client.create_operation_from, request)
+        answer = await self.before_sending(run, "create", create)
         if isinstance(answer, self.refused):
             await run.refused("create refused", answer)
             return None

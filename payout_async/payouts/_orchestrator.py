@@ -203,8 +203,8 @@ class Payouts(Generic[Request]):
     were found not to have happened, the row parks ``needs_attention`` for an
     operator (``reconcile()`` gives it the same budget again). A request that moves
     nothing (an IntellectMoney create, an order_id lookup before a create) failing
-    for a transient reason through all of the client's retries is made again, in up
-    to that many rounds.
+    for a transient reason (a lookup: with any answer but "not found") through all
+    of the client's retries is made again, in up to that many rounds.
     ``webhook_wait`` (Enot, seconds, default 0: off) lets a ``pay()`` that creates a
     payoff wait that long, from the create, for its verified webhook instead of
     polling: ``apply_webhook`` of this ``Payouts`` settles the row and wakes that

@@ -27,7 +27,8 @@ from .support import (
 )
 
 ALL_KINDS = sorted(DEFAULT_KINDS, key=lambda kind: kind.value)
-#: Processed, then refused in words: on the calls that move money they must be doubted.
+#: Processed, then refused in words: on the calls that move money they must be doubted,
+#: and on a read they say nothing (the poll goes on).
 REFUSED_AFTER = sorted(MISLEADING, key=lambda kind: kind.value)
 
 
@@ -44,9 +45,10 @@ async def ledger(tmp_path: Path) -> AsyncIterator[SQLiteLedger]:
 
 
 def kinds_at(route: str) -> list[FaultKind]:
-    """The faults tried at ``route``: every kind, and on the calls that move money also
-    those that process the call and then refuse it in words."""
-    return ALL_KINDS + (REFUSED_AFTER if route in ("im.execute", "enot.create") else [])
+    """The faults tried at ``route``: every kind, and also those that process the call
+    and then refuse it in words -- except on the IntellectMoney create, whose refusal is
+    taken at its word (it moves no money: the row ends refused)."""
+    return ALL_KINDS + (REFUSED_AFTER if route != "im.create" else [])
 
 
 # Each route's kinds run side by side, each with its own sandbox and ledger: a case
@@ -238,6 +240,28 @@ async def test_an_intellectmoney_create_failing_through_every_retry_is_made_agai
     assert sandbox.faults.calls("im.create") == 5
     notes = [step.note for step in await ledger.history("intellectmoney", "again")]
     assert "create failed (1 of 3); trying again" in notes
+
+
+@pytest.mark.parametrize("lookup_before_create", [True, False])
+async def test_an_enot_lookup_by_order_id_answered_422_is_made_again(
+    sandbox: Sandbox, ledger: SQLiteLedger, lookup_before_create: bool
+) -> None:
+    # A 422 to a lookup says nothing about the payoff: the lookup before the first
+    # create (lookup_before_create), or the lookups after a lost create answer, go on
+    # instead of parking the row.
+    if not lookup_before_create:
+        sandbox.faults.script("enot.create", kind=FaultKind.HTTP_504, nth=1)
+    sandbox.faults.script("enot.info", kind=FaultKind.COMMIT_THEN_422, nth=1)
+    async with enot_client(sandbox.enot_url, timeouts=SHORT_TIMEOUTS) as client:
+        flow = payouts(
+            client, ledger, lease_seconds=SHORT_LEASE, lookup_before_create=lookup_before_create
+        )
+        result = await flow.pay("looked", enot_request())
+
+    assert result.status is PayoutStatus.SUCCEEDED, result
+    assert books(sandbox.state)[1]["looked"] == 1
+    assert sandbox.faults.injected.get("commit_then_422") == 1
+    assert sandbox.faults.calls("enot.create") == (1 if lookup_before_create else 2)
 
 
 async def test_an_enot_lookup_before_create_failing_through_every_retry_is_made_again(

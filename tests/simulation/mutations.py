@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from payout_async._errors import ConfigurationError, NotFoundError
-from payout_async._polling import PollPolicy, is_transient
+from payout_async._polling import PollPolicy, is_inconclusive
 from payout_async.enot import EnotClient, Payoff, PayoffStatus, PayoffWebhook, _poller
 from payout_async.intellectmoney import MassPaymentOperationState
 from payout_async.ledger import LeaseLostError, LedgerState
@@ -137,7 +137,7 @@ async def old_reconcile_payoff(
                 return None
             delay = min(delay, max(0.0, since + grace - now) + 0.01)
         except Exception as error:
-            if not is_transient(error) or _now() >= stop_at:
+            if not is_inconclusive(error) or _now() >= stop_at:
                 raise
         await asyncio.sleep(delay)
     raise AssertionError("unreachable")

@@ -31,7 +31,7 @@ from payout_async import (
     ValidationError,
     _polling,
 )
-from payout_async._retry import call_with_retry, is_retryable, is_transient
+from payout_async._retry import call_with_retry, is_inconclusive, is_retryable, is_transient
 from payout_async._transport import HTTPResponse
 
 from .helpers import (
@@ -304,18 +304,39 @@ def test_transient_is_the_read_rule(exc: BaseException, reads: bool, money: bool
     assert is_transient(exc) is reads
 
 
+@pytest.mark.parametrize(("exc", "reads", "money"), TABLE, ids=lambda v: repr(v)[:40])
+def test_a_poll_goes_on_through_every_failed_read_but_not_found(
+    exc: BaseException, reads: bool, money: bool
+) -> None:
+    # What the client retries, and any other error answer to the read itself (a 4xx a
+    # proxy may send, a provider code saying no): none says anything about the payout.
+    answered = isinstance(exc, APIError) and not isinstance(exc, NotFoundError)
+    assert is_inconclusive(exc) is (reads or answered)
+
+
 def test_the_pollers_use_the_same_rule() -> None:
     assert _polling.is_transient is is_transient
+    assert _polling.is_inconclusive is is_inconclusive
     keep_going = inspect.signature(_polling.poll_until_final).parameters["keep_going"]
-    assert keep_going.default is is_transient
+    assert keep_going.default is is_inconclusive
 
 
-async def test_polling_goes_on_through_transient_failures_only() -> None:
+async def test_polling_goes_on_through_failed_reads_but_not_found_or_a_bug() -> None:
     policy = PollPolicy(initial=0.001, maximum=0.001, deadline=60.0)
-    answers = Flaky(ServerError("503", status=503), OutcomeUnknownError("lost"))
+    answers = Flaky(
+        ServerError("503", status=503),
+        OutcomeUnknownError("lost"),
+        InvalidRequestError("422", status=422),
+        ProviderRejectedError("Code 2", status=200, code=2),
+    )
     assert await _polling.poll_until_final(answers, lambda _: True, policy=policy) == "ok"
-    assert answers.calls == 3
-    for failure in (NotFoundError("404", status=404), RuntimeError("a bug")):
+    assert answers.calls == 5
+    failures = (
+        NotFoundError("404", status=404),
+        ValidationError("operation_id", "bad"),
+        RuntimeError("a bug"),
+    )
+    for failure in failures:
         broken = Flaky(failure)
         with pytest.raises(type(failure)):
             await _polling.poll_until_final(broken, lambda _: True, policy=policy)
