@@ -42,8 +42,8 @@ async def wait_for_final(
     At ``policy.deadline`` the last payoff seen is returned (``is_final`` False).
     Network and provider hiccups, an error answer to the read itself (a 4xx a proxy or
     Enot's edge may send; ``is_inconclusive``) and a "not found" shortly after
-    creation do not stop the polling; if nothing could be read by the deadline the last error is
-    raised. ``on_poll`` sees every answer.
+    creation do not stop the polling; if nothing could be read by the deadline the
+    last error is raised. ``on_poll`` sees every answer.
     """
     if (payoff_id is None) == (order_id is None):
         raise ValidationError("payoff_id", "give exactly one of payoff_id or order_id")

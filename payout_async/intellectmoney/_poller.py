@@ -33,8 +33,9 @@ async def wait_for_final(
     At ``policy.deadline`` the last state seen is returned (``is_final`` False).
     Network and provider hiccups (after the client's own retries) and error answers
     to the read itself (a 4xx or a provider code saying no: ``is_inconclusive``) do
-    not stop the polling; if no state at all could be read by the deadline, the last error is
-    raised. Unknown states are kept and polled on. ``on_poll`` sees every answer.
+    not stop the polling; if no state at all could be read by the deadline, the last
+    error is raised. Unknown states are kept and polled on. ``on_poll`` sees every
+    answer.
     """
     return await poll_until_final(
         partial(client.get_operation_state, operation_id),
