@@ -274,3 +274,16 @@ class SandboxProcess:
             return self._stderr.read()[-limit:]
         except ValueError:
             return ""
+
+
+async def drop_postgres_tables(dsn: str, prefix: str) -> None:
+    """Drop what a ``PostgresLedger`` with this table prefix made (``drop_statement``)."""
+    import asyncpg
+
+    from payout_async.ledger._postgres import drop_statement
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(drop_statement(prefix))
+    finally:
+        await conn.close()

@@ -66,6 +66,7 @@ from _common import (
     PAN,
     SandboxProcess,
     clients,
+    drop_postgres_tables,
     enot_request,
     im_request,
     machine,
@@ -441,19 +442,6 @@ def postgres_ledger(dsn: str) -> LedgerFactory:
             await drop_postgres_tables(dsn, prefix)
 
     return make
-
-
-async def drop_postgres_tables(dsn: str, prefix: str) -> None:
-    """Drop what a ``PostgresLedger`` with this table prefix made (``drop_statement``)."""
-    import asyncpg
-
-    from payout_async.ledger._postgres import drop_statement
-
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(drop_statement(prefix))
-    finally:
-        await conn.close()
 
 
 async def postgres_reachable(dsn: str) -> str | None:

@@ -20,6 +20,10 @@ final state counts, every ``needs_attention`` reason, and the faults injected.
   ``cancelled`` with one, ``needs_attention`` without a reason; or a payment in the
   books that nobody asked for.
 
+The ledger is a SQLite file in a temporary directory, or with ``--postgres DSN`` a
+``PostgresLedger`` in tables of its own (dropped afterwards): the deployment where
+several workers share the work.
+
 Exit status 1 when duplicates or lost is not 0; nothing else is fatal.
 """
 
@@ -34,14 +38,15 @@ import signal
 import sys
 import tempfile
 import time
+import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from _common import clients, enot_request, im_request, machine, table
+from _common import clients, drop_postgres_tables, enot_request, im_request, machine, table
 
 from payout_async import Payouts, PollPolicy, RetryPolicy, Timeouts
-from payout_async.ledger import ACTIVE_STATES, FINAL_STATES, LedgerState, SQLiteLedger
+from payout_async.ledger import ACTIVE_STATES, FINAL_STATES, LedgerState, ledger_from_url
 from payout_async.sandbox import FaultKind, Sandbox, SandboxConfig
 
 SCRIPT = str(Path(__file__).resolve())
@@ -76,7 +81,8 @@ async def child(args: argparse.Namespace) -> None:
         retry=RETRY,
         limit=max(args.concurrency, 10),  # no request waits for a connection
     )
-    async with SQLiteLedger(args.ledger) as ledger, im_client as im, enot_client as enot:
+    ledger = ledger_from_url(args.ledger)
+    async with ledger, im_client as im, enot_client as enot:
         settings: dict[str, Any] = {
             "poll": POLL,
             "grace": args.grace,
@@ -113,14 +119,16 @@ async def child(args: argparse.Namespace) -> None:
 
 
 class Soak:
-    def __init__(self, args: argparse.Namespace, sandbox: Sandbox, ledger_path: Path) -> None:
+    def __init__(
+        self, args: argparse.Namespace, sandbox: Sandbox, ledger_url: str, directory: Path
+    ) -> None:
         self.args = args
         self.sandbox = sandbox
-        self.ledger_path = ledger_path
+        self.ledger_url = ledger_url
         self.rng = random.Random(args.seed)
         self.runs: list[str] = []
         #: The children's stderr: errors only (see ``child``), kept for the report.
-        self.log_path = ledger_path.with_suffix(".log")
+        self.log_path = directory / "soak.log"
         self.log = self.log_path.open("ab")
 
     def errors(self) -> list[str]:
@@ -139,7 +147,7 @@ class Soak:
             "--seed",
             str(self.args.seed),
             "--ledger",
-            str(self.ledger_path),
+            self.ledger_url,
             "--im-url",
             self.sandbox.intellectmoney_url,
             "--enot-url",
@@ -202,7 +210,7 @@ class Soak:
         self.runs.append(f"run {number}: {mode} to the end in {time.perf_counter() - began:.1f} s")
 
     async def ledger_counts(self) -> Counter[LedgerState]:
-        async with SQLiteLedger(self.ledger_path) as ledger:
+        async with ledger_from_url(self.ledger_url) as ledger:
             return Counter(await ledger.counts())
 
 
@@ -219,7 +227,7 @@ def books(sandbox: Sandbox) -> tuple[Counter[str], Counter[str]]:
 
 
 async def audit(
-    args: argparse.Namespace, sandbox: Sandbox, ledger_path: Path
+    args: argparse.Namespace, sandbox: Sandbox, ledger_url: str
 ) -> tuple[int, list[str], Counter[str], list[tuple[str, str, str, int]]]:
     """(duplicates, lost, state counts, needs_attention rows as (key, provider, reason,
     payments in the books))."""
@@ -233,7 +241,7 @@ async def audit(
     for key in sorted(set(executed) | set(created)):
         if key not in asked:
             lost.append(f"{key}: paid in the books but never asked for")
-    async with SQLiteLedger(ledger_path) as ledger:
+    async with ledger_from_url(ledger_url) as ledger:
         rows = {(record.provider, record.key): record for record in await ledger.records()}
     for key, provider in asked.items():
         paid = (executed if provider == "intellectmoney" else created)[key]
@@ -301,10 +309,16 @@ async def parent(args: argparse.Namespace) -> int:
         f"{args.kills} SIGKILLs; Enot grace {args.grace:g} s, lease {args.lease:g} s"
     )
     began = time.perf_counter()
-    with tempfile.TemporaryDirectory() as directory:
-        ledger_path = Path(directory) / "soak.db"
+    prefix = f"soak_{uuid.uuid4().hex[:10]}_"
+    async with contextlib.AsyncExitStack() as cleanup:
+        directory = Path(cleanup.enter_context(tempfile.TemporaryDirectory()))
+        if args.postgres:
+            ledger_url = f"{args.postgres}?table_prefix={prefix}"
+            cleanup.push_async_callback(drop_postgres_tables, args.postgres, prefix)
+        else:
+            ledger_url = str(directory / "soak.db")
         async with Sandbox(config=config) as sandbox:
-            soak = Soak(args, sandbox, ledger_path)
+            soak = Soak(args, sandbox, ledger_url, directory)
             for number in range(1, args.kills + 1):
                 await soak.run_and_kill(number)
                 print(soak.runs[-1], flush=True)
@@ -343,7 +357,7 @@ async def parent(args: argparse.Namespace) -> int:
                     [[route, count] for route, count in sorted(stats.requests.items())],
                 )
             )
-            first = await audit(args, sandbox, ledger_path)
+            first = await audit(args, sandbox, ledger_url)
             report("After the kills and resumes:", *first)
 
             # Switch the faults off and ask reconcile() to settle what needs attention.
@@ -353,7 +367,7 @@ async def parent(args: argparse.Namespace) -> int:
                 number += 1
                 await soak.run_to_end(number, "reconcile")
                 print(soak.runs[-1])
-                second = await audit(args, sandbox, ledger_path)
+                second = await audit(args, sandbox, ledger_url)
                 report("After reconcile() with the faults switched off:", *second)
             errors = [line for line in soak.errors() if " ERROR " in line]
             print(f"\nunexpected errors logged by the paying processes: {len(errors)}")
@@ -383,6 +397,12 @@ def main() -> int:
     )
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--timeout", type=float, default=180, help="limit per child, s")
+    parser.add_argument(
+        "--postgres",
+        default="",
+        metavar="DSN",
+        help="a PostgresLedger at DSN (tables of its own, dropped after) instead of SQLite",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--mode", default="pay", help=argparse.SUPPRESS)
     parser.add_argument("--ledger", help=argparse.SUPPRESS)
