@@ -26,6 +26,7 @@ import signal
 import sys
 import time
 import uuid
+from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -50,28 +51,36 @@ READY = "stops it cleanly"
 
 
 class Worker:
-    """One ``payout-async worker`` process."""
+    """One ``payout-async worker`` process. What it writes to stderr (a line per
+    transition at its default INFO level) is read as it comes -- a pipe nobody reads
+    fills up and blocks the worker -- and its last lines kept for a report."""
 
     def __init__(self, process: asyncio.subprocess.Process) -> None:
         self.process = process
         self.owner = ""
+        self.said: deque[str] = deque(maxlen=200)
+        self._reading: asyncio.Task[None] | None = None
 
     @classmethod
     async def start(cls, url: str, env: dict[str, str], args: Sequence[str]) -> Worker:
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "payout_async", "worker", "--ledger", url, "--no-progress",
-            *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
             env=env, cwd=ROOT,
         )  # fmt: skip
         worker = cls(process)
         assert process.stderr is not None
-        said = ""
         while line := (await asyncio.wait_for(process.stderr.readline(), 120)).decode():
             if READY in line:
                 worker.owner = line.split()[1].rstrip(":")
+                worker._reading = asyncio.create_task(worker._read(process.stderr))
                 return worker
-            said += line
-        raise RuntimeError(f"a worker did not start: {said[-2000:]}")
+            worker.said.append(line)
+        raise RuntimeError(f"a worker did not start: {''.join(worker.said)[-2000:]}")
+
+    async def _read(self, stderr: asyncio.StreamReader) -> None:
+        while line := await stderr.readline():
+            self.said.append(line.decode(errors="replace"))
 
     def cpu_seconds(self) -> float:
         return process_cpu_seconds(self.process.pid)
@@ -84,7 +93,9 @@ class Worker:
 
     async def ended(self) -> int:
         """Its exit status, once it has exited (a second SIGTERM would stop it at once)."""
-        await asyncio.wait_for(self.process.communicate(), 120)
+        await asyncio.wait_for(self.process.wait(), 120)
+        if self._reading is not None:
+            await self._reading
         return self.process.returncode or 0
 
 
