@@ -13,8 +13,15 @@ rows are free for the others) and until its process has exited. The last column 
 the table is the machine's one-minute load average at the end of the round: other
 processes slow the figures down.
 
-Exit status 1 only when a payout was paid twice, or did not succeed; a figure is
-reported, never judged.
+``--fault-rate R`` (default 0: skipped) adds a round against a sandbox of its own that
+faults that share of all calls, over every fault kind, and accepts a second Enot payoff
+with an ``order_id`` it has seen: three workers (lease 6 s) pay ``--n`` payouts; one is
+SIGKILLed at 30% of the payouts settled and another at 60%, each replaced by a new
+worker; once no row is left active, the books are checked payout by payout. Payouts
+parked by the send budget (``max_send_attempts``) are reported; ``reconcile`` pays them.
+
+Exit status 1 only when a payout was paid twice, did not succeed (in the scale rounds),
+or disagrees with the books (in the fault round); a figure is reported, never judged.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ import sys
 import time
 import uuid
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from _common import (
@@ -42,9 +49,10 @@ from _common import (
 )
 
 from payout_async.cli._sandbox import environment as sandbox_environment
-from payout_async.ledger import EnqueueOutcome, LedgerState, PostgresLedger
+from payout_async.ledger import ACTIVE_STATES, EnqueueOutcome, LedgerState, PostgresLedger
 from payout_async.ledger._postgres import drop_statement
 from payout_async.payouts import intent_for
+from payout_async.sandbox import FaultKind
 
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 READY = "stops it cleanly"
@@ -123,11 +131,24 @@ class Round:
     async def succeeded(self) -> int:
         return (await self.ledger.counts()).get(LedgerState.SUCCEEDED, 0)
 
+    async def settled(self) -> int:
+        """Rows in no active state (final, refused or parked)."""
+        counts = await self.ledger.counts()
+        return sum(n for state, n in counts.items() if state not in ACTIVE_STATES)
+
     async def until_succeeded(self, count: int, limit: float) -> None:
+        await self._until(self.succeeded, "succeeded", count, limit)
+
+    async def until_settled(self, count: float, limit: float) -> None:
+        await self._until(self.settled, "settled", count, limit)
+
+    async def _until(
+        self, counted: Callable[[], Awaitable[int]], what: str, count: float, limit: float
+    ) -> None:
         deadline = time.monotonic() + limit
-        while await self.succeeded() < count:
+        while await counted() < count:
             if time.monotonic() > deadline:
-                raise RuntimeError(f"only {await self.succeeded()} of {count} succeeded")
+                raise RuntimeError(f"only {await counted()} of {count:.0f} {what}")
             await asyncio.sleep(0.05)
 
     async def close(self) -> None:
@@ -246,6 +267,81 @@ async def handback_round(
     return {"held": held, "released": released, "exited": exited, "finished": finished}, problems
 
 
+#: The fault round's workers: short leases and windows, so that the killed workers'
+#: rows are taken over within seconds (the Enot grace must exceed the request timeout).
+FAULT_WORKER_OPTIONS = [
+    "--lease-seconds", "6", "--request-timeout", "3", "--grace", "4",
+    "--execute-settle", "4", "--idle-poll", "0.5",
+]  # fmt: skip
+
+
+async def fault_round(args: argparse.Namespace) -> list[str]:
+    """Workers paying through faults while two of them are SIGKILLed; then the books."""
+    options: dict[str, object] = {
+        "fault_rate": args.fault_rate,
+        "fault_kinds": ",".join(kind.name for kind in FaultKind),
+        "duplicate_order_id": "accept",
+        "stall_seconds": 1.0,
+        "im_in_process_after": 0.1,
+        "im_final_after": 0.3,
+        "enot_final_after": 0.3,
+        "seed": 11,
+    }
+    with SandboxProcess(**options) as sandbox:
+        env = environment(sandbox)
+        run = Round(args.postgres)
+        await run.open()
+        workers: list[Worker] = []
+        worker_options = ["--concurrency", str(args.concurrency), *FAULT_WORKER_OPTIONS]
+        try:
+            workers = list(
+                await asyncio.gather(*(Worker.start(run.url, env, worker_options) for _ in "abc"))
+            )
+            began = time.monotonic()
+            await run.enqueue(args.n)
+            for share, victim in ((0.3, 0), (0.6, 1)):
+                await run.until_settled(share * args.n, args.timeout)
+                workers[victim].process.kill()
+                await workers[victim].process.wait()
+                print(f"  SIGKILLed a worker at {await run.settled()} of {args.n} settled")
+                workers.append(await Worker.start(run.url, env, worker_options))
+            await run.until_settled(args.n, args.timeout)
+            counts = await run.ledger.counts()
+            print(
+                f"  after {time.monotonic() - began:.1f} s: "
+                + ", ".join(f"{state.value} {n}" for state, n in sorted(counts.items()))
+            )
+            for record in await run.ledger.records(state=LedgerState.NEEDS_ATTENTION):
+                print(f"  parked {record.key} ({record.provider}): {record.reason}")
+            problems = disagreements(sandbox.stats(), await run.ledger.records())
+            live = [worker for worker in workers if worker.process.returncode is None]
+            problems += [
+                f"a worker exited {code}" for code in [await w.stop() for w in live] if code
+            ]
+        finally:
+            for worker in workers:
+                if worker.process.returncode is None:
+                    worker.process.kill()
+                    await worker.process.wait()
+            await run.close()
+    return problems
+
+
+def disagreements(stats: dict[str, Any], records: Sequence[Any]) -> list[str]:
+    """Where the ledger and the sandbox's books disagree: a payout paid twice, a row
+    ``succeeded`` not paid once, a refused, failed or cancelled row paid."""
+    paid = stats["paid_per_payout"]
+    problems = [f"duplicate: {d}" for d in stats["duplicates"]]
+    unpaid_end = (LedgerState.FAILED, LedgerState.CANCELLED, LedgerState.REFUSED)
+    for record in records:
+        times = paid.get(record.provider, {}).get(record.key, 0)
+        if (record.state is LedgerState.SUCCEEDED and times != 1) or (
+            record.state in unpaid_end and times
+        ):
+            problems.append(f"{record.key}: {record.state.value}, paid {times} times")
+    return problems
+
+
 async def main(args: argparse.Namespace) -> int:
     sandbox_options: dict[str, object] = {
         "fault_rate": 1.0,
@@ -285,6 +381,12 @@ async def main(args: argparse.Namespace) -> int:
                 f"{handback['released']:.2f} s, process exited after {handback['exited']:.2f} s, "
                 f"the run finished {handback['finished']:.1f} s after the signal."
             )
+    if args.fault_rate:
+        print(
+            f"\nFault round: {args.n} payouts, {args.fault_rate:.0%} of calls faulted over "
+            "every kind, duplicate order_ids accepted, 3 workers, 2 SIGKILLed and replaced"
+        )
+        problems += await fault_round(args)
     for problem in problems:
         print(f"PROBLEM: {problem}")
     return 1 if problems else 0
@@ -303,6 +405,12 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=240, help="limit per round, s")
     parser.add_argument("--no-handback", dest="handback", action="store_false")
     parser.add_argument("--handback-workers", type=int, default=4)
+    parser.add_argument(
+        "--fault-rate",
+        type=float,
+        default=0.0,
+        help="also run the fault round at this fault rate (default 0: skip it)",
+    )
     args = parser.parse_args()
     args.workers = [int(n) for n in args.workers.split(",")]
     return args
