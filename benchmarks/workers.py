@@ -151,9 +151,15 @@ class Round:
                 raise RuntimeError(f"only {await counted()} of {count:.0f} {what}")
             await asyncio.sleep(0.05)
 
-    async def close(self) -> None:
+    async def close(self, left: Sequence[Worker] = ()) -> None:
+        """SIGKILL the workers ``left`` running (the round failed), then drop the
+        round's tables."""
         import asyncpg
 
+        for worker in left:
+            if worker.process.returncode is None:
+                worker.process.kill()
+                await worker.process.wait()
         await self.ledger.aclose()
         conn = await asyncpg.connect(self.dsn)
         try:
@@ -211,11 +217,7 @@ async def scale_round(
         if counts != {LedgerState.SUCCEEDED: args.n}:
             problems.append(f"ledger: { {s.value: n for s, n in counts.items()} }")
     finally:
-        for worker in started:
-            if worker.process.returncode is None:
-                worker.process.kill()
-                await worker.process.wait()
-        await run.close()
+        await run.close(left=started)
     return {
         "workers": workers,
         "load": os.getloadavg()[0],  # other processes share the machine
@@ -259,11 +261,7 @@ async def handback_round(
         problems = check_books(sandbox, args.n)
         problems += [f"a worker exited {c}" for c in codes if c != 0]
     finally:
-        for worker in started:
-            if worker.process.returncode is None:
-                worker.process.kill()
-                await worker.process.wait()
-        await run.close()
+        await run.close(left=started)
     return {"held": held, "released": released, "exited": exited, "finished": finished}, problems
 
 
@@ -319,11 +317,7 @@ async def fault_round(args: argparse.Namespace) -> list[str]:
                 f"a worker exited {code}" for code in [await w.stop() for w in live] if code
             ]
         finally:
-            for worker in workers:
-                if worker.process.returncode is None:
-                    worker.process.kill()
-                    await worker.process.wait()
-            await run.close()
+            await run.close(left=workers)
     return problems
 
 
