@@ -309,10 +309,10 @@ async def parent(args: argparse.Namespace) -> int:
         f"{args.kills} SIGKILLs; Enot grace {args.grace:g} s, lease {args.lease:g} s"
     )
     began = time.perf_counter()
-    prefix = f"soak_{uuid.uuid4().hex[:10]}_"
     async with contextlib.AsyncExitStack() as cleanup:
         directory = Path(cleanup.enter_context(tempfile.TemporaryDirectory()))
         if args.postgres:
+            prefix = f"soak_{uuid.uuid4().hex[:10]}_"
             ledger_url = f"{args.postgres}?table_prefix={prefix}"
             cleanup.push_async_callback(drop_postgres_tables, args.postgres, prefix)
         else:

@@ -33,13 +33,13 @@ import signal
 import sys
 import time
 import uuid
-from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from _common import (
     ROOT,
     SandboxProcess,
+    drop_postgres_tables,
     enot_request,
     im_request,
     machine,
@@ -50,7 +50,6 @@ from _common import (
 
 from payout_async.cli._sandbox import environment as sandbox_environment
 from payout_async.ledger import ACTIVE_STATES, EnqueueOutcome, LedgerState, PostgresLedger
-from payout_async.ledger._postgres import drop_statement
 from payout_async.payouts import intent_for
 from payout_async.sandbox import FaultKind
 
@@ -59,14 +58,13 @@ READY = "stops it cleanly"
 
 
 class Worker:
-    """One ``payout-async worker`` process. What it writes to stderr (a line per
-    transition at its default INFO level) is read as it comes -- a pipe nobody reads
-    fills up and blocks the worker -- and its last lines kept for a report."""
+    """One ``payout-async worker`` process. Once it is ready, what it writes to stderr
+    (a line per transition at its default INFO level) is read and dropped as it comes:
+    a pipe nobody reads fills up and blocks the worker."""
 
     def __init__(self, process: asyncio.subprocess.Process) -> None:
         self.process = process
         self.owner = ""
-        self.said: deque[str] = deque(maxlen=200)
         self._reading: asyncio.Task[None] | None = None
 
     @classmethod
@@ -78,17 +76,14 @@ class Worker:
         )  # fmt: skip
         worker = cls(process)
         assert process.stderr is not None
+        said = ""
         while line := (await asyncio.wait_for(process.stderr.readline(), 120)).decode():
             if READY in line:
                 worker.owner = line.split()[1].rstrip(":")
-                worker._reading = asyncio.create_task(worker._read(process.stderr))
+                worker._reading = asyncio.create_task(_drain(process.stderr))
                 return worker
-            worker.said.append(line)
-        raise RuntimeError(f"a worker did not start: {''.join(worker.said)[-2000:]}")
-
-    async def _read(self, stderr: asyncio.StreamReader) -> None:
-        while line := await stderr.readline():
-            self.said.append(line.decode(errors="replace"))
+            said += line
+        raise RuntimeError(f"a worker did not start: {said[-2000:]}")
 
     def cpu_seconds(self) -> float:
         return process_cpu_seconds(self.process.pid)
@@ -105,6 +100,11 @@ class Worker:
         if self._reading is not None:
             await self._reading
         return self.process.returncode or 0
+
+
+async def _drain(stream: asyncio.StreamReader) -> None:
+    while await stream.read(65536):
+        pass
 
 
 class Round:
@@ -154,18 +154,12 @@ class Round:
     async def close(self, left: Sequence[Worker] = ()) -> None:
         """SIGKILL the workers ``left`` running (the round failed), then drop the
         round's tables."""
-        import asyncpg
-
         for worker in left:
             if worker.process.returncode is None:
                 worker.process.kill()
                 await worker.process.wait()
         await self.ledger.aclose()
-        conn = await asyncpg.connect(self.dsn)
-        try:
-            await conn.execute(drop_statement(self.prefix))
-        finally:
-            await conn.close()
+        await drop_postgres_tables(self.dsn, self.prefix)
 
 
 def environment(sandbox: SandboxProcess) -> dict[str, str]:
@@ -309,9 +303,11 @@ async def fault_round(args: argparse.Namespace) -> list[str]:
                 f"  after {time.monotonic() - began:.1f} s: "
                 + ", ".join(f"{state.value} {n}" for state, n in sorted(counts.items()))
             )
-            for record in await run.ledger.records(state=LedgerState.NEEDS_ATTENTION):
-                print(f"  parked {record.key} ({record.provider}): {record.reason}")
-            problems = disagreements(sandbox.stats(), await run.ledger.records())
+            records = await run.ledger.records()
+            for record in records:
+                if record.state is LedgerState.NEEDS_ATTENTION:
+                    print(f"  parked {record.key} ({record.provider}): {record.reason}")
+            problems = disagreements(sandbox.stats(), records)
             live = [worker for worker in workers if worker.process.returncode is None]
             problems += [
                 f"a worker exited {code}" for code in [await w.stop() for w in live] if code
