@@ -33,13 +33,14 @@ from ._recipient import new_encryption_key
 from ._rotate import KeyUse, RotationReport
 from ._rotate import rotate as rotate_keys
 from ._sqlite import SQLiteLedger
-from ._url import ledger_from_url
+from ._url import BuiltInLedger, ledger_from_url
 
 __all__ = [
     "ACTIVE_STATES",
     "FINAL_STATES",
     "PARKED_STATES",
     "ROW_ALTERED",
+    "BuiltInLedger",
     "Claim",
     "EnqueueOutcome",
     "Enqueued",

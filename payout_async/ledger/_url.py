@@ -12,13 +12,16 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 import attrs
 
 from .._errors import ConfigurationError
-from ._base import Ledger
 from ._memory import MemoryLedger
 from ._postgres import DEFAULT_COMMAND_TIMEOUT, PostgresLedger
 from ._recipient import EncryptionKey
 from ._sqlite import DEFAULT_BUSY_TIMEOUT, DEFAULT_CHECKPOINT_INTERVAL, SQLiteLedger
 
-__all__ = ["LedgerURL", "ledger_from_url", "parse_ledger_url"]
+__all__ = ["BuiltInLedger", "LedgerURL", "ledger_from_url", "parse_ledger_url"]
+
+#: The ledgers a URL names: each an async context manager (``async with`` opens and
+#: closes it) besides a ``Ledger``.
+BuiltInLedger = MemoryLedger | SQLiteLedger | PostgresLedger
 
 Scheme = Literal["memory", "sqlite", "postgresql"]
 
@@ -101,7 +104,7 @@ class LedgerURL:
             )
         return value
 
-    def ledger(self, *, encryption_key: EncryptionKey | None = None) -> Ledger:
+    def ledger(self, *, encryption_key: EncryptionKey | None = None) -> BuiltInLedger:
         """A new, unopened ledger for this URL, with ``encryption_key`` or the one its
         ``key_env`` names."""
         key = self.encryption_key(encryption_key)
@@ -121,7 +124,9 @@ def _text(key: EncryptionKey) -> str:
     return ",".join(_text(one) for one in key)
 
 
-def ledger_from_url(url: str, *, encryption_key: EncryptionKey | None = None) -> Ledger:
+def ledger_from_url(
+    url: str, *, encryption_key: EncryptionKey | None = None
+) -> BuiltInLedger:
     """The ledger ``url`` names.
 
     - ``memory://`` -- a ``MemoryLedger`` (nothing survives the process);

@@ -1,4 +1,5 @@
-"""mypy --strict on a small file: ``Payouts`` takes the request type of its client.
+"""mypy --strict on a small file: ``Payouts`` takes the request type of its client, and
+the ledger ``ledger_from_url`` makes is an async context manager, as the docs use it.
 
 ``Payouts(IntellectMoneyClient(...), ledger)`` is a ``Payouts[OperationRequest]`` and
 ``Payouts(EnotClient(...), ledger)`` a ``Payouts[PayoffRequest]``, so paying with the
@@ -26,7 +27,12 @@ from typing import assert_type
 from payout_async import EnotClient, IntellectMoneyClient, Payouts
 from payout_async.enot import PayoffRequest
 from payout_async.intellectmoney import OperationRequest
-from payout_async.ledger import Ledger
+from payout_async.ledger import Ledger, ledger_from_url
+
+
+async def opened(url: str) -> None:
+    async with ledger_from_url(url) as ledger:
+        await ledger.counts()
 
 
 async def pay(
