@@ -5,8 +5,7 @@ the ledger ``ledger_from_url`` makes is an async context manager, as the docs us
 ``Payouts(EnotClient(...), ledger)`` a ``Payouts[PayoffRequest]``, so paying with the
 other provider's request is a type error, not only a ``ValidationError`` at run time.
 
-One mypy run, in this process, from the project's root (its ``pyproject.toml``) with the
-project's cache: warm after ``mypy --strict payout_async``, about ten seconds cold.
+One mypy run (``_mypy``).
 """
 
 from __future__ import annotations
@@ -14,10 +13,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import pytest
-from mypy import api
-
-ROOT = Path(__file__).resolve().parents[2]
+from ._mypy import ERROR, mypy_strict
 
 #: Each line that must be a type error ends in ``# error: <its mypy code>``; no other
 #: line may be one (the ``assert_type`` lines pin the types ``Payouts(...)`` binds).
@@ -57,7 +53,6 @@ async def pay(
         pass
 """
 
-_ERROR = re.compile(r"^(?P<path>.+?):(?P<line>\d+): error: .*\[(?P<code>[a-z-]+)\]$")
 _MARK = re.compile(r"# error: (?P<code>[a-z-]+)$")
 
 
@@ -70,29 +65,15 @@ def expected_errors(source: str) -> set[tuple[int, str]]:
     }
 
 
-def test_a_request_of_the_other_provider_is_a_type_error(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_request_of_the_other_provider_is_a_type_error(tmp_path: Path) -> None:
     checked = tmp_path / "payouts_request_types.py"
     checked.write_text(SNIPPET)
-    monkeypatch.chdir(ROOT)  # the project's mypy settings, and payout_async from source
-    stdout, stderr, _ = api.run(
-        [
-            "--strict",
-            "--cache-dir",
-            str(ROOT / ".mypy_cache"),
-            "--no-error-summary",
-            "--hide-error-context",
-            "--no-pretty",
-            str(checked),
-        ]
-    )
-    assert stderr == ""
+    stdout = mypy_strict(checked)
     found = {
         (int(match["line"]), match["code"])
         for line in stdout.splitlines()
         # By name: mypy replays a cached file's errors under the path it had then.
-        if (match := _ERROR.match(line)) is not None and Path(match["path"]).name == checked.name
+        if (match := ERROR.match(line)) is not None and Path(match["path"]).name == checked.name
     }
     assert found == expected_errors(SNIPPET), stdout
     assert len(found) == 3
