@@ -60,9 +60,9 @@ def im_request(key: str, amount: str = "1.00") -> OperationRequest:
     return OperationRequest(pan=PAN, amount=amount, description=key)
 
 
-def enot_request(amount: str = "1.00") -> PayoffRequest:
+def enot_request(amount: str = "1.00", hook_url: str | None = None) -> PayoffRequest:
     """An Enot card payoff; ``Payouts`` derives its order_id from the key."""
-    return PayoffRequest(service="card", wallet_to=PAN, amount=amount)
+    return PayoffRequest(service="card", wallet_to=PAN, amount=amount, hook_url=hook_url)
 
 
 def clients(im_url: str, enot_url: str, **options: Any) -> tuple[IntellectMoneyClient, EnotClient]:

@@ -13,6 +13,15 @@ switched off, to show which ``needs_attention`` rows it settles.
 Printed: ``duplicates=N lost=N`` (after the resumes and again after reconcile), the
 final state counts, every ``needs_attention`` reason, and the faults injected.
 
+A provider slower or laxer than documented (off by default): ``--answer-delay`` (every
+answer leaves that long after its request was processed), ``--execute-lag`` (an
+accepted IntellectMoney execute reads ``Created`` that long), ``--second-execute
+pay_again`` (a second execute pays twice), ``--info-lag`` (Enot's ``payoff/info`` says
+"not found" that long after a create), ``--rate-limit`` (429 beyond that many requests
+a second). ``--webhooks``: Enot payoffs carry a ``hook_url`` and each paying process
+receives their signed webhooks (``apply_webhook``) while it pays, another system's
+payoffs' among them.
+
 * duplicates -- payments beyond the first for one payout, in the sandbox's books
   (an Enot order_id created twice, an IntellectMoney payout executed twice);
 * lost -- a payout asked for that the ledger does not account for: no row, a row
@@ -32,22 +41,35 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import logging
 import random
 import signal
+import socket
 import sys
 import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from _common import clients, drop_postgres_tables, enot_request, im_request, machine, table
+from _common import (
+    PAN,
+    clients,
+    drop_postgres_tables,
+    enot_request,
+    im_request,
+    machine,
+    table,
+)
+from aiohttp import web
 
 from payout_async import Payouts, PollPolicy, RetryPolicy, Timeouts
+from payout_async.enot import webhook_handler
 from payout_async.ledger import ACTIVE_STATES, FINAL_STATES, LedgerState, ledger_from_url
-from payout_async.sandbox import FaultKind, Sandbox, SandboxConfig
+from payout_async.sandbox import ROUTES, FaultKind, Sandbox, SandboxConfig, SandboxCredentials
 
 SCRIPT = str(Path(__file__).resolve())
 #: Client settings for a sandbox that answers in milliseconds: a stalled answer is
@@ -82,7 +104,10 @@ async def child(args: argparse.Namespace) -> None:
         limit=max(args.concurrency, 10),  # no request waits for a connection
     )
     ledger = ledger_from_url(args.ledger)
-    async with ledger, im_client as im, enot_client as enot:
+    async with contextlib.AsyncExitStack() as stack:
+        await stack.enter_async_context(ledger)
+        im = await stack.enter_async_context(im_client)
+        enot = await stack.enter_async_context(enot_client)
         settings: dict[str, Any] = {
             "poll": POLL,
             "grace": args.grace,
@@ -91,9 +116,15 @@ async def child(args: argparse.Namespace) -> None:
         }
         im_flow = Payouts(im, ledger, **settings)
         enot_flow = Payouts(enot, ledger, **settings)
+        hook_url = None
+        if args.hook_port:
+            # Enot's webhooks come to this process while it pays (every child listens
+            # on the same port, so the requests recorded stay the same).
+            hook_url = f"http://127.0.0.1:{args.hook_port}/hook"
+            stack.push_async_callback(await receive_webhooks(enot_flow, args.hook_port))
         flows: list[tuple[Payouts[Any], list[tuple[str, Any]]]] = [
             (im_flow, [(key, im_request(key)) for key in im_keys]),
-            (enot_flow, [(key, enot_request()) for key in enot_keys]),
+            (enot_flow, [(key, enot_request(hook_url=hook_url)) for key in enot_keys]),
         ]
         done = 0
 
@@ -113,6 +144,37 @@ async def child(args: argparse.Namespace) -> None:
         print("started", flush=True)
         await asyncio.gather(*(work(flow, items) for flow, items in flows))
     print("finished", flush=True)
+
+
+async def receive_webhooks(flow: Payouts[Any], port: int) -> Callable[[], Awaitable[None]]:
+    """Serve Enot's webhooks on ``port`` into ``flow.apply_webhook``; returns the
+    clean-up."""
+    app = web.Application()
+    key = SandboxCredentials().enot_additional_key
+    app.router.add_post("/hook", webhook_handler(flow.apply_webhook, key))
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port, reuse_address=True).start()
+    return runner.cleanup
+
+
+def free_port() -> int:
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        return int(listening.getsockname()[1])
+
+
+async def foreign_payoffs(sandbox: Sandbox, hook_port: int, every: float) -> None:
+    """Another system on the same Enot account: a payoff of its own every ``every``
+    seconds, final at once, its signed webhook sent to our receiver."""
+    for number in itertools.count():
+        sandbox.foreign_payoff(
+            order_id=f"other-{number}",
+            amount="7.00",
+            wallet_to=PAN,
+            hook_url=f"http://127.0.0.1:{hook_port}/hook",
+        )
+        await asyncio.sleep(every)
 
 
 # -- the parent: sandbox, kills, resumes, checks -----------------------------------------
@@ -160,6 +222,8 @@ class Soak:
             str(self.args.lease),
             "--settle",
             str(self.args.settle),
+            "--hook-port",
+            str(self.args.hook_port),
             stdout=asyncio.subprocess.PIPE,
             stderr=self.log,
         )
@@ -266,6 +330,18 @@ async def audit(
     return duplicates, lost, states, attention
 
 
+def webhooks(sandbox: Sandbox) -> str:
+    """Webhook deliveries: ours and another system's, delivered (2xx) or not."""
+    theirs = {payoff.id for payoff in sandbox.state.enot.foreign()}
+    counts: Counter[tuple[str, str]] = Counter()
+    for delivery in sandbox.state.webhooks:
+        whose = "another system's" if delivery.payoff_id in theirs else "ours"
+        what = "delivered" if delivery.delivered else f"not delivered ({delivery.status})"
+        counts[whose, what if delivery.status else "not delivered (no answer)"] += 1
+    rows = [[whose, what, count] for (whose, what), count in sorted(counts.items())]
+    return table(["webhooks of payoffs", "attempt", "count"], rows)
+
+
 def report(
     title: str,
     duplicates: int,
@@ -301,6 +377,12 @@ async def parent(args: argparse.Namespace) -> int:
         latency=(0.0, 0.02),
         im_balance=10**9,
         enot_balance=10**9,
+        answer_delay={route: args.answer_delay for route in ROUTES} if args.answer_delay else (),
+        im_execute_lag=args.execute_lag,
+        im_second_execute=args.second_execute,
+        enot_info_lag=args.info_lag,
+        rate_limit_per_second=args.rate_limit,
+        rate_limit_burst=max(1, int(args.rate_limit or 1)),
     )
     print(f"payout-async soak on {machine()}")
     print(
@@ -308,6 +390,19 @@ async def parent(args: argparse.Namespace) -> int:
         f"over {len(FaultKind)} fault kinds, duplicate order_ids accepted, "
         f"{args.kills} SIGKILLs; Enot grace {args.grace:g} s, lease {args.lease:g} s"
     )
+    hostile = {
+        "answers delayed (s)": args.answer_delay,
+        "IntellectMoney execute lag (s)": args.execute_lag,
+        "Enot info lag (s)": args.info_lag,
+        "requests/s per provider": args.rate_limit,
+    }
+    named = [f"{name} {value:g}" for name, value in hostile.items() if value]
+    if args.second_execute != "refuse":
+        named.append(f"a second execute: {args.second_execute}")
+    if args.webhooks:
+        named.append("webhooks received while paying, another system's among them")
+    if named:
+        print("the provider: " + "; ".join(named))
     began = time.perf_counter()
     async with contextlib.AsyncExitStack() as cleanup:
         directory = Path(cleanup.enter_context(tempfile.TemporaryDirectory()))
@@ -319,6 +414,10 @@ async def parent(args: argparse.Namespace) -> int:
             ledger_url = str(directory / "soak.db")
         async with Sandbox(config=config) as sandbox:
             soak = Soak(args, sandbox, ledger_url, directory)
+            if args.webhooks:
+                args.hook_port = free_port()
+                others = asyncio.create_task(foreign_payoffs(sandbox, args.hook_port, 0.05))
+                cleanup.callback(others.cancel)
             for number in range(1, args.kills + 1):
                 await soak.run_and_kill(number)
                 print(soak.runs[-1], flush=True)
@@ -357,6 +456,8 @@ async def parent(args: argparse.Namespace) -> int:
                     [[route, count] for route, count in sorted(stats.requests.items())],
                 )
             )
+            if args.webhooks:
+                print(webhooks(sandbox))
             first = await audit(args, sandbox, ledger_url)
             report("After the kills and resumes:", *first)
 
@@ -397,12 +498,52 @@ def main() -> int:
     )
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--timeout", type=float, default=180, help="limit per child, s")
+    # A provider slower or laxer than documented (all off by default; SandboxConfig).
+    parser.add_argument(
+        "--answer-delay",
+        type=float,
+        default=0.0,
+        help="every answer leaves this long after its request was processed, s "
+        "(below the 0.5 s read timeout: slow inside the timeout)",
+    )
+    parser.add_argument(
+        "--execute-lag",
+        type=float,
+        default=0.0,
+        help="an accepted IntellectMoney execute reads Created for this long, s",
+    )
+    parser.add_argument(
+        "--second-execute",
+        default="refuse",
+        choices=("refuse", "accept", "pay_again"),
+        help="what a second execute of one operation gets (pay_again: it pays twice)",
+    )
+    parser.add_argument(
+        "--info-lag",
+        type=float,
+        default=0.0,
+        help="Enot payoff/info answers 404 for this long after a create, s",
+    )
+    parser.add_argument(
+        "--rate-limit",
+        type=float,
+        default=None,
+        help="requests per second each provider accepts (the rest get 429)",
+    )
     parser.add_argument(
         "--postgres",
         default="",
         metavar="DSN",
         help="a PostgresLedger at DSN (tables of its own, dropped after) instead of SQLite",
     )
+    parser.add_argument(
+        "--webhooks",
+        action="store_true",
+        help="Enot payoffs carry a hook_url: each paying process receives their signed "
+        "webhooks (apply_webhook) while it pays, with another system's payoffs' webhooks "
+        "(20 a second) among them",
+    )
+    parser.add_argument("--hook-port", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--mode", default="pay", help=argparse.SUPPRESS)
     parser.add_argument("--ledger", help=argparse.SUPPRESS)
