@@ -51,7 +51,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +66,7 @@ from _common import (
 )
 from aiohttp import web
 
-from payout_async import Payouts, PollPolicy, RetryPolicy, Timeouts
+from payout_async import PayoutResult, Payouts, PollPolicy, RetryPolicy, Timeouts
 from payout_async.enot import webhook_handler
 from payout_async.ledger import ACTIVE_STATES, FINAL_STATES, LedgerState, ledger_from_url
 from payout_async.sandbox import ROUTES, FaultKind, Sandbox, SandboxConfig, SandboxCredentials
@@ -135,15 +135,39 @@ async def child(args: argparse.Namespace) -> None:
                 return
             await flow.resume(concurrency=args.concurrency)
             if args.mode == "pay":
-                async for _ in flow.pay_many(items, concurrency=args.concurrency):
+                results = (
+                    answered_within(flow, items, args.wait, args.concurrency)
+                    if args.wait is not None
+                    else flow.pay_many(items, concurrency=args.concurrency)
+                )
+                async for _ in results:
                     done += 1
                     if done % 50 == 0:
                         print(f"progress {done}", flush=True)
+                await flow.aclose(drain=args.timeout)  # the drives pay() left under way
                 await flow.resume(concurrency=args.concurrency)
 
         print("started", flush=True)
         await asyncio.gather(*(work(flow, items) for flow, items in flows))
     print("finished", flush=True)
+
+
+async def answered_within(
+    flow: Payouts[Any], items: list[tuple[str, Any]], wait: float, at_once: int
+) -> AsyncIterator[PayoutResult]:
+    """As a web app pays: ``pay(key, request, wait=wait)`` for each item, ``at_once``
+    requests at a time, each answered within ``wait`` while its drive goes on."""
+    queue = iter(items)
+    answers: asyncio.Queue[PayoutResult] = asyncio.Queue()
+
+    async def handler() -> None:
+        for key, request in queue:
+            answers.put_nowait(await flow.pay(key, request, wait=wait))
+
+    handlers = [asyncio.create_task(handler()) for _ in range(at_once)]
+    for _ in items:
+        yield await answers.get()
+    await asyncio.gather(*handlers)
 
 
 async def receive_webhooks(flow: Payouts[Any], port: int) -> Callable[[], Awaitable[None]]:
@@ -224,6 +248,7 @@ class Soak:
             str(self.args.settle),
             "--hook-port",
             str(self.args.hook_port),
+            *(["--wait", str(self.args.wait)] if self.args.wait is not None else []),
             stdout=asyncio.subprocess.PIPE,
             stderr=self.log,
         )
@@ -401,6 +426,8 @@ async def parent(args: argparse.Namespace) -> int:
         named.append(f"a second execute: {args.second_execute}")
     if args.webhooks:
         named.append("webhooks received while paying, another system's among them")
+    if args.wait is not None:
+        named.append(f"paid as a web app does: pay(wait={args.wait:g})")
     if named:
         print("the provider: " + "; ".join(named))
     began = time.perf_counter()
@@ -542,6 +569,13 @@ def main() -> int:
         help="Enot payoffs carry a hook_url: each paying process receives their signed "
         "webhooks (apply_webhook) while it pays, with another system's payoffs' webhooks "
         "(20 a second) among them",
+    )
+    parser.add_argument(
+        "--wait",
+        type=float,
+        default=None,
+        help="pay as a web app does: pay(key, request, wait=WAIT), --concurrency at a "
+        "time, each answered within WAIT s while its drive goes on (default: pay_many)",
     )
     parser.add_argument("--hook-port", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
