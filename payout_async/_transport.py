@@ -57,8 +57,10 @@ def json_body(value: object) -> bytes:
 class Timeouts:
     """Per-request limits in seconds (``None`` disables one).
 
-    ``connect`` covers getting a connection (including waiting for a pool slot);
-    ``read`` is the longest silence while reading the answer; ``total`` bounds it all.
+    ``connect`` covers getting a connection (with a session the client made itself,
+    not the wait for a free one in its pool: that comes first, unbounded, since nothing
+    has been sent); ``read`` is the longest silence while reading the answer; ``total``
+    bounds it all.
     """
 
     total: float | None = 30.0
@@ -157,9 +159,10 @@ def classify_failure(exc: SendFailure, *, method: str = "", url: str = "") -> Tr
 class Transport:
     """Sends requests over one lazily created ``aiohttp.ClientSession``.
 
-    A caller-supplied ``session`` is used as is and never closed here. A ``limiter``
-    paces every request (its wait comes before the lease fence is checked) and is told
-    of each 429.
+    A caller-supplied ``session`` is used as is and never closed here. With a session
+    of its own, a request first waits for one of the pool's ``limit`` connections
+    (however long: nothing has been sent). A ``limiter`` then paces every request (its
+    wait comes before the lease fence is checked) and is told of each 429.
     """
 
     def __init__(
@@ -180,6 +183,11 @@ class Transport:
         self._session = session
         self._owns_session = session is None
         self._limit = limit
+        #: A request waits here for one of the pool's connections, before the limiter
+        #: and the fence, and for as long as it takes: aiohttp would count that wait
+        #: against ``connect`` and fail it, unsent, when many payouts share a client.
+        #: (A given session's pool is not ours to count: waits for it stay aiohttp's.)
+        self._slots = asyncio.Semaphore(limit) if self._owns_session and limit > 0 else None
         #: A session made here carries our timeouts already; a given one gets them with
         #: each request (one object made once, never one per request).
         self._per_request: dict[str, Any] = (
@@ -218,63 +226,70 @@ class Transport:
         to send at all. ``redactor`` replaces the transport's own for this request's
         log lines and errors.
         """
-        redact = redactor or self.redactor
-        limiter = self.limiter
-        granted_at = await limiter.acquire() if limiter is not None else 0.0
-        guard = current_guard()
-        if guard is not None:  # after the limiter's wait
-            await guard(self.timeouts.total)
-        url = self.base_url + path
-        debug = logger.isEnabledFor(logging.DEBUG)
-        if debug:
-            logger.debug(
-                "%s %s %s",
-                method,
-                url,
-                redact(repr(redact_fields(log_fields or params or {}))),
-            )
-            started = time.perf_counter()
-        if "User-Agent" not in headers:  # the clients' own headers carry it already
-            headers = {**headers, "User-Agent": USER_AGENT}
+        slots = self._slots
+        if slots is not None:  # our turn for one of the pool's connections
+            await slots.acquire()
         try:
-            resp = await self._get_session().request(
-                method,
-                url,
-                headers=headers,
-                data=body,
-                params=params,
-                allow_redirects=False,
-                **self._per_request,
+            redact = redactor or self.redactor
+            limiter = self.limiter
+            granted_at = await limiter.acquire() if limiter is not None else 0.0
+            guard = current_guard()
+            if guard is not None:  # after the limiter's wait
+                await guard(self.timeouts.total)
+            url = self.base_url + path
+            debug = logger.isEnabledFor(logging.DEBUG)
+            if debug:
+                logger.debug(
+                    "%s %s %s",
+                    method,
+                    url,
+                    redact(repr(redact_fields(log_fields or params or {}))),
+                )
+                started = time.perf_counter()
+            if "User-Agent" not in headers:  # the clients' own headers carry it already
+                headers = {**headers, "User-Agent": USER_AGENT}
+            try:
+                resp = await self._get_session().request(
+                    method,
+                    url,
+                    headers=headers,
+                    data=body,
+                    params=params,
+                    allow_redirects=False,
+                    **self._per_request,
+                )
+                try:  # what ``async with`` on the response does, without its three frames
+                    payload = await resp.read()
+                finally:
+                    resp.release()
+                    await resp.wait_for_close()
+                status = resp.status
+                resp_headers = resp.headers
+            except asyncio.CancelledError:
+                raise
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                error = classify_failure(exc, method=method, url=redact(url))
+                logger.info("%s", redact(str(error)))
+                raise error from exc
+            if debug:
+                logger.debug(
+                    "%s %s -> %d in %.1f ms: %s",
+                    method,
+                    url,
+                    status,
+                    (time.perf_counter() - started) * 1000,
+                    # Redact before cutting, so that no secret or card number is half cut.
+                    redact(payload[:65536].decode("utf-8", "replace"))[:2000],
+                )
+            response = HTTPResponse(
+                method=method, url=url, status=status, headers=resp_headers, body=payload
             )
-            try:  # what ``async with`` on the response does, without its three frames
-                payload = await resp.read()
-            finally:
-                resp.release()
-                await resp.wait_for_close()
-            status = resp.status
-            resp_headers = resp.headers
-        except asyncio.CancelledError:
-            raise
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            error = classify_failure(exc, method=method, url=redact(url))
-            logger.info("%s", redact(str(error)))
-            raise error from exc
-        if debug:
-            logger.debug(
-                "%s %s -> %d in %.1f ms: %s",
-                method,
-                url,
-                status,
-                (time.perf_counter() - started) * 1000,
-                # Redact before cutting, so that no secret or card number is half cut.
-                redact(payload[:65536].decode("utf-8", "replace"))[:2000],
-            )
-        response = HTTPResponse(
-            method=method, url=url, status=status, headers=resp_headers, body=payload
-        )
-        if status == 429 and limiter is not None:
-            limiter.throttled(response.retry_after, granted_at)
-        return response
+            if status == 429 and limiter is not None:
+                limiter.throttled(response.retry_after, granted_at)
+            return response
+        finally:
+            if slots is not None:
+                slots.release()
 
 
 class TransportClient:

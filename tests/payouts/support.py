@@ -85,8 +85,9 @@ def enot_client(
     credentials: SandboxCredentials | None = None,
     *,
     timeouts: Timeouts = TIMEOUTS,
+    limit: int = 100,
 ) -> EnotClient:
-    """An Enot client for a sandbox at ``base_url``."""
+    """An Enot client for a sandbox at ``base_url`` (``limit``: connections at once)."""
     credentials = credentials or SandboxCredentials()
     return EnotClient(
         credentials.enot_user_id,
@@ -94,6 +95,7 @@ def enot_client(
         base_url=base_url,
         timeouts=timeouts,
         retry=RETRY,
+        limit=limit,
     )
 
 

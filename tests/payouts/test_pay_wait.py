@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from payout_async import PayoutStatus, ValidationError
+from payout_async import PayoutStatus, Timeouts, ValidationError
 from payout_async.ledger import LedgerState, SQLiteLedger
 from payout_async.sandbox import FaultKind, Sandbox
 
@@ -50,6 +50,31 @@ async def test_pay_with_a_wait_returns_in_time_and_the_payout_goes_on(tmp_path: 
         assert final.status is PayoutStatus.SUCCEEDED
         await flow.aclose()
     assert sandbox.paid_per_payout() == Counter({("enot", "k"): 1})
+
+
+async def test_a_burst_larger_than_the_clients_pool_is_paid_without_parking(
+    tmp_path: Path,
+) -> None:
+    """A web app's burst: 20 payouts handed to a client with 2 connections, its
+    providers answering in a tenth of a second -- far longer than ``connect``. Each
+    request waits its turn for a connection (before its fence), so none is failed
+    unsent and no payout spends its tries and send budget on the client's own queue."""
+    config = fast_config(answer_delay={"enot.create": 0.1, "enot.info": 0.1})
+    short_connect = Timeouts(total=2.0, connect=0.02, read=1.0)
+    keys = [f"burst-{n}" for n in range(20)]
+    async with (
+        Sandbox(config=config) as sandbox,
+        enot_client(sandbox.enot_url, timeouts=short_connect, limit=2) as client,
+        SQLiteLedger(tmp_path / "p.db") as ledger,
+    ):
+        flow = payouts(client, ledger)
+        for key in keys:
+            early = await flow.pay(key, enot_request(), wait=0.05)
+            assert early.status is PayoutStatus.PROCESSING
+        await flow.aclose(drain=60.0)
+        results = [await flow.get(key) for key in keys]
+    assert [r.status if r else None for r in results] == [PayoutStatus.SUCCEEDED] * len(keys)
+    assert sandbox.paid_per_payout() == Counter({("enot", key): 1 for key in keys})
 
 
 async def test_aclose_hands_back_the_payouts_still_driven(tmp_path: Path) -> None:

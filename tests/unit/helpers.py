@@ -123,7 +123,8 @@ class RawServer:
     ``behaviour``: ``"answer"`` (read the request, send ``answer``), ``"close_before_read"``
     (drop the connection without reading a byte), ``"close_after_read"`` (read the whole
     request, then drop the connection), ``"stall"`` (read the request, never answer),
-    ``"truncated"`` (read the request, promise 1000 body bytes, send a few, close).
+    ``"hold"`` (read the request, send ``answer`` once ``release`` is set), ``"truncated"``
+    (read the request, promise 1000 body bytes, send a few, close).
     Every fully read request is kept in ``requests`` as ``(head, body)``.
     """
 
@@ -133,6 +134,7 @@ class RawServer:
         self.connections = 0
         self.requests: list[tuple[bytes, bytes]] = []
         self.got_request = asyncio.Event()
+        self.release = asyncio.Event()
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -184,6 +186,11 @@ class RawServer:
                 writer.transport.abort()
             elif self.behaviour == "stall":
                 await asyncio.sleep(3600)
+            elif self.behaviour == "hold":
+                await self.release.wait()
+                writer.write(self.answer)
+                await writer.drain()
+                writer.close()
             elif self.behaviour == "truncated":
                 writer.write(http_response(b'{"data": {"payoff_id"', length=1000))
                 await writer.drain()

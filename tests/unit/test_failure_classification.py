@@ -173,11 +173,35 @@ async def test_truncated_body_is_outcome_unknown(kind: str, name: str) -> None:
     assert isinstance(caught.value.__cause__, aiohttp.ClientPayloadError)
 
 
-async def test_waiting_for_a_pool_slot_past_connect_timeout_is_not_sent() -> None:
-    """With one connection allowed and it busy, the second request never leaves."""
-    async with RawServer("stall") as server:
+@pytest.mark.parametrize("kind", ["im", "enot"])
+async def test_a_request_waits_its_turn_for_a_pool_connection_and_is_sent(kind: str) -> None:
+    """One connection allowed and it busy for longer than ``connect``: the second request
+    waits for it (nothing has been sent, so the wait is no failure) and then goes.
+    aiohttp alone would count the wait against ``connect`` and fail it unsent: with many
+    payouts sharing a client, each would burn its tries and its send budget on the
+    client's own queue."""
+    async with RawServer("hold", answer_for(kind, "read")) as server:
+        timeout = Timeouts(total=5, connect=0.05, read=2)
+        async with make(kind, server.url, timeouts=timeout, limit=1) as client:
+            first = asyncio.create_task(call(client, "read"))
+            await asyncio.wait_for(server.got_request.wait(), 2)
+            second = asyncio.create_task(call(client, "read"))
+            await asyncio.sleep(0.2)  # four connect timeouts
+            assert not second.done() and len(server.requests) == 1
+            server.release.set()
+            await asyncio.wait_for(asyncio.gather(first, second), 5)
+    assert len(server.requests) == 2
+
+
+async def test_waiting_for_a_given_sessions_pool_past_connect_timeout_is_not_sent() -> None:
+    """A session the caller gives keeps aiohttp's rule (its pool is not the client's
+    to count): with its one connection busy, the second request never leaves."""
+    async with (
+        RawServer("stall") as server,
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as session,
+    ):
         timeout = Timeouts(total=5, connect=0.2, read=2)
-        async with enot_at(server.url, timeouts=timeout, limit=1) as client:
+        async with enot_at(server.url, timeouts=timeout, session=session) as client:
             first = asyncio.create_task(call(client, "money"))
             await asyncio.wait_for(server.got_request.wait(), 2)
             with pytest.raises(RequestNotSentError):
