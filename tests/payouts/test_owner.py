@@ -43,15 +43,16 @@ def test_an_owner_names_host_boot_namespace_pid_and_start() -> None:
 
 
 def test_a_process_that_ended_is_dead_and_was_alive_while_it_ran() -> None:
-    child = subprocess.Popen([sys.executable, "-c", _NEW_OWNER + "; input()"],
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
-    assert child.stdout is not None and child.stdin is not None
-    owner = child.stdout.readline().strip()
-    assert owner.split(":")[3] == str(child.pid)
-    assert not owner_is_dead(owner)
-    child.stdin.close()
-    child.wait(60)  # reaped: its pid is gone from /proc
-    assert owner_is_dead(owner)
+    command = [sys.executable, "-c", _NEW_OWNER + "; input()"]
+    piped = subprocess.PIPE
+    with subprocess.Popen(command, stdin=piped, stdout=piped, text=True) as child:  # closes both
+        assert child.stdout is not None and child.stdin is not None
+        owner = child.stdout.readline().strip()
+        assert owner.split(":")[3] == str(child.pid)
+        assert not owner_is_dead(owner)
+        child.stdin.close()
+        child.wait(60)  # reaped: its pid is gone from /proc
+        assert owner_is_dead(owner)
 
 
 def test_a_pid_now_held_by_a_process_started_at_another_time_is_dead() -> None:
