@@ -20,7 +20,9 @@ pay_again`` (a second execute pays twice), ``--info-lag`` (Enot's ``payoff/info`
 "not found" that long after a create), ``--rate-limit`` (429 beyond that many requests
 a second). ``--webhooks``: Enot payoffs carry a ``hook_url`` and each paying process
 receives their signed webhooks (``apply_webhook``) while it pays, another system's
-payoffs' among them.
+payoffs' among them. ``--wait S``: pay as a web app does, ``pay(key, request,
+wait=S)``. ``--workers N`` (with ``--postgres``): that many ``payout-async worker``
+processes on the same ledger for the whole run, resuming beside the paying processes.
 
 * duplicates -- payments beyond the first for one payout, in the sandbox's books
   (an Enot order_id created twice, an IntellectMoney payout executed twice);
@@ -65,6 +67,7 @@ from _common import (
     table,
 )
 from aiohttp import web
+from workers import Worker, environment
 
 from payout_async import PayoutResult, Payouts, PollPolicy, RetryPolicy, Timeouts
 from payout_async.enot import webhook_handler
@@ -180,6 +183,18 @@ async def receive_webhooks(flow: Payouts[Any], port: int) -> Callable[[], Awaita
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port, reuse_address=True).start()
     return runner.cleanup
+
+
+def worker_options(args: argparse.Namespace) -> list[str]:
+    """A ``payout-async worker``'s settings: the paying processes' (every drive on one
+    ledger uses the same lease and request timeout), but a grace above the request
+    timeout, as the command line insists."""
+    grace = max(args.grace, (TIMEOUTS.total or 0.0) + 1.0)
+    return [
+        "--concurrency", str(args.concurrency), "--lease-seconds", str(args.lease),
+        "--request-timeout", str(TIMEOUTS.total), "--grace", str(grace),
+        "--execute-settle", str(args.settle), "--idle-poll", "0.5",
+    ]  # fmt: skip
 
 
 def free_port() -> int:
@@ -428,6 +443,8 @@ async def parent(args: argparse.Namespace) -> int:
         named.append("webhooks received while paying, another system's among them")
     if args.wait is not None:
         named.append(f"paid as a web app does: pay(wait={args.wait:g})")
+    if args.workers:
+        named.append(f"{args.workers} payout-async workers beside the paying processes")
     if named:
         print("the provider: " + "; ".join(named))
     began = time.perf_counter()
@@ -445,6 +462,12 @@ async def parent(args: argparse.Namespace) -> int:
                 args.hook_port = free_port()
                 others = asyncio.create_task(foreign_payoffs(sandbox, args.hook_port, 0.05))
                 cleanup.callback(others.cancel)
+            if args.workers:
+                await soak.ledger_counts()  # made here: a worker never makes a ledger
+            workers = [
+                await Worker.start(ledger_url, environment(sandbox), worker_options(args))
+                for _ in range(args.workers)
+            ]
             for number in range(1, args.kills + 1):
                 await soak.run_and_kill(number)
                 print(soak.runs[-1], flush=True)
@@ -462,6 +485,9 @@ async def parent(args: argparse.Namespace) -> int:
                 number += 1
                 await soak.run_to_end(number, "resume")
                 print(soak.runs[-1], flush=True)
+            if workers:
+                ended = [await worker.stop() for worker in workers]
+                print(f"{len(workers)} workers stopped (SIGTERM), exit statuses {ended}")
             paying = time.perf_counter() - began
 
             stats = sandbox.stats()
@@ -577,6 +603,13 @@ def main() -> int:
         help="pay as a web app does: pay(key, request, wait=WAIT), --concurrency at a "
         "time, each answered within WAIT s while its drive goes on (default: pay_many)",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="with --postgres: this many `payout-async worker` processes on the same "
+        "ledger for the whole run, resuming what the killed processes left beside them",
+    )
     parser.add_argument("--hook-port", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--mode", default="pay", help=argparse.SUPPRESS)
@@ -584,6 +617,8 @@ def main() -> int:
     parser.add_argument("--im-url", help=argparse.SUPPRESS)
     parser.add_argument("--enot-url", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.workers and not args.postgres:
+        parser.error("--workers needs --postgres (workers share a PostgreSQL ledger)")
     if args.child:
         asyncio.run(child(args))
         return 0

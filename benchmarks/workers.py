@@ -48,6 +48,7 @@ from _common import (
     table,
 )
 
+from payout_async.cli._sandbox import Served
 from payout_async.cli._sandbox import environment as sandbox_environment
 from payout_async.ledger import ACTIVE_STATES, EnqueueOutcome, LedgerState, PostgresLedger
 from payout_async.payouts import intent_for
@@ -162,7 +163,7 @@ class Round:
         await drop_postgres_tables(self.dsn, self.prefix)
 
 
-def environment(sandbox: SandboxProcess) -> dict[str, str]:
+def environment(sandbox: Served) -> dict[str, str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("PAYOUT_ASYNC_")}
     paths = [str(ROOT), os.environ.get("PYTHONPATH", "")]
     return {
