@@ -117,6 +117,8 @@ class BoundedPool:
         self.pool = pool
         self.timeout = timeout
         self.patience = Patience(timeout)
+        #: Connections made too late for their callers, on their way back to the pool.
+        self._giving_back: set[asyncio.Future[None]] = set()
 
     async def fetch(self, sql: str, *args: Any) -> list[Any]:
         """Rows of ``sql``."""
@@ -230,27 +232,56 @@ class BoundedPool:
             await self._release(conn, broken=broken)
 
     async def _acquire(self, deadline: float, budget: float | None = None) -> Any:
-        """A connection by ``deadline``; else a ``_Failure`` (nothing was sent)."""
+        """A connection by ``deadline``; else a ``_Failure`` (nothing was sent).
+
+        A connection still being made then is not cut short: asyncpg leaves an error
+        nobody reads ("Future exception was never retrieved") behind a connect
+        cancelled during its TLS negotiation. It goes back to the pool once made."""
+        acquiring = asyncio.ensure_future(self.pool.acquire())
         try:
             # Not ``acquire(timeout=...)``: Python 3.11's ``wait_for`` behind it can
             # swallow a cancellation that arrives as the connection does.
             async with asyncio.timeout_at(deadline):
-                return await self.pool.acquire()
-        except TimeoutError:
-            waited = self.timeout if budget is None else budget
-            error = LedgerNotWrittenError(
-                f"no PostgreSQL connection within {waited:g}s; nothing was sent"
-            )
-            raise _Failure(error, retry=False, broken=False, timed_out=True) from None
-        except Exception as error:
-            sqlstate = getattr(error, "sqlstate", None)
-            code = sqlstate if isinstance(sqlstate, str) else None
-            failure = LedgerNotWrittenError(
-                f"could not connect to PostgreSQL: {_message(error)}", code=code
-            )
-            # Refused, reset, or the server busy or starting: a moment later it may pass.
-            retry = code is None or code[:2] == "08" or code in _RETRY_CONNECT_STATES
-            raise _Failure(failure, retry=retry, broken=False) from None
+                return await asyncio.shield(acquiring)
+        except BaseException as error:
+            # (A connection that came just as the wait ended is given back too.)
+            if acquiring.done():
+                self._give_back(acquiring)
+            else:
+                acquiring.add_done_callback(self._give_back)
+            if not isinstance(error, Exception):  # cancelled
+                raise
+            if isinstance(error, TimeoutError):
+                waited = self.timeout if budget is None else budget
+                raise _Failure(
+                    LedgerNotWrittenError(
+                        f"no PostgreSQL connection within {waited:g}s; nothing was sent"
+                    ),
+                    retry=False,
+                    broken=False,
+                    timed_out=True,
+                ) from None
+            raise self._not_connected(error) from None
+
+    def _give_back(self, acquiring: asyncio.Future[Any]) -> None:
+        """Release a connection made after its caller stopped waiting for it."""
+        if acquiring.cancelled() or acquiring.exception() is not None:  # (read: no log)
+            return
+        releasing = asyncio.ensure_future(self._release(acquiring.result(), broken=False))
+        self._giving_back.add(releasing)
+        releasing.add_done_callback(self._giving_back.discard)
+
+    @staticmethod
+    def _not_connected(error: Exception) -> _Failure:
+        """The ``_Failure`` of a connection that could not be made."""
+        sqlstate = getattr(error, "sqlstate", None)
+        code = sqlstate if isinstance(sqlstate, str) else None
+        failure = LedgerNotWrittenError(
+            f"could not connect to PostgreSQL: {_message(error)}", code=code
+        )
+        # Refused, reset, or the server busy or starting: a moment later it may pass.
+        retry = code is None or code[:2] == "08" or code in _RETRY_CONNECT_STATES
+        return _Failure(failure, retry=retry, broken=False)
 
     async def _release(self, conn: Any, *, broken: bool) -> None:
         if broken:  # never hand back a connection that may still be busy or dead
