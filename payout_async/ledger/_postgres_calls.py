@@ -236,11 +236,18 @@ class BoundedPool:
 
         A connection still being made then is not cut short: asyncpg leaves an error
         nobody reads ("Future exception was never retrieved") behind a connect
-        cancelled during its TLS negotiation. It goes back to the pool once made."""
+        cancelled during its TLS negotiation. It goes back to the pool once made. (When
+        an idle connection is there, taking it connects nothing: no task is needed.)"""
+        if self.pool.get_idle_size():
+            try:
+                # Not ``acquire(timeout=...)``: Python 3.11's ``wait_for`` behind it can
+                # swallow a cancellation that arrives as the connection does.
+                async with asyncio.timeout_at(deadline):
+                    return await self.pool.acquire()
+            except Exception as error:
+                raise self._no_connection(error, budget) from None
         acquiring = asyncio.ensure_future(self.pool.acquire())
         try:
-            # Not ``acquire(timeout=...)``: Python 3.11's ``wait_for`` behind it can
-            # swallow a cancellation that arrives as the connection does.
             async with asyncio.timeout_at(deadline):
                 return await asyncio.shield(acquiring)
         except BaseException as error:
@@ -251,17 +258,7 @@ class BoundedPool:
                 acquiring.add_done_callback(self._give_back)
             if not isinstance(error, Exception):  # cancelled
                 raise
-            if isinstance(error, TimeoutError):
-                waited = self.timeout if budget is None else budget
-                raise _Failure(
-                    LedgerNotWrittenError(
-                        f"no PostgreSQL connection within {waited:g}s; nothing was sent"
-                    ),
-                    retry=False,
-                    broken=False,
-                    timed_out=True,
-                ) from None
-            raise self._not_connected(error) from None
+            raise self._no_connection(error, budget) from None
 
     def _give_back(self, acquiring: asyncio.Future[Any]) -> None:
         """Release a connection made after its caller stopped waiting for it."""
@@ -271,9 +268,19 @@ class BoundedPool:
         self._giving_back.add(releasing)
         releasing.add_done_callback(self._giving_back.discard)
 
-    @staticmethod
-    def _not_connected(error: Exception) -> _Failure:
-        """The ``_Failure`` of a connection that could not be made."""
+    def _no_connection(self, error: Exception, budget: float | None) -> _Failure:
+        """The ``_Failure`` of a connection not had in time (``TimeoutError``) or that
+        could not be made."""
+        if isinstance(error, TimeoutError):
+            waited = self.timeout if budget is None else budget
+            return _Failure(
+                LedgerNotWrittenError(
+                    f"no PostgreSQL connection within {waited:g}s; nothing was sent"
+                ),
+                retry=False,
+                broken=False,
+                timed_out=True,
+            )
         sqlstate = getattr(error, "sqlstate", None)
         code = sqlstate if isinstance(sqlstate, str) else None
         failure = LedgerNotWrittenError(

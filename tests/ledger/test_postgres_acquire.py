@@ -34,6 +34,9 @@ class SlowPool:
             raise
         return "connection"
 
+    def get_idle_size(self) -> int:
+        return 0  # every acquire connects
+
     async def release(self, conn: Any, timeout: float | None = None) -> None:  # noqa: ASYNC109 (asyncpg's)
         self.released.append(conn)
 
