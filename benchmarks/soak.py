@@ -123,7 +123,7 @@ async def child(args: argparse.Namespace) -> None:
         if args.hook_port:
             # Enot's webhooks come to this process while it pays (every child listens
             # on the same port, so the requests recorded stay the same).
-            hook_url = f"http://127.0.0.1:{args.hook_port}/hook"
+            hook_url = webhook_url(args.hook_port)
             stack.push_async_callback(await receive_webhooks(enot_flow, args.hook_port))
         flows: list[tuple[Payouts[Any], list[tuple[str, Any]]]] = [
             (im_flow, [(key, im_request(key)) for key in im_keys]),
@@ -173,12 +173,21 @@ async def answered_within(
     await asyncio.gather(*handlers)
 
 
+#: Where the paying processes receive Enot's webhooks.
+HOOK_PATH = "/hook"
+
+
+def webhook_url(port: int) -> str:
+    """The ``hook_url`` of the paying processes' webhook receiver on ``port``."""
+    return f"http://127.0.0.1:{port}{HOOK_PATH}"
+
+
 async def receive_webhooks(flow: Payouts[Any], port: int) -> Callable[[], Awaitable[None]]:
     """Serve Enot's webhooks on ``port`` into ``flow.apply_webhook``; returns the
     clean-up."""
     app = web.Application()
     key = SandboxCredentials().enot_additional_key
-    app.router.add_post("/hook", webhook_handler(flow.apply_webhook, key))
+    app.router.add_post(HOOK_PATH, webhook_handler(flow.apply_webhook, key))
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port, reuse_address=True).start()
@@ -211,7 +220,7 @@ async def foreign_payoffs(sandbox: Sandbox, hook_port: int, every: float) -> Non
             order_id=f"other-{number}",
             amount="7.00",
             wallet_to=PAN,
-            hook_url=f"http://127.0.0.1:{hook_port}/hook",
+            hook_url=webhook_url(hook_port),
         )
         await asyncio.sleep(every)
 
@@ -376,8 +385,13 @@ def webhooks(sandbox: Sandbox) -> str:
     counts: Counter[tuple[str, str]] = Counter()
     for delivery in sandbox.state.webhooks:
         whose = "another system's" if delivery.payoff_id in theirs else "ours"
-        what = "delivered" if delivery.delivered else f"not delivered ({delivery.status})"
-        counts[whose, what if delivery.status else "not delivered (no answer)"] += 1
+        if delivery.delivered:
+            what = "delivered"
+        elif delivery.status is None:
+            what = "not delivered (no answer)"
+        else:
+            what = f"not delivered ({delivery.status})"
+        counts[whose, what] += 1
     rows = [[whose, what, count] for (whose, what), count in sorted(counts.items())]
     return table(["webhooks of payoffs", "attempt", "count"], rows)
 
