@@ -185,8 +185,7 @@ async def _export(args: argparse.Namespace) -> int:
     config = settings(args)
     place = await locate(config.ledger, key=config.ledger_key)
     require_existing(place, "export")
-    # TODO(merge main, issue 16): open read-only once SQLiteLedger can.
-    ledger = await open_ledger(place)
+    ledger = await open_ledger(place, read_only=True)
     providers = [args.provider] if args.provider else list(PROVIDERS)
     states = [LedgerState(s) for s in dict.fromkeys(args.state)] if args.state else LedgerState
     try:

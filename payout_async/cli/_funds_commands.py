@@ -89,7 +89,7 @@ async def _funds(args: argparse.Namespace) -> int:
     config = settings(args)
     place = await locate(config.ledger, key=config.ledger_key)
     require_existing(place, f"funds {args.action}")
-    ledger = await open_ledger(place)
+    ledger = await open_ledger(place, read_only=args.action == "status")
     try:
         if args.action == "resume":
             return await _resume(ledger, place.location, args)

@@ -78,7 +78,7 @@ async def _keys(args: argparse.Namespace) -> int:
         raise CLIError(f"rotate needs the ledger's key ring: set {LEDGER_KEY_ENV}=NEW,OLD")
     place = await locate(config.ledger, key=config.ledger_key)
     require_existing(place, f"ledger-key {args.action}")
-    ledger = await open_ledger(place)
+    ledger = await open_ledger(place, read_only=args.action == "status")
     try:
         if not isinstance(ledger, SQLiteLedger | PostgresLedger):  # (memory:// is refused)
             raise CLIError(f"{place.location} is not a SQLite or PostgreSQL ledger")

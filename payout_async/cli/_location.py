@@ -17,7 +17,7 @@ from typing import Literal
 import attrs
 
 from .._errors import ConfigurationError
-from ..ledger import Ledger
+from ..ledger import Ledger, LedgerOutdatedError
 from ..ledger._url import LedgerURL, parse_ledger_url
 from ._args import CLIError
 from ._console import say
@@ -156,18 +156,30 @@ def _create_private(path: str) -> None:
     os.close(descriptor)
 
 
-async def open_ledger(place: LedgerPlace, *, create: bool = False) -> Ledger:
-    """Open the ledger (creating it only when ``create``); any failure is a
-    ``CLIError`` (nothing has been sent yet)."""
+async def open_ledger(
+    place: LedgerPlace, *, create: bool = False, read_only: bool = False
+) -> Ledger:
+    """Open the ledger (creating it only when ``create``; ``read_only`` for a command
+    that only looks, which then writes nothing, not even a schema upgrade); any failure
+    is a ``CLIError`` (nothing has been sent yet)."""
     if not place.exists:
         if not create:
             raise CLIError(f"no ledger at {place.location}")
         if place.url.scheme == "sqlite":
             _create_private(place.location)
         say(f"creating a new ledger at {place.location}")
-    ledger = place.url.ledger(encryption_key=place.key)
+    ledger = place.url.ledger(encryption_key=place.key, read_only=read_only)
     try:
         await ledger.open()
+    except LedgerOutdatedError:
+        with contextlib.suppress(Exception):
+            await ledger.aclose()
+        raise CLIError(
+            f"ledger {place.location} was written by an older payout-async, and this "
+            "command only reads: it upgrades nothing. The first batch, enqueue, resume, "
+            "reconcile or worker of this version upgrades it as it opens it (stop the "
+            "older version's workers first)"
+        ) from None
     except Exception as error:
         with contextlib.suppress(Exception):
             await ledger.aclose()

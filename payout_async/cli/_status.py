@@ -80,8 +80,7 @@ async def _status(args: argparse.Namespace) -> int:
     config = settings(args)
     place = await locate(config.ledger, key=config.ledger_key)
     require_existing(place, "status")
-    # TODO(merge main, issue 16): open read-only once SQLiteLedger can.
-    ledger = await open_ledger(place)
+    ledger = await open_ledger(place, read_only=True)
     try:
         providers = [args.provider] if args.provider else list(PROVIDERS)
         if args.watch:

@@ -24,6 +24,7 @@ from ._errors import (
     LedgerKeyError,
     LedgerNotWrittenError,
     LedgerOutcomeUnknownError,
+    LedgerOutdatedError,
 )
 from ._memory import MemoryLedger
 from ._pauses import ProviderPause
@@ -54,6 +55,7 @@ __all__ = [
     "LedgerKeyError",
     "LedgerNotWrittenError",
     "LedgerOutcomeUnknownError",
+    "LedgerOutdatedError",
     "LedgerState",
     "MemoryLedger",
     "PayoutRecord",

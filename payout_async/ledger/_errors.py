@@ -8,8 +8,9 @@
 
 Both are ``LedgerError``\\ s and ``PayoutError``\\ s. Messages never carry parameter
 values (card-number-like digit runs are masked) and never a database's row details.
-``LedgerKeyError`` is a ``ConfigurationError`` instead: the ledger lacks the
-encryption key its rows were written with.
+``LedgerKeyError`` and ``LedgerOutdatedError`` are ``ConfigurationError``\\ s instead:
+the ledger lacks the encryption key its rows were written with, or a ledger opened
+read-only is not the current schema (and upgrading it would write).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ __all__ = [
     "LedgerKeyError",
     "LedgerNotWrittenError",
     "LedgerOutcomeUnknownError",
+    "LedgerOutdatedError",
+    "outdated",
 ]
 
 _SCRUB = Redactor()
@@ -48,3 +51,19 @@ class LedgerKeyError(ConfigurationError):
     """A row cannot be read or compared with this ledger's encryption key: it was
     written with a key and the ledger has none, or another key, or the row was altered.
     Nothing was written; give the ledger the key its rows were written with."""
+
+
+class LedgerOutdatedError(ConfigurationError):
+    """A ledger opened read-only holds no current payout ledger: none at all, or one
+    written by an older payout-async. Nothing was written; opened read-write (by this
+    version) it is created or upgraded."""
+
+
+def outdated(ledger: object) -> LedgerOutdatedError:
+    """The error a read-only ``ledger`` raises on opening a schema it would have to
+    create or upgrade."""
+    return LedgerOutdatedError(
+        f"{ledger!r} holds no current payout ledger (none, or one written by an older "
+        "payout-async); opened read-only it creates and upgrades nothing: open it "
+        "read-write with this version to create or upgrade it"
+    )

@@ -45,7 +45,7 @@ from ._base import (
     WorkListener,
 )
 from ._ddl import schema_objects
-from ._errors import LedgerNotWrittenError
+from ._errors import LedgerNotWrittenError, outdated
 from ._keys import DEAD_STATES
 from ._pause_tables import PgPauseSQL, pg_pauses_table, pg_pauses_table_sql
 from ._pauses import ProviderPause, pause_from_row
@@ -352,6 +352,11 @@ class PostgresLedger(Ledger):
     ``encryption_key`` (see ``new_encryption_key``) encrypts each row's recipient and
     keys its fingerprint; without it the recipient is kept in clear until the payout
     is final.
+
+    ``read_only`` (with a ``dsn``) opens every session read-only on the server
+    (``default_transaction_read_only``): reads work, writes raise
+    ``LedgerNotWrittenError``, and tables that are not current are neither created nor
+    upgraded (``LedgerOutdatedError``).
     """
 
     def __init__(
@@ -366,9 +371,15 @@ class PostgresLedger(Ledger):
         statement_timeout: float | None = None,
         lock_timeout: float | None = None,
         encryption_key: EncryptionKey | None = None,
+        read_only: bool = False,
     ) -> None:
         if dsn is not None and pool is not None:
             raise ConfigurationError("give PostgresLedger a dsn or a pool, not both")
+        if read_only and pool is not None:
+            raise ConfigurationError(
+                "read_only needs the ledger's own pool (a dsn): the ledger cannot make "
+                "a given pool's sessions read-only"
+            )
         if schema is not None and not _IDENTIFIER.fullmatch(schema):
             raise ConfigurationError(f"schema {schema!r} is not a plain SQL identifier")
         if table_prefix and not _IDENTIFIER.fullmatch(table_prefix):
@@ -397,6 +408,7 @@ class PostgresLedger(Ledger):
         )
         self.schema = schema
         self.table_prefix = table_prefix
+        self.read_only = read_only
         self._sql = _SQL(schema, table_prefix)
         self._queue = QueueSQL(schema, table_prefix)
         self._pause_sql = PgPauseSQL(schema, table_prefix)
@@ -408,7 +420,8 @@ class PostgresLedger(Ledger):
 
     def __repr__(self) -> str:
         where = f"{self.schema}." if self.schema else ""
-        return f"PostgresLedger({where}{self.table_prefix}payouts)"
+        mode = ", read_only=True" if self.read_only else ""
+        return f"PostgresLedger({where}{self.table_prefix}payouts{mode})"
 
     async def __aenter__(self) -> Self:
         await self.open()
@@ -458,16 +471,21 @@ class PostgresLedger(Ledger):
         return self._calls
 
     def _server_settings(self) -> dict[str, str]:
-        return {
+        settings = {
             "statement_timeout": str(round(self.statement_timeout * 1000)),
             "lock_timeout": str(round(self.lock_timeout * 1000)),
         }
+        if self.read_only:
+            settings["default_transaction_read_only"] = "on"
+        return settings
 
     async def _prepare(self, conn: Any) -> None:
         """Create what the schema lacks (nothing, usually: then no DDL right is needed
         and no table lock is taken)."""
         if await self._schema_current(conn):
             return
+        if self.read_only:
+            raise outdated(self)
         async with conn.transaction():
             await conn.execute(
                 "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", self._sql.lock_key

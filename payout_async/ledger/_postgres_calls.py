@@ -18,6 +18,7 @@ import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
+from .._errors import PayoutError
 from ._errors import LedgerError, LedgerNotWrittenError, LedgerOutcomeUnknownError
 from ._patience import Patience, Strain
 
@@ -157,6 +158,9 @@ class BoundedPool:
             raise LedgerNotWrittenError(
                 f"PostgreSQL did not answer within {self.timeout:g}s"
             ) from None
+        except PayoutError:  # the work's own verdict (say, a ledger it must not upgrade)
+            broken = False
+            raise
         except Exception as error:
             failure = _classify(error, reads=True, timeout=self.timeout)
             broken = failure.broken

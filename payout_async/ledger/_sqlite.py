@@ -55,7 +55,7 @@ from ._base import (
     Transition,
     WorkListener,
 )
-from ._errors import LedgerError, LedgerNotWrittenError
+from ._errors import LedgerError, LedgerNotWrittenError, outdated
 from ._keys import DEAD_STATES, Other, live_elsewhere, moved_note, rows_to_cancel
 from ._listen import ListenerHub
 from ._patience import Patience, Strain
@@ -609,10 +609,7 @@ class SQLiteLedger(Ledger):
         try:
             if self.read_only:
                 if not await schema_current(db):
-                    raise ConfigurationError(
-                        f"{self.path!r} holds no current payout ledger (open it once "
-                        "read-write to create or upgrade it)"
-                    )
+                    raise outdated(self)
             else:
                 await self._use_wal(db)
                 await db.execute(f"PRAGMA synchronous = {self._synchronous}")

@@ -82,12 +82,9 @@ CREATE TABLE IF NOT EXISTS payout_ledger (
     + SQLITE_PAUSES
 )  # version 7
 # Version 2: a fencing token per claim, and an order_id belongs to one key.
-_UPGRADE_TO_2 = """
-DROP INDEX IF EXISTS payouts_order_id;
+_UNIQUE_ORDER_IDS = """
 CREATE UNIQUE INDEX IF NOT EXISTS payouts_order_id_unique ON payouts (provider, order_id)
-    WHERE order_id IS NOT NULL;
-PRAGMA user_version = 2;
-"""
+    WHERE order_id IS NOT NULL"""
 # Version 3: the recipient in a column of its own (``_move_recipients``).
 # Version 4: one live row per key, whatever the provider; a key's rows found by key.
 _UPGRADE_TO_4 = f"""
@@ -121,7 +118,7 @@ _ADDED_COLUMNS = (
 )
 
 # What a current file holds: ``open()`` runs ``create_schema`` only when it lacks some.
-_SCHEMA_OBJECTS = schema_objects(_SCHEMA + _UPGRADE_TO_2 + _UPGRADE_TO_4)
+_SCHEMA_OBJECTS = schema_objects(_SCHEMA + _UNIQUE_ORDER_IDS + ";" + _UPGRADE_TO_4)
 
 
 def create_schema(conn: sqlite3.Connection, recipients: Recipients) -> int:
@@ -138,15 +135,15 @@ def create_schema(conn: sqlite3.Connection, recipients: Recipients) -> int:
                 conn.execute(f"ALTER TABLE payouts ADD COLUMN {name} {kind}")
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version < 2:
-            try:
-                for statement in _UPGRADE_TO_2.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-            except sqlite3.IntegrityError as error:
-                raise ConfigurationError(
-                    "this ledger holds one Enot order_id under several keys; "
-                    "settle those rows by hand before upgrading"
-                ) from error
+            conn.execute("DROP INDEX IF EXISTS payouts_order_id")  # version 1's
+        try:
+            # (whatever the version: so that, once this has run, the file is current)
+            conn.execute(_UNIQUE_ORDER_IDS)
+        except sqlite3.IntegrityError as error:
+            raise ConfigurationError(
+                "this ledger holds one Enot order_id under several keys; "
+                "settle those rows by hand before upgrading"
+            ) from error
         moved = 0
         if version < 3:
             moved = _move_recipients(conn, recipients)

@@ -104,16 +104,20 @@ class LedgerURL:
             )
         return value
 
-    def ledger(self, *, encryption_key: EncryptionKey | None = None) -> BuiltInLedger:
+    def ledger(
+        self, *, encryption_key: EncryptionKey | None = None, read_only: bool = False
+    ) -> BuiltInLedger:
         """A new, unopened ledger for this URL, with ``encryption_key`` or the one its
-        ``key_env`` names."""
+        ``key_env`` names; ``read_only``: see ``ledger_from_url``."""
         key = self.encryption_key(encryption_key)
         if self.scheme == "memory":
+            if read_only:
+                raise ConfigurationError("memory:// cannot be read-only: it starts empty")
             return MemoryLedger(encryption_key=key)
         if self.scheme == "sqlite":
             assert self.path is not None
-            return _sqlite_ledger(self.path, self.options, key)
-        return _postgres_ledger(self.dsn or "", self.options, key)
+            return _sqlite_ledger(self.path, self.options, key, read_only)
+        return _postgres_ledger(self.dsn or "", self.options, key, read_only)
 
 
 def _text(key: EncryptionKey) -> str:
@@ -125,7 +129,7 @@ def _text(key: EncryptionKey) -> str:
 
 
 def ledger_from_url(
-    url: str, *, encryption_key: EncryptionKey | None = None
+    url: str, *, encryption_key: EncryptionKey | None = None, read_only: bool = False
 ) -> BuiltInLedger:
     """The ledger ``url`` names.
 
@@ -146,11 +150,16 @@ def ledger_from_url(
     one, in clear until the payout is final. ``encryption_key`` gives the key directly
     (it must agree with ``key_env``'s, if both are given).
 
+    ``read_only`` (SQLite, PostgreSQL) opens a ledger to look at, never to change: reads
+    work, writes raise ``LedgerNotWrittenError``, and a ledger that is missing or was
+    written by an older version is neither created nor upgraded
+    (``LedgerOutdatedError``).
+
     Anything else raises ``ConfigurationError``: an unknown scheme, a scheme without
     ``//`` (``sqlite:payouts.db`` is not a file name), an empty path, unknown options,
     a ``key_env`` that is not a variable name or is not set.
     """
-    return parse_ledger_url(url).ledger(encryption_key=encryption_key)
+    return parse_ledger_url(url).ledger(encryption_key=encryption_key, read_only=read_only)
 
 
 def parse_ledger_url(url: str) -> LedgerURL:
@@ -252,7 +261,7 @@ def _seconds(options: Mapping[str, str], name: str, default: float) -> float:
 
 
 def _sqlite_ledger(
-    path: str, options: Mapping[str, str], key: EncryptionKey | None
+    path: str, options: Mapping[str, str], key: EncryptionKey | None, read_only: bool
 ) -> SQLiteLedger:
     synchronous, busy_timeout, interval = _sqlite_settings(options)
     return SQLiteLedger(
@@ -261,6 +270,7 @@ def _sqlite_ledger(
         busy_timeout=busy_timeout,
         checkpoint_interval=interval,
         encryption_key=key,
+        read_only=read_only,
     )
 
 
@@ -317,7 +327,7 @@ def _postgres_timeouts(options: Mapping[str, str]) -> dict[str, float]:
 
 
 def _postgres_ledger(
-    dsn: str, options: Mapping[str, str], key: EncryptionKey | None
+    dsn: str, options: Mapping[str, str], key: EncryptionKey | None, read_only: bool
 ) -> PostgresLedger:
     timeouts = _postgres_timeouts(options)
     return PostgresLedger(
@@ -329,4 +339,5 @@ def _postgres_ledger(
         statement_timeout=timeouts.get("statement_timeout"),
         lock_timeout=timeouts.get("lock_timeout"),
         encryption_key=key,
+        read_only=read_only,
     )

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from payout_async.ledger import LedgerState, ledger_from_url
+from payout_async.ledger import LedgerState, SQLiteLedger, ledger_from_url
 from payout_async.sandbox import Sandbox
 
 from ..ledger.support import PG_DSN, drop_schema, require_postgres
@@ -151,6 +151,8 @@ async def test_status_reports_keys_an_older_ledger_holds_under_both_providers(
 ) -> None:
     path = tmp_path / "v3.db"
     v3_sqlite_with_shared_keys(path)
+    async with SQLiteLedger(path):  # upgraded by the new version's first writer
+        pass
     run = await cli("status", "--ledger", f"sqlite:///{path}")
     assert run.code == 0, run
     assert "1 key(s) have a live row under both providers" in run.out, run

@@ -16,6 +16,7 @@ from payout_async import ConfigurationError
 from payout_async.ledger import (
     LedgerNotWrittenError,
     LedgerOutcomeUnknownError,
+    LedgerOutdatedError,
     LedgerState,
     PostgresLedger,
     ledger_from_url,
@@ -215,6 +216,40 @@ async def test_server_side_timeouts_are_set_on_the_ledgers_own_pool(schema: str)
     async with custom as ledger:
         assert await ledger._pool.fetchval("SHOW statement_timeout") == "0"
         assert await ledger._pool.fetchval("SHOW lock_timeout") == "1500ms"
+
+
+async def test_read_only_reads_and_the_server_refuses_its_writes(schema: str) -> None:
+    async with PostgresLedger(PG_DSN, schema=schema) as writer:
+        token = await begin(writer, "k")
+        reader = ledger_from_url(f"{PG_DSN}?schema={schema}", read_only=True)
+        assert isinstance(reader, PostgresLedger) and "read_only=True" in repr(reader)
+        async with reader:
+            assert await reader.counts() == {LedgerState.PENDING: 1}
+            assert len(await reader.history("enot", "k")) == 1
+            with pytest.raises(LedgerNotWrittenError) as refused:
+                await begin(reader, "other")
+            assert refused.value.code == "25006"  # read-only transaction
+            with pytest.raises(LedgerNotWrittenError):
+                await reader.pause_provider("enot", reason="r", by="t")
+            await writer.transition(
+                "enot", "k", owner="w", token=token, lease_seconds=30,
+                state=LedgerState.SUCCEEDED,
+            )  # fmt: skip
+            assert (await reader.counts()) == {LedgerState.SUCCEEDED: 1}
+        assert await writer.pauses() == []
+
+
+async def test_read_only_neither_creates_nor_upgrades_tables(schema: str) -> None:
+    with pytest.raises(LedgerOutdatedError, match="no current payout ledger"):
+        await PostgresLedger(PG_DSN, schema=schema, read_only=True).open()
+    conn = await asyncpg.connect(PG_DSN)
+    try:
+        found = "SELECT count(*) FROM information_schema.tables WHERE table_schema = $1"
+        assert await conn.fetchval(found, schema) == 0
+    finally:
+        await conn.close()
+    with pytest.raises(ConfigurationError, match="own pool"):
+        PostgresLedger(pool=object(), read_only=True)
 
 
 async def test_a_read_only_role_opens_and_reads_but_cannot_write(schema: str) -> None:

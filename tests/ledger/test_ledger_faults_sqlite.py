@@ -16,7 +16,13 @@ from pathlib import Path
 import pytest
 
 from payout_async import ConfigurationError
-from payout_async.ledger import LedgerNotWrittenError, LedgerState, SQLiteLedger
+from payout_async.ledger import (
+    LedgerNotWrittenError,
+    LedgerOutdatedError,
+    LedgerState,
+    SQLiteLedger,
+    ledger_from_url,
+)
 from payout_async.ledger._patience import one_payout
 
 BUSY = 0.4
@@ -128,6 +134,19 @@ async def test_read_only_ledger_reads_and_refuses_writes(tmp_path: Path) -> None
             assert "read_only=True" in repr(reader)
 
 
+async def test_a_read_only_url_opens_read_only(tmp_path: Path) -> None:
+    path = tmp_path / "l.db"
+    async with SQLiteLedger(path) as writer:
+        await begin(writer, "k")
+    reader = ledger_from_url(f"sqlite:///{path}", read_only=True)
+    assert isinstance(reader, SQLiteLedger) and reader.read_only
+    async with reader:
+        with pytest.raises(LedgerNotWrittenError, match="read-only"):
+            await begin(reader, "other")
+    with pytest.raises(ConfigurationError, match="memory:// cannot be read-only"):
+        ledger_from_url("memory://", read_only=True)
+
+
 async def test_read_only_never_creates_a_file(tmp_path: Path) -> None:
     missing = tmp_path / "missing.db"
     with pytest.raises(ConfigurationError, match="no SQLite ledger"):
@@ -144,7 +163,7 @@ async def test_read_only_never_creates_a_file(tmp_path: Path) -> None:
 async def test_read_only_refuses_a_file_that_is_no_ledger(tmp_path: Path) -> None:
     path = tmp_path / "other.db"
     sqlite3.connect(path).close()
-    with pytest.raises(ConfigurationError, match="no current payout ledger"):
+    with pytest.raises(LedgerOutdatedError, match="no current payout ledger"):
         await SQLiteLedger(path, read_only=True).open()
 
 

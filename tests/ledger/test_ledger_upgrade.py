@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import asyncpg
@@ -13,6 +13,7 @@ from payout_async import ConfigurationError, IdempotencyConflictError
 from payout_async.ledger import (
     Ledger,
     LedgerIdentity,
+    LedgerOutdatedError,
     LedgerState,
     PostgresLedger,
     SQLiteLedger,
@@ -281,3 +282,23 @@ async def test_postgres_upgrade_gives_an_identity_counting_its_rows(schema: str)
         assert identity.mark == 4
         await ledger.begin("enot", "new", HASH, PARAMS, owner="w", lease_seconds=5)
         assert await ledger.identity() == LedgerIdentity(identity.ledger_id, 5)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda path: _v1_sqlite(path, [("old", "o-old")]), v3_sqlite_with_shared_keys],
+    ids=["version 1", "version 3 (no unique order_id index)"],
+)
+async def test_once_upgraded_a_file_opens_read_only(
+    tmp_path: Path, make: Callable[[Path], None]
+) -> None:
+    """Whatever an older file lacked, one read-write open makes it current: the commands
+    that only look (read-only) can open it from then on."""
+    path = tmp_path / "old.db"
+    make(path)
+    with pytest.raises(LedgerOutdatedError):
+        await SQLiteLedger(path, read_only=True).open()
+    async with SQLiteLedger(path):
+        pass
+    async with SQLiteLedger(path, read_only=True) as reader:
+        assert len(await reader.records()) >= 1
