@@ -30,6 +30,7 @@ if str(ROOT) not in sys.path:  # ``python benchmarks/NAME.py`` from a checkout
 from payout_async import EnotClient, IntellectMoneyClient  # noqa: E402
 from payout_async.enot import PayoffRequest  # noqa: E402
 from payout_async.intellectmoney import OperationRequest  # noqa: E402
+from payout_async.ledger import LedgerState, PayoutRecord  # noqa: E402
 from payout_async.sandbox import SandboxCredentials  # noqa: E402
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "ROOT",
     "SandboxProcess",
     "clients",
+    "disagreement",
     "enot_request",
     "im_request",
     "machine",
@@ -287,3 +289,19 @@ async def drop_postgres_tables(dsn: str, prefix: str) -> None:
         await conn.execute(drop_statement(prefix))
     finally:
         await conn.close()
+
+
+#: Where a payout ends with nothing paid: a payment in the books is a disagreement.
+_UNPAID_ENDS = frozenset({LedgerState.FAILED, LedgerState.CANCELLED, LedgerState.REFUSED})
+
+
+def disagreement(record: PayoutRecord, times: int) -> str | None:
+    """Where one payout's ledger row and the provider's books (``times`` payments)
+    disagree, or None: ``succeeded`` with no payment, or ended unpaid (failed,
+    cancelled, refused) with one. A payment made twice is counted apart (duplicates)."""
+    if (record.state is LedgerState.SUCCEEDED and not times) or (
+        record.state in _UNPAID_ENDS and times
+    ):
+        state = record.state.value
+        return f"{record.key}: {state} in the ledger, paid {times} time(s) in the books"
+    return None

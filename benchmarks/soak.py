@@ -60,6 +60,7 @@ from typing import Any
 from _common import (
     PAN,
     clients,
+    disagreement,
     drop_postgres_tables,
     enot_request,
     im_request,
@@ -71,7 +72,7 @@ from workers import Worker, environment
 
 from payout_async import PayoutResult, Payouts, PollPolicy, RetryPolicy, Timeouts
 from payout_async.enot import webhook_handler
-from payout_async.ledger import ACTIVE_STATES, FINAL_STATES, LedgerState, ledger_from_url
+from payout_async.ledger import ACTIVE_STATES, LedgerState, ledger_from_url
 from payout_async.sandbox import ROUTES, FaultKind, Sandbox, SandboxConfig, SandboxCredentials
 
 SCRIPT = str(Path(__file__).resolve())
@@ -365,10 +366,8 @@ async def audit(
         states[record.state.value] += 1
         if record.state in ACTIVE_STATES:
             lost.append(f"{key}: still {record.state.value}")
-        elif record.state is LedgerState.SUCCEEDED and paid == 0:
-            lost.append(f"{key}: succeeded in the ledger, no payment in the books")
-        elif record.state in FINAL_STATES and record.state is not LedgerState.SUCCEEDED and paid:
-            lost.append(f"{key}: {record.state.value} in the ledger, paid in the books")
+        elif (problem := disagreement(record, paid)) is not None:
+            lost.append(problem)
         elif record.state is LedgerState.NEEDS_ATTENTION:
             if not record.reason:
                 lost.append(f"{key}: needs_attention without a reason")

@@ -39,6 +39,7 @@ from typing import Any
 from _common import (
     ROOT,
     SandboxProcess,
+    disagreement,
     drop_postgres_tables,
     enot_request,
     im_request,
@@ -319,17 +320,14 @@ async def fault_round(args: argparse.Namespace) -> list[str]:
 
 
 def disagreements(stats: dict[str, Any], records: Sequence[Any]) -> list[str]:
-    """Where the ledger and the sandbox's books disagree: a payout paid twice, a row
-    ``succeeded`` not paid once, a refused, failed or cancelled row paid."""
+    """Where the ledger and the sandbox's books disagree: a payout paid twice, or a row
+    whose end does not match its payments (``_common.disagreement``)."""
     paid = stats["paid_per_payout"]
     problems = [f"duplicate: {d}" for d in stats["duplicates"]]
-    unpaid_end = (LedgerState.FAILED, LedgerState.CANCELLED, LedgerState.REFUSED)
     for record in records:
-        times = paid.get(record.provider, {}).get(record.key, 0)
-        if (record.state is LedgerState.SUCCEEDED and times != 1) or (
-            record.state in unpaid_end and times
-        ):
-            problems.append(f"{record.key}: {record.state.value}, paid {times} times")
+        problem = disagreement(record, paid.get(record.provider, {}).get(record.key, 0))
+        if problem is not None:
+            problems.append(problem)
     return problems
 
 
