@@ -7,10 +7,12 @@ import asyncio
 import contextlib
 import json
 import signal
+import tomllib
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import attrs
 
@@ -93,7 +95,8 @@ def register(subparsers: Any) -> None:
         type=Path,
         metavar="FILE",
         help="write the sandbox's ledger-free settings (credentials, base URLs) to FILE as a "
-        "TOML config for --config, readable by you only (0600)",
+        "TOML config for --config, readable by you only (0600); a FILE already there is "
+        "replaced only if it is a sandbox config, never a real one",
     )
     parser.add_argument(
         "--json",
@@ -213,6 +216,45 @@ def _toml(value: str) -> str:
     return json.dumps(value, ensure_ascii=False)  # a JSON string is a TOML basic string
 
 
+_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def _check_replaceable(path: Path) -> None:
+    """Refuse (``CLIError``) to replace anything at ``path`` but a config this command
+    wrote: one whose every table is a provider's with its ``base_url`` on this machine.
+    A config of the real providers -- their credentials -- is never overwritten with
+    the sandbox's."""
+    if path.is_dir():
+        return  # write_private says so
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return
+    except (OSError, UnicodeDecodeError):
+        text = None
+    try:
+        found = None if text is None else tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        found = None
+    if found is not None and _sandbox_config(found):
+        return
+    raise CLIError(
+        f"{path} is there already and is not a sandbox config (not every base_url "
+        "in it is on this machine): left as it is; name a new file, or remove it first"
+    )
+
+
+def _sandbox_config(found: dict[str, Any]) -> bool:
+    """Whether a config names only provider tables, each talking to this machine."""
+    if not found or set(found) - {"intellectmoney", "enot"}:
+        return False
+    for table in found.values():
+        url = table.get("base_url") if isinstance(table, dict) else None
+        if not isinstance(url, str) or urlsplit(url).hostname not in _LOOPBACK:
+            return False
+    return True
+
+
 def write_config(path: Path, sandbox: Sandbox) -> None:
     """A ``--config`` file for this sandbox, created readable by its owner only (a
     new file renamed over ``path``: a link there is replaced, never written through)."""
@@ -268,6 +310,8 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, TypeError) as error:
         say(f"error: {error}")
         return EXIT_USAGE
+    if args.write_config is not None:
+        _check_replaceable(args.write_config)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(config, args))
     return 0

@@ -78,10 +78,8 @@ async def test_export_to_a_directory_or_a_missing_one_is_one_error_line(tmp_path
     assert _names(tmp_path) - {"ledger.db-wal", "ledger.db-shm"} == {"ledger.db"}
 
 
-async def test_sandbox_write_config_replaces_a_link_and_keeps_its_target(tmp_path: Path) -> None:
-    victim = _victim(tmp_path / "victim.toml")
-    config = tmp_path / "sandbox.toml"
-    config.symlink_to(victim)
+async def _write_sandbox_config(config: Path) -> None:
+    """``payout-async sandbox --write-config CONFIG`` until it has written it."""
     process = await asyncio.create_subprocess_exec(
         COMMAND, "sandbox", "--port", "0", "--write-config", str(config),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
@@ -93,9 +91,50 @@ async def test_sandbox_write_config_replaces_a_link_and_keeps_its_target(tmp_pat
     finally:
         process.send_signal(signal.SIGTERM)
         await asyncio.wait_for(process.wait(), 30)
-    _untouched(victim)
+
+
+REAL_CONFIG = """ledger = "sqlite:///payouts.db"
+[enot]
+user_id = "real"
+secret_key = "real secret"
+"""
+
+
+@pytest.mark.parametrize(
+    "text",
+    [REAL_CONFIG, REAL_CONFIG + 'base_url = "https://enot.io"\n', VICTIM_TEXT, "not toml ["],
+    ids=["real providers", "a real base_url", "other text", "unreadable"],
+)
+async def test_sandbox_write_config_never_replaces_a_real_config(tmp_path: Path, text: str) -> None:
+    """An operator's config -- the providers' credentials -- is not overwritten with the
+    sandbox's, nor is any other file; a link to one is left as it is too."""
+    config = tmp_path / "payouts.toml"
+    config.write_text(text, encoding="utf-8")
+    link = tmp_path / "link.toml"
+    link.symlink_to(config)
+    for target in (config, link):
+        run = await cli("sandbox", "--port", "0", "--write-config", str(target))
+        assert run.code == 2 and "not a sandbox config" in run.err, run
+        assert "listening" not in run.out  # refused before serving
+    assert config.read_text(encoding="utf-8") == text and link.is_symlink()
+
+
+async def test_sandbox_write_config_replaces_its_own_config_not_a_link_target(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "sandbox.toml"
+    await _write_sandbox_config(config)
+    first = config.read_text(encoding="utf-8")
+    await _write_sandbox_config(config)  # a new port: the config of the last run
+    assert config.read_text(encoding="utf-8") != first and "[enot]" in first
     _private_file(config)
-    assert "[enot]" in config.read_text(encoding="utf-8")
+    # A link to a sandbox config is replaced by a file of its own; its target stays.
+    (tmp_path / "kept.toml").write_text(first, encoding="utf-8")
+    link = tmp_path / "link.toml"
+    link.symlink_to(tmp_path / "kept.toml")
+    await _write_sandbox_config(link)
+    assert not link.is_symlink() and (tmp_path / "kept.toml").read_text("utf-8") == first
+    _private_file(link)
 
 
 def test_create_new_refuses_an_existing_name_or_a_link(tmp_path: Path) -> None:
