@@ -12,7 +12,6 @@ from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
 import attrs
 
@@ -20,6 +19,7 @@ from ..sandbox import FaultKind, Sandbox, SandboxConfig, SandboxCredentials
 from ._args import EXIT_USAGE, CLIError, port
 from ._console import say, show
 from ._files import write_private
+from ._setup import on_this_machine
 from ._views import document
 
 __all__ = ["environment", "register", "run"]
@@ -216,9 +216,6 @@ def _toml(value: str) -> str:
     return json.dumps(value, ensure_ascii=False)  # a JSON string is a TOML basic string
 
 
-_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
-
-
 def _check_replaceable(path: Path) -> None:
     """Refuse (``CLIError``) to replace anything at ``path`` but a config this command
     wrote: one whose every table is a provider's with its ``base_url`` on this machine.
@@ -250,7 +247,7 @@ def _sandbox_config(found: dict[str, Any]) -> bool:
         return False
     for table in found.values():
         url = table.get("base_url") if isinstance(table, dict) else None
-        if not isinstance(url, str) or urlsplit(url).hostname not in _LOOPBACK:
+        if not isinstance(url, str) or not on_this_machine(url):
             return False
     return True
 

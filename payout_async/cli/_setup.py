@@ -40,7 +40,7 @@ import stat
 import tomllib
 from pathlib import Path
 from typing import Any, cast
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import attrs
 
@@ -406,26 +406,52 @@ def build_client(
     values = config.providers[provider]
     total = args.request_timeout
     timeouts = Timeouts(total=total, connect=min(10.0, total), read=total)
+    default = IM_BASE_URL if provider == "intellectmoney" else ENOT_BASE_URL
+    base_url = values.get("base_url", default)
     try:
         if provider == "intellectmoney":
-            return IntellectMoneyClient(
+            client: IntellectMoneyClient | EnotClient = IntellectMoneyClient(
                 values["user_token"],
                 values["secret_key"],
                 bearer_token=values.get("bearer_token"),
                 api=config.im_api(),
-                base_url=values.get("base_url", IM_BASE_URL),
+                base_url=base_url,
                 timeouts=timeouts,
                 rate_limit=config.rates.get(provider),
             )
-        return EnotClient(
-            values["user_id"],
-            values["secret_key"],
-            base_url=values.get("base_url", ENOT_BASE_URL),
-            timeouts=timeouts,
-            rate_limit=config.rates.get(provider),
-        )
+        else:
+            client = EnotClient(
+                values["user_id"],
+                values["secret_key"],
+                base_url=base_url,
+                timeouts=timeouts,
+                rate_limit=config.rates.get(provider),
+            )
     except ConfigurationError as error:
         raise CLIError(f"{provider}: {error}") from None
+    say(f"{provider}: {_endpoint(base_url)}")
+    return client
+
+
+def _endpoint(base_url: str) -> str:
+    """Where a client sends its requests, said out loud (without any user or password
+    in the URL): a sandbox on this machine is named as such, since a payout it
+    answers ``succeeded`` was paid to nobody."""
+    parts = urlsplit(base_url)
+    host = parts.hostname or ""
+    netloc = (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
+    shown = urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    if on_this_machine(base_url):
+        return f"{shown} (on this machine: a sandbox, not the provider)"
+    return shown
+
+
+def on_this_machine(url: str) -> bool:
+    """Whether ``url`` names this machine (loopback): where a sandbox listens."""
+    return urlsplit(url).hostname in _LOOPBACK
+
+
+_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 def make_payouts(

@@ -12,6 +12,7 @@ from rich.cells import cell_len
 from payout_async import ConfigurationError
 from payout_async.cli._columns import canonical, read_records
 from payout_async.cli._console import Column, literal, render_table
+from payout_async.cli._setup import _endpoint
 from payout_async.cli._views import mask_wallet
 from payout_async.ledger._url import parse_ledger_url
 
@@ -105,3 +106,14 @@ def test_mask_wallet() -> None:
     assert mask_wallet("7900*****67") == "7900*****67"  # masking twice changes nothing
     assert mask_wallet("short") == "***"
     assert mask_wallet(None) is None
+
+
+def test_the_endpoint_said_out_loud_hides_a_password_and_names_a_sandbox() -> None:
+    sandbox = " (on this machine: a sandbox, not the provider)"
+    assert _endpoint("https://user:secret@enot.io/base?token=t#x") == "https://enot.io/base"
+    assert _endpoint("https://api.intellectmoney.ru/personal/payout/").endswith("/payout/")
+    assert _endpoint("http://127.0.0.1:8080/personal/payout/") == (
+        "http://127.0.0.1:8080/personal/payout/" + sandbox
+    )
+    assert _endpoint("http://[::1]:9/") == "http://[::1]:9/" + sandbox
+    assert _endpoint("http://localhost") == "http://localhost" + sandbox

@@ -474,3 +474,6 @@ async def test_8_sandbox_writes_a_private_config_and_stops_on_sigterm(tmp_path: 
     await asyncio.wait_for(process.wait(), 10)
     assert run.code == 0, run
     assert process.returncode == 0
+    # Where the payouts went is said, a sandbox named as one (its "succeeded" paid nobody).
+    for said in ("intellectmoney: http://127.0.0.1:", "enot: http://127.0.0.1:"):
+        assert said in run.err and "(on this machine: a sandbox, not the provider)" in run.err
