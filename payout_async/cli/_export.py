@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -21,11 +22,12 @@ from typing import Any, TextIO
 from .._redact import scrub
 from ..ledger import Ledger, LedgerState, PayoutRecord
 from ..payouts import PayoutResult
+from ._args import CLIError
 from ._batch_file import PROVIDERS
 from ._console import literal, show
 from ._escape import csv_line, json_text
 from ._files import write_private
-from ._location import locate, open_ledger, require_existing
+from ._location import LedgerPlace, locate, open_ledger, require_existing
 from ._report import EXIT_OK
 from ._runner import run_async
 from ._setup import add_ledger_option, settings
@@ -181,10 +183,23 @@ def _write(lines: Iterable[str], handle: TextIO) -> None:
         handle.write(line)
 
 
+def _refuse_ledger_file(output: Path, place: LedgerPlace) -> None:
+    """``--output`` naming one of the ledger's own files (its shared-memory index has no
+    header ``write_private`` would know it by) is refused."""
+    if place.url.scheme != "sqlite":
+        return
+    ledger = os.path.abspath(place.location)
+    own = {ledger + suffix for suffix in ("", "-wal", "-shm", "-journal")}
+    if os.path.abspath(output) in own:
+        raise CLIError(f"cannot write {output}: it is a file of the ledger itself; name another")
+
+
 async def _export(args: argparse.Namespace) -> int:
     config = settings(args)
     place = await locate(config.ledger, key=config.ledger_key)
     require_existing(place, "export")
+    if args.output is not None:
+        _refuse_ledger_file(args.output, place)
     ledger = await open_ledger(place, read_only=True)
     providers = [args.provider] if args.provider else list(PROVIDERS)
     states = [LedgerState(s) for s in dict.fromkeys(args.state)] if args.state else LedgerState

@@ -5,7 +5,8 @@ A new file is opened ``O_CREAT | O_EXCL | O_NOFOLLOW`` (mode 0600): an existing 
 or symbolic link at that name is an error, never written through. ``write_private``
 writes a whole file that way under a random hidden name beside the target and then
 renames it over the target in one step: a link at the target is replaced, not
-followed, and a reader sees the old file or the new one, never half of it.
+followed, and a reader sees the old file or the new one, never half of it. It never
+replaces an SQLite database or write-ahead log (a ledger, say).
 """
 
 from __future__ import annotations
@@ -33,10 +34,34 @@ def _refuse_directory(path: Path) -> None:
         raise CLIError(f"cannot write {path}: it is a directory; name a file in it")
 
 
+#: How an SQLite database file, and a write-ahead log (either byte order), begin.
+_DATABASE_HEADERS = (b"SQLite format 3\x00", b"\x37\x7f\x06\x82", b"\x37\x7f\x06\x83")
+
+
+def _refuse_database(path: Path) -> None:
+    """A regular file at ``path`` that is an SQLite database or its log is never
+    replaced: it may be the ledger, the record of what was paid."""
+    try:
+        with open(path, "rb", opener=_no_follow) as handle:
+            head = handle.read(16)
+    except OSError:  # nothing there, a link (replaced, not followed), unreadable
+        return
+    if head.startswith(_DATABASE_HEADERS):
+        raise CLIError(
+            f"cannot write {path}: it is an SQLite database or its log (a ledger?); "
+            "it is left as it is: name another file"
+        )
+
+
+def _no_follow(path: str, flags: int) -> int:
+    return os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK)
+
+
 def write_private(path: Path, lines: Iterable[str]) -> None:
     """Replace ``path`` with a new 0600 file holding the text of ``lines`` (UTF-8);
     any failure is a ``CLIError`` and leaves ``path`` as it was."""
     _refuse_directory(path)
+    _refuse_database(path)
     partial = path.with_name(f".{path.name}.{secrets.token_hex(6)}.partial")
     try:
         descriptor = create_new(partial)

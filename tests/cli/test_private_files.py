@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from payout_async.cli._args import CLIError
 from payout_async.cli._files import create_new, write_private
+from payout_async.ledger import SQLiteLedger
 
 from .support import COMMAND, cli, cli_many
 from .test_hostile_text import _hostile_ledger
@@ -59,6 +61,44 @@ async def test_export_never_writes_through_a_planted_link(tmp_path: Path) -> Non
     _private_file(out)
     assert out.read_text(encoding="utf-8").startswith("schema,key,")
     assert _names(out.parent) == {"export.csv", ".export.csv.partial"}  # no leftovers
+
+
+async def test_export_never_replaces_the_ledger_or_any_database(tmp_path: Path) -> None:
+    """``export -o`` naming the ledger (a slip of the finger) would destroy the record of
+    what was paid -- and a batch run again on a new ledger would pay it all again."""
+    db = tmp_path / "ledger.db"
+    await _hostile_ledger(db)
+    other = tmp_path / "other.db"
+    async with SQLiteLedger(other):
+        pass
+    files = {path: path.read_bytes() for path in (db, other)}
+    ledger = f"sqlite:///{db}"
+    targets = [
+        db,
+        Path(f"{db}-wal"),
+        Path(f"{db}-shm"),
+        other,
+        tmp_path / ".." / db.parent.name / db.name,
+    ]
+    runs = await cli_many([["export", "--ledger", ledger, "-o", str(t)] for t in targets])
+    for target, run in zip(targets, runs, strict=True):
+        assert run.code == 2 and len(run.errors) == 1, (target, run)
+        assert "ledger itself" in run.err or "SQLite database" in run.err, run
+    assert {path: path.read_bytes() for path in files} == files
+    assert (await cli("status", "--ledger", ledger)).code == 0
+
+
+def test_write_private_never_replaces_a_database_or_its_log(tmp_path: Path) -> None:
+    for name, head in [("db", b"SQLite format 3\x00"), ("wal", b"\x37\x7f\x06\x82")]:
+        path = tmp_path / name
+        path.write_bytes(head + b"rest")
+        with pytest.raises(CLIError, match="SQLite database"):
+            write_private(path, ["x"])
+        assert path.read_bytes() == head + b"rest"
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "db")  # a link is replaced, its target left alone
+    write_private(link, ["x"])
+    assert link.read_text(encoding="utf-8") == "x" and not link.is_symlink()
 
 
 async def test_export_to_a_directory_or_a_missing_one_is_one_error_line(tmp_path: Path) -> None:
