@@ -142,6 +142,10 @@ class PayoutRecord:
     #: provider has two (IntellectMoney: ``"legacy"`` or ``"current"``); None when
     #: nothing records it (no operation yet, or a row written before it was recorded).
     provider_api: str | None = None
+    #: The provider account the row's money-moving request went through (Enot: the
+    #: ``user_id``), recorded with it; None when nothing records it (IntellectMoney, no
+    #: request yet, or a row written before it was recorded).
+    provider_account: str | None = None
     untrusted: str | None = None
 
 
@@ -263,6 +267,7 @@ MUTABLE_FIELDS = frozenset(
         "reason",
         "unknown_since",
         "provider_api",
+        "provider_account",
     }
 )
 
@@ -313,6 +318,7 @@ class Ledger(Protocol):
         take_over: Collection[str] = (),
         sending: bool = False,
         switch_provider: bool = False,
+        provider_account: str | None = None,
     ) -> Claim:
         """Record a payout's intent, or find the existing row.
 
@@ -336,6 +342,9 @@ class Ledger(Protocol):
         that row is ``failed``, ``cancelled``, or ``refused`` and not leased (it is then
         cancelled in the same write). Of two concurrent begins of one key under two
         providers, one records it and the other raises.
+
+        ``provider_account`` is recorded on a row this call creates, or begins again
+        after a refusal (``PayoutRecord.provider_account``).
         """
         ...
 

@@ -79,6 +79,7 @@ class _Row:
     reason: str | None
     unknown_since: float | None
     provider_api: str | None
+    provider_account: str | None
 
     def __init__(  # PayoutRecord's fields and defaults (checked below the class)
         self,
@@ -102,6 +103,7 @@ class _Row:
         reason: str | None = None,
         unknown_since: float | None = None,
         provider_api: str | None = None,
+        provider_account: str | None = None,
     ) -> None:
         self.provider, self.key, self.params_hash = provider, key, params_hash
         self.params, self.state, self.operation_id = params, state, operation_id
@@ -110,6 +112,7 @@ class _Row:
         self.lease_token, self.created_at, self.updated_at = lease_token, created_at, updated_at
         self.last_error, self.reason = last_error, reason
         self.unknown_since, self.provider_api = unknown_since, provider_api
+        self.provider_account = provider_account
         self.recipient: str | None = recipient
         self.full: dict[str, Any] | None = None
 
@@ -327,6 +330,7 @@ class MemoryLedger(Ledger):
         take_over: Collection[str] = (),
         sending: bool = False,
         switch_provider: bool = False,
+        provider_account: str | None = None,
     ) -> Claim:
         """See ``Ledger.begin``."""
         self._recipients.check_digest(params_hash)
@@ -350,6 +354,7 @@ class MemoryLedger(Ledger):
                 lease_token=1,
                 created_at=now,
                 updated_at=now,
+                provider_account=provider_account,
             )
             row.full = dict(params)  # what load() would put back: the params given
             self._insert(row, owner, "intent recorded")
@@ -357,6 +362,7 @@ class MemoryLedger(Ledger):
         if row.state is LedgerState.REFUSED:
             live_elsewhere(key, self._others(provider, key, now))
             from_state = self._begin_again(row, params_hash, stored, order_id, now)
+            row.provider_account = provider_account
             claim = self._claim(row, owner, lease_seconds, now)
             self._log(row, from_state, owner, "intent recorded again after a refusal")
             return claim

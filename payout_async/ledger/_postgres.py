@@ -157,6 +157,7 @@ CREATE TABLE IF NOT EXISTS {t} (
     unknown_since double precision,
     recipient text,
     provider_api text,
+    provider_account text,
     shared_key boolean NOT NULL DEFAULT false,
     {begun},
     signature text,
@@ -176,6 +177,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS "{prefix}{LIVE_KEY_INDEX}" ON {t} (key)
 CREATE INDEX IF NOT EXISTS "{prefix}payouts_key" ON {t} (key);
 ALTER TABLE {t} ADD COLUMN IF NOT EXISTS signature text;
 ALTER TABLE {t} ADD COLUMN IF NOT EXISTS operation_signature text;
+ALTER TABLE {t} ADD COLUMN IF NOT EXISTS provider_account text;
 DROP INDEX IF EXISTS {qualify}"{prefix}payouts_order_id";
 CREATE UNIQUE INDEX IF NOT EXISTS "{prefix}payouts_order_id_unique" ON {t} (provider, order_id)
     WHERE order_id IS NOT NULL;
@@ -232,7 +234,8 @@ RETURNING {p_cols}"""
 WITH {_NOW},
 upd AS (
     UPDATE {t} p SET state = 'pending', params_hash = $5, params = $6::text::jsonb,
-                     recipient = $8, order_id = $7, signature = $9, reason = NULL,
+                     recipient = $8, order_id = $7, signature = $9, provider_account = $10,
+                     reason = NULL,
                      updated_at = now.t, lease_owner = $3,
                      lease_expires_at = now.t + $4, lease_token = p.lease_token + 1
     FROM now WHERE p.provider = $1 AND p.key = $2 AND p.state = 'refused'
@@ -633,6 +636,7 @@ class PostgresLedger(Ledger):
         take_over: Collection[str] = (),
         sending: bool = False,
         switch_provider: bool = False,
+        provider_account: str | None = None,
     ) -> Claim:
         """See ``Ledger.begin``."""
         recipients = self._recipients
@@ -654,6 +658,7 @@ class PostgresLedger(Ledger):
             attempts=int(sending),
             switch=switch_provider,
             signature=stored.signature,
+            provider_account=provider_account,
         )
         for tries_left in (1, 0):
             try:
@@ -669,7 +674,10 @@ class PostgresLedger(Ledger):
                 )
                 if row is not None:
                     return Claim(record=self._record(row), claimed=True)
-                again = (params_hash, params_text, order_id, stored.recipient, stored.signature)
+                again = (
+                    params_hash, params_text, order_id, stored.recipient, stored.signature,
+                    provider_account,
+                )  # fmt: skip
                 row = await self._fetchrow(self._sql.rebegin, provider, key, owner, lease, *again)
                 break
             except self._asyncpg.UniqueViolationError as error:

@@ -58,6 +58,7 @@ class Insert:
     attempts: int
     switch: bool  # ``switch_provider``
     signature: str | None
+    provider_account: str | None
 
 
 @attrs.frozen(slots=False)
@@ -95,6 +96,7 @@ _INSERT_INPUTS = [
     ("attempts", "int4"),
     ("switch", "bool"),
     ("signature", "text"),
+    ("provider_account", "text"),
 ]
 _MOVE_INPUTS = [
     ("provider", "text"),
@@ -186,9 +188,10 @@ i AS MATERIALIZED (SELECT * FROM {_rows("$1", "i_", _INSERT_INPUTS)} AS i),{move
 ins AS (
     INSERT INTO {t} (provider, key, params_hash, params, state, order_id, attempts,
                      lease_owner, lease_expires_at, lease_token, created_at, updated_at,
-                     recipient, signature)
+                     recipient, signature, provider_account)
     SELECT i_provider, i_key, i_params_hash, i_params::jsonb, i_state, i_order_id,
-           i_attempts, i_owner, now.t + i_lease, 1, now.t, now.t, i_recipient, i_signature
+           i_attempts, i_owner, now.t + i_lease, 1, now.t, now.t, i_recipient, i_signature,
+           i_provider_account
     FROM i, now
     WHERE NOT {blocked} AND (SELECT count(*) FROM moved) >= 0
     ORDER BY i_provider, i_key

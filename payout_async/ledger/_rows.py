@@ -41,8 +41,8 @@ __all__ = [
 ]
 
 #: ``payouts`` columns, read by name (``Records``): ``PayoutRecord``'s fields,
-#: then ``recipient`` (the full recipient, kept apart), ``provider_api``, and the row's
-#: signatures (``ledger._recipient``).
+#: then ``recipient`` (the full recipient, kept apart), ``provider_api``,
+#: ``provider_account``, and the row's signatures (``ledger._recipient``).
 COLUMNS = (
     "provider",
     "key",
@@ -63,6 +63,7 @@ COLUMNS = (
     "unknown_since",
     "recipient",
     "provider_api",
+    "provider_account",
     "signature",
     "operation_signature",
 )
@@ -139,7 +140,7 @@ _READ = (
     "provider", "key", "params_hash", "params", "state", "operation_id", "order_id",
     "provider_status", "attempts", "lease_owner", "lease_expires_at", "lease_token",
     "created_at", "updated_at", "last_error", "reason", "unknown_since", "recipient",
-    "provider_api",
+    "provider_api", "provider_account",
 )  # fmt: skip
 assert COLUMNS[: len(_READ)] == _READ
 
@@ -278,7 +279,7 @@ def _record(
     (
         provider, key, params_hash, _, _, operation_id, order_id, provider_status,
         attempts, lease_owner, lease_expires_at, lease_token, created_at, updated_at,
-        last_error, reason, unknown_since, _, provider_api, *_,
+        last_error, reason, unknown_since, _, provider_api, provider_account, *_,
     ) = row  # fmt: skip  # COLUMNS, in order (_READ checks it)
     return PayoutRecord(
         provider=provider,
@@ -299,6 +300,7 @@ def _record(
         reason=scrub(reason),
         unknown_since=unknown_since,
         provider_api=provider_api,
+        provider_account=provider_account,
         untrusted=untrusted,
     )
 

@@ -140,7 +140,8 @@ _RELEASE = (
 )
 _REBEGIN = (
     "UPDATE payouts SET state = ?, params_hash = ?, params = ?, recipient = ?, order_id = ?, "
-    "signature = ?, reason = NULL, updated_at = ? WHERE provider = ? AND key = ?"
+    "signature = ?, provider_account = ?, reason = NULL, updated_at = ? "
+    "WHERE provider = ? AND key = ?"
 )
 _RECIPIENT = "SELECT recipient FROM payouts WHERE provider = ? AND key = ?"
 # What a final write also sets: the recipient goes, the fingerprint and signature of
@@ -361,6 +362,7 @@ class _Begin:
     order_id: str | None
     take_over: Collection[str]
     switch_provider: bool
+    provider_account: str | None
 
     def run(self, conn: sqlite3.Connection, history: list[HistoryRow]) -> Claim:
         now = time.time()
@@ -380,6 +382,7 @@ class _Begin:
             updated_at=now,
             recipient=stored.recipient,
             signature=stored.signature,
+            provider_account=self.provider_account,
         )
         # One statement for a key seen nowhere yet; its order_id another key's
         # fails it (and leaves no trace): the rules in full then say so.
@@ -420,7 +423,8 @@ class _Begin:
         if record.state is LedgerState.REFUSED:
             live_elsewhere(key, _others(conn, provider, key, now))
             again = (pending, self.params_hash, self.params_text, stored.recipient, order_id)
-            conn.execute(_REBEGIN, (*again, stored.signature, now, provider, key))
+            account = self.provider_account
+            conn.execute(_REBEGIN, (*again, stored.signature, account, now, provider, key))
             note = "intent recorded again after a refusal"
             history.append(HistoryRow(provider, key, record.state.value, pending, now, owner, note))
         elif not ledger._recipients.matches(
@@ -847,6 +851,7 @@ class SQLiteLedger(Ledger):
         take_over: Collection[str] = (),
         sending: bool = False,
         switch_provider: bool = False,
+        provider_account: str | None = None,
     ) -> Claim:
         """See ``Ledger.begin``."""
         recipients = self._recipients
@@ -866,6 +871,7 @@ class SQLiteLedger(Ledger):
             order_id=order_id,
             take_over=take_over,
             switch_provider=switch_provider,
+            provider_account=provider_account,
         )
         return await self._write(begin.run, atomic=True)
 

@@ -56,6 +56,7 @@ CREATE TABLE IF NOT EXISTS payouts (
     unknown_since REAL,
     recipient TEXT,
     provider_api TEXT,
+    provider_account TEXT,
     shared_key INTEGER NOT NULL DEFAULT 0,
     signature TEXT,
     operation_signature TEXT,
@@ -115,6 +116,7 @@ _ADDED_COLUMNS = (
     ("shared_key", "INTEGER NOT NULL DEFAULT 0"),
     ("signature", "TEXT"),
     ("operation_signature", "TEXT"),
+    ("provider_account", "TEXT"),
 )
 
 # What a current file holds: ``open()`` runs ``create_schema`` only when it lacks some.

@@ -141,7 +141,27 @@ class EnotFlow(Flow[EnotClient, PayoffRequest, Payoff]):
         already ``sending``: the create is the next thing that happens."""
         return not self.settings.lookup_before_create
 
+    def account(self) -> str:
+        """The Enot account (``user_id``) creates go through: an order_id is looked
+        up within one account, so a row that may have a payoff is only ever looked up,
+        created again or followed through the account that sent it."""
+        return self.client.user_id
+
     async def drive(self, run: Run, request: PayoffRequest | None = None) -> None:
+        """Drive the row -- unless a create of it may exist in another Enot account
+        than this client's: looked up here it would not be found, and after the grace
+        created here too. The row parks, naming the account to finish it with."""
+        record = run.record
+        sent_by = record.provider_account
+        may_exist = record.state in (LedgerState.SENDING, LedgerState.PROCESSING)
+        if may_exist and sent_by is not None and sent_by != self.account():
+            await run.give_up(
+                f"its payoff was created, or may have been, through Enot account "
+                f"{sent_by}, and this client is account {self.account()}: finish it with "
+                f"that account's credentials (another account cannot find it by order_id, "
+                "and would create it again)"
+            )
+            return
         try:
             await super().drive(run, request)
         finally:
@@ -217,7 +237,12 @@ class EnotFlow(Flow[EnotClient, PayoffRequest, Payoff]):
         look = self.settings.lookup_before_create or run.record.attempts > 0
         if look and await self._found_before_create(run, request):
             return
-        await run.move(LedgerState.SENDING, add_attempt=True, note="creating payoff")
+        await run.move(
+            LedgerState.SENDING,
+            add_attempt=True,
+            provider_account=self.account(),
+            note="creating payoff",
+        )
         await self._send(run, request)
 
     async def _sending(self, run: Run, request: PayoffRequest) -> None:

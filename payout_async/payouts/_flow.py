@@ -118,6 +118,13 @@ class Flow(abc.ABC, Generic[ClientT, RequestT, AnswerT]):
     def read(self, answer: AnswerT) -> Reading:
         """What ``answer`` says about the payout."""
 
+    def account(self) -> str | None:
+        """The provider account this flow's client sends through, recorded with each
+        money-moving request (``PayoutRecord.provider_account``); None where a row
+        needs none (a provider that cannot be asked about another account's payouts
+        by our reference)."""
+        return None
+
     def begins_sending(self) -> bool:
         """Whether a new row's intent is recorded already ``sending`` (one attempt):
         only a flow whose first step sends a money-moving request, with nothing in

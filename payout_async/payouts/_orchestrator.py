@@ -537,6 +537,7 @@ class Payouts(Generic[Request]):
             take_over=take_over,
             sending=self._flow.begins_sending(),
             switch_provider=self._switch_provider,
+            provider_account=self._flow.account(),
         )
         if getattr(type(self.ledger), "begin", None) is MemoryLedger.begin:
             return begin  # (read off the class: a proxy's __getattr__ is no MemoryLedger)

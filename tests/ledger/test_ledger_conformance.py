@@ -216,9 +216,12 @@ async def test_a_refused_row_is_begun_again_with_any_parameters(ledger: Ledger) 
         owner="w2",
         lease_seconds=LEASE,
         order_id="o-2",
+        provider_account="acct-2",
     )
     assert claim.claimed and not claim.created
     record = claim.record
+    again = await ledger.get(P, "k1")
+    assert again is not None and record.provider_account == again.provider_account == "acct-2"
     assert refused is not None and record.lease_token > refused.lease_token
     assert (record.state, record.reason, record.lease_owner) == (LedgerState.PENDING, None, "w2")
     assert (dict(record.params), record.params_hash) == (corrected, params_hash(corrected))
@@ -510,11 +513,16 @@ async def test_each_record_a_write_returns_is_the_row_as_read_afresh(
     fresh = await backend.new(**options)
     digest = ledger.params_hash(PARAMS)
     claim = await ledger.begin(
-        P, "k1", digest, PARAMS, owner="w1", lease_seconds=LEASE, order_id="o-1"
-    )
+        P, "k1", digest, PARAMS, owner="w1", lease_seconds=LEASE, order_id="o-1",
+        provider_account="acct-1",
+    )  # fmt: skip
     assert claim.created and claim.record == await fresh.get(P, "k1")
+    assert claim.record.provider_account == "acct-1"
     steps: list[tuple[LedgerState, dict[str, Any]]] = [
-        (LedgerState.SENDING, {"add_attempt": True, "last_error": "x", "unknown_since": 7}),
+        (
+            LedgerState.SENDING,
+            {"add_attempt": True, "last_error": "x", "unknown_since": 7, "provider_account": "a2"},
+        ),
         (
             LedgerState.PROCESSING,
             {"operation_id": 42, "provider_status": "Accepted", "provider_api": "current"},
@@ -530,6 +538,7 @@ async def test_each_record_a_write_returns_is_the_row_as_read_afresh(
         assert record == await fresh.get(P, "k1"), (state, changes)
     assert record.params_hash == "masked" and record.lease_owner is None
     assert (record.operation_id, record.order_id, record.unknown_since) == ("42", "o-2", None)
+    assert record.provider_account == "a2"
 
     # A row begun with a fingerprint of other parameters: the ledger checks the one
     # thing of a new row it did not make itself, as any later read does.

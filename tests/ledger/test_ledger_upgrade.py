@@ -119,15 +119,15 @@ async def test_postgres_upgrades_a_version_1_table(schema: str) -> None:
 
 
 async def _records_the_api(ledger: Ledger, token: int) -> None:
-    """An old row has no ``provider_api`` (the column the upgrade added); it keeps one
-    once written."""
+    """An old row has no ``provider_api`` nor ``provider_account`` (columns the upgrade
+    added); it keeps them once written."""
     old = await ledger.get("enot", "old")
-    assert old is not None and old.provider_api is None
+    assert old is not None and (old.provider_api, old.provider_account) == (None, None)
     moved = await ledger.transition(
         "enot", "old", owner="w", token=token, lease_seconds=5,
-        state=LedgerState.PROCESSING, provider_api="current",
+        state=LedgerState.PROCESSING, provider_api="current", provider_account="acct",
     )  # fmt: skip
-    assert moved.provider_api == "current"
+    assert (moved.provider_api, moved.provider_account) == ("current", "acct")
     assert (await ledger.get("enot", "old")) == moved
 
 
