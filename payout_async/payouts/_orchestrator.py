@@ -512,6 +512,8 @@ class Payouts(Generic[Request]):
             take_over = (holder,)  # provably ended (this host, boot and PID namespace)
         reason = _busy_reason(claim.record)
         drive.deferred = reason is not None
+        if reason is None:
+            reason = _paid_elsewhere(claim.record, self._flow.account())
         return PayoutResult.from_record(claim.record, reason=reason)
 
     def _begin(
@@ -1041,6 +1043,17 @@ def _busy_reason(record: PayoutRecord) -> str | None:
     if record.lease_expires_at is not None:
         until = " until " + time.strftime("%H:%M:%S", time.localtime(record.lease_expires_at))
     return f"in progress in another drive (leased to {record.lease_owner}{until})"
+
+
+def _paid_elsewhere(record: PayoutRecord, account: str | None) -> str | None:
+    """Why a payout found ``succeeded`` deserves a word: it was paid through another
+    account than this client's -- a sandbox's, say, whose "success" paid nobody."""
+    paid_by = record.provider_account
+    if record.state is not LedgerState.SUCCEEDED or None in (paid_by, account):
+        return None
+    if paid_by == account:
+        return None
+    return f"paid through account {paid_by}, not this client's ({account})"
 
 
 class _Items:

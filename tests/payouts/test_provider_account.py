@@ -117,3 +117,23 @@ async def test_a_row_nothing_was_sent_for_is_paid_through_the_account_driving_it
         row = await ledger.get("enot", "k")
         assert row is not None and row.state is LedgerState.SUCCEEDED
         assert row.provider_account == B.enot_user_id
+
+
+async def test_a_key_paid_through_another_account_says_so(tmp_path: Path) -> None:
+    """Paid once through account A (a sandbox's, say, whose "success" paid nobody):
+    asked again through account B, the payout is not paid again, and says where it
+    was paid."""
+    async with (
+        account(A) as (_, client_a),
+        account(B) as (books_b, client_b),
+        SQLiteLedger(tmp_path / "ledger.db") as ledger,
+    ):
+        first = await payouts(client_a, ledger).pay("k", enot_request())
+        assert first.status is PayoutStatus.SUCCEEDED and first.reason is None
+        again = await payouts(client_b, ledger).pay("k", enot_request())
+        assert again.status is PayoutStatus.SUCCEEDED
+        assert again.reason == (
+            f"paid through account {A.enot_user_id}, not this client's ({B.enot_user_id})"
+        )
+        assert books_b.stats().requests == {}
+        assert (await payouts(client_a, ledger).pay("k", enot_request())).reason is None
