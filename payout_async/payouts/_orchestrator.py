@@ -1049,9 +1049,7 @@ def _paid_elsewhere(record: PayoutRecord, account: str | None) -> str | None:
     """Why a payout found ``succeeded`` deserves a word: it was paid through another
     account than this client's -- a sandbox's, say, whose "success" paid nobody."""
     paid_by = record.provider_account
-    if record.state is not LedgerState.SUCCEEDED or None in (paid_by, account):
-        return None
-    if paid_by == account:
+    if account is None or record.state is not LedgerState.SUCCEEDED or paid_by in (None, account):
         return None
     return f"paid through account {paid_by}, not this client's ({account})"
 
