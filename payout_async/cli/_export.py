@@ -183,15 +183,19 @@ def _write(lines: Iterable[str], handle: TextIO) -> None:
         handle.write(line)
 
 
-def _refuse_ledger_file(output: Path, place: LedgerPlace) -> None:
-    """``--output`` naming one of the ledger's own files (its shared-memory index has no
-    header ``write_private`` would know it by) is refused."""
-    if place.url.scheme != "sqlite":
-        return
-    ledger = os.path.abspath(place.location)
-    own = {ledger + suffix for suffix in ("", "-wal", "-shm", "-journal")}
+def _refuse_own_files(output: Path, place: LedgerPlace, args: argparse.Namespace) -> None:
+    """``--output`` naming a file the command reads -- one of the ledger's own (its
+    shared-memory index has no header ``write_private`` would know it by), its key
+    file, the config -- is refused: replaced, the payouts could no longer be read."""
+    own = {os.path.abspath(path) for path in (args.config, args.ledger_key_file) if path}
+    if place.url.scheme == "sqlite":
+        ledger = os.path.abspath(place.location)
+        own.update(ledger + suffix for suffix in ("", "-wal", "-shm", "-journal"))
     if os.path.abspath(output) in own:
-        raise CLIError(f"cannot write {output}: it is a file of the ledger itself; name another")
+        raise CLIError(
+            f"cannot write {output}: the command reads it (the ledger, its key or the "
+            "config); name another file"
+        )
 
 
 async def _export(args: argparse.Namespace) -> int:
@@ -199,7 +203,7 @@ async def _export(args: argparse.Namespace) -> int:
     place = await locate(config.ledger, key=config.ledger_key)
     require_existing(place, "export")
     if args.output is not None:
-        _refuse_ledger_file(args.output, place)
+        _refuse_own_files(args.output, place, args)
     ledger = await open_ledger(place, read_only=True)
     providers = [args.provider] if args.provider else list(PROVIDERS)
     states = [LedgerState(s) for s in dict.fromkeys(args.state)] if args.state else LedgerState

@@ -15,7 +15,7 @@ import pytest
 
 from payout_async.cli._args import CLIError
 from payout_async.cli._files import create_new, write_private
-from payout_async.ledger import SQLiteLedger
+from payout_async.ledger import SQLiteLedger, new_encryption_key
 
 from .support import COMMAND, cli, cli_many
 from .test_hostile_text import _hostile_ledger
@@ -83,9 +83,29 @@ async def test_export_never_replaces_the_ledger_or_any_database(tmp_path: Path) 
     runs = await cli_many([["export", "--ledger", ledger, "-o", str(t)] for t in targets])
     for target, run in zip(targets, runs, strict=True):
         assert run.code == 2 and len(run.errors) == 1, (target, run)
-        assert "ledger itself" in run.err or "SQLite database" in run.err, run
+        assert "the command reads it" in run.err or "SQLite database" in run.err, run
     assert {path: path.read_bytes() for path in files} == files
     assert (await cli("status", "--ledger", ledger)).code == 0
+
+
+async def test_export_never_replaces_the_ledgers_key_or_the_config(tmp_path: Path) -> None:
+    """Without its key file a ledger's sealed recipients cannot be read again."""
+    db = tmp_path / "ledger.db"
+    await _hostile_ledger(db)
+    key = tmp_path / "ledger.key"
+    key.write_text(new_encryption_key() + "\n", encoding="utf-8")
+    config = tmp_path / "payouts.toml"
+    config.write_text(f'ledger = "sqlite:///{db}"\n', encoding="utf-8")
+    for path in (key, config):
+        path.chmod(0o600)
+    before = {path: path.read_bytes() for path in (key, config)}
+    runs = await cli_many([
+        ["export", "--ledger", f"sqlite:///{db}", "--ledger-key-file", str(key), "-o", str(key)],
+        ["export", "--config", str(config), "-o", str(config)],
+    ])  # fmt: skip
+    for run in runs:
+        assert run.code == 2 and "the command reads it" in run.err, run
+    assert {path: path.read_bytes() for path in before} == before
 
 
 def test_write_private_never_replaces_a_database_or_its_log(tmp_path: Path) -> None:
