@@ -54,6 +54,7 @@ EXPORT_FIELDS = (
     "last_error",
     "created_at",
     "updated_at",
+    "provider_account",
 )
 FORMATS = ("csv", "jsonl")
 
@@ -141,6 +142,7 @@ def export_row(record: PayoutRecord) -> dict[str, Any]:
         "last_error": scrub(record.last_error),
         "created_at": iso_utc(record.created_at),
         "updated_at": iso_utc(record.updated_at),
+        "provider_account": record.provider_account,
     }
 
 

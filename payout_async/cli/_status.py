@@ -169,6 +169,7 @@ async def _show_key(
         view["lease_expires_at"] = until(record.lease_expires_at) if record.lease_owner else None
         view["created_at"] = _when(record.created_at)
         view["updated_at"] = _when(record.updated_at)
+        view["provider_account"] = record.provider_account
         for name, value in view.items():
             show(f"{name:>16}: {literal(value if value is not None else '')}")
         rows = [

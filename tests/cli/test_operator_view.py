@@ -204,6 +204,9 @@ async def test_export_writes_paid_rows_as_csv_and_jsonl(sandbox: Sandbox, tmp_pa
         assert row["recipient"] == "411111******1111"
         assert row["provider_id"] and row["provider_status"]
         assert ISO_UTC.match(row["created_at"]) and ISO_UTC.match(row["updated_at"])
+        # The Enot account each payoff was created through (IntellectMoney: none).
+        account = None if n % 2 == 0 else sandbox.credentials.enot_user_id
+        assert row["provider_account"] == account
     assert CARD not in as_jsonl.out and CARD not in out_csv.read_text()
 
     table = list(csv.DictReader(io.StringIO(out_csv.read_text(encoding="utf-8"))))
