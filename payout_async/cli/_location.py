@@ -171,18 +171,16 @@ async def open_ledger(
     ledger = place.url.ledger(encryption_key=place.key, read_only=read_only)
     try:
         await ledger.open()
-    except LedgerOutdatedError:
-        with contextlib.suppress(Exception):
-            await ledger.aclose()
-        raise CLIError(
-            f"ledger {place.location} was written by an older payout-async, and this "
-            "command only reads: it upgrades nothing. The first batch, enqueue, resume, "
-            "reconcile or worker of this version upgrades it as it opens it (stop the "
-            "older version's workers first)"
-        ) from None
     except Exception as error:
         with contextlib.suppress(Exception):
             await ledger.aclose()
+        if isinstance(error, LedgerOutdatedError):
+            raise CLIError(
+                f"ledger {place.location} was written by an older payout-async, and this "
+                "command only reads: it upgrades nothing. The first batch, enqueue, resume, "
+                "reconcile or worker of this version upgrades it as it opens it (stop the "
+                "older version's workers first)"
+            ) from None
         raise CLIError(
             f"cannot open ledger {place.location}: {type(error).__name__}: {error}"
         ) from None

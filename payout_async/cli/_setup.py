@@ -446,12 +446,12 @@ def _endpoint(base_url: str) -> str:
     return shown
 
 
+_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
 def on_this_machine(url: str) -> bool:
     """Whether ``url`` names this machine (loopback): where a sandbox listens."""
     return urlsplit(url).hostname in _LOOPBACK
-
-
-_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 def make_payouts(
