@@ -122,6 +122,11 @@ class RateLimiter:
             if bucket is self._bucket and self._paused_until <= self._clock():
                 return self._clock()
 
+    def moved(self) -> None:
+        """The client now runs in another event loop (the last one closed): the turns
+        waited for in that one are gone with it; the rate and any hold stay."""
+        self._bucket = self._new_bucket()
+
     def _new_bucket(self) -> AsyncLimiter:
         from aiolimiter import AsyncLimiter  # here: importing it costs 30 ms at start-up
 

@@ -24,6 +24,7 @@ import msgspec
 
 from ._errors import OutcomeUnknownError, RequestNotSentError, TransportError
 from ._fence import current_guard
+from ._loops import LoopBinding
 from ._rate import RateLimiter
 from ._redact import Redactor, redact_fields
 from ._version import __version__
@@ -163,6 +164,11 @@ class Transport:
     of its own, a request first waits for one of the pool's ``limit`` connections
     (however long: nothing has been sent). A ``limiter`` then paces every request (its
     wait comes before the lease fence is checked) and is told of each 429.
+
+    A session belongs to the event loop it was made in (``_loops``): once that loop
+    has closed (an ``asyncio.run()`` per job), a session of its own is made anew in the
+    next one; a given session is refused there, and so is any use from a second loop
+    while the first is still open -- ``ConfigurationError``, before anything is sent.
     """
 
     def __init__(
@@ -174,6 +180,7 @@ class Transport:
         limit: int = 100,
         redactor: Redactor | None = None,
         limiter: RateLimiter | None = None,
+        name: str = "this client",
     ) -> None:
         self.base_url = base_url.rstrip("/") + "/"
         self.limiter = limiter
@@ -193,6 +200,21 @@ class Transport:
         self._per_request: dict[str, Any] = (
             {} if self._owns_session else {"timeout": self._client_timeout}
         )
+        #: The event loop the session (and the slots' waiters) belong to.
+        given = None if self._owns_session else f"the session given to {name}"
+        self.loop = LoopBinding(name, given=given)
+
+    async def _moved(self) -> None:
+        """The last event loop this transport ran in has closed: what belonged to it
+        goes (a session of its own is closed, which its closed loop makes a formality)
+        and is made anew here (a given session ties the transport to its loop)."""
+        old, self._session = self._session, None
+        if self._slots is not None:
+            self._slots = asyncio.Semaphore(self._limit)
+        if self.limiter is not None:
+            self.limiter.moved()
+        if old is not None and not old.closed:
+            await old.close()
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or (self._owns_session and self._session.closed):
@@ -202,6 +224,8 @@ class Transport:
 
     async def aclose(self) -> None:
         """Close the session if this transport created it."""
+        if self._owns_session and self.loop.moved():
+            await self._moved()
         if self._owns_session and self._session is not None and not self._session.closed:
             await self._session.close()
 
@@ -226,6 +250,8 @@ class Transport:
         to send at all. ``redactor`` replaces the transport's own for this request's
         log lines and errors.
         """
+        if self.loop.moved():
+            await self._moved()
         slots = self._slots
         if slots is not None:  # our turn for one of the pool's connections
             await slots.acquire()
@@ -321,3 +347,8 @@ class TransportClient:
     async def aclose(self) -> None:
         """Close the HTTP session if the client created it."""
         await self._transport.aclose()
+
+    def _check_event_loop(self) -> None:
+        """``ConfigurationError`` when this client may not send from the running event
+        loop (``_loops``): ``Payouts`` asks before it records anything."""
+        self._transport.loop.check()

@@ -87,6 +87,7 @@ class EnotClient(TransportClient):
             limit=limit,
             redactor=self._answers.redactor,
             limiter=limiter_for(rate_limit, "enot"),
+            name="EnotClient",
         )
 
     def __repr__(self) -> str:

@@ -176,6 +176,7 @@ class IntellectMoneyClient(TransportClient):
             limit=limit,
             redactor=redactor,
             limiter=limiter_for(rate_limit, "intellectmoney"),
+            name="IntellectMoneyClient",
         )
 
     def __repr__(self) -> str:

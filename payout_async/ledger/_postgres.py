@@ -28,6 +28,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, Self
 
 from .._errors import ConfigurationError, IdempotencyConflictError
+from .._loops import LoopBinding
 from ._base import (
     ACTIVE_STATES,
     Claim,
@@ -420,6 +421,9 @@ class PostgresLedger(Ledger):
         self._writes: Batcher[Write] | None = None
         self._ready = False
         self._opening = asyncio.Lock()
+        #: The event loop the pool, the writer task and the listener belong to.
+        given = None if self._owns_pool else f"the pool given to {self!r}"
+        self._loop = LoopBinding(repr(self), given=given)
 
     def __repr__(self) -> str:
         where = f"{self.schema}." if self.schema else ""
@@ -442,6 +446,8 @@ class PostgresLedger(Ledger):
     async def _connection_pool(self) -> BoundedPool:
         """The pool, wrapped so that every call is bounded and classified (its
         ``fetch``, ``fetchrow`` and ``execute`` raise only ``LedgerError``\\ s)."""
+        if self._loop.moved():
+            self._moved()
         if self._ready and self._calls is not None:
             return self._calls
         loop = asyncio.get_running_loop()
@@ -578,9 +584,21 @@ class PostgresLedger(Ledger):
             return {}
         return {"reset": _keep_session}
 
+    def _moved(self) -> None:
+        """The last event loop this ledger ran in has closed (``_loops``): the pool it
+        made there, its writer task and its listener went with it, and are made anew
+        here (the old connections' sockets close as they are collected). (A given pool
+        ties the ledger to its loop.)"""
+        self._pool = None
+        self._calls = self._writes = self._wakeups = None
+        self._ready = False
+        self._opening = asyncio.Lock()
+
     async def aclose(self) -> None:
         """Close the pool this ledger made (a caller-supplied pool stays open); within
         ``command_timeout``, after which its connections are cut."""
+        if self._loop.moved():
+            self._moved()
         wakeups, self._wakeups = self._wakeups, None
         if wakeups is not None:
             await wakeups.aclose()

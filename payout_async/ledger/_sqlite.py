@@ -38,6 +38,7 @@ import aiosqlite.core
 import attrs
 
 from .._errors import ConfigurationError, IdempotencyConflictError, PayoutError
+from .._loops import LoopBinding
 from ._base import (
     ACTIVE_STATES,
     MUTABLE_FIELDS,
@@ -566,6 +567,8 @@ class SQLiteLedger(Ledger):
         self._flusher: asyncio.Task[None] | None = None
         self._abandon: weakref.finalize[Any, Any] | None = None
         self._listeners = ListenerHub()
+        #: The event loop the writer task and the callers' futures belong to.
+        self._loop = LoopBinding(repr(self))
 
     def __repr__(self) -> str:
         return f"SQLiteLedger({self.path!r}{', read_only=True' if self.read_only else ''})"
@@ -584,6 +587,8 @@ class SQLiteLedger(Ledger):
         await self._connection()
 
     async def _connection(self) -> aiosqlite.Connection:
+        if self._loop.moved():
+            self._moved()
         if self._db is not None:
             return self._db
         async with self._opening:
@@ -596,6 +601,15 @@ class SQLiteLedger(Ledger):
                 self._db = db
                 self._abandon = weakref.finalize(self, _abandon, db)
         return self._db
+
+    def _moved(self) -> None:
+        """The last event loop this ledger ran in has closed (``_loops``): its writer
+        task and its waits went with it. The connection stays: its thread answers
+        whichever loop asks."""
+        self._opening = asyncio.Lock()
+        self._queue = []
+        self._flusher = None
+        self._scrubber.moved()
 
     async def _open(self) -> aiosqlite.Connection:
         target, uri = self._target()
@@ -669,6 +683,8 @@ class SQLiteLedger(Ledger):
     async def aclose(self) -> None:
         """Finish queued writes, checkpoint and empty the WAL, and close the connection
         (``open`` or any call reopens it)."""
+        if self._loop.moved():
+            self._moved()
         if self._flusher is not None:
             await asyncio.shield(self._flusher)
         db, self._db = self._db, None

@@ -100,6 +100,11 @@ class Scrubber:
                 logger.debug("SQLite ledger checkpoint skipped: %s", error)
                 return
 
+    def moved(self) -> None:
+        """The event loop of the checkpoint waiting for its interval has closed: it is
+        gone (the next dropped recipient schedules another; ``now()`` follows at close)."""
+        self._later = None
+
     async def stop(self) -> None:
         """Cancel a checkpoint waiting for its interval (``now()`` follows at close)."""
         if self._later is not None and not self._later.done():

@@ -24,6 +24,7 @@ from typing import Any, Generic, Self, TypeVar, overload
 import attrs
 
 from .._errors import ConfigurationError, IdempotencyConflictError, ValidationError
+from .._loops import LoopBinding
 from .._polling import PollPolicy
 from .._shield import shielded
 from .._validation import check_key
@@ -335,6 +336,8 @@ class Payouts(Generic[Request]):
         self._observer = Observer(on_transition, timeout=on_transition_timeout, on_wait=on_wait)
         #: Renews the leases of this Payouts' drives (every third of a lease).
         self._heartbeats = Heartbeats(lease_seconds / 3)
+        #: The event loop this Payouts' drives, waits and timers belong to.
+        self._loop = LoopBinding(f"Payouts({self.provider})")
 
     def __repr__(self) -> str:
         return f"Payouts(provider={self.provider!r}, owner={self.owner!r}, ledger={self.ledger!r})"
@@ -351,6 +354,8 @@ class Payouts(Generic[Request]):
         they stand and give their rows back, for ``resume()`` or a worker to finish),
         and wait for the lease releases still under way. The client and the ledger stay
         open: close them yourself."""
+        if self._loop.moved():
+            self._forget_closed_loop()
         if self._driven and drain > 0:
             await asyncio.wait(list(self._driven), timeout=drain)
         await cancel_and_wait(list(self._driven))
@@ -378,7 +383,12 @@ class Payouts(Generic[Request]):
         Raises:
             ValidationError: a bad key or request (before anything is recorded).
             IdempotencyConflictError: the key (or its order_id) has other parameters.
+            ConfigurationError: this ``Payouts``, its client or its ledger is in use by
+                another event loop, still open (another thread's): before anything is
+                recorded. (One whose loop has closed -- ``asyncio.run()`` per job --
+                works on in the next.)
         """
+        self._in_this_loop()
         key, digest, params, order_id = self._checked(key, request)
         # The request is the row's (an Enot order_id made for the key aside: the flow
         # sends the row's), so the drive takes it as it is, checked once.
@@ -387,6 +397,23 @@ class Payouts(Generic[Request]):
         if not math.isfinite(wait) or wait < 0:
             raise ValidationError("wait", "must be zero or a finite number of seconds")
         return await self._pay_within(wait, key, digest, params, order_id, request)
+
+    def _in_this_loop(self) -> None:
+        """Refuse, before anything is recorded, to run in a second event loop while the
+        first is still open, for this ``Payouts`` or its client (``_loops``; the ledger
+        refuses at its first call)."""
+        if self._loop.moved():
+            self._forget_closed_loop()
+        self.client._check_event_loop()
+
+    def _forget_closed_loop(self) -> None:
+        """The event loop this ``Payouts`` last ran in has closed: its drives, joins,
+        background tasks and heartbeat timer ended with it."""
+        self._heartbeats = Heartbeats(self._settings.lease_seconds / 3)
+        for registry in (self._in_flight, self._held, self._handing_back):
+            registry.clear()
+        self._driven.clear()
+        self._background.clear()
 
     def _checked(self, key: str, request: Request) -> tuple[str, str, dict[str, Any], str | None]:
         """The key, fingerprint, parameters and order_id ``pay()`` records."""
@@ -681,6 +708,10 @@ class Payouts(Generic[Request]):
         One coroutine, not three: one lives for each payout in flight."""
         with one_payout():
             try:
+                self._in_this_loop()
+            except ConfigurationError as error:  # nothing recorded
+                return PayoutResult.not_started(str(key), self.provider, error)
+            try:
                 checked = self._checked(key, request)
                 return await self._pay_checked(*checked, request)
             except (ValidationError, IdempotencyConflictError) as error:
@@ -783,6 +814,7 @@ class Payouts(Generic[Request]):
         ``balance_poll`` seconds) covers a refused payout, or by the operator
         (``payout-async funds resume``); the rows so refused are then paid again, once.
         """
+        self._in_this_loop()
         worker = Worker(
             self,
             lease_seconds=self._settings.lease_seconds,
@@ -869,6 +901,7 @@ class Payouts(Generic[Request]):
         batch: int,
         dead_owners: Collection[str] = (),
     ) -> list[PayoutResult]:
+        self._in_this_loop()
         results: list[PayoutResult] = []
         seen: set[str] = set()
         gate = asyncio.Semaphore(concurrency)
