@@ -24,7 +24,7 @@ import msgspec
 
 from ._errors import OutcomeUnknownError, RequestNotSentError, TransportError
 from ._fence import current_guard
-from ._loops import LoopBinding
+from ._loops import LoopBinding, Moved, keep
 from ._rate import RateLimiter
 from ._redact import Redactor, redact_fields
 from ._version import __version__
@@ -204,16 +204,21 @@ class Transport:
         given = None if self._owns_session else f"the session given to {name}"
         self.loop = LoopBinding(name, given=given)
 
-    async def _moved(self) -> None:
-        """The last event loop this transport ran in has closed: what belonged to it
-        goes (a session of its own is closed, which its closed loop makes a formality)
-        and is made anew here (a given session ties the transport to its loop)."""
+    async def _moved(self, why: Moved) -> None:
+        """What belonged to the last event loop this transport ran in goes, and is made
+        anew here: a session of its own is closed (a formality once its loop has
+        closed), or, in a child process, kept as it is -- its connections are the
+        parent's. (A given session ties the transport to its loop.)"""
         old, self._session = self._session, None
         if self._slots is not None:
             self._slots = asyncio.Semaphore(self._limit)
         if self.limiter is not None:
             self.limiter.moved()
-        if old is not None and not old.closed:
+        if old is None:
+            return
+        if why is Moved.FORKED:
+            keep(old)
+        elif not old.closed:
             await old.close()
 
     def _get_session(self) -> aiohttp.ClientSession:
@@ -224,8 +229,8 @@ class Transport:
 
     async def aclose(self) -> None:
         """Close the session if this transport created it."""
-        if self._owns_session and self.loop.moved():
-            await self._moved()
+        if self._owns_session and (moved := self.loop.moved()):
+            await self._moved(moved)
         if self._owns_session and self._session is not None and not self._session.closed:
             await self._session.close()
 
@@ -250,8 +255,8 @@ class Transport:
         to send at all. ``redactor`` replaces the transport's own for this request's
         log lines and errors.
         """
-        if self.loop.moved():
-            await self._moved()
+        if moved := self.loop.moved():
+            await self._moved(moved)
         slots = self._slots
         if slots is not None:  # our turn for one of the pool's connections
             await slots.acquire()

@@ -28,7 +28,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, Self
 
 from .._errors import ConfigurationError, IdempotencyConflictError
-from .._loops import LoopBinding
+from .._loops import LoopBinding, Moved, keep
 from ._base import (
     ACTIVE_STATES,
     Claim,
@@ -446,8 +446,8 @@ class PostgresLedger(Ledger):
     async def _connection_pool(self) -> BoundedPool:
         """The pool, wrapped so that every call is bounded and classified (its
         ``fetch``, ``fetchrow`` and ``execute`` raise only ``LedgerError``\\ s)."""
-        if self._loop.moved():
-            self._moved()
+        if moved := self._loop.moved():
+            self._moved(moved)
         if self._ready and self._calls is not None:
             return self._calls
         loop = asyncio.get_running_loop()
@@ -584,11 +584,14 @@ class PostgresLedger(Ledger):
             return {}
         return {"reset": _keep_session}
 
-    def _moved(self) -> None:
-        """The last event loop this ledger ran in has closed (``_loops``): the pool it
-        made there, its writer task and its listener went with it, and are made anew
-        here (the old connections' sockets close as they are collected). (A given pool
-        ties the ledger to its loop.)"""
+    def _moved(self, why: Moved) -> None:
+        """The last event loop this ledger ran in has closed, or this process is a
+        child of the one it ran in (``_loops``): the pool it made there, its writer
+        task and its listener went with it, and are made anew here. The old
+        connections' sockets close as they are collected -- in a child they are the
+        parent's, kept as they are. (A given pool ties the ledger to its loop.)"""
+        if why is Moved.FORKED:
+            keep((self._pool, self._wakeups))
         self._pool = None
         self._calls = self._writes = self._wakeups = None
         self._ready = False
@@ -597,8 +600,8 @@ class PostgresLedger(Ledger):
     async def aclose(self) -> None:
         """Close the pool this ledger made (a caller-supplied pool stays open); within
         ``command_timeout``, after which its connections are cut."""
-        if self._loop.moved():
-            self._moved()
+        if moved := self._loop.moved():
+            self._moved(moved)
         wakeups, self._wakeups = self._wakeups, None
         if wakeups is not None:
             await wakeups.aclose()

@@ -38,7 +38,7 @@ import aiosqlite.core
 import attrs
 
 from .._errors import ConfigurationError, IdempotencyConflictError, PayoutError
-from .._loops import LoopBinding
+from .._loops import LoopBinding, Moved, keep
 from ._base import (
     ACTIVE_STATES,
     MUTABLE_FIELDS,
@@ -587,8 +587,8 @@ class SQLiteLedger(Ledger):
         await self._connection()
 
     async def _connection(self) -> aiosqlite.Connection:
-        if self._loop.moved():
-            self._moved()
+        if moved := self._loop.moved():
+            self._moved(moved)
         if self._db is not None:
             return self._db
         async with self._opening:
@@ -602,10 +602,17 @@ class SQLiteLedger(Ledger):
                 self._abandon = weakref.finalize(self, _abandon, db)
         return self._db
 
-    def _moved(self) -> None:
-        """The last event loop this ledger ran in has closed (``_loops``): its writer
-        task and its waits went with it. The connection stays: its thread answers
-        whichever loop asks."""
+    def _moved(self, why: Moved) -> None:
+        """The last event loop this ledger ran in has closed, or this process is a
+        child of the one it ran in (``_loops``): its writer task and its waits went
+        with it. The connection stays -- its thread answers whichever loop asks --
+        unless this is a child: that connection is the parent's (its thread stayed
+        there), kept as it is, never closed here; this process opens its own."""
+        if why is Moved.FORKED and self._db is not None:
+            keep(self._db)
+            self._db = None
+            if self._abandon is not None:
+                self._abandon.detach()
         self._opening = asyncio.Lock()
         self._queue = []
         self._flusher = None
@@ -683,8 +690,8 @@ class SQLiteLedger(Ledger):
     async def aclose(self) -> None:
         """Finish queued writes, checkpoint and empty the WAL, and close the connection
         (``open`` or any call reopens it)."""
-        if self._loop.moved():
-            self._moved()
+        if moved := self._loop.moved():
+            self._moved(moved)
         if self._flusher is not None:
             await asyncio.shield(self._flusher)
         db, self._db = self._db, None

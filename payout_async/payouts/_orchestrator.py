@@ -24,7 +24,7 @@ from typing import Any, Generic, Self, TypeVar, overload
 import attrs
 
 from .._errors import ConfigurationError, IdempotencyConflictError, ValidationError
-from .._loops import LoopBinding
+from .._loops import LoopBinding, Moved
 from .._polling import PollPolicy
 from .._shield import shielded
 from .._validation import check_key
@@ -317,6 +317,8 @@ class Payouts(Generic[Request]):
         self.ledger = ledger
         self.provider = self._flow.provider
         self.owner = owner or new_owner()
+        #: The owner was made here (not given): a child process makes its own.
+        self._made_owner = owner is None
         self._settings = settings
         self._switch_provider = switch_provider
         self._background: set[asyncio.Future[None]] = set()
@@ -354,8 +356,8 @@ class Payouts(Generic[Request]):
         they stand and give their rows back, for ``resume()`` or a worker to finish),
         and wait for the lease releases still under way. The client and the ledger stay
         open: close them yourself."""
-        if self._loop.moved():
-            self._forget_closed_loop()
+        if moved := self._loop.moved():
+            self._forget_loop(moved)
         if self._driven and drain > 0:
             await asyncio.wait(list(self._driven), timeout=drain)
         await cancel_and_wait(list(self._driven))
@@ -402,18 +404,22 @@ class Payouts(Generic[Request]):
         """Refuse, before anything is recorded, to run in a second event loop while the
         first is still open, for this ``Payouts`` or its client (``_loops``; the ledger
         refuses at its first call)."""
-        if self._loop.moved():
-            self._forget_closed_loop()
+        if moved := self._loop.moved():
+            self._forget_loop(moved)
         self.client._check_event_loop()
 
-    def _forget_closed_loop(self) -> None:
-        """The event loop this ``Payouts`` last ran in has closed: its drives, joins,
-        background tasks and heartbeat timer ended with it."""
+    def _forget_loop(self, why: Moved) -> None:
+        """The event loop this ``Payouts`` last ran in has closed, or this process is a
+        child of the one it ran in: its drives, joins, background tasks and heartbeat
+        timer ended with it. A child takes an owner of its own (unless one was given):
+        its leases name its own process, which may end while the parent lives on."""
         self._heartbeats = Heartbeats(self._settings.lease_seconds / 3)
         for registry in (self._in_flight, self._held, self._handing_back):
             registry.clear()
         self._driven.clear()
         self._background.clear()
+        if why is Moved.FORKED and self._made_owner:
+            self.owner = new_owner()
 
     def _checked(self, key: str, request: Request) -> tuple[str, str, dict[str, Any], str | None]:
         """The key, fingerprint, parameters and order_id ``pay()`` records."""

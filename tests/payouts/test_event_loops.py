@@ -7,12 +7,20 @@ ended ``needs_attention`` ("Event loop is closed") although nothing had been sen
 PostgreSQL ledger stayed unusable for good. Now what a closed loop leaves behind is made
 anew in the next one, and a second loop running at once is refused before anything is
 recorded or sent.
+
+And a pre-forking server (``gunicorn --preload``, Celery's prefork pool) whose parent
+used them before forking: each child hung on its first SQLite write (the connection's
+thread stayed in the parent) or shared the parent's sockets and owner. Now a child
+makes its own, and leaves the parent's alone.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import select
+import signal
 import threading
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -206,3 +214,49 @@ def test_a_session_given_is_not_replaced_once_its_loop_has_closed() -> None:
         asyncio.run(first_job())
         with pytest.raises(ConfigurationError, match="the session given to EnotClient"):
             asyncio.run(clients[0].get_balance())
+
+
+def _in_a_child(job: Callable[[], str]) -> str:
+    """What ``job()`` returns in a forked child process (30 s at most)."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child
+        os.close(read)
+        try:
+            answer = job()
+        except BaseException as error:
+            answer = f"raised {type(error).__name__}: {error}"
+        os.write(write, answer.encode())
+        os._exit(0)
+    os.close(write)
+    try:
+        ready, _, _ = select.select([read], [], [], 30)
+        if not ready:
+            os.kill(pid, signal.SIGKILL)
+            return "hung"
+        with os.fdopen(read, closefd=False) as pipe:
+            return pipe.read()
+    finally:
+        os.close(read)
+        os.waitpid(pid, 0)
+
+
+@pytest.mark.parametrize("kind", DURABLE)
+def test_a_forked_child_makes_its_own_connections_and_owner(kind: str, tmp_path: Path) -> None:
+    with sandbox_in_a_thread() as sandbox, ledger_of(kind, tmp_path) as ledger:
+        payouts = Payouts(sandbox.enot_client(), ledger, poll=POLL)
+
+        def pay(key: str) -> str:
+            request = PayoffRequest(service="card", wallet_to=PAN, amount="5")
+            result = asyncio.run(asyncio.wait_for(payouts.pay(key, request), 15))
+            return f"{result.status.value} {payouts.owner}"
+
+        parent = pay("parent")  # the parent's session, connection and owner, then forks
+        children = [_in_a_child(lambda n=n: pay(f"child-{n}")) for n in range(2)]
+        statuses = [answer.split()[0] for answer in (parent, *children)]
+        owners = {answer.split()[-1] for answer in (parent, *children)}
+        assert statuses == ["succeeded"] * 3, children
+        assert len(owners) == 3  # each child leases rows in its own name
+        assert pay("parent-again") == parent  # its connections and owner, untouched
+        assert sandbox.stats().enot.created == 4
+        asyncio.run(ledger.aclose())
