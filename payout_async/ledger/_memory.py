@@ -16,6 +16,7 @@ from typing import Any
 import attrs
 
 from .._errors import IdempotencyConflictError
+from .._loops import LoopBinding
 from ._base import (
     ACTIVE_STATES,
     Claim,
@@ -156,7 +157,10 @@ _Step = tuple[LedgerState | None, LedgerState, float, str | None, str | None]
 
 
 class MemoryLedger(Ledger):
-    """An in-process ``Ledger``. All operations are atomic because none awaits.
+    """An in-process ``Ledger``. All operations are atomic because none awaits -- in
+    one event loop at a time: a second loop, while the first is still open (another
+    thread's), is refused the calls that create rows or hand out leases
+    (``ConfigurationError``).
 
     ``encryption_key`` encrypts each row's recipient and keys its fingerprint, as
     ``SQLiteLedger``'s does."""
@@ -170,6 +174,9 @@ class MemoryLedger(Ledger):
         self._providers: dict[str, set[str]] = {}  # each key's providers
         self._id = uuid.uuid4().hex
         self._begun = 0  # rows inserted and changes of state (the identity's mark)
+        #: The one event loop that takes leases here (threads would race between the
+        #: check and the claim).
+        self._loop = LoopBinding("MemoryLedger")
         self._listeners = ListenerHub()
         self._pauses: dict[str, ProviderPause] = {}
 
@@ -333,6 +340,7 @@ class MemoryLedger(Ledger):
         provider_account: str | None = None,
     ) -> Claim:
         """See ``Ledger.begin``."""
+        self._loop.moved()
         self._recipients.check_digest(params_hash)
         stored = self._recipients.store(provider, key, params, order_id=order_id)
         now = time.time()
@@ -445,6 +453,7 @@ class MemoryLedger(Ledger):
         dead_owners: Collection[str] = (),
     ) -> list[Claim]:
         """See ``Ledger.claim_stranded``."""
+        self._loop.moved()
         now = time.time()
         excluded, dead = frozenset(exclude), frozenset(dead_owners)
         claims: list[Claim] = []
@@ -481,6 +490,7 @@ class MemoryLedger(Ledger):
         self, provider: str, intents: Sequence[Intent], *, switch_provider: bool = False
     ) -> list[Enqueued]:
         """See ``Ledger.enqueue``."""
+        self._loop.moved()
         now = time.time()
         results = [self._enqueue_one(provider, i, now, switch_provider) for i in intents]
         if any(r.outcome in (EnqueueOutcome.NEW, EnqueueOutcome.AGAIN) for r in results):
