@@ -85,6 +85,7 @@ from ._sqlite_batch import (
     open_error,
     savepoint,
 )
+from ._sqlite_fs import check_local_disk
 from ._sqlite_held import HeldRows, matching
 from ._sqlite_none import bind_none_directly
 from ._sqlite_schema import create_schema, schema_current
@@ -619,6 +620,8 @@ class SQLiteLedger(Ledger):
         self._scrubber.moved()
 
     async def _open(self) -> aiosqlite.Connection:
+        if not self.read_only and self.path not in ("", ":memory:"):
+            check_local_disk(self.path)  # a writer needs SQLite's locks to hold
         target, uri = self._target()
         bind_none_directly()
         connecting = aiosqlite.connect(
