@@ -6,7 +6,7 @@ import re
 import unicodedata
 from decimal import Decimal, InvalidOperation
 
-from ._errors import ValidationError
+from ._errors import ConfigurationError, ValidationError
 from ._numbers import is_card_number, luhn_ok
 
 __all__ = [
@@ -176,3 +176,19 @@ def check_digits(value: str | int | None, field: str, *, high: int) -> str | Non
     if len(text) > high:
         raise ValidationError(field, f"must be at most {high} digits")
     return text
+
+
+def check_credential(value: object, name: str) -> str:
+    """A credential (a secret key, a token, a user id) fit to be sent: a non-empty
+    string with no control character and no space at either end. A line break read
+    with it from a file or a variable would otherwise fail every request -- after the
+    intent is recorded, as an unknown outcome, or as a wrong signature. The value is
+    never shown. Returns it unchanged; ``ConfigurationError`` otherwise."""
+    if not isinstance(value, str) or not value:
+        raise ConfigurationError(f"{name} is required (a non-empty string)")
+    if value != value.strip() or not value.isprintable():
+        raise ConfigurationError(
+            f"{name} must not start or end with a space or a line break, nor hold a control "
+            "character (read from a file or a variable with its line break?)"
+        )
+    return value

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 
-from .._errors import ConfigurationError, ValidationError
+from .._errors import ValidationError
 from .._numbers import clip
 from .._rate import RateLimit, limiter_for
 from .._redact import Redactor
@@ -23,6 +23,7 @@ from .._transport import (
     TransportClient,
     json_body,
 )
+from .._validation import check_credential
 from ._models import Balance, CreatedPayoff, Payoff, SbpBank, parse_banks, structure
 from ._request import PayoffRequest
 
@@ -67,11 +68,8 @@ class EnotClient(TransportClient):
         retry: RetryPolicy | None = None,
         rate_limit: RateLimit | None = None,
     ) -> None:
-        if not user_id:
-            raise ConfigurationError("user_id is required")
-        if not secret_key:
-            raise ConfigurationError("secret_key is required")
-        self.user_id = user_id
+        self.user_id = check_credential(user_id, "user_id")
+        check_credential(secret_key, "secret_key")
         self.retry = retry or RetryPolicy()
         self._answers = AnswerReader(Redactor([secret_key]), error_message=_error_text)
         self._headers = {

@@ -31,7 +31,7 @@ from .._transport import (
     TransportClient,
     json_body,
 )
-from .._validation import format_amount
+from .._validation import check_credential, format_amount
 from ._models import PayoutOperation, inner_state, operation_code, parse_operation
 from ._request import Api, OperationRequest
 from ._signing import ASSUMED_SIGN_METHODS, CURRENT_METHODS, LEGACY_METHODS, sign
@@ -144,12 +144,15 @@ class IntellectMoneyClient(TransportClient):
             raise ConfigurationError("api must be 'current' or 'legacy'")
         if body_format not in ("json", "form"):
             raise ConfigurationError("body_format must be 'json' or 'form'")
-        if not secret_key:
-            raise ConfigurationError("secret_key (the SignSecretKey) is required")
+        check_credential(secret_key, "secret_key (the SignSecretKey)")
         if api == "current" and not bearer_token:
             raise ConfigurationError("bearer_token is required by the current IntellectMoney API")
+        if bearer_token is not None:
+            check_credential(bearer_token, "bearer_token")
         if not user_token:
             raise ConfigurationError("user_token is required (a string or an async callable)")
+        if isinstance(user_token, str):
+            check_credential(user_token, "user_token")
         self.api: Api = api
         self._methods = CURRENT_METHODS if api == "current" else LEGACY_METHODS
         self._user_token = user_token
@@ -272,9 +275,9 @@ class IntellectMoneyClient(TransportClient):
     async def _fresh_user_token(self) -> str:
         assert not isinstance(self._user_token, str)
         token = await self._user_token()
-        if not token:
-            raise ConfigurationError("the user_token callable returned an empty token")
-        self._redactor.add(token)
+        if isinstance(token, str) and token:
+            self._redactor.add(token)  # (masked in what is said about it, whatever it is)
+        check_credential(token, "the token the user_token callable returned")
         return token
 
     async def _call(
