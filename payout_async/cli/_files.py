@@ -20,7 +20,11 @@ from ._args import CLIError
 
 __all__ = ["create_new", "write_private"]
 
-_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+#: Flags Windows lacks (links there need an administrator to make; descriptors are
+#: not inherited by default): zero, so that the module imports and works there too.
+_NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_NON_BLOCKING = getattr(os, "O_NONBLOCK", 0)
+_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NO_FOLLOW | getattr(os, "O_CLOEXEC", 0)
 
 
 def create_new(path: Path | str, mode: int = 0o600) -> int:
@@ -54,7 +58,7 @@ def _refuse_database(path: Path) -> None:
 
 
 def _no_follow(path: str, flags: int) -> int:
-    return os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK)
+    return os.open(path, flags | _NO_FOLLOW | _NON_BLOCKING)
 
 
 def write_private(path: Path, lines: Iterable[str]) -> None:
