@@ -29,7 +29,7 @@ import os
 import sqlite3
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, Self, TypeVar, cast
 
@@ -90,6 +90,7 @@ from ._sqlite_held import HeldRows, matching
 from ._sqlite_none import bind_none_directly
 from ._sqlite_schema import create_schema, schema_current
 from ._sqlite_scrub import Scrubber
+from ._sqlite_thread import fetch_all, on_thread, run_sql
 from ._texts import kept_text, scrub
 
 __all__ = ["SQLiteLedger"]
@@ -636,17 +637,17 @@ class SQLiteLedger(Ledger):
             raise self._open_failed(error) from error
         try:
             if self.read_only:
-                if not await schema_current(db):
+                if not await on_thread(db, schema_current):
                     raise outdated(self)
             else:
                 await self._use_wal(db)
-                await db.execute(f"PRAGMA synchronous = {self._synchronous}")
+                await on_thread(db, run_sql, f"PRAGMA synchronous = {self._synchronous}")
                 # Freed space (a row's dropped recipient) is zeroed, not left behind.
-                await db.execute("PRAGMA secure_delete = ON")
-                if not await schema_current(db):
-                    execute = cast(Callable[..., Awaitable[int]], db._execute)
-                    if await execute(create_schema, db._conn, self._recipients):
-                        await self._scrubber.now(db)  # the upgrade dropped clear recipients
+                await on_thread(db, run_sql, "PRAGMA secure_delete = ON")
+                if not await on_thread(db, schema_current):
+                    dropped = await on_thread(db, create_schema, self._recipients)
+                    if dropped:  # the upgrade dropped clear recipients
+                        await self._scrubber.now(db)
         except sqlite3.Error as error:
             await db.close()
             raise self._open_failed(error) from error
@@ -675,14 +676,14 @@ class SQLiteLedger(Ledger):
         # is locked" at once (no busy handler) while another connection opens it too:
         # wait for it like any other lock, up to ``busy_timeout``. A file already in
         # WAL mode is left alone (nothing is written: it may be write-protected).
-        rows = await db.execute_fetchall("PRAGMA journal_mode")
+        rows = await on_thread(db, fetch_all, "PRAGMA journal_mode")
         if [tuple(row) for row in rows] == [("wal",)]:
             return
         give_up_at = time.monotonic() + self._busy_timeout
         pause = 0.01
         while True:
             try:
-                await db.execute("PRAGMA journal_mode = WAL")
+                await on_thread(db, run_sql, "PRAGMA journal_mode = WAL")
                 return
             except sqlite3.OperationalError as error:
                 if not is_locked(error) or time.monotonic() >= give_up_at:
@@ -753,7 +754,7 @@ class SQLiteLedger(Ledger):
     async def _read(self, sql: str, params: tuple[Any, ...]) -> list[sqlite3.Row]:
         db = await self._connection()
         try:
-            return list(await db.execute_fetchall(sql, params))
+            return await on_thread(db, fetch_all, sql, params)
         except sqlite3.Error as error:
             raise not_written(error, f"could not read the SQLite ledger {self.path!r}") from error
 
@@ -781,10 +782,8 @@ class SQLiteLedger(Ledger):
 
     async def _flush(self, db: aiosqlite.Connection) -> None:
         # aiosqlite runs every call on the connection's own thread; handing it a whole
-        # transaction at once makes a write one trip to that thread instead of four.
-        # ``_execute`` and ``_conn`` are private, but the same from aiosqlite 0.19 (our
-        # floor) to 0.22; the test suite exercises them.
-        run = cast(Callable[..., Awaitable[BatchOutcome]], db._execute)
+        # transaction at once makes a write one trip to that thread instead of four
+        # (``on_thread``: one that outlives a loop closed meanwhile).
         while self._queue:
             self._expire(time.monotonic())
             if not self._queue:
@@ -795,7 +794,7 @@ class SQLiteLedger(Ledger):
             wait = max(min(pending.deadline for pending in batch) - time.monotonic(), 0.0)
             ops = [pending.op for pending in batch]
             try:
-                outcome = await run(commit_batch, db._conn, ops, wait, self._busy_timeout)
+                outcome = await on_thread(db, commit_batch, ops, wait, self._busy_timeout)
             except Exception as error:  # aiosqlite could not run it (connection closed)
                 outcome = BatchOutcome(error=error)
             except BaseException:  # this task was cancelled: so are its callers

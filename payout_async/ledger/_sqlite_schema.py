@@ -22,8 +22,6 @@ from __future__ import annotations
 import sqlite3
 import uuid
 
-import aiosqlite
-
 from .._errors import ConfigurationError
 from ._ddl import schema_objects
 from ._keys import DEAD_STATES
@@ -220,22 +218,19 @@ def _sign_rows(conn: sqlite3.Connection, recipients: Recipients) -> int:
     return sealed
 
 
-async def schema_current(db: aiosqlite.Connection) -> bool:
+def schema_current(conn: sqlite3.Connection) -> bool:
     """True when the file is at this version and every table, column and index the
-    schema scripts create is there."""
-    version = await db.execute_fetchall("PRAGMA user_version")
-    if next(iter(version))[0] < _SCHEMA_VERSION:
+    schema scripts create is there (on the connection's thread: ``on_thread``)."""
+    if conn.execute("PRAGMA user_version").fetchone()[0] < _SCHEMA_VERSION:
         return False
-    rows = await db.execute_fetchall(
-        "SELECT name FROM sqlite_master WHERE type IN ('table', 'index')"
-    )
+    rows = conn.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'index')")
     names = {row[0] for row in rows}
     if not _SCHEMA_OBJECTS.indexes <= names:
         return False
     for table, columns in _SCHEMA_OBJECTS.tables.items():
         if table not in names:
             return False
-        info = await db.execute_fetchall(f'PRAGMA table_info("{table}")')
+        info = conn.execute(f'PRAGMA table_info("{table}")').fetchall()
         if not columns <= {row[1] for row in info}:
             return False
     return True

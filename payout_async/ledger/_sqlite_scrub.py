@@ -23,12 +23,11 @@ import logging
 import math
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, cast
 
 import aiosqlite
 
 from ._sqlite_batch import set_busy_timeout
+from ._sqlite_thread import on_thread
 
 __all__ = ["WAIT", "Scrubber", "truncate_wal"]
 
@@ -82,8 +81,7 @@ class Scrubber:
         """Checkpoint and truncate the WAL now; True when it was done."""
         covers = self._dropped
         self._last = time.monotonic()
-        run = cast(Callable[..., Awaitable[Any]], db._execute)
-        done = bool(await run(truncate_wal, db._conn, WAIT, self.busy_timeout))
+        done: bool = await on_thread(db, truncate_wal, WAIT, self.busy_timeout)
         if done:
             self.checkpoints += 1
             self._covered = max(self._covered, covers)

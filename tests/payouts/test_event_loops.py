@@ -22,12 +22,14 @@ import os
 import select
 import signal
 import threading
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import aiosqlite
 import pytest
 
 from payout_async import (
@@ -264,3 +266,30 @@ def test_a_forked_child_makes_its_own_connections_and_owner(kind: str, tmp_path:
         assert pay("parent-again") == parent  # its connections and owner, untouched
         assert sandbox.stats().enot.created == 4
         asyncio.run(ledger.aclose())
+
+
+@pytest.mark.parametrize("call", ["read", "write"])
+def test_a_loop_closed_while_the_sqlite_thread_works_leaves_the_ledger_working(
+    call: str, tmp_path: Path
+) -> None:
+    """A job cut short (``asyncio.run()`` ended, a timeout) while the ledger's thread was
+    still at its call: the answer went back to a closed loop, which killed aiosqlite's
+    thread, and every later call on the ledger waited for ever."""
+    ledger = SQLiteLedger(tmp_path / "ledger.db")
+    asyncio.run(ledger.open())
+    asked = {
+        "read": lambda: ledger.get("enot", "k"),
+        "write": lambda: ledger.claim_stranded(owner="o", lease_seconds=60, limit=1),
+    }[call]
+
+    async def cut_short() -> None:
+        assert isinstance(ledger._db, aiosqlite.Connection)
+        ledger._db._tx.put_nowait((None, lambda: time.sleep(0.3)))  # the thread is busy
+        left = asyncio.ensure_future(asked())  # queued behind that, then the job ends
+        await asyncio.sleep(0.01)
+        assert not left.done()
+
+    asyncio.run(cut_short())
+    time.sleep(0.5)  # the thread answers the closed loop
+    assert asyncio.run(asyncio.wait_for(ledger.get("enot", "k"), 5)) is None
+    asyncio.run(ledger.aclose())

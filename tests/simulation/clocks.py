@@ -99,7 +99,9 @@ class _CountingQueue:
         self._queue: SimpleQueue[Any] = SimpleQueue()
 
     def put_nowait(self, item: Any) -> None:
-        future = item[0]
+        # aiosqlite's own jobs carry their future; the ledger's (``_sqlite_thread.Job``)
+        # settle theirs themselves.
+        future = item[0] if item[0] is not None else getattr(item[1], "future", None)
         if future is not None:
             loop = future.get_loop()
             if isinstance(loop, VirtualLoop):
