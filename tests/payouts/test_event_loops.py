@@ -38,17 +38,14 @@ from payout_async import (
     IntellectMoneyClient,
     Payouts,
     PayoutStatus,
-    PollPolicy,
 )
 from payout_async.enot import PayoffRequest
 from payout_async.intellectmoney import OperationRequest
 from payout_async.ledger import Ledger, MemoryLedger, PostgresLedger, SQLiteLedger
 from payout_async.sandbox import Sandbox
 from tests.ledger.support import BACKENDS, DURABLE, PG_DSN, drop_schema, require_postgres
+from tests.payouts.support import CARD, POLL
 from tests.sandbox.support import fast_config
-
-PAN = "4111111111111111"
-POLL = PollPolicy(initial=0.02, maximum=0.05, deadline=10)
 
 
 @contextlib.contextmanager
@@ -120,8 +117,8 @@ class _Holder:
 
 def _request(provider: str, key: str) -> OperationRequest | PayoffRequest:
     if provider == "enot":
-        return PayoffRequest(service="card", wallet_to=PAN, amount="10.00")
-    return OperationRequest(pan=PAN, amount="10.00", description=key)
+        return PayoffRequest(service="card", wallet_to=CARD, amount="10.00")
+    return OperationRequest(pan=CARD, amount="10.00", description=key)
 
 
 def _client(sandbox: Sandbox, provider: str) -> IntellectMoneyClient | EnotClient:
@@ -167,11 +164,11 @@ def test_a_client_another_running_loop_uses_is_refused_before_anything_is_record
         payouts: Payouts[PayoffRequest] = Payouts(client, ledger, poll=POLL)
 
         async def pay(key: str) -> PayoutStatus:
-            request = PayoffRequest(service="card", wallet_to=PAN, amount="5")
+            request = PayoffRequest(service="card", wallet_to=CARD, amount="5")
             return (await payouts.pay(key, request)).status
 
         async def pay_many(key: str) -> list[Any]:
-            request = PayoffRequest(service="card", wallet_to=PAN, amount="5")
+            request = PayoffRequest(service="card", wallet_to=CARD, amount="5")
             return [r async for r in payouts.pay_many([(key, request)])]
 
         with _Holder(client.get_balance):
@@ -198,7 +195,7 @@ def test_a_ledger_another_running_loop_uses_is_refused_and_writes_nothing(
         # (MemoryLedger: threads racing between its check and its claim could both win.)
         with _Holder(lambda: ledger.claim_stranded(owner="other", lease_seconds=60, limit=1)):
             payouts = Payouts(sandbox.enot_client(), ledger)
-            request = PayoffRequest(service="card", wallet_to=PAN, amount="5")
+            request = PayoffRequest(service="card", wallet_to=CARD, amount="5")
             with pytest.raises(ConfigurationError, match="another event loop, which is still open"):
                 asyncio.run(payouts.pay("k", request))
             assert sandbox.stats().enot.created == 0
@@ -253,7 +250,7 @@ def test_a_forked_child_makes_its_own_connections_and_owner(kind: str, tmp_path:
         payouts = Payouts(sandbox.enot_client(), ledger, poll=POLL)
 
         def pay(key: str) -> str:
-            request = PayoffRequest(service="card", wallet_to=PAN, amount="5")
+            request = PayoffRequest(service="card", wallet_to=CARD, amount="5")
             result = asyncio.run(asyncio.wait_for(payouts.pay(key, request), 15))
             return f"{result.status.value} {payouts.owner}"
 
