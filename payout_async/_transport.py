@@ -229,9 +229,11 @@ class Transport:
 
     async def aclose(self) -> None:
         """Close the session if this transport created it."""
-        if self._owns_session and (moved := self.loop.moved()):
+        if not self._owns_session:
+            return
+        if moved := self.loop.moved():
             await self._moved(moved)
-        if self._owns_session and self._session is not None and not self._session.closed:
+        if self._session is not None and not self._session.closed:
             await self._session.close()
 
     async def send(

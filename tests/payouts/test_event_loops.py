@@ -115,9 +115,13 @@ class _Holder:
         self._thread.join(10)
 
 
+def _payoff() -> PayoffRequest:
+    return PayoffRequest(service="card", wallet_to=CARD, amount="10.00")
+
+
 def _request(provider: str, key: str) -> OperationRequest | PayoffRequest:
     if provider == "enot":
-        return PayoffRequest(service="card", wallet_to=CARD, amount="10.00")
+        return _payoff()
     return OperationRequest(pan=CARD, amount="10.00", description=key)
 
 
@@ -164,12 +168,10 @@ def test_a_client_another_running_loop_uses_is_refused_before_anything_is_record
         payouts: Payouts[PayoffRequest] = Payouts(client, ledger, poll=POLL)
 
         async def pay(key: str) -> PayoutStatus:
-            request = PayoffRequest(service="card", wallet_to=CARD, amount="5")
-            return (await payouts.pay(key, request)).status
+            return (await payouts.pay(key, _payoff())).status
 
         async def pay_many(key: str) -> list[Any]:
-            request = PayoffRequest(service="card", wallet_to=CARD, amount="5")
-            return [r async for r in payouts.pay_many([(key, request)])]
+            return [r async for r in payouts.pay_many([(key, _payoff())])]
 
         with _Holder(client.get_balance):
             with pytest.raises(ConfigurationError, match="another event loop, which is still open"):
@@ -195,9 +197,8 @@ def test_a_ledger_another_running_loop_uses_is_refused_and_writes_nothing(
         # (MemoryLedger: threads racing between its check and its claim could both win.)
         with _Holder(lambda: ledger.claim_stranded(owner="other", lease_seconds=60, limit=1)):
             payouts = Payouts(sandbox.enot_client(), ledger)
-            request = PayoffRequest(service="card", wallet_to=CARD, amount="5")
             with pytest.raises(ConfigurationError, match="another event loop, which is still open"):
-                asyncio.run(payouts.pay("k", request))
+                asyncio.run(payouts.pay("k", _payoff()))
             assert sandbox.stats().enot.created == 0
         assert asyncio.run(ledger.get("enot", "k")) is None  # this loop's now
         asyncio.run(ledger.aclose())
@@ -250,8 +251,7 @@ def test_a_forked_child_makes_its_own_connections_and_owner(kind: str, tmp_path:
         payouts = Payouts(sandbox.enot_client(), ledger, poll=POLL)
 
         def pay(key: str) -> str:
-            request = PayoffRequest(service="card", wallet_to=CARD, amount="5")
-            result = asyncio.run(asyncio.wait_for(payouts.pay(key, request), 15))
+            result = asyncio.run(asyncio.wait_for(payouts.pay(key, _payoff()), 15))
             return f"{result.status.value} {payouts.owner}"
 
         parent = pay("parent")  # the parent's session, connection and owner, then forks
