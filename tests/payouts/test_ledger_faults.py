@@ -36,24 +36,28 @@ PG_TIMEOUT = 0.25
 HOLD = 3.0
 
 
+Proxied = tuple[FaultyProxy, PostgresLedger, PostgresLedger]
+
+
 @pytest.fixture
-async def proxied() -> AsyncIterator[tuple[FaultyProxy, PostgresLedger]]:
+async def proxied() -> AsyncIterator[Proxied]:
+    """A proxy to PostgreSQL, a ledger through it with the tight bound, and the same
+    ledger opened directly with the default bound (for set-up and recovery: a loaded
+    machine's slow answer there is not the fault under test)."""
     require_postgres()
     schema = f"ledger_fault_{uuid.uuid4().hex[:12]}"
-    # The tables are made first, directly and with the default bound: the DDL is set-up,
-    # not what is tested, and on a loaded machine it can outlast PG_TIMEOUT.
-    async with PostgresLedger(PG_DSN, schema=schema):
-        pass
-    async with FaultyProxy(PG_DSN) as proxy:
-        ledger = PostgresLedger(
-            proxy.dsn, schema=schema, command_timeout=PG_TIMEOUT, max_connections=8
-        )
-        await _open_within(ledger, 10.0)
-        try:
-            yield proxy, ledger
-        finally:
-            await ledger.aclose()
-            await drop_schema(schema)
+    try:
+        async with PostgresLedger(PG_DSN, schema=schema) as direct, FaultyProxy(PG_DSN) as proxy:
+            ledger = PostgresLedger(
+                proxy.dsn, schema=schema, command_timeout=PG_TIMEOUT, max_connections=8
+            )
+            await _open_within(ledger, 10.0)
+            try:
+                yield proxy, ledger, direct
+            finally:
+                await ledger.aclose()
+    finally:
+        await drop_schema(schema)
 
 
 async def _open_within(ledger: PostgresLedger, seconds: float) -> None:
@@ -72,12 +76,11 @@ async def _open_within(ledger: PostgresLedger, seconds: float) -> None:
 
 @pytest.mark.postgres
 @pytest.mark.parametrize("name", list(POSTGRES_FAULTS))
-async def test_postgres_faults_pay_each_payout_once(
-    name: str, proxied: tuple[FaultyProxy, PostgresLedger]
-) -> None:
-    proxy, ledger = proxied
+async def test_postgres_faults_pay_each_payout_once(name: str, proxied: Proxied) -> None:
+    proxy, ledger, direct = proxied
     fault = POSTGRES_FAULTS[name](proxy, hold=HOLD) if name == "stall" else None
-    report = await run(f"postgres-{name}", ledger, fault or POSTGRES_FAULTS[name](proxy))
+    fault = fault or POSTGRES_FAULTS[name](proxy)
+    report = await run(f"postgres-{name}", ledger, fault, recover_with=direct)
     print(report.line())
     if name == "stall":  # HOLD s without an answer: pay_many kept yielding meanwhile
         assert report.longest_freeze < 0.8 * HOLD
@@ -86,9 +89,9 @@ async def test_postgres_faults_pay_each_payout_once(
 
 @pytest.mark.postgres
 async def test_cancelling_pay_many_during_a_stall_returns_within_the_bound(
-    proxied: tuple[FaultyProxy, PostgresLedger],
+    proxied: Proxied,
 ) -> None:
-    proxy, ledger = proxied
+    proxy, ledger, direct = proxied
     async with (
         Sandbox(config=fast_config()) as sandbox,
         im_client(sandbox.intellectmoney_url, timeouts=SHORT_TIMEOUTS) as client,
@@ -118,10 +121,10 @@ async def test_cancelling_pay_many_during_a_stall_returns_within_the_bound(
         # A batch the cancelled run sent into the stall is delivered now and may still
         # commit (its begins' rows then wait for resume()): let it land first.
         await proxy.quiet()
-        await settle([flow], ledger)
+        await settle([payouts(client, direct, lease_seconds=SHORT_LEASE)], direct)
         executed, _ = books(sandbox.state)
         for key, _ in items:
-            row = await ledger.get("intellectmoney", key)
+            row = await direct.get("intellectmoney", key)
             if row is None:
                 assert executed[key] == 0
                 continue
