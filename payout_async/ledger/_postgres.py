@@ -163,6 +163,7 @@ CREATE TABLE IF NOT EXISTS {t} (
     {begun},
     signature text,
     operation_signature text,
+    account_signature text,
     PRIMARY KEY (provider, key)
 );
 ALTER TABLE {t} ADD COLUMN IF NOT EXISTS lease_token bigint NOT NULL DEFAULT 0;
@@ -179,6 +180,7 @@ CREATE INDEX IF NOT EXISTS "{prefix}payouts_key" ON {t} (key);
 ALTER TABLE {t} ADD COLUMN IF NOT EXISTS signature text;
 ALTER TABLE {t} ADD COLUMN IF NOT EXISTS operation_signature text;
 ALTER TABLE {t} ADD COLUMN IF NOT EXISTS provider_account text;
+ALTER TABLE {t} ADD COLUMN IF NOT EXISTS account_signature text;
 DROP INDEX IF EXISTS {qualify}"{prefix}payouts_order_id";
 CREATE UNIQUE INDEX IF NOT EXISTS "{prefix}payouts_order_id_unique" ON {t} (provider, order_id)
     WHERE order_id IS NOT NULL;
@@ -236,7 +238,7 @@ WITH {_NOW},
 upd AS (
     UPDATE {t} p SET state = 'pending', params_hash = $5, params = $6::text::jsonb,
                      recipient = $8, order_id = $7, signature = $9, provider_account = $10,
-                     reason = NULL,
+                     account_signature = $11, reason = NULL,
                      updated_at = now.t, lease_owner = $3,
                      lease_expires_at = now.t + $4, lease_token = p.lease_token + 1
     FROM now WHERE p.provider = $1 AND p.key = $2 AND p.state = 'refused'
@@ -328,12 +330,11 @@ SELECT {cols}, from_state FROM upd"""
             TO_ROTATE.format(table=t, p_after="$1", k_after="$2", current="$3", limit="$4")
             + " FOR UPDATE"
         )
-        self.rotated = RESEAL.format("$3", "$4", "$5", "$6", "$1", "$2", table=t)
-        # Version 4's upgrade: live rows, to sign.
-        self.live = f"SELECT {cols} FROM {t} WHERE state NOT IN ({_FINAL}) FOR UPDATE"
-        self.reseal = (
-            f"UPDATE {t} SET params_hash = $3, recipient = $4, signature = $5, "
-            "operation_signature = $6 WHERE provider = $1 AND key = $2"
+        self.rotated = RESEAL.format("$3", "$4", "$5", "$6", "$7", "$1", "$2", table=t)
+        # The upgrades that sign rows (version 4) and accounts: live rows, to sign.
+        self.live = (
+            f"SELECT {cols} FROM {t} WHERE state NOT IN ({_FINAL}) "
+            "AND account_signature IS NULL FOR UPDATE"
         )
 
 
@@ -499,7 +500,7 @@ class PostgresLedger(Ledger):
             await conn.execute(
                 "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", self._sql.lock_key
             )
-            unsigned = not await self._has_signatures(conn)
+            unsigned = "account_signature" not in await self._columns(conn)
             await conn.execute(self._sql.schema)
             await conn.execute(self._sql.identify, uuid.uuid4().hex)
             await self._move_recipients(conn)
@@ -513,22 +514,21 @@ class PostgresLedger(Ledger):
             if new is not None:
                 await conn.execute(self._sql.move, row[0], row[1], *new)
 
-    async def _has_signatures(self, conn: Any) -> bool:
-        """Whether the table has its ``signature`` column (version 4) already."""
+    async def _columns(self, conn: Any) -> set[str]:
+        """The columns the payouts table has (none before it is made)."""
         qualify = "" if self.schema is None else f'"{self.schema}".'
         rows = await conn.fetch(_CATALOG, [f'{qualify}"{self.table_prefix}payouts"'])
-        return "signature" in (rows[0][1] or ())
+        return set(rows[0][1] or ())
 
     async def _sign_rows(self, conn: Any) -> None:
-        """Version 4, with a key: sign every live row whose fingerprint matches its
-        parameters (sealing a clear recipient); see ``Recipients.reseal``."""
+        """Upgrading to signed rows (version 4) or signed accounts, with a key: sign
+        every live row whose account is not signed and whose fingerprint matches its
+        parameters (sealing a clear recipient), or whose signatures hold; see
+        ``Recipients.reseal``."""
         for row in await conn.fetch(self._sql.live):
             new = reseal_row(self._recipients, row)
             if isinstance(new, Resealed):
-                await conn.execute(
-                    self._sql.reseal, row["provider"], row["key"], new.params_hash,
-                    new.recipient, new.signature, new.operation_signature,
-                )  # fmt: skip
+                await conn.execute(self._sql.rotated, row["provider"], row["key"], *new.values())
 
     async def key_use(self) -> KeyUse:
         """Live rows by the key they are signed with (``ledger._rotate``); no key needed."""
@@ -552,9 +552,8 @@ class PostgresLedger(Ledger):
                         left.append((row["provider"], row["key"], new))
                         continue
                     await conn.execute(
-                        self._sql.rotated, row["provider"], row["key"], new.params_hash,
-                        new.recipient, new.signature, new.operation_signature,
-                    )  # fmt: skip
+                        self._sql.rotated, row["provider"], row["key"], *new.values()
+                    )
                     rotated += 1
             last = (rows[-1]["provider"], rows[-1]["key"]) if rows else None
             return RotationBatch(rotated, left, last)
@@ -662,7 +661,9 @@ class PostgresLedger(Ledger):
         """See ``Ledger.begin``."""
         recipients = self._recipients
         recipients.check_digest(params_hash)
-        stored = recipients.store(provider, key, params, order_id=order_id)
+        stored = recipients.store(
+            provider, key, params, order_id=order_id, account=provider_account
+        )
         lease = float(lease_seconds)
         params_text = dump_params(stored.params)
         state = (LedgerState.SENDING if sending else LedgerState.PENDING).value
@@ -680,6 +681,7 @@ class PostgresLedger(Ledger):
             switch=switch_provider,
             signature=stored.signature,
             provider_account=provider_account,
+            account_signature=stored.account_signature,
         )
         for tries_left in (1, 0):
             try:
@@ -697,7 +699,7 @@ class PostgresLedger(Ledger):
                     return Claim(record=self._record(row), claimed=True)
                 again = (
                     params_hash, params_text, order_id, stored.recipient, stored.signature,
-                    provider_account,
+                    provider_account, stored.account_signature,
                 )  # fmt: skip
                 row = await self._fetchrow(self._sql.rebegin, provider, key, owner, lease, *again)
                 break

@@ -57,16 +57,19 @@ class QueueSQL:
         self.enqueue = f"""
 WITH {_NOW},
 input AS (
-    SELECT u.key, u.params_hash, u.params, u.order_id, u.recipient, u.signature, u.n
-    FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $7::text[], $9::text[])
-         WITH ORDINALITY AS u(key, params_hash, params, order_id, recipient, signature, n)
+    SELECT u.key, u.params_hash, u.params, u.order_id, u.recipient, u.signature,
+           u.account_signature, u.n
+    FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $7::text[], $9::text[],
+                $10::text[])
+         WITH ORDINALITY AS u(key, params_hash, params, order_id, recipient, signature,
+                              account_signature, n)
 ),{moved_ctes(t, log, "input", names)},
 ins AS (
     INSERT INTO {t} (provider, key, params_hash, params, state, order_id, attempts,
                      lease_owner, lease_expires_at, lease_token, created_at, updated_at,
-                     recipient, signature)
+                     recipient, signature, account_signature)
     SELECT $1::text, i.key, i.params_hash, i.params::jsonb, 'pending', i.order_id, 0,
-           NULL, NULL, 0, now.t, now.t, i.recipient, i.signature
+           NULL, NULL, 0, now.t, now.t, i.recipient, i.signature, i.account_signature
     FROM input i, now
     WHERE NOT {key_blocked(t, *names[:3])} AND (SELECT count(*) FROM moved) >= 0
     ORDER BY i.n
@@ -133,6 +136,7 @@ async def enqueue_chunk(
         [one.stored.recipient for one in prepared],
         switch_provider,
         [one.stored.signature for one in prepared],
+        [one.stored.account_signature for one in prepared],
     )
     results: list[Enqueued | None] = []
     added: set[str] = set()

@@ -36,9 +36,9 @@ from ._rows import COLUMNS, FINAL_VALUES, FLOAT_FIELDS
 
 __all__ = ["CHANGEABLE", "Insert", "Move", "Write", "WritesSQL", "arguments", "check"]
 
-#: The fields a transition may set (``check_changes``), and the operation id's
-#: signature (``sign_changes``).
-CHANGEABLE = tuple(sorted(MUTABLE_FIELDS | {"operation_signature"}))
+#: The fields a transition may set (``check_changes``), and the signatures of the
+#: operation id and the provider account (``sign_changes``).
+CHANGEABLE = tuple(sorted(MUTABLE_FIELDS | {"operation_signature", "account_signature"}))
 _FINAL = ", ".join(f"'{state}'" for state in FINAL_VALUES)
 
 
@@ -59,6 +59,7 @@ class Insert:
     switch: bool  # ``switch_provider``
     signature: str | None
     provider_account: str | None
+    account_signature: str | None
 
 
 @attrs.frozen(slots=False)
@@ -97,6 +98,7 @@ _INSERT_INPUTS = [
     ("switch", "bool"),
     ("signature", "text"),
     ("provider_account", "text"),
+    ("account_signature", "text"),
 ]
 _MOVE_INPUTS = [
     ("provider", "text"),
@@ -188,10 +190,10 @@ i AS MATERIALIZED (SELECT * FROM {_rows("$1", "i_", _INSERT_INPUTS)} AS i),{move
 ins AS (
     INSERT INTO {t} (provider, key, params_hash, params, state, order_id, attempts,
                      lease_owner, lease_expires_at, lease_token, created_at, updated_at,
-                     recipient, signature, provider_account)
+                     recipient, signature, provider_account, account_signature)
     SELECT i_provider, i_key, i_params_hash, i_params::jsonb, i_state, i_order_id,
            i_attempts, i_owner, now.t + i_lease, 1, now.t, now.t, i_recipient, i_signature,
-           i_provider_account
+           i_provider_account, i_account_signature
     FROM i, now
     WHERE NOT {blocked} AND (SELECT count(*) FROM moved) >= 0
     ORDER BY i_provider, i_key

@@ -19,13 +19,15 @@ purpose -- the encryption key, the fingerprint's HMAC key, the row signature's H
 -- and a key id (4 bytes, hex) that every sealed or signed value carries, so that a
 wrong or missing key is named as such instead of passing for a conflict.
 
-A ledger with a key also signs each row (``sign_row``, ``sign_operation``; DESIGN rule
-14): an HMAC over everything that decides where money goes and how much -- provider,
-key, order_id, the full parameters (recipient and amount included) -- and one over the
-operation id once it is known. ``authenticate`` checks them on every load of a live
-row; a row that fails, or is clear or unsigned in a keyed ledger, is never sent.
-Without a key, the plain fingerprint is checked the same way: it catches accidents,
-not someone who can write to the database.
+A ledger with a key also signs each row (``sign_row``, ``sign_operation``,
+``sign_account``; DESIGN rule 14): an HMAC over everything that decides where money
+goes and how much -- provider, key, order_id, the full parameters (recipient and amount
+included) -- one over the operation id once it is known, and one over the provider
+account the row was sent through (where its order_id is looked up: an account edited to
+the one driving the row would find nothing there and create the payout again).
+``authenticate`` checks them on every load of a live row; a row that fails, or is clear
+or unsigned in a keyed ledger, is never sent. Without a key, the plain fingerprint is
+checked the same way: it catches accidents, not someone who can write to the database.
 """
 
 from __future__ import annotations
@@ -280,6 +282,8 @@ class Stored:
     recipient: str | None = attrs.field(repr=False)
     #: The row's signature (``Recipients.sign_row``); None without a key.
     signature: str | None = attrs.field(default=None, repr=False)
+    #: Its provider account's (``Recipients.sign_account``); None without a key.
+    account_signature: str | None = attrs.field(default=None, repr=False)
 
 
 def _context(provider: str, key: str) -> bytes:
@@ -302,6 +306,10 @@ def _operation_facts(provider: str, key: str, operation_id: str) -> list[Any]:
     return ["operation", provider, key, operation_id]
 
 
+def _account_facts(provider: str, key: str, account: str | None) -> list[Any]:
+    return ["account", provider, key, account]
+
+
 @attrs.frozen
 class RowFacts:
     """What a live row says about its payout, as read back (its recipient put back)."""
@@ -315,6 +323,8 @@ class RowFacts:
     signature: str | None
     operation_id: str | None
     operation_signature: str | None
+    provider_account: str | None
+    account_signature: str | None
 
 
 @attrs.frozen
@@ -325,6 +335,18 @@ class Resealed:
     recipient: str | None = attrs.field(repr=False)
     signature: str | None
     operation_signature: str | None
+    account_signature: str | None
+
+    def values(self) -> tuple[str | None, ...]:
+        """The values in the order of the columns they go to: ``params_hash``,
+        ``recipient``, ``signature``, ``operation_signature``, ``account_signature``."""
+        return (
+            self.params_hash,
+            self.recipient,
+            self.signature,
+            self.operation_signature,
+            self.account_signature,
+        )
 
 
 class Recipients:
@@ -395,21 +417,29 @@ class Recipients:
     # -- the recipient ------------------------------------------------------------------
 
     def store(
-        self, provider: str, key: str, params: Mapping[str, Any], *, order_id: str | None
+        self,
+        provider: str,
+        key: str,
+        params: Mapping[str, Any],
+        *,
+        order_id: str | None,
+        account: str | None = None,
     ) -> Stored:
-        """How a row keeps ``params``: masked, the recipient apart (sealed when there
-        is a key), and the row's signature (with a key)."""
+        """How a new row keeps ``params``: masked, the recipient apart (sealed when
+        there is a key), and (with a key) the row's signature and that of its provider
+        ``account``."""
         signature = self.sign_row(provider, key, order_id, params)
+        account_signature = self.sign_account(provider, key, account)
         values = {}
         for name in RECIPIENT_FIELDS:  # (a loop: no function made per call)
             if isinstance(value := params.get(name), str):
                 values[name] = value
         if not values:
-            return Stored(dict(params), None, signature)
+            return Stored(dict(params), None, signature, account_signature)
         text = canonical_json(values).decode()
         if self._key is not None:
             text = self._key.seal(text, _context(provider, key))
-        return Stored(mask_params(params), text, signature)
+        return Stored(mask_params(params), text, signature, account_signature)
 
     # -- row signatures (DESIGN rule 14) -------------------------------------------------
 
@@ -427,6 +457,13 @@ class Recipients:
         if self._key is None or operation_id is None:
             return None
         return self._key.sign(_operation_facts(provider, key, operation_id))
+
+    def sign_account(self, provider: str, key: str, account: str | None) -> str | None:
+        """The signature of the provider account a row was sent through (None too:
+        "no account" is a fact a row may not lose), or None without a key."""
+        if self._key is None:
+            return None
+        return self._key.sign(_account_facts(provider, key, account))
 
     def authenticate(self, row: RowFacts) -> str | None:
         """Why the live ``row`` must not move money -- altered outside payout-async, or
@@ -449,25 +486,41 @@ class Recipients:
                 return f"{ALTERED}: its operation id is not signed"
             operation = _operation_facts(row.provider, row.key, row.operation_id)
             problem = self._check_signature(row.operation_signature, operation)
+        if problem is None:
+            if row.account_signature is None:
+                return (
+                    f"{ALTERED}: its provider account is not signed (rows written before "
+                    "accounts were signed are signed by `payout-async ledger-key rotate`)"
+                )
+            account = _account_facts(row.provider, row.key, row.provider_account)
+            problem = self._check_signature(row.account_signature, account)
         return problem or self._fingerprint_problem(row.params_hash, row.params)
 
     def reseal(self, row: RowFacts) -> Resealed | str:
         """``row``'s values under the current key -- recipient sealed, fingerprint keyed,
-        signatures made -- or why not. A signed row must pass ``authenticate``; an
-        unsigned one (clear, or written before rows were signed) its fingerprint."""
+        signatures made -- or why not. A signed row must pass ``authenticate`` (its
+        provider account, if never signed -- a row from before accounts were -- is
+        signed as found); an unsigned one (clear, or written before rows were signed)
+        its fingerprint."""
         assert self._key is not None, "resealing needs a key"
         if row.signature is not None:
+            if row.account_signature is None:
+                signed = self.sign_account(row.provider, row.key, row.provider_account)
+                row = attrs.evolve(row, account_signature=signed)
             problem = self.authenticate(row)
             if problem is not None:
                 return problem
         elif (problem := self._fingerprint_problem(row.params_hash, row.params)) is not None:
             return problem
-        stored = self.store(row.provider, row.key, row.params, order_id=row.order_id)
+        stored = self.store(
+            row.provider, row.key, row.params, order_id=row.order_id, account=row.provider_account
+        )
         return Resealed(
             params_hash=self.params_hash(row.params),
             recipient=stored.recipient,
             signature=stored.signature,
             operation_signature=self.sign_operation(row.provider, row.key, row.operation_id),
+            account_signature=stored.account_signature,
         )
 
     def check_begun(

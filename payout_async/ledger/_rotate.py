@@ -38,16 +38,18 @@ KEY_USE = (
     f"SELECT substr(signature, 4, 8), {_CLEAR}, count(*) FROM {{table}} "
     f"WHERE state NOT IN ({_FINAL}) GROUP BY 1, 2"
 )
-#: The next live rows not under the current key, after a (provider, key).
+#: The next live rows not under the current key (or whose account is not signed: rows
+#: of a keyed ledger upgraded without its key), after a (provider, key).
 TO_ROTATE = (
     f"SELECT {', '.join(COLUMNS)} FROM {{table}} WHERE state NOT IN ({_FINAL}) "
     "AND (provider, key) > ({p_after}, {k_after}) "
-    f"AND (signature IS NULL OR substr(signature, 4, 8) <> {{current}} OR ({_CLEAR})) "
+    "AND (signature IS NULL OR account_signature IS NULL "
+    f"OR substr(signature, 4, 8) <> {{current}} OR ({_CLEAR})) "
     "ORDER BY provider, key LIMIT {limit}"
 )
 RESEAL = (
     "UPDATE {table} SET params_hash = {0}, recipient = {1}, signature = {2}, "
-    "operation_signature = {3} WHERE provider = {4} AND key = {5}"
+    "operation_signature = {3}, account_signature = {4} WHERE provider = {5} AND key = {6}"
 )
 
 

@@ -66,6 +66,7 @@ COLUMNS = (
     "provider_account",
     "signature",
     "operation_signature",
+    "account_signature",
 )
 #: Each of ``COLUMNS``' position in a row.
 AT = {name: position for position, name in enumerate(COLUMNS)}
@@ -103,12 +104,17 @@ def check_changes(changes: Mapping[str, Any]) -> dict[str, Any]:
 def sign_changes(
     recipients: Recipients, provider: str, key: str, fields: Mapping[str, Any]
 ) -> dict[str, Any]:
-    """``transition``'s checked fields, with the operation id's signature when they
-    set one (``operation_signature``: a column, not a ``MUTABLE_FIELDS`` name)."""
+    """``transition``'s checked fields, with the signature of the operation id or
+    the provider account when they set one (``operation_signature``,
+    ``account_signature``: columns, not ``MUTABLE_FIELDS`` names)."""
     signed = dict(fields)
     if "operation_id" in fields:
         signed["operation_signature"] = recipients.sign_operation(
             provider, key, fields["operation_id"]
+        )
+    if "provider_account" in fields:
+        signed["account_signature"] = recipients.sign_account(
+            provider, key, fields["provider_account"]
         )
     return signed
 
@@ -126,6 +132,8 @@ def row_facts(values: Mapping[str, Any], params: Mapping[str, Any]) -> RowFacts:
         signature=values["signature"],
         operation_id=values["operation_id"],
         operation_signature=values["operation_signature"],
+        provider_account=values["provider_account"],
+        account_signature=values["account_signature"],
     )
 
 
@@ -133,8 +141,9 @@ def row_facts(values: Mapping[str, Any], params: Mapping[str, Any]) -> RowFacts:
 #: with the same values, a row is neither decoded, decrypted nor authenticated again.
 #: The row's own (what ``Recipients.sign_row`` covers, its recipient and fingerprint)...
 _ROW_CHECKED = ("params", "recipient", "params_hash", "order_id", "signature")
-#: ... and its operation id's (``Recipients.sign_operation``).
-_OPERATION_CHECKED = ("operation_id", "operation_signature")
+#: ... and where the payout is looked up: its operation id and provider account, each
+#: with its signature (``Recipients.sign_operation``, ``sign_account``).
+_LOOKUP_CHECKED = ("operation_id", "operation_signature", "provider_account", "account_signature")
 #: The order ``Records.read`` unpacks a row in.
 _READ = (
     "provider", "key", "params_hash", "params", "state", "operation_id", "order_id",
@@ -152,10 +161,11 @@ def _named(row: Sequence[Any]) -> dict[str, Any]:
 
 # Read by position from a row (a tuple, or an asyncpg ``Record``).
 _row_checked = operator.itemgetter(*(AT[name] for name in _ROW_CHECKED))
-_operation_checked = operator.itemgetter(*(AT[name] for name in _OPERATION_CHECKED))
+_lookup_checked = operator.itemgetter(*(AT[name] for name in _LOOKUP_CHECKED))
 _PARAMS, _RECIPIENT, _STATE = AT["params"], AT["recipient"], AT["state"]
 _HASH, _SIGNATURE = AT["params_hash"], AT["signature"]
 _OPERATION_ID, _OPERATION_SIGNATURE = AT["operation_id"], AT["operation_signature"]
+_ACCOUNT, _ACCOUNT_SIGNATURE = AT["provider_account"], AT["account_signature"]
 assert _ROW_CHECKED[0] == "params"  # (what a final read compares)
 #: A state's value to the state (a dict lookup: ``LedgerState(value)`` costs a call).
 _STATES = {state.value: state for state in LedgerState}
@@ -166,7 +176,7 @@ class _Seen:
     """What a live row's checked columns came to."""
 
     row: tuple[Any, ...]  # the values of ``_ROW_CHECKED``
-    operation: tuple[Any, ...]  # the values of ``_OPERATION_CHECKED``
+    lookup: tuple[Any, ...]  # the values of ``_LOOKUP_CHECKED``
     full: dict[str, Any] = attrs.field(repr=False)
     untrusted: str | None
     #: ``params`` as stored (the recipient masked), read from ``row[0]``'s text.
@@ -182,9 +192,9 @@ class Records:
     What a live row's checked columns came to -- its full parameters and its
     verdict -- is remembered for the row, so that the next write of a payout, which
     changes none of them, costs no JSON, decryption or HMAC; one that records an
-    operation id costs the id's signature only (a trusted row whose own columns are
-    unchanged stays trusted if its operation id carries this ledger's signature, the
-    one check that reads it). The values read are compared with the ones remembered,
+    operation id or a provider account costs its signature only (a trusted row whose
+    own columns are unchanged stays trusted if what changed carries this ledger's
+    signature, the one check that reads it). The values read are compared with the ones remembered,
     so a row altered outside payout-async is checked again in full. A row read final
     is forgotten (so is the oldest row beyond ``size``): nothing of a finished
     payout's recipient stays here.
@@ -213,7 +223,7 @@ class Records:
         full = dict(full)
         untrusted = self.recipients.check_begun(row[0], row[1], row[_HASH], row[_SIGNATURE], full)
         self._remember((row[0], row[1]), _Seen(
-            _row_checked(row), _operation_checked(row), full, untrusted, dict(stored)
+            _row_checked(row), _lookup_checked(row), full, untrusted, dict(stored)
         ))  # fmt: skip
         return _record(row, _STATES[row[_STATE]], full, untrusted)
 
@@ -228,16 +238,16 @@ class Records:
                 return dict(seen.stored), None
             full, _, _ = self._load(_named(row), final=True)
             return full, None
-        own, operation = _row_checked(row), _operation_checked(row)
+        own, lookup = _row_checked(row), _lookup_checked(row)
         seen = self._seen.get(at)
         if seen is not None and seen.row == own:
-            if seen.operation == operation:
+            if seen.lookup == lookup:
                 return seen.full, seen.untrusted
-            if seen.untrusted is None and self._signed_operation(row):
-                self._seen[at] = attrs.evolve(seen, operation=operation)
+            if seen.untrusted is None and self._signed_lookup(row, seen.lookup, lookup):
+                self._seen[at] = attrs.evolve(seen, lookup=lookup)
                 return seen.full, None
         full, untrusted, stored = self._load(_named(row), final=False)
-        self._remember(at, _Seen(own, operation, full, untrusted, stored))
+        self._remember(at, _Seen(own, lookup, full, untrusted, stored))
         return full, untrusted
 
     def _remember(self, at: tuple[str, str], seen: _Seen) -> None:
@@ -246,14 +256,19 @@ class Records:
             with self._evicting, contextlib.suppress(KeyError, RuntimeError, StopIteration):
                 del self._seen[next(iter(self._seen))]
 
-    def _signed_operation(self, row: Sequence[Any]) -> bool:
-        """Whether the row's operation signature is the one this ledger makes for its
-        operation id (both None without a key)."""
-        made = self.recipients.sign_operation(row[0], row[1], row[_OPERATION_ID])
-        found = row[_OPERATION_SIGNATURE]
-        if made is None or found is None:
-            return made is found
-        return hmac.compare_digest(made, found)
+    def _signed_lookup(
+        self, row: Sequence[Any], seen: tuple[Any, ...], lookup: tuple[Any, ...]
+    ) -> bool:
+        """Whether what changed of the row's operation id and provider account since
+        ``seen`` carries the signature this ledger makes for it (None without a key)."""
+        provider, key, recipients = row[0], row[1], self.recipients
+        if seen[:2] != lookup[:2] and not _same(
+            recipients.sign_operation(provider, key, row[_OPERATION_ID]), row[_OPERATION_SIGNATURE]
+        ):
+            return False
+        return seen[2:] == lookup[2:] or _same(
+            recipients.sign_account(provider, key, row[_ACCOUNT]), row[_ACCOUNT_SIGNATURE]
+        )
 
     def _load(
         self, values: Mapping[str, Any], *, final: bool
@@ -337,6 +352,12 @@ def move_recipient(
     elif digest == plain_hash(params):
         digest = recipients.params_hash(params)
     return dump_params(stored.params), recipient, digest
+
+
+def _same(made: str | None, found: str | None) -> bool:
+    if made is None or found is None:
+        return made is found
+    return hmac.compare_digest(made, found)
 
 
 def reseal_row(recipients: Recipients, row: Sequence[Any]) -> Resealed | str:

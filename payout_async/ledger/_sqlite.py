@@ -143,7 +143,7 @@ _RELEASE = (
 )
 _REBEGIN = (
     "UPDATE payouts SET state = ?, params_hash = ?, params = ?, recipient = ?, order_id = ?, "
-    "signature = ?, provider_account = ?, reason = NULL, updated_at = ? "
+    "signature = ?, provider_account = ?, account_signature = ?, reason = NULL, updated_at = ? "
     "WHERE provider = ? AND key = ?"
 )
 _RECIPIENT = "SELECT recipient FROM payouts WHERE provider = ? AND key = ?"
@@ -316,7 +316,7 @@ def _transition_sql(fields: tuple[str, ...], final: bool) -> str:
 
 
 #: The extra fields a transition may set (``check_changes``, ``sign_changes``).
-_MOVED_FIELDS = (MUTABLE_FIELDS | {"operation_signature"}) & _COLUMN_SET
+_MOVED_FIELDS = (MUTABLE_FIELDS | {"operation_signature", "account_signature"}) & _COLUMN_SET
 
 
 def _renew(
@@ -386,6 +386,7 @@ class _Begin:
             recipient=stored.recipient,
             signature=stored.signature,
             provider_account=self.provider_account,
+            account_signature=stored.account_signature,
         )
         # One statement for a key seen nowhere yet; its order_id another key's
         # fails it (and leaves no trace): the rules in full then say so.
@@ -426,8 +427,8 @@ class _Begin:
         if record.state is LedgerState.REFUSED:
             live_elsewhere(key, _others(conn, provider, key, now))
             again = (pending, self.params_hash, self.params_text, stored.recipient, order_id)
-            account = self.provider_account
-            conn.execute(_REBEGIN, (*again, stored.signature, account, now, provider, key))
+            signed = (stored.signature, self.provider_account, stored.account_signature)
+            conn.execute(_REBEGIN, (*again, *signed, now, provider, key))
             note = "intent recorded again after a refusal"
             history.append(HistoryRow(provider, key, record.state.value, pending, now, owner, note))
         elif not ledger._recipients.matches(
@@ -881,7 +882,9 @@ class SQLiteLedger(Ledger):
         """See ``Ledger.begin``."""
         recipients = self._recipients
         recipients.check_digest(params_hash)
-        stored = recipients.store(provider, key, params, order_id=order_id)
+        stored = recipients.store(
+            provider, key, params, order_id=order_id, account=provider_account
+        )
         begin = _Begin(
             ledger=self,
             provider=provider,
@@ -1168,7 +1171,7 @@ class SQLiteLedger(Ledger):
         if current is None:
             raise ConfigurationError("rotating keys needs the ledger's encryption_key")
         select = TO_ROTATE.format(table="payouts", p_after="?", k_after="?", current="?", limit="?")
-        update = RESEAL.format(*"??????", table="payouts")
+        update = RESEAL.format(*"???????", table="payouts")
         recipient = AT["recipient"]
 
         def op(conn: sqlite3.Connection, history: list[HistoryRow]) -> RotationBatch:
@@ -1181,8 +1184,7 @@ class SQLiteLedger(Ledger):
                     continue
                 if is_clear(row[recipient]):
                     self._dropped_clear = True  # the WAL is emptied once this commits
-                fields = (new.params_hash, new.recipient, new.signature, new.operation_signature)
-                conn.execute(update, (*fields, row[0], row[1]))
+                conn.execute(update, (*new.values(), row[0], row[1]))
                 rotated += 1
             last = (rows[-1][0], rows[-1][1]) if rows else None
             return RotationBatch(rotated, left, last)
@@ -1250,6 +1252,7 @@ def _enqueue_one(
         updated_at=now,
         recipient=stored.recipient,
         signature=stored.signature,
+        account_signature=stored.account_signature,
     )
     if conn.execute(_INSERT, new).fetchall():
         note = "intent recorded (enqueued)"

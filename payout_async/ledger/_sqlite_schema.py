@@ -14,7 +14,10 @@ ever begun, kept by a trigger in the same transaction as each insert, in the
 opened with a key, the upgrade signs each live row whose fingerprint matches its
 parameters (and seals its recipient); opened without, rows stay unsigned until
 ``ledger-key rotate``. Version 7 adds the ``payout_pauses`` table (``ledger._pauses``):
-a provider paused for want of money, shared by every worker of the file.
+a provider paused for want of money, shared by every worker of the file. Version 8
+signs each row's provider account (``account_signature``): opened with a key, the
+upgrade signs the account of each live row that passes its other checks; opened
+without, ``ledger-key rotate`` signs them.
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ CREATE TABLE IF NOT EXISTS payouts (
     shared_key INTEGER NOT NULL DEFAULT 0,
     signature TEXT,
     operation_signature TEXT,
+    account_signature TEXT,
     PRIMARY KEY (provider, key)
 );
 CREATE INDEX IF NOT EXISTS payouts_state_lease ON payouts (state, lease_expires_at);
@@ -106,7 +110,8 @@ WHEN OLD.state IS NOT NEW.state BEGIN
     UPDATE payout_ledger SET value = value + 1 WHERE name = 'rows_begun';
 END"""
 # Version 6: signed rows (``_sign_rows``). Version 7: provider pauses (``_SCHEMA``).
-_SCHEMA_VERSION = 7
+# Version 8: signed provider accounts (``_sign_rows`` again).
+_SCHEMA_VERSION = 8
 _ADDED_COLUMNS = (
     ("lease_token", "INTEGER NOT NULL DEFAULT 0"),
     ("recipient", "TEXT"),
@@ -115,6 +120,7 @@ _ADDED_COLUMNS = (
     ("signature", "TEXT"),
     ("operation_signature", "TEXT"),
     ("provider_account", "TEXT"),
+    ("account_signature", "TEXT"),
 )
 
 # What a current file holds: ``open()`` runs ``create_schema`` only when it lacks some.
@@ -152,7 +158,7 @@ def create_schema(conn: sqlite3.Connection, recipients: Recipients) -> int:
                 conn.execute(statement)
         _identify(conn)
         if version < _SCHEMA_VERSION:
-            if version < 6 and recipients.key_id is not None:
+            if version < 8 and recipients.key_id is not None:
                 moved += _sign_rows(conn, recipients)
             conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
         conn.execute("COMMIT")
@@ -199,11 +205,13 @@ def _move_recipients(conn: sqlite3.Connection, recipients: Recipients) -> int:
 
 
 def _sign_rows(conn: sqlite3.Connection, recipients: Recipients) -> int:
-    """Version 6, with a key: sign every live row whose fingerprint matches its
-    parameters (sealing a clear recipient). Returns how many were clear."""
+    """Versions 6 and 8, with a key: sign every live row whose account is not signed
+    and whose fingerprint matches its parameters (sealing a clear recipient), or whose
+    signatures hold (``reseal_row``). Returns how many were clear."""
     final = ", ".join(f"'{state}'" for state in FINAL_VALUES)
     rows = conn.execute(
-        f"SELECT rowid, {', '.join(COLUMNS)} FROM payouts WHERE state NOT IN ({final})"
+        f"SELECT rowid, {', '.join(COLUMNS)} FROM payouts "
+        f"WHERE state NOT IN ({final}) AND account_signature IS NULL"
     ).fetchall()
     sealed = 0
     for rowid, *row in rows:
@@ -212,8 +220,8 @@ def _sign_rows(conn: sqlite3.Connection, recipients: Recipients) -> int:
             sealed += is_clear(row[AT["recipient"]])
             conn.execute(
                 "UPDATE payouts SET params_hash = ?, recipient = ?, signature = ?, "
-                "operation_signature = ? WHERE rowid = ?",
-                (new.params_hash, new.recipient, new.signature, new.operation_signature, rowid),
+                "operation_signature = ?, account_signature = ? WHERE rowid = ?",
+                (*new.values(), rowid),
             )
     return sealed
 

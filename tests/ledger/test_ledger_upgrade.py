@@ -26,7 +26,7 @@ from .support import PG_DSN, drop_schema, require_postgres
 
 PARAMS = {"amount": "1.00"}
 HASH = params_hash(PARAMS)
-CURRENT = 7  # SQLite's schema version
+CURRENT = 8  # SQLite's schema version
 
 # The payouts table as version 0.1 created it.
 V1_TABLE = """

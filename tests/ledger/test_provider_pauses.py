@@ -118,7 +118,7 @@ async def test_sqlite_upgrades_a_version_6_file(tmp_path: Path) -> None:
         record = await ledger.get("enot", "old")
         assert record is not None and record.state is LedgerState.REFUSED
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 7
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 8
     conn.close()
     async with SQLiteLedger(path, read_only=True) as ledger:  # current: no write needed
         assert [p.provider for p in await ledger.pauses()] == ["enot"]

@@ -29,6 +29,7 @@ from payout_async.sandbox import Sandbox
 from ..cli.support import cli
 from .altering import CARD, Store, client_for, paid, queue, request_for
 from .support import fast_config, im_client, payouts
+from .test_provider_account import A, B, account, created, strand_a_lost_create
 
 ATTACKER = "4000006666666663"
 ALTERED = "the row was altered outside payout-async"
@@ -210,3 +211,27 @@ async def test_a_row_altered_while_it_is_driven_is_set_aside_at_its_next_step(
             row = await reread.get("enot", "k")
         assert row is not None and row.state is LedgerState.NEEDS_ATTENTION
         assert row.lease_owner is None
+
+
+@pytest.mark.parametrize("edit", ["the driving account", "none"])
+async def test_a_row_moved_to_another_account_is_never_created_again(
+    store: Store, edit: str
+) -> None:
+    """An Enot row whose create answer was lost in account A names A as the account it
+    was sent through. Edited to name the account now driving it (B), or none, B would
+    find no payoff under its order_id and create it again: the same payout paid from
+    two accounts. The account is signed with the row: the edit sets it aside."""
+    async with (
+        account(A) as (books_a, client_a),
+        account(B) as (books_b, client_b),
+    ):
+        async with store.ledger() as ledger:
+            await strand_a_lost_create(ledger, client_a, "k")
+        moved_to = B.enot_user_id if edit == "the driving account" else None
+        await store.sql("UPDATE payouts SET provider_account = ? WHERE key = ?", moved_to, "k")
+
+        async with store.ledger() as ledger:
+            [result] = await payouts(client_b, ledger).resume()
+        _check_set_aside(result)
+        assert books_b.stats().requests == {}  # nothing looked up, nothing created in B
+        assert (created(books_a, "k"), created(books_b, "k")) == (1, 0)

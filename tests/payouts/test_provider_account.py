@@ -16,12 +16,14 @@ import pytest
 
 from payout_async import PayoutStatus
 from payout_async.enot import EnotClient
-from payout_async.ledger import LedgerState, SQLiteLedger
+from payout_async.ledger import LedgerState, SQLiteLedger, new_encryption_key
 from payout_async.payouts import intent_for
 from payout_async.sandbox import Sandbox, SandboxCredentials
 
 from .support import books, enot_client, enot_request, fast_config, payouts
 
+#: Each test runs on a plain ledger and on a keyed one (whose rows' accounts are signed).
+KEYS = pytest.mark.parametrize("key", [None, new_encryption_key()], ids=["plain", "keyed"])
 A = SandboxCredentials(enot_user_id="11111111-aaaa-4aaa-8aaa-aaaaaaaaaaaa")
 B = SandboxCredentials(enot_user_id="22222222-bbbb-4bbb-8bbb-bbbbbbbbbbbb")
 
@@ -55,13 +57,15 @@ async def strand_a_lost_create(ledger: SQLiteLedger, client: EnotClient, key: st
     await asyncio.sleep(0.1)  # its lease runs out: the row is stranded
 
 
+@KEYS
 async def test_a_row_sent_through_another_account_is_parked_not_created_again(
     tmp_path: Path,
+    key: str | None,
 ) -> None:
     async with (
         account(A) as (books_a, client_a),
         account(B) as (books_b, client_b),
-        SQLiteLedger(tmp_path / "ledger.db") as ledger,
+        SQLiteLedger(tmp_path / "ledger.db", encryption_key=key) as ledger,
     ):
         await strand_a_lost_create(ledger, client_a, "k")
 
@@ -77,12 +81,13 @@ async def test_a_row_sent_through_another_account_is_parked_not_created_again(
 
 
 @pytest.mark.parametrize("lookup_before_create", [False, True])
+@KEYS
 async def test_each_create_records_the_account_it_goes_through(
-    tmp_path: Path, lookup_before_create: bool
+    tmp_path: Path, key: str | None, lookup_before_create: bool
 ) -> None:
     async with (
         account(A) as (_, client_a),
-        SQLiteLedger(tmp_path / "ledger.db") as ledger,
+        SQLiteLedger(tmp_path / "ledger.db", encryption_key=key) as ledger,
     ):
         paid = await payouts(client_a, ledger, lookup_before_create=lookup_before_create).pay(
             "k", enot_request()
@@ -92,15 +97,17 @@ async def test_each_create_records_the_account_it_goes_through(
         assert row is not None and row.provider_account == A.enot_user_id
 
 
+@KEYS
 async def test_a_row_nothing_was_sent_for_is_paid_through_the_account_driving_it(
     tmp_path: Path,
+    key: str | None,
 ) -> None:
     """Recorded (enqueued, or begun) by account A but never sent: account B pays it,
     once, and the row then names B."""
     async with (
         account(A) as (books_a, client_a),
         account(B) as (books_b, client_b),
-        SQLiteLedger(tmp_path / "ledger.db") as ledger,
+        SQLiteLedger(tmp_path / "ledger.db", encryption_key=key) as ledger,
     ):
         intent = intent_for("k", enot_request())
         await ledger.begin(
@@ -119,14 +126,15 @@ async def test_a_row_nothing_was_sent_for_is_paid_through_the_account_driving_it
         assert row.provider_account == B.enot_user_id
 
 
-async def test_a_key_paid_through_another_account_says_so(tmp_path: Path) -> None:
+@KEYS
+async def test_a_key_paid_through_another_account_says_so(tmp_path: Path, key: str | None) -> None:
     """Paid once through account A (a sandbox's, say, whose "success" paid nobody):
     asked again through account B, the payout is not paid again, and says where it
     was paid."""
     async with (
         account(A) as (_, client_a),
         account(B) as (books_b, client_b),
-        SQLiteLedger(tmp_path / "ledger.db") as ledger,
+        SQLiteLedger(tmp_path / "ledger.db", encryption_key=key) as ledger,
     ):
         first = await payouts(client_a, ledger).pay("k", enot_request())
         assert first.status is PayoutStatus.SUCCEEDED and first.reason is None
