@@ -500,12 +500,12 @@ class PostgresLedger(Ledger):
             await conn.execute(
                 "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", self._sql.lock_key
             )
-            unsigned = "account_signature" not in await self._columns(conn)
+            columns = await self._columns(conn)
             await conn.execute(self._sql.schema)
             await conn.execute(self._sql.identify, uuid.uuid4().hex)
             await self._move_recipients(conn)
-            if unsigned and self._recipients.key_id is not None:
-                await self._sign_rows(conn)
+            if "account_signature" not in columns and self._recipients.key_id is not None:
+                await self._sign_rows(conn, signed_only="signature" in columns)
 
     async def _move_recipients(self, conn: Any) -> None:
         """Version 3: recipients out of the parameters (see ``move_recipient``)."""
@@ -520,12 +520,14 @@ class PostgresLedger(Ledger):
         rows = await conn.fetch(_CATALOG, [f'{qualify}"{self.table_prefix}payouts"'])
         return set(rows[0][1] or ())
 
-    async def _sign_rows(self, conn: Any) -> None:
-        """Upgrading to signed rows (version 4) or signed accounts, with a key: sign
-        every live row whose account is not signed and whose fingerprint matches its
-        parameters (sealing a clear recipient), or whose signatures hold; see
-        ``Recipients.reseal``."""
+    async def _sign_rows(self, conn: Any, *, signed_only: bool) -> None:
+        """Upgrading to signed rows (version 4), with a key: sign every live row whose
+        fingerprint matches its parameters (sealing a clear recipient); to signed
+        accounts (``signed_only``): sign the account of every live row signed already
+        whose signatures hold. See ``Recipients.reseal``."""
         for row in await conn.fetch(self._sql.live):
+            if signed_only and row["signature"] is None:
+                continue  # set aside by an older version: stays so
             new = reseal_row(self._recipients, row)
             if isinstance(new, Resealed):
                 await conn.execute(self._sql.rotated, row["provider"], row["key"], *new.values())

@@ -194,10 +194,10 @@ class Records:
     changes none of them, costs no JSON, decryption or HMAC; one that records an
     operation id or a provider account costs its signature only (a trusted row whose
     own columns are unchanged stays trusted if what changed carries this ledger's
-    signature, the one check that reads it). The values read are compared with the ones remembered,
-    so a row altered outside payout-async is checked again in full. A row read final
-    is forgotten (so is the oldest row beyond ``size``): nothing of a finished
-    payout's recipient stays here.
+    signature, the one check that reads it). The values read are compared with the
+    ones remembered, so a row altered outside payout-async is checked again in full. A
+    row read final is forgotten (so is the oldest row beyond ``size``): nothing of a
+    finished payout's recipient stays here.
     """
 
     def __init__(self, recipients: Recipients, *, size: int = 4096) -> None:

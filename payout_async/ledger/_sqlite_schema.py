@@ -16,7 +16,7 @@ parameters (and seals its recipient); opened without, rows stay unsigned until
 ``ledger-key rotate``. Version 7 adds the ``payout_pauses`` table (``ledger._pauses``):
 a provider paused for want of money, shared by every worker of the file. Version 8
 signs each row's provider account (``account_signature``): opened with a key, the
-upgrade signs the account of each live row that passes its other checks; opened
+upgrade signs the account of each live signed row whose signatures hold; opened
 without, ``ledger-key rotate`` signs them.
 """
 
@@ -110,7 +110,7 @@ WHEN OLD.state IS NOT NEW.state BEGIN
     UPDATE payout_ledger SET value = value + 1 WHERE name = 'rows_begun';
 END"""
 # Version 6: signed rows (``_sign_rows``). Version 7: provider pauses (``_SCHEMA``).
-# Version 8: signed provider accounts (``_sign_rows`` again).
+# Version 8: signed provider accounts (``_sign_rows`` of the rows signed already).
 _SCHEMA_VERSION = 8
 _ADDED_COLUMNS = (
     ("lease_token", "INTEGER NOT NULL DEFAULT 0"),
@@ -158,8 +158,8 @@ def create_schema(conn: sqlite3.Connection, recipients: Recipients) -> int:
                 conn.execute(statement)
         _identify(conn)
         if version < _SCHEMA_VERSION:
-            if version < 8 and recipients.key_id is not None:
-                moved += _sign_rows(conn, recipients)
+            if recipients.key_id is not None:
+                moved += _sign_rows(conn, recipients, signed_only=version >= 6)
             conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except BaseException:
@@ -204,14 +204,16 @@ def _move_recipients(conn: sqlite3.Connection, recipients: Recipients) -> int:
     return moved
 
 
-def _sign_rows(conn: sqlite3.Connection, recipients: Recipients) -> int:
-    """Versions 6 and 8, with a key: sign every live row whose account is not signed
-    and whose fingerprint matches its parameters (sealing a clear recipient), or whose
-    signatures hold (``reseal_row``). Returns how many were clear."""
+def _sign_rows(conn: sqlite3.Connection, recipients: Recipients, *, signed_only: bool) -> int:
+    """Version 6, with a key: sign every live row whose fingerprint matches its
+    parameters (sealing a clear recipient). Version 8 (``signed_only``): sign the
+    account of every live row signed already whose signatures hold -- a row an older
+    version would have set aside stays so. Returns how many were clear."""
     final = ", ".join(f"'{state}'" for state in FINAL_VALUES)
+    signed = " AND signature IS NOT NULL" if signed_only else ""
     rows = conn.execute(
         f"SELECT rowid, {', '.join(COLUMNS)} FROM payouts "
-        f"WHERE state NOT IN ({final}) AND account_signature IS NULL"
+        f"WHERE state NOT IN ({final}) AND account_signature IS NULL{signed}"
     ).fetchall()
     sealed = 0
     for rowid, *row in rows:

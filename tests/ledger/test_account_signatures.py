@@ -107,3 +107,17 @@ async def test_an_upgrade_without_the_key_leaves_the_accounts_to_rotate(store: B
         report = await rotate_keys(ledger)
     assert report.rotated == 1 and report.left == []
     assert await _untrusted(store) is None
+
+
+async def test_an_upgrade_signs_no_account_of_a_row_an_older_version_set_aside(
+    store: Backend,
+) -> None:
+    """A row without a signature (inserted by a writer of the database) was never sent
+    by the older version; the upgrade leaves it so instead of signing its account."""
+    async with store.ledger(encryption_key=KEY) as ledger:
+        await _begin(ledger)
+    await _sql(store, "UPDATE payouts SET signature = NULL")
+    await _as_before_accounts_were_signed(store)
+
+    untrusted = await _untrusted(store)
+    assert untrusted is not None and "carries no signature" in untrusted, untrusted
