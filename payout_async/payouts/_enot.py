@@ -91,15 +91,25 @@ def payoff_mismatch(request: PayoffRequest, payoff: Payoff | PayoffWebhook) -> s
     return None
 
 
-def webhook_mismatch(record: PayoutRecord, webhook: PayoffWebhook) -> str | None:
-    """Why a verified webhook is no evidence about ``record``'s payout, or None when it
-    is. A webhook is signed with the merchant's key, so another system on the same
-    Enot account (or an order_id reused elsewhere) can send one for its own payoff: it
-    counts only once the row has sent a create, when it names this row's payoff id or
-    (before the row knows it) this payout's amount and recipient, and when nothing it
-    says -- amount, recipient, service -- disagrees with the row."""
+def webhook_mismatch(
+    record: PayoutRecord, webhook: PayoffWebhook, account: str | None
+) -> str | None:
+    """Why a webhook verified with ``account``'s key is no evidence about ``record``'s
+    payout, or None when it is. It speaks of that account's payoffs only: a row sent
+    through another account is not its business. A webhook is signed with the
+    merchant's key, so another system on the same Enot account (or an order_id reused
+    elsewhere) can send one for its own payoff: it counts only once the row has sent a
+    create, when it names this row's payoff id or (before the row knows it) this
+    payout's amount and recipient, and when nothing it says -- amount, recipient,
+    service -- disagrees with the row."""
     if record.attempts == 0:
         return "nothing has been sent for this payout"
+    sent_through = record.provider_account
+    if sent_through is not None and sent_through != account:
+        return (
+            f"it was verified with the key of account {account}, and this payout was "
+            f"sent through account {sent_through}"
+        )
     known = record.operation_id
     if known and webhook.payoff_id and webhook.payoff_id != known:
         return f"its payoff_id is {webhook.payoff_id}, this payout's {known}"

@@ -966,8 +966,9 @@ class Payouts(Generic[Request]):
 
         A webhook is evidence, not a command: it settles a row only if the row has sent
         a create and the webhook names what it sent -- amount, recipient, service, and
-        the payoff id once the row knows it (``webhook_mismatch``). Any other one (say,
-        another system's payoff under the same order_id on the same Enot account) is
+        the payoff id once the row knows it, and it was sent through the account whose
+        key verified the webhook (``webhook_mismatch``). Any other one (say, another
+        system's payoff under the same order_id on the same Enot account) is
         logged at WARNING and noted in the row's history, and the row keeps its state.
         Repeated and out-of-order deliveries are harmless: a final row is never
         changed, and a non-final status is ignored. The delivery that settles the row
@@ -987,7 +988,7 @@ class Payouts(Generic[Request]):
         if row.state.is_final:
             return PayoutResult.from_record(row)
         status = webhook.raw_status or webhook.status.value
-        mismatch = webhook_mismatch(row, webhook)
+        mismatch = webhook_mismatch(row, webhook, self._flow.account())
         if mismatch is not None:
             logger.warning(
                 "payout %s (%s): a verified %s webhook for order %s was not applied: %s",

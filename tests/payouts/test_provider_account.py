@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from payout_async import PayoutStatus
-from payout_async.enot import EnotClient
+from payout_async._redact import mask_card
+from payout_async.enot import EnotClient, PayoffWebhook
 from payout_async.ledger import LedgerState, SQLiteLedger, new_encryption_key
 from payout_async.payouts import intent_for
 from payout_async.sandbox import Sandbox, SandboxCredentials
@@ -145,3 +146,41 @@ async def test_a_key_paid_through_another_account_says_so(tmp_path: Path, key: s
         )
         assert books_b.stats().requests == {}
         assert (await payouts(client_a, ledger).pay("k", enot_request())).reason is None
+
+
+@KEYS
+@pytest.mark.parametrize("status", ["fail", "success"])
+async def test_a_webhook_of_another_account_settles_no_row_sent_through_this_one(
+    tmp_path: Path, key: str | None, status: str
+) -> None:
+    """A webhook is verified with one account's key: it speaks of that account's
+    payoffs. A row whose create was sent through account A is not settled by account
+    B's webhook for the same order_id, amount and recipient (another system's payoff on
+    B): "fail" would record a payout that A may still pay as failed, "success" one
+    that A may fail as paid. Through A, the row settles by its own payoff."""
+    async with (
+        account(A) as (books_a, client_a),
+        account(B) as (books_b, client_b),
+        SQLiteLedger(tmp_path / "ledger.db", encryption_key=key) as ledger,
+    ):
+        await strand_a_lost_create(ledger, client_a, "k")
+        row = await ledger.get("enot", "k")
+        assert row is not None and row.order_id is not None
+        request = enot_request()
+        webhook = PayoffWebhook(
+            order_id=row.order_id,
+            raw_status=status,
+            amount=request.amount,
+            service=request.service,
+            wallet=mask_card(request.wallet_to),
+        )
+
+        assert await payouts(client_b, ledger).apply_webhook(webhook) is None
+
+        row = await ledger.get("enot", "k")
+        assert row is not None and row.state is LedgerState.SENDING
+        notes = [step.note or "" for step in await ledger.history("enot", "k")]
+        assert any(A.enot_user_id in note for note in notes), notes
+        [settled] = await payouts(client_a, ledger).resume()
+        assert settled.status is PayoutStatus.SUCCEEDED
+        assert (created(books_a, "k"), created(books_b, "k")) == (1, 0)
