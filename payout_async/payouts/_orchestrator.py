@@ -967,7 +967,8 @@ class Payouts(Generic[Request]):
         A webhook is evidence, not a command: it settles a row only if the row has sent
         a create and the webhook names what it sent -- amount, recipient, service, and
         the payoff id once the row knows it, and it was sent through the account whose
-        key verified the webhook (``webhook_mismatch``). Any other one (say, another
+        key verified the webhook -- this ``Payouts``' client's: give ``webhook_handler``
+        that account's additional key (``webhook_mismatch``). Any other one (say, another
         system's payoff under the same order_id on the same Enot account) is
         logged at WARNING and noted in the row's history, and the row keeps its state.
         Repeated and out-of-order deliveries are harmless: a final row is never
