@@ -100,8 +100,8 @@ class InstantLeanIntellect(lean.Intellect):
 class InstantLeanEnot(lean.Enot):
     made = 0
 
-    def __init__(self) -> None:
-        pass
+    def __init__(self) -> None:  # no session: nothing is sent
+        self.user_id = str(uuid.UUID(int=1))  # an account, shaped as Enot's
 
     async def create(self, payoff: Any, order_id: str, fence: Any) -> str:
         await fence(30.0)

@@ -34,9 +34,11 @@ same work per payout, against the same sandbox:
   live rows indexed by ``state`` (a partial index of the rows not final: crash
   anywhere, resume everywhere, stranded rows found without a scan); and the trust
   boundary (DESIGN rule 14): with a ledger key each row carries an HMAC of its
-  provider, key, order_id and full parameters, and one of its operation id once
-  recorded; the fence UPDATE returns the row's fingerprint, recipient, order_id,
-  operation id and signatures, and unless they are what this drive wrote (with or
+  provider, key, order_id and full parameters, one of its operation id once
+  recorded, and one of the provider account it is sent through (protocol A14: each
+  Enot row records its ``user_id``; a row another account sent is parked, not looked
+  up); the fence UPDATE returns the row's fingerprint, recipient, order_id, operation
+  id, account and signatures, and unless they are what this drive wrote (with or
   without a key) the row is parked ``needs_attention`` and nothing is sent (rows in
   memory cannot be altered from outside: not checked).
 
@@ -587,6 +589,8 @@ class Write:
     recipient: str | None = None
     order_id: str | None = None
     signature: str | None = None  # begin: the row's; move: its new operation id's
+    account: str | None = None  # begin: the provider account it is sent through
+    account_signature: str | None = None
 
 
 @dataclass(slots=True)
@@ -597,6 +601,7 @@ class Claim:
     operation_id: str | None
     attempts: int
     recipient: str | None = None  # as stored, for a row taken over
+    account: str | None = None  # the account it was sent through, for a row taken over
 
 
 class Conflict(Exception):
@@ -668,7 +673,7 @@ class MemoryLedger(Ledger):
 
     def apply(self, w: Write, now: float) -> Any:
         # row: state, digest, owner, token, lease_until, attempts, operation_id, status,
-        #      params, recipient, order_id
+        #      params, recipient, order_id, account
         row = self.rows.get((w.provider, w.key))
         if w.kind == "begin":
             if row is None:
@@ -681,7 +686,7 @@ class MemoryLedger(Ledger):
                 self.keys[w.key], self.begun = w.provider, self.begun + 1
                 self.rows[w.provider, w.key] = [
                     w.state, w.digest, w.owner, 1, now + w.lease, w.attempt, None, None,
-                    w.params, w.recipient, w.order_id,
+                    w.params, w.recipient, w.order_id, w.account,
                 ]  # fmt: skip
                 self.history.append((w.provider, w.key, None, w.state, now, w.owner, w.note))
                 return Claim(1, True, w.state, None, w.attempt)
@@ -690,7 +695,7 @@ class MemoryLedger(Ledger):
             if row[0] in FINAL or (row[2] is not None and row[4] > now):
                 return None if row[0] not in FINAL else Claim(0, False, row[0], row[6], row[5])
             row[2], row[3], row[4] = w.owner, row[3] + 1, now + w.lease
-            return Claim(row[3], False, row[0], row[6], row[5], row[9])
+            return Claim(row[3], False, row[0], row[6], row[5], row[9], row[11])
         if row is None or row[2] != w.owner or row[3] != w.token or row[0] in FINAL:
             return False
         if w.kind == "renew":
@@ -716,7 +721,8 @@ _COLUMNS = """provider TEXT NOT NULL, key TEXT NOT NULL, params_hash TEXT NOT NU
     order_id TEXT, provider_status TEXT, attempts INTEGER NOT NULL DEFAULT 0,
     lease_owner TEXT, lease_token INTEGER NOT NULL, lease_expires_at {real},
     created_at {real} NOT NULL, updated_at {real} NOT NULL, signature TEXT,
-    operation_signature TEXT{begun}, PRIMARY KEY (key, provider)"""
+    operation_signature TEXT, provider_account TEXT, account_signature TEXT{begun},
+    PRIMARY KEY (key, provider)"""
 _FINAL_SQL = "('" + "','".join(sorted(FINAL)) + "')"  # (PostgreSQL)
 # SQLite's statements (partial index predicates included) test states with ``!=``, and
 # a write's finality comes as a parameter: SQLite builds an ``IN`` list of three or more
@@ -734,7 +740,10 @@ CREATE UNIQUE INDEX IF NOT EXISTS {{p}}payouts_order ON {{p}}payouts (provider, 
     WHERE order_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS {{p}}payouts_live ON {{p}}payouts (state) WHERE {_LIVE};"""
 # What the fence checks: the columns that decide money, as this drive wrote them.
-SIGNED = "params_hash, recipient, order_id, operation_id, signature, operation_signature"
+SIGNED = (
+    "params_hash, recipient, order_id, operation_id, signature, operation_signature, "
+    "provider_account, account_signature"
+)
 _SQLITE_SCHEMA = f"""PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;
 PRAGMA secure_delete = ON; PRAGMA busy_timeout = 5000;
 CREATE TABLE IF NOT EXISTS payouts ({_COLUMNS.format(real="REAL", begun="")});
@@ -764,7 +773,8 @@ _SQLITE_RENEW = f"""UPDATE payouts SET lease_expires_at = max(lease_expires_at, 
 # Recorded unless the key is another provider's (or this provider's already).
 _SQLITE_INSERT = """INSERT INTO payouts (provider, key, params_hash, params, recipient, state,
     order_id, attempts, lease_owner, lease_token, lease_expires_at, created_at, updated_at,
-    signature) SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 1, ?10, ?11, ?11, ?12
+    signature, provider_account, account_signature)
+    SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 1, ?10, ?11, ?11, ?12, ?13, ?14
     WHERE NOT EXISTS (SELECT 1 FROM payouts WHERE key = ?2 AND provider != ?1)
     ON CONFLICT (provider, key) DO NOTHING"""
 _HISTORY = """INSERT INTO payout_transitions (provider, key, from_state, to_state, at, owner,
@@ -851,8 +861,10 @@ class SQLiteLedger(Ledger):
         row = (w.provider, w.key, w.digest, w.params, w.recipient, w.state, w.order_id)
         try:
             inserted = conn.execute(
-                _SQLITE_INSERT, (*row, w.attempt, w.owner, now + w.lease, now, w.signature)
-            )
+                _SQLITE_INSERT,
+                (*row, w.attempt, w.owner, now + w.lease, now, w.signature, w.account,
+                 w.account_signature),
+            )  # fmt: skip
         except sqlite3.IntegrityError:  # the order_id's, or a race to the key (not here)
             return Conflict("order_id taken")
         if inserted.rowcount == 1:
@@ -860,12 +872,13 @@ class SQLiteLedger(Ledger):
             return Claim(1, True, w.state, None, w.attempt)
         found = conn.execute(
             "SELECT state, params_hash, params, lease_owner, lease_expires_at, lease_token,"
-            " operation_id, attempts, recipient FROM payouts WHERE provider = ? AND key = ?",
+            " operation_id, attempts, recipient, provider_account FROM payouts"
+            " WHERE provider = ? AND key = ?",
             (w.provider, w.key),
         ).fetchone()
         if found is None:
             return Conflict("key recorded under another provider")
-        state, digest, params, owner, until, token, operation_id, attempts, recipient = found
+        state, digest, params, owner, until, token, operation_id, attempts, *taken = found
         if digest != w.digest and not (state in FINAL and params == w.params):
             return Conflict("recorded with other parameters")
         if state in FINAL:
@@ -877,7 +890,7 @@ class SQLiteLedger(Ledger):
             " WHERE provider = ? AND key = ? AND lease_token = ?",
             (w.owner, token + 1, now + w.lease, w.provider, w.key, token),
         )
-        return Claim(token + 1, False, state, operation_id, attempts, recipient)
+        return Claim(token + 1, False, state, operation_id, attempts, *taken)
 
 
 class PostgresLedger(Ledger):
@@ -923,12 +936,12 @@ class PostgresLedger(Ledger):
         )
 
     async def _commit(self, writes: list[Write]) -> list[Any]:
-        columns: list[list[Any]] = [[] for _ in range(18)]
+        columns: list[list[Any]] = [[] for _ in range(20)]
         for n, w in enumerate(writes):
             for column, value in zip(columns, (
                 n, w.kind, w.provider, w.key, w.owner, w.token, w.state, w.before, w.note,
                 w.attempt, w.operation_id, w.status, w.lease, w.digest, w.params, w.recipient,
-                w.order_id, w.signature,
+                w.order_id, w.signature, w.account, w.account_signature,
             ), strict=True):  # fmt: skip
                 column.append(value)
         rows = await self._conn.fetch(self._batch_sql, *columns)
@@ -951,7 +964,8 @@ class PostgresLedger(Ledger):
         async with self._conn.transaction():
             row = await self._conn.fetchrow(
                 f"SELECT state, params_hash, params, lease_owner, lease_token, operation_id,"
-                f" attempts, recipient, lease_expires_at > extract(epoch from now()) AS held"
+                f" attempts, recipient, provider_account,"
+                f" lease_expires_at > extract(epoch from now()) AS held"
                 f" FROM {p}payouts WHERE provider = $1 AND key = $2 FOR UPDATE",
                 w.provider, w.key,
             )  # fmt: skip
@@ -973,7 +987,8 @@ class PostgresLedger(Ledger):
                 w.owner, w.lease, w.provider, w.key,
             )  # fmt: skip
             token, operation_id = row["lease_token"] + 1, row["operation_id"]
-            return Claim(token, False, state, operation_id, row["attempts"], row["recipient"])
+            taken = (row["attempts"], row["recipient"], row["provider_account"])
+            return Claim(token, False, state, operation_id, *taken)
 
 
 def _postgres_batch(p: str) -> str:
@@ -982,15 +997,19 @@ def _postgres_batch(p: str) -> str:
 WITH w AS (
   SELECT * FROM unnest($1::int[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[],
     $7::text[], $8::text[], $9::text[], $10::int[], $11::text[], $12::text[], $13::float8[],
-    $14::text[], $15::text[], $16::text[], $17::text[], $18::text[])
+    $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], $19::text[],
+    $20::text[])
     AS w(n, kind, provider, key, owner, token, state, before, note, attempt, operation_id,
-         status, lease, digest, params, recipient, order_id, signature)),
+         status, lease, digest, params, recipient, order_id, signature, account,
+         account_signature)),
 t AS (SELECT extract(epoch from now())::float8 AS now),
 ins AS (
   INSERT INTO {p}payouts (provider, key, params_hash, params, recipient, state, order_id,
-    attempts, lease_owner, lease_token, lease_expires_at, created_at, updated_at, signature)
+    attempts, lease_owner, lease_token, lease_expires_at, created_at, updated_at, signature,
+    provider_account, account_signature)
   SELECT w.provider, w.key, w.digest, w.params, w.recipient, w.state, w.order_id, w.attempt,
-    w.owner, 1, t.now + w.lease, t.now, t.now, w.signature FROM w, t WHERE w.kind = 'begin'
+    w.owner, 1, t.now + w.lease, t.now, t.now, w.signature, w.account, w.account_signature
+    FROM w, t WHERE w.kind = 'begin'
     AND NOT EXISTS (SELECT 1 FROM {p}payouts o WHERE o.key = w.key AND o.provider <> w.provider)
   ON CONFLICT DO NOTHING RETURNING provider, key),
 upd AS (
@@ -1012,7 +1031,8 @@ upd AS (
     AND r.lease_owner = w.owner AND r.lease_token = w.token AND r.state NOT IN {final}
     AND (w.kind = 'move' OR r.lease_expires_at > t.now)
   RETURNING w.n, CASE WHEN w.kind = 'renew' THEN ARRAY[r.params_hash, r.recipient,
-    r.order_id, r.operation_id, r.signature, r.operation_signature] END),
+    r.order_id, r.operation_id, r.signature, r.operation_signature, r.provider_account,
+    r.account_signature] END),
 landed AS (
   SELECT w.n, NULL::text[] FROM w JOIN ins ON ins.provider = w.provider AND ins.key = w.key
   WHERE w.kind = 'begin' UNION ALL SELECT * FROM upd),
@@ -1088,6 +1108,8 @@ class Payouts:
     ) -> None:
         self.client, self.ledger, self.recipients, self.lease = client, ledger, recipients, lease
         self.provider = "intellectmoney" if isinstance(client, Intellect) else "enot"
+        #: The provider account rows are sent through (A14): Enot's ``user_id``.
+        self.account = client.user_id if isinstance(client, Enot) else None
         self.poll = poll  # first pause, factor, longest pause, deadline
         self.owner = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.in_flight = (TIMEOUT.total or 0.0) + lease / 10
@@ -1155,11 +1177,14 @@ class Payouts:
         field, order_id = "wallet_to" if enot else "pan", params.get("order_id")
         recipient = self.recipients.store(str(params[field]))
         signature = self.recipients.sign(self.provider, key, order_id, params)
+        account = self.account
+        account_signature = self.recipients.sign("account", self.provider, key, account)
         write = Write(
             "begin", self.provider, key, self.owner, state="sending" if enot else "pending",
             note="intent recorded", attempt=int(enot), lease=self.lease, digest=digest,
             params=Recipients.masked(params, field), recipient=recipient,
-            order_id=order_id, signature=signature,
+            order_id=order_id, signature=signature, account=account,
+            account_signature=account_signature,
         )  # fmt: skip
         claim = await self.ledger.submit(write)
         if isinstance(claim, Conflict):
@@ -1168,11 +1193,15 @@ class Payouts:
             return "busy" if claim is None else claim.state  # busy: another drive has it
         operation_id = claim.operation_id
         signed = [digest, recipient, order_id, operation_id, signature, None]
+        signed += [account, account_signature]
         run = Run(self, key, claim, signed)
         try:
             if not claim.created:  # taken over: the row's recipient must be this payout's
                 if not self.recipients.opens(claim.recipient, str(params[field])):
                     await run.move("needs_attention", "the row's recipient is not the payout's")
+                    return run.state
+                if claim.account != account:  # looked up elsewhere it would not be found
+                    await run.move("needs_attention", "sent through another account")
                     return run.state
                 signed[1] = claim.recipient
                 signed[5] = operation_id and self.recipients.sign(self.provider, key, operation_id)
@@ -1308,7 +1337,7 @@ class _InstantIntellect(Intellect):
 
 class _InstantEnot(Enot):
     def __init__(self, before_fence: Callable[[str], Awaitable[None]], sent: list[str]) -> None:
-        self.before_fence, self.sent = before_fence, sent
+        self.before_fence, self.sent, self.user_id = before_fence, sent, "lean-account"
 
     async def create(self, payoff: EnotPayoff, order_id: str, fence: Fence) -> str:
         await self.before_fence(order_id)
@@ -1437,6 +1466,7 @@ async def _guarantees(ledger: Ledger, recipients: Recipients) -> str:
             (im, card, "operation_id = 'op-other'"),
             (enot, payoff, f"recipient = '{sealed}'"),
             (enot, payoff, "order_id = 'other'"),
+            (enot, payoff, "provider_account = 'another-account'"),
             (im, card, "signature = 'forged'"),
         ]
         for number, (payouts, request, change) in enumerate(changes):
