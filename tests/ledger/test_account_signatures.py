@@ -17,7 +17,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from payout_async.ledger import Ledger, new_encryption_key, rotate_keys
+from payout_async.ledger import Ledger, LedgerState, new_encryption_key, rotate_keys
 
 from .support import DURABLE, PG_DSN, Backend, backend_of
 
@@ -32,11 +32,13 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         yield made
 
 
-async def _begin(ledger: Ledger, key: str = "k", account: str | None = "acct-A") -> None:
-    await ledger.begin(
+async def _begin(ledger: Ledger, key: str = "k", account: str | None = "acct-A") -> int:
+    """A row of ``key`` recorded through ``account``, leased to ``w``: its token."""
+    claim = await ledger.begin(
         "enot", key, ledger.params_hash(PARAMS), PARAMS, owner="w", lease_seconds=30,
         order_id=f"o-{key}", provider_account=account,
     )  # fmt: skip
+    return claim.record.lease_token
 
 
 async def _sql(store: Backend, statement: str) -> None:
@@ -80,6 +82,23 @@ async def test_every_new_row_has_its_account_signed_and_an_edit_is_caught(
     for key in ("sent", "none"):
         untrusted = await _untrusted(store, key)
         assert untrusted is not None and untrusted.startswith(ALTERED), untrusted
+
+
+async def test_a_transition_that_records_another_account_signs_it(store: Backend) -> None:
+    """A row nothing was sent for, driven through another account: the step that sends
+    records (and signs) that account; the row stays trusted, and reads the same in a
+    ledger that did not write it."""
+    async with store.ledger(encryption_key=KEY) as ledger:
+        token = await _begin(ledger, account=None)
+        moved = await ledger.transition(
+            "enot", "k", owner="w", token=token, state=LedgerState.SENDING, lease_seconds=30,
+            add_attempt=True, provider_account="acct-B",
+        )  # fmt: skip
+        assert moved.untrusted is None and moved.provider_account == "acct-B"
+    assert await _untrusted(store) is None
+    await _sql(store, "UPDATE payouts SET provider_account = 'acct-A'")
+    untrusted = await _untrusted(store)
+    assert untrusted is not None and untrusted.startswith(ALTERED), untrusted
 
 
 async def test_an_upgrade_with_the_key_signs_the_accounts(store: Backend) -> None:
