@@ -25,6 +25,7 @@ from ._errors import (
     LedgerNotWrittenError,
     LedgerOutcomeUnknownError,
     LedgerOutdatedError,
+    LedgerTooNewError,
 )
 from ._memory import MemoryLedger
 from ._pauses import ProviderPause
@@ -57,6 +58,7 @@ __all__ = [
     "LedgerOutcomeUnknownError",
     "LedgerOutdatedError",
     "LedgerState",
+    "LedgerTooNewError",
     "MemoryLedger",
     "PayoutRecord",
     "PostgresLedger",

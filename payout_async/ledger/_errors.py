@@ -8,9 +8,10 @@
 
 Both are ``LedgerError``\\ s and ``PayoutError``\\ s. Messages never carry parameter
 values (card-number-like digit runs are masked) and never a database's row details.
-``LedgerKeyError`` and ``LedgerOutdatedError`` are ``ConfigurationError``\\ s instead:
-the ledger lacks the encryption key its rows were written with, or a ledger opened
-read-only is not the current schema (and upgrading it would write).
+``LedgerKeyError``, ``LedgerOutdatedError`` and ``LedgerTooNewError`` are
+``ConfigurationError``\\ s instead: the ledger lacks the encryption key its rows were
+written with, a ledger opened read-only is not the current schema (and upgrading it
+would write), or a newer payout-async has written to it.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ __all__ = [
     "LedgerNotWrittenError",
     "LedgerOutcomeUnknownError",
     "LedgerOutdatedError",
+    "LedgerTooNewError",
     "outdated",
+    "too_new",
 ]
 
 _SCRUB = Redactor()
@@ -57,6 +60,23 @@ class LedgerOutdatedError(ConfigurationError):
     """A ledger opened read-only holds no current payout ledger: none at all, or one
     written by an older payout-async. Nothing was written; opened read-write (by this
     version) it is created or upgraded."""
+
+
+class LedgerTooNewError(ConfigurationError):
+    """A newer payout-async has written to this ledger (its schema is newer than this
+    version knows): this version would write rows without what the newer one records
+    (the newer one would take them for altered, or trust less than it should). Nothing
+    was written; upgrade payout-async in every process that writes to the ledger.
+    Opened read-only, the ledger can still be read."""
+
+
+def too_new(ledger: object, found: int, known: int) -> LedgerTooNewError:
+    """The error a writing ``ledger`` raises on a schema ``found`` newer than ``known``."""
+    return LedgerTooNewError(
+        f"{ledger!r} was written by a newer payout-async (ledger format {found}; this "
+        f"version writes format {known}); nothing was written: upgrade payout-async in "
+        "every process that writes to it (opened read-only, it can still be read)"
+    )
 
 
 def outdated(ledger: object) -> LedgerOutdatedError:

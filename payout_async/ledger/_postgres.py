@@ -46,7 +46,7 @@ from ._base import (
     WorkListener,
 )
 from ._ddl import schema_objects
-from ._errors import LedgerNotWrittenError, outdated
+from ._errors import LedgerNotWrittenError, outdated, too_new
 from ._keys import DEAD_STATES
 from ._pause_tables import PgPauseSQL, pg_pauses_table, pg_pauses_table_sql
 from ._pauses import ProviderPause, pause_from_row
@@ -60,6 +60,7 @@ from ._rotate import KEY_USE, RESEAL, TO_ROTATE, KeyUse, RotationBatch, plan
 from ._rows import (
     COLUMNS,
     FINAL_VALUES,
+    FORMAT,
     TRANSITION_COLUMNS,
     Records,
     check_changes,
@@ -204,6 +205,9 @@ CREATE TABLE IF NOT EXISTS {m} (
     name text PRIMARY KEY,
     value text NOT NULL
 );
+INSERT INTO {m} (name, value) VALUES ('format', '{FORMAT}')
+    ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value
+    WHERE {m}.value::int < EXCLUDED.value::int;
 """ + pg_pauses_table_sql(schema, prefix)
         #: Drops every object ``schema`` makes (the tables first: the trigger goes
         #: with its table, then the function and the sequence the tables used).
@@ -215,6 +219,9 @@ CREATE TABLE IF NOT EXISTS {m} (
         self.identify = (
             f"INSERT INTO {m} (name, value) VALUES ('ledger_id', $1) ON CONFLICT DO NOTHING"
         )
+        #: The format of the rows the newest payout-async that wrote here writes
+        #: (``FORMAT``; none before this one recorded it).
+        self.format = f"SELECT value::int FROM {m} WHERE name = 'format'"
         self.identity = (
             f"SELECT (SELECT value FROM {m} WHERE name = 'ledger_id'), "
             f"(SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM {seq})"
@@ -491,8 +498,12 @@ class PostgresLedger(Ledger):
 
     async def _prepare(self, conn: Any) -> None:
         """Create what the schema lacks (nothing, usually: then no DDL right is needed
-        and no table lock is taken)."""
+        and no table lock is taken); refuse to write where a newer payout-async has."""
         if await self._schema_current(conn):
+            if not self.read_only:
+                found = await conn.fetchval(self._sql.format)
+                if found is not None and found > FORMAT:
+                    raise too_new(self, found, FORMAT)
             return
         if self.read_only:
             raise outdated(self)

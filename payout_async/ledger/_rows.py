@@ -68,6 +68,10 @@ COLUMNS = (
     "operation_signature",
     "account_signature",
 )
+#: The ledger format this release writes: SQLite's schema version (``user_version``)
+#: and PostgreSQL's ``format`` row. A writer refuses a ledger of a newer format
+#: (``LedgerTooNewError``): it would write rows without what that version records.
+FORMAT = 8
 #: Each of ``COLUMNS``' position in a row.
 AT = {name: position for position, name in enumerate(COLUMNS)}
 #: ``payout_transitions`` columns read back by ``transition_from_row``.

@@ -56,7 +56,7 @@ from ._base import (
     Transition,
     WorkListener,
 )
-from ._errors import LedgerError, LedgerNotWrittenError, outdated
+from ._errors import LedgerError, LedgerNotWrittenError, outdated, too_new
 from ._keys import DEAD_STATES, Other, live_elsewhere, moved_note, rows_to_cancel
 from ._listen import ListenerHub
 from ._patience import Patience, Strain
@@ -88,7 +88,7 @@ from ._sqlite_batch import (
 from ._sqlite_fs import check_local_disk
 from ._sqlite_held import HeldRows, matching
 from ._sqlite_none import bind_none_directly
-from ._sqlite_schema import create_schema, schema_current
+from ._sqlite_schema import SCHEMA_VERSION, create_schema, newer_schema, schema_current
 from ._sqlite_scrub import Scrubber
 from ._sqlite_thread import fetch_all, on_thread, run_sql
 from ._texts import kept_text, scrub
@@ -641,6 +641,8 @@ class SQLiteLedger(Ledger):
                 if not await on_thread(db, schema_current):
                     raise outdated(self)
             else:
+                if (newer := await on_thread(db, newer_schema)) is not None:
+                    raise too_new(self, newer, SCHEMA_VERSION)
                 await self._use_wal(db)
                 await on_thread(db, run_sql, f"PRAGMA synchronous = {self._synchronous}")
                 # Freed space (a row's dropped recipient) is zeroed, not left behind.
