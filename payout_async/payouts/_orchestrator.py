@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import logging
@@ -658,7 +659,10 @@ class Payouts(Generic[Request]):
         the ledger could not record as ``NOT_STARTED``, any other error as
         ``NEEDS_ATTENTION`` -- even when reading the ledger about it fails too.
 
-        Only a failure of ``items`` itself ends the batch with an exception. The batch
+        Only a failure of ``items`` itself ends the batch with an exception -- and, before
+        any payout, a ledger this deployment may not write to (``ConfigurationError``:
+        one a newer payout-async has written to, a file it may not create): every
+        payout would fail alike, nothing recorded. The batch
         never outlives its caller: when it ends early (that exception, the caller
         cancelled or breaking out of the loop) the payouts in flight are cancelled --
         their rows wait for ``resume()`` -- and awaited before ``pay_many`` returns or
@@ -668,6 +672,8 @@ class Payouts(Generic[Request]):
         """
         if concurrency < 1:
             raise ValidationError("concurrency", "must be at least 1")
+        with contextlib.suppress(LedgerError):  # an outage: each payout's NOT_STARTED
+            await self.ledger.open()
         source = _Items(items)
         # Results, and each worker once it has ended.
         results: asyncio.Queue[PayoutResult | asyncio.Task[None]] = asyncio.Queue()

@@ -15,7 +15,9 @@ import pytest
 
 from payout_async.ledger import LedgerTooNewError
 from payout_async.ledger._rows import FORMAT
+from payout_async.sandbox import Sandbox
 
+from ..payouts.support import enot_client, enot_request, fast_config, payouts
 from .support import DURABLE, PG_DSN, Backend, backend_of
 
 PARAMS = {"service": "card", "wallet_to": "4111111111111111", "amount": "100.00"}
@@ -79,3 +81,22 @@ async def test_a_ledger_a_newer_version_wrote_is_refused_for_writing(store: Back
         record = await reader.get("enot", "k")
     assert record is not None
     assert await _format(store) == FORMAT + 1  # nothing written
+
+
+async def test_a_batch_on_such_a_ledger_is_refused_before_any_payout(store: Backend) -> None:
+    """``pay_many`` says so once, before any payout (every one would fail alike), and
+    nothing is recorded or sent."""
+    async with store.ledger():
+        pass
+    await _written_by_a_newer_version(store)
+    async with Sandbox(config=fast_config()) as sandbox, enot_client(sandbox.enot_url) as client:
+        ledger = store.ledger()
+        try:
+            batch = payouts(client, ledger).pay_many([("a", enot_request()), ("b", enot_request())])
+            with pytest.raises(LedgerTooNewError):
+                await anext(batch)
+        finally:
+            await ledger.aclose()
+        assert sandbox.stats().requests == {}
+    async with store.ledger(read_only=True) as reader:
+        assert await reader.records() == []
