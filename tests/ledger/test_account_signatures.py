@@ -69,6 +69,13 @@ async def _untrusted(store: Backend, key: str = "k") -> str | None:
     return record.untrusted
 
 
+async def _an_edit_of_its_account_is_caught(store: Backend, account: str, key: str = "k") -> None:
+    """Edited outside the library, the row's account makes it untrusted."""
+    await _sql(store, f"UPDATE payouts SET provider_account = '{account}' WHERE key = '{key}'")
+    untrusted = await _untrusted(store, key)
+    assert untrusted is not None and untrusted.startswith(ALTERED), untrusted
+
+
 async def test_every_new_row_has_its_account_signed_and_an_edit_is_caught(
     store: Backend,
 ) -> None:
@@ -77,11 +84,8 @@ async def test_every_new_row_has_its_account_signed_and_an_edit_is_caught(
         await _begin(ledger, "none", None)
     assert await _untrusted(store, "sent") is None
     assert await _untrusted(store, "none") is None
-    await _sql(store, "UPDATE payouts SET provider_account = 'acct-B' WHERE key = 'sent'")
-    await _sql(store, "UPDATE payouts SET provider_account = 'acct-B' WHERE key = 'none'")
     for key in ("sent", "none"):
-        untrusted = await _untrusted(store, key)
-        assert untrusted is not None and untrusted.startswith(ALTERED), untrusted
+        await _an_edit_of_its_account_is_caught(store, "acct-B", key)
 
 
 async def test_a_transition_that_records_another_account_signs_it(store: Backend) -> None:
@@ -96,9 +100,7 @@ async def test_a_transition_that_records_another_account_signs_it(store: Backend
         )  # fmt: skip
         assert moved.untrusted is None and moved.provider_account == "acct-B"
     assert await _untrusted(store) is None
-    await _sql(store, "UPDATE payouts SET provider_account = 'acct-A'")
-    untrusted = await _untrusted(store)
-    assert untrusted is not None and untrusted.startswith(ALTERED), untrusted
+    await _an_edit_of_its_account_is_caught(store, "acct-A")
 
 
 async def test_an_upgrade_with_the_key_signs_the_accounts(store: Backend) -> None:
@@ -107,9 +109,7 @@ async def test_an_upgrade_with_the_key_signs_the_accounts(store: Backend) -> Non
     await _as_before_accounts_were_signed(store)
 
     assert await _untrusted(store) is None  # signed by the upgrade
-    await _sql(store, "UPDATE payouts SET provider_account = 'acct-B'")
-    untrusted = await _untrusted(store)
-    assert untrusted is not None and untrusted.startswith(ALTERED), untrusted
+    await _an_edit_of_its_account_is_caught(store, "acct-B")
 
 
 async def test_an_upgrade_without_the_key_leaves_the_accounts_to_rotate(store: Backend) -> None:
