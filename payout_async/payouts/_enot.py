@@ -35,7 +35,7 @@ from .._polling import PollPolicy, is_inconclusive
 from ..enot import EnotClient, Payoff, PayoffRequest, PayoffStatus, PayoffWebhook
 from ..enot._poller import reconcile_payoff, wait_for_final
 from ..ledger import LeaseLostError, LedgerError, LedgerState, PayoutRecord
-from ._flow import REFUSED, Flow, IncompleteRowError, Reading, Step
+from ._flow import REFUSED, Flow, IncompleteRowError, Reading, Step, other_account
 from ._result import Settings
 from ._run import Run
 from ._waiting import GRACE
@@ -104,8 +104,7 @@ def webhook_mismatch(
     service -- disagrees with the row."""
     if record.attempts == 0:
         return "nothing has been sent for this payout"
-    sent_through = record.provider_account
-    if sent_through is not None and sent_through != account:
+    if (sent_through := other_account(record, account)) is not None:
         return (
             f"it was verified with the key of account {account}, and this payout was "
             f"sent through account {sent_through}"
@@ -162,9 +161,9 @@ class EnotFlow(Flow[EnotClient, PayoffRequest, Payoff]):
         than this client's: looked up here it would not be found, and after the grace
         created here too. The row parks, naming the account to finish it with."""
         record = run.record
-        sent_by = record.provider_account
+        sent_by = other_account(record, self.account())
         may_exist = record.state in (LedgerState.SENDING, LedgerState.PROCESSING)
-        if may_exist and sent_by is not None and sent_by != self.account():
+        if may_exist and sent_by is not None:
             await run.give_up(
                 f"its payoff was created, or may have been, through Enot account "
                 f"{sent_by}, and this client is account {self.account()}: finish it with "

@@ -29,7 +29,14 @@ from ..ledger import PARKED_STATES, LedgerState, PayoutRecord
 from ._result import Settings
 from ._run import Run
 
-__all__ = ["REFUSED", "Flow", "IncompleteRowError", "Reading", "UnknownRecoveryPointError"]
+__all__ = [
+    "REFUSED",
+    "Flow",
+    "IncompleteRowError",
+    "Reading",
+    "UnknownRecoveryPointError",
+    "other_account",
+]
 
 T = TypeVar("T")
 ClientT = TypeVar("ClientT")
@@ -46,6 +53,15 @@ REFUSED: tuple[type[Exception], ...] = (
     PermissionDeniedError,
     ValidationError,
 )
+
+
+def other_account(record: PayoutRecord, account: str | None) -> str | None:
+    """The provider account ``record`` was sent through, when it is not ``account``
+    (``Flow.account``): its payoff is that account's business -- found, settled or
+    created again only through it (protocol A14). None when they are the same, or
+    either is unknown."""
+    sent = record.provider_account
+    return sent if sent is not None and account is not None and sent != account else None
 
 
 class UnknownRecoveryPointError(PayoutError):

@@ -46,7 +46,7 @@ from ..ledger import (
 )
 from ..ledger._patience import one_payout
 from ._enot import EnotFlow, webhook_mismatch
-from ._flow import Flow
+from ._flow import Flow, other_account
 from ._heartbeat import Heartbeats
 from ._intellectmoney import IntellectMoneyFlow
 from ._observe import HOOK_TIMEOUT, Observer, OnTransition
@@ -1095,8 +1095,8 @@ def _busy_reason(record: PayoutRecord) -> str | None:
 def _paid_elsewhere(record: PayoutRecord, account: str | None) -> str | None:
     """Why a payout found ``succeeded`` deserves a word: it was paid through another
     account than this client's -- a sandbox's, say, whose "success" paid nobody."""
-    paid_by = record.provider_account
-    if account is None or record.state is not LedgerState.SUCCEEDED or paid_by in (None, account):
+    paid_by = other_account(record, account)
+    if paid_by is None or record.state is not LedgerState.SUCCEEDED:
         return None
     return f"paid through account {paid_by}, not this client's ({account})"
 
