@@ -515,6 +515,7 @@ class Payouts(Generic[Request]):
         request: Request | None = None,
     ) -> PayoutResult:
         take_over: tuple[str, ...] = ()
+        looked_again = False
         while True:
             try:
                 claim = await self._begin(key, digest, params, order_id, take_over)
@@ -538,6 +539,13 @@ class Payouts(Generic[Request]):
                 # A pay() of this key here, cancelled while its claim was being made,
                 # gives it back once made: nobody drives the row until then.
                 await asyncio.wait([handing_back])
+                continue
+            if holder == self.owner and not looked_again:
+                # Leased to this Payouts, yet none of its drives has the row (they are
+                # all asked above): a hand-back may have ended while this begin's
+                # answer waited to be read. Ask once more; a lease still held is a
+                # drive's that has not registered yet (resume's claim), not taken over.
+                looked_again = True
                 continue
             if take_over or claim.record.state not in ACTIVE_STATES or holder is None:
                 break
