@@ -68,6 +68,7 @@ from ._rows import (
     AT,
     COLUMNS,
     FINAL_VALUES,
+    FORMAT,
     TRANSITION_COLUMNS,
     Records,
     check_changes,
@@ -88,7 +89,7 @@ from ._sqlite_batch import (
 from ._sqlite_fs import check_local_disk
 from ._sqlite_held import HeldRows, matching
 from ._sqlite_none import bind_none_directly
-from ._sqlite_schema import SCHEMA_VERSION, create_schema, newer_schema, schema_current
+from ._sqlite_schema import create_schema, newer_schema, schema_current
 from ._sqlite_scrub import Scrubber
 from ._sqlite_thread import fetch_all, on_thread, run_sql
 from ._texts import kept_text, scrub
@@ -642,7 +643,7 @@ class SQLiteLedger(Ledger):
                     raise outdated(self)
             else:
                 if (newer := await on_thread(db, newer_schema)) is not None:
-                    raise too_new(self, newer, SCHEMA_VERSION)
+                    raise too_new(self, newer, FORMAT)
                 await self._use_wal(db)
                 await on_thread(db, run_sql, f"PRAGMA synchronous = {self._synchronous}")
                 # Freed space (a row's dropped recipient) is zeroed, not left behind.

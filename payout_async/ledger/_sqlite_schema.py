@@ -32,7 +32,7 @@ from ._pause_tables import SQLITE_PAUSES
 from ._recipient import Recipients, Resealed, is_clear
 from ._rows import AT, COLUMNS, FINAL_VALUES, FORMAT, move_recipient, reseal_row
 
-__all__ = ["create_schema", "schema_current"]
+__all__ = ["create_schema", "newer_schema", "schema_current"]
 
 _DEAD = ", ".join(f"'{state.value}'" for state in sorted(DEAD_STATES))
 _SCHEMA = (
@@ -111,7 +111,7 @@ WHEN OLD.state IS NOT NEW.state BEGIN
 END"""
 # Version 6: signed rows (``_sign_rows``). Version 7: provider pauses (``_SCHEMA``).
 # Version 8: signed provider accounts (``_sign_rows`` of the rows signed already).
-SCHEMA_VERSION = FORMAT
+# The version is the ledger's ``FORMAT``.
 _ADDED_COLUMNS = (
     ("lease_token", "INTEGER NOT NULL DEFAULT 0"),
     ("recipient", "TEXT"),
@@ -157,10 +157,10 @@ def create_schema(conn: sqlite3.Connection, recipients: Recipients) -> int:
             if statement.strip():
                 conn.execute(statement)
         _identify(conn)
-        if version < SCHEMA_VERSION:
+        if version < FORMAT:
             if recipients.key_id is not None:
                 moved += _sign_rows(conn, recipients, signed_only=version >= 6)
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute(f"PRAGMA user_version = {FORMAT}")
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
@@ -231,13 +231,13 @@ def _sign_rows(conn: sqlite3.Connection, recipients: Recipients, *, signed_only:
 def newer_schema(conn: sqlite3.Connection) -> int | None:
     """The file's schema version when a newer payout-async wrote it, else None."""
     version: int = conn.execute("PRAGMA user_version").fetchone()[0]
-    return version if version > SCHEMA_VERSION else None
+    return version if version > FORMAT else None
 
 
 def schema_current(conn: sqlite3.Connection) -> bool:
     """True when the file is at this version and every table, column and index the
     schema scripts create is there (on the connection's thread: ``on_thread``)."""
-    if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+    if conn.execute("PRAGMA user_version").fetchone()[0] < FORMAT:
         return False
     rows = conn.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'index')")
     names = {row[0] for row in rows}
