@@ -21,7 +21,15 @@ import msgspec
 
 from ._numbers import clip
 
-__all__ = ["MAX_DEPTH", "MAX_EXPONENT", "MAX_NUMBER_CHARS", "UnreadableError", "loads", "money"]
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_EXPONENT",
+    "MAX_NUMBER_CHARS",
+    "UnreadableError",
+    "check_about",
+    "loads",
+    "money",
+]
 
 #: Arrays and objects nested deeper than this make a body unreadable (answers and
 #: webhooks of both providers nest four levels at most).
@@ -34,6 +42,19 @@ MAX_EXPONENT = 64
 
 class UnreadableError(ValueError):
     """A body or a field cannot be read; the message says why (never the whole body)."""
+
+
+def check_about(field: str, asked: str, named: str | None, *, any_case: bool = False) -> None:
+    """``UnreadableError`` when an answer to a read about ``asked`` names another
+    ``field`` (``named``): it is about something else -- a cache that keys answers on
+    the path alone, a gateway or a provider laxer than documented -- and says nothing of
+    what was asked. An answer that leaves the field out is not held against it.
+    ``any_case``: the values are ids compared without regard to case (GUIDs)."""
+    if named is None or named == asked or (any_case and named.casefold() == asked.casefold()):
+        return
+    raise UnreadableError(
+        f"the answer is about {field} {clip(named, 80)!r}, not {clip(asked, 80)!r}"
+    )
 
 
 # A JSON string (escapes included) or one bracket; used only when a body has enough

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 
+from .._decode import check_about
 from .._errors import ValidationError
 from .._numbers import clip
 from .._rate import RateLimit, limiter_for
@@ -156,7 +157,11 @@ class EnotClient(TransportClient):
             assert order_id is not None
             params["order_id"] = order_id
         return await self._call(
-            OperationKind.READ, "GET", "payoff/info", _model(Payoff), params=params
+            OperationKind.READ,
+            "GET",
+            "payoff/info",
+            _payoff_about(payoff_id, order_id),
+            params=params,
         )
 
     async def list_sbp_banks(self) -> list[SbpBank]:
@@ -260,6 +265,23 @@ class EnotClient(TransportClient):
         if not isinstance(data, dict):
             raise answers.unreadable(response, kind, "no 'data' object")
         return data
+
+
+def _payoff_about(
+    payoff_id: str | None, order_id: str | None
+) -> Callable[[dict[str, Any]], Payoff]:
+    """Read a ``payoff/info`` answer to a read by ``payoff_id`` or ``order_id``: one
+    that names another payoff is unreadable (``check_about``)."""
+
+    def read(data: dict[str, Any]) -> Payoff:
+        payoff: Payoff = structure(data, Payoff)
+        if payoff_id is not None:
+            check_about("payoff_id", payoff_id, payoff.payoff_id, any_case=True)
+        if order_id is not None:
+            check_about("order_id", order_id, payoff.order_id)
+        return payoff
+
+    return read
 
 
 def _model(model: type[T]) -> Callable[[dict[str, Any]], T]:

@@ -250,7 +250,7 @@ class IntellectMoneyClient(TransportClient):
         return await self._call(
             "execute",
             {"PayoutOperationId": operation_id},
-            lambda envelope: parse_operation(envelope, fallback_id=operation_id),
+            lambda envelope: parse_operation(envelope, asked_id=operation_id),
         )
 
     async def get_operation_state(self, operation_id: str) -> PayoutOperation:
@@ -259,7 +259,7 @@ class IntellectMoneyClient(TransportClient):
         return await self._call(
             "state",
             {"PayoutOperationId": operation_id},
-            lambda envelope: parse_operation(envelope, fallback_id=operation_id),
+            lambda envelope: parse_operation(envelope, asked_id=operation_id),
         )
 
     async def delete_operation(self, operation_id: str) -> bool:

@@ -10,7 +10,7 @@ import attrs
 import cattrs
 from cattrs.gen import make_dict_structure_fn, override
 
-from .._decode import UnreadableError
+from .._decode import UnreadableError, check_about
 from .._numbers import clip
 
 __all__ = [
@@ -131,17 +131,20 @@ converter.register_structure_hook(PayoutOperation, make_dict_structure_fn(
 ))  # fmt: skip
 
 
-def parse_operation(
-    envelope: Mapping[str, Any], *, fallback_id: str | None = None
-) -> PayoutOperation:
-    """Build a ``PayoutOperation`` from a successful envelope (Code 0 or 1).
+def parse_operation(envelope: Mapping[str, Any], *, asked_id: str | None = None) -> PayoutOperation:
+    """Build a ``PayoutOperation`` from a successful envelope (Code 0 or 1) -- of a call
+    about operation ``asked_id``, if given: an answer naming another operation is
+    unreadable (``check_about``), one naming none is taken as that operation's.
 
     Every field is a string, None or a bool once read here, so the model is built
     directly (what ``converter`` would do with them, without its per-call cost)."""
     result = envelope.get("Result")
     fields = result if isinstance(result, dict) else {}
+    named = _str_or_none(fields.get("PayoutOperationId"))
+    if asked_id is not None:
+        check_about("PayoutOperationId", asked_id, named, any_case=True)
     return PayoutOperation(
-        operation_id=_str_or_none(fields.get("PayoutOperationId")) or fallback_id,
+        operation_id=named or asked_id,
         raw_state=_str_or_none(fields.get("PayoutOperationState")),
         error_message=_str_or_none(fields.get("ErrorMessage")),
         api_operation_id=_str_or_none(envelope.get("OperationId")),

@@ -369,8 +369,17 @@ class EnotFlow(Flow[EnotClient, PayoffRequest, Payoff]):
     async def adopt(
         self, run: Run, request: PayoffRequest, answer: Payoff, *, looked_up: bool = False
     ) -> None:
-        """Record what ``answer`` says -- after checking that a payoff found by
-        order_id is this payout (``payoff_mismatch``): if not, the row parks."""
+        """Record what ``answer`` says -- after checking that it is this payout's
+        payoff: one of another order_id is not (whoever asked by its payoff id), nor one
+        found by order_id that disagrees with this payout (``payoff_mismatch``); then
+        the row parks."""
+        ours = self._order_id(run)
+        if answer.order_id is not None and answer.order_id != ours:
+            await run.give_up(
+                f"the payoff {answer.payoff_id} is not this payout: its order_id is "
+                f"{answer.order_id!r}, this payout's {ours!r}"
+            )
+            return
         if looked_up and (mismatch := payoff_mismatch(request, answer)) is not None:
             await run.give_up(f"the payoff found by order_id is not this payout: {mismatch}")
             return

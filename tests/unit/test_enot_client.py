@@ -227,11 +227,11 @@ async def test_get_balance() -> None:
 async def test_money_as_number_or_string_is_the_same_decimal(number: str, text: str) -> None:
     # The number is written into the raw JSON text: 0.3 must not become 0.2999...
     as_number = (
-        f'{{"data":{{"payoff_id":"p","status":"wait","amount":{number},'
+        f'{{"data":{{"payoff_id":"{PAYOFF_ID}","status":"wait","amount":{number},'
         f'"commission_rub":{number}}},"status":200,"status_check":true}}'
     )
     as_string = json.dumps(
-        enot_ok({"payoff_id": "p", "status": "wait", "amount": text, "commission_rub": text})
+        enot_ok({"payoff_id": PAYOFF_ID, "status": "wait", "amount": text, "commission_rub": text})
     )
     with aioresponses() as m:
         m.get(INFO_BY_ID, body=as_number, content_type="application/json")
@@ -245,6 +245,45 @@ async def test_money_as_number_or_string_is_the_same_decimal(number: str, text: 
         assert payoff.commission_rub == Decimal(text)
     assert first.amount == second.amount
     assert str(first.amount) == number  # exactly the digits that were sent
+
+
+@pytest.mark.parametrize(
+    ("url", "data", "about"),
+    [
+        (INFO_BY_ID, {"payoff_id": "another-payoff", "order_id": "o-1"}, "payoff_id"),
+        (INFO_BY_ORDER, {"payoff_id": PAYOFF_ID, "order_id": "o-2"}, "order_id"),
+        (INFO_BY_ORDER, {"payoff_id": PAYOFF_ID, "order_id": "O-1"}, "order_id"),
+    ],
+    ids=["by-id", "by-order-id", "order-id-in-another-case"],
+)
+async def test_an_answer_about_another_payoff_is_unreadable(
+    url: str, data: dict[str, Any], about: str
+) -> None:
+    """``payoff/info`` names the payoff it describes: one that names another than the
+    one asked about (a cache keyed on the path alone, a lax provider) is unreadable."""
+    with aioresponses() as m:
+        m.get(url, payload=enot_ok({**data, "status": "success", "amount": "5.00"}))
+        async with enot_client() as client:
+            with pytest.raises(InvalidResponseError) as caught:
+                if url == INFO_BY_ID:
+                    await client.get_payoff(payoff_id=PAYOFF_ID)
+                else:
+                    await client.get_payoff(order_id="o-1")
+    assert about in str(caught.value) and caught.value.status == 200
+    assert b"success" in (caught.value.body or b"")
+
+
+@pytest.mark.parametrize("data", [{}, {"payoff_id": PAYOFF_ID.upper(), "order_id": "o-1"}])
+async def test_an_answer_naming_the_payoff_asked_about_or_none_is_read(
+    data: dict[str, Any],
+) -> None:
+    with aioresponses() as m:
+        m.get(INFO_BY_ID, payload=enot_ok({**data, "status": "success"}))
+        m.get(INFO_BY_ORDER, payload=enot_ok({**data, "status": "success"}))
+        async with enot_client() as client:
+            by_id = await client.get_payoff(payoff_id=PAYOFF_ID)
+            by_order_id = await client.get_payoff(order_id="o-1")
+    assert by_id.status is by_order_id.status is PayoffStatus.SUCCESS
 
 
 @pytest.mark.parametrize("status", ["processing", "WAITING", "", None, 3])

@@ -129,6 +129,40 @@ async def test_state_success(api: str) -> None:
     assert operation.is_final is True
 
 
+@pytest.mark.parametrize("named", [OP_ID.upper(), None])
+async def test_state_of_the_operation_asked_about(named: str | None) -> None:
+    """The answer names the operation asked about (GUIDs in any case), or none."""
+    answer = im_ok("Completed")
+    if named is None:
+        del answer["Result"]["PayoutOperationId"]
+    else:
+        answer["Result"]["PayoutOperationId"] = named
+    with aioresponses() as m:
+        m.post(im_url(METHODS["current"]["state"]), payload=answer)
+        async with im_client() as client:
+            operation = await client.get_operation_state(OP_ID)
+    assert operation.state is MassPaymentOperationState.COMPLETED
+
+
+@pytest.mark.parametrize(
+    ("operation", "error"), [("state", InvalidResponseError), ("execute", OutcomeUnknownError)]
+)
+async def test_an_answer_about_another_operation_is_not_this_ones(
+    operation: str, error: type[Exception]
+) -> None:
+    """A state (or an execute's answer) naming another operation says nothing of this
+    one: an unreadable read, or an execute whose outcome is unknown (its state is
+    asked next), carrying the raw answer."""
+    other = "2cf4b4bc-56cf-4ab6-bf4f-1b2aa9743154"
+    with aioresponses() as m:
+        m.post(im_url(METHODS["current"][operation]), payload=im_ok("Completed", op_id=other))
+        async with im_client() as client:
+            with pytest.raises(error) as caught:
+                await invoke(client, operation)
+    assert other in str(caught.value) and OP_ID in str(caught.value)
+    assert b"Completed" in (caught.value.body or b"")  # type: ignore[attr-defined]
+
+
 @pytest.mark.parametrize("api", ["current", "legacy"])
 @pytest.mark.parametrize(("result", "expected"), [(True, True), (False, False), (None, False)])
 async def test_delete(api: str, result: object, expected: bool) -> None:

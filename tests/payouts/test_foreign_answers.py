@@ -1,0 +1,209 @@
+"""An answer about another payout is no evidence about this one.
+
+A read names what it asked about: Enot's ``payoff/info`` by ``id`` or ``order_id``,
+IntellectMoney's ``getOperationState`` by ``PayoutOperationId``. Between the library
+and the provider stands whatever the deployment put there -- an API gateway, a caching
+proxy that keys ``GET`` answers on the path alone, a provider laxer than documented --
+and an answer may come back about another payoff. Taken as this payout's, it settles
+the row with another payout's fate: recorded paid and never sent (lost), or recorded
+failed while it pays (paid again by hand). Here a proxy in front of the sandbox hands
+every read the answer it kept from another payout, of the same amount and recipient
+(so that nothing but the identifiers can tell the two apart).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import attrs
+import pytest
+from aiohttp import web
+
+from payout_async import InvalidResponseError, PayoutStatus, PollPolicy
+from payout_async.enot import EnotClient, Payoff
+from payout_async.ledger import SQLiteLedger
+from payout_async.sandbox import Sandbox
+
+from .support import books, enot_client, enot_request, fast_config, im_client, im_request, payouts
+
+#: Polls that give up within a second (a read that is never about its payout parks).
+SHORT_POLL = PollPolicy(initial=0.02, multiplier=1.5, maximum=0.1, deadline=1.0)
+#: The reads whose answers the proxy may keep and hand out again.
+READS = ("/payoff/info", "/getOperationState")
+
+
+class StaleProxy:
+    """Forwards everything to ``upstream``; once ``stale`` is set, answers each read of
+    ``READS`` with the last answer it forwarded for that path (as a cache keyed on the
+    path alone would), whatever the read asked about."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream.rstrip("/")
+        self.stale = False
+        self.kept: dict[str, tuple[int, bytes]] = {}
+        self.served_stale = 0
+
+    async def handle(self, request: web.Request) -> web.Response:
+        path = request.path
+        read = path.endswith(READS)
+        if self.stale and read and path in self.kept:
+            self.served_stale += 1
+            status, body = self.kept[path]
+            return web.Response(status=status, body=body, content_type="application/json")
+        headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.request(
+                request.method,
+                self.upstream + request.path_qs,
+                headers=headers,
+                data=await request.read(),
+            ) as answer,
+        ):
+            body = await answer.read()
+            if read and answer.status == 200:
+                self.kept[path] = (answer.status, body)
+            return web.Response(status=answer.status, body=body, content_type="application/json")
+
+
+@contextlib.asynccontextmanager
+async def stale_proxy(upstream: str) -> AsyncIterator[tuple[StaleProxy, str]]:
+    proxy = StaleProxy(upstream)
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", proxy.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        yield proxy, f"http://127.0.0.1:{port}/"
+    finally:
+        await runner.cleanup()
+
+
+async def test_enot_client_refuses_an_answer_about_another_payoff() -> None:
+    async with (
+        Sandbox(config=fast_config()) as sandbox,
+        stale_proxy(sandbox.enot_url) as (proxy, url),
+        enot_client(url) as client,
+    ):
+        first = await client.create_payoff_from(enot_request(), order_id="order-first")
+        await client.get_payoff(payoff_id=first.payoff_id)
+        second = await client.create_payoff_from(enot_request(), order_id="order-second")
+        proxy.stale = True
+
+        with pytest.raises(InvalidResponseError) as by_id:
+            await client.get_payoff(payoff_id=second.payoff_id)
+        with pytest.raises(InvalidResponseError) as by_order_id:
+            await client.get_payoff(order_id="order-second")
+
+    assert by_id.value.status == 200 and by_id.value.body  # the raw answer is kept
+    assert first.payoff_id is not None and first.payoff_id in str(by_id.value)
+    assert "order-first" in str(by_order_id.value)
+
+
+async def test_intellectmoney_client_refuses_an_answer_about_another_operation() -> None:
+    async with (
+        Sandbox(config=fast_config()) as sandbox,
+        stale_proxy(sandbox.intellectmoney_url) as (proxy, url),
+        im_client(url) as client,
+    ):
+        first = await client.create_operation_from(im_request("first"))
+        await client.get_operation_state(first.operation_id or "")
+        second = await client.create_operation_from(im_request("second"))
+        proxy.stale = True
+
+        with pytest.raises(InvalidResponseError) as caught:
+            await client.get_operation_state(second.operation_id or "")
+
+    assert caught.value.status == 200 and caught.value.body
+    assert first.operation_id is not None and first.operation_id in str(caught.value)
+
+
+@pytest.mark.parametrize("lookup_before_create", [False, True], ids=["poll", "lookup-first"])
+async def test_an_enot_row_is_never_settled_by_another_payoffs_answer(
+    tmp_path: Path, lookup_before_create: bool
+) -> None:
+    """The second payout, of the same amount and card, reads only the first one's
+    ``success``. Before the fix it was recorded paid -- looked up first, without ever
+    being sent. It waits instead, and once the reads tell the truth it settles."""
+    async with (
+        Sandbox(config=fast_config()) as sandbox,
+        stale_proxy(sandbox.enot_url) as (proxy, url),
+        enot_client(url) as client,
+        SQLiteLedger(tmp_path / "ledger.db") as ledger,
+    ):
+        pay = payouts(client, ledger, lookup_before_create=lookup_before_create, poll=SHORT_POLL)
+        first = await pay.pay("first", enot_request())
+        assert first.status is PayoutStatus.SUCCEEDED
+        proxy.stale = True
+
+        second = await pay.pay("second", enot_request())
+        sent = books(sandbox.state)[1]["second"]
+
+        assert proxy.served_stale > 0
+        assert second.status is PayoutStatus.NEEDS_ATTENTION, second
+        assert second.provider_id != first.provider_id  # never another payoff's id
+        assert sent == (0 if lookup_before_create else 1)  # looked up first: not sent
+
+        proxy.stale = False  # the cache is fixed: the reads tell the truth again
+        [settled] = await pay.reconcile()
+
+    assert settled.key == "second" and settled.status is PayoutStatus.SUCCEEDED, settled
+    assert settled.provider_id != first.provider_id
+    assert books(sandbox.state)[1]["second"] == 1  # paid once
+
+
+async def test_an_intellectmoney_row_is_never_settled_by_another_operations_answer(
+    tmp_path: Path,
+) -> None:
+    async with (
+        Sandbox(config=fast_config()) as sandbox,
+        stale_proxy(sandbox.intellectmoney_url) as (proxy, url),
+        im_client(url) as client,
+        SQLiteLedger(tmp_path / "ledger.db") as ledger,
+    ):
+        pay = payouts(client, ledger, poll=SHORT_POLL)
+        first = await pay.pay("first", im_request("first"))
+        assert first.status is PayoutStatus.SUCCEEDED
+        proxy.stale = True
+
+        second = await pay.pay("second", im_request("second"))
+
+        assert proxy.served_stale > 0
+        assert second.status is PayoutStatus.NEEDS_ATTENTION, second
+        assert second.provider_id != first.provider_id
+        proxy.stale = False
+        [settled] = await pay.reconcile()
+
+    assert settled.key == "second" and settled.status is PayoutStatus.SUCCEEDED, settled
+    assert books(sandbox.state)[0]["second"] == 1
+
+
+async def test_an_enot_payoff_of_another_order_id_is_not_this_payout(tmp_path: Path) -> None:
+    """Asked by its own payoff id, Enot (laxer than documented) describes the payoff as
+    another order's: the books disagree with what this payout created, so the row parks
+    rather than take that payoff's fate."""
+
+    class Mislabelled(EnotClient):
+        async def get_payoff(
+            self, *, payoff_id: str | None = None, order_id: str | None = None
+        ) -> Payoff:
+            payoff = await super().get_payoff(payoff_id=payoff_id, order_id=order_id)
+            return attrs.evolve(payoff, order_id="someone-elses-order")
+
+    async with (
+        Sandbox(config=fast_config()) as sandbox,
+        enot_client(sandbox.enot_url) as client,
+        SQLiteLedger(tmp_path / "ledger.db") as ledger,
+    ):
+        client.__class__ = Mislabelled
+        result = await payouts(client, ledger, poll=SHORT_POLL).pay("k", enot_request())
+
+    assert result.status is PayoutStatus.NEEDS_ATTENTION, result
+    assert result.reason is not None and "someone-elses-order" in result.reason
+    assert books(sandbox.state)[1]["k"] == 1
