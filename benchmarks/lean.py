@@ -429,6 +429,8 @@ class Intellect:
             state = fields.get("PayoutOperationState")
             if not isinstance(operation_id, str) or not isinstance(state, str | None):
                 raise Unknown("no PayoutOperationId") if fence else Busy(status, "no id")
+            if fallback and operation_id.lower() != fallback.lower():  # about another (A15)
+                raise Unknown("another operation") if fence else Busy(status, "another id")
             return Operation(operation_id, state or "", code == 1)
 
         return await retrying(attempt, fence is not None)
@@ -504,6 +506,11 @@ class Enot:
         found, state = data.get("payoff_id"), data.get("status")
         if not isinstance(found, str) or not isinstance(state, str):
             raise Unreadable("no payoff_id or status")
+        named = data.get("order_id")
+        if (payoff_id and found.lower() != payoff_id.lower()) or (
+            order_id and named is not None and named != order_id
+        ):
+            raise Unreadable("an answer about another payoff")  # (A15)
         wallet, service = data.get("wallet"), data.get("service")
         wallet, service = (None if v is None else str(v) for v in (wallet, service))
         return Payoff(found, state.lower(), money(data.get("amount")), wallet, service)

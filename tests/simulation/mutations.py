@@ -13,7 +13,9 @@ mutation must fail some seed.
   the answer *arrived*;
 * ``old-liveness``: a holder with our host name whose pid our ``/proc`` cannot match
   is dead (another PID namespace, unreadable) -- fails open;
-* ``old-webhook``: ``apply_webhook`` settles the row by ``order_id`` alone.
+* ``old-webhook``: ``apply_webhook`` settles the row by ``order_id`` alone;
+* ``old-answers``: a read's answer is taken as being about what was asked, whatever
+  payoff or operation it names.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ from typing import TYPE_CHECKING, Any
 from payout_async._errors import ConfigurationError, NotFoundError
 from payout_async._polling import PollPolicy, is_inconclusive
 from payout_async.enot import EnotClient, Payoff, PayoffStatus, PayoffWebhook, _poller
+from payout_async.enot import _client as _enot_client
 from payout_async.intellectmoney import MassPaymentOperationState
+from payout_async.intellectmoney import _models as _im_models
 from payout_async.ledger import LeaseLostError, LedgerState
 from payout_async.payouts import _enot, _run
 from payout_async.payouts._intellectmoney import IntellectMoneyFlow
@@ -240,12 +244,35 @@ def _old_webhook(patches: Patches, world: World) -> None:
     patches.set(Payouts, "apply_webhook", _old_apply_webhook)
 
 
+# -- old-answers -----------------------------------------------------------------------
+
+
+def _taken_as_asked(field: str, asked: str, named: str | None, *, any_case: bool = False) -> None:
+    return None
+
+
+async def _old_adopt(
+    self: _enot.EnotFlow, run: Run, request: Any, answer: Payoff, *, looked_up: bool = False
+) -> None:
+    if looked_up and (mismatch := _enot.payoff_mismatch(request, answer)) is not None:
+        await run.give_up(f"the payoff found by order_id is not this payout: {mismatch}")
+        return
+    await super(_enot.EnotFlow, self).adopt(run, request, answer, looked_up=looked_up)
+
+
+def _old_answers(patches: Patches, world: World) -> None:
+    patches.set(_enot_client, "check_about", _taken_as_asked)
+    patches.set(_im_models, "check_about", _taken_as_asked)
+    patches.set(_enot.EnotFlow, "adopt", _old_adopt)
+
+
 MUTATIONS: dict[str, Callable[[Patches, World], None]] = {
     "old-fence": _old_fence,
     "old-takeover": _old_takeover,
     "old-evidence": _old_evidence,
     "old-liveness": _old_liveness,
     "old-webhook": _old_webhook,
+    "old-answers": _old_answers,
 }
 
 

@@ -18,7 +18,9 @@ from the run's network generator (``Faults``):
 * ``throttled``: a 429 with ``Retry-After``, nothing done;
 * ``refused``: a refusal before processing (Enot 422, IntellectMoney code 2);
 * ``refused_processed``: handled (a payoff created, an execute performed), and yet
-  the answer is a refusal (Enot 408 or 422 from an edge): issue 27.
+  the answer is a refusal (Enot 408 or 422 from an edge): issue 27;
+* ``foreign``: a read answered about another payoff or operation of the books (a
+  cache keyed on the path alone, a lax provider), when there is another.
 
 Before a money-moving request leaves, the sending process may be frozen (the admitted
 assumption: the pause between a confirmed fence and the first byte). The time from the
@@ -63,6 +65,7 @@ FATES = (
     "throttled",
     "refused",
     "refused_processed",
+    "foreign",
 )
 
 
@@ -78,6 +81,7 @@ class Faults:
     throttled: float = 0.04
     refused: float = 0.0  # money-moving requests only
     refused_processed: float = 0.0  # money-moving requests only
+    foreign: float = 0.0  # reads only
     #: Chance that the sender freezes between its fence and the request leaving.
     post_fence_pause: float = 0.0
     #: Chance that a request takes most of its total timeout to arrive.
@@ -93,7 +97,7 @@ class Faults:
         roll = rng.random()
         for fate in FATES[1:]:
             chance = getattr(self, fate)
-            if fate.startswith("refused") and not money:
+            if (fate.startswith("refused") and not money) or (fate == "foreign" and money):
                 continue
             if roll < chance:
                 return fate
@@ -242,6 +246,8 @@ class Network:
             answer = provider.throttled(self._rng.choice(self.faults.for_request(True).retry_after))
         elif fate == "refused":
             answer = provider.refusal(422)
+        elif fate == "foreign":
+            answer = provider.foreign(method, url, body, now, self._rng)
         else:
             answer = provider.handle(method, url, body, now)
             self._after_handle()

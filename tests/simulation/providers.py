@@ -211,6 +211,25 @@ class SimEnot:
         )
         return payoff
 
+    def foreign(
+        self, method: str, url: str, body: bytes | None, now: float, rng: random.Random
+    ) -> Answer:
+        """The answer to a read about another payoff than the one asked (whatever was
+        asked), when the books hold another; else the read's own answer."""
+        query = {name: values[0] for name, values in parse_qs(urlsplit(url).query).items()}
+        if method != "GET" or not urlsplit(url).path.endswith("/payoff/info"):
+            return self.handle(method, url, body, now)
+        asked = self.payoffs.get(query.get("id", "")) or next(
+            iter(self.by_order.get(query.get("order_id", ""), [])), None
+        )
+        # Another payoff the books show (a kept "not found" names nothing: A15).
+        others = [p for p in self.payoffs.values() if p is not asked and now >= p.visible_at]
+        if not others:
+            return self.handle(method, url, body, now)
+        other = rng.choice(others)
+        self._log(f"enot info answered about {other.id} (order {other.order_id}) instead")
+        return self._info({"id": other.id}, now)
+
     def _info(self, query: Mapping[str, str], now: float) -> Answer:
         payoff: EnotPayoff | None = None
         if "id" in query:
@@ -332,6 +351,21 @@ class SimIntellectMoney:
             self._log(f"im delete {operation.id} key={operation.key}")
             return self._envelope(True)
         return _im_error("Неизвестный метод", status=404)
+
+    def foreign(
+        self, method: str, url: str, body: bytes | None, now: float, rng: random.Random
+    ) -> Answer:
+        """The answer to a ``getOperationState`` about another operation than the one
+        asked, when the books hold another; else the read's own answer."""
+        asked = str(json.loads(body or b"{}").get("PayoutOperationId"))
+        if not urlsplit(url).path.endswith("/getOperationState"):
+            return self.handle(method, url, body, now)
+        others = [op for op in self.operations.values() if op.id != asked]
+        if not others:
+            return self.handle(method, url, body, now)
+        other = rng.choice(others)
+        self._log(f"im state answered about {other.id} instead of {asked}")
+        return self._answer(other, now)
 
     def _envelope(self, result: Any, outer: Mapping[str, Any] = _IM_OK) -> Answer:
         self._calls += 1

@@ -140,6 +140,8 @@ FAMILIES = {
         im_second_executes=("pay_again",),
     ),
     "liveness": Family("liveness", deployments=("containers",), modes=("worker", "both")),
+    # Reads answered about another payoff or operation (a cache keyed on the path alone)
+    "answers": Family("answers", Faults(foreign=0.2)),
     "webhook": Family("webhook", providers=("enot",), webhooks=1.0),
 }
 
@@ -150,6 +152,7 @@ FOCUS = {
     "old-evidence": "evidence",
     "old-liveness": "liveness",
     "old-webhook": "webhook",
+    "old-answers": "answers",
 }
 
 
