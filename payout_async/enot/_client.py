@@ -77,6 +77,9 @@ class EnotClient(TransportClient):
             "Accept": "application/json",
             "User-Agent": USER_AGENT,
             "x-api-signature-sha256": secret_key,
+            # A read is the provider's answer now, never a copy a cache kept: a kept
+            # "not found" names no payoff, and nothing could tell it apart (A15).
+            "Cache-Control": "no-cache",
         }
         self._json_headers = {**self._headers, "Content-Type": "application/json"}
         self._transport = Transport(

@@ -174,6 +174,7 @@ async def test_get_payoff_by_id_and_by_order_id() -> None:
         assert sent["params"] == {"user_id": ENOT_USER, "id": PAYOFF_ID}
         assert sent["headers"]["x-api-signature-sha256"] == ENOT_KEY
         assert sent["headers"]["Accept"] == "application/json"
+        assert sent["headers"]["Cache-Control"] == "no-cache"  # never a kept answer
         assert only_call(m, "GET", INFO_BY_ORDER)["params"] == {
             "user_id": ENOT_USER, "order_id": "o-1"
         }  # fmt: skip
