@@ -44,13 +44,18 @@ class UnreadableError(ValueError):
     """A body or a field cannot be read; the message says why (never the whole body)."""
 
 
+def _guid(text: str) -> str:
+    return text.strip().removeprefix("{").removesuffix("}").casefold()
+
+
 def check_about(field: str, asked: str, named: str | None, *, any_case: bool = False) -> None:
     """``UnreadableError`` when an answer to a read about ``asked`` names another
     ``field`` (``named``): it is about something else -- a cache that keys answers on
     the path alone, a gateway or a provider laxer than documented -- and says nothing of
     what was asked. An answer that leaves the field out is not held against it.
-    ``any_case``: the values are ids compared without regard to case (GUIDs)."""
-    if named is None or named == asked or (any_case and named.casefold() == asked.casefold()):
+    ``any_case``: the values are GUIDs, compared as GUIDs are written either way
+    (in any case, with or without braces)."""
+    if named is None or named == asked or (any_case and _guid(named) == _guid(asked)):
         return
     raise UnreadableError(
         f"the answer is about {field} {clip(named, 80)!r}, not {clip(asked, 80)!r}"

@@ -129,7 +129,7 @@ async def test_state_success(api: str) -> None:
     assert operation.is_final is True
 
 
-@pytest.mark.parametrize("named", [OP_ID.upper(), None])
+@pytest.mark.parametrize("named", [OP_ID.upper(), "{" + OP_ID + "}", None])
 async def test_state_of_the_operation_asked_about(named: str | None) -> None:
     """The answer names the operation asked about (GUIDs in any case), or none."""
     answer = im_ok("Completed")
