@@ -140,13 +140,20 @@ async def hook_server(
     block runs; yields its URL."""
     app = web.Application()
     app.router.add_post("/hook", webhook_handler(on_webhook, additional_key))
+    async with serving(app) as url:
+        yield url + "hook"
+
+
+@contextlib.asynccontextmanager
+async def serving(app: web.Application) -> AsyncIterator[str]:
+    """Serve ``app`` on 127.0.0.1 while the block runs; yields its base URL."""
     runner = web.AppRunner(app)
     await runner.setup()
     try:
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        yield f"http://127.0.0.1:{port}/hook"
+        yield f"http://127.0.0.1:{port}/"
     finally:
         await runner.cleanup()
 

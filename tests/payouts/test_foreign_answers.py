@@ -27,7 +27,16 @@ from payout_async.enot import EnotClient, Payoff
 from payout_async.ledger import SQLiteLedger
 from payout_async.sandbox import Sandbox
 
-from .support import books, enot_client, enot_request, fast_config, im_client, im_request, payouts
+from .support import (
+    books,
+    enot_client,
+    enot_request,
+    fast_config,
+    im_client,
+    im_request,
+    payouts,
+    serving,
+)
 
 #: Polls that give up within a second (a read that is never about its payout parks).
 SHORT_POLL = PollPolicy(initial=0.02, multiplier=1.5, maximum=0.1, deadline=1.0)
@@ -74,15 +83,8 @@ async def stale_proxy(upstream: str) -> AsyncIterator[tuple[StaleProxy, str]]:
     proxy = StaleProxy(upstream)
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", proxy.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        yield proxy, f"http://127.0.0.1:{port}/"
-    finally:
-        await runner.cleanup()
+    async with serving(app) as url:
+        yield proxy, url
 
 
 async def test_enot_client_refuses_an_answer_about_another_payoff() -> None:
