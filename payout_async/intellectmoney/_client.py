@@ -160,7 +160,13 @@ class IntellectMoneyClient(TransportClient):
         self._form = body_format == "form"
         self._sign_in_body = api == "legacy" if sign_in_body is None else sign_in_body
         #: Every request's headers but its ``Sign``.
-        self._headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
+        # ``no-cache``: an answer is the provider's now, never one a cache kept (a kept
+        # ``Created`` names the operation asked about, and would be believed: A15).
+        self._headers = {
+            "Accept": "application/json",
+            "User-Agent": USER_AGENT,
+            "Cache-Control": "no-cache",
+        }
         if bearer_token:
             self._headers["Authorization"] = f"Bearer {bearer_token}"
         self._headers["Content-Type"] = (

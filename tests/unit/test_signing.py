@@ -198,6 +198,7 @@ async def test_client_sends_the_documented_sign(api: str, body_format: str, oper
     headers = sent["headers"]
     assert headers["Sign"] == expected_sign
     assert headers["Accept"] == "application/json"
+    assert headers["Cache-Control"] == "no-cache"  # never an answer a cache kept
     if api == "current":
         assert headers["Authorization"] == f"Bearer {BEARER}"
     else:
