@@ -24,6 +24,7 @@ from payout_async import (
     RequestNotSentError,
     ServerError,
 )
+from payout_async._redact import mask_card
 from payout_async.enot import Balance, CreatedPayoff, Payoff, PayoffStatus, SbpBank
 
 from .helpers import (
@@ -272,6 +273,20 @@ async def test_an_answer_about_another_payoff_is_unreadable(
                     await client.get_payoff(order_id="o-1")
     assert about in str(caught.value) and caught.value.status == 200
     assert b"success" in (caught.value.body or b"")
+
+
+async def test_an_answer_about_another_payoff_names_no_card_number() -> None:
+    """The foreign answer is kept whole in ``body``; what is said of it masks the card
+    number it may carry (the other payoff's recipient)."""
+    foreign = {"payoff_id": "another", "wallet": CARD, "status": "success", "amount": "5.00"}
+    with aioresponses() as m:
+        m.get(INFO_BY_ID, payload=enot_ok(foreign))
+        async with enot_client() as client:
+            with pytest.raises(InvalidResponseError) as caught:
+                await client.get_payoff(payoff_id=PAYOFF_ID)
+    assert CARD not in str(caught.value) and CARD not in repr(caught.value)
+    assert mask_card(CARD) in str(caught.value)  # the body is shown, the card masked
+    assert CARD.encode() in (caught.value.body or b"")
 
 
 @pytest.mark.parametrize("data", [{}, {"payoff_id": PAYOFF_ID.upper(), "order_id": "o-1"}])
