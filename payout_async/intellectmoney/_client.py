@@ -159,9 +159,9 @@ class IntellectMoneyClient(TransportClient):
         self._secret_key = secret_key
         self._form = body_format == "form"
         self._sign_in_body = api == "legacy" if sign_in_body is None else sign_in_body
-        #: Every request's headers but its ``Sign``.
-        # ``no-cache``: an answer is the provider's now, never one a cache kept (a kept
-        # ``Created`` names the operation asked about, and would be believed: A15).
+        #: Every request's headers but its ``Sign``. ``no-cache``: an answer is the
+        #: provider's now, never one a cache kept (a kept ``Created`` names the
+        #: operation asked about, and would be believed: A15).
         self._headers = {
             "Accept": "application/json",
             "User-Agent": USER_AGENT,

@@ -373,8 +373,7 @@ class EnotFlow(Flow[EnotClient, PayoffRequest, Payoff]):
         payoff: one of another order_id is not (whoever asked by its payoff id), nor one
         found by order_id that disagrees with this payout (``payoff_mismatch``); then
         the row parks."""
-        ours = self._order_id(run)
-        if answer.order_id is not None and answer.order_id != ours:
+        if answer.order_id is not None and answer.order_id != (ours := self._order_id(run)):
             await run.give_up(
                 f"the payoff {answer.payoff_id} is not this payout: its order_id is "
                 f"{answer.order_id!r}, this payout's {ours!r}"

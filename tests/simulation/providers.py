@@ -216,9 +216,9 @@ class SimEnot:
     ) -> Answer:
         """The answer to a read about another payoff than the one asked (whatever was
         asked), when the books hold another; else the read's own answer."""
-        query = {name: values[0] for name, values in parse_qs(urlsplit(url).query).items()}
         if method != "GET" or not urlsplit(url).path.endswith("/payoff/info"):
             return self.handle(method, url, body, now)
+        query = {name: values[0] for name, values in parse_qs(urlsplit(url).query).items()}
         asked = self.payoffs.get(query.get("id", "")) or next(
             iter(self.by_order.get(query.get("order_id", ""), [])), None
         )
@@ -357,9 +357,9 @@ class SimIntellectMoney:
     ) -> Answer:
         """The answer to a ``getOperationState`` about another operation than the one
         asked, when the books hold another; else the read's own answer."""
-        asked = str(json.loads(body or b"{}").get("PayoutOperationId"))
         if not urlsplit(url).path.endswith("/getOperationState"):
             return self.handle(method, url, body, now)
+        asked = str(json.loads(body or b"{}").get("PayoutOperationId"))
         others = [op for op in self.operations.values() if op.id != asked]
         if not others:
             return self.handle(method, url, body, now)
