@@ -26,6 +26,7 @@ from ._errors import (
     LedgerOutcomeUnknownError,
     LedgerOutdatedError,
     LedgerTooNewError,
+    OperationTakenError,
 )
 from ._memory import MemoryLedger
 from ._pauses import ProviderPause
@@ -60,6 +61,7 @@ __all__ = [
     "LedgerState",
     "LedgerTooNewError",
     "MemoryLedger",
+    "OperationTakenError",
     "PayoutRecord",
     "PostgresLedger",
     "ProviderPause",

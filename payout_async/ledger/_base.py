@@ -372,7 +372,9 @@ class Ledger(Protocol):
         -- released, or claimed again since -- or the row is final. A lease that expired
         but that nobody has claimed since is still its holder's: fencing is by token.
         ``add_attempt`` adds one to ``attempts`` (a money-moving request is about to be
-        sent).
+        sent). Raises ``OperationTakenError``, writing nothing, when ``operation_id``
+        names an operation another row of the provider holds: an operation or payoff
+        is one payout's, whatever an answer says.
 
         A transition that has started completes even if the caller is cancelled
         meanwhile: the recovery point it writes (an operation id just learnt, say) is

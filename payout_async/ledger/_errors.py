@@ -26,6 +26,8 @@ __all__ = [
     "LedgerOutcomeUnknownError",
     "LedgerOutdatedError",
     "LedgerTooNewError",
+    "OperationTakenError",
+    "operations_shared",
     "outdated",
     "too_new",
 ]
@@ -48,6 +50,27 @@ class LedgerNotWrittenError(LedgerError):
 
 class LedgerOutcomeUnknownError(LedgerError):
     """The write may or may not have committed: re-read the row before acting on it."""
+
+
+class OperationTakenError(PayoutError):
+    """A transition would record an ``operation_id`` that another row of the same
+    provider already holds (``holder``, its key, when known). An IntellectMoney
+    operation or an Enot payoff is one payout's: an answer naming another row's is no
+    evidence about this one (a gateway replaying answers, a provider laxer than
+    documented). Nothing was written; the row keeps its lease."""
+
+    def __init__(self, provider: str, key: str, operation_id: str, holder: str | None) -> None:
+        held = "another payout" if holder is None else f"payout {holder!r}"
+        super().__init__(
+            _SCRUB(
+                f"{provider} {operation_id} belongs to {held} already, "
+                f"not to {key!r}: nothing was written"
+            )
+        )
+        self.provider = provider
+        self.key = key
+        self.operation_id = operation_id
+        self.holder = holder
 
 
 class LedgerKeyError(ConfigurationError):
@@ -86,4 +109,17 @@ def outdated(ledger: object) -> LedgerOutdatedError:
         f"{ledger!r} holds no current payout ledger (none, or one written by an older "
         "payout-async); opened read-only it creates and upgrades nothing: open it "
         "read-write with this version to create or upgrade it"
+    )
+
+
+def operations_shared(which: str = "") -> ConfigurationError:
+    """The error of a ledger that records one operation (or payoff) under several rows
+    (``which``: those rows, if known): adding the unique index of operations fails."""
+    listed = f" ({which})" if which else ""
+    return ConfigurationError(
+        f"this ledger records one operation under several payouts{listed}; an operation "
+        "is one payout's, so at most one of them was paid by it: settle those rows by "
+        "hand (SELECT provider, operation_id, key FROM payouts WHERE operation_id IN "
+        "(SELECT operation_id FROM payouts GROUP BY provider, operation_id HAVING "
+        "count(*) > 1)) before opening it with this version"
     )

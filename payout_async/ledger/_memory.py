@@ -33,6 +33,7 @@ from ._base import (
     Transition,
     WorkListener,
 )
+from ._errors import OperationTakenError
 from ._keys import Other, live_elsewhere, moved_note, rows_to_cancel
 from ._listen import ListenerHub
 from ._pauses import ProviderPause
@@ -171,6 +172,8 @@ class MemoryLedger(Ledger):
         #: Each row's history: (from_state, to_state, at, owner, note), oldest first.
         self._history: dict[tuple[str, str], list[_Step]] = {}
         self._by_order_id: dict[tuple[str, str], str] = {}
+        #: The key of the row that holds each (provider, operation_id).
+        self._by_operation: dict[tuple[str, str], str] = {}
         self._providers: dict[str, set[str]] = {}  # each key's providers
         self._id = uuid.uuid4().hex
         self._begun = 0  # rows inserted and changes of state (the identity's mark)
@@ -263,6 +266,20 @@ class MemoryLedger(Ledger):
         row.order_id = order_id
         if order_id is not None:
             self._by_order_id[(row.provider, order_id)] = row.key
+
+    def _set_operation_id(self, row: _Row, operation_id: str | None) -> None:
+        """Give the row ``operation_id`` -- unless another row of its provider holds
+        it (``OperationTakenError``, before anything of the transition is written)."""
+        if operation_id == row.operation_id:
+            return
+        if operation_id is not None:
+            holder = self._by_operation.get((row.provider, operation_id))
+            if holder is not None:
+                raise OperationTakenError(row.provider, row.key, operation_id, holder)
+            self._by_operation[(row.provider, operation_id)] = row.key
+        if row.operation_id is not None:
+            self._by_operation.pop((row.provider, row.operation_id), None)
+        row.operation_id = operation_id
 
     @staticmethod
     def _lease_free(row: _Row, now: float) -> bool:
@@ -406,6 +423,8 @@ class MemoryLedger(Ledger):
         if type(state) is not LedgerState:
             state = LedgerState(state)
         ends = state.is_final or release  # a final row is nobody's: its lease ends with it
+        if "operation_id" in changes:
+            self._set_operation_id(row, changes.pop("operation_id"))
         if "order_id" in changes:
             self._set_order_id(row, changes.pop("order_id"))
         for name, value in changes.items():

@@ -46,7 +46,13 @@ from ._base import (
     WorkListener,
 )
 from ._ddl import schema_objects
-from ._errors import LedgerNotWrittenError, outdated, too_new
+from ._errors import (
+    LedgerNotWrittenError,
+    OperationTakenError,
+    operations_shared,
+    outdated,
+    too_new,
+)
 from ._keys import DEAD_STATES
 from ._pause_tables import PgPauseSQL, pg_pauses_table, pg_pauses_table_sql
 from ._pauses import ProviderPause, pause_from_row
@@ -118,6 +124,15 @@ def drop_statement(prefix: str, schema: str | None = None) -> str:
     return _SQL(schema, prefix).drop
 
 
+#: The unique index of operations (after the table prefix): ``OperationTakenError``.
+OPERATION_INDEX = "payouts_operation_id_unique"
+
+
+def _violates(error: BaseException, index: str) -> bool:
+    """Whether unique violation ``error`` is of ``index`` (any table prefix)."""
+    return str(getattr(error, "constraint_name", "")).endswith(index)
+
+
 class _SQL:
     """The statements, for one schema and table prefix."""
 
@@ -185,6 +200,8 @@ ALTER TABLE {t} ADD COLUMN IF NOT EXISTS account_signature text;
 DROP INDEX IF EXISTS {qualify}"{prefix}payouts_order_id";
 CREATE UNIQUE INDEX IF NOT EXISTS "{prefix}payouts_order_id_unique" ON {t} (provider, order_id)
     WHERE order_id IS NOT NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS "{prefix}{OPERATION_INDEX}" ON {t} (provider, operation_id)
+    WHERE operation_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS "{prefix}payouts_state_lease" ON {t} (state, lease_expires_at);
 CREATE INDEX IF NOT EXISTS "{prefix}payouts_created_at" ON {t} (created_at);
 CREATE OR REPLACE TRIGGER "{prefix}payouts_moved" AFTER UPDATE OF state ON {t}
@@ -258,6 +275,7 @@ log AS ({log} SELECT provider, key, 'refused', state, updated_at, $3::text,
 SELECT {cols} FROM upd"""
         self.get = f"SELECT {cols} FROM {t} WHERE provider = $1 AND key = $2"
         self.others = others_sql(t)
+        self.operation_holder = f"SELECT key FROM {t} WHERE provider = $1 AND operation_id = $2"
         self.shared_keys = (
             f"SELECT DISTINCT key FROM {t} WHERE shared_key AND state NOT IN ({DEAD}) "
             "ORDER BY key LIMIT $1"
@@ -512,7 +530,12 @@ class PostgresLedger(Ledger):
                 "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", self._sql.lock_key
             )
             columns = await self._columns(conn)
-            await conn.execute(self._sql.schema)
+            try:
+                await conn.execute(self._sql.schema)
+            except self._asyncpg.UniqueViolationError as error:
+                if not _violates(error, OPERATION_INDEX):
+                    raise
+                raise operations_shared() from error
             await conn.execute(self._sql.identify, uuid.uuid4().hex)
             await self._move_recipients(conn)
             if "account_signature" not in columns and self._recipients.key_id is not None:
@@ -717,7 +740,7 @@ class PostgresLedger(Ledger):
                 row = await self._fetchrow(self._sql.rebegin, provider, key, owner, lease, *again)
                 break
             except self._asyncpg.UniqueViolationError as error:
-                if not str(getattr(error, "constraint_name", "")).endswith(LIVE_KEY_INDEX):
+                if not _violates(error, LIVE_KEY_INDEX):
                     raise IdempotencyConflictError(key, order_id=order_id) from error
                 # A race, lost: to another provider's row of the key (the conflict), or
                 # to a begin of this very row that inserted it first (no other row:
@@ -808,7 +831,15 @@ class PostgresLedger(Ledger):
             final=final,
             changes=fields,
         )
-        row = await self._submit(move)
+        try:
+            row = await self._submit(move)
+        except self._asyncpg.UniqueViolationError as error:
+            operation_id = fields.get("operation_id")
+            if operation_id is None or not _violates(error, OPERATION_INDEX):
+                raise
+            holder = await self._fetchrow(self._sql.operation_holder, provider, operation_id)
+            held_by = None if holder is None else holder["key"]
+            raise OperationTakenError(provider, key, operation_id, held_by) from error
         if row is None:
             raise LeaseLostError.not_held(provider, key, owner, token)
         return self._record(row)

@@ -56,7 +56,13 @@ from ._base import (
     Transition,
     WorkListener,
 )
-from ._errors import LedgerError, LedgerNotWrittenError, outdated, too_new
+from ._errors import (
+    LedgerError,
+    LedgerNotWrittenError,
+    OperationTakenError,
+    outdated,
+    too_new,
+)
 from ._keys import DEAD_STATES, Other, live_elsewhere, moved_note, rows_to_cancel
 from ._listen import ListenerHub
 from ._patience import Patience, Strain
@@ -152,6 +158,7 @@ _RECIPIENT = "SELECT recipient FROM payouts WHERE provider = ? AND key = ?"
 # the full parameters too (``ledger._recipient``).
 _DROP_RECIPIENT = f", recipient = NULL, params_hash = '{MASKED_HASH}', signature = NULL"
 _ORDER_ID_HOLDER = "SELECT key FROM payouts WHERE provider = ? AND order_id = ?"
+_OPERATION_HOLDER = "SELECT key FROM payouts WHERE provider = ? AND operation_id = ?"
 _LEASE_HOLDERS = (
     "SELECT lease_owner, count(*), max(lease_expires_at) FROM payouts "
     f"WHERE lease_owner IS NOT NULL AND lease_expires_at > ? AND {_LIVE}"
@@ -482,16 +489,23 @@ class _Transition:
         values = (state, self.attempt, lease_owner, expires, now, *fields.values(), provider, key)
         held_rows = self.ledger._held_rows
         held = held_rows.held(provider, key, owner, self.token)
-        # One statement when the row is still as this ledger last left it; else read it.
-        if (
-            held is None
-            or not conn.execute(matching(self.update), values + held_rows.values(held)).rowcount
-        ):
-            held = conn.execute(_HELD_ROW, (provider, key, owner, self.token)).fetchone()
-            if held is None:
-                held_rows.forget(provider, key)
-                raise LeaseLostError.not_held(provider, key, owner, self.token)
-            conn.execute(self.update, values)
+        try:
+            # One statement when the row is still as this ledger last left it; else
+            # read it.
+            if (
+                held is None
+                or not conn.execute(matching(self.update), values + held_rows.values(held)).rowcount
+            ):
+                held = conn.execute(_HELD_ROW, (provider, key, owner, self.token)).fetchone()
+                if held is None:
+                    held_rows.forget(provider, key)
+                    raise LeaseLostError.not_held(provider, key, owner, self.token)
+                conn.execute(self.update, values)
+        except sqlite3.IntegrityError as error:
+            taken = self._taken(conn)
+            if taken is None:
+                raise
+            raise taken from error
         if self.final and is_clear(held[_RECIPIENT_AT]):
             self.ledger._dropped_clear = True  # the WAL is emptied once this commits
         history.append(HistoryRow(provider, key, held[_STATE_AT], state, now, owner, self.note))
@@ -509,6 +523,17 @@ class _Transition:
             row[_HASH_AT] = MASKED_HASH
         held_rows.remember(row)
         return self.ledger._records.read(row)
+
+    def _taken(self, conn: sqlite3.Connection) -> OperationTakenError | None:
+        """Why the UPDATE failed the unique index of operations, if it did: the row
+        of the provider that holds the operation id this transition would record."""
+        operation_id = self.fields.get("operation_id")
+        if operation_id is None:
+            return None
+        holder = conn.execute(_OPERATION_HOLDER, (self.provider, operation_id)).fetchone()
+        if holder is None or holder[0] == self.key:
+            return None
+        return OperationTakenError(self.provider, self.key, operation_id, holder[0])
 
 
 class SQLiteLedger(Ledger):

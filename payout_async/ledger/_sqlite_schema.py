@@ -27,6 +27,7 @@ import uuid
 
 from .._errors import ConfigurationError
 from ._ddl import schema_objects
+from ._errors import operations_shared
 from ._keys import DEAD_STATES
 from ._pause_tables import SQLITE_PAUSES
 from ._recipient import Recipients, Resealed, is_clear
@@ -88,6 +89,11 @@ CREATE TABLE IF NOT EXISTS payout_ledger (
 _UNIQUE_ORDER_IDS = """
 CREATE UNIQUE INDEX IF NOT EXISTS payouts_order_id_unique ON payouts (provider, order_id)
     WHERE order_id IS NOT NULL"""
+# An operation or payoff is one payout's (``OperationTakenError``): added to files of
+# any version, like the index above (an older payout-async writes on beside it).
+_UNIQUE_OPERATION_IDS = """
+CREATE UNIQUE INDEX IF NOT EXISTS payouts_operation_id_unique ON payouts (provider, operation_id)
+    WHERE operation_id IS NOT NULL"""
 # Version 3: the recipient in a column of its own (``_move_recipients``).
 # Version 4: one live row per key, whatever the provider; a key's rows found by key.
 _UPGRADE_TO_4 = f"""
@@ -124,7 +130,9 @@ _ADDED_COLUMNS = (
 )
 
 # What a current file holds: ``open()`` runs ``create_schema`` only when it lacks some.
-_SCHEMA_OBJECTS = schema_objects(_SCHEMA + _UNIQUE_ORDER_IDS + ";" + _UPGRADE_TO_4)
+_SCHEMA_OBJECTS = schema_objects(
+    _SCHEMA + _UNIQUE_ORDER_IDS + ";" + _UNIQUE_OPERATION_IDS + ";" + _UPGRADE_TO_4
+)
 
 
 def create_schema(conn: sqlite3.Connection, recipients: Recipients) -> int:
@@ -150,6 +158,12 @@ def create_schema(conn: sqlite3.Connection, recipients: Recipients) -> int:
                 "this ledger holds one Enot order_id under several keys; "
                 "settle those rows by hand before upgrading"
             ) from error
+        try:
+            conn.execute(_UNIQUE_OPERATION_IDS)
+        except sqlite3.IntegrityError as error:
+            shared = conn.execute(_SHARED_OPERATIONS).fetchall()
+            which = "; ".join(f"{provider}: {keys}" for provider, keys in shared)
+            raise operations_shared(which) from error
         moved = 0
         if version < 3:
             moved = _move_recipients(conn, recipients)
@@ -167,6 +181,12 @@ def create_schema(conn: sqlite3.Connection, recipients: Recipients) -> int:
             conn.execute("ROLLBACK")
         raise
     return moved
+
+
+#: The keys of the rows that name one operation (what fails that index), by provider.
+_SHARED_OPERATIONS = """
+SELECT provider, group_concat(key, ', ') FROM payouts WHERE operation_id IS NOT NULL
+GROUP BY provider, operation_id HAVING count(*) > 1 LIMIT 10"""
 
 
 def _identify(conn: sqlite3.Connection) -> None:

@@ -45,7 +45,7 @@ async def _hostile_ledger(db: Path) -> None:
     async with SQLiteLedger(db) as ledger:
         owner = "other-host:1:1:x"
         keys = [*FORMULA_KEYS, ESCAPE_KEY]
-        for key in keys:
+        for n, key in enumerate(keys):
             params = _request_params(OperationRequest(pan=CARD, amount="5.00", description="d"))
             claim = await ledger.begin(
                 "intellectmoney", key, ledger.params_hash(params), params,
@@ -55,7 +55,7 @@ async def _hostile_ledger(db: Path) -> None:
                 "intellectmoney", key, owner=owner, token=claim.record.lease_token,
                 state=LedgerState.NEEDS_ATTENTION, lease_seconds=60, reason=HOSTILE,
                 last_error=f"-{HOSTILE}", provider_status=f"@{OSC52_CLIPBOARD}",
-                operation_id=f"+{SCREEN_CLEAR}",
+                operation_id=f"+{SCREEN_CLEAR}{n}",
             )  # fmt: skip
     os.chmod(db, 0o600)
 

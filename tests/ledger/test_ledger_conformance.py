@@ -17,6 +17,7 @@ from payout_async.ledger import (
     LeaseLostError,
     Ledger,
     LedgerState,
+    OperationTakenError,
     PayoutRecord,
     new_encryption_key,
     params_hash,
@@ -767,6 +768,52 @@ async def test_release_after_a_final_transition_is_harmless(ledger: Ledger) -> N
     final = await ledger.get(P, "k1")
     await ledger.release(P, "k1", owner="w1", token=await token_of(ledger, P, "k1"))
     assert await ledger.get(P, "k1") == final
+
+
+async def test_an_operation_belongs_to_one_row(ledger: Ledger) -> None:
+    """A transition recording another row's operation id writes nothing: the row keeps
+    its state and lease, and goes on without it. Another provider's ids, the row's own
+    id recorded again, and an id its row gave up are free."""
+    for key in ("k1", "k2"):
+        await start(ledger, key)
+    await move(ledger, "k1", LedgerState.PROCESSING, operation_id="op-1")
+    before = await ledger.get(P, "k2")
+
+    with pytest.raises(OperationTakenError) as raised:
+        await move(ledger, "k2", LedgerState.PROCESSING, operation_id="op-1", note="adopted")
+
+    assert (raised.value.key, raised.value.holder, raised.value.operation_id) == (
+        "k2", "k1", "op-1",
+    )  # fmt: skip
+    assert await ledger.get(P, "k2") == before
+    assert [step.note for step in await ledger.history(P, "k2")] == ["intent recorded"]
+    await move(ledger, "k2", LedgerState.PROCESSING, operation_id="op-2")  # still its lease
+    await move(ledger, "k1", LedgerState.PROCESSING, operation_id="op-1")  # its own
+    await start(ledger, "k3", provider="intellectmoney")
+    await ledger.transition(
+        "intellectmoney", "k3", owner="w1", token=await token_of(ledger, "intellectmoney", "k3"),
+        state=LedgerState.EXECUTING, lease_seconds=LEASE, operation_id="op-1",
+    )  # fmt: skip
+    await move(ledger, "k1", LedgerState.PENDING, operation_id=None)  # given up: free again
+    await start(ledger, "k4")
+    await move(ledger, "k4", LedgerState.PROCESSING, operation_id="op-1")
+
+
+async def test_concurrent_moves_to_one_operation_under_two_rows(backend: Backend) -> None:
+    ledgers = [await backend.new() for _ in range(2)]
+    for i in range(6):
+        await start(ledgers[0], f"k{i}")
+    outcomes = await asyncio.gather(
+        *(
+            move(ledgers[i % 2], f"k{i}", LedgerState.PROCESSING, operation_id="op-x")
+            for i in range(6)
+        ),
+        return_exceptions=True,
+    )
+    assert sum(outcome is None for outcome in outcomes) == 1, outcomes
+    assert all(isinstance(o, OperationTakenError) for o in outcomes if o is not None)
+    rows = [await ledgers[0].get(P, f"k{i}") for i in range(6)]
+    assert [r.operation_id for r in rows if r is not None].count("op-x") == 1
 
 
 # -- claim_stranded ------------------------------------------------------------------

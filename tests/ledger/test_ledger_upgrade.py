@@ -15,6 +15,7 @@ from payout_async.ledger import (
     LedgerIdentity,
     LedgerOutdatedError,
     LedgerState,
+    OperationTakenError,
     PostgresLedger,
     SQLiteLedger,
     new_encryption_key,
@@ -302,3 +303,55 @@ async def test_once_upgraded_a_file_opens_read_only(
         pass
     async with SQLiteLedger(path, read_only=True) as reader:
         assert len(await reader.records()) >= 1
+
+
+# -- the unique index of operations ---------------------------------------------------
+
+
+def _v1_sqlite_with_operations(path: Path, operations: dict[str, str]) -> None:
+    """A version-1 file whose rows (key: operation id) name those operations."""
+    _v1_sqlite(path, [(key, f"o-{key}") for key in operations])
+    conn = sqlite3.connect(path)
+    for key, operation_id in operations.items():
+        conn.execute("UPDATE payouts SET operation_id = ? WHERE key = ?", (operation_id, key))
+    conn.commit()
+    conn.close()
+
+
+async def test_sqlite_upgrade_gives_each_operation_one_row(tmp_path: Path) -> None:
+    path = tmp_path / "v1.db"
+    _v1_sqlite_with_operations(path, {"a": "op-a", "b": "op-b"})
+    async with SQLiteLedger(path) as ledger:
+        [claim] = [c for c in await ledger.claim_stranded(owner="w", lease_seconds=5, limit=5)
+                   if c.record.key == "b"]  # fmt: skip
+        with pytest.raises(OperationTakenError, match="'a'"):
+            await ledger.transition(
+                "enot", "b", owner="w", token=claim.record.lease_token,
+                state=LedgerState.PROCESSING, lease_seconds=5, operation_id="op-a",
+            )  # fmt: skip
+
+
+async def test_sqlite_refuses_to_upgrade_a_file_with_a_shared_operation(tmp_path: Path) -> None:
+    path = tmp_path / "v1.db"
+    _v1_sqlite_with_operations(path, {"a": "op-1", "b": "op-1", "c": "op-2"})
+    ledger = SQLiteLedger(path)
+    with pytest.raises(ConfigurationError, match=r"several payouts \(enot: a, b\)"):
+        await ledger.open()
+    await ledger.aclose()
+
+
+async def test_postgres_refuses_to_upgrade_a_table_with_a_shared_operation(schema: str) -> None:
+    conn = await asyncpg.connect(PG_DSN)
+    try:
+        table = f'"{schema}".payouts'
+        await conn.execute(f'CREATE SCHEMA "{schema}"')
+        await conn.execute(V1_TABLE.format(table=table, json="jsonb", real="double precision"))
+        for key in ("a", "b"):
+            await conn.execute(V1_ROW.format(table=table, key=key, digest=HASH, order_id=key))
+        await conn.execute(f"UPDATE {table} SET operation_id = 'op-1'")
+    finally:
+        await conn.close()
+    ledger = PostgresLedger(PG_DSN, schema=schema)
+    with pytest.raises(ConfigurationError, match="several payouts"):
+        await ledger.open()
+    await ledger.aclose()

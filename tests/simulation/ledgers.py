@@ -147,6 +147,7 @@ async def snapshot(ledger: Ledger) -> Any:
             {where: row.copy() for where, row in ledger._rows.items()},
             {key: list(steps) for key, steps in ledger._history.items()},
             dict(ledger._by_order_id),
+            dict(ledger._by_operation),
             {key: set(providers) for key, providers in ledger._providers.items()},
             ledger._begun,
         )
@@ -157,10 +158,11 @@ async def snapshot(ledger: Ledger) -> Any:
 async def restore(ledger: Ledger, copy: Any) -> None:
     """Put ``copy`` (``snapshot``) back in place of everything the ledger holds."""
     if isinstance(ledger, MemoryLedger):
-        rows, history, by_order, providers, begun = copy
+        rows, history, by_order, by_operation, providers, begun = copy
         ledger._rows = {where: row.copy() for where, row in rows.items()}
         ledger._history = {key: list(steps) for key, steps in history.items()}
         ledger._by_order_id = dict(by_order)
+        ledger._by_operation = dict(by_operation)
         ledger._providers = {key: set(each) for key, each in providers.items()}
         ledger._begun = begun
         return
