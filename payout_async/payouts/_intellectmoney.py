@@ -42,7 +42,7 @@ from ..intellectmoney import (
 from ..intellectmoney._poller import wait_for_final
 from ..ledger import LeaseLostError, LedgerState, PayoutRecord
 from ._flow import REFUSED, Flow, IncompleteRowError, Reading, Step
-from ._run import Run
+from ._run import ForeignOperationError, Run
 from ._waiting import SETTLE
 
 __all__ = ["IntellectMoneyFlow"]
@@ -149,6 +149,8 @@ class IntellectMoneyFlow(Flow[IntellectMoneyClient, OperationRequest, PayoutOper
                 provider_api=self.client.api,
                 note="operation created; executing" if execute else "operation created",
             )
+        except ForeignOperationError:
+            raise  # that operation is another payout's: never this drive's to delete
         except LeaseLostError:
             # Someone else drives this payout now: the operation just created is an
             # orphan whose id only this drive knows, so delete it -- unless the row

@@ -6,7 +6,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
-from typing import Any
+from typing import Any, NoReturn
 
 from .._errors import ConfigurationError
 from .._shield import shielded
@@ -17,6 +17,7 @@ from ..ledger import (
     LedgerError,
     LedgerOutcomeUnknownError,
     LedgerState,
+    OperationTakenError,
     PayoutRecord,
 )
 from ._heartbeat import Heartbeats
@@ -25,6 +26,7 @@ from ._waiting import GRACE, RETRY_AFTER, TAKEN_OVER
 
 __all__ = [
     "FenceNotConfirmedError",
+    "ForeignOperationError",
     "Run",
     "UntrustedRowError",
     "fence_margin",
@@ -62,6 +64,13 @@ class FenceNotConfirmedError(LeaseLostError):
 class UntrustedRowError(LeaseLostError):
     """The row was altered outside payout-async while this drive held it: it is set
     aside (``needs_attention``) and this drive sends nothing more."""
+
+
+class ForeignOperationError(LeaseLostError):
+    """An answer named an operation (or payoff) that another row holds
+    (``OperationTakenError``): no evidence about this payout. The row is set aside
+    (``needs_attention``) and this drive sends nothing more; that operation is the
+    other payout's, never this drive's to execute or delete."""
 
 
 class Run:
@@ -188,18 +197,28 @@ class Run:
             raise
         except LedgerOutcomeUnknownError as error:
             self.record = await self._landed(state, error, released=release)
+        except OperationTakenError as error:
+            holder = "another payout" if error.holder is None else f"payout {error.holder!r}"
+            reason = (
+                f"{error.provider} answered with {error.operation_id}, which {holder} "
+                "holds: an answer about another payout (replayed by a gateway or proxy, "
+                "or the provider's own) is no evidence about this one; nothing more was sent"
+            )
+            logger.warning("payout %s set aside: %s", self.record.key, reason)
+            await self._set_aside(reason, ForeignOperationError)
         self.released = release or state.is_final
         told = self._observer.transitioned(before, self.record, note)  # the log line
         if told is not None:
             await told  # on_transition
         if self.record.untrusted is not None and not self.released:
-            await self._set_aside()
+            await self._set_aside(self.record.untrusted, UntrustedRowError)
         return self.record
 
-    async def _set_aside(self) -> None:
-        """The row read back from a move fails its checks (altered outside payout-async
-        while this drive held it): park it, and send nothing more (DESIGN rule 14)."""
-        reason = self.record.untrusted
+    async def _set_aside(self, reason: str, stop: type[LeaseLostError]) -> NoReturn:
+        """Park the row for ``reason`` and send nothing more (``stop`` ends the
+        drive): the row read back from a move fails its checks (altered outside
+        payout-async while this drive held it: DESIGN rule 14), or a move would have
+        recorded another row's operation."""
         self.lost = True
         await self.ledger.transition(
             self.record.provider, self.record.key, owner=self.owner, token=self.token,
@@ -207,7 +226,7 @@ class Run:
             reason=reason, release=True,
         )  # fmt: skip
         self.released = True
-        raise UntrustedRowError(f"{self.record.key}: {reason}")
+        raise stop(f"{self.record.key}: {reason}")
 
     async def _landed(
         self, state: LedgerState, error: LedgerOutcomeUnknownError, *, released: bool

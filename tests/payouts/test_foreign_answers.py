@@ -14,6 +14,7 @@ every read the answer it kept from another payout, of the same amount and recipi
 from __future__ import annotations
 
 import contextlib
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -42,22 +43,25 @@ from .support import (
 SHORT_POLL = PollPolicy(initial=0.02, multiplier=1.5, maximum=0.1, deadline=1.0)
 #: The reads whose answers the proxy may keep and hand out again.
 READS = ("/payoff/info", "/getOperationState")
+#: The creates whose answers a gateway that replays ``POST`` answers hands out again.
+CREATES = ("/payoff/create", "/createOperation")
 
 
 class StaleProxy:
-    """Forwards everything to ``upstream``; once ``stale`` is set, answers each read of
-    ``READS`` with the last answer it forwarded for that path (as a cache keyed on the
-    path alone would), whatever the read asked about."""
+    """Forwards everything to ``upstream``; once ``stale`` is set, answers each call
+    to one of ``paths`` with the last answer it forwarded for that path (as a cache
+    keyed on the path alone would), whatever the call asked about."""
 
-    def __init__(self, upstream: str) -> None:
+    def __init__(self, upstream: str, paths: tuple[str, ...] = READS) -> None:
         self.upstream = upstream.rstrip("/")
+        self.paths = paths
         self.stale = False
         self.kept: dict[str, tuple[int, bytes]] = {}
         self.served_stale = 0
 
     async def handle(self, request: web.Request) -> web.Response:
         path = request.path
-        read = path.endswith(READS)
+        read = path.endswith(self.paths)
         if self.stale and read and path in self.kept:
             self.served_stale += 1
             status, body = self.kept[path]
@@ -79,8 +83,10 @@ class StaleProxy:
 
 
 @contextlib.asynccontextmanager
-async def stale_proxy(upstream: str) -> AsyncIterator[tuple[StaleProxy, str]]:
-    proxy = StaleProxy(upstream)
+async def stale_proxy(
+    upstream: str, paths: tuple[str, ...] = READS
+) -> AsyncIterator[tuple[StaleProxy, str]]:
+    proxy = StaleProxy(upstream, paths)
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", proxy.handle)
     async with serving(app) as url:
@@ -209,3 +215,69 @@ async def test_an_enot_payoff_of_another_order_id_is_not_this_payout(tmp_path: P
     assert result.status is PayoutStatus.NEEDS_ATTENTION, result
     assert result.reason is not None and "someone-elses-order" in result.reason
     assert books(sandbox.state)[1]["k"] == 1
+
+
+# -- a create's answer about another payout ------------------------------------------
+
+
+async def test_an_intellectmoney_create_answered_with_another_payouts_operation(
+    tmp_path: Path,
+) -> None:
+    """A gateway replays the first payout's createOperation answer to the second (or
+    IntellectMoney hands back an existing operation). Before the fix the second
+    executed the first's operation and was recorded paid, never paid itself. The
+    operation is the first's in the ledger: the second parks before any execute, the
+    first is left alone, and once creates are answered truly ``reconcile()`` pays it."""
+    async with (
+        Sandbox(config=fast_config()) as sandbox,
+        stale_proxy(sandbox.intellectmoney_url, CREATES) as (proxy, url),
+        im_client(url) as client,
+        SQLiteLedger(tmp_path / "ledger.db") as ledger,
+    ):
+        pay = payouts(client, ledger, poll=SHORT_POLL)
+        first = await pay.pay("first", im_request("first"))
+        first_row = await ledger.get("intellectmoney", "first")
+        proxy.stale = True
+
+        second = await pay.pay("second", im_request("second"))
+
+        assert proxy.served_stale == 1
+        assert second.status is PayoutStatus.NEEDS_ATTENTION, second
+        assert second.attempts == 0 and second.provider_id is None  # nothing executed
+        assert second.reason is not None and "'first'" in second.reason
+        assert books(sandbox.state)[0] == Counter(first=1)
+        assert await ledger.get("intellectmoney", "first") == first_row  # left alone
+        proxy.stale = False
+        [settled] = await pay.reconcile()
+
+    assert first.status is PayoutStatus.SUCCEEDED
+    assert settled.key == "second" and settled.status is PayoutStatus.SUCCEEDED, settled
+    assert settled.provider_id != first.provider_id
+    assert books(sandbox.state)[0] == Counter(first=1, second=1)  # each paid once
+
+
+async def test_an_enot_create_answered_with_another_payouts_payoff(tmp_path: Path) -> None:
+    """The same for Enot: the second create's answer names the first payoff. The
+    second parks -- its create's outcome unknown -- and ``reconcile()`` finds out by
+    its own order_id whether it exists, and creates it if not: paid once."""
+    async with (
+        Sandbox(config=fast_config()) as sandbox,
+        stale_proxy(sandbox.enot_url, CREATES) as (proxy, url),
+        enot_client(url) as client,
+        SQLiteLedger(tmp_path / "ledger.db") as ledger,
+    ):
+        pay = payouts(client, ledger, poll=SHORT_POLL)
+        first = await pay.pay("first", enot_request())
+        proxy.stale = True
+
+        second = await pay.pay("second", enot_request())
+
+        assert second.status is PayoutStatus.NEEDS_ATTENTION, second
+        assert second.provider_id is None
+        assert books(sandbox.state)[1] == Counter(first=1)  # the replay never reached Enot
+        proxy.stale = False
+        [settled] = await pay.reconcile()
+
+    assert settled.key == "second" and settled.status is PayoutStatus.SUCCEEDED, settled
+    assert settled.provider_id != first.provider_id
+    assert books(sandbox.state)[1] == Counter(first=1, second=1)
