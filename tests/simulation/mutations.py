@@ -15,7 +15,9 @@ mutation must fail some seed.
   is dead (another PID namespace, unreadable) -- fails open;
 * ``old-webhook``: ``apply_webhook`` settles the row by ``order_id`` alone;
 * ``old-answers``: a read's answer is taken as being about what was asked, whatever
-  payoff or operation it names.
+  payoff or operation it names;
+* ``old-operations``: a row records whatever operation a create's answer names, though
+  another row holds it (``MemoryLedger`` without its index of operations).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from payout_async.enot import EnotClient, Payoff, PayoffStatus, PayoffWebhook, _
 from payout_async.enot import _client as _enot_client
 from payout_async.intellectmoney import MassPaymentOperationState
 from payout_async.intellectmoney import _models as _im_models
-from payout_async.ledger import LeaseLostError, LedgerState
+from payout_async.ledger import LeaseLostError, LedgerState, MemoryLedger
 from payout_async.payouts import _enot, _run
 from payout_async.payouts._intellectmoney import IntellectMoneyFlow
 from payout_async.payouts._orchestrator import Payouts
@@ -266,6 +268,17 @@ def _old_answers(patches: Patches, world: World) -> None:
     patches.set(_enot.EnotFlow, "adopt", _old_adopt)
 
 
+# -- old-operations --------------------------------------------------------------------
+
+
+def _any_operation(self: MemoryLedger, row: Any, operation_id: str | None) -> None:
+    row.operation_id = operation_id
+
+
+def _old_operations(patches: Patches, world: World) -> None:
+    patches.set(MemoryLedger, "_set_operation_id", _any_operation)
+
+
 MUTATIONS: dict[str, Callable[[Patches, World], None]] = {
     "old-fence": _old_fence,
     "old-takeover": _old_takeover,
@@ -273,6 +286,7 @@ MUTATIONS: dict[str, Callable[[Patches, World], None]] = {
     "old-liveness": _old_liveness,
     "old-webhook": _old_webhook,
     "old-answers": _old_answers,
+    "old-operations": _old_operations,
 }
 
 

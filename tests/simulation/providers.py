@@ -356,14 +356,26 @@ class SimIntellectMoney:
         self, method: str, url: str, body: bytes | None, now: float, rng: random.Random
     ) -> Answer:
         """The answer to a ``getOperationState`` about another operation than the one
-        asked, when the books hold another; else the read's own answer."""
-        if not urlsplit(url).path.endswith("/getOperationState"):
+        asked, or a ``createOperation`` answered as another executed one's was (a
+        gateway replaying ``POST`` answers: nothing created), when the books hold
+        another; else the call's own answer."""
+        name = urlsplit(url).path.rsplit("/", 1)[-1]
+        if name not in ("getOperationState", "createOperation"):
             return self.handle(method, url, body, now)
         asked = str(json.loads(body or b"{}").get("PayoutOperationId"))
         others = [op for op in self.operations.values() if op.id != asked]
+        if name == "createOperation":
+            # One a row holds (A16): every executed operation was recorded before its
+            # execute; an orphan -- a create whose answer was lost -- is held by none.
+            others = [op for op in others if op.executed_at is not None]
         if not others:
             return self.handle(method, url, body, now)
         other = rng.choice(others)
+        if name == "createOperation":
+            self._log(f"im create answered as {other.id}'s was (key={other.key})")
+            return self._envelope(
+                {"State": _IM_OK, "PayoutOperationId": other.id, "PayoutOperationState": "Created"}
+            )
         self._log(f"im state answered about {other.id} instead of {asked}")
         return self._answer(other, now)
 

@@ -140,7 +140,8 @@ FAMILIES = {
         im_second_executes=("pay_again",),
     ),
     "liveness": Family("liveness", deployments=("containers",), modes=("worker", "both")),
-    # Reads answered about another payoff or operation (a cache keyed on the path alone)
+    # Reads answered about another payoff or operation (a cache keyed on the path alone),
+    # IntellectMoney creates answered as another's was (a gateway replaying POST answers)
     "answers": Family("answers", Faults(foreign=0.2)),
     "webhook": Family("webhook", providers=("enot",), webhooks=1.0),
 }
@@ -153,6 +154,7 @@ FOCUS = {
     "old-liveness": "liveness",
     "old-webhook": "webhook",
     "old-answers": "answers",
+    "old-operations": "answers",
 }
 
 
