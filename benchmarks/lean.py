@@ -667,6 +667,7 @@ class MemoryLedger(Ledger):
         super().__init__()
         self.rows: dict[tuple[str, str], list[Any]] = {}
         self.orders: dict[tuple[str, str], str] = {}
+        self.operations: dict[tuple[str, str], str] = {}  # (provider, id): its row's key
         self.keys: dict[str, str] = {}  # each key's provider
         self.history: list[tuple[Any, ...]] = []
         self.begun = 0  # rows begun and changes of state
@@ -710,6 +711,10 @@ class MemoryLedger(Ledger):
                 return False
             row[4] = max(row[4], now + w.lease)
             return True
+        if w.operation_id is not None and w.operation_id != row[6]:
+            if (w.provider, w.operation_id) in self.operations:
+                return Conflict("operation held by another payout")
+            self.operations[w.provider, w.operation_id] = w.key
         self.begun += row[0] != w.state
         row[0], row[5] = w.state, row[5] + w.attempt
         row[6] = w.operation_id or row[6]
@@ -745,6 +750,8 @@ _INDEXES = f"""CREATE UNIQUE INDEX IF NOT EXISTS {{p}}payouts_live_key ON {{p}}p
     WHERE {_HOLDS_KEY};
 CREATE UNIQUE INDEX IF NOT EXISTS {{p}}payouts_order ON {{p}}payouts (provider, order_id)
     WHERE order_id IS NOT NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS {{p}}payouts_operation ON {{p}}payouts
+    (provider, operation_id) WHERE operation_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS {{p}}payouts_live ON {{p}}payouts (state) WHERE {_LIVE};"""
 # What the fence checks: the columns that decide money, as this drive wrote them.
 SIGNED = (
@@ -847,7 +854,11 @@ class SQLiteLedger(Ledger):
                     continue
                 args = (w.state, w.attempt, w.operation_id, w.status, now, w.lease, w.provider)
                 args += (w.key, w.owner, w.token, w.signature, w.state in FINAL)
-                landed = conn.execute(_SQLITE_MOVE, args)
+                try:
+                    landed = conn.execute(_SQLITE_MOVE, args)
+                except sqlite3.IntegrityError:  # the operation is another row's
+                    outcomes.append(Conflict("operation held by another payout"))
+                    continue
                 outcomes.append(landed.rowcount == 1)
                 if landed.rowcount == 1:
                     history.append((w.provider, w.key, w.before, w.state, now, w.owner, w.note))
@@ -912,6 +923,7 @@ class PostgresLedger(Ledger):
         import asyncpg
 
         self._conn = await asyncpg.connect(self.dsn)
+        self._unique_violation = asyncpg.UniqueViolationError
         p = self.p
         # Rows begun and changes of state counted by a sequence: a new row's default,
         # and a trigger on each change of state.
@@ -951,7 +963,12 @@ class PostgresLedger(Ledger):
                 w.order_id, w.signature, w.account, w.account_signature,
             ), strict=True):  # fmt: skip
                 column.append(value)
-        rows = await self._conn.fetch(self._batch_sql, *columns)
+        try:
+            rows = await self._conn.fetch(self._batch_sql, *columns)
+        except self._unique_violation:  # an operation another row holds: whose, alone
+            if len(writes) == 1:
+                return [Conflict("operation held by another payout")]
+            return [(await self._commit([w]))[0] for w in writes]
         landed = {row[0]: row[1] for row in rows}
         outcomes: list[Any] = []
         for n, w in enumerate(writes):
@@ -1079,7 +1096,11 @@ class Run:
             "move", self.provider, self.key, self.owner, self.token, state, self.state, note,
             lease=self.lease, recipient=self.signed[1], **changes,
         )  # fmt: skip
-        if not await self.ledger.submit(write):
+        landed = await self.ledger.submit(write)
+        if isinstance(landed, Conflict):  # an answer about another payout's operation
+            await self.move("needs_attention", "the operation is another payout's")
+            raise SetAside(self.key)
+        if not landed:
             self.lost = True
             raise LeaseLost(self.key)
         self.state = state
@@ -1434,6 +1455,20 @@ async def _guarantees(ledger: Ledger, recipients: Recipients) -> str:
         failed = Write("move", "intellectmoney", key, "o", claim.token, "failed", "pending")
         assert await ledger.submit(failed)
         assert isinstance(await ledger.submit(Write("begin", "enot", key, "o")), Conflict)
+        # An operation is one row's: another row's move to it is refused, in a batch
+        # with others too (PostgreSQL: the statement fails, each write again alone).
+        ops = [f"{tag}-op1", f"{tag}-op2"]
+        claims = [
+            await ledger.submit(Write("begin", "intellectmoney", k, "o", state="pending"))
+            for k in ops
+        ]
+        moves = [
+            Write("move", "intellectmoney", k, "o", c.token, "executing", "pending",
+                  operation_id=f"{tag}-X")
+            for k, c in zip(ops, claims, strict=True)
+        ]  # fmt: skip
+        landed = await ledger._commit(moves)
+        assert landed[0] is True and isinstance(landed[1], Conflict), landed
         # Issue 25: one more on each insert and each change of state, not on a renewal.
         count, key = await _begun(ledger), f"{tag}-count"
         claim = await ledger.submit(Write("begin", "enot", key, "o", state="sending"))
