@@ -40,7 +40,9 @@ same work per payout, against the same sandbox:
   up); the fence UPDATE returns the row's fingerprint, recipient, order_id, operation
   id, account and signatures, and unless they are what this drive wrote (with or
   without a key) the row is parked ``needs_attention`` and nothing is sent (rows in
-  memory cannot be altered from outside: not checked).
+  memory cannot be altered from outside: not checked); and an operation id on one
+  row of its provider (protocol A16: a unique index, a dict in memory), a move to
+  another row's parking the row.
 
 What a lost answer leaves is resolved on the safe side and never paid again here: an
 IntellectMoney execute by the operation's state, an Enot create by its ``order_id``
@@ -1499,7 +1501,7 @@ async def _guarantees(ledger: Ledger, recipients: Recipients) -> str:
         again = Payouts(im_client, ledger, recipients, poll=poll)
         assert await again.pay(f"{tag}-stranded", card) == "succeeded" and len(sent) == 2
         if not durable:
-            return f"ok: one live row per key, {steps[-1]} counted, a stranded row taken over"
+            return f"ok: one live row per key and operation, {steps[-1]} counted, a stranded row taken over"
         # The trust boundary: a row altered between its begin and the money-moving
         # request is parked and nothing is sent (taken over too).
         sealed = recipients.store("5555555555554444")  # another card
@@ -1524,7 +1526,7 @@ async def _guarantees(ledger: Ledger, recipients: Recipients) -> str:
         assert await enot.pay(f"{tag}-untouched", payoff) == "succeeded"
         assert len(sent) == 3
         return (
-            f"ok: one live row per key, {steps[-1]} counted, stranded rows by index and taken"
+            f"ok: one live row per key and operation, {steps[-1]} counted, stranded rows by index and taken"
             f" over, {len(changes) + 1} altered rows parked unsent"
         )
     finally:
