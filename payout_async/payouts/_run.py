@@ -205,7 +205,12 @@ class Run:
                 "or the provider's own) is no evidence about this one; nothing more was sent"
             )
             logger.warning("payout %s set aside: %s", self.record.key, reason)
-            await self._set_aside(reason, ForeignOperationError)
+            try:
+                await self._set_aside(reason, ForeignOperationError)
+            except LeaseLostError as lost:  # another drive has the row now: still foreign
+                if isinstance(lost, ForeignOperationError):
+                    raise
+                raise ForeignOperationError(f"{self.record.key}: {reason}") from lost
         self.released = release or state.is_final
         told = self._observer.transitioned(before, self.record, note)  # the log line
         if told is not None:

@@ -17,6 +17,7 @@ import contextlib
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import attrs
@@ -25,7 +26,14 @@ from aiohttp import web
 
 from payout_async import InvalidResponseError, PayoutStatus, PollPolicy
 from payout_async.enot import EnotClient, Payoff
-from payout_async.ledger import SQLiteLedger
+from payout_async.intellectmoney import IntellectMoneyClient, PayoutOperation
+from payout_async.ledger import (
+    LeaseLostError,
+    LedgerState,
+    MemoryLedger,
+    PayoutRecord,
+    SQLiteLedger,
+)
 from payout_async.sandbox import Sandbox
 
 from .support import (
@@ -281,3 +289,42 @@ async def test_an_enot_create_answered_with_another_payouts_payoff(tmp_path: Pat
     assert settled.key == "second" and settled.status is PayoutStatus.SUCCEEDED, settled
     assert settled.provider_id != first.provider_id
     assert books(sandbox.state)[1] == Counter(first=1, second=1)
+
+
+async def test_another_payouts_operation_is_never_deleted(tmp_path: Path) -> None:
+    """Even when the row is taken over while it is being set aside, the operation its
+    create was answered with stays the other payout's: not deleted (a row that loses
+    its lease deletes the orphan it just created, and this is no orphan of its own)."""
+
+    class TakenOverWhileSetAside(MemoryLedger):
+        async def transition(self, provider: str, key: str, **kwargs: Any) -> PayoutRecord:
+            if key == "second" and kwargs["state"] is LedgerState.NEEDS_ATTENTION:
+                raise LeaseLostError(f"{key}: taken over")
+            return await super().transition(provider, key, **kwargs)
+
+    async with (
+        Sandbox(config=fast_config()) as sandbox,
+        im_client(sandbox.intellectmoney_url) as client,
+    ):
+        ledger = TakenOverWhileSetAside()
+        theirs = await client.create_operation_from(im_request("first"))
+        assert theirs.operation_id is not None
+        claim = await ledger.begin(
+            "intellectmoney", "first", "h", {}, owner="other", lease_seconds=60
+        )
+        await ledger.transition(
+            "intellectmoney", "first", owner="other", token=claim.record.lease_token,
+            state=LedgerState.CREATED, lease_seconds=60, operation_id=theirs.operation_id,
+        )  # fmt: skip
+
+        class Replayed(IntellectMoneyClient):
+            async def create_operation_from(self, request: Any) -> PayoutOperation:
+                return theirs
+
+        client.__class__ = Replayed
+        result = await payouts(client, ledger, poll=SHORT_POLL).pay("second", im_request("s"))
+        client.__class__ = IntellectMoneyClient
+        state = await client.get_operation_state(theirs.operation_id)
+
+    assert result.status is not PayoutStatus.SUCCEEDED, result
+    assert state.raw_state == "Created"  # the first payout's operation, left for it
