@@ -373,8 +373,8 @@ class Ledger(Protocol):
         but that nobody has claimed since is still its holder's: fencing is by token.
         ``add_attempt`` adds one to ``attempts`` (a money-moving request is about to be
         sent). Raises ``OperationTakenError``, writing nothing, when ``operation_id``
-        names an operation another row of the provider holds: an operation or payoff
-        is one payout's, whatever an answer says.
+        names an operation another row of the provider holds -- also to a caller whose
+        lease is gone: an operation or payoff is one payout's, whatever an answer says.
 
         A transition that has started completes even if the caller is cancelled
         meanwhile: the recovery point it writes (an operation id just learnt, say) is

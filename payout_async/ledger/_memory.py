@@ -273,13 +273,20 @@ class MemoryLedger(Ledger):
         if operation_id == row.operation_id:
             return
         if operation_id is not None:
-            holder = self._by_operation.get((row.provider, operation_id))
-            if holder is not None:
-                raise OperationTakenError(row.provider, row.key, operation_id, holder)
+            self._check_operation(row.provider, row.key, operation_id)
             self._by_operation[(row.provider, operation_id)] = row.key
         if row.operation_id is not None:
             self._by_operation.pop((row.provider, row.operation_id), None)
         row.operation_id = operation_id
+
+    def _check_operation(self, provider: str, key: str, operation_id: str | None) -> None:
+        """``OperationTakenError`` when another row of ``provider`` holds
+        ``operation_id`` (whether or not the caller still holds its own row)."""
+        if operation_id is None:
+            return
+        holder = self._by_operation.get((provider, operation_id))
+        if holder is not None and holder != key:
+            raise OperationTakenError(provider, key, operation_id, holder)
 
     @staticmethod
     def _lease_free(row: _Row, now: float) -> bool:
@@ -418,7 +425,11 @@ class MemoryLedger(Ledger):
         """See ``Ledger.transition``."""
         changes = check_changes(changes)
         now = time.time()
-        row = self._held(provider, key, owner, token)
+        try:
+            row = self._held(provider, key, owner, token)
+        except LeaseLostError:
+            self._check_operation(provider, key, changes.get("operation_id"))
+            raise
         from_state = row.state
         if type(state) is not LedgerState:
             state = LedgerState(state)

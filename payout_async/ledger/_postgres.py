@@ -831,18 +831,28 @@ class PostgresLedger(Ledger):
             final=final,
             changes=fields,
         )
+        operation_id = fields.get("operation_id")
         try:
             row = await self._submit(move)
         except self._asyncpg.UniqueViolationError as error:
-            operation_id = fields.get("operation_id")
             if operation_id is None or not _violates(error, OPERATION_INDEX):
                 raise
-            holder = await self._fetchrow(self._sql.operation_holder, provider, operation_id)
-            held_by = None if holder is None else holder["key"]
-            raise OperationTakenError(provider, key, operation_id, held_by) from error
+            taken = await self._taken(provider, key, operation_id)
+            raise (taken or OperationTakenError(provider, key, operation_id, None)) from error
         if row is None:
-            raise LeaseLostError.not_held(provider, key, owner, token)
+            taken = None if operation_id is None else await self._taken(provider, key, operation_id)
+            raise taken or LeaseLostError.not_held(provider, key, owner, token)
         return self._record(row)
+
+    async def _taken(
+        self, provider: str, key: str, operation_id: str
+    ) -> OperationTakenError | None:
+        """``OperationTakenError`` when another row of ``provider`` holds
+        ``operation_id`` (what a drive that lost its lease is told first); else None."""
+        holder = await self._fetchrow(self._sql.operation_holder, provider, operation_id)
+        if holder is None or holder["key"] == key:
+            return None
+        return OperationTakenError(provider, key, operation_id, holder["key"])
 
     async def renew(
         self, provider: str, key: str, *, owner: str, token: int, lease_seconds: float

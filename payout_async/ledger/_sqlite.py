@@ -499,7 +499,9 @@ class _Transition:
                 held = conn.execute(_HELD_ROW, (provider, key, owner, self.token)).fetchone()
                 if held is None:
                     held_rows.forget(provider, key)
-                    raise LeaseLostError.not_held(provider, key, owner, self.token)
+                    raise self._taken(conn) or LeaseLostError.not_held(
+                        provider, key, owner, self.token
+                    )
                 conn.execute(self.update, values)
         except sqlite3.IntegrityError as error:
             taken = self._taken(conn)
@@ -525,8 +527,9 @@ class _Transition:
         return self.ledger._records.read(row)
 
     def _taken(self, conn: sqlite3.Connection) -> OperationTakenError | None:
-        """Why the UPDATE failed the unique index of operations, if it did: the row
-        of the provider that holds the operation id this transition would record."""
+        """``OperationTakenError`` when the operation id this transition would record
+        is another row's (why the UPDATE failed the unique index, or what a drive that
+        lost its lease is told first); else None."""
         operation_id = self.fields.get("operation_id")
         if operation_id is None:
             return None

@@ -787,6 +787,18 @@ async def test_an_operation_belongs_to_one_row(ledger: Ledger) -> None:
     )  # fmt: skip
     assert await ledger.get(P, "k2") == before
     assert [step.note for step in await ledger.history(P, "k2")] == ["intent recorded"]
+    # A drive that lost its lease is told the operation is another's first.
+    with pytest.raises(OperationTakenError):
+        await ledger.transition(
+            P, "k2", owner="w1", token=999, state=LedgerState.PROCESSING, lease_seconds=1,
+            operation_id="op-1",
+        )  # fmt: skip
+    with pytest.raises(LeaseLostError) as lost:
+        await ledger.transition(
+            P, "k2", owner="w1", token=999, state=LedgerState.PROCESSING, lease_seconds=1,
+            operation_id="op-9",
+        )  # fmt: skip
+    assert not isinstance(lost.value, OperationTakenError)
     await move(ledger, "k2", LedgerState.PROCESSING, operation_id="op-2")  # still its lease
     await move(ledger, "k1", LedgerState.PROCESSING, operation_id="op-1")  # its own
     await start(ledger, "k3", provider="intellectmoney")

@@ -328,3 +328,38 @@ async def test_another_payouts_operation_is_never_deleted(tmp_path: Path) -> Non
 
     assert result.status is not PayoutStatus.SUCCEEDED, result
     assert state.raw_state == "Created"  # the first payout's operation, left for it
+
+
+async def test_a_drive_that_lost_its_row_never_deletes_another_payouts_operation() -> None:
+    """A drive whose create was answered with another payout's operation, and which
+    lost its row meanwhile, is told by the ledger that the operation is another's --
+    not merely that its lease is gone, on which it deletes the orphan it created."""
+    async with (
+        Sandbox(config=fast_config()) as sandbox,
+        im_client(sandbox.intellectmoney_url) as client,
+    ):
+        ledger = MemoryLedger()
+        theirs = await client.create_operation_from(im_request("first"))
+        assert theirs.operation_id is not None
+        claim = await ledger.begin("intellectmoney", "first", "h", {}, owner="o", lease_seconds=60)
+        await ledger.transition(
+            "intellectmoney", "first", owner="o", token=claim.record.lease_token,
+            state=LedgerState.CREATED, lease_seconds=60, operation_id=theirs.operation_id,
+        )  # fmt: skip
+        pay = payouts(client, ledger, poll=SHORT_POLL)
+
+        class SlowAndReplayed(IntellectMoneyClient):
+            async def create_operation_from(self, request: Any) -> PayoutOperation:
+                # Meanwhile another worker takes the row over.
+                await ledger.claim_stranded(
+                    owner="thief", lease_seconds=60, limit=1, dead_owners=[pay.owner]
+                )
+                return theirs
+
+        client.__class__ = SlowAndReplayed
+        result = await pay.pay("second", im_request("second"))
+        client.__class__ = IntellectMoneyClient
+        state = await client.get_operation_state(theirs.operation_id)
+
+    assert result.status is not PayoutStatus.SUCCEEDED, result
+    assert state.raw_state == "Created"  # the first payout's operation, left for it
