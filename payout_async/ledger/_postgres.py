@@ -517,7 +517,7 @@ class PostgresLedger(Ledger):
     async def _prepare(self, conn: Any) -> None:
         """Create what the schema lacks (nothing, usually: then no DDL right is needed
         and no table lock is taken); refuse to write where a newer payout-async has."""
-        if await self._schema_current(conn):
+        if await self._schema_current(conn, indexes=not self.read_only):
             if not self.read_only:
                 found = await conn.fetchval(self._sql.format)
                 if found is not None and found > FORMAT:
@@ -597,13 +597,15 @@ class PostgresLedger(Ledger):
         deadline = asyncio.get_running_loop().time() + self.command_timeout
         return await calls.session(work, deadline=deadline)
 
-    async def _schema_current(self, conn: Any) -> bool:
+    async def _schema_current(self, conn: Any, *, indexes: bool = True) -> bool:
+        """Whether every table, column and -- unless not ``indexes`` (a reader needs
+        none of them) -- index the schema creates is there."""
         wanted = schema_objects(self._sql.schema)
         qualify = "" if self.schema is None else f'"{self.schema}".'
         names = [f'{qualify}"{name}"' for name in [*wanted.tables, *wanted.indexes]]
         rows = await conn.fetch(_CATALOG, names)
         found = {row[0]: set(row[1] or ()) for row in rows if row[1] is not None}
-        for name in wanted.indexes:
+        for name in wanted.indexes if indexes else ():
             if f'{qualify}"{name}"' not in found:
                 return False
         return all(

@@ -666,8 +666,8 @@ class SQLiteLedger(Ledger):
         except sqlite3.Error as error:
             raise self._open_failed(error) from error
         try:
-            if self.read_only:
-                if not await on_thread(db, schema_current):
+            if self.read_only:  # (reads need the tables and columns, not the indexes)
+                if not await on_thread(db, schema_current, False):
                     raise outdated(self)
             else:
                 if (newer := await on_thread(db, newer_schema)) is not None:

@@ -254,14 +254,15 @@ def newer_schema(conn: sqlite3.Connection) -> int | None:
     return version if version > FORMAT else None
 
 
-def schema_current(conn: sqlite3.Connection) -> bool:
-    """True when the file is at this version and every table, column and index the
-    schema scripts create is there (on the connection's thread: ``on_thread``)."""
+def schema_current(conn: sqlite3.Connection, indexes: bool = True) -> bool:
+    """True when the file is at this version and every table, column and -- unless
+    not ``indexes`` (a reader needs none of them) -- index the schema scripts create is
+    there (on the connection's thread: ``on_thread``)."""
     if conn.execute("PRAGMA user_version").fetchone()[0] < FORMAT:
         return False
     rows = conn.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'index')")
     names = {row[0] for row in rows}
-    if not _SCHEMA_OBJECTS.indexes <= names:
+    if indexes and not _SCHEMA_OBJECTS.indexes <= names:
         return False
     for table, columns in _SCHEMA_OBJECTS.tables.items():
         if table not in names:

@@ -355,3 +355,44 @@ async def test_postgres_refuses_to_upgrade_a_table_with_a_shared_operation(schem
     with pytest.raises(ConfigurationError, match="several payouts"):
         await ledger.open()
     await ledger.aclose()
+
+
+async def test_a_file_of_the_last_release_is_read_as_it_is_and_upgraded_by_a_writer(
+    tmp_path: Path,
+) -> None:
+    """A file that lacks only the index of operations (as the last release left it):
+    the commands that only look read it as it is; the first writer adds the index."""
+    path = tmp_path / "ledger.db"
+    async with SQLiteLedger(path) as ledger:
+        await ledger.begin("enot", "k", HASH, PARAMS, owner="w", lease_seconds=5)
+    conn = sqlite3.connect(path)
+    conn.execute("DROP INDEX payouts_operation_id_unique")
+    conn.commit()
+    conn.close()
+    async with SQLiteLedger(path, read_only=True) as reader:
+        assert [r.key for r in await reader.records()] == ["k"]
+    async with SQLiteLedger(path):
+        pass
+    conn = sqlite3.connect(path)
+    names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+    conn.close()
+    assert "payouts_operation_id_unique" in names
+
+
+async def test_a_table_of_the_last_release_is_read_as_it_is_and_upgraded_by_a_writer(
+    schema: str,
+) -> None:
+    async with PostgresLedger(PG_DSN, schema=schema) as ledger:
+        await ledger.begin("enot", "k", HASH, PARAMS, owner="w", lease_seconds=5)
+    index = f'"{schema}".payouts_operation_id_unique'
+    conn = await asyncpg.connect(PG_DSN)
+    try:
+        await conn.execute(f"DROP INDEX {index}")
+        async with PostgresLedger(PG_DSN, schema=schema, read_only=True) as reader:
+            assert [r.key for r in await reader.records()] == ["k"]
+        assert await conn.fetchval("SELECT to_regclass($1)", index) is None
+        async with PostgresLedger(PG_DSN, schema=schema):
+            pass
+        assert await conn.fetchval("SELECT to_regclass($1)", index) is not None
+    finally:
+        await conn.close()
