@@ -118,8 +118,6 @@ def operations_shared(which: str = "") -> ConfigurationError:
     listed = f" ({which})" if which else ""
     return ConfigurationError(
         f"this ledger records one operation under several payouts{listed}; an operation "
-        "is one payout's, so at most one of them was paid by it: settle those rows by "
-        "hand (SELECT provider, operation_id, key FROM payouts WHERE operation_id IN "
-        "(SELECT operation_id FROM payouts GROUP BY provider, operation_id HAVING "
-        "count(*) > 1)) before opening it with this version"
+        "is one payout's, so at most one of them was paid by it: settle those rows (of "
+        "one provider, with one operation_id) by hand before opening it with this version"
     )
