@@ -1501,7 +1501,10 @@ async def _guarantees(ledger: Ledger, recipients: Recipients) -> str:
         again = Payouts(im_client, ledger, recipients, poll=poll)
         assert await again.pay(f"{tag}-stranded", card) == "succeeded" and len(sent) == 2
         if not durable:
-            return f"ok: one live row per key and operation, {steps[-1]} counted, a stranded row taken over"
+            return (
+                f"ok: one live row per key and operation, {steps[-1]} counted, a stranded"
+                " row taken over"
+            )
         # The trust boundary: a row altered between its begin and the money-moving
         # request is parked and nothing is sent (taken over too).
         sealed = recipients.store("5555555555554444")  # another card
@@ -1526,8 +1529,8 @@ async def _guarantees(ledger: Ledger, recipients: Recipients) -> str:
         assert await enot.pay(f"{tag}-untouched", payoff) == "succeeded"
         assert len(sent) == 3
         return (
-            f"ok: one live row per key and operation, {steps[-1]} counted, stranded rows by index and taken"
-            f" over, {len(changes) + 1} altered rows parked unsent"
+            f"ok: one live row per key and operation, {steps[-1]} counted, stranded rows"
+            f" by index and taken over, {len(changes) + 1} altered rows parked unsent"
         )
     finally:
         if isinstance(ledger, PostgresLedger):
