@@ -367,19 +367,32 @@ class EnotFlow(Flow[EnotClient, PayoffRequest, Payoff]):
         await run.move(LedgerState.PENDING, note=f"{held}; creating again")
 
     async def adopt(
-        self, run: Run, request: PayoffRequest, answer: Payoff, *, looked_up: bool = False
+        self,
+        run: Run,
+        request: PayoffRequest,
+        answer: Payoff,
+        *,
+        looked_up: bool = False,
+        ours: bool = False,
     ) -> None:
         """Record what ``answer`` says -- after checking that it is this payout's
         payoff: one of another order_id is not (whoever asked by its payoff id), nor one
         found by order_id that disagrees with this payout (``payoff_mismatch``); then
-        the row parks."""
-        if answer.order_id is not None and answer.order_id != (ours := self._order_id(run)):
-            await run.give_up(
-                f"the payoff {answer.payoff_id} is not this payout: its order_id is "
-                f"{answer.order_id!r}, this payout's {ours!r}"
+        the row parks, forgetting that payoff's id (``reconcile()`` looks its own
+        order_id up). A payoff that names this payout's order_id is its own, even if a
+        create answered with it was replayed to another row first."""
+        order_id = answer.order_id
+        if order_id is not None and order_id != (own := self._order_id(run)):
+            await run.move(
+                LedgerState.NEEDS_ATTENTION,
+                reason=f"the payoff {answer.payoff_id} is not this payout: its order_id is "
+                f"{order_id!r}, this payout's {own!r}",
+                release=True,
+                operation_id=None,
             )
             return
         if looked_up and (mismatch := payoff_mismatch(request, answer)) is not None:
             await run.give_up(f"the payoff found by order_id is not this payout: {mismatch}")
             return
-        await super().adopt(run, request, answer, looked_up=looked_up)
+        ours = ours or order_id is not None
+        await super().adopt(run, request, answer, looked_up=looked_up, ours=ours)

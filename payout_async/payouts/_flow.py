@@ -243,19 +243,27 @@ class Flow(abc.ABC, Generic[ClientT, RequestT, AnswerT]):
         return False
 
     async def adopt(
-        self, run: Run, request: RequestT, answer: AnswerT, *, looked_up: bool = False
+        self,
+        run: Run,
+        request: RequestT,
+        answer: AnswerT,
+        *,
+        looked_up: bool = False,
+        ours: bool = False,
     ) -> None:
         """Record what ``answer`` says: its final state, or ``processing``.
         ``looked_up``: the payout was found by this row's own reference, not by the
-        provider's id (a flow that can be shown another payout checks it first)."""
+        provider's id (a flow that can be shown another payout checks it first).
+        ``ours``: the answer names this payout's own reference, so its id is this
+        payout's even where another row recorded it (``Run.move``)."""
         reading = self.read(answer)
         changes: dict[str, Any] = {"provider_status": reading.provider_status}
         if reading.provider_id:
             changes["operation_id"] = reading.provider_id
         if reading.final is None:
             note = f"{self.noun} found" if looked_up else None
-            await run.move(LedgerState.PROCESSING, note=note, **changes)
+            await run.move(LedgerState.PROCESSING, note=note, ours=ours, **changes)
             return
         reason = None if reading.final is LedgerState.SUCCEEDED else reading.failure
         # The drive ends at any such state (``refused`` too): the lease goes with it.
-        await run.move(reading.final, reason=reason, release=True, **changes)
+        await run.move(reading.final, reason=reason, release=True, ours=ours, **changes)

@@ -168,10 +168,16 @@ class Run:
         note: str | None = None,
         add_attempt: bool = False,
         release: bool = False,
+        ours: bool = False,
         **changes: Any,
     ) -> PayoutRecord:
         """Durably move the row to ``state`` before anything else happens;
         ``release``: the drive ends there, and gives the lease back in the same write.
+
+        An ``operation_id`` another row holds (``OperationTakenError``) sets the row
+        aside: the answer that named it is about another payout. Unless ``ours``: the
+        provider's answer names this payout's own reference, so the other row was
+        answered about this one -- the move is made without the id.
 
         Every ledger finishes a transition it has started even when the caller is
         cancelled (the ``Ledger.transition`` contract), so no shield is needed here.
@@ -198,6 +204,13 @@ class Run:
         except LedgerOutcomeUnknownError as error:
             self.record = await self._landed(state, error, released=release)
         except OperationTakenError as error:
+            if ours:
+                del changes["operation_id"]
+                kept = f"{error.operation_id} is recorded for payout {error.holder!r}: not here"
+                return await self.move(
+                    state, note=kept if note is None else f"{note}; {kept}",
+                    add_attempt=add_attempt, release=release, **changes,
+                )  # fmt: skip
             holder = "another payout" if error.holder is None else f"payout {error.holder!r}"
             reason = (
                 f"{error.provider} answered with {error.operation_id}, which {holder} "

@@ -13,6 +13,7 @@ every read the answer it kept from another payout, of the same amount and recipi
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -367,3 +368,44 @@ async def test_a_drive_that_lost_its_row_never_deletes_another_payouts_operation
 
     assert result.status is not PayoutStatus.SUCCEEDED, result
     assert state.raw_state == "Created"  # the first payout's operation, left for it
+
+
+async def test_an_enot_payoff_named_by_its_own_order_id_is_its_payouts(tmp_path: Path) -> None:
+    """A create answer replayed to ``second`` named ``first``'s payoff before ``first``
+    had recorded it (its own answer was lost). ``first`` finds the payoff by its own
+    order_id: the payoff is its, and it settles without the id another row recorded,
+    rather than parking. ``second`` learns the payoff is another order's, parks
+    forgetting the id, and ``reconcile()`` pays it: each paid once."""
+    async with (
+        Sandbox(config=fast_config()) as sandbox,
+        enot_client(sandbox.enot_url) as client,
+        enot_client(sandbox.enot_url) as replayed,
+        SQLiteLedger(tmp_path / "ledger.db") as ledger,
+    ):
+        theirs = await client.create_payoff_from(enot_request(), order_id="first")
+        polled, go_on = asyncio.Event(), asyncio.Event()
+
+        class ReplayedThenSlow(EnotClient):
+            async def create_payoff_from(self, request: Any, *, order_id: str | None = None) -> Any:
+                return theirs
+
+            async def get_payoff(self, **asked: Any) -> Payoff:
+                polled.set()
+                await go_on.wait()
+                return await super().get_payoff(**asked)
+
+        replayed.__class__ = ReplayedThenSlow
+        second_drive = asyncio.create_task(
+            payouts(replayed, ledger, poll=SHORT_POLL).pay("second", enot_request())
+        )
+        await polled.wait()  # ``second`` has recorded the payoff's id, and polls it
+        pay = payouts(client, ledger, poll=SHORT_POLL, lookup_before_create=True)
+        first = await pay.pay("first", enot_request())
+        go_on.set()
+        second = await second_drive
+        [settled] = await pay.reconcile()
+
+    assert first.status is PayoutStatus.SUCCEEDED, first
+    assert second.status is PayoutStatus.NEEDS_ATTENTION and second.provider_id is None, second
+    assert settled.key == "second" and settled.status is PayoutStatus.SUCCEEDED, settled
+    assert books(sandbox.state)[1] == Counter(first=1, second=1)
