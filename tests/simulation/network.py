@@ -20,7 +20,8 @@ from the run's network generator (``Faults``):
 * ``refused_processed``: handled (a payoff created, an execute performed), and yet
   the answer is a refusal (Enot 408 or 422 from an edge): issue 27;
 * ``foreign``: a read answered about another payoff or operation of the books (a
-  cache keyed on the path alone, a lax provider), when there is another.
+  cache keyed on the path alone, a lax provider), or a create answered as another's
+  was (a gateway replaying ``POST`` answers: nothing created), when there is another.
 
 Before a money-moving request leaves, the sending process may be frozen (the admitted
 assumption: the pause between a confirmed fence and the first byte). The time from the
@@ -81,7 +82,7 @@ class Faults:
     throttled: float = 0.04
     refused: float = 0.0  # money-moving requests only
     refused_processed: float = 0.0  # money-moving requests only
-    foreign: float = 0.0  # reads only
+    foreign: float = 0.0
     #: Chance that the sender freezes between its fence and the request leaving.
     post_fence_pause: float = 0.0
     #: Chance that a request takes most of its total timeout to arrive.
@@ -97,7 +98,7 @@ class Faults:
         roll = rng.random()
         for fate in FATES[1:]:
             chance = getattr(self, fate)
-            if (fate.startswith("refused") and not money) or (fate == "foreign" and money):
+            if fate.startswith("refused") and not money:
                 continue
             if roll < chance:
                 return fate

@@ -215,8 +215,21 @@ class SimEnot:
         self, method: str, url: str, body: bytes | None, now: float, rng: random.Random
     ) -> Answer:
         """The answer to a read about another payoff than the one asked (whatever was
-        asked), when the books hold another; else the read's own answer."""
-        if method != "GET" or not urlsplit(url).path.endswith("/payoff/info"):
+        asked), or a create answered as another payoff of ours was (a gateway replaying
+        ``POST`` answers: nothing created), when the books hold another; else the
+        request's own answer."""
+        path = urlsplit(url).path
+        if method == "POST" and path.endswith("/payoff/create"):
+            order_id = str(json.loads(body or b"{}").get("order_id"))
+            ours = [p for p in self.payoffs.values() if not p.foreign and p.order_id != order_id]
+            if not ours:
+                return self.handle(method, url, body, now)
+            other = rng.choice(ours)
+            self._log(f"enot create of {order_id} answered as {other.id}'s was")
+            return _enot_ok(
+                {"payoff_id": other.id, "amount_withdraw_rub": f"{other.amount:.2f}", "balance": 1}
+            )
+        if method != "GET" or not path.endswith("/payoff/info"):
             return self.handle(method, url, body, now)
         query = {name: values[0] for name, values in parse_qs(urlsplit(url).query).items()}
         asked = self.payoffs.get(query.get("id", "")) or next(
