@@ -73,6 +73,10 @@ class ForeignOperationError(LeaseLostError):
     other payout's, never this drive's to execute or delete."""
 
 
+def _payout(key: str | None) -> str:
+    return "another payout" if key is None else f"payout {key!r}"
+
+
 class Run:
     """One drive's view of one row: ``move`` writes the next recovery point under the
     drive's lease (owner and fencing token), ``fence`` guards money-moving requests.
@@ -204,26 +208,14 @@ class Run:
         except LedgerOutcomeUnknownError as error:
             self.record = await self._landed(state, error, released=release)
         except OperationTakenError as error:
-            if ours:
-                del changes["operation_id"]
-                kept = f"{error.operation_id} is recorded for payout {error.holder!r}: not here"
-                return await self.move(
-                    state, note=kept if note is None else f"{note}; {kept}",
-                    add_attempt=add_attempt, release=release, **changes,
-                )  # fmt: skip
-            holder = "another payout" if error.holder is None else f"payout {error.holder!r}"
-            reason = (
-                f"{error.provider} answered with {error.operation_id}, which {holder} "
-                "holds: an answer about another payout (replayed by a gateway or proxy, "
-                "or the provider's own) is no evidence about this one; nothing more was sent"
-            )
-            logger.warning("payout %s set aside: %s", self.record.key, reason)
-            try:
-                await self._set_aside(reason, ForeignOperationError)
-            except LeaseLostError as lost:  # another drive has the row now: still foreign
-                if isinstance(lost, ForeignOperationError):
-                    raise
-                raise ForeignOperationError(f"{self.record.key}: {reason}") from lost
+            if not ours:
+                await self._foreign(error)
+            del changes["operation_id"]
+            kept = f"{error.operation_id} is recorded for {_payout(error.holder)}: not here"
+            return await self.move(
+                state, note=kept if note is None else f"{note}; {kept}",
+                add_attempt=add_attempt, release=release, **changes,
+            )  # fmt: skip
         self.released = release or state.is_final
         told = self._observer.transitioned(before, self.record, note)  # the log line
         if told is not None:
@@ -231,6 +223,24 @@ class Run:
         if self.record.untrusted is not None and not self.released:
             await self._set_aside(self.record.untrusted, UntrustedRowError)
         return self.record
+
+    async def _foreign(self, error: OperationTakenError) -> NoReturn:
+        """An answer named another row's operation: park the row, and send nothing
+        more (``ForeignOperationError`` however it ends, the row taken over meanwhile
+        too: that operation is never this drive's to delete)."""
+        reason = (
+            f"{error.provider} answered with {error.operation_id}, which "
+            f"{_payout(error.holder)} holds: an answer about another payout (replayed by "
+            "a gateway or proxy, or the provider's own) is no evidence about this one; "
+            "nothing more was sent"
+        )
+        logger.warning("payout %s set aside: %s", self.record.key, reason)
+        try:
+            await self._set_aside(reason, ForeignOperationError)
+        except LeaseLostError as lost:
+            if isinstance(lost, ForeignOperationError):
+                raise
+            raise ForeignOperationError(f"{self.record.key}: {reason}") from lost
 
     async def _set_aside(self, reason: str, stop: type[LeaseLostError]) -> NoReturn:
         """Park the row for ``reason`` and send nothing more (``stop`` ends the
