@@ -94,19 +94,31 @@ async def schema() -> AsyncIterator[str]:
         await drop_schema(name)
 
 
-async def test_postgres_upgrades_a_version_1_table(schema: str) -> None:
+def _pg_table(schema: str) -> str:
+    return f'"{schema}".payouts'
+
+
+async def _v1_postgres(schema: str, *statements: str) -> None:
+    """A version-1 PostgreSQL table in ``schema`` (``_pg_table``), then ``statements``."""
     conn = await asyncpg.connect(PG_DSN)
     try:
-        table = f'"{schema}".payouts'
         await conn.execute(f'CREATE SCHEMA "{schema}"')
-        await conn.execute(V1_TABLE.format(table=table, json="jsonb", real="double precision"))
         await conn.execute(
-            f"CREATE INDEX payouts_order_id ON {table} (provider, order_id) "
-            "WHERE order_id IS NOT NULL"
+            V1_TABLE.format(table=_pg_table(schema), json="jsonb", real="double precision")
         )
-        await conn.execute(V1_ROW.format(table=table, key="old", digest=HASH, order_id="o-old"))
+        for statement in statements:
+            await conn.execute(statement)
     finally:
         await conn.close()
+
+
+async def test_postgres_upgrades_a_version_1_table(schema: str) -> None:
+    table = _pg_table(schema)
+    await _v1_postgres(
+        schema,
+        f"CREATE INDEX payouts_order_id ON {table} (provider, order_id) WHERE order_id IS NOT NULL",
+        V1_ROW.format(table=table, key="old", digest=HASH, order_id="o-old"),
+    )
     async with PostgresLedger(PG_DSN, schema=schema) as ledger:
         old = await ledger.get("enot", "old")
         assert old is not None and old.lease_token == 0
@@ -180,16 +192,11 @@ async def test_sqlite_upgrade_moves_card_numbers_out_of_the_parameters(
 
 async def test_postgres_upgrade_moves_card_numbers_out_of_the_parameters(schema: str) -> None:
     key = new_encryption_key()
-    conn = await asyncpg.connect(PG_DSN)
-    try:
-        table = f'"{schema}".payouts'
-        await conn.execute(f'CREATE SCHEMA "{schema}"')
-        await conn.execute(V1_TABLE.format(table=table, json="jsonb", real="double precision"))
-        digest = params_hash({"amount": "1.00", "pan": CARD})
-        await conn.execute(V2_CARD_ROWS.format(table=table, digest=digest, params=CARD_PARAMS))
-    finally:
-        await conn.close()
     params = {"amount": "1.00", "pan": CARD}
+    rows = V2_CARD_ROWS.format(
+        table=_pg_table(schema), digest=params_hash(params), params=CARD_PARAMS
+    )
+    await _v1_postgres(schema, rows)
     async with PostgresLedger(PG_DSN, schema=schema, encryption_key=key) as ledger:
         live, done = await ledger.get(P, "live"), await ledger.get(P, "done")
         assert live is not None and live.params["pan"] == CARD
@@ -237,14 +244,7 @@ async def test_sqlite_upgrade_reports_a_key_held_under_two_providers(tmp_path: P
 async def v1_postgres_with_shared_keys(schema: str) -> None:
     """A version-1 PostgreSQL table in ``schema`` holding four rows, one key under both
     providers."""
-    conn = await asyncpg.connect(PG_DSN)
-    try:
-        table = f'"{schema}".payouts'
-        await conn.execute(f'CREATE SCHEMA "{schema}"')
-        await conn.execute(V1_TABLE.format(table=table, json="jsonb", real="double precision"))
-        await conn.execute(SHARED_ROWS.format(table=table, digest=HASH))
-    finally:
-        await conn.close()
+    await _v1_postgres(schema, SHARED_ROWS.format(table=_pg_table(schema), digest=HASH))
 
 
 async def test_postgres_upgrade_reports_a_key_held_under_two_providers(schema: str) -> None:
@@ -341,16 +341,12 @@ async def test_sqlite_refuses_to_upgrade_a_file_with_a_shared_operation(tmp_path
 
 
 async def test_postgres_refuses_to_upgrade_a_table_with_a_shared_operation(schema: str) -> None:
-    conn = await asyncpg.connect(PG_DSN)
-    try:
-        table = f'"{schema}".payouts'
-        await conn.execute(f'CREATE SCHEMA "{schema}"')
-        await conn.execute(V1_TABLE.format(table=table, json="jsonb", real="double precision"))
-        for key in ("a", "b"):
-            await conn.execute(V1_ROW.format(table=table, key=key, digest=HASH, order_id=key))
-        await conn.execute(f"UPDATE {table} SET operation_id = 'op-1'")
-    finally:
-        await conn.close()
+    table = _pg_table(schema)
+    await _v1_postgres(
+        schema,
+        *(V1_ROW.format(table=table, key=key, digest=HASH, order_id=key) for key in "ab"),
+        f"UPDATE {table} SET operation_id = 'op-1'",
+    )
     ledger = PostgresLedger(PG_DSN, schema=schema)
     with pytest.raises(ConfigurationError, match="several payouts"):
         await ledger.open()
