@@ -272,11 +272,11 @@ class MemoryLedger(Ledger):
         it (``OperationTakenError``, before anything of the transition is written)."""
         if operation_id == row.operation_id:
             return
-        if operation_id is not None:
-            self._check_operation(row.provider, row.key, operation_id)
-            self._by_operation[(row.provider, operation_id)] = row.key
+        self._check_operation(row.provider, row.key, operation_id)
         if row.operation_id is not None:
             self._by_operation.pop((row.provider, row.operation_id), None)
+        if operation_id is not None:
+            self._by_operation[(row.provider, operation_id)] = row.key
         row.operation_id = operation_id
 
     def _check_operation(self, provider: str, key: str, operation_id: str | None) -> None:

@@ -383,11 +383,9 @@ class EnotFlow(Flow[EnotClient, PayoffRequest, Payoff]):
         create answered with it was replayed to another row first."""
         order_id = answer.order_id
         if order_id is not None and order_id != (own := self._order_id(run)):
-            await run.move(
-                LedgerState.NEEDS_ATTENTION,
-                reason=f"the payoff {answer.payoff_id} is not this payout: its order_id is "
+            await run.give_up(
+                f"the payoff {answer.payoff_id} is not this payout: its order_id is "
                 f"{order_id!r}, this payout's {own!r}",
-                release=True,
                 operation_id=None,
             )
             return

@@ -280,10 +280,13 @@ class Run:
             return row
         raise error
 
-    async def give_up(self, reason: str, error: BaseException | None = None) -> PayoutRecord:
-        """Park the row in ``needs_attention``: ``reason`` (and ``error``) say why.
-        The drive ends there: the lease is given back in the same write."""
-        return await self._stop(LedgerState.NEEDS_ATTENTION, reason, error)
+    async def give_up(
+        self, reason: str, error: BaseException | None = None, **changes: Any
+    ) -> PayoutRecord:
+        """Park the row in ``needs_attention``: ``reason`` (and ``error``) say why;
+        ``changes`` are set in the same write. The drive ends there: the lease is given
+        back in the same write."""
+        return await self._stop(LedgerState.NEEDS_ATTENTION, reason, error, **changes)
 
     async def refused(self, reason: str, error: BaseException) -> PayoutRecord:
         """The provider refused the payout and nothing exists there: the row ends
@@ -292,12 +295,12 @@ class Run:
         return await self._stop(LedgerState.REFUSED, reason, error)
 
     async def _stop(
-        self, state: LedgerState, reason: str, error: BaseException | None
+        self, state: LedgerState, reason: str, error: BaseException | None, **changes: Any
     ) -> PayoutRecord:
         if error is None:
-            return await self.move(state, reason=reason, release=True)
+            return await self.move(state, reason=reason, release=True, **changes)
         return await self.move(
-            state, reason=f"{reason}: {error}", last_error=str(error), release=True
+            state, reason=f"{reason}: {error}", last_error=str(error), release=True, **changes
         )
 
     async def renew(self, lease_seconds: float | None = None) -> None:
